@@ -1,0 +1,222 @@
+"""Family L (seed 000): layer-wise metrics ingest and run reads, in seed 000's exact shapes."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import TypeAdapter, ValidationError
+
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
+from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, validation_failed
+from pivotd.ingest import run_id_of
+from pivotd.services import Services
+from pivotd.store import RunRow
+from pivotd.store.reader import SORTABLE
+from pivotd.timefmt import iso
+from shared.models.layerwise import LayerwisePayload, Step
+from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
+
+router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
+_BATCH = TypeAdapter(list[LayerwisePayload])
+RunIdPath = Annotated[str, Path(description="Run identifier", max_length=128)]
+
+
+async def reject(services: Services, exc: ValidationError, body: bytes, *, batch: bool) -> PivotError:
+    """Turn a validation failure into the 4xx to send, recording any non-finite value on its run first."""
+    error = validation_failed(exc)
+    non_finite = [e for e in exc.errors(include_url=False, include_input=False) if e["type"] == "finite_number"]
+    if non_finite:
+        document = json.loads(body)  # the stdlib parser accepts NaN/Infinity, which is what we are reporting
+        seen: set[tuple[str, int | None]] = set()
+        for item in non_finite:
+            loc = tuple(item["loc"])
+            target = document[loc[0]] if batch and isinstance(document, list) else document
+            run_id, step = run_id_of(target)
+            if run_id is None or (run_id, step) in seen:
+                continue
+            seen.add((run_id, step))
+            await services.ingest.record_rejection(run_id, step, field_path(loc[1:] if batch else loc), item["msg"])
+    return error
+
+
+@router.post(
+    "/metrics/layerwise",
+    status_code=202,
+    response_model=Accepted,
+    summary="Submit one step of layer-wise metrics",
+    description="Validated, committed to SQLite, then broadcast on /ws as `new_metrics`. "
+    "A 202 means the step is durable: a daemon killed right after still has it.",
+    openapi_extra=openapi_body("LayerwisePayload", LayerwisePayload, "One monitored training step"),
+    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
+)
+async def post_layerwise(request: Request, services: ServicesDep) -> Response:
+    body = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        payload = LayerwisePayload.model_validate_json(body)
+    except ValidationError as exc:
+        raise await reject(services, exc, body, batch=False) from None
+    await services.ingest.layerwise([payload])
+    return json_response({"status": "accepted", "run_id": payload.metadata.run_id}, 202)
+
+
+@router.post(
+    "/metrics/layerwise/batch",
+    status_code=202,
+    response_model=BatchAccepted,
+    summary="Submit several steps (of one or more runs) in one request",
+    description="A JSON array of layer-wise payloads, committed atomically: if any item is invalid, "
+    "nothing is stored and the 422 names the item (`[3].metadata.run_id`).",
+    openapi_extra=openapi_body("LayerwiseBatch", list[LayerwisePayload], "Array of layer-wise payloads"),
+    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
+)
+async def post_layerwise_batch(request: Request, services: ServicesDep) -> Response:
+    body = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        payloads = _BATCH.validate_json(body)
+    except ValidationError as exc:
+        raise await reject(services, exc, body, batch=True) from None
+    if not payloads:
+        raise ValidationFailed("body: the batch is empty", details=[{"field": "body", "message": "empty"}])
+    run_ids = await services.ingest.layerwise(payloads)
+    return json_response({"status": "accepted", "accepted": len(payloads), "run_ids": sorted(set(run_ids))}, 202)
+
+
+def summary(run: RunRow) -> dict[str, Any]:
+    return {
+        "created_at": iso(run.created_at),
+        "last_update": iso(run.last_update),
+        "step_count": run.step_count,
+        "latest_step": run.latest_step,
+        "kind": run.kind,
+        "status": run.status,
+        "experiment_id": run.experiment_id,
+        "group": run.group,
+        "tags": run.tags,
+    }
+
+
+async def find_run(services: Services, run_id: str) -> RunRow:
+    run = await services.store.reader.get_run(run_id)
+    if run is None:
+        raise NotFound(f"run {run_id!r} not found")
+    return run
+
+
+@router.get(
+    "/runs",
+    response_model=dict[str, RunSummary],
+    summary="List runs (seed 000 map keyed by run_id)",
+    description="Without paging parameters every run is returned. With `page`/`per_page` the body keeps "
+    "seed 000's shape and paging goes in `X-Total-Count` and `Link` headers.",
+    responses=error_responses(LAYERWISE_ERRORS, 401, 422),
+)
+async def list_runs(
+    request: Request,
+    services: ServicesDep,
+    status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
+    experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=128)] = None,
+    sort: Annotated[str, Query(description=f"One of {sorted(SORTABLE)}, '-' prefix for descending")] = "created_at",
+    page: Annotated[int | None, Query(ge=1)] = None,
+    per_page: Annotated[int | None, Query(ge=1, le=100)] = None,
+) -> Response:
+    if sort.removeprefix("-") not in SORTABLE:
+        raise ValidationFailed(
+            f"sort: must be one of {', '.join(sorted(SORTABLE))} (optionally prefixed with '-')",
+            details=[{"field": "sort", "message": "unknown sort field"}],
+        )
+    paged = page is not None or per_page is not None
+    size = per_page or 25
+    number = page or 1
+    runs, total = await services.store.reader.list_runs(
+        status=status,
+        experiment_id=experiment_id,
+        sort=sort,
+        limit=size if paged else None,
+        offset=(number - 1) * size,
+    )
+    headers = {"X-Total-Count": str(total)}
+    if paged:
+        links = []
+        if number * size < total:
+            links.append(f'<{request.url.include_query_params(page=number + 1, per_page=size)}>; rel="next"')
+        if number > 1:
+            links.append(f'<{request.url.include_query_params(page=number - 1, per_page=size)}>; rel="prev"')
+        if links:
+            headers["Link"] = ", ".join(links)
+    return json_response({run.run_id: summary(run) for run in runs}, headers=headers)
+
+
+@router.get(
+    "/runs/{run_id}",
+    response_model=RunDetail,
+    summary="A run with its step history",
+    description="Seed 000's `created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` "
+    "and `from_step`/`to_step` bound the payload; `lite=true` returns compact layers.",
+    responses=error_responses(LAYERWISE_ERRORS, 401, 404, 422),
+)
+async def get_run(
+    run_id: RunIdPath,
+    services: ServicesDep,
+    steps: Literal["none", "latest", "all"] = "all",
+    from_step: Annotated[int | None, Query(ge=0)] = None,
+    to_step: Annotated[int | None, Query(ge=0)] = None,
+    lite: bool = False,
+) -> Response:
+    reader = services.store.reader
+    run = await find_run(services, run_id)
+    events = await reader.events(run.ref)
+    head = summary(run) | {
+        "run_id": run.run_id,
+        "metadata": run.metadata,
+        "scalar_names": await reader.scalar_names(run.ref),
+        "events": [
+            {
+                "timestamp": iso(e.timestamp),
+                "kind": e.kind,
+                "step": e.step,
+                "field": e.field,
+                "message": e.message,
+            }
+            for e in events
+        ],
+    }
+    if steps == "none":
+        return json_response(head)
+    if steps == "latest":
+        latest = await reader.latest_step(run.ref)
+        documents = [latest] if latest is not None else []
+    else:
+        documents = await reader.steps(run.ref, lite=lite, from_step=from_step, to_step=to_step)
+    # Stored steps are already JSON: splice them in rather than parse and re-encode them.
+    body = orjson.dumps(head)[:-1] + b',"steps":[' + b",".join(documents) + b"]}"
+    return raw_json_response(body)
+
+
+@router.get(
+    "/runs/{run_id}/latest",
+    response_model=Step,
+    summary="The most recent step of a run",
+    responses=error_responses(LAYERWISE_ERRORS, 401, 404),
+)
+async def get_latest(run_id: RunIdPath, services: ServicesDep) -> Response:
+    run = await find_run(services, run_id)
+    latest = await services.store.reader.latest_step(run.ref)
+    if latest is None:
+        raise NotFound(f"run {run_id!r} has no layer-wise steps yet")
+    return raw_json_response(latest)
+
+
+@router.delete(
+    "/runs/{run_id}",
+    status_code=204,
+    summary="Delete a run and everything recorded for it",
+    responses=error_responses(LAYERWISE_ERRORS, 401, 404, 409),
+)
+async def delete_run(run_id: RunIdPath, services: ServicesDep) -> Response:
+    await services.ingest.delete_run(run_id)
+    return Response(status_code=204)

@@ -1,0 +1,38 @@
+"""Response helpers: JSON encoded once with orjson, and the error responses documented per family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Response
+
+from shared.models.errors import LayerwiseErrorEnvelope, SimpleErrorEnvelope, StructuredErrorEnvelope
+
+
+def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers)
+
+
+def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A body already serialised (for example stored step documents spliced together)."""
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Body is not valid JSON",
+        401: "Missing or invalid bearer token (non-loopback peers)",
+        404: "Not found",
+        409: "Conflict with the resource's state",
+        413: "Body larger than max_body_bytes",
+        415: "Content-Type is not application/json",
+        422: "Validation failed; the message names each offending field",
+        503: "The store is shutting down",
+    }
+    return {code: {"model": envelope, "description": descriptions[code]} for code in codes}
+
+
+LAYERWISE_ERRORS = LayerwiseErrorEnvelope
+SIMPLE_ERRORS = SimpleErrorEnvelope
+STRUCTURED_ERRORS = StructuredErrorEnvelope

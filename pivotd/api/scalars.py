@@ -1,0 +1,90 @@
+"""Scalar points (`train_loss`, `val_accuracy`, ...): batched ingest and downsampled reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import TypeAdapter, ValidationError
+
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.layerwise import find_run
+from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
+from pivotd.errors import ValidationFailed, field_path, validation_failed
+from pivotd.store import RunFields
+from shared.models.layerwise import RUN_ID_PATTERN, is_valid_run_id
+from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
+
+router = APIRouter(prefix="/api/v1", tags=["scalars"])
+_POINTS = TypeAdapter(list[ScalarPoint])
+
+
+@router.post(
+    "/runs/{run_id}/scalars",
+    status_code=202,
+    response_model=ScalarsAccepted,
+    summary="Record scalar points; creates the run if needed",
+    description="Body: a JSON array `[{step, epoch?, timestamp?, values: {name: number}}]`, or an object "
+    '`{"points": [...], "experiment_id"?, "group"?, "tags"?}`. Re-sending a (name, step) replaces it. '
+    "Values must be finite; a non-finite value is refused and recorded as an event on the run.",
+    openapi_extra=openapi_body("ScalarsBody", list[ScalarPoint] | ScalarBatch, "Points, or an object with points"),
+    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
+)
+async def post_scalars(
+    run_id: Annotated[str, Path(max_length=128)], request: Request, services: ServicesDep
+) -> Response:
+    if not is_valid_run_id(run_id):
+        raise ValidationFailed(
+            f"run_id: must match {RUN_ID_PATTERN} and be 1..128 characters",
+            details=[{"field": "run_id", "message": "invalid run id"}],
+        )
+    body = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        if body.lstrip()[:1] == b"[":
+            points = _POINTS.validate_json(body)
+            fields = RunFields()
+            prefix = "points"
+        else:
+            batch = ScalarBatch.model_validate_json(body)
+            points, prefix = batch.points, ""
+            fields = RunFields(experiment_id=batch.experiment_id, group=batch.group, tags=batch.tags)
+    except ValidationError as exc:
+        non_finite = [e for e in exc.errors(include_url=False) if e["type"] == "finite_number"]
+        if non_finite:
+            loc = tuple(non_finite[0]["loc"])
+            await services.ingest.record_rejection(run_id, None, field_path(loc, prefix), non_finite[0]["msg"])
+        raise validation_failed(exc, prefix) from None
+    if not points:
+        raise ValidationFailed(
+            "points: at least one point is required", details=[{"field": "points", "message": "empty"}]
+        )
+    count = await services.ingest.scalars(run_id, points, fields)
+    return json_response({"status": "accepted", "run_id": run_id, "points": count}, 202)
+
+
+@router.get(
+    "/runs/{run_id}/scalars",
+    response_model=ScalarsResponse,
+    summary="Read scalar series, downsampled to at most max_points per series",
+    description="Long series are reduced to min/max buckets so spikes survive; first and last points are kept.",
+    responses=error_responses(LAYERWISE_ERRORS, 401, 404, 422),
+)
+async def get_scalars(
+    run_id: Annotated[str, Path(max_length=128)],
+    services: ServicesDep,
+    names: Annotated[str | None, Query(description="Comma-separated names; default all", max_length=4096)] = None,
+    from_step: Annotated[int | None, Query(ge=0)] = None,
+    to_step: Annotated[int | None, Query(ge=0)] = None,
+    max_points: Annotated[int, Query(ge=10, le=100_000)] = 2000,
+) -> Response:
+    run = await find_run(services, run_id)
+    reader = services.store.reader
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else await reader.scalar_names(run.ref)
+    series = {}
+    downsampled = False
+    for name in wanted:
+        rows = await reader.scalar_series(run.ref, name, from_step=from_step, to_step=to_step, max_points=max_points)
+        downsampled |= rows.downsampled
+        series[name] = {"steps": rows.steps, "values": rows.values, "timestamps": rows.timestamps}
+    return json_response({"run_id": run_id, "series": series, "downsampled": downsampled})

@@ -1,0 +1,108 @@
+"""`create_app(settings)`: the FastAPI application and its lifespan. No work happens at import time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pivotd.api import health, layerwise, scalars, ws
+from pivotd.api.body import install_openapi
+from pivotd.api.responses import json_response
+from pivotd.auth import TokenAuthMiddleware
+from pivotd.errors import (
+    HttpError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PivotError,
+    ValidationFailed,
+    family_for_path,
+    field_path,
+    render_error,
+)
+from pivotd.hub import Hub
+from pivotd.ingest import Ingest
+from pivotd.services import Services
+from pivotd.settings import Settings
+from pivotd.store import Retention, Store
+from shared import __version__
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build services in dependency order; the exit stack tears them down in reverse."""
+    settings: Settings = app.state.settings
+    retention = Retention(settings.max_runs, settings.max_steps_per_run, settings.max_db_bytes)
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(Store.open(settings.db_path, retention))
+        hub = Hub(queue_size=settings.ws_queue_size)
+        # Registered after the store: on the way down, sockets close (1001) before the final flush.
+        stack.push_async_callback(hub.close_all, 1001)
+        ingest = Ingest(store, hub)
+        app.state.services = Services(settings, store, hub, ingest, started_at=time.time())
+        log.info("store open at %s", settings.db_path)
+        yield
+        log.info("shutting down: flushing pending writes")
+
+
+def _render(request: Request, error: PivotError) -> Response:
+    body = render_error(error, family_for_path(request.url.path))
+    return json_response(body, status_code=error.status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every failure, ours or the framework's, leaves in the envelope of the request's route family."""
+
+    @app.exception_handler(PivotError)
+    async def pivot_error(request: Request, exc: PivotError) -> Response:
+        return _render(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError) -> Response:
+        # loc is ("query" | "path" | "body", name, ...): name the parameter as the client wrote it.
+        fields = [{"field": field_path(tuple(e["loc"][1:])), "message": e["msg"]} for e in exc.errors()]
+        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return _render(request, ValidationFailed(message, details=fields))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            error: PivotError = NotFound(f"no route for {request.method} {request.url.path}")
+        elif exc.status_code == 405:
+            error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+        else:
+            error = HttpError(exc.status_code, str(exc.detail))
+        return _render(request, error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _render(request, InternalError("internal error; see the daemon log"))
+
+
+def create_app(settings: Settings, token: str) -> FastAPI:
+    app = FastAPI(
+        title="pivotd",
+        version=__version__,
+        description="PIVOT daemon: layer-wise training metrics, runs, scalars and live updates over /ws.",
+        lifespan=lifespan,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    for module in (health, layerwise, scalars, ws):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    install_openapi(app)
+    app.add_middleware(TokenAuthMiddleware, token=token, trust_loopback=settings.trust_loopback)
+    return app

@@ -1,0 +1,174 @@
+"""The one ingest path: validated payloads -> store (group commit) -> hub.
+
+Every writer of metrics goes through here: the layer-wise routes, the scalar route, and (later)
+the daemon's own trainer, which posts through the same public routes as any external script.
+Subscribers hear about a step only after it is committed, so nothing they see can be lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from pydantic_core import to_json
+
+from pivotd.hub import METRICS_TOPIC, RUNS_TOPIC, Hub, run_topic
+from pivotd.store import BatchOutcome, DeleteRun, PutEvent, PutScalars, PutSteps, RunFields, StepRecord, Store
+from pivotd.timefmt import iso
+from shared.models.layerwise import LayerwisePayload, Step, is_valid_run_id
+from shared.models.scalars import ScalarPoint
+
+log = logging.getLogger(__name__)
+
+
+def step_record(payload: LayerwisePayload) -> StepRecord:
+    meta = payload.metadata
+    step = Step.model_construct(
+        step=meta.global_step,
+        timestamp=meta.timestamp,
+        batch_size=meta.batch_size,
+        layers=payload.layer_statistics,
+        cross_layer=payload.cross_layer_analysis,
+        layer_groups=meta.layer_groups,
+    )
+    lite = {
+        "step": meta.global_step,
+        "timestamp": meta.timestamp,
+        "batch_size": meta.batch_size,
+        "layers": [
+            {
+                "layer_id": layer.layer_id,
+                "layer_type": layer.layer_type,
+                "depth_index": layer.depth_index,
+                "activation_std": layer.intermediate_features.activation_std,
+                "cross_layer_std_ratio": layer.intermediate_features.cross_layer_std_ratio,
+                "gradient_l2_norm": layer.gradient_flow.gradient_l2_norm,
+                "gradient_max_abs": layer.gradient_flow.gradient_max_abs,
+            }
+            for layer in payload.layer_statistics
+        ],
+        "cross_layer": payload.cross_layer_analysis.model_dump(),
+        "layer_groups": meta.layer_groups,
+    }
+    return StepRecord(
+        run_id=meta.run_id,
+        step=meta.global_step,
+        timestamp=meta.timestamp,
+        batch_size=meta.batch_size,
+        data=to_json(step),
+        lite=orjson.dumps(lite),
+        fields=RunFields(
+            experiment_id=meta.experiment_id, group=meta.group, tags=meta.tags, extra=meta.model_extra or None
+        ),
+    )
+
+
+def run_summary(row: Sequence[Any]) -> dict[str, Any]:
+    """The L-shape summary (plus additive fields) from a writer summary row."""
+    run_id, kind, status, created_at, last_update, step_count, latest_step, experiment_id, group, tags = row
+    return {
+        "run_id": run_id,
+        "created_at": iso(created_at),
+        "last_update": iso(last_update),
+        "step_count": step_count,
+        "latest_step": latest_step,
+        "kind": kind,
+        "status": status,
+        "experiment_id": experiment_id,
+        "group": group,
+        "tags": json.loads(tags),
+    }
+
+
+class Ingest:
+    def __init__(self, store: Store, hub: Hub) -> None:
+        self._store = store
+        self._hub = hub
+        store.writer.listeners.append(self._announce_batch)
+
+    async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
+        """Commit steps (one transaction), then broadcast each as seed 000's `new_metrics`."""
+        records = [step_record(payload) for payload in payloads]
+        await self._store.writer.submit(PutSteps(records))
+        for record in records:
+            topics = (METRICS_TOPIC, run_topic(record.run_id))
+            if self._hub.has_subscribers(*topics):
+                run_id = orjson.dumps(record.run_id).decode()
+                self._hub.publish(topics, f'{{"type":"new_metrics","run_id":{run_id},"data":{record.data.decode()}}}')
+        return [record.run_id for record in records]
+
+    async def scalars(self, run_id: str, points: Sequence[ScalarPoint], fields: RunFields) -> int:
+        rows = [
+            (name, point.step, value, point.epoch, point.timestamp)
+            for point in points
+            for name, value in point.values.items()
+        ]
+        count: int = await self._store.writer.submit(PutScalars(run_id, rows, fields))
+        topic = run_topic(run_id)
+        if self._hub.has_subscribers(topic):
+            message = {
+                "type": "scalars",
+                "topic": topic,
+                "run_id": run_id,
+                "points": [point.model_dump(exclude_none=True) for point in points],
+            }
+            self._hub.publish((topic,), orjson.dumps(message).decode())
+        return count
+
+    async def record_rejection(self, run_id: str, step: int | None, field: str, reason: str) -> None:
+        """Store the fact that a payload was refused (e.g. non-finite), so monitors can surface it."""
+        where = f" at step {step}" if step is not None else ""
+        message = f"rejected payload for run {run_id}{where}: {field}: {reason}"
+        await self._store.writer.submit(PutEvent(run_id, "rejected_non_finite", message, step, field))
+        log.warning("%s", message)
+        topic = run_topic(run_id)
+        event = {
+            "timestamp": iso(time.time()),
+            "kind": "rejected_non_finite",
+            "step": step,
+            "field": field,
+            "message": message,
+        }
+        self._hub.publish(
+            (topic,),
+            orjson.dumps({"type": "run_event", "topic": topic, "run_id": run_id, "data": event}).decode(),
+        )
+
+    async def delete_run(self, run_id: str) -> None:
+        await self._store.writer.submit(DeleteRun(run_id))
+        message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
+        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+
+    def _announce_batch(self, outcome: BatchOutcome) -> None:
+        """Tell the `runs` topic what a committed batch changed."""
+        if not self._hub.has_subscribers(RUNS_TOPIC) and not outcome.evicted:
+            return
+        for row in outcome.touched:
+            summary = run_summary(row)
+            kind = "run_created" if summary["run_id"] in outcome.created else "run_updated"
+            self._hub.publish(
+                (RUNS_TOPIC,),
+                orjson.dumps(
+                    {"type": kind, "topic": RUNS_TOPIC, "run_id": summary["run_id"], "data": summary}
+                ).decode(),
+            )
+        for run_id in outcome.evicted:
+            message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "retention"}
+            self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+
+
+def run_id_of(document: Any) -> tuple[str | None, int | None]:
+    """Best-effort (run_id, step) of a payload that failed validation, for recording the rejection."""
+    if not isinstance(document, dict):
+        return None, None
+    meta = document.get("metadata")
+    if not isinstance(meta, dict):
+        return None, None
+    run_id, step = meta.get("run_id"), meta.get("global_step")
+    if not isinstance(run_id, str) or not is_valid_run_id(run_id):
+        return None, None
+    return run_id, step if isinstance(step, int) and not isinstance(step, bool) else None

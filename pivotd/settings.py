@@ -1,0 +1,121 @@
+"""Daemon settings: defaults < TOML file < `PIVOT_*` environment < command-line flags.
+
+Every field is documented in docs/configuration.md (a test keeps the two in step) and listed
+in systemd/pivotd.env.example.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.locations import config_dir, state_dir
+
+ENV_PREFIX = "PIVOT_"
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    host: str = "127.0.0.1"
+    """Address to listen on. A non-loopback address requires a token."""
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    """TCP port; 0 picks a free one (the chosen URL is written to `daemon.json` in the data dir)."""
+    data_dir: Path = Field(default_factory=state_dir)
+    """Holds the SQLite database, the token and `daemon.json`. Default: `$STATE_DIRECTORY`, else XDG state."""
+    config_dir: Path = Field(default_factory=config_dir)
+    """Where training-session config files live (read by later features); never read outside it."""
+    log_level: LogLevel = "info"
+    """Log verbosity on stderr."""
+    access_log: bool = False
+    """Log every HTTP request (costs about 30% of ingest throughput)."""
+    token: str | None = None
+    """Bearer token. Unset: read `<data_dir>/token`, creating it (mode 0600) on first start."""
+    trust_loopback: bool = True
+    """Requests from 127.0.0.0/8 and ::1 need no token. Set false on shared multi-user machines."""
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 2 * 1024 * 1024
+    """Largest accepted request body; larger ones get 413."""
+    max_runs: Annotated[int, Field(ge=1)] = 1000
+    """Past this many runs, the run with the oldest last update is evicted."""
+    max_steps_per_run: Annotated[int, Field(ge=1)] = 10_000
+    """Past this many layer-wise steps in a run, its oldest steps are dropped."""
+    max_db_bytes: Annotated[int, Field(ge=1024 * 1024)] = 10 * 1024**3
+    """Past this much data in the database, the oldest runs are evicted."""
+    ws_queue_size: Annotated[int, Field(ge=1)] = 1000
+    """Messages buffered per WebSocket client before the oldest are dropped and it is told `lagged`."""
+    shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """How long a graceful shutdown waits for open requests before cancelling them."""
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "pivot.db"
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def listens_on_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class SettingsError(ValueError):
+    """A setting could not be read; the message names its source and field."""
+
+
+def _from_env(environ: dict[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    return values
+
+
+def load_settings(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Merge the sources in precedence order and validate once, naming the offending source."""
+    env = dict(os.environ if environ is None else environ)
+    config_file = config_file or (Path(env["PIVOT_CONFIG"]) if env.get("PIVOT_CONFIG") else None)
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as handle:
+                document = tomllib.load(handle)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        section = document.get("pivotd", document)
+        merged.update(section)
+        sources.update(dict.fromkeys(section, str(config_file)))
+    for layer, origin in ((_from_env(env), "environment"), (overrides or {}, "command line")):
+        clean = {k: v for k, v in layer.items() if v is not None}
+        merged.update(clean)
+        sources.update(dict.fromkeys(clean, origin))
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            origin = sources.get(field, "defaults")
+            shown = f"{ENV_PREFIX}{field.upper()}" if origin == "environment" else field
+            problems.append(f"{shown} (from {origin}): {error['msg']}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from exc

@@ -1,0 +1,151 @@
+"""Write operations: each runs inside the writer's batch transaction, on the writer thread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pivotd.errors import Conflict, NotFound
+from pivotd.store.retention import PROTECTED_STATES
+
+MAX_EVENTS_PER_RUN = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunFields:
+    """Optional run attributes a write may carry (from layer-wise `metadata` or the scalar body)."""
+
+    experiment_id: str | None = None
+    group: str | None = None
+    tags: list[str] | None = None
+    extra: dict[str, Any] | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.experiment_id, self.group, self.tags, self.extra))
+
+
+class Tx:
+    """What an operation may do inside the batch transaction; remembers run ids and touched runs."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+        self.run_refs: dict[str, int] = {}
+        self.created: set[str] = set()
+
+    def ensure_run(self, run_id: str, fields: RunFields | None = None) -> int:
+        ref = self.run_refs.get(run_id)
+        if ref is None:
+            row = self.conn.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                ref = self.conn.execute(
+                    "INSERT INTO runs (run_id, created_at, last_update) VALUES (?, ?, ?) RETURNING id",
+                    (run_id, self.now, self.now),
+                ).fetchone()[0]
+                self.created.add(run_id)
+            else:
+                ref = row[0]
+            self.run_refs[run_id] = ref
+        if fields is not None and fields.any():
+            self.conn.execute(
+                """UPDATE runs SET experiment_id = coalesce(?, experiment_id),
+                                   group_name = coalesce(?, group_name),
+                                   tags = coalesce(?, tags),
+                                   metadata = json_patch(metadata, ?)
+                   WHERE id = ?""",
+                (
+                    fields.experiment_id,
+                    fields.group,
+                    None if fields.tags is None else json.dumps(fields.tags),
+                    json.dumps(fields.extra or {}),
+                    ref,
+                ),
+            )
+        return ref
+
+
+class WriteOp(Protocol):
+    def apply(self, tx: Tx) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One validated layer-wise step, already serialised: stored and broadcast as the same bytes."""
+
+    run_id: str
+    step: int
+    timestamp: float
+    batch_size: int
+    data: bytes
+    lite: bytes
+    fields: RunFields = field(default_factory=RunFields)
+
+
+@dataclass(frozen=True, slots=True)
+class PutSteps:
+    records: list[StepRecord]
+
+    def apply(self, tx: Tx) -> int:
+        rows = []
+        for record in self.records:
+            ref = tx.ensure_run(record.run_id, record.fields)
+            rows.append((ref, record.step, record.timestamp, record.batch_size, record.data, record.lite))
+        tx.conn.executemany(
+            """INSERT INTO steps (run, step, timestamp, batch_size, data, lite) VALUES (?, ?, ?, ?, ?, ?)
+               ON CONFLICT (run, step) DO UPDATE SET timestamp = excluded.timestamp,
+                   batch_size = excluded.batch_size, data = excluded.data, lite = excluded.lite""",
+            rows,
+        )
+        return len(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class PutScalars:
+    run_id: str
+    # (name, step, value, epoch, timestamp)
+    rows: list[tuple[str, int, float, int | None, float | None]]
+    fields: RunFields = field(default_factory=RunFields)
+
+    def apply(self, tx: Tx) -> int:
+        ref = tx.ensure_run(self.run_id, self.fields)
+        tx.conn.executemany(
+            "INSERT OR REPLACE INTO scalars (run, name, step, value, epoch, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
+            [(ref, *row) for row in self.rows],
+        )
+        return len(self.rows)
+
+
+@dataclass(frozen=True, slots=True)
+class PutEvent:
+    run_id: str
+    kind: str
+    message: str
+    step: int | None = None
+    field_name: str | None = None
+
+    def apply(self, tx: Tx) -> int:
+        ref = tx.ensure_run(self.run_id)
+        event_id: int = tx.conn.execute(
+            "INSERT INTO run_events (run, timestamp, kind, step, field, message) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            (ref, tx.now, self.kind, self.step, self.field_name, self.message),
+        ).fetchone()[0]
+        # A run that sends NaN every step must not grow its event log without bound.
+        tx.conn.execute("DELETE FROM run_events WHERE run = ? AND id <= ?", (ref, event_id - MAX_EVENTS_PER_RUN))
+        return event_id
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRun:
+    run_id: str
+
+    def apply(self, tx: Tx) -> None:
+        row = tx.conn.execute("SELECT id, kind, status FROM runs WHERE run_id = ?", (self.run_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"run {self.run_id!r} not found")
+        ref, kind, status = row
+        if kind == "managed" and status in PROTECTED_STATES:
+            raise Conflict(f"run {self.run_id!r} is {status}; cancel it before deleting it")
+        tx.conn.execute("DELETE FROM runs WHERE id = ?", (ref,))

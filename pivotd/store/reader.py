@@ -1,0 +1,204 @@
+"""Read queries on their own aiosqlite connection: WAL lets them run while the writer commits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from pivotd.store.writer import RUN_SUMMARY_COLUMNS
+
+SORTABLE = {"created_at", "last_update", "run_id", "latest_step", "step_count"}
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    ref: int
+    run_id: str
+    kind: str
+    status: str
+    created_at: float
+    last_update: float
+    step_count: int
+    latest_step: int | None
+    experiment_id: str | None
+    group: str | None
+    tags: list[str]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    timestamp: float
+    kind: str
+    step: int | None
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRows:
+    steps: list[int]
+    values: list[float]
+    timestamps: list[float | None]
+    downsampled: bool
+
+
+_RUN_COLUMNS = f"id, {RUN_SUMMARY_COLUMNS}, metadata"
+
+
+def _run_row(row: Any) -> RunRow:
+    return RunRow(
+        ref=row[0],
+        run_id=row[1],
+        kind=row[2],
+        status=row[3],
+        created_at=row[4],
+        last_update=row[5],
+        step_count=row[6],
+        latest_step=row[7],
+        experiment_id=row[8],
+        group=row[9],
+        tags=json.loads(row[10]),
+        metadata=json.loads(row[11]),
+    )
+
+
+class Reader:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, db_path: Path) -> Reader:
+        conn = await aiosqlite.connect(db_path, isolation_level=None)
+        # WAL mode is a property of the file (the writer set it); readers need only these.
+        for pragma in ("query_only=ON", "busy_timeout=5000"):
+            await conn.execute(f"PRAGMA {pragma}")
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def ping(self) -> None:
+        await (await self._conn.execute("SELECT 1")).fetchone()
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        experiment_id: str | None = None,
+        sort: str = "created_at",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> tuple[list[RunRow], int]:
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if experiment_id is not None:
+            where.append("experiment_id = ?")
+            args.append(experiment_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        column = sort.removeprefix("-")
+        if column not in SORTABLE:
+            raise ValueError(f"cannot sort by {column!r}; one of {', '.join(sorted(SORTABLE))}")
+        order = f"{column} {'DESC' if sort.startswith('-') else 'ASC'}, id"
+        page = "LIMIT ? OFFSET ?" if limit is not None else ""
+        page_args = [limit, offset] if limit is not None else []
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY {order} {page}", [*args, *page_args]
+        )
+        runs = [_run_row(row) for row in rows]
+        if limit is None:
+            return runs, len(runs)
+        total = (await self._conn.execute_fetchall(f"SELECT count(*) FROM runs {clause}", args))[0][0]
+        return runs, total
+
+    async def get_run(self, run_id: str) -> RunRow | None:
+        rows = await self._conn.execute_fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return _run_row(rows[0]) if rows else None
+
+    async def steps(
+        self, ref: int, *, lite: bool = False, from_step: int | None = None, to_step: int | None = None
+    ) -> list[bytes]:
+        """Stored Step JSON documents, sorted by step, ready to splice into a response."""
+        column = "lite" if lite else "data"
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {column} FROM steps WHERE run = ? AND step BETWEEN ? AND ? ORDER BY step",
+            (ref, -1 if from_step is None else from_step, 2**62 if to_step is None else to_step),
+        )
+        return [row[0] for row in rows]
+
+    async def latest_step(self, ref: int) -> bytes | None:
+        rows = await self._conn.execute_fetchall(
+            "SELECT data FROM steps WHERE run = ? ORDER BY step DESC LIMIT 1", (ref,)
+        )
+        return rows[0][0] if rows else None
+
+    async def events(self, ref: int, limit: int = 50) -> list[EventRow]:
+        rows = await self._conn.execute_fetchall(
+            "SELECT timestamp, kind, step, field, message FROM run_events WHERE run = ? ORDER BY id DESC LIMIT ?",
+            (ref, limit),
+        )
+        return [EventRow(*row) for row in reversed(list(rows))]
+
+    async def scalar_names(self, ref: int) -> list[str]:
+        # A recursive skip-scan: one index probe per distinct name instead of reading every point.
+        rows = await self._conn.execute_fetchall(
+            """WITH RECURSIVE names(name) AS (
+                   SELECT min(name) FROM scalars WHERE run = ?1
+                   UNION ALL
+                   SELECT (SELECT min(name) FROM scalars WHERE run = ?1 AND name > names.name)
+                   FROM names WHERE name IS NOT NULL)
+               SELECT name FROM names WHERE name IS NOT NULL""",
+            (ref,),
+        )
+        return [row[0] for row in rows]
+
+    async def scalar_series(
+        self, ref: int, name: str, *, from_step: int | None, to_step: int | None, max_points: int
+    ) -> SeriesRows:
+        """A series between two steps; longer than `max_points`, it is reduced to min/max buckets.
+
+        Each bucket keeps its lowest and highest point (with their own steps), plus the first and
+        last point overall, so spikes such as a loss blow-up survive any zoom level. SQLite's bare
+        columns with a lone min()/max() aggregate return the row holding that extreme.
+        """
+        lo = -1 if from_step is None else from_step
+        hi = 2**62 if to_step is None else to_step
+        bounds = await self._conn.execute_fetchall(
+            "SELECT count(*), min(step), max(step) FROM scalars WHERE run = ? AND name = ? AND step BETWEEN ? AND ?",
+            (ref, name, lo, hi),
+        )
+        count, first, last = bounds[0]
+        if count <= max_points:
+            rows = await self._conn.execute_fetchall(
+                "SELECT step, value, timestamp FROM scalars WHERE run = ? AND name = ? AND step BETWEEN ? AND ? "
+                "ORDER BY step",
+                (ref, name, lo, hi),
+            )
+            return SeriesRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], False)
+        buckets = max(1, (max_points - 2) // 2)
+        width = (last - first + 1) / buckets
+        picked: dict[int, tuple[float, float | None]] = {}
+        for extreme in ("min", "max"):
+            rows = await self._conn.execute_fetchall(
+                f"""SELECT step, {extreme}(value), timestamp FROM scalars
+                    WHERE run = ? AND name = ? AND step BETWEEN ? AND ?
+                    GROUP BY CAST((step - ?) / ? AS INTEGER)""",
+                (ref, name, first, last, first, width),
+            )
+            for step, value, timestamp in rows:
+                picked[step] = (value, timestamp)
+        for step in (first, last):
+            if step not in picked:
+                row = await self._conn.execute_fetchall(
+                    "SELECT value, timestamp FROM scalars WHERE run = ? AND name = ? AND step = ?",
+                    (ref, name, step),
+                )
+                picked[step] = (row[0][0], row[0][1])
+        ordered = sorted(picked.items())
+        return SeriesRows([s for s, _ in ordered], [v for _, (v, _) in ordered], [t for _, (_, t) in ordered], True)

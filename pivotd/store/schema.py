@@ -1,0 +1,87 @@
+"""Schema migrations keyed by `PRAGMA user_version`: each entry upgrades version N-1 to N in place."""
+
+from __future__ import annotations
+
+import sqlite3
+
+# Append only: a released migration is never edited, so every older database upgrades the same way.
+MIGRATIONS: list[str] = [
+    # 1: runs, layer-wise steps and scalar points.
+    """
+    CREATE TABLE runs (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL UNIQUE,
+        kind        TEXT NOT NULL DEFAULT 'external',
+        status      TEXT NOT NULL DEFAULT 'running',
+        created_at  REAL NOT NULL,
+        last_update REAL NOT NULL,
+        step_count  INTEGER NOT NULL DEFAULT 0,
+        latest_step INTEGER
+    );
+    CREATE INDEX runs_by_last_update ON runs(last_update);
+    CREATE TABLE steps (
+        id         INTEGER PRIMARY KEY,
+        run        INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        step       INTEGER NOT NULL,
+        timestamp  REAL NOT NULL,
+        batch_size INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        lite       BLOB NOT NULL,
+        UNIQUE (run, step)
+    );
+    CREATE TABLE scalars (
+        run       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name      TEXT NOT NULL,
+        step      INTEGER NOT NULL,
+        value     REAL NOT NULL,
+        epoch     INTEGER,
+        timestamp REAL,
+        PRIMARY KEY (run, name, step)
+    ) WITHOUT ROWID;
+    """,
+    # 2: experiment membership, tags and free metadata on runs; run events (rejected payloads, ...).
+    """
+    ALTER TABLE runs ADD COLUMN experiment_id TEXT;
+    ALTER TABLE runs ADD COLUMN group_name TEXT;
+    ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runs ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
+    CREATE INDEX runs_by_experiment ON runs(experiment_id);
+    CREATE TABLE run_events (
+        id        INTEGER PRIMARY KEY,
+        run       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        timestamp REAL NOT NULL,
+        kind      TEXT NOT NULL,
+        step      INTEGER,
+        field     TEXT,
+        message   TEXT NOT NULL
+    );
+    CREATE INDEX run_events_by_run ON run_events(run, id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer pivotd; refusing to guess how to read it."""
+
+
+def configure(conn: sqlite3.Connection) -> None:
+    """Connection settings every pivotd connection uses."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL: a commit survives a killed process (it is in the WAL file); only an OS crash
+    # or power loss can drop the last transactions. See docs/architecture.md.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to `target`, one transaction per migration. Returns the version found."""
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNewError(f"database schema version {found} is newer than this pivotd ({SCHEMA_VERSION})")
+    for version in range(found + 1, target + 1):
+        # executescript commits first; wrap each migration so a failure leaves the old version intact.
+        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+    return found

@@ -1,0 +1,179 @@
+"""The single writer: one thread owns the write connection; one asyncio task feeds it batches.
+
+Requests submit operations and await them. While the thread commits one batch, the next
+accumulates in the queue, so many requests share one transaction (group commit) and throughput
+does not depend on one commit per request. A request's future resolves only after COMMIT, which
+is what lets the API answer 202 for data that a killed daemon still has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pivotd.errors import ServiceUnavailable
+from pivotd.store.ops import Tx, WriteOp
+from pivotd.store.retention import Retention, enforce
+from pivotd.store.schema import configure, migrate
+
+log = logging.getLogger(__name__)
+
+RUN_SUMMARY_COLUMNS = (
+    "run_id, kind, status, created_at, last_update, step_count, latest_step, experiment_id, group_name, tags"
+)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one committed batch changed, for publishing to subscribers."""
+
+    touched: list[tuple[Any, ...]] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)
+    evicted: list[str] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(self, db_path: Path, retention: Retention, max_batch_ops: int = 512, max_pending: int = 4096):
+        self._db_path = db_path
+        self._retention = retention
+        self._max_batch_ops = max_batch_ops
+        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_pending)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pivotd-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self.listeners: list[Callable[[BatchOutcome], None]] = []
+        self.batches = 0
+        self.ops = 0
+
+    async def open(self) -> int:
+        """Open the database and migrate it; returns the schema version found on disk."""
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._executor, self._open)
+        self._task = asyncio.create_task(self._run(), name="pivotd-writer")
+        return found
+
+    def _open(self) -> int:
+        self._db_path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+        configure(conn)
+        found = migrate(conn)
+        self._conn = conn
+        return found
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def submit(self, op: WriteOp) -> Any:
+        """Queue `op`; returns its result once its transaction has committed."""
+        if self._closing or not self.alive:
+            raise ServiceUnavailable("the store is shutting down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._queue.put((op, future))
+        return await future
+
+    async def close(self) -> None:
+        """Commit everything already queued, then close the connection."""
+        self._closing = True
+        if self._task is not None:
+            await self._queue.put(_STOP)
+            await self._task
+        loop = asyncio.get_running_loop()
+        if self._conn is not None:
+            await loop.run_in_executor(self._executor, self._conn.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch_ops and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            if _STOP in batch:
+                stopping = True
+                batch = [item for item in batch if item is not _STOP]
+                # Anything queued behind the stop marker was submitted before close() began.
+                while not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+            if not batch:
+                continue
+            ops = [op for op, _ in batch]
+            try:
+                results, outcome = await loop.run_in_executor(self._executor, self._apply, ops)
+            except Exception as exc:  # the COMMIT itself failed (disk full, I/O error)
+                log.exception("write batch of %d operations failed", len(ops))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(ServiceUnavailable(f"the store could not commit: {exc}"))
+                continue
+            self.batches += 1
+            self.ops += len(ops)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():  # the request went away; its data is committed regardless
+                    continue
+                if isinstance(result, BaseException):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+            for listener in self.listeners:
+                try:
+                    listener(outcome)
+                except Exception:
+                    log.exception("batch listener failed")
+
+    def _apply(self, ops: list[WriteOp]) -> tuple[list[Any], BatchOutcome]:
+        conn = self._conn
+        assert conn is not None
+        tx = Tx(conn, time.time())
+        results: list[Any] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in ops:
+                # A savepoint per operation: one bad request cannot fail its neighbours' writes.
+                conn.execute("SAVEPOINT op")
+                refs, created = dict(tx.run_refs), set(tx.created)
+                try:
+                    results.append(op.apply(tx))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    tx.run_refs, tx.created = refs, created  # runs made inside the savepoint are gone
+                    results.append(exc)
+                conn.execute("RELEASE op")
+            outcome = BatchOutcome(created=set(tx.created))
+            refs = sorted(set(tx.run_refs.values()))
+            if refs:
+                self._refresh_runs(conn, refs, tx.now)
+            outcome.evicted = enforce(conn, self._retention, touched=refs)
+            if refs:
+                marks = ",".join("?" * len(refs))
+                outcome.touched = conn.execute(
+                    f"SELECT {RUN_SUMMARY_COLUMNS} FROM runs WHERE id IN ({marks})", refs
+                ).fetchall()
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        outcome.created -= set(outcome.evicted)
+        return results, outcome
+
+    @staticmethod
+    def _refresh_runs(conn: sqlite3.Connection, refs: list[int], now: float) -> None:
+        conn.executemany(
+            """UPDATE runs SET last_update = ?,
+                   step_count = (SELECT count(*) FROM steps WHERE run = runs.id),
+                   latest_step = (SELECT max(step) FROM steps WHERE run = runs.id)
+               WHERE id = ?""",
+            [(now, ref) for ref in refs],
+        )

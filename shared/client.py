@@ -1,0 +1,234 @@
+"""API client for pivotd: `PivotClient` (sync) and `AsyncPivotClient`, typed with the `shared` models.
+
+URL and token default to `PIVOT_URL`/`PIVOT_TOKEN`, then the local daemon's `daemon.json` and token
+file (see `shared.locations`), so a script on the GPU box needs no configuration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from shared.locations import resolve_token, resolve_url
+from shared.models.layerwise import LayerwisePayload, Step
+from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
+from shared.models.scalars import ScalarPoint, ScalarsAccepted, ScalarsResponse
+
+_RUNS = TypeAdapter(dict[str, RunSummary])
+Payload = LayerwisePayload | Mapping[str, Any]
+
+
+class PivotAPIError(Exception):
+    """A non-2xx answer, whichever route family's envelope it came in."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        body = response.json()
+    except ValueError:
+        raise PivotAPIError(response.status_code, "http_error", response.text[:200]) from None
+    code, message = "http_error", response.reason_phrase
+    if isinstance(body, dict):
+        inner = body.get("detail", body.get("error"))
+        if isinstance(inner, dict):  # L {"detail": {...}} or P/C {"error": {...}}
+            code = str(inner.get("error", inner.get("code", code)))
+            message = str(inner.get("message", message))
+        elif isinstance(inner, str):  # F/M {"error": msg}
+            message = inner
+    raise PivotAPIError(response.status_code, code, message, body)
+
+
+def _encode(payload: Payload | BaseModel) -> bytes:
+    if isinstance(payload, BaseModel):
+        return payload.model_dump_json(exclude_none=True).encode()
+    return json.dumps(payload).encode()
+
+
+def _encode_many(payloads: Iterable[Payload | BaseModel]) -> bytes:
+    return b"[" + b",".join(_encode(p) for p in payloads) + b"]"
+
+
+def _scalar_body(
+    points: Sequence[ScalarPoint | Mapping[str, Any]],
+    experiment_id: str | None,
+    group: str | None,
+    tags: list[str] | None,
+) -> bytes:
+    encoded = _encode_many(points)
+    extras = {k: v for k, v in (("experiment_id", experiment_id), ("group", group), ("tags", tags)) if v is not None}
+    if not extras:
+        return encoded
+    return b'{"points":' + encoded + b"," + json.dumps(extras).encode()[1:]
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"content-type": "application/json", "user-agent": "pivot-client"}
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    return headers
+
+
+class _Base:
+    def __init__(self, url: str | None, token: str | None) -> None:
+        self.url = resolve_url(url)
+        self.token = resolve_token(token)
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/ws"
+
+
+class PivotClient(_Base):
+    """Blocking client; use as a context manager or call `close()`."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(url, token)
+        self._http = httpx.Client(base_url=self.url, headers=_headers(self.token), timeout=timeout)
+
+    def __enter__(self) -> PivotClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/health").json()
+        return result
+
+    def post_layerwise(self, payload: Payload) -> Accepted:
+        return Accepted.model_validate_json(
+            self._call("POST", "/api/v1/metrics/layerwise", content=_encode(payload)).content
+        )
+
+    def post_layerwise_batch(self, payloads: Iterable[Payload]) -> BatchAccepted:
+        response = self._call("POST", "/api/v1/metrics/layerwise/batch", content=_encode_many(payloads))
+        return BatchAccepted.model_validate_json(response.content)
+
+    def post_scalars(
+        self,
+        run_id: str,
+        points: Sequence[ScalarPoint | Mapping[str, Any]],
+        *,
+        experiment_id: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+    ) -> ScalarsAccepted:
+        body = _scalar_body(points, experiment_id, group, tags)
+        return ScalarsAccepted.model_validate_json(
+            self._call("POST", f"/api/v1/runs/{run_id}/scalars", content=body).content
+        )
+
+    def list_runs(self, **params: Any) -> dict[str, RunSummary]:
+        return _RUNS.validate_json(self._call("GET", "/api/v1/runs", params=params).content)
+
+    def get_run(self, run_id: str, *, steps: Literal["none", "latest", "all"] = "all", lite: bool = False) -> RunDetail:
+        params = {"steps": steps, "lite": str(lite).lower()}
+        return RunDetail.model_validate_json(self._call("GET", f"/api/v1/runs/{run_id}", params=params).content)
+
+    def latest(self, run_id: str) -> Step:
+        return Step.model_validate_json(self._call("GET", f"/api/v1/runs/{run_id}/latest").content)
+
+    def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 2000) -> ScalarsResponse:
+        params: dict[str, Any] = {"max_points": max_points}
+        if names:
+            params["names"] = ",".join(names)
+        return ScalarsResponse.model_validate_json(
+            self._call("GET", f"/api/v1/runs/{run_id}/scalars", params=params).content
+        )
+
+    def delete_run(self, run_id: str) -> None:
+        self._call("DELETE", f"/api/v1/runs/{run_id}")
+
+
+# Seed 002 spells the client this way.
+PIVOTClient = PivotClient
+
+
+class AsyncPivotClient(_Base):
+    """The same calls for asyncio programs (the daemon's demo feeder, the TUI)."""
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
+        super().__init__(url, token)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(self.token), timeout=timeout)
+
+    async def __aenter__(self) -> AsyncPivotClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self._http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response
+
+    async def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._call("GET", "/health")).json()
+        return result
+
+    async def post_layerwise(self, payload: Payload) -> Accepted:
+        response = await self._call("POST", "/api/v1/metrics/layerwise", content=_encode(payload))
+        return Accepted.model_validate_json(response.content)
+
+    async def post_layerwise_batch(self, payloads: Iterable[Payload]) -> BatchAccepted:
+        response = await self._call("POST", "/api/v1/metrics/layerwise/batch", content=_encode_many(payloads))
+        return BatchAccepted.model_validate_json(response.content)
+
+    async def post_scalars(
+        self,
+        run_id: str,
+        points: Sequence[ScalarPoint | Mapping[str, Any]],
+        *,
+        experiment_id: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+    ) -> ScalarsAccepted:
+        body = _scalar_body(points, experiment_id, group, tags)
+        response = await self._call("POST", f"/api/v1/runs/{run_id}/scalars", content=body)
+        return ScalarsAccepted.model_validate_json(response.content)
+
+    async def list_runs(self, **params: Any) -> dict[str, RunSummary]:
+        return _RUNS.validate_json((await self._call("GET", "/api/v1/runs", params=params)).content)
+
+    async def get_run(
+        self, run_id: str, *, steps: Literal["none", "latest", "all"] = "all", lite: bool = False
+    ) -> RunDetail:
+        params = {"steps": steps, "lite": str(lite).lower()}
+        return RunDetail.model_validate_json((await self._call("GET", f"/api/v1/runs/{run_id}", params=params)).content)
+
+    async def latest(self, run_id: str) -> Step:
+        return Step.model_validate_json((await self._call("GET", f"/api/v1/runs/{run_id}/latest")).content)
+
+    async def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 2000) -> ScalarsResponse:
+        params: dict[str, Any] = {"max_points": max_points}
+        if names:
+            params["names"] = ",".join(names)
+        response = await self._call("GET", f"/api/v1/runs/{run_id}/scalars", params=params)
+        return ScalarsResponse.model_validate_json(response.content)
+
+    async def delete_run(self, run_id: str) -> None:
+        await self._call("DELETE", f"/api/v1/runs/{run_id}")

@@ -1,0 +1,43 @@
+"""Pydantic wire models: the single source of truth for every payload pivotd accepts or returns."""
+
+from shared.models.errors import ErrorBody, FieldError, LayerwiseErrorEnvelope
+from shared.models.layerwise import (
+    BiasStatistics,
+    CrossLayerAnalysis,
+    GradientFlow,
+    IntermediateFeatures,
+    LayerStatistic,
+    LayerwisePayload,
+    Metadata,
+    ParameterStatistics,
+    Step,
+    WeightStatistics,
+)
+from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunEvent, RunSummary
+from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarSeries, ScalarsResponse
+
+__all__ = [
+    "Accepted",
+    "BatchAccepted",
+    "BiasStatistics",
+    "CrossLayerAnalysis",
+    "ErrorBody",
+    "FieldError",
+    "GradientFlow",
+    "IntermediateFeatures",
+    "LayerStatistic",
+    "LayerwiseErrorEnvelope",
+    "LayerwisePayload",
+    "Metadata",
+    "ParameterStatistics",
+    "RunDetail",
+    "RunEvent",
+    "RunSummary",
+    "ScalarBatch",
+    "ScalarPoint",
+    "ScalarSeries",
+    "ScalarsAccepted",
+    "ScalarsResponse",
+    "Step",
+    "WeightStatistics",
+]

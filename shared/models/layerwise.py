@@ -1,0 +1,143 @@
+"""The layer-wise metrics payload of seed 000 (`../shared/contract/layerwise-schema.md`) and its stored Step."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+_RUN_ID = re.compile(RUN_ID_PATTERN)
+RunId = Annotated[str, Field(min_length=1, max_length=128, pattern=RUN_ID_PATTERN)]
+
+# Every number on the wire must be finite: NaN/Infinity are rejected (rule 1 of the contract).
+_FINITE = ConfigDict(allow_inf_nan=False)
+
+
+def is_valid_run_id(run_id: str) -> bool:
+    return 0 < len(run_id) <= 128 and _RUN_ID.fullmatch(run_id) is not None
+
+
+def normalise_layer_id(layer_id: str) -> str:
+    """Dots become slashes so `encoder.linear1` and `encoder/linear1` name the same layer."""
+    return layer_id.replace(".", "/")
+
+
+class IntermediateFeatures(BaseModel):
+    model_config = _FINITE
+    activation_std: float
+    activation_mean: float
+    activation_shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=2)
+    cross_layer_std_ratio: float | None = None
+
+
+class GradientFlow(BaseModel):
+    model_config = _FINITE
+    gradient_l2_norm: float
+    gradient_std: float
+    gradient_max_abs: float
+
+
+class WeightStatistics(BaseModel):
+    model_config = _FINITE
+    std: float
+    mean: float
+    spectral_norm: float
+    frobenius_norm: float
+
+
+class BiasStatistics(BaseModel):
+    model_config = _FINITE
+    std: float
+    mean_abs: float
+
+
+class ParameterStatistics(BaseModel):
+    model_config = _FINITE
+    weight: WeightStatistics
+    bias: BiasStatistics | None = None
+
+
+class LayerStatistic(BaseModel):
+    model_config = _FINITE
+    layer_id: Annotated[str, Field(min_length=1, max_length=256)]
+    layer_type: Annotated[str, Field(min_length=1, max_length=128)]
+    depth_index: Annotated[int, Field(ge=0)]
+    intermediate_features: IntermediateFeatures
+    gradient_flow: GradientFlow
+    parameter_statistics: ParameterStatistics
+
+    @field_validator("layer_id")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return normalise_layer_id(value)
+
+
+class CrossLayerAnalysis(BaseModel):
+    model_config = _FINITE
+    feature_std_gradient: float
+    gradient_norm_ratio: dict[str, float] = Field(default_factory=dict)
+
+
+class Metadata(BaseModel):
+    """Step metadata; unknown extra fields are accepted, and experiment_id/group/tags are kept on the run."""
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="allow")
+    run_id: RunId
+    timestamp: float
+    global_step: Annotated[int, Field(ge=0)]
+    batch_size: Annotated[int, Field(ge=1)]
+    layer_groups: dict[str, list[str]] | None = None
+    experiment_id: Annotated[str, Field(max_length=128)] | None = None
+    group: Annotated[str, Field(max_length=256)] | None = None
+    tags: list[Annotated[str, Field(max_length=128)]] | None = None
+
+    @field_validator("layer_groups")
+    @classmethod
+    def _normalise_groups(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        if value is None:
+            return None
+        return {group: [normalise_layer_id(layer) for layer in layers] for group, layers in value.items()}
+
+
+class LayerwisePayload(BaseModel):
+    """One monitored training step as a training script POSTs it."""
+
+    model_config = _FINITE
+    metadata: Metadata
+    layer_statistics: list[LayerStatistic] = Field(min_length=1)
+    cross_layer_analysis: CrossLayerAnalysis
+
+    @model_validator(mode="after")
+    def _sorted_by_depth(self) -> LayerwisePayload:
+        depths = [layer.depth_index for layer in self.layer_statistics]
+        for index in range(1, len(depths)):
+            if depths[index] < depths[index - 1]:
+                raise ValueError(
+                    f"layer_statistics[{index}].depth_index: must be sorted by depth_index "
+                    f"({depths[index]} follows {depths[index - 1]})"
+                )
+        return self
+
+    def to_step(self) -> Step:
+        meta = self.metadata
+        return Step(
+            step=meta.global_step,
+            timestamp=meta.timestamp,
+            batch_size=meta.batch_size,
+            layers=self.layer_statistics,
+            cross_layer=self.cross_layer_analysis,
+            layer_groups=meta.layer_groups,
+        )
+
+
+class Step(BaseModel):
+    """A stored step as `GET /api/v1/runs/{id}`, `/latest` and the `new_metrics` message return it."""
+
+    step: int
+    timestamp: float
+    batch_size: int
+    layers: list[LayerStatistic]
+    cross_layer: CrossLayerAnalysis
+    layer_groups: dict[str, list[str]] | None = None

@@ -1,0 +1,45 @@
+"""Scalar points `(run_id, name, step)`: what loss curves plot."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ScalarName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_./:-]+$")]
+
+
+class ScalarPoint(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+    step: Annotated[int, Field(ge=0)]
+    epoch: Annotated[int, Field(ge=0)] | None = None
+    timestamp: float | None = None
+    values: dict[ScalarName, float] = Field(min_length=1)
+
+
+class ScalarBatch(BaseModel):
+    """Object form of the scalar route's body; the bare-array form is `list[ScalarPoint]`."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+    points: list[ScalarPoint] = Field(min_length=1)
+    experiment_id: Annotated[str, Field(max_length=128)] | None = None
+    group: Annotated[str, Field(max_length=256)] | None = None
+    tags: list[Annotated[str, Field(max_length=128)]] | None = None
+
+
+class ScalarsAccepted(BaseModel):
+    status: str = "accepted"
+    run_id: str
+    points: int
+
+
+class ScalarSeries(BaseModel):
+    steps: list[int]
+    values: list[float]
+    timestamps: list[float | None]
+
+
+class ScalarsResponse(BaseModel):
+    run_id: str
+    series: dict[str, ScalarSeries]
+    downsampled: bool = False
