@@ -52,8 +52,10 @@ class PivotServer(uvicorn.Server):
         app: FastAPI,
         settings: Settings,
         on_ready: Callable[[str], Awaitable[None]] | None = None,
+        handle_signals: bool = True,
     ) -> None:
         super().__init__(uvicorn_config(app, settings))
+        self._handle_signals = handle_signals
         self.app = app
         self.settings = settings
         self.url: str | None = None
@@ -96,6 +98,10 @@ class PivotServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         # uvicorn re-raises the signal after shutting down, which would end the process with
         # 128+signal; a clean, finished shutdown should exit 0, so handlers are restored only.
+        # An embedded server (tests) leaves the host program's handlers alone.
+        if not self._handle_signals:
+            yield
+            return
         original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
         try:
             yield

@@ -40,14 +40,16 @@ async def post_scalars(
             details=[{"field": "run_id", "message": "invalid run id"}],
         )
     body = await read_json_body(request, services.settings.max_body_bytes)
+    # The bare-array form names its errors as the object form would (`points[3].values.loss`).
+    is_array = body.lstrip()[:1] == b"["
+    prefix = "points" if is_array else ""
     try:
-        if body.lstrip()[:1] == b"[":
+        if is_array:
             points = _POINTS.validate_json(body)
             fields = RunFields()
-            prefix = "points"
         else:
             batch = ScalarBatch.model_validate_json(body)
-            points, prefix = batch.points, ""
+            points = batch.points
             fields = RunFields(experiment_id=batch.experiment_id, group=batch.group, tags=batch.tags)
     except ValidationError as exc:
         non_finite = [e for e in exc.errors(include_url=False) if e["type"] == "finite_number"]

@@ -56,7 +56,8 @@ class BiasStatistics(BaseModel):
 class ParameterStatistics(BaseModel):
     model_config = _FINITE
     weight: WeightStatistics
-    bias: BiasStatistics | None = None
+    # Layers without bias omit the key (the contract), rather than sending null.
+    bias: BiasStatistics | None = Field(default=None, exclude_if=lambda value: value is None)
 
 
 class LayerStatistic(BaseModel):

@@ -1,0 +1,121 @@
+"""Real pivotd instances for tests: in-process on a loopback port, or as a subprocess for signal tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from pivotd.app import create_app
+from pivotd.server import PivotServer
+from pivotd.services import Services
+from pivotd.settings import Settings
+
+TEST_TOKEN = "test-token-0123456789"
+
+
+@dataclass
+class RunningDaemon:
+    url: str
+    settings: Settings
+    app: FastAPI
+    server: PivotServer
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url.removeprefix("http") + "/ws"
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.app.state.services
+        return services
+
+
+@asynccontextmanager
+async def running_daemon(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningDaemon]:
+    """A real pivotd (uvicorn, SQLite file, hub) serving on 127.0.0.1 with a free port."""
+    settings = Settings(data_dir=data_dir, config_dir=data_dir / "config", port=0, **overrides)
+    app = create_app(settings, settings.token or TEST_TOKEN)
+    ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def on_ready(url: str) -> None:
+        ready.set_result(url)
+
+    server = PivotServer(app, settings, on_ready=on_ready, handle_signals=False)
+    task = asyncio.create_task(server.serve())
+    done, _ = await asyncio.wait({ready, task}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if ready not in done:
+        task.cancel()
+        raise RuntimeError(f"pivotd did not become ready: {task.exception() if task.done() else 'timeout'}")
+    try:
+        yield RunningDaemon(ready.result(), settings, app, server)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=30)
+
+
+@dataclass
+class DaemonProcess:
+    """`pivotd` as its own process, for SIGKILL/SIGTERM tests."""
+
+    proc: subprocess.Popen[str]
+    url: str
+    reader: threading.Thread
+    lines: list[str] = field(default_factory=list)
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout)  # the log reader sees EOF once the process is gone
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return code
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.signal(signal.SIGKILL)
+        self.wait(10)
+
+
+def start_daemon_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> DaemonProcess:
+    """Start `python -m pivotd.cli` and wait for its 'listening on' line (no polling, no sleeps)."""
+    command = [sys.executable, "-m", "pivotd.cli", "--port", "0", "--data-dir", str(data_dir), *extra]
+    proc = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    url: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if not url and "pivotd listening on " in line:
+                url.append(line.split("pivotd listening on ", 1)[1].split()[0])
+                found.set()
+        found.set()  # stream closed: the process ended
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    if not found.wait(30) or not url:
+        proc.kill()
+        raise RuntimeError("pivotd did not start:\n" + "".join(lines))
+    return DaemonProcess(proc, url[0], reader, lines)

@@ -1,0 +1,82 @@
+"""Nothing acknowledged is lost: a pivotd killed with SIGKILL or stopped with SIGTERM keeps every 202'd step."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.daemon import start_daemon_process
+from tests.payloads import layerwise_payload
+
+pytestmark = pytest.mark.slow
+
+
+def stream_posts(url: str, run_id: str, acknowledged: list[int], enough: threading.Event) -> None:
+    """Post steps one by one until the daemon goes away, recording each step that got a 202."""
+    with httpx.Client(base_url=url, timeout=5) as http:
+        step = 0
+        while True:
+            try:
+                response = http.post("/api/v1/metrics/layerwise", json=layerwise_payload(run_id, step))
+            except httpx.HTTPError:
+                return
+            if response.status_code == 202:
+                acknowledged.append(step)
+            if len(acknowledged) == 100:
+                enough.set()
+            step += 1
+
+
+def steps_on_disk(data_dir: Path, run_id: str) -> set[int]:
+    daemon = start_daemon_process(data_dir)
+    try:
+        with httpx.Client(base_url=daemon.url) as http:
+            steps = http.get(f"/api/v1/runs/{run_id}").json()["steps"]
+            return {s["step"] for s in steps}
+    finally:
+        daemon.signal(signal.SIGTERM)
+        daemon.wait()
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_sigkill_mid_stream_loses_no_acknowledged_step(tmp_path: Path, workers: int) -> None:
+    daemon = start_daemon_process(tmp_path)
+    acknowledged: list[list[int]] = [[] for _ in range(workers)]
+    enough = [threading.Event() for _ in range(workers)]
+    threads = [
+        threading.Thread(target=stream_posts, args=(daemon.url, f"run{i}", acknowledged[i], enough[i]))
+        for i in range(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for event in enough:  # kill mid-stream, once every writer has 100 acknowledged steps
+        assert event.wait(30)
+    daemon.signal(signal.SIGKILL)
+    assert daemon.wait() == -signal.SIGKILL
+    for thread in threads:
+        thread.join(10)
+    for index, steps in enumerate(acknowledged):
+        assert steps, "the stream never got going"
+        on_disk = steps_on_disk(tmp_path, f"run{index}")
+        assert set(steps) <= on_disk, f"lost {sorted(set(steps) - on_disk)[:10]}"
+
+
+def test_sigterm_exits_zero_after_flushing(tmp_path: Path) -> None:
+    daemon = start_daemon_process(tmp_path)
+    with httpx.Client(base_url=daemon.url) as http:
+        batch = [layerwise_payload("flushed", step) for step in range(200)]
+        assert http.post("/api/v1/metrics/layerwise/batch", json=batch).status_code == 202
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0
+    assert not (tmp_path / "daemon.json").exists()
+    assert steps_on_disk(tmp_path, "flushed") == set(range(200))
+
+
+def test_sigint_also_exits_zero(tmp_path: Path) -> None:
+    daemon = start_daemon_process(tmp_path)
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait(timeout=15) == 0

@@ -1,0 +1,119 @@
+"""The SQLite store: migrations upgrade in place, retention follows seed 000's rule, writes group-commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pivotd.store import PutSteps, Retention, Store
+from pivotd.store.schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError, configure, migrate
+from tests.daemon import running_daemon
+from tests.payloads import layerwise_payload
+
+LAYERWISE = "/api/v1/metrics/layerwise"
+GENEROUS = Retention(max_runs=1000, max_steps_per_run=100_000, max_db_bytes=10**10)
+
+
+def test_an_old_database_is_upgraded_in_place_keeping_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "pivot.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    configure(conn)
+    migrate(conn, target=1)  # a database written by the first released schema
+    conn.execute(
+        "INSERT INTO runs (run_id, created_at, last_update, step_count, latest_step) VALUES ('old', 1, 2, 1, 5)"
+    )
+    conn.execute("INSERT INTO steps (run, step, timestamp, batch_size, data, lite) VALUES (1, 5, 1.0, 8, '{}', '{}')")
+    conn.close()
+
+    async def open_and_read() -> None:
+        async with Store.open(path, GENEROUS) as store:
+            run = await store.reader.get_run("old")
+            assert run is not None and run.step_count == 1 and run.tags == [] and run.experiment_id is None
+            assert await store.reader.events(run.ref) == []
+
+    asyncio.run(open_and_read())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "pivot.db", isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNewError):
+        migrate(conn)
+
+
+async def test_retention_evicts_the_least_recently_updated_run(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, max_runs=3) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        for run_id in ("r0", "r1", "r2"):
+            await http.post(LAYERWISE, json=layerwise_payload(run_id, 0))
+        await http.post(LAYERWISE, json=layerwise_payload("r0", 1))  # r0 is now the most recent
+        await http.post(LAYERWISE, json=layerwise_payload("r3", 0))
+        assert sorted((await http.get("/api/v1/runs")).json()) == ["r0", "r2", "r3"]
+
+
+async def test_per_run_step_limit_drops_oldest_steps(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, max_steps_per_run=20) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        batch = [layerwise_payload("long", step) for step in range(50)]
+        assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
+        await http.post(LAYERWISE, json=layerwise_payload("long", 50))
+        detail = (await http.get("/api/v1/runs/long")).json()
+        assert [s["step"] for s in detail["steps"]] == list(range(31, 51))
+        assert detail["step_count"] == 20
+
+
+async def test_database_size_limit_evicts_old_runs_but_never_the_one_being_written(tmp_path: Path) -> None:
+    limit = 1024 * 1024
+    async with running_daemon(tmp_path, max_db_bytes=limit) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        for index in range(8):  # each run: 10 steps x 50 layers, about 250 KB
+            batch = [layerwise_payload(f"big{index}", step, layers=50) for step in range(10)]
+            assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
+        runs = (await http.get("/api/v1/runs")).json()
+        assert "big7" in runs and "big0" not in runs
+        assert 1 <= len(runs) < 8
+
+
+async def test_managed_runs_in_flight_are_never_evicted(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, max_runs=2) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        await http.post(LAYERWISE, json=layerwise_payload("training", 0))
+        conn = sqlite3.connect(daemon.settings.db_path)  # as the trainer will mark it
+        conn.execute("UPDATE runs SET kind = 'managed', status = 'running' WHERE run_id = 'training'")
+        conn.commit()
+        conn.close()
+        for run_id in ("a", "b", "c"):
+            await http.post(LAYERWISE, json=layerwise_payload(run_id, 0))
+        assert sorted((await http.get("/api/v1/runs")).json()) == ["c", "training"]
+        assert (await http.delete("/api/v1/runs/training")).status_code == 409
+
+
+async def test_concurrent_requests_share_transactions(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "pivot.db", GENEROUS) as store:
+        from pivotd.ingest import step_record
+        from shared.models import LayerwisePayload
+
+        records = [step_record(LayerwisePayload.model_validate(layerwise_payload("g", s))) for s in range(200)]
+        await asyncio.gather(*(store.writer.submit(PutSteps([record])) for record in records))
+        assert store.writer.ops == 200
+        assert store.writer.batches < 50  # many requests per commit, not one commit each
+        run = await store.reader.get_run("g")
+        assert run is not None and run.step_count == 200
+
+
+async def test_a_failing_operation_does_not_fail_its_batch_neighbours(tmp_path: Path) -> None:
+    async with Store.open(tmp_path / "pivot.db", GENEROUS) as store:
+        from pivotd.errors import NotFound
+        from pivotd.ingest import step_record
+        from pivotd.store import DeleteRun
+        from shared.models import LayerwisePayload
+
+        good = PutSteps([step_record(LayerwisePayload.model_validate(layerwise_payload("ok", 0)))])
+        results = await asyncio.gather(
+            store.writer.submit(DeleteRun("missing")), store.writer.submit(good), return_exceptions=True
+        )
+        assert isinstance(results[0], NotFound) and results[1] == 1
+        assert (await store.reader.get_run("ok")) is not None

@@ -1,0 +1,150 @@
+"""WebSocket /ws: seed 000's flow exactly, PIVOT's topic extensions, and misbehaving clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.daemon import RunningDaemon
+from tests.payloads import contract_payload, layerwise_payload
+
+
+async def receive(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def receive_type(ws: ClientConnection, kind: str, timeout: float = 5) -> dict[str, Any]:
+    """Skip other messages until one of `kind` arrives."""
+    async with asyncio.timeout(timeout):
+        while (message := await receive(ws)) and message["type"] != kind:
+            pass
+    return message
+
+
+@asynccontextmanager
+async def client(daemon: RunningDaemon) -> AsyncIterator[ClientConnection]:
+    async with connect(daemon.ws_url, max_size=None) as ws:
+        yield ws
+
+
+async def test_connect_sends_initial_runs(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    await http.post("/api/v1/metrics/layerwise", json=contract_payload())
+    async with client(daemon) as ws:
+        message = await receive(ws)
+        assert message["type"] == "initial_runs"
+        run = message["data"]["experiment_2024_0210_v2"]
+        assert run["step_count"] == 1 and run["latest_step"] == 1500 and "T" in run["created_at"]
+
+
+async def test_new_metrics_broadcast_after_post_from_another_client(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    async with client(daemon) as first, client(daemon) as second:
+        assert (await receive(first))["data"] == {}
+        await receive(second)
+        assert (await http.post("/api/v1/metrics/layerwise", json=contract_payload())).status_code == 202
+        for ws in (first, second):
+            message = await receive(ws)
+            assert message["type"] == "new_metrics"
+            assert message["run_id"] == "experiment_2024_0210_v2"
+            assert set(message["data"]) == {"step", "timestamp", "batch_size", "layers", "cross_layer", "layer_groups"}
+            assert message["data"]["step"] == 1500
+            assert message["data"]["layers"][0]["layer_id"] == "encoder/linear1"
+
+
+async def test_subscribe_run_history_full_and_lite(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    for step in (2, 1):
+        await http.post("/api/v1/metrics/layerwise", json=contract_payload(step=step))
+    async with client(daemon) as ws:
+        await receive(ws)
+        await ws.send(json.dumps({"action": "subscribe_run", "run_id": "experiment_2024_0210_v2"}))
+        history = await receive(ws)
+        assert history["type"] == "run_history" and history["run_id"] == "experiment_2024_0210_v2"
+        assert {"created_at", "last_update", "steps"} <= set(history["data"])
+        assert [s["step"] for s in history["data"]["steps"]] == [1, 2]
+        assert "parameter_statistics" in history["data"]["steps"][0]["layers"][0]
+        await ws.send(json.dumps({"action": "subscribe_run", "run_id": "experiment_2024_0210_v2", "lite": True}))
+        lite = (await receive(ws))["data"]["steps"][0]["layers"][0]
+        assert set(lite) == {
+            "layer_id", "layer_type", "depth_index", "activation_std",
+            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs",
+        }  # fmt: skip
+
+
+async def test_unknown_run_ping_and_bad_messages_keep_the_socket_open(daemon: RunningDaemon) -> None:
+    async with client(daemon) as ws:
+        await receive(ws)
+        await ws.send(json.dumps({"action": "subscribe_run", "run_id": "ghost"}))
+        error = await receive(ws)
+        assert error["type"] == "error" and "ghost" in error["message"]
+        for bad, words in [
+            ("{not json", "not valid JSON"),
+            ("[1, 2]", "JSON object"),
+            ('{"no_action": 1}', "action"),
+            ('{"action": "dance"}', "dance"),
+            ('{"action": "subscribe_run"}', "run_id"),
+            ('{"action": "subscribe", "topics": ["nonsense"]}', "nonsense"),
+            ('{"action": "subscribe", "topics": "runs"}', "topics"),
+            ('{"action": "subscribe_run", "run_id": "x", "from_step": -1}', "from_step"),
+        ]:
+            await ws.send(bad)
+            message = await receive(ws)
+            assert message["type"] == "error" and words in message["message"], (bad, message)
+        await ws.send(b'{"action": "ping"}')  # a binary frame is read as text
+        assert await receive(ws) == {"type": "pong"}
+        await ws.send(json.dumps({"action": "ping"}))
+        assert await receive(ws) == {"type": "pong"}
+
+
+async def test_topics_select_what_a_client_receives(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    async with client(daemon) as ws:
+        await receive(ws)
+        await ws.send(json.dumps({"action": "unsubscribe", "topics": ["metrics"]}))
+        assert (await receive(ws)) == {"type": "unsubscribed", "topics": []}
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["runs", "run:wanted"]}))
+        assert (await receive(ws))["topics"] == ["run:wanted", "runs"]
+        await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("ignored", 0))
+        created = await receive(ws)
+        assert (created["type"], created["topic"], created["run_id"]) == ("run_created", "runs", "ignored")
+        await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("wanted", 0))
+        await http.post("/api/v1/runs/wanted/scalars", json=[{"step": 0, "values": {"train_loss": 1.5}}])
+        kinds = [(await receive(ws))["type"] for _ in range(4)]
+        # the step for "wanted" (once, though two topics match), its run list entries, its scalars;
+        # nothing about "ignored" beyond the runs topic.
+        assert sorted(kinds) == ["new_metrics", "run_created", "run_updated", "scalars"]
+
+
+async def test_lagged_reaches_a_real_slow_reader(tmp_path) -> None:
+    from tests.daemon import running_daemon
+
+    async with running_daemon(tmp_path, ws_queue_size=4) as daemon:
+        # A tiny receive buffer and no reading: the server's socket stops being writable.
+        # close_timeout: this client stops reading, so it cannot see the close handshake complete.
+        async with connect(daemon.ws_url, max_size=None, max_queue=1, close_timeout=0.5) as ws:
+            await receive(ws)
+            async with httpx.AsyncClient(base_url=daemon.url) as http:
+                for chunk in range(20):
+                    batch = [layerwise_payload("big", chunk * 10 + s, layers=50) for s in range(10)]
+                    assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
+            message = await receive_type(ws, "lagged", timeout=20)
+            assert message["dropped"] > 0
+
+
+async def test_shutdown_closes_sockets_with_1001(tmp_path) -> None:
+    from tests.daemon import running_daemon
+
+    async with running_daemon(tmp_path) as daemon:
+        ws = await connect(daemon.ws_url)
+        await receive(ws)
+        daemon.server.should_exit = True
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
