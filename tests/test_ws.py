@@ -125,17 +125,19 @@ async def test_topics_select_what_a_client_receives(daemon: RunningDaemon, http:
 async def test_lagged_reaches_a_real_slow_reader(tmp_path) -> None:
     from tests.daemon import running_daemon
 
-    async with running_daemon(tmp_path, ws_queue_size=4) as daemon:
-        # A tiny receive buffer and no reading: the server's socket stops being writable.
-        # close_timeout: this client stops reading, so it cannot see the close handshake complete.
-        async with connect(daemon.ws_url, max_size=None, max_queue=1, close_timeout=0.5) as ws:
-            await receive(ws)
-            async with httpx.AsyncClient(base_url=daemon.url) as http:
-                for chunk in range(20):
-                    batch = [layerwise_payload("big", chunk * 10 + s, layers=50) for s in range(10)]
-                    assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
-            message = await receive_type(ws, "lagged", timeout=20)
-            assert message["dropped"] > 0
+    # A tiny receive buffer and no reading: the server's socket stops being writable. The client
+    # gets a short close_timeout because, not reading, it cannot see the close handshake complete.
+    async with (
+        running_daemon(tmp_path, ws_queue_size=4) as daemon,
+        connect(daemon.ws_url, max_size=None, max_queue=1, close_timeout=0.5) as ws,
+    ):
+        await receive(ws)
+        async with httpx.AsyncClient(base_url=daemon.url) as http:
+            for chunk in range(20):
+                batch = [layerwise_payload("big", chunk * 10 + s, layers=50) for s in range(10)]
+                assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
+        message = await receive_type(ws, "lagged", timeout=20)
+        assert message["dropped"] > 0
 
 
 async def test_shutdown_closes_sockets_with_1001(tmp_path) -> None:
