@@ -1,0 +1,372 @@
+"""Provides `Monitor`: automatic layer-wise statistics of a torch model, posted to pivotd in the background.
+
+    mon = Monitor(model, run_id="exp42", every=10)
+    for step, (x, y) in enumerate(loader):
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        mon.step(step, loss=loss, lr=lr)   # after optimizer.step(), before zero_grad()
+        optimizer.zero_grad()
+    mon.close()
+
+Cost model: forward hooks exist only while a monitored step's forward runs (for `torch.compile`d models they
+stay registered behind a flag, since adding hooks to a compiled model is not seen by its cached graph), so
+other steps pay nothing. On a monitored step every statistic is computed on the device, stacked into one
+tensor and copied to the host once; the copy is awaited and the JSON built on the sender thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.amp.grad_scaler import OptState
+from torch.utils.hooks import RemovableHandle
+
+from shared.sdk.layers import default_groups, distributed_rank, select_layers, unwrap
+from shared.sdk.payload import GRAD_L2, GRAD_MAX, GRAD_STD, SLOTS, LayerSpec, StepCapture, build_payload
+from shared.sdk.run import ScalarLogger, check_run_id
+from shared.sdk.stats import as_float, bias_stats, grad_stats, std_mean, weight_stats
+from shared.sdk.transport import Item, Transport, TransportStats
+
+log = logging.getLogger("pivot.sdk")
+
+
+@dataclass(slots=True, eq=False)
+class _Layer:
+    layer_id: str
+    module: nn.Module
+    params: list[nn.Parameter]
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
+    u: Tensor | None = None  # power-iteration vector, kept between monitored steps
+    act: tuple[Tensor, Tensor] | None = None  # (std, mean) of the last captured output
+    shape: list[int] | None = None
+    first_call: int | None = None  # order of the first forward call: the layer's depth
+
+    @property
+    def spec(self) -> LayerSpec:
+        return LayerSpec(self.layer_id, type(self.module).__name__, bool(self.params), self.bias is not None)
+
+
+def _weight_of(module: nn.Module, params: list[tuple[str, nn.Parameter]]) -> nn.Parameter | None:
+    """`module.weight`, else the largest direct parameter that is not a bias (e.g. `in_proj_weight`)."""
+    named = dict(params)
+    if "weight" in named:
+        return named["weight"]
+    others = [p for name, p in params if "bias" not in name]
+    return max(others, key=lambda p: p.numel()) if others else None
+
+
+def _first_tensor(output: Any) -> Tensor | None:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, tuple | list) and output and isinstance(output[0], Tensor):
+        return output[0]  # e.g. (output, hidden) of recurrent layers
+    return None
+
+
+class Monitor:
+    """Collects layer-wise statistics every `every` steps and posts them (and any scalars) to pivotd.
+
+    Call `step(step, ...)` once per optimisation step, after `optimizer.step()` and before `zero_grad()`.
+    The forward of step `s` is watched when `s % every == 0`; the monitor arms itself for `step + 1` at the end
+    of each `step()` (and for `start_step` at construction), so a loop with consecutive steps needs nothing
+    else. Loops that skip numbers call `watch(step)` before the forward.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        run_id: str,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        every: int = 10,
+        layers: Sequence[str] | None = None,
+        types: Iterable[type[nn.Module] | str] | None = None,
+        exclude: Sequence[str] | None = None,
+        layer_groups: Mapping[str, list[str]] | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        ranks: Literal["zero", "all"] = "zero",
+        start_step: int = 0,
+        experiment_id: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        capacity: int = 1000,
+        exit_timeout_s: float = 5.0,
+        persistent_hooks: bool | None = None,
+    ) -> None:
+        if every < 1:
+            raise ValueError("every must be at least 1")
+        check_run_id(run_id)
+        rank, world = distributed_rank()
+        self.rank = rank
+        self.every = every
+        self.active = ranks == "all" or rank == 0
+        """False on ranks that do not post (DDP with `ranks="zero"`): every method is then a no-op."""
+        self.run_id = f"{run_id}-rank{rank}" if ranks == "all" and world > 1 else run_id
+        self.monitored_steps = 0
+        """Steps for which layer statistics were queued."""
+        self._scaler = scaler
+        inner, compiled = unwrap(model)
+        self._persistent = compiled if persistent_hooks is None else persistent_hooks
+        self._layers = self._build_layers(select_layers(inner, layers, types, exclude))
+        if not self._layers:
+            raise ValueError("no layer matches the selection (layers=, types=, exclude=)")
+        self._model = inner
+        self._user_groups = dict(layer_groups) if layer_groups is not None else None
+        self._groups = self._compute_groups()
+        self._ordered = False
+        self._calls = 0
+        self._armed = False
+        self._handles: list[RemovableHandle] = []
+        self._warned_unwatched = False
+        first = next(inner.parameters(), None)
+        self._device = first.device if first is not None else torch.device("cpu")
+        self._zero = torch.zeros((), device=self._device)
+        self._run_fields = {k: v for k, v in (("experiment_id", experiment_id), ("group", group), ("tags", tags)) if v}
+        self._transport: Transport | None = None
+        self._scalars: ScalarLogger | None = None
+        if self.active:
+            self._transport = Transport(
+                self.run_id,
+                url=url,
+                token=token,
+                capacity=capacity,
+                exit_timeout_s=exit_timeout_s,
+                run_fields=self._run_fields,
+            )
+            self._scalars = ScalarLogger(self._transport)
+            if self._persistent:
+                self._register_hooks()
+            self._arm(self.should_log(start_step))
+
+    # -- public API -------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def layer_ids(self) -> list[str]:
+        """Monitored module names in depth order (execution order once the first watched forward ran)."""
+        return [layer.layer_id for layer in self._layers]
+
+    @property
+    def layer_groups(self) -> dict[str, list[str]] | None:
+        return self._groups
+
+    def should_log(self, step: int) -> bool:
+        """Whether `step` is a monitored step (its forward is watched and its statistics posted)."""
+        return self.active and step % self.every == 0
+
+    def watch(self, step: int) -> bool:
+        """Declare that the next forward belongs to `step`: arms the hooks if it is monitored. Returns that."""
+        monitored = self.should_log(step)
+        self._arm(monitored)
+        return monitored
+
+    def step(
+        self,
+        step: int,
+        values: Mapping[str, Any] | None = None,
+        /,
+        *,
+        batch_size: int | None = None,
+        epoch: int | None = None,
+        **scalars: Any,
+    ) -> None:
+        """End of optimisation step `step`: queue its scalars, and its layer statistics if it is monitored.
+
+        Scalars may be floats or tensors (tensors are read on the sender thread, so no device sync here);
+        names with `/` go in `values`. `batch_size` defaults to the first watched layer's leading dimension.
+        """
+        if not self.active:
+            return
+        assert self._scalars is not None
+        if values or scalars:
+            self._scalars.log(step, values, scalars, epoch)
+        if self.should_log(step):
+            self._collect(step, batch_size)
+        self._arm(self.should_log(step + 1))
+
+    def log(self, step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | None = None, **more: Any):
+        """Queue scalars only (validation metrics, anything between steps)."""
+        if self._scalars is not None:
+            self._scalars.log(step, values, more, epoch)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued is delivered; False if `timeout` passed first (e.g. daemon down)."""
+        return self._transport.flush(timeout) if self._transport is not None else True
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Remove the hooks, deliver what is queued (for at most `timeout` s) and stop; True if nothing was lost."""
+        self._remove_hooks()
+        self._armed = False
+        return self._transport.close(timeout) if self._transport is not None else True
+
+    @property
+    def stats(self) -> TransportStats:
+        """Delivery counters (queued, sent, dropped, rejected, non-finite, retries)."""
+        if self._transport is None:
+            return TransportStats(0, 0, 0, 0, 0, 0, 0, None)
+        return self._transport.stats
+
+    # -- hooks ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _build_layers(selected: list[tuple[str, nn.Module]]) -> list[_Layer]:
+        layers = []
+        for layer_id, module in selected:
+            named = [(name, p) for name, p in module.named_parameters(recurse=False) if p is not None]
+            bias = dict(named).get("bias")
+            layers.append(_Layer(layer_id, module, [p for _, p in named], _weight_of(module, named), bias))
+        return layers
+
+    def _compute_groups(self) -> dict[str, list[str]] | None:
+        if self._user_groups is not None:
+            return self._user_groups or None
+        return default_groups(self._model, self.layer_ids)
+
+    def _arm(self, on: bool) -> None:
+        self._armed = on
+        if self._persistent:
+            return
+        if on and not self._handles:
+            self._register_hooks()
+        elif not on and self._handles:
+            self._remove_hooks()
+
+    def _register_hooks(self) -> None:
+        for layer in self._layers:
+            self._handles.append(layer.module.register_forward_hook(self._hook_for(layer)))
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook_for(self, layer: _Layer) -> Any:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if not self._armed:  # only reached with persistent hooks
+                return
+            out = _first_tensor(output)
+            if out is None or not out.is_floating_point():
+                return
+            layer.act = std_mean(as_float(out))
+            shape = list(out.shape)
+            layer.shape = [1] * (2 - len(shape)) + shape  # the contract wants batch + features
+            if layer.first_call is None:
+                layer.first_call = self._calls
+                self._calls += 1
+
+        return hook
+
+    # -- collection -------------------------------------------------------------------------------------
+
+    def _inv_scale(self) -> Tensor | None:
+        """1/scale while the GradScaler's gradients are still scaled; None when they are not (or no scaler)."""
+        scaler = self._scaler
+        if scaler is None or not scaler.is_enabled():
+            return None
+        states = scaler._per_optimizer_states.values()
+        if any(state["stage"] is not OptState.READY for state in states):
+            return None  # unscale_() (explicit or inside scaler.step) already divided the grads in place
+        scale = getattr(scaler, "_scale", None)
+        return 1.0 / scale if isinstance(scale, Tensor) else torch.tensor(1.0 / scaler.get_scale())
+
+    def _found_inf(self) -> Tensor | None:
+        """Sum of the scaler's inf/NaN flags for this step (non-zero: the optimizer step was skipped)."""
+        if self._scaler is None:
+            return None
+        flags = [
+            flag
+            for state in self._scaler._per_optimizer_states.values()
+            for flag in state.get("found_inf_per_device", {}).values()
+        ]
+        return torch.stack([f.to(self._device) for f in flags]).sum() if flags else None
+
+    def _order_by_execution(self) -> None:
+        """Depth is execution order: sort once, after the first watched forward, by each layer's first call."""
+        if self._ordered or not any(layer.first_call is not None for layer in self._layers):
+            return
+        self._layers.sort(key=lambda layer: (layer.first_call is None, layer.first_call or 0))
+        self._groups = self._compute_groups()
+        self._ordered = True
+
+    def _collect(self, step: int, batch_size: int | None) -> None:
+        self._order_by_execution()
+        zero = self._zero
+        parts: list[Tensor] = []
+        shapes: list[list[int] | None] = []
+        has_grad: list[bool] = []
+        with torch.no_grad():
+            inv_scale = self._inv_scale()
+            for layer in self._layers:
+                parts.extend(layer.act if layer.act is not None else (zero, zero))
+                shapes.append(layer.shape if layer.act is not None else None)
+                grads = [p.grad for p in layer.params if p.grad is not None]
+                has_grad.append(bool(grads))
+                if grads:
+                    stats = grad_stats(grads)
+                    parts.extend(stats if inv_scale is None else [s * inv_scale for s in stats])
+                else:
+                    parts.extend((zero, zero, zero))  # no backward this step (evaluation, frozen layer)
+                if layer.weight is not None:
+                    w_stats, layer.u = weight_stats(layer.weight, layer.u)
+                    parts.extend(w_stats)
+                else:
+                    parts.extend((zero, zero, zero, zero))  # parameter-free layer: zeros, as the contract says
+                parts.extend(bias_stats(layer.bias) if layer.bias is not None else (zero, zero))
+                layer.act = layer.shape = None
+            found_inf = self._found_inf()
+            parts.append(found_inf if found_inf is not None else zero)
+            stacked = torch.stack([p.to(self._device, torch.float32) for p in parts])
+            if stacked.is_cuda:
+                # Into pinned memory without waiting; the sender thread waits on the event instead of us.
+                host = stacked.to("cpu", non_blocking=True)
+                ready: torch.cuda.Event | None = torch.cuda.Event()
+                ready.record()
+            else:
+                host, ready = stacked, None
+        if all(shape is None for shape in shapes) and not self._warned_unwatched:
+            self._warned_unwatched = True
+            log.warning("pivot sdk: step %d is monitored but its forward was not watched; call watch(step) first", step)
+        if batch_size is None:
+            batch_size = next((shape[0] for shape in shapes if shape), 1)
+        metadata: dict[str, Any] = {
+            "run_id": self.run_id,
+            "timestamp": time.time(),
+            "global_step": step,
+            "batch_size": max(1, batch_size),
+            **self._run_fields,
+        }
+        if self._groups:
+            metadata["layer_groups"] = self._groups
+        specs = [layer.spec for layer in self._layers]
+        capture = StepCapture(shapes, has_grad)
+
+        def build() -> dict[str, Any]:
+            if ready is not None:
+                ready.synchronize()
+            values = host.tolist()
+            if values[-1] > 0:
+                # The GradScaler found inf/NaN and skipped this optimizer step (routine with fp16): not a
+                # divergence, so the gradient statistics are zeroed and the step is marked instead.
+                for index in range(len(specs)):
+                    for slot in (GRAD_L2, GRAD_STD, GRAD_MAX):
+                        values[index * SLOTS + slot] = 0.0
+                metadata["amp_skipped_step"] = True
+            return build_payload(metadata, specs, values, capture)
+
+        assert self._transport is not None
+        self._transport.put(Item("layerwise", self.run_id, step, build))
+        self.monitored_steps += 1

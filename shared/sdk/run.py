@@ -1,0 +1,139 @@
+"""Provides the scalar-only path: `Run` and the module-level `init` / `log` / `finish` (no torch needed).
+
+from shared.sdk import init, log, finish
+init("exp42")
+for step in range(1000):
+    ...
+    log(step, {"train/loss": loss}, lr=lr)
+finish()
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from shared.models.layerwise import RUN_ID_PATTERN, is_valid_run_id
+from shared.sdk.transport import Item, Transport, TransportStats
+
+_SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
+
+
+def check_run_id(run_id: str) -> str:
+    if not is_valid_run_id(run_id):
+        raise ValueError(f"run_id {run_id!r} must match {RUN_ID_PATTERN} and be 1..128 characters")
+    return run_id
+
+
+class ScalarLogger:
+    """Turns `log(step, values, **more)` calls into queued scalar points; shared by `Run` and `Monitor`."""
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._names: set[str] = set()  # names already checked, so a hot loop pays one set lookup per name
+
+    def log(self, step: int, values: Mapping[str, Any] | None, more: Mapping[str, Any], epoch: int | None) -> None:
+        merged = {**values, **more} if values else dict(more)
+        if not merged:
+            return
+        for name, value in merged.items():
+            if name not in self._names:
+                if not _SCALAR_NAME.match(name):
+                    raise ValueError(f"scalar name {name!r} must match {_SCALAR_NAME.pattern}")
+                self._names.add(name)
+            if hasattr(value, "detach"):
+                # A tensor is converted on the sender thread (no device sync here); detached so the queue
+                # never keeps an autograd graph alive.
+                merged[name] = value.detach()
+        point: dict[str, Any] = {"step": step, "timestamp": time.time(), "values": merged}
+        if epoch is not None:
+            point["epoch"] = epoch
+        self._transport.put(Item("scalars", self._transport.run_id, step, point))
+
+
+class Run:
+    """A run that logs scalars (`train/loss`, `lr`, ...) to pivotd in the background.
+
+    URL and token come from the arguments, then `PIVOT_URL`/`PIVOT_TOKEN`, then the local daemon's
+    `daemon.json`/token file. Use it as a context manager or call `finish()`; at interpreter exit
+    pending points are flushed for at most `exit_timeout_s` seconds.
+    """
+
+    def __init__(
+        self,
+        run_id: str,
+        *,
+        url: str | None = None,
+        token: str | None = None,
+        experiment_id: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        capacity: int = 10_000,
+        exit_timeout_s: float = 5.0,
+    ) -> None:
+        self.run_id = check_run_id(run_id)
+        self._transport = Transport(
+            run_id,
+            url=url,
+            token=token,
+            capacity=capacity,
+            exit_timeout_s=exit_timeout_s,
+            run_fields={"experiment_id": experiment_id, "group": group, "tags": tags},
+        )
+        self._scalars = ScalarLogger(self._transport)
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.finish()
+
+    @property
+    def url(self) -> str:
+        return self._transport.url
+
+    def log(
+        self, step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | None = None, **more: Any
+    ) -> None:
+        """Queue scalar values for `step`; names with `/` go in `values`, others may be keywords. Never blocks."""
+        self._scalars.log(step, values, more, epoch)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until queued points are delivered; False if `timeout` passed first (e.g. the daemon is down)."""
+        return self._transport.flush(timeout)
+
+    def finish(self, timeout: float = 5.0) -> bool:
+        """Deliver what is queued (for at most `timeout` seconds) and stop; True if nothing was lost."""
+        return self._transport.close(timeout)
+
+    @property
+    def stats(self) -> TransportStats:
+        return self._transport.stats
+
+
+_current: Run | None = None
+
+
+def init(run_id: str, **options: Any) -> Run:
+    """Start the run that module-level `log` writes to (finishing the previous one); options as for `Run`."""
+    global _current
+    if _current is not None:
+        _current.finish()
+    _current = Run(run_id, **options)
+    return _current
+
+
+def log(step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | None = None, **more: Any) -> None:
+    """Log scalars to the run started by `init`: `log(step, {"train/loss": 0.3}, lr=1e-3)`."""
+    if _current is None:
+        raise RuntimeError("call shared.sdk.init(run_id) before shared.sdk.log(...)")
+    _current.log(step, values, epoch=epoch, **more)
+
+
+def finish(timeout: float = 5.0) -> bool:
+    """Flush and stop the run started by `init`; True if every point was delivered."""
+    global _current
+    run, _current = _current, None
+    return run.finish(timeout) if run is not None else True

@@ -1,0 +1,83 @@
+"""Provides the per-layer statistics as 0-dim tensors left on the device (no host sync anywhere here).
+
+Every function returns tensors; the monitor stacks all of a step's results and transfers them at once.
+Standard deviations are unbiased (`torch.std`'s default) except for single-element tensors, where they are 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+_EXACT = (torch.float32, torch.float64)
+
+
+def as_float(t: Tensor) -> Tensor:
+    """Detached, in float32 unless already float32/64 (bf16/fp16 sums lose too much precision)."""
+    t = t.detach()
+    return t if t.dtype in _EXACT else t.float()
+
+
+def std_mean(t: Tensor) -> tuple[Tensor, Tensor]:
+    std, mean = torch.std_mean(t, correction=1 if t.numel() > 1 else 0)
+    return std, mean
+
+
+def power_iteration(matrix: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One step of power iteration on `matrix` (out x in): (sigma estimate, updated left vector).
+
+    The left vector is kept between calls, so one matrix-vector pair per monitored step converges to the
+    largest singular value over steps (and tracks it as training changes the weights).
+    """
+    if u is None or u.shape[0] != matrix.shape[0] or u.device != matrix.device or u.dtype != matrix.dtype:
+        # Seeded, so two runs of the same model report the same estimates.
+        start = torch.randn(matrix.shape[0], generator=torch.Generator().manual_seed(0), dtype=matrix.dtype)
+        u = F.normalize(start.to(matrix.device), dim=0)
+    v = F.normalize(torch.mv(matrix.t(), u), dim=0)
+    wv = torch.mv(matrix, v)
+    sigma = torch.linalg.vector_norm(wv)
+    return sigma, F.normalize(wv, dim=0)
+
+
+def weight_stats(weight: Tensor, u: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
+    """[std, mean, spectral norm estimate, Frobenius norm] and the power-iteration vector to keep.
+
+    Conv kernels are flattened to (out_channels, -1), as spectral normalisation does; a 1-D weight (a norm
+    layer's scale) acts as a diagonal matrix, whose spectral norm is exactly its largest absolute value.
+    """
+    w = as_float(weight)
+    std, mean = std_mean(w)
+    frobenius = torch.linalg.vector_norm(w)
+    if w.dim() < 2:
+        return [std, mean, torch.linalg.vector_norm(w, ord=math.inf), frobenius], None
+    sigma, u = power_iteration(w.reshape(w.shape[0], -1), u)
+    return [std, mean, sigma, frobenius], u
+
+
+def bias_stats(bias: Tensor) -> list[Tensor]:
+    """[std, mean of absolute values]."""
+    b = as_float(bias)
+    std, _ = std_mean(b)
+    return [std, torch.linalg.vector_norm(b, ord=1) / b.numel()]
+
+
+def grad_stats(grads: list[Tensor]) -> list[Tensor]:
+    """[L2 norm, std, max |g|] over all of a layer's parameter gradients taken together, without concatenating
+    them (a concatenation would copy the layer's largest gradient): the std is pooled from per-tensor moments."""
+    gs = [as_float(g) for g in grads]
+    if len(gs) == 1:
+        g = gs[0]
+        std, _ = std_mean(g)
+        return [torch.linalg.vector_norm(g), std, torch.linalg.vector_norm(g, ord=math.inf)]
+    sizes = [g.numel() for g in gs]
+    total = sum(sizes)
+    moments = [torch.var_mean(g, correction=0) for g in gs]
+    mean = sum(m * (n / total) for (_, m), n in zip(moments, sizes, strict=True))
+    m2 = sum(n * (v + (m - mean) ** 2) for (v, m), n in zip(moments, sizes, strict=True))
+    std = torch.sqrt(m2 / max(total - 1, 1))
+    l2 = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs]))
+    max_abs = torch.stack([torch.linalg.vector_norm(g, ord=math.inf) for g in gs]).amax()
+    return [l2, std, max_abs]

@@ -1,0 +1,151 @@
+"""Every statistic the Monitor sends equals the direct torch computation, after the round trip through pivotd."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from shared.models import LayerwisePayload, Step
+from shared.sdk import Monitor
+from shared.sdk.transport import Item, Transport
+from tests.daemon import RunningDaemon
+from tests.sdk.models import CNN, MLP, batch, record_outputs, reference
+
+APPROX = {"rel": 1e-4, "abs": 1e-6}
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Layer-wise bodies as the sender thread builds them (the transport still delivers them)."""
+    bodies: list[dict[str, Any]] = []
+    original = Transport.put
+
+    def put(self: Transport, item: Item) -> None:
+        if item.kind == "layerwise" and callable(item.body):
+            build = item.body
+
+            def capture() -> dict[str, Any]:
+                body = build()
+                bodies.append(body)
+                return body
+
+            item.body = capture
+        original(self, item)
+
+    monkeypatch.setattr(Transport, "put", put)
+    return bodies
+
+
+def train_step(model: nn.Module) -> torch.Tensor:
+    x, y = batch(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
+@pytest.mark.parametrize("factory", [MLP, CNN], ids=["mlp", "cnn"])
+async def test_each_statistic_equals_torch(
+    factory: type[nn.Module], daemon: RunningDaemon, http: httpx.AsyncClient, captured: list[dict[str, Any]]
+) -> None:
+    """Activation, gradient, weight and bias statistics and the cross-layer analysis, layer by layer."""
+    torch.manual_seed(0)
+    model = factory()
+    run_id = f"stats-{factory.__name__.lower()}"
+    mon = Monitor(model, run_id, url=daemon.url, every=1)
+    names = mon.layer_ids
+    outputs = record_outputs(model, names)
+    loss = train_step(model)
+    expected = reference(model, names, outputs)
+    mon.step(0, loss=loss)
+    assert await asyncio.to_thread(mon.flush, 10)
+
+    LayerwisePayload.model_validate(captured[0])  # what was sent is a valid contract payload
+    response = await http.get(f"/api/v1/runs/{run_id}")
+    assert response.status_code == 200
+    step = Step.model_validate(response.json()["steps"][0])
+    assert [layer.layer_id for layer in step.layers] == [name.replace(".", "/") for name in names]
+    assert step.batch_size == 6
+    stds = []
+    grads: dict[str, float] = {}
+    for depth, (layer, want) in enumerate(zip(step.layers, expected, strict=True)):
+        module = dict(model.named_modules())[names[depth]]
+        assert layer.layer_type == type(module).__name__
+        assert layer.depth_index == depth
+        features = layer.intermediate_features
+        assert features.activation_std == pytest.approx(want["activation_std"], **APPROX)
+        assert features.activation_mean == pytest.approx(want["activation_mean"], **APPROX)
+        assert features.activation_shape == want["activation_shape"]
+        if depth == 0:
+            assert features.cross_layer_std_ratio is None
+        else:
+            assert features.cross_layer_std_ratio == pytest.approx(want["activation_std"] / stds[-1], **APPROX)
+        stds.append(want["activation_std"])
+        flow = layer.gradient_flow
+        assert flow.gradient_l2_norm == pytest.approx(want["gradient_l2_norm"], **APPROX)
+        assert flow.gradient_std == pytest.approx(want["gradient_std"], **APPROX)
+        assert flow.gradient_max_abs == pytest.approx(want["gradient_max_abs"], **APPROX)
+        if want["gradient_l2_norm"]:
+            grads[layer.layer_id] = want["gradient_l2_norm"]
+        weight = layer.parameter_statistics.weight
+        if "weight" in want:
+            assert weight.std == pytest.approx(want["weight"]["std"], **APPROX)
+            assert weight.mean == pytest.approx(want["weight"]["mean"], **APPROX)
+            assert weight.frobenius_norm == pytest.approx(want["weight"]["frobenius_norm"], **APPROX)
+            # One power iteration so far: a lower bound that is already in the right range.
+            assert 0.3 * want["weight"]["spectral_norm"] < weight.spectral_norm
+            assert weight.spectral_norm <= want["weight"]["spectral_norm"] * (1 + 1e-5)
+        else:
+            assert weight.model_dump() == {"std": 0.0, "mean": 0.0, "spectral_norm": 0.0, "frobenius_norm": 0.0}
+        bias = layer.parameter_statistics.bias
+        if "bias" in want:
+            assert bias is not None
+            assert bias.std == pytest.approx(want["bias"]["std"], **APPROX)
+            assert bias.mean_abs == pytest.approx(want["bias"]["mean_abs"], **APPROX)
+        else:
+            assert bias is None
+
+    expected_slope = np.polyfit(np.arange(len(stds)), np.array(stds), 1)[0]
+    assert step.cross_layer.feature_std_gradient == pytest.approx(expected_slope, rel=1e-4, abs=1e-7)
+    ids = list(grads)
+    want_ratios = {f"{ids[i]}_to_prev": grads[ids[i]] / grads[ids[i - 1]] for i in range(1, len(ids))}
+    assert step.cross_layer.gradient_norm_ratio == pytest.approx(want_ratios, rel=1e-4)
+    scalars = (await http.get(f"/api/v1/runs/{run_id}/scalars")).json()["series"]
+    assert scalars["loss"]["values"] == [pytest.approx(loss.item())]
+    assert await asyncio.to_thread(mon.close)
+
+
+@pytest.mark.parametrize("factory", [MLP, CNN], ids=["mlp", "cnn"])
+async def test_spectral_norm_converges(
+    factory: type[nn.Module], daemon: RunningDaemon, captured: list[dict[str, Any]]
+) -> None:
+    """One power iteration per monitored step, the vector kept between steps: within 1% of the true norm."""
+    torch.manual_seed(0)
+    model = factory()
+    mon = Monitor(model, "spectral", url=daemon.url, every=1)
+    x, _ = batch(model)
+    with torch.no_grad():
+        for step in range(60):
+            model(x)
+            mon.step(step)
+    assert await asyncio.to_thread(mon.close)
+    modules = dict(model.named_modules())
+    last = captured[-1]["layer_statistics"]
+    checked = 0
+    for layer in last:
+        weight = getattr(modules[layer["layer_id"]], "weight", None)
+        if weight is None:
+            continue
+        w = weight.detach()
+        true = torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), 2).item() if w.dim() > 1 else w.abs().max().item()
+        assert layer["parameter_statistics"]["weight"]["spectral_norm"] == pytest.approx(true, rel=0.01)
+        checked += 1
+    assert checked >= 3
