@@ -132,6 +132,7 @@ class Transport:
         self._last_step = 0
         self._counts = {"sent_steps": 0, "sent_points": 0, "dropped": 0, "rejected": 0, "non_finite": 0, "retries": 0}
         self._dropped_reported = 0
+        self._abandoned = 0  # entries still queued when close() gave up
         self._last_error: str | None = None
         self._warned: set[str] = set()
         self._thread = threading.Thread(target=self._loop, name=f"pivot-sdk-{run_id}", daemon=True)
@@ -170,9 +171,8 @@ class Transport:
             self._cond.notify_all()
         self._thread.join(timeout + 1.0)
         atexit.unregister(self._at_exit)
-        self._http.close()
         with self._cond:
-            return not self._queue and not self._thread.is_alive()
+            return not self._abandoned and not self._queue and not self._thread.is_alive()
 
     @property
     def stats(self) -> TransportStats:
@@ -185,6 +185,13 @@ class Transport:
     # -- sender thread ----------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._send_until_closed()
+        finally:
+            # Closed here, not in close(): a request may still be running when close() stops waiting.
+            self._http.close()
+
+    def _send_until_closed(self) -> None:
         delay = 0.0
         while True:
             with self._cond:
@@ -202,7 +209,13 @@ class Transport:
                 count = min(len(self._queue), self.max_batch)
                 batch = [self._queue.popleft() for _ in range(count)]
                 self._busy = True
-            retry = self._deliver(batch)
+            try:
+                retry = self._deliver(batch)
+            except Exception:  # a bug here must not end delivery for the rest of the run
+                log.exception("pivot sdk: dropping %d entries that could not be sent", len(batch))
+                with self._cond:
+                    self._counts["rejected"] += len(batch)
+                retry = []
             if not retry:
                 delay = 0.0
                 continue
@@ -218,6 +231,7 @@ class Transport:
     def _abandon(self) -> None:
         """Called with the lock held when closing ends: whatever is left is counted as dropped."""
         if self._queue:
+            self._abandoned += len(self._queue)
             self._counts["dropped"] += len(self._queue)
             log.warning(
                 "pivot sdk: %d entries for run %s were not delivered to %s", len(self._queue), self.run_id, self.url

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from shared.sdk.transport import Item, Transport
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +26,25 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+@pytest.fixture
+def captured(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Layer-wise bodies as the sender thread builds them (the transport still delivers them)."""
+    bodies: list[dict[str, Any]] = []
+    original = Transport.put
+
+    def put(self: Transport, item: Item) -> None:
+        if item.kind == "layerwise" and callable(item.body):
+            build = item.body
+
+            def capture() -> dict[str, Any]:
+                body = build()
+                bodies.append(body)
+                return body
+
+            item.body = capture
+        original(self, item)
+
+    monkeypatch.setattr(Transport, "put", put)
+    return bodies

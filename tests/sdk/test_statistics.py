@@ -14,33 +14,10 @@ from torch.nn import functional as F
 
 from shared.models import LayerwisePayload, Step
 from shared.sdk import Monitor
-from shared.sdk.transport import Item, Transport
 from tests.daemon import RunningDaemon
 from tests.sdk.models import CNN, MLP, batch, record_outputs, reference
 
 APPROX = {"rel": 1e-4, "abs": 1e-6}
-
-
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Layer-wise bodies as the sender thread builds them (the transport still delivers them)."""
-    bodies: list[dict[str, Any]] = []
-    original = Transport.put
-
-    def put(self: Transport, item: Item) -> None:
-        if item.kind == "layerwise" and callable(item.body):
-            build = item.body
-
-            def capture() -> dict[str, Any]:
-                body = build()
-                bodies.append(body)
-                return body
-
-            item.body = capture
-        original(self, item)
-
-    monkeypatch.setattr(Transport, "put", put)
-    return bodies
 
 
 def train_step(model: nn.Module) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""The scalar-only path: `init`/`log`/`finish`, importable and usable without torch."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+import shared.sdk as sdk
+from tests.daemon import RunningDaemon
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def test_init_log_finish(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    run = sdk.init("scalars-only", url=daemon.url, experiment_id="exp-1", tags=["baseline"])
+    for step in range(5):
+        sdk.log(step, {"train/loss": 1.0 / (step + 1)}, lr=0.1, epoch=step // 2)
+    assert await asyncio.to_thread(sdk.finish)
+    assert run.stats.sent_points == 5
+    series = (await http.get("/api/v1/runs/scalars-only/scalars")).json()["series"]
+    assert series["train/loss"]["steps"] == [0, 1, 2, 3, 4]
+    assert series["train/loss"]["values"][-1] == pytest.approx(0.2)
+    assert series["lr"]["values"] == [0.1] * 5
+    summary = (await http.get("/api/v1/runs/scalars-only", params={"steps": "none"})).json()
+    assert (summary["experiment_id"], summary["tags"]) == ("exp-1", ["baseline"])
+
+
+def test_log_needs_init_and_valid_names(free_port: int) -> None:
+    with pytest.raises(RuntimeError, match="init"):
+        sdk.log(0, loss=1.0)
+    with pytest.raises(ValueError, match="run_id"):
+        sdk.Run("not a run id")
+    with sdk.Run("names", url=f"http://127.0.0.1:{free_port}") as run:
+        with pytest.raises(ValueError, match="scalar name"):
+            run.log(0, {"bad name": 1.0})
+        run.finish(timeout=0)
+
+
+async def test_works_without_torch_and_flushes_at_exit(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    """A script with torch unavailable logs scalars and exits without finish(): atexit delivers them."""
+    script = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any import of torch now raises ImportError\n"
+        "from shared.sdk import init, log\n"
+        "init('no-torch', url=sys.argv[1])\n"
+        "for step in range(3):\n"
+        "    log(step, loss=0.5 + step)\n"
+        "try:\n"
+        "    from shared.sdk import Monitor\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "else:\n"
+        "    sys.exit('Monitor imported without torch')\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, daemon.url, cwd=ROOT)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    series = (await http.get("/api/v1/runs/no-torch/scalars")).json()["series"]
+    assert series["loss"]["steps"] == [0, 1, 2]
