@@ -100,6 +100,7 @@ class Transport:
         token: str | None = None,
         capacity: int = 1000,
         max_batch: int = 256,
+        linger_s: float = 0.5,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         timeout_s: float = 10.0,
@@ -112,6 +113,7 @@ class Transport:
         self.url = resolve_url(url)
         self.capacity = capacity
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.exit_timeout_s = exit_timeout_s
@@ -127,6 +129,7 @@ class Transport:
         self._cond = threading.Condition()
         self._busy = False  # the sender holds entries taken from the queue
         self._kick = False  # flush/close asked for an attempt now, not after the backoff
+        self._flushers = 0
         self._closing = False
         self._deadline = math.inf
         self._last_step = 0
@@ -152,14 +155,19 @@ class Transport:
                 self._counts["dropped"] += 1
             self._queue.append(item)
             self._last_step = max(self._last_step, item.step)
-            self._cond.notify()
+            if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
+                self._cond.notify()  # only the transitions the sender waits for: no wake-up per entry
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is delivered (or refused); False if `timeout` passed first."""
         with self._cond:
             self._kick = True
+            self._flushers += 1  # no lingering while someone waits for the queue to drain
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            try:
+                return self._cond.wait_for(lambda: not self._queue and not self._busy, timeout)
+            finally:
+                self._flushers -= 1
 
     def close(self, timeout: float = 5.0) -> bool:
         """Deliver what is queued (trying for at most `timeout` seconds), then stop; True if nothing was lost."""
@@ -198,11 +206,15 @@ class Transport:
                 if delay:
                     wait = min(delay, self._deadline - time.monotonic())
                     self._cond.wait_for(lambda: self._kick, max(wait, 0.0))
-                self._kick = False
                 while not self._queue and not self._closing:
                     self._busy = False
                     self._cond.notify_all()
                     self._cond.wait()
+                if self.linger_s and not self._kick and not self._flushers:
+                    # Gather what the next `linger_s` brings into one request: a loop logging every step
+                    # then costs the daemon a few requests a second, not one per step.
+                    self._cond.wait_for(self._full_or_kicked, self.linger_s)
+                self._kick = False
                 if not self._queue or time.monotonic() >= self._deadline:
                     self._abandon()
                     return
@@ -227,6 +239,9 @@ class Transport:
                     self._counts["dropped"] += 1
                 self._counts["retries"] += 1
             delay = min(self.max_backoff_s, max(self.backoff_s, delay * 2))
+
+    def _full_or_kicked(self) -> bool:
+        return self._kick or self._closing or self._flushers > 0 or len(self._queue) >= self.max_batch
 
     def _abandon(self) -> None:
         """Called with the lock held when closing ends: whatever is left is counted as dropped."""

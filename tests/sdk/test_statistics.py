@@ -48,53 +48,50 @@ async def test_each_statistic_equals_torch(
     LayerwisePayload.model_validate(captured[0])  # what was sent is a valid contract payload
     response = await http.get(f"/api/v1/runs/{run_id}")
     assert response.status_code == 200
-    step = Step.model_validate(response.json()["steps"][0])
-    assert [layer.layer_id for layer in step.layers] == [name.replace(".", "/") for name in names]
-    assert step.batch_size == 6
+    step = response.json()["steps"][0]
+    Step.model_validate(step)  # what the daemon returns is a valid stored step
+    assert [layer["layer_id"] for layer in step["layers"]] == [name.replace(".", "/") for name in names]
+    assert step["batch_size"] == 6
     stds = []
     grads: dict[str, float] = {}
-    for depth, (layer, want) in enumerate(zip(step.layers, expected, strict=True)):
+    for depth, (layer, want) in enumerate(zip(step["layers"], expected, strict=True)):
         module = dict(model.named_modules())[names[depth]]
-        assert layer.layer_type == type(module).__name__
-        assert layer.depth_index == depth
-        features = layer.intermediate_features
-        assert features.activation_std == pytest.approx(want["activation_std"], **APPROX)
-        assert features.activation_mean == pytest.approx(want["activation_mean"], **APPROX)
-        assert features.activation_shape == want["activation_shape"]
+        assert layer["layer_type"] == type(module).__name__
+        assert layer["depth_index"] == depth
+        features = layer["intermediate_features"]
+        assert features["activation_std"] == pytest.approx(want["activation_std"], **APPROX)
+        assert features["activation_mean"] == pytest.approx(want["activation_mean"], **APPROX)
+        assert features["activation_shape"] == want["activation_shape"]
         if depth == 0:
-            assert features.cross_layer_std_ratio is None
+            assert features["cross_layer_std_ratio"] is None
         else:
-            assert features.cross_layer_std_ratio == pytest.approx(want["activation_std"] / stds[-1], **APPROX)
+            assert features["cross_layer_std_ratio"] == pytest.approx(want["activation_std"] / stds[-1], **APPROX)
         stds.append(want["activation_std"])
-        flow = layer.gradient_flow
-        assert flow.gradient_l2_norm == pytest.approx(want["gradient_l2_norm"], **APPROX)
-        assert flow.gradient_std == pytest.approx(want["gradient_std"], **APPROX)
-        assert flow.gradient_max_abs == pytest.approx(want["gradient_max_abs"], **APPROX)
+        flow = layer["gradient_flow"]
+        for name in ("gradient_l2_norm", "gradient_std", "gradient_max_abs"):
+            assert flow[name] == pytest.approx(want[name], **APPROX)
         if want["gradient_l2_norm"]:
-            grads[layer.layer_id] = want["gradient_l2_norm"]
-        weight = layer.parameter_statistics.weight
+            grads[layer["layer_id"]] = want["gradient_l2_norm"]
+        weight = layer["parameter_statistics"]["weight"]
         if "weight" in want:
-            assert weight.std == pytest.approx(want["weight"]["std"], **APPROX)
-            assert weight.mean == pytest.approx(want["weight"]["mean"], **APPROX)
-            assert weight.frobenius_norm == pytest.approx(want["weight"]["frobenius_norm"], **APPROX)
+            for name in ("std", "mean", "frobenius_norm"):
+                assert weight[name] == pytest.approx(want["weight"][name], **APPROX)
             # One power iteration so far: a lower bound that is already in the right range.
-            assert 0.3 * want["weight"]["spectral_norm"] < weight.spectral_norm
-            assert weight.spectral_norm <= want["weight"]["spectral_norm"] * (1 + 1e-5)
+            assert 0.3 * want["weight"]["spectral_norm"] < weight["spectral_norm"]
+            assert weight["spectral_norm"] <= want["weight"]["spectral_norm"] * (1 + 1e-5)
         else:
-            assert weight.model_dump() == {"std": 0.0, "mean": 0.0, "spectral_norm": 0.0, "frobenius_norm": 0.0}
-        bias = layer.parameter_statistics.bias
+            assert weight == {"std": 0.0, "mean": 0.0, "spectral_norm": 0.0, "frobenius_norm": 0.0}
+        bias = layer["parameter_statistics"].get("bias")
         if "bias" in want:
-            assert bias is not None
-            assert bias.std == pytest.approx(want["bias"]["std"], **APPROX)
-            assert bias.mean_abs == pytest.approx(want["bias"]["mean_abs"], **APPROX)
+            assert bias == pytest.approx(want["bias"], **APPROX)
         else:
             assert bias is None
 
     expected_slope = np.polyfit(np.arange(len(stds)), np.array(stds), 1)[0]
-    assert step.cross_layer.feature_std_gradient == pytest.approx(expected_slope, rel=1e-4, abs=1e-7)
+    assert step["cross_layer"]["feature_std_gradient"] == pytest.approx(expected_slope, rel=1e-4, abs=1e-7)
     ids = list(grads)
     want_ratios = {f"{ids[i]}_to_prev": grads[ids[i]] / grads[ids[i - 1]] for i in range(1, len(ids))}
-    assert step.cross_layer.gradient_norm_ratio == pytest.approx(want_ratios, rel=1e-4)
+    assert step["cross_layer"]["gradient_norm_ratio"] == pytest.approx(want_ratios, rel=1e-4)
     scalars = (await http.get(f"/api/v1/runs/{run_id}/scalars")).json()["series"]
     assert scalars["loss"]["values"] == [pytest.approx(loss.item())]
     assert await asyncio.to_thread(mon.close)
