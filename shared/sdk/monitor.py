@@ -198,7 +198,9 @@ class Monitor:
             self._collect(step, batch_size)
         self._arm(self.should_log(step + 1))
 
-    def log(self, step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | None = None, **more: Any):
+    def log(
+        self, step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | None = None, **more: Any
+    ) -> None:
         """Queue scalars only (validation metrics, anything between steps)."""
         if self._scalars is not None:
             self._scalars.log(step, values, more, epoch)
@@ -285,7 +287,7 @@ class Monitor:
 
     def _found_inf(self) -> Tensor | None:
         """Sum of the scaler's inf/NaN flags for this step (non-zero: the optimizer step was skipped)."""
-        if self._scaler is None:
+        if self._scaler is None or not self._scaler.is_enabled():
             return None
         flags = [
             flag
