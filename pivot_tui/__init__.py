@@ -1,0 +1,1 @@
+"""pivot-tui: the terminal client for pivotd."""

@@ -7,6 +7,7 @@ Subscribers hear about a step only after it is committed, so nothing they see ca
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,12 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from pydantic_core import to_json
 
 from pivotd.hub import METRICS_TOPIC, RUNS_TOPIC, Hub, run_topic
 from pivotd.store import BatchOutcome, DeleteRun, PutEvent, PutScalars, PutSteps, RunFields, StepRecord, Store
 from pivotd.timefmt import iso
-from shared.models.layerwise import LayerwisePayload, Step, is_valid_run_id
+from shared.models.layerwise import LayerwisePayload, is_valid_run_id
 from shared.models.scalars import ScalarPoint
 
 log = logging.getLogger(__name__)
@@ -27,31 +27,12 @@ log = logging.getLogger(__name__)
 
 def step_record(payload: LayerwisePayload) -> StepRecord:
     meta = payload.metadata
-    step = Step.model_construct(
-        step=meta.global_step,
-        timestamp=meta.timestamp,
-        batch_size=meta.batch_size,
-        layers=payload.layer_statistics,
-        cross_layer=payload.cross_layer_analysis,
-        layer_groups=meta.layer_groups,
-    )
-    lite = {
+    step = {
         "step": meta.global_step,
         "timestamp": meta.timestamp,
         "batch_size": meta.batch_size,
-        "layers": [
-            {
-                "layer_id": layer.layer_id,
-                "layer_type": layer.layer_type,
-                "depth_index": layer.depth_index,
-                "activation_std": layer.intermediate_features.activation_std,
-                "cross_layer_std_ratio": layer.intermediate_features.cross_layer_std_ratio,
-                "gradient_l2_norm": layer.gradient_flow.gradient_l2_norm,
-                "gradient_max_abs": layer.gradient_flow.gradient_max_abs,
-            }
-            for layer in payload.layer_statistics
-        ],
-        "cross_layer": payload.cross_layer_analysis.model_dump(),
+        "layers": payload.layer_statistics,
+        "cross_layer": payload.cross_layer_analysis,
         "layer_groups": meta.layer_groups,
     }
     return StepRecord(
@@ -59,12 +40,38 @@ def step_record(payload: LayerwisePayload) -> StepRecord:
         step=meta.global_step,
         timestamp=meta.timestamp,
         batch_size=meta.batch_size,
-        data=to_json(step),
-        lite=orjson.dumps(lite),
+        data=orjson.dumps(step),
         fields=RunFields(
             experiment_id=meta.experiment_id, group=meta.group, tags=meta.tags, extra=meta.model_extra or None
         ),
     )
+
+
+def lite_step(document: bytes) -> bytes:
+    """A stored step reduced to what a `lite` history carries: identity plus the four health signals.
+
+    Derived when read rather than stored: lite histories are asked for far less often than steps
+    arrive, and a second stored copy made every write a third larger.
+    """
+    step = orjson.loads(document)
+    step["layers"] = [
+        {
+            "layer_id": layer["layer_id"],
+            "layer_type": layer["layer_type"],
+            "depth_index": layer["depth_index"],
+            "activation_std": layer["intermediate_features"]["activation_std"],
+            "cross_layer_std_ratio": layer["intermediate_features"].get("cross_layer_std_ratio"),
+            "gradient_l2_norm": layer["gradient_flow"]["gradient_l2_norm"],
+            "gradient_max_abs": layer["gradient_flow"]["gradient_max_abs"],
+        }
+        for layer in step["layers"]
+    ]
+    return orjson.dumps(step)
+
+
+async def lite_steps(documents: list[bytes]) -> list[bytes]:
+    """`lite_step` for a whole history, off the event loop so a long run cannot stall other clients."""
+    return await asyncio.to_thread(lambda: [lite_step(document) for document in documents])
 
 
 def run_summary(row: Sequence[Any]) -> dict[str, Any]:

@@ -255,3 +255,11 @@ class TestBadInput:
             for body in garbage:
                 response = await http.post(path, content=body, headers={"content-type": "application/json"})
                 assert 400 <= response.status_code < 500, (path, body[:20], response.text)
+
+
+async def test_null_bias_is_accepted_and_omitted(http: httpx.AsyncClient) -> None:
+    payload = mutated("layer_statistics[1].parameter_statistics.bias", None)
+    assert (await post(http, payload)).status_code == 202
+    latest = (await http.get("/api/v1/runs/experiment_2024_0210_v2/latest")).json()
+    assert "bias" not in latest["layers"][1]["parameter_statistics"]
+    assert latest["layers"][0]["parameter_statistics"]["bias"] == {"std": 0.01, "mean_abs": 0.004}

@@ -23,10 +23,8 @@ def test_an_old_database_is_upgraded_in_place_keeping_its_data(tmp_path: Path) -
     conn = sqlite3.connect(path, isolation_level=None)
     configure(conn)
     migrate(conn, target=1)  # a database written by the first released schema
-    conn.execute(
-        "INSERT INTO runs (run_id, created_at, last_update, step_count, latest_step) VALUES ('old', 1, 2, 1, 5)"
-    )
-    conn.execute("INSERT INTO steps (run, step, timestamp, batch_size, data, lite) VALUES (1, 5, 1.0, 8, '{}', '{}')")
+    conn.execute("INSERT INTO runs (run_id, created_at, last_update) VALUES ('old', 1, 2)")
+    conn.execute("INSERT INTO steps (run, step, timestamp, batch_size, data) VALUES (1, 5, 1.0, 8, '{}')")
     conn.close()
 
     async def open_and_read() -> None:

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from pivotd.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: a plain def dependency would be run in a worker thread on every request.
     services: Services = request.app.state.services
     return services
 

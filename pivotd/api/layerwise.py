@@ -13,7 +13,7 @@ from pivotd.api.body import openapi_body, read_json_body
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
 from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, validation_failed
-from pivotd.ingest import run_id_of
+from pivotd.ingest import lite_steps, run_id_of
 from pivotd.services import Services
 from pivotd.store import RunRow
 from pivotd.store.reader import SORTABLE
@@ -77,9 +77,14 @@ async def post_layerwise(request: Request, services: ServicesDep) -> Response:
 async def post_layerwise_batch(request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
     try:
-        payloads = _BATCH.validate_json(body)
-    except ValidationError as exc:
-        raise await reject(services, exc, body, batch=True) from None
+        # orjson + validate_python is faster than validate_json on large bodies; on any failure the
+        # slow path below produces pydantic's precise errors (and sees NaN, which orjson refuses).
+        payloads = _BATCH.validate_python(orjson.loads(body))
+    except (orjson.JSONDecodeError, ValidationError):
+        try:
+            payloads = _BATCH.validate_json(body)
+        except ValidationError as exc:
+            raise await reject(services, exc, body, batch=True) from None
     if not payloads:
         raise ValidationFailed("body: the batch is empty", details=[{"field": "body", "message": "empty"}])
     run_ids = await services.ingest.layerwise(payloads)
@@ -191,7 +196,9 @@ async def get_run(
         latest = await reader.latest_step(run.ref)
         documents = [latest] if latest is not None else []
     else:
-        documents = await reader.steps(run.ref, lite=lite, from_step=from_step, to_step=to_step)
+        documents = await reader.steps(run.ref, from_step=from_step, to_step=to_step)
+        if lite:
+            documents = await lite_steps(documents)
     # Stored steps are already JSON: splice them in rather than parse and re-encode them.
     body = orjson.dumps(head)[:-1] + b',"steps":[' + b",".join(documents) + b"]}"
     return raw_json_response(body)

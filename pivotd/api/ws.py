@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from pivotd.api.layerwise import summary
 from pivotd.hub import METRICS_TOPIC, Subscriber, is_valid_topic, run_topic
+from pivotd.ingest import lite_steps
 from pivotd.services import Services
 from pivotd.timefmt import iso
 
@@ -94,7 +95,9 @@ class Session:
         if run is None:
             return _error(f"Run {run_id!r} not found")
         self.services.hub.subscribe(self.subscriber, [run_topic(run_id)])
-        steps = await reader.steps(run.ref, lite=request.get("lite") is True, **bounds)
+        steps = await reader.steps(run.ref, **bounds)
+        if request.get("lite") is True:
+            steps = await lite_steps(steps)
         head = orjson.dumps({"type": "run_history", "run_id": run_id})
         data = orjson.dumps({"created_at": iso(run.created_at), "last_update": iso(run.last_update)})
         return head[:-1] + b',"data":' + data[:-1] + b',"steps":[' + b",".join(steps) + b"]}}"

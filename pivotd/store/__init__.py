@@ -43,7 +43,9 @@ class Store:
     async def open(cls, path: Path, retention: Retention) -> AsyncIterator[Store]:
         writer = Writer(path, retention)
         found = await writer.open()
-        if found < SCHEMA_VERSION:
+        if found == 0:
+            log.info("created database %s (schema %d)", path, SCHEMA_VERSION)
+        elif found < SCHEMA_VERSION:
             log.info("database %s upgraded from schema %d to %d", path, found, SCHEMA_VERSION)
         try:
             reader = await Reader.open(path)

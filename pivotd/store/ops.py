@@ -79,7 +79,6 @@ class StepRecord:
     timestamp: float
     batch_size: int
     data: bytes
-    lite: bytes
     fields: RunFields = field(default_factory=RunFields)
 
 
@@ -91,11 +90,11 @@ class PutSteps:
         rows = []
         for record in self.records:
             ref = tx.ensure_run(record.run_id, record.fields)
-            rows.append((ref, record.step, record.timestamp, record.batch_size, record.data, record.lite))
+            rows.append((ref, record.step, record.timestamp, record.batch_size, record.data))
         tx.conn.executemany(
-            """INSERT INTO steps (run, step, timestamp, batch_size, data, lite) VALUES (?, ?, ?, ?, ?, ?)
+            """INSERT INTO steps (run, step, timestamp, batch_size, data) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (run, step) DO UPDATE SET timestamp = excluded.timestamp,
-                   batch_size = excluded.batch_size, data = excluded.data, lite = excluded.lite""",
+                   batch_size = excluded.batch_size, data = excluded.data""",
             rows,
         )
         return len(rows)

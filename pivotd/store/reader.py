@@ -121,13 +121,10 @@ class Reader:
         rows = await self._conn.execute_fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         return _run_row(rows[0]) if rows else None
 
-    async def steps(
-        self, ref: int, *, lite: bool = False, from_step: int | None = None, to_step: int | None = None
-    ) -> list[bytes]:
+    async def steps(self, ref: int, *, from_step: int | None = None, to_step: int | None = None) -> list[bytes]:
         """Stored Step JSON documents, sorted by step, ready to splice into a response."""
-        column = "lite" if lite else "data"
         rows = await self._conn.execute_fetchall(
-            f"SELECT {column} FROM steps WHERE run = ? AND step BETWEEN ? AND ? ORDER BY step",
+            "SELECT data FROM steps WHERE run = ? AND step BETWEEN ? AND ? ORDER BY step",
             (ref, -1 if from_step is None else from_step, 2**62 if to_step is None else to_step),
         )
         return [row[0] for row in rows]

@@ -47,8 +47,7 @@ def _trim_steps(conn: sqlite3.Connection, max_steps: int, refs: list[int]) -> No
             """DELETE FROM steps WHERE run = ?1 AND step < (
                    SELECT step FROM steps WHERE run = ?1 ORDER BY step DESC LIMIT 1 OFFSET ?2)""",
             (ref, max_steps - 1),
-        )
-        conn.execute("UPDATE runs SET step_count = ? WHERE id = ?", (max_steps, ref))
+        )  # the delete trigger brings step_count down to max_steps
 
 
 def _evict_oldest(conn: sqlite3.Connection, count: int, spare: list[int]) -> list[str]:

@@ -26,9 +26,18 @@ MIGRATIONS: list[str] = [
         timestamp  REAL NOT NULL,
         batch_size INTEGER NOT NULL,
         data       BLOB NOT NULL,
-        lite       BLOB NOT NULL,
         UNIQUE (run, step)
     );
+    -- Counts kept by triggers, not count(*) per write: an upsert that replaces a step takes the
+    -- UPDATE path and leaves the count alone; only trims of the oldest steps delete.
+    CREATE TRIGGER steps_counted AFTER INSERT ON steps BEGIN
+        UPDATE runs SET step_count = step_count + 1,
+                        latest_step = max(coalesce(latest_step, NEW.step), NEW.step)
+        WHERE id = NEW.run;
+    END;
+    CREATE TRIGGER steps_uncounted AFTER DELETE ON steps BEGIN
+        UPDATE runs SET step_count = step_count - 1 WHERE id = OLD.run;
+    END;
     CREATE TABLE scalars (
         run       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
         name      TEXT NOT NULL,

@@ -170,10 +170,4 @@ class Writer:
 
     @staticmethod
     def _refresh_runs(conn: sqlite3.Connection, refs: list[int], now: float) -> None:
-        conn.executemany(
-            """UPDATE runs SET last_update = ?,
-                   step_count = (SELECT count(*) FROM steps WHERE run = runs.id),
-                   latest_step = (SELECT max(step) FROM steps WHERE run = runs.id)
-               WHERE id = ?""",
-            [(now, ref) for ref in refs],
-        )
+        conn.executemany("UPDATE runs SET last_update = ? WHERE id = ?", [(now, ref) for ref in refs])

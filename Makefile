@@ -1,0 +1,41 @@
+# PIVOT developer commands. `make help` lists them. CI runs `make test` (see .ci/run).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: help install run test lint format bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv with the daemon, TUI, training stack and dev tools
+
+# torch is pinned through constraints.txt: a bare torch requirement pulls GBs of CUDA wheels.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev]'
+	touch $@
+
+run: install ## Start pivotd on 127.0.0.1:8000 with a live demo run (Ctrl-C stops it)
+	$(BIN)/pivotd --demo
+
+test: install ## Lint, then run the whole test suite against real daemons
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: install ## ruff check and format check only
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install ## Run the benchmarks (figures go in docs/performance.md)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/fanout.py
+
+clean: ## Remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,168 @@
+"""bench/ingest: K keep-alive HTTP/1.1 clients posting seed-000 payloads to a running daemon.
+
+Reports steps/s (scalar points/s for the scalar route), p50/p99 ack latency, and the daemon's CPU
+(share of one core) and peak RSS, for pivotd and, in the same run, for the baseline server
+(bench/baseline_server.py: the obvious FastAPI + per-request-commit implementation).
+
+    .venv/bin/python bench/ingest.py [--seconds 8] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import ProcessMeter, RawHTTP, daemon_process, percentile, pivotd, step_template
+
+LAYERWISE = "/api/v1/metrics/layerwise"
+# Body maker: (client index, sequence number) -> (path, body, units of work in it)
+BodyMaker = Callable[[int, int], tuple[str, bytes, int]]
+
+
+@dataclass
+class Result:
+    name: str
+    units: int
+    seconds: float
+    latencies: list[float]
+    errors: int
+    cpu: float
+    rss: int
+
+    def line(self, unit: str) -> str:
+        rate = self.units / self.seconds
+        return (
+            f"{self.name:44} {rate:>11,.0f} {unit:8} p50 {percentile(self.latencies, 50) * 1e3:6.2f} ms  "
+            f"p99 {percentile(self.latencies, 99) * 1e3:7.2f} ms  cpu {self.cpu * 100:4.0f}%  "
+            f"rss {self.rss / 2**20:5.0f} MB  errors {self.errors}"
+        )
+
+
+async def load(url: str, clients: int, seconds: float, make: BodyMaker, rate: float | None = None) -> tuple:
+    """Closed loop by default; with `rate`, each client paces itself (open loop) to rate/clients per second."""
+    connections = [await RawHTTP.open(url) for _ in range(clients)]
+    latencies: list[float] = []
+    counts = {"units": 0, "errors": 0}
+    deadline = time.perf_counter() + seconds
+
+    async def worker(index: int, http: RawHTTP) -> None:
+        sequence = 0
+        interval = clients / rate if rate else 0.0
+        next_send = time.perf_counter() + index * interval / clients
+        while time.perf_counter() < deadline:
+            if rate:
+                delay = next_send - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_send += interval
+            path, body, units = make(index, sequence)
+            started = time.perf_counter()
+            status, _ = await http.post(path, body)
+            latencies.append(time.perf_counter() - started)
+            if status == 202:
+                counts["units"] += units
+            else:
+                counts["errors"] += 1
+            sequence += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i, c) for i, c in enumerate(connections)))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return counts["units"], elapsed, latencies, counts["errors"]
+
+
+def run(
+    name: str, url: str, pid: int, clients: int, seconds: float, make: BodyMaker, rate: float | None = None
+) -> Result:
+    with ProcessMeter(pid) as meter:
+        units, elapsed, latencies, errors = asyncio.run(load(url, clients, seconds, make, rate))
+    return Result(name, units, elapsed, latencies, errors, meter.cpu, meter.peak_rss)
+
+
+def single(layers: int) -> BodyMaker:
+    templates: dict[int, tuple[bytes, bytes]] = {}
+
+    def make(client: int, sequence: int) -> tuple[str, bytes, int]:
+        if client not in templates:
+            templates[client] = step_template(f"bench_{layers}l_{client}", layers)
+        before, after = templates[client]
+        return LAYERWISE, before + str(sequence).encode() + after, 1
+
+    return make
+
+
+def batch(size: int) -> BodyMaker:
+    templates: dict[int, tuple[bytes, bytes]] = {}
+
+    def make(client: int, sequence: int) -> tuple[str, bytes, int]:
+        if client not in templates:
+            templates[client] = step_template(f"bench_batch_{client}", 3)
+        before, after = templates[client]
+        items = [before + str(sequence * size + i).encode() + after for i in range(size)]
+        return f"{LAYERWISE}/batch", b"[" + b",".join(items) + b"]", size
+
+    return make
+
+
+def scalars(points: int, names: int) -> BodyMaker:
+    def make(client: int, sequence: int) -> tuple[str, bytes, int]:
+        first = sequence * points
+        values = [
+            {"step": step, "values": {f"metric{n}": step * 0.001 + n for n in range(names)}}
+            for step in range(first, first + points)
+        ]
+        return f"/api/v1/runs/bench_scalars_{client}/scalars", json.dumps(values).encode(), points * names
+
+    return make
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    k, t = args.clients, args.seconds
+    print(f"bench/ingest: {k} clients, {t:.0f} s per scenario, daemon in one process\n")
+    results: list[str] = []
+    with pivotd(max_db_bytes=str(50 * 2**30)) as daemon:
+        results.append(run("pivotd single route, 3 layers", daemon.url, daemon.pid, k, t, single(3)).line("steps/s"))
+        results.append(run("pivotd single route, 50 layers", daemon.url, daemon.pid, k, t, single(50)).line("steps/s"))
+        results.append(
+            run("pivotd batch route, 100 x 3 layers", daemon.url, daemon.pid, 4, t, batch(100)).line("steps/s")
+        )
+        results.append(
+            run("pivotd scalar route, 2,000 points x 4", daemon.url, daemon.pid, 4, t, scalars(2000, 4)).line(
+                "points/s"
+            )
+        )
+        results.append(
+            run("pivotd single route, 3 layers @ 500/s", daemon.url, daemon.pid, 8, t, single(3), rate=500).line(
+                "steps/s"
+            )
+        )
+        for line in results:
+            print(line)
+    command = [sys.executable, str(Path(__file__).parent / "baseline_server.py")]
+    with daemon_process(command) as baseline:
+        for layers in (3, 50):
+            line = run(f"baseline single route, {layers} layers", baseline.url, baseline.pid, k, t, single(layers))
+            print(line.line("steps/s"))
+        print(
+            run("baseline single route, 3 layers @ 500/s", baseline.url, baseline.pid, 8, t, single(3), rate=500).line(
+                "steps/s"
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Import boundaries: a laptop installs the TUI without torch or the server stack; scripts import
+`shared` without pulling in the daemon. Checked in fresh interpreters so nothing is cached."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+SERVER_STACK = ("fastapi", "starlette", "uvicorn", "aiosqlite", "torch", "textual", "pivotd", "pivot_tui")
+
+
+def modules_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in result.stdout.split()}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import shared",
+        "import shared.models",
+        "import shared.client",
+        "import shared.locations",
+        "import shared.samples",
+    ],
+)
+def test_shared_imports_no_server_stack_or_torch(statement: str) -> None:
+    assert not modules_after(statement) & set(SERVER_STACK)
+
+
+def test_tui_entry_point_imports_no_server_stack_or_torch() -> None:
+    assert not modules_after("import pivot_tui.cli") & {"fastapi", "uvicorn", "aiosqlite", "torch", "pivotd"}
+
+
+def test_daemon_does_not_import_torch() -> None:
+    # Training workers import torch in their own process; the daemon stays light (about 1 s and 225 MB saved).
+    assert "torch" not in modules_after("import pivotd.app, pivotd.server, pivotd.cli")
+
+
+def test_cli_help_is_cheap() -> None:
+    assert not modules_after("import pivotd.cli") & {"fastapi", "uvicorn", "aiosqlite", "torch"}
