@@ -13,6 +13,8 @@ from torch import Tensor
 from torch.nn import functional as F
 
 _EXACT = (torch.float32, torch.float64)
+# Up to this many elements a layer's gradients are concatenated (a 4 MiB copy at most) to save ops.
+_CONCAT_LIMIT = 1 << 20
 
 
 def as_float(t: Tensor) -> Tensor:
@@ -76,18 +78,18 @@ def bias_stats(bias: Tensor) -> list[Tensor]:
 
 
 def grad_stats(grads: list[Tensor]) -> list[Tensor]:
-    """[L2 norm, std, max |g|] over all of a layer's parameter gradients taken together, without concatenating
-    them (a concatenation would copy the layer's largest gradient): the std is pooled from per-tensor moments."""
-    gs = [as_float(g) for g in grads]
-    if len(gs) == 1:
-        g = gs[0]
+    """[L2 norm, std, max |g|] over all of a layer's parameter gradients taken together."""
+    gs = [as_float(g).reshape(-1) for g in grads]
+    total = sum(g.numel() for g in gs)
+    if len(gs) == 1 or total <= _CONCAT_LIMIT:
+        # Weight and bias gradients in one tensor: a handful of ops (kernel launches) for the layer.
+        g = gs[0] if len(gs) == 1 else torch.cat(gs)
         std, _ = std_mean(g)
         return [torch.linalg.vector_norm(g), std, torch.linalg.vector_norm(g, ord=math.inf)]
-    sizes = [g.numel() for g in gs]
-    total = sum(sizes)
+    # Large layers: pool per-tensor moments rather than copy the gradients into one tensor.
     moments = [var_mean(g, correction=0) for g in gs]
-    mean = sum(m * (n / total) for (_, m), n in zip(moments, sizes, strict=True))
-    m2 = sum(n * (v + (m - mean) ** 2) for (v, m), n in zip(moments, sizes, strict=True))
+    mean = sum(m * (g.numel() / total) for (_, m), g in zip(moments, gs, strict=True))
+    m2 = sum(g.numel() * (v + (m - mean) ** 2) for (v, m), g in zip(moments, gs, strict=True))
     std = torch.sqrt(m2 / max(total - 1, 1))
     l2 = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in gs]))
     max_abs = torch.stack([torch.linalg.vector_norm(g, ord=math.inf) for g in gs]).amax()

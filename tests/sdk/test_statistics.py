@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from shared.models import LayerwisePayload, Step
-from shared.sdk import Monitor
+from shared.sdk import Monitor, stats
 from tests.daemon import RunningDaemon
 from tests.sdk.models import CNN, MLP, batch, record_outputs, reference
 
@@ -123,3 +123,14 @@ async def test_spectral_norm_converges(
         assert layer["parameter_statistics"]["weight"]["spectral_norm"] == pytest.approx(true, rel=0.01)
         checked += 1
     assert checked >= 3
+
+
+def test_pooled_gradient_statistics_for_large_layers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers too large to concatenate pool per-tensor moments; the result is the same."""
+    monkeypatch.setattr(stats, "_CONCAT_LIMIT", 0)
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(40, 30, generator=generator) * 0.1 + 0.02
+    bias = torch.randn(40, generator=generator) - 0.5
+    l2, std, max_abs = (t.item() for t in stats.grad_stats([weight, bias]))
+    both = torch.cat([weight.flatten(), bias])
+    assert (l2, std, max_abs) == pytest.approx((both.norm().item(), both.std().item(), both.abs().max().item()))
