@@ -109,12 +109,7 @@ class Ingest:
         return [record.run_id for record in records]
 
     async def scalars(self, run_id: str, points: Sequence[ScalarPoint], fields: RunFields) -> int:
-        rows = [
-            (name, point.step, value, point.epoch, point.timestamp)
-            for point in points
-            for name, value in point.values.items()
-        ]
-        count: int = await self._store.writer.submit(PutScalars(run_id, rows, fields))
+        count: int = await self._store.writer.submit(PutScalars(run_id, points, fields))
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             message = {

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pivotd.errors import Conflict, NotFound
 from pivotd.store.retention import PROTECTED_STATES
+from shared.models.scalars import ScalarPoint
 
 MAX_EVENTS_PER_RUN = 1000
 
@@ -34,6 +36,19 @@ class Tx:
         self.now = now
         self.run_refs: dict[str, int] = {}
         self.created: set[str] = set()
+        self._series: dict[tuple[int, str], int] = {}
+
+    def series_id(self, run_ref: int, name: str) -> int:
+        key = (run_ref, name)
+        series = self._series.get(key)
+        if series is None:
+            series = self.conn.execute(
+                "INSERT INTO series (run, name) VALUES (?, ?) ON CONFLICT (run, name) DO UPDATE SET name = name "
+                "RETURNING id",
+                key,
+            ).fetchone()[0]
+            self._series[key] = series
+        return series
 
     def ensure_run(self, run_id: str, fields: RunFields | None = None) -> int:
         ref = self.run_refs.get(run_id)
@@ -103,17 +118,25 @@ class PutSteps:
 @dataclass(frozen=True, slots=True)
 class PutScalars:
     run_id: str
-    # (name, step, value, epoch, timestamp)
-    rows: list[tuple[str, int, float, int | None, float | None]]
+    points: Sequence[ScalarPoint]
     fields: RunFields = field(default_factory=RunFields)
 
     def apply(self, tx: Tx) -> int:
         ref = tx.ensure_run(self.run_id, self.fields)
-        tx.conn.executemany(
-            "INSERT OR REPLACE INTO scalars (run, name, step, value, epoch, timestamp) VALUES (?, ?, ?, ?, ?, ?)",
-            [(ref, *row) for row in self.rows],
+        series = {name: tx.series_id(ref, name) for point in self.points for name in point.values}
+        # Rows are built here, on the writer thread, and in key order so the B-tree mostly appends.
+        rows = sorted(
+            (series[name], point.step, value, point.epoch, point.timestamp)
+            for point in self.points
+            for name, value in point.values.items()
         )
-        return len(self.rows)
+        tx.conn.executemany(
+            """INSERT INTO scalars (series, step, value, epoch, timestamp) VALUES (?, ?, ?, ?, ?)
+               ON CONFLICT (series, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch,
+                   timestamp = excluded.timestamp""",
+            rows,
+        )
+        return len(rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,16 +143,7 @@ class Reader:
         return [EventRow(*row) for row in reversed(list(rows))]
 
     async def scalar_names(self, ref: int) -> list[str]:
-        # A recursive skip-scan: one index probe per distinct name instead of reading every point.
-        rows = await self._conn.execute_fetchall(
-            """WITH RECURSIVE names(name) AS (
-                   SELECT min(name) FROM scalars WHERE run = ?1
-                   UNION ALL
-                   SELECT (SELECT min(name) FROM scalars WHERE run = ?1 AND name > names.name)
-                   FROM names WHERE name IS NOT NULL)
-               SELECT name FROM names WHERE name IS NOT NULL""",
-            (ref,),
-        )
+        rows = await self._conn.execute_fetchall("SELECT name FROM series WHERE run = ? ORDER BY name", (ref,))
         return [row[0] for row in rows]
 
     async def scalar_series(
@@ -164,18 +155,21 @@ class Reader:
         last point overall, so spikes such as a loss blow-up survive any zoom level. SQLite's bare
         columns with a lone min()/max() aggregate return the row holding that extreme.
         """
+        found = await self._conn.execute_fetchall("SELECT id FROM series WHERE run = ? AND name = ?", (ref, name))
+        if not found:
+            return SeriesRows([], [], [], False)
+        series = found[0][0]
         lo = -1 if from_step is None else from_step
         hi = 2**62 if to_step is None else to_step
         bounds = await self._conn.execute_fetchall(
-            "SELECT count(*), min(step), max(step) FROM scalars WHERE run = ? AND name = ? AND step BETWEEN ? AND ?",
-            (ref, name, lo, hi),
+            "SELECT count(*), min(step), max(step) FROM scalars WHERE series = ? AND step BETWEEN ? AND ?",
+            (series, lo, hi),
         )
         count, first, last = bounds[0]
         if count <= max_points:
             rows = await self._conn.execute_fetchall(
-                "SELECT step, value, timestamp FROM scalars WHERE run = ? AND name = ? AND step BETWEEN ? AND ? "
-                "ORDER BY step",
-                (ref, name, lo, hi),
+                "SELECT step, value, timestamp FROM scalars WHERE series = ? AND step BETWEEN ? AND ? ORDER BY step",
+                (series, lo, hi),
             )
             return SeriesRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], False)
         buckets = max(1, (max_points - 2) // 2)
@@ -184,17 +178,16 @@ class Reader:
         for extreme in ("min", "max"):
             rows = await self._conn.execute_fetchall(
                 f"""SELECT step, {extreme}(value), timestamp FROM scalars
-                    WHERE run = ? AND name = ? AND step BETWEEN ? AND ?
+                    WHERE series = ? AND step BETWEEN ? AND ?
                     GROUP BY CAST((step - ?) / ? AS INTEGER)""",
-                (ref, name, first, last, first, width),
+                (series, first, last, first, width),
             )
             for step, value, timestamp in rows:
                 picked[step] = (value, timestamp)
         for step in (first, last):
             if step not in picked:
                 row = await self._conn.execute_fetchall(
-                    "SELECT value, timestamp FROM scalars WHERE run = ? AND name = ? AND step = ?",
-                    (ref, name, step),
+                    "SELECT value, timestamp FROM scalars WHERE series = ? AND step = ?", (series, step)
                 )
                 picked[step] = (row[0][0], row[0][1])
         ordered = sorted(picked.items())

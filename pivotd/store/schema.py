@@ -38,14 +38,21 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER steps_uncounted AFTER DELETE ON steps BEGIN
         UPDATE runs SET step_count = step_count - 1 WHERE id = OLD.run;
     END;
+    -- A series is one scalar name of one run; points key on its integer id, so the name is
+    -- stored once and each point's key stays small.
+    CREATE TABLE series (
+        id   INTEGER PRIMARY KEY,
+        run  INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        UNIQUE (run, name)
+    );
     CREATE TABLE scalars (
-        run       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-        name      TEXT NOT NULL,
+        series    INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
         step      INTEGER NOT NULL,
         value     REAL NOT NULL,
         epoch     INTEGER,
         timestamp REAL,
-        PRIMARY KEY (run, name, step)
+        PRIMARY KEY (series, step)
     ) WITHOUT ROWID;
     """,
     # 2: experiment membership, tags and free metadata on runs; run events (rejected payloads, ...).
