@@ -130,6 +130,7 @@ class Transport:
         self._busy = False  # the sender holds entries taken from the queue
         self._kick = False  # flush/close asked for an attempt now, not after the backoff
         self._flushers = 0
+        self._wake_at = 0  # queue length at which put() wakes the sender; 0 while it is not waiting for entries
         self._closing = False
         self._deadline = math.inf
         self._last_step = 0
@@ -155,8 +156,10 @@ class Transport:
                 self._counts["dropped"] += 1
             self._queue.append(item)
             self._last_step = max(self._last_step, item.step)
-            if len(self._queue) == 1 or len(self._queue) >= self.max_batch:
-                self._cond.notify()  # only the transitions the sender waits for: no wake-up per entry
+            if len(self._queue) == self._wake_at:
+                # Only the one transition the sender waits for: waking it per entry (a thread switch and a
+                # GIL hand-off) would cost the training thread tens of microseconds per call.
+                self._cond.notify()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is delivered (or refused); False if `timeout` passed first."""
@@ -209,11 +212,14 @@ class Transport:
                 while not self._queue and not self._closing:
                     self._busy = False
                     self._cond.notify_all()
+                    self._wake_at = 1
                     self._cond.wait()
                 if self.linger_s and not self._kick and not self._flushers:
                     # Gather what the next `linger_s` brings into one request: a loop logging every step
                     # then costs the daemon a few requests a second, not one per step.
+                    self._wake_at = self.max_batch
                     self._cond.wait_for(self._full_or_kicked, self.linger_s)
+                self._wake_at = 0
                 self._kick = False
                 if not self._queue or time.monotonic() >= self._deadline:
                     self._abandon()
