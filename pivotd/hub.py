@@ -70,7 +70,6 @@ class Hub:
         self.queue_size = queue_size
         self._by_topic: dict[str, set[Subscriber]] = {}
         self._subscribers: set[Subscriber] = set()
-        self.published = 0
 
     @property
     def connection_count(self) -> int:
@@ -105,7 +104,6 @@ class Hub:
 
     def publish(self, topics: Iterable[str], message: str) -> int:
         """Offer an already-serialised message once to each subscriber of any of `topics`."""
-        self.published += 1
         groups = [members for topic in topics if (members := self._by_topic.get(topic))]
         if not groups:
             return 0

@@ -8,7 +8,6 @@ Subscribers hear about a step only after it is committed, so nothing they see ca
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -17,7 +16,17 @@ from typing import Any
 import orjson
 
 from pivotd.hub import METRICS_TOPIC, RUNS_TOPIC, Hub, run_topic
-from pivotd.store import BatchOutcome, DeleteRun, PutEvent, PutScalars, PutSteps, RunFields, StepRecord, Store
+from pivotd.store import (
+    BatchOutcome,
+    DeleteRun,
+    PutEvent,
+    PutScalars,
+    PutSteps,
+    RunFields,
+    RunRow,
+    StepRecord,
+    Store,
+)
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload, is_valid_run_id
 from shared.models.scalars import ScalarPoint
@@ -74,20 +83,18 @@ async def lite_steps(documents: list[bytes]) -> list[bytes]:
     return await asyncio.to_thread(lambda: [lite_step(document) for document in documents])
 
 
-def run_summary(row: Sequence[Any]) -> dict[str, Any]:
-    """The L-shape summary (plus additive fields) from a writer summary row."""
-    run_id, kind, status, created_at, last_update, step_count, latest_step, experiment_id, group, tags = row
+def run_summary(run: RunRow) -> dict[str, Any]:
+    """A run as `GET /api/v1/runs`, `initial_runs` and the `runs` topic show it (seed 000 + additive fields)."""
     return {
-        "run_id": run_id,
-        "created_at": iso(created_at),
-        "last_update": iso(last_update),
-        "step_count": step_count,
-        "latest_step": latest_step,
-        "kind": kind,
-        "status": status,
-        "experiment_id": experiment_id,
-        "group": group,
-        "tags": json.loads(tags),
+        "created_at": iso(run.created_at),
+        "last_update": iso(run.last_update),
+        "step_count": run.step_count,
+        "latest_step": run.latest_step,
+        "kind": run.kind,
+        "status": run.status,
+        "experiment_id": run.experiment_id,
+        "group": run.group,
+        "tags": run.tags,
     }
 
 
@@ -149,15 +156,10 @@ class Ingest:
         """Tell the `runs` topic what a committed batch changed."""
         if not self._hub.has_subscribers(RUNS_TOPIC) and not outcome.evicted:
             return
-        for row in outcome.touched:
-            summary = run_summary(row)
-            kind = "run_created" if summary["run_id"] in outcome.created else "run_updated"
-            self._hub.publish(
-                (RUNS_TOPIC,),
-                orjson.dumps(
-                    {"type": kind, "topic": RUNS_TOPIC, "run_id": summary["run_id"], "data": summary}
-                ).decode(),
-            )
+        for run in outcome.touched:
+            kind = "run_created" if run.run_id in outcome.created else "run_updated"
+            message = {"type": kind, "topic": RUNS_TOPIC, "run_id": run.run_id, "data": run_summary(run)}
+            self._hub.publish((RUNS_TOPIC,), orjson.dumps(message).decode())
         for run_id in outcome.evicted:
             message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "retention"}
             self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())

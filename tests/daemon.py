@@ -119,3 +119,17 @@ def start_daemon_process(data_dir: Path, *extra: str, env: dict[str, str] | None
         proc.kill()
         raise RuntimeError("pivotd did not start:\n" + "".join(lines))
     return DaemonProcess(proc, url[0], reader, lines)
+
+
+def iter_routes(app: FastAPI) -> list[Any]:
+    """Every route of the app; FastAPI keeps included routers' routes behind a wrapper object."""
+    found: list[Any] = []
+    pending = list(app.routes)
+    while pending:
+        route = pending.pop(0)
+        original = getattr(route, "original_router", None)
+        if original is not None:
+            pending.extend(original.routes)
+        else:
+            found.append(route)
+    return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -13,7 +13,7 @@ from pivotd.api.body import openapi_body, read_json_body
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
 from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, validation_failed
-from pivotd.ingest import lite_steps, run_id_of
+from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
 from pivotd.store import RunRow
 from pivotd.store.reader import SORTABLE
@@ -91,20 +91,6 @@ async def post_layerwise_batch(request: Request, services: ServicesDep) -> Respo
     return json_response({"status": "accepted", "accepted": len(payloads), "run_ids": sorted(set(run_ids))}, 202)
 
 
-def summary(run: RunRow) -> dict[str, Any]:
-    return {
-        "created_at": iso(run.created_at),
-        "last_update": iso(run.last_update),
-        "step_count": run.step_count,
-        "latest_step": run.latest_step,
-        "kind": run.kind,
-        "status": run.status,
-        "experiment_id": run.experiment_id,
-        "group": run.group,
-        "tags": run.tags,
-    }
-
-
 async def find_run(services: Services, run_id: str) -> RunRow:
     run = await services.store.reader.get_run(run_id)
     if run is None:
@@ -153,7 +139,7 @@ async def list_runs(
             links.append(f'<{request.url.include_query_params(page=number - 1, per_page=size)}>; rel="prev"')
         if links:
             headers["Link"] = ", ".join(links)
-    return json_response({run.run_id: summary(run) for run in runs}, headers=headers)
+    return json_response({run.run_id: run_summary(run) for run in runs}, headers=headers)
 
 
 @router.get(
@@ -175,7 +161,7 @@ async def get_run(
     reader = services.store.reader
     run = await find_run(services, run_id)
     events = await reader.events(run.ref)
-    head = summary(run) | {
+    head = run_summary(run) | {
         "run_id": run.run_id,
         "metadata": run.metadata,
         "scalar_names": await reader.scalar_names(run.ref),

@@ -18,9 +18,8 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from pivotd.api.layerwise import summary
 from pivotd.hub import METRICS_TOPIC, Subscriber, is_valid_topic, run_topic
-from pivotd.ingest import lite_steps
+from pivotd.ingest import lite_steps, run_summary
 from pivotd.services import Services
 from pivotd.timefmt import iso
 
@@ -60,7 +59,7 @@ class Session:
 
     async def initial_runs(self) -> bytes:
         runs, _ = await self.services.store.reader.list_runs()
-        return orjson.dumps({"type": "initial_runs", "data": {run.run_id: summary(run) for run in runs}})
+        return orjson.dumps({"type": "initial_runs", "data": {run.run_id: run_summary(run) for run in runs}})
 
     async def handle(self, text: str) -> bytes | None:
         try:

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from pivotd.store.ops import DeleteRun, PutEvent, PutScalars, PutSteps, RunFields, StepRecord
-from pivotd.store.reader import EventRow, Reader, RunRow, SeriesRows
+from pivotd.store.reader import EventRow, Reader, SeriesRows
 from pivotd.store.retention import Retention
+from pivotd.store.rows import RunRow
 from pivotd.store.schema import SCHEMA_VERSION
 from pivotd.store.writer import BatchOutcome, Writer
 

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
-from pivotd.store.writer import RUN_SUMMARY_COLUMNS
+from pivotd.store.rows import RUN_COLUMNS, RunRow, run_row
 
 SORTABLE = {"created_at", "last_update", "run_id", "latest_step", "step_count"}
-
-
-@dataclass(frozen=True, slots=True)
-class RunRow:
-    ref: int
-    run_id: str
-    kind: str
-    status: str
-    created_at: float
-    last_update: float
-    step_count: int
-    latest_step: int | None
-    experiment_id: str | None
-    group: str | None
-    tags: list[str]
-    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,26 +27,6 @@ class SeriesRows:
     values: list[float]
     timestamps: list[float | None]
     downsampled: bool
-
-
-_RUN_COLUMNS = f"id, {RUN_SUMMARY_COLUMNS}, metadata"
-
-
-def _run_row(row: Any) -> RunRow:
-    return RunRow(
-        ref=row[0],
-        run_id=row[1],
-        kind=row[2],
-        status=row[3],
-        created_at=row[4],
-        last_update=row[5],
-        step_count=row[6],
-        latest_step=row[7],
-        experiment_id=row[8],
-        group=row[9],
-        tags=json.loads(row[10]),
-        metadata=json.loads(row[11]),
-    )
 
 
 class Reader:
@@ -109,17 +71,17 @@ class Reader:
         page = "LIMIT ? OFFSET ?" if limit is not None else ""
         page_args = [limit, offset] if limit is not None else []
         rows = await self._conn.execute_fetchall(
-            f"SELECT {_RUN_COLUMNS} FROM runs {clause} ORDER BY {order} {page}", [*args, *page_args]
+            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY {order} {page}", [*args, *page_args]
         )
-        runs = [_run_row(row) for row in rows]
+        runs = [run_row(row) for row in rows]
         if limit is None:
             return runs, len(runs)
         total = (await self._conn.execute_fetchall(f"SELECT count(*) FROM runs {clause}", args))[0][0]
         return runs, total
 
     async def get_run(self, run_id: str) -> RunRow | None:
-        rows = await self._conn.execute_fetchall(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return _run_row(rows[0]) if rows else None
+        rows = await self._conn.execute_fetchall(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return run_row(rows[0]) if rows else None
 
     async def steps(self, ref: int, *, from_step: int | None = None, to_step: int | None = None) -> list[bytes]:
         """Stored Step JSON documents, sorted by step, ready to splice into a response."""

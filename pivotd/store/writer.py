@@ -21,20 +21,17 @@ from typing import Any
 from pivotd.errors import ServiceUnavailable
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
+from pivotd.store.rows import RUN_COLUMNS, RunRow, run_row
 from pivotd.store.schema import configure, migrate
 
 log = logging.getLogger(__name__)
-
-RUN_SUMMARY_COLUMNS = (
-    "run_id, kind, status, created_at, last_update, step_count, latest_step, experiment_id, group_name, tags"
-)
 
 
 @dataclass(slots=True)
 class BatchOutcome:
     """What one committed batch changed, for publishing to subscribers."""
 
-    touched: list[tuple[Any, ...]] = field(default_factory=list)
+    touched: list[RunRow] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
     evicted: list[str] = field(default_factory=list)
 
@@ -158,9 +155,8 @@ class Writer:
             outcome.evicted = enforce(conn, self._retention, touched=refs)
             if refs:
                 marks = ",".join("?" * len(refs))
-                outcome.touched = conn.execute(
-                    f"SELECT {RUN_SUMMARY_COLUMNS} FROM runs WHERE id IN ({marks})", refs
-                ).fetchall()
+                rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", refs).fetchall()
+                outcome.touched = [run_row(row) for row in rows]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
