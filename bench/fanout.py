@@ -16,6 +16,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from websockets.asyncio.client import connect
@@ -66,11 +68,6 @@ async def delivery(url: str, subscribers: int, rate: float, seconds: float) -> t
     return delays, acks, lost
 
 
-async def stalled_subscriber(url: str):  # type: ignore[no-untyped-def]
-    """A client that connects and then never reads: its socket buffers fill and stay full."""
-    return await connect("ws" + url.removeprefix("http") + "/ws", max_size=None, max_queue=1, close_timeout=0.1)
-
-
 def throughput(url: str, pid: int, seconds: float, label: str) -> str:
     return run(f"ingest, 16 clients, {label}", url, pid, 16, seconds, single(3)).line("steps/s")
 
@@ -78,10 +75,11 @@ def throughput(url: str, pid: int, seconds: float, label: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--readers", metavar="URL", help=argparse.SUPPRESS)  # internal: the live readers
+    parser.add_argument("--readers", metavar="URL", help=argparse.SUPPRESS)  # internal: 10 live subscribers
+    parser.add_argument("--stalled", metavar="URL", help=argparse.SUPPRESS)  # internal: 1 stalled subscriber
     args = parser.parse_args()
-    if args.readers:
-        asyncio.run(read_forever(args.readers, 10))
+    if args.readers or args.stalled:
+        asyncio.run(subscribe(args.readers or args.stalled, 10 if args.readers else 1, read=bool(args.readers)))
         return
     print(f"bench/fanout: {args.seconds:.0f} s per scenario\n")
     with pivotd(ws_queue_size="1000") as daemon:
@@ -93,36 +91,45 @@ def main() -> None:
             f"p99 {percentile(acks, 99) * 1e3:.2f} ms"
         )
 
-        async def with_stalled() -> str:
-            ws = await stalled_subscriber(daemon.url)
-            try:
-                return await asyncio.to_thread(throughput, daemon.url, daemon.pid, args.seconds, "1 stalled subscriber")
-            finally:
-                await ws.close()
-
         # Alternated twice: the difference must be judged against run-to-run noise.
         for _ in range(2):
             print(throughput(daemon.url, daemon.pid, args.seconds, "no subscriber (baseline)"))
-            print(asyncio.run(with_stalled()))
+            with helper_process("--stalled", daemon.url):
+                print(throughput(daemon.url, daemon.pid, args.seconds, "1 stalled subscriber"))
 
-        # The live readers get a process of their own so they do not take the load generator's CPU.
-        readers = subprocess.Popen([sys.executable, __file__, "--readers", daemon.url], stdout=subprocess.PIPE)
-        assert readers.stdout is not None and readers.stdout.readline().strip() == b"connected"
-        print(throughput(daemon.url, daemon.pid, args.seconds, "10 live subscribers"))
-        readers.terminate()
-        readers.wait(10)
-        readers.stdout.close()
+        with helper_process("--readers", daemon.url):
+            print(throughput(daemon.url, daemon.pid, args.seconds, "10 live subscribers"))
 
 
-async def read_forever(url: str, count: int) -> None:
-    sockets = [await connect("ws" + url.removeprefix("http") + "/ws", max_size=None) for _ in range(count)]
+@contextmanager
+def helper_process(role: str, url: str) -> Iterator[None]:
+    """Subscribers live in a process of their own so they take neither the load generator's CPU nor its GIL."""
+    helper = subprocess.Popen([sys.executable, __file__, role, url], stdout=subprocess.PIPE)
+    assert helper.stdout is not None and helper.stdout.readline().strip() == b"connected"
+    try:
+        yield
+    finally:
+        helper.terminate()
+        helper.wait(10)
+        helper.stdout.close()
+
+
+async def subscribe(url: str, count: int, read: bool) -> None:
+    # A stalled client never reads: with a one-message queue its socket buffers fill and stay full.
+    sockets = [
+        await connect("ws" + url.removeprefix("http") + "/ws", max_size=None, max_queue=None if read else 1)
+        for _ in range(count)
+    ]
     print("connected", flush=True)
 
     async def drain(ws) -> None:  # type: ignore[no-untyped-def]
         async for _ in ws:
             pass
 
-    await asyncio.gather(*(drain(ws) for ws in sockets))
+    if read:
+        await asyncio.gather(*(drain(ws) for ws in sockets))
+    else:
+        await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
