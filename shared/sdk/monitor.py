@@ -104,13 +104,12 @@ class Monitor:
     ) -> None:
         if every < 1:
             raise ValueError("every must be at least 1")
-        check_run_id(run_id)
         rank, world = distributed_rank()
         self.rank = rank
         self.every = every
         self.active = ranks == "all" or rank == 0
         """False on ranks that do not post (DDP with `ranks="zero"`): every method is then a no-op."""
-        self.run_id = f"{run_id}-rank{rank}" if ranks == "all" and world > 1 else run_id
+        self.run_id = check_run_id(f"{run_id}-rank{rank}" if ranks == "all" and world > 1 else run_id)
         self.monitored_steps = 0
         """Steps for which layer statistics were queued."""
         self._scaler = scaler
