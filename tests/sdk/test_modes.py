@@ -208,3 +208,40 @@ async def test_ddp_two_processes(daemon: RunningDaemon, http: httpx.AsyncClient,
         # All-reduced gradients are the same on both ranks; activations come from each rank's own data.
         assert a["layers"][-1]["gradient_flow"] == pytest.approx(b["layers"][-1]["gradient_flow"], rel=1e-5)
         assert a["layers"][0]["intermediate_features"] != b["layers"][0]["intermediate_features"]
+
+
+async def test_unwatched_forward_and_explicit_watch(
+    daemon: RunningDaemon, http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A loop whose steps jump calls watch(step); a monitored step whose forward was not watched still sends
+    its gradients and weights, with empty activations, and says so once in the log."""
+    model = MLP()
+    mon = Monitor(model, "jumps", url=daemon.url, every=5, start_step=100, persistent_hooks=True)
+    x, y = batch(model)
+    for step in (100, 103, 105):  # 103 is not monitored; 105 is, but the loop jumped there without watch()
+        if step != 105:
+            mon.watch(step)
+        F.cross_entropy(model(x), y).backward()
+        mon.step(step)
+        model.zero_grad()
+    assert await asyncio.to_thread(mon.close)
+    steps = (await http.get("/api/v1/runs/jumps")).json()["steps"]
+    assert [s["step"] for s in steps] == [100, 105]
+    assert steps[0]["layers"][0]["intermediate_features"]["activation_shape"] == [6, 16]
+    unwatched = steps[1]["layers"][0]
+    assert unwatched["intermediate_features"]["activation_shape"] == [0, 0]
+    assert unwatched["gradient_flow"]["gradient_l2_norm"] > 0
+    assert "not watched" in caplog.text
+
+
+def test_invalid_arguments(free_port: int) -> None:
+    url = f"http://127.0.0.1:{free_port}"
+    with pytest.raises(ValueError, match="every"):
+        Monitor(MLP(), "bad", url=url, every=0)
+    with pytest.raises(ValueError, match="no layer"):
+        Monitor(MLP(), "bad", url=url, layers=["nothing.*"])
+    with pytest.raises(ValueError, match="run_id"):
+        Monitor(MLP(), "bad id", url=url)
+    mon = Monitor(MLP(), "groups", url=url, layer_groups={})
+    assert mon.layer_groups is None  # {} asks for no grouping
+    mon.close(timeout=0)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from shared.sdk import DROPPED_SCALAR, Monitor, Run
 from shared.sdk.transport import Item, Transport
 from tests.daemon import RunningDaemon, start_daemon_process
+from tests.payloads import contract_payload
 from tests.sdk.models import MLP, batch
 
 
@@ -105,13 +106,16 @@ def test_log_is_microseconds_and_bounded(free_port: int) -> None:
 
 
 async def test_validation_errors_are_not_retried(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
-    """A 4xx is final: counted as rejected, never retried, and the entries after it still arrive."""
+    """A 4xx is final: counted as rejected, never retried. The batch route is atomic, so a refused batch is
+    resent entry by entry and only the bad entry is lost."""
     transport = Transport("refused", url=daemon.url)
     transport.put(Item("layerwise", "refused", 0, {"metadata": {"run_id": "refused"}, "layer_statistics": []}))
+    transport.put(Item("layerwise", "refused", 1, contract_payload("refused", step=1)))
     transport.put(Item("scalars", "refused", 1, {"step": 1, "values": {"ok": 1.0}}))
     assert await asyncio.to_thread(transport.flush, 10)
     stats = transport.stats
-    assert (stats.rejected, stats.retries, stats.sent_points) == (1, 0, 1)
+    assert (stats.rejected, stats.retries, stats.sent_steps, stats.sent_points) == (1, 0, 1, 1)
+    assert [step["step"] for step in (await http.get("/api/v1/runs/refused")).json()["steps"]] == [1]
     assert stats.last_error is not None and stats.last_error.startswith("422")
     assert await asyncio.to_thread(transport.close)
 
