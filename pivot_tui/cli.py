@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print(f"{len(runs)} run(s) on {client.url}")
     for run_id, run in runs.items():
-        print(f"  {run_id:40} {run.status:10} steps={run.step_count:<6} latest={run.latest_step} updated={run.last_update}")
+        latest = "-" if run.latest_step is None else run.latest_step
+        print(f"  {run_id:40} {run.status:10} steps={run.step_count:<6} latest={latest:<8} updated={run.last_update}")
     return 0
 
 
