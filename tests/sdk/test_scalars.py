@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,3 +61,10 @@ async def test_works_without_torch_and_flushes_at_exit(daemon: RunningDaemon, ht
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     series = (await http.get("/api/v1/runs/no-torch/scalars")).json()["series"]
     assert series["loss"]["steps"] == [0, 1, 2]
+
+
+def test_import_pulls_in_neither_torch_nor_the_daemon() -> None:
+    code = "import sys, shared.sdk; from shared.sdk import Run, init, log, finish; print(' '.join(sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    loaded = {name.split(".")[0] for name in result.stdout.split()}
+    assert not loaded & {"torch", "numpy", "pivotd", "pivot_tui", "fastapi", "uvicorn", "aiosqlite", "textual"}
