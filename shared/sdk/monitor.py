@@ -209,7 +209,10 @@ class Monitor:
         return self._transport.flush(timeout) if self._transport is not None else True
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Remove the hooks, deliver what is queued (for at most `timeout` s) and stop; True if nothing was lost."""
+        """Remove the hooks, deliver what is queued (for at most `timeout` s) and stop.
+
+        True when nothing was left undelivered; entries the daemon refused are counted in `stats.rejected`.
+        """
         self._remove_hooks()
         self._armed = False
         return self._transport.close(timeout) if self._transport is not None else True

@@ -105,7 +105,7 @@ class Run:
         return self._transport.flush(timeout)
 
     def finish(self, timeout: float = 5.0) -> bool:
-        """Deliver what is queued (for at most `timeout` seconds) and stop; True if nothing was lost."""
+        """Deliver what is queued (for at most `timeout` seconds) and stop; True when nothing was left undelivered."""
         return self._transport.close(timeout)
 
     @property
@@ -133,7 +133,7 @@ def log(step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | N
 
 
 def finish(timeout: float = 5.0) -> bool:
-    """Flush and stop the run started by `init`; True if every point was delivered."""
+    """Flush and stop the run started by `init`; True when nothing was left undelivered."""
     global _current
     run, _current = _current, None
     return run.finish(timeout) if run is not None else True

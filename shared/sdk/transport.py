@@ -173,7 +173,10 @@ class Transport:
                 self._flushers -= 1
 
     def close(self, timeout: float = 5.0) -> bool:
-        """Deliver what is queued (trying for at most `timeout` seconds), then stop; True if nothing was lost."""
+        """Deliver what is queued (trying for at most `timeout` seconds), then stop.
+
+        True when nothing was left undelivered; entries the daemon refused are counted in `stats.rejected`.
+        """
         with self._cond:
             if not self._closing:
                 self._closing = True

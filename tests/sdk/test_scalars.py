@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 import shared.sdk as sdk
-from tests.daemon import RunningDaemon
+from tests.daemon import RunningDaemon, running_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +68,28 @@ def test_import_pulls_in_neither_torch_nor_the_daemon() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     loaded = {name.split(".")[0] for name in result.stdout.split()}
     assert not loaded & {"torch", "numpy", "pivotd", "pivot_tui", "fastapi", "uvicorn", "aiosqlite", "textual"}
+
+
+async def test_url_and_token_from_the_local_daemon_files(tmp_path: Path) -> None:
+    """No arguments, no PIVOT_*: the daemon's daemon.json and token file in the state dir are enough, even
+    when it trusts no peer without a token."""
+    state = tmp_path / "xdg-state" / "pivot"  # where the isolated environment's state_dir() points
+    async with running_daemon(state, trust_loopback=False) as daemon:
+        run = sdk.Run("local-files")
+        assert run.url == daemon.url
+        run.log(0, loss=1.0)
+        assert await asyncio.to_thread(run.finish)
+        denied = sdk.Run("no-token", token="wrong-token")
+        denied.log(0, loss=1.0)
+        assert await asyncio.to_thread(denied.finish)  # refused, not retried: nothing left to deliver
+        assert (denied.stats.rejected, denied.stats.sent_points) == (1, 0)
+
+
+async def test_url_and_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with running_daemon(tmp_path / "daemon", trust_loopback=False, token="env-token-0123456789") as daemon:
+        monkeypatch.setenv("PIVOT_URL", daemon.url)
+        monkeypatch.setenv("PIVOT_TOKEN", "env-token-0123456789")
+        run = sdk.Run("from-env")
+        run.log(0, loss=1.0)
+        assert await asyncio.to_thread(run.finish)
+        assert run.stats.sent_points == 1
