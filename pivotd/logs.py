@@ -19,7 +19,7 @@ class _JournalFormatter(logging.Formatter):
 
 
 class RedactSecrets(logging.Filter):
-    """Access-log lines carry query strings; a WebSocket client may have put its token there."""
+    """uvicorn's lines carry query strings; a WebSocket client may have put its token there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
@@ -40,6 +40,8 @@ def configure_logging(level: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    logging.getLogger("uvicorn.access").addFilter(RedactSecrets())
+    # uvicorn.error logs each WebSocket handshake with its query string, as the access log does requests.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(RedactSecrets())
     # One line per request from our own clients (demo feeder) would drown the log.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -14,3 +14,22 @@ def test_access_log_redacts_tokens() -> None:
     )  # fmt: skip
     assert RedactSecrets().filter(record)
     assert "s3cret" not in record.getMessage() and "token=***&x=1" in record.getMessage()
+
+
+async def test_a_token_in_a_websocket_url_never_reaches_the_log(tmp_path) -> None:
+    import signal
+
+    from websockets.asyncio.client import connect
+
+    from tests.daemon import start_daemon_process
+
+    daemon = start_daemon_process(tmp_path, env={"PIVOT_TRUST_LOOPBACK": "false", "PIVOT_TOKEN": "tok-SECRET-123"})
+    try:
+        async with connect(daemon.url.replace("http", "ws") + "/ws?token=tok-SECRET-123") as ws:
+            assert '"initial_runs"' in await ws.recv()
+    finally:
+        daemon.signal(signal.SIGTERM)
+        daemon.wait()
+    log = "".join(daemon.lines)
+    assert "WebSocket /ws?token=***" in log
+    assert "tok-SECRET-123" not in log
