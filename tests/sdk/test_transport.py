@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import statistics
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -142,3 +145,45 @@ async def test_non_finite_step_is_sent_alone_and_recorded(daemon: RunningDaemon,
     series = (await http.get("/api/v1/runs/diverged/scalars")).json()["series"]
     assert series["lr"]["steps"] == [1]  # the finite values of that step were kept
     assert await asyncio.to_thread(mon.close)
+
+
+class Flaky(BaseHTTPRequestHandler):
+    """Answers 503 (daemon overloaded) to the first request, 202 afterwards, and keeps what it accepted."""
+
+    bodies: ClassVar[list[bytes]] = []
+    refused: ClassVar[int] = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        if not Flaky.refused:
+            Flaky.refused += 1
+            status, reply = 503, b'{"detail": {"error": "unavailable", "message": "busy"}}'
+        else:
+            Flaky.bodies.append(body)
+            status, reply = 202, b'{"status": "accepted"}'
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: object) -> None:  # keep the test output clean
+        pass
+
+
+def test_server_errors_are_retried() -> None:
+    """A 5xx is transient: the same entries are sent again (after the backoff, or at once on flush)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        transport = Transport("flaky", url=f"http://127.0.0.1:{server.server_port}", backoff_s=0.05, linger_s=0)
+        transport.put(Item("scalars", "flaky", 0, {"step": 0, "values": {"loss": 1.0}}))
+        assert transport.flush(10)
+        stats = transport.stats
+        assert (stats.retries, stats.sent_points, stats.rejected) == (1, 1, 0)
+        assert stats.last_error is not None and stats.last_error.startswith("503")
+        assert len(Flaky.bodies) == 1 and b'"loss":1.0' in Flaky.bodies[0]
+        assert transport.close()
+    finally:
+        server.shutdown()
+        server.server_close()
