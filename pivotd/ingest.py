@@ -95,6 +95,7 @@ def run_summary(run: RunRow) -> dict[str, Any]:
         "experiment_id": run.experiment_id,
         "group": run.group,
         "tags": run.tags,
+        "latest": run.latest,
     }
 
 

@@ -107,3 +107,19 @@ async def test_scalars_are_pushed_to_run_topic(daemon: RunningDaemon, http: http
         message = json.loads(await ws.recv())
         assert message == {"type": "scalars", "topic": "run:live", "run_id": "live",
                            "points": [{"step": 1, "values": {"loss": 0.5}}]}  # fmt: skip
+
+
+async def test_run_summaries_carry_each_series_latest_value(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    from websockets.asyncio.client import connect
+
+    await http.post("/api/v1/runs/r/scalars", json=[{"step": 2, "values": {"loss": 0.5}}])
+    await http.post("/api/v1/runs/r/scalars", json=[{"step": 1, "values": {"loss": 9.0, "acc": 0.1}}])  # older
+    assert (await http.get("/api/v1/runs")).json()["r"]["latest"] == {"loss": 0.5, "acc": 0.1}
+    assert (await http.get("/api/v1/runs/r", params={"steps": "none"})).json()["latest"] == {"loss": 0.5, "acc": 0.1}
+    async with connect(daemon.ws_url) as ws:
+        assert json.loads(await ws.recv())["data"]["r"]["latest"]["loss"] == 0.5
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
+        await ws.recv()
+        await http.post("/api/v1/runs/r/scalars", json=[{"step": 3, "values": {"loss": 0.25}}])
+        update = json.loads(await ws.recv())
+        assert update["type"] == "run_updated" and update["data"]["latest"] == {"loss": 0.25, "acc": 0.1}

@@ -136,6 +136,14 @@ class PutScalars:
                    timestamp = excluded.timestamp""",
             rows,
         )
+        last: dict[int, tuple[int, float]] = {}
+        for series_id, step, value, _, _ in rows:  # sorted by (series, step): the last one wins
+            last[series_id] = (step, value)
+        tx.conn.executemany(
+            "UPDATE series SET last_step = ?1, last_value = ?2 "
+            "WHERE id = ?3 AND (last_step IS NULL OR last_step <= ?1)",
+            [(step, value, series_id) for series_id, (step, value) in last.items()],
+        )
         return len(rows)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from pivotd.store.rows import RUN_COLUMNS, RunRow, run_row
+from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
 
 SORTABLE = {"created_at", "last_update", "run_id", "latest_step", "step_count"}
 
@@ -73,7 +73,9 @@ class Reader:
         rows = await self._conn.execute_fetchall(
             f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY {order} {page}", [*args, *page_args]
         )
-        runs = [run_row(row) for row in rows]
+        refs = None if not where and limit is None else [row[0] for row in rows]
+        latest = latest_by_run(await self._conn.execute_fetchall(*latest_query(refs)))
+        runs = [run_row(row, latest.get(row[0])) for row in rows]
         if limit is None:
             return runs, len(runs)
         total = (await self._conn.execute_fetchall(f"SELECT count(*) FROM runs {clause}", args))[0][0]
@@ -81,7 +83,10 @@ class Reader:
 
     async def get_run(self, run_id: str) -> RunRow | None:
         rows = await self._conn.execute_fetchall(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return run_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        latest = latest_by_run(await self._conn.execute_fetchall(*latest_query([rows[0][0]])))
+        return run_row(rows[0], latest.get(rows[0][0]))
 
     async def steps(self, ref: int, *, from_step: int | None = None, to_step: int | None = None) -> list[bytes]:
         """Stored Step JSON documents, sorted by step, ready to splice into a response."""

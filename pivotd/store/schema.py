@@ -73,6 +73,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX run_events_by_run ON run_events(run, id);
     """,
+    # 3: each series remembers its last point, so run lists show latest loss without reading points.
+    """
+    ALTER TABLE series ADD COLUMN last_step INTEGER;
+    ALTER TABLE series ADD COLUMN last_value REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -21,7 +21,7 @@ from typing import Any
 from pivotd.errors import ServiceUnavailable
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
-from pivotd.store.rows import RUN_COLUMNS, RunRow, run_row
+from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
 from pivotd.store.schema import configure, migrate
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ class Writer:
             if refs:
                 marks = ",".join("?" * len(refs))
                 rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", refs).fetchall()
-                outcome.touched = [run_row(row) for row in rows]
+                latest = latest_by_run(conn.execute(*latest_query(refs)))
+                outcome.touched = [run_row(row, latest.get(row[0])) for row in rows]
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

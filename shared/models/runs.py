@@ -32,6 +32,8 @@ class RunSummary(BaseModel):
     experiment_id: str | None = None
     group: str | None = None
     tags: list[str] = Field(default_factory=list)
+    latest: dict[str, float] = Field(default_factory=dict)
+    """Last value of each scalar series (the point with the highest step), e.g. {"train_loss": 0.31}."""
 
 
 class RunEvent(BaseModel):
