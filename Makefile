@@ -8,13 +8,13 @@ BIN := $(VENV)/bin
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## Create .venv with the daemon, TUI, training stack and dev tools
+install: $(VENV)/.installed ## Create .venv with the daemon, TUI, training stack, dev tools and example frameworks
 
 # torch is pinned through constraints.txt: a bare torch requirement pulls GBs of CUDA wheels.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev,examples]'
 	touch $@
 
 run: install ## Start pivotd on 127.0.0.1:8000 with a live demo run (Ctrl-C stops it)
