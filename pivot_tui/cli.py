@@ -1,4 +1,4 @@
-"""`pivot-tui`: until the Textual interface lands, a plain listing of the daemon's runs."""
+"""`pivot-tui`: check the daemon is reachable, then start the terminal UI."""
 
 from __future__ import annotations
 
@@ -7,31 +7,65 @@ import sys
 
 import httpx
 
+from pivot_tui.config import resolve
 from shared import __version__
-from shared.client import PivotAPIError, PivotClient
 
 EXIT_UNREACHABLE = 3
+EXIT_UNAUTHORIZED = 4
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pivot-tui",
+        description="Terminal client for pivotd: runs, live curves, layer health, resources and alerts.",
+        epilog="URL and token default to $PIVOT_URL/$PIVOT_TOKEN, then ~/.config/pivot/tui.toml, then the local "
+        "daemon's files. From a laptop: ssh -L 8000:127.0.0.1:8000 gpu-box, then pivot-tui --url http://localhost:8000",
+    )
+    parser.add_argument("--url", help="daemon URL, e.g. http://localhost:8000")
+    parser.add_argument("--token", help="bearer token (needed for a daemon that does not trust you as loopback)")
+    parser.add_argument("--theme", help="textual-dark (default), textual-light, or any Textual theme name")
+    parser.add_argument("--version", action="version", version=f"pivot-tui {__version__}")
+    return parser.parse_args(argv)
+
+
+def preflight(url: str, token: str | None) -> int | None:
+    """Exit code and message when the daemon cannot be used; None when it can."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.get(f"{url}/api/v1/runs", params={"per_page": 1}, headers=headers, timeout=5)
+    except httpx.TransportError as exc:
+        print(
+            f"pivot-tui: cannot reach pivotd at {url} ({exc.__class__.__name__}).\n"
+            "Start it with `pivotd` (or `make run` in a checkout), or point --url at a running daemon.",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    if response.status_code == 401:
+        print(
+            f"pivot-tui: {url} needs a token: pass --token or set PIVOT_TOKEN (the daemon's token file is "
+            "<state dir>/token on its machine).",
+            file=sys.stderr,
+        )
+        return EXIT_UNAUTHORIZED
+    if not response.is_success:
+        print(f"pivot-tui: {url} answered HTTP {response.status_code}; is it a pivotd?", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pivot-tui", description="Terminal client for a pivotd daemon.")
-    parser.add_argument("--url", help="daemon URL (default: $PIVOT_URL, the local daemon, http://127.0.0.1:8000)")
-    parser.add_argument("--token", help="bearer token (default: $PIVOT_TOKEN or the local daemon's token file)")
-    parser.add_argument("--version", action="version", version=f"pivot-tui {__version__}")
-    args = parser.parse_args(argv)
-    with PivotClient(args.url, args.token, timeout=5) as client:
-        try:
-            runs = client.list_runs()
-        except httpx.TransportError:
-            print(f"pivot-tui: cannot reach pivotd at {client.url}; start it with `pivotd`", file=sys.stderr)
-            return EXIT_UNREACHABLE
-        except PivotAPIError as exc:
-            print(f"pivot-tui: {client.url} answered {exc}", file=sys.stderr)
-            return 1
-    print(f"{len(runs)} run(s) on {client.url}")
-    for run_id, run in runs.items():
-        latest = "-" if run.latest_step is None else run.latest_step
-        print(f"  {run_id:40} {run.status:10} steps={run.step_count:<6} latest={latest:<8} updated={run.last_update}")
+    args = parse_args(argv)
+    try:
+        settings = resolve(args.url, args.token, args.theme)
+    except ValueError as exc:
+        print(f"pivot-tui: {exc}", file=sys.stderr)
+        return 2
+    failure = preflight(settings.url, settings.token)
+    if failure is not None:
+        return failure
+    from pivot_tui.app import make_app  # noqa: PLC0415 (keeps --help, --version and errors free of Textual's import)
+
+    make_app(settings).run()
     return 0
 
 

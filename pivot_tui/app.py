@@ -1,0 +1,135 @@
+"""Provides `make_app(settings)` and PivotApp: the terminal client for a pivotd daemon."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from pivot_tui.client import Connection, DaemonClient, Event
+from pivot_tui.config import TuiSettings
+from pivot_tui.model import TuiModel
+from pivot_tui.screens import AlertsScreen, LaunchDialog, ResourcesScreen, RunDetailScreen, RunsScreen
+from shared.client import PivotAPIError
+
+
+class PivotApp(App[None]):
+    """Runs, live curves, layer health, resources and alerts of one pivotd."""
+
+    CSS_PATH = "pivot.tcss"
+    TITLE = "PIVOT"
+    MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen}
+    DEFAULT_MODE = "runs"
+    BINDINGS = [
+        Binding("1", "switch_mode('runs')", "Runs"),
+        Binding("2", "switch_mode('resources')", "Resources"),
+        Binding("3", "switch_mode('alerts')", "Alerts"),
+        Binding("l", "launch", "Launch"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, settings: TuiSettings, client: DaemonClient | None = None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.client = client or DaemonClient(settings.url, settings.token)
+        self.model = TuiModel()
+        self.active_alerts: int | None = None
+        """Active alerts on the daemon; None until known (or when it has no alerts feature)."""
+
+    def on_mount(self) -> None:
+        if self.settings.theme in self.available_themes:
+            self.theme = self.settings.theme
+        self.stay_connected()
+
+    async def on_unmount(self) -> None:
+        await self.client.aclose()
+
+    # -- the link to the daemon -----------------------------------------------------------------------
+
+    @work(exclusive=True, group="daemon-link", exit_on_error=False)
+    async def stay_connected(self) -> None:
+        await self.client.run_forever(self._on_event, self._on_state)
+
+    def _on_event(self, event: Event) -> None:
+        if self.model.apply(event):
+            self.resync()
+
+    def _on_state(self, state: Connection, detail: str) -> None:
+        changed = state is not self.model.connection
+        self.model.connection, self.model.connection_detail = state, detail
+        if changed and state is Connection.OFFLINE:
+            self.notify(f"lost pivotd: {detail}; reconnecting", severity="warning", timeout=3)
+        elif changed and state is Connection.UNAUTHORIZED:
+            self.notify(detail, severity="error", timeout=10)
+
+    @work(exclusive=True, group="resync", exit_on_error=False)
+    async def resync(self) -> None:
+        """Reload over REST what the socket may have missed (after a reconnect or a `lagged` notice)."""
+        runs = await self.client.runs()
+        self.model.set_runs({run_id: summary.model_dump() for run_id, summary in runs.items()})
+        if self.model.followed is not None:
+            await self._load_run(self.model.followed.run_id)
+        self.model.bump("alerts", "resources")
+
+    async def follow_run(self, run_id: str) -> None:
+        self.model.follow(run_id)
+        await self.client.watch_run(run_id)
+        await self._load_run(run_id)
+
+    def unfollow_run(self) -> None:
+        self.model.follow(None)
+        self.run_worker(self.client.watch_run(None), group="follow", exit_on_error=False)
+
+    async def _load_run(self, run_id: str) -> None:
+        try:
+            detail = await self.client.run(run_id, lite=True)
+            scalars = await self.client.scalars(run_id, max_points=2000)
+        except PivotAPIError as exc:
+            self.notify(f"{run_id}: {exc.message}", severity="error")
+            return
+        followed = self.model.followed
+        if followed is None or followed.run_id != run_id:
+            return
+        fresh = type(followed)(run_id)
+        for step in detail.get("steps") or []:
+            fresh.add_step(step)
+        for name, series in scalars.series.items():
+            fresh.add_points(
+                [{"step": s, "values": {name: v}} for s, v in zip(series.steps, series.values, strict=True)]
+            )
+        fresh.events.extend(detail.get("events") or [])
+        self.model.followed = fresh
+        self.model.bump("run")
+
+    # -- actions ------------------------------------------------------------------------------------
+
+    def open_run(self, run_id: str) -> None:
+        self.push_screen(RunDetailScreen(run_id))
+
+    def action_launch(self) -> None:
+        def opened(run_id: str | None) -> None:
+            if run_id:
+                self.notify(f"launched {run_id}")
+                self.open_run(run_id)
+
+        self.push_screen(LaunchDialog(), opened)
+
+    def action_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """One place where a failed background call becomes a visible message."""
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            error: Any = event.worker.error
+            self.notify(f"{event.worker.group or 'task'} failed: {error}", severity="error", timeout=6)
+
+
+def make_app(settings: TuiSettings, client: DaemonClient | None = None) -> PivotApp:
+    return PivotApp(settings, client)

@@ -1,0 +1,155 @@
+"""DaemonClient: everything pivot-tui says to pivotd, over REST (httpx) and `/ws` (websockets).
+
+No Textual here: the app gives `run()` a callback and receives plain events. The socket reconnects
+with exponential backoff; after every (re)connect and after a `lagged` notice the client re-syncs
+over REST, so what the UI shows is never silently missing messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from shared.client import AsyncPivotClient, PivotAPIError
+from shared.models import RunSummary, ScalarsResponse
+
+log = logging.getLogger(__name__)
+
+BASE_TOPICS = ("runs", "resources", "alerts", "notifications")
+
+
+class Connection(enum.Enum):
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    UNAUTHORIZED = "unauthorized"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One message from the daemon, as decoded JSON, or a synthetic `resync` after a gap."""
+
+    type: str
+    data: dict[str, Any]
+
+
+EventSink = Callable[[Event], None]
+StateSink = Callable[[Connection, str], None]
+
+
+class DaemonClient:
+    def __init__(self, url: str, token: str | None, *, max_backoff: float = 10.0) -> None:
+        self.url = url
+        self.token = token
+        self.rest = AsyncPivotClient(url, token, timeout=10)
+        self._http = httpx.AsyncClient(
+            base_url=url, timeout=10, headers={"authorization": f"Bearer {token}"} if token else {}
+        )
+        self._max_backoff = max_backoff
+        self._ws: ClientConnection | None = None
+        self._run_topics: set[str] = set()
+
+    async def aclose(self) -> None:
+        await self.rest.aclose()
+        await self._http.aclose()
+
+    # -- REST ----------------------------------------------------------------------------------------
+
+    async def runs(self) -> dict[str, RunSummary]:
+        return await self.rest.list_runs()
+
+    async def run(self, run_id: str, *, lite: bool = True) -> dict[str, Any]:
+        return await self.get_json(f"/api/v1/runs/{run_id}", params={"lite": str(lite).lower()})
+
+    async def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 400) -> ScalarsResponse:
+        return await self.rest.scalars(run_id, names, max_points)
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature)."""
+        response = await self._http.get(path, params=params)
+        return self._decoded(response)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        response = await self._http.post(path, json=body)
+        return self._decoded(response)
+
+    @staticmethod
+    def _decoded(response: httpx.Response) -> Any:
+        if response.is_success:
+            return response.json() if response.content else None
+        try:
+            body = response.json()
+        except ValueError:
+            raise PivotAPIError(response.status_code, "http_error", response.text[:200]) from None
+        inner = body.get("detail", body.get("error")) if isinstance(body, dict) else None
+        if isinstance(inner, dict):
+            raise PivotAPIError(
+                response.status_code, str(inner.get("error", inner.get("code"))), str(inner.get("message"))
+            )
+        raise PivotAPIError(response.status_code, "http_error", str(inner or response.reason_phrase))
+
+    # -- live ----------------------------------------------------------------------------------------
+
+    async def watch_run(self, run_id: str | None) -> None:
+        """Follow one run's steps and scalars (`run:<id>`); None stops following any."""
+        wanted = {f"run:{run_id}"} if run_id else set()
+        stale, self._run_topics = self._run_topics - wanted, wanted
+        if self._ws is not None:
+            if stale:
+                await self._send({"action": "unsubscribe", "topics": sorted(stale)})
+            if wanted:
+                await self._send({"action": "subscribe", "topics": sorted(wanted)})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self._ws is None:
+            return
+        with contextlib.suppress(ConnectionClosed):  # the run loop reconnects and re-subscribes
+            await self._ws.send(orjson.dumps(message).decode())
+
+    async def run_forever(self, on_event: EventSink, on_state: StateSink) -> None:
+        """Stay connected until cancelled, telling `on_state` about every change of connection."""
+        backoff = 0.5
+        ws_url = "ws" + self.url.removeprefix("http") + "/ws"
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        while True:
+            on_state(Connection.CONNECTING, ws_url)
+            try:
+                async with connect(ws_url, additional_headers=headers, max_size=None, open_timeout=5) as ws:
+                    self._ws = ws
+                    backoff = 0.5
+                    await self._subscribe_base()
+                    on_state(Connection.ONLINE, ws_url)
+                    on_event(Event("resync", {"reason": "connected"}))
+                    async for raw in ws:
+                        message = orjson.loads(raw)
+                        kind = message.get("type", "")
+                        if kind == "lagged":
+                            on_event(Event("resync", {"reason": "lagged", "dropped": message.get("dropped", 0)}))
+                        else:
+                            on_event(Event(kind, message))
+            except InvalidStatus as exc:
+                if exc.response.status_code in (401, 403):
+                    on_state(Connection.UNAUTHORIZED, "the daemon wants a token: --token or PIVOT_TOKEN")
+                else:
+                    on_state(Connection.OFFLINE, f"handshake refused: HTTP {exc.response.status_code}")
+            except (OSError, ConnectionClosed, TimeoutError, InvalidURI) as exc:
+                on_state(Connection.OFFLINE, str(exc) or type(exc).__name__)
+            finally:
+                self._ws = None
+            await asyncio.sleep(backoff)
+            backoff = min(self._max_backoff, backoff * 2)
+
+    async def _subscribe_base(self) -> None:
+        # The `metrics` firehose carries every run's layer-wise steps; the UI follows one run at a time.
+        await self._send({"action": "unsubscribe", "topics": ["metrics"]})
+        await self._send({"action": "subscribe", "topics": [*BASE_TOPICS, *sorted(self._run_topics)]})

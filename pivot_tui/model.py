@@ -1,0 +1,152 @@
+"""What the TUI knows, kept apart from how it is drawn: runs, the followed run's curves and layer
+history, resources and alerts. Bounded everywhere: ring buffers per series and per history.
+
+Screens do not redraw per message. Each part of the model has a version number that events bump;
+screens compare versions on a timer (a few times a second) and redraw only what changed, which is
+how 20 runs streaming 50 steps/s cost a handful of redraws per second.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from pivot_tui.client import Connection, Event
+
+MAX_POINTS_PER_SERIES = 20_000
+MAX_HISTORY_STEPS = 2_000
+MAX_RESOURCE_SAMPLES = 300
+
+
+@dataclass
+class Series:
+    """One scalar curve: steps and values in step order, bounded; last write wins per step."""
+
+    steps: deque[int] = field(default_factory=lambda: deque(maxlen=MAX_POINTS_PER_SERIES))
+    values: deque[float] = field(default_factory=lambda: deque(maxlen=MAX_POINTS_PER_SERIES))
+
+    def add(self, step: int, value: float) -> None:
+        if self.steps and step <= self.steps[-1]:
+            if step == self.steps[-1]:
+                self.values[-1] = value
+            return  # out-of-order points only come from a re-sync, which reloads the series
+        self.steps.append(step)
+        self.values.append(value)
+
+    def downsampled(self, width: int) -> tuple[list[int], list[float]]:
+        """At most ~2 points per column, keeping each column's min and max so spikes stay visible."""
+        steps, values = list(self.steps), list(self.values)
+        if len(steps) <= 2 * width or width <= 0:
+            return steps, values
+        bucket = len(steps) / width
+        out_s: list[int] = []
+        out_v: list[float] = []
+        for column in range(width):
+            lo, hi = int(column * bucket), max(int(column * bucket) + 1, int((column + 1) * bucket))
+            window = range(lo, min(hi, len(steps)))
+            low = min(window, key=values.__getitem__)
+            high = max(window, key=values.__getitem__)
+            for index in sorted({low, high}):
+                out_s.append(steps[index])
+                out_v.append(values[index])
+        return out_s, out_v
+
+
+def lite_layers(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """Full or lite step layers -> the fields the layer views use."""
+    layers = []
+    for layer in step.get("layers", []):
+        if "intermediate_features" in layer:
+            features, gradients = layer["intermediate_features"], layer["gradient_flow"]
+            weight = layer.get("parameter_statistics", {}).get("weight", {})
+            layers.append({
+                "layer_id": layer["layer_id"], "layer_type": layer["layer_type"], "depth_index": layer["depth_index"],
+                "activation_std": features["activation_std"],
+                "cross_layer_std_ratio": features.get("cross_layer_std_ratio"),
+                "gradient_l2_norm": gradients["gradient_l2_norm"], "gradient_max_abs": gradients["gradient_max_abs"],
+                "spectral_norm": weight.get("spectral_norm"),
+            })  # fmt: skip
+        else:
+            layers.append(dict(layer))
+    return layers
+
+
+@dataclass
+class FollowedRun:
+    run_id: str
+    series: dict[str, Series] = field(default_factory=dict)
+    steps: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY_STEPS))
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    layer_groups: dict[str, list[str]] | None = None
+
+    def add_step(self, step: dict[str, Any]) -> None:
+        entry = {"step": step["step"], "timestamp": step.get("timestamp"), "layers": lite_layers(step)}
+        if step.get("layer_groups"):
+            self.layer_groups = step["layer_groups"]
+        if self.steps and entry["step"] <= self.steps[-1]["step"]:
+            if entry["step"] == self.steps[-1]["step"]:
+                self.steps[-1] = entry
+            return
+        self.steps.append(entry)
+
+    def add_points(self, points: list[dict[str, Any]]) -> None:
+        for point in points:
+            for name, value in point.get("values", {}).items():
+                self.series.setdefault(name, Series()).add(point["step"], value)
+
+
+@dataclass
+class TuiModel:
+    connection: Connection = Connection.CONNECTING
+    connection_detail: str = ""
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    followed: FollowedRun | None = None
+    resources: dict[str, Any] | None = None
+    resource_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RESOURCE_SAMPLES))
+    versions: dict[str, int] = field(default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0})
+
+    def bump(self, *parts: str) -> None:
+        for part in parts:
+            self.versions[part] += 1
+
+    def set_runs(self, runs: dict[str, dict[str, Any]]) -> None:
+        self.runs = runs
+        self.bump("runs")
+
+    def follow(self, run_id: str | None) -> None:
+        self.followed = FollowedRun(run_id) if run_id else None
+        self.bump("run")
+
+    def add_resource_sample(self, sample: dict[str, Any]) -> None:
+        self.resources = sample
+        self.resource_history.append(sample)
+        self.bump("resources")
+
+    def apply(self, event: Event) -> bool:
+        """Fold one daemon message in; True when it asks for a re-sync over REST."""
+        message, kind = event.data, event.type
+        followed = self.followed
+        if kind == "resync":
+            return True
+        if kind == "initial_runs":
+            self.set_runs(dict(message.get("data", {})))
+        elif kind in ("run_created", "run_updated"):
+            self.runs[message["run_id"]] = message["data"]
+            self.bump("runs")
+        elif kind == "run_deleted":
+            self.runs.pop(message["run_id"], None)
+            self.bump("runs")
+        elif followed is not None and message.get("run_id") == followed.run_id:
+            if kind == "new_metrics":
+                followed.add_step(message["data"])
+            elif kind == "scalars":
+                followed.add_points(message["points"])
+            elif kind == "run_event":
+                followed.events.append(message["data"])
+            self.bump("run")
+        elif message.get("topic") == "resources":
+            self.add_resource_sample(message.get("data", message))
+        elif message.get("topic") in ("alerts", "notifications"):
+            self.bump("alerts")
+        return False

@@ -1,0 +1,126 @@
+"""Provides AlertsScreen: alerts with severity colours, acknowledge with a note, and the alert rules."""
+
+from __future__ import annotations
+
+import getpass
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from pivot_tui.screens.acknowledge import AcknowledgeDialog
+from shared.client import PivotAPIError
+
+if TYPE_CHECKING:
+    from pivot_tui.app import PivotApp
+
+SEVERITY_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _items(body: Any, key: str) -> list[dict[str, Any]]:
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for candidate in (key, "data", "items"):
+            if isinstance(body.get(candidate), list):
+                return list(body[candidate])
+    return []
+
+
+class AlertsScreen(Screen[None]):
+    """What fired, newest first; `a` acknowledges the highlighted alert."""
+
+    BINDINGS = [Binding("a", "acknowledge", "Acknowledge"), Binding("r", "reload", "Reload")]
+    app: PivotApp  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="alerts-status")
+        yield DataTable(id="alerts", cursor_type="row", zebra_stripes=True)
+        yield Static("Rules", classes="section-title")
+        yield DataTable(id="rules", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "alerts"
+        alerts = self.query_one("#alerts", DataTable)
+        for label in ("Severity", "Status", "Alert", "Subject", "Value", "Since"):
+            alerts.add_column(label)
+        rules = self.query_one("#rules", DataTable)
+        for label in ("Rule", "Metric", "Condition", "Threshold", "Severity", "Enabled"):
+            rules.add_column(label)
+        self.set_interval(0.5, self.redraw)
+
+    def redraw(self) -> None:
+        if self.app.model.versions["alerts"] != self._seen:
+            self._seen = self.app.model.versions["alerts"]
+            self.reload()
+
+    def action_reload(self) -> None:
+        self.reload()
+
+    @work(exclusive=True, group="load-alerts", exit_on_error=False)
+    async def reload(self) -> None:
+        status = self.query_one("#alerts-status", Static)
+        try:
+            alerts = _items(await self.app.client.get_json("/api/v1/alerts"), "alerts")
+            rules = _items(await self.app.client.get_json("/api/v1/alerts/rules"), "rules")
+        except PivotAPIError as exc:
+            status.update(Text(f"This daemon does not serve alerts (HTTP {exc.status}).", style="dim"))
+            return
+        active = sum(1 for alert in alerts if alert.get("status") == "active")
+        self.app.active_alerts = active
+        status.update(Text(f"{active} active, {len(alerts)} total", style="bold red" if active else "green"))
+        table = self.query_one("#alerts", DataTable)
+        table.clear()
+        for alert in alerts:
+            severity = str(alert.get("severity", ""))
+            table.add_row(
+                Text(severity, style=SEVERITY_STYLE.get(severity, "")),
+                alert.get("status", ""),
+                alert.get("title") or alert.get("message") or alert.get("rule_name", ""),
+                str(alert.get("subject", "")),
+                str(alert.get("value", "")),
+                str(alert.get("triggered_at") or alert.get("created_at", "")),
+                key=str(alert.get("id")),
+            )
+        rule_table = self.query_one("#rules", DataTable)
+        rule_table.clear()
+        for rule in rules:
+            rule_table.add_row(
+                rule.get("name", ""), rule.get("metric", ""), rule.get("condition", ""),
+                str(rule.get("threshold", "")), rule.get("severity", ""), "yes" if rule.get("enabled") else "no",
+            )  # fmt: skip
+
+    def action_acknowledge(self) -> None:
+        table = self.query_one("#alerts", DataTable)
+        if not table.row_count:
+            return
+        alert_id = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        title = str(table.get_row_at(table.cursor_row)[2])
+
+        def send(note: str | None) -> None:
+            if note is not None and alert_id:
+                self.acknowledge(alert_id, note)
+
+        self.app.push_screen(AcknowledgeDialog(title), send)
+
+    @work(group="acknowledge", exit_on_error=False)
+    async def acknowledge(self, alert_id: str, note: str) -> None:
+        try:
+            await self.app.client.post_json(
+                f"/api/v1/alerts/{alert_id}/acknowledge", {"acknowledged_by": getpass.getuser(), "notes": note}
+            )
+        except PivotAPIError as exc:
+            self.notify(exc.message, severity="error")
+            return
+        self.notify("acknowledged")
+        self.reload()

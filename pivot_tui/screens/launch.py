@@ -1,0 +1,128 @@
+"""Provides LaunchDialog: start training from a template or a model JSON file; dismisses with the run id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from shared.client import PivotAPIError
+
+if TYPE_CHECKING:
+    from pivot_tui.app import PivotApp
+
+# The two architectures of the seeds: 001's CNN and 003's MLP, for MNIST-shaped input.
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "input_size": 784,
+        "layers": [
+            {"type": "linear", "in": 784, "out": 128},
+            {"type": "relu"},
+            {"type": "linear", "in": 128, "out": 10},
+        ],
+    },
+    "cnn": {
+        "input_size": 784, "input_channels": 1, "input_height": 28, "input_width": 28,
+        "layers": [
+            {"type": "conv2d", "in_channels": 1, "out_channels": 32, "kernel_size": 3, "stride": 1, "padding": "same"},
+            {"type": "relu"}, {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
+            {"type": "conv2d", "in_channels": 32, "out_channels": 64, "kernel_size": 3, "stride": 1, "padding": "same"},
+            {"type": "relu"}, {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
+            {"type": "flatten"}, {"type": "linear", "in": 3136, "out": 128}, {"type": "relu"},
+            {"type": "dropout", "p": 0.5}, {"type": "linear", "in": 128, "out": 10}, {"type": "softmax"},
+        ],
+    },
+}  # fmt: skip
+FIELDS: dict[str, tuple[str, type]] = {
+    "epochs": ("3", int),
+    "batch_size": ("64", int),
+    "lr": ("0.1", float),
+    "seed": ("42", int),
+    "max_samples": ("4096", int),
+}
+
+
+class LaunchDialog(ModalScreen[str | None]):
+    """Checks the form before sending it; shows the daemon's own error if it refuses."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    app: PivotApp  # type: ignore[assignment]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="launch"):
+            yield Label("Launch training", classes="dialog-title")
+            yield Select([("MLP (seed 003)", "mlp"), ("CNN (seed 001)", "cnn")], value="mlp", id="template")
+            yield Input(placeholder="or a model JSON file (architecture, optionally hyperparams)", id="model-file")
+            with Grid(id="hyperparams"):
+                for name, (default, _) in FIELDS.items():
+                    yield Label(name)
+                    yield Input(default, id=f"hp-{name}")
+                yield Label("optimizer")
+                yield Select([(o, o) for o in ("sgd", "adam", "adamw")], value="sgd", id="hp-optimizer")
+            yield Static(id="launch-error")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Launch", variant="primary", id="launch-ok")
+                yield Button("Cancel", id="launch-cancel")
+
+    def request(self) -> dict[str, Any]:
+        """The /api/train body from the form; ValueError naming the field when something is wrong."""
+        path = self.query_one("#model-file", Input).value.strip()
+        hyperparams: dict[str, Any] = {}
+        if path:
+            try:
+                document = json.loads(Path(path).expanduser().read_text())
+            except OSError as exc:
+                raise ValueError(f"model file: {exc.strerror}: {path}") from exc
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"model file: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
+            architecture = document.get("architecture", document) if isinstance(document, dict) else None
+            if not isinstance(architecture, dict) or "layers" not in architecture:
+                raise ValueError("model file: needs an architecture with 'layers'")
+            hyperparams = dict(document.get("hyperparams") or {}) if isinstance(document, dict) else {}
+        else:
+            architecture = TEMPLATES[str(self.query_one("#template", Select).value)]
+        for name, (_, kind) in FIELDS.items():
+            raw = self.query_one(f"#hp-{name}", Input).value.strip()
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{name}: {raw!r} is not a valid {kind.__name__}") from None
+            if value <= 0:
+                raise ValueError(f"{name}: must be positive")
+            if name == "lr":
+                hyperparams["optimizer"] = {"type": str(self.query_one("#hp-optimizer", Select).value), "lr": value}
+            else:
+                hyperparams[name] = value
+        return {"architecture": architecture, "hyperparams": hyperparams}
+
+    @on(Button.Pressed, "#launch-ok")
+    def _launch(self) -> None:
+        error = self.query_one("#launch-error", Static)
+        try:
+            body = self.request()
+        except ValueError as exc:
+            error.update(str(exc))
+            return
+        error.update("")
+        self.submit(body)
+
+    @on(Button.Pressed, "#launch-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(None)
+
+    @work(exclusive=True, group="launch", exit_on_error=False)
+    async def submit(self, body: dict[str, Any]) -> None:
+        try:
+            answer = await self.app.client.post_json("/api/train", body)
+        except PivotAPIError as exc:
+            hint = " (this daemon cannot train)" if exc.status == 404 else ""
+            self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")
+            return
+        self.dismiss(str(answer.get("run_id")) if isinstance(answer, dict) else None)

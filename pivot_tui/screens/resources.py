@@ -1,0 +1,85 @@
+"""Provides ResourcesScreen: per-GPU gauges with sparklines of recent history, CPU per core, memory, disk."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Sparkline, Static
+
+from pivot_tui.widgets.resource_strip import bar
+from shared.client import PivotAPIError
+
+if TYPE_CHECKING:
+    from pivot_tui.app import PivotApp
+
+UNAVAILABLE = "This daemon does not report resources (GET /api/v1/monitor/resources answered {status})."
+
+
+def _mb(value: Any) -> str:
+    return f"{value / 2**20:,.0f} MB" if isinstance(value, int | float) else "n/a"
+
+
+class ResourcesScreen(Screen[None]):
+    """Hardware at a glance, refreshed from the daemon's `resources` samples."""
+
+    app: PivotApp  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with VerticalScroll(id="resources"):
+            yield Static(id="gpus")
+            yield Sparkline([], id="gpu-history")
+            yield Static(id="host")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "resources"
+        self.set_interval(0.5, self.redraw)
+        self.fetch()
+
+    @work(exclusive=True, group="fetch-resources", exit_on_error=False)
+    async def fetch(self) -> None:
+        try:
+            sample = await self.app.client.get_json("/api/v1/monitor/resources")
+        except PivotAPIError as exc:
+            self.query_one("#host", Static).update(Text(UNAVAILABLE.format(status=exc.status), style="dim"))
+            return
+        self.app.model.add_resource_sample(sample)
+
+    def redraw(self) -> None:
+        model = self.app.model
+        if model.versions["resources"] == self._seen or model.resources is None:
+            return
+        self._seen = model.versions["resources"]
+        sample = model.resources
+        gpus = sample.get("gpu") or []
+        lines = Text()
+        if not gpus:
+            lines.append("No NVIDIA GPU reported by this daemon.\n", style="dim")
+        for gpu in gpus:
+            used, total = gpu.get("memory_used"), gpu.get("memory_total")
+            memory = used / total * 100 if isinstance(used, int | float) and total else None
+            lines.append(f"GPU {gpu.get('id', '?')}  {gpu.get('name', '')}\n", style="bold")
+            lines.append("  util  ").append(bar(gpu.get("utilization"), 20)).append("\n")
+            lines.append("  mem   ").append(bar(memory, 20)).append(f"  {_mb(used)} / {_mb(total)}\n")
+            temperature, power = gpu.get("temperature"), gpu.get("power")
+            lines.append(f"  temp  {temperature if temperature is not None else 'n/a'} °C   power {power or 'n/a'} W\n")
+        self.query_one("#gpus", Static).update(lines)
+        history = [float((s.get("gpu") or [{}])[0].get("utilization") or 0) for s in model.resource_history]
+        self.query_one("#gpu-history", Sparkline).data = history or [0.0]
+        cpu, memory, disk = sample.get("cpu") or {}, sample.get("memory") or {}, sample.get("disk") or {}
+        host = Text("CPU   ", style="bold").append(bar(cpu.get("percent"), 20)).append("\n")
+        for index, percent in enumerate(cpu.get("per_cpu") or []):
+            host.append(f"  {index:>3} ").append(bar(percent, 16)).append("\n")
+        host.append("MEM   ", style="bold").append(bar(memory.get("percent"), 20)).append("\n")
+        host.append("DISK  ", style="bold").append(bar(disk.get("percent"), 20)).append("\n")
+        self.query_one("#host", Static).update(host)

@@ -1,0 +1,164 @@
+"""Provides RunDetailScreen: one run's live curves, layer-wise heatmap and table, with time travel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
+from pivot_tui.widgets.metric_plot import PLOT_SETS
+from shared.client import PivotAPIError
+
+if TYPE_CHECKING:
+    from pivot_tui.app import PivotApp
+
+
+class RunDetailScreen(Screen[None]):
+    """Curves and layer health of one run; left/right step through history, space returns to live."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("space", "toggle_live", "Pause/Live"),
+        # Priority: the focused layer table would otherwise take these for horizontal scrolling.
+        Binding("left", "step(-1)", "Older", priority=True),
+        Binding("right", "step(1)", "Newer", priority=True),
+        Binding("home", "jump(0)", "First", show=False, priority=True),
+        Binding("end", "jump(-1)", "Latest", show=False, priority=True),
+        Binding("m", "cycle_plot", "Metric"),
+        Binding("h", "cycle_heatmap", "Heatmap"),
+        Binding("c", "cancel_run", "Cancel run"),
+    ]
+
+    live: reactive[bool] = reactive(True)
+    """Follow the newest step; off while travelling through history."""
+    heatmap_metric: reactive[str] = reactive(HEATMAP_METRICS[0])
+    """Layer-wise signal shown in the heatmap."""
+    app: PivotApp  # type: ignore[assignment]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.cursor: int = -1
+        """Index into the followed run's steps while not live."""
+        self._plot_names = list(PLOT_SETS)
+        self._seen = -1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="run-title")
+        with Horizontal(id="run-body"):
+            with Vertical(id="plots"):
+                yield MetricPlot("loss", PLOT_SETS["loss"], id="plot-main")
+                yield MetricPlot("accuracy", PLOT_SETS["accuracy"], id="plot-second")
+            with Vertical(id="layers"):
+                yield LayerHeatmap(id="heatmap")
+                yield LayerTable(id="layer-table")
+        yield Static(id="run-events")
+        yield Footer()
+
+    def on_resize(self) -> None:
+        # Below 100 columns one plot and a wider layer panel read better than two cramped plots.
+        self.set_class(self.size.width < 100, "narrow")
+
+    def on_mount(self) -> None:
+        self.title = f"run {self.run_id}"
+        self.set_interval(0.25, self.redraw)
+        self.load()
+
+    @work(exclusive=True, group="load-run", exit_on_error=False)
+    async def load(self) -> None:
+        await self.app.follow_run(self.run_id)
+        self._seen = -1
+        self.redraw()
+
+    def redraw(self) -> None:
+        model = self.app.model
+        version = model.versions["run"] + model.versions["runs"]
+        if version == self._seen:
+            return
+        self._seen = version
+        followed = model.followed
+        summary = model.runs.get(self.run_id, {})
+        steps = list(followed.steps) if followed else []
+        if self.live or not steps:
+            self.cursor = len(steps) - 1
+        selected = steps[self.cursor] if steps and 0 <= self.cursor < len(steps) else None
+        self.query_one("#run-title", Static).update(self._title(summary, selected))
+        series = followed.series if followed else {}
+        cursor_step = None if self.live or selected is None else selected["step"]
+        self.query_one("#plot-main", MetricPlot).show(series, cursor_step)
+        self.query_one("#plot-second", MetricPlot).show(series, cursor_step, fallback=True)
+        self.query_one(LayerHeatmap).show(steps, self.heatmap_metric, None if self.live else cursor_step)
+        self.query_one(LayerTable).show(selected, followed.layer_groups if followed else None)
+        events = list(followed.events)[-3:] if followed else []
+        self.query_one("#run-events", Static).update(
+            Text("\n".join(e.get("message", "") for e in events), style="yellow") if events else ""
+        )
+
+    def _title(self, summary: dict[str, Any], selected: dict[str, Any] | None) -> Text:
+        status = summary.get("status", "unknown")
+        latest = summary.get("latest") or {}
+        loss = next((latest[k] for k in ("train_loss", "train/loss", "loss") if k in latest), None)
+        mode = (
+            Text(" LIVE ", style="bold white on green") if self.live else Text(" PAUSED ", style="bold black on yellow")
+        )
+        parts = [mode, Text(f" {self.run_id} ", style="bold"), Text(f"{status}  ", style="cyan")]
+        parts.append(Text(f"step {summary.get('latest_step', '-')}  "))
+        if loss is not None:
+            parts.append(Text(f"loss {loss:.4g}  "))
+        if selected is not None and not self.live:
+            parts.append(Text(f"viewing step {selected['step']}", style="yellow"))
+        return Text.assemble(*parts)
+
+    def action_toggle_live(self) -> None:
+        self.live = not self.live
+        self._seen = -1
+
+    def action_step(self, delta: int) -> None:
+        followed = self.app.model.followed
+        if not followed or not followed.steps:
+            return
+        self.live = False
+        self.cursor = max(0, min(len(followed.steps) - 1, self.cursor + delta))
+        self._seen = -1
+
+    def action_jump(self, index: int) -> None:
+        followed = self.app.model.followed
+        if not followed or not followed.steps:
+            return
+        self.live = index == -1
+        self.cursor = len(followed.steps) - 1 if index == -1 else index
+        self._seen = -1
+
+    def action_cycle_plot(self) -> None:
+        plot = self.query_one("#plot-second", MetricPlot)
+        following = self._plot_names[(self._plot_names.index(plot.title) + 1) % len(self._plot_names)]
+        if following == "loss":
+            following = self._plot_names[(self._plot_names.index(following) + 1) % len(self._plot_names)]
+        plot.title, plot.names = following, PLOT_SETS[following]
+        self._seen = -1
+
+    def action_cycle_heatmap(self) -> None:
+        self.heatmap_metric = HEATMAP_METRICS[(HEATMAP_METRICS.index(self.heatmap_metric) + 1) % len(HEATMAP_METRICS)]
+        self._seen = -1
+
+    @work(exclusive=True, group="cancel-run", exit_on_error=False)
+    async def action_cancel_run(self) -> None:
+        try:
+            await self.app.client.post_json(f"/api/train/{self.run_id}/cancel", {})
+        except PivotAPIError as exc:
+            message = "only runs started by pivotd can be cancelled" if exc.status == 404 else exc.message
+            self.notify(message, severity="error")
+        else:
+            self.notify(f"cancelling {self.run_id}")
+
+    def on_unmount(self) -> None:
+        self.app.unfollow_run()

@@ -1,0 +1,63 @@
+"""Provides LayerHeatmap: depth x time, one cell per layer and step, of a layer-wise signal.
+
+Log scale (gradient norms span orders of magnitude), colours from a fixed ramp that degrades to 256 or
+16 colours on terminals without truecolor; the selected step's column is marked for time travel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+from textual.widgets import Static
+
+HEATMAP_METRICS = ("gradient_l2_norm", "activation_std", "cross_layer_std_ratio", "spectral_norm")
+RAMP = ("#1a1a4e", "#23408e", "#2a7ab0", "#2fb39a", "#8bd346", "#f2d73c", "#f28e2b", "#e03b24")
+
+
+def _log(value: Any) -> float | None:
+    if not isinstance(value, int | float) or value <= 0 or math.isinf(value) or math.isnan(value):
+        return None
+    return math.log10(value)
+
+
+class LayerHeatmap(Static):
+    def show(self, steps: Sequence[dict[str, Any]], metric: str, selected: int | None) -> None:
+        if not steps:
+            self.update(Text("no layer-wise steps yet", style="dim"))
+            return
+        layers = [(layer["layer_id"], layer["depth_index"]) for layer in steps[-1]["layers"]]
+        # Labels as long as the longest layer id, but never more than 40% of the width.
+        label = min(max(len(layer_id) for layer_id, _ in layers), max(8, int(self.size.width * 0.4)))
+        window = list(steps)[-max(8, self.size.width - label - 4) :]
+        grid = [[_log(_value(step, layer_id, metric)) for step in window] for layer_id, _ in layers]
+        known = [v for row in grid for v in row if v is not None]
+        lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
+        span = (hi - lo) or 1.0
+        text = Text()
+        for (layer_id, _), row in zip(layers, grid, strict=True):
+            text.append(f"{layer_id[-label:]:>{label}} ", style="dim")
+            for column, value in enumerate(row):
+                marked = selected is not None and window[column]["step"] == selected
+                if value is None:
+                    text.append("·", style=Style(color="grey50", bold=marked))
+                    continue
+                colour = RAMP[min(len(RAMP) - 1, int((value - lo) / span * len(RAMP)))]
+                text.append("▌" if marked else "█", style=Style(color=colour, bgcolor="white" if marked else None))
+            text.append("\n")
+        text.append(f"{metric}, steps {window[0]['step']}..{window[-1]['step']}\n", style="dim")
+        text.append(f"10^{lo:.1f} ", style="dim")
+        for colour in RAMP:
+            text.append("█", style=colour)
+        text.append(f" 10^{hi:.1f} (log scale)", style="dim")
+        self.update(text)
+
+
+def _value(step: dict[str, Any], layer_id: str, metric: str) -> Any:
+    for layer in step["layers"]:
+        if layer["layer_id"] == layer_id:
+            return layer.get(metric)
+    return None

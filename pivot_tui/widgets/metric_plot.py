@@ -1,0 +1,46 @@
+"""Provides MetricPlot: live curves of a run's scalars (train vs val), downsampled to the plot's width."""
+
+from __future__ import annotations
+
+from textual_plotext import PlotextPlot
+
+from pivot_tui.model import Series
+
+# Curves drawn together: a metric and its validation twin share a plot.
+PLOT_SETS: dict[str, tuple[str, ...]] = {
+    "loss": ("train_loss", "val_loss", "train/loss", "val/loss", "loss"),
+    "accuracy": ("train_accuracy", "val_accuracy", "train/accuracy", "val/accuracy", "accuracy"),
+    "learning rate": ("learning_rate", "lr"),
+}
+
+
+class MetricPlot(PlotextPlot):
+    def __init__(self, title: str, names: tuple[str, ...], **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.title = title
+        self.names = names
+
+    def show(self, series: dict[str, Series], cursor_step: int | None = None, fallback: bool = False) -> None:
+        """Draw this plot's curves; with `fallback`, a plot with none of them shows another set the run has."""
+        if fallback and not any(series.get(name) and series[name].steps for name in self.names):
+            for title, names in PLOT_SETS.items():
+                if title != "loss" and any(series.get(name) and series[name].steps for name in names):
+                    self.title, self.names = title, names
+                    break
+        plt = self.plt
+        plt.clear_data()
+        plt.clear_figure()
+        plt.title(self.title)
+        width = max(10, self.size.width - 12)
+        drawn = 0
+        for name in self.names:
+            if name in series and series[name].steps:
+                steps, values = series[name].downsampled(width)
+                plt.plot(steps, values, label=name, marker="braille")
+                drawn += 1
+        if not drawn:
+            plt.title(f"{self.title}: no points yet")
+        elif cursor_step is not None:
+            plt.vline(cursor_step, "red")
+        plt.xlabel("step")
+        self.refresh()

@@ -1,0 +1,134 @@
+"""Provides RunsTable: every run the daemon has, managed and external, sortable and filterable."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rich.text import Text
+from textual.message import Message
+from textual.widgets import DataTable
+
+COLUMNS = ("run", "kind", "state", "progress", "step", "loss", "updated")
+LOSS_KEYS = ("train_loss", "train/loss", "loss", "val_loss", "val/loss")
+STATE_STYLE = {"running": "green", "queued": "yellow", "created": "yellow", "succeeded": "cyan",
+               "failed": "bold red", "cancelled": "dim"}  # fmt: skip
+
+
+def latest_loss(run: dict[str, Any]) -> float | None:
+    latest = run.get("latest") or {}
+    return next((latest[key] for key in LOSS_KEYS if key in latest), None)
+
+
+def _age(timestamp: str | None) -> str:
+    if not timestamp:
+        return ""
+    try:
+        seconds = (datetime.now().astimezone() - datetime.fromisoformat(timestamp)).total_seconds()
+    except ValueError:
+        return timestamp
+    if seconds < 60:
+        return f"{max(0, int(seconds))}s ago"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)}h ago"
+    return timestamp[:10]
+
+
+def _progress(run: dict[str, Any]) -> str:
+    progress = run.get("progress")
+    if isinstance(progress, int | float):
+        return f"{progress * 100:3.0f}%" if progress <= 1 else f"{progress:3.0f}%"
+    return ""
+
+
+class RunsTable(DataTable[Any]):
+    """Rows keyed by run id; updated in place so the cursor stays on the same run."""
+
+    @dataclass
+    class RunChosen(Message):
+        run_id: str
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.filter_text = ""
+        self.sort_column = "updated"
+        self.sort_reverse = True
+        self._runs: dict[str, dict[str, Any]] = {}
+
+    def on_mount(self) -> None:
+        for column in COLUMNS:
+            self.add_column(column.capitalize(), key=column)
+
+    def show(self, runs: dict[str, dict[str, Any]]) -> None:
+        self._runs = runs
+        wanted = {run_id: run for run_id, run in runs.items() if self.filter_text.lower() in run_id.lower()}
+        for key in [row.value for row in list(self.rows) if row.value not in wanted]:
+            self.remove_row(key)
+        for run_id, run in wanted.items():
+            cells = self._cells(run_id, run)
+            if run_id in self.rows:
+                for column, cell in zip(COLUMNS, cells, strict=True):
+                    self.update_cell(run_id, column, cell)
+            else:
+                self.add_row(*cells, key=run_id)
+        self._sort()
+
+    def refilter(self, text: str) -> None:
+        self.filter_text = text
+        self.show(self._runs)
+
+    def cycle_sort(self) -> str:
+        index = (COLUMNS.index(self.sort_column) + 1) % len(COLUMNS)
+        self.sort_column = COLUMNS[index]
+        self.sort_reverse = self.sort_column in ("updated", "step", "progress")
+        self._sort()
+        return self.sort_column
+
+    @property
+    def selected_run(self) -> str | None:
+        if not self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+
+    def _sort_key(self, run_id: str) -> Any:
+        run = self._runs.get(run_id, {})
+        if self.sort_column == "run":
+            return run_id
+        if self.sort_column == "updated":
+            return run.get("last_update") or ""
+        if self.sort_column == "step":
+            return run.get("latest_step") or -1
+        if self.sort_column == "loss":
+            loss = latest_loss(run)
+            return math.inf if loss is None else loss
+        if self.sort_column == "progress":
+            return run.get("progress") or 0
+        return str(run.get("status" if self.sort_column == "state" else self.sort_column, ""))
+
+    def _sort(self) -> None:
+        ordered = sorted((row.value for row in self.rows if row.value), key=self._sort_key, reverse=self.sort_reverse)
+        position = {run_id: index for index, run_id in enumerate(ordered)}
+        self.sort("run", key=lambda cell: position.get(cell.plain if isinstance(cell, Text) else str(cell), 0))
+
+    def _cells(self, run_id: str, run: dict[str, Any]) -> tuple[Any, ...]:
+        status = str(run.get("status", ""))
+        loss = latest_loss(run)
+        latest_step = run.get("latest_step")
+        return (
+            Text(run_id, style="bold"),
+            run.get("kind", ""),
+            Text(status, style=STATE_STYLE.get(status, "")),
+            _progress(run),
+            "" if latest_step is None else str(latest_step),
+            "" if loss is None else f"{loss:.4g}",
+            _age(run.get("last_update")),
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.RunChosen(event.row_key.value))
