@@ -44,7 +44,7 @@ class RunningDaemon:
 @asynccontextmanager
 async def running_daemon(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningDaemon]:
     """A real pivotd (uvicorn, SQLite file, hub) serving on 127.0.0.1 with a free port."""
-    settings = Settings(data_dir=data_dir, config_dir=data_dir / "config", port=0, **overrides)
+    settings = Settings(data_dir=data_dir, config_dir=data_dir / "config", **{"port": 0, **overrides})
     app = create_app(settings, settings.token or TEST_TOKEN)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 

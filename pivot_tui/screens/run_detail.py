@@ -126,6 +126,8 @@ class RunDetailScreen(Screen[None]):
         followed = self.app.model.followed
         if not followed or not followed.steps:
             return
+        if self.live:  # leaving live: start from the newest step, whatever was last drawn
+            self.cursor = len(followed.steps) - 1
         self.live = False
         self.cursor = max(0, min(len(followed.steps) - 1, self.cursor + delta))
         self._seen = -1

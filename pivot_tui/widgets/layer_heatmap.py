@@ -25,7 +25,14 @@ def _log(value: Any) -> float | None:
 
 
 class LayerHeatmap(Static):
+    _last: tuple[Sequence[dict[str, Any]], str, int | None] | None = None
+
+    def on_resize(self) -> None:
+        if self._last is not None:  # the first draw may precede layout: redraw at the real size
+            self.show(*self._last)
+
     def show(self, steps: Sequence[dict[str, Any]], metric: str, selected: int | None) -> None:
+        self._last = (steps, metric, selected)
         if not steps:
             self.update(Text("no layer-wise steps yet", style="dim"))
             return

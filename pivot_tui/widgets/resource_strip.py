@@ -29,18 +29,23 @@ def _percent(section: Any, *keys: str) -> float | None:
 class ResourceStrip(Static):
     def show(self, sample: dict[str, Any] | None, active_alerts: int | None) -> None:
         sample = sample or {}
+        narrow = self.size.width < 90
+        width = 3 if narrow else 8
         parts: list[Text | str] = [
-            Text("CPU ", style="bold"), bar(_percent(sample.get("cpu"), "percent")), "  ",
-            Text("MEM ", style="bold"), bar(_percent(sample.get("memory"), "percent")), "  ",
+            Text("CPU ", style="bold"), bar(_percent(sample.get("cpu"), "percent"), width), " ",
+            Text("MEM ", style="bold"), bar(_percent(sample.get("memory"), "percent"), width), " ",
         ]  # fmt: skip
         gpus = sample.get("gpu") or []
         if not gpus:
             parts.append(Text("GPU none", style="dim"))
-        for gpu in gpus[:4]:
-            parts += [Text(f"GPU{gpu.get('id', '?')} ", style="bold"), bar(_percent(gpu, "utilization")), " "]
+        shown = gpus[:1] if narrow else gpus[:4]
+        for gpu in shown:
+            parts += [Text(f"GPU{gpu.get('id', '?')} ", style="bold"), bar(_percent(gpu, "utilization"), width), " "]
             temperature = gpu.get("temperature")
             if isinstance(temperature, int | float):
                 parts.append(Text(f"{temperature:.0f}°C ", style="red" if temperature >= 85 else ""))
+        if len(gpus) > len(shown):
+            parts.append(Text(f"+{len(gpus) - len(shown)} ", style="dim"))
         if active_alerts:
             parts.append(Text(f"  ▲ {active_alerts} alert{'s' if active_alerts != 1 else ''}", style="bold red"))
         self.update(Text.assemble(*parts))

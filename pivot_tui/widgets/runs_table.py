@@ -7,11 +7,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from rich.text import Text
+from rich.markup import escape
 from textual.message import Message
 from textual.widgets import DataTable
 
 COLUMNS = ("run", "kind", "state", "progress", "step", "loss", "updated")
+# Fixed widths for everything but the run id: rows never reflow as values change.
+WIDTHS = {"kind": 6, "state": 9, "progress": 4, "step": 6, "loss": 7, "updated": 8}
+LABELS = {"progress": "Prog"}
+# Who trains the run: pivotd itself (managed) or a script posting to it (external).
+KIND = {"managed": "pivotd", "external": "script"}
 LOSS_KEYS = ("train_loss", "train/loss", "loss", "val_loss", "val/loss")
 STATE_STYLE = {"running": "green", "queued": "yellow", "created": "yellow", "succeeded": "cyan",
                "failed": "bold red", "cancelled": "dim"}  # fmt: skip
@@ -35,7 +40,7 @@ def _age(timestamp: str | None) -> str:
         return f"{int(seconds // 60)}m ago"
     if seconds < 86400:
         return f"{int(seconds // 3600)}h ago"
-    return timestamp[:10]
+    return datetime.fromisoformat(timestamp).strftime("%b %d")
 
 
 def _progress(run: dict[str, Any]) -> str:
@@ -43,6 +48,10 @@ def _progress(run: dict[str, Any]) -> str:
     if isinstance(progress, int | float):
         return f"{progress * 100:3.0f}%" if progress <= 1 else f"{progress:3.0f}%"
     return ""
+
+
+def _run_cell(run_id: str) -> str:
+    return f"[b]{escape(run_id)}[/b]"
 
 
 class RunsTable(DataTable[Any]):
@@ -61,7 +70,7 @@ class RunsTable(DataTable[Any]):
 
     def on_mount(self) -> None:
         for column in COLUMNS:
-            self.add_column(column.capitalize(), key=column)
+            self.add_column(LABELS.get(column, column.capitalize()), key=column, width=WIDTHS.get(column))
 
     def show(self, runs: dict[str, dict[str, Any]]) -> None:
         self._runs = runs
@@ -112,16 +121,19 @@ class RunsTable(DataTable[Any]):
     def _sort(self) -> None:
         ordered = sorted((row.value for row in self.rows if row.value), key=self._sort_key, reverse=self.sort_reverse)
         position = {run_id: index for index, run_id in enumerate(ordered)}
-        self.sort("run", key=lambda cell: position.get(cell.plain if isinstance(cell, Text) else str(cell), 0))
+        by_cell = {_run_cell(run_id): index for run_id, index in position.items()}
+        self.sort("run", key=lambda cell: by_cell.get(cell, 0))
 
     def _cells(self, run_id: str, run: dict[str, Any]) -> tuple[Any, ...]:
         status = str(run.get("status", ""))
         loss = latest_loss(run)
         latest_step = run.get("latest_step")
+        state_style = STATE_STYLE.get(status)
+        # Markup strings, not Text: they take DataTable's own formatting path, like the plain cells.
         return (
-            Text(run_id, style="bold"),
-            run.get("kind", ""),
-            Text(status, style=STATE_STYLE.get(status, "")),
+            _run_cell(run_id),
+            KIND.get(run.get("kind", ""), run.get("kind", "")),
+            f"[{state_style}]{escape(status)}[/]" if state_style else escape(status),
             _progress(run),
             "" if latest_step is None else str(latest_step),
             "" if loss is None else f"{loss:.4g}",

@@ -1,0 +1,88 @@
+"""pivot-tui against a real pivotd on a loopback port, fed by real POSTs."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+from textual.widgets import Button
+
+from pivot_tui.app import make_app
+from pivot_tui.client import Connection
+from pivot_tui.config import TuiSettings
+from pivot_tui.screens import LaunchDialog, RunDetailScreen
+from pivot_tui.widgets import RunsTable
+from tests.daemon import RunningDaemon, running_daemon
+from tests.payloads import layerwise_payload
+from tests.tui.helpers import until
+
+
+def rows(app: object) -> list[str]:
+    table = app.screen.query_one(RunsTable)  # type: ignore[attr-defined]
+    return [row.value for row in table.rows]
+
+
+async def test_a_new_run_appears_and_its_curve_gains_points(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.model.connection is Connection.ONLINE)
+        await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("fresh", 0, layers=4))
+        await http.post("/api/v1/runs/fresh/scalars", json=[{"step": 0, "values": {"train_loss": 2.0}}])
+        await until(pilot, lambda: "fresh" in rows(app))
+        await until(pilot, lambda: app.model.runs["fresh"]["latest"].get("train_loss") == 2.0)
+
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.model.followed is not None)
+        await until(pilot, lambda: len(app.model.followed.steps) == 1)
+        for step in range(1, 6):
+            await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("fresh", step * 10, layers=4))
+            await http.post(
+                "/api/v1/runs/fresh/scalars", json=[{"step": step * 10, "values": {"train_loss": 2 - step / 10}}]
+            )
+        await until(pilot, lambda: len(app.model.followed.series["train_loss"].steps) == 6)
+        await until(pilot, lambda: len(app.model.followed.steps) == 6)
+        assert list(app.model.followed.series["train_loss"].values)[-1] == 1.5
+        assert "fresh" in str(app.screen.query_one("#run-title").render())
+
+        # Time travel: step back, the view pauses on an older step; space returns to live.
+        await pilot.press("left", "left")
+        await until(pilot, lambda: not app.screen.live)
+        assert "viewing step 30" in str(app.screen.query_one("#run-title").render())
+        await pilot.press("space")
+        await until(pilot, lambda: app.screen.live)
+
+
+async def test_a_daemon_restart_is_survived(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with running_daemon(tmp_path, port=port) as first:
+        app = make_app(TuiSettings(first.url, None, "textual-dark"), None)
+        async with app.run_test(size=(100, 30)) as pilot:
+            async with httpx.AsyncClient(base_url=first.url) as http:
+                await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("before", 0))
+            await until(pilot, lambda: "before" in rows(app))
+            first.server.should_exit = True
+            await until(pilot, lambda: app.model.connection is not Connection.ONLINE, timeout=20)
+            async with running_daemon(tmp_path, port=port) as second:
+                # Written while the TUI was away: it only learns of this run by re-syncing over REST.
+                async with httpx.AsyncClient(base_url=second.url) as http:
+                    await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("after", 0))
+                await until(pilot, lambda: app.model.connection is Connection.ONLINE, timeout=20)
+                await until(pilot, lambda: {"before", "after"} <= set(rows(app)))
+
+
+async def test_launch_shows_the_daemons_refusal(daemon: RunningDaemon) -> None:
+    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
+        app.screen.query_one("#hp-epochs").value = "zero"
+        app.screen.query_one("#launch-ok", Button).press()
+        await until(pilot, lambda: "epochs" in str(app.screen.query_one("#launch-error").render()))
+        app.screen.query_one("#hp-epochs").value = "1"
+        app.screen.query_one("#launch-ok", Button).press()
+        # Whatever this daemon answers (it may not train), the dialog shows it rather than failing silently.
+        await until(pilot, lambda: not isinstance(app.screen, LaunchDialog) or "pivotd refused" in str(
+            app.screen.query_one("#launch-error").render()))  # fmt: skip

@@ -1,0 +1,118 @@
+"""Snapshots of every screen at 120x40 and 80x24, from a fake client with fixed data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pivot_tui.app import PivotApp, make_app
+from pivot_tui.config import TuiSettings
+from pivot_tui.widgets import RunsTable
+from tests.tui.fake import RUNS, FakeDaemonClient
+from tests.tui.helpers import until
+
+SIZES = [(120, 40), (80, 24)]
+RESOURCES = {
+    "cpu": {"percent": 37.5, "count": 4, "per_cpu": [12.0, 55.0, 80.0, 3.0]},
+    "memory": {"percent": 61.2},
+    "disk": {"percent": 92.4},
+    "gpu": [
+        {"id": 0, "name": "NVIDIA H100 80GB HBM3", "utilization": 97, "memory_used": 64 * 2**30,
+         "memory_total": 80 * 2**30, "temperature": 86, "power": 612},
+        {"id": 1, "name": "NVIDIA H100 80GB HBM3", "utilization": 12, "memory_used": 2 * 2**30,
+         "memory_total": 80 * 2**30, "temperature": 41, "power": 95},
+    ],
+}  # fmt: skip
+ALERTS = [
+    {"id": "alert_1", "severity": "critical", "status": "active", "title": "GPU 0 at 86 C", "subject": "gpu:0",
+     "value": 86, "triggered_at": "2024-02-10T12:35:00+00:00"},
+    {"id": "alert_2", "severity": "warning", "status": "acknowledged", "title": "exploding gradient in classifier/fc2",
+     "subject": "exploding_rnn", "value": 412.5, "triggered_at": "2024-02-10T12:30:00+00:00"},
+]  # fmt: skip
+
+
+def table_rows(pilot: Any) -> int:
+    tables = pilot.app.screen.query(RunsTable)
+    return tables.first().row_count if tables else 0
+
+
+def app(**fake: Any) -> PivotApp:
+    return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), FakeDaemonClient(**fake))
+
+
+async def runs_loaded(pilot: Any) -> None:
+    await until(pilot, lambda: table_rows(pilot) == len(RUNS))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_runs_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    """All runs with state colours, latest loss, resource strip with GPU gauges and temperature."""
+    assert snap_compare(app(resources=RESOURCES), terminal_size=size, run_before=runs_loaded)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_detail_live(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Loss curves (train and val), the gradient-norm heatmap with an exploding last layer, the layer table."""
+
+    async def open_run(pilot: Any) -> None:
+        await runs_loaded(pilot)
+        await pilot.press("enter")
+        await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.steps) == 151)
+        await pilot.pause(0.4)
+
+    assert snap_compare(app(), terminal_size=size, run_before=open_run)
+
+
+def test_run_detail_time_travel(snap_compare: Any) -> None:
+    """Paused five steps back: the title says which step, the plots and heatmap mark it."""
+
+    async def travel(pilot: Any) -> None:
+        await runs_loaded(pilot)
+        await pilot.press("enter")
+        await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.steps) == 151)
+        await pilot.press(*["left"] * 5)
+        await pilot.pause(0.4)
+
+    assert snap_compare(app(), terminal_size=(120, 40), run_before=travel)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_resources_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Two GPUs (one hot and busy), CPU per core, memory and a nearly full disk."""
+
+    async def go(pilot: Any) -> None:
+        await pilot.press("2")
+        await until(pilot, lambda: pilot.app.model.resources is not None)
+        await pilot.pause(0.6)
+
+    assert snap_compare(app(resources=RESOURCES), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_alerts_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Alerts with severity colours and the rules below them."""
+
+    async def go(pilot: Any) -> None:
+        await pilot.press("3")
+        await until(pilot, lambda: pilot.app.active_alerts is not None)
+        await pilot.pause(0.6)
+
+    assert snap_compare(app(alerts=ALERTS), terminal_size=size, run_before=go)
+
+
+def test_launch_dialog(snap_compare: Any) -> None:
+    """The launch form with the seed templates and hyperparameter defaults."""
+
+    async def go(pilot: Any) -> None:
+        await runs_loaded(pilot)
+        await pilot.press("l")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app(), terminal_size=(120, 40), run_before=go)
+
+
+def test_light_theme(snap_compare: Any) -> None:
+    """The runs screen in the light theme (readable without a dark background)."""
+    light = make_app(TuiSettings("http://gpu-box:8000", None, "textual-light"), FakeDaemonClient(resources=RESOURCES))
+    assert snap_compare(light, terminal_size=(80, 24), run_before=runs_loaded)

@@ -1,0 +1,79 @@
+"""pivot-tui in a real terminal (tmux) against a real daemon: keys in, screen text out."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.daemon import DaemonProcess, start_daemon_process
+from tests.payloads import layerwise_payload
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)"),
+]
+
+
+def tmux(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
+    daemon = start_daemon_process(tmp_path / "state")
+    yield daemon
+    daemon.signal(signal.SIGTERM)
+    daemon.wait()
+
+
+def screen_text(session: str) -> str:
+    return tmux("capture-pane", "-p", "-t", session).stdout
+
+
+def wait_for(session: str, text: str, timeout: float = 20) -> str:
+    """Read the terminal until `text` shows up (the TUI renders asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = screen_text(session)
+        if text in screen:
+            return screen
+        time.sleep(0.2)  # polling a terminal: there is no event to await from outside tmux
+    raise AssertionError(f"{text!r} never appeared; screen was:\n{screen_text(session)}")
+
+
+def test_browse_a_live_run(daemon_process: DaemonProcess, tmp_path: Path) -> None:
+    with httpx.Client(base_url=daemon_process.url) as http:
+        for step in range(3):
+            http.post("/api/v1/metrics/layerwise", json=layerwise_payload("tmux_run", step * 10, layers=3))
+        http.post("/api/v1/runs/tmux_run/scalars", json=[{"step": 20, "values": {"train_loss": 0.75}}])
+    session = f"pivot-tui-test-{os.getpid()}"
+    command = f"{sys.executable} -m pivot_tui.cli --url {daemon_process.url}"
+    env = {"TERM": "xterm-256color", "COLORTERM": ""}  # no truecolor: the palette must still read
+    assert tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", *[f"-e{k}={v}" for k, v in env.items()],
+                command).returncode == 0  # fmt: skip
+    try:
+        screen = wait_for(session, "tmux_run")
+        assert "online" in screen and "0.75" in screen
+        row = next(line for line in screen.splitlines() if "tmux_run" in line)
+        assert row.split()[:3] == ["tmux_run", "script", "running"]  # columns line up in a real terminal
+        tmux("send-keys", "-t", session, "Enter")
+        screen = wait_for(session, "LIVE")
+        assert "encoder/linear0" in screen and "gradient_l2_norm" in screen
+        tmux("send-keys", "-t", session, "Left")
+        wait_for(session, "PAUSED")
+        tmux("send-keys", "-t", session, "q")
+        deadline = time.monotonic() + 10
+        while tmux("has-session", "-t", session).returncode == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert tmux("has-session", "-t", session).returncode != 0, "pivot-tui did not quit on q"
+    finally:
+        tmux("kill-session", "-t", session)
