@@ -9,6 +9,7 @@ import httpx
 
 from pivot_tui.config import resolve
 from shared import __version__
+from shared.runtime import tune_gc
 
 EXIT_UNREACHABLE = 3
 EXIT_UNAUTHORIZED = 4
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return failure
     from pivot_tui.app import make_app  # noqa: PLC0415 (keeps --help, --version and errors free of Textual's import)
 
-    make_app(settings).run()
+    app = make_app(settings)
+    tune_gc()
+    app.run()
     return 0
 
 

@@ -129,11 +129,16 @@ class DaemonClient:
                     backoff = 0.5
                     await self._subscribe_base()
                     on_state(Connection.ONLINE, ws_url)
-                    on_event(Event("resync", {"reason": "connected"}))
+                    synced = False
                     async for raw in ws:
                         message = orjson.loads(raw)
                         kind = message.get("type", "")
-                        if kind == "lagged":
+                        if kind == "subscribed" and not synced:
+                            synced = True
+                            # Re-sync only once the server has the subscription: whatever REST misses
+                            # from here on arrives on the socket, so nothing falls between the two.
+                            on_event(Event("resync", {"reason": "connected"}))
+                        elif kind == "lagged":
                             on_event(Event("resync", {"reason": "lagged", "dropped": message.get("dropped", 0)}))
                         else:
                             on_event(Event(kind, message))

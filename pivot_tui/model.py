@@ -2,8 +2,8 @@
 history, resources and alerts. Bounded everywhere: ring buffers per series and per history.
 
 Screens do not redraw per message. Each part of the model has a version number that events bump;
-screens compare versions on a timer (a few times a second) and redraw only what changed, which is
-how 20 runs streaming 50 steps/s cost a handful of redraws per second.
+screens compare versions on a timer (ten times a second) and redraw only what changed, which is
+how 20 runs streaming 50 steps/s cost at most ten redraws per second.
 """
 
 from __future__ import annotations

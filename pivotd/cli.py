@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import sys
 from pathlib import Path
 
 from pivotd.settings import Settings, SettingsError, load_settings
 from shared import __version__
+from shared.runtime import tune_gc
 
 log = logging.getLogger("pivotd")
 
@@ -42,14 +42,6 @@ def resolve_token(settings: Settings) -> str | None:
     except OSError as exc:
         log.error("cannot create or read the token in %s: %s", settings.data_dir, exc)
         return None
-
-
-def tune_gc() -> None:
-    """Collect cycles less often: ingest allocates thousands of short-lived, acyclic dicts per
-    request, which refcounting frees at once, yet at the default threshold (700) they trigger a
-    collection every few requests: half the CPU of the batch route (docs/performance.md)."""
-    gc.freeze()  # modules and the app, built once, are never garbage: stop scanning them
-    gc.set_threshold(50_000, 20, 20)
 
 
 def main(argv: list[str] | None = None) -> int:

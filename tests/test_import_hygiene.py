@@ -25,6 +25,7 @@ def modules_after(statement: str) -> set[str]:
         "import shared.client",
         "import shared.locations",
         "import shared.samples",
+        "import shared.runtime",
     ],
 )
 def test_shared_imports_no_server_stack_or_torch(statement: str) -> None:

@@ -70,7 +70,7 @@ class RunDetailScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
-        self.set_interval(0.25, self.redraw)
+        self.set_interval(0.1, self.redraw)
         self.load()
 
     @work(exclusive=True, group="load-run", exit_on_error=False)
@@ -81,17 +81,17 @@ class RunDetailScreen(Screen[None]):
 
     def redraw(self) -> None:
         model = self.app.model
-        version = model.versions["run"] + model.versions["runs"]
-        if version == self._seen:
-            return
-        self._seen = version
         followed = model.followed
-        summary = model.runs.get(self.run_id, {})
         steps = list(followed.steps) if followed else []
         if self.live or not steps:
             self.cursor = len(steps) - 1
         selected = steps[self.cursor] if steps and 0 <= self.cursor < len(steps) else None
-        self.query_one("#run-title", Static).update(self._title(summary, selected))
+        summary = model.runs.get(self.run_id, {})
+        title = self.query_one("#run-title", Static)
+        title.update(self._title(summary, selected))  # cheap, and other runs' updates change nothing else
+        if model.versions["run"] == self._seen:
+            return
+        self._seen = model.versions["run"]
         series = followed.series if followed else {}
         cursor_step = None if self.live or selected is None else selected["step"]
         self.query_one("#plot-main", MetricPlot).show(series, cursor_step)

@@ -44,7 +44,7 @@ class RunsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(RunsTable).focus()
-        self.set_interval(0.25, self.redraw)
+        self.set_interval(0.1, self.redraw)
         self.redraw()
 
     def redraw(self) -> None:

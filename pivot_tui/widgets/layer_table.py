@@ -37,7 +37,12 @@ class LayerTable(DataTable[Any]):
         for label in ("Layer", "Flag", "Grad L2", "Act std", "Std ratio", "Grad max", "Spectral", "Type", "Group"):
             self.add_column(label, key=label.lower())
 
+    _showing: object = None
+
     def show(self, step: dict[str, Any] | None, groups: dict[str, list[str]] | None) -> None:
+        if step is self._showing:  # steps are immutable once received: same object, same rows
+            return
+        self._showing = step
         self.clear()
         if step is None:
             return

@@ -12,7 +12,8 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 COLUMNS = ("run", "kind", "state", "progress", "step", "loss", "updated")
-# Fixed widths for everything but the run id: rows never reflow as values change.
+# Fixed widths (the run id's set by the terminal width): rows never reflow, and DataTable's auto
+# width, which could miss rows added in the first frames, is not relied on.
 WIDTHS = {"kind": 6, "state": 9, "progress": 4, "step": 6, "loss": 7, "updated": 8}
 LABELS = {"progress": "Prog"}
 # Who trains the run: pivotd itself (managed) or a script posting to it (external).
@@ -64,26 +65,35 @@ class RunsTable(DataTable[Any]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.filter_text = ""
-        self.sort_column = "updated"
+        # Newest first by creation: a stable order while runs stream, so rows do not jump under the cursor.
+        self.sort_column = "created"
         self.sort_reverse = True
         self._runs: dict[str, dict[str, Any]] = {}
+        self._shown: dict[str, tuple[Any, ...]] = {}
+        self._order: list[str] = []
 
     def on_mount(self) -> None:
+        run_width = 24 if self.app.size.width < 100 else 36
         for column in COLUMNS:
-            self.add_column(LABELS.get(column, column.capitalize()), key=column, width=WIDTHS.get(column))
+            width = WIDTHS.get(column, run_width)
+            self.add_column(LABELS.get(column, column.capitalize()), key=column, width=width)
 
     def show(self, runs: dict[str, dict[str, Any]]) -> None:
         self._runs = runs
         wanted = {run_id: run for run_id, run in runs.items() if self.filter_text.lower() in run_id.lower()}
         for key in [row.value for row in list(self.rows) if row.value not in wanted]:
             self.remove_row(key)
+            self._shown.pop(key, None)
         for run_id, run in wanted.items():
             cells = self._cells(run_id, run)
-            if run_id in self.rows:
-                for column, cell in zip(COLUMNS, cells, strict=True):
-                    self.update_cell(run_id, column, cell)
-            else:
+            shown = self._shown.get(run_id)
+            if shown is None:
                 self.add_row(*cells, key=run_id)
+            else:  # touch only what changed: every update makes the table re-render
+                for column, cell, old in zip(COLUMNS, cells, shown, strict=True):
+                    if cell != old:
+                        self.update_cell(run_id, column, cell)
+            self._shown[run_id] = cells
         self._sort()
 
     def refilter(self, text: str) -> None:
@@ -91,9 +101,9 @@ class RunsTable(DataTable[Any]):
         self.show(self._runs)
 
     def cycle_sort(self) -> str:
-        index = (COLUMNS.index(self.sort_column) + 1) % len(COLUMNS)
-        self.sort_column = COLUMNS[index]
-        self.sort_reverse = self.sort_column in ("updated", "step", "progress")
+        order = ("created", *COLUMNS)
+        self.sort_column = order[(order.index(self.sort_column) + 1) % len(order)]
+        self.sort_reverse = self.sort_column in ("created", "updated", "step", "progress")
         self._sort()
         return self.sort_column
 
@@ -109,6 +119,8 @@ class RunsTable(DataTable[Any]):
             return run_id
         if self.sort_column == "updated":
             return run.get("last_update") or ""
+        if self.sort_column == "created":
+            return run.get("created_at") or ""
         if self.sort_column == "step":
             return run.get("latest_step") or -1
         if self.sort_column == "loss":
@@ -120,6 +132,9 @@ class RunsTable(DataTable[Any]):
 
     def _sort(self) -> None:
         ordered = sorted((row.value for row in self.rows if row.value), key=self._sort_key, reverse=self.sort_reverse)
+        if ordered == self._order:
+            return
+        self._order = ordered
         position = {run_id: index for index, run_id in enumerate(ordered)}
         by_cell = {_run_cell(run_id): index for run_id, index in position.items()}
         self.sort("run", key=lambda cell: by_cell.get(cell, 0))
