@@ -1,0 +1,385 @@
+"""The alert engine: rules in memory, evaluated incrementally on each ingested step, scalar batch,
+refused payload and resource sample; alerts persisted, published, notified and sent to webhooks.
+
+Evaluation runs inline on the event loop because it is a predicate per (rule, value) and a dict
+lookup; only a transition (an alert firing or clearing, which is rare) does I/O, and the ingest route
+awaits it so the alert is stored before the step's 202. Time-based conditions (`no_data_for`, and
+`for_seconds` on a subject that stopped reporting) are checked every `alert_check_interval_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from pivotd.alerts.actions import Actions
+from pivotd.alerts.notifications import Notifier, Priority
+from pivotd.alerts.rules import Rule, RuleSpec, Transition
+from pivotd.errors import Conflict, NotFound
+from pivotd.hub import Hub
+from pivotd.settings import Settings
+from pivotd.store import Store
+from pivotd.store.monitoring import DeleteRule, PutAlert, PutRule
+from pivotd.timefmt import iso
+from shared.models.layerwise import LayerwisePayload
+from shared.models.scalars import ScalarPoint
+
+log = logging.getLogger(__name__)
+ALERTS_TOPIC = "alerts"
+_SYSTEM_PATHS = {
+    "cpu_percent": ("cpu", "percent"),
+    "memory_percent": ("memory", "percent"),
+    "swap_percent": ("swap", "percent"),
+    "disk_percent": ("disk", "percent"),
+    "load_1m": ("load", "1m"),
+}
+_PRIORITY: dict[str, Priority] = {"low": "low", "medium": "medium", "high": "high", "critical": "high"}
+_LAYER_INDEX = re.compile(r"^layer_statistics\[(\d+)\]\.")
+
+
+def rule_view(rule: Rule, created_at: float, updated_at: float) -> dict[str, Any]:
+    spec = rule.spec.model_dump(mode="json", exclude_none=True)
+    spec["scope"] = rule.spec.scope.model_dump(exclude_none=True)
+    return {"rule_id": rule.rule_id, **spec, "builtin": rule.builtin, "created_at": iso(created_at)} | {
+        "updated_at": iso(updated_at)
+    }
+
+
+def _describe(t: Transition) -> str:
+    spec = t.rule.spec
+    where = t.subject
+    if spec.condition == "no_data_for":
+        return f"{where}: no data for {t.value:g} s (rule {spec.name})"
+    if t.value is None:
+        return f"{spec.metric} on {where} is not finite (rule {spec.name})"
+    bound = f"{spec.range[0]:g}..{spec.range[1]:g}" if spec.range else f"{spec.threshold:g}"
+    return f"{spec.metric} on {where} is {t.value:g} ({spec.condition.replace('_', ' ')} {bound}; rule {spec.name})"
+
+
+class AlertEngine:
+    def __init__(self, settings: Settings, store: Store, hub: Hub, notifier: Notifier, actions: Actions) -> None:
+        self._settings = settings
+        self._store = store
+        self._hub = hub
+        self._notifier = notifier
+        self._actions = actions
+        self.rules: dict[str, Rule] = {}
+        self._times: dict[str, tuple[float, float]] = {}
+        self._open: dict[tuple[str, str], dict[str, Any]] = {}
+        self._by_kind: dict[str, list[Rule]] = {}
+        self._tick: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> AlertEngine:
+        for rule_id, spec, builtin, created, updated in await self._store.monitoring.rules():
+            try:
+                self.rules[rule_id] = Rule(rule_id, RuleSpec.model_validate(spec), builtin)
+                self._times[rule_id] = (created, updated)
+            except ValueError as exc:
+                log.error("alert rule %s is invalid and ignored: %s", rule_id, exc)
+        now = time.time()
+        for alert in await self._store.monitoring.open_alerts():
+            rule = self.rules.get(alert["rule_id"])
+            if rule is not None and rule.spec.enabled:
+                self._open[(alert["rule_id"], alert["subject"])] = alert
+                rule.restore_open(alert["subject"], alert.get("context", {}), now)
+        self._reindex()
+        self._tick = asyncio.create_task(self._tick_loop(), name="pivotd-alert-tick")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _reindex(self) -> None:
+        self._by_kind = {}
+        for rule in self.rules.values():
+            if rule.spec.enabled:
+                self._by_kind.setdefault(rule.kind, []).append(rule)
+
+    # --- evaluation (synchronous, cheap) ----------------------------------------------------------
+
+    def evaluate_steps(self, payloads: Sequence[LayerwisePayload]) -> list[Transition]:
+        layer_rules = self._by_kind.get("layer")
+        run_rules = self._by_kind.get("run")
+        if not layer_rules and not run_rules:
+            return []
+        now = time.time()
+        out: list[Transition] = []
+        for payload in payloads:
+            run_id = payload.metadata.run_id
+            step = payload.metadata.global_step
+            if run_rules:
+                self._observe_run(run_rules, run_id, step, now, out)
+            if not layer_rules:
+                continue
+            layers = payload.layer_statistics
+            prefix = f"run:{run_id}:"
+            for rule in layer_rules:
+                if not rule.run_matches(run_id):
+                    continue
+                section, *rest = rule.path
+                for index, layer in enumerate(layers):
+                    if index and rule.first_layer_only:
+                        break
+                    layer_id = layer["layer_id"]
+                    if not rule.layer_matches(layer_id):
+                        continue
+                    value: Any = layer[section]  # type: ignore[literal-required]
+                    for key in rest:
+                        value = value.get(key) if value is not None else None
+                    if value is None:  # an optional field (a layer without bias, no std ratio)
+                        continue
+                    context = {"run_id": run_id, "step": step, "layer_id": layer_id}
+                    transition = rule.observe(prefix + layer_id, value, now, context)
+                    if transition is not None:
+                        out.append(transition)
+        return out
+
+    def evaluate_scalars(self, run_id: str, points: Sequence[ScalarPoint]) -> list[Transition]:
+        scalar_rules = self._by_kind.get("scalar")
+        run_rules = self._by_kind.get("run")
+        if not scalar_rules and not run_rules:
+            return []
+        now = time.time()
+        out: list[Transition] = []
+        if run_rules:
+            self._observe_run(run_rules, run_id, points[-1].step if points else None, now, out)
+        for rule in scalar_rules or ():
+            if not rule.run_matches(run_id):
+                continue
+            for point in points:
+                for name, value in point.values.items():
+                    if rule.scalar_matches(name):
+                        context = {"run_id": run_id, "step": point.step, "scalar": name}
+                        transition = rule.observe(f"run:{run_id}:{name}", value, now, context)
+                        if transition is not None:
+                            out.append(transition)
+        return out
+
+    def _observe_run(self, rules: list[Rule], run_id: str, step: int | None, now: float, out: list[Transition]) -> None:
+        for rule in rules:
+            if rule.run_matches(run_id):
+                transition = rule.observe(f"run:{run_id}", 0.0, now, {"run_id": run_id, "step": step})
+                if transition is not None:
+                    out.append(transition)
+
+    def evaluate_rejection(self, run_id: str, step: int | None, field: str, layer_id: str | None) -> list[Transition]:
+        """A payload refused for a non-finite number at `field` (`layer_statistics[2].gradient_flow.x`,
+        `points[0].values.train_loss`): `not_finite` rules on that metric, and on any_value, fire."""
+        now = time.time()
+        name = field.rsplit(".", 1)[-1]
+        index_match = _LAYER_INDEX.match(field)
+        context = {"run_id": run_id, "step": step, "field": field}
+        found: list[Transition | None] = [
+            rule.observe_invalid(f"run:{run_id}", now, context)
+            for rule in self._by_kind.get("run", ())
+            if rule.run_matches(run_id)
+        ]
+        if index_match is not None:
+            index = int(index_match.group(1))
+            layer = layer_id or f"layer_statistics[{index}]"
+            found += [
+                rule.observe_invalid(f"run:{run_id}:{layer}", now, context | {"layer_id": layer})
+                for rule in self._by_kind.get("layer", ())
+                if rule.key == name
+                and rule.run_matches(run_id)
+                and rule.layer_matches(layer)
+                and not (rule.first_layer_only and index)
+            ]
+        else:
+            found += [
+                rule.observe_invalid(f"run:{run_id}:{name}", now, context | {"scalar": name})
+                for rule in self._by_kind.get("scalar", ())
+                if rule.scalar_matches(name) and rule.run_matches(run_id)
+            ]
+        return [t for t in found if t is not None]
+
+    def evaluate_sample(self, sample: dict[str, Any]) -> list[Transition]:
+        now = sample["time"]
+        out: list[Transition] = []
+        for rule in self._by_kind.get("system", ()):
+            section, key = _SYSTEM_PATHS[rule.key]
+            value = sample.get(section, {}).get(key)
+            if value is not None:
+                transition = rule.observe("system", value, now, {})
+                if transition is not None:
+                    out.append(transition)
+        for rule in self._by_kind.get("gpu", ()):
+            for gpu in sample.get("gpu", ()):
+                value = gpu.get(rule.key)
+                if value is None or (rule.spec.scope.gpu is not None and gpu["id"] != rule.spec.scope.gpu):
+                    continue
+                transition = rule.observe(f"gpu:{gpu['id']}", value, now, {"gpu": gpu["id"]})
+                if transition is not None:
+                    out.append(transition)
+        return out
+
+    def on_sample(self, sample: dict[str, Any]) -> None:
+        """Sampler listener: evaluation inline, any resulting I/O in the background."""
+        transitions = self.evaluate_sample(sample)
+        if transitions:
+            self._spawn(self.apply(transitions))
+
+    def forget_run(self, run_id: str) -> None:
+        """Stop watching a run (deleted, or a managed run that ended: it is silent on purpose)."""
+        for rule in self.rules.values():
+            rule.forget(f"run:{run_id}")
+
+    # --- transitions (I/O) ----------------------------------------------------------------------
+
+    async def apply(self, transitions: list[Transition]) -> None:
+        """Persist, publish, notify and deliver each transition; one open alert per (rule, subject)."""
+        for transition in transitions:
+            try:
+                if transition.kind == "triggered":
+                    await self._trigger(transition)
+                else:
+                    await self._resolve(self._open.pop((transition.rule.rule_id, transition.subject), None), None)
+            except Exception:
+                log.exception("could not record alert transition for %s", transition.subject)
+
+    async def _trigger(self, t: Transition) -> None:
+        key = (t.rule.rule_id, t.subject)
+        if key in self._open:
+            return
+        spec = t.rule.spec
+        alert: dict[str, Any] = {
+            "alert_id": f"alert_{secrets.token_hex(6)}",
+            "rule_id": t.rule.rule_id,
+            "rule_name": spec.name,
+            "severity": spec.severity,
+            "message": _describe(t),
+            "value": t.value,
+            "threshold": spec.threshold,
+            "triggered_at": iso(t.at),
+            "status": "active",
+            "metric": spec.metric,
+            "condition": spec.condition,
+            "subject": t.subject,
+            "context": t.context,
+        }
+        for name in ("run_id", "step", "layer_id", "gpu", "scalar"):
+            if name in t.context:
+                alert[name] = t.context[name]
+        self._open[key] = alert
+        await asyncio.gather(
+            self._store.writer.submit(PutAlert(alert, t.at)),
+            self._notifier.notify("alert", _PRIORITY[spec.severity], alert["message"], alert, "alert_triggered"),
+        )
+        self._publish("alert_triggered", alert)
+        if spec.action is not None and "run_id" in alert:
+            self._spawn(self._act(spec.action, alert))
+
+    async def _act(self, action: str, alert: dict[str, Any]) -> None:
+        outcome = await self._actions.run(action, alert["run_id"], alert)
+        alert["action"] = {"name": action, "outcome": outcome}
+        await self._store.writer.submit(PutAlert(alert, 0.0))
+        self._publish("alert_updated", alert)
+
+    async def _resolve(self, alert: dict[str, Any] | None, reason: str | None) -> None:
+        if alert is None:
+            return
+        alert["status"] = "resolved"
+        alert["resolved_at"] = iso(time.time())
+        if reason:
+            alert["resolution"] = reason
+        await asyncio.gather(
+            self._store.writer.submit(PutAlert(alert, 0.0)),
+            self._notifier.notify("alert", "low", f"Resolved: {alert['message']}", alert, "alert_resolved"),
+        )
+        self._publish("alert_resolved", alert)
+
+    def _publish(self, kind: str, alert: dict[str, Any]) -> None:
+        if self._hub.has_subscribers(ALERTS_TOPIC):
+            message = {"type": kind, "topic": ALERTS_TOPIC, "data": alert}
+            self._hub.publish((ALERTS_TOPIC,), orjson.dumps(message).decode())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.alert_check_interval_s)
+            now = time.time()
+            transitions = [t for rule in self.rules.values() if rule.spec.enabled for t in rule.tick(now)]
+            if transitions:
+                await self.apply(transitions)
+
+    # --- alerts API -----------------------------------------------------------------------------
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        return list(self._open.values())
+
+    async def acknowledge(self, alert_id: str, by: str | None, notes: str | None) -> dict[str, Any]:
+        alert = next((a for a in self._open.values() if a["alert_id"] == alert_id), None)
+        if alert is None:
+            stored = await self._store.monitoring.alert(alert_id)
+            if stored is None:
+                raise NotFound(f"alert {alert_id!r} not found")
+            raise Conflict(f"alert {alert_id!r} is {stored['status']}; only open alerts can be acknowledged")
+        if alert["status"] == "acknowledged":
+            raise Conflict(f"alert {alert_id!r} is already acknowledged")
+        alert |= {"status": "acknowledged", "acknowledged_at": iso(time.time())}
+        alert |= {"acknowledged_by": by, "notes": notes}
+        await self._store.writer.submit(PutAlert(alert, 0.0))
+        self._publish("alert_acknowledged", alert)
+        return alert
+
+    # --- rules API ------------------------------------------------------------------------------
+
+    def view(self, rule_id: str) -> dict[str, Any]:
+        rule = self.rules.get(rule_id)
+        if rule is None:
+            raise NotFound(f"alert rule {rule_id!r} not found")
+        return rule_view(rule, *self._times[rule_id])
+
+    def list_rules(self) -> list[dict[str, Any]]:
+        return [self.view(rule_id) for rule_id in self.rules]
+
+    async def put_rule(self, spec: RuleSpec, rule_id: str | None = None) -> dict[str, Any]:
+        """Create (no id) or replace a rule. Its open alerts are resolved if it is now disabled."""
+        creating = rule_id is None
+        rule_id = rule_id or f"rule_{secrets.token_hex(6)}"
+        old = self.rules.get(rule_id)
+        if not creating and old is None:
+            raise NotFound(f"alert rule {rule_id!r} not found")
+        await self._store.writer.submit(PutRule(rule_id, orjson.dumps(spec.model_dump(mode="json")), not creating))
+        now = time.time()
+        rule = Rule(rule_id, spec, old.builtin if old else False)
+        self.rules[rule_id] = rule
+        self._times[rule_id] = (self._times[rule_id][0] if old else now, now)
+        # A changed rule starts over; its open alerts either clear (disabled) or carry on deduplicated.
+        for (owner, subject), alert in list(self._open.items()):
+            if owner != rule_id:
+                continue
+            if spec.enabled:
+                rule.restore_open(subject, alert.get("context", {}), now)
+            else:
+                await self._resolve(self._open.pop((owner, subject)), "rule disabled")
+        self._reindex()
+        return self.view(rule_id)
+
+    async def delete_rule(self, rule_id: str) -> None:
+        await self._store.writer.submit(DeleteRule(rule_id))
+        self.rules.pop(rule_id, None)
+        self._times.pop(rule_id, None)
+        for key in [k for k in self._open if k[0] == rule_id]:
+            await self._resolve(self._open.pop(key), "rule deleted")
+        self._reindex()
