@@ -24,11 +24,14 @@ FAST = {"sample_interval_s": 0.2, "alert_check_interval_s": 0.05}
 @asynccontextmanager
 async def fast_daemon(tmp_path: Path) -> AsyncIterator[tuple[RunningDaemon, httpx.AsyncClient, ClientConnection]]:
     """A daemon with fast sampling and ticks, an HTTP client, and a /ws client on alerts + notifications."""
-    async with running_daemon(tmp_path / "state", **FAST) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as http, connect(daemon.ws_url) as ws:
-            await ws.send(json.dumps({"action": "subscribe", "topics": ["alerts", "notifications"]}))
-            await until(ws, "subscribed")
-            yield daemon, http, ws
+    async with (
+        running_daemon(tmp_path / "state", **FAST) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
+        connect(daemon.ws_url) as ws,
+    ):
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["alerts", "notifications"]}))
+        await until(ws, "subscribed")
+        yield daemon, http, ws
 
 
 async def until(ws: ClientConnection, kind: str, rule_id: str | None = None, timeout: float = 5) -> dict[str, Any]:
@@ -67,10 +70,10 @@ async def test_rule_crud_and_builtins(daemon: RunningDaemon, http: httpx.AsyncCl
     )
     assert rule["rule_id"].startswith("rule_") and rule["scope"] == {"run": "exp-*"} and not rule["builtin"]
     assert (await http.get(f"{RULES}/{rule['rule_id']}")).json() == rule
-    replaced = await http.put(
-        f"{RULES}/{rule['rule_id']}", json={"name": "lossy", "metric": "val_loss", "condition": "less_than", "threshold": 1}
-    )
-    assert replaced.status_code == 200 and replaced.json()["metric"] == "val_loss" and replaced.json()["for_seconds"] == 0
+    spec = {"name": "lossy", "metric": "val_loss", "condition": "less_than", "threshold": 1}
+    replaced = await http.put(f"{RULES}/{rule['rule_id']}", json=spec)
+    assert replaced.status_code == 200
+    assert replaced.json()["metric"] == "val_loss" and replaced.json()["for_seconds"] == 0
     patched = (await http.patch(f"{RULES}/{rule['rule_id']}", json={"enabled": False})).json()
     assert patched["enabled"] is False and patched["name"] == "lossy"
     builtin = await http.patch(f"{RULES}/rule_run_silent", json={"enabled": False})
@@ -80,22 +83,26 @@ async def test_rule_crud_and_builtins(daemon: RunningDaemon, http: httpx.AsyncCl
     assert (await http.delete(f"{RULES}/{rule['rule_id']}")).status_code == 404
 
 
+BASE = {"name": "x", "metric": "cpu_percent", "condition": "greater_than", "threshold": 1}
+
+
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("changes", "field"),
     [
-        ({"name": "x", "metric": "gpu_temprature", "condition": "greater_than", "threshold": 1}, "metric"),
-        ({"name": "x", "metric": "cpu_percent", "condition": "above", "threshold": 1}, "condition"),
-        ({"name": "x", "metric": "cpu_percent", "condition": "greater_than", "threshold": 1, "for_seconds": -5}, "for_seconds"),
-        ({"name": "x", "metric": "cpu_percent", "condition": "greater_than"}, "threshold"),
-        ({"name": "x", "metric": "cpu_percent", "condition": "outside_range", "range": [3, 1]}, "range"),
-        ({"name": "x", "metric": "cpu_percent", "condition": "greater_than", "threshold": 1, "scope": {"gpu": -1}}, "scope.gpu"),
-        ({"metric": "cpu_percent", "condition": "greater_than", "threshold": 1}, "name"),
-        ({"name": "x", "metric": "train_loss", "condition": "greater_than", "threshold": 1, "action": "reboot"}, "action"),
+        ({"metric": "gpu_temprature"}, "metric"),
+        ({"condition": "above"}, "condition"),
+        ({"for_seconds": -5}, "for_seconds"),
+        ({"threshold": None}, "threshold"),
+        ({"condition": "outside_range", "range": [3, 1]}, "range"),
+        ({"scope": {"gpu": -1}}, "scope.gpu"),
+        ({"name": None}, "name"),
+        ({"metric": "train_loss", "action": "reboot"}, "action"),
     ],
 )
 async def test_bad_rules_are_422_naming_the_field(
-    daemon: RunningDaemon, http: httpx.AsyncClient, body: dict[str, Any], field: str
+    daemon: RunningDaemon, http: httpx.AsyncClient, changes: dict[str, Any], field: str
 ) -> None:
+    body = {k: v for k, v in (BASE | changes).items() if v is not None}
     response = await http.post(RULES, json=body)
     assert response.status_code == 422, response.text
     error = response.json()["error"]
@@ -193,7 +200,8 @@ async def test_rejected_non_finite_payload_fires_the_builtin_rule(tmp_path: Path
         assert response.status_code == 422
         fired = (await until(ws, "alert_triggered", "rule_non_finite"))["data"]
         assert fired["run_id"] == "nan-run" and fired["step"] == 3 and fired["severity"] == "critical"
-        assert fired["value"] is None and fired["context"]["field"] == "layer_statistics[1].gradient_flow.gradient_l2_norm"
+        assert fired["value"] is None
+        assert fired["context"]["field"] == "layer_statistics[1].gradient_flow.gradient_l2_norm"
         note = await http.get("/api/v1/notifications", params={"type": "alert", "priority": "high"})
         assert any(n["data"]["alert_id"] == fired["alert_id"] for n in note.json()["notifications"])
         await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("nan-run", 4))
@@ -215,7 +223,8 @@ async def test_scalar_rule_scope_for_seconds_and_cancel_action(tmp_path: Path) -
         slow = await create(http, metric="train_loss", condition="greater_than", threshold=5, for_seconds=0.2)
         acting = await create(http, metric="val_loss", condition="greater_than", threshold=5, action="cancel")
         await http.post("/api/v1/runs/other/scalars", json=[{"step": 1, "values": {"train_loss": 9.0}}])
-        await http.post("/api/v1/runs/exp-1/scalars", json=[{"step": 1, "values": {"train_loss": 9.0, "val_loss": 9.0}}])
+        both = [{"step": 1, "values": {"train_loss": 9.0, "val_loss": 9.0}}]
+        await http.post("/api/v1/runs/exp-1/scalars", json=both)
         hits = {(a["run_id"], a["scalar"]) for a in await alerts_of(http, rule["rule_id"])}
         assert hits == {("exp-1", "train_loss"), ("exp-1", "val_loss")}
         assert await alerts_of(http, slow["rule_id"]) == []  # must hold 0.2 s first
@@ -254,7 +263,8 @@ async def test_notifications_list_read_clear_and_training_hook(tmp_path: Path) -
         listed = (await http.get("/api/v1/notifications")).json()["notifications"]
         assert [n["data"]["run_id"] for n in listed] == ["sess_2", "sess_1"]
         assert listed[0]["priority"] == "high" and listed[0]["read"] is False and "T" in listed[0]["created_at"]
-        assert (await http.post(f"/api/v1/notifications/{pushed['id']}/read")).json() == {"id": pushed["id"], "read": True}
+        marked = await http.post(f"/api/v1/notifications/{pushed['id']}/read")
+        assert marked.json() == {"id": pushed["id"], "read": True}
         unread = (await http.get("/api/v1/notifications", params={"unread": "true"})).json()["notifications"]
         assert [n["id"] for n in unread] == [listed[0]["id"]]
         read = (await http.get("/api/v1/notifications", params={"unread": "false"})).json()["notifications"]

@@ -122,28 +122,31 @@ def test_history_point_averages_a_bucket() -> None:
 
 async def test_resources_routes_topic_and_stored_history(tmp_path: Path) -> None:
     settings = {"sample_interval_s": 0.2, "resource_history_step_s": 1.0}
-    async with running_daemon(tmp_path / "state", **settings) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url) as http, connect(daemon.ws_url) as ws:
-            await ws.send(json.dumps({"action": "subscribe", "topics": ["resources"]}))
-            async with asyncio.timeout(5):
-                while (message := json.loads(await ws.recv()))["type"] != "resources":
-                    pass
-            assert message["topic"] == "resources" and message["data"]["gpu"] == []
-            resources = (await http.get("/api/v1/monitor/resources")).json()
-            assert set(resources) >= {"timestamp", "cpu", "memory", "disk", "gpu", "swap", "load"}
-            assert set(resources["cpu"]) == {"percent", "count", "per_cpu"}
-            assert set(resources["memory"]) == {"percent", "used_gb", "total_gb"}
-            recent = (await http.get("/api/v1/monitor/resources/history", params={"resolution": "recent"})).json()
-            assert recent["resolution"] == "recent" and recent["samples"]
-            # The first stored point needs one bucket's worth of samples: wait for it on the resources topic.
-            async with asyncio.timeout(5):
-                while True:
-                    await ws.recv()
-                    stored = (await http.get("/api/v1/monitor/resources/history")).json()
-                    if stored["samples"]:
-                        break
-            point = stored["samples"][0]
-            assert stored["step_seconds"] == 1.0 and point["samples"] >= 5 and 0 <= point["cpu_percent"] <= 100
+    async with (
+        running_daemon(tmp_path / "state", **settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.url) as http,
+        connect(daemon.ws_url) as ws,
+    ):
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["resources"]}))
+        async with asyncio.timeout(5):
+            while (message := json.loads(await ws.recv()))["type"] != "resources":
+                pass
+        assert message["topic"] == "resources" and message["data"]["gpu"] == []
+        resources = (await http.get("/api/v1/monitor/resources")).json()
+        assert set(resources) >= {"timestamp", "cpu", "memory", "disk", "gpu", "swap", "load"}
+        assert set(resources["cpu"]) == {"percent", "count", "per_cpu"}
+        assert set(resources["memory"]) == {"percent", "used_gb", "total_gb"}
+        recent = (await http.get("/api/v1/monitor/resources/history", params={"resolution": "recent"})).json()
+        assert recent["resolution"] == "recent" and recent["samples"]
+        # The first stored point needs one bucket's worth of samples: wait for it on the resources topic.
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+                stored = (await http.get("/api/v1/monitor/resources/history")).json()
+                if stored["samples"]:
+                    break
+        point = stored["samples"][0]
+        assert stored["step_seconds"] == 1.0 and point["samples"] >= 5 and 0 <= point["cpu_percent"] <= 100
 
 
 async def test_rich_health(daemon: Any, http: httpx.AsyncClient) -> None:
