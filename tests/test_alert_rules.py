@@ -16,11 +16,16 @@ def rule(**fields: Any) -> Rule:
 
 
 def feed(r: Rule, values: list[float], subject: str = "system", start: float = 0.0) -> list[str]:
-    """Kinds of transitions, one per value ('' when none), values one second apart."""
+    """Kinds of transitions, one per value ('' when none), values one second apart. Each call checks
+    that `quiet` (the batch shortcut) agrees with the per-value predicate."""
     out = []
+    previous = None
     for i, value in enumerate(values):
-        t = r.observe(subject, value, start + i, {})
+        if not r.states:
+            assert r.quiet([value], [previous]) is not r.holds(value, previous), (value, previous)
+        t = r.observe(subject, value, start + i, {}, previous)
         out.append(t.kind if t else "")
+        previous = value
     return out
 
 
@@ -144,3 +149,12 @@ def test_invalid_rules_name_the_field(fields: dict, field: str) -> None:
         RuleSpec.model_validate(spec)
     text = str(caught.value)
     assert field.split(".")[0] in text
+
+
+def test_quiet_skips_absent_fields_and_first_values() -> None:
+    growth = rule(metric="gradient_l2_norm", condition="grows_by_factor", threshold=10)
+    assert growth.quiet([1.0, None], None)
+    assert growth.quiet([1.0, None], [None, 1.0])
+    assert not growth.quiet([1.0, 50.0], [None, 1.0])
+    assert rule(condition="greater_than", threshold=1).quiet([], None)
+    assert not rule(condition="not_equals", threshold=1).quiet([1.0, 2.0], None)

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.daemon import RunningDaemon, running_daemon
-from tests.payloads import layerwise_payload
+from tests.payloads import contract_payload, layerwise_payload
 
 RULES = "/api/v1/alerts/rules"
 FAST = {"sample_interval_s": 0.2, "alert_check_interval_s": 0.05}
@@ -275,3 +275,32 @@ async def test_notifications_list_read_clear_and_training_hook(tmp_path: Path) -
         assert (await http.get("/api/v1/notifications", params={"unread": "maybe"})).status_code == 422
         assert (await http.delete("/api/v1/notifications")).json()["cleared"] == 2
         assert (await http.get("/api/v1/notifications")).json()["notifications"] == []
+
+
+async def test_layer_scopes_optional_fields_and_growth(tmp_path: Path) -> None:
+    """Contract payload: encoder/linear1 (bias, no std ratio), encoder/relu (no bias), head/linear."""
+    async with fast_daemon(tmp_path) as (_, http, _ws):
+        bias = await create(http, metric="bias_std", condition="greater_than", threshold=0.001)
+        first = await create(
+            http, metric="gradient_l2_norm", condition="less_than", threshold=1, scope={"layer": "@first"}
+        )
+        head = await create(
+            http, metric="gradient_l2_norm", condition="greater_than", threshold=0.1, scope={"layer": "head/*"}
+        )
+        ratio = await create(http, metric="cross_layer_std_ratio", condition="greater_than", threshold=1.0)
+        growth = await create(http, metric="bias_mean_abs", condition="grows_by_factor", threshold=2)
+        await http.post("/api/v1/metrics/layerwise", json=contract_payload("layers", 1))
+        grown = contract_payload("layers", 2)
+        grown["layer_statistics"][2]["parameter_statistics"]["bias"]["mean_abs"] = 0.1
+        assert (await http.post("/api/v1/metrics/layerwise", json=grown)).status_code == 202
+
+        async def layers_of(rule: dict[str, Any]) -> set[str]:
+            return {a["layer_id"] for a in await alerts_of(http, rule["rule_id"])}
+
+        assert await layers_of(bias) == {"encoder/linear1", "head/linear"}
+        assert await layers_of(first) == {"encoder/linear1"}
+        assert await layers_of(head) == {"head/linear"}
+        assert await layers_of(ratio) == {"head/linear"}
+        assert await layers_of(growth) == {"head/linear"}
+        [grew] = await alerts_of(http, growth["rule_id"])
+        assert grew["step"] == 2 and grew["value"] == 0.1

@@ -177,7 +177,6 @@ async def test_private_targets_can_be_refused(tmp_path: Path) -> None:
             assert response.status_code == 422 and "private" in response.json()["error"]["message"], url
 
 
-@pytest.mark.slow
 async def test_pending_deliveries_survive_a_killed_daemon(tmp_path: Path) -> None:
     """The receiver refuses while the first daemon runs; after SIGKILL and a restart, the same delivery
     (same id) arrives, and the restart itself is reported as a notification."""

@@ -22,7 +22,7 @@ import orjson
 
 from pivotd.alerts.actions import Actions
 from pivotd.alerts.notifications import Notifier, Priority
-from pivotd.alerts.rules import Rule, RuleSpec, Transition
+from pivotd.alerts.rules import LAYER_FIELDS, Rule, RuleSpec, Transition
 from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub
 from pivotd.settings import Settings
@@ -43,6 +43,15 @@ _SYSTEM_PATHS = {
 }
 _PRIORITY: dict[str, Priority] = {"low": "low", "medium": "medium", "high": "high", "critical": "high"}
 _LAYER_INDEX = re.compile(r"^layer_statistics\[(\d+)\]\.")
+
+
+def _field_values(layers: Sequence[Any], path: tuple[str, ...]) -> list[float | None]:
+    """One field of every layer; None where an optional part is absent (no bias, no std ratio)."""
+    section, key, *rest = path
+    if not rest:
+        return [layer[section].get(key) for layer in layers]
+    inner = rest[0]
+    return [(part.get(inner) if (part := layer[section].get(key)) else None) for layer in layers]
 
 
 def rule_view(rule: Rule, created_at: float, updated_at: float) -> dict[str, Any]:
@@ -75,6 +84,11 @@ class AlertEngine:
         self._times: dict[str, tuple[float, float]] = {}
         self._open: dict[tuple[str, str], dict[str, Any]] = {}
         self._by_kind: dict[str, list[Rule]] = {}
+        self._layer_plan: list[tuple[str, tuple[str, ...], list[Rule], bool]] = []
+        # Last values, for grows_by_factor: per (run, layer field) the step's layer ids and values,
+        # per scalar subject the last value.
+        self._previous: dict[tuple[str, str], tuple[list[str], list[float | None]]] = {}
+        self._previous_scalar: dict[str, float] = {}
         self._tick: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -110,13 +124,22 @@ class AlertEngine:
         for rule in self.rules.values():
             if rule.spec.enabled:
                 self._by_kind.setdefault(rule.kind, []).append(rule)
+        by_field: dict[str, list[Rule]] = {}
+        for rule in self._by_kind.get("layer", ()):
+            by_field.setdefault(rule.key, []).append(rule)
+        self._layer_plan = [
+            (name, LAYER_FIELDS[name], rules, any(rule.tracks_previous for rule in rules))
+            for name, rules in by_field.items()
+        ]
 
     # --- evaluation (synchronous, cheap) ----------------------------------------------------------
 
     def evaluate_steps(self, payloads: Sequence[LayerwisePayload]) -> list[Transition]:
-        layer_rules = self._by_kind.get("layer")
+        """Layer-wise rules, field by field: a field's values are read once per step, and a rule with no
+        subject in state skips the whole step with one min/max/membership test (`Rule.quiet`)."""
+        plan = self._layer_plan
         run_rules = self._by_kind.get("run")
-        if not layer_rules and not run_rules:
+        if not plan and not run_rules:
             return []
         now = time.time()
         out: list[Transition] = []
@@ -125,30 +148,54 @@ class AlertEngine:
             step = payload.metadata.global_step
             if run_rules:
                 self._observe_run(run_rules, run_id, step, now, out)
-            if not layer_rules:
-                continue
             layers = payload.layer_statistics
-            prefix = f"run:{run_id}:"
-            for rule in layer_rules:
-                if not rule.run_matches(run_id):
-                    continue
-                section, *rest = rule.path
-                for index, layer in enumerate(layers):
-                    if index and rule.first_layer_only:
-                        break
-                    layer_id = layer["layer_id"]
-                    if not rule.layer_matches(layer_id):
+            ids: list[str] | None = None
+            for name, path, rules, growth in plan:
+                values = _field_values(layers, path)
+                present = values if None not in values else [v for v in values if v is not None]
+                previous: list[float | None] | None = None
+                if growth:
+                    ids = ids or [layer["layer_id"] for layer in layers]
+                    last = self._previous.get((run_id, name))
+                    previous = last[1] if last is not None and last[0] == ids else None
+                    self._previous[(run_id, name)] = (ids, values)
+                for rule in rules:
+                    if not rule.run_matches(run_id):
                         continue
-                    value: Any = layer[section]  # type: ignore[literal-required]
-                    for key in rest:
-                        value = value.get(key) if value is not None else None
-                    if value is None:  # an optional field (a layer without bias, no std ratio)
-                        continue
-                    context = {"run_id": run_id, "step": step, "layer_id": layer_id}
-                    transition = rule.observe(prefix + layer_id, value, now, context)
-                    if transition is not None:
-                        out.append(transition)
+                    if not rule.states:
+                        first = rule.first_layer_only
+                        if rule.tracks_previous:  # aligned with `previous`, Nones included
+                            quiet = rule.quiet(values[:1], previous[:1]) if first and previous else None
+                            quiet = rule.quiet(values, previous) if quiet is None else quiet
+                        else:
+                            quiet = rule.quiet([v for v in values[:1] if v is not None] if first else present, None)
+                        if quiet:
+                            continue
+                    ids = ids or [layer["layer_id"] for layer in layers]
+                    self._observe_layers(rule, run_id, step, ids, values, previous, now, out)
         return out
+
+    def _observe_layers(
+        self,
+        rule: Rule,
+        run_id: str,
+        step: int,
+        ids: list[str],
+        values: list[float | None],
+        previous: list[float | None] | None,
+        now: float,
+        out: list[Transition],
+    ) -> None:
+        prefix = f"run:{run_id}:"
+        for index in range(1 if rule.first_layer_only else len(values)):
+            value, layer_id = values[index], ids[index]
+            if value is None or not rule.layer_matches(layer_id):
+                continue
+            context = {"run_id": run_id, "step": step, "layer_id": layer_id}
+            before = previous[index] if previous is not None else None
+            transition = rule.observe(prefix + layer_id, value, now, context, before)
+            if transition is not None:
+                out.append(transition)
 
     def evaluate_scalars(self, run_id: str, points: Sequence[ScalarPoint]) -> list[Transition]:
         scalar_rules = self._by_kind.get("scalar")
@@ -159,16 +206,19 @@ class AlertEngine:
         out: list[Transition] = []
         if run_rules:
             self._observe_run(run_rules, run_id, points[-1].step if points else None, now, out)
-        for rule in scalar_rules or ():
-            if not rule.run_matches(run_id):
-                continue
-            for point in points:
-                for name, value in point.values.items():
-                    if rule.scalar_matches(name):
+        growth = any(rule.tracks_previous for rule in scalar_rules or ())
+        for point in points:
+            for name, value in point.values.items():
+                subject = f"run:{run_id}:{name}"
+                previous = self._previous_scalar.get(subject) if growth else None
+                for rule in scalar_rules or ():
+                    if rule.scalar_matches(name) and rule.run_matches(run_id):
                         context = {"run_id": run_id, "step": point.step, "scalar": name}
-                        transition = rule.observe(f"run:{run_id}:{name}", value, now, context)
+                        transition = rule.observe(subject, value, now, context, previous)
                         if transition is not None:
                             out.append(transition)
+                if growth:
+                    self._previous_scalar[subject] = value
         return out
 
     def _observe_run(self, rules: list[Rule], run_id: str, step: int | None, now: float, out: list[Transition]) -> None:
@@ -239,6 +289,11 @@ class AlertEngine:
         """Stop watching a run (deleted, or a managed run that ended: it is silent on purpose)."""
         for rule in self.rules.values():
             rule.forget(f"run:{run_id}")
+        for key in [k for k in self._previous if k[0] == run_id]:
+            del self._previous[key]
+        prefix = f"run:{run_id}:"
+        for subject in [k for k in self._previous_scalar if k.startswith(prefix)]:
+            del self._previous_scalar[subject]
 
     # --- transitions (I/O) ----------------------------------------------------------------------
 

@@ -155,7 +155,6 @@ class SubjectState:
     """When the condition started to hold (None: it does not hold)."""
     fired: bool = False
     last_seen: float = 0.0
-    previous: float | None = None
     value: float | None = None
     context: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +191,33 @@ def _predicate(spec: RuleSpec) -> Callable[[float, float | None], bool]:
             return lambda v, _: not math.isfinite(v)
 
 
+def _quiet(spec: RuleSpec) -> Callable[[list[float], list[float | None] | None], bool]:
+    """The whole-batch form of `_predicate`: min/max/membership in C instead of a call per value."""
+    t = spec.threshold if spec.threshold is not None else 0.0
+    match spec.condition:
+        case "greater_than":
+            return lambda vs, _: not vs or max(vs) <= t
+        case "less_than":
+            return lambda vs, _: not vs or min(vs) >= t
+        case "equals":
+            return lambda vs, _: t not in vs
+        case "not_equals":
+            return lambda vs, _: all(v == t for v in vs)
+        case "outside_range":
+            assert spec.range is not None
+            low, high = spec.range
+            return lambda vs, _: not vs or (low <= min(vs) and max(vs) <= high)
+        case "grows_by_factor":
+            return lambda vs, ps: (
+                ps is None
+                or not any(
+                    v is not None and p is not None and p > 0 and v >= t * p for v, p in zip(vs, ps, strict=False)
+                )
+            )
+        case _:
+            return lambda vs, _: True
+
+
 def _glob(pattern: str | None) -> Callable[[str], bool]:
     if pattern is None:
         return lambda _: True
@@ -211,6 +237,7 @@ class Rule:
         self.kind, self.key = metric_kind(spec.metric)
         self.path = LAYER_FIELDS.get(self.key, ())
         self.holds = _predicate(spec)
+        self._quiet = _quiet(spec)
         self.tracks_previous = spec.condition == "grows_by_factor"
         self.silence = spec.condition == "no_data_for"
         self.run_matches = _glob(spec.scope.run)
@@ -219,8 +246,11 @@ class Rule:
         self.scalar_matches = _glob(self.key) if self.kind == "scalar" else _glob(None)
         self.states: dict[str, SubjectState] = {}
 
-    def observe(self, subject: str, value: float, now: float, context: dict[str, Any]) -> Transition | None:
-        """Feed one value of one subject; returns a transition when the alert fires or clears."""
+    def observe(
+        self, subject: str, value: float, now: float, context: dict[str, Any], previous: float | None = None
+    ) -> Transition | None:
+        """Feed one value of one subject (and, for grows_by_factor, its previous value); returns a
+        transition when the alert fires or clears."""
         state = self.states.get(subject)
         if self.silence:
             if state is None:
@@ -231,33 +261,25 @@ class Rule:
                 state.fired = False
                 return Transition("resolved", self, subject, value, now, context)
             return None
-        previous = state.previous if state is not None else None
         if self.holds(value, previous):
             if state is None:
                 state = self.states[subject] = SubjectState()
             if state.since is None:
                 state.since = now
             state.value, state.context = value, context
-            if self.tracks_previous:
-                state.previous = value
             if not state.fired and now - state.since >= self.spec.for_seconds:
                 state.fired = True
                 return Transition("triggered", self, subject, value, now, context)
             return None
         if state is None:
-            if self.tracks_previous:
-                self.states[subject] = SubjectState(previous=value)
             return None
-        state.previous = value
-        state.since = None
-        if state.fired:
-            state.fired = False
-            transition = Transition("resolved", self, subject, value, now, context)
-        else:
-            transition = None
-        if not self.tracks_previous:
-            del self.states[subject]
-        return transition
+        del self.states[subject]  # only subjects whose condition holds (or fired) keep state
+        return Transition("resolved", self, subject, value, now, context) if state.fired else None
+
+    def quiet(self, values: list[float], previous: list[float | None] | None) -> bool:
+        """True when the condition holds for none of `values` (one per subject, e.g. per layer), so a rule
+        with no subject in state can skip them all at once. `previous` is aligned with `values`."""
+        return self._quiet(values, previous)
 
     def observe_invalid(self, subject: str, now: float, context: dict[str, Any]) -> Transition | None:
         """A refused non-finite value: `not_finite` fires at once (for_seconds aside); others ignore it."""
