@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import operator
 import re
 import secrets
 import time
@@ -42,6 +44,7 @@ _SYSTEM_PATHS = {
     "load_1m": ("load", "1m"),
 }
 _PRIORITY: dict[str, Priority] = {"low": "low", "medium": "medium", "high": "high", "critical": "high"}
+_STATES = operator.attrgetter("states")
 _LAYER_INDEX = re.compile(r"^layer_statistics\[(\d+)\]\.")
 
 
@@ -84,7 +87,9 @@ class AlertEngine:
         self._times: dict[str, tuple[float, float]] = {}
         self._open: dict[tuple[str, str], dict[str, Any]] = {}
         self._by_kind: dict[str, list[Rule]] = {}
-        self._layer_plan: list[tuple[str, tuple[str, ...], list[Rule], bool]] = []
+        # Per layer field: (name, path, rules, any grows_by_factor, the plain threshold rules without run
+        # scope, the other rules, and the bounds within which none of the plain ones hold).
+        self._layer_plan: list[tuple[str, tuple[str, ...], list[Rule], bool, list[Rule], list[Rule], float, float]] = []
         # Last values, for grows_by_factor: per (run, layer field) the step's layer ids and values,
         # per scalar subject the last value.
         self._previous: dict[tuple[str, str], tuple[list[str], list[float | None]]] = {}
@@ -127,10 +132,14 @@ class AlertEngine:
         by_field: dict[str, list[Rule]] = {}
         for rule in self._by_kind.get("layer", ()):
             by_field.setdefault(rule.key, []).append(rule)
-        self._layer_plan = [
-            (name, LAYER_FIELDS[name], rules, any(rule.tracks_previous for rule in rules))
-            for name, rules in by_field.items()
-        ]
+        self._layer_plan = []
+        for name, rules in by_field.items():
+            simple = [r for r in rules if r.quiet_bounds is not None and not r.first_layer_only and not r.run_scoped]
+            low = max((r.quiet_bounds[0] for r in simple if r.quiet_bounds), default=-math.inf)
+            high = min((r.quiet_bounds[1] for r in simple if r.quiet_bounds), default=math.inf)
+            growth = any(rule.tracks_previous for rule in rules)
+            others = [r for r in rules if r not in simple]
+            self._layer_plan.append((name, LAYER_FIELDS[name], rules, growth, simple, others, low, high))
 
     # --- evaluation (synchronous, cheap) ----------------------------------------------------------
 
@@ -150,25 +159,47 @@ class AlertEngine:
                 self._observe_run(run_rules, run_id, step, now, out)
             layers = payload.layer_statistics
             ids: list[str] | None = None
-            for name, path, rules, growth in plan:
+            for name, path, rules, growth, simple, others, simple_low, simple_high in plan:
                 values = _field_values(layers, path)
                 present = values if None not in values else [v for v in values if v is not None]
+                low = min(present) if present else 0.0
+                high = max(present) if present else 0.0
+                # One comparison clears every plain threshold rule of this field, unless one of them
+                # has a subject in state (a holding or fired condition must see each value).
+                quiet_simple = not present or (simple_low <= low and high <= simple_high)
+                if simple and quiet_simple and not any(map(_STATES, simple)):
+                    rules = others
                 previous: list[float | None] | None = None
+                growth_factor = 0.0  # the largest value / previous value of any layer in this step
                 if growth:
                     ids = ids or [layer["layer_id"] for layer in layers]
                     last = self._previous.get((run_id, name))
                     previous = last[1] if last is not None and last[0] == ids else None
                     self._previous[(run_id, name)] = (ids, values)
+                    if previous is not None:
+                        growth_factor = max(
+                            (v / p for v, p in zip(values, previous, strict=True) if v is not None and p),
+                            default=0.0,
+                        )
                 for rule in rules:
-                    if not rule.run_matches(run_id):
+                    if rule.run_scoped and not rule.run_matches(run_id):
                         continue
                     if not rule.states:
-                        first = rule.first_layer_only
-                        if rule.tracks_previous:  # aligned with `previous`, Nones included
-                            quiet = rule.quiet(values[:1], previous[:1]) if first and previous else None
-                            quiet = rule.quiet(values, previous) if quiet is None else quiet
+                        # Decide "holds for no layer" without a call per layer (or per rule, mostly).
+                        if rule.first_layer_only:
+                            head = values[:1]
+                            quiet = rule.quiet(head, previous[:1]) if rule.tracks_previous else None
+                            quiet = rule.quiet([v for v in head if v is not None], None) if quiet is None else quiet
+                        elif rule.quiet_bounds is not None:
+                            bounds = rule.quiet_bounds
+                            quiet = not present or (bounds[0] <= low and high <= bounds[1])
+                        elif rule.tracks_previous:
+                            assert rule.spec.threshold is not None
+                            quiet = previous is None or growth_factor < rule.spec.threshold * (1 - 1e-9)
+                        elif rule.spec.condition == "equals":
+                            quiet = rule.spec.threshold not in present
                         else:
-                            quiet = rule.quiet([v for v in values[:1] if v is not None] if first else present, None)
+                            quiet = rule.quiet(present, None)
                         if quiet:
                             continue
                     ids = ids or [layer["layer_id"] for layer in layers]
@@ -222,9 +253,11 @@ class AlertEngine:
         return out
 
     def _observe_run(self, rules: list[Rule], run_id: str, step: int | None, now: float, out: list[Transition]) -> None:
+        subject = f"run:{run_id}"
+        context = {"run_id": run_id, "step": step}
         for rule in rules:
-            if rule.run_matches(run_id):
-                transition = rule.observe(f"run:{run_id}", 0.0, now, {"run_id": run_id, "step": step})
+            if not rule.run_scoped or rule.run_matches(run_id):
+                transition = rule.observe(subject, 0.0, now, context)
                 if transition is not None:
                     out.append(transition)
 

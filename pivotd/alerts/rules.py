@@ -218,6 +218,16 @@ def _quiet(spec: RuleSpec) -> Callable[[list[float], list[float | None] | None],
             return lambda vs, _: True
 
 
+def _quiet_bounds(spec: RuleSpec) -> tuple[float, float] | None:
+    if spec.condition == "greater_than" and spec.threshold is not None:
+        return -math.inf, spec.threshold
+    if spec.condition == "less_than" and spec.threshold is not None:
+        return spec.threshold, math.inf
+    if spec.condition == "outside_range" and spec.range is not None:
+        return spec.range
+    return None
+
+
 def _glob(pattern: str | None) -> Callable[[str], bool]:
     if pattern is None:
         return lambda _: True
@@ -240,7 +250,10 @@ class Rule:
         self._quiet = _quiet(spec)
         self.tracks_previous = spec.condition == "grows_by_factor"
         self.silence = spec.condition == "no_data_for"
+        self.run_scoped = spec.scope.run is not None
         self.run_matches = _glob(spec.scope.run)
+        self.quiet_bounds = _quiet_bounds(spec)
+        """(low, high): the condition holds for none of a set of values when low <= min and max <= high."""
         self.first_layer_only = spec.scope.layer == FIRST_LAYER
         self.layer_matches = _glob(None if self.first_layer_only else spec.scope.layer)
         self.scalar_matches = _glob(self.key) if self.kind == "scalar" else _glob(None)
