@@ -17,7 +17,7 @@ import operator
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -48,13 +48,30 @@ _STATES = operator.attrgetter("states")
 _LAYER_INDEX = re.compile(r"^layer_statistics\[(\d+)\]\.")
 
 
-def _field_values(layers: Sequence[Any], path: tuple[str, ...]) -> list[float | None]:
-    """One field of every layer; None where an optional part is absent (no bias, no std ratio)."""
-    section, key, *rest = path
-    if not rest:
-        return [layer[section].get(key) for layer in layers]
-    inner = rest[0]
-    return [(part.get(inner) if (part := layer[section].get(key)) else None) for layer in layers]
+FieldReader = Callable[[Sequence[Any]], list[float | None]]
+
+
+def _field_reader(name: str) -> FieldReader:
+    """A reader of one field of every layer. Required fields are indexed directly (the payload was
+    validated); optional ones give None where absent (no bias, no std ratio)."""
+    section, key, *rest = LAYER_FIELDS[name]
+    if name == "cross_layer_std_ratio":
+        return lambda layers: [layer[section].get(key) for layer in layers]
+    if key == "bias":
+        inner = rest[0]
+        return lambda layers: [(b.get(inner) if (b := layer[section].get(key)) else None) for layer in layers]
+    if rest:
+        inner = rest[0]
+        return lambda layers: [layer[section][key][inner] for layer in layers]
+    return lambda layers: [layer[section][key] for layer in layers]
+
+
+def _growth(values: list[float | None], previous: list[float | None]) -> float:
+    """The largest value / previous value over the layers (division by zero or a missing side skipped)."""
+    try:
+        return max(map(operator.truediv, values, previous))  # type: ignore[arg-type]
+    except (TypeError, ZeroDivisionError):
+        return max((v / p for v, p in zip(values, previous, strict=True) if v is not None and p), default=0.0)
 
 
 def rule_view(rule: Rule, created_at: float, updated_at: float) -> dict[str, Any]:
@@ -89,10 +106,11 @@ class AlertEngine:
         self._by_kind: dict[str, list[Rule]] = {}
         # Per layer field: (name, path, rules, any grows_by_factor, the plain threshold rules without run
         # scope, the other rules, and the bounds within which none of the plain ones hold).
-        self._layer_plan: list[tuple[str, tuple[str, ...], list[Rule], bool, list[Rule], list[Rule], float, float]] = []
-        # Last values, for grows_by_factor: per (run, layer field) the step's layer ids and values,
-        # per scalar subject the last value.
-        self._previous: dict[tuple[str, str], tuple[list[str], list[float | None]]] = {}
+        self._layer_plan: list[tuple[str, FieldReader, list[Rule], bool, list[Rule], list[Rule], float, float]] = []
+        # Last values, for grows_by_factor: per run, the last step's layer ids and the values of each
+        # field a growth rule watches; per scalar subject, its last value.
+        self._previous: dict[str, tuple[list[str], dict[str, list[float | None]]]] = {}
+        self._growth_fields = False
         self._previous_scalar: dict[str, float] = {}
         self._tick: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -139,7 +157,8 @@ class AlertEngine:
             high = min((r.quiet_bounds[1] for r in simple if r.quiet_bounds), default=math.inf)
             growth = any(rule.tracks_previous for rule in rules)
             others = [r for r in rules if r not in simple]
-            self._layer_plan.append((name, LAYER_FIELDS[name], rules, growth, simple, others, low, high))
+            self._layer_plan.append((name, _field_reader(name), rules, growth, simple, others, low, high))
+        self._growth_fields = any(entry[3] for entry in self._layer_plan)
 
     # --- evaluation (synchronous, cheap) ----------------------------------------------------------
 
@@ -159,8 +178,14 @@ class AlertEngine:
                 self._observe_run(run_rules, run_id, step, now, out)
             layers = payload.layer_statistics
             ids: list[str] | None = None
-            for name, path, rules, growth, simple, others, simple_low, simple_high in plan:
-                values = _field_values(layers, path)
+            last = self._previous.get(run_id) if self._growth_fields else None
+            if self._growth_fields:
+                ids = [layer["layer_id"] for layer in layers]
+                if last is not None and last[0] != ids:
+                    last = None  # different layers than the previous step: nothing to compare with
+                self._previous[run_id] = (ids, {})
+            for name, read, rules, growth, simple, others, simple_low, simple_high in plan:
+                values = read(layers)
                 present = values if None not in values else [v for v in values if v is not None]
                 low = min(present) if present else 0.0
                 high = max(present) if present else 0.0
@@ -172,15 +197,10 @@ class AlertEngine:
                 previous: list[float | None] | None = None
                 growth_factor = 0.0  # the largest value / previous value of any layer in this step
                 if growth:
-                    ids = ids or [layer["layer_id"] for layer in layers]
-                    last = self._previous.get((run_id, name))
-                    previous = last[1] if last is not None and last[0] == ids else None
-                    self._previous[(run_id, name)] = (ids, values)
+                    previous = last[1].get(name) if last is not None else None
+                    self._previous[run_id][1][name] = values
                     if previous is not None:
-                        growth_factor = max(
-                            (v / p for v, p in zip(values, previous, strict=True) if v is not None and p),
-                            default=0.0,
-                        )
+                        growth_factor = _growth(values, previous)
                 for rule in rules:
                     if rule.run_scoped and not rule.run_matches(run_id):
                         continue
@@ -322,8 +342,7 @@ class AlertEngine:
         """Stop watching a run (deleted, or a managed run that ended: it is silent on purpose)."""
         for rule in self.rules.values():
             rule.forget(f"run:{run_id}")
-        for key in [k for k in self._previous if k[0] == run_id]:
-            del self._previous[key]
+        self._previous.pop(run_id, None)
         prefix = f"run:{run_id}:"
         for subject in [k for k in self._previous_scalar if k.startswith(prefix)]:
             del self._previous_scalar[subject]
