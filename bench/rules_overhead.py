@@ -1,7 +1,8 @@
 """bench/rules_overhead: ingest throughput with 50 enabled alert rules versus none, in one daemon.
 
 Phases alternate (none, rules, none, rules, ...) on the same daemon so drift and other processes on a
-shared machine hit both modes alike; each line is one phase, and the summary compares the medians.
+shared machine hit both modes alike; each line is one phase, and the summary compares the medians of
+throughput and of the daemon's CPU time per step (which other processes do not move).
 The rules never fire (thresholds out of reach), so this measures evaluation, not alert I/O:
 30 layer-wise rules over six fields and five conditions, 10 scalar rules, 5 `any_value` silence rules
 and 5 system rules. Built-in rules are disabled in both modes.
@@ -75,6 +76,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"bench/rules_overhead: {args.clients} clients, {args.layers} layers, {args.seconds:.0f} s phases\n")
     rates: dict[bool, list[float]] = {False: [], True: []}
+    # Daemon CPU seconds per step: unlike steps/s, other processes on a shared machine do not move it.
+    costs: dict[bool, list[float]] = {False: [], True: []}
     with pivotd(max_db_bytes=str(50 * 2**30)) as daemon:
         ids = asyncio.run(setup(daemon.url))
         assert len(ids) == 50
@@ -84,9 +87,13 @@ def main() -> None:
                 name = f"{'50 rules' if enabled else 'no rules'}, {args.layers} layers"
                 result = run(name, daemon.url, daemon.pid, args.clients, args.seconds, single(args.layers))
                 rates[enabled].append(result.units / result.seconds)
-                print(result.line("steps/s"))
+                costs[enabled].append(result.cpu * result.seconds / result.units)
+                print(result.line("steps/s") + f"  {costs[enabled][-1] * 1e6:5.0f} us cpu/step")
     none, some = statistics.median(rates[False]), statistics.median(rates[True])
     print(f"\nmedian steps/s: no rules {none:,.0f}, 50 rules {some:,.0f}: {100 * (some / none - 1):+.1f}%")
+    none, some = statistics.median(costs[False]), statistics.median(costs[True])
+    change = 100 * (some / none - 1)
+    print(f"median daemon cpu/step: no rules {none * 1e6:.0f} us, 50 rules {some * 1e6:.0f} us: {change:+.1f}%")
 
 
 if __name__ == "__main__":
