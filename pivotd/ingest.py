@@ -169,12 +169,15 @@ class Ingest:
     async def delete_run(self, run_id: str) -> None:
         await self._store.writer.submit(DeleteRun(run_id))
         if self.alerts is not None:
-            self.alerts.forget_run(run_id)
+            await self.alerts.close_run(run_id, "run deleted")
         message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
         self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
 
     def _announce_batch(self, outcome: BatchOutcome) -> None:
         """Tell the `runs` topic what a committed batch changed."""
+        if self.alerts is not None:
+            for run_id in outcome.evicted:
+                self.alerts.forget_run(run_id)  # memory only: its stored alerts stay as they were
         if not self._hub.has_subscribers(RUNS_TOPIC) and not outcome.evicted:
             return
         for run in outcome.touched:

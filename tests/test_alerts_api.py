@@ -304,3 +304,12 @@ async def test_layer_scopes_optional_fields_and_growth(tmp_path: Path) -> None:
         assert await layers_of(growth) == {"head/linear"}
         [grew] = await alerts_of(http, growth["rule_id"])
         assert grew["step"] == 2 and grew["value"] == 0.1
+
+
+async def test_deleting_a_run_resolves_its_alerts(tmp_path: Path) -> None:
+    async with fast_daemon(tmp_path) as (_, http, ws):
+        rule = await create(http, metric="train_loss", condition="greater_than", threshold=5)
+        await http.post("/api/v1/runs/doomed/scalars", json=[{"step": 1, "values": {"train_loss": 9.0}}])
+        assert (await http.delete("/api/v1/runs/doomed")).status_code == 204
+        resolved = (await until(ws, "alert_resolved", rule["rule_id"]))["data"]
+        assert resolved["run_id"] == "doomed" and resolved["resolution"] == "run deleted"

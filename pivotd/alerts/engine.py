@@ -130,6 +130,9 @@ class AlertEngine:
             if rule is not None and rule.spec.enabled:
                 self._open[(alert["rule_id"], alert["subject"])] = alert
                 rule.restore_open(alert["subject"], alert.get("context", {}), now)
+            else:  # its rule went away while the daemon was down (or in a crash mid-change)
+                alert |= {"status": "resolved", "resolved_at": iso(now), "resolution": "rule no longer active"}
+                await self._store.writer.submit(PutAlert(alert, 0.0))
         self._reindex()
         self._tick = asyncio.create_task(self._tick_loop(), name="pivotd-alert-tick")
         return self
@@ -338,8 +341,15 @@ class AlertEngine:
         if transitions:
             self._spawn(self.apply(transitions))
 
+    async def close_run(self, run_id: str, reason: str) -> None:
+        """A run is gone or finished: stop watching it and resolve its open alerts with `reason`.
+        The trainer calls this when a managed run ends (it is silent on purpose from then on)."""
+        self.forget_run(run_id)
+        for key in [k for k, a in self._open.items() if a.get("run_id") == run_id]:
+            await self._resolve(self._open.pop(key), reason)
+
     def forget_run(self, run_id: str) -> None:
-        """Stop watching a run (deleted, or a managed run that ended: it is silent on purpose)."""
+        """Drop every piece of evaluation state about a run."""
         for rule in self.rules.values():
             rule.forget(f"run:{run_id}")
         self._previous.pop(run_id, None)

@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 EVENTS = (
     "alert_triggered",
     "alert_resolved",
-    "alert_acknowledged",
     "training_completed",
     "training_failed",
     "training_cancelled",

@@ -104,10 +104,8 @@ async def replace_rule(rule_id: IdPath, request: Request, services: ServicesDep)
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
 )
 async def patch_rule(rule_id: IdPath, request: Request, services: ServicesDep) -> Response:
-    base = services.alerts.rules.get(rule_id)
-    services.alerts.view(rule_id)
-    assert base is not None
-    spec = await _rule_body(request, services, base.spec.model_dump(mode="json"))
+    services.alerts.view(rule_id)  # 404 before reading the body
+    spec = await _rule_body(request, services, services.alerts.rules[rule_id].spec.model_dump(mode="json"))
     return json_response(await services.alerts.put_rule(spec, rule_id))
 
 

@@ -85,6 +85,6 @@ async def rich_health(services: ServicesDep) -> Response:
         },
         "components": components,
         "active_connections": services.hub.connection_count,
-        "open_alerts": sum(1 for _ in services.alerts.open_alerts()),
+        "open_alerts": len(services.alerts.open_alerts()),
     }
     return json_response(body, status_code=503 if status == "unhealthy" else 200)
