@@ -18,6 +18,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -49,6 +50,43 @@ _LAYER_INDEX = re.compile(r"^layer_statistics\[(\d+)\]\.")
 
 
 FieldReader = Callable[[Sequence[Any]], list[float | None]]
+
+
+@dataclass(slots=True)
+class FieldPlan:
+    """The enabled rules on one layer-wise field, grouped so that one comparison per step can clear a
+    whole group: `plain` threshold rules (cleared when min/max stay inside the tightest bounds) and
+    `growing` rules (cleared when no layer grew by the smallest factor). `rest` is checked rule by rule."""
+
+    name: str
+    read: FieldReader
+    plain: list[Rule]
+    plain_low: float
+    plain_high: float
+    growing: list[Rule]
+    growing_min: float
+    rest: list[Rule]
+    tracks_growth: bool
+
+    @classmethod
+    def build(cls, name: str, rules: list[Rule]) -> FieldPlan:
+        def groupable(rule: Rule) -> bool:
+            return not rule.first_layer_only and not rule.run_scoped
+
+        plain = [r for r in rules if groupable(r) and r.quiet_bounds is not None]
+        growing = [r for r in rules if groupable(r) and r.tracks_previous]
+        bounds = [r.quiet_bounds for r in plain if r.quiet_bounds is not None]
+        return cls(
+            name,
+            _field_reader(name),
+            plain,
+            max((b[0] for b in bounds), default=-math.inf),
+            min((b[1] for b in bounds), default=math.inf),
+            growing,
+            min((r.spec.threshold or math.inf for r in growing), default=math.inf),
+            [r for r in rules if r not in plain and r not in growing],
+            any(r.tracks_previous for r in rules),
+        )
 
 
 def _field_reader(name: str) -> FieldReader:
@@ -104,9 +142,7 @@ class AlertEngine:
         self._times: dict[str, tuple[float, float]] = {}
         self._open: dict[tuple[str, str], dict[str, Any]] = {}
         self._by_kind: dict[str, list[Rule]] = {}
-        # Per layer field: (name, path, rules, any grows_by_factor, the plain threshold rules without run
-        # scope, the other rules, and the bounds within which none of the plain ones hold).
-        self._layer_plan: list[tuple[str, FieldReader, list[Rule], bool, list[Rule], list[Rule], float, float]] = []
+        self._layer_plan: list[FieldPlan] = []
         # Last values, for grows_by_factor: per run, the last step's layer ids and the values of each
         # field a growth rule watches; per scalar subject, its last value.
         self._previous: dict[str, tuple[list[str], dict[str, list[float | None]]]] = {}
@@ -153,15 +189,8 @@ class AlertEngine:
         by_field: dict[str, list[Rule]] = {}
         for rule in self._by_kind.get("layer", ()):
             by_field.setdefault(rule.key, []).append(rule)
-        self._layer_plan = []
-        for name, rules in by_field.items():
-            simple = [r for r in rules if r.quiet_bounds is not None and not r.first_layer_only and not r.run_scoped]
-            low = max((r.quiet_bounds[0] for r in simple if r.quiet_bounds), default=-math.inf)
-            high = min((r.quiet_bounds[1] for r in simple if r.quiet_bounds), default=math.inf)
-            growth = any(rule.tracks_previous for rule in rules)
-            others = [r for r in rules if r not in simple]
-            self._layer_plan.append((name, _field_reader(name), rules, growth, simple, others, low, high))
-        self._growth_fields = any(entry[3] for entry in self._layer_plan)
+        self._layer_plan = [FieldPlan.build(name, rules) for name, rules in by_field.items()]
+        self._growth_fields = any(plan.tracks_growth for plan in self._layer_plan)
 
     # --- evaluation (synchronous, cheap) ----------------------------------------------------------
 
@@ -180,54 +209,71 @@ class AlertEngine:
             if run_rules:
                 self._observe_run(run_rules, run_id, step, now, out)
             layers = payload.layer_statistics
-            ids: list[str] | None = None
             last = self._previous.get(run_id) if self._growth_fields else None
             if self._growth_fields:
                 ids = [layer["layer_id"] for layer in layers]
                 if last is not None and last[0] != ids:
                     last = None  # different layers than the previous step: nothing to compare with
                 self._previous[run_id] = (ids, {})
-            for name, read, rules, growth, simple, others, simple_low, simple_high in plan:
-                values = read(layers)
+            for field in plan:
+                values = field.read(layers)
                 present = values if None not in values else [v for v in values if v is not None]
-                low = min(present) if present else 0.0
-                high = max(present) if present else 0.0
-                # One comparison clears every plain threshold rule of this field, unless one of them
-                # has a subject in state (a holding or fired condition must see each value).
-                quiet_simple = not present or (simple_low <= low and high <= simple_high)
-                if simple and quiet_simple and not any(map(_STATES, simple)):
-                    rules = others
                 previous: list[float | None] | None = None
-                growth_factor = 0.0  # the largest value / previous value of any layer in this step
-                if growth:
-                    previous = last[1].get(name) if last is not None else None
-                    self._previous[run_id][1][name] = values
-                    if previous is not None:
-                        growth_factor = _growth(values, previous)
-                for rule in rules:
-                    if rule.run_scoped and not rule.run_matches(run_id):
-                        continue
-                    if not rule.states:
-                        # Decide "holds for no layer" without a call per layer (or per rule, mostly).
-                        if rule.first_layer_only:
-                            head = values[:1]
-                            quiet = rule.quiet(head, previous[:1]) if rule.tracks_previous else None
-                            quiet = rule.quiet([v for v in head if v is not None], None) if quiet is None else quiet
-                        elif rule.quiet_bounds is not None:
-                            bounds = rule.quiet_bounds
-                            quiet = not present or (bounds[0] <= low and high <= bounds[1])
-                        elif rule.tracks_previous:
-                            assert rule.spec.threshold is not None
-                            quiet = previous is None or growth_factor < rule.spec.threshold * (1 - 1e-9)
-                        elif rule.spec.condition == "equals":
-                            quiet = rule.spec.threshold not in present
-                        else:
-                            quiet = rule.quiet(present, None)
-                        if quiet:
-                            continue
-                    ids = ids or [layer["layer_id"] for layer in layers]
-                    self._observe_layers(rule, run_id, step, ids, values, previous, now, out)
+                if field.tracks_growth:
+                    previous = last[1].get(field.name) if last is not None else None
+                    self._previous[run_id][1][field.name] = values
+                # A group is cleared by one comparison for the whole step, unless one of its rules has
+                # a subject in state (a holding or fired condition must see every value).
+                if field.plain:
+                    quiet = not present or (field.plain_low <= min(present) and max(present) <= field.plain_high)
+                    if not quiet or any(map(_STATES, field.plain)):
+                        self._check(field.plain, run_id, step, layers, values, present, previous, 0.0, now, out)
+                factor = _growth(values, previous) if previous is not None else 0.0
+                if field.growing:
+                    quiet = previous is None or factor < field.growing_min * (1 - 1e-9)
+                    if not quiet or any(map(_STATES, field.growing)):
+                        self._check(field.growing, run_id, step, layers, values, present, previous, factor, now, out)
+                if field.rest:
+                    self._check(field.rest, run_id, step, layers, values, present, previous, factor, now, out)
         return out
+
+    def _check(
+        self,
+        rules: list[Rule],
+        run_id: str,
+        step: int,
+        layers: Sequence[Any],
+        values: list[float | None],
+        present: list[float],
+        previous: list[float | None] | None,
+        factor: float,
+        now: float,
+        out: list[Transition],
+    ) -> None:
+        """Rules one by one: a rule with no subject in state still skips the step with one test."""
+        ids: list[str] | None = None
+        for rule in rules:
+            if rule.run_scoped and not rule.run_matches(run_id):
+                continue
+            if not rule.states:
+                if rule.first_layer_only:
+                    head = values[:1]
+                    quiet = rule.quiet(head, previous[:1]) if rule.tracks_previous else None
+                    quiet = rule.quiet([v for v in head if v is not None], None) if quiet is None else quiet
+                elif rule.quiet_bounds is not None:
+                    bounds = rule.quiet_bounds
+                    quiet = not present or (bounds[0] <= min(present) and max(present) <= bounds[1])
+                elif rule.tracks_previous:
+                    assert rule.spec.threshold is not None
+                    quiet = previous is None or factor < rule.spec.threshold * (1 - 1e-9)
+                elif rule.spec.condition == "equals":
+                    quiet = rule.spec.threshold not in present
+                else:
+                    quiet = rule.quiet(present, None)
+                if quiet:
+                    continue
+            ids = ids or [layer["layer_id"] for layer in layers]
+            self._observe_layers(rule, run_id, step, ids, values, previous, now, out)
 
     def _observe_layers(
         self,
