@@ -211,3 +211,21 @@ async def test_pending_deliveries_survive_a_killed_daemon(tmp_path: Path) -> Non
         await receiver.close()
     assert not (data_dir / "pivotd.running").exists()
     assert json.loads(delivered.body)["event"] == "alert_triggered"
+
+
+async def test_the_documented_verification_snippet_accepts_a_real_delivery(tmp_path: Path, receiver: Receiver) -> None:
+    """docs/api.md's `verify` snippet, run as written against what the daemon sends."""
+    api = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    snippet = api.split("Verifying a delivery", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    verify = namespace["verify"]
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        await register(http, receiver.url, ["alert_triggered"])
+        await fire_scalar_alert(http)
+        got = await receiver.next()
+    headers = {name: got.headers[name.lower()] for name in ("X-Pivot-Timestamp", "X-Pivot-Signature")}
+    assert verify(SECRET, headers, got.body)
+    assert not verify("wrong-secret", headers, got.body)
+    assert not verify(SECRET, headers, got.body + b" ")
+    assert not verify(SECRET, headers | {"X-Pivot-Timestamp": str(int(time.time()) - 3600)}, got.body)
