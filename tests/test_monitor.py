@@ -104,6 +104,22 @@ def test_one_failing_nvml_counter_drops_only_itself() -> None:
         assert gpu["utilization"] == 93.0 and gpu["memory_percent"] == 25.0 and gpu["power_watts"] == 250.5
 
 
+def _has_gpu() -> bool:
+    return bool(Nvml.system().read())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU reachable through NVML on this machine")
+def test_real_nvml_on_a_gpu_machine() -> None:
+    """Runs only where a GPU exists: the real NVML path, printed so the run records what it returned."""
+    gpus = Nvml.system().read()
+    print(json.dumps(gpus, indent=2))
+    for gpu in gpus:
+        assert gpu["name"] and 0 <= gpu["utilization"] <= 100 and 0 <= gpu["memory_percent"] <= 100
+        assert gpu["memory_total_gb"] > 0 and 0 < gpu["temperature"] < 130
+        assert all(isinstance(p["pid"], int) for p in gpu.get("processes", []))
+
+
 def test_history_point_averages_a_bucket() -> None:
     samples = [
         {
