@@ -1,10 +1,12 @@
 """The alert engine: rules in memory, evaluated incrementally on each ingested step, scalar batch,
 refused payload and resource sample; alerts persisted, published, notified and sent to webhooks.
 
-Evaluation runs inline on the event loop because it is a predicate per (rule, value) and a dict
-lookup; only a transition (an alert firing or clearing, which is rare) does I/O, and the ingest route
-awaits it so the alert is stored before the step's 202. Time-based conditions (`no_data_for`, and
-`for_seconds` on a subject that stopped reporting) are checked every `alert_check_interval_s`.
+Evaluation runs inline on the event loop because it is cheap: per step, each watched layer field is
+read once and, in the common case where nothing holds, one comparison clears a whole group of rules
+(see `FieldPlan`); otherwise it is a predicate and a dict lookup per (rule, subject). Only a
+transition (an alert firing or clearing, which is rare) does I/O, and the ingest route awaits it so
+the alert is stored before the step's 202. Time-based conditions (`no_data_for`, and `for_seconds`
+on a subject that stopped reporting) are checked every `alert_check_interval_s`.
 """
 
 from __future__ import annotations
@@ -115,9 +117,8 @@ def _growth(values: list[float | None], previous: list[float | None]) -> float:
 def rule_view(rule: Rule, created_at: float, updated_at: float) -> dict[str, Any]:
     spec = rule.spec.model_dump(mode="json", exclude_none=True)
     spec["scope"] = rule.spec.scope.model_dump(exclude_none=True)
-    return {"rule_id": rule.rule_id, **spec, "builtin": rule.builtin, "created_at": iso(created_at)} | {
-        "updated_at": iso(updated_at)
-    }
+    times = {"created_at": iso(created_at), "updated_at": iso(updated_at)}
+    return {"rule_id": rule.rule_id, **spec, "builtin": rule.builtin, **times}
 
 
 def _describe(t: Transition) -> str:
