@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pivotd.api import health, layerwise, scalars, ws
+from pivotd.alerts.actions import Actions
+from pivotd.alerts.engine import AlertEngine
+from pivotd.alerts.notifications import Notifier
+from pivotd.alerts.webhooks import Webhooks
+from pivotd.api import alerts as alerts_api
+from pivotd.api import health, layerwise, monitor, notifications, scalars, ws
+from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
 from pivotd.auth import TokenAuthMiddleware
@@ -29,6 +37,7 @@ from pivotd.errors import (
 )
 from pivotd.hub import Hub
 from pivotd.ingest import Ingest
+from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
@@ -47,11 +56,44 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub(queue_size=settings.ws_queue_size)
         # Registered after the store: on the way down, sockets close (1001) before the final flush.
         stack.push_async_callback(hub.close_all, 1001)
+        webhooks = await stack.enter_async_context(Webhooks(settings, store))
+        notifier = Notifier(store, hub, webhooks)
+        actions = Actions()
+        alerts = await stack.enter_async_context(AlertEngine(settings, store, hub, notifier, actions))
         ingest = Ingest(store, hub)
-        app.state.services = Services(settings, store, hub, ingest, started_at=time.time())
+        ingest.alerts = alerts
+        monitor = ResourceMonitor(settings, store, hub)
+        monitor.listeners.append(alerts.on_sample)
+        await stack.enter_async_context(monitor)
+        app.state.services = Services(
+            settings, store, hub, ingest, time.time(), monitor, alerts, notifier, webhooks, actions
+        )
         log.info("store open at %s", settings.db_path)
+        await _report_unclean_shutdown(settings, notifier)
+        stack.callback(_running_marker(settings).unlink, missing_ok=True)
         yield
         log.info("shutting down: flushing pending writes")
+
+
+def _running_marker(settings: Settings) -> Path:
+    return settings.data_dir / "pivotd.running"
+
+
+async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> None:
+    """A marker lives in the data dir while the daemon runs and goes on a clean exit: finding one at
+    start means the previous daemon crashed, was killed, or lost power."""
+    marker = _running_marker(settings)
+    if marker.exists():
+        previous = marker.read_text().strip() or "unknown"
+        log.warning("the previous pivotd (pid %s) did not shut down cleanly", previous)
+        await notifier.notify(
+            "system",
+            "high",
+            f"pivotd restarted after an unclean shutdown (previous pid {previous})",
+            {"previous_pid": previous},
+            "daemon_recovered",
+        )
+    marker.write_text(str(os.getpid()))
 
 
 def _render(request: Request, error: PivotError) -> Response:
@@ -100,7 +142,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    for module in (health, layerwise, scalars, ws):
+    for module in (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -30,6 +30,9 @@ from pivotd.store import (
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload, is_valid_run_id
 from shared.models.scalars import ScalarPoint
+
+if TYPE_CHECKING:
+    from pivotd.alerts.engine import AlertEngine
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,8 @@ class Ingest:
     def __init__(self, store: Store, hub: Hub) -> None:
         self._store = store
         self._hub = hub
+        self.alerts: AlertEngine | None = None
+        """Set by the lifespan once the engine exists; evaluated after each commit."""
         store.writer.listeners.append(self._announce_batch)
 
     async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
@@ -114,6 +119,10 @@ class Ingest:
             if self._hub.has_subscribers(*topics):
                 run_id = orjson.dumps(record.run_id).decode()
                 self._hub.publish(topics, f'{{"type":"new_metrics","run_id":{run_id},"data":{record.data.decode()}}}')
+        if self.alerts is not None:
+            transitions = self.alerts.evaluate_steps(payloads)
+            if transitions:  # rare: only then does the request wait for the alert to be stored
+                await self.alerts.apply(transitions)
         return [record.run_id for record in records]
 
     async def scalars(self, run_id: str, points: Sequence[ScalarPoint], fields: RunFields) -> int:
@@ -127,9 +136,15 @@ class Ingest:
                 "points": [point.model_dump(exclude_none=True) for point in points],
             }
             self._hub.publish((topic,), orjson.dumps(message).decode())
+        if self.alerts is not None:
+            transitions = self.alerts.evaluate_scalars(run_id, points)
+            if transitions:
+                await self.alerts.apply(transitions)
         return count
 
-    async def record_rejection(self, run_id: str, step: int | None, field: str, reason: str) -> None:
+    async def record_rejection(
+        self, run_id: str, step: int | None, field: str, reason: str, layer_id: str | None = None
+    ) -> None:
         """Store the fact that a payload was refused (e.g. non-finite), so monitors can surface it."""
         where = f" at step {step}" if step is not None else ""
         message = f"rejected payload for run {run_id}{where}: {field}: {reason}"
@@ -147,14 +162,23 @@ class Ingest:
             (topic,),
             orjson.dumps({"type": "run_event", "topic": topic, "run_id": run_id, "data": event}).decode(),
         )
+        if self.alerts is not None:
+            transitions = self.alerts.evaluate_rejection(run_id, step, field, layer_id)
+            if transitions:
+                await self.alerts.apply(transitions)
 
     async def delete_run(self, run_id: str) -> None:
         await self._store.writer.submit(DeleteRun(run_id))
+        if self.alerts is not None:
+            await self.alerts.close_run(run_id, "run deleted")
         message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
         self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
 
     def _announce_batch(self, outcome: BatchOutcome) -> None:
         """Tell the `runs` topic what a committed batch changed."""
+        if self.alerts is not None:
+            for run_id in outcome.evicted:
+                self.alerts.forget_run(run_id)  # memory only: its stored alerts stay as they were
         if not self._hub.has_subscribers(RUNS_TOPIC) and not outcome.evicted:
             return
         for run in outcome.touched:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pivotd.alerts.actions import Actions
+from pivotd.alerts.engine import AlertEngine
+from pivotd.alerts.notifications import Notifier
+from pivotd.alerts.webhooks import Webhooks
 from pivotd.hub import Hub
 from pivotd.ingest import Ingest
+from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.settings import Settings
 from pivotd.store import Store
 
@@ -17,3 +22,10 @@ class Services:
     hub: Hub
     ingest: Ingest
     started_at: float
+    monitor: ResourceMonitor
+    alerts: AlertEngine
+    notifier: Notifier
+    """`notifier.training_finished(run_id, outcome)` is how the trainer reports a managed run's end."""
+    webhooks: Webhooks
+    actions: Actions
+    """The trainer registers `pause`/`cancel` handlers here for rules with an `action`."""

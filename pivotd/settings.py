@@ -51,6 +51,24 @@ class Settings(BaseModel):
     """Messages buffered per WebSocket client before the oldest are dropped and it is told `lagged`."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long a graceful shutdown waits for open requests before cancelling them."""
+    sample_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.0
+    """Seconds between resource samples (CPU, memory, disk, GPUs); each sample feeds the alert rules."""
+    resource_buffer_size: Annotated[int, Field(ge=10, le=100_000)] = 600
+    """Recent samples kept in memory at full resolution (600 at 1 s = the last 10 minutes)."""
+    resource_history_step_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    """Samples are averaged over this many seconds into one row of the stored resource history."""
+    resource_history_hours: Annotated[float, Field(gt=0, le=24 * 365)] = 168.0
+    """Stored resource history older than this is deleted."""
+    alert_check_interval_s: Annotated[float, Field(ge=0.05, le=300)] = 5.0
+    """How often time-based conditions (`no_data_for`, `for_seconds` on silent subjects) are checked."""
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """Time allowed for one webhook delivery attempt (connect + response)."""
+    webhook_max_attempts: Annotated[int, Field(ge=1, le=50)] = 8
+    """Delivery attempts before a webhook delivery is marked failed."""
+    webhook_retry_base_s: Annotated[float, Field(ge=0.01, le=3600)] = 2.0
+    """First retry delay; each further retry waits twice as long (capped at one hour)."""
+    webhook_allow_private: bool = True
+    """Allow webhook URLs that resolve to loopback, private or link-local addresses. Set false on shared hosts."""
 
     @property
     def db_path(self) -> Path:

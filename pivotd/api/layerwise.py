@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -18,7 +18,7 @@ from pivotd.services import Services
 from pivotd.store import RunRow
 from pivotd.store.reader import SORTABLE
 from pivotd.timefmt import iso
-from shared.models.layerwise import LayerwisePayload, Step
+from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
 from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
 
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
@@ -40,8 +40,22 @@ async def reject(services: Services, exc: ValidationError, body: bytes, *, batch
             if run_id is None or (run_id, step) in seen:
                 continue
             seen.add((run_id, step))
-            await services.ingest.record_rejection(run_id, step, field_path(loc[1:] if batch else loc), item["msg"])
+            where = loc[1:] if batch else loc
+            await services.ingest.record_rejection(
+                run_id, step, field_path(where), item["msg"], layer_id=_layer_id_at(target, where)
+            )
     return error
+
+
+def _layer_id_at(document: Any, loc: tuple[Any, ...]) -> str | None:
+    """The (normalised) id of the layer a `layer_statistics[i]...` location points into, if it has one."""
+    if len(loc) < 2 or loc[0] != "layer_statistics" or not isinstance(loc[1], int):
+        return None
+    try:
+        layer_id = document["layer_statistics"][loc[1]]["layer_id"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return normalise_layer_id(layer_id) if isinstance(layer_id, str) else None
 
 
 @router.post(

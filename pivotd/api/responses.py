@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Response
 
-from shared.models.errors import LayerwiseErrorEnvelope
+from shared.models.errors import LayerwiseErrorEnvelope, StructuredErrorEnvelope
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -34,3 +34,4 @@ def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, An
 
 
 LAYERWISE_ERRORS = LayerwiseErrorEnvelope
+STRUCTURED_ERRORS = StructuredErrorEnvelope

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pivotd.store.monitoring import MonitoringReader
 from pivotd.store.ops import DeleteRun, PutEvent, PutScalars, PutSteps, RunFields, StepRecord
 from pivotd.store.reader import EventRow, Reader, SeriesRows
 from pivotd.store.retention import Retention
@@ -37,6 +38,7 @@ class Store:
     def __init__(self, writer: Writer, reader: Reader, path: Path) -> None:
         self.writer = writer
         self.reader = reader
+        self.monitoring = MonitoringReader(reader.connection)
         self.path = path
 
     @classmethod

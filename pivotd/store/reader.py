@@ -41,6 +41,11 @@ class Reader:
             await conn.execute(f"PRAGMA {pragma}")
         return cls(conn)
 
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """For the query modules of other features (`store/monitoring.py`), which share this connection."""
+        return self._conn
+
     async def close(self) -> None:
         await self._conn.close()
 

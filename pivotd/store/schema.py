@@ -78,6 +78,82 @@ MIGRATIONS: list[str] = [
     ALTER TABLE series ADD COLUMN last_step INTEGER;
     ALTER TABLE series ADD COLUMN last_value REAL;
     """,
+    # 4: resource history, alert rules (with the built-in defaults), alerts, notifications, webhooks and
+    # their delivery outbox. Built-ins are inserted here, once: a user who deletes one keeps it deleted.
+    """
+    CREATE TABLE resource_history (
+        time REAL PRIMARY KEY,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE alert_rules (
+        id         TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        builtin    INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE alerts (
+        id           TEXT PRIMARY KEY,
+        rule_id      TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        triggered_at REAL NOT NULL,
+        data         TEXT NOT NULL
+    );
+    CREATE INDEX alerts_by_time ON alerts(triggered_at);
+    -- The database enforces what the engine promises: one open alert per rule and subject.
+    CREATE UNIQUE INDEX alerts_one_open ON alerts(rule_id, subject) WHERE status != 'resolved';
+    CREATE TABLE notifications (
+        id         TEXT PRIMARY KEY,
+        seq        INTEGER NOT NULL,
+        type       TEXT NOT NULL,
+        priority   TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        data       TEXT NOT NULL,
+        read       INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notifications_by_seq ON notifications(seq);
+    CREATE TABLE webhooks (
+        id         TEXT PRIMARY KEY,
+        url        TEXT NOT NULL,
+        events     TEXT NOT NULL,
+        secret     TEXT NOT NULL,
+        format     TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE webhook_outbox (
+        id              TEXT PRIMARY KEY,
+        webhook_id      TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+        event           TEXT NOT NULL,
+        body            BLOB NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        created_at      REAL NOT NULL,
+        finished_at     REAL
+    );
+    CREATE INDEX webhook_outbox_due ON webhook_outbox(status, next_attempt_at);
+    INSERT INTO alert_rules (id, spec, builtin, created_at, updated_at) VALUES
+      ('rule_gpu_hot', '{"name": "gpu_hot", "metric": "gpu_temperature", "condition": "greater_than",
+        "threshold": 85, "severity": "high", "for_seconds": 30}', 1, unixepoch(), unixepoch()),
+      ('rule_disk_full', '{"name": "disk_full", "metric": "disk_percent", "condition": "greater_than",
+        "threshold": 90, "severity": "high"}', 1, unixepoch(), unixepoch()),
+      ('rule_non_finite', '{"name": "non_finite_values", "metric": "any_value", "condition": "not_finite",
+        "severity": "critical"}', 1, unixepoch(), unixepoch()),
+      ('rule_exploding_gradient', '{"name": "exploding_gradient", "metric": "gradient_l2_norm",
+        "condition": "greater_than", "threshold": 1000, "severity": "high"}', 1, unixepoch(), unixepoch()),
+      ('rule_gradient_spike', '{"name": "gradient_spike", "metric": "gradient_l2_norm",
+        "condition": "grows_by_factor", "threshold": 100, "severity": "high"}', 1, unixepoch(), unixepoch()),
+      ('rule_vanishing_gradient', '{"name": "vanishing_gradient", "metric": "gradient_l2_norm",
+        "condition": "less_than", "threshold": 1e-7, "severity": "medium", "for_seconds": 60,
+        "scope": {"layer": "@first"}}', 1, unixepoch(), unixepoch()),
+      ('rule_run_silent', '{"name": "run_silent", "metric": "any_value", "condition": "no_data_for",
+        "threshold": 600, "severity": "medium"}', 1, unixepoch(), unixepoch());
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""Alerting: rule definitions and pure evaluation, the engine, notifications and signed webhooks."""

@@ -1,0 +1,236 @@
+"""Webhooks: registration, signed JSON deliveries from a persisted outbox, retries with backoff.
+
+A delivery is written to the `webhook_outbox` table in the same breath as the alert or notification
+that caused it, then sent by one dispatcher task. Each attempt is signed afresh:
+
+    X-Pivot-Timestamp: <unix seconds>
+    X-Pivot-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + raw body)>
+    X-Pivot-Event: <event>
+    X-Pivot-Delivery: <delivery id, the same on every retry>
+
+A 2xx ends a delivery; anything else (or a timeout) retries after `webhook_retry_base_s * 2**n`, up to
+`webhook_max_attempts`. Rows survive restarts, so a killed daemon sends what was pending when it
+starts again. Delivery is at least once: a daemon killed between a receiver's 2xx and recording it sends
+that delivery again, which the delivery id lets a receiver ignore.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from typing import Any, Literal
+
+import httpx
+import orjson
+
+from pivotd.errors import NotFound, ValidationFailed
+from pivotd.settings import Settings
+from pivotd.store import Store
+from pivotd.store.monitoring import (
+    DeleteWebhook,
+    Delivery,
+    DeliveryRow,
+    EnqueueDeliveries,
+    PutWebhook,
+    RecordAttempt,
+    WebhookRow,
+)
+from pivotd.timefmt import iso
+from shared import __version__
+
+log = logging.getLogger(__name__)
+EVENTS = (
+    "alert_triggered",
+    "alert_resolved",
+    "training_completed",
+    "training_failed",
+    "training_cancelled",
+    "daemon_recovered",
+)
+WebhookFormat = Literal["json", "slack", "discord"]
+MAX_BACKOFF_S = 3600.0
+BATCH = 32
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def render(fmt: str, event: str, delivery_id: str, now: float, data: dict[str, Any], text: str) -> bytes:
+    """The body for one webhook: PIVOT's JSON, or what Slack / Discord incoming webhooks accept."""
+    if fmt == "slack":
+        return orjson.dumps({"text": text})
+    if fmt == "discord":
+        return orjson.dumps({"content": text[:2000]})
+    return orjson.dumps({"event": event, "delivery_id": delivery_id, "timestamp": iso(now), "text": text, "data": data})
+
+
+def _blocked(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
+
+
+async def check_url(url: str, allow_private: bool) -> None:
+    """Refuse what is not an absolute http(s) URL; with `allow_private` false, also any host that resolves
+    to a loopback, private or link-local address (checked again before each attempt: DNS can change)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError(f"not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("must be an absolute http:// or https:// URL with a host")
+    if allow_private:
+        return
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(parsed.host, parsed.port or 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ValueError(f"host {parsed.host!r} does not resolve: {exc}") from None
+    if any(_blocked(str(info[4][0])) for info in infos):
+        raise ValueError(f"host {parsed.host!r} is a loopback/private address (webhook_allow_private is false)")
+
+
+class Webhooks:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self._settings = settings
+        self._store = store
+        self._hooks: dict[str, WebhookRow] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._client: httpx.AsyncClient | None = None
+        self.deliveries_sent = 0
+
+    async def __aenter__(self) -> Webhooks:
+        self._hooks = {row.webhook_id: row for row in await self._store.monitoring.webhooks()}
+        self._client = httpx.AsyncClient(
+            timeout=self._settings.webhook_timeout_s,
+            follow_redirects=False,  # a redirect could lead a signed body to a host nobody registered
+            headers={"User-Agent": f"pivotd/{__version__}", "Content-Type": "application/json"},
+        )
+        self._task = asyncio.create_task(self._dispatch(), name="pivotd-webhooks")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._client is not None:
+            await self._client.aclose()
+
+    def list(self) -> list[WebhookRow]:
+        return list(self._hooks.values())
+
+    def get(self, webhook_id: str) -> WebhookRow:
+        hook = self._hooks.get(webhook_id)
+        if hook is None:
+            raise NotFound(f"webhook {webhook_id!r} not found")
+        return hook
+
+    async def register(self, url: str, events: list[str], secret: str | None, fmt: str) -> tuple[WebhookRow, str]:
+        try:
+            await check_url(url, self._settings.webhook_allow_private)
+        except ValueError as exc:
+            raise ValidationFailed(f"url: {exc}", details=[{"field": "url", "message": str(exc)}]) from None
+        secret = secret or secrets.token_urlsafe(32)
+        row = WebhookRow(f"webhook_{secrets.token_hex(6)}", url, events, secret, fmt, time.time())
+        await self._store.writer.submit(PutWebhook(row.webhook_id, url, events, secret, fmt))
+        self._hooks[row.webhook_id] = row
+        return row, secret
+
+    async def delete(self, webhook_id: str) -> None:
+        await self._store.writer.submit(DeleteWebhook(webhook_id))
+        self._hooks.pop(webhook_id, None)
+
+    async def enqueue(self, event: str, data: dict[str, Any], text: str) -> int:
+        """Persist one delivery per webhook subscribed to `event`; returns how many."""
+        now = time.time()
+        deliveries = []
+        for hook in self._hooks.values():
+            if event in hook.events or "*" in hook.events:
+                delivery_id = f"dlv_{secrets.token_hex(8)}"
+                body = render(hook.format, event, delivery_id, now, data, text)
+                deliveries.append(Delivery(delivery_id, hook.webhook_id, event, body))
+        if deliveries:
+            await self._store.writer.submit(EnqueueDeliveries(deliveries))
+            self._wake.set()
+        return len(deliveries)
+
+    async def test(self, webhook_id: str) -> dict[str, Any]:
+        """Send a `test` event now, outside the outbox, and report how the receiver answered."""
+        hook = self.get(webhook_id)
+        delivery_id = f"dlv_{secrets.token_hex(8)}"
+        body = render(hook.format, "test", delivery_id, time.time(), {"webhook_id": webhook_id}, "PIVOT webhook test")
+        started = time.perf_counter()
+        status, error = await self._post(hook, "test", delivery_id, body)
+        result: dict[str, Any] = {
+            "success": status is not None and 200 <= status < 300,
+            "status_code": status,
+            "response_time_ms": round((time.perf_counter() - started) * 1000, 1),
+            "delivery_id": delivery_id,
+        }
+        if error is not None:
+            result["error"] = error
+        return result
+
+    async def _post(self, hook: WebhookRow, event: str, delivery_id: str, body: bytes) -> tuple[int | None, str | None]:
+        assert self._client is not None
+        try:
+            await check_url(hook.url, self._settings.webhook_allow_private)
+            timestamp = int(time.time())
+            headers = {
+                "X-Pivot-Timestamp": str(timestamp),
+                "X-Pivot-Signature": sign(hook.secret, timestamp, body),
+                "X-Pivot-Event": event,
+                "X-Pivot-Delivery": delivery_id,
+            }
+            response = await self._client.post(hook.url, content=body, headers=headers)
+        except ValueError as exc:
+            return None, str(exc)
+        except httpx.HTTPError as exc:
+            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+
+    async def _attempt(self, delivery: DeliveryRow) -> None:
+        hook = self._hooks.get(delivery.webhook_id)
+        if hook is None:
+            return  # deleted while pending; its outbox rows went with it
+        status, error = await self._post(hook, delivery.event, delivery.delivery_id, delivery.body)
+        attempts = delivery.attempts + 1
+        now = time.time()
+        if error is None:
+            outcome, next_at = "delivered", now
+            self.deliveries_sent += 1
+        elif attempts >= self._settings.webhook_max_attempts:
+            outcome, next_at = "failed", now
+            log.warning("webhook delivery %s to %s failed for good: %s", delivery.delivery_id, hook.url, error)
+        else:
+            outcome = "pending"
+            next_at = now + min(MAX_BACKOFF_S, self._settings.webhook_retry_base_s * 2 ** (attempts - 1))
+        await self._store.writer.submit(RecordAttempt(delivery.delivery_id, outcome, attempts, next_at, status, error))
+
+    async def _dispatch(self) -> None:
+        reader = self._store.monitoring
+        while True:
+            try:
+                self._wake.clear()  # before the query: an enqueue during it sets the event again
+                due = await reader.due_deliveries(time.time(), BATCH)
+                if due:
+                    await asyncio.gather(*(self._attempt(d) for d in due))
+                    continue
+                next_due = await reader.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("webhook dispatcher failed; retrying")
+                next_due = time.time() + 1
+            timeout = None if next_due is None else max(0.0, next_due - time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)

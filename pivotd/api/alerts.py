@@ -1,0 +1,146 @@
+"""Alerts and alert rules (family P, seed 002): list/acknowledge alerts; create, list, get, replace,
+patch and delete rules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pivotd.alerts.rules import RuleSpec, Severity
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.errors import BadRequest, NotFound, ValidationFailed, validation_failed
+
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts (seed 002)"])
+IdPath = Annotated[str, Path(max_length=64)]
+AlertStatus = Literal["active", "acknowledged", "resolved"]
+
+
+class Acknowledge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    acknowledged_by: Annotated[str, Field(max_length=256)] | None = None
+    notes: Annotated[str, Field(max_length=4000)] | None = None
+
+
+async def _rule_body(request: Request, services: ServicesDep, base: dict[str, Any] | None = None) -> RuleSpec:
+    body = await read_json_body(request, services.settings.max_body_bytes)
+    if base is None:
+        try:
+            return RuleSpec.model_validate_json(body)
+        except ValidationError as exc:
+            raise validation_failed(exc) from None
+    try:
+        changes = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(changes, dict):
+        raise ValidationFailed("body: must be a JSON object of the fields to change")
+    try:
+        return RuleSpec.model_validate(base | changes)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+@router.get(
+    "",
+    summary="List alerts, newest first",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+)
+async def list_alerts(
+    services: ServicesDep,
+    status: AlertStatus | None = None,
+    severity: Severity | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    alerts = await services.store.monitoring.alerts(status=status, severity=severity, limit=limit)
+    return json_response({"alerts": alerts})
+
+
+@router.post(
+    "/rules",
+    status_code=201,
+    summary="Create an alert rule",
+    openapi_extra=openapi_body("AlertRule", RuleSpec, "A rule: name, metric, condition, threshold, ..."),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+)
+async def create_rule(request: Request, services: ServicesDep) -> Response:
+    spec = await _rule_body(request, services)
+    return json_response(await services.alerts.put_rule(spec), 201)
+
+
+@router.get(
+    "/rules", summary="List alert rules (built-in ones included)", responses=error_responses(STRUCTURED_ERRORS, 401)
+)
+async def list_rules(services: ServicesDep) -> Response:
+    return json_response({"rules": services.alerts.list_rules()})
+
+
+@router.get("/rules/{rule_id}", summary="One alert rule", responses=error_responses(STRUCTURED_ERRORS, 401, 404))
+async def get_rule(rule_id: IdPath, services: ServicesDep) -> Response:
+    return json_response(services.alerts.view(rule_id))
+
+
+@router.put(
+    "/rules/{rule_id}",
+    summary="Replace an alert rule",
+    openapi_extra=openapi_body("AlertRule", RuleSpec),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def replace_rule(rule_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    services.alerts.view(rule_id)  # 404 before reading the body
+    spec = await _rule_body(request, services)
+    return json_response(await services.alerts.put_rule(spec, rule_id))
+
+
+@router.patch(
+    "/rules/{rule_id}",
+    summary='Change some fields of an alert rule (for example `{"enabled": false}`)',
+    openapi_extra=openapi_body("AlertRulePatch", dict[str, Any], "Fields of the rule to change"),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def patch_rule(rule_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    services.alerts.view(rule_id)  # 404 before reading the body
+    spec = await _rule_body(request, services, services.alerts.rules[rule_id].spec.model_dump(mode="json"))
+    return json_response(await services.alerts.put_rule(spec, rule_id))
+
+
+@router.delete(
+    "/rules/{rule_id}",
+    status_code=204,
+    summary="Delete an alert rule; its open alerts are resolved",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def delete_rule(rule_id: IdPath, services: ServicesDep) -> Response:
+    await services.alerts.delete_rule(rule_id)
+    return Response(status_code=204)
+
+
+@router.get("/{alert_id}", summary="One alert", responses=error_responses(STRUCTURED_ERRORS, 401, 404))
+async def get_alert(alert_id: IdPath, services: ServicesDep) -> Response:
+    alert = await services.store.monitoring.alert(alert_id)
+    if alert is None:
+        raise NotFound(f"alert {alert_id!r} not found")
+    return json_response(alert)
+
+
+@router.post(
+    "/{alert_id}/acknowledge",
+    summary="Acknowledge an active alert",
+    description="It stays open (and still resolves by itself when its condition clears).",
+    openapi_extra=openapi_body("Acknowledge", Acknowledge, "Who acknowledges, and notes"),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 409, 415, 422),
+)
+async def acknowledge(alert_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    ack = Acknowledge()
+    if request.headers.get("content-length", "0") != "0":
+        try:
+            ack = Acknowledge.model_validate_json(await read_json_body(request, services.settings.max_body_bytes))
+        except ValidationError as exc:
+            raise validation_failed(exc) from None
+    alert = await services.alerts.acknowledge(alert_id, ack.acknowledged_by, ack.notes)
+    return json_response(alert)

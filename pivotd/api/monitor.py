@@ -1,0 +1,48 @@
+"""Resource monitoring (family P, seed 002): the latest sample and the sample history."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response, raw_json_response
+
+router = APIRouter(prefix="/api/v1/monitor", tags=["monitoring (seed 002)"])
+
+
+@router.get(
+    "/resources",
+    summary="The latest resource sample: CPU, memory, swap, disk, load, GPUs",
+    responses=error_responses(STRUCTURED_ERRORS, 401),
+)
+async def resources(services: ServicesDep) -> Response:
+    sample = services.monitor.latest or await services.monitor.sample_now()
+    return json_response(sample)
+
+
+@router.get(
+    "/resources/history",
+    summary="Resource history: stored averages (default) or the recent full-resolution samples",
+    description="`resolution=stored`: one averaged point per `resource_history_step_s`, kept for "
+    "`resource_history_hours`. `resolution=recent`: the in-memory ring buffer of raw samples.",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+)
+async def history(
+    services: ServicesDep,
+    resolution: Literal["stored", "recent"] = "stored",
+    since: Annotated[float | None, Query(description="Unix seconds", ge=0)] = None,
+    until: Annotated[float | None, Query(description="Unix seconds", ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1440,
+) -> Response:
+    lo = since if since is not None else 0.0
+    hi = until if until is not None else time.time() + 1
+    settings = services.settings
+    if resolution == "recent":
+        samples = [s for s in services.monitor.recent if lo <= s["time"] <= hi][-limit:]
+        return json_response({"resolution": "recent", "step_seconds": settings.sample_interval_s, "samples": samples})
+    rows = await services.store.monitoring.resource_history(lo, hi, limit)
+    head = f'{{"resolution":"stored","step_seconds":{settings.resource_history_step_s},"samples":['.encode()
+    return raw_json_response(head + b",".join(rows) + b"]}")

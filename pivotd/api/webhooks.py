@@ -1,0 +1,105 @@
+"""Webhooks (family P, seed 002): register, list, get, delete, test. Secrets are shown once, at creation."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pivotd.alerts.webhooks import EVENTS, WebhookFormat
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.errors import validation_failed
+from pivotd.store.monitoring import WebhookRow
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks (seed 002)"])
+IdPath = Annotated[str, Path(max_length=64)]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    events: Annotated[list[str], Field(min_length=1, max_length=len(EVENTS) + 1)]
+    secret: Annotated[str, Field(min_length=8, max_length=256)] | None = None
+    """Shared HMAC secret; generated (and returned once) when omitted."""
+    format: WebhookFormat = "json"
+
+    @field_validator("events")
+    @classmethod
+    def _known(cls, events: list[str]) -> list[str]:
+        unknown = sorted(set(events) - {*EVENTS, "*"})
+        if unknown:
+            raise ValueError(f"unknown event(s) {', '.join(unknown)}; known: {', '.join(EVENTS)}, or *")
+        return sorted(set(events))
+
+
+def _view(row: WebhookRow, counts: dict[str, int] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "webhook_id": row.webhook_id,
+        "url": row.url,
+        "events": row.events,
+        "format": row.format,
+        "created_at": iso(row.created_at),
+        "status": "active",
+    }
+    if counts is not None:
+        view["deliveries"] = {status: counts.get(status, 0) for status in ("pending", "delivered", "failed")}
+    return view
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a webhook",
+    description="The response is the only one that ever shows the secret.",
+    openapi_extra=openapi_body("WebhookCreate", WebhookCreate, "url, events, secret, format"),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+)
+async def register(request: Request, services: ServicesDep) -> Response:
+    body = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        spec = WebhookCreate.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+    row, secret = await services.webhooks.register(spec.url, spec.events, spec.secret, spec.format)
+    return json_response(_view(row) | {"secret": secret}, 201)
+
+
+@router.get("", summary="List webhooks (without secrets)", responses=error_responses(STRUCTURED_ERRORS, 401))
+async def list_webhooks(services: ServicesDep) -> Response:
+    counts = await services.store.monitoring.delivery_counts()
+    rows = services.webhooks.list()
+    return json_response({"webhooks": [_view(row, counts.get(row.webhook_id, {})) for row in rows]})
+
+
+@router.get(
+    "/{webhook_id}", summary="One webhook (without its secret)", responses=error_responses(STRUCTURED_ERRORS, 401, 404)
+)
+async def get_webhook(webhook_id: IdPath, services: ServicesDep) -> Response:
+    row = services.webhooks.get(webhook_id)
+    counts = await services.store.monitoring.delivery_counts()
+    return json_response(_view(row, counts.get(webhook_id, {})))
+
+
+@router.delete(
+    "/{webhook_id}",
+    status_code=204,
+    summary="Delete a webhook and its pending deliveries",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def delete_webhook(webhook_id: IdPath, services: ServicesDep) -> Response:
+    await services.webhooks.delete(webhook_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{webhook_id}/test",
+    summary="Send a signed `test` event now and report the receiver's answer",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def test_webhook(webhook_id: IdPath, services: ServicesDep) -> Response:
+    return json_response(await services.webhooks.test(webhook_id))

@@ -1,0 +1,1 @@
+"""Resource monitoring: a sampler thread (psutil + NVML), a ring buffer and a downsampled history."""

@@ -1,0 +1,182 @@
+"""Resource sampler: real psutil values, the NVML seam (stubbed only because this machine has no GPU),
+`/api/v1/monitor/resources*`, the rich health route and the `resources` topic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import types
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from pivotd.monitor.nvml import Nvml
+from pivotd.monitor.sampler import history_point, read_sample
+from tests.daemon import running_daemon
+
+
+class NVMLError(Exception):
+    pass
+
+
+def fake_pynvml(devices: int = 1, init_error: bool = False, failing: tuple[str, ...] = ()) -> types.ModuleType:
+    """A stand-in for `pynvml` with the calls the seam makes; `failing` names calls that raise NVMLError."""
+    module = types.ModuleType("pynvml")
+    module.NVMLError = NVMLError  # type: ignore[attr-defined]
+    module.NVML_TEMPERATURE_GPU = 0  # type: ignore[attr-defined]
+
+    def call(name: str, result: Any) -> Any:
+        def method(*_: Any) -> Any:
+            if name in failing:
+                raise NVMLError(f"{name}: Not Supported")
+            return result
+
+        return method
+
+    def init() -> None:
+        if init_error:
+            raise NVMLError("NVML Shared Library Not Found")
+
+    memory = types.SimpleNamespace(used=6 * 1024**3, total=24 * 1024**3)
+    process = types.SimpleNamespace(pid=4242, usedGpuMemory=2 * 1024**3)
+    calls = {
+        "nvmlDeviceGetCount": devices,
+        "nvmlDeviceGetHandleByIndex": object(),
+        "nvmlDeviceGetName": b"NVIDIA Test GPU",
+        "nvmlDeviceGetUtilizationRates": types.SimpleNamespace(gpu=93),
+        "nvmlDeviceGetMemoryInfo": memory,
+        "nvmlDeviceGetTemperature": 71,
+        "nvmlDeviceGetPowerUsage": 250_500,
+        "nvmlDeviceGetComputeRunningProcesses": [process],
+        "nvmlShutdown": None,
+    }
+    for name, result in calls.items():
+        setattr(module, name, call(name, result))
+    module.nvmlInit = init  # type: ignore[attr-defined]
+    return module
+
+
+def test_real_psutil_values_are_in_range(tmp_path: Path) -> None:
+    sample = read_sample(tmp_path, Nvml(None))
+    assert 0 <= sample["cpu"]["percent"] <= 100 and sample["cpu"]["count"] >= 1
+    assert len(sample["cpu"]["per_cpu"]) == sample["cpu"]["count"]
+    for section in ("memory", "disk"):
+        assert 0 < sample[section]["percent"] <= 100
+        assert 0 < sample[section]["used_gb"] <= sample[section]["total_gb"]
+    assert 0 <= sample["swap"]["percent"] <= 100
+    assert sample["load"]["1m"] >= 0
+    assert sample["disk"]["path"] == str(tmp_path)
+    assert sample["gpu"] == [] and "T" in sample["timestamp"]
+
+
+def test_missing_nvml_library_means_no_gpus() -> None:
+    assert Nvml(None).read() == []
+
+
+def test_nvml_without_driver_or_device_means_no_gpus() -> None:
+    assert Nvml(fake_pynvml(init_error=True)).read() == []
+    assert Nvml(fake_pynvml(devices=0)).read() == []
+
+
+def test_nvml_device_counters() -> None:
+    [gpu] = Nvml(fake_pynvml()).read()
+    assert gpu == {
+        "id": 0,
+        "name": "NVIDIA Test GPU",
+        "utilization": 93.0,
+        "memory_used_gb": 6.0,
+        "memory_total_gb": 24.0,
+        "memory_percent": 25.0,
+        "temperature": 71.0,
+        "power_watts": 250.5,
+        "processes": [{"pid": 4242, "memory_used_gb": 2.0}],
+    }
+
+
+def test_one_failing_nvml_counter_drops_only_itself() -> None:
+    gpus = Nvml(fake_pynvml(devices=2, failing=("nvmlDeviceGetTemperature",))).read()
+    assert [g["id"] for g in gpus] == [0, 1]
+    for gpu in gpus:
+        assert "temperature" not in gpu
+        assert gpu["utilization"] == 93.0 and gpu["memory_percent"] == 25.0 and gpu["power_watts"] == 250.5
+
+
+def _has_gpu() -> bool:
+    return bool(Nvml.system().read())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _has_gpu(), reason="no NVIDIA GPU reachable through NVML on this machine")
+def test_real_nvml_on_a_gpu_machine() -> None:
+    """Runs only where a GPU exists: the real NVML path, printed so the run records what it returned."""
+    gpus = Nvml.system().read()
+    print(json.dumps(gpus, indent=2))
+    for gpu in gpus:
+        assert gpu["name"] and 0 <= gpu["utilization"] <= 100 and 0 <= gpu["memory_percent"] <= 100
+        assert gpu["memory_total_gb"] > 0 and 0 < gpu["temperature"] < 130
+        assert all(isinstance(p["pid"], int) for p in gpu.get("processes", []))
+
+
+def test_history_point_averages_a_bucket() -> None:
+    samples = [
+        {
+            "time": float(t),
+            "timestamp": str(t),
+            "cpu": {"percent": 10.0 * t},
+            "gpu": [{"id": 0, "temperature": 60.0 + t}],
+        }
+        for t in (1, 2, 3)
+    ]
+    point = history_point(samples)
+    assert point["cpu_percent"] == 20.0 and point["samples"] == 3 and point["time"] == 3.0
+    assert point["memory_percent"] is None
+    assert point["gpu"] == [{"id": 0, "temperature": 62.0}]
+
+
+async def test_resources_routes_topic_and_stored_history(tmp_path: Path) -> None:
+    settings = {"sample_interval_s": 0.2, "resource_history_step_s": 1.0}
+    async with (
+        running_daemon(tmp_path / "state", **settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.url) as http,
+        connect(daemon.ws_url) as ws,
+    ):
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["resources"]}))
+        async with asyncio.timeout(5):
+            while (message := json.loads(await ws.recv()))["type"] != "resources":
+                pass
+        assert message["topic"] == "resources" and message["data"]["gpu"] == []
+        resources = (await http.get("/api/v1/monitor/resources")).json()
+        assert set(resources) >= {"timestamp", "cpu", "memory", "disk", "gpu", "swap", "load"}
+        assert set(resources["cpu"]) == {"percent", "count", "per_cpu"}
+        assert set(resources["memory"]) == {"percent", "used_gb", "total_gb"}
+        recent = (await http.get("/api/v1/monitor/resources/history", params={"resolution": "recent"})).json()
+        assert recent["resolution"] == "recent" and recent["samples"]
+        # The first stored point needs one bucket's worth of samples: wait for it on the resources topic.
+        async with asyncio.timeout(5):
+            while True:
+                await ws.recv()
+                stored = (await http.get("/api/v1/monitor/resources/history")).json()
+                if stored["samples"]:
+                    break
+        point = stored["samples"][0]
+        assert stored["step_seconds"] == 1.0 and point["samples"] >= 5 and 0 <= point["cpu_percent"] <= 100
+
+
+async def test_rich_health(daemon: Any, http: httpx.AsyncClient) -> None:
+    body = (await http.get("/api/v1/health")).json()
+    assert body["status"] == "healthy" and body["uptime_seconds"] >= 0 and "T" in body["timestamp"]
+    assert set(body["system"]) >= {"cpu_percent", "memory_percent", "disk_percent"}
+    assert body["components"] == {"database": "healthy", "filesystem": "healthy", "gpu": "unavailable"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["resolution=hourly", "limit=0", "since=-1", "limit=abc"],
+)
+async def test_history_bad_query(daemon: Any, http: httpx.AsyncClient, query: str) -> None:
+    response = await http.get(f"/api/v1/monitor/resources/history?{query}")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"

@@ -1,0 +1,231 @@
+"""Webhooks against a real daemon and a real HTTP receiver on loopback: signatures, retries, formats,
+the test route, validation, secrets, and deliveries that survive a killed daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.daemon import RunningDaemon, running_daemon, start_daemon_process
+from tests.receiver import Receiver
+
+FAST = {"sample_interval_s": 0.2, "webhook_retry_base_s": 0.05, "alert_check_interval_s": 0.05}
+SECRET = "s3cret-for-tests"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = await Receiver().start()
+    yield server
+    await server.close()
+
+
+async def register(http: httpx.AsyncClient, url: str, events: list[str], **extra: Any) -> dict[str, Any]:
+    response = await http.post("/api/v1/webhooks", json={"url": url, "events": events, "secret": SECRET} | extra)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def fire_scalar_alert(http: httpx.AsyncClient, run_id: str = "r1") -> str:
+    spec = {"name": "hot_loss", "metric": "train_loss", "condition": "greater_than", "threshold": 5}
+    rule = (await http.post("/api/v1/alerts/rules", json=spec)).json()
+    await http.post(f"/api/v1/runs/{run_id}/scalars", json=[{"step": 7, "values": {"train_loss": 9.0}}])
+    return str(rule["rule_id"])
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5) -> None:
+    """Poll a daemon-side condition that no message announces (delivery bookkeeping)."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.02)
+
+
+async def deliveries(http: httpx.AsyncClient, webhook_id: str) -> dict[str, int]:
+    return dict((await http.get(f"/api/v1/webhooks/{webhook_id}")).json()["deliveries"])
+
+
+async def test_alert_delivery_is_signed(tmp_path: Path, receiver: Receiver) -> None:
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        hook = await register(http, receiver.url, ["alert_triggered", "training_completed"])
+        rule_id = await fire_scalar_alert(http)
+        got = await receiver.next()
+        assert got.path == "/hook" and got.signature_valid(SECRET) and not got.signature_valid("other-secret")
+        assert abs(int(got.headers["x-pivot-timestamp"]) - time.time()) < 60
+        assert got.headers["x-pivot-event"] == "alert_triggered"
+        assert got.headers["content-type"] == "application/json"
+        body = got.json()
+        assert body["event"] == "alert_triggered" and body["delivery_id"] == got.headers["x-pivot-delivery"]
+        assert body["data"]["rule_id"] == rule_id and body["data"]["run_id"] == "r1" and body["data"]["step"] == 7
+        assert "train_loss" in body["text"]
+        await daemon.services.notifier.training_finished("sess_9", "completed")
+        training = await receiver.next()
+        assert training.headers["x-pivot-event"] == "training_completed" and training.signature_valid(SECRET)
+        assert training.json()["data"]["session_id"] == "sess_9"
+        await eventually(lambda: _counts_are(http, hook["webhook_id"], delivered=2))
+
+
+async def _counts_are(http: httpx.AsyncClient, webhook_id: str, **expected: int) -> bool:
+    counts = await deliveries(http, webhook_id)
+    return all(counts[k] == v for k, v in expected.items())
+
+
+async def test_receiver_failing_twice_gets_exactly_one_success(tmp_path: Path) -> None:
+    receiver = await Receiver(statuses=[500, 503]).start()
+    try:
+        async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+            hook = await register(http, receiver.url, ["alert_triggered", "alert_resolved"])
+            rule_id = await fire_scalar_alert(http)
+            attempts = [await receiver.next() for _ in range(3)]
+            assert len({a.headers["x-pivot-delivery"] for a in attempts}) == 1
+            assert all(a.signature_valid(SECRET) for a in attempts)
+            await eventually(lambda: _counts_are(http, hook["webhook_id"], delivered=1, pending=0, failed=0))
+            # The next request the receiver sees is a new event, not a fourth copy of the first.
+            await http.post("/api/v1/runs/r1/scalars", json=[{"step": 8, "values": {"train_loss": 1.0}}])
+            resolved = await receiver.next()
+            assert resolved.headers["x-pivot-event"] == "alert_resolved"
+            assert resolved.json()["data"]["rule_id"] == rule_id
+            assert resolved.headers["x-pivot-delivery"] != attempts[0].headers["x-pivot-delivery"]
+    finally:
+        await receiver.close()
+
+
+async def test_delivery_gives_up_after_max_attempts(tmp_path: Path) -> None:
+    receiver = await Receiver(default=500).start()
+    try:
+        settings = FAST | {"webhook_max_attempts": 2}
+        async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+            hook = await register(http, receiver.url, ["alert_triggered"])
+            await fire_scalar_alert(http)
+            await receiver.next()
+            await receiver.next()
+            await eventually(lambda: _counts_are(http, hook["webhook_id"], failed=1, pending=0))
+    finally:
+        await receiver.close()
+
+
+@pytest.mark.parametrize(("fmt", "key"), [("slack", "text"), ("discord", "content")])
+async def test_slack_and_discord_formats(tmp_path: Path, receiver: Receiver, fmt: str, key: str) -> None:
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        await register(http, receiver.url, ["alert_triggered"], format=fmt)
+        await fire_scalar_alert(http)
+        got = await receiver.next()
+        body = got.json()
+        assert list(body) == [key] and "train_loss" in body[key] and got.signature_valid(SECRET)
+
+
+async def test_test_route_reports_the_receivers_answer(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    receiver = await Receiver(statuses=[200, 404]).start()
+    hook = await register(http, receiver.url, ["alert_triggered"])
+    result = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+    assert result["success"] is True and result["status_code"] == 200 and result["response_time_ms"] >= 0
+    got = await receiver.next()
+    assert got.headers["x-pivot-event"] == "test" and got.signature_valid(SECRET)
+    assert (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()["success"] is False
+    await receiver.close()
+    down = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+    assert down["success"] is False and down["status_code"] is None and "Connect" in down["error"]
+    assert (await http.post("/api/v1/webhooks/webhook_nope/test")).status_code == 404
+
+
+async def test_secrets_are_shown_once_and_webhooks_delete(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    created = (await http.post("/api/v1/webhooks", json={"url": "https://example.com/x", "events": ["*"]})).json()
+    assert len(created["secret"]) >= 32 and created["status"] == "active" and created["format"] == "json"
+    mine = await register(http, "https://example.com/y", ["training_failed", "alert_triggered"])
+    assert mine["secret"] == SECRET and mine["events"] == ["alert_triggered", "training_failed"]
+    listing = await http.get("/api/v1/webhooks")
+    assert SECRET not in listing.text and created["secret"] not in listing.text and "secret" not in listing.text
+    assert [w["webhook_id"] for w in listing.json()["webhooks"]] == [created["webhook_id"], mine["webhook_id"]]
+    one = await http.get(f"/api/v1/webhooks/{mine['webhook_id']}")
+    assert "secret" not in one.text and one.json()["deliveries"] == {"pending": 0, "delivered": 0, "failed": 0}
+    assert (await http.delete(f"/api/v1/webhooks/{mine['webhook_id']}")).status_code == 204
+    assert (await http.delete(f"/api/v1/webhooks/{mine['webhook_id']}")).status_code == 404
+    assert (await http.get(f"/api/v1/webhooks/{mine['webhook_id']}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "not a url", "events": ["alert_triggered"]}, "url"),
+        ({"url": "ftp://example.com/x", "events": ["alert_triggered"]}, "url"),
+        ({"url": "https:///nohost", "events": ["alert_triggered"]}, "url"),
+        ({"url": "https://example.com", "events": ["alert_exploded"]}, "events"),
+        ({"url": "https://example.com", "events": []}, "events"),
+        ({"url": "https://example.com", "events": ["alert_triggered"], "secret": "short"}, "secret"),
+        ({"url": "https://example.com", "events": ["alert_triggered"], "format": "teams"}, "format"),
+        ({"events": ["alert_triggered"]}, "url"),
+    ],
+)
+async def test_bad_webhooks_are_422(daemon: RunningDaemon, http: httpx.AsyncClient, body: dict, field: str) -> None:
+    response = await http.post("/api/v1/webhooks", json=body)
+    assert response.status_code == 422, response.text
+    assert field in [d["field"] for d in response.json()["error"]["details"]]
+
+
+async def test_private_targets_can_be_refused(tmp_path: Path) -> None:
+    settings = {"webhook_allow_private": False}
+    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://10.1.2.3/x", "http://[::1]/x"):
+            response = await http.post("/api/v1/webhooks", json={"url": url, "events": ["alert_triggered"]})
+            assert response.status_code == 422 and "private" in response.json()["error"]["message"], url
+
+
+async def test_pending_deliveries_survive_a_killed_daemon(tmp_path: Path) -> None:
+    """The receiver refuses while the first daemon runs; after SIGKILL and a restart, the same delivery
+    (same id) arrives, and the restart itself is reported as a notification."""
+    receiver = await Receiver(default=503).start()
+    env = {"PIVOT_WEBHOOK_RETRY_BASE_S": "0.3", "PIVOT_SAMPLE_INTERVAL_S": "0.2"}
+    data_dir = tmp_path / "state"
+    first = await asyncio.to_thread(start_daemon_process, data_dir, env=env)
+    try:
+        async with httpx.AsyncClient(base_url=first.url) as http:
+            await register(http, receiver.url, ["alert_triggered"])
+            await fire_scalar_alert(http)
+            refused = await receiver.next()
+        first.signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait)
+    finally:
+        first.stop()
+    receiver.default = 200
+    while not receiver.received.empty():  # retries that raced the kill
+        receiver.received.get_nowait()
+    second = await asyncio.to_thread(start_daemon_process, data_dir, env=env)
+    try:
+        delivered = await receiver.next()
+        assert delivered.headers["x-pivot-delivery"] == refused.headers["x-pivot-delivery"]
+        assert delivered.body == refused.body and delivered.signature_valid(SECRET)
+        async with httpx.AsyncClient(base_url=second.url) as http:
+            system = (await http.get("/api/v1/notifications", params={"type": "system"})).json()["notifications"]
+            assert len(system) == 1 and "unclean shutdown" in system[0]["message"]
+            assert len((await http.get("/api/v1/alerts", params={"status": "active"})).json()["alerts"]) == 1
+    finally:
+        second.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(second.wait) == 0
+        await receiver.close()
+    assert not (data_dir / "pivotd.running").exists()
+    assert json.loads(delivered.body)["event"] == "alert_triggered"
+
+
+async def test_the_documented_verification_snippet_accepts_a_real_delivery(tmp_path: Path, receiver: Receiver) -> None:
+    """docs/api.md's `verify` snippet, run as written against what the daemon sends."""
+    api = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    snippet = api.split("Verifying a delivery", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)
+    verify = namespace["verify"]
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        await register(http, receiver.url, ["alert_triggered"])
+        await fire_scalar_alert(http)
+        got = await receiver.next()
+    headers = {name: got.headers[name.lower()] for name in ("X-Pivot-Timestamp", "X-Pivot-Signature")}
+    assert verify(SECRET, headers, got.body)
+    assert not verify("wrong-secret", headers, got.body)
+    assert not verify(SECRET, headers, got.body + b" ")
+    assert not verify(SECRET, headers | {"X-Pivot-Timestamp": str(int(time.time()) - 3600)}, got.body)
