@@ -57,6 +57,18 @@ class PivotApp(App[None]):
     def _on_event(self, event: Event) -> None:
         if self.model.apply(event):
             self.resync()
+        elif event.data.get("topic") == "alerts":
+            self.count_alerts()
+
+    @work(exclusive=True, group="count-alerts", exit_on_error=False)
+    async def count_alerts(self) -> None:
+        """The active-alert count in the runs header; stays None on a daemon without alerts."""
+        try:
+            body = await self.client.get_json("/api/v1/alerts", params={"status": "active"})
+        except PivotAPIError:
+            return
+        self.active_alerts = len(body.get("alerts", [])) if isinstance(body, dict) else None
+        self.model.bump("alerts")
 
     def _on_state(self, state: Connection, detail: str) -> None:
         changed = state is not self.model.connection
@@ -73,7 +85,8 @@ class PivotApp(App[None]):
         self.model.set_runs({run_id: summary.model_dump() for run_id, summary in runs.items()})
         if self.model.followed is not None:
             await self._load_run(self.model.followed.run_id)
-        self.model.bump("alerts", "resources")
+        self.model.bump("resources")
+        self.count_alerts()
 
     async def follow_run(self, run_id: str) -> None:
         self.model.follow(run_id)

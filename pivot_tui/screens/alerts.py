@@ -18,7 +18,7 @@ from shared.client import PivotAPIError
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
-SEVERITY_STYLE = {"critical": "bold white on red", "error": "bold red", "warning": "yellow", "info": "cyan"}
+SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
 
 
 def _items(body: Any, key: str) -> list[dict[str, Any]]:
@@ -29,6 +29,10 @@ def _items(body: Any, key: str) -> list[dict[str, Any]]:
             if isinstance(body.get(candidate), list):
                 return list(body[candidate])
     return []
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value or "")
 
 
 class AlertsScreen(Screen[None]):
@@ -77,7 +81,6 @@ class AlertsScreen(Screen[None]):
             status.update(Text(f"This daemon does not serve alerts (HTTP {exc.status}).", style="dim"))
             return
         active = sum(1 for alert in alerts if alert.get("status") == "active")
-        self.app.active_alerts = active
         status.update(Text(f"{active} active, {len(alerts)} total", style="bold red" if active else "green"))
         table = self.query_one("#alerts", DataTable)
         table.clear()
@@ -86,11 +89,11 @@ class AlertsScreen(Screen[None]):
             table.add_row(
                 Text(severity, style=SEVERITY_STYLE.get(severity, "")),
                 alert.get("status", ""),
-                alert.get("title") or alert.get("message") or alert.get("rule_name", ""),
+                alert.get("message") or alert.get("rule_name", ""),
                 str(alert.get("subject", "")),
-                str(alert.get("value", "")),
-                str(alert.get("triggered_at") or alert.get("created_at", "")),
-                key=str(alert.get("id")),
+                _number(alert.get("value")),
+                str(alert.get("triggered_at", ""))[:19].replace("T", " "),
+                key=str(alert.get("alert_id")),
             )
         rule_table = self.query_one("#rules", DataTable)
         rule_table.clear()

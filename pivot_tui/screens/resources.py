@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 UNAVAILABLE = "This daemon does not report resources (GET /api/v1/monitor/resources answered {status})."
 
 
-def _mb(value: Any) -> str:
-    return f"{value / 2**20:,.0f} MB" if isinstance(value, int | float) else "n/a"
+def _gb(value: Any) -> str:
+    return f"{value:,.1f} GB" if isinstance(value, int | float) else "n/a"
 
 
 class ResourcesScreen(Screen[None]):
@@ -37,6 +37,7 @@ class ResourcesScreen(Screen[None]):
         yield Header()
         with VerticalScroll(id="resources"):
             yield Static(id="gpus")
+            yield Static("GPU 0 utilisation, recent samples", classes="section-title")
             yield Sparkline([], id="gpu-history")
             yield Static(id="host")
         yield Footer()
@@ -66,13 +67,18 @@ class ResourcesScreen(Screen[None]):
         if not gpus:
             lines.append("No NVIDIA GPU reported by this daemon.\n", style="dim")
         for gpu in gpus:
-            used, total = gpu.get("memory_used"), gpu.get("memory_total")
-            memory = used / total * 100 if isinstance(used, int | float) and total else None
+            used, total = gpu.get("memory_used_gb"), gpu.get("memory_total_gb")
             lines.append(f"GPU {gpu.get('id', '?')}  {gpu.get('name', '')}\n", style="bold")
             lines.append("  util  ").append(bar(gpu.get("utilization"), 20)).append("\n")
-            lines.append("  mem   ").append(bar(memory, 20)).append(f"  {_mb(used)} / {_mb(total)}\n")
-            temperature, power = gpu.get("temperature"), gpu.get("power")
-            lines.append(f"  temp  {temperature if temperature is not None else 'n/a'} °C   power {power or 'n/a'} W\n")
+            lines.append("  mem   ").append(bar(gpu.get("memory_percent"), 20)).append(
+                f"  {_gb(used)} / {_gb(total)}\n"
+            )
+            temperature, power = gpu.get("temperature"), gpu.get("power_watts")
+            hot = isinstance(temperature, int | float) and temperature >= 85
+            lines.append("  temp  ").append(
+                f"{temperature if temperature is not None else 'n/a'} °C", "bold red" if hot else ""
+            )
+            lines.append(f"   power {f'{power:.0f}' if isinstance(power, int | float) else 'n/a'} W\n")
         self.query_one("#gpus", Static).update(lines)
         history = [float((s.get("gpu") or [{}])[0].get("utilization") or 0) for s in model.resource_history]
         self.query_one("#gpu-history", Sparkline).data = history or [0.0]

@@ -27,7 +27,14 @@ def _percent(section: Any, *keys: str) -> float | None:
 
 
 class ResourceStrip(Static):
+    _last: tuple[dict[str, Any] | None, int | None] | None = None
+
+    def on_resize(self) -> None:
+        if self._last is not None:  # the first draw may precede layout: redraw at the real width
+            self.show(*self._last)
+
     def show(self, sample: dict[str, Any] | None, active_alerts: int | None) -> None:
+        self._last = (sample, active_alerts)
         sample = sample or {}
         narrow = self.size.width < 90
         width = 3 if narrow else 8

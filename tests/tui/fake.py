@@ -52,6 +52,7 @@ class FakeDaemonClient(DaemonClient):
     async def run_forever(self, on_event: EventSink, on_state: StateSink) -> None:
         on_state(Connection.ONLINE, self.url)
         on_event(Event("initial_runs", {"type": "initial_runs", "data": RUNS}))
+        on_event(Event("resync", {"reason": "connected"}))  # as the real client does once subscribed
         if self._resources is not None:
             on_event(Event("resources", {"type": "resources", "topic": "resources", "data": self._resources}))
         await asyncio.Event().wait()
@@ -76,7 +77,8 @@ class FakeDaemonClient(DaemonClient):
         if path == "/api/v1/monitor/resources" and self._resources is not None:
             return self._resources
         if path == "/api/v1/alerts" and self._alerts is not None:
-            return {"alerts": self._alerts}
+            wanted = (params or {}).get("status")
+            return {"alerts": [a for a in self._alerts if wanted is None or a["status"] == wanted]}
         if path == "/api/v1/alerts/rules" and self._alerts is not None:
             return {"rules": [{"name": "GPU too hot", "metric": "gpu_temperature", "condition": "greater_than",
                                "threshold": 85, "severity": "critical", "enabled": True}]}  # fmt: skip

@@ -6,12 +6,12 @@ import socket
 from pathlib import Path
 
 import httpx
-from textual.widgets import Button
+from textual.widgets import Button, Input
 
 from pivot_tui.app import make_app
 from pivot_tui.client import Connection
 from pivot_tui.config import TuiSettings
-from pivot_tui.screens import LaunchDialog, RunDetailScreen
+from pivot_tui.screens import AcknowledgeDialog, LaunchDialog, RunDetailScreen
 from pivot_tui.widgets import RunsTable
 from tests.daemon import RunningDaemon, running_daemon
 from tests.payloads import layerwise_payload
@@ -86,3 +86,26 @@ async def test_launch_shows_the_daemons_refusal(daemon: RunningDaemon) -> None:
         # Whatever this daemon answers (it may not train), the dialog shows it rather than failing silently.
         await until(pilot, lambda: not isinstance(app.screen, LaunchDialog) or "pivotd refused" in str(
             app.screen.query_one("#launch-error").render()))  # fmt: skip
+
+
+async def test_an_alert_appears_and_acknowledging_it_reaches_the_daemon(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    rule = {"name": "loss too high", "metric": "train_loss", "condition": "greater_than", "threshold": 1.0,
+            "severity": "high"}  # fmt: skip
+    assert (await http.post("/api/v1/alerts/rules", json=rule)).status_code in (200, 201)
+    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.model.connection is Connection.ONLINE)
+        await http.post("/api/v1/runs/hot/scalars", json=[{"step": 1, "values": {"train_loss": 5.0}}])
+        await until(pilot, lambda: app.active_alerts == 1)  # the runs header counts it
+        await pilot.press("3")
+        table = "#alerts"
+        await until(pilot, lambda: app.screen.query(table) and app.screen.query_one(table).row_count == 1)
+        await pilot.press("a")
+        await until(pilot, lambda: isinstance(app.screen, AcknowledgeDialog))
+        app.screen.query_one("#note", Input).value = "looking into it"
+        app.screen.query_one("#ok", Button).press()
+        await until(pilot, lambda: app.active_alerts == 0, timeout=15)
+    [alert] = (await http.get("/api/v1/alerts")).json()["alerts"]
+    assert alert["status"] == "acknowledged" and alert.get("notes") == "looking into it"

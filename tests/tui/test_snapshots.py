@@ -18,17 +18,18 @@ RESOURCES = {
     "memory": {"percent": 61.2},
     "disk": {"percent": 92.4},
     "gpu": [
-        {"id": 0, "name": "NVIDIA H100 80GB HBM3", "utilization": 97, "memory_used": 64 * 2**30,
-         "memory_total": 80 * 2**30, "temperature": 86, "power": 612},
-        {"id": 1, "name": "NVIDIA H100 80GB HBM3", "utilization": 12, "memory_used": 2 * 2**30,
-         "memory_total": 80 * 2**30, "temperature": 41, "power": 95},
+        {"id": 0, "name": "NVIDIA H100 80GB HBM3", "utilization": 97.0, "memory_used_gb": 64.0,
+         "memory_total_gb": 80.0, "memory_percent": 80.0, "temperature": 86.0, "power_watts": 612.0},
+        {"id": 1, "name": "NVIDIA H100 80GB HBM3", "utilization": 12.0, "memory_used_gb": 2.0,
+         "memory_total_gb": 80.0, "memory_percent": 2.5, "temperature": 41.0, "power_watts": 95.0},
     ],
 }  # fmt: skip
 ALERTS = [
-    {"id": "alert_1", "severity": "critical", "status": "active", "title": "GPU 0 at 86 C", "subject": "gpu:0",
-     "value": 86, "triggered_at": "2024-02-10T12:35:00+00:00"},
-    {"id": "alert_2", "severity": "warning", "status": "acknowledged", "title": "exploding gradient in classifier/fc2",
-     "subject": "exploding_rnn", "value": 412.5, "triggered_at": "2024-02-10T12:30:00+00:00"},
+    {"alert_id": "alert_1", "severity": "critical", "status": "active", "message": "gpu_temperature on gpu:0 is 86",
+     "subject": "gpu:0", "value": 86.0, "triggered_at": "2024-02-10T12:35:00.000+00:00"},
+    {"alert_id": "alert_2", "severity": "high", "status": "acknowledged",
+     "message": "gradient_l2_norm on exploding_rnn:classifier/fc2 is 412.5", "subject": "exploding_rnn:classifier/fc2",
+     "value": 412.5, "triggered_at": "2024-02-10T12:30:00.000+00:00"},
 ]  # fmt: skip
 
 
