@@ -81,8 +81,9 @@ class PivotApp(App[None]):
     @work(exclusive=True, group="resync", exit_on_error=False)
     async def resync(self) -> None:
         """Reload over REST what the socket may have missed (after a reconnect or a `lagged` notice)."""
+        self.model.begin_sync()
         runs = await self.client.runs()
-        self.model.set_runs({run_id: summary.model_dump() for run_id, summary in runs.items()})
+        self.model.finish_sync({run_id: summary.model_dump() for run_id, summary in runs.items()})
         if self.model.followed is not None:
             await self._load_run(self.model.followed.run_id)
         self.model.bump("resources")

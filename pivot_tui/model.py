@@ -105,6 +105,23 @@ class TuiModel:
     resources: dict[str, Any] | None = None
     resource_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RESOURCE_SAMPLES))
     versions: dict[str, int] = field(default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0})
+    _replay: list[dict[str, Any]] | None = None
+    """Run events received while a REST snapshot of the runs is in flight."""
+
+    def begin_sync(self) -> None:
+        """A REST snapshot of the runs is about to be read: remember run events from now on."""
+        self._replay = []
+
+    def finish_sync(self, runs: dict[str, dict[str, Any]]) -> None:
+        """Install the snapshot, then replay what arrived meanwhile: the snapshot may predate it."""
+        for message in self._replay or []:
+            run_id, data = message["run_id"], message.get("data") or {}
+            if message["type"] == "run_deleted":
+                runs.pop(run_id, None)
+            elif str(runs.get(run_id, {}).get("last_update", "")) <= str(data.get("last_update", "")):
+                runs[run_id] = data
+        self._replay = None
+        self.set_runs(runs)
 
     def bump(self, *parts: str) -> None:
         for part in parts:
@@ -131,11 +148,13 @@ class TuiModel:
             return True
         if kind == "initial_runs":
             self.set_runs(dict(message.get("data", {})))
-        elif kind in ("run_created", "run_updated"):
-            self.runs[message["run_id"]] = message["data"]
-            self.bump("runs")
-        elif kind == "run_deleted":
-            self.runs.pop(message["run_id"], None)
+        elif kind in ("run_created", "run_updated", "run_deleted"):
+            if self._replay is not None:
+                self._replay.append(message)
+            if kind == "run_deleted":
+                self.runs.pop(message["run_id"], None)
+            else:
+                self.runs[message["run_id"]] = message["data"]
             self.bump("runs")
         elif followed is not None and message.get("run_id") == followed.run_id:
             if kind == "new_metrics":

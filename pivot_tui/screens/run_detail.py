@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -19,6 +20,8 @@ from shared.client import PivotAPIError
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
+
+HEAVY_REDRAW_S = 0.25
 
 
 class RunDetailScreen(Screen[None]):
@@ -50,6 +53,7 @@ class RunDetailScreen(Screen[None]):
         """Index into the followed run's steps while not live."""
         self._plot_names = list(PLOT_SETS)
         self._seen = -1
+        self._drawn_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -76,7 +80,7 @@ class RunDetailScreen(Screen[None]):
     @work(exclusive=True, group="load-run", exit_on_error=False)
     async def load(self) -> None:
         await self.app.follow_run(self.run_id)
-        self._seen = -1
+        self._seen, self._drawn_at = -1, 0.0
         self.redraw()
 
     def redraw(self) -> None:
@@ -89,9 +93,11 @@ class RunDetailScreen(Screen[None]):
         summary = model.runs.get(self.run_id, {})
         title = self.query_one("#run-title", Static)
         title.update(self._title(summary, selected))  # cheap, and other runs' updates change nothing else
-        if model.versions["run"] == self._seen:
+        now = time.monotonic()
+        # Plots and heatmap are the expensive part (plotext rebuilds each figure): at most 4 a second.
+        if model.versions["run"] == self._seen or now - self._drawn_at < HEAVY_REDRAW_S:
             return
-        self._seen = model.versions["run"]
+        self._seen, self._drawn_at = model.versions["run"], now
         series = followed.series if followed else {}
         cursor_step = None if self.live or selected is None else selected["step"]
         self.query_one("#plot-main", MetricPlot).show(series, cursor_step)
@@ -120,7 +126,7 @@ class RunDetailScreen(Screen[None]):
 
     def action_toggle_live(self) -> None:
         self.live = not self.live
-        self._seen = -1
+        self._seen, self._drawn_at = -1, 0.0
 
     def action_step(self, delta: int) -> None:
         followed = self.app.model.followed
@@ -130,7 +136,7 @@ class RunDetailScreen(Screen[None]):
             self.cursor = len(followed.steps) - 1
         self.live = False
         self.cursor = max(0, min(len(followed.steps) - 1, self.cursor + delta))
-        self._seen = -1
+        self._seen, self._drawn_at = -1, 0.0
 
     def action_jump(self, index: int) -> None:
         followed = self.app.model.followed
@@ -138,7 +144,7 @@ class RunDetailScreen(Screen[None]):
             return
         self.live = index == -1
         self.cursor = len(followed.steps) - 1 if index == -1 else index
-        self._seen = -1
+        self._seen, self._drawn_at = -1, 0.0
 
     def action_cycle_plot(self) -> None:
         plot = self.query_one("#plot-second", MetricPlot)
@@ -146,11 +152,11 @@ class RunDetailScreen(Screen[None]):
         if following == "loss":
             following = self._plot_names[(self._plot_names.index(following) + 1) % len(self._plot_names)]
         plot.title, plot.names = following, PLOT_SETS[following]
-        self._seen = -1
+        self._seen, self._drawn_at = -1, 0.0
 
     def action_cycle_heatmap(self) -> None:
         self.heatmap_metric = HEATMAP_METRICS[(HEATMAP_METRICS.index(self.heatmap_metric) + 1) % len(HEATMAP_METRICS)]
-        self._seen = -1
+        self._seen, self._drawn_at = -1, 0.0
 
     @work(exclusive=True, group="cancel-run", exit_on_error=False)
     async def action_cancel_run(self) -> None:
