@@ -116,6 +116,12 @@ class PivotApp(App[None]):
                 [{"step": s, "values": {name: v}} for s, v in zip(series.steps, series.values, strict=True)]
             )
         fresh.events.extend(detail.get("events") or [])
+        if detail.get("kind") == "managed":
+            try:
+                logs = await self.client.get_json(f"/api/v1/runs/{run_id}/logs", params={"tail": 200})
+            except PivotAPIError:
+                logs = None  # a daemon without managed-run logs
+            fresh.logs.extend((logs or {}).get("data", []))
         self.model.followed = fresh
         self.model.bump("run")
 

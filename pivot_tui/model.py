@@ -78,6 +78,8 @@ class FollowedRun:
     series: dict[str, Series] = field(default_factory=dict)
     steps: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY_STEPS))
     events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
+    logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
+    """A managed run's worker output (level, message), newest last."""
     layer_groups: dict[str, list[str]] | None = None
 
     def add_step(self, step: dict[str, Any]) -> None:
@@ -156,6 +158,11 @@ class TuiModel:
             else:
                 self.runs[message["run_id"]] = message["data"]
             self.bump("runs")
+        elif kind == "run_state":  # a managed run changed state: on `runs` and on its own topic
+            run = self.runs.get(message["run_id"])
+            if run is not None:
+                self.runs[message["run_id"]] = {**run, "status": message["state"], "error": message.get("error")}
+                self.bump("runs")
         elif followed is not None and message.get("run_id") == followed.run_id:
             if kind == "new_metrics":
                 followed.add_step(message["data"])
@@ -163,6 +170,8 @@ class TuiModel:
                 followed.add_points(message["points"])
             elif kind == "run_event":
                 followed.events.append(message["data"])
+            elif kind == "log":
+                followed.logs.append(message)
             self.bump("run")
         elif message.get("topic") == "resources":
             self.add_resource_sample(message.get("data", message))

@@ -65,7 +65,7 @@ class RunDetailScreen(Screen[None]):
             with Vertical(id="layers"):
                 yield LayerHeatmap(id="heatmap")
                 yield LayerTable(id="layer-table")
-        yield Static(id="run-events")
+        yield Static(id="run-log")
         yield Footer()
 
     def on_resize(self) -> None:
@@ -104,10 +104,20 @@ class RunDetailScreen(Screen[None]):
         self.query_one("#plot-second", MetricPlot).show(series, cursor_step, fallback=True)
         self.query_one(LayerHeatmap).show(steps, self.heatmap_metric, None if self.live else cursor_step)
         self.query_one(LayerTable).show(selected, followed.layer_groups if followed else None)
-        events = list(followed.events)[-3:] if followed else []
-        self.query_one("#run-events", Static).update(
-            Text("\n".join(e.get("message", "") for e in events), style="yellow") if events else ""
-        )
+        self.query_one("#run-log", Static).update(self._log_text(followed))
+
+    @staticmethod
+    def _log_text(followed: Any) -> Text:
+        """The run's last worker log lines and refused payloads, newest last."""
+        if followed is None:
+            return Text("")
+        lines = [(str(line.get("level", "info")), str(line.get("message", ""))) for line in list(followed.logs)[-4:]]
+        lines += [("warning", str(event.get("message", ""))) for event in list(followed.events)[-2:]]
+        style = {"warning": "yellow", "error": "bold red", "critical": "bold red", "debug": "dim"}
+        text = Text()
+        for level, message in lines:
+            text.append(f"{level:>7} ", style="dim").append(message + "\n", style=style.get(level, ""))
+        return text
 
     def _title(self, summary: dict[str, Any], selected: dict[str, Any] | None) -> Text:
         status = summary.get("status", "unknown")
@@ -122,6 +132,8 @@ class RunDetailScreen(Screen[None]):
             parts.append(Text(f"loss {loss:.4g}  "))
         if selected is not None and not self.live:
             parts.append(Text(f"viewing step {selected['step']}", style="yellow"))
+        if summary.get("error"):
+            parts.append(Text(f"  {summary['error']}", style="bold red"))
         return Text.assemble(*parts)
 
     def action_toggle_live(self) -> None:
