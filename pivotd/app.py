@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pivotd.api import health, layerwise, scalars, ws
+from pivotd.api import health, layerwise, models, scalars, ws
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
 from pivotd.auth import TokenAuthMiddleware
@@ -28,7 +28,10 @@ from pivotd.errors import (
     render_error,
 )
 from pivotd.hub import Hub
+from pivotd.inference import Inference
 from pivotd.ingest import Ingest
+from pivotd.jobs import Supervisor
+from pivotd.jobs.service import Training
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
@@ -48,7 +51,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Registered after the store: on the way down, sockets close (1001) before the final flush.
         stack.push_async_callback(hub.close_all, 1001)
         ingest = Ingest(store, hub)
-        app.state.services = Services(settings, store, hub, ingest, started_at=time.time())
+        # After the store: on the way down, workers stop (and their runs are recorded) before it closes.
+        supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
+        inference = Inference(settings.inference_cache_size, settings.inference_device)
+        stack.callback(inference.close)
+        app.state.services = Services(
+            settings,
+            store,
+            hub,
+            ingest,
+            started_at=time.time(),
+            supervisor=supervisor,
+            training=Training(settings, store, supervisor),
+            inference=inference,
+        )
         log.info("store open at %s", settings.db_path)
         yield
         log.info("shutting down: flushing pending writes")
@@ -100,7 +116,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    for module in (health, layerwise, scalars, ws):
+    app.state.token = token  # training workers report back with it
+    for module in (health, layerwise, scalars, ws, models):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

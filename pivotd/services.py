@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pivotd.hub import Hub
+from pivotd.inference import Inference
 from pivotd.ingest import Ingest
+from pivotd.jobs import Supervisor
+from pivotd.jobs.service import Training
 from pivotd.settings import Settings
 from pivotd.store import Store
 
@@ -17,3 +20,6 @@ class Services:
     hub: Hub
     ingest: Ingest
     started_at: float
+    supervisor: Supervisor
+    training: Training
+    inference: Inference

@@ -41,6 +41,11 @@ class Reader:
             await conn.execute(f"PRAGMA {pragma}")
         return cls(conn)
 
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        """For the query modules beside this one (e.g. `store.training`)."""
+        return self._conn
+
     async def close(self) -> None:
         await self._conn.close()
 
