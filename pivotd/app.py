@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pivotd.api import health, layerwise, models, scalars, ws
+from pivotd.api import checkpoints, health, layerwise, models, runlogs, scalars, sessions, ws
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
 from pivotd.auth import TokenAuthMiddleware
@@ -117,7 +117,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
-    for module in (health, layerwise, scalars, ws, models):
+    for module in (health, layerwise, scalars, ws, models, sessions, checkpoints, runlogs):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
