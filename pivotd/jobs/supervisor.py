@@ -121,6 +121,11 @@ class Supervisor:
     def busy(self) -> int:
         return len(self._workers)
 
+    def worker_pid(self, run_id: str) -> int | None:
+        """The process id training `run_id`, while it runs."""
+        worker = self._workers.get(run_id)
+        return worker.proc.pid if worker is not None else None
+
     # -- queue ----------------------------------------------------------------------------------------------
 
     async def enqueue(self, run_id: str, from_states: tuple[str, ...] = ("created",)) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import signal
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_CANCELLED = 3
+EXIT_ORPHANED = 4
 _emit_lock = threading.Lock()
 
 
@@ -28,7 +30,12 @@ def emit(event: dict[str, Any]) -> None:
 
 
 def _heartbeat(interval: float, stop: threading.Event) -> None:
+    parent = os.getppid()
     while not stop.wait(interval):
+        if os.getppid() != parent:
+            # The daemon died (crash, SIGKILL): nobody supervises or records this run any more, and the
+            # restarted daemon marks it interrupted. Stop rather than train for nobody.
+            os._exit(EXIT_ORPHANED)
         emit({"event": "heartbeat"})
 
 
@@ -70,6 +77,11 @@ def main(argv: list[str]) -> int:
     except Cancelled:
         logging.info("cancelled")
         return EXIT_CANCELLED
+    except Exception as exc:
+        logging.exception("training failed")
+        # The last error line becomes the run's `error`: the exception alone, without the module path.
+        logging.error("%s: %s", type(exc).__name__, exc)
+        return 1
     finally:
         beat.set()
     logging.info("finished: %s", json.dumps(metrics))
