@@ -58,8 +58,8 @@ async def test_infer_validation(http: httpx.AsyncClient) -> None:
     assert unfinished.status_code == 409 and "succeeded run" in unfinished.json()["error"]
     await http.post(f"/api/train/{busy}/cancel")
 
-    adhoc = await http.post("/api/infer_adhoc", json={"architecture": MLP, "inputs": [good],
-                                                      "parameters": {"layers": [{"type": "linear", "W": [[1.0]]}]}})  # fmt: skip
+    wrong = {"layers": [{"type": "linear", "W": [[1.0]]}]}
+    adhoc = await http.post("/api/infer_adhoc", json={"architecture": MLP, "inputs": [good], "parameters": wrong})
     assert adhoc.status_code == 422 and "layers.0.weight has shape [1, 1], expected [32, 784]" in adhoc.json()["error"]
 
 
