@@ -397,3 +397,15 @@ class AsyncPivotClient(_Base):
 
     async def delete_run(self, run_id: str) -> None:
         await self._call("DELETE", f"/api/v1/runs/{run_id}")
+
+    async def train(
+        self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Queue a managed run of an inline architecture (`POST /api/train`)."""
+        body = json.dumps({"architecture": architecture, "hyperparams": hyperparams or {}}).encode()
+        result: dict[str, Any] = (await self._call("POST", "/api/train", content=body)).json()
+        return result
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._call("GET", f"/api/runs/{run_id}")).json()
+        return result
