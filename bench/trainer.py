@@ -4,12 +4,13 @@
     .venv/bin/python bench/trainer.py --rounds 5 --threads 1 --max-samples 5000
 
 The daemon side is a real managed run (`POST /api/train`: worker process, SDK Monitor posting scalars every 10
-steps and layer-wise statistics every 10 steps to the same pivotd); its samples/s come from the trainer's own
-per-epoch `epoch_time_s` (training steps only, like the plain loop's clock); on both sides the first epoch of a
-run is warm-up (a fresh process's first kernels are several times slower) and is not counted. The plain loop runs in this process
-with the same thread count, on the same digits, with the same shuffled index gathers and SGD. Rounds alternate
-daemon and plain so drift favours neither; the figure is the median over rounds of daemon/plain samples/s.
-Also reported: time from `POST /api/train` to the `running` state and to the first training step seen on /ws
+steps and layer-wise statistics every 10 steps to the same pivotd); its samples/s come from the trainer's own per-
+epoch `epoch_time_s` and `epoch_cpu_s` (training steps only, like the plain loop's clock); on both sides the first
+epoch of a run is warm-up (a fresh process's first kernels are several times slower) and is not counted. The plain
+loop runs in this process with the same thread count, on the same digits, with the same shuffled index gathers and
+SGD. Rounds alternate daemon and plain so drift favours neither; the figure is the median over rounds of
+daemon/plain samples/s, by wall clock and by process CPU time (which other processes on a shared machine do not
+move). Also reported: time from `POST /api/train` to the `running` state and to the first training step seen on /ws
 (which includes the SDK's 0.5 s send linger). Target (issue 4): ratio >= 0.97.
 """
 
@@ -53,16 +54,17 @@ def plain_model(name: str) -> nn.Module:
     )  # fmt: skip
 
 
-def plain_samples_per_s(name: str, hp: dict[str, Any]) -> float:
+def plain_samples_per_s(name: str, hp: dict[str, Any]) -> tuple[float, float]:
+    """(samples per wall second, samples per CPU second) after the warm-up epoch."""
     torch.manual_seed(hp["seed"])
     data = load_split("digits", Path("."), train_split=hp["train_split"], max_samples=hp["max_samples"],
                       seed=hp["seed"], device=torch.device("cpu"))  # fmt: skip
     model = plain_model(name)
     optimizer = torch.optim.SGD(model.parameters(), lr=hp["optimizer"]["lr"])
     n, batch = len(data.x_train), hp["batch_size"]
-    seconds = 0.0
+    seconds = cpu = 0.0
     for epoch in range(hp["epochs"]):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         order = torch.randperm(n)
         for lo in range(0, n, batch):
             index = order[lo : lo + batch]
@@ -72,11 +74,13 @@ def plain_samples_per_s(name: str, hp: dict[str, Any]) -> float:
             optimizer.zero_grad(set_to_none=True)
         if epoch:  # the first epoch warms up kernels and allocator; both sides skip it
             seconds += time.perf_counter() - started
-    return n * (hp["epochs"] - 1) / seconds
+            cpu += time.process_time() - cpu_started
+    samples = n * (hp["epochs"] - 1)
+    return samples / seconds, samples / cpu
 
 
-async def daemon_run(url: str, arch: dict[str, Any], hp: dict[str, Any]) -> tuple[float, float, float]:
-    """(samples/s, seconds to `running`, seconds to the first step on /ws) of one managed run."""
+async def daemon_run(url: str, arch: dict[str, Any], hp: dict[str, Any]) -> tuple[float, float, float, float]:
+    """(samples per wall s, per CPU s, seconds to `running`, seconds to the first step on /ws) of one run."""
     async with (
         httpx.AsyncClient(base_url=url, timeout=60) as http,
         websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as socket,
@@ -103,8 +107,10 @@ async def daemon_run(url: str, arch: dict[str, Any], hp: dict[str, Any]) -> tupl
                 to_step = now
         metrics = (await http.get(f"/api/v1/training/sessions/{run_id}/metrics")).json()["metrics"]
     n_train = round(hp["max_samples"] * hp["train_split"])
-    seconds = sum(m["epoch_time_s"] for m in metrics[1:])  # after the warm-up epoch, as for the plain loop
-    return n_train * (len(metrics) - 1) / seconds, to_running or float("nan"), to_step or float("nan")
+    samples = n_train * (len(metrics) - 1)  # after the warm-up epoch, as for the plain loop
+    wall = sum(m["epoch_time_s"] for m in metrics[1:])
+    cpu = sum(m["epoch_cpu_s"] for m in metrics[1:])
+    return samples / wall, samples / cpu, to_running or float("nan"), to_step or float("nan")
 
 
 def main() -> None:
@@ -124,20 +130,23 @@ def main() -> None:
           f"{args.epochs} epochs per run, {args.rounds} rounds, layer-wise every 10 steps")  # fmt: skip
     with pivotd(worker_threads=str(args.threads)) as daemon:
         for name, arch in MODELS.items():
-            ratios, daemon_rates, plain_rates, to_running, to_step = [], [], [], [], []
+            wall, cpu, daemon_rates, plain_rates, to_running, to_step = [], [], [], [], [], []
             for _ in range(args.rounds):
-                rate, running, step = asyncio.run(daemon_run(daemon.url, arch, hp))
-                plain = plain_samples_per_s(name, hp)
+                rate, rate_cpu, running, step = asyncio.run(daemon_run(daemon.url, arch, hp))
+                plain, plain_cpu = plain_samples_per_s(name, hp)
                 daemon_rates.append(rate)
                 plain_rates.append(plain)
-                ratios.append(rate / plain)
+                wall.append(rate / plain)
+                cpu.append(rate_cpu / plain_cpu)
                 to_running.append(running)
                 to_step.append(step)
             print(
-                f"{name:16} daemon {statistics.median(daemon_rates):9.0f} samples/s   plain "
-                f"{statistics.median(plain_rates):9.0f} samples/s   ratio {statistics.median(ratios):.3f} "
-                f"(rounds {', '.join(f'{r:.3f}' for r in ratios)})   POST->running "
-                f"{statistics.median(to_running) * 1000:.0f} ms   POST->first step {statistics.median(to_step):.2f} s"
+                f"{name:16} daemon {statistics.median(daemon_rates):7.0f} samples/s  plain "
+                f"{statistics.median(plain_rates):7.0f} samples/s  ratio wall {statistics.median(wall):.3f} "
+                f"({', '.join(f'{r:.2f}' for r in wall)})  CPU {statistics.median(cpu):.3f} "
+                f"({', '.join(f'{r:.2f}' for r in cpu)})\n{'':16} POST->running "
+                f"{statistics.median(to_running) * 1000:.0f} ms, "
+                f"POST->first step on /ws {statistics.median(to_step):.2f} s"
             )
 
 
