@@ -93,6 +93,8 @@ class Supervisor:
         self._dispatch_lock = asyncio.Lock()
         self._url: str | None = None
         self._closing = False
+        self._starting: set[str] = set()
+        self._cancel_on_start: set[str] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -141,15 +143,23 @@ class Supervisor:
                 job = await self.reader.next_queued()
                 if job is None:
                     return
+                self._starting.add(job.run_id)
                 try:
                     await self._transition(job.run_id, "running", ("queued",))
+                    await self._launch(job)
                 except (Conflict, NotFound):
                     continue  # cancelled or deleted in between
-                try:
-                    await self._launch(job)
                 except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
                     log.exception("could not start the worker of run %s", job.run_id)
                     await self._finish(job.run_id, "failed", f"could not start worker: {exc}")
+                finally:
+                    self._starting.discard(job.run_id)
+                if job.run_id in self._cancel_on_start:
+                    self._cancel_on_start.discard(job.run_id)
+                    started = self._workers.get(job.run_id)
+                    if started is not None:
+                        started.cancel_requested = True
+                        self._terminate(started)
 
     async def cancel(self, run_id: str, wait: bool = False) -> str:
         """Cancel a queued or running run; returns the state it was in. Conflict if it already finished.
@@ -158,6 +168,9 @@ class Supervisor:
         caller can answer with the final state.
         """
         worker = self._workers.get(run_id)
+        if worker is None and run_id in self._starting:
+            self._cancel_on_start.add(run_id)  # between `running` and the process existing: stop it once it does
+            return "running"
         if worker is not None:
             if not worker.cancel_requested:
                 worker.cancel_requested = True

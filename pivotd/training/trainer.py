@@ -31,7 +31,7 @@ from shared.sdk import Monitor, Run
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 10  # steps between per-step scalar points
-EVAL_BATCH = 1024
+EVAL_BATCH = 256  # small enough that evaluation does not grow the allocator's footprint past training's
 TRAIN_ACCURACY_SAMPLES = 4096  # train_accuracy: end-of-epoch accuracy on (up to) this many training samples
 
 Emit = Callable[[dict[str, Any]], None]
