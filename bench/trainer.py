@@ -40,7 +40,7 @@ MLP = {
     "input_size": 784,
     "layers": [{"type": "linear", "in": 784, "out": 128}, {"type": "relu"}, {"type": "linear", "in": 128, "out": 10}],
 }
-MODELS = {"MLP 784-128-10": MLP, "seed 001 CNN": DEMO_ARCHITECTURE}
+MODELS = {"mlp": ("MLP 784-128-10", MLP), "cnn": ("seed 001 CNN", DEMO_ARCHITECTURE)}
 
 
 def plain_model(name: str) -> nn.Module:
@@ -119,17 +119,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-samples", type=int, default=4096)
     parser.add_argument("--epochs", type=int, default=3, help="per run; the first is warm-up on both sides")
+    parser.add_argument("--layerwise-every", type=int, default=10, help="0: scalars only")
+    parser.add_argument("--models", nargs="+", choices=["mlp", "cnn"], default=["mlp", "cnn"])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     hp = {
         "epochs": args.epochs, "batch_size": 64, "optimizer": {"type": "sgd", "lr": 0.1}, "seed": 42,
         "train_split": 0.9, "shuffle": True, "max_samples": args.max_samples, "dataset": "digits",
-        "layerwise_every": 10, "checkpoint_every": 0,
+        "layerwise_every": args.layerwise_every, "checkpoint_every": 0,
     }  # fmt: skip
-    print(f"torch {torch.__version__}, {args.threads} threads, batch 64, {args.max_samples} digits, "
-          f"{args.epochs} epochs per run, {args.rounds} rounds, layer-wise every 10 steps")  # fmt: skip
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, batch 64, {args.max_samples} digits, {args.epochs} "
+        f"epochs per run, {args.rounds} rounds, layer-wise every {args.layerwise_every} steps"
+    )
     with pivotd(worker_threads=str(args.threads)) as daemon:
-        for name, arch in MODELS.items():
+        for key in args.models:
+            name, arch = MODELS[key]
             wall, cpu, daemon_rates, plain_rates, to_running, to_step = [], [], [], [], [], []
             for _ in range(args.rounds):
                 rate, rate_cpu, running, step = asyncio.run(daemon_run(daemon.url, arch, hp))

@@ -67,6 +67,8 @@ class Settings(BaseModel):
     """Most linear layers an architecture may have (seed 003's limit is 5)."""
     max_checkpoint_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
     """Largest checkpoint upload accepted; larger ones get 413."""
+    max_infer_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """Largest inference request body: 512 inputs of 784 numbers written at full precision need about 6 MB."""
     inference_cache_size: Annotated[int, Field(ge=1, le=1024)] = 8
     """Trained models kept loaded for inference (least recently used ones are dropped)."""
     sse_keepalive_s: Annotated[float, Field(gt=0, le=300)] = 15.0

@@ -28,10 +28,12 @@ RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 Id = Annotated[str, Path(max_length=128)]
 
 
-async def _object(request: Request, services: Services, optional: bool = False) -> dict[str, Any]:
+async def _object(
+    request: Request, services: Services, optional: bool = False, limit: int | None = None
+) -> dict[str, Any]:
     if optional and request.headers.get("content-length") in (None, "0"):
         return {}
-    document = parse_body(await read_json_body(request, services.settings.max_body_bytes))
+    document = parse_body(await read_json_body(request, limit or services.settings.max_body_bytes))
     if not isinstance(document, dict):
         raise BadRequest("body must be a JSON object")
     return document
@@ -262,7 +264,7 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
 
 @router.post("/infer", summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}")
 async def infer(request: Request, services: ServicesDep) -> Response:
-    document = await _object(request, services)
+    document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
     training = _training(services)
     if "pixels" in document or ("run_id" in document and "param_id" not in document):
         run_id = document.get("run_id")
@@ -300,7 +302,7 @@ def _wanted(document: dict[str, Any]) -> dict[str, bool]:
 
 @router.post("/infer_adhoc", summary="Forward pass with a given architecture and parameters; nothing is saved")
 async def infer_adhoc(request: Request, services: ServicesDep) -> Response:
-    document = await _object(request, services)
+    document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
     arch = _training(services).architecture(document.get("architecture"))
     batch = as_batch(document.get("inputs"), arch.input_features)
     logits, latency = await services.inference.adhoc(arch, document.get("parameters"), batch)
