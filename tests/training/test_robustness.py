@@ -92,3 +92,40 @@ async def test_restart_with_a_run_in_flight(tmp_path: Path) -> None:
     finally:
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
+
+
+async def test_hung_worker_is_killed_when_its_heartbeat_stops(tmp_path: Path) -> None:
+    async with (
+        running_daemon(tmp_path / "state", heartbeat_timeout_s=2, **DAEMON_SETTINGS) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+    ):
+        run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": LONG})).json()["run_id"]
+        await first_scalars(daemon.ws_url, run_id)
+        pid = daemon.services.supervisor.worker_pid(run_id)
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # hung: alive, silent
+        state, _ = await final_state(http, run_id)
+        assert state.startswith("failed: no heartbeat for"), state
+
+
+async def test_two_slots_train_two_runs_at_once(tmp_path: Path) -> None:
+    async with (
+        running_daemon(tmp_path / "state", training_slots=2, **DAEMON_SETTINGS) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+    ):
+        model_id = (await http.post("/api/models", json={"architecture": MLP})).json()["model_id"]
+        runs = [
+            (await http.post(f"/api/models/{model_id}/train", json={"hyperparams": LONG})).json()["run_id"]
+            for _ in range(3)
+        ]
+        for run_id in runs[:2]:
+            await first_scalars(daemon.ws_url, run_id)
+        states = [(await http.get(f"/api/runs/{run_id}")).json()["state"] for run_id in runs]
+        assert states == ["running", "running", "queued"]
+        # Seed 001's rule counts slots: both are busy.
+        busy = await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams()})
+        assert busy.status_code == 409
+        await http.post(f"/api/train/{runs[0]}/cancel")
+        await first_scalars(daemon.ws_url, runs[2])  # the freed slot takes the queued run
+        for run_id in runs[1:]:
+            assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
