@@ -59,6 +59,8 @@ class Settings(BaseModel):
     """After SIGTERM, how long a cancelled worker may take to stop before it gets SIGKILL."""
     heartbeat_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     """A worker silent for this long is killed and its run failed (a hung process)."""
+    resume_interrupted: bool = False
+    """On start, runs a dead daemon left running continue from their last checkpoint instead of failing."""
     worker_memory_limit_mb: Annotated[int, Field(ge=0)] = 0
     """Address-space cap per training worker in MiB (0: none); past it the worker fails instead of the box."""
     worker_threads: Annotated[int, Field(ge=0, le=256)] = 0

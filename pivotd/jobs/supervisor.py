@@ -99,10 +99,13 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Supervisor:
-        interrupted = await self._store.writer.submit(RecoverJobs())
+        interrupted, resumed = await self._store.writer.submit(RecoverJobs(self._settings.resume_interrupted))
         for run_id in interrupted:
             log.warning("run %s was running when pivotd stopped; marked failed (interrupted)", run_id)
             self._publish_state(run_id, "failed", "interrupted")
+        for run_id in resumed:
+            log.warning("run %s was running when pivotd stopped; queued to resume from its last checkpoint", run_id)
+            self._publish_state(run_id, "queued", None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -200,6 +203,7 @@ class Supervisor:
             "memory_limit_mb": settings.worker_memory_limit_mb,
             "torch_threads": settings.worker_threads,
             "heartbeat_s": min(5.0, settings.heartbeat_timeout_s / 4),
+            "resume_from": job.config.get("resume_from"),
         }
         spec_path = run_dir / "job.json"
         spec_path.write_text(json.dumps(spec))
@@ -281,6 +285,8 @@ class Supervisor:
                 continue
             kind = event.get("event")
             if kind == "epoch":
+                # Logs first: what the worker logged during the epoch is stored before its progress is announced.
+                await self._flush_logs(worker)
                 await self._store.writer.submit(SetEpoch(job.run_id, int(event["epoch"])))
                 self._publish(
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}

@@ -218,17 +218,41 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class RecoverJobs:
-    """At start-up: runs a dead daemon left `running` failed with reason `interrupted`. Returns their ids."""
+    """At start-up, for runs a dead daemon left `running`: with `resume`, a run with a trainer checkpoint is queued
+    again to continue from it (`config.resume_from`); every other one fails with reason `interrupted`.
+    Returns ([failed run ids], [resumed run ids])."""
 
-    def apply(self, tx: Tx) -> list[str]:
-        rows = tx.conn.execute(
-            """UPDATE runs SET status = 'failed', error = 'interrupted', finished_at = ?
-               WHERE kind = 'managed' AND status = 'running' RETURNING id, run_id""",
-            (tx.now,),
-        ).fetchall()
+    resume: bool = False
+
+    def apply(self, tx: Tx) -> tuple[list[str], list[str]]:
+        failed: list[str] = []
+        resumed: list[str] = []
+        rows = tx.conn.execute("SELECT id, run_id FROM runs WHERE kind = 'managed' AND status = 'running'").fetchall()
         for ref, run_id in rows:
             tx.run_refs[run_id] = ref
-        return [run_id for _, run_id in rows]
+            last = tx.conn.execute(
+                """SELECT path, epoch FROM checkpoints WHERE run = ? AND source = 'trainer'
+                   ORDER BY epoch DESC LIMIT 1""",
+                (ref,),
+            ).fetchone()
+            if self.resume and last is not None:
+                best = tx.conn.execute(
+                    "SELECT metric_value FROM checkpoints WHERE run = ? AND is_best AND source = 'trainer'", (ref,)
+                ).fetchone()
+                resume_from = {"path": last[0], "epoch": last[1], "best": best[0] if best else None}
+                tx.conn.execute(
+                    """UPDATE runs SET status = 'queued', queued_at = ?, error = NULL,
+                                      config = json_set(config, '$.resume_from', json(?)) WHERE id = ?""",
+                    (tx.now, json.dumps(resume_from), ref),
+                )
+                resumed.append(run_id)
+            else:
+                tx.conn.execute(
+                    "UPDATE runs SET status = 'failed', error = 'interrupted', finished_at = ? WHERE id = ?",
+                    (tx.now, ref),
+                )
+                failed.append(run_id)
+        return failed, resumed
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,8 @@ class Job:
     url: str
     token: str | None = None
     max_linear: int = 5
+    resume_from: dict[str, Any] | None = None
+    """`{"path", "epoch", "best"}` of the checkpoint an interrupted run continues from."""
 
 
 def pick_device(requested: str) -> torch.device:
@@ -86,11 +88,13 @@ def build_schedule(hp: Hyperparams, optimizer: torch.optim.Optimizer) -> torch.o
 class _Reporter:
     """Monitor when layer-wise statistics are wanted, else a scalar-only SDK run: one `step`/`epoch` API."""
 
-    def __init__(self, job: Job, model: nn.Module) -> None:
+    def __init__(self, job: Job, model: nn.Module, start_step: int) -> None:
         every = job.hyperparams.layerwise_every
         tags = ["managed"]
         self.monitor = (
-            Monitor(model, job.run_id, url=job.url, token=job.token, every=every, tags=tags) if every else None
+            Monitor(model, job.run_id, url=job.url, token=job.token, every=every, tags=tags, start_step=start_step)
+            if every
+            else None
         )
         self.run = None if self.monitor else Run(job.run_id, url=job.url, token=job.token, tags=tags)
 
@@ -151,16 +155,19 @@ def train(job: Job, emit: Emit, should_stop: Callable[[], bool]) -> dict[str, fl
     model = Net(job.architecture).to(device)
     optimizer = build_optimizer(hp, model.parameters())
     schedule = build_schedule(hp, optimizer)
-    reporter = _Reporter(job, model)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    best: float | None = None
+    first_epoch = 1
+    if job.resume_from is not None:
+        first_epoch, best = _resume(job.resume_from, model, optimizer, schedule, device, hp.selection_metric)
+    generator = torch.Generator(device=device).manual_seed(seed + first_epoch - 1)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / hp.batch_size)
+    step = (first_epoch - 1) * steps_per_epoch
+    reporter = _Reporter(job, model, start_step=step)
     emit({"event": "started", "device": str(device), "dataset": data.name, "epochs": hp.epochs, "seed": seed})
-    best: float | None = None
-    step = 0
     final: dict[str, float] = {}
     try:
-        for epoch in range(1, hp.epochs + 1):
+        for epoch in range(first_epoch, hp.epochs + 1):
             lr = optimizer.param_groups[0]["lr"]
             order = torch.randperm(n, device=device, generator=generator) if hp.shuffle else None
             loss_sum = torch.zeros((), device=device)
@@ -228,6 +235,27 @@ def train(job: Job, emit: Emit, should_stop: Callable[[], bool]) -> dict[str, fl
         # Whatever happened, deliver what was measured (bounded: a dead daemon must not hold the worker).
         reporter.close(timeout=5.0)
     return final
+
+
+def _resume(
+    resume_from: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+    metric: str,
+) -> tuple[int, float | None]:
+    """Load model and optimizer state; returns (first epoch to train, best score so far)."""
+    state = torch.load(resume_from["path"], map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    done = int(state["epoch"])
+    for _ in range(done):
+        if schedule is not None:
+            schedule.step()
+    best = resume_from.get("best")
+    log.info("resuming from epoch %d (%s)", done, resume_from["path"])
+    return done + 1, None if best is None else (best if metric == "val_loss" else -best)
 
 
 def _checkpoint(

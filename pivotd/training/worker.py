@@ -71,6 +71,7 @@ def main(argv: list[str]) -> int:
         url=spec["url"],
         token=spec.get("token"),
         max_linear=spec.get("max_linear", 5),
+        resume_from=spec.get("resume_from"),
     )
     try:
         metrics = train(job, emit, stopping.is_set)

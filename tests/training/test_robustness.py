@@ -129,3 +129,42 @@ async def test_two_slots_train_two_runs_at_once(tmp_path: Path) -> None:
         await first_scalars(daemon.ws_url, runs[2])  # the freed slot takes the queued run
         for run_id in runs[1:]:
             assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
+
+
+async def progress(ws_url: str, run_id: str, after_epoch: int = 0) -> int:
+    """The first epoch above `after_epoch` the run reports finishing."""
+    async with websockets.connect(ws_url) as socket:
+        await socket.send(json.dumps({"action": "subscribe", "topics": [f"run:{run_id}"]}))
+        async for raw in socket:
+            message = json.loads(raw)
+            if message["type"] == "run_progress" and message["epoch"] > after_epoch:
+                return int(message["epoch"])
+    raise AssertionError("socket closed")
+
+
+async def test_restart_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
+    env = {"PIVOT_TRAINING_SLOTS": "1", "PIVOT_WORKER_THREADS": "1", "PIVOT_HEARTBEAT_TIMEOUT_S": "4",
+           "PIVOT_RESUME_INTERRUPTED": "true"}  # fmt: skip
+    hp = hyperparams(epochs=50, max_samples=1000, batch_size=8, checkpoint_every=1)
+    daemon = start_daemon_process(tmp_path / "state", env=env)
+    try:
+        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
+            run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hp})).json()["run_id"]
+            # Epoch 2's progress is read after epoch 1's checkpoint was recorded (one event stream, in order).
+            await progress(daemon.url.replace("http", "ws") + "/ws", run_id, after_epoch=1)
+    finally:
+        daemon.stop()  # SIGKILL
+    daemon = start_daemon_process(tmp_path / "state", env=env)
+    try:
+        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
+            checkpoints = (await http.get("/api/v1/checkpoints", params={"session_id": run_id})).json()
+            last = max(c["epoch"] for c in checkpoints["checkpoints"])
+            run = (await http.get(f"/api/runs/{run_id}")).json()
+            assert run["state"] in ("queued", "running") and run["error"] is None
+            assert await progress(daemon.url.replace("http", "ws") + "/ws", run_id, after_epoch=last) == last + 1
+            logs = (await http.get(f"/api/v1/runs/{run_id}/logs")).json()["data"]
+            assert any(line["message"].startswith(f"resuming from epoch {last}") for line in logs)
+            assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
+    finally:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
