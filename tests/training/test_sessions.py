@@ -72,7 +72,7 @@ async def test_session_lifecycle_from_config_file(daemon: RunningDaemon, http: h
 
 async def test_stop_mid_epoch_and_websocket(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     # Many small steps per epoch, so the stop lands inside the first epoch.
-    config = {"architecture": MLP, "hyperparams": hyperparams(epochs=50, max_samples=5000, batch_size=4)}
+    config = {"architecture": MLP, "hyperparams": hyperparams(epochs=50, max_samples=5000, batch_size=1)}
     session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]
     await http.post(f"/api/v1/training/sessions/{session_id}/start")
     ws_url = daemon.url.replace("http", "ws") + f"/api/v1/ws/training/{session_id}"
