@@ -43,10 +43,6 @@ def _ts(value: float | None) -> str | None:
     return None if value is None else iso(value)
 
 
-def _training(services: Services) -> Training:
-    return services.training
-
-
 async def run_view(training: Training, run: JobRow) -> dict[str, Any]:
     """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
     latest = await training.latest_metrics(run)
@@ -91,7 +87,7 @@ async def model_summary(training: Training, model: ModelRow, counts: tuple[int, 
 
 @router.get("/models", summary="Model summaries (seed 001)")
 async def list_models(services: ServicesDep) -> Response:
-    training = _training(services)
+    training = services.training
     counts = await training.reader.run_counts()
     models = [
         await model_summary(training, m, counts.get(m.model_id, (0, None))) for m in await training.reader.models()
@@ -111,7 +107,7 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
     values = {name: document[name] for name in _MODEL_FIELDS if name in document}
     if "trained" in values:
         values["trained"] = bool(values["trained"])
-    training = _training(services)
+    training = services.training
     model, created = await training.put_model(model_id, values)
     counts = (await training.reader.run_counts()).get(model.model_id, (0, None))
     return json_response(await model_summary(training, model, counts), 201 if created else 200)
@@ -119,7 +115,7 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
 
 @router.get("/models/{model_id}", summary="A model's summary with its runs")
 async def get_model(model_id: Id, services: ServicesDep) -> Response:
-    training = _training(services)
+    training = services.training
     model = await training.get_model(model_id)
     summary = await model_summary(training, model, (await training.reader.run_counts()).get(model_id, (0, None)))
     summary["runs"] = [await run_view(training, run) for run in await training.reader.jobs(model_id=model_id)]
@@ -129,7 +125,7 @@ async def get_model(model_id: Id, services: ServicesDep) -> Response:
 @router.post("/models/{model_id}/save", summary="Register a definition, or promote a succeeded run ({run_id})")
 async def save_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
-    training = _training(services)
+    training = services.training
     run_id = document.get("run_id")
     if run_id is None:
         values = {
@@ -157,7 +153,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
 @router.post("/models/{model_id}/train", status_code=202, summary="Train a stored model (seed 003)")
 async def train_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, optional=True)
-    run_id = await _training(services).train_model(model_id, document.get("hyperparams"))
+    run_id = await services.training.train_model(model_id, document.get("hyperparams"))
     return json_response({"run_id": run_id, "model_id": model_id, "status": "queued"}, 202)
 
 
@@ -166,26 +162,26 @@ async def train_inline(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
     if "architecture" not in document:
         raise BadRequest("architecture: field required")
-    model_id, run_id = await _training(services).train_inline(document["architecture"], document.get("hyperparams"))
+    model_id, run_id = await services.training.train_inline(document["architecture"], document.get("hyperparams"))
     body = {"model_id": model_id, "run_id": run_id, "events_url": f"/api/runs/{run_id}/events", "status": "queued"}
     return json_response(body, 202)
 
 
 @router.post("/train/{run_id}/cancel", status_code=202, summary="Cancel a queued or running run")
 async def cancel_run(run_id: Id, services: ServicesDep) -> Response:
-    run = await _training(services).cancel(run_id)
+    run = await services.training.cancel(run_id)
     return json_response({"run_id": run_id, "state": run.status, "cancel_requested": True}, 202)
 
 
 @router.get("/runs/{run_id}", summary="A training run's state and latest metrics (seed 003)")
 async def get_run(run_id: Id, services: ServicesDep) -> Response:
-    training = _training(services)
+    training = services.training
     return json_response(await run_view(training, await training.get_run(run_id)))
 
 
 @router.get("/runs/{run_id}/events", summary="SSE: `state` and `metric` events, history first (seed 001)")
 async def run_events(run_id: Id, services: ServicesDep) -> Response:
-    training = _training(services)
+    training = services.training
     await training.get_run(run_id)  # 404 before the stream starts
     seen: set[int] = set()
     last_state: list[str] = []
@@ -237,7 +233,7 @@ async def model_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Response:
-    training = _training(services)
+    training = services.training
     await training.get_model(model_id)
     after = None
     if cursor:
@@ -253,7 +249,7 @@ async def model_runs(
 
 @router.get("/params/{param_id}", summary="Trained parameters in seed 003's JSON layout")
 async def get_params(param_id: Id, services: ServicesDep) -> Response:
-    training = _training(services)
+    training = services.training
     params = await training.get_params(param_id)
     arch = await training.params_architecture(params)
     layout = await read_params_layout(params.path, arch)
@@ -265,7 +261,7 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
 @router.post("/infer", summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}")
 async def infer(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
-    training = _training(services)
+    training = services.training
     if "pixels" in document or ("run_id" in document and "param_id" not in document):
         run_id = document.get("run_id")
         if not isinstance(run_id, str):
@@ -303,7 +299,7 @@ def _wanted(document: dict[str, Any]) -> dict[str, bool]:
 @router.post("/infer_adhoc", summary="Forward pass with a given architecture and parameters; nothing is saved")
 async def infer_adhoc(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
-    arch = _training(services).architecture(document.get("architecture"))
+    arch = services.training.architecture(document.get("architecture"))
     batch = as_batch(document.get("inputs"), arch.input_features)
     logits, latency = await services.inference.adhoc(arch, document.get("parameters"), batch)
     return json_response({"outputs": outputs(logits, _wanted(document)), "latency_ms": round(latency, 3)})

@@ -122,10 +122,6 @@ class Supervisor:
         self._url = url
         self._spawn(self.dispatch())
 
-    @property
-    def busy(self) -> int:
-        return len(self._workers)
-
     def worker_pid(self, run_id: str) -> int | None:
         """The process id training `run_id`, while it runs."""
         worker = self._workers.get(run_id)
@@ -133,8 +129,9 @@ class Supervisor:
 
     # -- queue ----------------------------------------------------------------------------------------------
 
-    async def enqueue(self, run_id: str, from_states: tuple[str, ...] = ("created",)) -> None:
-        await self._transition(run_id, "queued", from_states)
+    async def enqueue(self, run_id: str) -> None:
+        """Queue a created run (a seed 002 session being started) and start it if a slot is free."""
+        await self._transition(run_id, "queued", ("created",))
         await self.dispatch()
 
     async def dispatch(self) -> None:
