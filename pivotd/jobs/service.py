@@ -158,6 +158,26 @@ class Training:
             return {}
         return {k: v for k, v in records[-1].items() if k in EPOCH_METRICS}
 
+    async def managed_fields(self, run_id: str) -> dict[str, Any]:
+        """What `GET /api/v1/runs/{id}` adds for a managed run (api-map: progress, hyperparameters, ...)."""
+        run = await self.get_run(run_id)
+        total = run.epochs_total or 0
+        checkpoints = await self.reader.checkpoints(run_id)
+        return {
+            "model_id": run.model_id,
+            "epoch": run.epoch or 0,
+            "epochs_total": total,
+            "progress": round((run.epoch or 0) / total, 4) if total else 0.0,
+            "hyperparameters": run.config.get("hyperparams"),
+            "metrics": await self.latest_metrics(run),
+            "param_id": run.param_id,
+            "error": run.error,
+            "checkpoints": [
+                {"checkpoint_id": c.checkpoint_id, "epoch": c.epoch, "is_best": c.is_best, "size_bytes": c.size_bytes}
+                for c in checkpoints
+            ],
+        }
+
     async def succeeded_params(self, run_id: str) -> ParamsRow:
         """The params of a finished run: 404 unknown, 409 not (successfully) finished."""
         run = await self.get_run(run_id)

@@ -99,4 +99,6 @@ async def test_seed_003_flow_models_params_infer_adhoc(http: httpx.AsyncClient) 
     scalars = (await http.get(f"/api/v1/runs/{run_id}/scalars")).json()["series"]
     assert {"train/loss", "train/samples_per_s", "val_accuracy"} <= set(scalars)
     detail = (await http.get(f"/api/v1/runs/{run_id}", params={"steps": "latest"})).json()
-    assert detail["kind"] == "managed" and detail["step_count"] > 0
+    assert detail["kind"] == "managed" and detail["step_count"] > 0 and detail["status"] == "succeeded"
+    assert detail["progress"] == 1.0 and detail["hyperparameters"]["epochs"] == 2 and detail["param_id"] == param_id
+    assert [c["epoch"] for c in detail["checkpoints"]] == [1, 2] and "val_loss" in detail["metrics"]
