@@ -123,3 +123,22 @@ async def test_config_path_never_leaves_the_config_dir(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error" and "config directory" in error["message"]
+
+
+async def test_deleting_a_run_removes_its_checkpoints_not_its_params(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    from tests.training.helpers import final_state
+
+    run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams(epochs=1)})).json()
+    run_id = run_id["run_id"]
+    assert (await final_state(http, run_id))[0] == "succeeded"
+    run_dir = daemon.settings.runs_path / run_id
+    assert (run_dir / "epoch_0001.pth").exists() and (run_dir / "params.safetensors").exists()
+    param_id = (await http.get(f"/api/runs/{run_id}")).json()["param_id"]
+    supervisor = daemon.services.supervisor
+    assert (await http.delete(f"/api/v1/runs/{run_id}")).status_code == 204
+    async with supervisor.swept:
+        await supervisor.swept.wait_for(lambda: run_id in supervisor.swept_runs)
+    assert not (run_dir / "epoch_0001.pth").exists() and not (run_dir / "job.json").exists()
+    assert (await http.get(f"/api/params/{param_id}")).status_code == 200
