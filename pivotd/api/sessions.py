@@ -261,7 +261,12 @@ async def session_socket(websocket: WebSocket, session_id: str) -> None:
         )
         await websocket.close(1008)
         return
-    subscriber = services.hub.connect([run_topic(session_id)])
+
+    async def close(code: int) -> None:  # the hub closes sockets with 1001 on shutdown
+        with contextlib.suppress(RuntimeError, OSError):
+            await websocket.close(code)
+
+    subscriber = services.hub.connect([run_topic(session_id)], close=close)
     feed = _SessionFeed(session_id)
     receiver = asyncio.create_task(websocket.receive())  # notices the client leaving
     try:
