@@ -36,6 +36,8 @@ format: install ## Apply ruff's fixes and formatting
 bench: install ## Run the benchmarks (figures go in docs/performance.md)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/trainer.py --rounds 7 --epochs 4 --threads 1
+	$(BIN)/python bench/infer.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,10 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pivotd.alerts.actions import Actions
 from pivotd.alerts.engine import AlertEngine
-from pivotd.alerts.notifications import Notifier
+from pivotd.alerts.notifications import Notifier, TrainingOutcome
 from pivotd.alerts.webhooks import Webhooks
 from pivotd.api import alerts as alerts_api
-from pivotd.api import health, layerwise, monitor, notifications, scalars, ws
+from pivotd.api import checkpoints, health, layerwise, models, monitor, notifications, runlogs, scalars, sessions, ws
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
@@ -36,7 +37,10 @@ from pivotd.errors import (
     render_error,
 )
 from pivotd.hub import Hub
+from pivotd.inference import Inference
 from pivotd.ingest import Ingest
+from pivotd.jobs import Supervisor
+from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.services import Services
 from pivotd.settings import Settings
@@ -65,14 +69,52 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         monitor = ResourceMonitor(settings, store, hub)
         monitor.listeners.append(alerts.on_sample)
         await stack.enter_async_context(monitor)
+        # After the store and the alert engine: on the way down, workers stop (and their runs are
+        # recorded, notified and their alerts closed) before those close.
+        supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
+        supervisor.on_finished.append(_run_finished(notifier, alerts))
+        actions.register("cancel", _cancel_action(supervisor))
+        inference = Inference(settings.inference_cache_size, settings.inference_device)
+        stack.callback(inference.close)
         app.state.services = Services(
-            settings, store, hub, ingest, time.time(), monitor, alerts, notifier, webhooks, actions
+            settings,
+            store,
+            hub,
+            ingest,
+            started_at=time.time(),
+            monitor=monitor,
+            alerts=alerts,
+            notifier=notifier,
+            webhooks=webhooks,
+            actions=actions,
+            supervisor=supervisor,
+            training=Training(settings, store, supervisor),
+            inference=inference,
         )
         log.info("store open at %s", settings.db_path)
         await _report_unclean_shutdown(settings, notifier)
         stack.callback(_running_marker(settings).unlink, missing_ok=True)
         yield
         log.info("shutting down: flushing pending writes")
+
+
+# Supervisor states -> the outcome words of notifications and `training_<outcome>` webhooks.
+_OUTCOME: dict[str, TrainingOutcome] = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
+
+
+def _run_finished(notifier: Notifier, alerts: AlertEngine) -> Callable[[str, str, str | None], Awaitable[None]]:
+    async def finished(run_id: str, state: str, error: str | None) -> None:
+        await notifier.training_finished(run_id, _OUTCOME[state], {"error": error} if error else None)
+        await alerts.close_run(run_id, f"run {state}")  # a finished run is not a silent one
+
+    return finished
+
+
+def _cancel_action(supervisor: Supervisor) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    async def cancel(run_id: str, alert: dict[str, Any]) -> None:
+        await supervisor.cancel(run_id)
+
+    return cancel
 
 
 def _running_marker(settings: Settings) -> Path:
@@ -142,7 +184,9 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    for module in (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api):
+    app.state.token = token  # training workers report back with it
+    routers = (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api)
+    for module in (*routers, models, sessions, checkpoints, runlogs):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -73,7 +73,9 @@ class Hub:
 
     @property
     def connection_count(self) -> int:
-        return len(self._subscribers)
+        """WebSocket connections (mailboxes with a socket to close); SSE streams and in-process listeners
+        subscribe too but are not connections in seed 000's sense."""
+        return sum(1 for subscriber in self._subscribers if subscriber.close is not None)
 
     def connect(self, topics: Iterable[str] = (), close: Callable[[int], Awaitable[None]] | None = None) -> Subscriber:
         subscriber = Subscriber(self.queue_size, close)

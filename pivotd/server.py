@@ -76,6 +76,7 @@ class PivotServer(uvicorn.Server):
         self.url = f"http://{host}:{port}"
         self._announce()
         log.info("pivotd listening on %s (data in %s)", self.url, self.settings.data_dir)
+        self.services.supervisor.attach(self.url)  # workers report to this URL; queued runs start now
         notify(f"READY=1\nSTATUS=listening on {self.url}")
         interval = watchdog_interval()
         if interval:

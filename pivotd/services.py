@@ -9,7 +9,10 @@ from pivotd.alerts.engine import AlertEngine
 from pivotd.alerts.notifications import Notifier
 from pivotd.alerts.webhooks import Webhooks
 from pivotd.hub import Hub
+from pivotd.inference import Inference
 from pivotd.ingest import Ingest
+from pivotd.jobs import Supervisor
+from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.settings import Settings
 from pivotd.store import Store
@@ -29,3 +32,6 @@ class Services:
     webhooks: Webhooks
     actions: Actions
     """The trainer registers `pause`/`cancel` handlers here for rules with an `action`."""
+    supervisor: Supervisor
+    training: Training
+    inference: Inference

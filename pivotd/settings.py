@@ -69,10 +69,45 @@ class Settings(BaseModel):
     """First retry delay; each further retry waits twice as long (capped at one hour)."""
     webhook_allow_private: bool = True
     """Allow webhook URLs that resolve to loopback, private or link-local addresses. Set false on shared hosts."""
+    training_slots: Annotated[int, Field(ge=1, le=64)] | None = None
+    """Managed runs trained at once. Unset: one per visible GPU, one on a CPU-only machine."""
+    dataset_dir: Path | None = None
+    """Where the `mnist` dataset's IDX files are read from (and downloaded to). Unset: `<data_dir>/datasets`."""
+    cancel_grace_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """After SIGTERM, how long a cancelled worker may take to stop before it gets SIGKILL."""
+    heartbeat_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
+    """A worker silent for this long is killed and its run failed (a hung process)."""
+    resume_interrupted: bool = False
+    """On start, runs a dead daemon left running continue from their last checkpoint instead of failing."""
+    worker_memory_limit_mb: Annotated[int, Field(ge=0)] = 0
+    """Address-space cap per training worker in MiB (0: none); past it the worker fails instead of the box."""
+    worker_threads: Annotated[int, Field(ge=0, le=256)] = 0
+    """CPU threads per training worker (torch.set_num_threads); 0 leaves torch's default."""
+    max_linear_layers: Annotated[int, Field(ge=1, le=256)] = 5
+    """Most linear layers an architecture may have (seed 003's limit is 5)."""
+    max_checkpoint_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
+    """Largest checkpoint upload accepted; larger ones get 413."""
+    max_infer_body_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    """Largest inference request body: 512 inputs of 784 numbers written at full precision need about 6 MB."""
+    inference_cache_size: Annotated[int, Field(ge=1, le=1024)] = 8
+    """Trained models kept loaded for inference (least recently used ones are dropped)."""
+    sse_keepalive_s: Annotated[float, Field(gt=0, le=300)] = 15.0
+    """Idle SSE streams get a `: keep-alive` comment this often, so proxies do not time them out."""
+    inference_device: str = "cpu"
+    """Device inference runs on: `cpu`, `cuda` or `cuda:N`."""
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / "pivot.db"
+
+    @property
+    def datasets_path(self) -> Path:
+        return self.dataset_dir or self.data_dir / "datasets"
+
+    @property
+    def runs_path(self) -> Path:
+        """Per-run artifacts: job spec, checkpoints, params."""
+        return self.data_dir / "runs"
 
     @property
     def url(self) -> str:

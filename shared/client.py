@@ -7,7 +7,7 @@ file (see `shared.locations`), so a script on the GPU box needs no configuration
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -91,11 +91,33 @@ class _Base:
         return "ws" + self.url.removeprefix("http") + "/ws"
 
 
-class PivotClient(_Base):
-    """Blocking client; use as a context manager or call `close()`."""
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_SESSION_STATES = frozenset({"completed", "failed", "stopped"})
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
-        super().__init__(url, token)
+
+def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
+    """(event, data) pairs of a Server-Sent Events stream; comments (keep-alives) are skipped."""
+    event, data = "message", []
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line == "" and data:
+            yield event, json.loads("\n".join(data))
+            event, data = "message", []
+
+
+class PivotClient(_Base):
+    """Blocking client; use as a context manager or call `close()`.
+
+    Seed 002 spells it `PIVOTClient(base_url=...)`; both spellings work.
+    """
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 10.0, *, base_url: str | None = None
+    ) -> None:
+        super().__init__(url or base_url, token)
         self._http = httpx.Client(base_url=self.url, headers=_headers(self.token), timeout=timeout)
 
     def __enter__(self) -> PivotClient:
@@ -159,6 +181,149 @@ class PivotClient(_Base):
 
     def delete_run(self, run_id: str) -> None:
         self._call("DELETE", f"/api/v1/runs/{run_id}")
+
+    # -- managed training: models, runs, inference (seeds 001 and 003) -------------------------------------
+
+    def _json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        if body is not None:
+            kwargs["content"] = json.dumps(body).encode()
+        return self._call(method, path, **kwargs).json()
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model definition with its training summary."""
+        result: list[dict[str, Any]] = self._json("GET", "/api/models")
+        return result
+
+    def create_model(
+        self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        body = {"architecture": architecture, **({"hyperparams": hyperparams} if hyperparams else {}), **fields}
+        result: dict[str, Any] = self._json("POST", "/api/models", body)
+        return result
+
+    def train(
+        self,
+        architecture: Mapping[str, Any] | None = None,
+        hyperparams: Mapping[str, Any] | None = None,
+        *,
+        model_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Queue a run: of a stored model (`model_id`), or of an inline architecture. Returns `run_id` and more."""
+        if model_id is not None:
+            body = {"hyperparams": hyperparams} if hyperparams is not None else {}
+            result: dict[str, Any] = self._json("POST", f"/api/models/{model_id}/train", body)
+            return result
+        if architecture is None:
+            raise ValueError("give an architecture or a model_id")
+        result = self._json("POST", "/api/train", {"architecture": architecture, "hyperparams": hyperparams or {}})
+        return result
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """A managed run: state, epoch, metrics, param_id once succeeded, error."""
+        result: dict[str, Any] = self._json("GET", f"/api/runs/{run_id}")
+        return result
+
+    def model_runs(self, model_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        runs: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+            page = self._json("GET", f"/api/models/{model_id}/runs", params=params)
+            runs += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return runs
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/api/train/{run_id}/cancel")
+        return result
+
+    def run_events(self, run_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """A run's `state` and `metric` events (history first) until its final state."""
+        with self._http.stream("GET", f"/api/runs/{run_id}/events", timeout=httpx.Timeout(10, read=None)) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            yield from _sse_events(response.iter_lines())
+
+    def wait_run(self, run_id: str) -> dict[str, Any]:
+        """Block until the run finishes; returns it (check `state`)."""
+        for event, data in self.run_events(run_id):
+            if event == "state" and data["state"] in FINAL_STATES:
+                break
+        return self.run(run_id)
+
+    def params(self, param_id: str) -> dict[str, Any]:
+        """Trained parameters in seed 003's layout."""
+        result: dict[str, Any] = self._json("GET", f"/api/params/{param_id}")
+        return result
+
+    def infer(
+        self,
+        inputs: Sequence[Sequence[float]],
+        *,
+        param_id: str | None = None,
+        run_id: str | None = None,
+        logits: bool = False,
+    ) -> dict[str, Any]:
+        """Labels and probabilities for up to 512 inputs, by `param_id` or by a succeeded `run_id`."""
+        if param_id is None:
+            if run_id is None:
+                raise ValueError("give param_id or run_id")
+            param_id = self.run(run_id).get("param_id")
+            if param_id is None:
+                raise ValueError(f"run {run_id} has no parameters (not succeeded)")
+        body = {"param_id": param_id, "inputs": [list(x) for x in inputs],
+                "return": {"logits": logits, "probabilities": True, "labels": True}}  # fmt: skip
+        result: dict[str, Any] = self._json("POST", "/api/infer", body)
+        return result
+
+    # -- training sessions (seed 002) ----------------------------------------------------------------------
+
+    def create_session(
+        self,
+        config_path: str | None = None,
+        session_name: str | None = None,
+        tags: list[str] | None = None,
+        *,
+        config: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A session from a config file under the daemon's config dir, or an inline `config`."""
+        body = {k: v for k, v in (("config_path", config_path), ("config", config), ("session_name", session_name),
+                                  ("tags", tags)) if v is not None}  # fmt: skip
+        result: dict[str, Any] = self._json("POST", "/api/v1/training/sessions", body)
+        return result
+
+    def start_training(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{session_id}/start")
+        return result
+
+    def stop_training(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{session_id}/stop")
+        return result
+
+    def get_session(self, session_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json("GET", f"/api/v1/training/sessions/{session_id}")
+        return result
+
+    def stream_metrics(self, session_id: str) -> Iterator[dict[str, Any]]:
+        """Per-epoch metrics (`epoch`, `train_loss`, `val_loss`, ...) as they come, until the session ends."""
+        path = f"/api/v1/sse/training/{session_id}"
+        with self._http.stream("GET", path, timeout=httpx.Timeout(10, read=None)) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for(response)
+            for event, data in _sse_events(response.iter_lines()):
+                if event == "metrics":
+                    yield data
+                elif event == "status" and data["status"] in FINAL_SESSION_STATES:
+                    return
+
+    def wait_for_completion(self, session_id: str) -> dict[str, Any]:
+        """Block until the session ends; returns its final state (`status`, `latest_metrics`, `error`, ...)."""
+        for _ in self.stream_metrics(session_id):
+            pass
+        return self.get_session(session_id)
 
 
 # Seed 002 spells the client this way.
@@ -232,3 +397,15 @@ class AsyncPivotClient(_Base):
 
     async def delete_run(self, run_id: str) -> None:
         await self._call("DELETE", f"/api/v1/runs/{run_id}")
+
+    async def train(
+        self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Queue a managed run of an inline architecture (`POST /api/train`)."""
+        body = json.dumps({"architecture": architecture, "hyperparams": hyperparams or {}}).encode()
+        result: dict[str, Any] = (await self._call("POST", "/api/train", content=body)).json()
+        return result
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = (await self._call("GET", f"/api/runs/{run_id}")).json()
+        return result

@@ -190,6 +190,8 @@ async def get_run(
             for e in events
         ],
     }
+    if run.kind == "managed":
+        head |= await services.training.managed_fields(run_id)
     if steps == "none":
         return json_response(head)
     if steps == "latest":

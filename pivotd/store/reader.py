@@ -43,7 +43,7 @@ class Reader:
 
     @property
     def connection(self) -> aiosqlite.Connection:
-        """For the query modules of other features (`store/monitoring.py`), which share this connection."""
+        """For the query modules beside this one (`store/monitoring.py`, `store/training.py`): one reader connection."""
         return self._conn
 
     async def close(self) -> None:

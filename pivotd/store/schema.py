@@ -154,6 +154,68 @@ MIGRATIONS: list[str] = [
       ('rule_run_silent', '{"name": "run_silent", "metric": "any_value", "condition": "no_data_for",
         "threshold": 600, "severity": "medium"}', 1, unixepoch(), unixepoch());
     """,
+    # 5: managed training: model definitions, the job fields of runs, trained params, checkpoints, worker logs.
+    """
+    CREATE TABLE models (
+        id               INTEGER PRIMARY KEY,
+        model_id         TEXT NOT NULL UNIQUE,
+        name             TEXT,
+        description      TEXT,
+        architecture     TEXT,
+        hyperparams      TEXT,
+        trained          INTEGER NOT NULL DEFAULT 0,
+        saved_model_path TEXT,
+        saved_run_id     TEXT,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        last_trained_at  REAL
+    );
+    ALTER TABLE runs ADD COLUMN model_id TEXT;
+    ALTER TABLE runs ADD COLUMN name TEXT;
+    ALTER TABLE runs ADD COLUMN config TEXT;
+    ALTER TABLE runs ADD COLUMN error TEXT;
+    ALTER TABLE runs ADD COLUMN queued_at REAL;
+    ALTER TABLE runs ADD COLUMN started_at REAL;
+    ALTER TABLE runs ADD COLUMN finished_at REAL;
+    ALTER TABLE runs ADD COLUMN epoch INTEGER;
+    ALTER TABLE runs ADD COLUMN epochs_total INTEGER;
+    ALTER TABLE runs ADD COLUMN param_id TEXT;
+    CREATE INDEX runs_by_model ON runs(model_id, id);
+    CREATE INDEX runs_by_status ON runs(kind, status);
+    -- Params outlive their run row (retention may evict a finished run; the model keeps its weights).
+    CREATE TABLE params (
+        id         INTEGER PRIMARY KEY,
+        param_id   TEXT NOT NULL UNIQUE,
+        run_id     TEXT NOT NULL,
+        model_id   TEXT,
+        path       TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE checkpoints (
+        id            INTEGER PRIMARY KEY,
+        checkpoint_id TEXT NOT NULL UNIQUE,
+        run           INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        epoch         INTEGER,
+        metric_name   TEXT,
+        metric_value  REAL,
+        metrics       TEXT NOT NULL DEFAULT '{}',
+        path          TEXT NOT NULL,
+        size_bytes    INTEGER NOT NULL,
+        is_best       INTEGER NOT NULL DEFAULT 0,
+        source        TEXT NOT NULL DEFAULT 'trainer',
+        created_at    REAL NOT NULL
+    );
+    CREATE INDEX checkpoints_by_run ON checkpoints(run, id);
+    CREATE TABLE run_logs (
+        id        INTEGER PRIMARY KEY,
+        run       INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        timestamp REAL NOT NULL,
+        level     TEXT NOT NULL,
+        message   TEXT NOT NULL
+    );
+    CREATE INDEX run_logs_by_run ON run_logs(run, id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

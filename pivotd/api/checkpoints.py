@@ -1,0 +1,183 @@
+"""Seed 002's checkpoints (`/api/v1/checkpoints`): list, upload (multipart `.pth`), streaming download, delete.
+
+Uploads are streamed to disk under a size cap, then checked in a separate process that loads them with
+`torch.load(weights_only=True)` only (see `pivotd.training.checkpoint_check`); anything else is refused with 422
+and deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
+from starlette.datastructures import UploadFile
+
+import pivotd
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import json_response
+from pivotd.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
+from pivotd.ids import new_id
+from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1", tags=["checkpoints (seed 002)"])
+CHECK_TIMEOUT_S = 120
+CHUNK = 1024 * 1024
+
+
+def _view(row: CheckpointRow) -> dict[str, Any]:
+    return {
+        "checkpoint_id": row.checkpoint_id,
+        "session_id": row.run_id,
+        "epoch": row.epoch,
+        "metric_name": row.metric_name,
+        "metric_value": row.metric_value,
+        "metrics": row.metrics,
+        "file_size_mb": round(row.size_bytes / 1024**2, 3),
+        "size_bytes": row.size_bytes,
+        "file_path": row.path,
+        "is_best": row.is_best,
+        "source": row.source,
+        "created_at": iso(row.created_at),
+    }
+
+
+@router.get("/checkpoints", summary="Checkpoints, optionally of one session")
+async def list_checkpoints(
+    services: ServicesDep,
+    session_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> Response:
+    rows = await services.training.reader.checkpoints(session_id, limit)
+    return json_response({"checkpoints": [_view(row) for row in rows]})
+
+
+async def _check(path: Path) -> str | None:
+    """None if the file is a safe tensor checkpoint, else the reason it is not."""
+    root = str(Path(pivotd.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pivotd.training.checkpoint_check", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return f"checking the file took longer than {CHECK_TIMEOUT_S} s"
+    try:
+        verdict = json.loads(out.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        tail = err.decode(errors="replace").strip().splitlines()
+        if proc.returncode and tail and "torch" in tail[-1] and "No module" in tail[-1]:
+            raise ServiceUnavailable("checking checkpoints needs the train extra (torch)") from None
+        return f"the file could not be read ({tail[-1] if tail else f'exit {proc.returncode}'})"
+    return None if verdict.get("ok") else str(verdict.get("reason"))
+
+
+@router.post(
+    "/checkpoints", status_code=201, summary="Upload a .pth checkpoint (multipart: file, session_id, epoch, metrics)"
+)
+async def upload_checkpoint(request: Request, services: ServicesDep) -> Response:
+    limit = services.settings.max_checkpoint_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise PayloadTooLarge(f"upload of {int(declared)} bytes exceeds max_checkpoint_bytes ({limit})")
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadRequest("send multipart/form-data with fields file, session_id, epoch and metrics")
+    async with request.form(max_files=1, max_fields=16) as form:
+        upload = form.get("file")
+        session_id = form.get("session_id")
+        if not isinstance(upload, UploadFile):
+            raise ValidationFailed("file: a .pth file is required", details=[{"field": "file", "message": "missing"}])
+        if not isinstance(session_id, str) or not session_id:
+            raise ValidationFailed("session_id: required", details=[{"field": "session_id", "message": "missing"}])
+        if not (upload.filename or "").endswith((".pth", ".pt")):
+            raise ValidationFailed("file: must be a .pth (or .pt) file", details=[{"field": "file", "message": "name"}])
+        epoch = _int_field(form.get("epoch"), "epoch")
+        metrics = _metrics_field(form.get("metrics"))
+        run = await services.training.reader.job(session_id)
+        if run is None:
+            raise NotFound(f"session {session_id!r} not found")
+        checkpoint_id = new_id("ckpt")
+        directory = services.settings.runs_path / session_id / "uploads"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{checkpoint_id}.pth"
+        size = 0
+        try:
+            with path.open("wb") as handle:
+                while chunk := await upload.read(CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"upload exceeds max_checkpoint_bytes ({limit})")
+                    handle.write(chunk)
+            reason = await _check(path)
+            if reason is not None:
+                raise ValidationFailed(f"file: not a tensor checkpoint loadable with weights_only=True: {reason}")
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    name = run.config.get("hyperparams", {}).get("selection_metric", "val_loss")
+    value = metrics.get(name)
+    await services.store.writer.submit(
+        AddCheckpoint(checkpoint_id, session_id, epoch, name if value is not None else None,
+                      value if isinstance(value, int | float) else None, metrics, str(path), size, False, "upload")
+    )  # fmt: skip
+    body = {"checkpoint_id": checkpoint_id, "file_size_mb": round(size / 1024**2, 3), "size_bytes": size,
+            "uploaded_at": iso(path.stat().st_mtime)}  # fmt: skip
+    return json_response(body, 201)
+
+
+def _int_field(value: Any, name: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ValidationFailed(f"{name}: must be an integer", details=[{"field": name, "message": "integer"}]) from None
+
+
+def _metrics_field(value: Any) -> dict[str, Any]:
+    if value is None or value == "":
+        return {}
+    try:
+        metrics = orjson.loads(str(value))
+    except orjson.JSONDecodeError:
+        metrics = None
+    if not isinstance(metrics, dict):
+        raise ValidationFailed(
+            "metrics: must be a JSON object string", details=[{"field": "metrics", "message": "json"}]
+        )
+    return metrics
+
+
+async def _checkpoint(services: Any, checkpoint_id: str) -> CheckpointRow:
+    row = await services.training.reader.checkpoint(checkpoint_id)
+    if row is None:
+        raise NotFound(f"checkpoint {checkpoint_id!r} not found")
+    return row
+
+
+@router.get("/checkpoints/{checkpoint_id}/download", summary="The checkpoint file, streamed")
+async def download_checkpoint(checkpoint_id: str, services: ServicesDep) -> Response:
+    row = await _checkpoint(services, checkpoint_id)
+    if not Path(row.path).is_file():
+        raise NotFound(f"the file of checkpoint {checkpoint_id!r} is gone from disk")
+    return FileResponse(row.path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")
+
+
+@router.delete("/checkpoints/{checkpoint_id}", summary="Delete a checkpoint and its file")
+async def delete_checkpoint(checkpoint_id: str, services: ServicesDep) -> Response:
+    path = await services.store.writer.submit(DeleteCheckpoint(checkpoint_id))
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()
+    return json_response({"message": "Checkpoint deleted successfully", "checkpoint_id": checkpoint_id})

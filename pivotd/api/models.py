@@ -1,0 +1,305 @@
+"""Families F and M (seeds 001 and 003, prefix `/api`): models, training runs, parameters and inference.
+
+Errors leave as `{"error": msg}` (the family's envelope, applied by `pivotd.errors`); states are
+`queued/running/succeeded/failed/cancelled`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from pivotd.api.body import read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import json_response
+from pivotd.api.sse import stream_run
+from pivotd.errors import BadRequest, ValidationFailed
+from pivotd.inference import as_batch, outputs, parse_body
+from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
+from pivotd.services import Services
+from pivotd.store.training import FINAL_STATES, JobRow, ModelRow
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
+RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+Id = Annotated[str, Path(max_length=128)]
+
+
+async def _object(
+    request: Request, services: Services, optional: bool = False, limit: int | None = None
+) -> dict[str, Any]:
+    if optional and request.headers.get("content-length") in (None, "0"):
+        return {}
+    document = parse_body(await read_json_body(request, limit or services.settings.max_body_bytes))
+    if not isinstance(document, dict):
+        raise BadRequest("body must be a JSON object")
+    return document
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else iso(value)
+
+
+async def run_view(training: Training, run: JobRow) -> dict[str, Any]:
+    """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
+    latest = await training.latest_metrics(run)
+    view: dict[str, Any] = {
+        "run_id": run.run_id,
+        "model_id": run.model_id,
+        "state": run.status,
+        "epoch": run.epoch or 0,
+        "epochs_total": run.epochs_total,
+        "metrics": {name: latest[name] for name in RUN_METRICS if name in latest},
+        "created_at": iso(run.created_at),
+        "started_at": _ts(run.started_at),
+        "finished_at": _ts(run.finished_at),
+        "error": run.error,
+        "events_url": f"/api/runs/{run.run_id}/events",
+    }
+    if run.status == "succeeded" and run.param_id:
+        view["param_id"] = run.param_id
+    return view
+
+
+async def model_summary(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
+    total, latest_id = counts
+    latest = await training.reader.job(latest_id) if latest_id else None
+    path = model.saved_model_path
+    return {
+        "model_id": model.model_id,
+        "name": model.name,
+        "description": model.description,
+        "architecture": model.architecture,
+        "hyperparams": model.hyperparams,
+        "created_at": iso(model.created_at),
+        "updated_at": iso(model.updated_at),
+        "trained": model.trained,
+        "saved_model_path": path,
+        "saved_model_exists": bool(path) and os.path.isfile(path),
+        "last_trained_at": _ts(model.last_trained_at),
+        "runs_total": total,
+        "latest_run": await run_view(training, latest) if latest else None,
+    }
+
+
+@router.get("/models", summary="Model summaries (seed 001)")
+async def list_models(services: ServicesDep) -> Response:
+    training = services.training
+    counts = await training.reader.run_counts()
+    models = [
+        await model_summary(training, m, counts.get(m.model_id, (0, None))) for m in await training.reader.models()
+    ]
+    return json_response(models)
+
+
+_MODEL_FIELDS = ("name", "description", "architecture", "hyperparams", "trained", "saved_model_path")
+
+
+@router.post("/models", summary="Create (201) or update by model_id (200) a model definition")
+async def post_model(request: Request, services: ServicesDep) -> Response:
+    document = await _object(request, services)
+    model_id = document.get("model_id")
+    if model_id is not None and (not isinstance(model_id, str) or not 0 < len(model_id) <= 128):
+        raise BadRequest("model_id must be a string of 1..128 characters")
+    values = {name: document[name] for name in _MODEL_FIELDS if name in document}
+    if "trained" in values:
+        values["trained"] = bool(values["trained"])
+    training = services.training
+    model, created = await training.put_model(model_id, values)
+    counts = (await training.reader.run_counts()).get(model.model_id, (0, None))
+    return json_response(await model_summary(training, model, counts), 201 if created else 200)
+
+
+@router.get("/models/{model_id}", summary="A model's summary with its runs")
+async def get_model(model_id: Id, services: ServicesDep) -> Response:
+    training = services.training
+    model = await training.get_model(model_id)
+    summary = await model_summary(training, model, (await training.reader.run_counts()).get(model_id, (0, None)))
+    summary["runs"] = [await run_view(training, run) for run in await training.reader.jobs(model_id=model_id)]
+    return json_response(summary)
+
+
+@router.post("/models/{model_id}/save", summary="Register a definition, or promote a succeeded run ({run_id})")
+async def save_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
+    document = await _object(request, services)
+    training = services.training
+    run_id = document.get("run_id")
+    if run_id is None:
+        values = {
+            name: document[name] for name in ("name", "description", "architecture", "hyperparams") if name in document
+        }
+        model, _ = await training.put_model(model_id, {**values, "trained": False, "saved_model_path": None})
+        counts = (await training.reader.run_counts()).get(model_id, (0, None))
+        return json_response(await model_summary(training, model, counts))
+    await training.get_model(model_id)
+    run = await training.get_run(str(run_id))
+    if run.model_id != model_id:
+        raise ValidationFailed(f"run {run_id!r} belongs to model {run.model_id!r}, not {model_id!r}")
+    params = await training.succeeded_params(run.run_id)
+    model, _ = await training.put_model(
+        model_id,
+        {"trained": True, "saved_model_path": params.path, "saved_run_id": run.run_id,
+         "architecture": run.config["architecture"], "hyperparams": run.config["hyperparams"]},
+    )  # fmt: skip
+    counts = (await training.reader.run_counts()).get(model_id, (0, None))
+    return json_response(
+        {**await model_summary(training, model, counts), "run_id": run.run_id, "param_id": params.param_id}
+    )
+
+
+@router.post("/models/{model_id}/train", status_code=202, summary="Train a stored model (seed 003)")
+async def train_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
+    document = await _object(request, services, optional=True)
+    run_id = await services.training.train_model(model_id, document.get("hyperparams"))
+    return json_response({"run_id": run_id, "model_id": model_id, "status": "queued"}, 202)
+
+
+@router.post("/train", status_code=202, summary="Train an inline architecture (seed 001); 409 when all slots are busy")
+async def train_inline(request: Request, services: ServicesDep) -> Response:
+    document = await _object(request, services)
+    if "architecture" not in document:
+        raise BadRequest("architecture: field required")
+    model_id, run_id = await services.training.train_inline(document["architecture"], document.get("hyperparams"))
+    body = {"model_id": model_id, "run_id": run_id, "events_url": f"/api/runs/{run_id}/events", "status": "queued"}
+    return json_response(body, 202)
+
+
+@router.post("/train/{run_id}/cancel", status_code=202, summary="Cancel a queued or running run")
+async def cancel_run(run_id: Id, services: ServicesDep) -> Response:
+    run = await services.training.cancel(run_id)
+    return json_response({"run_id": run_id, "state": run.status, "cancel_requested": True}, 202)
+
+
+@router.get("/runs/{run_id}", summary="A training run's state and latest metrics (seed 003)")
+async def get_run(run_id: Id, services: ServicesDep) -> Response:
+    training = services.training
+    return json_response(await run_view(training, await training.get_run(run_id)))
+
+
+@router.get("/runs/{run_id}/events", summary="SSE: `state` and `metric` events, history first (seed 001)")
+async def run_events(run_id: Id, services: ServicesDep) -> Response:
+    training = services.training
+    await training.get_run(run_id)  # 404 before the stream starts
+    seen: set[int] = set()
+    last_state: list[str] = []
+
+    def state_frame(state: str, error: str | None) -> list[tuple[str, dict[str, Any]]]:
+        if last_state and last_state[-1] == state:
+            return []
+        last_state.append(state)
+        data: dict[str, Any] = {"run_id": run_id, "state": state}
+        if error:
+            data["error"] = error
+        return [("state", data)]
+
+    def metric_frames(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        frames = []
+        for record in records:
+            if record["epoch"] not in seen:
+                seen.add(record["epoch"])
+                frames.append(("metric", {"run_id": run_id, **record}))
+        return frames
+
+    async def history() -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        run = await training.get_run(run_id)
+        records = await training.epoch_records(run, EPOCH_METRICS)
+        final = run.status in FINAL_STATES
+        if final:
+            return metric_frames(records) + state_frame(run.status, run.error), True
+        return state_frame(run.status, None) + metric_frames(records), False
+
+    def translate(message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        if message.get("type") == "scalars":
+            records = [
+                {"epoch": p["epoch"], "step": p["step"], "timestamp": p.get("timestamp"), **p["values"]}
+                for p in message["points"]
+                if p.get("epoch") is not None and "train_loss" in p["values"]
+            ]
+            return metric_frames(records), False
+        if message.get("type") == "run_state":
+            return state_frame(message["state"], message.get("error")), message["state"] in FINAL_STATES
+        return [], False
+
+    return stream_run(services, run_id, history, translate)
+
+
+@router.get("/models/{model_id}/runs", summary="A model's runs, newest first, with cursor paging (seed 003)")
+async def model_runs(
+    model_id: Id,
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    training = services.training
+    await training.get_model(model_id)
+    after = None
+    if cursor:
+        try:
+            after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+        except ValueError:
+            raise BadRequest("cursor is not one this server issued") from None
+    runs = await training.reader.jobs(model_id=model_id, after_ref=after, limit=limit + 1, newest_first=True)
+    page = runs[:limit]
+    next_cursor = base64.urlsafe_b64encode(str(page[-1].ref).encode()).decode() if len(runs) > limit else None
+    return json_response({"items": [await run_view(training, run) for run in page], "next_cursor": next_cursor})
+
+
+@router.get("/params/{param_id}", summary="Trained parameters in seed 003's JSON layout")
+async def get_params(param_id: Id, services: ServicesDep) -> Response:
+    training = services.training
+    params = await training.get_params(param_id)
+    arch = await training.params_architecture(params)
+    layout = await read_params_layout(params.path, arch)
+    body = {"param_id": param_id, "model_id": params.model_id, "run_id": params.run_id, "parameters": layout,
+            "size_bytes": params.size_bytes, "created_at": iso(params.created_at)}  # fmt: skip
+    return json_response(body)
+
+
+@router.post("/infer", summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}")
+async def infer(request: Request, services: ServicesDep) -> Response:
+    document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
+    training = services.training
+    if "pixels" in document or ("run_id" in document and "param_id" not in document):
+        run_id = document.get("run_id")
+        if not isinstance(run_id, str):
+            raise BadRequest("run_id: field required (a string)")
+        params = await training.succeeded_params(run_id)
+        arch = await training.params_architecture(params)
+        batch = as_batch([document.get("pixels")], arch.input_features, "pixels", single=True)
+        engine = await services.inference.engine(params.param_id, arch, params.path)
+        logits, latency = await services.inference.logits(engine, batch)
+        result = outputs(logits, {"labels": True, "probabilities": True})
+        body = {"run_id": run_id, "label": result["labels"][0], "probabilities": result["probabilities"][0],
+                "latency_ms": round(latency, 3)}  # fmt: skip
+        return json_response(body)
+    param_id = document.get("param_id")
+    if not isinstance(param_id, str):
+        raise BadRequest("param_id (or run_id with pixels): field required")
+    params = await training.get_params(param_id)
+    arch = await training.params_architecture(params)
+    batch = as_batch(document.get("inputs"), arch.input_features)
+    engine = await services.inference.engine(param_id, arch, params.path)
+    logits, latency = await services.inference.logits(engine, batch)
+    body = {"model_id": params.model_id, "param_id": param_id, "outputs": outputs(logits, _wanted(document)),
+            "latency_ms": round(latency, 3)}  # fmt: skip
+    return json_response(body)
+
+
+def _wanted(document: dict[str, Any]) -> dict[str, bool]:
+    wanted = document.get("return") or {}
+    if not isinstance(wanted, dict):
+        raise BadRequest("return must be an object like {logits, probabilities, labels}")
+    return {name: bool(wanted.get(name, default)) for name, default in
+            (("logits", False), ("probabilities", True), ("labels", True))}  # fmt: skip
+
+
+@router.post("/infer_adhoc", summary="Forward pass with a given architecture and parameters; nothing is saved")
+async def infer_adhoc(request: Request, services: ServicesDep) -> Response:
+    document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
+    arch = services.training.architecture(document.get("architecture"))
+    batch = as_batch(document.get("inputs"), arch.input_features)
+    logits, latency = await services.inference.adhoc(arch, document.get("parameters"), batch)
+    return json_response({"outputs": outputs(logits, _wanted(document)), "latency_ms": round(latency, 3)})

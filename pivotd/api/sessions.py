@@ -1,0 +1,302 @@
+"""Family P (seed 002, prefix `/api/v1`): training sessions, their metrics, and live updates over SSE and WS.
+
+A session is a managed run (`session_id` = run id). P's words: queued shows as `created`, cancelled as
+`stopped`, succeeded as `completed`. Errors leave as `{"error": {"code", "message", "details"}}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response, WebSocket
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import json_response
+from pivotd.api.sse import stream_run
+from pivotd.errors import NotFound, validation_failed
+from pivotd.hub import run_topic
+from pivotd.jobs.service import EPOCH_METRICS, Training
+from pivotd.services import Services
+from pivotd.store.training import FINAL_STATES, JobRow
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1", tags=["training sessions (seed 002)"])
+Id = Annotated[str, Path(max_length=128)]
+
+P_STATUS = {
+    "created": "created",
+    "queued": "created",
+    "running": "running",
+    "cancelled": "stopped",
+    "succeeded": "completed",
+    "failed": "failed",
+}
+P_FILTER = {
+    "created": ("created", "queued"),
+    "running": ("running",),
+    "stopped": ("cancelled",),
+    "completed": ("succeeded",),
+    "failed": ("failed",),
+}
+
+
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config_path: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    config: dict[str, Any] | None = None
+    session_name: Annotated[str, Field(max_length=256)] | None = None
+    tags: list[Annotated[str, Field(max_length=128)]] = Field(default_factory=list, max_length=64)
+
+
+def _ts(value: float | None) -> str | None:
+    return None if value is None else iso(value)
+
+
+def _config(run: JobRow) -> dict[str, Any]:
+    """Seed 002 shows a flat config (epochs, batch_size, learning_rate); the full definition follows it."""
+    hp = run.config.get("hyperparams", {})
+    return {
+        "epochs": hp.get("epochs"),
+        "batch_size": hp.get("batch_size"),
+        "learning_rate": hp.get("optimizer", {}).get("lr"),
+        **run.config,
+    }
+
+
+async def session_view(training: Training, run: JobRow) -> dict[str, Any]:
+    epoch = run.epoch or 0
+    total = run.epochs_total or 0
+    return {
+        "session_id": run.run_id,
+        "session_name": run.name,
+        "status": P_STATUS[run.status],
+        "config": _config(run),
+        "created_at": iso(run.created_at),
+        "started_at": _ts(run.started_at),
+        "completed_at": _ts(run.finished_at),
+        "current_epoch": epoch,
+        "total_epochs": total,
+        "progress": round(epoch / total, 4) if total else 0.0,
+        "latest_metrics": await training.latest_metrics(run),
+        "tags": run.tags,
+        "model_id": run.model_id,
+        "error": run.error,
+    }
+
+
+async def _session(services: Services, session_id: str) -> JobRow:
+    run = await services.training.reader.job(session_id)
+    if run is None:
+        raise NotFound(f"session {session_id!r} not found", details={"field": "session_id"})
+    return run
+
+
+@router.post(
+    "/training/sessions",
+    status_code=201,
+    summary="Create a session from a config file under config_dir, or an inline config",
+    openapi_extra=openapi_body("SessionCreate", SessionCreate),
+)
+async def create_session(request: Request, services: ServicesDep) -> Response:
+    try:
+        body = SessionCreate.model_validate_json(await read_json_body(request, services.settings.max_body_bytes))
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+    training = services.training
+    run_id = await training.create_session(body.config, body.config_path, body.session_name, body.tags)
+    run = await training.get_run(run_id)
+    view = await session_view(training, run)
+    return json_response(
+        {k: view[k] for k in ("session_id", "session_name", "status", "created_at", "config", "tags")}, 201
+    )
+
+
+@router.post("/training/sessions/{session_id}/start", summary="Queue the session (runs at once if a slot is free)")
+async def start_session(session_id: Id, services: ServicesDep) -> Response:
+    await _session(services, session_id)
+    run = await services.training.start_session(session_id)
+    return json_response(
+        {"session_id": session_id, "status": P_STATUS[run.status], "started_at": _ts(run.started_at or run.queued_at)}
+    )
+
+
+@router.post("/training/sessions/{session_id}/stop", summary="Stop the session (SIGTERM, grace, SIGKILL)")
+async def stop_session(session_id: Id, services: ServicesDep) -> Response:
+    await _session(services, session_id)
+    run = await services.training.cancel(session_id, wait=True)
+    return json_response({"session_id": session_id, "status": P_STATUS[run.status], "stopped_at": _ts(run.finished_at)})
+
+
+@router.get("/training/sessions/{session_id}", summary="A session's status, progress and latest metrics")
+async def get_session(session_id: Id, services: ServicesDep) -> Response:
+    return json_response(await session_view(services.training, await _session(services, session_id)))
+
+
+@router.get("/training/sessions", summary="Sessions, newest first; filter by status")
+async def list_sessions(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Annotated[str | None, Query(pattern="^(created|running|stopped|completed|failed)$")] = None,
+) -> Response:
+    training = services.training
+    statuses = P_FILTER[status] if status else None
+    runs = await training.reader.jobs(statuses=statuses, limit=limit, offset=offset, newest_first=True)
+    total = await training.reader.count_jobs(statuses)
+    sessions = []
+    for run in runs:
+        view = await session_view(training, run)
+        sessions.append({k: view[k] for k in ("session_id", "session_name", "status", "created_at", "current_epoch",
+                                               "total_epochs", "tags")})  # fmt: skip
+    return json_response({"sessions": sessions, "total": total, "limit": limit, "offset": offset})
+
+
+@router.get("/training/sessions/{session_id}/metrics", summary="Per-epoch metric records")
+async def session_metrics(
+    session_id: Id,
+    services: ServicesDep,
+    metric_name: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+) -> Response:
+    run = await _session(services, session_id)
+    names = (metric_name,) if metric_name else None
+    records = await services.training.epoch_records(run, names)
+    for record in records:
+        record["timestamp"] = _ts(record["timestamp"])
+    return json_response({"session_id": session_id, "metrics": records[:limit]})
+
+
+@router.get("/metrics/{session_id}/history", summary="One metric's values by epoch")
+async def metric_history(
+    session_id: Id,
+    services: ServicesDep,
+    metric_name: Annotated[str, Query(max_length=128)] = "val_loss",
+    start_epoch: Annotated[int | None, Query(ge=0)] = None,
+    end_epoch: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    run = await _session(services, session_id)
+    records = [
+        r
+        for r in await services.training.epoch_records(run, (metric_name,))
+        if (start_epoch is None or r["epoch"] >= start_epoch) and (end_epoch is None or r["epoch"] <= end_epoch)
+    ]
+    return json_response(
+        {
+            "metric_name": metric_name,
+            "values": [r[metric_name] for r in records],
+            "epochs": [r["epoch"] for r in records],
+            "timestamps": [_ts(r["timestamp"]) for r in records],
+        }
+    )
+
+
+class _SessionFeed:
+    """Turns hub messages of a session's run topic into seed 002's `metrics` and `status` updates."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.seen: set[int] = set()
+        self.status: str | None = None
+
+    def metrics(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        fresh = []
+        for record in records:
+            if record["epoch"] in self.seen:
+                continue
+            self.seen.add(record["epoch"])
+            timestamp = record.get("timestamp")
+            fresh.append({"session_id": self.session_id, **record, "timestamp": _ts(timestamp) if timestamp else None,
+                          "loss": record.get("train_loss")})  # fmt: skip
+        return fresh
+
+    def state(self, internal: str, error: str | None) -> list[dict[str, Any]]:
+        status = P_STATUS[internal]
+        if status == self.status:
+            return []
+        self.status = status
+        return [{"session_id": self.session_id, "status": status, "error": error}]
+
+    def translate(self, message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        if message.get("type") == "scalars":
+            records = [
+                {"epoch": p["epoch"], "timestamp": p.get("timestamp"), **p["values"]}
+                for p in message["points"]
+                if p.get("epoch") is not None and "train_loss" in p["values"]
+            ]
+            return [("metrics", m) for m in self.metrics(records)], False
+        if message.get("type") == "run_state":
+            done = message["state"] in FINAL_STATES
+            return [("status", s) for s in self.state(message["state"], message.get("error"))], done
+        return [], False
+
+    async def history(self, training: Training) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+        run = await training.get_run(self.session_id)
+        records = await training.epoch_records(run, EPOCH_METRICS)
+        frames = [("status", s) for s in self.state(run.status, run.error)]
+        frames += [("metrics", m) for m in self.metrics(records)]
+        return frames, run.status in FINAL_STATES
+
+
+@router.get("/sse/training/{session_id}", summary="SSE: `metrics` per epoch and `status` changes of a session")
+async def session_events(session_id: Id, services: ServicesDep) -> Response:
+    await _session(services, session_id)
+    feed = _SessionFeed(session_id)
+    return stream_run(services, session_id, lambda: feed.history(services.training), feed.translate)
+
+
+@router.websocket("/ws/training/{session_id}")
+async def session_socket(websocket: WebSocket, session_id: str) -> None:
+    """Messages `{"type": "metrics", "epoch", "loss", ...}` and `{"type": "status", "status"}`; closes when done."""
+    services: Services = websocket.app.state.services
+    await websocket.accept()
+    if await services.training.reader.job(session_id) is None:
+        await websocket.send_text(
+            orjson.dumps({"type": "error", "message": f"session {session_id!r} not found"}).decode()
+        )
+        await websocket.close(1008)
+        return
+
+    async def close(code: int) -> None:  # the hub closes sockets with 1001 on shutdown
+        with contextlib.suppress(RuntimeError, OSError):
+            await websocket.close(code)
+
+    subscriber = services.hub.connect([run_topic(session_id)], close=close)
+    feed = _SessionFeed(session_id)
+    receiver = asyncio.create_task(websocket.receive())  # notices the client leaving
+    try:
+        frames, done = await feed.history(services.training)
+        while True:
+            for kind, data in frames:
+                await websocket.send_text(orjson.dumps({"type": kind, **data}).decode())
+            if done:
+                await websocket.close(1000)
+                return
+            waiter = asyncio.create_task(subscriber.next_messages())
+            finished, _ = await asyncio.wait({waiter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if receiver in finished:
+                if receiver.result()["type"] == "websocket.disconnect":
+                    waiter.cancel()
+                    return
+                receiver = asyncio.create_task(websocket.receive())  # client messages are ignored
+            frames = []
+            if waiter not in finished:
+                waiter.cancel()
+                continue
+            for raw in waiter.result():
+                more, done = feed.translate(orjson.loads(raw))
+                frames += more
+                if done:
+                    break
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass  # the client went away
+    finally:
+        receiver.cancel()
+        services.hub.disconnect(subscriber)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await receiver

@@ -1,0 +1,276 @@
+"""Training use cases shared by the F, M and P routes: define models, start, cancel and describe runs.
+
+Routes translate their family's shapes and words; the rules (validation, the 409s, what a run looks like)
+live here once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pivotd.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed, validation_failed
+from pivotd.ids import new_id
+from pivotd.jobs.supervisor import Supervisor
+from pivotd.settings import Settings
+from pivotd.store import Store
+from pivotd.store.training import (
+    ACTIVE_STATES,
+    CreateJob,
+    JobRow,
+    ModelRow,
+    ParamsRow,
+    PutModel,
+    TrainingReader,
+)
+from shared.models.training import (
+    Architecture,
+    ArchitectureError,
+    Hyperparams,
+    TrainingConfig,
+    check_architecture,
+)
+
+_M = TypeVar("_M", bound=BaseModel)
+CLASSES = 10  # both datasets are MNIST digits
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")
+
+
+class InvalidDefinition(BadRequest):
+    """Architecture or hyperparameters that cannot be trained (seed 003: 400 on invalid dimensions)."""
+
+
+def _parse(model: type[_M], value: Any, prefix: str) -> _M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        error = validation_failed(exc, prefix)
+        raise InvalidDefinition(error.message, details=error.details) from None
+
+
+class Training:
+    def __init__(self, settings: Settings, store: Store, supervisor: Supervisor) -> None:
+        self.settings = settings
+        self.store = store
+        self.supervisor = supervisor
+        self.reader: TrainingReader = supervisor.reader
+
+    # -- definitions ----------------------------------------------------------------------------------------
+
+    def architecture(self, value: Any) -> Architecture:
+        arch = _parse(Architecture, value, "architecture")
+        try:
+            check_architecture(arch, CLASSES, self.settings.max_linear_layers)
+        except ArchitectureError as exc:
+            raise InvalidDefinition(f"architecture.{exc}") from None
+        return arch
+
+    def hyperparams(self, value: Any) -> Hyperparams:
+        return _parse(Hyperparams, {} if value is None else value, "hyperparams")
+
+    async def get_model(self, model_id: str) -> ModelRow:
+        model = await self.reader.model(model_id)
+        if model is None:
+            raise NotFound(f"model {model_id!r} not found")
+        return model
+
+    async def put_model(self, model_id: str | None, values: dict[str, Any]) -> tuple[ModelRow, bool]:
+        """Create (no id, or an unknown one) or update the given fields. Validates what it stores."""
+        if values.get("architecture") is not None:
+            values["architecture"] = self.architecture(values["architecture"]).wire()
+        if values.get("hyperparams") is not None:
+            values["hyperparams"] = self.hyperparams(values["hyperparams"]).model_dump()
+        result: tuple[ModelRow, bool] = await self.store.writer.submit(PutModel(model_id or new_id("m"), values))
+        return result
+
+    # -- runs -----------------------------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        arch: Architecture,
+        hp: Hyperparams,
+        *,
+        model_id: str,
+        queue: bool,
+        name: str | None = None,
+        tags: list[str] | None = None,
+    ) -> str:
+        run_id = new_id("r")
+        config = {"architecture": arch.wire(), "hyperparams": hp.model_dump()}
+        status = "queued" if queue else "created"
+        await self.store.writer.submit(CreateJob(run_id, status, config, hp.epochs, model_id, name, tags or []))
+        if queue:
+            await self.supervisor.dispatch()
+        return run_id
+
+    async def train_inline(self, architecture: Any, hyperparams: Any) -> tuple[str, str]:
+        """Seed 001's POST /api/train: 409 while every training slot is taken."""
+        arch, hp = self.architecture(architecture), self.hyperparams(hyperparams)
+        active = await self.reader.count_jobs(ACTIVE_STATES)
+        if active >= self.supervisor.slots:
+            raise Conflict(f"a training run is already active ({active} of {self.supervisor.slots} slots in use)")
+        model, _ = await self.put_model(None, {"architecture": arch.wire(), "hyperparams": hp.model_dump()})
+        run_id = await self.create_run(arch, hp, model_id=model.model_id, queue=True)
+        return model.model_id, run_id
+
+    async def train_model(self, model_id: str, hyperparams: Any, *, queue: bool = True, **extra: Any) -> str:
+        """Seed 003's POST /models/{id}/train: 409 when an active run of the model has other hyperparameters."""
+        model = await self.get_model(model_id)
+        if model.architecture is None:
+            raise Conflict(f"model {model_id!r} has no architecture to train")
+        arch = self.architecture(model.architecture)
+        hp = self.hyperparams(hyperparams if hyperparams is not None else model.hyperparams)
+        for run in await self.reader.jobs(model_id=model_id, statuses=ACTIVE_STATES):
+            if run.config.get("hyperparams") != hp.model_dump():
+                raise Conflict(
+                    f"model {model_id!r} already has run {run.run_id} {run.status} with different hyperparameters"
+                )
+        return await self.create_run(arch, hp, model_id=model_id, queue=queue, **extra)
+
+    async def get_run(self, run_id: str) -> JobRow:
+        run = await self.reader.job(run_id)
+        if run is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return run
+
+    async def cancel(self, run_id: str, wait: bool = False) -> JobRow:
+        run = await self.get_run(run_id)
+        if run.status not in ("created", *ACTIVE_STATES):
+            raise Conflict(f"run {run_id!r} is {run.status}; only queued or running runs can be cancelled")
+        await self.supervisor.cancel(run_id, wait=wait)
+        return await self.get_run(run_id)
+
+    async def epoch_records(self, run: JobRow, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """One record per finished epoch: `{epoch, timestamp, train_loss, ...}` (seed 002's Metrics)."""
+        records: dict[int, dict[str, Any]] = {}
+        for name, epoch, value, timestamp in await self.reader.epoch_metrics(run.ref, names):
+            record = records.setdefault(epoch, {"epoch": epoch, "timestamp": timestamp})
+            record[name] = value
+        return [records[epoch] for epoch in sorted(records)]
+
+    async def latest_metrics(self, run: JobRow) -> dict[str, float]:
+        records = await self.epoch_records(run, EPOCH_METRICS)
+        if not records:
+            return {}
+        return {k: v for k, v in records[-1].items() if k in EPOCH_METRICS}
+
+    async def managed_fields(self, run_id: str) -> dict[str, Any]:
+        """What `GET /api/v1/runs/{id}` adds for a managed run (api-map: progress, hyperparameters, ...)."""
+        run = await self.get_run(run_id)
+        total = run.epochs_total or 0
+        checkpoints = await self.reader.checkpoints(run_id)
+        return {
+            "model_id": run.model_id,
+            "epoch": run.epoch or 0,
+            "epochs_total": total,
+            "progress": round((run.epoch or 0) / total, 4) if total else 0.0,
+            "hyperparameters": run.config.get("hyperparams"),
+            "metrics": await self.latest_metrics(run),
+            "param_id": run.param_id,
+            "error": run.error,
+            "checkpoints": [
+                {"checkpoint_id": c.checkpoint_id, "epoch": c.epoch, "is_best": c.is_best, "size_bytes": c.size_bytes}
+                for c in checkpoints
+            ],
+        }
+
+    async def succeeded_params(self, run_id: str) -> ParamsRow:
+        """The params of a finished run: 404 unknown, 409 not (successfully) finished."""
+        run = await self.get_run(run_id)
+        if run.status != "succeeded" or run.param_id is None:
+            raise Conflict(f"run {run_id!r} is {run.status}; inference needs a succeeded run")
+        return await self.get_params(run.param_id)
+
+    async def get_params(self, param_id: str) -> ParamsRow:
+        params = await self.reader.params(param_id)
+        if params is None:
+            raise NotFound(f"param {param_id!r} not found")
+        if not Path(params.path).is_file():
+            raise NotFound(f"the weights of param {param_id!r} are gone from disk")
+        return params
+
+    async def params_architecture(self, params: ParamsRow) -> Architecture:
+        run = await self.reader.job(params.run_id)
+        if run is not None:
+            return Architecture.model_validate(run.config["architecture"])
+        model = await self.reader.model(params.model_id) if params.model_id else None
+        if model is None or model.architecture is None:
+            raise NotFound(f"the architecture of param {params.param_id!r} is gone")
+        return Architecture.model_validate(model.architecture)
+
+    # -- session configs (seed 002) -------------------------------------------------------------------------
+
+    def read_config_file(self, config_path: str) -> dict[str, Any]:
+        """A YAML or JSON file under `config_dir`; any path leading outside it (.., symlinks) is refused."""
+        base = self.settings.config_dir.resolve()
+        target = (base / config_path).resolve()
+        if not target.is_relative_to(base):
+            raise ValidationFailed(
+                "config_path: must name a file inside the daemon's config directory",
+                details=[{"field": "config_path", "message": "outside the config directory"}],
+            )
+        if not target.is_file():
+            raise ValidationFailed(
+                f"config_path: no file {config_path!r} in the config directory",
+                details=[{"field": "config_path", "message": "not found"}],
+            )
+        try:
+            document = yaml.safe_load(target.read_text())  # YAML is a superset of JSON
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValidationFailed(f"config_path: cannot read {config_path!r}: {exc}") from None
+        if not isinstance(document, dict):
+            raise ValidationFailed(f"config_path: {config_path!r} must hold a mapping with architecture/hyperparams")
+        return document
+
+    async def create_session(self, config: Any, config_path: str | None, name: str | None, tags: list[str]) -> str:
+        if (config is None) == (config_path is None):
+            raise ValidationFailed("give exactly one of config_path or config")
+        document = self.read_config_file(config_path) if config_path is not None else config
+        parsed = _parse(TrainingConfig, document, "config")
+        if parsed.model_id is not None:
+            return await self.train_model(
+                parsed.model_id,
+                None if parsed.hyperparams is None else parsed.hyperparams.model_dump(),
+                queue=False,
+                name=name,
+                tags=tags,
+            )
+        arch = self.architecture(document["architecture"])
+        hp = parsed.hyperparams or Hyperparams()
+        model, _ = await self.put_model(
+            None, {"architecture": arch.wire(), "hyperparams": hp.model_dump(), "name": name}
+        )
+        return await self.create_run(arch, hp, model_id=model.model_id, queue=False, name=name, tags=tags)
+
+    async def start_session(self, run_id: str) -> JobRow:
+        run = await self.get_run(run_id)
+        if run.status != "created":
+            raise Conflict(f"session {run_id!r} is already {run.status}")
+        await self.supervisor.enqueue(run_id)
+        return await self.get_run(run_id)
+
+
+async def read_params_layout(path: str, arch: Architecture) -> dict[str, Any]:
+    """Seed 003's parameter JSON from a safetensors file; read with numpy, so the daemon never imports torch."""
+
+    def read() -> dict[str, Any]:
+        try:
+            from safetensors.numpy import load_file  # noqa: PLC0415 - only with the `train` extra
+        except ImportError:
+            raise ServiceUnavailable("reading parameters needs the train extra (safetensors, numpy)") from None
+        tensors = load_file(path)
+        layers = []
+        for index, layer in enumerate(arch.layers):
+            entry: dict[str, Any] = {"type": layer.type}
+            for field, suffix in (("W", "weight"), ("b", "bias")):
+                tensor = tensors.get(f"layers.{index}.{suffix}")
+                if tensor is not None:
+                    entry[field] = tensor.tolist()
+            layers.append(entry)
+        return {"layers": layers, "dtype": "float32", "layout": "row_major"}
+
+    return await asyncio.to_thread(read)

@@ -1,0 +1,434 @@
+"""The supervisor: a persisted queue of managed runs and one worker process per training slot.
+
+The queue is the `runs` table itself (status `queued`, ordered by `queued_at`), so a restart loses nothing:
+runs a dead daemon left `running` become `failed` with reason `interrupted`, queued ones are started again.
+Each run trains in a fresh interpreter (`python -m pivotd.training.worker`, the spawn model: only the child
+imports torch) whose stdout carries JSON control events and a heartbeat, and whose stderr is kept as the run's
+log. Cancel is SIGTERM, a grace period, then SIGKILL. Whatever the worker does (raise, crash, get killed for
+memory) only its run fails: the daemon waits on it like on any other child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+import pivotd
+from pivotd.errors import Conflict, NotFound
+from pivotd.hub import RUNS_TOPIC, Hub, run_topic
+from pivotd.ids import new_id
+from pivotd.settings import Settings
+from pivotd.store import Store
+from pivotd.store.training import (
+    AddCheckpoint,
+    AddParams,
+    AppendLogs,
+    JobRow,
+    LogLine,
+    RecoverJobs,
+    SetEpoch,
+    TrainingReader,
+    Transition,
+)
+
+log = logging.getLogger(__name__)
+_LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
+LOG_FLUSH_S = 0.5
+
+
+def visible_gpus() -> list[str]:
+    """Indices of the NVIDIA GPUs this process may use (CUDA_VISIBLE_DEVICES, else NVML), without torch."""
+    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if declared is not None:
+        return [d.strip() for d in declared.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        import pynvml  # noqa: PLC0415 - optional, and absent on machines without the NVIDIA stack
+
+        pynvml.nvmlInit()
+        try:
+            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no library, no driver, no device: a CPU box
+        return []
+
+
+@dataclass(slots=True, eq=False)
+class _Worker:
+    run_id: str
+    proc: asyncio.subprocess.Process
+    slot: int
+    last_beat: float = field(default_factory=time.monotonic)
+    cancel_requested: bool = False
+    fatal: str | None = None  # a reason decided by the supervisor (lost heartbeat)
+    params: dict[str, Any] | None = None
+    last_error: str | None = None
+    logs: list[LogLine] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, store: Store, hub: Hub, token: str | None) -> None:
+        self._settings = settings
+        self._store = store
+        self._hub = hub
+        self._token = token or None
+        self.reader = TrainingReader(store.reader.connection)
+        self.gpus = visible_gpus()
+        self.slots = settings.training_slots or max(1, len(self.gpus))
+        self._workers: dict[str, _Worker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._dispatch_lock = asyncio.Lock()
+        self._url: str | None = None
+        self._closing = False
+        self._starting: set[str] = set()
+        self._cancel_on_start: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.swept = asyncio.Condition()
+        """Notified after a deleted run's artifacts are removed; `swept_runs` holds the latest ids."""
+        self.swept_runs: deque[str] = deque(maxlen=100)
+        self.on_finished: list[Callable[[str, str, str | None], Awaitable[None]]] = []
+        """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Supervisor:
+        self._sweeper = asyncio.ensure_future(self._sweep_deleted_runs())
+        interrupted, resumed = await self._store.writer.submit(RecoverJobs(self._settings.resume_interrupted))
+        for run_id in interrupted:
+            log.warning("run %s was running when pivotd stopped; marked failed (interrupted)", run_id)
+            self._publish_state(run_id, "failed", "interrupted")
+        for run_id in resumed:
+            log.warning("run %s was running when pivotd stopped; queued to resume from its last checkpoint", run_id)
+            self._publish_state(run_id, "queued", None)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Stop every worker (SIGTERM, grace, SIGKILL); their runs fail as interrupted."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        for worker in list(self._workers.values()):
+            worker.fatal = "interrupted (pivotd stopped)"
+            self._terminate(worker)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def attach(self, url: str) -> None:
+        """The daemon listens at `url` (known only once bound): workers report there; start queued runs."""
+        self._url = url
+        self._spawn(self.dispatch())
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """The process id training `run_id`, while it runs."""
+        worker = self._workers.get(run_id)
+        return worker.proc.pid if worker is not None else None
+
+    # -- queue ----------------------------------------------------------------------------------------------
+
+    async def enqueue(self, run_id: str) -> None:
+        """Queue a created run (a seed 002 session being started) and start it if a slot is free."""
+        await self._transition(run_id, "queued", ("created",))
+        await self.dispatch()
+
+    async def dispatch(self) -> None:
+        """Start queued runs while slots are free. Awaited by routes so a free slot starts the run at once."""
+        if self._url is None or self._closing:
+            return
+        async with self._dispatch_lock:
+            while len(self._workers) < self.slots:
+                job = await self.reader.next_queued()
+                if job is None:
+                    return
+                self._starting.add(job.run_id)
+                try:
+                    await self._transition(job.run_id, "running", ("queued",))
+                    await self._launch(job)
+                except (Conflict, NotFound):
+                    continue  # cancelled or deleted in between
+                except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
+                    log.exception("could not start the worker of run %s", job.run_id)
+                    await self._finish(job.run_id, "failed", f"could not start worker: {exc}")
+                finally:
+                    self._starting.discard(job.run_id)
+                if job.run_id in self._cancel_on_start:
+                    self._cancel_on_start.discard(job.run_id)
+                    started = self._workers.get(job.run_id)
+                    if started is not None:
+                        started.cancel_requested = True
+                        self._terminate(started)
+
+    async def cancel(self, run_id: str, wait: bool = False) -> str:
+        """Cancel a queued or running run; returns the state it was in. Conflict if it already finished.
+
+        With `wait`, a running run's worker is awaited (at most the grace period and a little more), so the
+        caller can answer with the final state.
+        """
+        worker = self._workers.get(run_id)
+        if worker is None and run_id in self._starting:
+            self._cancel_on_start.add(run_id)  # between `running` and the process existing: stop it once it does
+            return "running"
+        if worker is not None:
+            if not worker.cancel_requested:
+                worker.cancel_requested = True
+                self._terminate(worker)
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker.done.wait(), self._settings.cancel_grace_s + 5)
+            return "running"
+        previous = await self._transition(run_id, "cancelled", ("created", "queued"))
+        return previous
+
+    # -- workers --------------------------------------------------------------------------------------------
+
+    async def _launch(self, job: JobRow) -> None:
+        settings = self._settings
+        run_dir = settings.runs_path / job.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "run_id": job.run_id,
+            "architecture": job.config["architecture"],
+            "hyperparams": job.config["hyperparams"],
+            "run_dir": str(run_dir),
+            "data_dir": str(settings.datasets_path),
+            "url": self._url,
+            "token": self._token,
+            "max_linear": settings.max_linear_layers,
+            "memory_limit_mb": settings.worker_memory_limit_mb,
+            "torch_threads": settings.worker_threads,
+            "heartbeat_s": min(5.0, settings.heartbeat_timeout_s / 4),
+            "resume_from": job.config.get("resume_from"),
+        }
+        spec_path = run_dir / "job.json"
+        spec_path.write_text(json.dumps(spec))
+        spec_path.chmod(0o600)  # it carries the token
+        slot = min(set(range(self.slots)) - {w.slot for w in self._workers.values()})
+        env = dict(os.environ)
+        # The worker imports the same pivotd as this daemon, installed or not.
+        root = str(Path(pivotd.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.gpus and job.config["hyperparams"].get("device", "auto") == "auto":
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pivotd.training.worker", str(spec_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            start_new_session=True,  # a Ctrl-C on the daemon's terminal is the daemon's to handle, not the worker's
+        )  # fmt: skip
+        worker = _Worker(job.run_id, proc, slot)
+        self._workers[job.run_id] = worker
+        log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
+        self._spawn(self._supervise(worker, job))
+
+    async def _supervise(self, worker: _Worker, job: JobRow) -> None:
+        proc = worker.proc
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            asyncio.create_task(self._read_events(worker, job, proc.stdout)),
+            asyncio.create_task(self._read_logs(worker, proc.stderr)),
+        ]
+        watchdog = asyncio.create_task(self._watch(worker))
+        flusher = asyncio.create_task(self._flush_logs_every(worker))
+        try:
+            code = await proc.wait()
+            await asyncio.gather(*readers, return_exceptions=True)
+        finally:
+            watchdog.cancel()
+            flusher.cancel()
+            await self._flush_logs(worker)
+            self._workers.pop(worker.run_id, None)
+        state, error = self._outcome(worker, code)
+        if state == "succeeded":
+            assert worker.params is not None
+            param_id = new_id("p")
+            await self._store.writer.submit(
+                AddParams(param_id, job.run_id, job.model_id, worker.params["path"], worker.params["size_bytes"])
+            )
+        log.info("run %s %s (exit %s)%s", job.run_id, state, code, f": {error}" if error else "")
+        await self._finish(job.run_id, state, error)
+        worker.done.set()
+        if not self._closing:
+            await self.dispatch()
+
+    @staticmethod
+    def _outcome(worker: _Worker, code: int) -> tuple[str, str | None]:
+        if worker.cancel_requested:
+            return "cancelled", None
+        if worker.fatal is not None:
+            return "failed", worker.fatal
+        if code == 0 and worker.params is not None:
+            return "succeeded", None
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+            return "failed", f"worker killed by {name}{hint}"
+        reason = worker.last_error or f"worker exited with status {code}"
+        if "MemoryError" in reason or "can't allocate memory" in reason or "out of memory" in reason.lower():
+            reason = f"out of memory: {reason}"
+        return "failed", reason
+
+    async def _read_events(self, worker: _Worker, job: JobRow, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            worker.last_beat = time.monotonic()
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                worker.logs.append(LogLine(time.time(), "info", raw.decode(errors="replace").rstrip()))
+                continue
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("event")
+            if kind == "epoch":
+                # Logs first: what the worker logged during the epoch is stored before its progress is announced.
+                await self._flush_logs(worker)
+                await self._store.writer.submit(SetEpoch(job.run_id, int(event["epoch"])))
+                self._publish(
+                    job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
+                )
+            elif kind == "checkpoint":
+                await self._store.writer.submit(
+                    AddCheckpoint(
+                        new_id("ckpt"), job.run_id, event["epoch"], event["metric_name"], event["metric_value"],
+                        {}, event["path"], event["size_bytes"], bool(event["is_best"]), "trainer",
+                    )
+                )  # fmt: skip
+            elif kind == "params":
+                worker.params = event
+
+    async def _read_logs(self, worker: _Worker, stream: asyncio.StreamReader) -> None:
+        in_traceback = False
+        async for raw in stream:
+            text = raw.decode(errors="replace").rstrip()
+            if not text:
+                continue
+            match = _LEVELED.match(text)
+            if match:
+                level, message = match.group(1).lower(), match.group(2)
+                in_traceback = False
+            else:
+                # Unprefixed stderr is what Python prints when the worker dies: a traceback.
+                in_traceback = in_traceback or text.startswith("Traceback")
+                level, message = "error", text
+            if level in ("error", "critical") and not message.startswith(" "):
+                worker.last_error = message
+            worker.logs.append(LogLine(time.time(), level, message))
+
+    async def _flush_logs_every(self, worker: _Worker) -> None:
+        while True:
+            await asyncio.sleep(LOG_FLUSH_S)
+            await self._flush_logs(worker)
+
+    async def _flush_logs(self, worker: _Worker) -> None:
+        lines, worker.logs = worker.logs, []
+        if not lines:
+            return
+        await self._store.writer.submit(AppendLogs(worker.run_id, lines))
+        topic = run_topic(worker.run_id)
+        if self._hub.has_subscribers(topic):
+            for line in lines:
+                self._publish(
+                    worker.run_id,
+                    {"type": "log", "timestamp": line.timestamp, "level": line.level, "message": line.message},
+                )
+
+    async def _watch(self, worker: _Worker) -> None:
+        timeout = self._settings.heartbeat_timeout_s
+        while True:
+            await asyncio.sleep(min(timeout / 4, 5.0))
+            silent = time.monotonic() - worker.last_beat
+            if silent > timeout:
+                worker.fatal = f"no heartbeat for {silent:.0f} s; worker killed"
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
+                return
+
+    def _terminate(self, worker: _Worker) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            worker.proc.terminate()
+        self._spawn(self._kill_after_grace(worker))
+
+    async def _kill_after_grace(self, worker: _Worker) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(worker.proc.wait(), self._settings.cancel_grace_s)
+            return
+        log.warning("run %s did not stop within %.0f s of SIGTERM; sending SIGKILL", worker.run_id,
+                    self._settings.cancel_grace_s)  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            worker.proc.kill()
+
+    async def _sweep_deleted_runs(self) -> None:
+        """Remove the checkpoints and job file of runs deleted or evicted by retention (told on the `runs` topic).
+
+        The weights (`params.safetensors`) stay: a params row outlives its run, and a promoted model points at it.
+        """
+        subscriber = self._hub.connect([RUNS_TOPIC])
+        try:
+            while True:
+                for raw in await subscriber.next_messages():
+                    message = orjson.loads(raw)
+                    if message.get("type") == "run_deleted":
+                        run_id = str(message["run_id"])
+                        await asyncio.to_thread(_remove_artifacts, self._settings.runs_path / run_id)
+                        async with self.swept:
+                            self.swept_runs.append(run_id)
+                            self.swept.notify_all()
+        finally:
+            self._hub.disconnect(subscriber)
+
+    # -- state ----------------------------------------------------------------------------------------------
+
+    async def _transition(self, run_id: str, state: str, allowed: tuple[str, ...], error: str | None = None) -> str:
+        previous: str = await self._store.writer.submit(Transition(run_id, state, allowed, error))
+        if state in FINAL_STATES:
+            # Before announcing the state: a client that sees the run end finds its notification.
+            for listener in self.on_finished:
+                try:
+                    await listener(run_id, state, error)
+                except Exception:  # a failing listener must not leave the run's worker unreaped
+                    log.exception("run-finished listener failed for %s", run_id)
+        self._publish_state(run_id, state, error)
+        return previous
+
+    async def _finish(self, run_id: str, state: str, error: str | None) -> None:
+        with contextlib.suppress(Conflict, NotFound):  # deleted meanwhile: nothing to record
+            await self._transition(run_id, state, ("running", "queued"), error)
+
+    def _publish_state(self, run_id: str, state: str, error: str | None) -> None:
+        message = {"type": "run_state", "topic": run_topic(run_id), "run_id": run_id, "state": state, "error": error}
+        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+
+    def _publish(self, run_id: str, body: dict[str, Any]) -> None:
+        topic = run_topic(run_id)
+        if self._hub.has_subscribers(topic):
+            self._hub.publish((topic,), orjson.dumps({**body, "topic": topic, "run_id": run_id}).decode())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _remove_artifacts(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        return  # an external run, or one that never started
+    for path in [*run_dir.glob("epoch_*.pth"), *run_dir.glob("uploads/*.pth"), run_dir / "job.json"]:
+        path.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""Worker process entry point: `python -m pivotd.training.worker JOB.json`, started by the supervisor.
+
+Protocol: control events are JSON lines on stdout (`started`, `heartbeat`, `epoch`, `checkpoint`, `params`);
+logs go to stderr as `LEVEL message` lines, which the supervisor stores as the run's log. SIGTERM stops the loop
+at the next step; exit status 0 means success, anything else failure (the last stderr line says why).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+EXIT_CANCELLED = 3
+EXIT_ORPHANED = 4
+_emit_lock = threading.Lock()
+
+
+def emit(event: dict[str, Any]) -> None:
+    line = json.dumps(event)
+    with _emit_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def _heartbeat(interval: float, stop: threading.Event) -> None:
+    parent = os.getppid()
+    while not stop.wait(interval):
+        if os.getppid() != parent:
+            # The daemon died (crash, SIGKILL): nobody supervises or records this run any more, and the
+            # restarted daemon marks it interrupted. Stop rather than train for nobody.
+            os._exit(EXIT_ORPHANED)
+        emit({"event": "heartbeat"})
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    limit_mb = spec.get("memory_limit_mb") or 0
+    if limit_mb:
+        # Address-space cap set before torch is imported: an allocation past it raises in this process
+        # (MemoryError / "can't allocate memory") instead of inviting the kernel's OOM killer.
+        limit = int(limit_mb) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
+    logging.captureWarnings(True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    beat = threading.Event()
+    threading.Thread(target=_heartbeat, args=(spec.get("heartbeat_s", 2.0), beat), daemon=True).start()
+
+    from pivotd.training.trainer import Cancelled, Job, train  # noqa: PLC0415 - after the memory cap
+    from shared.models.training import Architecture, Hyperparams  # noqa: PLC0415
+
+    threads = spec.get("torch_threads")
+    if threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(int(threads))
+    job = Job(
+        run_id=spec["run_id"],
+        architecture=Architecture.model_validate(spec["architecture"]),
+        hyperparams=Hyperparams.model_validate(spec["hyperparams"]),
+        run_dir=Path(spec["run_dir"]),
+        data_dir=Path(spec["data_dir"]),
+        url=spec["url"],
+        token=spec.get("token"),
+        max_linear=spec.get("max_linear", 5),
+        resume_from=spec.get("resume_from"),
+    )
+    try:
+        metrics = train(job, emit, stopping.is_set)
+    except Cancelled:
+        logging.info("cancelled")
+        return EXIT_CANCELLED
+    except Exception as exc:
+        logging.exception("training failed")
+        # The last error line becomes the run's `error`: the exception alone, without the module path.
+        logging.error("%s: %s", type(exc).__name__, exc)
+        return 1
+    finally:
+        beat.set()
+    logging.info("finished: %s", json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,179 @@
+"""`pivotctl`: the command line for managed training (train, runs, cancel, infer, params).
+
+Needs only the base install (the `shared` package), so it works from a laptop against a remote daemon
+(`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`). Exit codes scripts can rely on:
+0 done (with `--wait`: the run succeeded), 1 the run failed or was cancelled, 2 bad usage or input file,
+3 the daemon refused the request (4xx), 4 the daemon is unreachable or failed (5xx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shared.client import FINAL_STATES, PivotAPIError, PivotClient
+
+EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+
+
+class UsageError(Exception):
+    """A bad argument or input file: exit 2 with the message."""
+
+
+def _load(path: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text() if path != "-" else sys.stdin.read())
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path} is not valid JSON: {exc}") from None
+
+
+def _print(args: argparse.Namespace, value: Any, text: str) -> None:
+    print(json.dumps(value, indent=2) if args.json else text)
+
+
+def cmd_train(client: PivotClient, args: argparse.Namespace) -> int:
+    hyperparams = _load(args.hyperparams) if args.hyperparams else None
+    if args.model:
+        started = client.train(hyperparams=hyperparams, model_id=args.model)
+    else:
+        if not args.architecture:
+            raise UsageError("give an architecture JSON file, or --model ID")
+        document = _load(args.architecture)
+        # Accept either a bare architecture or {"architecture": ..., "hyperparams": ...}.
+        architecture = document.get("architecture", document) if isinstance(document, dict) else document
+        hyperparams = hyperparams or (document.get("hyperparams") if isinstance(document, dict) else None)
+        started = client.train(architecture, hyperparams)
+    run_id = started["run_id"]
+    if not args.wait:
+        _print(args, started, run_id)
+        return EXIT_OK
+    for event, data in client.run_events(run_id):
+        if not args.json and event == "metric":
+            print(f"epoch {data['epoch']}: train_loss {data['train_loss']:.4f}  val_loss {data['val_loss']:.4f}  "
+                  f"val_accuracy {data['val_accuracy']:.4f}", file=sys.stderr)  # fmt: skip
+        if event == "state" and data["state"] in FINAL_STATES:
+            break
+    run = client.run(run_id)
+    _print(args, run, f"{run_id} {run['state']}" + (f": {run['error']}" if run.get("error") else "")
+           + (f" param_id={run['param_id']}" if run.get("param_id") else ""))  # fmt: skip
+    return EXIT_OK if run["state"] == "succeeded" else EXIT_RUN_FAILED
+
+
+def cmd_runs(client: PivotClient, args: argparse.Namespace) -> int:
+    model_ids = [args.model] if args.model else [m["model_id"] for m in client.models()]
+    runs = [run for model_id in model_ids for run in client.model_runs(model_id)]
+    runs.sort(key=lambda run: run["created_at"], reverse=True)
+    lines = [
+        f"{run['run_id']:20} {run['state']:10} epoch {run['epoch']}/{run['epochs_total']}  "
+        f"val_accuracy {run['metrics'].get('val_accuracy', float('nan')):.4f}  {run.get('param_id') or ''}"
+        for run in runs
+    ]
+    _print(args, runs, "\n".join(lines) if lines else "no managed runs")
+    return EXIT_OK
+
+
+def cmd_run(client: PivotClient, args: argparse.Namespace) -> int:
+    run = client.run(args.run_id)
+    _print(args, run, json.dumps(run, indent=2))
+    return EXIT_OK
+
+
+def cmd_cancel(client: PivotClient, args: argparse.Namespace) -> int:
+    result = client.cancel(args.run_id)
+    _print(args, result, f"{args.run_id}: cancel requested")
+    return EXIT_OK
+
+
+def cmd_infer(client: PivotClient, args: argparse.Namespace) -> int:
+    inputs = _load(args.inputs)
+    if isinstance(inputs, dict):
+        inputs = inputs.get("inputs", inputs.get("pixels"))
+    if isinstance(inputs, list) and inputs and not isinstance(inputs[0], list):
+        inputs = [inputs]  # one bare input
+    if not isinstance(inputs, list):
+        raise UsageError("the inputs file must hold a list of inputs (lists of numbers), or one input")
+    result = client.infer(inputs, param_id=args.param, run_id=args.run)
+    _print(args, result, " ".join(str(label) for label in result["outputs"]["labels"]))
+    return EXIT_OK
+
+
+def cmd_params(client: PivotClient, args: argparse.Namespace) -> int:
+    params = client.params(args.param_id)
+    if args.output:
+        Path(args.output).write_text(json.dumps(params))
+        print(f"wrote {args.output} ({params['size_bytes']} bytes of weights)", file=sys.stderr)
+        return EXIT_OK
+    print(json.dumps(params))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="pivotctl", description="Train, inspect and query models on pivotd.")
+    root.add_argument("--url", help="daemon URL (default: $PIVOT_URL, else the local daemon)")
+    root.add_argument("--token", help="bearer token (default: $PIVOT_TOKEN, else the local token file)")
+    root.add_argument("--json", action="store_true", help="print JSON instead of text")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="queue a training run")
+    train.add_argument("architecture", nargs="?", help="architecture JSON file (or {architecture, hyperparams})")
+    train.add_argument("--hyperparams", help="hyperparameters JSON file")
+    train.add_argument("--model", help="train this stored model instead")
+    train.add_argument("--wait", action="store_true", help="follow the run; exit 0 only if it succeeds")
+    train.set_defaults(handler=cmd_train)
+
+    runs = commands.add_parser("runs", help="list managed runs, newest first")
+    runs.add_argument("--model", help="only this model's runs")
+    runs.set_defaults(handler=cmd_runs)
+
+    run = commands.add_parser("run", help="show one run")
+    run.add_argument("run_id")
+    run.set_defaults(handler=cmd_run)
+
+    cancel = commands.add_parser("cancel", help="cancel a queued or running run")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(handler=cmd_cancel)
+
+    infer = commands.add_parser("infer", help="labels for inputs (a JSON file: one input or a list)")
+    target = infer.add_mutually_exclusive_group(required=True)
+    target.add_argument("--param", help="param_id")
+    target.add_argument("--run", help="a succeeded run_id")
+    infer.add_argument("inputs", help="JSON file, or - for stdin")
+    infer.set_defaults(handler=cmd_infer)
+
+    params = commands.add_parser("params", help="trained parameters as JSON (seed 003 layout)")
+    params.add_argument("param_id")
+    params.add_argument("-o", "--output", help="write to this file instead of stdout")
+    params.set_defaults(handler=cmd_params)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler: Callable[[PivotClient, argparse.Namespace], int] = args.handler
+    try:
+        with PivotClient(args.url, args.token, timeout=30) as client:
+            return handler(client, args)
+    except UsageError as exc:
+        print(f"pivotctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PivotAPIError as exc:
+        print(f"pivotctl: {exc.status}: {exc.message}", file=sys.stderr)
+        return EXIT_REFUSED if 400 <= exc.status < 500 else EXIT_UNAVAILABLE
+    except (httpx.HTTPError, OSError) as exc:
+        print(f"pivotctl: cannot reach the daemon: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ValueError as exc:
+        print(f"pivotctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
