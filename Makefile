@@ -36,6 +36,10 @@ format: install ## Apply ruff's fixes and formatting
 bench: install ## Run the benchmarks (figures go in docs/performance.md)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/sdk_overhead.py --threads 1
+	$(BIN)/python bench/idle_cpu.py
+	$(BIN)/python bench/rules_overhead.py
+	$(BIN)/python bench/tui_load.py
 	$(BIN)/python bench/trainer.py --rounds 7 --epochs 4 --threads 1
 	$(BIN)/python bench/infer.py
 
