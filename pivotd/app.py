@@ -20,7 +20,19 @@ from pivotd.alerts.engine import AlertEngine
 from pivotd.alerts.notifications import Notifier, TrainingOutcome
 from pivotd.alerts.webhooks import Webhooks
 from pivotd.api import alerts as alerts_api
-from pivotd.api import checkpoints, health, layerwise, models, monitor, notifications, runlogs, scalars, sessions, ws
+from pivotd.api import (
+    checkpoints,
+    datasets,
+    health,
+    layerwise,
+    models,
+    monitor,
+    notifications,
+    runlogs,
+    scalars,
+    sessions,
+    ws,
+)
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
@@ -186,7 +198,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
     routers = (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api)
-    for module in (*routers, models, sessions, checkpoints, runlogs):
+    for module in (*routers, models, sessions, checkpoints, runlogs, datasets):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from shared.client import PivotAPIError
+from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
@@ -47,6 +49,21 @@ FIELDS: dict[str, tuple[str, type]] = {
     "seed": ("42", int),
     "max_samples": ("4096", int),
 }
+
+
+def check(architecture: dict[str, Any], hyperparams: dict[str, Any]) -> None:
+    """The daemon's own rules (shared models), applied before sending; ValueError naming the problem."""
+    try:
+        spec = Architecture.model_validate(architecture)
+        Hyperparams.model_validate(hyperparams)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"]) or "model"
+        raise ValueError(f"{where}: {error['msg']}") from None
+    try:
+        check_architecture(spec)  # dimension chaining, softmax last, 10 outputs, linear-layer cap
+    except ArchitectureError as exc:
+        raise ValueError(f"architecture: {exc}") from None
 
 
 class LaunchDialog(ModalScreen[str | None]):
@@ -100,6 +117,7 @@ class LaunchDialog(ModalScreen[str | None]):
                 hyperparams["optimizer"] = {"type": str(self.query_one("#hp-optimizer", Select).value), "lr": value}
             else:
                 hyperparams[name] = value
+        check(architecture, hyperparams)
         return {"architecture": architecture, "hyperparams": hyperparams}
 
     @on(Button.Pressed, "#launch-ok")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
 from shared.client import PivotAPIError
@@ -22,6 +24,13 @@ if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 HEAVY_REDRAW_S = 0.25
+
+
+def _shape(matrix: Any) -> str:
+    """`rows x columns` of a nested list (a layer's W), or its length for a vector."""
+    if isinstance(matrix, list) and matrix and isinstance(matrix[0], list):
+        return f"{len(matrix)}x{len(matrix[0])}"
+    return str(len(matrix)) if isinstance(matrix, list) else "?"
 
 
 class RunDetailScreen(Screen[None]):
@@ -38,6 +47,8 @@ class RunDetailScreen(Screen[None]):
         Binding("m", "cycle_plot", "Metric"),
         Binding("h", "cycle_heatmap", "Heatmap"),
         Binding("c", "cancel_run", "Cancel run"),
+        Binding("p", "params", "Params"),
+        Binding("i", "infer", "Infer"),
     ]
 
     live: reactive[bool] = reactive(True)
@@ -179,6 +190,44 @@ class RunDetailScreen(Screen[None]):
             self.notify(message, severity="error")
         else:
             self.notify(f"cancelling {self.run_id}")
+
+    async def _param_id(self) -> str | None:
+        """The trained parameters of this run, or None (with the reason shown) when it has none."""
+        try:
+            run = await self.app.client.get_json(f"/api/runs/{self.run_id}")
+        except PivotAPIError as exc:
+            self.notify("only runs trained by pivotd have parameters" if exc.status == 404 else exc.message,
+                        severity="warning")  # fmt: skip
+            return None
+        if not run.get("param_id"):
+            self.notify(
+                f"{self.run_id} is {run.get('state')}: parameters exist once it has succeeded", severity="warning"
+            )
+        return run.get("param_id")
+
+    @work(exclusive=True, group="params", exit_on_error=False)
+    async def action_params(self) -> None:
+        param_id = await self._param_id()
+        if param_id is None:
+            return
+        params = await self.app.client.get_json(f"/api/params/{param_id}")
+        layers = params["parameters"]["layers"]
+        shapes = [f"{layer['type']} {_shape(layer['W'])}" for layer in layers if "W" in layer]
+        self.notify(f"{param_id}: {', '.join(shapes)}; {params.get('size_bytes', 0) / 1024:.0f} KiB", timeout=10)
+
+    @work(exclusive=True, group="infer", exit_on_error=False)
+    async def action_infer(self) -> None:
+        if await self._param_id() is None:
+            return
+        offset = random.randrange(5000)
+        try:
+            body = await self.app.client.get_json("/api/v1/datasets/digits/samples", params={"offset": offset})
+            sample = body["samples"][0]
+            answer = await self.app.client.post_json("/api/infer", {"run_id": self.run_id, "pixels": sample["pixels"]})
+        except PivotAPIError as exc:
+            self.notify(f"inference failed: {exc.message}", severity="error")
+            return
+        self.app.push_screen(InferenceDialog(self.run_id, sample, answer))
 
     def on_unmount(self) -> None:
         self.app.unfollow_run()

@@ -12,6 +12,7 @@ from pivot_tui.app import make_app
 from pivot_tui.client import Connection
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import AcknowledgeDialog, LaunchDialog, RunDetailScreen
+from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import RunsTable
 from tests.daemon import RunningDaemon, running_daemon
 from tests.payloads import layerwise_payload
@@ -109,3 +110,51 @@ async def test_an_alert_appears_and_acknowledging_it_reaches_the_daemon(
         await until(pilot, lambda: app.active_alerts == 0, timeout=15)
     [alert] = (await http.get("/api/v1/alerts")).json()["alerts"]
     assert alert["status"] == "acknowledged" and alert.get("notes") == "looking into it"
+
+
+async def test_launch_then_cancel_a_managed_run(daemon: RunningDaemon, http: httpx.AsyncClient, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 5}, {"type": "linear", '
+                   '"in": 6, "out": 10}]}')  # fmt: skip
+    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.model.connection is Connection.ONLINE)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
+        app.screen.query_one("#model-file", Input).value = str(bad)
+        app.screen.query_one("#launch-ok", Button).press()
+        # Checked before sending, with the daemon's own rules: the bad layer is named.
+        await until(pilot, lambda: "layers[1]" in str(app.screen.query_one("#launch-error").render()))
+        app.screen.query_one("#model-file", Input).value = ""
+        app.screen.query_one("#hp-epochs", Input).value = "200"
+        app.screen.query_one("#launch-ok", Button).press()
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen), timeout=20)
+        run_id = app.screen.run_id
+        await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "running", timeout=30)
+        await until(pilot, lambda: app.model.followed and app.model.followed.series.get("train_loss"), timeout=30)
+        await pilot.press("c")
+        await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "cancelled", timeout=30)
+    assert (await http.get(f"/api/runs/{run_id}")).json()["state"] == "cancelled"
+
+
+async def test_a_finished_runs_params_and_inference_on_a_real_digit(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    from tests.training.helpers import MLP, final_state, hyperparams
+
+    hp = hyperparams(epochs=2, max_samples=1000)
+    run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hp})).json()["run_id"]
+    assert (await final_state(http, run_id))[0] == "succeeded"
+    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "succeeded")
+        app.open_run(run_id)
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+        await pilot.press("i")
+        await until(pilot, lambda: isinstance(app.screen, InferenceDialog), timeout=20)
+        verdict = str(app.screen.query_one("#verdict").render())
+        assert "predicted" in verdict and "true label" in verdict
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+        await pilot.press("p")
+        await until(pilot, lambda: any("784" in str(n.message) for n in app._notifications), timeout=20)

@@ -66,8 +66,8 @@ def test_browse_a_live_run(daemon_process: DaemonProcess, tmp_path: Path) -> Non
         row = next(line for line in screen.splitlines() if "tmux_run" in line)
         assert row.split()[:3] == ["tmux_run", "script", "running"]  # columns line up in a real terminal
         tmux("send-keys", "-t", session, "Enter")
-        screen = wait_for(session, "LIVE")
-        assert "encoder/linear0" in screen and "gradient_l2_norm" in screen
+        screen = wait_for(session, "gradient_l2_norm")  # the heatmap: the run's history has loaded
+        assert "encoder/linear0" in screen and "LIVE" in screen
         tmux("send-keys", "-t", session, "Left")
         wait_for(session, "PAUSED")
         tmux("send-keys", "-t", session, "q")

@@ -1,0 +1,44 @@
+"""`GET /api/v1/datasets/digits/samples`: real images from the shipped digits, scaled as training scales them.
+
+For trying a trained model on a real input (`POST /api/infer` with the `pixels`), from the TUI or a
+shell, without MNIST files at hand. Read with numpy alone, so the daemon still never imports torch.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Query, Response
+
+from pivotd.api.responses import json_response
+from pivotd.errors import ValidationFailed
+
+router = APIRouter(prefix="/api/v1", tags=["datasets"])
+DIGITS = Path(__file__).parent.parent / "training" / "data" / "digits5k.npz"
+
+
+@cache
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    with np.load(DIGITS) as archive:
+        return archive["images"], archive["labels"]
+
+
+@router.get("/datasets/digits/samples", summary="Images of the shipped digits dataset, pixels in [0, 1]")
+async def digit_samples(
+    count: Annotated[int, Query(ge=1, le=64)] = 1,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    images, labels = _digits()
+    if offset >= len(images):
+        raise ValidationFailed(
+            f"offset: must be below {len(images)}", details=[{"field": "offset", "message": "out of range"}]
+        )
+    chosen = range(offset, min(len(images), offset + count))
+    samples = [
+        {"index": i, "label": int(labels[i]), "pixels": (images[i].reshape(-1) / 255.0).round(4).tolist()}
+        for i in chosen
+    ]
+    return json_response({"dataset": "digits", "size": len(images), "samples": samples})
