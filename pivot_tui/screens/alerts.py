@@ -35,20 +35,30 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else str(value or "")
 
 
-class AlertsScreen(Screen[None]):
-    """What fired, newest first; `a` acknowledges the highlighted alert."""
+PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
 
-    BINDINGS = [Binding("a", "acknowledge", "Acknowledge"), Binding("r", "reload", "Reload")]
+
+class AlertsScreen(Screen[None]):
+    """What fired, newest first; `a` acknowledges the highlighted alert, `m` marks notifications read."""
+
+    BINDINGS = [
+        Binding("a", "acknowledge", "Acknowledge"),
+        Binding("m", "mark_read", "Mark read"),
+        Binding("r", "reload", "Reload"),
+    ]
     app: PivotApp  # type: ignore[assignment]
 
     def __init__(self) -> None:
         super().__init__()
         self._seen = -1
+        self._unread: list[str] = []
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="alerts-status")
         yield DataTable(id="alerts", cursor_type="row", zebra_stripes=True)
+        yield Static("Notifications", classes="section-title")
+        yield DataTable(id="notifications", cursor_type="row", zebra_stripes=True)
         yield Static("Rules", classes="section-title")
         yield DataTable(id="rules", cursor_type="row", zebra_stripes=True)
         yield Footer()
@@ -61,6 +71,9 @@ class AlertsScreen(Screen[None]):
         rules = self.query_one("#rules", DataTable)
         for label in ("Rule", "Metric", "Condition", "Threshold", "Severity", "Enabled"):
             rules.add_column(label)
+        notifications = self.query_one("#notifications", DataTable)
+        for label in ("", "Priority", "Type", "Message", "When"):
+            notifications.add_column(label)
         self.set_interval(0.5, self.redraw)
 
     def redraw(self) -> None:
@@ -77,6 +90,9 @@ class AlertsScreen(Screen[None]):
         try:
             alerts = _items(await self.app.client.get_json("/api/v1/alerts"), "alerts")
             rules = _items(await self.app.client.get_json("/api/v1/alerts/rules"), "rules")
+            notifications = _items(
+                await self.app.client.get_json("/api/v1/notifications", params={"limit": 50}), "notifications"
+            )
         except PivotAPIError as exc:
             status.update(Text(f"This daemon does not serve alerts (HTTP {exc.status}).", style="dim"))
             return
@@ -95,6 +111,19 @@ class AlertsScreen(Screen[None]):
                 str(alert.get("triggered_at", ""))[:19].replace("T", " "),
                 key=str(alert.get("alert_id")),
             )
+        notification_table = self.query_one("#notifications", DataTable)
+        notification_table.clear()
+        for notice in notifications:
+            priority = str(notice.get("priority", ""))
+            notification_table.add_row(
+                "" if notice.get("read") else Text("●", style="bold cyan"),  # unread
+                Text(priority, style=PRIORITY_STYLE.get(priority, "")),
+                notice.get("type", ""),
+                notice.get("message", ""),
+                str(notice.get("created_at", ""))[:19].replace("T", " "),
+                key=str(notice.get("id")),
+            )
+        self._unread = [str(n.get("id")) for n in notifications if not n.get("read")]
         rule_table = self.query_one("#rules", DataTable)
         rule_table.clear()
         for rule in rules:
@@ -115,6 +144,13 @@ class AlertsScreen(Screen[None]):
                 self.acknowledge(alert_id, note)
 
         self.app.push_screen(AcknowledgeDialog(title), send)
+
+    @work(exclusive=True, group="mark-read", exit_on_error=False)
+    async def action_mark_read(self) -> None:
+        for notification_id in self._unread:
+            await self.app.client.post_json(f"/api/v1/notifications/{notification_id}/read", {})
+        self.notify(f"{len(self._unread)} notification(s) marked read")
+        self.reload()
 
     @work(group="acknowledge", exit_on_error=False)
     async def acknowledge(self, alert_id: str, note: str) -> None:

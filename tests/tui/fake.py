@@ -79,6 +79,13 @@ class FakeDaemonClient(DaemonClient):
         if path == "/api/v1/alerts" and self._alerts is not None:
             wanted = (params or {}).get("status")
             return {"alerts": [a for a in self._alerts if wanted is None or a["status"] == wanted]}
+        if path == "/api/v1/notifications" and self._alerts is not None:
+            return {"notifications": [
+                {"id": "notif_2", "type": "training", "priority": "high", "read": False,
+                 "message": "Training run exploding_rnn failed", "created_at": "2024-02-10T12:31:00.000+00:00"},
+                {"id": "notif_1", "type": "alert", "priority": "critical", "read": True,
+                 "message": "Alert: gpu_temperature on gpu:0 is 86", "created_at": "2024-02-10T12:30:00.000+00:00"},
+            ]}  # fmt: skip
         if path == "/api/v1/alerts/rules" and self._alerts is not None:
             return {"rules": [{"name": "GPU too hot", "metric": "gpu_temperature", "condition": "greater_than",
                                "threshold": 85, "severity": "critical", "enabled": True}]}  # fmt: skip

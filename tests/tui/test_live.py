@@ -108,8 +108,14 @@ async def test_an_alert_appears_and_acknowledging_it_reaches_the_daemon(
         app.screen.query_one("#note", Input).value = "looking into it"
         app.screen.query_one("#ok", Button).press()
         await until(pilot, lambda: app.active_alerts == 0, timeout=15)
+        # The alert also made a notification: listed, then marked read on the daemon with `m`.
+        await until(pilot, lambda: app.screen.query_one("#notifications").row_count >= 1)
+        await pilot.press("m")
+        await until(pilot, lambda: "marked read" in " ".join(str(n.message) for n in app._notifications))
     [alert] = (await http.get("/api/v1/alerts")).json()["alerts"]
     assert alert["status"] == "acknowledged" and alert.get("notes") == "looking into it"
+    unread = (await http.get("/api/v1/notifications", params={"unread": "true"})).json()["notifications"]
+    assert unread == []
 
 
 async def test_launch_then_cancel_a_managed_run(daemon: RunningDaemon, http: httpx.AsyncClient, tmp_path: Path) -> None:
