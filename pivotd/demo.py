@@ -16,32 +16,14 @@ import time
 from typing import Any
 
 from shared.client import AsyncPivotClient, PivotAPIError
+from shared.models.seeds import SEED_001_CNN
 from shared.samples import layerwise_payload, training_scalars
 
 log = logging.getLogger(__name__)
 DEMO_RUN = f"demo_{time.strftime('%Y%m%d_%H%M%S')}"
 
 # Seed 001's CNN, unchanged, trained on the shipped digits: about a minute of live training on two CPU cores.
-DEMO_ARCHITECTURE: dict[str, Any] = {
-    "input_size": 784,
-    "input_channels": 1,
-    "input_height": 28,
-    "input_width": 28,
-    "layers": [
-        {"type": "conv2d", "in_channels": 1, "out_channels": 32, "kernel_size": 3, "stride": 1, "padding": "same"},
-        {"type": "relu"},
-        {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
-        {"type": "conv2d", "in_channels": 32, "out_channels": 64, "kernel_size": 3, "stride": 1, "padding": "same"},
-        {"type": "relu"},
-        {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
-        {"type": "flatten"},
-        {"type": "linear", "in": 3136, "out": 128},
-        {"type": "relu"},
-        {"type": "dropout", "p": 0.5},
-        {"type": "linear", "in": 128, "out": 10},
-        {"type": "softmax"},
-    ],
-}
+DEMO_ARCHITECTURE = SEED_001_CNN
 DEMO_HYPERPARAMS: dict[str, Any] = {
     "epochs": 10,
     "batch_size": 64,

@@ -26,6 +26,7 @@ def modules_after(statement: str) -> set[str]:
         "import shared.locations",
         "import shared.samples",
         "import shared.runtime",
+        "import shared.models.seeds",
     ],
 )
 def test_shared_imports_no_server_stack_or_torch(statement: str) -> None:

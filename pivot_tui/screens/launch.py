@@ -15,33 +15,14 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from shared.client import PivotAPIError
+from shared.models.seeds import SEED_001_CNN, SEED_003_MLP
 from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
-# The two architectures of the seeds: 001's CNN and 003's MLP, for MNIST-shaped input.
-TEMPLATES: dict[str, dict[str, Any]] = {
-    "mlp": {
-        "input_size": 784,
-        "layers": [
-            {"type": "linear", "in": 784, "out": 128},
-            {"type": "relu"},
-            {"type": "linear", "in": 128, "out": 10},
-        ],
-    },
-    "cnn": {
-        "input_size": 784, "input_channels": 1, "input_height": 28, "input_width": 28,
-        "layers": [
-            {"type": "conv2d", "in_channels": 1, "out_channels": 32, "kernel_size": 3, "stride": 1, "padding": "same"},
-            {"type": "relu"}, {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
-            {"type": "conv2d", "in_channels": 32, "out_channels": 64, "kernel_size": 3, "stride": 1, "padding": "same"},
-            {"type": "relu"}, {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
-            {"type": "flatten"}, {"type": "linear", "in": 3136, "out": 128}, {"type": "relu"},
-            {"type": "dropout", "p": 0.5}, {"type": "linear", "in": 128, "out": 10}, {"type": "softmax"},
-        ],
-    },
-}  # fmt: skip
+# The two architectures of the seeds: 003's MLP and 001's CNN, for MNIST-shaped input.
+TEMPLATES: dict[str, dict[str, Any]] = {"mlp": SEED_003_MLP, "cnn": SEED_001_CNN}
 FIELDS: dict[str, tuple[str, type]] = {
     "epochs": ("3", int),
     "batch_size": ("64", int),
