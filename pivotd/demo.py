@@ -48,7 +48,7 @@ async def feed_demo(url: str) -> None:
             log.warning("demo: could not start the training run: %s", exc)
             return
     log.info(
-        "demo: training seed 001's CNN on real digits as run %s; watch: curl -N %s%s",
+        "demo: training seed 001's CNN on real digits as run %s; watch it: .venv/bin/pivot-tui, or curl -N %s%s",
         started["run_id"], url, started["events_url"],
     )  # fmt: skip
 
