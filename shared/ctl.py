@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -167,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     except PivotAPIError as exc:
         print(f"pivotctl: {exc.status}: {exc.message}", file=sys.stderr)
         return EXIT_REFUSED if 400 <= exc.status < 500 else EXIT_UNAVAILABLE
+    except BrokenPipeError:
+        # stdout closed early (`pivotctl runs | head`): not an error of ours, and not the daemon's.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (httpx.HTTPError, OSError) as exc:
         print(f"pivotctl: cannot reach the daemon: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

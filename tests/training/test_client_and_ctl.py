@@ -78,3 +78,21 @@ async def test_pivotctl(daemon: RunningDaemon, tmp_path: Path) -> None:
     )
     await proc.communicate()
     assert proc.returncode == 4
+
+
+async def test_pivotctl_into_a_closed_pipe_is_quiet(daemon: RunningDaemon) -> None:
+    """`pivotctl runs | head`: a reader that went away is neither an error nor "cannot reach the daemon"."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # nobody will read: the first write fails with EPIPE
+    try:
+        command = [sys.executable, "-m", "shared.ctl", "--url", daemon.url, "--json", "runs"]
+        result = await asyncio.to_thread(
+            subprocess.run, command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 0 and result.stderr == ""
