@@ -23,6 +23,7 @@ from pivotd.api import alerts as alerts_api
 from pivotd.api import (
     checkpoints,
     datasets,
+    experiments,
     health,
     layerwise,
     models,
@@ -31,6 +32,7 @@ from pivotd.api import (
     runlogs,
     scalars,
     sessions,
+    statistics,
     ws,
 )
 from pivotd.api import webhooks as webhooks_api
@@ -198,7 +200,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
     routers = (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api)
-    for module in (*routers, models, sessions, checkpoints, runlogs, datasets):
+    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pivotd.store.experiments import ExperimentsReader
 from pivotd.store.monitoring import MonitoringReader
 from pivotd.store.ops import DeleteRun, PutEvent, PutScalars, PutSteps, RunFields, StepRecord
 from pivotd.store.reader import EventRow, Reader, SeriesRows
@@ -39,6 +40,7 @@ class Store:
         self.writer = writer
         self.reader = reader
         self.monitoring = MonitoringReader(reader.connection)
+        self.experiments = ExperimentsReader(reader.connection)
         self.path = path
 
     @classmethod

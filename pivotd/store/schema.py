@@ -216,6 +216,29 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX run_logs_by_run ON run_logs(run, id);
     """,
+    # 6: experiments (runs join through runs.experiment_id, added in 2) and stored statistical results.
+    """
+    CREATE TABLE experiments (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        description TEXT,
+        config      TEXT NOT NULL DEFAULT '{}',
+        tags        TEXT NOT NULL DEFAULT '[]',
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    -- Keyset (cursor) paging walks (created_at, id); the index makes each page a range scan.
+    CREATE INDEX experiments_by_created ON experiments(created_at, id);
+    CREATE TABLE statistical_results (
+        id            TEXT PRIMARY KEY,
+        experiment_id TEXT NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+        test_type     TEXT NOT NULL,
+        created_at    REAL NOT NULL,
+        data          TEXT NOT NULL
+    );
+    CREATE INDEX statistical_results_by_created ON statistical_results(created_at, id);
+    CREATE INDEX statistical_results_by_experiment ON statistical_results(experiment_id, created_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,287 @@
+"""Experiments (family C, seed 004): CRUD, membership of runs, and their listing in C's envelope."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.errors import ValidationFailed, validation_failed
+from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
+from pivotd.ids import new_id
+from pivotd.store.experiments import (
+    C_TO_INTERNAL,
+    EXPERIMENT_SORTS,
+    AttachRuns,
+    CreateExperiment,
+    DeleteExperiment,
+    ExperimentFilters,
+    ExperimentRow,
+    MemberRun,
+    UpdateExperiment,
+)
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1/experiments", tags=["experiments (seed 004)"])
+IdPath = Annotated[str, Path(max_length=64)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Description = Annotated[str, Field(max_length=10_000)]
+Tags = list[Annotated[str, Field(min_length=1, max_length=128)]]
+Page = Annotated[int, Query()]
+PerPage = Annotated[int, Query()]
+Cursor = Annotated[str | None, Query(max_length=512)]
+
+
+class ExperimentFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name
+    description: Description | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Stored and returned as given."""
+    tags: Tags = Field(default_factory=list)
+
+
+class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    experiment: ExperimentFields
+
+
+class ExperimentChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Name | None = None
+    description: Description | None = None
+    config: dict[str, Any] | None = None
+    tags: Tags | None = None
+
+
+class ExperimentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    experiment: ExperimentChanges
+
+
+class AttachBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=1000)]
+    group: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+
+
+def experiment_view(row: ExperimentRow) -> dict[str, Any]:
+    finished = row.status in ("completed", "failed", "cancelled")
+    return {
+        "id": row.id,
+        "name": row.name,
+        "description": row.description,
+        "status": row.status,
+        "config": row.config,
+        "tags": row.tags,
+        "total_runs": row.total_runs,
+        "started_at": None if row.started_at is None else iso(row.started_at),
+        "completed_at": iso(row.finished_at) if finished and row.finished_at is not None else None,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def run_view(run: MemberRun, experiment_id: str) -> dict[str, Any]:
+    return {
+        "id": run.run_id,
+        "experiment_id": experiment_id,
+        "group": run.group,
+        "kind": run.kind,
+        "status": run.status,
+        "progress": run.progress,
+        "hyperparameters": run.hyperparameters,
+        "metadata": run.metadata,
+        "metrics": run.latest,
+        "created_at": iso(run.created_at),
+        "started_at": None if run.started_at is None else iso(run.started_at),
+        "finished_at": None if run.finished_at is None else iso(run.finished_at),
+    }
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+def _instant(value: str | None, field: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise _invalid(field, f"{value!r} is not an ISO 8601 datetime") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _status(value: str | None, field: str = "filter[status]") -> str | None:
+    if value is not None and value not in C_TO_INTERNAL:
+        raise _invalid(field, f"unknown status {value!r}; one of {', '.join(C_TO_INTERNAL)}")
+    return value
+
+
+async def _body(request: Request, services: ServicesDep, model: type[BaseModel]) -> Any:
+    raw = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+
+
+@router.get(
+    "",
+    summary="List experiments",
+    description="Filters `filter[status]`, `filter[name]` (partial), `filter[created_after]`, "
+    "`filter[created_before]`; "
+    "`sort` one of name, created_at, updated_at, status (`-` for descending; default `-created_at`); `page`, "
+    "`per_page` (at most 100) or `cursor` (from `meta.next_cursor`).",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+)
+async def list_experiments(
+    services: ServicesDep,
+    status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
+    name: Annotated[str | None, Query(alias="filter[name]", max_length=200)] = None,
+    created_after: Annotated[str | None, Query(alias="filter[created_after]", max_length=64)] = None,
+    created_before: Annotated[str | None, Query(alias="filter[created_before]", max_length=64)] = None,
+    sort: Annotated[str, Query(max_length=32)] = "-created_at",
+    page: Page = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
+) -> Response:
+    if sort.removeprefix("-") not in EXPERIMENT_SORTS:
+        raise _invalid("sort", f"cannot sort by {sort!r}; one of {', '.join(EXPERIMENT_SORTS)}, optionally with -")
+    filters = ExperimentFilters(
+        _status(status), name, _instant(created_after, "filter[created_after]"),
+        _instant(created_before, "filter[created_before]"),
+    )  # fmt: skip
+    request = page_request(page, per_page, cursor, sort)
+    rows, total, has_more = await services.store.experiments.list(filters, sort, request)
+    column = sort.removeprefix("-")
+    next_cursor = encode_cursor(sort, getattr(rows[-1], column), rows[-1].id) if rows else None
+    return json_response(
+        {"data": [experiment_view(row) for row in rows], "meta": meta(request, total, len(rows), has_more, next_cursor)}
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create an experiment",
+    openapi_extra=openapi_body(
+        "ExperimentCreate", ExperimentCreate, '`{"experiment": {name, description, config, tags}}`'
+    ),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+)
+async def create_experiment(request: Request, services: ServicesDep) -> Response:
+    body: ExperimentCreate = await _body(request, services, ExperimentCreate)
+    fields = body.experiment
+    experiment_id = new_id("exp")
+    await services.store.writer.submit(
+        CreateExperiment(experiment_id, fields.name, fields.description, fields.config, fields.tags)
+    )
+    row = await services.store.experiments.get(experiment_id)
+    return json_response({"data": experiment_view(row), "meta": {}}, 201)
+
+
+@router.get(
+    "/{experiment_id}",
+    summary="One experiment with its runs and a results summary",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def get_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    reader = services.store.experiments
+    row = await reader.get(experiment_id)
+    runs, _, _ = await reader.runs(experiment_id, page_request(1, 100, None, "created_at"))
+    by_status: dict[str, int] = {}
+    for run in runs:
+        by_status[run.status] = by_status.get(run.status, 0) + 1
+    summary: dict[str, Any] = {"total_runs": row.total_runs, "runs_by_status": by_status}
+    metric = row.config.get("metric")
+    if isinstance(metric, str):  # a runnable config names the metric its runs are judged by
+        summary[f"best_{metric}"] = await reader.best_metric(experiment_id, metric)
+    view = experiment_view(row) | {
+        "runs": [
+            {"id": run.run_id, "status": run.status, "progress": run.progress, "group": run.group} for run in runs
+        ],
+        "results_summary": summary,
+    }
+    return json_response({"data": view, "meta": {}})
+
+
+@router.patch(
+    "/{experiment_id}",
+    summary="Update name, description, config or tags",
+    openapi_extra=openapi_body("ExperimentPatch", ExperimentPatch, '`{"experiment": {...fields to change}}`'),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def update_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    body: ExperimentPatch = await _body(request, services, ExperimentPatch)
+    changes = body.experiment.model_dump(exclude_unset=True)
+    for field in ("name", "config", "tags"):
+        if field in changes and changes[field] is None:
+            raise _invalid(f"experiment.{field}", "cannot be null")
+    await services.store.writer.submit(UpdateExperiment(experiment_id, changes))
+    return json_response({"data": experiment_view(await services.store.experiments.get(experiment_id)), "meta": {}})
+
+
+@router.delete(
+    "/{experiment_id}",
+    status_code=204,
+    summary="Delete an experiment and its statistical results (its runs stay, detached)",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def delete_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    await services.store.writer.submit(DeleteExperiment(experiment_id))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{experiment_id}/runs",
+    summary="Attach existing runs to the experiment, optionally under a group label",
+    openapi_extra=openapi_body("AttachRuns", AttachBody, '`{"run_ids": [...], "group"?: "..."}`'),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def attach_runs(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    body: AttachBody = await _body(request, services, AttachBody)
+    run_ids = list(dict.fromkeys(body.run_ids))
+    await services.store.writer.submit(AttachRuns(experiment_id, run_ids, body.group))
+    found = await services.store.experiments.runs_by_id(run_ids)
+    return json_response(
+        {"data": [run_view(found[run_id], experiment_id) for run_id in run_ids], "meta": {"attached": len(run_ids)}}
+    )
+
+
+@router.get(
+    "/{experiment_id}/runs",
+    summary="The experiment's runs, oldest first, with group, status and latest metrics",
+    description="Filters `filter[status]` (pending, running, completed, failed, cancelled) and `filter[group]`; "
+    "`page`/`per_page` or `cursor`.",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+)
+async def list_runs(
+    experiment_id: IdPath,
+    services: ServicesDep,
+    status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
+    group: Annotated[str | None, Query(alias="filter[group]", max_length=256)] = None,
+    page: Page = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
+) -> Response:
+    reader = services.store.experiments
+    await reader.get(experiment_id)  # 404 for an unknown experiment rather than an empty list
+    request = page_request(page, per_page, cursor, "created_at")
+    runs, total, has_more = await reader.runs(experiment_id, request, _status(status), group)
+    next_cursor = encode_cursor("created_at", runs[-1].created_at, runs[-1].ref) if runs else None
+    return json_response(
+        {
+            "data": [run_view(run, experiment_id) for run in runs],
+            "meta": meta(request, total, len(runs), has_more, next_cursor),
+        }
+    )

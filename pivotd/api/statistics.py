@@ -1,0 +1,154 @@
+"""Statistical results (family C, seed 004): run a test over an experiment's runs, store it, read it back."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.errors import ValidationFailed, validation_failed
+from pivotd.experiments.compare import Comparison, compare
+from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
+from pivotd.experiments.stats import Alternative
+from pivotd.ids import new_id
+from pivotd.services import Services
+from pivotd.store.experiments import Aggregate, PutStatResult, StatResultRow
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1", tags=["statistical results (seed 004)"])
+IdPath = Annotated[str, Path(max_length=64)]
+Label = Annotated[str, Field(min_length=1, max_length=256)]
+RunId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class TestOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    alternative: Alternative = "two_sided"
+    aggregate: Aggregate = "last"
+    """Each run's value: its last point, its best point (min for a name containing `loss`, else max) or mean."""
+
+
+class TestSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_id: Annotated[str, Field(max_length=64)] | None = None
+    test_type: Annotated[str, Field(min_length=1, max_length=64)]
+    groups: Annotated[list[Label], Field(min_length=1, max_length=50)] | dict[Label, list[RunId]]
+    metric: Annotated[str, Field(min_length=1, max_length=256)]
+    options: TestOptions = Field(default_factory=TestOptions)
+
+
+class TestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    test: TestSpec
+
+
+def _view(row: StatResultRow) -> dict[str, Any]:
+    return {"id": row.id, "experiment_id": row.experiment_id, **row.data, "created_at": iso(row.created_at)}
+
+
+async def _run(services: Services, request: Request, experiment_id: str | None) -> Response:
+    raw = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        spec = TestBody.model_validate_json(raw).test
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
+    if experiment_id is None:
+        if spec.experiment_id is None:
+            raise ValidationFailed("test.experiment_id: required", details=[{"field": "test.experiment_id"}])
+        experiment_id = spec.experiment_id
+    elif spec.experiment_id not in (None, experiment_id):
+        message = f"names {spec.experiment_id}, but the path names {experiment_id}"
+        raise ValidationFailed(f"test.experiment_id: {message}", details=[{"field": "test.experiment_id"}])
+    reader = services.store.experiments
+    await reader.get(experiment_id)  # 404 before any 422 about its groups
+    options = spec.options
+    comparison = Comparison(
+        spec.test_type, spec.groups, spec.metric, options.alpha, options.alternative, options.aggregate
+    )
+    document = await compare(reader, experiment_id, comparison)
+    result_id, now = new_id("stat"), time.time()
+    test = document["test"]
+    await services.store.writer.submit(PutStatResult(result_id, experiment_id, test, now, document))
+    return json_response({"data": _view(StatResultRow(result_id, experiment_id, now, document)), "meta": {}}, 201)
+
+
+_POST = {
+    "status_code": 201,
+    "openapi_extra": openapi_body("StatisticalTest", TestBody, '`{"test": {test_type, groups, metric, options}}`'),
+    "responses": error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+}
+
+
+@router.post("/statistical-results", summary="Run a statistical test (experiment named in the body)", **_POST)
+async def run_test(request: Request, services: ServicesDep) -> Response:
+    return await _run(services, request, None)
+
+
+@router.post("/experiments/{experiment_id}/statistical-results", summary="Run a statistical test", **_POST)
+async def run_experiment_test(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    return await _run(services, request, experiment_id)
+
+
+async def _list(
+    services: Services, experiment_id: str | None, test: str | None, page: int, per_page: int, cursor: str | None
+) -> Response:
+    request = page_request(page, per_page, cursor, "-created_at")
+    rows, total, has_more = await services.store.experiments.results(request, experiment_id, test)
+    next_cursor = encode_cursor("-created_at", rows[-1].created_at, rows[-1].id) if rows else None
+    return json_response(
+        {"data": [_view(row) for row in rows], "meta": meta(request, total, len(rows), has_more, next_cursor)}
+    )
+
+
+TestFilter = Annotated[str | None, Query(alias="filter[test_type]", max_length=64)]
+
+
+@router.get(
+    "/statistical-results",
+    summary="Stored statistical results, newest first",
+    description="Filters `filter[experiment_id]`, `filter[test_type]`; `page`/`per_page` or `cursor`.",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+)
+async def list_results(
+    services: ServicesDep,
+    experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=64)] = None,
+    test_type: TestFilter = None,
+    page: int = 1,
+    per_page: int = DEFAULT_PER_PAGE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    return await _list(services, experiment_id, test_type, page, per_page, cursor)
+
+
+@router.get(
+    "/experiments/{experiment_id}/statistical-results",
+    summary="An experiment's stored statistical results, newest first",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+)
+async def list_experiment_results(
+    experiment_id: IdPath,
+    services: ServicesDep,
+    test_type: TestFilter = None,
+    page: int = 1,
+    per_page: int = DEFAULT_PER_PAGE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    await services.store.experiments.get(experiment_id)
+    return await _list(services, experiment_id, test_type, page, per_page, cursor)
+
+
+@router.get(
+    "/statistical-results/{result_id}",
+    summary="One stored statistical result",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def get_result(result_id: IdPath, services: ServicesDep) -> Response:
+    return json_response({"data": _view(await services.store.experiments.result(result_id)), "meta": {}})

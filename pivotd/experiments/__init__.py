@@ -1,0 +1,1 @@
+"""Experiments: groups of runs, and statistical comparison of their metrics."""

@@ -1,0 +1,74 @@
+"""Family C paging: `page`/`per_page` offsets, or an opaque cursor on (sort value, id).
+
+A cursor names the last row a client saw; the next page is every row after it in the sort order, so rows
+inserted meanwhile never shift or repeat a page (offsets would). The id breaks ties between equal sort values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pivotd.errors import ValidationFailed
+
+MAX_PER_PAGE = 100
+DEFAULT_PER_PAGE = 25
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    page: int
+    per_page: int
+    cursor: tuple[Any, Any] | None
+    """(sort value, id) of the last row of the previous page."""
+
+
+def encode_cursor(sort: str, value: Any, row_id: Any) -> str:
+    raw = json.dumps({"s": sort, "v": value, "id": row_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, Any]:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(decoded, dict) or set(decoded) != {"s", "v", "id"}:
+            raise ValueError("not a cursor")
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise _invalid("cursor", "is not a cursor this server issued") from None
+    if decoded["s"] != sort:
+        raise _invalid("cursor", f"was issued for sort {decoded['s']!r}, not {sort!r}")
+    return decoded["v"], decoded["id"]
+
+
+def page_request(page: int, per_page: int, cursor: str | None, sort: str) -> PageRequest:
+    if page < 1:
+        raise _invalid("page", "must be at least 1")
+    if not 1 <= per_page <= MAX_PER_PAGE:
+        raise _invalid("per_page", f"must be between 1 and {MAX_PER_PAGE}")
+    return PageRequest(page, per_page, None if cursor is None else decode_cursor(cursor, sort))
+
+
+def keyset(column: str, id_column: str, descending: bool, after: tuple[Any, Any] | None) -> tuple[str, list[Any]]:
+    """SQL condition for the rows after `after` in `column, id_column` order (both the same direction)."""
+    if after is None:
+        return "1", []
+    op = "<" if descending else ">"
+    return f"({column} {op} ? OR ({column} = ? AND {id_column} {op} ?))", [after[0], after[0], after[1]]
+
+
+def meta(request: PageRequest, total: int, rows_seen: int, has_more: bool, next_cursor: str | None) -> dict[str, Any]:
+    return {
+        "total": total,
+        "page": request.page if request.cursor is None else None,
+        "per_page": request.per_page,
+        "count": rows_seen,
+        "has_more": has_more,
+        "next_cursor": next_cursor if has_more else None,
+    }
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])

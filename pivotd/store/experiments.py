@@ -1,0 +1,382 @@
+"""Experiments and statistical results in the store: write operations and the reader's queries.
+
+An experiment's status is not stored: it is derived from its runs in SQL (`_EXPERIMENTS`), so it can never
+disagree with them, and `filter[status]` and `sort=status` work on it like on any column.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiosqlite
+
+from pivotd.errors import NotFound
+from pivotd.experiments.paging import PageRequest, keyset
+from pivotd.store.ops import Tx
+from pivotd.store.rows import latest_by_run, latest_query
+
+# Internal run states (api-map section 1) -> family C's words.
+C_RUN_STATUS = {
+    "created": "pending",
+    "queued": "pending",
+    "running": "running",
+    "succeeded": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+C_TO_INTERNAL = {
+    "pending": ("created", "queued"),
+    "running": ("running",),
+    "completed": ("succeeded",),
+    "failed": ("failed",),
+    "cancelled": ("cancelled",),
+}
+EXPERIMENT_SORTS = ("name", "created_at", "updated_at", "status")
+Aggregate = Literal["last", "best", "mean"]
+
+# No runs: pending. Any run running, or some waiting while others finished: running. All waiting: pending.
+# All finished: failed if any failed, cancelled if all were cancelled, else completed.
+_EXPERIMENTS = """
+SELECT * FROM (
+  SELECT e.id, e.name, e.description, e.config, e.tags, e.created_at, e.updated_at,
+    CASE WHEN c.total IS NULL THEN 'pending'
+         WHEN c.running > 0 THEN 'running'
+         WHEN c.waiting = c.total THEN 'pending'
+         WHEN c.waiting > 0 THEN 'running'
+         WHEN c.failed > 0 THEN 'failed'
+         WHEN c.cancelled = c.total THEN 'cancelled'
+         ELSE 'completed' END AS status,
+    coalesce(c.total, 0) AS total_runs, c.started_at, c.finished_at
+  FROM experiments e LEFT JOIN (
+    SELECT experiment_id, count(*) AS total, sum(status = 'running') AS running,
+           sum(status IN ('created', 'queued')) AS waiting, sum(status = 'failed') AS failed,
+           sum(status = 'cancelled') AS cancelled, min(coalesce(started_at, created_at)) AS started_at,
+           max(coalesce(finished_at, last_update)) AS finished_at
+    FROM runs WHERE experiment_id IS NOT NULL GROUP BY experiment_id
+  ) c ON c.experiment_id = e.id
+)"""
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentRow:
+    id: str
+    name: str
+    description: str | None
+    config: dict[str, Any]
+    tags: list[str]
+    created_at: float
+    updated_at: float
+    status: str
+    total_runs: int
+    started_at: float | None
+    finished_at: float | None
+
+
+def _experiment(row: Any) -> ExperimentRow:
+    return ExperimentRow(
+        row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6], row[7], row[8], row[9],
+        row[10],
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRun:
+    ref: int
+    run_id: str
+    kind: str
+    status: str
+    """In family C's words."""
+    group: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    epoch: int | None
+    epochs_total: int | None
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    latest: dict[str, float]
+
+    @property
+    def progress(self) -> float | None:
+        if self.status == "completed":
+            return 1.0
+        if self.epoch is not None and self.epochs_total:
+            return min(1.0, self.epoch / self.epochs_total)
+        return None
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        hyperparams = self.config.get("hyperparams")
+        return hyperparams if isinstance(hyperparams, dict) else {}
+
+
+_MEMBER_COLUMNS = (
+    "id, run_id, kind, status, group_name, created_at, started_at, finished_at, epoch, epochs_total, config, metadata"
+)
+
+
+def _member(row: Any, latest: dict[str, float]) -> MemberRun:
+    return MemberRun(
+        row[0], row[1], row[2], C_RUN_STATUS.get(row[3], row[3]), row[4], row[5], row[6], row[7], row[8], row[9],
+        json.loads(row[10]) if row[10] else {}, json.loads(row[11]), latest,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StatResultRow:
+    id: str
+    experiment_id: str
+    created_at: float
+    data: dict[str, Any]
+
+
+# ---- writes -------------------------------------------------------------------------------------------------
+
+
+def _require_experiment(tx: Tx, experiment_id: str) -> None:
+    if tx.conn.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is None:
+        raise NotFound(f"experiment {experiment_id!r} not found")
+
+
+@dataclass(frozen=True, slots=True)
+class CreateExperiment:
+    experiment_id: str
+    name: str
+    description: str | None
+    config: dict[str, Any]
+    tags: list[str]
+
+    def apply(self, tx: Tx) -> None:
+        tx.conn.execute(
+            "INSERT INTO experiments (id, name, description, config, tags, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self.experiment_id, self.name, self.description, json.dumps(self.config), json.dumps(self.tags),
+             tx.now, tx.now),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateExperiment:
+    """Set the given fields (`name`, `description`, `config`, `tags`); `config` is replaced as given."""
+
+    experiment_id: str
+    changes: dict[str, Any]
+
+    def apply(self, tx: Tx) -> None:
+        _require_experiment(tx, self.experiment_id)
+        encoded = {k: json.dumps(v) if k in ("config", "tags") else v for k, v in self.changes.items()}
+        assignments = "".join(f"{column} = ?, " for column in encoded)
+        tx.conn.execute(
+            f"UPDATE experiments SET {assignments}updated_at = ? WHERE id = ?",
+            [*encoded.values(), tx.now, self.experiment_id],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteExperiment:
+    """Delete an experiment and its statistical results; its runs stay, detached (they are data, not config)."""
+
+    experiment_id: str
+
+    def apply(self, tx: Tx) -> None:
+        _require_experiment(tx, self.experiment_id)
+        tx.conn.execute(
+            "UPDATE runs SET experiment_id = NULL, group_name = NULL WHERE experiment_id = ?", (self.experiment_id,)
+        )
+        tx.conn.execute("DELETE FROM experiments WHERE id = ?", (self.experiment_id,))
+
+
+@dataclass(frozen=True, slots=True)
+class AttachRuns:
+    """Move existing runs into an experiment (a run belongs to at most one), setting their group if given."""
+
+    experiment_id: str
+    run_ids: list[str]
+    group: str | None
+
+    def apply(self, tx: Tx) -> None:
+        _require_experiment(tx, self.experiment_id)
+        marks = ",".join("?" * len(self.run_ids))
+        found = {row[0] for row in tx.conn.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", self.run_ids)}
+        missing = [run_id for run_id in self.run_ids if run_id not in found]
+        if missing:
+            raise NotFound(f"run(s) not found: {', '.join(missing)}", details={"run_ids": missing})
+        tx.conn.execute(
+            f"UPDATE runs SET experiment_id = ?, group_name = coalesce(?, group_name) WHERE run_id IN ({marks})",
+            [self.experiment_id, self.group, *self.run_ids],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PutStatResult:
+    result_id: str
+    experiment_id: str
+    test_type: str
+    created_at: float
+    data: dict[str, Any]
+
+    def apply(self, tx: Tx) -> None:
+        _require_experiment(tx, self.experiment_id)  # it may have been deleted while the test ran
+        tx.conn.execute(
+            "INSERT INTO statistical_results (id, experiment_id, test_type, created_at, data) VALUES (?, ?, ?, ?, ?)",
+            (self.result_id, self.experiment_id, self.test_type, self.created_at, json.dumps(self.data)),
+        )
+
+
+# ---- reads --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentFilters:
+    status: str | None = None
+    name: str | None = None
+    created_after: float | None = None
+    created_before: float | None = None
+
+
+class ExperimentsReader:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _count(self, query: str, args: list[Any]) -> int:
+        rows = await self._conn.execute_fetchall(f"SELECT count(*) FROM ({query})", args)
+        count: int = next(iter(rows))[0]
+        return count
+
+    async def get(self, experiment_id: str) -> ExperimentRow:
+        rows = await self._conn.execute_fetchall(f"{_EXPERIMENTS} WHERE id = ?", (experiment_id,))
+        if not rows:
+            raise NotFound(f"experiment {experiment_id!r} not found")
+        return _experiment(next(iter(rows)))
+
+    async def list(
+        self, filters: ExperimentFilters, sort: str, page: PageRequest
+    ) -> tuple[list[ExperimentRow], int, bool]:
+        """One page in `sort` order, the total matching the filters, and whether more rows follow."""
+        where, args = ["1"], []
+        if filters.status is not None:
+            where.append("status = ?")
+            args.append(filters.status)
+        if filters.name is not None:  # partial, case-insensitive; % and _ in the name are literal
+            where.append("name LIKE ? ESCAPE '\\'")
+            escaped = filters.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{escaped}%")
+        # Compared at the millisecond precision timestamps are shown in: passing back an experiment's own
+        # created_at excludes it.
+        if filters.created_after is not None:
+            where.append("CAST(created_at * 1000 AS INTEGER) > ?")
+            args.append(round(filters.created_after * 1000))
+        if filters.created_before is not None:
+            where.append("CAST(created_at * 1000 AS INTEGER) < ?")
+            args.append(round(filters.created_before * 1000))
+        clause = " AND ".join(where)
+        total = await self._count(f"{_EXPERIMENTS} WHERE {clause}", args)
+        column, descending = sort.removeprefix("-"), sort.startswith("-")
+        after, after_args = keyset(column, "id", descending, page.cursor)
+        direction = "DESC" if descending else "ASC"
+        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
+        rows = await self._conn.execute_fetchall(
+            f"{_EXPERIMENTS} WHERE {clause} AND {after} ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
+            [*args, *after_args, page.per_page + 1, offset],
+        )
+        found = [_experiment(row) for row in rows]
+        return found[: page.per_page], total, len(found) > page.per_page
+
+    async def runs(
+        self, experiment_id: str, page: PageRequest, status: str | None = None, group: str | None = None
+    ) -> tuple[list[MemberRun], int, bool]:
+        """The experiment's runs, oldest first."""
+        where, args = ["experiment_id = ?"], [experiment_id]
+        if status is not None:
+            states = C_TO_INTERNAL.get(status, (status,))
+            where.append(f"status IN ({','.join('?' * len(states))})")
+            args.extend(states)
+        if group is not None:
+            where.append("group_name = ?")
+            args.append(group)
+        clause = " AND ".join(where)
+        total = await self._count(f"SELECT 1 FROM runs WHERE {clause}", args)
+        after, after_args = keyset("created_at", "id", False, page.cursor)
+        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
+        rows = list(
+            await self._conn.execute_fetchall(
+                f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE {clause} AND {after} "
+                "ORDER BY created_at, id LIMIT ? OFFSET ?",
+                [*args, *after_args, page.per_page + 1, offset],
+            )
+        )
+        latest = latest_by_run(await self._conn.execute_fetchall(*latest_query([row[0] for row in rows])))
+        found = [_member(row, latest.get(row[0], {})) for row in rows]
+        return found[: page.per_page], total, len(found) > page.per_page
+
+    async def group_runs(self, experiment_id: str, group: str) -> list[MemberRun]:
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE experiment_id = ? AND group_name = ? ORDER BY created_at, id",
+            (experiment_id, group),
+        )
+        return [_member(row, {}) for row in rows]
+
+    async def runs_by_id(self, run_ids: list[str]) -> dict[str, MemberRun]:
+        marks = ",".join("?" * len(run_ids))
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE run_id IN ({marks})", run_ids
+        )
+        return {row[1]: _member(row, {}) for row in rows}
+
+    async def metric_values(self, refs: list[int], metric: str, aggregate: Aggregate) -> dict[int, float]:
+        """One value of scalar `metric` per run that has it: its last point, best point or mean."""
+        marks = ",".join("?" * len(refs))
+        if aggregate == "last":
+            query = f"SELECT run, last_value FROM series WHERE name = ? AND last_value IS NOT NULL AND run IN ({marks})"
+        else:
+            # Best is the minimum for a loss (lower is better) and the maximum for anything else.
+            function = "avg" if aggregate == "mean" else "min" if "loss" in metric.lower() else "max"
+            query = (
+                f"SELECT s.run, {function}(p.value) FROM series s JOIN scalars p ON p.series = s.id "
+                f"WHERE s.name = ? AND s.run IN ({marks}) GROUP BY s.run"
+            )
+        rows = await self._conn.execute_fetchall(query, [metric, *refs])
+        return {row[0]: row[1] for row in rows if row[1] is not None}
+
+    async def best_metric(self, experiment_id: str, metric: str) -> float | None:
+        function = "min" if "loss" in metric.lower() else "max"
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {function}(s.last_value) FROM series s JOIN runs r ON r.id = s.run "
+            "WHERE r.experiment_id = ? AND s.name = ?",
+            (experiment_id, metric),
+        )
+        return next(iter(rows))[0]
+
+    async def results(
+        self, page: PageRequest, experiment_id: str | None = None, test_type: str | None = None
+    ) -> tuple[list[StatResultRow], int, bool]:
+        """Stored statistical results, newest first."""
+        where, args = ["1"], []
+        if experiment_id is not None:
+            where.append("experiment_id = ?")
+            args.append(experiment_id)
+        if test_type is not None:
+            where.append("test_type = ?")
+            args.append(test_type)
+        clause = " AND ".join(where)
+        total = await self._count(f"SELECT 1 FROM statistical_results WHERE {clause}", args)
+        after, after_args = keyset("created_at", "id", True, page.cursor)
+        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
+        rows = await self._conn.execute_fetchall(
+            f"SELECT id, experiment_id, created_at, data FROM statistical_results WHERE {clause} AND {after} "
+            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+            [*args, *after_args, page.per_page + 1, offset],
+        )
+        found = [StatResultRow(row[0], row[1], row[2], json.loads(row[3])) for row in rows]
+        return found[: page.per_page], total, len(found) > page.per_page
+
+    async def result(self, result_id: str) -> StatResultRow:
+        rows = await self._conn.execute_fetchall(
+            "SELECT id, experiment_id, created_at, data FROM statistical_results WHERE id = ?", (result_id,)
+        )
+        if not rows:
+            raise NotFound(f"statistical result {result_id!r} not found")
+        row = next(iter(rows))
+        return StatResultRow(row[0], row[1], row[2], json.loads(row[3]))

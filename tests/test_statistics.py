@@ -1,0 +1,294 @@
+"""Statistical results: the numbers against published values and scipy, and the routes against a real daemon."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+import httpx
+import pytest
+from scipy import stats
+
+from pivotd.experiments.stats import StatsError, cohens_d, hedges_g, run_test
+from tests.payloads import contract_payload
+
+# Wikipedia, "Welch's t-test", example 1: t = -2.46, df = 25.0, p = 0.021.
+WELCH_A = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
+WELCH_B = [27.1, 22.0, 20.8, 23.4, 23.4, 23.5, 25.8, 22.0, 24.8, 20.2, 21.9, 22.1, 22.9, 20.5, 24.4]
+# Wikipedia, "One-way analysis of variance", worked example: SS between 84, within 68, F(2, 15) = 9.26.
+ANOVA = {"a1": [6.0, 8, 4, 5, 3, 4], "a2": [8.0, 12, 9, 11, 6, 8], "a3": [13.0, 9, 11, 8, 7, 12]}
+# scipy's mannwhitneyu documentation (Conover's example): U = 17, exact two-sided p = 1/9.
+MALES = [19.0, 22, 16, 29, 24]
+FEMALES = [20.0, 11, 17, 12]
+
+
+def test_welch_matches_the_published_example() -> None:
+    outcome = run_test("t_test", {"a": WELCH_A, "b": WELCH_B})
+    assert round(outcome.statistic, 2) == -2.46
+    assert round(outcome.degrees_of_freedom, 1) == 25.0  # type: ignore[arg-type]
+    assert round(outcome.p_value, 3) == 0.021
+    assert outcome.significant and outcome.magnitude == "large"
+    direct = stats.ttest_ind(WELCH_A, WELCH_B, equal_var=False)
+    assert outcome.statistic == pytest.approx(direct.statistic, rel=1e-12)
+    assert outcome.p_value == pytest.approx(direct.pvalue, rel=1e-12)
+    interval = direct.confidence_interval(0.95)
+    assert outcome.confidence_interval == pytest.approx([interval.low, interval.high], rel=1e-9)
+
+
+def test_anova_matches_the_published_table() -> None:
+    outcome = run_test("anova", ANOVA)
+    assert outcome.degrees_of_freedom == [2.0, 15.0]
+    assert outcome.extra["sum_of_squares"] == pytest.approx({"between": 84.0, "within": 68.0, "total": 152.0})
+    assert round(outcome.statistic, 2) == 9.26  # 42 / 4.533
+    assert outcome.effect_size == pytest.approx(84 / 152)
+    direct = stats.f_oneway(*ANOVA.values())
+    assert outcome.p_value == pytest.approx(direct.pvalue, rel=1e-12) and outcome.p_value < 0.01
+    assert outcome.magnitude == "large" and outcome.confidence_interval is None
+
+
+def test_mann_whitney_matches_the_documented_example() -> None:
+    outcome = run_test("mann_whitney", {"males": MALES, "females": FEMALES})
+    assert outcome.statistic == 17.0 and outcome.p_value == pytest.approx(1 / 9)
+    assert outcome.effect_sizes["rank_biserial"] == pytest.approx(2 * 17 / 20 - 1)
+    assert outcome.degrees_of_freedom is None and outcome.confidence_interval is None
+
+
+def test_paired_t_by_hand() -> None:
+    # Differences -1, 0, -1, 0, -2: mean -0.8, sd sqrt(0.7), t = -0.8 / (sqrt(0.7) / sqrt(5)) = -2.138, df 4.
+    outcome = run_test("paired_t_test", {"a": [1.0, 2, 3, 4, 5], "b": [2.0, 2, 4, 4, 7]})
+    assert outcome.statistic == pytest.approx(-0.8 / (math.sqrt(0.7) / math.sqrt(5)))
+    assert outcome.degrees_of_freedom == 4.0
+    assert outcome.p_value == pytest.approx(stats.ttest_rel([1, 2, 3, 4, 5], [2, 2, 4, 4, 7]).pvalue, rel=1e-12)
+    half = stats.t.ppf(0.975, 4) * math.sqrt(0.7) / math.sqrt(5)
+    assert outcome.confidence_interval == pytest.approx([-0.8 - half, -0.8 + half])
+    assert outcome.effect_sizes["cohens_dz"] == pytest.approx(-0.8 / math.sqrt(0.7))
+
+
+def test_effect_sizes_by_hand() -> None:
+    # Means 2 and 4, both variances 1: pooled sd 1, d = -2; J = 1 - 3 / (4 * 6 - 9) = 0.8.
+    a, b = [1.0, 2, 3], [3.0, 4, 5]
+    assert cohens_d(a, b) == pytest.approx(-2.0)
+    assert hedges_g(-2.0, 6) == pytest.approx(-1.6)
+    assert run_test("t_test", {"a": a, "b": b}).effect_sizes == pytest.approx({"cohens_d": -2.0, "hedges_g": -1.6})
+
+
+def test_one_sided_tests_have_one_sided_intervals() -> None:
+    outcome = run_test("t_test", {"a": WELCH_A, "b": WELCH_B}, alternative="less")
+    direct = stats.ttest_ind(WELCH_A, WELCH_B, equal_var=False, alternative="less")
+    assert outcome.p_value == pytest.approx(direct.pvalue)
+    assert outcome.confidence_interval is not None and outcome.confidence_interval[0] is None
+    assert outcome.confidence_interval[1] == pytest.approx(direct.confidence_interval(0.95).high)
+
+
+@pytest.mark.parametrize(
+    ("test", "groups", "message"),
+    [
+        ("t_test", {"a": [1.0], "b": [1.0, 2.0]}, "group 'a' has 1 value"),
+        ("t_test", {"a": [1.0, 2], "b": [1.0, 2], "c": [3.0, 4]}, "exactly 2 groups"),
+        ("paired_t_test", {"a": [1.0, 2, 3], "b": [1.0, 2]}, "equal size"),
+        ("t_test", {"a": [1.0, 1.0], "b": [1.0, 1.0]}, "zero variance"),
+        ("anova", {"a": [1.0, 2]}, "at least 2 groups"),
+        ("z_test", {"a": [1.0, 2], "b": [1.0, 2]}, "unknown test"),
+    ],
+)
+def test_undefined_tests_say_why(test: str, groups: dict[str, list[float]], message: str) -> None:
+    with pytest.raises(StatsError, match=message):
+        run_test(test, groups)
+
+
+# ---- against a real daemon ----------------------------------------------------------------------------------
+
+
+ACCURACY = {"lr=0.1": [0.91, 0.93, 0.92], "lr=0.01": [0.86, 0.88, 0.85]}
+SEEDS = [1, 2, 3]
+
+
+async def seeded_experiment(http: httpx.AsyncClient) -> str:
+    """2 groups x 3 seeds of external runs: a layer-wise post joins each run, then val_accuracy per epoch."""
+    body = {"experiment": {"name": "lr sweep", "config": {"metric": "val_accuracy"}}}
+    exp_id: str = (await http.post("/api/v1/experiments", json=body)).json()["data"]["id"]
+    for group, finals in ACCURACY.items():
+        for seed, final in zip(SEEDS, finals, strict=True):
+            run_id = f"{group.replace('=', '_')}-s{seed}"
+            payload = contract_payload(run_id, step=1)
+            payload["metadata"] |= {"experiment_id": exp_id, "group": group, "seed": seed}
+            assert (await http.post("/api/v1/metrics/layerwise", json=payload)).status_code == 202
+            points = [{"step": e, "epoch": e, "values": {"val_accuracy": final - 0.1 * (3 - e)}} for e in range(4)]
+            assert (await http.post(f"/api/v1/runs/{run_id}/scalars", json=points)).status_code == 202
+    return exp_id
+
+
+async def post_test(http: httpx.AsyncClient, exp_id: str, **test: Any) -> httpx.Response:
+    return await http.post(f"/api/v1/experiments/{exp_id}/statistical-results", json={"test": test})
+
+
+async def test_full_flow_t_test_equals_scipy(http: httpx.AsyncClient) -> None:
+    exp_id = await seeded_experiment(http)
+    response = await post_test(http, exp_id, test_type="t_test", groups=list(ACCURACY), metric="val_accuracy")
+    assert response.status_code == 201, response.text
+    result = response.json()["data"]
+    a, b = ACCURACY.values()
+    direct = stats.ttest_ind(a, b, equal_var=False)
+    assert result["id"].startswith("stat_") and result["experiment_id"] == exp_id
+    assert result["values"] == ACCURACY and result["sample_sizes"] == [3, 3]
+    assert result["statistic"] == pytest.approx(direct.statistic, rel=1e-9)
+    assert result["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+    assert result["degrees_of_freedom"] == pytest.approx(direct.df, rel=1e-9)
+    interval = direct.confidence_interval(0.95)
+    assert result["confidence_interval"] == pytest.approx([interval.low, interval.high], rel=1e-9)
+    assert result["means"] == pytest.approx([statistics.fmean(a), statistics.fmean(b)])
+    assert result["std_devs"] == pytest.approx([statistics.stdev(a), statistics.stdev(b)])
+    assert result["effect_size_type"] == "cohens_d" and result["effect_size"] == pytest.approx(cohens_d(a, b))
+    interpretation = result["interpretation"]
+    assert interpretation["significant"] is True and interpretation["significance"] == "significant"
+    assert interpretation["magnitude"] == interpretation["effect_magnitude"] == "large"
+    assert interpretation["summary"].startswith("lr=0.1 (mean 0.92, n = 3) scored higher than lr=0.01")
+    assert "statistically significant" in interpretation["summary"]
+    assert result["runs"]["lr=0.1"] == ["lr_0.1-s1", "lr_0.1-s2", "lr_0.1-s3"]
+
+    # Stored: readable by id, in the global list and in the experiment's list.
+    stored = (await http.get(f"/api/v1/statistical-results/{result['id']}")).json()["data"]
+    assert stored == result
+    listed = (await http.get("/api/v1/statistical-results", params={"filter[experiment_id]": exp_id})).json()
+    assert [r["id"] for r in listed["data"]] == [result["id"]] and listed["meta"]["total"] == 1
+    mine = (await http.get(f"/api/v1/experiments/{exp_id}/statistical-results")).json()
+    assert [r["id"] for r in mine["data"]] == [result["id"]]
+
+
+async def test_paired_mann_whitney_anova_and_aggregates(http: httpx.AsyncClient) -> None:
+    exp_id = await seeded_experiment(http)
+    a, b = ACCURACY.values()
+    paired = (
+        await post_test(http, exp_id, test_type="paired_t_test", groups=list(ACCURACY), metric="val_accuracy")
+    ).json()
+    assert paired["data"]["pairing"] == "seed"
+    assert paired["data"]["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
+    mw = (await post_test(http, exp_id, test_type="mann_whitney", groups=list(ACCURACY), metric="val_accuracy")).json()
+    assert mw["data"]["statistic"] == stats.mannwhitneyu(a, b).statistic == 9.0
+    # Seed 004's spelling and body form, with the runs named explicitly.
+    explicit = {
+        "top": ["lr_0.1-s1", "lr_0.1-s2"],
+        "mid": ["lr_0.01-s1", "lr_0.01-s2"],
+        "low": ["lr_0.01-s3", "lr_0.1-s3"],
+    }
+    body = {
+        "test": {"experiment_id": exp_id, "test_type": "one_way_anova", "groups": explicit, "metric": "val_accuracy"}
+    }
+    anova = (await http.post("/api/v1/statistical-results", json=body)).json()["data"]
+    samples = [[0.91, 0.93], [0.86, 0.88], [0.85, 0.92]]
+    assert anova["test"] == "anova" and anova["test_type"] == "one_way_anova"
+    assert anova["p_value"] == pytest.approx(stats.f_oneway(*samples).pvalue, rel=1e-9)
+    assert anova["degrees_of_freedom"] == [2, 3] and anova["effect_size_type"] == "eta_squared"
+    # mean over each run's epochs shifts every value by the same -0.15; best (max for accuracy) is the last.
+    mean = (
+        await post_test(
+            http,
+            exp_id,
+            test_type="t_test",
+            groups=list(ACCURACY),
+            metric="val_accuracy",
+            options={"aggregate": "mean", "alpha": 0.01},
+        )
+    ).json()["data"]
+    assert mean["values"]["lr=0.1"] == pytest.approx([0.76, 0.78, 0.77]) and mean["alpha"] == 0.01
+    best = (
+        await post_test(
+            http,
+            exp_id,
+            test_type="t_test",
+            groups=list(ACCURACY),
+            metric="val_accuracy",
+            options={"aggregate": "best"},
+        )
+    ).json()["data"]
+    assert best["values"] == ACCURACY
+    listed = (await http.get("/api/v1/statistical-results", params={"per_page": 2})).json()
+    assert listed["meta"]["total"] == 5 and listed["meta"]["has_more"] is True
+    rest = (
+        await http.get("/api/v1/statistical-results", params={"per_page": 2, "cursor": listed["meta"]["next_cursor"]})
+    ).json()
+    assert len(rest["data"]) == 2 and rest["data"][0]["id"] not in {r["id"] for r in listed["data"]}
+    only = (await http.get("/api/v1/statistical-results", params={"filter[test_type]": "anova"})).json()
+    assert [r["id"] for r in only["data"]] == [anova["id"]]
+
+
+def error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["code"] == code
+    message: str = body["message"]
+    return message
+
+
+async def test_errors_name_what_is_wrong(http: httpx.AsyncClient) -> None:
+    exp_id = await seeded_experiment(http)
+    groups = list(ACCURACY)
+    assert "unknown test 'z_test'" in error(
+        await post_test(http, exp_id, test_type="z_test", groups=groups, metric="val_accuracy"), 422, "validation_error"
+    )
+    assert "no runs in group 'lr=1'" in error(
+        await post_test(http, exp_id, test_type="t_test", groups=["lr=0.1", "lr=1"], metric="val_accuracy"),
+        422,
+        "validation_error",
+    )
+    assert "ghost" in error(
+        await post_test(
+            http,
+            exp_id,
+            test_type="t_test",
+            groups={"a": ["ghost", "lr_0.1-s1"], "b": ["lr_0.01-s1"]},
+            metric="val_accuracy",
+        ),
+        422,
+        "validation_error",
+    )
+    assert "group 'b' has 1 value" in error(
+        await post_test(
+            http,
+            exp_id,
+            test_type="t_test",
+            groups={"a": ["lr_0.1-s1", "lr_0.1-s2"], "b": ["lr_0.01-s1"]},
+            metric="val_accuracy",
+        ),
+        422,
+        "validation_error",
+    )
+    await http.post("/api/v1/runs/lr_0.1-s1/scalars", json=[{"step": 9, "values": {"train_loss": 0.1}}])
+    message = error(
+        await post_test(http, exp_id, test_type="t_test", groups=groups, metric="train_loss"), 422, "validation_error"
+    )
+    assert "without a 'train_loss' scalar" in message and "lr_0.1-s2" in message and "lr_0.1-s1" not in message
+    error(
+        await post_test(http, exp_id, test_type="t_test", groups=groups, metric="val_accuracy", options={"alpha": 2}),
+        422,
+        "validation_error",
+    )
+    error(
+        await post_test(
+            http, exp_id, test_type="t_test", groups=groups, metric="val_accuracy", options={"aggregate": "median"}
+        ),
+        422,
+        "validation_error",
+    )
+    error(
+        await post_test(
+            http, exp_id, experiment_id="exp_other", test_type="t_test", groups=groups, metric="val_accuracy"
+        ),
+        422,
+        "validation_error",
+    )
+    error(
+        await post_test(http, "exp_missing", test_type="t_test", groups=groups, metric="val_accuracy"), 404, "not_found"
+    )
+    missing_id = {"test": {"test_type": "t_test", "groups": groups, "metric": "val_accuracy"}}
+    error(await http.post("/api/v1/statistical-results", json=missing_id), 422, "validation_error")
+    error(await http.get("/api/v1/statistical-results/stat_none"), 404, "not_found")
+    error(await http.get("/api/v1/experiments/exp_missing/statistical-results"), 404, "not_found")
+    error(await http.get("/api/v1/statistical-results", params={"per_page": 101}), 422, "validation_error")
+    error(await http.get("/api/v1/statistical-results", params={"cursor": "@@"}), 422, "validation_error")
+    # Nothing failed was stored; deleting the experiment deletes its results.
+    assert (await http.get("/api/v1/statistical-results")).json()["meta"]["total"] == 0
+    await post_test(http, exp_id, test_type="t_test", groups=groups, metric="val_accuracy")
+    assert (await http.delete(f"/api/v1/experiments/{exp_id}")).status_code == 204
+    assert (await http.get("/api/v1/statistical-results")).json()["meta"]["total"] == 0
