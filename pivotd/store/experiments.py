@@ -245,6 +245,23 @@ class ExperimentsReader:
         count: int = next(iter(rows))[0]
         return count
 
+    async def _page(
+        self, select: str, clause: str, args: list[Any], column: str, descending: bool, page: PageRequest
+    ) -> tuple[list[Any], int, bool]:
+        """One page of `select WHERE clause` in (`column`, id) order: keyset after a cursor, else by page
+        number. Returns the page's rows, the total matching, and whether more rows follow."""
+        total = await self._count(f"{select} WHERE {clause}", args)
+        after, after_args = keyset(column, "id", descending, page.cursor)
+        direction = "DESC" if descending else "ASC"
+        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
+        rows = list(
+            await self._conn.execute_fetchall(
+                f"{select} WHERE {clause} AND {after} ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
+                [*args, *after_args, page.per_page + 1, offset],  # one extra row tells whether more follow
+            )
+        )
+        return rows[: page.per_page], total, len(rows) > page.per_page
+
     async def get(self, experiment_id: str) -> ExperimentRow:
         rows = await self._conn.execute_fetchall(f"{_EXPERIMENTS} WHERE id = ?", (experiment_id,))
         if not rows:
@@ -271,18 +288,9 @@ class ExperimentsReader:
         if filters.created_before is not None:
             where.append("CAST(created_at * 1000 AS INTEGER) < ?")
             args.append(round(filters.created_before * 1000))
-        clause = " AND ".join(where)
-        total = await self._count(f"{_EXPERIMENTS} WHERE {clause}", args)
         column, descending = sort.removeprefix("-"), sort.startswith("-")
-        after, after_args = keyset(column, "id", descending, page.cursor)
-        direction = "DESC" if descending else "ASC"
-        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
-        rows = await self._conn.execute_fetchall(
-            f"{_EXPERIMENTS} WHERE {clause} AND {after} ORDER BY {column} {direction}, id {direction} LIMIT ? OFFSET ?",
-            [*args, *after_args, page.per_page + 1, offset],
-        )
-        found = [_experiment(row) for row in rows]
-        return found[: page.per_page], total, len(found) > page.per_page
+        rows, total, more = await self._page(_EXPERIMENTS, " AND ".join(where), args, column, descending, page)
+        return [_experiment(row) for row in rows], total, more
 
     async def runs(
         self, experiment_id: str, page: PageRequest, status: str | None = None, group: str | None = None
@@ -296,20 +304,10 @@ class ExperimentsReader:
         if group is not None:
             where.append("group_name = ?")
             args.append(group)
-        clause = " AND ".join(where)
-        total = await self._count(f"SELECT 1 FROM runs WHERE {clause}", args)
-        after, after_args = keyset("created_at", "id", False, page.cursor)
-        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
-        rows = list(
-            await self._conn.execute_fetchall(
-                f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE {clause} AND {after} "
-                "ORDER BY created_at, id LIMIT ? OFFSET ?",
-                [*args, *after_args, page.per_page + 1, offset],
-            )
-        )
+        select = f"SELECT {_MEMBER_COLUMNS} FROM runs"
+        rows, total, more = await self._page(select, " AND ".join(where), args, "created_at", False, page)
         latest = latest_by_run(await self._conn.execute_fetchall(*latest_query([row[0] for row in rows])))
-        found = [_member(row, latest.get(row[0], {})) for row in rows]
-        return found[: page.per_page], total, len(found) > page.per_page
+        return [_member(row, latest.get(row[0], {})) for row in rows], total, more
 
     async def group_runs(self, experiment_id: str, group: str) -> list[MemberRun]:
         rows = await self._conn.execute_fetchall(
@@ -360,17 +358,9 @@ class ExperimentsReader:
         if test_type is not None:
             where.append("test_type = ?")
             args.append(test_type)
-        clause = " AND ".join(where)
-        total = await self._count(f"SELECT 1 FROM statistical_results WHERE {clause}", args)
-        after, after_args = keyset("created_at", "id", True, page.cursor)
-        offset = 0 if page.cursor is not None else (page.page - 1) * page.per_page
-        rows = await self._conn.execute_fetchall(
-            f"SELECT id, experiment_id, created_at, data FROM statistical_results WHERE {clause} AND {after} "
-            "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-            [*args, *after_args, page.per_page + 1, offset],
-        )
-        found = [StatResultRow(row[0], row[1], row[2], json.loads(row[3])) for row in rows]
-        return found[: page.per_page], total, len(found) > page.per_page
+        select = "SELECT id, experiment_id, created_at, data FROM statistical_results"
+        rows, total, more = await self._page(select, " AND ".join(where), args, "created_at", True, page)
+        return [StatResultRow(row[0], row[1], row[2], json.loads(row[3])) for row in rows], total, more
 
     async def result(self, result_id: str) -> StatResultRow:
         rows = await self._conn.execute_fetchall(
