@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pivotd.alerts.rules import RuleSpec, Severity
-from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.body import openapi_body, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import BadRequest, NotFound, ValidationFailed, validation_failed
@@ -28,12 +28,9 @@ class Acknowledge(BaseModel):
 
 
 async def _rule_body(request: Request, services: ServicesDep, base: dict[str, Any] | None = None) -> RuleSpec:
-    body = await read_json_body(request, services.settings.max_body_bytes)
     if base is None:
-        try:
-            return RuleSpec.model_validate_json(body)
-        except ValidationError as exc:
-            raise validation_failed(exc) from None
+        return await read_model(request, RuleSpec, services.settings.max_body_bytes)
+    body = await read_json_body(request, services.settings.max_body_bytes)
     try:
         changes = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -138,9 +135,6 @@ async def get_alert(alert_id: IdPath, services: ServicesDep) -> Response:
 async def acknowledge(alert_id: IdPath, request: Request, services: ServicesDep) -> Response:
     ack = Acknowledge()
     if request.headers.get("content-length", "0") != "0":
-        try:
-            ack = Acknowledge.model_validate_json(await read_json_body(request, services.settings.max_body_bytes))
-        except ValidationError as exc:
-            raise validation_failed(exc) from None
+        ack = await read_model(request, Acknowledge, services.settings.max_body_bytes)
     alert = await services.alerts.acknowledge(alert_id, ack.acknowledged_by, ack.notes)
     return json_response(alert)

@@ -7,13 +7,15 @@ complete for routes that read their body this way.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from pivotd.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from pivotd.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, validation_failed
+
+M = TypeVar("M", bound=BaseModel)
 
 _SCHEMAS: dict[str, TypeAdapter[Any]] = {}
 
@@ -40,6 +42,14 @@ async def read_json_body(request: Request, limit: int) -> bytes:
     if not size:
         raise BadRequest("body is empty; send a JSON document")
     return b"".join(chunks)
+
+
+async def read_model(request: Request, model: type[M], limit: int) -> M:
+    """The body validated as `model` in one pass; failures are the 400/422 that name each field."""
+    try:
+        return model.model_validate_json(await read_json_body(request, limit))
+    except ValidationError as exc:
+        raise validation_failed(exc) from None
 
 
 def openapi_body(name: str, annotation: Any, description: str = "") -> dict[str, Any]:

@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed, validation_failed
+from pivotd.errors import ValidationFailed
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.ids import new_id
 from pivotd.store.experiments import (
@@ -127,14 +127,6 @@ def _status(value: str | None, field: str = "filter[status]") -> str | None:
     return value
 
 
-async def _body(request: Request, services: ServicesDep, model: type[BaseModel]) -> Any:
-    raw = await read_json_body(request, services.settings.max_body_bytes)
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise validation_failed(exc) from None
-
-
 @router.get(
     "",
     summary="List experiments",
@@ -180,7 +172,7 @@ async def list_experiments(
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
 )
 async def create_experiment(request: Request, services: ServicesDep) -> Response:
-    body: ExperimentCreate = await _body(request, services, ExperimentCreate)
+    body: ExperimentCreate = await read_model(request, ExperimentCreate, services.settings.max_body_bytes)
     fields = body.experiment
     experiment_id = new_id("exp")
     await services.store.writer.submit(
@@ -222,7 +214,7 @@ async def get_experiment(experiment_id: IdPath, services: ServicesDep) -> Respon
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
 )
 async def update_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
-    body: ExperimentPatch = await _body(request, services, ExperimentPatch)
+    body: ExperimentPatch = await read_model(request, ExperimentPatch, services.settings.max_body_bytes)
     changes = body.experiment.model_dump(exclude_unset=True)
     for field in ("name", "config", "tags"):
         if field in changes and changes[field] is None:
@@ -249,7 +241,7 @@ async def delete_experiment(experiment_id: IdPath, services: ServicesDep) -> Res
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
 )
 async def attach_runs(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
-    body: AttachBody = await _body(request, services, AttachBody)
+    body: AttachBody = await read_model(request, AttachBody, services.settings.max_body_bytes)
     run_ids = list(dict.fromkeys(body.run_ids))
     await services.store.writer.submit(AttachRuns(experiment_id, run_ids, body.group))
     found = await services.store.experiments.runs_by_id(run_ids)

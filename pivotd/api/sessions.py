@@ -12,14 +12,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response, WebSocket
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect
 
-from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
-from pivotd.errors import NotFound, validation_failed
+from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
 from pivotd.services import Services
@@ -104,10 +104,7 @@ async def _session(services: Services, session_id: str) -> JobRow:
     openapi_extra=openapi_body("SessionCreate", SessionCreate),
 )
 async def create_session(request: Request, services: ServicesDep) -> Response:
-    try:
-        body = SessionCreate.model_validate_json(await read_json_body(request, services.settings.max_body_bytes))
-    except ValidationError as exc:
-        raise validation_failed(exc) from None
+    body = await read_model(request, SessionCreate, services.settings.max_body_bytes)
     training = services.training
     run_id = await training.create_session(body.config, body.config_path, body.session_name, body.tags)
     run = await training.get_run(run_id)

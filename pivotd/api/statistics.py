@@ -6,12 +6,12 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed, validation_failed
+from pivotd.errors import ValidationFailed
 from pivotd.experiments.compare import Comparison, compare
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.experiments.stats import Alternative
@@ -55,11 +55,7 @@ def _view(row: StatResultRow) -> dict[str, Any]:
 
 
 async def _run(services: Services, request: Request, experiment_id: str | None) -> Response:
-    raw = await read_json_body(request, services.settings.max_body_bytes)
-    try:
-        spec = TestBody.model_validate_json(raw).test
-    except ValidationError as exc:
-        raise validation_failed(exc) from None
+    spec = (await read_model(request, TestBody, services.settings.max_body_bytes)).test
     if experiment_id is None:
         if spec.experiment_id is None:
             raise ValidationFailed("test.experiment_id: required", details=[{"field": "test.experiment_id"}])

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pivotd.alerts.webhooks import EVENTS, WebhookFormat
-from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import validation_failed
 from pivotd.store.monitoring import WebhookRow
 from pivotd.timefmt import iso
 
@@ -60,11 +59,7 @@ def _view(row: WebhookRow, counts: dict[str, int] | None = None) -> dict[str, An
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
 )
 async def register(request: Request, services: ServicesDep) -> Response:
-    body = await read_json_body(request, services.settings.max_body_bytes)
-    try:
-        spec = WebhookCreate.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_failed(exc) from None
+    spec = await read_model(request, WebhookCreate, services.settings.max_body_bytes)
     row, secret = await services.webhooks.register(spec.url, spec.events, spec.secret, spec.format)
     return json_response(_view(row) | {"secret": secret}, 201)
 
