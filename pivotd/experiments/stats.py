@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from functools import cache
+from types import ModuleType
 from typing import Any, Literal
-
-from scipy import stats
 
 Alternative = Literal["two_sided", "less", "greater"]
 TEST_TYPES = ("t_test", "paired_t_test", "mann_whitney", "anova")
@@ -19,6 +19,14 @@ TEST_TYPES = ("t_test", "paired_t_test", "mann_whitney", "anova")
 # Cohen's (1988) conventional thresholds: |d| 0.2 / 0.5 / 0.8 and eta-squared 0.01 / 0.06 / 0.14.
 _D_THRESHOLDS = (0.2, 0.5, 0.8)
 _ETA_THRESHOLDS = (0.01, 0.06, 0.14)
+
+
+@cache
+def _scipy() -> ModuleType:
+    # Imported on the first comparison, not at daemon start: scipy is half of pivotd's import time.
+    from scipy import stats  # noqa: PLC0415
+
+    return stats
 
 
 class StatsError(ValueError):
@@ -100,9 +108,9 @@ def welch_interval(a: list[float], b: list[float], alpha: float, alternative: Al
 def _interval(center: float, se: float, df: float, alpha: float, alternative: Alternative) -> list[float | None]:
     # A one-sided test has a one-sided interval: its open end is null (JSON has no infinity).
     if alternative == "two_sided":
-        half = float(stats.t.ppf(1 - alpha / 2, df)) * se
+        half = float(_scipy().t.ppf(1 - alpha / 2, df)) * se
         return [center - half, center + half]
-    half = float(stats.t.ppf(1 - alpha, df)) * se
+    half = float(_scipy().t.ppf(1 - alpha, df)) * se
     return [center - half, None] if alternative == "greater" else [None, center + half]
 
 
@@ -136,13 +144,13 @@ def run_test(
     d = cohens_d(a, b)
     sizes = {"cohens_d": d, "hedges_g": hedges_g(d, len(a) + len(b))}
     if test_type == "t_test":
-        result = stats.ttest_ind(a, b, equal_var=False, alternative=scipy_alt)
+        result = _scipy().ttest_ind(a, b, equal_var=False, alternative=scipy_alt)
         df: float | None = float(result.df)
         interval = welch_interval(a, b, alpha, alternative)
     elif test_type == "paired_t_test":
         if len(a) != len(b):
             raise StatsError(f"a paired test needs groups of equal size; got {len(a)} and {len(b)}")
-        result = stats.ttest_rel(a, b, alternative=scipy_alt)
+        result = _scipy().ttest_rel(a, b, alternative=scipy_alt)
         df = float(result.df)
         diffs = [x - y for x, y in zip(a, b, strict=True)]
         sd = statistics.stdev(diffs)
@@ -150,7 +158,7 @@ def run_test(
             sizes["cohens_dz"] = statistics.fmean(diffs) / sd
         interval = _interval(statistics.fmean(diffs), sd / math.sqrt(len(diffs)), df, alpha, alternative)
     else:
-        result = stats.mannwhitneyu(a, b, alternative=scipy_alt, method="auto")
+        result = _scipy().mannwhitneyu(a, b, alternative=scipy_alt, method="auto")
         df = None
         # Rank-biserial correlation r = 2U / (n1 n2) - 1: the test's own effect size.
         sizes["rank_biserial"] = 2 * float(result.statistic) / (len(a) * len(b)) - 1
@@ -166,7 +174,7 @@ def _anova(groups: dict[str, list[float]], alpha: float, alternative: Alternativ
         raise StatsError("ANOVA has no one-sided form; use alternative two_sided")
     _check(groups, exactly_two=False)
     samples = list(groups.values())
-    result = stats.f_oneway(*samples)
+    result = _scipy().f_oneway(*samples)
     everything = [x for values in samples for x in values]
     grand = statistics.fmean(everything)
     ss_between = sum(len(v) * (statistics.fmean(v) - grand) ** 2 for v in samples)
