@@ -87,6 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # recorded, notified and their alerts closed) before those close.
         supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
         supervisor.on_finished.append(_run_finished(notifier, alerts))
+        ingest.removed_listeners.append(supervisor.forget_run)
         actions.register("cancel", _cancel_action(supervisor))
         inference = Inference(settings.inference_cache_size, settings.inference_device)
         stack.callback(inference.close)

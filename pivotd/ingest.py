@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -106,6 +106,8 @@ class Ingest:
     def __init__(self, store: Store, hub: Hub) -> None:
         self._store = store
         self._hub = hub
+        self.removed_listeners: list[Callable[[str], None]] = []
+        """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
         self.alerts: AlertEngine | None = None
         """Set by the lifespan once the engine exists; evaluated after each commit."""
         store.writer.listeners.append(self._announce_batch)
@@ -169,6 +171,7 @@ class Ingest:
 
     async def delete_run(self, run_id: str) -> None:
         await self._store.writer.submit(DeleteRun(run_id))
+        self._tell_removed([run_id])
         if self.alerts is not None:
             await self.alerts.close_run(run_id, "run deleted")
         message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
@@ -176,6 +179,7 @@ class Ingest:
 
     def _announce_batch(self, outcome: BatchOutcome) -> None:
         """Tell the `runs` topic what a committed batch changed."""
+        self._tell_removed(outcome.evicted)
         if self.alerts is not None:
             for run_id in outcome.evicted:
                 self.alerts.forget_run(run_id)  # memory only: its stored alerts stay as they were
@@ -188,6 +192,14 @@ class Ingest:
         for run_id in outcome.evicted:
             message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "retention"}
             self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+
+    def _tell_removed(self, run_ids: Sequence[str]) -> None:
+        for run_id in run_ids:
+            for listener in self.removed_listeners:
+                try:
+                    listener(run_id)
+                except Exception:  # one listener's failure must not stop the others or the commit's callers
+                    log.exception("run-removed listener failed for %s", run_id)
 
 
 def run_id_of(document: Any) -> tuple[str | None, int | None]:

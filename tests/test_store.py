@@ -115,3 +115,9 @@ async def test_a_failing_operation_does_not_fail_its_batch_neighbours(tmp_path: 
         )
         assert isinstance(results[0], NotFound) and results[1] == 1
         assert (await store.reader.get_run("ok")) is not None
+
+
+async def test_an_idle_daemon_builds_no_run_list_messages(tmp_path: Path) -> None:
+    """With no WebSocket client, nothing is subscribed to `runs`: ingest skips building its messages."""
+    async with running_daemon(tmp_path) as daemon:
+        assert not daemon.services.hub.has_subscribers("runs")

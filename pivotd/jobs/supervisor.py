@@ -100,7 +100,6 @@ class Supervisor:
         self._closing = False
         self._starting: set[str] = set()
         self._cancel_on_start: set[str] = set()
-        self._sweeper: asyncio.Task[None] | None = None
         self.swept = asyncio.Condition()
         """Notified after a deleted run's artifacts are removed; `swept_runs` holds the latest ids."""
         self.swept_runs: deque[str] = deque(maxlen=100)
@@ -110,7 +109,6 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Supervisor:
-        self._sweeper = asyncio.ensure_future(self._sweep_deleted_runs())
         interrupted, resumed = await self._store.writer.submit(RecoverJobs(self._settings.resume_interrupted))
         for run_id in interrupted:
             log.warning("run %s was running when pivotd stopped; marked failed (interrupted)", run_id)
@@ -123,10 +121,6 @@ class Supervisor:
     async def __aexit__(self, *exc: object) -> None:
         """Stop every worker (SIGTERM, grace, SIGKILL); their runs fail as interrupted."""
         self._closing = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
         for worker in list(self._workers.values()):
             worker.fatal = "interrupted (pivotd stopped)"
             self._terminate(worker)
@@ -375,24 +369,19 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             worker.proc.kill()
 
-    async def _sweep_deleted_runs(self) -> None:
-        """Remove the checkpoints and job file of runs deleted or evicted by retention (told on the `runs` topic).
+    def forget_run(self, run_id: str) -> None:
+        """A run was deleted or evicted: remove its checkpoints and job file in the background.
 
         The weights (`params.safetensors`) stay: a params row outlives its run, and a promoted model points at it.
+        Registered with `Ingest.removed_listeners`, which hears of every deletion, unlike a lossy hub mailbox.
         """
-        subscriber = self._hub.connect([RUNS_TOPIC])
-        try:
-            while True:
-                for raw in await subscriber.next_messages():
-                    message = orjson.loads(raw)
-                    if message.get("type") == "run_deleted":
-                        run_id = str(message["run_id"])
-                        await asyncio.to_thread(_remove_artifacts, self._settings.runs_path / run_id)
-                        async with self.swept:
-                            self.swept_runs.append(run_id)
-                            self.swept.notify_all()
-        finally:
-            self._hub.disconnect(subscriber)
+        self._spawn(self._remove_artifacts(run_id))
+
+    async def _remove_artifacts(self, run_id: str) -> None:
+        await asyncio.to_thread(_remove_artifacts, self._settings.runs_path / run_id)
+        async with self.swept:
+            self.swept_runs.append(run_id)
+            self.swept.notify_all()
 
     # -- state ----------------------------------------------------------------------------------------------
 
