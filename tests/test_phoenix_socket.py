@@ -7,7 +7,11 @@ experiment lifecycle and telemetry ingest publish them; their end-to-end produce
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +27,7 @@ from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 
 Frame = list[Any]
+PHOENIX_CLIENT = Path(__file__).parent / "phoenix_client"
 
 
 def socket_url(daemon: RunningDaemon, **params: str) -> str:
@@ -312,3 +317,71 @@ async def test_token_in_connect_params_when_loopback_is_not_trusted(tmp_path: Pa
                 pass
         async with client(daemon, token=TEST_TOKEN) as c:
             await c.join("telemetry:all")
+
+
+def phoenix_client_dir() -> Path:
+    """tests/phoenix_client with its locked node_modules, installed once per lockfile into a cache dir."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are needed to run the Phoenix JavaScript client (apt-get install nodejs npm)")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 18:
+        pytest.skip(f"the Phoenix JavaScript client needs node 18 or later, found {version}")
+    lock = (PHOENIX_CLIENT / "package-lock.json").read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pivot-tests"
+    target = cache / f"phoenix-client-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if not (target / "node_modules" / "phoenix").is_dir():
+        staging = cache / f"{target.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(PHOENIX_CLIENT / name, staging / name)
+        command = [npm, "ci", "--no-audit", "--no-fund", "--cache", str(cache / "npm")]
+        installed = subprocess.run(command, cwd=staging, capture_output=True, text=True, timeout=300)
+        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
+        try:
+            staging.rename(target)  # atomic: a concurrent run either wins or finds the finished install
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    # The script runs from there so that its imports resolve to that node_modules.
+    shutil.copy(PHOENIX_CLIENT / "client.mjs", target / "client.mjs")
+    return target
+
+
+async def test_the_phoenix_javascript_client(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    """The npm `phoenix` client (tests/phoenix_client/client.mjs) joins, heartbeats, filters, receives, leaves."""
+    directory = phoenix_client_dir()
+    experiment_id = await create_experiment(http)
+    url = "ws" + daemon.url.removeprefix("http") + "/socket"
+    node = await asyncio.create_subprocess_exec(
+        "node", "client.mjs", url, TEST_TOKEN, experiment_id,
+        cwd=directory, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert node.stdout is not None and node.stderr is not None
+    steps: dict[str, dict[str, Any]] = {}
+    telemetry: list[list[str]] = []
+    try:
+        async with asyncio.timeout(30):
+            while line := await node.stdout.readline():
+                step = json.loads(line)
+                steps[step["step"]] = step
+                if step["step"] == "telemetry_event":
+                    telemetry.append(step["event"]["event_name"])
+                if step["step"] == "ready":
+                    for name in (["crucible", "model", "training"], ["crucible", "model", "inference"]):
+                        publish(daemon, "telemetry", telemetry_event(name, experiment_id))
+                    status = {"status": "completed", "started_at": "t0", "completed_at": "t1"}
+                    message = {"type": "experiment_status", "experiment_id": experiment_id, **status}
+                    publish(daemon, f"experiment:{experiment_id}", message)
+            code = await node.wait()
+    finally:
+        if node.returncode is None:
+            node.kill()
+            await node.wait()
+    stderr = (await node.stderr.read()).decode()
+    assert code == 0, f"{steps}\n{stderr}"
+    assert steps["join_refused"]["reason"] == "unmatched topic"
+    assert steps["subscribed"]["filter"] == {"event_types": ["model.inference"], "excluded_event_types": []}
+    assert telemetry == [["crucible", "model", "inference"]]  # the client's subscribe filtered the rest
+    assert steps["status_changed"]["payload"] == {"status": "completed", "started_at": "t0", "completed_at": "t1"}
+    assert {"left", "closed"} <= set(steps)
