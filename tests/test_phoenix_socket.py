@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from pivotd.store.ops import Tx
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 
@@ -216,6 +218,16 @@ async def test_telemetry_filters_by_experiment_and_event_type(daemon: RunningDae
             assert reply[4]["response"]["reason"].startswith("event_types: "), bad
 
 
+@dataclass(frozen=True)
+class FinishRun:
+    """A store write marking a run succeeded now (what the supervisor does for managed runs)."""
+
+    run_id: str
+
+    def apply(self, tx: Tx) -> None:
+        tx.conn.execute("UPDATE runs SET status = 'succeeded', finished_at = ? WHERE run_id = ?", (tx.now, self.run_id))
+
+
 async def test_dashboard_streams_system_stats_and_the_experiment_summary(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", sample_interval_s=0.2) as daemon,
@@ -241,6 +253,9 @@ async def test_dashboard_streams_system_stats_and_the_experiment_summary(tmp_pat
         assert attached.status_code == 200, attached.text
         changed = await c.until("dashboard:user_123", "experiment_summary")
         assert changed[4] == {"active": 1, "completed_today": 0}
+        await daemon.services.store.writer.submit(FinishRun(run_id))
+        changed = await c.until("dashboard:user_123", "experiment_summary")
+        assert changed[4] == {"active": 0, "completed_today": 1}
 
 
 async def test_a_client_that_falls_behind_is_told_on_each_channel(tmp_path: Path) -> None:
