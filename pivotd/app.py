@@ -32,6 +32,7 @@ from pivotd.api import (
     runlogs,
     scalars,
     sessions,
+    socket,
     statistics,
     ws,
 )
@@ -200,7 +201,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
-    routers = (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api)
+    routers = (health, layerwise, scalars, ws, socket, monitor, alerts_api, notifications, webhooks_api)
     for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics):
         app.include_router(module.router)
     install_error_handlers(app)

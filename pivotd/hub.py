@@ -18,7 +18,7 @@ import orjson
 # Seed 000 broadcasts every accepted step to every /ws client; connections start on this topic.
 METRICS_TOPIC = "metrics"
 RUNS_TOPIC = "runs"
-STATIC_TOPICS = frozenset({METRICS_TOPIC, RUNS_TOPIC, "resources", "alerts", "notifications"})
+STATIC_TOPICS = frozenset({METRICS_TOPIC, RUNS_TOPIC, "resources", "alerts", "notifications", "telemetry"})
 PREFIXED_TOPICS = ("run:", "experiment:")
 
 

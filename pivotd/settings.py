@@ -49,6 +49,8 @@ class Settings(BaseModel):
     """Past this much data in the database, the oldest runs are evicted."""
     ws_queue_size: Annotated[int, Field(ge=1)] = 1000
     """Messages buffered per WebSocket client before the oldest are dropped and it is told `lagged`."""
+    socket_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """`/socket/websocket` closes a connection that sent nothing (not even a heartbeat) for this long."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long a graceful shutdown waits for open requests before cancelling them."""
     sample_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.0

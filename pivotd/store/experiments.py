@@ -370,3 +370,13 @@ class ExperimentsReader:
             raise NotFound(f"statistical result {result_id!r} not found")
         row = next(iter(rows))
         return StatResultRow(row[0], row[1], row[2], json.loads(row[3]))
+
+    async def summary(self, since: float) -> tuple[int, int]:
+        """How many experiments are running, and how many completed at or after `since` (Unix seconds)."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'completed' AND finished_at >= ?), 0)"
+            f" FROM ({_EXPERIMENTS})",
+            (since,),
+        )
+        active, completed = next(iter(rows))
+        return int(active), int(completed)

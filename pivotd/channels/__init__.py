@@ -1,0 +1,1 @@
+"""Seed 004's Phoenix Channels socket: wire protocol (`protocol`), channels (`topics`), one connection (`session`)."""

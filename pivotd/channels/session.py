@@ -1,0 +1,132 @@
+"""One `/socket/websocket` connection: Phoenix's socket semantics over joined channels and one hub mailbox.
+
+What a Phoenix server does, message by message (Phoenix.Socket `handle_in`):
+- `heartbeat` on topic `phoenix` -> ok reply, joined or not.
+- `phx_join` -> ok reply and the channel's first pushes, or an error reply with a reason. A join of a
+  topic already joined closes the old join first (`phx_close` with its join_ref).
+- `phx_leave` -> ok reply, then `phx_close`. A leave of a topic not joined is answered ok too; a leave
+  naming an earlier join_ref (the client raced a server close) gets nothing.
+- Any other event: the joined channel answers it; on a topic not joined, `unmatched topic`.
+Replies and pushes leave under one lock, so a join's reply always precedes that channel's pushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from fastapi import WebSocket
+from starlette.websockets import WebSocketState
+
+from pivotd.channels.protocol import (
+    HEARTBEAT,
+    JOIN,
+    LEAVE,
+    PHOENIX_TOPIC,
+    Frame,
+    Serializer,
+    close,
+    push,
+    reply,
+)
+from pivotd.channels.topics import Channel, JoinRefused, open_channel
+from pivotd.hub import Subscriber
+from pivotd.services import Services
+
+log = logging.getLogger(__name__)
+UNMATCHED = {"reason": "unmatched topic"}
+
+
+class ChannelSession:
+    def __init__(self, websocket: WebSocket, services: Services, serializer: Serializer) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.serializer = serializer
+        self.channels: dict[str, Channel] = {}
+        self.send_lock = asyncio.Lock()
+        self.subscriber: Subscriber = services.hub.connect((), close=self.close)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if self.websocket.application_state is WebSocketState.CONNECTED:
+            # A close reason is at most 123 bytes (RFC 6455).
+            reason = reason.encode()[:123].decode(errors="ignore")
+            with contextlib.suppress(RuntimeError, OSError):
+                await self.websocket.close(code, reason)
+
+    async def _send(self, frames: list[Frame]) -> None:
+        for frame in frames:
+            await self.websocket.send_text(self.serializer.encode(frame))
+
+    async def handle(self, frame: Frame) -> None:
+        async with self.send_lock:
+            await self._send(await self._answer(frame))
+
+    async def _answer(self, frame: Frame) -> list[Frame]:
+        if frame.topic == PHOENIX_TOPIC and frame.event == HEARTBEAT:
+            return [reply(frame, "ok", {})]
+        channel = self.channels.get(frame.topic)
+        if frame.event == JOIN:
+            return await self._join(frame, channel)
+        if channel is None:
+            if frame.event == LEAVE:
+                return [reply(frame, "ok", {}, frame.join_ref)]
+            return [reply(frame, "error", UNMATCHED)]
+        if frame.event == LEAVE:
+            if frame.join_ref is not None and frame.join_ref != channel.join_ref:
+                log.debug("ignoring a leave of an earlier join of %s", frame.topic)
+                return []
+            self._remove(channel)
+            return [reply(frame, "ok", {}, channel.join_ref), close(channel.join_ref, channel.topic)]
+        status, response = channel.handle_in(frame.event, frame.payload)
+        return [reply(frame, status, response, channel.join_ref)]
+
+    async def _join(self, frame: Frame, existing: Channel | None) -> list[Frame]:
+        frames = []
+        if existing is not None:
+            self._remove(existing)
+            frames.append(close(existing.join_ref, existing.topic))
+        try:
+            channel = await open_channel(frame.topic, frame.join_ref, self.services)
+        except JoinRefused as refused:
+            # Phoenix leaves join_ref out of the answer to a topic no channel matches.
+            join_ref = None if refused.reason == UNMATCHED["reason"] else frame.join_ref
+            return [*frames, reply(frame, "error", {"reason": refused.reason}, join_ref)]
+        self.channels[channel.topic] = channel
+        self.services.hub.subscribe(self.subscriber, channel.hub_topics)
+        frames.append(reply(frame, "ok", {}, channel.join_ref))
+        pushes = await channel.joined()
+        frames.extend(push(channel.join_ref, channel.topic, event, payload) for event, payload in pushes)
+        return frames
+
+    def _remove(self, channel: Channel) -> None:
+        del self.channels[channel.topic]
+        still_needed = {topic for other in self.channels.values() for topic in other.hub_topics}
+        self.services.hub.unsubscribe(self.subscriber, [t for t in channel.hub_topics if t not in still_needed])
+
+    async def pump(self) -> None:
+        """Turn hub messages into pushes on the joined channels until the connection goes away."""
+        while True:
+            messages = await self.subscriber.next_messages()
+            async with self.send_lock:
+                frames: list[Frame] = []
+                for raw in messages:
+                    frames.extend(await self._pushes(orjson.loads(raw)))
+                await self._send(frames)
+
+    async def _pushes(self, message: dict[str, Any]) -> list[Frame]:
+        channels = list(self.channels.values())
+        if message.get("type") == "lagged":
+            # This client fell behind and lost messages: every channel may have lost some.
+            return [push(c.join_ref, c.topic, "lagged", {"dropped": message["dropped"]}) for c in channels]
+        frames = []
+        for channel in channels:
+            try:
+                events = await channel.deliver(message)
+            except Exception:  # one channel's failure (a store read) must not end the connection's pushes
+                log.exception("channel %s could not handle a hub message", channel.topic)
+                continue
+            frames.extend(push(channel.join_ref, channel.topic, event, payload) for event, payload in events)
+        return frames
