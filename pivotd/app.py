@@ -50,6 +50,7 @@ from pivotd.errors import (
     field_path,
     render_error,
 )
+from pivotd.experiments.lifecycle import ExperimentLifecycle
 from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
@@ -91,6 +92,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         actions.register("cancel", _cancel_action(supervisor))
         inference = Inference(settings.inference_cache_size, settings.inference_device)
         stack.callback(inference.close)
+        training = Training(settings, store, supervisor)
+        experiments_lifecycle = ExperimentLifecycle(settings, store, hub, training)
+        # After the notifier's listener: the ordering rule above holds, and experiment events follow it.
+        supervisor.on_finished.append(experiments_lifecycle.run_finished)
+        supervisor.on_started.append(experiments_lifecycle.run_started)
         app.state.services = Services(
             settings,
             store,
@@ -103,8 +109,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             webhooks=webhooks,
             actions=actions,
             supervisor=supervisor,
-            training=Training(settings, store, supervisor),
+            training=training,
             inference=inference,
+            experiments=experiments_lifecycle,
         )
         log.info("store open at %s", settings.db_path)
         await _report_unclean_shutdown(settings, notifier)
