@@ -24,6 +24,7 @@ from pivotd.api import (
     checkpoints,
     datasets,
     experiments,
+    exports,
     health,
     layerwise,
     models,
@@ -208,7 +209,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
     routers = (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api)
-    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics):
+    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics, exports):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)
