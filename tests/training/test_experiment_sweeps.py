@@ -17,7 +17,7 @@ import pytest
 from scipy import stats
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import running_daemon
 from tests.training.helpers import DAEMON_SETTINGS, MLP, hyperparams
 
 SWEEP_HP = hyperparams(epochs=1, max_samples=200, layerwise_every=0)
