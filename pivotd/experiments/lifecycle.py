@@ -46,6 +46,8 @@ def eta_seconds(row: ExperimentRow, progress: RunProgress, now: float) -> float 
     """Time left at the pace so far (epochs when the runs declare them, else runs); None before any progress."""
     if row.status in FINAL_EXPERIMENT_STATUSES:
         return 0.0
+    if row.status == "paused":  # no pace to extrapolate while nothing new starts
+        return None
     fraction = progress.epoch_fraction if progress.epoch_fraction is not None else progress.fraction
     if row.started_at is None or fraction <= 0:
         return None
