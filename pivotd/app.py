@@ -24,6 +24,7 @@ from pivotd.api import (
     checkpoints,
     datasets,
     experiments,
+    exports,
     health,
     layerwise,
     models,
@@ -51,6 +52,7 @@ from pivotd.errors import (
     field_path,
     render_error,
 )
+from pivotd.experiments.lifecycle import ExperimentLifecycle
 from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
@@ -92,6 +94,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         actions.register("cancel", _cancel_action(supervisor))
         inference = Inference(settings.inference_cache_size, settings.inference_device)
         stack.callback(inference.close)
+        training = Training(settings, store, supervisor)
+        experiments_lifecycle = ExperimentLifecycle(settings, store, hub, training)
+        # After the notifier's listener: the ordering rule above holds, and experiment events follow it.
+        supervisor.on_finished.append(experiments_lifecycle.run_finished)
+        supervisor.on_started.append(experiments_lifecycle.run_started)
         app.state.services = Services(
             settings,
             store,
@@ -104,8 +111,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             webhooks=webhooks,
             actions=actions,
             supervisor=supervisor,
-            training=Training(settings, store, supervisor),
+            training=training,
             inference=inference,
+            experiments=experiments_lifecycle,
         )
         log.info("store open at %s", settings.db_path)
         await _report_unclean_shutdown(settings, notifier)
@@ -202,7 +210,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
     routers = (health, layerwise, scalars, ws, socket, monitor, alerts_api, notifications, webhooks_api)
-    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics):
+    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics, exports):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

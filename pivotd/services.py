@@ -8,6 +8,7 @@ from pivotd.alerts.actions import Actions
 from pivotd.alerts.engine import AlertEngine
 from pivotd.alerts.notifications import Notifier
 from pivotd.alerts.webhooks import Webhooks
+from pivotd.experiments.lifecycle import ExperimentLifecycle
 from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
@@ -35,3 +36,4 @@ class Services:
     supervisor: Supervisor
     training: Training
     inference: Inference
+    experiments: ExperimentLifecycle

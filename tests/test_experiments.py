@@ -211,7 +211,10 @@ async def test_runs_join_by_metadata_scalar_body_and_attach(http: httpx.AsyncCli
 
     detail = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]
     assert detail["status"] == "running" and detail["started_at"] is not None and detail["total_runs"] == 4
-    assert detail["results_summary"] == {"total_runs": 4, "runs_by_status": {"running": 4}, "best_val_accuracy": 0.9}
+    summary = detail["results_summary"]
+    assert summary["total_runs"] == 4 and summary["runs_by_status"] == {"running": 4}
+    assert summary["metric"] == "val_accuracy" and summary["best_val_accuracy"] == 0.9
+    assert summary["best_run"]["value"] == 0.9
     listed = (await http.get("/api/v1/experiments", params={"filter[status]": "running"})).json()
     assert [e["id"] for e in listed["data"]] == [exp_id]
 

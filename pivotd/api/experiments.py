@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,11 +13,14 @@ from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed
+from pivotd.experiments.lifecycle import eta_seconds
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.ids import new_id
+from pivotd.services import Services
 from pivotd.store.experiments import (
     C_TO_INTERNAL,
     EXPERIMENT_SORTS,
+    EXPERIMENT_STATUSES,
     AttachRuns,
     CreateExperiment,
     DeleteExperiment,
@@ -121,9 +125,9 @@ def _instant(value: str | None, field: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _status(value: str | None, field: str = "filter[status]") -> str | None:
-    if value is not None and value not in C_TO_INTERNAL:
-        raise _invalid(field, f"unknown status {value!r}; one of {', '.join(C_TO_INTERNAL)}")
+def _status(value: str | None, known: tuple[str, ...] = tuple(C_TO_INTERNAL)) -> str | None:
+    if value is not None and value not in known:
+        raise _invalid("filter[status]", f"unknown status {value!r}; one of {', '.join(known)}")
     return value
 
 
@@ -150,7 +154,7 @@ async def list_experiments(
     if sort.removeprefix("-") not in EXPERIMENT_SORTS:
         raise _invalid("sort", f"cannot sort by {sort!r}; one of {', '.join(EXPERIMENT_SORTS)}, optionally with -")
     filters = ExperimentFilters(
-        _status(status), name, _instant(created_after, "filter[created_after]"),
+        _status(status, EXPERIMENT_STATUSES), name, _instant(created_after, "filter[created_after]"),
         _instant(created_before, "filter[created_before]"),
     )  # fmt: skip
     request = page_request(page, per_page, cursor, sort)
@@ -188,23 +192,34 @@ async def create_experiment(request: Request, services: ServicesDep) -> Response
     responses=error_responses(STRUCTURED_ERRORS, 401, 404),
 )
 async def get_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    return await _detail(services, await services.store.experiments.get(experiment_id))
+
+
+async def detail_view(services: Services, row: ExperimentRow) -> dict[str, Any]:
+    """The experiment with its first 100 runs, `results_summary` and `progress` (seed 004's Get Experiment)."""
     reader = services.store.experiments
-    row = await reader.get(experiment_id)
-    runs, _, _ = await reader.runs(experiment_id, page_request(1, 100, None, "created_at"))
-    by_status: dict[str, int] = {}
-    for run in runs:
-        by_status[run.status] = by_status.get(run.status, 0) + 1
+    runs, _, _ = await reader.runs(row.id, page_request(1, 100, None, "created_at"))
+    by_status = await reader.status_counts(row.id)
     summary: dict[str, Any] = {"total_runs": row.total_runs, "runs_by_status": by_status}
     metric = row.config.get("metric")
     if isinstance(metric, str):  # a runnable config names the metric its runs are judged by
-        summary[f"best_{metric}"] = await reader.best_metric(experiment_id, metric)
-    view = experiment_view(row) | {
+        best = await reader.best_run(row.id, metric)
+        summary |= {
+            "metric": metric,
+            f"best_{metric}": None if best is None else best[2],
+            "best_run": None if best is None else {"run_id": best[0], "group": best[1], "value": best[2]},
+        }
+    progress = await reader.progress(row.id)
+    epoch_fraction = progress.epoch_fraction
+    return experiment_view(row) | {
         "runs": [
             {"id": run.run_id, "status": run.status, "progress": run.progress, "group": run.group} for run in runs
         ],
         "results_summary": summary,
+        "progress": round(progress.fraction, 4),
+        "epoch_progress": None if epoch_fraction is None else round(epoch_fraction, 4),
+        "eta_seconds": eta_seconds(row, progress, time.time()),
     }
-    return json_response({"data": view, "meta": {}})
 
 
 @router.patch(
@@ -277,3 +292,60 @@ async def list_runs(
             "meta": meta(request, total, len(runs), has_more, next_cursor),
         }
     )
+
+
+class CloneBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    """Defaults to the source's name with ` (copy)`."""
+
+
+_ACTION_ERRORS = error_responses(STRUCTURED_ERRORS, 401, 404, 409)
+
+
+async def _detail(services: Services, row: ExperimentRow, status: int = 200) -> Response:
+    return json_response({"data": await detail_view(services, row), "meta": {}}, status)
+
+
+@router.post(
+    "/{experiment_id}/start",
+    summary="Start a sweep: queue one managed run per grid point",
+    description="Only a config of type `sweep` can be started (others: 422 naming `config.type`); starting twice "
+    "is a 409. Answers the experiment as `GET` does.",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 409, 422),
+)
+async def start_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    return await _detail(services, await services.experiments.start(experiment_id))
+
+
+@router.post(
+    "/{experiment_id}/pause",
+    summary="Stop dequeuing the experiment's queued runs (running ones finish)",
+    responses=_ACTION_ERRORS,
+)
+async def pause_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    return await _detail(services, await services.experiments.control(experiment_id, "pause"))
+
+
+@router.post("/{experiment_id}/resume", summary="Let a paused experiment's runs start again", responses=_ACTION_ERRORS)
+async def resume_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    return await _detail(services, await services.experiments.control(experiment_id, "resume"))
+
+
+@router.post(
+    "/{experiment_id}/cancel", summary="Cancel the experiment's queued and running runs", responses=_ACTION_ERRORS
+)
+async def cancel_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
+    return await _detail(services, await services.experiments.control(experiment_id, "cancel"))
+
+
+@router.post(
+    "/{experiment_id}/clone",
+    status_code=201,
+    summary="Copy config, description and tags into a new pending experiment (no runs)",
+    openapi_extra=openapi_body("ExperimentClone", CloneBody, '`{"name"?: "..."}`'),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def clone_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    body: CloneBody = await read_model(request, CloneBody, services.settings.max_body_bytes)
+    return await _detail(services, await services.experiments.clone(experiment_id, body.name), 201)

@@ -1,36 +1,114 @@
-"""`GET /api/v1/runs/{id}/logs` (seed 004's shape, `{"data", "meta"}`): a managed run's worker output with levels."""
+"""Seed 004's run sub-resources in its `{"data", "meta"}` shape: a managed run's logs and its checkpoints."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from pathlib import Path as FilePath
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import FileResponse
 
 from pivotd.api.deps import ServicesDep
-from pivotd.api.responses import json_response
-from pivotd.errors import NotFound
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.errors import NotFound, ValidationFailed
+from pivotd.store.training import CheckpointRow
 from pivotd.timefmt import iso
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 LEVELS = ("debug", "info", "warning", "error", "critical")
+RunId = Annotated[str, Path(max_length=128)]
 
 
-@router.get("/runs/{run_id}/logs", summary="A managed run's log lines (worker stdout/stderr), oldest first")
+def parse_since(value: str) -> float:
+    """Seed 004's ISO 8601 datetime (no offset: UTC), or Unix seconds."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        message = f"{value!r} is neither an ISO 8601 datetime nor Unix seconds"
+        raise ValidationFailed(f"since: {message}", details=[{"field": "since", "message": message}]) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@router.get(
+    "/runs/{run_id}/logs",
+    summary="A managed run's log lines (worker stdout/stderr), oldest first",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+)
 async def run_logs(
-    run_id: Annotated[str, Path(max_length=128)],
+    run_id: RunId,
     services: ServicesDep,
     level: Annotated[str | None, Query(pattern="^(debug|info|warning|error|critical)$")] = None,
-    since: Annotated[float | None, Query(description="Unix time; lines after it")] = None,
+    since: Annotated[
+        str | None, Query(max_length=64, description="ISO 8601 datetime or Unix seconds; lines after it")
+    ] = None,
     tail: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> Response:
+    after = None if since is None else parse_since(since)
     run = await services.training.reader.job(run_id)
     if run is None:
         raise NotFound(f"managed run {run_id!r} not found")
-    lines = await services.training.reader.logs(run.ref, limit=5000 if level or since else tail)
+    lines = await services.training.reader.logs(run.ref, limit=5000 if level or after is not None else tail)
     if level is not None:
         lines = [line for line in lines if LEVELS.index(line.level) >= LEVELS.index(level)]
-    if since is not None:
-        lines = [line for line in lines if line.timestamp > since]
+    if after is not None:
+        lines = [line for line in lines if line.timestamp > after]
     lines = lines[-tail:]
     data = [{"timestamp": iso(line.timestamp), "level": line.level, "message": line.message} for line in lines]
     return json_response({"data": data, "meta": {"run_id": run_id, "count": len(data)}})
+
+
+def checkpoint_view(row: CheckpointRow) -> dict[str, Any]:
+    """Seed 004's `{id, epoch, <metric>: value, path}` plus the fields seed 002's checkpoint routes show."""
+    view: dict[str, Any] = {"id": row.checkpoint_id, "epoch": row.epoch, **row.metrics}
+    if row.metric_name is not None and row.metric_value is not None:
+        view[row.metric_name] = row.metric_value
+    return view | {
+        "path": row.path,
+        "checkpoint_id": row.checkpoint_id,
+        "run_id": row.run_id,
+        "metric_name": row.metric_name,
+        "metric_value": row.metric_value,
+        "metrics": row.metrics,
+        "size_bytes": row.size_bytes,
+        "is_best": row.is_best,
+        "source": row.source,
+        "created_at": iso(row.created_at),
+    }
+
+
+async def _require_run(services: Any, run_id: str) -> None:
+    if not await services.store.experiments.runs_by_id([run_id]):
+        raise NotFound(f"run {run_id!r} not found")
+
+
+@router.get(
+    "/runs/{run_id}/checkpoints",
+    summary="A run's checkpoints (trainer-written and uploaded), oldest first",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def run_checkpoints(run_id: RunId, services: ServicesDep) -> Response:
+    await _require_run(services, run_id)
+    rows = await services.training.reader.checkpoints(run_id, limit=10_000)
+    data = [checkpoint_view(row) for row in rows]
+    return json_response({"data": data, "meta": {"run_id": run_id, "total": len(rows)}})
+
+
+@router.get(
+    "/runs/{run_id}/checkpoints/{checkpoint_id}/download",
+    summary="One of the run's checkpoint files, streamed",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
+async def download_run_checkpoint(
+    run_id: RunId, checkpoint_id: Annotated[str, Path(max_length=128)], services: ServicesDep
+) -> Response:
+    row = await services.training.reader.checkpoint(checkpoint_id)
+    if row is None or row.run_id != run_id:  # another run's checkpoint is not this run's sub-resource
+        raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
+    if not FilePath(row.path).is_file():
+        raise NotFound(f"the file of checkpoint {checkpoint_id!r} is gone from disk")
+    return FileResponse(row.path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")

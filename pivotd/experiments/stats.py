@@ -83,6 +83,16 @@ def describe(label: str, values: list[float]) -> GroupStats:
     return GroupStats(label, len(values), statistics.fmean(values), statistics.stdev(values))
 
 
+def mean_interval(values: list[float], alpha: float = 0.05) -> list[float] | None:
+    """Two-sided t interval of the mean at level 1 - alpha; None with fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    half = float(_scipy().t.ppf(1 - alpha / 2, len(values) - 1)) * se
+    center = statistics.fmean(values)
+    return [center - half, center + half]
+
+
 def cohens_d(a: list[float], b: list[float]) -> float:
     """Mean difference over the pooled standard deviation."""
     na, nb = len(a), len(b)

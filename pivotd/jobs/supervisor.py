@@ -105,6 +105,8 @@ class Supervisor:
         self.swept_runs: deque[str] = deque(maxlen=100)
         self.on_finished: list[Callable[[str, str, str | None], Awaitable[None]]] = []
         """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
+        self.on_started: list[Callable[[str], Awaitable[None]]] = []
+        """Called with the run id when a run starts running (after its `run_state`)."""
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -302,7 +304,8 @@ class Supervisor:
                 await self._store.writer.submit(
                     AddCheckpoint(
                         new_id("ckpt"), job.run_id, event["epoch"], event["metric_name"], event["metric_value"],
-                        {}, event["path"], event["size_bytes"], bool(event["is_best"]), "trainer",
+                        event.get("metrics") or {}, event["path"], event["size_bytes"], bool(event["is_best"]),
+                        "trainer",
                     )
                 )  # fmt: skip
             elif kind == "params":
@@ -395,6 +398,12 @@ class Supervisor:
                 except Exception:  # a failing listener must not leave the run's worker unreaped
                     log.exception("run-finished listener failed for %s", run_id)
         self._publish_state(run_id, state, error)
+        if state == "running":
+            for started in self.on_started:
+                try:
+                    await started(run_id)
+                except Exception:
+                    log.exception("run-started listener failed for %s", run_id)
         return previous
 
     async def _finish(self, run_id: str, state: str, error: str | None) -> None:

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 import aiosqlite
 
-from pivotd.errors import NotFound
+from pivotd.errors import Conflict, NotFound
 from pivotd.experiments.paging import PageRequest, keyset
 from pivotd.store.ops import Tx
 from pivotd.store.rows import latest_by_run, latest_query
+from pivotd.store.training import CreateJob
 
 # Internal run states (api-map section 1) -> family C's words.
 C_RUN_STATUS = {
@@ -36,19 +37,26 @@ C_TO_INTERNAL = {
 EXPERIMENT_SORTS = ("name", "created_at", "updated_at", "status")
 Aggregate = Literal["last", "best", "mean"]
 
-# No runs: pending. Any run running, or some waiting while others finished: running. All waiting: pending.
-# All finished: failed if any failed, cancelled if all were cancelled, else completed.
+EXPERIMENT_STATUSES = (*C_TO_INTERNAL, "paused")
+FINAL_EXPERIMENT_STATUSES = ("completed", "failed", "cancelled")
+
+# Cancelled (by `cancel`): cancelled, even while its runs wind down. No runs: pending. Paused with runs still
+# waiting or running: paused. Any run running, or some waiting while others finished: running. All waiting:
+# pending. All finished: failed if any failed, cancelled if all were cancelled, else completed.
 _EXPERIMENTS = """
 SELECT * FROM (
   SELECT e.id, e.name, e.description, e.config, e.tags, e.created_at, e.updated_at,
-    CASE WHEN c.total IS NULL THEN 'pending'
+    CASE WHEN e.cancelled_at IS NOT NULL THEN 'cancelled'
+         WHEN c.total IS NULL THEN 'pending'
+         WHEN e.paused_at IS NOT NULL AND c.running + c.waiting > 0 THEN 'paused'
          WHEN c.running > 0 THEN 'running'
          WHEN c.waiting = c.total THEN 'pending'
          WHEN c.waiting > 0 THEN 'running'
          WHEN c.failed > 0 THEN 'failed'
          WHEN c.cancelled = c.total THEN 'cancelled'
          ELSE 'completed' END AS status,
-    coalesce(c.total, 0) AS total_runs, c.started_at, c.finished_at
+    coalesce(c.total, 0) AS total_runs, coalesce(e.launched_at, c.started_at) AS started_at,
+    coalesce(e.cancelled_at, c.finished_at) AS finished_at, e.launched_at, e.paused_at
   FROM experiments e LEFT JOIN (
     SELECT experiment_id, count(*) AS total, sum(status = 'running') AS running,
            sum(status IN ('created', 'queued')) AS waiting, sum(status = 'failed') AS failed,
@@ -72,12 +80,15 @@ class ExperimentRow:
     total_runs: int
     started_at: float | None
     finished_at: float | None
+    launched_at: float | None
+    """When `start` enqueued its sweep; None if never started."""
+    paused_at: float | None
 
 
 def _experiment(row: Any) -> ExperimentRow:
     return ExperimentRow(
         row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6], row[7], row[8], row[9],
-        row[10],
+        row[10], row[11], row[12],
     )  # fmt: skip
 
 
@@ -122,6 +133,26 @@ def _member(row: Any, latest: dict[str, float]) -> MemberRun:
         row[0], row[1], row[2], C_RUN_STATUS.get(row[3], row[3]), row[4], row[5], row[6], row[7], row[8], row[9],
         json.loads(row[10]) if row[10] else {}, json.loads(row[11]), latest,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    total: int
+    finished: int
+    epochs_total: int | None
+    """Epochs over the runs that declare them (managed runs); None when none do."""
+    epochs_done: int | None
+
+    @property
+    def fraction(self) -> float:
+        """Runs finished (completed, failed or cancelled) over all runs; 0 with no runs."""
+        return self.finished / self.total if self.total else 0.0
+
+    @property
+    def epoch_fraction(self) -> float | None:
+        if not self.epochs_total:
+            return None
+        return min(1.0, (self.epochs_done or 0) / self.epochs_total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +238,93 @@ class AttachRuns:
             f"UPDATE runs SET experiment_id = ?, group_name = coalesce(?, group_name) WHERE run_id IN ({marks})",
             [self.experiment_id, self.group, *self.run_ids],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRun:
+    run_id: str
+    config: dict[str, Any]
+    epochs_total: int
+    group: str
+    name: str
+
+
+def _status_in_tx(tx: Tx, experiment_id: str) -> ExperimentRow:
+    row = tx.conn.execute(f"{_EXPERIMENTS} WHERE id = ?", (experiment_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"experiment {experiment_id!r} not found")
+    return _experiment(row)
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchExperiment:
+    """`start`: queue every run of the sweep, joined to the experiment, in one transaction. Only once."""
+
+    experiment_id: str
+    model_id: str
+    runs: list[SweepRun]
+
+    def apply(self, tx: Tx) -> None:
+        experiment = _status_in_tx(tx, self.experiment_id)
+        if experiment.launched_at is not None:
+            raise Conflict(f"experiment {self.experiment_id!r} was already started; clone it to run it again")
+        for run in self.runs:
+            CreateJob(run.run_id, "queued", run.config, run.epochs_total, self.model_id, run.name).apply(tx)
+        # One statement per group rather than per run: a 256-run sweep has a handful of groups.
+        by_group: dict[str, list[str]] = {}
+        for run in self.runs:
+            by_group.setdefault(run.group, []).append(run.run_id)
+        for group, run_ids in by_group.items():
+            marks = ",".join("?" * len(run_ids))
+            tx.conn.execute(
+                f"UPDATE runs SET experiment_id = ?, group_name = ? WHERE run_id IN ({marks})",
+                [self.experiment_id, group, *run_ids],
+            )
+        tx.conn.execute(
+            "UPDATE experiments SET launched_at = ?, updated_at = ? WHERE id = ?", (tx.now, tx.now, self.experiment_id)
+        )
+
+
+ControlAction = Literal["pause", "resume", "cancel"]
+
+
+@dataclass(frozen=True, slots=True)
+class ControlExperiment:
+    """pause / resume / cancel, checked against the derived status inside the transaction.
+
+    Returns the managed runs to cancel (queued or running) for `cancel`, else an empty list. 409 for a
+    transition the current status does not allow, with a message saying why.
+    """
+
+    experiment_id: str
+    action: ControlAction
+
+    def apply(self, tx: Tx) -> list[str]:
+        experiment = _status_in_tx(tx, self.experiment_id)
+        status, name = experiment.status, f"experiment {self.experiment_id!r}"
+        if experiment.launched_at is None:
+            raise Conflict(f"{name} has not been started; only a started experiment can be {self.action}d")
+        if self.action == "pause":
+            if status not in ("pending", "running"):
+                raise Conflict(f"{name} is {status}; only a pending or running experiment can be paused")
+            tx.conn.execute("UPDATE experiments SET paused_at = ? WHERE id = ?", (tx.now, self.experiment_id))
+            return []
+        if self.action == "resume":
+            if status != "paused":
+                raise Conflict(f"{name} is {status}; only a paused experiment can be resumed")
+            tx.conn.execute("UPDATE experiments SET paused_at = NULL WHERE id = ?", (self.experiment_id,))
+            return []
+        if status not in ("pending", "running", "paused"):
+            raise Conflict(f"{name} is {status}; only a pending, running or paused experiment can be cancelled")
+        tx.conn.execute(
+            "UPDATE experiments SET cancelled_at = ?, paused_at = NULL WHERE id = ?", (tx.now, self.experiment_id)
+        )
+        rows = tx.conn.execute(
+            "SELECT run_id FROM runs WHERE experiment_id = ? AND kind = 'managed' "
+            "AND status IN ('created', 'queued', 'running') ORDER BY id",
+            (self.experiment_id,),
+        ).fetchall()
+        return [row[0] for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,10 +436,11 @@ class ExperimentsReader:
 
     async def runs_by_id(self, run_ids: list[str]) -> dict[str, MemberRun]:
         marks = ",".join("?" * len(run_ids))
-        rows = await self._conn.execute_fetchall(
-            f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE run_id IN ({marks})", run_ids
+        rows = list(
+            await self._conn.execute_fetchall(f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE run_id IN ({marks})", run_ids)
         )
-        return {row[1]: _member(row, {}) for row in rows}
+        latest = latest_by_run(await self._conn.execute_fetchall(*latest_query([row[0] for row in rows])))
+        return {row[1]: _member(row, latest.get(row[0], {})) for row in rows}
 
     async def metric_values(self, refs: list[int], metric: str, aggregate: Aggregate) -> dict[int, float]:
         """One value of scalar `metric` per run that has it: its last point, best point or mean."""
@@ -338,14 +457,56 @@ class ExperimentsReader:
         rows = await self._conn.execute_fetchall(query, [metric, *refs])
         return {row[0]: row[1] for row in rows if row[1] is not None}
 
-    async def best_metric(self, experiment_id: str, metric: str) -> float | None:
-        function = "min" if "loss" in metric.lower() else "max"
+    async def best_run(self, experiment_id: str, metric: str) -> tuple[str, str | None, float] | None:
+        """(run id, group, value) of the run whose last `metric` is best: lowest for a loss, else highest."""
+        direction = "ASC" if "loss" in metric.lower() else "DESC"
         rows = await self._conn.execute_fetchall(
-            f"SELECT {function}(s.last_value) FROM series s JOIN runs r ON r.id = s.run "
-            "WHERE r.experiment_id = ? AND s.name = ?",
+            "SELECT r.run_id, r.group_name, s.last_value FROM series s JOIN runs r ON r.id = s.run "
+            f"WHERE r.experiment_id = ? AND s.name = ? AND s.last_value IS NOT NULL ORDER BY s.last_value {direction}, "
+            "r.id LIMIT 1",
             (experiment_id, metric),
         )
-        return next(iter(rows))[0]
+        return next(((row[0], row[1], row[2]) for row in rows), None)
+
+    async def status_counts(self, experiment_id: str) -> dict[str, int]:
+        """Runs of the experiment by status, in family C's words."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT status, count(*) FROM runs WHERE experiment_id = ? GROUP BY status", (experiment_id,)
+        )
+        counts: dict[str, int] = {}
+        for status, count in rows:
+            word = C_RUN_STATUS.get(status, status)
+            counts[word] = counts.get(word, 0) + count
+        return counts
+
+    async def progress(self, experiment_id: str) -> RunProgress:
+        rows = await self._conn.execute_fetchall(
+            """SELECT count(*), coalesce(sum(status IN ('succeeded', 'failed', 'cancelled')), 0),
+                      sum(epochs_total),
+                      sum(CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN epochs_total
+                               ELSE min(coalesce(epoch, 0), epochs_total) END)
+               FROM runs WHERE experiment_id = ?""",
+            (experiment_id,),
+        )
+        total, finished, epochs_total, epochs_done = next(iter(rows))
+        return RunProgress(total, finished, epochs_total, epochs_done)
+
+    async def membership(self, run_id: str) -> tuple[str, str | None] | None:
+        """(experiment id, group) of a run that belongs to an experiment."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT experiment_id, group_name FROM runs WHERE run_id = ? AND experiment_id IS NOT NULL", (run_id,)
+        )
+        return next(((row[0], row[1]) for row in rows), None)
+
+    async def all_runs(self, experiment_id: str) -> list[MemberRun]:
+        """Every run of the experiment with its latest scalar values, oldest first (for exports)."""
+        rows = list(
+            await self._conn.execute_fetchall(
+                f"SELECT {_MEMBER_COLUMNS} FROM runs WHERE experiment_id = ? ORDER BY created_at, id", (experiment_id,)
+            )
+        )
+        latest = latest_by_run(await self._conn.execute_fetchall(*latest_query([row[0] for row in rows])))
+        return [_member(row, latest.get(row[0], {})) for row in rows]
 
     async def results(
         self, page: PageRequest, experiment_id: str | None = None, test_type: str | None = None

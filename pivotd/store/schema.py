@@ -239,6 +239,13 @@ MIGRATIONS: list[str] = [
     CREATE INDEX statistical_results_by_created ON statistical_results(created_at, id);
     CREATE INDEX statistical_results_by_experiment ON statistical_results(experiment_id, created_at);
     """,
+    # 7: the experiment lifecycle. launched_at: when `start` enqueued its sweep (once only); paused_at: the
+    # queue skips its runs while set (persisted, so a pause survives a restart); cancelled_at: cancelled for good.
+    """
+    ALTER TABLE experiments ADD COLUMN launched_at REAL;
+    ALTER TABLE experiments ADD COLUMN paused_at REAL;
+    ALTER TABLE experiments ADD COLUMN cancelled_at REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

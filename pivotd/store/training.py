@@ -414,9 +414,12 @@ class TrainingReader:
         return int(rows[0][0])
 
     async def next_queued(self) -> JobRow | None:
+        """The oldest queued run, skipping those of paused or cancelled experiments (they wait; others go first)."""
         rows = await self._conn.execute_fetchall(
-            f"SELECT {JOB_COLUMNS} FROM runs WHERE kind = 'managed' AND status = 'queued' ORDER BY queued_at, id "
-            "LIMIT 1"
+            f"""SELECT {JOB_COLUMNS} FROM runs WHERE kind = 'managed' AND status = 'queued'
+                AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = runs.experiment_id
+                                AND (e.paused_at IS NOT NULL OR e.cancelled_at IS NOT NULL))
+                ORDER BY queued_at, id LIMIT 1"""
         )
         return _job_row(rows[0]) if rows else None
 

@@ -285,6 +285,7 @@ def _checkpoint(
             "metric_value": value,
             "size_bytes": path.stat().st_size,
             "is_best": is_best,
+            "metrics": metrics,
         }
     )
     return score if is_best else best

@@ -1,0 +1,187 @@
+"""Seed 004's exports: one experiment as a JSON or CSV file, and a comparison report across experiments (JSON,
+CSV or a publication-ready LaTeX table). Every answer is a file download (`Content-Disposition: attachment`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from pivotd.api.body import openapi_body, read_model
+from pivotd.api.deps import ServicesDep
+from pivotd.api.experiments import detail_view, experiment_view, run_view
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses
+from pivotd.errors import NotFound, ValidationFailed
+from pivotd.experiments import report
+from pivotd.experiments.paging import page_request
+from pivotd.experiments.report import GroupSummary
+from pivotd.services import Services
+from pivotd.store.experiments import ExperimentRow, MemberRun
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1", tags=["exports (seed 004)"])
+Part = Literal["config", "results", "runs", "telemetry"]
+PARTS: tuple[Part, ...] = ("config", "results", "runs", "telemetry")
+ExperimentId = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class ExperimentExport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "csv"] = "json"
+    include: Annotated[list[Part], Field(min_length=1)] = Field(default_factory=lambda: list(PARTS))
+
+
+class ComparisonExport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment_ids: Annotated[list[ExperimentId], Field(min_length=1, max_length=50)]
+    format: Literal["json", "csv", "latex"] = "json"
+    template: Literal["publication"] = "publication"
+    metric: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """Default: each experiment's `config.metric`."""
+
+
+async def experiment_telemetry(services: Services, experiment_id: str) -> list[dict[str, Any]]:
+    """Telemetry hook for exports: the experiment's telemetry events (seed 004's event objects).
+
+    Returns [] until the telemetry store is wired in: the export's `telemetry` part calls only this.
+    """
+    return []
+
+
+def _download(content: str, media_type: str, filename: str) -> Response:
+    return Response(
+        content.encode(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+async def _summaries(services: Services, row: ExperimentRow, metric: str, runs: list[MemberRun]) -> list[GroupSummary]:
+    values = await services.store.experiments.metric_values([run.ref for run in runs], metric, "last")
+    return report.summarize(row.id, row.name, metric, runs, values)
+
+
+@router.post(
+    "/experiments/{experiment_id}/export",
+    summary="Download an experiment as JSON (one document) or CSV (one row per run)",
+    openapi_extra=openapi_body(
+        "ExperimentExport", ExperimentExport, '`{"format": "json"|"csv", "include": ["config", "results", ...]}`'
+    ),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def export_experiment(
+    experiment_id: Annotated[str, Path(max_length=64)], request: Request, services: ServicesDep
+) -> Response:
+    body: ExperimentExport = await read_model(request, ExperimentExport, services.settings.max_body_bytes)
+    reader = services.store.experiments
+    row = await reader.get(experiment_id)
+    runs = await reader.all_runs(experiment_id)
+    include = set(body.include)
+    metric = row.config.get("metric") if isinstance(row.config.get("metric"), str) else None
+    summaries = await _summaries(services, row, metric, runs) if metric and "results" in include else []
+    if body.format == "csv":
+        return _download(_experiment_csv(row, runs, include, summaries), "text/csv", f"{experiment_id}.csv")
+    document: dict[str, Any] = {
+        "experiment": {k: v for k, v in experiment_view(row).items() if k != "config"},
+        "include": [part for part in PARTS if part in include],
+        "exported_at": iso(time.time()),
+    }
+    if "config" in include:
+        document["config"] = row.config
+    if "results" in include:
+        detail = await detail_view(services, row)
+        stored, _, _ = await reader.results(page_request(1, 100, None, "-created_at"), experiment_id)
+        document["results"] = {
+            "results_summary": detail["results_summary"],
+            "progress": detail["progress"],
+            "groups": [summary.document() for summary in summaries],
+            "statistical_results": [{"id": r.id, **r.data, "created_at": iso(r.created_at)} for r in stored],
+        }
+    if "runs" in include:
+        document["runs"] = [run_view(run, experiment_id) for run in runs]
+    if "telemetry" in include:
+        document["telemetry"] = await experiment_telemetry(services, experiment_id)
+    return _download(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{experiment_id}.json"
+    )
+
+
+def _experiment_csv(row: ExperimentRow, runs: list[MemberRun], include: set[str], summaries: list[GroupSummary]) -> str:
+    """One row per run: id, group, status, hyperparameters.*, metrics.* always; `runs` adds the run's kind and
+    times, `config` the experiment's config as config.* columns (the same on every row), `results` its group's
+    n/mean/std of the metric and whether it is the best run. Telemetry has no per-run form: JSON only."""
+    by_group = {summary.group: summary for summary in summaries}
+    scored = [(value, run_id) for s in summaries for value, run_id in zip(s.values, s.run_ids, strict=True)]
+    lower = bool(summaries) and report.lower_is_better(summaries[0].metric)
+    best_run = (min(scored) if lower else max(scored))[1] if scored else None
+    config = report.flatten(row.config, "config") if "config" in include else {}
+    rows = []
+    for run in runs:
+        line: dict[str, Any] = {"id": run.run_id, "group": run.group, "status": run.status}
+        line |= {"experiment_id": row.id, "experiment_name": row.name}
+        if "runs" in include:
+            line |= {"kind": run.kind, "created_at": iso(run.created_at)}
+            line |= {"started_at": run.started_at and iso(run.started_at)}
+            line |= {"finished_at": run.finished_at and iso(run.finished_at)}
+        line |= report.flatten(run.hyperparameters, "hyperparameters") if run.hyperparameters else {}
+        line |= report.flatten(run.latest, "metrics") if run.latest else {}
+        line |= config
+        summary = by_group.get(run.group or report.NO_GROUP)
+        if summary is not None:
+            line |= {"group_n": summary.n, "group_mean": summary.mean, "group_std": summary.std}
+            line |= {"is_best_run": run.run_id == best_run}
+        rows.append(line)
+    return report.to_csv(rows, ["id", "group", "status", "experiment_id", "experiment_name"])
+
+
+@router.post(
+    "/export/comparison",
+    summary="Compare experiments' groups on a metric: JSON, CSV or a publication LaTeX table",
+    openapi_extra=openapi_body(
+        "ComparisonExport",
+        ComparisonExport,
+        '`{"experiment_ids": [...], "format": "latex", "template"?, "metric"?}`',
+    ),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def export_comparison(request: Request, services: ServicesDep) -> Response:
+    body: ComparisonExport = await read_model(request, ComparisonExport, services.settings.max_body_bytes)
+    reader = services.store.experiments
+    ids = list(dict.fromkeys(body.experiment_ids))
+    experiments: list[ExperimentRow] = []
+    missing = []
+    for experiment_id in ids:
+        try:
+            experiments.append(await reader.get(experiment_id))
+        except NotFound:
+            missing.append(experiment_id)
+    if missing:
+        raise NotFound(f"experiment(s) not found: {', '.join(missing)}", details={"experiment_ids": missing})
+    rows = []
+    for row in experiments:
+        metric = body.metric or row.config.get("metric")
+        if not isinstance(metric, str):
+            message = f"experiment {row.id}'s config names no metric; give one"
+            raise ValidationFailed(f"metric: {message}", details=[{"field": "metric", "message": message}])
+        rows += await _summaries(services, row, metric, await reader.all_runs(row.id))
+    test = report.welch(rows)
+    stem = "comparison-" + "-".join(ids) if len(ids) <= 3 else f"comparison-{len(ids)}-experiments"
+    if body.format == "latex":
+        return _download(report.latex_table(rows, test), "application/x-tex", f"{stem}.tex")
+    if body.format == "csv":
+        lines = [{k: v for k, v in s.document().items() if k not in ("ci95", "run_ids")} for s in rows]
+        for line, summary in zip(lines, rows, strict=True):
+            interval = summary.document()["ci95"]
+            line |= {"ci95_low": interval and interval[0], "ci95_high": interval and interval[1]}
+        leading = ["experiment_id", "experiment_name", "group", "metric", "n", "mean", "std", "ci95_low", "ci95_high"]
+        return _download(report.to_csv(lines, leading), "text/csv", f"{stem}.csv")
+    document = {
+        "template": body.template,
+        "generated_at": iso(time.time()),
+        "rows": [summary.document() for summary in rows],
+        "welch_test": test,
+    }
+    return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{stem}.json")

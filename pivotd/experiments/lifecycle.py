@@ -1,0 +1,197 @@
+"""The experiment lifecycle: start a sweep through the training queue, pause, resume, cancel, clone; and the
+`experiment:<id>` events that follow its runs.
+
+The queue is the `runs` table (see `pivotd.jobs.supervisor`): `start` inserts the sweep's runs as queued, pause
+sets `experiments.paused_at`, which the dispatcher's query skips, so a pause holds across restarts and never
+blocks other queued runs. Status is derived from the runs in SQL; this service only notices when it changes
+(after its own actions and the supervisor's run transitions) and publishes the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+
+from pivotd.errors import Conflict, NotFound, PivotError, ValidationFailed
+from pivotd.experiments import sweep
+from pivotd.hub import Hub
+from pivotd.ids import new_id
+from pivotd.jobs.service import Training
+from pivotd.settings import Settings
+from pivotd.store import Store
+from pivotd.store.experiments import (
+    C_RUN_STATUS,
+    FINAL_EXPERIMENT_STATUSES,
+    ControlAction,
+    ControlExperiment,
+    CreateExperiment,
+    ExperimentRow,
+    ExperimentsReader,
+    LaunchExperiment,
+    RunProgress,
+    SweepRun,
+)
+from pivotd.timefmt import iso
+
+
+def experiment_topic(experiment_id: str) -> str:
+    return f"experiment:{experiment_id}"
+
+
+def eta_seconds(row: ExperimentRow, progress: RunProgress, now: float) -> float | None:
+    """Time left at the pace so far (epochs when the runs declare them, else runs); None before any progress."""
+    if row.status in FINAL_EXPERIMENT_STATUSES:
+        return 0.0
+    if row.status == "paused":  # no pace to extrapolate while nothing new starts
+        return None
+    fraction = progress.epoch_fraction if progress.epoch_fraction is not None else progress.fraction
+    if row.started_at is None or fraction <= 0:
+        return None
+    elapsed = max(0.0, now - row.started_at)
+    return round(elapsed * (1 - fraction) / fraction, 3)
+
+
+class ExperimentLifecycle:
+    def __init__(self, settings: Settings, store: Store, hub: Hub, training: Training) -> None:
+        self._settings = settings
+        self._store = store
+        self._hub = hub
+        self._training = training
+        self._announced: dict[str, str] = {}
+        """The last status published per experiment, so a status event goes out once per change."""
+        self._lock = asyncio.Lock()
+
+    @property
+    def _reader(self) -> ExperimentsReader:
+        return self._store.experiments
+
+    # -- actions --------------------------------------------------------------------------------------------
+
+    async def start(self, experiment_id: str) -> ExperimentRow:
+        row = await self._reader.get(experiment_id)
+        if row.launched_at is not None:
+            raise Conflict(f"experiment {experiment_id!r} was already started; clone it to run it again")
+        config = sweep.parse(row.config)
+        model_id, architecture, base = await self._model(config)
+        points = sweep.expand(config, base, self._settings.max_sweep_runs)
+        runs = [
+            SweepRun(
+                new_id("r"),
+                {"architecture": architecture, "hyperparams": point.hyperparams.model_dump()},
+                point.hyperparams.epochs,
+                point.group,
+                f"{row.name} [{point.group}] seed={point.seed}",
+            )
+            for point in points
+        ]
+        await self._store.writer.submit(LaunchExperiment(experiment_id, model_id, runs))
+        await self.announce(experiment_id)
+        await self._training.supervisor.dispatch()
+        return await self._reader.get(experiment_id)
+
+    async def _model(self, config: sweep.SweepConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """(model id, architecture, base hyperparams): a stored model's, or a new model for an inline architecture."""
+        training = self._training
+        if config.model_id is not None:
+            try:
+                model = await training.get_model(config.model_id)
+            except NotFound:
+                raise sweep.invalid("config.model_id", f"no model {config.model_id!r}") from None
+            if model.architecture is None:
+                raise sweep.invalid("config.model_id", f"model {config.model_id!r} has no architecture to train")
+            architecture = self._architecture(model.architecture)
+            return model.model_id, architecture, sweep.merge(model.hyperparams or {}, config.hyperparams)
+        architecture = self._architecture(config.architecture)
+        model, _ = await training.put_model(None, {"architecture": architecture})
+        return model.model_id, architecture, config.hyperparams
+
+    def _architecture(self, value: Any) -> dict[str, Any]:
+        try:
+            return self._training.architecture(value).wire()
+        except PivotError as exc:  # the training routes' 400; here it is a field of the experiment's config
+            message = exc.message.removeprefix("architecture")
+            raise ValidationFailed(
+                f"config.architecture{message}", details=[{"field": "config.architecture", "message": exc.message}]
+            ) from None
+
+    async def control(self, experiment_id: str, action: ControlAction) -> ExperimentRow:
+        to_cancel: list[str] = await self._store.writer.submit(ControlExperiment(experiment_id, action))
+        await self.announce(experiment_id)
+        for run_id in to_cancel:
+            with contextlib.suppress(Conflict, NotFound):  # finished or deleted meanwhile
+                await self._training.supervisor.cancel(run_id)
+        if action == "resume":
+            await self._training.supervisor.dispatch()
+        return await self._reader.get(experiment_id)
+
+    async def clone(self, experiment_id: str, name: str | None) -> ExperimentRow:
+        source = await self._reader.get(experiment_id)
+        clone_id = new_id("exp")
+        await self._store.writer.submit(
+            CreateExperiment(clone_id, name or f"{source.name} (copy)", source.description, source.config, source.tags)
+        )
+        return await self._reader.get(clone_id)
+
+    # -- events ---------------------------------------------------------------------------------------------
+
+    def _publish(self, experiment_id: str, kind: str, body: dict[str, Any]) -> None:
+        topic = experiment_topic(experiment_id)
+        message = {"type": kind, "topic": topic, "experiment_id": experiment_id, **body}
+        self._hub.publish((topic,), orjson.dumps(message).decode())
+
+    async def announce(self, experiment_id: str) -> None:
+        """Publish `experiment_status` if the status differs from the last one published."""
+        async with self._lock:
+            try:
+                row = await self._reader.get(experiment_id)
+            except NotFound:
+                self._announced.pop(experiment_id, None)
+                return
+            if self._announced.get(experiment_id) == row.status:
+                return
+            self._announced[experiment_id] = row.status
+            finished = row.status in FINAL_EXPERIMENT_STATUSES and row.finished_at is not None
+            self._publish(
+                experiment_id,
+                "experiment_status",
+                {
+                    "status": row.status,
+                    "started_at": None if row.started_at is None else iso(row.started_at),
+                    "completed_at": iso(row.finished_at) if finished and row.finished_at is not None else None,
+                },
+            )
+
+    async def run_started(self, run_id: str) -> None:
+        membership = await self._reader.membership(run_id)
+        if membership is not None:
+            await self.announce(membership[0])
+
+    async def run_finished(self, run_id: str, state: str, error: str | None) -> None:
+        """A supervisor `on_finished` listener: error (if it failed), run_completed, progress, then status."""
+        membership = await self._reader.membership(run_id)
+        if membership is None:
+            return
+        experiment_id, group = membership
+        if state == "failed":
+            self._publish(
+                experiment_id, "experiment_error", {"message": f"run {run_id} failed: {error}", "code": "run_failed"}
+            )
+        found = await self._reader.runs_by_id([run_id])
+        metrics = found[run_id].latest if run_id in found else {}
+        self._publish(
+            experiment_id,
+            "experiment_run_completed",
+            {"run_id": run_id, "status": C_RUN_STATUS.get(state, state), "group": group, "metrics": metrics},
+        )
+        row = await self._reader.get(experiment_id)
+        progress = await self._reader.progress(experiment_id)
+        self._publish(
+            experiment_id,
+            "experiment_progress",
+            {"progress": round(progress.fraction, 4), "eta_seconds": eta_seconds(row, progress, time.time())},
+        )
+        await self.announce(experiment_id)

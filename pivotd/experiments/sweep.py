@@ -1,0 +1,160 @@
+"""A runnable experiment config (`{"type": "sweep", ...}`) checked in full and expanded into its grid of runs.
+
+Everything is checked before anything is queued: the config's shape, the architecture (the training routes'
+rules), the base hyperparameters, every variation path and value, and the grid's size. Each failure is a 422
+naming the field (`config.variations.optimizer.lr`), so a sweep never half-starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pivotd.errors import ValidationFailed, validation_failed
+from shared.models.training import Hyperparams
+
+SEED_KEY = "seed"
+DEFAULT_GROUP = "default"
+"""The group of every run of a sweep that varies nothing but the seed (or nothing at all)."""
+METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "learning_rate")
+"""What a managed run records per epoch: the metrics a sweep can be judged by."""
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["sweep"]
+    model_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    architecture: dict[str, Any] | None = None
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    variations: dict[Annotated[str, Field(min_length=1, max_length=128)], list[Any]] = Field(default_factory=dict)
+    metric: str = "val_accuracy"
+
+
+@dataclass(frozen=True, slots=True)
+class GridPoint:
+    group: str
+    hyperparams: Hyperparams
+    seed: Any
+
+
+def invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+def parse(config: dict[str, Any]) -> SweepConfig:
+    """The config as a sweep, or a 422: a config of another type is stored fine but cannot be started."""
+    kind = config.get("type")
+    if kind != "sweep":
+        raise invalid(
+            "config.type",
+            f"only a sweep config can be started (type 'sweep' with model_id or architecture, hyperparams, "
+            f"variations and metric); this one has type {kind!r}, which is stored but not runnable",
+        )
+    try:
+        sweep = SweepConfig.model_validate(config)
+    except ValidationError as exc:
+        raise validation_failed(exc, "config") from None
+    if (sweep.model_id is None) == (sweep.architecture is None):
+        raise invalid("config.model_id", "give exactly one of model_id or architecture")
+    if sweep.metric not in METRICS:
+        raise invalid("config.metric", f"unknown metric {sweep.metric!r}; one of {', '.join(METRICS)}")
+    return sweep
+
+
+def _check_path(key: str) -> None:
+    """`optimizer.lr` must name a hyperparameter; each part but the last a nested group of them."""
+    model: type[BaseModel] = Hyperparams
+    parts = key.split(".")
+    for index, part in enumerate(parts):
+        field = model.model_fields.get(part)
+        if field is None:
+            known = ", ".join(model.model_fields)
+            where = ".".join(parts[:index]) or "hyperparams"
+            raise invalid(f"config.variations.{key}", f"unknown hyperparameter {part!r} in {where}; one of {known}")
+        nested = field.annotation
+        if index < len(parts) - 1:
+            if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
+                raise invalid(f"config.variations.{key}", f"{'.'.join(parts[: index + 1])} has no nested fields")
+            model = nested
+
+
+def _with(base: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    result = copy.deepcopy(base)
+    target = result
+    *parents, last = key.split(".")
+    for part in parents:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[last] = value
+    return result
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def group_label(assignment: dict[str, Any]) -> str:
+    """`optimizer.lr=0.1,batch_size=32` for the non-seed variations, keys sorted so the label is stable."""
+    parts = [f"{key}={_label(assignment[key])}" for key in sorted(assignment) if key != SEED_KEY]
+    return ",".join(parts) or DEFAULT_GROUP
+
+
+def _hyperparams(values: dict[str, Any], field: str) -> Hyperparams:
+    try:
+        return Hyperparams.model_validate(values)
+    except ValidationError as exc:
+        error = validation_failed(exc, "hyperparams")
+        message = error.message
+        raise ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}]) from None
+
+
+def expand(sweep: SweepConfig, base: dict[str, Any], max_runs: int) -> list[GridPoint]:
+    """Every combination of the variations' values applied to `base`, validated; in a stable order."""
+    try:
+        Hyperparams.model_validate(base)
+    except ValidationError as exc:
+        raise validation_failed(exc, "config.hyperparams") from None
+    keys = list(sweep.variations)
+    for key in keys:
+        field = f"config.variations.{key}"
+        values = sweep.variations[key]
+        _check_path(key)
+        if not values:
+            raise invalid(field, "must list at least one value")
+        encoded = [json.dumps(value, sort_keys=True) for value in values]
+        if len(set(encoded)) != len(encoded):
+            raise invalid(field, "lists a value twice")
+        for value in values:
+            _hyperparams(_with(base, key, value), field)
+    size = math.prod(len(values) for values in sweep.variations.values())
+    if size > max_runs:
+        raise invalid("config.variations", f"the grid has {size} runs; at most {max_runs} (setting max_sweep_runs)")
+    points = []
+    for combination in itertools.product(*(sweep.variations[key] for key in keys)):
+        assignment = dict(zip(keys, combination, strict=True))
+        values = base
+        for key, value in assignment.items():
+            values = _with(values, key, value)
+        hp = _hyperparams(values, "config.variations")
+        points.append(GridPoint(group_label(assignment), hp, assignment.get(SEED_KEY, hp.seed)))
+    return points
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`, nested objects merged key by key (a stored model's hyperparams + the sweep's)."""
+    result = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = copy.deepcopy(value)
+    return result

@@ -1,0 +1,220 @@
+"""Experiment lifecycle rules that need no training: what `start` refuses (422 naming the field), illegal
+transitions (409), clone; and exports and comparison reports over runs posted by a script."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from typing import Any
+
+import httpx
+import pytest
+from scipy import stats
+
+from pivotd.experiments.report import latex_escape
+from pivotd.experiments.sweep import group_label
+
+MLP = {
+    "input_size": 784,
+    "layers": [{"type": "linear", "in": 784, "out": 16}, {"type": "relu"}, {"type": "linear", "in": 16, "out": 10}],
+}
+ENSEMBLE = {"type": "ensemble", "models": ["gpt-4", "claude-3"], "voting_strategy": "majority", "dataset": "mmlu"}
+
+
+def sweep(**changes: Any) -> dict[str, Any]:
+    config = {
+        "type": "sweep",
+        "architecture": MLP,
+        "hyperparams": {"epochs": 1, "max_samples": 100, "dataset": "digits"},
+        "variations": {"seed": [1, 2], "optimizer.lr": [0.1, 0.01]},
+        "metric": "val_accuracy",
+    }
+    return {k: v for k, v in (config | changes).items() if v is not None}
+
+
+async def create(http: httpx.AsyncClient, name: str, config: dict[str, Any]) -> str:
+    response = await http.post("/api/v1/experiments", json={"experiment": {"name": name, "config": config}})
+    assert response.status_code == 201, response.text
+    experiment_id: str = response.json()["data"]["id"]
+    return experiment_id
+
+
+def error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()["error"]
+    assert body["code"] == code and set(body) == {"code", "message", "details"}
+    return body
+
+
+async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClient) -> None:
+    exp_id = await create(http, "ensemble", ENSEMBLE)
+    body = error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
+    assert body["details"][0]["field"] == "config.type" and "'ensemble'" in body["message"]
+    assert "not runnable" in body["message"]
+    detail = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]
+    assert detail["status"] == "pending" and detail["runs"] == [] and detail["started_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"architecture": None}, "config.model_id"),
+        ({"model_id": "m_0000"}, "config.model_id"),
+        ({"architecture": None, "model_id": "m_missing"}, "config.model_id"),
+        ({"architecture": {**MLP, "layers": [{"type": "linear", "in": 784, "out": 7}]}}, "config.architecture"),
+        ({"architecture": {"layers": "no"}}, "config.architecture"),
+        ({"hyperparams": {"epochs": 0}}, "config.hyperparams.epochs"),
+        ({"hyperparams": {"optimiser": {}}}, "config.hyperparams.optimiser"),
+        ({"variations": {"optimizer.lrr": [0.1]}}, "config.variations.optimizer.lrr"),
+        ({"variations": {"learning_rate": [0.1]}}, "config.variations.learning_rate"),
+        ({"variations": {"epochs.x": [1]}}, "config.variations.epochs.x"),
+        ({"variations": {"seed": []}}, "config.variations.seed"),
+        ({"variations": {"seed": [1, 1]}}, "config.variations.seed"),
+        ({"variations": {"optimizer.lr": [0.1, -1]}}, "config.variations.optimizer.lr"),
+        ({"variations": {"batch_size": "32"}}, "config.variations.batch_size"),
+        ({"variations": {"seed": list(range(17)), "batch_size": list(range(1, 17))}}, "config.variations"),
+        ({"metric": "accuracy"}, "config.metric"),
+        ({"extra": 1}, "config.extra"),
+    ],
+)
+async def test_start_refuses_bad_sweeps_naming_the_field(
+    http: httpx.AsyncClient, changes: dict[str, Any], field: str
+) -> None:
+    exp_id = await create(http, "bad sweep", sweep(**changes))
+    body = error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
+    assert field in [d["field"] for d in body["details"]], body
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["total_runs"] == 0
+
+
+async def test_transitions_of_an_experiment_that_never_started(http: httpx.AsyncClient) -> None:
+    exp_id = await create(http, "idle", sweep())
+    for action in ("pause", "resume", "cancel"):
+        body = error(await http.post(f"/api/v1/experiments/{exp_id}/{action}"), 409, "conflict")
+        assert "has not been started" in body["message"]
+    for action in ("start", "pause", "resume", "cancel"):
+        error(await http.post(f"/api/v1/experiments/exp_missing/{action}"), 404, "not_found")
+    error(await http.post("/api/v1/experiments/exp_missing/clone", json={}), 404, "not_found")
+    body = error(await http.post(f"/api/v1/experiments/{exp_id}/clone", json={"name": ""}), 422, "validation_error")
+    assert body["details"][0]["field"] == "name"
+
+
+def test_group_labels_name_the_non_seed_variations_in_a_stable_order() -> None:
+    assert group_label({"seed": 1, "optimizer.lr": 0.1}) == "optimizer.lr=0.1"
+    assert group_label({"optimizer.type": "adam", "batch_size": 32, "seed": 3}) == "batch_size=32,optimizer.type=adam"
+    assert group_label({"seed": 7}) == group_label({}) == "default"
+
+
+def test_latex_escape_covers_every_special() -> None:
+    assert latex_escape(r"a_b & 50% $x$ #1 {y} ~z ^w \v") == (
+        r"a\_b \& 50\% \$x\$ \#1 \{y\} \textasciitilde{}z \textasciicircum{}w \textbackslash{}v"
+    )
+
+
+# ---- exports over runs a script posted ----------------------------------------------------------------------
+
+VALUES = {"lr=0.1": [0.91, 0.93, 0.92], "lr=0.01": [0.85, 0.88, 0.86]}
+
+
+async def seeded(http: httpx.AsyncClient, name: str, values: dict[str, list[float]], prefix: str) -> str:
+    exp_id = await create(http, name, {"metric": "val_accuracy", "note": "a_b"})
+    for number, (group, accuracies) in enumerate(values.items()):
+        for index, accuracy in enumerate(accuracies):
+            body = {
+                "points": [{"step": 1, "values": {"val_accuracy": accuracy, "val_loss": 1 - accuracy}}],
+                "experiment_id": exp_id,
+                "group": group,
+            }
+            response = await http.post(f"/api/v1/runs/{prefix}-{number}-{index}/scalars", json=body)
+            assert response.status_code == 202, response.text
+    return exp_id
+
+
+def attachment(response: httpx.Response, media: str, suffix: str) -> str:
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(media)
+    disposition = response.headers["content-disposition"]
+    assert disposition.startswith("attachment; filename=") and disposition.endswith(f'{suffix}"')
+    return response.text
+
+
+async def test_experiment_export_json_and_csv(http: httpx.AsyncClient) -> None:
+    exp_id = await seeded(http, "exported", VALUES, "ex")
+    url = f"/api/v1/experiments/{exp_id}/export"
+    document = json.loads(attachment(await http.post(url, json={"format": "json"}), "application/json", ".json"))
+    assert document["include"] == ["config", "results", "runs", "telemetry"]
+    assert document["experiment"]["id"] == exp_id and document["config"]["metric"] == "val_accuracy"
+    assert len(document["runs"]) == 6 and document["telemetry"] == []
+    groups = {g["group"]: g for g in document["results"]["groups"]}
+    assert groups["lr=0.1"]["n"] == 3 and groups["lr=0.1"]["mean"] == pytest.approx(0.92)
+    assert groups["lr=0.1"]["std"] == pytest.approx(statistics.stdev(VALUES["lr=0.1"]))
+    assert groups["lr=0.1"]["best"] == 0.93 and groups["lr=0.01"]["best"] == 0.88
+    assert document["results"]["results_summary"]["best_val_accuracy"] == 0.93
+
+    only = json.loads((await http.post(url, json={"include": ["runs"]})).text)
+    assert set(only) == {"experiment", "include", "exported_at", "runs"}
+
+    text = attachment(await http.post(url, json={"format": "csv"}), "text/csv", ".csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert len(rows) == 6 and list(rows[0])[:3] == ["id", "group", "status"]
+    first = next(row for row in rows if row["id"] == "ex-0-1")
+    assert first["metrics.val_accuracy"] == "0.93" and first["config.note"] == "a_b"
+    assert float(first["group_mean"]) == pytest.approx(0.92) and first["is_best_run"] == "True"
+    assert sum(row["is_best_run"] == "True" for row in rows) == 1 and "started_at" in first
+    bare = list(csv.DictReader(io.StringIO((await http.post(url, json={"format": "csv", "include": ["runs"]})).text)))
+    assert not [key for key in bare[0] if key.startswith(("config.", "group_"))]
+
+    for body, field in (({"format": "xml"}, "format"), ({"include": ["everything"]}, "include[0]")):
+        details = error(await http.post(url, json=body), 422, "validation_error")["details"]
+        assert field in [d["field"] for d in details]
+    error(await http.post("/api/v1/experiments/exp_missing/export", json={}), 404, "not_found")
+
+
+async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) -> None:
+    exp_a = await seeded(http, "Baseline_A & co", {"x": VALUES["lr=0.1"]}, "a")
+    exp_b = await seeded(http, "Variant 100%", {"y": VALUES["lr=0.01"]}, "b")
+    url = "/api/v1/export/comparison"
+    body = {"experiment_ids": [exp_a, exp_b], "format": "json", "template": "publication"}
+    report = json.loads(attachment(await http.post(url, json=body), "application/json", ".json"))
+    rows = report["rows"]
+    assert [(r["experiment_id"], r["group"], r["n"]) for r in rows] == [(exp_a, "x", 3), (exp_b, "y", 3)]
+    a, b = VALUES["lr=0.1"], VALUES["lr=0.01"]
+    interval = stats.t.interval(0.95, 2, loc=statistics.fmean(a), scale=statistics.stdev(a) / 3**0.5)
+    assert rows[0]["ci95"] == pytest.approx(list(interval), rel=1e-9)
+    direct = stats.ttest_ind(a, b, equal_var=False)
+    welch = report["welch_test"]
+    assert welch["statistic"] == pytest.approx(direct.statistic, rel=1e-9)
+    assert welch["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+
+    lines = list(
+        csv.DictReader(io.StringIO(attachment(await http.post(url, json=body | {"format": "csv"}), "text/csv", ".csv")))
+    )
+    assert [line["group"] for line in lines] == ["x", "y"] and float(lines[0]["ci95_low"]) == pytest.approx(interval[0])
+
+    tex = attachment(await http.post(url, json=body | {"format": "latex"}), "application/x-tex", ".tex")
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 1
+    assert tex.index("\\toprule") < tex.index("\\midrule") < tex.index("\\bottomrule") < tex.index("\\end{tabular}")
+    assert "\\caption{" in tex and "\\label{tab:comparison}" in tex and "booktabs" in tex
+    assert "Baseline\\_A \\& co" in tex and "Variant 100\\%" in tex
+    assert "\\textbf{0.9200 $\\pm$ 0.0100}" in tex and "\\textbf{0.8633" not in tex
+    assert f"= {direct.statistic:.3f}$" in tex and "Welch's $t$-test" in tex
+    data_rows = [line for line in tex.splitlines() if line.endswith("\\\\") and " & 3 & " in line]
+    assert len(data_rows) == 2 and all(line.count(" & ") == 6 for line in data_rows)
+
+    # The metric can be named; with more than two rows there is no pairwise test.
+    three = await seeded(http, "three groups", VALUES | {"lr=1": [0.5, 0.6]}, "c")
+    loss = json.loads((await http.post(url, json={"experiment_ids": [three], "metric": "val_loss"})).text)
+    assert loss["welch_test"] is None and {r["metric"] for r in loss["rows"]} == {"val_loss"}
+    assert next(r for r in loss["rows"] if r["group"] == "lr=0.1")["best"] == pytest.approx(0.07)
+
+    missing = error(await http.post(url, json={"experiment_ids": [exp_a, "exp_nope"]}), 404, "not_found")
+    assert missing["details"] == {"experiment_ids": ["exp_nope"]}
+    no_metric = await create(http, "no metric", ENSEMBLE)
+    details = error(await http.post(url, json={"experiment_ids": [no_metric]}), 422, "validation_error")["details"]
+    assert details[0]["field"] == "metric"
+    for bad, field in (
+        ({"experiment_ids": []}, "experiment_ids"),
+        ({"experiment_ids": [exp_a], "format": "pdf"}, "format"),
+    ):
+        assert field in [d["field"] for d in error(await http.post(url, json=bad), 422, "validation_error")["details"]]

@@ -1,0 +1,241 @@
+"""Experiment sweeps trained for real through the queue: events, summaries, statistics, pause/resume/cancel.
+
+Each run is seed 003's MLP for one epoch on 200 shipped digits, so six runs take a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from scipy import stats
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.daemon import running_daemon
+from tests.training.helpers import DAEMON_SETTINGS, MLP, hyperparams
+
+SWEEP_HP = hyperparams(epochs=1, max_samples=200, layerwise_every=0)
+GROUPS = ("optimizer.lr=0.1", "optimizer.lr=0.01")
+
+
+def sweep(**variations: list[Any]) -> dict[str, Any]:
+    return {
+        "type": "sweep",
+        "architecture": MLP,
+        "hyperparams": SWEEP_HP,
+        "variations": variations or {"seed": [1, 2, 3], "optimizer.lr": [0.1, 0.01]},
+        "metric": "val_accuracy",
+    }
+
+
+async def create(http: httpx.AsyncClient, name: str, config: dict[str, Any]) -> str:
+    response = await http.post("/api/v1/experiments", json={"experiment": {"name": name, "config": config}})
+    assert response.status_code == 201, response.text
+    experiment_id: str = response.json()["data"]["id"]
+    return experiment_id
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
+    """Poll `check` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := await check()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+    return result
+
+
+async def subscribe(ws: ClientConnection, topic: str) -> None:
+    await ws.send(json.dumps({"action": "subscribe", "topics": [topic]}))
+    while json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] != "subscribed":
+        pass
+
+
+async def experiment_events(ws: ClientConnection, until_status: str, timeout: float = 120) -> list[dict[str, Any]]:
+    """Every `experiment_*` message up to and including the status `until_status`."""
+    events = []
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"].startswith("experiment_"):
+                events.append(message)
+                if message["type"] == "experiment_status" and message["status"] == until_status:
+                    return events
+
+
+def conflict(response: httpx.Response, phrase: str) -> None:
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "conflict" and phrase in error["message"], error
+
+
+@pytest.mark.slow
+async def test_a_sweep_of_two_configs_by_three_seeds_runs_to_completion(tmp_path: Path) -> None:
+    async with (
+        running_daemon(tmp_path / "state", **DAEMON_SETTINGS, training_slots=2) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+    ):
+        exp_id = await create(http, "lr sweep", sweep())
+        topic = f"experiment:{exp_id}"
+        async with connect(daemon.ws_url, max_size=None) as ws:
+            await subscribe(ws, topic)
+            response = await http.post(f"/api/v1/experiments/{exp_id}/start")
+            assert response.status_code == 200, response.text
+            started = response.json()["data"]
+            assert started["total_runs"] == 6 and started["started_at"] is not None
+            assert sorted(run["group"] for run in started["runs"]) == sorted(GROUPS * 3)
+            events = await experiment_events(ws, "completed")
+
+        assert all(event["topic"] == topic and event["experiment_id"] == exp_id for event in events)
+        assert not [e for e in events if e["type"] == "experiment_error"]
+        statuses = [e["status"] for e in events if e["type"] == "experiment_status"]
+        assert statuses[-1] == "completed" and statuses[0] in ("pending", "running") and "running" in statuses
+        assert len(statuses) == len(set(statuses))  # one event per change
+        done = [e for e in events if e["type"] == "experiment_run_completed"]
+        assert len({e["run_id"] for e in done}) == 6 and {e["status"] for e in done} == {"completed"}
+        assert sorted(e["group"] for e in done) == sorted(GROUPS * 3)
+        assert all(0 <= e["metrics"]["val_accuracy"] <= 1 for e in done)
+        progress = [e["progress"] for e in events if e["type"] == "experiment_progress"]
+        assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) == 6
+        final_status = next(e for e in reversed(events) if e["type"] == "experiment_status")
+        assert final_status["completed_at"] is not None and final_status["started_at"] is not None
+
+        detail = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]
+        assert detail["status"] == "completed" and detail["progress"] == 1.0 and detail["epoch_progress"] == 1.0
+        assert detail["completed_at"] is not None and detail["eta_seconds"] == 0.0
+        summary = detail["results_summary"]
+        assert summary["total_runs"] == 6 and summary["runs_by_status"] == {"completed": 6}
+
+        listing = (await http.get(f"/api/v1/experiments/{exp_id}/runs", params={"per_page": 100})).json()
+        runs = listing["data"]
+        assert listing["meta"]["total"] == 6 and listing["meta"]["has_more"] is False
+        values = {group: [r["metrics"]["val_accuracy"] for r in runs if r["group"] == group] for group in GROUPS}
+        assert summary["best_val_accuracy"] == max(values[GROUPS[0]] + values[GROUPS[1]])
+        assert summary["best_run"]["value"] == summary["best_val_accuracy"]
+        first = [r for r in runs if r["group"] == GROUPS[0]]
+        assert {r["hyperparameters"]["seed"] for r in first} == {1, 2, 3}
+        assert {r["hyperparameters"]["optimizer"]["lr"] for r in first} == {0.1}
+        for status, total in (("completed", 6), ("pending", 0)):
+            filtered = await http.get(f"/api/v1/experiments/{exp_id}/runs", params={"filter[status]": status})
+            assert filtered.json()["meta"]["total"] == total
+
+        # The statistical result equals scipy run directly on the values read back over the API.
+        test = {"test_type": "two_sample_t_test", "groups": list(GROUPS), "metric": "val_accuracy"}
+        response = await http.post(f"/api/v1/experiments/{exp_id}/statistical-results", json={"test": test})
+        assert response.status_code == 201, response.text
+        result = response.json()["data"]
+        direct = stats.ttest_ind(values[GROUPS[0]], values[GROUPS[1]], equal_var=False)
+        assert result["statistic"] == pytest.approx(direct.statistic, rel=1e-9)
+        assert result["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+        assert result["degrees_of_freedom"] == pytest.approx(direct.df, rel=1e-9)
+
+        # Finished: nothing to start, pause or cancel.
+        conflict(await http.post(f"/api/v1/experiments/{exp_id}/start"), "already started")
+        conflict(await http.post(f"/api/v1/experiments/{exp_id}/pause"), "is completed")
+        conflict(await http.post(f"/api/v1/experiments/{exp_id}/cancel"), "is completed")
+        conflict(await http.post(f"/api/v1/experiments/{exp_id}/resume"), "only a paused experiment")
+
+        # Seed 004's run sub-resources on a sweep run.
+        run_id, other_id = runs[0]["id"], runs[1]["id"]
+        checkpoints = (await http.get(f"/api/v1/runs/{run_id}/checkpoints")).json()
+        assert checkpoints["meta"]["total"] == 1
+        checkpoint = checkpoints["data"][0]
+        assert checkpoint["id"].startswith("ckpt_") and checkpoint["epoch"] == 1 and checkpoint["run_id"] == run_id
+        assert checkpoint["val_accuracy"] == runs[0]["metrics"]["val_accuracy"] and "val_loss" in checkpoint
+        download = await http.get(f"/api/v1/runs/{run_id}/checkpoints/{checkpoint['id']}/download")
+        assert download.status_code == 200 and download.content == Path(checkpoint["path"]).read_bytes()
+        assert "attachment" in download.headers["content-disposition"]
+        wrong = await http.get(f"/api/v1/runs/{other_id}/checkpoints/{checkpoint['id']}/download")
+        assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "not_found"
+        assert (await http.get("/api/v1/runs/r_nope/checkpoints")).status_code == 404
+
+        logs = f"/api/v1/runs/{run_id}/logs"
+        everything = (await http.get(logs)).json()["data"]
+        assert everything
+        assert (await http.get(logs, params={"since": "2000-01-01T00:00:00Z"})).json()["data"] == everything
+        assert (await http.get(logs, params={"since": "2999-01-01T00:00:00+00:00"})).json()["data"] == []
+        assert (await http.get(logs, params={"since": "0"})).json()["data"] == everything
+        bad = await http.get(logs, params={"since": "yesterday"})
+        assert bad.status_code == 422 and bad.json()["error"]["details"][0]["field"] == "since"
+
+
+async def _states(http: httpx.AsyncClient, exp_id: str) -> list[str]:
+    runs = (await http.get(f"/api/v1/experiments/{exp_id}/runs")).json()["data"]
+    return [run["status"] for run in runs]
+
+
+async def _status(http: httpx.AsyncClient, exp_id: str) -> str:
+    status: str = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["status"]
+    return status
+
+
+async def test_pause_holds_across_a_restart_without_blocking_the_queue_then_resume_and_cancel(
+    tmp_path: Path,
+) -> None:
+    settings = {**DAEMON_SETTINGS, "training_slots": 1}
+    async with (
+        running_daemon(tmp_path / "state", **settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+    ):
+        # The only slot is busy (a few seconds of training), so the sweep's runs wait in the queue.
+        longer = hyperparams(epochs=3, max_samples=1000, layerwise_every=0)
+        busy = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": longer})).json()
+        exp_id = await create(http, "paused sweep", sweep(seed=[1, 2, 3]))
+        async with connect(daemon.ws_url, max_size=None) as ws:
+            await subscribe(ws, f"experiment:{exp_id}")
+            started = (await http.post(f"/api/v1/experiments/{exp_id}/start")).json()["data"]
+            assert started["status"] == "pending" and [r["group"] for r in started["runs"]] == ["default"] * 3
+            paused = await http.post(f"/api/v1/experiments/{exp_id}/pause")
+            assert paused.status_code == 200 and paused.json()["data"]["status"] == "paused"
+            assert (await experiment_events(ws, "paused", timeout=5))[-1]["status"] == "paused"
+        conflict(await http.post(f"/api/v1/experiments/{exp_id}/pause"), "is paused")
+        listed = await http.get("/api/v1/experiments", params={"filter[status]": "paused"})
+        assert [e["id"] for e in listed.json()["data"]] == [exp_id]
+
+        # A run queued after the sweep's goes first: a paused experiment does not block the queue.
+        later = (await http.post(f"/api/models/{busy['model_id']}/train")).json()["run_id"]
+
+        async def later_done() -> bool:
+            state: str = (await http.get(f"/api/runs/{later}")).json()["state"]
+            return state == "succeeded"
+
+        await eventually(later_done)
+        assert await _states(http, exp_id) == ["pending"] * 3 and await _status(http, exp_id) == "paused"
+
+    async with (
+        running_daemon(tmp_path / "state", **settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+    ):
+        await daemon.services.supervisor.dispatch()
+        assert await _status(http, exp_id) == "paused" and await _states(http, exp_id) == ["pending"] * 3
+        async with connect(daemon.ws_url, max_size=None) as ws:
+            await subscribe(ws, f"experiment:{exp_id}")
+            resumed = await http.post(f"/api/v1/experiments/{exp_id}/resume")
+            assert resumed.status_code == 200 and resumed.json()["data"]["status"] in ("pending", "running")
+            await experiment_events(ws, "running", timeout=30)
+            cancelled = await http.post(f"/api/v1/experiments/{exp_id}/cancel")
+            assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "cancelled"
+            events = await experiment_events(ws, "cancelled", timeout=5)
+            assert events[-1]["completed_at"] is not None
+
+            async def all_finished() -> bool:
+                return all(state in ("cancelled", "completed") for state in await _states(http, exp_id))
+
+            await eventually(all_finished, timeout=30)
+        assert "cancelled" in await _states(http, exp_id) and await _status(http, exp_id) == "cancelled"
+        for action, phrase in (("cancel", "is cancelled"), ("pause", "is cancelled"), ("resume", "is cancelled")):
+            conflict(await http.post(f"/api/v1/experiments/{exp_id}/{action}"), phrase)
+        conflict(await http.post(f"/api/v1/experiments/{exp_id}/start"), "already started")
+
+        clone = await http.post(f"/api/v1/experiments/{exp_id}/clone", json={"name": "again"})
+        assert clone.status_code == 201, clone.text
+        copy = clone.json()["data"]
+        assert copy["id"] != exp_id and copy["name"] == "again" and copy["status"] == "pending"
+        assert copy["config"] == sweep(seed=[1, 2, 3]) and copy["runs"] == [] and copy["started_at"] is None
+        named = (await http.post(f"/api/v1/experiments/{exp_id}/clone", json={})).json()["data"]
+        assert named["name"] == "paused sweep (copy)"
