@@ -239,3 +239,34 @@ async def test_pause_holds_across_a_restart_without_blocking_the_queue_then_resu
         assert copy["config"] == sweep(seed=[1, 2, 3]) and copy["runs"] == [] and copy["started_at"] is None
         named = (await http.post(f"/api/v1/experiments/{exp_id}/clone", json={})).json()["data"]
         assert named["name"] == "paused sweep (copy)"
+
+
+async def test_a_phoenix_client_follows_a_sweep_on_its_experiment_channel(tmp_path: Path) -> None:
+    """End to end through the real producer: the lifecycle publishes, /socket/websocket pushes seed 004's events."""
+    async with (
+        running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
+    ):
+        exp_id = await create(http, "phoenix", sweep(seed=[7]))
+        topic = f"experiment:{exp_id}"
+        socket = "ws" + daemon.url.removeprefix("http") + "/socket/websocket?vsn=2.0.0"
+        async with connect(socket) as ws:
+            await ws.send(json.dumps(["1", "1", topic, "phx_join", {}]))
+            assert json.loads(await ws.recv()) == ["1", "1", topic, "phx_reply", {"status": "ok", "response": {}}]
+            assert (await http.post(f"/api/v1/experiments/{exp_id}/start")).status_code == 200
+            pushes: list[tuple[str, dict[str, Any]]] = []
+            async with asyncio.timeout(60):
+                while not pushes or pushes[-1] != ("status_changed", {**pushes[-1][1], "status": "completed"}):
+                    join_ref, ref, frame_topic, event, payload = json.loads(await ws.recv())
+                    assert (join_ref, ref, frame_topic) == ("1", None, topic)
+                    pushes.append((event, payload))
+        events = [event for event, _ in pushes]
+        statuses = [payload["status"] for event, payload in pushes if event == "status_changed"]
+        assert statuses in (["pending", "running", "completed"], ["running", "completed"]), statuses
+        assert events[-3:] == ["run_completed", "progress_updated", "status_changed"], events
+        completed = dict(pushes)["run_completed"]
+        assert completed["status"] == "completed" and completed["group"] == "default"
+        assert 0 <= completed["metrics"]["val_accuracy"] <= 1
+        assert dict(pushes)["progress_updated"] == {"progress": 1.0, "eta_seconds": 0.0}
+        final = pushes[-1][1]
+        assert final["status"] == "completed" and final["completed_at"].endswith("+00:00")
