@@ -239,6 +239,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX statistical_results_by_created ON statistical_results(created_at, id);
     CREATE INDEX statistical_results_by_experiment ON statistical_results(experiment_id, created_at);
     """,
+    # 7: named API keys. Only the SHA-256 digest of a key is stored; the key itself is shown once.
+    """
+    CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        scopes       TEXT NOT NULL,
+        prefix       TEXT NOT NULL,
+        digest       BLOB NOT NULL UNIQUE,
+        created_at   REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at   REAL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
