@@ -140,11 +140,12 @@ class AccessMiddleware:
                 f"this API key lacks the {need.scope!r} scope that {method} {scope['path']} needs",
                 details={"required_scope": need.scope, "granted_scopes": sorted(principal.grants)},
             )
-        cost = 1
-        if error is None and need.category is Category.TELEMETRY and scope["type"] == "http":
-            cost, receive = await _count_events(receive, self._max_body_bytes)
         client = scope.get("client")
         limited_as = principal.limited_as if principal else f"addr:{client[0] if client else 'unknown'}"
+        counted = need.category is Category.TELEMETRY and self._limiter.limit(need.category) > 0
+        cost = 1
+        if error is None and counted and limited_as and scope["type"] == "http":
+            cost, receive = await _count_events(receive, self._max_body_bytes)
         decision = self._limiter.take(limited_as, need.category, cost) if limited_as else None
         if decision is not None and not decision.allowed:
             error = RateLimited(
