@@ -28,18 +28,18 @@ class RawHTTP:
     costs about as much per request as pivotd itself, this costs a few microseconds.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-        self.reader, self.writer, self.host = reader, writer, host
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, headers: str) -> None:
+        self.reader, self.writer, self.host, self.headers = reader, writer, host, headers
 
     @classmethod
-    async def open(cls, url: str) -> RawHTTP:
+    async def open(cls, url: str, authorization: str | None = None) -> RawHTTP:
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
-        return cls(reader, writer, host)
+        return cls(reader, writer, host, f"Authorization: {authorization}\r\n" if authorization else "")
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         head = (
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n{self.headers}"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         self.writer.write(head + body)

@@ -46,9 +46,11 @@ class Result:
         )
 
 
-async def load(url: str, clients: int, seconds: float, make: BodyMaker, rate: float | None = None) -> tuple:
+async def load(
+    url: str, clients: int, seconds: float, make: BodyMaker, rate: float | None = None, authorization: str | None = None
+) -> tuple:
     """Closed loop by default; with `rate`, each client paces itself (open loop) to rate/clients per second."""
-    connections = [await RawHTTP.open(url) for _ in range(clients)]
+    connections = [await RawHTTP.open(url, authorization) for _ in range(clients)]
     latencies: list[float] = []
     counts = {"units": 0, "errors": 0}
     deadline = time.perf_counter() + seconds
@@ -82,10 +84,17 @@ async def load(url: str, clients: int, seconds: float, make: BodyMaker, rate: fl
 
 
 def run(
-    name: str, url: str, pid: int, clients: int, seconds: float, make: BodyMaker, rate: float | None = None
+    name: str,
+    url: str,
+    pid: int,
+    clients: int,
+    seconds: float,
+    make: BodyMaker,
+    rate: float | None = None,
+    authorization: str | None = None,
 ) -> Result:
     with ProcessMeter(pid) as meter:
-        units, elapsed, latencies, errors = asyncio.run(load(url, clients, seconds, make, rate))
+        units, elapsed, latencies, errors = asyncio.run(load(url, clients, seconds, make, rate, authorization))
     return Result(name, units, elapsed, latencies, errors, meter.cpu, meter.peak_rss)
 
 

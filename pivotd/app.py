@@ -20,6 +20,7 @@ from pivotd.alerts.engine import AlertEngine
 from pivotd.alerts.notifications import Notifier, TrainingOutcome
 from pivotd.alerts.webhooks import Webhooks
 from pivotd.api import alerts as alerts_api
+from pivotd.api import apikeys as apikeys_api
 from pivotd.api import (
     checkpoints,
     datasets,
@@ -40,7 +41,8 @@ from pivotd.api import (
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
-from pivotd.auth import TokenAuthMiddleware
+from pivotd.apikeys import KeyRing
+from pivotd.auth import AccessMiddleware
 from pivotd.errors import (
     HttpError,
     InternalError,
@@ -59,6 +61,8 @@ from pivotd.ingest import Ingest
 from pivotd.jobs import Supervisor
 from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
+from pivotd.policy import Category
+from pivotd.ratelimit import RateLimiter
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
@@ -74,6 +78,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     retention = Retention(settings.max_runs, settings.max_steps_per_run, settings.max_db_bytes)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(Store.open(settings.db_path, retention))
+        await app.state.keys.load(store)
         hub = Hub(queue_size=settings.ws_queue_size)
         # Registered after the store: on the way down, sockets close (1001) before the final flush.
         stack.push_async_callback(hub.close_all, 1001)
@@ -212,7 +217,27 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     routers = (health, layerwise, scalars, ws, socket, monitor, alerts_api, notifications, webhooks_api)
     for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics, exports):
         app.include_router(module.router)
+    app.include_router(apikeys_api.router)
     install_error_handlers(app)
     install_openapi(app)
-    app.add_middleware(TokenAuthMiddleware, token=token, trust_loopback=settings.trust_loopback)
+    app.state.keys = KeyRing()  # loaded from the store in the lifespan
+    app.add_middleware(
+        AccessMiddleware,
+        token=token,
+        trust_loopback=settings.trust_loopback,
+        keys=app.state.keys,
+        limiter=rate_limiter(settings),
+        max_body_bytes=settings.max_body_bytes,
+    )
     return app
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    limits = {
+        Category.READ: settings.rate_limit_read_per_min,
+        Category.WRITE: settings.rate_limit_write_per_min,
+        Category.INGEST: settings.rate_limit_ingest_per_min,
+        Category.TELEMETRY: settings.rate_limit_telemetry_events_per_min,
+        Category.EXPORT: settings.rate_limit_export_per_min,
+    }
+    return RateLimiter(limits, settings.rate_limit_max_clients)

@@ -1,8 +1,14 @@
-"""Bearer-token authentication for every route family (api-map section 4).
+"""Authentication, authorisation and rate limits for every route family (api-map section 4), in one
+pure ASGI middleware (BaseHTTPMiddleware would cost ingest throughput).
 
-Loopback peers are trusted unless `trust_loopback = false`; any other peer needs
-`Authorization: Bearer <token>` (WebSocket clients that cannot set headers may pass `?token=`).
-`/health` is always open. Tokens are compared in constant time and never logged.
+Who is asking: the daemon token (the `token` file in the state dir) is the owner, with every scope and
+no rate limit. A loopback peer without credentials is the owner too, unless `trust_loopback = false`.
+A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. Credentials that are presented
+are always checked, from loopback too: a wrong one is 401, so a read key tried locally is really only
+read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs
+comes from `pivotd.policy`. `/health` is always open. Tokens travel as `Authorization: Bearer <token>`
+(WebSocket clients that cannot set headers may pass `?token=`), are compared in constant time and are
+never logged.
 """
 
 from __future__ import annotations
@@ -12,13 +18,18 @@ import ipaddress
 import logging
 import os
 import secrets
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pivotd.errors import Unauthorized, family_for_path, render_error
+from pivotd.apikeys import SCOPES, KeyRing
+from pivotd.errors import Forbidden, PivotError, RateLimited, Unauthorized, family_for_path, render_error
+from pivotd.policy import Category, requirement
+from pivotd.ratelimit import Decision, RateLimiter
 from shared.locations import TOKEN_FILE
 
 log = logging.getLogger(__name__)
@@ -69,35 +80,145 @@ def _presented_token(scope: Scope) -> str | None:
     return None
 
 
-class TokenAuthMiddleware:
-    def __init__(self, app: ASGIApp, token: str, trust_loopback: bool) -> None:
+@dataclass(frozen=True, slots=True)
+class Principal:
+    grants: frozenset[str]
+    limited_as: str | None  # the rate-limit bucket owner; None: not limited
+
+
+OWNER = Principal(frozenset(SCOPES), None)
+
+
+class AccessMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        trust_loopback: bool,
+        keys: KeyRing,
+        limiter: RateLimiter,
+        max_body_bytes: int,
+    ) -> None:
         self.app = app
         self._token = token.encode()
         self._trust_loopback = trust_loopback
+        self._keys = keys
+        self._limiter = limiter
+        self._max_body_bytes = max_body_bytes
 
-    def _allowed(self, scope: Scope) -> bool:
-        if scope["path"] in OPEN_PATHS:
-            return True
-        client = scope.get("client")
-        if self._trust_loopback and client and is_loopback(client[0]):
-            return True
+    def _principal(self, scope: Scope) -> Principal | None:
         presented = _presented_token(scope)
-        return presented is not None and hmac.compare_digest(presented.encode(), self._token)
+        if presented is None:
+            client = scope.get("client")
+            trusted = self._trust_loopback and client is not None and is_loopback(client[0])
+            return OWNER if trusted else None
+        if hmac.compare_digest(presented.encode(), self._token):
+            return OWNER
+        key = self._keys.authenticate(presented)
+        return Principal(key.grants, f"key:{key.key_id}") if key is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self._allowed(scope):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        error = Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
-        body = orjson.dumps(render_error(error, family_for_path(scope["path"])))
-        headers = [(b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="pivotd"')]
-        if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 401, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+        principal = self._principal(scope)
+        if principal is OWNER:  # the hot path of local training scripts and benchmarks: nothing more to do
+            await self.app(scope, receive, send)
             return
-        # WebSocket: refuse the handshake with a real 401 where the server supports it.
-        if "websocket.http.response" in scope.get("extensions", {}):
-            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
-            await send({"type": "websocket.http.response.body", "body": body})
+        method = scope["method"] if scope["type"] == "http" else "GET"
+        need = requirement(method, scope["path"])
+        error: PivotError | None = None
+        if principal is None:
+            presented = _presented_token(scope) is not None
+            error = Unauthorized(
+                "the bearer token or API key is not valid"
+                if presented
+                else "a valid bearer token or API key is required (Authorization: Bearer <token>)"
+            )
+        elif need.scope not in principal.grants:
+            error = Forbidden(
+                f"this API key lacks the {need.scope!r} scope that {method} {scope['path']} needs",
+                details={"required_scope": need.scope, "granted_scopes": sorted(principal.grants)},
+            )
+        client = scope.get("client")
+        limited_as = principal.limited_as if principal else f"addr:{client[0] if client else 'unknown'}"
+        counted = need.category is Category.TELEMETRY and self._limiter.limit(need.category) > 0
+        cost = 1
+        if error is None and counted and limited_as and scope["type"] == "http":
+            cost, receive = await _count_events(receive, self._max_body_bytes)
+        decision = self._limiter.take(limited_as, need.category, cost) if limited_as else None
+        if decision is not None and not decision.allowed:
+            error = RateLimited(
+                f"rate limit of {decision.limit} {_unit(need.category)} per minute exceeded for "
+                f"{need.category} requests; retry in {decision.retry_after} s",
+                details={"category": str(need.category), "limit": decision.limit, "retry_after": decision.retry_after},
+            )
+        if error is not None:
+            await _refuse(scope, send, error, decision)
+        elif decision is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
         else:
-            await send({"type": "websocket.close", "code": 1008})
+            await self.app(scope, receive, _with_headers(send, decision))
+
+
+def _unit(category: Category) -> str:
+    return "events" if category is Category.TELEMETRY else "requests"
+
+
+def _with_headers(send: Send, decision: Decision) -> Send:
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *decision.headers()]}
+        await send(message)
+
+    return send_with_headers
+
+
+async def _count_events(receive: Receive, max_bytes: int) -> tuple[int, Receive]:
+    """Events in a telemetry batch (`{"events": [...]}`), read ahead and replayed to the route. Only
+    rate-limited clients pay for this parse, and they send at most their limit of events a minute."""
+    messages: list[Message] = []
+    size = 0
+    complete = False
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > max_bytes:
+            break  # the route answers 413
+        if not message.get("more_body", False):
+            complete = True
+            break
+    count = 1
+    if complete:
+        try:
+            document = orjson.loads(b"".join(m.get("body", b"") for m in messages))
+        except orjson.JSONDecodeError:
+            document = None  # the route answers 400
+        events = document.get("events") if isinstance(document, dict) else None
+        count = len(events) if isinstance(events, list) else 1
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        return pending.popleft() if pending else await receive()
+
+    return count, replay
+
+
+async def _refuse(scope: Scope, send: Send, error: PivotError, decision: Decision | None) -> None:
+    body = orjson.dumps(render_error(error, family_for_path(scope["path"])))
+    headers = [(b"content-type", b"application/json"), *(decision.headers() if decision else ())]
+    if error.status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="pivotd"'))
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    # WebSocket: refuse the handshake with a real status where the server supports it.
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})

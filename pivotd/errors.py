@@ -110,6 +110,11 @@ class ValidationFailed(PivotError):
     code = "validation_error"
 
 
+class RateLimited(PivotError):
+    status = 429
+    code = "rate_limited"
+
+
 class ServiceUnavailable(PivotError):
     status = 503
     code = "service_unavailable"

@@ -99,6 +99,18 @@ class Settings(BaseModel):
     """Idle SSE streams get a `: keep-alive` comment this often, so proxies do not time them out."""
     inference_device: str = "cpu"
     """Device inference runs on: `cpu`, `cuda` or `cuda:N`."""
+    rate_limit_read_per_min: Annotated[int, Field(ge=0)] = 1000
+    """Reads (GET, WebSocket handshakes, inference) per minute per API key or client address; 0: no limit."""
+    rate_limit_write_per_min: Annotated[int, Field(ge=0)] = 100
+    """Writes (POST, PUT, PATCH, DELETE) per minute per API key or client address; 0: no limit."""
+    rate_limit_ingest_per_min: Annotated[int, Field(ge=0)] = 60_000
+    """Layer-wise and scalar metric posts per minute per API key or client address; 0: no limit."""
+    rate_limit_telemetry_events_per_min: Annotated[int, Field(ge=0)] = 10_000
+    """Telemetry events (not requests) ingested per minute per API key or client address; 0: no limit."""
+    rate_limit_export_per_min: Annotated[int, Field(ge=0)] = 10
+    """Exports per minute per API key or client address; 0: no limit."""
+    rate_limit_max_clients: Annotated[int, Field(ge=100)] = 10_000
+    """Rate-limit buckets kept in memory; past this the least recently used are forgotten."""
 
     @property
     def db_path(self) -> Path:

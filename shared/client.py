@@ -325,6 +325,20 @@ class PivotClient(_Base):
             pass
         return self.get_session(session_id)
 
+    # -- API keys (admin) --------------------------------------------------------------------------------------
+
+    def create_api_key(self, name: str, scopes: Sequence[str] = ("read",)) -> dict[str, Any]:
+        """A new key; `key` in the result is the secret, shown this once and never again."""
+        result: dict[str, Any] = self._json("POST", "/api/v1/api-keys", {"api_key": {"name": name, "scopes": scopes}})
+        return dict(result["data"])
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        """Every key (revoked ones too), without the secrets."""
+        return list(self._json("GET", "/api/v1/api-keys")["data"])
+
+    def revoke_api_key(self, key_id: str) -> None:
+        self._call("DELETE", f"/api/v1/api-keys/{key_id}")
+
 
 # Seed 002 spells the client this way.
 PIVOTClient = PivotClient

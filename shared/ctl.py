@@ -1,4 +1,4 @@
-"""`pivotctl`: the command line for managed training (train, runs, cancel, infer, params).
+"""`pivotctl`: the command line for managed training (train, runs, cancel, infer, params) and API keys.
 
 Needs only the base install (the `shared` package), so it works from a laptop against a remote daemon
 (`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`). Exit codes scripts can rely on:
@@ -116,6 +116,32 @@ def cmd_params(client: PivotClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_keys_create(client: PivotClient, args: argparse.Namespace) -> int:
+    key = client.create_api_key(args.name, args.scope or ["read"])
+    if not args.json:
+        print(f"created {key['id']} ({key['name']}, scopes {','.join(key['scopes'])}); "
+              "the key is shown only this once:", file=sys.stderr)  # fmt: skip
+    _print(args, key, key["key"])
+    return EXIT_OK
+
+
+def cmd_keys_list(client: PivotClient, args: argparse.Namespace) -> int:
+    keys = client.api_keys()
+    lines = [
+        f"{key['id']:20} {key['status']:8} {','.join(key['scopes']):16} {key['prefix']}...  "
+        f"last used {key['last_used_at'] or 'never'}  {key['name']}"
+        for key in keys
+    ]
+    _print(args, keys, "\n".join(lines) if lines else "no API keys")
+    return EXIT_OK
+
+
+def cmd_keys_revoke(client: PivotClient, args: argparse.Namespace) -> int:
+    client.revoke_api_key(args.key_id)
+    _print(args, {"id": args.key_id, "status": "revoked"}, f"{args.key_id}: revoked")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pivotctl", description="Train, inspect and query models on pivotd.")
     root.add_argument("--url", help="daemon URL (default: $PIVOT_URL, else the local daemon)")
@@ -153,6 +179,18 @@ def parser() -> argparse.ArgumentParser:
     params.add_argument("param_id")
     params.add_argument("-o", "--output", help="write to this file instead of stdout")
     params.set_defaults(handler=cmd_params)
+
+    keys = commands.add_parser("keys", help="manage named API keys (needs the daemon token or an admin key)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print it (shown only this once)")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", choices=["read", "write", "admin"],
+                        help="read (default), write (implies read) or admin (implies all); may repeat")  # fmt: skip
+    create.set_defaults(handler=cmd_keys_create)
+    key_commands.add_parser("list", help="list keys, revoked ones too").set_defaults(handler=cmd_keys_list)
+    revoke = key_commands.add_parser("revoke", help="revoke a key: it fails from its next request on")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=cmd_keys_revoke)
     return root
 
 

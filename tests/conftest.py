@@ -9,6 +9,15 @@ import pytest
 from tests.daemon import RunningDaemon, running_daemon
 
 
+@pytest.fixture(autouse=True)
+def no_local_daemon_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Clients in tests never pick up a developer's own daemon token: presented credentials are checked
+    even from loopback, so a stray `~/.local/state/pivot/token` would turn trusted requests into 401s."""
+    for name in ("PIVOT_URL", "PIVOT_TOKEN", "STATE_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
 @pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
     async with running_daemon(tmp_path / "state") as running:

@@ -22,12 +22,14 @@ def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, st
 def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "Body is not valid JSON",
-        401: "Missing or invalid bearer token (non-loopback peers)",
+        401: "Missing or invalid bearer token or API key",
+        403: "The API key lacks the scope this route needs",
         404: "Not found",
         409: "Conflict with the resource's state",
         413: "Body larger than max_body_bytes",
         415: "Content-Type is not application/json",
         422: "Validation failed; the message names each offending field",
+        429: "Rate limit exceeded; see Retry-After and X-RateLimit-*",
         503: "The store is shutting down",
     }
     return {code: {"model": envelope, "description": descriptions[code]} for code in codes}

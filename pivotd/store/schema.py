@@ -246,6 +246,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiments ADD COLUMN paused_at REAL;
     ALTER TABLE experiments ADD COLUMN cancelled_at REAL;
     """,
+    # 8: named API keys. Only the SHA-256 digest of a key is stored; the key itself is shown once.
+    """
+    CREATE TABLE api_keys (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL,
+        scopes       TEXT NOT NULL,
+        prefix       TEXT NOT NULL,
+        digest       BLOB NOT NULL UNIQUE,
+        created_at   REAL NOT NULL,
+        last_used_at REAL,
+        revoked_at   REAL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

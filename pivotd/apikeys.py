@@ -1,0 +1,141 @@
+"""Named API keys with scopes (`read`, `write`, `admin`), indexed in memory by the digest of the key.
+
+A key is `pvk_` + 43 URL-safe characters (256 random bits). Only its SHA-256 digest is stored: a slow
+password hash (bcrypt, argon2) protects low-entropy secrets against guessing, but nobody can guess or
+brute-force a 256-bit random value, so one SHA-256 is as safe here and costs microseconds per request.
+The daemon is the only writer of the key table, so the index loaded at start and updated by the
+management routes is always current: authenticating a request never touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from pivotd.errors import NotFound
+from pivotd.ids import new_id
+from pivotd.store import Store
+from pivotd.store.apikeys import PutApiKey, RevokeApiKey, TouchApiKey, api_keys
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "pvk_"
+SCOPES = ("read", "write", "admin")
+# Each scope grants itself and every weaker one.
+_GRANTS = {scope: frozenset(SCOPES[: index + 1]) for index, scope in enumerate(SCOPES)}
+SHOWN_PREFIX_CHARS = 12  # "pvk_" and 8 random characters: enough to recognise a key, 210 bits stay secret
+TOUCH_EVERY_S = 60.0  # last_used_at reaches the database at most this often per key
+
+
+def granted(scopes: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
+    """Every scope `scopes` imply: write implies read, admin implies all."""
+    return frozenset().union(*(_GRANTS[scope] for scope in scopes))
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+@dataclass(slots=True)
+class ApiKey:
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+    prefix: str
+    digest: bytes
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    stored_last_used_at: float | None = None
+
+    @property
+    def grants(self) -> frozenset[str]:
+        return granted(self.scopes)
+
+
+class KeyRing:
+    """The key table in memory. `authenticate` is what the access middleware calls per request."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[bytes, ApiKey] = {}
+        self._by_id: dict[str, ApiKey] = {}
+        self._store: Store | None = None
+        self._pending: set[asyncio.Task[object]] = set()
+
+    async def load(self, store: Store) -> None:
+        self._store = store
+        for row in await api_keys(store.reader.connection):
+            key = ApiKey(row.key_id, row.name, row.scopes, row.prefix, row.digest, row.created_at)
+            key.last_used_at = key.stored_last_used_at = row.last_used_at
+            key.revoked_at = row.revoked_at
+            self._by_id[key.key_id] = key
+            if key.revoked_at is None:
+                self._by_digest[key.digest] = key
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The live key `presented` is, or None. Looked up by digest: lookup timing can only reveal
+        something about a digest, which does not help to find a key; the final check is constant-time."""
+        if not presented.startswith(KEY_PREFIX):
+            return None
+        wanted = digest(presented)
+        key = self._by_digest.get(wanted)
+        if key is None or not hmac.compare_digest(key.digest, wanted):
+            return None
+        self._touch(key)
+        return key
+
+    def _touch(self, key: ApiKey) -> None:
+        now = time.time()
+        key.last_used_at = now
+        if self._store is None or (key.stored_last_used_at or 0.0) > now - TOUCH_EVERY_S:
+            return
+        key.stored_last_used_at = now
+        task = asyncio.get_running_loop().create_task(self._store_touch(key.key_id, now))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _store_touch(self, key_id: str, now: float) -> None:
+        assert self._store is not None
+        try:
+            await self._store.writer.submit(TouchApiKey(key_id, now))
+        except Exception as exc:  # shutting down, disk full: the in-memory value stays right
+            log.warning("could not record the last use of API key %s: %s", key_id, exc)
+
+    def list(self) -> list[ApiKey]:
+        return list(self._by_id.values())
+
+    def get(self, key_id: str) -> ApiKey:
+        key = self._by_id.get(key_id)
+        if key is None:
+            raise NotFound(f"API key {key_id!r} not found")
+        return key
+
+    async def create(self, name: str, scopes: tuple[str, ...]) -> tuple[ApiKey, str]:
+        """A new key and its secret, which is returned here once and never again."""
+        assert self._store is not None
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = ApiKey(new_id("key"), name, scopes, secret[:SHOWN_PREFIX_CHARS], digest(secret), time.time())
+        await self._store.writer.submit(
+            PutApiKey(key.key_id, key.name, key.scopes, key.prefix, key.digest, key.created_at)
+        )
+        self._by_id[key.key_id] = key
+        self._by_digest[key.digest] = key
+        log.info("created API key %s (%r, scopes %s)", key.key_id, name, ",".join(scopes))
+        return key, secret
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        """Revoked keys fail from their next request on; the row stays, so the listing shows them."""
+        assert self._store is not None
+        key = self.get(key_id)
+        # Out of the index first: no request may pass with it while the write commits.
+        self._by_digest.pop(key.digest, None)
+        if key.revoked_at is None:
+            key.revoked_at = time.time()
+            await self._store.writer.submit(RevokeApiKey(key_id, key.revoked_at))
+            log.info("revoked API key %s (%r)", key_id, key.name)
+        return key

@@ -1,0 +1,77 @@
+"""Storage for named API keys: write operations and the one read that loads them all at start.
+
+Rows carry the key's SHA-256 digest, never the key. The daemon is the only writer, so the in-memory
+index (`pivotd.apikeys.KeyRing`) loaded from here stays authoritative without a read per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+import orjson
+
+from pivotd.errors import NotFound
+from pivotd.store.ops import Tx
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRow:
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+    prefix: str
+    digest: bytes
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PutApiKey:
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+    prefix: str
+    digest: bytes
+    created_at: float
+
+    def apply(self, tx: Tx) -> None:
+        tx.conn.execute(
+            "INSERT INTO api_keys (id, name, scopes, prefix, digest, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (self.key_id, self.name, orjson.dumps(self.scopes), self.prefix, self.digest, self.created_at),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeApiKey:
+    key_id: str
+    revoked_at: float
+
+    def apply(self, tx: Tx) -> None:
+        updated = tx.conn.execute(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?", (self.revoked_at, self.key_id)
+        )
+        if updated.rowcount == 0:
+            raise NotFound(f"API key {self.key_id!r} not found")
+
+
+@dataclass(frozen=True, slots=True)
+class TouchApiKey:
+    key_id: str
+    last_used_at: float
+
+    def apply(self, tx: Tx) -> None:
+        tx.conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (self.last_used_at, self.key_id))
+
+
+async def api_keys(conn: aiosqlite.Connection) -> list[ApiKeyRow]:
+    cursor = await conn.execute(
+        "SELECT id, name, scopes, prefix, digest, created_at, last_used_at, revoked_at "
+        "FROM api_keys ORDER BY created_at, id"
+    )
+    rows = await cursor.fetchall()
+    return [
+        ApiKeyRow(key_id, name, tuple(orjson.loads(scopes)), prefix, digest, created_at, last_used, revoked)
+        for key_id, name, scopes, prefix, digest, created_at, last_used, revoked in rows
+    ]
