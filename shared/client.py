@@ -7,6 +7,7 @@ file (see `shared.locations`), so a script on the GPU box needs no configuration
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -93,6 +94,7 @@ class _Base:
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_SESSION_STATES = frozenset({"completed", "failed", "stopped"})
+FINAL_EXPERIMENT_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
@@ -324,6 +326,103 @@ class PivotClient(_Base):
         for _ in self.stream_metrics(session_id):
             pass
         return self.get_session(session_id)
+
+    # -- experiments, statistics, exports, telemetry (seed 004) ------------------------------------------------
+
+    def _data(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """The `data` of a `{"data", "meta"}` answer."""
+        return self._json(method, path, body, **kwargs)["data"]
+
+    def create_experiment(
+        self,
+        name: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """A new experiment; a `{"type": "sweep", ...}` config makes it startable (docs/training.md, Sweeps)."""
+        fields: dict[str, Any] = {"name": name, "config": dict(config or {}), "tags": list(tags)}
+        if description is not None:
+            fields["description"] = description
+        return dict(self._data("POST", "/api/v1/experiments", {"experiment": fields}))
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """One experiment with its runs, `progress` and `results_summary`."""
+        return dict(self._data("GET", f"/api/v1/experiments/{experiment_id}"))
+
+    def experiment_runs(self, experiment_id: str, **params: Any) -> list[dict[str, Any]]:
+        """Every run of the experiment (all pages), with group, status and latest metrics."""
+        runs: list[dict[str, Any]] = []
+        query: dict[str, Any] = {**params, "per_page": 100}
+        while True:
+            body = self._json("GET", f"/api/v1/experiments/{experiment_id}/runs", params=query)
+            runs += body["data"]
+            if not body["meta"]["has_more"]:
+                return runs
+            query["cursor"] = body["meta"]["next_cursor"]
+
+    def attach_runs(self, experiment_id: str, run_ids: Sequence[str], group: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"run_ids": list(run_ids), **({"group": group} if group is not None else {})}
+        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/runs", body))
+
+    def start_experiment(self, experiment_id: str) -> dict[str, Any]:
+        """Queue the sweep's runs; a config that is not a sweep is refused (422)."""
+        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/start"))
+
+    def pause_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/pause"))
+
+    def resume_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/resume"))
+
+    def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/cancel"))
+
+    def clone_experiment(self, experiment_id: str, name: str | None = None) -> dict[str, Any]:
+        body = {"name": name} if name is not None else {}
+        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/clone", body))
+
+    def wait_experiment(self, experiment_id: str, poll_s: float = 1.0, timeout: float | None = None) -> dict[str, Any]:
+        """Poll until the experiment is completed, failed or cancelled; returns it. TimeoutError past `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (experiment := self.experiment(experiment_id))["status"] not in FINAL_EXPERIMENT_STATUSES:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"experiment {experiment_id} still {experiment['status']} after {timeout} s")
+            time.sleep(poll_s)
+        return experiment
+
+    def compare(
+        self,
+        experiment_id: str,
+        groups: Sequence[str] | Mapping[str, Sequence[str]],
+        metric: str,
+        test_type: str = "two_sample_t_test",
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run and store a statistical test between groups (labels, or `{label: [run_id, ...]}`)."""
+        test: dict[str, Any] = {
+            "experiment_id": experiment_id,
+            "test_type": test_type,
+            "groups": groups if isinstance(groups, Mapping) else list(groups),
+            "metric": metric,
+            **({"options": options} if options else {}),
+        }
+        return dict(self._data("POST", "/api/v1/statistical-results", {"test": test}))
+
+    def export_experiment(
+        self, experiment_id: str, format: Literal["json", "csv"] = "json", include: Sequence[str] | None = None
+    ) -> bytes:
+        """The experiment's export file, as the daemon serves it for download."""
+        body: dict[str, Any] = {"format": format, **({"include": list(include)} if include is not None else {})}
+        return self._call("POST", f"/api/v1/experiments/{experiment_id}/export", content=json.dumps(body)).content
+
+    def export_comparison(
+        self, experiment_ids: Sequence[str], format: Literal["json", "csv", "latex"] = "latex", **fields: Any
+    ) -> bytes:
+        """A comparison report across experiments; `latex` is a booktabs table ready for a paper."""
+        body = {"experiment_ids": list(experiment_ids), "format": format, **fields}
+        return self._call("POST", "/api/v1/export/comparison", content=json.dumps(body)).content
 
     # -- API keys (admin) --------------------------------------------------------------------------------------
 
