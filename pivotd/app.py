@@ -27,6 +27,7 @@ from pivotd.api import (
     health,
     layerwise,
     models,
+    models_v1,
     monitor,
     notifications,
     runlogs,
@@ -35,6 +36,7 @@ from pivotd.api import (
     statistics,
     ws,
 )
+from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
@@ -59,6 +61,7 @@ from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
+from pivotd.telemetry.service import Telemetry
 from shared import __version__
 
 log = logging.getLogger(__name__)
@@ -74,11 +77,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub(queue_size=settings.ws_queue_size)
         # Registered after the store: on the way down, sockets close (1001) before the final flush.
         stack.push_async_callback(hub.close_all, 1001)
+        telemetry = await stack.enter_async_context(Telemetry(settings, store, hub))
         webhooks = await stack.enter_async_context(Webhooks(settings, store))
         notifier = Notifier(store, hub, webhooks)
         actions = Actions()
         alerts = await stack.enter_async_context(AlertEngine(settings, store, hub, notifier, actions))
         ingest = Ingest(store, hub)
+        ingest.telemetry = telemetry
         ingest.alerts = alerts
         monitor = ResourceMonitor(settings, store, hub)
         monitor.listeners.append(alerts.on_sample)
@@ -86,6 +91,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # After the store and the alert engine: on the way down, workers stop (and their runs are
         # recorded, notified and their alerts closed) before those close.
         supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
+        supervisor.telemetry = telemetry
         supervisor.on_finished.append(_run_finished(notifier, alerts))
         ingest.removed_listeners.append(supervisor.forget_run)
         actions.register("cancel", _cancel_action(supervisor))
@@ -105,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             supervisor=supervisor,
             training=Training(settings, store, supervisor),
             inference=inference,
+            telemetry=telemetry,
         )
         log.info("store open at %s", settings.db_path)
         await _report_unclean_shutdown(settings, notifier)
@@ -201,7 +208,18 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
     routers = (health, layerwise, scalars, ws, monitor, alerts_api, notifications, webhooks_api)
-    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics):
+    for module in (
+        *routers,
+        models,
+        models_v1,
+        sessions,
+        checkpoints,
+        runlogs,
+        datasets,
+        experiments,
+        statistics,
+        telemetry_api,
+    ):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

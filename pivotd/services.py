@@ -16,6 +16,7 @@ from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.settings import Settings
 from pivotd.store import Store
+from pivotd.telemetry.service import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +36,5 @@ class Services:
     supervisor: Supervisor
     training: Training
     inference: Inference
+    telemetry: Telemetry
+    """Telemetry events: ingest, pivotd's own events (`emit`, `count`) and queries."""
