@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pivotd.telemetry.validate import Event, Scalar
+from pivotd.telemetry.validate import TIMESTAMP, Event, Scalar
 
 _F8 = np.dtype("<f8")
 _I4 = np.dtype("<i4")
@@ -51,23 +51,23 @@ class _Dictionary:
 
 def encode(events: Sequence[Event]) -> Encoded:
     n = len(events)
-    timestamps = [e.timestamp for e in events]
+    timestamps = [event[TIMESTAMP] for event in events]
     names = _Dictionary(n)
     measures: dict[str, list[float]] = {}
     keys: dict[str, _Dictionary] = {}
     nan = float("nan")
-    for i, event in enumerate(events):
-        code = names.lookup.get(event.name)
+    for i, (event_name, _, event_measurements, event_metadata) in enumerate(events):
+        code = names.lookup.get(event_name)
         if code is None:
-            code = names.lookup[event.name] = len(names.values)
-            names.values.append(event.name)
+            code = names.lookup[event_name] = len(names.values)
+            names.values.append(event_name)
         names.codes[i] = code
-        for name, number in event.measurements.items():
+        for name, number in event_measurements.items():
             column = measures.get(name)
             if column is None:
                 column = measures[name] = [nan] * n
             column[i] = number
-        for key, value in event.metadata.items():
+        for key, value in event_metadata.items():
             dictionary = keys.get(key)
             if dictionary is None:
                 dictionary = keys[key] = _Dictionary(n)

@@ -90,16 +90,16 @@ class Telemetry:
         stored: Stored = await self._store.writer.submit(PutTelemetry(encode(events), limit, self._stored > limit))
         self._stored -= stored.dropped_events
         if self._hub.has_subscribers(TELEMETRY_TOPIC):
-            for offset, event in enumerate(events):
+            for offset, (name, timestamp, measurements, metadata) in enumerate(events):
                 message = {
                     "type": "telemetry_event",
                     "topic": TELEMETRY_TOPIC,
                     "event": {
                         "id": event_id(stored.first_event + offset),
-                        "event_name": list(event.name),
-                        "measurements": event.measurements,
-                        "metadata": event.metadata,
-                        "timestamp": iso_z(event.timestamp),
+                        "event_name": list(name),
+                        "measurements": measurements,
+                        "metadata": metadata,
+                        "timestamp": iso_z(timestamp),
                     },
                 }
                 self._hub.publish((TELEMETRY_TOPIC,), orjson.dumps(message).decode())
@@ -110,7 +110,7 @@ class Telemetry:
     def emit(self, name: tuple[str, ...], measurements: dict[str, float], metadata: dict[str, Scalar]) -> None:
         """Record one of pivotd's own events; written with the next flush."""
         if self._settings.telemetry_self_events:
-            self._pending.append(Event(name, time.time(), measurements, metadata))
+            self._pending.append((name, time.time(), measurements, metadata))
 
     def count(self, name: tuple[str, ...], **amounts: float) -> None:
         """Add to per-interval totals (ingest volumes): one event per name per flush, not one per request."""
@@ -129,7 +129,7 @@ class Telemetry:
                 now = time.time()
                 interval = self._settings.telemetry_flush_interval_s
                 for name, totals in self._counters.items():
-                    self._pending.append(Event(name, now, totals, {"interval_s": interval}))
+                    self._pending.append((name, now, totals, {"interval_s": interval}))
                 self._counters = {}
             if self._pending:
                 events, self._pending = self._pending, []

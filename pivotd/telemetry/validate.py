@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
 from pivotd.errors import ValidationFailed
 
 MAX_NAME_PARTS = 16
@@ -26,14 +28,10 @@ _EVENT_FIELDS = frozenset({"event_name", "measurements", "metadata", "timestamp"
 Scalar = str | int | float | bool | None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One accepted event: the name as a tuple of parts, epoch seconds, and its two flat maps."""
-
-    name: tuple[str, ...]
-    timestamp: float
-    measurements: dict[str, float]
-    metadata: dict[str, Scalar]
+Event = tuple[tuple[str, ...], float, dict[str, float], dict[str, Scalar]]
+"""One accepted event: (name parts, epoch seconds, measurements, metadata). A plain tuple: batches hold
+thousands, and a dataclass instance per event cost more than the rest of its validation."""
+NAME, TIMESTAMP, MEASUREMENTS, METADATA = range(4)
 
 
 @dataclass(slots=True)
@@ -77,16 +75,64 @@ def batch_events(document: Any, max_events: int) -> list[Any]:
 
 def check_events(raw_events: list[Any], now: float) -> Checked:
     checked = Checked()
-    append = checked.accepted.append
+    passed: list[tuple[int, tuple[Any, ...]]] = []
     for index, raw in enumerate(raw_events):
         try:
-            append(check_event(raw, now))
+            passed.append((index, check_event(raw)))
         except _Invalid as exc:
             checked.reject(index, exc.field_name, exc.message)
+    stamps = _timestamps([item[1] for _, item in passed], now)
+    accepted = checked.accepted
+    for (index, (name, _, measurements, metadata)), stamp in zip(passed, stamps, strict=True):
+        if type(stamp) is str:
+            checked.reject(index, "timestamp", stamp)
+        else:
+            accepted.append((name, stamp, measurements, metadata))
+    if checked.errors:
+        checked.errors.sort(key=lambda error: error["index"])
     return checked
 
 
-def check_event(raw: Any, now: float) -> Event:
+def _timestamps(values: list[Any], now: float) -> list[float | str]:
+    """Epoch seconds for each value (None: now), or the message saying why it is not a timestamp.
+
+    Most clients send `...Z` or naive UTC strings; numpy parses a batch of those in C about ten times faster
+    than `datetime.fromisoformat` one by one. Anything else (offsets, or a batch numpy refuses) takes the
+    exact per-value path. The first character must be a digit: numpy would also accept "now" and "today".
+    """
+    bulk: list[str] = []
+    where: list[int] = []
+    result: list[float | str] = [now] * len(values)
+    for position, value in enumerate(values):
+        if value is None:
+            continue
+        if type(value) is str and 10 <= len(value) <= 35 and value[0].isdigit():
+            text = value[:-1] if value[-1] == "Z" else value
+            tail = text[10:]
+            if "+" not in tail and "-" not in tail and "Z" not in tail:
+                bulk.append(text)
+                where.append(position)
+                continue
+        result[position] = _one_timestamp(value)
+    if bulk:
+        try:
+            parsed = (np.array(bulk, dtype="datetime64[us]").astype(np.int64) / 1e6).tolist()
+        except ValueError:
+            parsed = [_one_timestamp(values[position]) for position in where]
+        for position, stamp in zip(where, parsed, strict=True):
+            result[position] = stamp
+    return result
+
+
+def _one_timestamp(value: Any) -> float | str:
+    try:
+        return parse_timestamp(value, "timestamp")
+    except _Invalid as exc:
+        return exc.message
+
+
+def check_event(raw: Any) -> tuple[tuple[str, ...], Any, dict[str, float], dict[str, Scalar]]:
+    """(name, raw timestamp, measurements, metadata) of a valid event; timestamps are parsed per batch."""
     if type(raw) is not dict:
         raise _Invalid("event", "must be an object")
     if not raw.keys() <= _EVENT_FIELDS:
@@ -106,9 +152,7 @@ def check_event(raw: Any, now: float) -> Event:
         raise _Invalid("metadata", "must be an object of strings, numbers, booleans or nulls")
     elif metadata:
         _check_metadata(metadata)
-    stamp = raw.get("timestamp")
-    timestamp = now if stamp is None else parse_timestamp(stamp, "timestamp")
-    return Event(name, timestamp, measurements, metadata)
+    return name, raw.get("timestamp"), measurements, metadata
 
 
 def event_name(value: Any, field_name: str = "event_name") -> tuple[str, ...]:
