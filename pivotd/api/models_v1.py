@@ -2,7 +2,8 @@
 
 A model shows `provider`, `type`, `config` and `status`. For PIVOT's own models (those with an architecture)
 they are derived unless the client set them: provider `pivot`, type `cnn` (any conv2d layer) or `mlp`, config
-`{architecture, hyperparams}`, status `active` once trained and `untrained` before. Other fields of `config`
+`{architecture, hyperparams}`, status `active` once
+it has trained weights and `untrained` before. Other fields of `config`
 and any provider/type/status a client sends are stored in the model's `extra` document and returned as sent.
 """
 
@@ -77,7 +78,8 @@ def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[
         config |= {"architecture": architecture, "hyperparams": model.hyperparams}
         layers = architecture.get("layers") or []
         derived_type = "cnn" if any(layer.get("type") == "conv2d" for layer in layers) else "mlp"
-    own_status = ("active" if model.trained else "untrained") if architecture is not None else "active"
+    trained = model.trained or model.last_trained_at is not None  # saved, or some run of it produced weights
+    own_status = ("active" if trained else "untrained") if architecture is not None else "active"
     return {
         "id": model.model_id,
         "name": model.name,

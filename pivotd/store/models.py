@@ -15,15 +15,23 @@ from pivotd.store.training import ACTIVE_STATES
 
 @dataclass(frozen=True, slots=True)
 class PatchModelExtra:
-    """Merge `changes` into the model's extra fields (RFC 7396: a null removes a field)."""
+    """Merge `changes` into the model's extra fields (RFC 7396: a null removes a field); a `config` in
+    `changes` replaces the stored one rather than merging into it."""
 
     model_id: str
     changes: dict[str, Any]
 
     def apply(self, tx: Tx) -> None:
+        changes = dict(self.changes)
+        config = changes.pop("config", None)
+        if config is not None:
+            tx.conn.execute(
+                "UPDATE models SET extra = json_set(extra, '$.config', json(?)) WHERE model_id = ?",
+                (json.dumps(config), self.model_id),
+            )
         updated = tx.conn.execute(
             "UPDATE models SET extra = json_patch(extra, ?), updated_at = ? WHERE model_id = ?",
-            (json.dumps(self.changes), tx.now, self.model_id),
+            (json.dumps(changes), tx.now, self.model_id),
         ).rowcount
         if not updated:
             raise NotFound(f"model {self.model_id!r} not found")
