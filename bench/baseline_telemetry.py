@@ -4,6 +4,7 @@ event (name, timestamp, measurements and metadata as JSON text), one commit per 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sqlite3
@@ -37,6 +38,9 @@ class Batch(BaseModel):
 
 def make_app(db_path: Path) -> FastAPI:
     state: dict[str, aiosqlite.Connection] = {}
+    # One connection shared by concurrent requests: an executemany interleaved with another request's
+    # commit fails inside sqlite3, so each request's insert + commit holds the lock.
+    lock = asyncio.Lock()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -62,8 +66,9 @@ def make_app(db_path: Path) -> FastAPI:
             )
             for e in batch.events
         ]
-        await db.executemany("INSERT INTO events (name, ts, measurements, metadata) VALUES (?, ?, ?, ?)", rows)
-        await db.commit()
+        async with lock:
+            await db.executemany("INSERT INTO events (name, ts, measurements, metadata) VALUES (?, ?, ?, ?)", rows)
+            await db.commit()
         return {"data": {"accepted": len(rows), "rejected": 0}}
 
     return app

