@@ -42,6 +42,7 @@ bench: install ## Run the benchmarks (figures go in docs/performance.md)
 	$(BIN)/python bench/tui_load.py
 	$(BIN)/python bench/trainer.py --rounds 7 --epochs 4 --threads 1
 	$(BIN)/python bench/infer.py
+	$(BIN)/python bench/telemetry.py
 
 clean: ## Remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

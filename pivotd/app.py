@@ -29,6 +29,7 @@ from pivotd.api import (
     health,
     layerwise,
     models,
+    models_v1,
     monitor,
     notifications,
     runlogs,
@@ -38,6 +39,7 @@ from pivotd.api import (
     statistics,
     ws,
 )
+from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
@@ -66,6 +68,7 @@ from pivotd.ratelimit import RateLimiter
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
+from pivotd.telemetry.service import Telemetry
 from shared import __version__
 
 log = logging.getLogger(__name__)
@@ -82,11 +85,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         hub = Hub(queue_size=settings.ws_queue_size)
         # Registered after the store: on the way down, sockets close (1001) before the final flush.
         stack.push_async_callback(hub.close_all, 1001)
+        telemetry = await stack.enter_async_context(Telemetry(settings, store, hub))
         webhooks = await stack.enter_async_context(Webhooks(settings, store))
         notifier = Notifier(store, hub, webhooks)
         actions = Actions()
         alerts = await stack.enter_async_context(AlertEngine(settings, store, hub, notifier, actions))
         ingest = Ingest(store, hub)
+        ingest.telemetry = telemetry
         ingest.alerts = alerts
         monitor = ResourceMonitor(settings, store, hub)
         monitor.listeners.append(alerts.on_sample)
@@ -94,6 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # After the store and the alert engine: on the way down, workers stop (and their runs are
         # recorded, notified and their alerts closed) before those close.
         supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
+        supervisor.telemetry = telemetry
         supervisor.on_finished.append(_run_finished(notifier, alerts))
         ingest.removed_listeners.append(supervisor.forget_run)
         actions.register("cancel", _cancel_action(supervisor))
@@ -119,6 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             training=training,
             inference=inference,
             experiments=experiments_lifecycle,
+            telemetry=telemetry,
         )
         log.info("store open at %s", settings.db_path)
         await _report_unclean_shutdown(settings, notifier)
@@ -215,7 +222,19 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
     routers = (health, layerwise, scalars, ws, socket, monitor, alerts_api, notifications, webhooks_api)
-    for module in (*routers, models, sessions, checkpoints, runlogs, datasets, experiments, statistics, exports):
+    for module in (
+        *routers,
+        models,
+        models_v1,
+        sessions,
+        checkpoints,
+        runlogs,
+        datasets,
+        experiments,
+        statistics,
+        exports,
+        telemetry_api,
+    ):
         app.include_router(module.router)
     app.include_router(apikeys_api.router)
     install_error_handlers(app)
@@ -227,7 +246,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         trust_loopback=settings.trust_loopback,
         keys=app.state.keys,
         limiter=rate_limiter(settings),
-        max_body_bytes=settings.max_body_bytes,
+        telemetry_max_body_bytes=settings.telemetry_max_body_bytes,
     )
     return app
 

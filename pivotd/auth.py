@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,14 +98,14 @@ class AccessMiddleware:
         trust_loopback: bool,
         keys: KeyRing,
         limiter: RateLimiter,
-        max_body_bytes: int,
+        telemetry_max_body_bytes: int,
     ) -> None:
         self.app = app
         self._token = token.encode()
         self._trust_loopback = trust_loopback
         self._keys = keys
         self._limiter = limiter
-        self._max_body_bytes = max_body_bytes
+        self._telemetry_max_body_bytes = telemetry_max_body_bytes
 
     def _principal(self, scope: Scope) -> Principal | None:
         presented = _presented_token(scope)
@@ -145,7 +146,7 @@ class AccessMiddleware:
         counted = need.category is Category.TELEMETRY and self._limiter.limit(need.category) > 0
         cost = 1
         if error is None and counted and limited_as and scope["type"] == "http":
-            cost, receive = await _count_events(receive, self._max_body_bytes)
+            cost, receive = await _count_events(receive, self._telemetry_max_body_bytes)
         decision = self._limiter.take(limited_as, need.category, cost) if limited_as else None
         if decision is not None and not decision.allowed:
             error = RateLimited(
@@ -187,11 +188,12 @@ async def _count_events(receive: Receive, max_bytes: int) -> tuple[int, Receive]
             break
         size += len(message.get("body", b""))
         if size > max_bytes:
-            break  # the route answers 413
+            break  # the route answers 413; charged as a whole allowance, below
         if not message.get("more_body", False):
             complete = True
             break
-    count = 1
+    # Unknown size (past the route's own cap): charge the most a batch can cost, so no body escapes the limit.
+    count = sys.maxsize
     if complete:
         try:
             document = orjson.loads(b"".join(m.get("body", b"") for m in messages))

@@ -18,7 +18,9 @@ import orjson
 # Seed 000 broadcasts every accepted step to every /ws client; connections start on this topic.
 METRICS_TOPIC = "metrics"
 RUNS_TOPIC = "runs"
-STATIC_TOPICS = frozenset({METRICS_TOPIC, RUNS_TOPIC, "resources", "alerts", "notifications", "telemetry"})
+# Every accepted telemetry event (`telemetry_event`), published only while someone subscribes.
+TELEMETRY_TOPIC = "telemetry"
+STATIC_TOPICS = frozenset({METRICS_TOPIC, RUNS_TOPIC, "resources", "alerts", "notifications", TELEMETRY_TOPIC})
 PREFIXED_TOPICS = ("run:", "experiment:")
 
 

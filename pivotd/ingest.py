@@ -33,8 +33,12 @@ from shared.models.scalars import ScalarPoint
 
 if TYPE_CHECKING:
     from pivotd.alerts.engine import AlertEngine
+    from pivotd.telemetry.service import Telemetry
 
 log = logging.getLogger(__name__)
+
+LAYERWISE_EVENT = ("pivot", "ingest", "layerwise")
+SCALARS_EVENT = ("pivot", "ingest", "scalars")
 
 
 def step_record(payload: LayerwisePayload) -> StepRecord:
@@ -110,12 +114,16 @@ class Ingest:
         """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
         self.alerts: AlertEngine | None = None
         """Set by the lifespan once the engine exists; evaluated after each commit."""
+        self.telemetry: Telemetry | None = None
+        """Set by the lifespan: counts what each route ingests (summed per flush interval, not per request)."""
         store.writer.listeners.append(self._announce_batch)
 
     async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
         """Commit steps (one transaction), then broadcast each as seed 000's `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
+        if self.telemetry is not None:
+            self.telemetry.count(LAYERWISE_EVENT, requests=1, steps=len(records))
         for record in records:
             topics = (METRICS_TOPIC, run_topic(record.run_id))
             if self._hub.has_subscribers(*topics):
@@ -129,6 +137,8 @@ class Ingest:
 
     async def scalars(self, run_id: str, points: Sequence[ScalarPoint], fields: RunFields) -> int:
         count: int = await self._store.writer.submit(PutScalars(run_id, points, fields))
+        if self.telemetry is not None:
+            self.telemetry.count(SCALARS_EVENT, requests=1, points=count)
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             message = {

@@ -17,6 +17,7 @@ from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.settings import Settings
 from pivotd.store import Store
+from pivotd.telemetry.service import Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +38,5 @@ class Services:
     training: Training
     inference: Inference
     experiments: ExperimentLifecycle
+    telemetry: Telemetry
+    """Telemetry events: ingest, pivotd's own events (`emit`, `count`) and queries."""

@@ -112,6 +112,17 @@ class Settings(BaseModel):
     rate_limit_max_clients: Annotated[int, Field(ge=100)] = 10_000
     """Rate-limit buckets kept in memory; past this the least recently used are forgotten."""
 
+    telemetry_max_events: Annotated[int, Field(ge=1000)] = 2_000_000
+    """Telemetry events kept; past this the oldest are dropped, a whole ingest batch at a time."""
+    telemetry_max_batch: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """Most events in one `POST /api/v1/telemetry/events`; more is a 422."""
+    telemetry_max_body_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
+    """Largest telemetry ingest body (a full batch of 10,000 events is a few MB); larger ones get 413."""
+    telemetry_self_events: bool = True
+    """pivotd records its own telemetry: inference latency, epoch times, ingest volumes per interval."""
+    telemetry_flush_interval_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0
+    """pivotd's own telemetry events are buffered and written together this often."""
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "pivot.db"

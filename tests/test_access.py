@@ -139,6 +139,7 @@ async def limited(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
         rate_limit_ingest_per_min=2,
         rate_limit_telemetry_events_per_min=10,
         rate_limit_export_per_min=1,
+        telemetry_max_body_bytes=4096,
     ) as daemon:
         yield daemon
 
@@ -194,14 +195,19 @@ async def test_telemetry_counts_events_and_export_has_its_own_limit(limited: Run
     event = {"event_name": ["pivot", "test"], "measurements": {"duration_ms": 1}}
     async with httpx.AsyncClient(base_url=limited.url) as http:
         key = bearer(await create_key(http, "telemetry", "write"))
-        # The route's answer is its own business (202 once telemetry ingest exists); the limiter counts events.
         sent = await http.post("/api/v1/telemetry/events", json={"events": [event] * 8}, headers=key)
-        assert sent.status_code != 429 and limit_headers(sent)[:2] == (10, 2)
+        assert sent.status_code == 202 and limit_headers(sent)[:2] == (10, 2)
         refused = await http.post("/api/v1/telemetry/events", json={"events": [event] * 3}, headers=key)
         assert refused.status_code == 429 and "events" in refused.json()["error"]["message"]
         assert int(refused.headers["retry-after"]) == 6  # one event every 6 s; 1 more needed
         # A body that is not a batch counts as one event; the route answers for it.
         assert limit_headers(await http.post("/api/v1/telemetry/events", content=b"[", headers=key))[1] == 1
+        # A body past the route's size cap cannot be counted: it costs a whole allowance, so none escapes.
+        big = bearer(await create_key(http, "big", "write"))
+        padded = {"events": [{**event, "metadata": {"note": "x" * 5000}}]}
+        oversized = await http.post("/api/v1/telemetry/events", json=padded, headers=big)
+        assert oversized.status_code == 413 and limit_headers(oversized)[:2] == (10, 0)
+        assert (await http.post("/api/v1/telemetry/events", json={"events": [event]}, headers=big)).status_code == 429
         # Exports: a read key may export, once a minute here.
         read = bearer(await create_key(http, "reader", "read"))
         first = await http.post("/api/v1/export/comparison", json={}, headers=read)

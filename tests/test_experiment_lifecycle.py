@@ -141,11 +141,19 @@ def attachment(response: httpx.Response, media: str, suffix: str) -> str:
 
 async def test_experiment_export_json_and_csv(http: httpx.AsyncClient) -> None:
     exp_id = await seeded(http, "exported", VALUES, "ex")
+    events = [
+        {"event_name": ["crucible", "model", "inference"], "measurements": {"duration_ms": ms},
+         "metadata": {"experiment_id": experiment}, "timestamp": f"2024-01-15T10:35:0{ms}Z"}
+        for experiment, ms in ((exp_id, 1), ("exp_other", 2), (exp_id, 3))
+    ]  # fmt: skip
+    assert (await http.post("/api/v1/telemetry/events", json={"events": events})).json()["data"]["accepted"] == 3
     url = f"/api/v1/experiments/{exp_id}/export"
     document = json.loads(attachment(await http.post(url, json={"format": "json"}), "application/json", ".json"))
     assert document["include"] == ["config", "results", "runs", "telemetry"]
     assert document["experiment"]["id"] == exp_id and document["config"]["metric"] == "val_accuracy"
-    assert len(document["runs"]) == 6 and document["telemetry"] == []
+    assert len(document["runs"]) == 6
+    assert [e["measurements"]["duration_ms"] for e in document["telemetry"]] == [1, 3]  # this experiment's only
+    assert document["telemetry"][0]["event_name"] == ["crucible", "model", "inference"]
     groups = {g["group"]: g for g in document["results"]["groups"]}
     assert groups["lr=0.1"]["n"] == 3 and groups["lr=0.1"]["mean"] == pytest.approx(0.92)
     assert groups["lr=0.1"]["std"] == pytest.approx(statistics.stdev(VALUES["lr=0.1"]))

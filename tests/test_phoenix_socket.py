@@ -1,7 +1,7 @@
 """WS /socket/websocket: the Phoenix Channels wire protocol, its topics, and misbehaving clients.
 
-Hub messages are published straight into the real daemon's hub in the shapes their producers use (the
-experiment lifecycle and telemetry ingest publish them; their end-to-end producer tests land with that work).
+Most hub messages are published straight into the real daemon's hub in the shapes their producers use; one
+test here goes through the telemetry route, and tests/training/test_experiment_sweeps.py follows a real sweep.
 """
 
 from __future__ import annotations
@@ -216,6 +216,25 @@ async def test_telemetry_filters_by_experiment_and_event_type(daemon: RunningDae
             reply = await c.recv()
             assert reply[1] == ref and reply[4]["status"] == "error", bad
             assert reply[4]["response"]["reason"].startswith("event_types: "), bad
+
+
+async def test_events_posted_to_the_telemetry_route_reach_a_joined_channel(daemon: RunningDaemon) -> None:
+    """End to end through the real producer: the ingest route publishes, the channel filters and pushes."""
+    async with client(daemon) as c, httpx.AsyncClient(base_url=daemon.url) as http:
+        join_ref = await c.join("telemetry:exp_live")
+        events = [
+            {"event_name": "crucible.model.inference", "measurements": {"duration_ms": 234}, "metadata": {}},
+            {"event_name": ["crucible", "model", "inference"], "measurements": {"duration_ms": 198},
+             "metadata": {"experiment_id": "exp_live", "model": "mlp"}, "timestamp": "2024-01-15T10:35:00Z"},
+        ]  # fmt: skip
+        response = await http.post("/api/v1/telemetry/events", json={"events": events})
+        assert response.status_code == 202 and response.json()["data"] == {"accepted": 2, "rejected": 0}
+        pushed = await c.until("telemetry:exp_live", "event")
+        assert pushed[:2] == [join_ref, None]
+        event = pushed[4]
+        assert event["id"].startswith("evt_") and event["measurements"] == {"duration_ms": 198}
+        assert event["metadata"] == {"experiment_id": "exp_live", "model": "mlp"}
+        assert event["timestamp"].startswith("2024-01-15T10:35:00")
 
 
 @dataclass(frozen=True)

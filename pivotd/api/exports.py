@@ -45,14 +45,6 @@ class ComparisonExport(BaseModel):
     """Default: each experiment's `config.metric`."""
 
 
-async def experiment_telemetry(services: Services, experiment_id: str) -> list[dict[str, Any]]:
-    """Telemetry hook for exports: the experiment's telemetry events (seed 004's event objects).
-
-    Returns [] until the telemetry store is wired in: the export's `telemetry` part calls only this.
-    """
-    return []
-
-
 def _download(content: str, media_type: str, filename: str) -> Response:
     return Response(
         content.encode(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
@@ -103,7 +95,7 @@ async def export_experiment(
     if "runs" in include:
         document["runs"] = [run_view(run, experiment_id) for run in runs]
     if "telemetry" in include:
-        document["telemetry"] = await experiment_telemetry(services, experiment_id)
+        document["telemetry"] = await services.telemetry.experiment_events(experiment_id)
     return _download(
         orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{experiment_id}.json"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -16,11 +17,12 @@ from pivotd.api.body import read_json_body
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
-from pivotd.errors import BadRequest, ValidationFailed
+from pivotd.errors import BadRequest, PivotError, ValidationFailed
 from pivotd.inference import as_batch, outputs, parse_body
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
 from pivotd.services import Services
 from pivotd.store.training import FINAL_STATES, JobRow, ModelRow
+from pivotd.telemetry.service import INFERENCE_EVENT
 from pivotd.timefmt import iso
 
 router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
@@ -260,17 +262,47 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
 
 @router.post("/infer", summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}")
 async def infer(request: Request, services: ServicesDep) -> Response:
+    started = time.perf_counter()
+    seen: dict[str, Any] = {}
+    try:
+        response = await _infer(request, services, seen)
+    except Exception as exc:
+        _record_inference(services, started, seen, exc.code if isinstance(exc, PivotError) else "internal_error")
+        raise
+    _record_inference(services, started, seen, None)
+    return response
+
+
+def _record_inference(services: Services, started: float, seen: dict[str, Any], error: str | None) -> None:
+    """One `pivot.model.inference` telemetry event per request: what model statistics are computed from."""
+    measurements = {"duration_ms": (time.perf_counter() - started) * 1000}
+    for name in ("batch_size", "compute_ms"):
+        if name in seen:
+            measurements[name] = seen[name]
+    metadata: dict[str, Any] = {key: seen.get(key) for key in ("model_id", "param_id", "run_id")}
+    metadata |= {"route": "/api/infer", "status": "error" if error else "ok"}
+    if error:
+        metadata["error"] = error
+    services.telemetry.emit(INFERENCE_EVENT, measurements, metadata)
+
+
+async def _infer(request: Request, services: Services, seen: dict[str, Any]) -> Response:
+    """`seen` collects what the telemetry event reports (ids, batch size, compute time) as it becomes known."""
     document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
     training = services.training
     if "pixels" in document or ("run_id" in document and "param_id" not in document):
         run_id = document.get("run_id")
         if not isinstance(run_id, str):
             raise BadRequest("run_id: field required (a string)")
+        seen["run_id"] = run_id
         params = await training.succeeded_params(run_id)
+        seen |= {"model_id": params.model_id, "param_id": params.param_id}
         arch = await training.params_architecture(params)
         batch = as_batch([document.get("pixels")], arch.input_features, "pixels", single=True)
+        seen["batch_size"] = len(batch)
         engine = await services.inference.engine(params.param_id, arch, params.path)
         logits, latency = await services.inference.logits(engine, batch)
+        seen["compute_ms"] = latency
         result = outputs(logits, {"labels": True, "probabilities": True})
         body = {"run_id": run_id, "label": result["labels"][0], "probabilities": result["probabilities"][0],
                 "latency_ms": round(latency, 3)}  # fmt: skip
@@ -278,11 +310,15 @@ async def infer(request: Request, services: ServicesDep) -> Response:
     param_id = document.get("param_id")
     if not isinstance(param_id, str):
         raise BadRequest("param_id (or run_id with pixels): field required")
+    seen["param_id"] = param_id
     params = await training.get_params(param_id)
+    seen |= {"model_id": params.model_id, "run_id": params.run_id}
     arch = await training.params_architecture(params)
     batch = as_batch(document.get("inputs"), arch.input_features)
+    seen["batch_size"] = len(batch)
     engine = await services.inference.engine(param_id, arch, params.path)
     logits, latency = await services.inference.logits(engine, batch)
+    seen["compute_ms"] = latency
     body = {"model_id": params.model_id, "param_id": param_id, "outputs": outputs(logits, _wanted(document)),
             "latency_ms": round(latency, 3)}  # fmt: skip
     return json_response(body)

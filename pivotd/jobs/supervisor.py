@@ -44,6 +44,7 @@ from pivotd.store.training import (
     TrainingReader,
     Transition,
 )
+from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
 
 log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
@@ -107,6 +108,8 @@ class Supervisor:
         """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
         self.on_started: list[Callable[[str], Awaitable[None]]] = []
         """Called with the run id when a run starts running (after its `run_state`)."""
+        self.telemetry: Telemetry | None = None
+        """Set by the lifespan: each reported epoch becomes a `pivot.training.epoch` event."""
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -300,6 +303,7 @@ class Supervisor:
                 self._publish(
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
                 )
+                self._emit_epoch(job, event)
             elif kind == "checkpoint":
                 await self._store.writer.submit(
                     AddCheckpoint(
@@ -310,6 +314,18 @@ class Supervisor:
                 )  # fmt: skip
             elif kind == "params":
                 worker.params = event
+
+    def _emit_epoch(self, job: JobRow, event: dict[str, Any]) -> None:
+        metrics = event.get("metrics") or {}
+        seconds = metrics.get("epoch_time_s")
+        if self.telemetry is None or not isinstance(seconds, int | float):
+            return
+        measurements = {"duration_ms": seconds * 1000, "epoch": event["epoch"]}
+        if isinstance(event.get("step"), int):
+            measurements["steps"] = event["step"]
+        if isinstance(metrics.get("epoch_cpu_s"), int | float):
+            measurements["cpu_s"] = metrics["epoch_cpu_s"]
+        self.telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
 
     async def _read_logs(self, worker: _Worker, stream: asyncio.StreamReader) -> None:
         in_traceback = False

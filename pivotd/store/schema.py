@@ -259,6 +259,22 @@ MIGRATIONS: list[str] = [
         revoked_at   REAL
     );
     """,
+    # 9 (issue 7, telemetry and seed 004 models): telemetry events stored as columnar blocks, one row per
+    # ingest batch (pivotd/telemetry/columns.py); event ids run first_event .. first_event + count - 1, and the
+    # small columns come first so scanning ids and time ranges never reads the bodies' overflow pages. Models
+    # keep seed 004's fields that have no column of their own (provider, type, status, config) in `extra`.
+    """
+    ALTER TABLE models ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE telemetry_blocks (
+        id          INTEGER PRIMARY KEY,
+        first_event INTEGER NOT NULL,
+        count       INTEGER NOT NULL,
+        min_ts      REAL NOT NULL,
+        max_ts      REAL NOT NULL,
+        header      BLOB NOT NULL,
+        body        BLOB NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

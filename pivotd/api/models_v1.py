@@ -1,0 +1,245 @@
+"""Models in seed 004's form (`/api/v1/models`): the same table as `/api/models`, in family C's envelope.
+
+A model shows `provider`, `type`, `config` and `status`. For PIVOT's own models (those with an architecture)
+they are derived unless the client set them: provider `pivot`, type `cnn` (any conv2d layer) or `mlp`, config
+`{architecture, hyperparams}`, status `active` once
+it has trained weights and `untrained` before. Other fields of `config`
+and any provider/type/status a client sends are stored in the model's `extra` document and returned as sent.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from pivotd.api.body import openapi_body, read_model
+from pivotd.api.deps import ServicesDep
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.errors import ValidationFailed
+from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
+from pivotd.jobs.service import InvalidDefinition
+from pivotd.services import Services
+from pivotd.store.models import DeleteModel, PatchModelExtra, model_extras
+from pivotd.store.training import ModelRow
+from pivotd.timefmt import iso
+
+router = APIRouter(prefix="/api/v1/models", tags=["models (seed 004)"])
+IdPath = Annotated[str, Path(max_length=128)]
+Short = Annotated[str, Field(min_length=1, max_length=100)]
+PERIODS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+_COLUMNS = ("architecture", "hyperparams")
+
+
+class ModelFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    provider: Short | None = None
+    type: Short | None = None
+    status: Short | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    """`architecture` and `hyperparams` are validated and trainable; other keys are stored as given."""
+
+
+class ModelCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelFields
+
+
+class ModelChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    description: Annotated[str, Field(max_length=10_000)] | None = None
+    provider: Short | None = None
+    type: Short | None = None
+    status: Short | None = None
+    config: dict[str, Any] | None = None
+
+
+class ModelPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelChanges
+
+
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[str, Any]:
+    architecture = model.architecture
+    config = dict(extra.get("config") or {})
+    derived_type = None
+    if architecture is not None:
+        config |= {"architecture": architecture, "hyperparams": model.hyperparams}
+        layers = architecture.get("layers") or []
+        derived_type = "cnn" if any(layer.get("type") == "conv2d" for layer in layers) else "mlp"
+    trained = model.trained or model.last_trained_at is not None  # saved, or some run of it produced weights
+    own_status = ("active" if trained else "untrained") if architecture is not None else "active"
+    return {
+        "id": model.model_id,
+        "name": model.name,
+        "description": model.description,
+        "provider": extra.get("provider") or ("pivot" if architecture is not None else None),
+        "type": extra.get("type") or derived_type,
+        "config": config,
+        "status": extra.get("status") or own_status,
+        "trained": model.trained,
+        "runs_total": runs_total,
+        "last_trained_at": None if model.last_trained_at is None else iso(model.last_trained_at),
+        "created_at": iso(model.created_at),
+        "updated_at": iso(model.updated_at),
+    }
+
+
+async def _view(services: Services, model_id: str) -> dict[str, Any]:
+    training = services.training
+    model = await training.get_model(model_id)
+    extras = await model_extras(services.store.reader.connection)
+    runs_total = (await training.reader.run_counts()).get(model_id, (0, None))[0]
+    return model_view(model, extras.get(model_id, {}), runs_total)
+
+
+async def _put(services: Services, model_id: str | None, values: dict[str, Any]) -> str:
+    try:
+        model, _ = await services.training.put_model(model_id, values)
+    except InvalidDefinition as exc:  # seed 004 answers every invalid field with 422 validation_error
+        raise ValidationFailed(f"model.config.{exc.message}", details=exc.details) from None
+    return model.model_id
+
+
+def _split(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(column values, extra fields) of a seed 004 model body."""
+    values = {name: fields[name] for name in ("name", "description") if name in fields}
+    extra = {name: fields[name] for name in ("provider", "type", "status") if name in fields}
+    config = fields.get("config")
+    if config is not None:
+        values |= {name: config[name] for name in _COLUMNS if name in config}
+        extra["config"] = {key: value for key, value in config.items() if key not in _COLUMNS}
+    return values, extra
+
+
+@router.get(
+    "",
+    summary="List models",
+    description="Oldest first; `page`/`per_page` (at most 100) or `cursor` from `meta.next_cursor`.",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+)
+async def list_models(
+    services: ServicesDep,
+    page: int = 1,
+    per_page: int = DEFAULT_PER_PAGE,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    request = page_request(page, per_page, cursor, "created_at")
+    training = services.training
+    models = await training.reader.models()  # ordered by insertion, so by (created_at, model_id) too
+    if request.cursor is not None:
+        created, model_id = request.cursor
+        if not isinstance(created, int | float) or not isinstance(model_id, str):
+            raise _invalid("cursor", "is not a cursor this server issued")
+        models = [m for m in models if (m.created_at, m.model_id) > (created, model_id)]
+        chosen = models[: request.per_page]
+        has_more = len(models) > request.per_page
+        total = len(await training.reader.models())
+    else:
+        start = (request.page - 1) * request.per_page
+        chosen = models[start : start + request.per_page]
+        has_more = len(models) > start + request.per_page
+        total = len(models)
+    extras = await model_extras(services.store.reader.connection)
+    counts = await training.reader.run_counts()
+    data = [model_view(m, extras.get(m.model_id, {}), counts.get(m.model_id, (0, None))[0]) for m in chosen]
+    next_cursor = encode_cursor("created_at", chosen[-1].created_at, chosen[-1].model_id) if chosen else None
+    return json_response({"data": data, "meta": meta(request, total, len(chosen), has_more, next_cursor)})
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a model",
+    openapi_extra=openapi_body(
+        "ModelCreate", ModelCreate, '`{"model": {name, provider?, type?, status?, description?, config?}}`'
+    ),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+)
+async def create_model(request: Request, services: ServicesDep) -> Response:
+    body: ModelCreate = await read_model(request, ModelCreate, services.settings.max_body_bytes)
+    values, extra = _split(body.model.model_dump(exclude_unset=True))
+    model_id = await _put(services, None, values)
+    if extra:
+        await services.store.writer.submit(PatchModelExtra(model_id, extra))
+    return json_response({"data": await _view(services, model_id), "meta": {}}, 201)
+
+
+@router.get("/{model_id}", summary="One model", responses=error_responses(STRUCTURED_ERRORS, 401, 404))
+async def get_model(model_id: IdPath, services: ServicesDep) -> Response:
+    return json_response({"data": await _view(services, model_id), "meta": {}})
+
+
+@router.patch(
+    "/{model_id}",
+    summary="Update a model's fields",
+    description="`config` replaces the stored config; its `architecture`/`hyperparams` update the trainable "
+    "definition. A null provider, type or status goes back to the derived value.",
+    openapi_extra=openapi_body("ModelPatch", ModelPatch, '`{"model": {...fields to change}}`'),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+)
+async def update_model(model_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    body: ModelPatch = await read_model(request, ModelPatch, services.settings.max_body_bytes)
+    changes = body.model.model_dump(exclude_unset=True)
+    for field in ("name", "config"):
+        if field in changes and changes[field] is None:
+            raise _invalid(f"model.{field}", "cannot be null")
+    await services.training.get_model(model_id)
+    values, extra = _split(changes)
+    if values:
+        await _put(services, model_id, values)
+    if extra:
+        await services.store.writer.submit(PatchModelExtra(model_id, extra))
+    return json_response({"data": await _view(services, model_id), "meta": {}})
+
+
+@router.delete(
+    "/{model_id}",
+    status_code=204,
+    summary="Delete a model (409 while it has a queued or running run)",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 409),
+)
+async def delete_model(model_id: IdPath, services: ServicesDep) -> Response:
+    await services.store.writer.submit(DeleteModel(model_id))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/{model_id}/statistics",
+    summary="Inference statistics of a model over a period",
+    description="From pivotd's own `pivot.model.inference` telemetry events of the model (one per `/api/infer` "
+    "request): total_requests, success_rate, avg_latency_ms, p99_latency_ms, total_tokens (sum of a `tokens` "
+    "measurement; 0 for PIVOT's classifiers) and error_breakdown by error code. With no requests, the rate and "
+    "latencies are null.",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+)
+async def model_statistics(
+    model_id: IdPath,
+    services: ServicesDep,
+    period: Annotated[Literal["1h", "24h", "7d", "30d"], Query()] = "24h",
+) -> Response:
+    await services.training.get_model(model_id)
+    stats = await services.telemetry.model_statistics(model_id, time.time() - PERIODS[period])
+    total = stats.total_requests
+    data = {
+        "model_id": model_id,
+        "period": period,
+        "total_requests": total,
+        "success_rate": stats.successes / total if total else None,
+        "avg_latency_ms": stats.avg_latency_ms,
+        "p99_latency_ms": stats.p99_latency_ms,
+        "total_tokens": int(stats.total_tokens) if float(stats.total_tokens).is_integer() else stats.total_tokens,
+        "error_breakdown": stats.error_breakdown,
+    }
+    return json_response({"data": data, "meta": {}})

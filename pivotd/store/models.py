@@ -1,0 +1,61 @@
+"""Seed 004's model fields in the store: the `extra` document beside a model's columns, and deletion."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from pivotd.errors import Conflict, NotFound
+from pivotd.store.ops import Tx
+from pivotd.store.training import ACTIVE_STATES
+
+
+@dataclass(frozen=True, slots=True)
+class PatchModelExtra:
+    """Merge `changes` into the model's extra fields (RFC 7396: a null removes a field); a `config` in
+    `changes` replaces the stored one rather than merging into it."""
+
+    model_id: str
+    changes: dict[str, Any]
+
+    def apply(self, tx: Tx) -> None:
+        changes = dict(self.changes)
+        config = changes.pop("config", None)
+        if config is not None:
+            tx.conn.execute(
+                "UPDATE models SET extra = json_set(extra, '$.config', json(?)) WHERE model_id = ?",
+                (json.dumps(config), self.model_id),
+            )
+        updated = tx.conn.execute(
+            "UPDATE models SET extra = json_patch(extra, ?), updated_at = ? WHERE model_id = ?",
+            (json.dumps(changes), tx.now, self.model_id),
+        ).rowcount
+        if not updated:
+            raise NotFound(f"model {self.model_id!r} not found")
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteModel:
+    """Delete a model definition; 409 while one of its runs is queued or running. Its runs and params stay."""
+
+    model_id: str
+
+    def apply(self, tx: Tx) -> None:
+        if tx.conn.execute("SELECT 1 FROM models WHERE model_id = ?", (self.model_id,)).fetchone() is None:
+            raise NotFound(f"model {self.model_id!r} not found")
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        active = tx.conn.execute(
+            f"SELECT run_id FROM runs WHERE model_id = ? AND kind = 'managed' AND status IN ({marks}) LIMIT 1",
+            (self.model_id, *ACTIVE_STATES),
+        ).fetchone()
+        if active is not None:
+            raise Conflict(f"model {self.model_id!r} has an active run ({active[0]}); cancel it first")
+        tx.conn.execute("DELETE FROM models WHERE model_id = ?", (self.model_id,))
+
+
+async def model_extras(conn: aiosqlite.Connection) -> dict[str, dict[str, Any]]:
+    rows = await conn.execute_fetchall("SELECT model_id, extra FROM models")
+    return {row[0]: json.loads(row[1]) for row in rows}

@@ -1,0 +1,138 @@
+"""Telemetry in the store: the block write (with retention) and a reader with its own connection and thread.
+
+Aggregates over a million events take tens of milliseconds of numpy work; they run on a dedicated thread
+with a dedicated read-only connection, so they never hold up the shared reader that every other route uses.
+Decoded blocks are cached by id (blocks never change once written), bounded by their size in bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from pivotd.store.ops import Tx
+from pivotd.telemetry.columns import Block, Encoded, decode
+from pivotd.telemetry.query import Filters
+
+T = TypeVar("T")
+CACHE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    first_event: int
+    dropped_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutTelemetry:
+    """One block of events. With `trim`, the oldest whole blocks go until at most `max_events` remain
+    (the block just written always stays)."""
+
+    block: Encoded
+    max_events: int
+    trim: bool
+
+    def apply(self, tx: Tx) -> Stored:
+        last = tx.conn.execute("SELECT first_event + count FROM telemetry_blocks ORDER BY id DESC LIMIT 1").fetchone()
+        first = last[0] if last else 1
+        block = self.block
+        new_id = tx.conn.execute(
+            "INSERT INTO telemetry_blocks (first_event, count, min_ts, max_ts, header, body) VALUES (?, ?, ?, ?, ?, ?) "
+            "RETURNING id",
+            (first, block.count, block.min_ts, block.max_ts, block.header, block.body),
+        ).fetchone()[0]
+        dropped = 0
+        if self.trim:
+            rows = tx.conn.execute(
+                """DELETE FROM telemetry_blocks WHERE id IN (
+                       SELECT id FROM (SELECT id, sum(count) OVER (ORDER BY id DESC) AS upto FROM telemetry_blocks)
+                       WHERE upto > ? AND id != ?)
+                   RETURNING count""",
+                (self.max_events, new_id),
+            ).fetchall()
+            dropped = sum(row[0] for row in rows)
+        return Stored(first, dropped)
+
+
+class TelemetryReader:
+    def __init__(self, db_path: Path) -> None:
+        self._db_path = db_path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pivotd-telemetry")
+        self._conn: sqlite3.Connection | None = None
+        self._cache: OrderedDict[int, Block] = OrderedDict()
+        self._cached_bytes = 0
+
+    async def open(self) -> int:
+        """Open the connection; returns how many events are stored."""
+        return await self.run(lambda: self.stored_events())
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._conn is not None:
+                self._conn.close()
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run `work` on the telemetry thread (where `blocks` may be called)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._conn = conn
+        return self._conn
+
+    def stored_events(self) -> int:
+        return int(self._connection().execute("SELECT coalesce(sum(count), 0) FROM telemetry_blocks").fetchone()[0])
+
+    def blocks(self, filters: Filters) -> list[Block]:
+        """The blocks whose time range can hold events passing `filters`, oldest first (telemetry thread only)."""
+        conn = self._connection()
+        clauses, args = [], []
+        if filters.after is not None:
+            clauses.append("max_ts >= ?")
+            args.append(filters.after)
+        if filters.before is not None:
+            clauses.append("min_ts < ?")
+            args.append(filters.before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        found: dict[int, Block] = {}
+        conn.execute("BEGIN")  # one snapshot: ids listed and bodies read from the same state
+        try:
+            ids = [row[0] for row in conn.execute(f"SELECT id FROM telemetry_blocks {where} ORDER BY id", args)]
+            for block_id in ids:
+                cached = self._cache.get(block_id)
+                if cached is not None:
+                    self._cache.move_to_end(block_id)
+                    found[block_id] = cached
+            missing = [block_id for block_id in ids if block_id not in found]
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT id, first_event, header, body FROM telemetry_blocks WHERE id IN ({marks})", chunk
+                ).fetchall()
+                for block in decode(rows):
+                    found[block.id] = block
+                    self._remember(block)
+        finally:
+            conn.execute("COMMIT")
+        return [found[block_id] for block_id in ids]
+
+    def _remember(self, block: Block) -> None:
+        self._cache[block.id] = block
+        self._cached_bytes += len(block.body)
+        while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cached_bytes -= len(old.body)
