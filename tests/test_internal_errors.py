@@ -1,0 +1,51 @@
+"""An unexpected failure inside a route: 500 in the family's envelope (seed 004's `internal_error`), the
+cause in the daemon's log and not in the answer, and the daemon still serving afterwards.
+
+The fault is injected by replacing one store read on the running daemon: nothing else can make a correct
+route fail on purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import pytest
+
+from tests.daemon import RunningDaemon
+
+SECRET_DETAIL = "disk on fire at /var/lib/pivot/secret-path"
+
+
+async def broken(*args: object, **kwargs: object) -> None:
+    raise RuntimeError(SECRET_DETAIL)
+
+
+async def test_an_unexpected_error_is_a_500_in_the_c_envelope_and_the_daemon_carries_on(
+    daemon: RunningDaemon, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    created = await http.post("/api/v1/experiments", json={"experiment": {"name": "fine"}})
+    exp_id = created.json()["data"]["id"]
+    monkeypatch.setattr(daemon.services.store.experiments, "get", broken)
+    with caplog.at_level(logging.ERROR):
+        response = await http.get(f"/api/v1/experiments/{exp_id}")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "internal error; see the daemon log", "details": None}
+    }
+    assert SECRET_DETAIL not in response.text  # the cause stays in the log
+    assert SECRET_DETAIL in caplog.text and f"/api/v1/experiments/{exp_id}" in caplog.text
+    monkeypatch.undo()
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).status_code == 200
+
+
+async def test_seed_000_and_seed_001_routes_fail_in_their_own_envelopes(
+    daemon: RunningDaemon, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon.services.store.reader, "get_run", broken)
+    response = await http.get("/api/v1/runs/r1")
+    assert response.status_code == 500
+    assert response.json() == {"detail": {"error": "internal_error", "message": "internal error; see the daemon log"}}
+    monkeypatch.setattr(daemon.services.training.reader, "run_counts", broken)
+    response = await http.get("/api/models")
+    assert response.status_code == 500 and response.json() == {"error": "internal error; see the daemon log"}
