@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
+from pivotd.telemetry.validate import batch_events, check_batch_fast, check_events
 from tests.daemon import RunningDaemon, running_daemon
 
 EVENTS = "/api/v1/telemetry/events"
@@ -398,3 +399,60 @@ async def _counts_what_it_ingests(http: httpx.AsyncClient) -> None:
     assert rows["data"][0]["value"] == 2
     telemetry = (await http.get(EVENTS, params={"filter[event_name]": "pivot.ingest.telemetry"})).json()["data"]
     assert telemetry[0]["measurements"]["events"] == 1
+
+
+# ---- the fast path (msgspec) and the careful path (per event) agree ------------------------------------------
+
+GOOD_EVENTS: list[Any] = [
+    {"event_name": ["a", "b"], "measurements": {"x": 1, "y": 2.5}, "metadata": {"k": "v", "n": 3, "f": 1.5}},
+    {"event_name": "a.b.c", "timestamp": "2024-01-15T10:35:00Z"},
+    {"event_name": ["a"], "metadata": {"b": True, "z": None, "s": "x" * 1024}, "timestamp": "2024-01-15T10:35:00"},
+    {"event_name": ["p" * 64] * 16, "measurements": {"m" * 128: -(2**63)}, "timestamp": None},
+    {"event_name": ["a"], "measurements": {"big": 1.5e308}, "metadata": {"i": 2**63 - 1}},
+    {"event_name": ["a"], "timestamp": "not a time"},  # passes both checks; rejected with its timestamp
+]
+BAD_EVENTS: list[Any] = [
+    1,
+    [],
+    {},
+    {"event_name": []},
+    {"event_name": [""]},
+    {"event_name": "a..b"},
+    {"event_name": ["p" * 65]},
+    {"event_name": ["a"] * 17},
+    {"event_name": ["a", 1]},
+    {"event_name": ["a"], "extra": 1},
+    {"event_name": ["a"], "measurements": {"x": True}},
+    {"event_name": ["a"], "measurements": {"x": "1"}},
+    {"event_name": ["a"], "measurements": {"": 1}},
+    {"event_name": ["a"], "measurements": {"x": 2**63 + 1}},
+    {"event_name": ["a"], "measurements": {f"m{i}": i for i in range(65)}},
+    {"event_name": ["a"], "metadata": {"k": {"nested": 1}}},
+    {"event_name": ["a"], "metadata": {"k": [1]}},
+    {"event_name": ["a"], "metadata": {"k": "x" * 1025}},
+    {"event_name": ["a"], "metadata": {"k" * 129: 1}},
+    {"event_name": ["a"], "metadata": {"k": -(2**63) - 1}},
+    {"event_name": ["a"], "timestamp": 1705315200},
+]
+
+
+def test_fast_and_careful_checks_store_the_same_events() -> None:
+    now = 1_700_000_000.0
+    body = json.dumps({"events": GOOD_EVENTS}).encode()
+    fast = check_batch_fast(body, 100, now)
+    careful = check_events(batch_events(json.loads(body), 100), now)
+    assert fast is not None
+    assert (fast.accepted, fast.rejected, fast.errors) == (careful.accepted, careful.rejected, careful.errors)
+    assert careful.rejected == 1 and len(careful.accepted) == len(GOOD_EVENTS) - 1
+    for bad in BAD_EVENTS:
+        body = json.dumps({"events": [GOOD_EVENTS[0], bad]}).encode()
+        assert check_batch_fast(body, 100, now) is None, bad  # falls back, so the careful path names the field
+        assert check_events(batch_events(json.loads(body), 100), now).rejected == 1, bad
+    # Valid, but outside the fast schema: the careful path stores them.
+    body = json.dumps({"events": [{"event_name": ["a"], "measurements": None, "metadata": None}]}).encode()
+    assert check_batch_fast(body, 100, now) is None
+    assert check_events(batch_events(json.loads(body), 100), now).accepted == [(("a",), now, {}, {})]
+    nan = b'{"events": [{"event_name": ["a"], "measurements": {"x": NaN}}]}'
+    for body in (b'{"events": []}', b'{"events": [{"event_name": ["a"]}], "x": 1}', nan):
+        assert check_batch_fast(body, 100, now) is None
+    assert check_batch_fast(json.dumps({"events": GOOD_EVENTS[:2]}).encode(), 1, now) is None  # over the cap

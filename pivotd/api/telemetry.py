@@ -25,6 +25,7 @@ from pivotd.telemetry.service import iso_z, wire
 from pivotd.telemetry.validate import (
     MAX_KEY_CHARS,
     batch_events,
+    check_batch_fast,
     check_events,
     instant,
     invalid,
@@ -96,9 +97,11 @@ def _parse(body: bytes) -> Any:
 )
 async def ingest(request: Request, services: ServicesDep) -> Response:
     settings = services.settings
-    document = _parse(await read_json_body(request, settings.telemetry_max_body_bytes))
-    raw_events = batch_events(document, settings.telemetry_max_batch)
-    checked = check_events(raw_events, time.time())
+    body = await read_json_body(request, settings.telemetry_max_body_bytes)
+    now = time.time()
+    checked = check_batch_fast(body, settings.telemetry_max_batch, now)
+    if checked is None:  # something in it is invalid: check event by event to say what, and keep the rest
+        checked = check_events(batch_events(_parse(body), settings.telemetry_max_batch), now)
     telemetry = services.telemetry
     if checked.accepted:
         await telemetry.ingest(checked.accepted)

@@ -274,6 +274,8 @@ MIGRATIONS: list[str] = [
         header      BLOB NOT NULL,
         body        BLOB NOT NULL
     );
+    -- Retention sums counts on every batch past the cap: from this index, not from every block's row page.
+    CREATE INDEX telemetry_block_counts ON telemetry_blocks(id, count);
     """,
 ]
 

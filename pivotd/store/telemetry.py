@@ -32,8 +32,9 @@ class Stored:
 
 @dataclass(frozen=True, slots=True)
 class PutTelemetry:
-    """One block of events. With `trim`, the oldest whole blocks go until at most `max_events` remain
-    (the block just written always stays)."""
+    """One block of events. With `trim`, the oldest whole blocks go until at most `max_events` remain (the
+    block just written always stays). The total comes from the (id, count) index and the oldest blocks from
+    the start of the table: summing counts over every block row instead cost 1 ms per batch at 1M events."""
 
     block: Encoded
     max_events: int
@@ -50,14 +51,16 @@ class PutTelemetry:
         ).fetchone()[0]
         dropped = 0
         if self.trim:
-            rows = tx.conn.execute(
-                """DELETE FROM telemetry_blocks WHERE id IN (
-                       SELECT id FROM (SELECT id, sum(count) OVER (ORDER BY id DESC) AS upto FROM telemetry_blocks)
-                       WHERE upto > ? AND id != ?)
-                   RETURNING count""",
-                (self.max_events, new_id),
-            ).fetchall()
-            dropped = sum(row[0] for row in rows)
+            total = tx.conn.execute("SELECT sum(count) FROM telemetry_blocks INDEXED BY telemetry_block_counts")
+            excess = total.fetchone()[0] - self.max_events
+            doomed: list[tuple[int]] = []
+            oldest = tx.conn.execute("SELECT id, count FROM telemetry_blocks WHERE id != ? ORDER BY id", (new_id,))
+            for block_id, count in oldest:
+                if dropped >= excess:
+                    break
+                doomed.append((block_id,))
+                dropped += count
+            tx.conn.executemany("DELETE FROM telemetry_blocks WHERE id = ?", doomed)
         return Stored(first, dropped)
 
 
