@@ -237,3 +237,28 @@ async def test_attach_errors(http: httpx.AsyncClient) -> None:
     error(await http.get("/api/v1/experiments/exp_none/runs"), 404, "not_found")
     error(await http.post(f"/api/v1/experiments/{exp_id}/runs", json={"run_ids": []}), 422, "validation_error")
     error(await http.get(f"/api/v1/experiments/{exp_id}/runs", params={"per_page": 500}), 422, "validation_error")
+
+
+async def test_configs_that_could_not_be_read_back_are_refused(http: httpx.AsyncClient) -> None:
+    """pydantic accepts any integer and 1e999; orjson cannot write them back, so one such row would break
+    every later listing. They are 422s naming the field instead."""
+    for raw, where in ((b"123456789012345678901234567890", "config.a"), (b"1e999", "config.a")):
+        body = b'{"experiment": {"name": "x", "config": {"a": ' + raw + b"}}}"
+        response = await http.post("/api/v1/experiments", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert where in response.json()["error"]["message"]
+        model = b'{"model": {"name": "x", "config": {"k": [1, ' + raw + b"]}}}"
+        response = await http.post("/api/v1/models", content=model, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and "config.k[1]" in response.json()["error"]["message"]
+    assert (await http.get("/api/v1/experiments")).status_code == 200
+    assert (await http.get("/api/v1/models")).status_code == 200
+
+
+async def test_actions_whose_fields_are_all_optional_take_a_bare_post(http: httpx.AsyncClient) -> None:
+    exp_id = (await http.post("/api/v1/experiments", json={"experiment": {"name": "bare"}})).json()["data"]["id"]
+    clone = await http.post(f"/api/v1/experiments/{exp_id}/clone")
+    assert clone.status_code == 201 and clone.json()["data"]["name"] == "bare (copy)"
+    assert (await http.post(f"/api/v1/experiments/{exp_id}/export")).status_code == 200
+    assert (await http.post("/api/v1/telemetry/export")).status_code == 200
+    # Bodies are still checked when there is one.
+    assert (await http.post(f"/api/v1/experiments/{exp_id}/clone", json={"nom": "x"})).status_code == 422

@@ -7,20 +7,50 @@ complete for routes that read their body this way.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import math
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
 from pivotd.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, validation_failed
 
 M = TypeVar("M", bound=BaseModel)
 
 _SCHEMAS: dict[str, TypeAdapter[Any]] = {}
+_INT64 = range(-(2**63), 2**63)
+
+
+def _storable(value: Any, path: str = "") -> Any:
+    """Free-form JSON the store and the JSON encoder can hold: integers of 64 bits, finite numbers.
+    pydantic accepts any integer and `1e999` (infinity), which would then fail every read of the row."""
+    if type(value) is int and value not in _INT64:
+        raise ValueError(f"{path or 'value'}: integer out of the 64-bit range")
+    if type(value) is float and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'}: must be a finite number")
+    if type(value) is dict:
+        for key, item in value.items():
+            _storable(item, f"{path}.{key}" if path else key)
+    elif type(value) is list:
+        for index, item in enumerate(value):
+            _storable(item, f"{path}[{index}]")
+    return value
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+"""A free-form JSON object (an experiment's or a model's config) that stores and reads back intact."""
 
 
 async def read_json_body(request: Request, limit: int) -> bytes:
+    body = await _read_body(request, limit)
+    if not body:
+        raise BadRequest("body is empty; send a JSON document")
+    return body
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, checked for media type and size as it arrives; may be empty."""
     content_type = request.headers.get("content-type")
     if content_type is not None:
         media = content_type.split(";", 1)[0].strip().lower()
@@ -39,25 +69,25 @@ async def read_json_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    if not size:
-        raise BadRequest("body is empty; send a JSON document")
     return b"".join(chunks)
 
 
-async def read_model(request: Request, model: type[M], limit: int) -> M:
-    """The body validated as `model` in one pass; failures are the 400/422 that name each field."""
+async def read_model(request: Request, model: type[M], limit: int, *, optional: bool = False) -> M:
+    """The body validated as `model` in one pass; failures are the 400/422 that name each field.
+    `optional`: an empty body means `{}` (actions whose fields all have defaults, posted bare)."""
+    body = await (_read_body if optional else read_json_body)(request, limit)
     try:
-        return model.model_validate_json(await read_json_body(request, limit))
+        return model.model_validate_json(body) if body else model.model_validate({})
     except ValidationError as exc:
         raise validation_failed(exc) from None
 
 
-def openapi_body(name: str, annotation: Any, description: str = "") -> dict[str, Any]:
+def openapi_body(name: str, annotation: Any, description: str = "", *, required: bool = True) -> dict[str, Any]:
     """`openapi_extra` for a route that validates its body itself; registers the schema."""
     _SCHEMAS[name] = TypeAdapter(annotation)
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "description": description,
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }

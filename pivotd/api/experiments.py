@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from pivotd.api.body import openapi_body, read_model
+from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed
@@ -46,7 +46,7 @@ class ExperimentFields(BaseModel):
 
     name: Name
     description: Description | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
     """Stored and returned as given."""
     tags: Tags = Field(default_factory=list)
 
@@ -61,7 +61,7 @@ class ExperimentChanges(BaseModel):
 
     name: Name | None = None
     description: Description | None = None
-    config: dict[str, Any] | None = None
+    config: JsonObject | None = None
     tags: Tags | None = None
 
 
@@ -343,9 +343,9 @@ async def cancel_experiment(experiment_id: IdPath, services: ServicesDep) -> Res
     "/{experiment_id}/clone",
     status_code=201,
     summary="Copy config, description and tags into a new pending experiment (no runs)",
-    openapi_extra=openapi_body("ExperimentClone", CloneBody, '`{"name"?: "..."}`'),
+    openapi_extra=openapi_body("ExperimentClone", CloneBody, '`{"name"?: "..."}`', required=False),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
 )
 async def clone_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
-    body: CloneBody = await read_model(request, CloneBody, services.settings.max_body_bytes)
+    body: CloneBody = await read_model(request, CloneBody, services.settings.max_body_bytes, optional=True)
     return await _detail(services, await services.experiments.clone(experiment_id, body.name), 201)

@@ -60,14 +60,18 @@ async def _summaries(services: Services, row: ExperimentRow, metric: str, runs: 
     "/experiments/{experiment_id}/export",
     summary="Download an experiment as JSON (one document) or CSV (one row per run)",
     openapi_extra=openapi_body(
-        "ExperimentExport", ExperimentExport, '`{"format": "json"|"csv", "include": ["config", "results", ...]}`'
+        "ExperimentExport",
+        ExperimentExport,
+        '`{"format": "json"|"csv", "include": ["config", "results", ...]}`',
+        required=False,
     ),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
 )
 async def export_experiment(
     experiment_id: Annotated[str, Path(max_length=64)], request: Request, services: ServicesDep
 ) -> Response:
-    body: ExperimentExport = await read_model(request, ExperimentExport, services.settings.max_body_bytes)
+    limit = services.settings.max_body_bytes
+    body: ExperimentExport = await read_model(request, ExperimentExport, limit, optional=True)
     reader = services.store.experiments
     row = await reader.get(experiment_id)
     runs = await reader.all_runs(experiment_id)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from pivotd.api.body import openapi_body, read_model
+from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed
@@ -41,7 +41,7 @@ class ModelFields(BaseModel):
     provider: Short | None = None
     type: Short | None = None
     status: Short | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
+    config: JsonObject = Field(default_factory=dict)
     """`architecture` and `hyperparams` are validated and trainable; other keys are stored as given."""
 
 
@@ -58,7 +58,7 @@ class ModelChanges(BaseModel):
     provider: Short | None = None
     type: Short | None = None
     status: Short | None = None
-    config: dict[str, Any] | None = None
+    config: JsonObject | None = None
 
 
 class ModelPatch(BaseModel):

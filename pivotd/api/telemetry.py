@@ -331,11 +331,11 @@ def _cell(value: Any) -> Any:
     "every matching event, oldest first, as a file. CSV: one column per field (event_name dotted; "
     "`measurements`/`metadata` whole as JSON text; a missing value is empty). JSON: an array of the events, "
     "or with `fields` of flat objects keyed by the field names.",
-    openapi_extra=openapi_body("TelemetryExport", ExportBody, "Format, filters and fields"),
+    openapi_extra=openapi_body("TelemetryExport", ExportBody, "Format, filters and fields", required=False),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
 )
 async def export_events(request: Request, services: ServicesDep) -> Response:
-    body: ExportBody = await read_model(request, ExportBody, services.settings.max_body_bytes)
+    body: ExportBody = await read_model(request, ExportBody, services.settings.max_body_bytes, optional=True)
     filters = _export_filters(body.filters)
     fields = body.fields
     if fields is not None:
