@@ -87,7 +87,7 @@ class Settings(BaseModel):
     """CPU threads per training worker (torch.set_num_threads); 0 leaves torch's default."""
     max_linear_layers: Annotated[int, Field(ge=1, le=256)] = 5
     """Most linear layers an architecture may have (seed 003's limit is 5)."""
-    max_sweep_runs: Annotated[int, Field(ge=1, le=100_000)] = 256
+    max_sweep_runs: Annotated[int, Field(ge=1, le=10_000)] = 256
     """Most runs one experiment's sweep grid may generate; a larger grid is refused at `start` with 422."""
     max_checkpoint_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
     """Largest checkpoint upload accepted; larger ones get 413."""

@@ -226,3 +226,32 @@ async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) 
         ({"experiment_ids": [exp_a], "format": "pdf"}, "format"),
     ):
         assert field in [d["field"] for d in error(await http.post(url, json=bad), 422, "validation_error")["details"]]
+
+
+async def test_a_refused_start_writes_nothing(http: httpx.AsyncClient) -> None:
+    """Every check runs before the sweep's model is created: a 422 leaves no model behind."""
+    before = (await http.get("/api/v1/models")).json()["meta"]["total"]
+    for config in (sweep(variations={"optimizer.lrr": [0.1]}), sweep(variations={"seed": list(range(300))})):
+        exp_id = await create(http, "refused", config)
+        error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
+    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == before
+
+
+async def test_a_sweep_without_a_metric_is_judged_by_val_accuracy(http: httpx.AsyncClient) -> None:
+    exp_id = await seeded(http, "no metric", VALUES, "nm")
+    config = {k: v for k, v in sweep().items() if k != "metric"}
+    assert (await http.patch(f"/api/v1/experiments/{exp_id}", json={"experiment": {"config": config}})).is_success
+    summary = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["results_summary"]
+    assert summary["metric"] == "val_accuracy" and summary["best_val_accuracy"] == 0.93
+    document = json.loads((await http.post(f"/api/v1/experiments/{exp_id}/export")).text)
+    assert {group["group"] for group in document["results"]["groups"]} == set(VALUES)
+    report = await http.post("/api/v1/export/comparison", json={"experiment_ids": [exp_id], "format": "json"})
+    assert report.status_code == 200, report.text
+
+
+async def test_unknown_filters_are_refused_not_ignored(http: httpx.AsyncClient) -> None:
+    exp_id = await create(http, "filters", ENSEMBLE)
+    for url in ("/api/v1/experiments", f"/api/v1/experiments/{exp_id}/runs"):
+        body = error(await http.get(url, params={"filter[stauts]": "running"}), 422, "validation_error")
+        assert body["details"][0]["field"] == "filter[stauts]"
+    assert (await http.get("/api/v1/experiments", params={"filter[status]": "pending"})).status_code == 200

@@ -6,13 +6,14 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed
+from pivotd.experiments import sweep
 from pivotd.experiments.lifecycle import eta_seconds
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.ids import new_id
@@ -39,6 +40,18 @@ Tags = list[Annotated[str, Field(min_length=1, max_length=128)]]
 Page = Annotated[int, Query()]
 PerPage = Annotated[int, Query()]
 Cursor = Annotated[str | None, Query(max_length=512)]
+
+
+def only_filters(*known: str) -> Any:
+    """A dependency refusing `filter[...]` parameters the route does not know (a typo must not silently match
+    everything), as the telemetry routes do."""
+
+    def check(request: Request) -> None:
+        for param in request.query_params:
+            if param.startswith("filter[") and param not in known:
+                raise _invalid(param, f"unknown filter; one of {', '.join(known)}")
+
+    return Depends(check)
 
 
 class ExperimentFields(BaseModel):
@@ -142,6 +155,10 @@ def _status(value: str | None, known: tuple[str, ...] = tuple(C_TO_INTERNAL)) ->
 )
 async def list_experiments(
     services: ServicesDep,
+    _: Annotated[
+        None,
+        only_filters("filter[status]", "filter[name]", "filter[created_after]", "filter[created_before]"),
+    ],
     status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
     name: Annotated[str | None, Query(alias="filter[name]", max_length=200)] = None,
     created_after: Annotated[str | None, Query(alias="filter[created_after]", max_length=64)] = None,
@@ -201,8 +218,8 @@ async def detail_view(services: Services, row: ExperimentRow) -> dict[str, Any]:
     runs, _, _ = await reader.runs(row.id, page_request(1, 100, None, "created_at"))
     by_status = await reader.status_counts(row.id)
     summary: dict[str, Any] = {"total_runs": row.total_runs, "runs_by_status": by_status}
-    metric = row.config.get("metric")
-    if isinstance(metric, str):  # a runnable config names the metric its runs are judged by
+    metric = sweep.judged_metric(row.config)
+    if metric is not None:
         best = await reader.best_run(row.id, metric)
         summary |= {
             "metric": metric,
@@ -259,6 +276,7 @@ async def attach_runs(experiment_id: IdPath, request: Request, services: Service
     body: AttachBody = await read_model(request, AttachBody, services.settings.max_body_bytes)
     run_ids = list(dict.fromkeys(body.run_ids))
     await services.store.writer.submit(AttachRuns(experiment_id, run_ids, body.group))
+    await services.experiments.cancel_stranded(experiment_id)  # queued runs joining a cancelled experiment
     found = await services.store.experiments.runs_by_id(run_ids)
     return json_response(
         {"data": [run_view(found[run_id], experiment_id) for run_id in run_ids], "meta": {"attached": len(run_ids)}}
@@ -275,6 +293,7 @@ async def attach_runs(experiment_id: IdPath, request: Request, services: Service
 async def list_runs(
     experiment_id: IdPath,
     services: ServicesDep,
+    _: Annotated[None, only_filters("filter[status]", "filter[group]")],
     status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
     group: Annotated[str | None, Query(alias="filter[group]", max_length=256)] = None,
     page: Page = 1,

@@ -15,7 +15,7 @@ from pivotd.api.deps import ServicesDep
 from pivotd.api.experiments import detail_view, experiment_view, run_view
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses
 from pivotd.errors import NotFound, ValidationFailed
-from pivotd.experiments import report
+from pivotd.experiments import report, sweep
 from pivotd.experiments.paging import page_request
 from pivotd.experiments.report import GroupSummary
 from pivotd.services import Services
@@ -25,6 +25,8 @@ from pivotd.timefmt import iso
 router = APIRouter(prefix="/api/v1", tags=["exports (seed 004)"])
 Part = Literal["config", "results", "runs", "telemetry"]
 PARTS: tuple[Part, ...] = ("config", "results", "runs", "telemetry")
+EXPORT_TELEMETRY_EVENTS = 100_000
+"""Telemetry events in one experiment export (a JSON document built in memory); more are flagged, not sent."""
 ExperimentId = Annotated[str, Field(min_length=1, max_length=64)]
 
 
@@ -76,7 +78,7 @@ async def export_experiment(
     row = await reader.get(experiment_id)
     runs = await reader.all_runs(experiment_id)
     include = set(body.include)
-    metric = row.config.get("metric") if isinstance(row.config.get("metric"), str) else None
+    metric = sweep.judged_metric(row.config)
     summaries = await _summaries(services, row, metric, runs) if metric and "results" in include else []
     if body.format == "csv":
         return _download(_experiment_csv(row, runs, include, summaries), "text/csv", f"{experiment_id}.csv")
@@ -99,7 +101,10 @@ async def export_experiment(
     if "runs" in include:
         document["runs"] = [run_view(run, experiment_id) for run in runs]
     if "telemetry" in include:
-        document["telemetry"] = await services.telemetry.experiment_events(experiment_id)
+        events, truncated = await services.telemetry.experiment_events(experiment_id, EXPORT_TELEMETRY_EVENTS)
+        document["telemetry"] = events
+        if truncated:  # the whole stream is POST /api/v1/telemetry/export's job: it streams
+            document["telemetry_truncated"] = True
     return _download(
         orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{experiment_id}.json"
     )
@@ -158,8 +163,8 @@ async def export_comparison(request: Request, services: ServicesDep) -> Response
         raise NotFound(f"experiment(s) not found: {', '.join(missing)}", details={"experiment_ids": missing})
     rows = []
     for row in experiments:
-        metric = body.metric or row.config.get("metric")
-        if not isinstance(metric, str):
+        metric = body.metric or sweep.judged_metric(row.config)
+        if metric is None:
             message = f"experiment {row.id}'s config names no metric; give one"
             raise ValidationFailed(f"metric: {message}", details=[{"field": "metric", "message": message}])
         rows += await _summaries(services, row, metric, await reader.all_runs(row.id))

@@ -64,6 +64,8 @@ class ExperimentLifecycle:
         self._announced: dict[str, str] = {}
         """The last status published per experiment, so a status event goes out once per change."""
         self._lock = asyncio.Lock()
+        self._starting = asyncio.Lock()
+        """One start at a time: two racing starts of one experiment must not both create its model."""
 
     @property
     def _reader(self) -> ExperimentsReader:
@@ -72,12 +74,24 @@ class ExperimentLifecycle:
     # -- actions --------------------------------------------------------------------------------------------
 
     async def start(self, experiment_id: str) -> ExperimentRow:
+        async with self._starting:
+            await self._launch(experiment_id)
+        await self.announce(experiment_id)
+        await self._training.supervisor.dispatch()
+        return await self._reader.get(experiment_id)
+
+    async def _launch(self, experiment_id: str) -> None:
         row = await self._reader.get(experiment_id)
         if row.launched_at is not None:
             raise Conflict(f"experiment {experiment_id!r} was already started; clone it to run it again")
         config = sweep.parse(row.config)
-        model_id, architecture, base = await self._model(config)
+        architecture, base = await self._resolve(config)
         points = sweep.expand(config, base, self._settings.max_sweep_runs)
+        # Every check has passed: only now write anything, so a refused start leaves nothing behind.
+        model_id = config.model_id
+        if model_id is None:
+            model, _ = await self._training.put_model(None, {"architecture": architecture, "name": row.name})
+            model_id = model.model_id
         runs = [
             SweepRun(
                 new_id("r"),
@@ -89,25 +103,18 @@ class ExperimentLifecycle:
             for point in points
         ]
         await self._store.writer.submit(LaunchExperiment(experiment_id, model_id, runs))
-        await self.announce(experiment_id)
-        await self._training.supervisor.dispatch()
-        return await self._reader.get(experiment_id)
 
-    async def _model(self, config: sweep.SweepConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
-        """(model id, architecture, base hyperparams): a stored model's, or a new model for an inline architecture."""
-        training = self._training
-        if config.model_id is not None:
-            try:
-                model = await training.get_model(config.model_id)
-            except NotFound:
-                raise sweep.invalid("config.model_id", f"no model {config.model_id!r}") from None
-            if model.architecture is None:
-                raise sweep.invalid("config.model_id", f"model {config.model_id!r} has no architecture to train")
-            architecture = self._architecture(model.architecture)
-            return model.model_id, architecture, sweep.merge(model.hyperparams or {}, config.hyperparams)
-        architecture = self._architecture(config.architecture)
-        model, _ = await training.put_model(None, {"architecture": architecture})
-        return model.model_id, architecture, config.hyperparams
+    async def _resolve(self, config: sweep.SweepConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(architecture, base hyperparams) of a stored model or of the config's inline architecture; writes nothing."""
+        if config.model_id is None:
+            return self._architecture(config.architecture), config.hyperparams
+        try:
+            model = await self._training.get_model(config.model_id)
+        except NotFound:
+            raise sweep.invalid("config.model_id", f"no model {config.model_id!r}") from None
+        if model.architecture is None:
+            raise sweep.invalid("config.model_id", f"model {config.model_id!r} has no architecture to train")
+        return self._architecture(model.architecture), sweep.merge(model.hyperparams or {}, config.hyperparams)
 
     def _architecture(self, value: Any) -> dict[str, Any]:
         try:
@@ -121,12 +128,19 @@ class ExperimentLifecycle:
     async def control(self, experiment_id: str, action: ControlAction) -> ExperimentRow:
         to_cancel: list[str] = await self._store.writer.submit(ControlExperiment(experiment_id, action))
         await self.announce(experiment_id)
-        for run_id in to_cancel:
-            with contextlib.suppress(Conflict, NotFound):  # finished or deleted meanwhile
-                await self._training.supervisor.cancel(run_id)
+        await self._cancel_runs(to_cancel)
         if action == "resume":
             await self._training.supervisor.dispatch()
         return await self._reader.get(experiment_id)
+
+    async def cancel_stranded(self, experiment_id: str | None = None) -> None:
+        """Cancel queued runs of cancelled experiments (at start-up, for all; after an attach, for one)."""
+        await self._cancel_runs(await self._reader.stranded_runs(experiment_id))
+
+    async def _cancel_runs(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            with contextlib.suppress(Conflict, NotFound):  # finished or deleted meanwhile
+                await self._training.supervisor.cancel(run_id)
 
     async def clone(self, experiment_id: str, name: str | None) -> ExperimentRow:
         source = await self._reader.get(experiment_id)

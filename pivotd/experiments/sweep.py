@@ -44,6 +44,15 @@ class GridPoint:
     seed: Any
 
 
+def judged_metric(config: dict[str, Any]) -> str | None:
+    """The metric an experiment's runs are judged by: the config's `metric`, a sweep's default when it names
+    none, or None for a config that is not a sweep and names none."""
+    metric = config.get("metric")
+    if isinstance(metric, str):
+        return metric
+    return SweepConfig.model_fields["metric"].default if config.get("type") == "sweep" else None
+
+
 def invalid(field: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
 

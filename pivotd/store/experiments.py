@@ -270,16 +270,10 @@ class LaunchExperiment:
             raise Conflict(f"experiment {self.experiment_id!r} was already started; clone it to run it again")
         for run in self.runs:
             CreateJob(run.run_id, "queued", run.config, run.epochs_total, self.model_id, run.name).apply(tx)
-        # One statement per group rather than per run: a 256-run sweep has a handful of groups.
-        by_group: dict[str, list[str]] = {}
-        for run in self.runs:
-            by_group.setdefault(run.group, []).append(run.run_id)
-        for group, run_ids in by_group.items():
-            marks = ",".join("?" * len(run_ids))
-            tx.conn.execute(
-                f"UPDATE runs SET experiment_id = ?, group_name = ? WHERE run_id IN ({marks})",
-                [self.experiment_id, group, *run_ids],
-            )
+        tx.conn.executemany(
+            "UPDATE runs SET experiment_id = ?, group_name = ? WHERE run_id = ?",
+            [(self.experiment_id, run.group, run.run_id) for run in self.runs],
+        )
         tx.conn.execute(
             "UPDATE experiments SET launched_at = ?, updated_at = ? WHERE id = ?", (tx.now, tx.now, self.experiment_id)
         )
@@ -458,15 +452,28 @@ class ExperimentsReader:
         return {row[0]: row[1] for row in rows if row[1] is not None}
 
     async def best_run(self, experiment_id: str, metric: str) -> tuple[str, str | None, float] | None:
-        """(run id, group, value) of the run whose last `metric` is best: lowest for a loss, else highest."""
+        """(run id, group, value) of the run whose last `metric` is best: lowest for a loss, else highest.
+        Only runs whose values are final count, as in exports (`report.counts`): completed managed runs and
+        external runs; a cancelled or failed run's partial value is not a result."""
         direction = "ASC" if "loss" in metric.lower() else "DESC"
         rows = await self._conn.execute_fetchall(
             "SELECT r.run_id, r.group_name, s.last_value FROM series s JOIN runs r ON r.id = s.run "
-            f"WHERE r.experiment_id = ? AND s.name = ? AND s.last_value IS NOT NULL ORDER BY s.last_value {direction}, "
-            "r.id LIMIT 1",
+            "WHERE r.experiment_id = ? AND s.name = ? AND s.last_value IS NOT NULL "
+            f"AND (r.status = 'succeeded' OR r.kind = 'external') ORDER BY s.last_value {direction}, r.id LIMIT 1",
             (experiment_id, metric),
         )
         return next(((row[0], row[1], row[2]) for row in rows), None)
+
+    async def stranded_runs(self, experiment_id: str | None = None) -> list[str]:
+        """Managed runs still waiting in the queue of a cancelled experiment (of one, or of any): a daemon that
+        died between the cancel and its run cancellations, or runs attached after the cancel, leave them."""
+        rows = await self._conn.execute_fetchall(
+            """SELECT r.run_id FROM runs r JOIN experiments e ON e.id = r.experiment_id
+               WHERE e.cancelled_at IS NOT NULL AND r.kind = 'managed' AND r.status IN ('created', 'queued')
+                 AND (? IS NULL OR e.id = ?) ORDER BY r.id""",
+            (experiment_id, experiment_id),
+        )
+        return [row[0] for row in rows]
 
     async def status_counts(self, experiment_id: str) -> dict[str, int]:
         """Runs of the experiment by status, in family C's words."""

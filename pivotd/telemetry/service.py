@@ -178,13 +178,16 @@ class Telemetry:
                 return
             yield [wire(event) for event in events]
 
-    async def experiment_events(self, experiment_id: str) -> list[dict[str, Any]]:
-        """Every stored event whose `metadata.experiment_id` is `experiment_id`, oldest first, as the API shows
-        them (`id`, `event_name`, `measurements`, `metadata`, `timestamp`). For experiment export."""
+    async def experiment_events(self, experiment_id: str, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """The first `limit` stored events whose `metadata.experiment_id` is `experiment_id`, oldest first, as
+        the API shows them (`id`, `event_name`, `measurements`, `metadata`, `timestamp`), and whether there were
+        more. For experiment export, which builds one document in memory."""
         found: list[dict[str, Any]] = []
         async for events in self.events(Filters(metadata=(("experiment_id", experiment_id),))):
             found.extend(events)
-        return found
+            if len(found) > limit:
+                return found[:limit], True
+        return found, False
 
     async def model_statistics(self, model_id: str, since: float) -> Statistics:
         """Seed 004's model statistics from pivotd's `pivot.model.inference` events of one model."""

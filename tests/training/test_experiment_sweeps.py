@@ -270,3 +270,26 @@ async def test_a_phoenix_client_follows_a_sweep_on_its_experiment_channel(tmp_pa
         assert dict(pushes)["progress_updated"] == {"progress": 1.0, "eta_seconds": 0.0}
         final = pushes[-1][1]
         assert final["status"] == "completed" and final["completed_at"].endswith("+00:00")
+
+
+async def test_a_run_waiting_in_the_queue_of_a_cancelled_experiment_is_cancelled(tmp_path: Path) -> None:
+    """Attached after the cancel, or left by a daemon that died mid-cancel: either way it must not wait forever."""
+    async with (
+        running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
+    ):
+        exp_id = await create(http, "cancelled", sweep(seed=[1]))
+        assert (await http.post(f"/api/v1/experiments/{exp_id}/start")).status_code == 200
+        assert (await http.post(f"/api/v1/experiments/{exp_id}/cancel")).status_code == 200
+        session = await http.post(
+            "/api/v1/training/sessions",
+            json={"session_name": "late", "config": {"architecture": MLP, "hyperparams": SWEEP_HP}},
+        )
+        run_id = session.json()["session_id"]  # created, not yet queued: the dispatcher cannot take it first
+        attached = await http.post(f"/api/v1/experiments/{exp_id}/runs", json={"run_ids": [run_id]})
+        assert attached.status_code == 200, attached.text
+
+        async def cancelled() -> bool:
+            return (await http.get(f"/api/runs/{run_id}")).json()["state"] == "cancelled"
+
+        await eventually(cancelled, timeout=30)
