@@ -110,6 +110,11 @@ class ValidationFailed(PivotError):
     code = "validation_error"
 
 
+def invalid_field(field: str, message: str) -> ValidationFailed:
+    """The 422 for one field: `field: message`, with the field named in `details` for programs."""
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
 class RateLimited(PivotError):
     status = 429
     code = "rate_limited"

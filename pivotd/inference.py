@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from pivotd.errors import BadRequest, ValidationFailed
+from pivotd.errors import BadRequest, ValidationFailed, invalid_field
 from shared.models.training import Architecture
 
 MAX_BATCH = 512
@@ -34,10 +34,6 @@ def parse_body(body: bytes) -> Any:
             raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
-def _bad(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
 def as_batch(inputs: Any, features: int, field: str = "inputs", single: bool = False) -> np.ndarray:
     """A (N, features) float32 array; 422 naming the first bad input (and value) otherwise.
 
@@ -48,24 +44,24 @@ def as_batch(inputs: Any, features: int, field: str = "inputs", single: bool = F
         return field if single else f"{field}[{index}]"
 
     if not isinstance(inputs, list) or not inputs:
-        raise _bad(field, "must be a non-empty list of inputs")
+        raise invalid_field(field, "must be a non-empty list of inputs")
     if len(inputs) > MAX_BATCH:
-        raise _bad(field, f"batch of {len(inputs)} inputs exceeds the maximum of {MAX_BATCH}")
+        raise invalid_field(field, f"batch of {len(inputs)} inputs exceeds the maximum of {MAX_BATCH}")
     for index, row in enumerate(inputs):
         if not isinstance(row, list) or len(row) != features:
             got = f"{len(row)} values" if isinstance(row, list) else type(row).__name__
-            raise _bad(name(index), f"expected {features} numbers, got {got}")
+            raise invalid_field(name(index), f"expected {features} numbers, got {got}")
     array = np.array(inputs)
     if array.dtype.kind not in "fiu":
         for index, row in enumerate(inputs):  # slow path, errors only: find the offender
             for position, value in enumerate(row):
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise _bad(f"{name(index)}[{position}]", "must be a number")
+                    raise invalid_field(f"{name(index)}[{position}]", "must be a number")
     batch = array.astype(np.float32)
     finite = np.isfinite(batch)
     if not finite.all():
         index, position = (int(i) for i in np.argwhere(~finite)[0])
-        raise _bad(f"{name(index)}[{position}]", "must be a finite number")
+        raise invalid_field(f"{name(index)}[{position}]", "must be a finite number")
     return batch
 
 
@@ -115,7 +111,7 @@ class Inference:
 
     async def adhoc(self, arch: Architecture, parameters: Any, batch: np.ndarray) -> tuple[np.ndarray, float]:
         if not isinstance(parameters, dict):
-            raise _bad("parameters", 'must be an object {"layers": [...]}')
+            raise invalid_field("parameters", 'must be an object {"layers": [...]}')
         try:
             engine = await self._run(_load_layout, arch, parameters, self.device)
         except ValueError as exc:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed
+from pivotd.errors import invalid_field
 from pivotd.experiments import sweep
 from pivotd.experiments.lifecycle import eta_seconds
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
@@ -49,7 +49,7 @@ def only_filters(*known: str) -> Any:
     def check(request: Request) -> None:
         for param in request.query_params:
             if param.startswith("filter[") and param not in known:
-                raise _invalid(param, f"unknown filter; one of {', '.join(known)}")
+                raise invalid_field(param, f"unknown filter; one of {', '.join(known)}")
 
     return Depends(check)
 
@@ -124,23 +124,19 @@ def run_view(run: MemberRun, experiment_id: str) -> dict[str, Any]:
     }
 
 
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
 def _instant(value: str | None, field: str) -> float | None:
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise _invalid(field, f"{value!r} is not an ISO 8601 datetime") from None
+        raise invalid_field(field, f"{value!r} is not an ISO 8601 datetime") from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def _status(value: str | None, known: tuple[str, ...] = tuple(C_TO_INTERNAL)) -> str | None:
     if value is not None and value not in known:
-        raise _invalid("filter[status]", f"unknown status {value!r}; one of {', '.join(known)}")
+        raise invalid_field("filter[status]", f"unknown status {value!r}; one of {', '.join(known)}")
     return value
 
 
@@ -169,7 +165,7 @@ async def list_experiments(
     cursor: Cursor = None,
 ) -> Response:
     if sort.removeprefix("-") not in EXPERIMENT_SORTS:
-        raise _invalid("sort", f"cannot sort by {sort!r}; one of {', '.join(EXPERIMENT_SORTS)}, optionally with -")
+        raise invalid_field("sort", f"cannot sort by {sort!r}; one of {', '.join(EXPERIMENT_SORTS)}, optionally with -")
     filters = ExperimentFilters(
         _status(status, EXPERIMENT_STATUSES), name, _instant(created_after, "filter[created_after]"),
         _instant(created_before, "filter[created_before]"),
@@ -250,7 +246,7 @@ async def update_experiment(experiment_id: IdPath, request: Request, services: S
     changes = body.experiment.model_dump(exclude_unset=True)
     for field in ("name", "config", "tags"):
         if field in changes and changes[field] is None:
-            raise _invalid(f"experiment.{field}", "cannot be null")
+            raise invalid_field(f"experiment.{field}", "cannot be null")
     await services.store.writer.submit(UpdateExperiment(experiment_id, changes))
     return json_response({"data": experiment_view(await services.store.experiments.get(experiment_id)), "meta": {}})
 

@@ -14,7 +14,7 @@ from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.experiments import detail_view, experiment_view, run_view
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses
-from pivotd.errors import NotFound, ValidationFailed
+from pivotd.errors import NotFound, invalid_field
 from pivotd.experiments import report, sweep
 from pivotd.experiments.paging import page_request
 from pivotd.experiments.report import GroupSummary
@@ -166,7 +166,7 @@ async def export_comparison(request: Request, services: ServicesDep) -> Response
         metric = body.metric or sweep.judged_metric(row.config)
         if metric is None:
             message = f"experiment {row.id}'s config names no metric; give one"
-            raise ValidationFailed(f"metric: {message}", details=[{"field": "metric", "message": message}])
+            raise invalid_field("metric", message)
         rows += await _summaries(services, row, metric, await reader.all_runs(row.id))
     test = report.welch(rows)
     stem = "comparison-" + "-".join(ids) if len(ids) <= 3 else f"comparison-{len(ids)}-experiments"

@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse
 
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import NotFound, ValidationFailed
+from pivotd.errors import NotFound, invalid_field
 from pivotd.store.training import CheckpointRow
 from pivotd.timefmt import iso
 
@@ -30,7 +30,7 @@ def parse_since(value: str) -> float:
         moment = datetime.fromisoformat(value)
     except ValueError:
         message = f"{value!r} is neither an ISO 8601 datetime nor Unix seconds"
-        raise ValidationFailed(f"since: {message}", details=[{"field": "since", "message": message}]) from None
+        raise invalid_field("since", message) from None
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pivotd.errors import ValidationFailed
+from pivotd.errors import invalid_field
 from pivotd.experiments.stats import TEST_TYPES, Alternative, StatsError, TestOutcome, run_test, summary
 from pivotd.store.experiments import Aggregate, ExperimentsReader, MemberRun
 
@@ -36,12 +36,8 @@ def canonical_test(test_type: str) -> str:
     test = TEST_ALIASES.get(test_type, test_type)
     if test not in TEST_TYPES:
         known = ", ".join((*TEST_TYPES, *TEST_ALIASES))
-        raise _invalid("test_type", f"unknown test {test_type!r}; one of {known}")
+        raise invalid_field("test_type", f"unknown test {test_type!r}; one of {known}")
     return test
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
 async def _resolve(
@@ -49,19 +45,19 @@ async def _resolve(
 ) -> dict[str, list[MemberRun]]:
     if isinstance(groups, list):
         if len(set(groups)) != len(groups):
-            raise _invalid("groups", "a group label is listed twice")
+            raise invalid_field("groups", "a group label is listed twice")
         resolved = {}
         for index, label in enumerate(groups):
             runs = await reader.group_runs(experiment_id, label)
             if not runs:
-                raise _invalid(f"groups[{index}]", f"experiment {experiment_id} has no runs in group {label!r}")
+                raise invalid_field(f"groups[{index}]", f"experiment {experiment_id} has no runs in group {label!r}")
             resolved[label] = runs
         return resolved
     wanted = [run_id for run_ids in groups.values() for run_id in run_ids]
     found = await reader.runs_by_id(wanted) if wanted else {}
     missing = [run_id for run_id in wanted if run_id not in found]
     if missing:
-        raise _invalid("groups", f"run(s) not found: {', '.join(missing)}")
+        raise invalid_field("groups", f"run(s) not found: {', '.join(missing)}")
     return {label: [found[run_id] for run_id in run_ids] for label, run_ids in groups.items()}
 
 
@@ -82,10 +78,10 @@ def _pair(resolved: dict[str, list[MemberRun]]) -> str:
         return "order"
     sets = [set(map(str, values)) for values in seeds.values()]
     if any(len(s) != len(values) for s, values in zip(sets, seeds.values(), strict=True)):
-        raise _invalid("groups", "two runs of one group share a seed; cannot pair them")
+        raise invalid_field("groups", "two runs of one group share a seed; cannot pair them")
     if len(sets) == 2 and sets[0] != sets[1]:
         unmatched = sorted(sets[0] ^ sets[1])
-        raise _invalid("groups", f"seeds without a partner in the other group: {', '.join(unmatched)}")
+        raise invalid_field("groups", f"seeds without a partner in the other group: {', '.join(unmatched)}")
     for runs in resolved.values():
         runs.sort(key=lambda run: str(_seed(run)))
     return "seed"
@@ -100,12 +96,12 @@ async def compare(reader: ExperimentsReader, experiment_id: str, request: Compar
     values = await reader.metric_values(refs, request.metric, request.aggregate)
     lacking = [run.run_id for runs in resolved.values() for run in runs if run.ref not in values]
     if lacking:
-        raise _invalid("metric", f"run(s) without a {request.metric!r} scalar: {', '.join(lacking)}")
+        raise invalid_field("metric", f"run(s) without a {request.metric!r} scalar: {', '.join(lacking)}")
     samples = {label: [values[run.ref] for run in runs] for label, runs in resolved.items()}
     try:
         outcome = run_test(test, samples, request.alpha, request.alternative)
     except StatsError as exc:
-        raise _invalid("groups", str(exc)) from None
+        raise invalid_field("groups", str(exc)) from None
     document = _document(outcome, request, samples)
     document |= {"test": test, "runs": {label: [run.run_id for run in runs] for label, runs in resolved.items()}}
     if pairing is not None:

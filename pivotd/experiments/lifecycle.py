@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from pivotd.errors import Conflict, NotFound, PivotError, ValidationFailed
+from pivotd.errors import Conflict, NotFound, PivotError, ValidationFailed, invalid_field
 from pivotd.experiments import sweep
 from pivotd.hub import Hub
 from pivotd.ids import new_id
@@ -111,9 +111,9 @@ class ExperimentLifecycle:
         try:
             model = await self._training.get_model(config.model_id)
         except NotFound:
-            raise sweep.invalid("config.model_id", f"no model {config.model_id!r}") from None
+            raise invalid_field("config.model_id", f"no model {config.model_id!r}") from None
         if model.architecture is None:
-            raise sweep.invalid("config.model_id", f"model {config.model_id!r} has no architecture to train")
+            raise invalid_field("config.model_id", f"model {config.model_id!r} has no architecture to train")
         return self._architecture(model.architecture), sweep.merge(model.hyperparams or {}, config.hyperparams)
 
     def _architecture(self, value: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pivotd.errors import ValidationFailed, validation_failed
+from pivotd.errors import invalid_field, validation_failed
 from shared.models.training import Hyperparams
 
 SEED_KEY = "seed"
@@ -53,15 +53,11 @@ def judged_metric(config: dict[str, Any]) -> str | None:
     return SweepConfig.model_fields["metric"].default if config.get("type") == "sweep" else None
 
 
-def invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
-
-
 def parse(config: dict[str, Any]) -> SweepConfig:
     """The config as a sweep, or a 422: a config of another type is stored fine but cannot be started."""
     kind = config.get("type")
     if kind != "sweep":
-        raise invalid(
+        raise invalid_field(
             "config.type",
             f"only a sweep config can be started (type 'sweep' with model_id or architecture, hyperparams, "
             f"variations and metric); this one has type {kind!r}, which is stored but not runnable",
@@ -71,9 +67,9 @@ def parse(config: dict[str, Any]) -> SweepConfig:
     except ValidationError as exc:
         raise validation_failed(exc, "config") from None
     if (sweep.model_id is None) == (sweep.architecture is None):
-        raise invalid("config.model_id", "give exactly one of model_id or architecture")
+        raise invalid_field("config.model_id", "give exactly one of model_id or architecture")
     if sweep.metric not in METRICS:
-        raise invalid("config.metric", f"unknown metric {sweep.metric!r}; one of {', '.join(METRICS)}")
+        raise invalid_field("config.metric", f"unknown metric {sweep.metric!r}; one of {', '.join(METRICS)}")
     return sweep
 
 
@@ -86,11 +82,13 @@ def _check_path(key: str) -> None:
         if field is None:
             known = ", ".join(model.model_fields)
             where = ".".join(parts[:index]) or "hyperparams"
-            raise invalid(f"config.variations.{key}", f"unknown hyperparameter {part!r} in {where}; one of {known}")
+            raise invalid_field(
+                f"config.variations.{key}", f"unknown hyperparameter {part!r} in {where}; one of {known}"
+            )
         nested = field.annotation
         if index < len(parts) - 1:
             if not (isinstance(nested, type) and issubclass(nested, BaseModel)):
-                raise invalid(f"config.variations.{key}", f"{'.'.join(parts[: index + 1])} has no nested fields")
+                raise invalid_field(f"config.variations.{key}", f"{'.'.join(parts[: index + 1])} has no nested fields")
             model = nested
 
 
@@ -123,7 +121,7 @@ def _hyperparams(values: dict[str, Any], field: str) -> Hyperparams:
     except ValidationError as exc:
         error = validation_failed(exc, "hyperparams")
         message = error.message
-        raise ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}]) from None
+        raise invalid_field(field, message) from None
 
 
 def expand(sweep: SweepConfig, base: dict[str, Any], max_runs: int) -> list[GridPoint]:
@@ -138,15 +136,17 @@ def expand(sweep: SweepConfig, base: dict[str, Any], max_runs: int) -> list[Grid
         values = sweep.variations[key]
         _check_path(key)
         if not values:
-            raise invalid(field, "must list at least one value")
+            raise invalid_field(field, "must list at least one value")
         encoded = [json.dumps(value, sort_keys=True) for value in values]
         if len(set(encoded)) != len(encoded):
-            raise invalid(field, "lists a value twice")
+            raise invalid_field(field, "lists a value twice")
         for value in values:
             _hyperparams(_with(base, key, value), field)
     size = math.prod(len(values) for values in sweep.variations.values())
     if size > max_runs:
-        raise invalid("config.variations", f"the grid has {size} runs; at most {max_runs} (setting max_sweep_runs)")
+        raise invalid_field(
+            "config.variations", f"the grid has {size} runs; at most {max_runs} (setting max_sweep_runs)"
+        )
     points = []
     for combination in itertools.product(*(sweep.variations[key] for key in keys)):
         assignment = dict(zip(keys, combination, strict=True))
