@@ -80,6 +80,7 @@ class _Worker:
     last_error: str | None = None
     logs: list[LogLine] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
 
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
@@ -303,7 +304,7 @@ class Supervisor:
                 self._publish(
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
                 )
-                self._emit_epoch(job, event)
+                self._emit_epoch(job, worker, event)
             elif kind == "checkpoint":
                 await self._store.writer.submit(
                     AddCheckpoint(
@@ -315,14 +316,20 @@ class Supervisor:
             elif kind == "params":
                 worker.params = event
 
-    def _emit_epoch(self, job: JobRow, event: dict[str, Any]) -> None:
+    def _emit_epoch(self, job: JobRow, worker: _Worker, event: dict[str, Any]) -> None:
         metrics = event.get("metrics") or {}
         seconds = metrics.get("epoch_time_s")
+        step, previous = event.get("step"), worker.step
+        worker.step = step if isinstance(step, int) else None
         if self.telemetry is None or not isinstance(seconds, int | float):
             return
         measurements = {"duration_ms": seconds * 1000, "epoch": event["epoch"]}
-        if isinstance(event.get("step"), int):
-            measurements["steps"] = event["step"]
+        if isinstance(step, int):
+            measurements["steps"] = step
+            # A resumed run's first epoch has no previous step here; its step time is left out.
+            steps_this_epoch = step - previous if previous is not None else step if event["epoch"] == 1 else 0
+            if steps_this_epoch > 0:
+                measurements["step_ms"] = seconds * 1000 / steps_this_epoch
         if isinstance(metrics.get("epoch_cpu_s"), int | float):
             measurements["cpu_s"] = metrics["epoch_cpu_s"]
         self.telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})

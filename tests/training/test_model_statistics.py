@@ -68,5 +68,10 @@ async def test_inference_telemetry_and_statistics(http: httpx.AsyncClient) -> No
     ).json()["data"]  # fmt: skip
     assert [e["measurements"]["epoch"] for e in epochs] == [1, 2]
     assert all(e["measurements"]["duration_ms"] > 0 for e in epochs)
+    # Both epochs run the same number of steps: the step time is the epoch's time over its own steps.
+    first, second = (e["measurements"] for e in epochs)
+    assert second["steps"] == 2 * first["steps"]
+    for m, steps in ((first, first["steps"]), (second, second["steps"] - first["steps"])):
+        assert m["step_ms"] == pytest.approx(m["duration_ms"] / steps)
 
     assert (await http.delete(f"/api/v1/models/{model_id}")).status_code == 204
