@@ -337,8 +337,22 @@ async def test_export_csv_and_json(http: httpx.AsyncClient) -> None:
         ({"fields": []}, "fields"),
         ({"filters": {"after": "then"}}, "filters.after"),
         ({"filters": {"colour": "red"}}, "filters.colour"),
+        ({"filters": {"metadata": {"k": 123456789012345678901234567890}}}, "filters.metadata.k"),
+        ({"filters": {"metadata": {"k": 2**63}}}, "filters.metadata.k"),
+        ({"filters": {"metadata": {"k": -(2**63) - 1}}}, "filters.metadata.k"),
     ):
         assert error_field(await http.post(EXPORT, json=body)) == field
+    infinite = b'{"filters": {"metadata": {"k": 1e400}}}'
+    response = await http.post(EXPORT, content=infinite, headers={"content-type": "application/json"})
+    assert error_field(response) == "filters.metadata.k"
+    # The 64-bit bounds themselves filter; so does a query-string value of any length (it is compared as text).
+    await ingest(http, [{"event_name": "big", "metadata": {"k": 2**63 - 1}, "timestamp": stamp(9)}])
+    edge = await http.post(EXPORT, json={"filters": {"metadata": {"k": 2**63 - 1}}, "fields": ["event_name"]})
+    assert edge.json() == [{"event_name": "big"}]
+    assert (await http.post(EXPORT, json={"filters": {"metadata": {"k": -(2**63)}}})).json() == []
+    for value in (str(2**63 - 1), "123456789012345678901234567890"):
+        found = await http.get(EVENTS, params={"filter[metadata.k]": value})
+        assert found.status_code == 200 and found.json()["meta"]["total"] == (value == str(2**63 - 1))
 
 
 async def test_retention_drops_the_oldest_batches(tmp_path: Path) -> None:
