@@ -113,6 +113,7 @@ async def test_bad_events_are_rejected_one_by_one(http: httpx.AsyncClient) -> No
         ({**good, "metadata": {"huge": "x" * 5000}}, "metadata.huge"),
         ({**good, "timestamp": "yesterday"}, "timestamp"),
         ({**good, "timestamp": 1705314900}, "timestamp"),
+        ({**good, "timestamp": "1969-07-20T20:17:00Z"}, "timestamp"),
         ({**good, "surprise": 1}, "surprise"),
         ("not an object", "event"),
         (None, "event"),
@@ -126,6 +127,14 @@ async def test_bad_events_are_rejected_one_by_one(http: httpx.AsyncClient) -> No
     response = await http.post(EVENTS, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 202, response.text
     assert response.json()["data"]["rejected"] == 3
+    # A batch of well-formed events (the fast path): one from year 99999 is refused, not stored to sort first.
+    far = await ingest(http, [good, {**good, "timestamp": "99999-01-01T00:00:00"}])
+    assert far["accepted"] == 1 and far["errors"] == [
+        {"index": 1, "field": "timestamp", "message": "must be between 1970-01-01T00:00:00Z and one day after the "
+         "server's clock"}
+    ]  # fmt: skip
+    newest = (await http.get(EVENTS, params={"per_page": 1})).json()["data"][0]
+    assert newest["timestamp"] == good["timestamp"]
 
 
 @pytest.mark.parametrize(
@@ -424,7 +433,15 @@ GOOD_EVENTS: list[Any] = [
     {"event_name": ["p" * 64] * 16, "measurements": {"m" * 128: -(2**63)}, "timestamp": None},
     {"event_name": ["a"], "measurements": {"big": 1.5e308}, "metadata": {"i": 2**63 - 1}},
     {"event_name": ["a"], "timestamp": "not a time"},  # passes both checks; rejected with its timestamp
+    {"event_name": ["a"], "timestamp": "99999-01-01T00:00:00"},  # parses (numpy), rejected: out of range
+    {"event_name": ["a"], "timestamp": "1969-12-31T23:59:59Z"},  # before 1970
+    {"event_name": ["a"], "timestamp": "1970-01-01T00:30:00+01:00"},  # before 1970, by its offset
+    {"event_name": ["a"], "timestamp": "2024-03-10T16:00:01Z"},  # a day and a second after `now` below
+    {"event_name": ["a"], "timestamp": "1970-01-01T00:00:00Z"},  # the bounds themselves are accepted
+    {"event_name": ["a"], "timestamp": "2024-03-10T16:00:00Z"},
+    {"event_name": ["a"], "timestamp": "2024-03-10T17:00:00+01:00"},
 ]
+OUT_OF_RANGE = 4  # the events above that parse but are rejected for their range
 BAD_EVENTS: list[Any] = [
     1,
     [],
@@ -451,13 +468,21 @@ BAD_EVENTS: list[Any] = [
 
 
 def test_fast_and_careful_checks_store_the_same_events() -> None:
-    now = 1_700_000_000.0
+    now = 1_710_000_000.0  # 2024-03-09T16:00:00Z
     body = json.dumps({"events": GOOD_EVENTS}).encode()
     fast = check_batch_fast(body, 100, now)
     careful = check_events(batch_events(json.loads(body), 100), now)
     assert fast is not None
     assert (fast.accepted, fast.rejected, fast.errors) == (careful.accepted, careful.rejected, careful.errors)
-    assert careful.rejected == 1 and len(careful.accepted) == len(GOOD_EVENTS) - 1
+    assert careful.rejected == 1 + OUT_OF_RANGE and len(careful.accepted) == len(GOOD_EVENTS) - 1 - OUT_OF_RANGE
+    assert [e["message"] for e in careful.errors[1:]] == [
+        "must be between 1970-01-01T00:00:00Z and one day after the server's clock"
+    ] * OUT_OF_RANGE
+    assert [event[1] for event in careful.accepted[-3:]] == [0.0, now + 86400, now + 86400]
+    # The same range when a whole batch goes the per-value path (numpy refuses one of its timestamps).
+    mixed = [{"event_name": "a", "timestamp": t} for t in ("2024-02-30T00:00:00", "1960-01-01", "2999-01-01T00:00Z")]
+    stamps = check_events(mixed, now)
+    assert stamps.rejected == 3 and [e["message"] for e in stamps.errors[1:]] == [careful.errors[1]["message"]] * 2
     for bad in BAD_EVENTS:
         body = json.dumps({"events": [GOOD_EVENTS[0], bad]}).encode()
         assert check_batch_fast(body, 100, now) is None, bad  # falls back, so the careful path names the field
