@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -362,6 +363,42 @@ async def test_export_csv_and_json(http: httpx.AsyncClient) -> None:
     for value in (str(2**63 - 1), "123456789012345678901234567890"):
         found = await http.get(EVENTS, params={"filter[metadata.k]": value})
         assert found.status_code == 200 and found.json()["meta"]["total"] == (value == str(2**63 - 1))
+
+
+def held_bytes(value: Any) -> int:
+    """What a decoded value really holds in memory (numpy views over a block's body hold nothing of their own)."""
+    if isinstance(value, np.ndarray):
+        return 0 if value.base is not None else value.nbytes
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        return size + sum(held_bytes(k) + held_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return size + sum(held_bytes(item) for item in value)
+    return size
+
+
+async def test_block_cache_bound_counts_decoded_dictionaries(tmp_path: Path) -> None:
+    # Unique request ids: each block's request_id dictionary, once decoded, outweighs its stored bytes.
+    bound = 1_000_000
+    settings = {"telemetry_self_events": False, "telemetry_cache_bytes": bound}
+    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        for batch in range(10):
+            await ingest(http, [event(i, 1.0, request_id=f"req-{batch}-{i:06d}-{'x' * 24}") for i in range(2000)])
+        grouped = await http.get(EVENTS, params={"agg": "count", "group_by": "request_id"})
+        assert grouped.status_code == 200 and len(grouped.json()["data"]) == 20_000
+        reader = daemon.services.telemetry.reader
+        cached = reader.cached_blocks()
+        assert 0 < len(cached) < 10  # the stored bytes of all ten (about 0.7 MB) fit; decoded, they do not
+        held = [len(b.body) + held_bytes(b.header) + held_bytes(b._cache) for b in cached]
+        assert reader.cached_bytes == sum(b.memory_bytes() for b in cached) <= bound
+        assert sum(held) <= bound * 1.1  # the estimate is close to what is really held
+        for block, real in zip(cached, held, strict=True):
+            assert 0.9 * real <= block.memory_bytes() <= 1.2 * real, (block.memory_bytes(), real)
+    # A bound of 0 keeps nothing between queries.
+    async with running_daemon(tmp_path / "s", **{**settings, "telemetry_cache_bytes": 0}) as daemon:
+        async with httpx.AsyncClient(base_url=daemon.url) as http:
+            assert (await http.get(EVENTS, params={"per_page": 1})).json()["meta"]["total"] == 20_000
+        assert daemon.services.telemetry.reader.cached_blocks() == []
 
 
 async def test_retention_drops_the_oldest_batches(tmp_path: Path) -> None:
