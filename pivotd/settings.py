@@ -122,6 +122,8 @@ class Settings(BaseModel):
     """pivotd records its own telemetry: inference latency, epoch times, ingest volumes per interval."""
     telemetry_flush_interval_s: Annotated[float, Field(ge=0.01, le=60)] = 1.0
     """pivotd's own telemetry events are buffered and written together this often."""
+    telemetry_cache_bytes: Annotated[int, Field(ge=0)] = 256 * 1024 * 1024
+    """Memory for decoded telemetry blocks kept between queries (bodies and the dictionaries queries decoded)."""
 
     @property
     def db_path(self) -> Path:

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import random
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,6 +114,7 @@ async def test_bad_events_are_rejected_one_by_one(http: httpx.AsyncClient) -> No
         ({**good, "metadata": {"huge": "x" * 5000}}, "metadata.huge"),
         ({**good, "timestamp": "yesterday"}, "timestamp"),
         ({**good, "timestamp": 1705314900}, "timestamp"),
+        ({**good, "timestamp": "1969-07-20T20:17:00Z"}, "timestamp"),
         ({**good, "surprise": 1}, "surprise"),
         ("not an object", "event"),
         (None, "event"),
@@ -126,6 +128,14 @@ async def test_bad_events_are_rejected_one_by_one(http: httpx.AsyncClient) -> No
     response = await http.post(EVENTS, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 202, response.text
     assert response.json()["data"]["rejected"] == 3
+    # A batch of well-formed events (the fast path): one from year 99999 is refused, not stored to sort first.
+    far = await ingest(http, [good, {**good, "timestamp": "99999-01-01T00:00:00"}])
+    assert far["accepted"] == 1 and far["errors"] == [
+        {"index": 1, "field": "timestamp", "message": "must be between 1970-01-01T00:00:00Z and one day after the "
+         "server's clock"}
+    ]  # fmt: skip
+    newest = (await http.get(EVENTS, params={"per_page": 1})).json()["data"][0]
+    assert newest["timestamp"] == good["timestamp"]
 
 
 @pytest.mark.parametrize(
@@ -337,8 +347,58 @@ async def test_export_csv_and_json(http: httpx.AsyncClient) -> None:
         ({"fields": []}, "fields"),
         ({"filters": {"after": "then"}}, "filters.after"),
         ({"filters": {"colour": "red"}}, "filters.colour"),
+        ({"filters": {"metadata": {"k": 123456789012345678901234567890}}}, "filters.metadata.k"),
+        ({"filters": {"metadata": {"k": 2**63}}}, "filters.metadata.k"),
+        ({"filters": {"metadata": {"k": -(2**63) - 1}}}, "filters.metadata.k"),
     ):
         assert error_field(await http.post(EXPORT, json=body)) == field
+    infinite = b'{"filters": {"metadata": {"k": 1e400}}}'
+    response = await http.post(EXPORT, content=infinite, headers={"content-type": "application/json"})
+    assert error_field(response) == "filters.metadata.k"
+    # The 64-bit bounds themselves filter; so does a query-string value of any length (it is compared as text).
+    await ingest(http, [{"event_name": "big", "metadata": {"k": 2**63 - 1}, "timestamp": stamp(9)}])
+    edge = await http.post(EXPORT, json={"filters": {"metadata": {"k": 2**63 - 1}}, "fields": ["event_name"]})
+    assert edge.json() == [{"event_name": "big"}]
+    assert (await http.post(EXPORT, json={"filters": {"metadata": {"k": -(2**63)}}})).json() == []
+    for value in (str(2**63 - 1), "123456789012345678901234567890"):
+        found = await http.get(EVENTS, params={"filter[metadata.k]": value})
+        assert found.status_code == 200 and found.json()["meta"]["total"] == (value == str(2**63 - 1))
+
+
+def held_bytes(value: Any) -> int:
+    """What a decoded value really holds in memory (numpy views over a block's body hold nothing of their own)."""
+    if isinstance(value, np.ndarray):
+        return 0 if value.base is not None else value.nbytes
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        return size + sum(held_bytes(k) + held_bytes(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return size + sum(held_bytes(item) for item in value)
+    return size
+
+
+async def test_block_cache_bound_counts_decoded_dictionaries(tmp_path: Path) -> None:
+    # Unique request ids: each block's request_id dictionary, once decoded, outweighs its stored bytes.
+    bound = 1_000_000
+    settings = {"telemetry_self_events": False, "telemetry_cache_bytes": bound}
+    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        for batch in range(10):
+            await ingest(http, [event(i, 1.0, request_id=f"req-{batch}-{i:06d}-{'x' * 24}") for i in range(2000)])
+        grouped = await http.get(EVENTS, params={"agg": "count", "group_by": "request_id"})
+        assert grouped.status_code == 200 and len(grouped.json()["data"]) == 20_000
+        reader = daemon.services.telemetry.reader
+        cached = reader.cached_blocks()
+        assert 0 < len(cached) < 10  # the stored bytes of all ten (about 0.7 MB) fit; decoded, they do not
+        held = [len(b.body) + held_bytes(b.header) + held_bytes(b._cache) for b in cached]
+        assert reader.cached_bytes == sum(b.memory_bytes() for b in cached) <= bound
+        assert sum(held) <= bound * 1.1  # the estimate is close to what is really held
+        for block, real in zip(cached, held, strict=True):
+            assert 0.9 * real <= block.memory_bytes() <= 1.2 * real, (block.memory_bytes(), real)
+    # A bound of 0 keeps nothing between queries.
+    async with running_daemon(tmp_path / "s", **{**settings, "telemetry_cache_bytes": 0}) as daemon:
+        async with httpx.AsyncClient(base_url=daemon.url) as http:
+            assert (await http.get(EVENTS, params={"per_page": 1})).json()["meta"]["total"] == 20_000
+        assert daemon.services.telemetry.reader.cached_blocks() == []
 
 
 async def test_retention_drops_the_oldest_batches(tmp_path: Path) -> None:
@@ -410,7 +470,15 @@ GOOD_EVENTS: list[Any] = [
     {"event_name": ["p" * 64] * 16, "measurements": {"m" * 128: -(2**63)}, "timestamp": None},
     {"event_name": ["a"], "measurements": {"big": 1.5e308}, "metadata": {"i": 2**63 - 1}},
     {"event_name": ["a"], "timestamp": "not a time"},  # passes both checks; rejected with its timestamp
+    {"event_name": ["a"], "timestamp": "99999-01-01T00:00:00"},  # parses (numpy), rejected: out of range
+    {"event_name": ["a"], "timestamp": "1969-12-31T23:59:59Z"},  # before 1970
+    {"event_name": ["a"], "timestamp": "1970-01-01T00:30:00+01:00"},  # before 1970, by its offset
+    {"event_name": ["a"], "timestamp": "2024-03-10T16:00:01Z"},  # a day and a second after `now` below
+    {"event_name": ["a"], "timestamp": "1970-01-01T00:00:00Z"},  # the bounds themselves are accepted
+    {"event_name": ["a"], "timestamp": "2024-03-10T16:00:00Z"},
+    {"event_name": ["a"], "timestamp": "2024-03-10T17:00:00+01:00"},
 ]
+OUT_OF_RANGE = 4  # the events above that parse but are rejected for their range
 BAD_EVENTS: list[Any] = [
     1,
     [],
@@ -437,13 +505,21 @@ BAD_EVENTS: list[Any] = [
 
 
 def test_fast_and_careful_checks_store_the_same_events() -> None:
-    now = 1_700_000_000.0
+    now = 1_710_000_000.0  # 2024-03-09T16:00:00Z
     body = json.dumps({"events": GOOD_EVENTS}).encode()
     fast = check_batch_fast(body, 100, now)
     careful = check_events(batch_events(json.loads(body), 100), now)
     assert fast is not None
     assert (fast.accepted, fast.rejected, fast.errors) == (careful.accepted, careful.rejected, careful.errors)
-    assert careful.rejected == 1 and len(careful.accepted) == len(GOOD_EVENTS) - 1
+    assert careful.rejected == 1 + OUT_OF_RANGE and len(careful.accepted) == len(GOOD_EVENTS) - 1 - OUT_OF_RANGE
+    assert [e["message"] for e in careful.errors[1:]] == [
+        "must be between 1970-01-01T00:00:00Z and one day after the server's clock"
+    ] * OUT_OF_RANGE
+    assert [event[1] for event in careful.accepted[-3:]] == [0.0, now + 86400, now + 86400]
+    # The same range when a whole batch goes the per-value path (numpy refuses one of its timestamps).
+    mixed = [{"event_name": "a", "timestamp": t} for t in ("2024-02-30T00:00:00", "1960-01-01", "2999-01-01T00:00Z")]
+    stamps = check_events(mixed, now)
+    assert stamps.rejected == 3 and [e["message"] for e in stamps.errors[1:]] == [careful.errors[1]["message"]] * 2
     for bad in BAD_EVENTS:
         body = json.dumps({"events": [GOOD_EVENTS[0], bad]}).encode()
         assert check_batch_fast(body, 100, now) is None, bad  # falls back, so the careful path names the field

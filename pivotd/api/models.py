@@ -111,7 +111,7 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
         values["trained"] = bool(values["trained"])
     training = services.training
     model, created = await training.put_model(model_id, values)
-    counts = (await training.reader.run_counts()).get(model.model_id, (0, None))
+    counts = (await training.reader.run_counts([model.model_id])).get(model.model_id, (0, None))
     return json_response(await model_summary(training, model, counts), 201 if created else 200)
 
 
@@ -119,7 +119,8 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
 async def get_model(model_id: Id, services: ServicesDep) -> Response:
     training = services.training
     model = await training.get_model(model_id)
-    summary = await model_summary(training, model, (await training.reader.run_counts()).get(model_id, (0, None)))
+    counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
+    summary = await model_summary(training, model, counts)
     summary["runs"] = [await run_view(training, run) for run in await training.reader.jobs(model_id=model_id)]
     return json_response(summary)
 
@@ -134,7 +135,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
             name: document[name] for name in ("name", "description", "architecture", "hyperparams") if name in document
         }
         model, _ = await training.put_model(model_id, {**values, "trained": False, "saved_model_path": None})
-        counts = (await training.reader.run_counts()).get(model_id, (0, None))
+        counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
         return json_response(await model_summary(training, model, counts))
     await training.get_model(model_id)
     run = await training.get_run(str(run_id))
@@ -146,7 +147,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
         {"trained": True, "saved_model_path": params.path, "saved_run_id": run.run_id,
          "architecture": run.config["architecture"], "hyperparams": run.config["hyperparams"]},
     )  # fmt: skip
-    counts = (await training.reader.run_counts()).get(model_id, (0, None))
+    counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
     return json_response(
         {**await model_summary(training, model, counts), "run_id": run.run_id, "param_id": params.param_id}
     )

@@ -22,7 +22,7 @@ from pivotd.errors import ValidationFailed
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.jobs.service import InvalidDefinition
 from pivotd.services import Services
-from pivotd.store.models import DeleteModel, PatchModelExtra, model_extras
+from pivotd.store.models import DeleteModel, PatchModelExtra, model_extra, model_page
 from pivotd.store.training import ModelRow
 from pivotd.timefmt import iso
 
@@ -99,9 +99,9 @@ def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[
 async def _view(services: Services, model_id: str) -> dict[str, Any]:
     training = services.training
     model = await training.get_model(model_id)
-    extras = await model_extras(services.store.reader.connection)
-    runs_total = (await training.reader.run_counts()).get(model_id, (0, None))[0]
-    return model_view(model, extras.get(model_id, {}), runs_total)
+    extra = await model_extra(services.store.reader.connection, model_id)
+    runs_total = (await training.reader.run_counts([model_id])).get(model_id, (0, None))[0]
+    return model_view(model, extra, runs_total)
 
 
 async def _put(services: Services, model_id: str | None, values: dict[str, Any]) -> str:
@@ -136,26 +136,22 @@ async def list_models(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     request = page_request(page, per_page, cursor, "created_at")
-    training = services.training
-    models = await training.reader.models()  # ordered by insertion, so by (created_at, model_id) too
+    after = None
     if request.cursor is not None:
-        created, model_id = request.cursor
-        if not isinstance(created, int | float) or not isinstance(model_id, str):
+        created, ref = request.cursor
+        if not isinstance(created, int | float) or not isinstance(ref, int):
             raise _invalid("cursor", "is not a cursor this server issued")
-        models = [m for m in models if (m.created_at, m.model_id) > (created, model_id)]
-        chosen = models[: request.per_page]
-        has_more = len(models) > request.per_page
-        total = len(await training.reader.models())
-    else:
-        start = (request.page - 1) * request.per_page
-        chosen = models[start : start + request.per_page]
-        has_more = len(models) > start + request.per_page
-        total = len(models)
-    extras = await model_extras(services.store.reader.connection)
-    counts = await training.reader.run_counts()
-    data = [model_view(m, extras.get(m.model_id, {}), counts.get(m.model_id, (0, None))[0]) for m in chosen]
-    next_cursor = encode_cursor("created_at", chosen[-1].created_at, chosen[-1].model_id) if chosen else None
-    return json_response({"data": data, "meta": meta(request, total, len(chosen), has_more, next_cursor)})
+        after = (float(created), ref)
+    entries, total, has_more = await model_page(
+        services.store.reader.connection,
+        after=after,
+        offset=0 if after else (request.page - 1) * request.per_page,
+        limit=request.per_page,
+    )
+    counts = await services.training.reader.run_counts([entry.model.model_id for entry in entries])
+    data = [model_view(e.model, e.extra, counts.get(e.model.model_id, (0, None))[0]) for e in entries]
+    next_cursor = encode_cursor("created_at", entries[-1].model.created_at, entries[-1].ref) if entries else None
+    return json_response({"data": data, "meta": meta(request, total, len(entries), has_more, next_cursor)})
 
 
 @router.post(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
@@ -53,6 +54,19 @@ class IngestBody(BaseModel):
     events: list[IngestEvent]
 
 
+def _storable(value: Any) -> Any:
+    """Metadata filter values as ingest takes them: a 30-digit integer would fail to encode (and pydantic would
+    otherwise turn it into a float that matches nothing), and NaN/infinity are not metadata values."""
+    if type(value) is int and not -(2**63) <= value < 2**63:
+        raise ValueError("is out of range: integers are 64-bit")
+    if type(value) is float and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+MetadataValue = Annotated[str | int | float | bool | None, BeforeValidator(_storable)]
+
+
 class ExportFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,7 +75,7 @@ class ExportFilters(BaseModel):
     model_id: Annotated[str, Field(max_length=256)] | None = None
     after: Annotated[str, Field(max_length=64)] | None = None
     before: Annotated[str, Field(max_length=64)] | None = None
-    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=64)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
     """Further metadata equalities, e.g. `{"model": "gpt-4"}`."""
 
 

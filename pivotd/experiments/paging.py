@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ from pivotd.errors import ValidationFailed
 
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 25
+MAX_PAGE = 1_000_000
+"""Deep enough for any listing a client walks by page number (beyond it, a cursor); bounds the SQL OFFSET."""
+_INT64 = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +42,28 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, Any]:
             raise ValueError("not a cursor")
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise _invalid("cursor", "is not a cursor this server issued") from None
+    if not (_is_key(decoded["v"]) and _is_key(decoded["id"])):
+        raise _invalid("cursor", "is not a cursor this server issued")  # SQLite binds neither objects nor huge ints
     if decoded["s"] != sort:
         raise _invalid("cursor", f"was issued for sort {decoded['s']!r}, not {sort!r}")
     return decoded["v"], decoded["id"]
 
 
+def _is_key(value: Any) -> bool:
+    """Whether `value` could be a sort value or id this server put in a cursor: a string, a 64-bit integer or a
+    finite float (JSON also decodes objects, lists, booleans, null, NaN and integers of any size)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str)
+
+
 def page_request(page: int, per_page: int, cursor: str | None, sort: str) -> PageRequest:
-    if page < 1:
-        raise _invalid("page", "must be at least 1")
+    if not 1 <= page <= MAX_PAGE:
+        raise _invalid("page", f"must be between 1 and {MAX_PAGE:,}")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise _invalid("per_page", f"must be between 1 and {MAX_PER_PAGE}")
     return PageRequest(page, per_page, None if cursor is None else decode_cursor(cursor, sort))

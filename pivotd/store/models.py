@@ -9,8 +9,9 @@ from typing import Any
 import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
+from pivotd.experiments.paging import keyset
 from pivotd.store.ops import Tx
-from pivotd.store.training import ACTIVE_STATES
+from pivotd.store.training import ACTIVE_STATES, MODEL_COLUMNS, ModelRow, model_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,29 @@ class DeleteModel:
         tx.conn.execute("DELETE FROM models WHERE model_id = ?", (self.model_id,))
 
 
-async def model_extras(conn: aiosqlite.Connection) -> dict[str, dict[str, Any]]:
-    rows = await conn.execute_fetchall("SELECT model_id, extra FROM models")
-    return {row[0]: json.loads(row[1]) for row in rows}
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    ref: int
+    """The integer row id: breaks ties between models created in one group commit (same created_at)."""
+    model: ModelRow
+    extra: dict[str, Any]
+
+
+async def model_page(
+    conn: aiosqlite.Connection, *, after: tuple[float, int] | None, offset: int, limit: int
+) -> tuple[list[ModelEntry], int, bool]:
+    """Models in (created_at, row id) order after `after` (a cursor) or from `offset`: the page, the total and
+    whether more follow. The cursor filter and ORDER BY use the same key, so a walk sees every model once."""
+    condition, args = keyset("created_at", "id", False, after)
+    rows = await conn.execute_fetchall(
+        f"SELECT id, extra, {MODEL_COLUMNS} FROM models WHERE {condition} ORDER BY created_at, id LIMIT ? OFFSET ?",
+        [*args, limit + 1, offset],  # one extra row tells whether more follow
+    )
+    total = (await conn.execute_fetchall("SELECT count(*) FROM models"))[0][0]
+    entries = [ModelEntry(row[0], model_row(row[2:]), json.loads(row[1])) for row in rows[:limit]]
+    return entries, total, len(rows) > limit
+
+
+async def model_extra(conn: aiosqlite.Connection, model_id: str) -> dict[str, Any]:
+    rows = await conn.execute_fetchall("SELECT extra FROM models WHERE model_id = ?", (model_id,))
+    return json.loads(rows[0][0]) if rows else {}

@@ -2,7 +2,10 @@
 
 Aggregates over a million events take tens of milliseconds of numpy work; they run on a dedicated thread
 with a dedicated read-only connection, so they never hold up the shared reader that every other route uses.
-Decoded blocks are cached by id (blocks never change once written), bounded by their size in bytes.
+Decoded blocks are cached by id (blocks never change once written), bounded by the memory they hold: body,
+header and the dictionaries queries decoded in them (which for unique values such as request ids outweigh the
+body several times). Queries decode lazily after `blocks` hands a block out, so the cache settles its account
+and evicts after each piece of work on the telemetry thread.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from pivotd.telemetry.columns import Block, Encoded, decode
 from pivotd.telemetry.query import Filters
 
 T = TypeVar("T")
-CACHE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,15 @@ class PutTelemetry:
 
 
 class TelemetryReader:
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, cache_bytes: int) -> None:
         self._db_path = db_path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pivotd-telemetry")
         self._conn: sqlite3.Connection | None = None
+        self._cache_limit = cache_bytes
         self._cache: OrderedDict[int, Block] = OrderedDict()
-        self._cached_bytes = 0
+        self._accounted: dict[int, int] = {}  # block id -> memory_bytes() when last settled
+        self._touched: set[int] = set()  # handed out since the last settling: may have decoded more
+        self.cached_bytes = 0
 
     async def open(self) -> int:
         """Open the connection; returns how many events are stored."""
@@ -86,7 +91,17 @@ class TelemetryReader:
 
     async def run(self, work: Callable[[], T]) -> T:
         """Run `work` on the telemetry thread (where `blocks` may be called)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+        def then_settle() -> T:
+            try:
+                return work()
+            finally:
+                self._settle()
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, then_settle)
+
+    def cached_blocks(self) -> list[Block]:
+        return list(self._cache.values())
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -114,6 +129,7 @@ class TelemetryReader:
         conn.execute("BEGIN")  # one snapshot: ids listed and bodies read from the same state
         try:
             ids = [row[0] for row in conn.execute(f"SELECT id FROM telemetry_blocks {where} ORDER BY id", args)]
+            self._touched.update(ids)
             for block_id in ids:
                 cached = self._cache.get(block_id)
                 if cached is not None:
@@ -135,7 +151,22 @@ class TelemetryReader:
 
     def _remember(self, block: Block) -> None:
         self._cache[block.id] = block
-        self._cached_bytes += len(block.body)
-        while self._cached_bytes > CACHE_BYTES and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= len(old.body)
+        self._accounted[block.id] = size = block.memory_bytes()
+        self.cached_bytes += size
+        self._evict()
+
+    def _settle(self) -> None:
+        """Count what the last work decoded in the blocks it was handed, then evict down to the bound."""
+        for block_id in self._touched:
+            block = self._cache.get(block_id)
+            if block is not None:
+                size = block.memory_bytes()
+                self.cached_bytes += size - self._accounted[block_id]
+                self._accounted[block_id] = size
+        self._touched.clear()
+        self._evict()
+
+    def _evict(self) -> None:
+        while self.cached_bytes > self._cache_limit and self._cache:
+            old_id, _ = self._cache.popitem(last=False)
+            self.cached_bytes -= self._accounted.pop(old_id)

@@ -48,7 +48,7 @@ class ModelRow:
     last_trained_at: float | None
 
 
-def _model_row(row: Any) -> ModelRow:
+def model_row(row: Any) -> ModelRow:
     return ModelRow(
         row[0], row[1], row[2], _loads(row[3]), _loads(row[4]), bool(row[5]), row[6], row[7], row[8], row[9], row[10]
     )
@@ -163,7 +163,7 @@ class PutModel:
                 (self.model_id, tx.now, tx.now, *values.values()),
             )
         row = tx.conn.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE model_id = ?", (self.model_id,)).fetchone()
-        return _model_row(row), not exists
+        return model_row(row), not exists
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,17 +353,21 @@ class TrainingReader:
 
     async def model(self, model_id: str) -> ModelRow | None:
         rows = await self._conn.execute_fetchall(f"SELECT {MODEL_COLUMNS} FROM models WHERE model_id = ?", (model_id,))
-        return _model_row(rows[0]) if rows else None
+        return model_row(rows[0]) if rows else None
 
     async def models(self) -> list[ModelRow]:
         rows = await self._conn.execute_fetchall(f"SELECT {MODEL_COLUMNS} FROM models ORDER BY id")
-        return [_model_row(row) for row in rows]
+        return [model_row(row) for row in rows]
 
-    async def run_counts(self) -> dict[str, tuple[int, str | None]]:
-        """model_id -> (runs, latest succeeded run id)."""
+    async def run_counts(self, model_ids: list[str] | None = None) -> dict[str, tuple[int, str | None]]:
+        """model_id -> (runs, latest succeeded run id), of every model or of `model_ids`."""
+        where, args = "model_id IS NOT NULL", list(model_ids or ())
+        if model_ids is not None:
+            where = f"model_id IN ({','.join('?' * len(model_ids))})"
         rows = await self._conn.execute_fetchall(
-            """SELECT model_id, count(*), max(CASE WHEN status = 'succeeded' THEN id END) FROM runs
-               WHERE model_id IS NOT NULL GROUP BY model_id"""
+            f"""SELECT model_id, count(*), max(CASE WHEN status = 'succeeded' THEN id END) FROM runs
+               WHERE {where} GROUP BY model_id""",
+            args,
         )
         latest_refs = [row[2] for row in rows if row[2] is not None]
         names: dict[int, str] = {}

@@ -16,6 +16,7 @@ measurements are always finite, so NaN is unambiguous).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ from pivotd.telemetry.validate import TIMESTAMP, Event, Scalar
 
 _F8 = np.dtype("<f8")
 _I4 = np.dtype("<i4")
+_VALUE_OVERHEAD = sys.getsizeof("")
+"""Per decoded dictionary value: a Python object's header (49 bytes for a str), beside its JSON text. Exact
+enough for strings, generous for numbers; measuring each value with sys.getsizeof would double the decode."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,15 @@ class Block:
     first_event: int
     header: dict[str, Any]
     body: bytes
+    header_bytes: int = 0
+    """Estimated memory of the decoded header."""
     _cache: dict[str, Any] = field(default_factory=dict)
+    _decoded_bytes: int = 0
+
+    def memory_bytes(self) -> int:
+        """What keeping this block costs: its body, header and the dictionaries decoded so far (estimated).
+        Columns are numpy views over `body`, so they add nothing of their own."""
+        return len(self.body) + self.header_bytes + self._decoded_bytes
 
     @property
     def count(self) -> int:
@@ -151,6 +163,7 @@ class Block:
             if cache_key == "\0names":
                 values = [tuple(parts) for parts in values]
             found = self._cache[cache_key] = (np.frombuffer(self.body, _I4, self.count, codes_at), values)
+            self._decoded_bytes += sys.getsizeof(values) + len(values) * _VALUE_OVERHEAD + dict_len
         return found  # type: ignore[no-any-return]
 
     def event(self, index: int) -> dict[str, Any]:
@@ -186,4 +199,18 @@ def text_form(value: Scalar) -> str:
 
 
 def decode(rows: Iterable[tuple[int, int, bytes, bytes]]) -> list[Block]:
-    return [Block(row[0], row[1], orjson.loads(row[2]), row[3]) for row in rows]
+    blocks = []
+    for block_id, first_event, header_blob, body in rows:
+        header = orjson.loads(header_blob)
+        blocks.append(Block(block_id, first_event, header, body, _deep_size(header)))
+    return blocks
+
+
+def _deep_size(value: Any) -> int:
+    """sys.getsizeof of a small decoded JSON document and everything in it (a header: tens of entries)."""
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        return size + sum(_deep_size(key) + _deep_size(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return size + sum(_deep_size(item) for item in value)
+    return size

@@ -58,7 +58,7 @@ class Telemetry:
         self._settings = settings
         self._store = store
         self._hub = hub
-        self.reader = TelemetryReader(store.path)
+        self.reader = TelemetryReader(store.path, settings.telemetry_cache_bytes)
         self._stored = 0
         self._pending: list[Event] = []
         self._counters: dict[tuple[str, ...], dict[str, float]] = {}

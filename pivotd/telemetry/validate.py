@@ -24,6 +24,10 @@ MAX_KEYS = 64
 MAX_KEY_CHARS = 128
 MAX_TEXT_CHARS = 1024
 MAX_REPORTED_ERRORS = 100
+MAX_FUTURE_SECONDS = 86400
+"""How far past the server's clock an event may be stamped (clients' clocks drift; a year 99999 would sort first
+in -timestamp order forever). Events before 1970 are refused too."""
+_RANGE_MESSAGE = "must be between 1970-01-01T00:00:00Z and one day after the server's clock"
 _EVENT_FIELDS = frozenset({"event_name", "measurements", "metadata", "timestamp"})
 
 Scalar = str | int | float | bool | None
@@ -143,7 +147,8 @@ _BATCH_DECODER = msgspec.json.Decoder(_FastBatch)
 
 
 def _timestamps(values: list[Any], now: float) -> list[float | str]:
-    """Epoch seconds for each value (None: now), or the message saying why it is not a timestamp.
+    """Epoch seconds for each value (None: now), or the message saying why it is not a timestamp (or not one
+    from 1970 to a day from now).
 
     Most clients send `...Z` or naive UTC strings; numpy parses a batch of those in C about ten times faster
     than `datetime.fromisoformat` one by one. Anything else (offsets, or a batch numpy refuses) takes the
@@ -152,6 +157,7 @@ def _timestamps(values: list[Any], now: float) -> list[float | str]:
     bulk: list[str] = []
     where: list[int] = []
     result: list[float | str] = [now] * len(values)
+    latest = now + MAX_FUTURE_SECONDS
     for position, value in enumerate(values):
         if value is None:
             continue
@@ -162,22 +168,31 @@ def _timestamps(values: list[Any], now: float) -> list[float | str]:
                 bulk.append(text)
                 where.append(position)
                 continue
-        result[position] = _one_timestamp(value)
+        result[position] = _one_timestamp(value, latest)
     if bulk:
+        parsed: list[float | str]
         try:
-            parsed = (np.array(bulk, dtype="datetime64[us]").astype(np.int64) / 1e6).tolist()
+            seconds = np.array(bulk, dtype="datetime64[us]").astype(np.int64) / 1e6
         except ValueError:
-            parsed = [_one_timestamp(values[position]) for position in where]
+            parsed = [_one_timestamp(values[position], latest) for position in where]
+        else:
+            parsed = seconds.tolist()
+            if seconds.min() < 0 or seconds.max() > latest:  # rare: only then look at each one
+                parsed = [_in_range(stamp, latest) for stamp in parsed]
         for position, stamp in zip(where, parsed, strict=True):
             result[position] = stamp
     return result
 
 
-def _one_timestamp(value: Any) -> float | str:
+def _one_timestamp(value: Any, latest: float) -> float | str:
     try:
-        return parse_timestamp(value, "timestamp")
+        return _in_range(parse_timestamp(value, "timestamp"), latest)
     except _Invalid as exc:
         return exc.message
+
+
+def _in_range(stamp: float, latest: float) -> float | str:
+    return stamp if 0 <= stamp <= latest else _RANGE_MESSAGE
 
 
 def check_event(raw: Any) -> tuple[tuple[str, ...], Any, dict[str, float], dict[str, Scalar]]:
