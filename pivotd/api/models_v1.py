@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed
+from pivotd.errors import ValidationFailed, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.jobs.service import InvalidDefinition
 from pivotd.services import Services
@@ -64,10 +64,6 @@ class ModelChanges(BaseModel):
 class ModelPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: ModelChanges
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
 
 
 def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[str, Any]:
@@ -140,7 +136,7 @@ async def list_models(
     if request.cursor is not None:
         created, ref = request.cursor
         if not isinstance(created, int | float) or not isinstance(ref, int):
-            raise _invalid("cursor", "is not a cursor this server issued")
+            raise invalid_field("cursor", "is not a cursor this server issued")
         after = (float(created), ref)
     entries, total, has_more = await model_page(
         services.store.reader.connection,
@@ -190,7 +186,7 @@ async def update_model(model_id: IdPath, request: Request, services: ServicesDep
     changes = body.model.model_dump(exclude_unset=True)
     for field in ("name", "config"):
         if field in changes and changes[field] is None:
-            raise _invalid(f"model.{field}", "cannot be null")
+            raise invalid_field(f"model.{field}", "cannot be null")
     await services.training.get_model(model_id)
     values, extra = _split(changes)
     if values:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pivotd.api.body import openapi_body, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import BadRequest
+from pivotd.errors import BadRequest, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.telemetry.columns import text_form
 from pivotd.telemetry.query import AGGS, INTERVALS, AggRow, Filters
@@ -29,7 +29,6 @@ from pivotd.telemetry.validate import (
     check_batch_fast,
     check_events,
     instant,
-    invalid,
     name_filter,
 )
 
@@ -135,10 +134,10 @@ def _filters(request: Request) -> Filters:
         if not param.startswith("filter["):
             continue
         if not param.endswith("]"):
-            raise invalid(param, "unknown parameter")
+            raise invalid_field(param, "unknown parameter")
         key = param[len("filter[") : -1]
         if len(value) > 1100:
-            raise invalid(param, "is too long")
+            raise invalid_field(param, "is too long")
         if key == "event_name":
             name = name_filter(value, param)
         elif key == "after":
@@ -151,7 +150,7 @@ def _filters(request: Request) -> Filters:
             metadata.append((key.removeprefix("metadata."), value))
         else:
             known = ", ".join(f"filter[{k}]" for k in sorted(_KNOWN_FILTERS))
-            raise invalid(param, f"unknown filter; use {known} or filter[metadata.<key>]")
+            raise invalid_field(param, f"unknown filter; use {known} or filter[metadata.<key>]")
     return Filters(name, after, before, tuple(metadata))
 
 
@@ -160,7 +159,7 @@ def _measure(metric: str | None, field: str) -> str | None:
         return None
     name = metric.removeprefix("measurements.")
     if not 0 < len(name) <= MAX_KEY_CHARS:
-        raise invalid(field, f"must name a measurement (1..{MAX_KEY_CHARS} characters)")
+        raise invalid_field(field, f"must name a measurement (1..{MAX_KEY_CHARS} characters)")
     return name
 
 
@@ -169,15 +168,15 @@ def _group(group_by: str | None) -> str | None:
         return group_by
     key = group_by.removeprefix("metadata.")
     if not 0 < len(key) <= MAX_KEY_CHARS:
-        raise invalid("group_by", "must be event_name or a metadata key")
+        raise invalid_field("group_by", "must be event_name or a metadata key")
     return key
 
 
 def _agg(agg: str, metric: str | None, metric_field: str) -> None:
     if agg not in AGGS:
-        raise invalid("agg", f"unknown aggregation {agg!r}; one of {', '.join(AGGS)}")
+        raise invalid_field("agg", f"unknown aggregation {agg!r}; one of {', '.join(AGGS)}")
     if agg != "count" and metric is None:
-        raise invalid(metric_field, f"required for agg={agg}")
+        raise invalid_field(metric_field, f"required for agg={agg}")
 
 
 def _row(row: AggRow, grouped: bool) -> dict[str, Any]:
@@ -226,13 +225,13 @@ async def query_events(
         rows = await telemetry.aggregate(filters, agg=agg, metric=metric, group_by=grouping, interval=None)
         return json_response({"data": [_row(row, grouping is not None) for row in rows], "meta": {"agg": agg}})
     if sort not in EVENT_SORTS:
-        raise invalid("sort", "must be timestamp or -timestamp")
+        raise invalid_field("sort", "must be timestamp or -timestamp")
     paging = page_request(page, per_page, cursor, sort)
     after_key = None
     if paging.cursor is not None:
         value, row_id = paging.cursor
         if not isinstance(value, int | float) or not isinstance(row_id, int):
-            raise invalid("cursor", "is not a cursor this server issued")
+            raise invalid_field("cursor", "is not a cursor this server issued")
         after_key = (float(value), row_id)
     found = await telemetry.page(
         filters,
@@ -279,7 +278,7 @@ async def aggregate_events(
     how = agg or ("avg" if measure is not None else "count")
     _agg(how, measure, "metric")
     if interval not in INTERVALS:
-        raise invalid("interval", f"must be one of {', '.join(INTERVALS)}")
+        raise invalid_field("interval", f"must be one of {', '.join(INTERVALS)}")
     grouping = _group(group_by)
     rows = await services.telemetry.aggregate(
         filters, agg=how, metric=measure, group_by=grouping, interval=INTERVALS[interval]
@@ -296,7 +295,7 @@ def _export_filters(filters: ExportFilters) -> Filters:
     if isinstance(filters.event_name, list):
         name = name_filter(".".join(filters.event_name), "filters.event_name")
         if tuple(filters.event_name) != name:
-            raise invalid("filters.event_name", "parts must be non-empty strings without dots")
+            raise invalid_field("filters.event_name", "parts must be non-empty strings without dots")
     elif filters.event_name is not None:
         name = name_filter(filters.event_name, "filters.event_name")
     metadata = [(key, value) for key in ("experiment_id", "model_id") if (value := getattr(filters, key)) is not None]
@@ -314,7 +313,7 @@ def _check_fields(fields: list[str]) -> None:
         head, _, rest = name.partition(".")
         whole = name in ("id", "timestamp", "event_name", "measurements", "metadata")
         if not whole and not (head in ("measurements", "metadata") and rest):
-            raise invalid(
+            raise invalid_field(
                 f"fields[{index}]",
                 "must be id, timestamp, event_name, measurements, metadata, measurements.<name> or metadata.<key>",
             )

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pivotd.errors import ValidationFailed
+from pivotd.errors import invalid_field
 
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 25
@@ -41,11 +41,13 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, Any]:
         if not isinstance(decoded, dict) or set(decoded) != {"s", "v", "id"}:
             raise ValueError("not a cursor")
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise _invalid("cursor", "is not a cursor this server issued") from None
+        raise invalid_field("cursor", "is not a cursor this server issued") from None
     if not (_is_key(decoded["v"]) and _is_key(decoded["id"])):
-        raise _invalid("cursor", "is not a cursor this server issued")  # SQLite binds neither objects nor huge ints
+        raise invalid_field(
+            "cursor", "is not a cursor this server issued"
+        )  # SQLite binds neither objects nor huge ints
     if decoded["s"] != sort:
-        raise _invalid("cursor", f"was issued for sort {decoded['s']!r}, not {sort!r}")
+        raise invalid_field("cursor", f"was issued for sort {decoded['s']!r}, not {sort!r}")
     return decoded["v"], decoded["id"]
 
 
@@ -63,9 +65,9 @@ def _is_key(value: Any) -> bool:
 
 def page_request(page: int, per_page: int, cursor: str | None, sort: str) -> PageRequest:
     if not 1 <= page <= MAX_PAGE:
-        raise _invalid("page", f"must be between 1 and {MAX_PAGE:,}")
+        raise invalid_field("page", f"must be between 1 and {MAX_PAGE:,}")
     if not 1 <= per_page <= MAX_PER_PAGE:
-        raise _invalid("per_page", f"must be between 1 and {MAX_PER_PAGE}")
+        raise invalid_field("per_page", f"must be between 1 and {MAX_PER_PAGE}")
     return PageRequest(page, per_page, None if cursor is None else decode_cursor(cursor, sort))
 
 
@@ -86,7 +88,3 @@ def meta(request: PageRequest, total: int, rows_seen: int, has_more: bool, next_
         "has_more": has_more,
         "next_cursor": next_cursor if has_more else None,
     }
-
-
-def _invalid(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-from pivotd.errors import ValidationFailed
+from pivotd.errors import invalid_field
 
 MAX_NAME_PARTS = 16
 MAX_PART_CHARS = 64
@@ -57,24 +57,20 @@ class _Invalid(Exception):
         self.message = message
 
 
-def invalid(field_name: str, message: str) -> ValidationFailed:
-    return ValidationFailed(f"{field_name}: {message}", details=[{"field": field_name, "message": message}])
-
-
 def batch_events(document: Any, max_events: int) -> list[Any]:
     """The `events` list of an ingest body, or the 422 that says why the body is not one."""
     if not isinstance(document, dict):
-        raise invalid("body", 'must be an object {"events": [...]}')
+        raise invalid_field("body", 'must be an object {"events": [...]}')
     events = document.get("events")
     if not isinstance(events, list):
-        raise invalid("events", "required: a list of events")
+        raise invalid_field("events", "required: a list of events")
     if not events:
-        raise invalid("events", "must hold at least one event")
+        raise invalid_field("events", "must hold at least one event")
     if len(events) > max_events:
-        raise invalid("events", f"{len(events)} events exceed the maximum of {max_events} per batch")
+        raise invalid_field("events", f"{len(events)} events exceed the maximum of {max_events} per batch")
     extra = set(document) - {"events"}
     if extra:
-        raise invalid(sorted(extra)[0], "unknown field")
+        raise invalid_field(sorted(extra)[0], "unknown field")
     return events
 
 
@@ -293,7 +289,7 @@ def instant(value: str | None, field_name: str) -> float | None:
     try:
         return parse_timestamp(value, field_name)
     except _Invalid as exc:
-        raise invalid(exc.field_name, exc.message) from None
+        raise invalid_field(exc.field_name, exc.message) from None
 
 
 def name_filter(value: str | None, field_name: str) -> tuple[str, ...] | None:
@@ -302,4 +298,4 @@ def name_filter(value: str | None, field_name: str) -> tuple[str, ...] | None:
     try:
         return event_name(value, field_name)
     except _Invalid as exc:
-        raise invalid(exc.field_name, exc.message) from None
+        raise invalid_field(exc.field_name, exc.message) from None
