@@ -360,3 +360,19 @@ def test_limiter_buckets_refill_and_memory_is_bounded() -> None:
     for client in range(1000):
         limiter.take(f"addr:{client}", Category.WRITE)
     assert len(limiter) == 100
+
+
+async def test_forwarded_headers_do_not_change_who_the_peer_is(tmp_path: Path) -> None:
+    """uvicorn's proxy_headers would take the client address from X-Forwarded-For on a request from 127.0.0.1:
+    a client could then pass as loopback (the owner) or dodge its per-address limit with a new address each
+    time. pivotd ignores the header: every request here counts against 127.0.0.1's one bucket."""
+    untrusting = running_daemon(tmp_path, trust_loopback=False, rate_limit_read_per_min=2)
+    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url) as anonymous:
+        for remaining, forwarded in ((1, "10.0.0.1"), (0, "10.0.0.2")):
+            refused = await anonymous.get("/api/v1/experiments", headers={"x-forwarded-for": forwarded})
+            assert refused.status_code == 401 and limit_headers(refused)[1] == remaining
+        refused = await anonymous.get("/api/v1/experiments", headers={"x-forwarded-for": "10.0.0.3"})
+        assert refused.status_code == 429
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as local:
+        # Nor does the header make a loopback peer remote (it stays the trusted owner).
+        assert (await local.get("/api/v1/experiments", headers={"x-forwarded-for": "203.0.113.9"})).status_code == 200
