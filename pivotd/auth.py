@@ -68,12 +68,19 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
+NOT_BEARER = ""
+"""What an Authorization header in another scheme (Basic, Token) presents: credentials, never valid ones."""
+
+
 def _presented_token(scope: Scope) -> str | None:
+    """The token the request presents; None when it presents none. Any Authorization header counts as
+    presented, so `Basic ...` from loopback is a 401, not the owner."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip()
+            return NOT_BEARER
     if scope["type"] == "websocket":
         tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
         if tokens:
@@ -107,12 +114,13 @@ class AccessMiddleware:
         self._limiter = limiter
         self._telemetry_max_body_bytes = telemetry_max_body_bytes
 
-    def _principal(self, scope: Scope) -> Principal | None:
-        presented = _presented_token(scope)
+    def _principal(self, scope: Scope, presented: str | None) -> Principal | None:
         if presented is None:
             client = scope.get("client")
             trusted = self._trust_loopback and client is not None and is_loopback(client[0])
             return OWNER if trusted else None
+        if presented == NOT_BEARER:
+            return None
         if hmac.compare_digest(presented.encode(), self._token):
             return OWNER
         key = self._keys.authenticate(presented)
@@ -122,7 +130,8 @@ class AccessMiddleware:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        principal = self._principal(scope)
+        presented = _presented_token(scope)
+        principal = self._principal(scope, presented)
         if principal is OWNER:  # the hot path of local training scripts and benchmarks: nothing more to do
             await self.app(scope, receive, send)
             return
@@ -130,12 +139,12 @@ class AccessMiddleware:
         need = requirement(method, scope["path"])
         error: PivotError | None = None
         if principal is None:
-            presented = _presented_token(scope) is not None
-            error = Unauthorized(
-                "the bearer token or API key is not valid"
-                if presented
-                else "a valid bearer token or API key is required (Authorization: Bearer <token>)"
-            )
+            if presented is None:
+                error = Unauthorized("a valid bearer token or API key is required (Authorization: Bearer <token>)")
+            elif presented == NOT_BEARER:
+                error = Unauthorized("bearer token required: send Authorization: Bearer <token>")
+            else:
+                error = Unauthorized("the bearer token or API key is not valid")
         elif need.scope not in principal.grants:
             error = Forbidden(
                 f"this API key lacks the {need.scope!r} scope that {method} {scope['path']} needs",

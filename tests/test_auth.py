@@ -76,3 +76,15 @@ def test_token_is_created_once_with_mode_0600(tmp_path: Path) -> None:
 def test_loopback_detection() -> None:
     assert all(is_loopback(h) for h in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
     assert not any(is_loopback(h) for h in ["10.0.0.1", "192.168.1.2", "::ffff:10.0.0.1", "", None, "host"])
+
+
+async def test_an_authorization_header_in_another_scheme_is_refused_even_from_loopback(
+    http: httpx.AsyncClient,
+) -> None:
+    """From trusted loopback, sending nothing is the owner; sending Basic or Token credentials is presenting
+    credentials, which are checked and are not a bearer token: 401, never the owner."""
+    for value in ("Basic dXNlcjpwYXNz", f"Token {TEST_TOKEN}", "Bearer", TEST_TOKEN):
+        refused = await http.get("/api/v1/experiments", headers={"authorization": value})
+        assert refused.status_code == 401, value
+        assert "bearer token required" in refused.json()["error"]["message"], value
+    assert (await http.get("/api/v1/experiments", headers={"authorization": f"bearer {TEST_TOKEN}"})).is_success
