@@ -2,7 +2,9 @@
 pure ASGI middleware (BaseHTTPMiddleware would cost ingest throughput).
 
 Who is asking: the daemon token (the `token` file in the state dir) is the owner, with every scope and
-no rate limit. A loopback peer without credentials is the owner too, unless `trust_loopback = false`.
+no rate limit. A loopback peer without credentials is the owner too, unless `trust_loopback = false`,
+provided the request names a local host (`Host`, and `Origin` if sent: localhost, 127.0.0.1 or [::1]), so
+that a web page in a local browser does not get the owner's access (cross-site requests, DNS rebinding).
 A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. Credentials that are presented
 are always checked, from loopback too: a wrong one is 401, so a read key tried locally is really only
 read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs
@@ -22,7 +24,7 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -72,6 +74,32 @@ NOT_BEARER = ""
 """What an Authorization header in another scheme (Basic, Token) presents: credentials, never valid ones."""
 
 
+LOCAL_HOSTNAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _hostname(url: bytes) -> str | None:
+    """`//127.0.0.1:8000` -> `127.0.0.1`, `http://[::1]:8000` -> `::1`, lowercased; None when there is none."""
+    try:
+        return urlsplit(url.decode("latin-1")).hostname
+    except ValueError:
+        return None
+
+
+def _named_locally(scope: Scope) -> bool:
+    """Whether a request could only have come from a local program, not a web page in a local browser.
+    A page can send requests to 127.0.0.1 from the user's browser: cross-site, its `Origin` names the
+    page's site; through DNS rebinding (its own name resolving to 127.0.0.1), `Host` names that site."""
+    named_host = False
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            if _hostname(b"//" + value) not in LOCAL_HOSTNAMES:
+                return False
+            named_host = True
+        elif name == b"origin" and _hostname(value) not in LOCAL_HOSTNAMES:
+            return False
+    return named_host
+
+
 def _presented_token(scope: Scope) -> str | None:
     """The token the request presents; None when it presents none. Any Authorization header counts as
     presented, so `Basic ...` from loopback is a 401, not the owner."""
@@ -117,7 +145,7 @@ class AccessMiddleware:
     def _principal(self, scope: Scope, presented: str | None) -> Principal | None:
         if presented is None:
             client = scope.get("client")
-            trusted = self._trust_loopback and client is not None and is_loopback(client[0])
+            trusted = self._trust_loopback and client is not None and is_loopback(client[0]) and _named_locally(scope)
             return OWNER if trusted else None
         if presented == NOT_BEARER:
             return None
