@@ -9,12 +9,14 @@ A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. Crede
 are always checked, from loopback too: a wrong one is 401, so a read key tried locally is really only
 read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs
 comes from `pivotd.policy`. `/health` is always open. Tokens travel as `Authorization: Bearer <token>`
-(WebSocket clients that cannot set headers may pass `?token=`), are compared in constant time and are
-never logged.
+(WebSocket clients that cannot set headers may pass `?token=`, or phoenix.js's `authToken` subprotocol),
+are compared in constant time and are never logged.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import logging
@@ -100,6 +102,20 @@ def _named_locally(scope: Scope) -> bool:
     return named_host
 
 
+PHOENIX_TOKEN_PROTOCOL = "base64url.bearer.phx."
+"""phoenix.js's `authToken` option offers the subprotocols `phoenix` and this prefix + the encoded token."""
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+def _phoenix_token(encoded: str) -> str:
+    """The token in phoenix.js's subprotocol: base64 without padding (URL-safe in name; phoenix.js 1.8 uses
+    `btoa`, so standard alphabet in fact: both are read). Undecodable text is presented as is (then a 401)."""
+    try:
+        return base64.b64decode(encoded.translate(_URLSAFE) + "=" * (-len(encoded) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return encoded
+
+
 def _presented_token(scope: Scope) -> str | None:
     """The token the request presents; None when it presents none. Any Authorization header counts as
     presented, so `Basic ...` from loopback is a 401, not the owner."""
@@ -110,6 +126,9 @@ def _presented_token(scope: Scope) -> str | None:
                 return credentials.strip()
             return NOT_BEARER
     if scope["type"] == "websocket":
+        for protocol in scope.get("subprotocols", ()):
+            if protocol.startswith(PHOENIX_TOKEN_PROTOCOL):
+                return _phoenix_token(protocol.removeprefix(PHOENIX_TOKEN_PROTOCOL))
         tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
         if tokens:
             return tokens[0]

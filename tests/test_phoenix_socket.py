@@ -7,6 +7,7 @@ test here goes through the telemetry route, and tests/training/test_experiment_s
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -23,12 +24,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from pivotd.store.ops import Tx
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 
 Frame = list[Any]
+OWNER = {"authorization": f"Bearer {TEST_TOKEN}"}
 PHOENIX_CLIENT = Path(__file__).parent / "phoenix_client"
 
 
@@ -351,6 +354,20 @@ async def test_token_in_connect_params_when_loopback_is_not_trusted(tmp_path: Pa
                 pass
         async with client(daemon, token=TEST_TOKEN) as c:
             await c.join("telemetry:all")
+        # phoenix.js's `authToken` option: the token in a subprotocol, base64 without padding (`btoa`).
+        url = socket_url(daemon)
+        for token, accepted in ((TEST_TOKEN, True), ("wrong", False)):
+            encoded = base64.b64encode(token.encode()).decode().rstrip("=")
+            protocols = [Subprotocol("phoenix"), Subprotocol(f"base64url.bearer.phx.{encoded}")]
+            if not accepted:
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(url, subprotocols=protocols):
+                        pass
+                assert refused.value.response.status_code == 401
+                continue
+            async with connect(url, subprotocols=protocols) as ws:
+                assert ws.subprotocol == "phoenix"  # a browser drops a socket that does not get it back
+                await Client(ws).join("telemetry:all")
 
 
 def phoenix_client_dir() -> Path:
@@ -382,13 +399,23 @@ def phoenix_client_dir() -> Path:
     return target
 
 
-async def test_the_phoenix_javascript_client(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
-    """The npm `phoenix` client (tests/phoenix_client/client.mjs) joins, heartbeats, filters, receives, leaves."""
+@pytest.mark.parametrize("auth", ["params", "authToken"])
+async def test_the_phoenix_javascript_client(tmp_path: Path, auth: str) -> None:
+    """The npm `phoenix` client (tests/phoenix_client/client.mjs) joins, heartbeats, filters, receives, leaves,
+    against a daemon that trusts no one without the token, sent as a connect param or as `authToken`."""
     directory = phoenix_client_dir()
-    experiment_id = await create_experiment(http)
+    async with running_daemon(tmp_path / "state", trust_loopback=False) as daemon:
+        async with httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+            experiment_id = await create_experiment(http)
+        await _drive_the_phoenix_javascript_client(daemon, directory, experiment_id, auth)
+
+
+async def _drive_the_phoenix_javascript_client(
+    daemon: RunningDaemon, directory: Path, experiment_id: str, auth: str
+) -> None:
     url = "ws" + daemon.url.removeprefix("http") + "/socket"
     node = await asyncio.create_subprocess_exec(
-        "node", "client.mjs", url, TEST_TOKEN, experiment_id,
+        "node", "client.mjs", url, TEST_TOKEN, experiment_id, auth,
         cwd=directory, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert node.stdout is not None and node.stderr is not None
