@@ -15,6 +15,7 @@ import hmac
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pivotd.errors import NotFound
@@ -66,6 +67,7 @@ class KeyRing:
         self._by_id: dict[str, ApiKey] = {}
         self._store: Store | None = None
         self._pending: set[asyncio.Task[object]] = set()
+        self._on_revoke: dict[str, set[Callable[[], None]]] = {}
 
     async def load(self, store: Store) -> None:
         self._store = store
@@ -106,6 +108,19 @@ class KeyRing:
         except Exception as exc:  # shutting down, disk full: the in-memory value stays right
             log.warning("could not record the last use of API key %s: %s", key_id, exc)
 
+    def on_revoke(self, key_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (once) when key `key_id` is revoked, so what it opened can end (WebSockets);
+        returns the function that cancels the call."""
+        callbacks = self._on_revoke.setdefault(key_id, set())
+        callbacks.add(callback)
+
+        def cancel() -> None:
+            callbacks.discard(callback)
+            if not callbacks and self._on_revoke.get(key_id) is callbacks:
+                del self._on_revoke[key_id]
+
+        return cancel
+
     def list(self) -> list[ApiKey]:
         return list(self._by_id.values())
 
@@ -132,8 +147,10 @@ class KeyRing:
         """Revoked keys fail from their next request on; the row stays, so the listing shows them."""
         assert self._store is not None
         key = self.get(key_id)
-        # Out of the index first: no request may pass with it while the write commits.
+        # Out of the index first: no request may pass with it while the write commits, and no socket stays open.
         self._by_digest.pop(key.digest, None)
+        for callback in self._on_revoke.pop(key_id, set()):
+            callback()
         if key.revoked_at is None:
             key.revoked_at = time.time()
             await self._store.writer.submit(RevokeApiKey(key_id, key.revoked_at))

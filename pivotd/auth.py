@@ -15,8 +15,10 @@ are compared in constant time and are never logged.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -39,6 +41,7 @@ from shared.locations import TOKEN_FILE
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health"})
+CLOSE_KEY_REVOKED, KEY_REVOKED = 1008, "API key revoked"  # policy violation (RFC 6455)
 
 
 def ensure_token(data_dir: Path) -> str:
@@ -139,6 +142,7 @@ def _presented_token(scope: Scope) -> str | None:
 class Principal:
     grants: frozenset[str]
     limited_as: str | None  # the rate-limit bucket owner; None: not limited
+    key_id: str | None = None  # the API key it authenticated with
 
 
 OWNER = Principal(frozenset(SCOPES), None)
@@ -171,7 +175,7 @@ class AccessMiddleware:
         if hmac.compare_digest(presented.encode(), self._token):
             return OWNER
         key = self._keys.authenticate(presented)
-        return Principal(key.grants, f"key:{key.key_id}") if key is not None else None
+        return Principal(key.grants, f"key:{key.key_id}", key.key_id) if key is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
@@ -212,10 +216,50 @@ class AccessMiddleware:
             )
         if error is not None:
             await _refuse(scope, send, error, decision)
+        elif scope["type"] == "websocket" and principal is not None and principal.key_id is not None:
+            await self._while_key_lives(principal.key_id, scope, receive, send)
         elif decision is None or scope["type"] != "http":
             await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, _with_headers(send, decision))
+
+    async def _while_key_lives(self, key_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a WebSocket opened with an API key until the key is revoked, then close it with 1008 at once:
+        the route, waiting for a client frame, is told the client left (so it stops, whatever it was
+        doing), what it still sends is dropped, and the close goes out with the reason."""
+        revoked = asyncio.Event()
+        cancel = self._keys.on_revoke(key_id, revoked.set)
+        accepted = closed = False
+
+        async def until_revoked() -> Message:
+            if not accepted:  # the handshake's own messages: before the route accepted, nothing to close yet
+                return await receive()
+            receiving = asyncio.ensure_future(receive())
+            revoking = asyncio.ensure_future(revoked.wait())
+            try:
+                await asyncio.wait({receiving, revoking}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                revoking.cancel()
+                receiving.cancel()  # no-op when it is done
+            if revoked.is_set():
+                return {"type": "websocket.disconnect", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED}
+            return receiving.result()
+
+        async def unless_revoked(message: Message) -> None:
+            nonlocal accepted, closed
+            if revoked.is_set() and accepted:
+                return
+            accepted = accepted or message["type"] == "websocket.accept"
+            closed = closed or message["type"] == "websocket.close"
+            await send(message)
+
+        try:
+            await self.app(scope, until_revoked, unless_revoked)
+        finally:
+            cancel()
+        if revoked.is_set() and accepted and not closed:
+            with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
+                await send({"type": "websocket.close", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED})
 
 
 def _unit(category: Category) -> str:

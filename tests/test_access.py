@@ -376,3 +376,32 @@ async def test_forwarded_headers_do_not_change_who_the_peer_is(tmp_path: Path) -
     async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as local:
         # Nor does the header make a loopback peer remote (it stays the trusted owner).
         assert (await local.get("/api/v1/experiments", headers={"x-forwarded-for": "203.0.113.9"})).status_code == 200
+
+
+async def test_revoking_a_key_closes_the_websockets_it_opened(tmp_path: Path) -> None:
+    """Open sockets do not outlive their key: revoking it closes them with 1008 at once, with no frame needed
+    from the client; sockets opened with another key, or the token, stay open."""
+    untrusting = running_daemon(tmp_path, trust_loopback=False)
+    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+        key, other = await create_key(http, "viewer", "read"), await create_key(http, "other", "read")
+        key_id = next(k["id"] for k in (await http.get("/api/v1/api-keys")).json()["data"] if k["name"] == "viewer")
+        socket_url = "ws" + daemon.url.removeprefix("http") + "/socket/websocket?vsn=2.0.0"
+        async with (
+            connect(daemon.ws_url, additional_headers=bearer(key)) as ws,
+            connect(f"{socket_url}&token={key}") as phoenix,
+            connect(f"{socket_url}&token={other}") as unrelated,
+        ):
+            assert '"initial_runs"' in await ws.recv()
+            await phoenix.send(json.dumps(["1", "1", "telemetry:all", "phx_join", {}]))
+            assert json.loads(await phoenix.recv())[3] == "phx_reply"
+            assert (await http.delete(f"/api/v1/api-keys/{key_id}")).status_code == 204
+            for socket in (ws, phoenix):
+                async with asyncio.timeout(5):
+                    await socket.wait_closed()
+                assert socket.close_code == 1008 and socket.close_reason == "API key revoked"
+            await unrelated.send(json.dumps([None, "2", "phoenix", "heartbeat", {}]))
+            assert json.loads(await unrelated.recv())[1] == "2"  # still open
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(daemon.ws_url, additional_headers=bearer(key)):
+                pass
+        assert refused.value.response.status_code == 401
