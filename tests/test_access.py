@@ -342,6 +342,21 @@ def test_policy_table() -> None:
     assert requirement("DELETE", "/api/v1/notifications").scope == "admin"
     assert requirement("POST", "/api/v1/notifications/n_1/read").scope == "write"
     assert requirement("GET", "/api/v1/api-keys/key_1").scope == "admin"
+    # Only the three export routes are reads; a path that merely contains "export" is not.
+    for path in ("/api/v1/experiments/export/runs", "/api/v1/checkpoints/export", "/api/v1/export/comparison/x"):
+        assert requirement("POST", path) == Requirement("write", Category.WRITE), path
+    assert requirement("GET", "/api/v1/experiments/e/export").category is Category.READ
+
+
+async def test_a_read_key_cannot_write_through_a_path_containing_export(http: httpx.AsyncClient) -> None:
+    read = bearer(await create_key(http, "reader", "read"))
+    created = await http.post("/api/v1/experiments", json={"experiment": {"name": "x"}})
+    experiment_id = created.json()["data"]["id"]
+    for path in ("/api/v1/experiments/export/runs", f"/api/v1/experiments/{experiment_id}/export/runs"):
+        refused = await http.post(path, json={"run": {"group": "a"}}, headers=read)
+        assert refused.status_code == 403 and refused.json()["error"]["details"]["required_scope"] == "write", path
+    exported = await http.post(f"/api/v1/experiments/{experiment_id}/export", json={}, headers=read)
+    assert exported.status_code == 200
 
 
 def test_limiter_buckets_refill_and_memory_is_bounded() -> None:
