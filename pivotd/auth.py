@@ -141,8 +141,7 @@ def _presented_token(scope: Scope) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Principal:
     grants: frozenset[str]
-    limited_as: str | None  # the rate-limit bucket owner; None: not limited
-    key_id: str | None = None  # the API key it authenticated with
+    key_id: str | None  # the API key it authenticated with, whose rate limits apply; None: the owner, not limited
 
 
 OWNER = Principal(frozenset(SCOPES), None)
@@ -175,7 +174,7 @@ class AccessMiddleware:
         if hmac.compare_digest(presented.encode(), self._token):
             return OWNER
         key = self._keys.authenticate(presented)
-        return Principal(key.grants, f"key:{key.key_id}", key.key_id) if key is not None else None
+        return Principal(key.grants, key.key_id) if key is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
@@ -201,13 +200,16 @@ class AccessMiddleware:
                 f"this API key lacks the {need.scope!r} scope that {method} {scope['path']} needs",
                 details={"required_scope": need.scope, "granted_scopes": sorted(principal.grants)},
             )
-        client = scope.get("client")
-        limited_as = principal.limited_as if principal else f"addr:{client[0] if client else 'unknown'}"
+        key_id = principal.key_id if principal else None
         counted = need.category is Category.TELEMETRY and self._limiter.limit(need.category) > 0
         cost = 1
-        if error is None and counted and limited_as and scope["type"] == "http":
+        if error is None and counted and key_id is not None and scope["type"] == "http":
             cost, receive = await _count_events(receive, self._telemetry_max_body_bytes)
-        decision = self._limiter.take(limited_as, need.category, cost) if limited_as else None
+        if key_id is not None:
+            decision = self._limiter.take_for_key(key_id, need.category, cost)
+        else:  # anonymous: every refusal counts against the address, which bounds guessing
+            client = scope.get("client")
+            decision = self._limiter.take_for_address(client[0] if client else None, need.category, cost)
         if decision is not None and not decision.allowed:
             error = RateLimited(
                 f"rate limit of {decision.limit} {_unit(need.category)} per minute exceeded for "
@@ -216,8 +218,8 @@ class AccessMiddleware:
             )
         if error is not None:
             await _refuse(scope, send, error, decision)
-        elif scope["type"] == "websocket" and principal is not None and principal.key_id is not None:
-            await self._while_key_lives(principal.key_id, scope, receive, send)
+        elif scope["type"] == "websocket" and key_id is not None:
+            await self._while_key_lives(key_id, scope, receive, send)
         elif decision is None or scope["type"] != "http":
             await self.app(scope, receive, send)
         else:

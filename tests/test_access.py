@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pivotd.policy import Category, Requirement, requirement
-from pivotd.ratelimit import RateLimiter
+from pivotd.ratelimit import Decision, RateLimiter, address_client
 from shared.ctl import main as pivotctl
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
@@ -362,19 +362,57 @@ async def test_a_read_key_cannot_write_through_a_path_containing_export(http: ht
 def test_limiter_buckets_refill_and_memory_is_bounded() -> None:
     now = [1000.0]
     limiter = RateLimiter({Category.WRITE: 60}, max_clients=100, clock=lambda: now[0])
-    assert limiter.take("a", Category.READ) is None  # no limit configured for reads
-    first = limiter.take("a", Category.WRITE, cost=60)
+    assert limiter.take_for_key("a", Category.READ) is None  # no limit configured for reads
+    first = limiter.take_for_key("a", Category.WRITE, cost=60)
     assert first is not None and first.allowed and first.remaining == 0 and first.reset == 1060
-    refused = limiter.take("a", Category.WRITE)
+    refused = limiter.take_for_key("a", Category.WRITE)
     assert refused is not None and not refused.allowed and refused.retry_after == 1
     now[0] += 1.5
-    again = limiter.take("a", Category.WRITE)
+    again = limiter.take_for_key("a", Category.WRITE)
     assert again is not None and again.allowed and again.remaining == 0 and again.reset == 1061  # 0.5 left
-    oversized = limiter.take("b", Category.WRITE, cost=500)  # charged as the whole limit
+    oversized = limiter.take_for_key("b", Category.WRITE, cost=500)  # charged as the whole limit
     assert oversized is not None and oversized.allowed and oversized.remaining == 0
     for client in range(1000):
-        limiter.take(f"addr:{client}", Category.WRITE)
-    assert len(limiter) == 100
+        limiter.take_for_address(f"10.0.{client // 256}.{client % 256}", Category.WRITE)
+    assert len(limiter) <= 2 + 100 + 1  # two keys, the address cap, one overflow bucket
+
+
+def allowed(decision: Decision | None) -> bool:
+    assert decision is not None
+    return decision.allowed
+
+
+def test_address_churn_never_refreshes_a_throttled_client() -> None:
+    """Anyone can make new addresses appear. Evicting the least recently used bucket would hand a throttled
+    key or address a fresh allowance after enough churn; only buckets that are full again are forgotten, and
+    while there are none, new addresses share one overflow bucket."""
+    now = [1000.0]
+    limiter = RateLimiter({Category.READ: 60}, max_clients=100, clock=lambda: now[0])
+    assert allowed(limiter.take_for_key("k", Category.READ, cost=60))
+    assert allowed(limiter.take_for_address("192.0.2.1", Category.READ, cost=60))
+    for client in range(1000):  # churn: 1,000 new addresses, each spending one request
+        limiter.take_for_address(f"10.0.{client // 256}.{client % 256}", Category.READ)
+    assert not allowed(limiter.take_for_key("k", Category.READ))
+    assert not allowed(limiter.take_for_address("192.0.2.1", Category.READ))
+    # The overflow bucket took the addresses past the cap: together they had one allowance (60), now spent.
+    assert not allowed(limiter.take_for_address("198.51.100.7", Category.READ))
+    assert len(limiter) == 1 + 100 + 1
+    # A minute later every bucket is full again, so forgettable: new addresses get their own again.
+    now[0] += 60
+    assert allowed(limiter.take_for_address("198.51.100.7", Category.READ, cost=60))
+    assert not allowed(limiter.take_for_address("198.51.100.7", Category.READ))
+    assert len(limiter) == 1 + 100 + 1
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    assert address_client("2001:db8:1:2:aaaa::1") == address_client("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert address_client("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_client("::ffff:192.0.2.5") == address_client("192.0.2.5") == "192.0.2.5"
+    assert address_client(None) == "unknown"
+    limiter = RateLimiter({Category.READ: 2}, max_clients=100)
+    assert allowed(limiter.take_for_address("2001:db8::1", Category.READ, cost=2))
+    assert not allowed(limiter.take_for_address("2001:db8::2", Category.READ))  # the same /64
+    assert allowed(limiter.take_for_address("2001:db8:0:1::1", Category.READ))
 
 
 async def test_forwarded_headers_do_not_change_who_the_peer_is(tmp_path: Path) -> None:
