@@ -446,3 +446,30 @@ async def _drive_the_phoenix_javascript_client(
     assert telemetry == [["crucible", "model", "inference"]]  # the client's subscribe filtered the rest
     assert steps["status_changed"]["payload"] == {"status": "completed", "started_at": "t0", "completed_at": "t1"}
     assert {"left", "closed"} <= set(steps)
+
+
+async def test_channels_and_event_type_filters_are_capped(daemon: RunningDaemon) -> None:
+    """Frames after the handshake are not rate limited: these caps are what bound one connection's cost."""
+    async with client(daemon) as c:
+        for index in range(100):
+            await c.join(f"telemetry:exp_{index}")
+        ref = await c.send("telemetry:one_too_many", "phx_join", join_ref="x")
+        assert await c.recv() == ["x", ref, "telemetry:one_too_many", "phx_reply",
+                                  {"status": "error", "response": {"reason": "too many channels"}}]  # fmt: skip
+        ref = await c.send("telemetry:exp_0", "phx_join", join_ref="rejoin")  # not one more channel
+        assert (await c.recv())[3] == "phx_close"
+        assert (await c.recv())[4] == {"status": "ok", "response": {}}
+        join_ref = "telemetry:exp_1"
+        ref = await c.send(join_ref, "subscribe", {"event_types": [f"t{i}" for i in range(256)]})
+        reply = await c.until(join_ref, "phx_reply")
+        assert reply[1] == ref and reply[4]["status"] == "ok" and len(reply[4]["response"]["event_types"]) == 256
+        for event in ("subscribe", "unsubscribe"):  # excluded types count too, before any subscribe
+            topic = join_ref if event == "subscribe" else "telemetry:exp_2"
+            ref = await c.send(topic, event, {"event_types": ["one-more"] + [f"u{i}" for i in range(256)]})
+            reply = await c.until(topic, "phx_reply")
+            assert reply[4] == {
+                "status": "error",
+                "response": {"reason": "too many event types", "max_event_types": 256},
+            }
+        await c.send("telemetry:exp_1", "unsubscribe", {"event_types": ["t0"]})
+        assert len((await c.until("telemetry:exp_1", "phx_reply"))[4]["response"]["event_types"]) == 255

@@ -38,6 +38,9 @@ from pivotd.services import Services
 
 log = logging.getLogger(__name__)
 UNMATCHED = {"reason": "unmatched topic"}
+MAX_CHANNELS = 100
+"""Channels one connection may have joined at once; each costs memory and work on every hub message, and
+frames after the handshake are not rate limited, so this is what bounds a connection."""
 
 
 class ChannelSession:
@@ -84,6 +87,8 @@ class ChannelSession:
         return [reply(frame, status, response, channel.join_ref)]
 
     async def _join(self, frame: Frame, existing: Channel | None) -> list[Frame]:
+        if existing is None and len(self.channels) >= MAX_CHANNELS:
+            return [reply(frame, "error", {"reason": "too many channels"}, frame.join_ref)]
         frames = []
         if existing is not None:
             self._remove(existing)

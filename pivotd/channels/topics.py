@@ -22,6 +22,9 @@ from pivotd.monitor.sampler import RESOURCES_TOPIC, Sample
 from pivotd.services import Services
 
 TELEMETRY_TOPIC = "telemetry"
+MAX_EVENT_TYPES = 256
+"""Event types one telemetry channel may filter on (included and excluded together): every event is matched
+against each of them."""
 Event = tuple[str, dict[str, Any]]
 """A server push: (event name, payload)."""
 
@@ -133,13 +136,16 @@ class TelemetryChannel(Channel):
             types = set(_event_types(payload))
         except ValueError as exc:
             return "error", {"reason": str(exc)}
+        included, excluded = self.included, self.excluded
         if event == "subscribe":
-            self.included = (self.included or set()) | types
-            self.excluded -= types
-        elif self.included is None:
-            self.excluded |= types  # receiving everything: stop receiving these
+            included, excluded = (included or set()) | types, excluded - types
+        elif included is None:
+            excluded = excluded | types  # receiving everything: stop receiving these
         else:
-            self.included -= types
+            included = included - types
+        if len(included or ()) + len(excluded) > MAX_EVENT_TYPES:
+            return "error", {"reason": "too many event types", "max_event_types": MAX_EVENT_TYPES}
+        self.included, self.excluded = included, excluded
         included = sorted(self.included) if self.included is not None else None
         return "ok", {"event_types": included, "excluded_event_types": sorted(self.excluded)}
 
