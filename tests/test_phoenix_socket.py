@@ -473,3 +473,20 @@ async def test_channels_and_event_type_filters_are_capped(daemon: RunningDaemon)
             }
         await c.send("telemetry:exp_1", "unsubscribe", {"event_types": ["t0"]})
         assert len((await c.until("telemetry:exp_1", "phx_reply"))[4]["response"]["event_types"]) == 255
+
+
+async def test_events_for_an_earlier_join_are_dropped(daemon: RunningDaemon) -> None:
+    """Phoenix drops any event on a joined topic that carries another join's join_ref, not only a leave."""
+    async with client(daemon) as c:
+        first = await c.join("telemetry:all")
+        ref = await c.send("telemetry:all", "phx_join", join_ref="second")
+        assert await c.recv() == [first, first, "telemetry:all", "phx_close", {}]
+        assert (await c.recv())[:2] == ["second", ref]
+        for event in ("subscribe", "unknown", "phx_leave"):
+            await c.send("telemetry:all", event, {"event_types": ["b"]}, join_ref=first)
+        # Nothing was answered, and the current join still has no filter: the next reply is the heartbeat's.
+        ref = await c.send("phoenix", "heartbeat")
+        assert (await c.recv())[1:4] == [ref, "phoenix", "phx_reply"]
+        ref = await c.send("telemetry:all", "subscribe", {"event_types": ["c"]})  # null join_ref: accepted
+        reply = await c.recv()
+        assert reply[:2] == ["second", ref] and reply[4]["response"]["event_types"] == ["c"]

@@ -4,9 +4,10 @@ What a Phoenix server does, message by message (Phoenix.Socket `handle_in`):
 - `heartbeat` on topic `phoenix` -> ok reply, joined or not.
 - `phx_join` -> ok reply and the channel's first pushes, or an error reply with a reason. A join of a
   topic already joined closes the old join first (`phx_close` with its join_ref).
-- `phx_leave` -> ok reply, then `phx_close`. A leave of a topic not joined is answered ok too; a leave
-  naming an earlier join_ref (the client raced a server close) gets nothing.
+- `phx_leave` -> ok reply, then `phx_close`. A leave of a topic not joined is answered ok too.
 - Any other event: the joined channel answers it; on a topic not joined, `unmatched topic`.
+- Any event but a join on a joined topic whose join_ref is neither null nor the current join's (the client
+  raced a server close) gets nothing.
 Replies and pushes leave under one lock, so a join's reply always precedes that channel's pushes.
 """
 
@@ -77,10 +78,11 @@ class ChannelSession:
             if frame.event == LEAVE:
                 return [reply(frame, "ok", {}, frame.join_ref)]
             return [reply(frame, "error", UNMATCHED)]
+        if frame.join_ref is not None and frame.join_ref != channel.join_ref:
+            # Meant for an earlier join of this topic (the client raced a server close): Phoenix drops it unanswered.
+            log.debug("ignoring %s for an earlier join of %s", frame.event, frame.topic)
+            return []
         if frame.event == LEAVE:
-            if frame.join_ref is not None and frame.join_ref != channel.join_ref:
-                log.debug("ignoring a leave of an earlier join of %s", frame.topic)
-                return []
             self._remove(channel)
             return [reply(frame, "ok", {}, channel.join_ref), close(channel.join_ref, channel.topic)]
         status, response = channel.handle_in(frame.event, frame.payload)
