@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -490,3 +491,36 @@ async def test_events_for_an_earlier_join_are_dropped(daemon: RunningDaemon) -> 
         ref = await c.send("telemetry:all", "subscribe", {"event_types": ["c"]})  # null join_ref: accepted
         reply = await c.recv()
         assert reply[:2] == ["second", ref] and reply[4]["response"]["event_types"] == ["c"]
+
+
+async def test_a_store_failure_fails_the_join_not_the_connection(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection: a real store cannot be made to fail one read on demand, so the live daemon's reader
+    methods are replaced by ones that raise what SQLite raises on a failing disk."""
+
+    async def failing(*args: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    experiments = daemon.services.store.experiments
+    async with client(daemon) as c:
+        for topic, method in (("experiment:exp_1", "get"), ("dashboard:me", "summary")):
+            with monkeypatch.context() as patch:
+                patch.setattr(experiments, method, failing)
+                ref = await c.send(topic, "phx_join", join_ref=f"join-{method}")
+                assert await c.recv() == [f"join-{method}", ref, topic, "phx_reply",
+                                          {"status": "error", "response": {"reason": "unavailable"}}]  # fmt: skip
+        assert "could not join experiment:exp_1" in caplog.text and "disk I/O error" in caplog.text
+        # A failing summary on a later sample: the stats still arrive, the connection stays.
+        join_ref = await c.join("dashboard:me")
+        await c.until("dashboard:me", "experiment_summary")
+        monkeypatch.setattr(experiments, "summary", failing)
+        monkeypatch.setattr("pivotd.channels.topics.SUMMARY_INTERVAL_S", 0.0)
+        sample = {"cpu": {"percent": 12.5}, "memory": {"percent": 40.0}, "timestamp": "t"}
+        publish(daemon, "resources", {"type": "resources", "data": sample})
+        while (stats := await c.until("dashboard:me", "system_stats"))[4]["timestamp"] != "t":
+            pass  # the daemon's own sampler may publish one first
+        assert stats[:2] == [join_ref, None] and stats[4]["cpu"] == 12.5
+        ref = await c.send("phoenix", "heartbeat")
+        assert (await c.recv())[1] == ref
+        assert "could not compute the experiment summary" in caplog.text

@@ -39,6 +39,8 @@ from pivotd.services import Services
 
 log = logging.getLogger(__name__)
 UNMATCHED = {"reason": "unmatched topic"}
+UNAVAILABLE = {"reason": "unavailable"}
+"""A join that failed on our side (a store read); the client may retry, as phoenix.js does by itself."""
 MAX_CHANNELS = 100
 """Channels one connection may have joined at once; each costs memory and work on every hub message, and
 frames after the handshake are not rate limited, so this is what bounds a connection."""
@@ -101,10 +103,18 @@ class ChannelSession:
             # Phoenix leaves join_ref out of the answer to a topic no channel matches.
             join_ref = None if refused.reason == UNMATCHED["reason"] else frame.join_ref
             return [*frames, reply(frame, "error", {"reason": refused.reason}, join_ref)]
+        except Exception:  # a store read failed: this join fails, the connection and its other channels go on
+            log.exception("could not join %s", frame.topic)
+            return [*frames, reply(frame, "error", UNAVAILABLE, frame.join_ref)]
         self.channels[channel.topic] = channel
         self.services.hub.subscribe(self.subscriber, channel.hub_topics)
+        try:
+            pushes = await channel.joined()
+        except Exception:
+            log.exception("could not join %s", frame.topic)
+            self._remove(channel)
+            return [*frames, reply(frame, "error", UNAVAILABLE, frame.join_ref)]
         frames.append(reply(frame, "ok", {}, channel.join_ref))
-        pushes = await channel.joined()
         frames.extend(push(channel.join_ref, channel.topic, event, payload) for event, payload in pushes)
         return frames
 

@@ -12,6 +12,7 @@ offers every message to every joined channel, which keeps what is its own. Topic
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from pivotd.errors import NotFound
 from pivotd.monitor.sampler import RESOURCES_TOPIC, Sample
 from pivotd.services import Services
 
+log = logging.getLogger(__name__)
 TELEMETRY_TOPIC = "telemetry"
 MAX_EVENT_TYPES = 256
 """Event types one telemetry channel may filter on (included and excluded together): every event is matched
@@ -189,7 +191,11 @@ class DashboardChannel(Channel):
             return []
         events: list[Event] = [("system_stats", system_stats(message["data"]))]
         if time.monotonic() - self.summarised_at >= SUMMARY_INTERVAL_S:
-            summary = await self.experiment_summary()
+            try:
+                summary = await self.experiment_summary()
+            except Exception:  # a store read failed: the stats still go out, the summary is retried next sample
+                log.exception("could not compute the experiment summary for %s", self.topic)
+                return events
             if summary != self.summary:
                 self.summary = summary
                 events.append(("experiment_summary", summary))
