@@ -152,7 +152,8 @@ class KeyRing:
         for callback in self._on_revoke.pop(key_id, set()):
             callback()
         if key.revoked_at is None:
-            key.revoked_at = time.time()
-            await self._store.writer.submit(RevokeApiKey(key_id, key.revoked_at))
+            revoked_at = time.time()
+            await self._store.writer.submit(RevokeApiKey(key_id, revoked_at))
+            key.revoked_at = revoked_at  # only once stored: a failed write leaves the retry something to do
             log.info("revoked API key %s (%r)", key_id, key.name)
         return key

@@ -458,3 +458,28 @@ async def test_revoking_a_key_closes_the_websockets_it_opened(tmp_path: Path) ->
             async with connect(daemon.ws_url, additional_headers=bearer(key)):
                 pass
         assert refused.value.response.status_code == 401
+
+
+async def test_a_revocation_that_failed_to_persist_is_persisted_by_the_retry(tmp_path: Path) -> None:
+    """Fault injection without mocks: a trigger on the live database makes the revocation's write fail.
+    The key is refused at once all the same; the retry must write it, or it would come back after a restart."""
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        key = await create_key(http, "flaky disk", "read")
+        key_id = (await http.get("/api/v1/api-keys")).json()["data"][0]["id"]
+        with sqlite3.connect(tmp_path / "pivot.db") as conn:
+            conn.execute(
+                "CREATE TRIGGER fail_revoke BEFORE UPDATE OF revoked_at ON api_keys "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+        failed = await http.delete(f"/api/v1/api-keys/{key_id}")
+        assert failed.status_code == 500
+        assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 401
+        with sqlite3.connect(tmp_path / "pivot.db") as conn:
+            conn.execute("DROP TRIGGER fail_revoke")
+        assert (await http.delete(f"/api/v1/api-keys/{key_id}")).status_code == 204
+        assert (await http.get(f"/api/v1/api-keys/{key_id}")).json()["data"]["status"] == "revoked"
+    with sqlite3.connect(tmp_path / "pivot.db") as conn:
+        (revoked_at,) = conn.execute("SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    assert revoked_at is not None
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 401
