@@ -16,12 +16,11 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pivotd.errors import NotFound
 from pivotd.ids import new_id
 from pivotd.store import Store
-from pivotd.store.apikeys import PutApiKey, RevokeApiKey, TouchApiKey, api_keys
+from pivotd.store.apikeys import ApiKey, PutApiKey, RevokeApiKey, TouchApiKey, api_keys
 
 log = logging.getLogger(__name__)
 
@@ -42,23 +41,6 @@ def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-@dataclass(slots=True)
-class ApiKey:
-    key_id: str
-    name: str
-    scopes: tuple[str, ...]
-    prefix: str
-    digest: bytes
-    created_at: float
-    last_used_at: float | None = None
-    revoked_at: float | None = None
-    stored_last_used_at: float | None = None
-
-    @property
-    def grants(self) -> frozenset[str]:
-        return granted(self.scopes)
-
-
 class KeyRing:
     """The key table in memory. `authenticate` is what the access middleware calls per request."""
 
@@ -71,10 +53,7 @@ class KeyRing:
 
     async def load(self, store: Store) -> None:
         self._store = store
-        for row in await api_keys(store.reader.connection):
-            key = ApiKey(row.key_id, row.name, row.scopes, row.prefix, row.digest, row.created_at)
-            key.last_used_at = key.stored_last_used_at = row.last_used_at
-            key.revoked_at = row.revoked_at
+        for key in await api_keys(store.reader.connection):
             self._by_id[key.key_id] = key
             if key.revoked_at is None:
                 self._by_digest[key.digest] = key
@@ -135,9 +114,7 @@ class KeyRing:
         assert self._store is not None
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(new_id("key"), name, scopes, secret[:SHOWN_PREFIX_CHARS], digest(secret), time.time())
-        await self._store.writer.submit(
-            PutApiKey(key.key_id, key.name, key.scopes, key.prefix, key.digest, key.created_at)
-        )
+        await self._store.writer.submit(PutApiKey(key))
         self._by_id[key.key_id] = key
         self._by_digest[key.digest] = key
         log.info("created API key %s (%r, scopes %s)", key.key_id, name, ",".join(scopes))

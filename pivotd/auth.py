@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pivotd.apikeys import SCOPES, KeyRing
+from pivotd.apikeys import SCOPES, KeyRing, granted
 from pivotd.errors import Forbidden, PivotError, RateLimited, Unauthorized, family_for_path, render_error
 from pivotd.policy import Category, requirement
 from pivotd.ratelimit import Decision, RateLimiter
@@ -174,7 +174,7 @@ class AccessMiddleware:
         if hmac.compare_digest(presented.encode(), self._token):
             return OWNER
         key = self._keys.authenticate(presented)
-        return Principal(key.grants, key.key_id) if key is not None else None
+        return Principal(granted(key.scopes), key.key_id) if key is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
