@@ -15,12 +15,12 @@ import hmac
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from pivotd.errors import NotFound
 from pivotd.ids import new_id
 from pivotd.store import Store
-from pivotd.store.apikeys import PutApiKey, RevokeApiKey, TouchApiKey, api_keys
+from pivotd.store.apikeys import ApiKey, PutApiKey, RevokeApiKey, TouchApiKey, api_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +41,6 @@ def digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-@dataclass(slots=True)
-class ApiKey:
-    key_id: str
-    name: str
-    scopes: tuple[str, ...]
-    prefix: str
-    digest: bytes
-    created_at: float
-    last_used_at: float | None = None
-    revoked_at: float | None = None
-    stored_last_used_at: float | None = None
-
-    @property
-    def grants(self) -> frozenset[str]:
-        return granted(self.scopes)
-
-
 class KeyRing:
     """The key table in memory. `authenticate` is what the access middleware calls per request."""
 
@@ -66,13 +49,11 @@ class KeyRing:
         self._by_id: dict[str, ApiKey] = {}
         self._store: Store | None = None
         self._pending: set[asyncio.Task[object]] = set()
+        self._on_revoke: dict[str, set[Callable[[], None]]] = {}
 
     async def load(self, store: Store) -> None:
         self._store = store
-        for row in await api_keys(store.reader.connection):
-            key = ApiKey(row.key_id, row.name, row.scopes, row.prefix, row.digest, row.created_at)
-            key.last_used_at = key.stored_last_used_at = row.last_used_at
-            key.revoked_at = row.revoked_at
+        for key in await api_keys(store.reader.connection):
             self._by_id[key.key_id] = key
             if key.revoked_at is None:
                 self._by_digest[key.digest] = key
@@ -106,6 +87,19 @@ class KeyRing:
         except Exception as exc:  # shutting down, disk full: the in-memory value stays right
             log.warning("could not record the last use of API key %s: %s", key_id, exc)
 
+    def on_revoke(self, key_id: str, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` (once) when key `key_id` is revoked, so what it opened can end (WebSockets);
+        returns the function that cancels the call."""
+        callbacks = self._on_revoke.setdefault(key_id, set())
+        callbacks.add(callback)
+
+        def cancel() -> None:
+            callbacks.discard(callback)
+            if not callbacks and self._on_revoke.get(key_id) is callbacks:
+                del self._on_revoke[key_id]
+
+        return cancel
+
     def list(self) -> list[ApiKey]:
         return list(self._by_id.values())
 
@@ -120,9 +114,7 @@ class KeyRing:
         assert self._store is not None
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(new_id("key"), name, scopes, secret[:SHOWN_PREFIX_CHARS], digest(secret), time.time())
-        await self._store.writer.submit(
-            PutApiKey(key.key_id, key.name, key.scopes, key.prefix, key.digest, key.created_at)
-        )
+        await self._store.writer.submit(PutApiKey(key))
         self._by_id[key.key_id] = key
         self._by_digest[key.digest] = key
         log.info("created API key %s (%r, scopes %s)", key.key_id, name, ",".join(scopes))
@@ -132,10 +124,13 @@ class KeyRing:
         """Revoked keys fail from their next request on; the row stays, so the listing shows them."""
         assert self._store is not None
         key = self.get(key_id)
-        # Out of the index first: no request may pass with it while the write commits.
+        # Out of the index first: no request may pass with it while the write commits, and no socket stays open.
         self._by_digest.pop(key.digest, None)
+        for callback in self._on_revoke.pop(key_id, set()):
+            callback()
         if key.revoked_at is None:
-            key.revoked_at = time.time()
-            await self._store.writer.submit(RevokeApiKey(key_id, key.revoked_at))
+            revoked_at = time.time()
+            await self._store.writer.submit(RevokeApiKey(key_id, revoked_at))
+            key.revoked_at = revoked_at  # only once stored: a failed write leaves the retry something to do
             log.info("revoked API key %s (%r)", key_id, key.name)
         return key

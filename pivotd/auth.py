@@ -2,17 +2,23 @@
 pure ASGI middleware (BaseHTTPMiddleware would cost ingest throughput).
 
 Who is asking: the daemon token (the `token` file in the state dir) is the owner, with every scope and
-no rate limit. A loopback peer without credentials is the owner too, unless `trust_loopback = false`.
+no rate limit. A loopback peer without credentials is the owner too, unless `trust_loopback = false`,
+provided the request names a local host (`Host`, and `Origin` if sent: localhost, 127.0.0.1 or [::1]), so
+that a web page in a local browser does not get the owner's access (cross-site requests, DNS rebinding).
 A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. Credentials that are presented
 are always checked, from loopback too: a wrong one is 401, so a read key tried locally is really only
 read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs
 comes from `pivotd.policy`. `/health` is always open. Tokens travel as `Authorization: Bearer <token>`
-(WebSocket clients that cannot set headers may pass `?token=`), are compared in constant time and are
-never logged.
+(WebSocket clients that cannot set headers may pass `?token=`, or phoenix.js's `authToken` subprotocol),
+are compared in constant time and are never logged.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -22,12 +28,12 @@ import sys
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pivotd.apikeys import SCOPES, KeyRing
+from pivotd.apikeys import SCOPES, KeyRing, granted
 from pivotd.errors import Forbidden, PivotError, RateLimited, Unauthorized, family_for_path, render_error
 from pivotd.policy import Category, requirement
 from pivotd.ratelimit import Decision, RateLimiter
@@ -35,6 +41,7 @@ from shared.locations import TOKEN_FILE
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health"})
+CLOSE_KEY_REVOKED, KEY_REVOKED = 1008, "API key revoked"  # policy violation (RFC 6455)
 
 
 def ensure_token(data_dir: Path) -> str:
@@ -68,13 +75,63 @@ def is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
+NOT_BEARER = ""
+"""What an Authorization header in another scheme (Basic, Token) presents: credentials, never valid ones."""
+
+
+LOCAL_HOSTNAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _hostname(url: bytes) -> str | None:
+    """`//127.0.0.1:8000` -> `127.0.0.1`, `http://[::1]:8000` -> `::1`, lowercased; None when there is none."""
+    try:
+        return urlsplit(url.decode("latin-1")).hostname
+    except ValueError:
+        return None
+
+
+def _named_locally(scope: Scope) -> bool:
+    """Whether a request could only have come from a local program, not a web page in a local browser.
+    A page can send requests to 127.0.0.1 from the user's browser: cross-site, its `Origin` names the
+    page's site; through DNS rebinding (its own name resolving to 127.0.0.1), `Host` names that site."""
+    named_host = False
+    for name, value in scope.get("headers", ()):
+        if name == b"host":
+            if _hostname(b"//" + value) not in LOCAL_HOSTNAMES:
+                return False
+            named_host = True
+        elif name == b"origin" and _hostname(value) not in LOCAL_HOSTNAMES:
+            return False
+    return named_host
+
+
+PHOENIX_TOKEN_PROTOCOL = "base64url.bearer.phx."
+"""phoenix.js's `authToken` option offers the subprotocols `phoenix` and this prefix + the encoded token."""
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+def _phoenix_token(encoded: str) -> str:
+    """The token in phoenix.js's subprotocol: base64 without padding (URL-safe in name; phoenix.js 1.8 uses
+    `btoa`, so standard alphabet in fact: both are read). Undecodable text is presented as is (then a 401)."""
+    try:
+        return base64.b64decode(encoded.translate(_URLSAFE) + "=" * (-len(encoded) % 4), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return encoded
+
+
 def _presented_token(scope: Scope) -> str | None:
+    """The token the request presents; None when it presents none. Any Authorization header counts as
+    presented, so `Basic ...` from loopback is a 401, not the owner."""
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and credentials.strip():
                 return credentials.strip()
+            return NOT_BEARER
     if scope["type"] == "websocket":
+        for protocol in scope.get("subprotocols", ()):
+            if protocol.startswith(PHOENIX_TOKEN_PROTOCOL):
+                return _phoenix_token(protocol.removeprefix(PHOENIX_TOKEN_PROTOCOL))
         tokens = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
         if tokens:
             return tokens[0]
@@ -84,7 +141,7 @@ def _presented_token(scope: Scope) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Principal:
     grants: frozenset[str]
-    limited_as: str | None  # the rate-limit bucket owner; None: not limited
+    key_id: str | None  # the API key it authenticated with, whose rate limits apply; None: the owner, not limited
 
 
 OWNER = Principal(frozenset(SCOPES), None)
@@ -107,22 +164,24 @@ class AccessMiddleware:
         self._limiter = limiter
         self._telemetry_max_body_bytes = telemetry_max_body_bytes
 
-    def _principal(self, scope: Scope) -> Principal | None:
-        presented = _presented_token(scope)
+    def _principal(self, scope: Scope, presented: str | None) -> Principal | None:
         if presented is None:
             client = scope.get("client")
-            trusted = self._trust_loopback and client is not None and is_loopback(client[0])
+            trusted = self._trust_loopback and client is not None and is_loopback(client[0]) and _named_locally(scope)
             return OWNER if trusted else None
+        if presented == NOT_BEARER:
+            return None
         if hmac.compare_digest(presented.encode(), self._token):
             return OWNER
         key = self._keys.authenticate(presented)
-        return Principal(key.grants, f"key:{key.key_id}") if key is not None else None
+        return Principal(granted(key.scopes), key.key_id) if key is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        principal = self._principal(scope)
+        presented = _presented_token(scope)
+        principal = self._principal(scope, presented)
         if principal is OWNER:  # the hot path of local training scripts and benchmarks: nothing more to do
             await self.app(scope, receive, send)
             return
@@ -130,24 +189,27 @@ class AccessMiddleware:
         need = requirement(method, scope["path"])
         error: PivotError | None = None
         if principal is None:
-            presented = _presented_token(scope) is not None
-            error = Unauthorized(
-                "the bearer token or API key is not valid"
-                if presented
-                else "a valid bearer token or API key is required (Authorization: Bearer <token>)"
-            )
+            if presented is None:
+                error = Unauthorized("a valid bearer token or API key is required (Authorization: Bearer <token>)")
+            elif presented == NOT_BEARER:
+                error = Unauthorized("bearer token required: send Authorization: Bearer <token>")
+            else:
+                error = Unauthorized("the bearer token or API key is not valid")
         elif need.scope not in principal.grants:
             error = Forbidden(
                 f"this API key lacks the {need.scope!r} scope that {method} {scope['path']} needs",
                 details={"required_scope": need.scope, "granted_scopes": sorted(principal.grants)},
             )
-        client = scope.get("client")
-        limited_as = principal.limited_as if principal else f"addr:{client[0] if client else 'unknown'}"
+        key_id = principal.key_id if principal else None
         counted = need.category is Category.TELEMETRY and self._limiter.limit(need.category) > 0
         cost = 1
-        if error is None and counted and limited_as and scope["type"] == "http":
+        if error is None and counted and key_id is not None and scope["type"] == "http":
             cost, receive = await _count_events(receive, self._telemetry_max_body_bytes)
-        decision = self._limiter.take(limited_as, need.category, cost) if limited_as else None
+        if key_id is not None:
+            decision = self._limiter.take_for_key(key_id, need.category, cost)
+        else:  # anonymous: every refusal counts against the address, which bounds guessing
+            client = scope.get("client")
+            decision = self._limiter.take_for_address(client[0] if client else None, need.category, cost)
         if decision is not None and not decision.allowed:
             error = RateLimited(
                 f"rate limit of {decision.limit} {_unit(need.category)} per minute exceeded for "
@@ -156,10 +218,50 @@ class AccessMiddleware:
             )
         if error is not None:
             await _refuse(scope, send, error, decision)
+        elif scope["type"] == "websocket" and key_id is not None:
+            await self._while_key_lives(key_id, scope, receive, send)
         elif decision is None or scope["type"] != "http":
             await self.app(scope, receive, send)
         else:
             await self.app(scope, receive, _with_headers(send, decision))
+
+    async def _while_key_lives(self, key_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a WebSocket opened with an API key until the key is revoked, then close it with 1008 at once:
+        the route, waiting for a client frame, is told the client left (so it stops, whatever it was
+        doing), what it still sends is dropped, and the close goes out with the reason."""
+        revoked = asyncio.Event()
+        cancel = self._keys.on_revoke(key_id, revoked.set)
+        accepted = closed = False
+
+        async def until_revoked() -> Message:
+            if not accepted:  # the handshake's own messages: before the route accepted, nothing to close yet
+                return await receive()
+            receiving = asyncio.ensure_future(receive())
+            revoking = asyncio.ensure_future(revoked.wait())
+            try:
+                await asyncio.wait({receiving, revoking}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                revoking.cancel()
+                receiving.cancel()  # no-op when it is done
+            if revoked.is_set():
+                return {"type": "websocket.disconnect", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED}
+            return receiving.result()
+
+        async def unless_revoked(message: Message) -> None:
+            nonlocal accepted, closed
+            if revoked.is_set() and accepted:
+                return
+            accepted = accepted or message["type"] == "websocket.accept"
+            closed = closed or message["type"] == "websocket.close"
+            await send(message)
+
+        try:
+            await self.app(scope, until_revoked, unless_revoked)
+        finally:
+            cancel()
+        if revoked.is_set() and accepted and not closed:
+            with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
+                await send({"type": "websocket.close", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED})
 
 
 def _unit(category: Category) -> str:

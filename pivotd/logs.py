@@ -9,7 +9,9 @@ import sys
 
 # journald maps these sd-daemon prefixes to syslog priorities when stderr is the journal.
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
-_SECRET_QUERY = re.compile(r"(token=)[^&\s\"]+")
+# `token=`, also with any of its letters percent-encoded (`%74oken=`): the auth middleware decodes names
+# before reading them, so such a name carries a working token too.
+_SECRET_QUERY = re.compile("(" + "".join(f"(?:{c}|%{ord(c):02x})" for c in "token") + r")=[^&\s\"]+", re.IGNORECASE)
 
 
 class _JournalFormatter(logging.Formatter):
@@ -23,7 +25,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            record.args = tuple(_SECRET_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(_SECRET_QUERY.sub(r"\1=***", a) if isinstance(a, str) else a for a in record.args)
         return True
 
 

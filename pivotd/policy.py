@@ -53,7 +53,14 @@ POLICY: tuple[Rule, ...] = (
     _rule("POST", r"^/api/v1/runs/[^/]+/scalars/?$", category=Category.INGEST),
     _rule("POST", r"^/api/v1/telemetry/events/?$", category=Category.TELEMETRY),
     # Reads that take a body: they change nothing, so a read key may call them.
-    _rule("GET POST", r"^/api/v1/(.+/)?export(/|$)", scope="read", category=Category.EXPORT),
+    # Exactly the three export routes: a pattern for "any .../export path" let a read key's POST reach other
+    # routes whose path merely contains `export` (an experiment or run named so).
+    _rule(
+        "POST",
+        r"^/api/v1/(experiments/[^/]+/export|export/comparison|telemetry/export)/?$",
+        scope="read",
+        category=Category.EXPORT,
+    ),
     _rule("POST", r"^/api/(infer|infer_adhoc)/?$", scope="read", category=Category.READ),
 )
 

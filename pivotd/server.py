@@ -41,6 +41,9 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         log_config=None,
         access_log=settings.access_log,
         server_header=False,
+        # uvicorn would otherwise take the client address from X-Forwarded-For when the peer is 127.0.0.1 (or
+        # $FORWARDED_ALLOW_IPS): a remote client could claim to be loopback, the owner, or dodge its rate limit.
+        proxy_headers=False,
         timeout_graceful_shutdown=int(max(1, settings.shutdown_timeout_s)),
         ws_max_size=settings.max_body_bytes,
     )

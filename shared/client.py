@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -21,6 +22,11 @@ from shared.models.scalars import ScalarPoint, ScalarsAccepted, ScalarsResponse
 
 _RUNS = TypeAdapter(dict[str, RunSummary])
 Payload = LayerwisePayload | Mapping[str, Any]
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment: `/`, `?`, `#` and `%` in it are quoted, so it cannot name another route."""
+    return quote(value, safe="")
 
 
 class PivotAPIError(Exception):
@@ -160,7 +166,7 @@ class PivotClient(_Base):
     ) -> ScalarsAccepted:
         body = _scalar_body(points, experiment_id, group, tags)
         return ScalarsAccepted.model_validate_json(
-            self._call("POST", f"/api/v1/runs/{run_id}/scalars", content=body).content
+            self._call("POST", f"/api/v1/runs/{_segment(run_id)}/scalars", content=body).content
         )
 
     def list_runs(self, **params: Any) -> dict[str, RunSummary]:
@@ -168,21 +174,23 @@ class PivotClient(_Base):
 
     def get_run(self, run_id: str, *, steps: Literal["none", "latest", "all"] = "all", lite: bool = False) -> RunDetail:
         params = {"steps": steps, "lite": str(lite).lower()}
-        return RunDetail.model_validate_json(self._call("GET", f"/api/v1/runs/{run_id}", params=params).content)
+        return RunDetail.model_validate_json(
+            self._call("GET", f"/api/v1/runs/{_segment(run_id)}", params=params).content
+        )
 
     def latest(self, run_id: str) -> Step:
-        return Step.model_validate_json(self._call("GET", f"/api/v1/runs/{run_id}/latest").content)
+        return Step.model_validate_json(self._call("GET", f"/api/v1/runs/{_segment(run_id)}/latest").content)
 
     def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 2000) -> ScalarsResponse:
         params: dict[str, Any] = {"max_points": max_points}
         if names:
             params["names"] = ",".join(names)
         return ScalarsResponse.model_validate_json(
-            self._call("GET", f"/api/v1/runs/{run_id}/scalars", params=params).content
+            self._call("GET", f"/api/v1/runs/{_segment(run_id)}/scalars", params=params).content
         )
 
     def delete_run(self, run_id: str) -> None:
-        self._call("DELETE", f"/api/v1/runs/{run_id}")
+        self._call("DELETE", f"/api/v1/runs/{_segment(run_id)}")
 
     # -- managed training: models, runs, inference (seeds 001 and 003) -------------------------------------
 
@@ -213,7 +221,7 @@ class PivotClient(_Base):
         """Queue a run: of a stored model (`model_id`), or of an inline architecture. Returns `run_id` and more."""
         if model_id is not None:
             body = {"hyperparams": hyperparams} if hyperparams is not None else {}
-            result: dict[str, Any] = self._json("POST", f"/api/models/{model_id}/train", body)
+            result: dict[str, Any] = self._json("POST", f"/api/models/{_segment(model_id)}/train", body)
             return result
         if architecture is None:
             raise ValueError("give an architecture or a model_id")
@@ -222,7 +230,7 @@ class PivotClient(_Base):
 
     def run(self, run_id: str) -> dict[str, Any]:
         """A managed run: state, epoch, metrics, param_id once succeeded, error."""
-        result: dict[str, Any] = self._json("GET", f"/api/runs/{run_id}")
+        result: dict[str, Any] = self._json("GET", f"/api/runs/{_segment(run_id)}")
         return result
 
     def model_runs(self, model_id: str, limit: int = 100) -> list[dict[str, Any]]:
@@ -230,19 +238,21 @@ class PivotClient(_Base):
         cursor: str | None = None
         while True:
             params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-            page = self._json("GET", f"/api/models/{model_id}/runs", params=params)
+            page = self._json("GET", f"/api/models/{_segment(model_id)}/runs", params=params)
             runs += page["items"]
             cursor = page["next_cursor"]
             if cursor is None:
                 return runs
 
     def cancel(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/train/{run_id}/cancel")
+        result: dict[str, Any] = self._json("POST", f"/api/train/{_segment(run_id)}/cancel")
         return result
 
     def run_events(self, run_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """A run's `state` and `metric` events (history first) until its final state."""
-        with self._http.stream("GET", f"/api/runs/{run_id}/events", timeout=httpx.Timeout(10, read=None)) as response:
+        with self._http.stream(
+            "GET", f"/api/runs/{_segment(run_id)}/events", timeout=httpx.Timeout(10, read=None)
+        ) as response:
             if not response.is_success:
                 response.read()
                 _raise_for(response)
@@ -257,7 +267,7 @@ class PivotClient(_Base):
 
     def params(self, param_id: str) -> dict[str, Any]:
         """Trained parameters in seed 003's layout."""
-        result: dict[str, Any] = self._json("GET", f"/api/params/{param_id}")
+        result: dict[str, Any] = self._json("GET", f"/api/params/{_segment(param_id)}")
         return result
 
     def infer(
@@ -297,20 +307,20 @@ class PivotClient(_Base):
         return result
 
     def start_training(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{session_id}/start")
+        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{_segment(session_id)}/start")
         return result
 
     def stop_training(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{session_id}/stop")
+        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{_segment(session_id)}/stop")
         return result
 
     def get_session(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/api/v1/training/sessions/{session_id}")
+        result: dict[str, Any] = self._json("GET", f"/api/v1/training/sessions/{_segment(session_id)}")
         return result
 
     def stream_metrics(self, session_id: str) -> Iterator[dict[str, Any]]:
         """Per-epoch metrics (`epoch`, `train_loss`, `val_loss`, ...) as they come, until the session ends."""
-        path = f"/api/v1/sse/training/{session_id}"
+        path = f"/api/v1/sse/training/{_segment(session_id)}"
         with self._http.stream("GET", path, timeout=httpx.Timeout(10, read=None)) as response:
             if not response.is_success:
                 response.read()
@@ -349,14 +359,14 @@ class PivotClient(_Base):
 
     def experiment(self, experiment_id: str) -> dict[str, Any]:
         """One experiment with its runs, `progress` and `results_summary`."""
-        return dict(self._data("GET", f"/api/v1/experiments/{experiment_id}"))
+        return dict(self._data("GET", f"/api/v1/experiments/{_segment(experiment_id)}"))
 
     def experiment_runs(self, experiment_id: str, **params: Any) -> list[dict[str, Any]]:
         """Every run of the experiment (all pages), with group, status and latest metrics."""
         runs: list[dict[str, Any]] = []
         query: dict[str, Any] = {**params, "per_page": 100}
         while True:
-            body = self._json("GET", f"/api/v1/experiments/{experiment_id}/runs", params=query)
+            body = self._json("GET", f"/api/v1/experiments/{_segment(experiment_id)}/runs", params=query)
             runs += body["data"]
             if not body["meta"]["has_more"]:
                 return runs
@@ -364,24 +374,24 @@ class PivotClient(_Base):
 
     def attach_runs(self, experiment_id: str, run_ids: Sequence[str], group: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"run_ids": list(run_ids), **({"group": group} if group is not None else {})}
-        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/runs", body))
+        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/runs", body))
 
     def start_experiment(self, experiment_id: str) -> dict[str, Any]:
         """Queue the sweep's runs; a config that is not a sweep is refused (422)."""
-        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/start"))
+        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/start"))
 
     def pause_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/pause"))
+        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/pause"))
 
     def resume_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/resume"))
+        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/resume"))
 
     def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/cancel"))
+        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/cancel"))
 
     def clone_experiment(self, experiment_id: str, name: str | None = None) -> dict[str, Any]:
         body = {"name": name} if name is not None else {}
-        return dict(self._data("POST", f"/api/v1/experiments/{experiment_id}/clone", body))
+        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/clone", body))
 
     def wait_experiment(self, experiment_id: str, poll_s: float = 1.0, timeout: float | None = None) -> dict[str, Any]:
         """Poll until the experiment is completed, failed or cancelled; returns it. TimeoutError past `timeout`."""
@@ -415,7 +425,9 @@ class PivotClient(_Base):
     ) -> bytes:
         """The experiment's export file, as the daemon serves it for download."""
         body: dict[str, Any] = {"format": format, **({"include": list(include)} if include is not None else {})}
-        return self._call("POST", f"/api/v1/experiments/{experiment_id}/export", content=json.dumps(body)).content
+        return self._call(
+            "POST", f"/api/v1/experiments/{_segment(experiment_id)}/export", content=json.dumps(body)
+        ).content
 
     def export_comparison(
         self, experiment_ids: Sequence[str], format: Literal["json", "csv", "latex"] = "latex", **fields: Any
@@ -436,7 +448,7 @@ class PivotClient(_Base):
         return list(self._json("GET", "/api/v1/api-keys")["data"])
 
     def revoke_api_key(self, key_id: str) -> None:
-        self._call("DELETE", f"/api/v1/api-keys/{key_id}")
+        self._call("DELETE", f"/api/v1/api-keys/{_segment(key_id)}")
 
 
 # Seed 002 spells the client this way.
@@ -486,7 +498,7 @@ class AsyncPivotClient(_Base):
         tags: list[str] | None = None,
     ) -> ScalarsAccepted:
         body = _scalar_body(points, experiment_id, group, tags)
-        response = await self._call("POST", f"/api/v1/runs/{run_id}/scalars", content=body)
+        response = await self._call("POST", f"/api/v1/runs/{_segment(run_id)}/scalars", content=body)
         return ScalarsAccepted.model_validate_json(response.content)
 
     async def list_runs(self, **params: Any) -> dict[str, RunSummary]:
@@ -496,20 +508,22 @@ class AsyncPivotClient(_Base):
         self, run_id: str, *, steps: Literal["none", "latest", "all"] = "all", lite: bool = False
     ) -> RunDetail:
         params = {"steps": steps, "lite": str(lite).lower()}
-        return RunDetail.model_validate_json((await self._call("GET", f"/api/v1/runs/{run_id}", params=params)).content)
+        return RunDetail.model_validate_json(
+            (await self._call("GET", f"/api/v1/runs/{_segment(run_id)}", params=params)).content
+        )
 
     async def latest(self, run_id: str) -> Step:
-        return Step.model_validate_json((await self._call("GET", f"/api/v1/runs/{run_id}/latest")).content)
+        return Step.model_validate_json((await self._call("GET", f"/api/v1/runs/{_segment(run_id)}/latest")).content)
 
     async def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 2000) -> ScalarsResponse:
         params: dict[str, Any] = {"max_points": max_points}
         if names:
             params["names"] = ",".join(names)
-        response = await self._call("GET", f"/api/v1/runs/{run_id}/scalars", params=params)
+        response = await self._call("GET", f"/api/v1/runs/{_segment(run_id)}/scalars", params=params)
         return ScalarsResponse.model_validate_json(response.content)
 
     async def delete_run(self, run_id: str) -> None:
-        await self._call("DELETE", f"/api/v1/runs/{run_id}")
+        await self._call("DELETE", f"/api/v1/runs/{_segment(run_id)}")
 
     async def train(
         self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None
@@ -520,5 +534,5 @@ class AsyncPivotClient(_Base):
         return result
 
     async def run(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._call("GET", f"/api/runs/{run_id}")).json()
+        result: dict[str, Any] = (await self._call("GET", f"/api/runs/{_segment(run_id)}")).json()
         return result

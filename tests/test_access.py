@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pivotd.policy import Category, Requirement, requirement
-from pivotd.ratelimit import RateLimiter
+from pivotd.ratelimit import Decision, RateLimiter, address_client
 from shared.ctl import main as pivotctl
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
@@ -342,21 +342,144 @@ def test_policy_table() -> None:
     assert requirement("DELETE", "/api/v1/notifications").scope == "admin"
     assert requirement("POST", "/api/v1/notifications/n_1/read").scope == "write"
     assert requirement("GET", "/api/v1/api-keys/key_1").scope == "admin"
+    # Only the three export routes are reads; a path that merely contains "export" is not.
+    for path in ("/api/v1/experiments/export/runs", "/api/v1/checkpoints/export", "/api/v1/export/comparison/x"):
+        assert requirement("POST", path) == Requirement("write", Category.WRITE), path
+    assert requirement("GET", "/api/v1/experiments/e/export").category is Category.READ
+
+
+async def test_a_read_key_cannot_write_through_a_path_containing_export(http: httpx.AsyncClient) -> None:
+    read = bearer(await create_key(http, "reader", "read"))
+    created = await http.post("/api/v1/experiments", json={"experiment": {"name": "x"}})
+    experiment_id = created.json()["data"]["id"]
+    for path in ("/api/v1/experiments/export/runs", f"/api/v1/experiments/{experiment_id}/export/runs"):
+        refused = await http.post(path, json={"run": {"group": "a"}}, headers=read)
+        assert refused.status_code == 403 and refused.json()["error"]["details"]["required_scope"] == "write", path
+    exported = await http.post(f"/api/v1/experiments/{experiment_id}/export", json={}, headers=read)
+    assert exported.status_code == 200
 
 
 def test_limiter_buckets_refill_and_memory_is_bounded() -> None:
     now = [1000.0]
     limiter = RateLimiter({Category.WRITE: 60}, max_clients=100, clock=lambda: now[0])
-    assert limiter.take("a", Category.READ) is None  # no limit configured for reads
-    first = limiter.take("a", Category.WRITE, cost=60)
+    assert limiter.take_for_key("a", Category.READ) is None  # no limit configured for reads
+    first = limiter.take_for_key("a", Category.WRITE, cost=60)
     assert first is not None and first.allowed and first.remaining == 0 and first.reset == 1060
-    refused = limiter.take("a", Category.WRITE)
+    refused = limiter.take_for_key("a", Category.WRITE)
     assert refused is not None and not refused.allowed and refused.retry_after == 1
     now[0] += 1.5
-    again = limiter.take("a", Category.WRITE)
+    again = limiter.take_for_key("a", Category.WRITE)
     assert again is not None and again.allowed and again.remaining == 0 and again.reset == 1061  # 0.5 left
-    oversized = limiter.take("b", Category.WRITE, cost=500)  # charged as the whole limit
+    oversized = limiter.take_for_key("b", Category.WRITE, cost=500)  # charged as the whole limit
     assert oversized is not None and oversized.allowed and oversized.remaining == 0
     for client in range(1000):
-        limiter.take(f"addr:{client}", Category.WRITE)
-    assert len(limiter) == 100
+        limiter.take_for_address(f"10.0.{client // 256}.{client % 256}", Category.WRITE)
+    assert len(limiter) <= 2 + 100 + 1  # two keys, the address cap, one overflow bucket
+
+
+def allowed(decision: Decision | None) -> bool:
+    assert decision is not None
+    return decision.allowed
+
+
+def test_address_churn_never_refreshes_a_throttled_client() -> None:
+    """Anyone can make new addresses appear. Evicting the least recently used bucket would hand a throttled
+    key or address a fresh allowance after enough churn; only buckets that are full again are forgotten, and
+    while there are none, new addresses share one overflow bucket."""
+    now = [1000.0]
+    limiter = RateLimiter({Category.READ: 60}, max_clients=100, clock=lambda: now[0])
+    assert allowed(limiter.take_for_key("k", Category.READ, cost=60))
+    assert allowed(limiter.take_for_address("192.0.2.1", Category.READ, cost=60))
+    for client in range(1000):  # churn: 1,000 new addresses, each spending one request
+        limiter.take_for_address(f"10.0.{client // 256}.{client % 256}", Category.READ)
+    assert not allowed(limiter.take_for_key("k", Category.READ))
+    assert not allowed(limiter.take_for_address("192.0.2.1", Category.READ))
+    # The overflow bucket took the addresses past the cap: together they had one allowance (60), now spent.
+    assert not allowed(limiter.take_for_address("198.51.100.7", Category.READ))
+    assert len(limiter) == 1 + 100 + 1
+    # A minute later every bucket is full again, so forgettable: new addresses get their own again.
+    now[0] += 60
+    assert allowed(limiter.take_for_address("198.51.100.7", Category.READ, cost=60))
+    assert not allowed(limiter.take_for_address("198.51.100.7", Category.READ))
+    assert len(limiter) == 1 + 100 + 1
+
+
+def test_ipv6_clients_are_counted_by_their_64() -> None:
+    assert address_client("2001:db8:1:2:aaaa::1") == address_client("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert address_client("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert address_client("::ffff:192.0.2.5") == address_client("192.0.2.5") == "192.0.2.5"
+    assert address_client(None) == "unknown"
+    limiter = RateLimiter({Category.READ: 2}, max_clients=100)
+    assert allowed(limiter.take_for_address("2001:db8::1", Category.READ, cost=2))
+    assert not allowed(limiter.take_for_address("2001:db8::2", Category.READ))  # the same /64
+    assert allowed(limiter.take_for_address("2001:db8:0:1::1", Category.READ))
+
+
+async def test_forwarded_headers_do_not_change_who_the_peer_is(tmp_path: Path) -> None:
+    """uvicorn's proxy_headers would take the client address from X-Forwarded-For on a request from 127.0.0.1:
+    a client could then pass as loopback (the owner) or dodge its per-address limit with a new address each
+    time. pivotd ignores the header: every request here counts against 127.0.0.1's one bucket."""
+    untrusting = running_daemon(tmp_path, trust_loopback=False, rate_limit_read_per_min=2)
+    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url) as anonymous:
+        for remaining, forwarded in ((1, "10.0.0.1"), (0, "10.0.0.2")):
+            refused = await anonymous.get("/api/v1/experiments", headers={"x-forwarded-for": forwarded})
+            assert refused.status_code == 401 and limit_headers(refused)[1] == remaining
+        refused = await anonymous.get("/api/v1/experiments", headers={"x-forwarded-for": "10.0.0.3"})
+        assert refused.status_code == 429
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as local:
+        # Nor does the header make a loopback peer remote (it stays the trusted owner).
+        assert (await local.get("/api/v1/experiments", headers={"x-forwarded-for": "203.0.113.9"})).status_code == 200
+
+
+async def test_revoking_a_key_closes_the_websockets_it_opened(tmp_path: Path) -> None:
+    """Open sockets do not outlive their key: revoking it closes them with 1008 at once, with no frame needed
+    from the client; sockets opened with another key, or the token, stay open."""
+    untrusting = running_daemon(tmp_path, trust_loopback=False)
+    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+        key, other = await create_key(http, "viewer", "read"), await create_key(http, "other", "read")
+        key_id = next(k["id"] for k in (await http.get("/api/v1/api-keys")).json()["data"] if k["name"] == "viewer")
+        socket_url = "ws" + daemon.url.removeprefix("http") + "/socket/websocket?vsn=2.0.0"
+        async with (
+            connect(daemon.ws_url, additional_headers=bearer(key)) as ws,
+            connect(f"{socket_url}&token={key}") as phoenix,
+            connect(f"{socket_url}&token={other}") as unrelated,
+        ):
+            assert '"initial_runs"' in await ws.recv()
+            await phoenix.send(json.dumps(["1", "1", "telemetry:all", "phx_join", {}]))
+            assert json.loads(await phoenix.recv())[3] == "phx_reply"
+            assert (await http.delete(f"/api/v1/api-keys/{key_id}")).status_code == 204
+            for socket in (ws, phoenix):
+                async with asyncio.timeout(5):
+                    await socket.wait_closed()
+                assert socket.close_code == 1008 and socket.close_reason == "API key revoked"
+            await unrelated.send(json.dumps([None, "2", "phoenix", "heartbeat", {}]))
+            assert json.loads(await unrelated.recv())[1] == "2"  # still open
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(daemon.ws_url, additional_headers=bearer(key)):
+                pass
+        assert refused.value.response.status_code == 401
+
+
+async def test_a_revocation_that_failed_to_persist_is_persisted_by_the_retry(tmp_path: Path) -> None:
+    """Fault injection without mocks: a trigger on the live database makes the revocation's write fail.
+    The key is refused at once all the same; the retry must write it, or it would come back after a restart."""
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        key = await create_key(http, "flaky disk", "read")
+        key_id = (await http.get("/api/v1/api-keys")).json()["data"][0]["id"]
+        with sqlite3.connect(tmp_path / "pivot.db") as conn:
+            conn.execute(
+                "CREATE TRIGGER fail_revoke BEFORE UPDATE OF revoked_at ON api_keys "
+                "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )
+        failed = await http.delete(f"/api/v1/api-keys/{key_id}")
+        assert failed.status_code == 500
+        assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 401
+        with sqlite3.connect(tmp_path / "pivot.db") as conn:
+            conn.execute("DROP TRIGGER fail_revoke")
+        assert (await http.delete(f"/api/v1/api-keys/{key_id}")).status_code == 204
+        assert (await http.get(f"/api/v1/api-keys/{key_id}")).json()["data"]["status"] == "revoked"
+    with sqlite3.connect(tmp_path / "pivot.db") as conn:
+        (revoked_at,) = conn.execute("SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+    assert revoked_at is not None
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 401

@@ -12,9 +12,10 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pivotd.auth import ensure_token, is_loopback
-from tests.daemon import TEST_TOKEN, running_daemon
+from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 
+OWNER = {"authorization": f"Bearer {TEST_TOKEN}"}
 ROUTES = [
     ("GET", "/api/v1/runs"),
     ("GET", "/api/v1/runs/experiment_2024_0210_v2"),
@@ -76,3 +77,47 @@ def test_token_is_created_once_with_mode_0600(tmp_path: Path) -> None:
 def test_loopback_detection() -> None:
     assert all(is_loopback(h) for h in ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
     assert not any(is_loopback(h) for h in ["10.0.0.1", "192.168.1.2", "::ffff:10.0.0.1", "", None, "host"])
+
+
+async def test_an_authorization_header_in_another_scheme_is_refused_even_from_loopback(
+    http: httpx.AsyncClient,
+) -> None:
+    """From trusted loopback, sending nothing is the owner; sending Basic or Token credentials is presenting
+    credentials, which are checked and are not a bearer token: 401, never the owner."""
+    for value in ("Basic dXNlcjpwYXNz", f"Token {TEST_TOKEN}", "Bearer", TEST_TOKEN):
+        refused = await http.get("/api/v1/experiments", headers={"authorization": value})
+        assert refused.status_code == 401, value
+        assert "bearer token required" in refused.json()["error"]["message"], value
+    assert (await http.get("/api/v1/experiments", headers={"authorization": f"bearer {TEST_TOKEN}"})).is_success
+
+
+EVIL = "http://evil.example"
+
+
+async def test_loopback_trust_is_not_for_web_pages(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    """A web page can make the user's browser send requests to 127.0.0.1: cross-site ones carry the page's
+    Origin, DNS-rebound ones (evil.example resolving to 127.0.0.1) its Host. Neither is the owner."""
+    for headers in ({"origin": EVIL}, {"host": "evil.example:8000"}, {"origin": "null"}, {"host": "127.0.0.1.evil"}):
+        refused = await http.get("/api/v1/experiments", headers=headers)
+        assert refused.status_code == 401, headers
+        refused = await http.post("/api/v1/experiments", json={"experiment": {"name": "csrf"}}, headers=headers)
+        assert refused.status_code == 401, headers
+    assert (await http.get("/api/v1/experiments")).json()["data"] == []  # nothing was created
+    # A local page (a dashboard on another local port) and local names are still trusted.
+    for headers in ({"origin": "http://localhost:3000"}, {"host": "localhost"}, {"host": "[::1]:1"},
+                    {"origin": "https://127.0.0.1", "host": "LOCALHOST:8000"}):  # fmt: skip
+        assert (await http.get("/api/v1/experiments", headers=headers)).status_code == 200, headers
+    # Credentials are what they are, whatever the Origin: a page cannot know the token.
+    assert (await http.get("/api/v1/experiments", headers={"origin": EVIL, **OWNER})).status_code == 200
+    socket = "ws" + daemon.url.removeprefix("http") + "/socket/websocket?vsn=2.0.0"
+    for url in (daemon.ws_url, socket):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, origin=EVIL):
+                pass
+        assert refused.value.response.status_code == 401, url
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, additional_headers={"host": "evil.example"}):
+                pass
+        assert refused.value.response.status_code == 401, url
+        async with connect(url, origin="http://localhost:5173"):
+            pass

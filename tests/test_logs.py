@@ -33,3 +33,14 @@ async def test_a_token_in_a_websocket_url_never_reaches_the_log(tmp_path) -> Non
     log = "".join(daemon.lines)
     assert "WebSocket /ws?token=***" in log
     assert "tok-SECRET-123" not in log
+
+
+def test_percent_encoded_token_names_are_redacted_too() -> None:
+    """The middleware decodes query names (`%74oken` is `token`), so an encoded name carries a working token."""
+    for query in ("%74oken=s3cret", "%74%6F%6B%65%6E=s3cret&x=1", "TOKEN=s3cret", "vsn=2.0.0&t%6fken=s3cret"):
+        record = logging.LogRecord(
+            "uvicorn.error", logging.INFO, __file__, 1, '%s - "WebSocket %s" %s',
+            ("127.0.0.1:5000", f"/socket/websocket?{query}", "[accepted]"), None,
+        )  # fmt: skip
+        assert RedactSecrets().filter(record)
+        assert "s3cret" not in record.getMessage() and "=***" in record.getMessage(), query

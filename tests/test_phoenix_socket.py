@@ -7,10 +7,12 @@ test here goes through the telemetry route, and tests/training/test_experiment_s
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,12 +25,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from pivotd.store.ops import Tx
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 
 Frame = list[Any]
+OWNER = {"authorization": f"Bearer {TEST_TOKEN}"}
 PHOENIX_CLIENT = Path(__file__).parent / "phoenix_client"
 
 
@@ -351,6 +355,20 @@ async def test_token_in_connect_params_when_loopback_is_not_trusted(tmp_path: Pa
                 pass
         async with client(daemon, token=TEST_TOKEN) as c:
             await c.join("telemetry:all")
+        # phoenix.js's `authToken` option: the token in a subprotocol, base64 without padding (`btoa`).
+        url = socket_url(daemon)
+        for token, accepted in ((TEST_TOKEN, True), ("wrong", False)):
+            encoded = base64.b64encode(token.encode()).decode().rstrip("=")
+            protocols = [Subprotocol("phoenix"), Subprotocol(f"base64url.bearer.phx.{encoded}")]
+            if not accepted:
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(url, subprotocols=protocols):
+                        pass
+                assert refused.value.response.status_code == 401
+                continue
+            async with connect(url, subprotocols=protocols) as ws:
+                assert ws.subprotocol == "phoenix"  # a browser drops a socket that does not get it back
+                await Client(ws).join("telemetry:all")
 
 
 def phoenix_client_dir() -> Path:
@@ -382,13 +400,23 @@ def phoenix_client_dir() -> Path:
     return target
 
 
-async def test_the_phoenix_javascript_client(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
-    """The npm `phoenix` client (tests/phoenix_client/client.mjs) joins, heartbeats, filters, receives, leaves."""
+@pytest.mark.parametrize("auth", ["params", "authToken"])
+async def test_the_phoenix_javascript_client(tmp_path: Path, auth: str) -> None:
+    """The npm `phoenix` client (tests/phoenix_client/client.mjs) joins, heartbeats, filters, receives, leaves,
+    against a daemon that trusts no one without the token, sent as a connect param or as `authToken`."""
     directory = phoenix_client_dir()
-    experiment_id = await create_experiment(http)
+    async with running_daemon(tmp_path / "state", trust_loopback=False) as daemon:
+        async with httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+            experiment_id = await create_experiment(http)
+        await _drive_the_phoenix_javascript_client(daemon, directory, experiment_id, auth)
+
+
+async def _drive_the_phoenix_javascript_client(
+    daemon: RunningDaemon, directory: Path, experiment_id: str, auth: str
+) -> None:
     url = "ws" + daemon.url.removeprefix("http") + "/socket"
     node = await asyncio.create_subprocess_exec(
-        "node", "client.mjs", url, TEST_TOKEN, experiment_id,
+        "node", "client.mjs", url, TEST_TOKEN, experiment_id, auth,
         cwd=directory, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert node.stdout is not None and node.stderr is not None
@@ -419,3 +447,80 @@ async def test_the_phoenix_javascript_client(daemon: RunningDaemon, http: httpx.
     assert telemetry == [["crucible", "model", "inference"]]  # the client's subscribe filtered the rest
     assert steps["status_changed"]["payload"] == {"status": "completed", "started_at": "t0", "completed_at": "t1"}
     assert {"left", "closed"} <= set(steps)
+
+
+async def test_channels_and_event_type_filters_are_capped(daemon: RunningDaemon) -> None:
+    """Frames after the handshake are not rate limited: these caps are what bound one connection's cost."""
+    async with client(daemon) as c:
+        for index in range(100):
+            await c.join(f"telemetry:exp_{index}")
+        ref = await c.send("telemetry:one_too_many", "phx_join", join_ref="x")
+        assert await c.recv() == ["x", ref, "telemetry:one_too_many", "phx_reply",
+                                  {"status": "error", "response": {"reason": "too many channels"}}]  # fmt: skip
+        ref = await c.send("telemetry:exp_0", "phx_join", join_ref="rejoin")  # not one more channel
+        assert (await c.recv())[3] == "phx_close"
+        assert (await c.recv())[4] == {"status": "ok", "response": {}}
+        join_ref = "telemetry:exp_1"
+        ref = await c.send(join_ref, "subscribe", {"event_types": [f"t{i}" for i in range(256)]})
+        reply = await c.until(join_ref, "phx_reply")
+        assert reply[1] == ref and reply[4]["status"] == "ok" and len(reply[4]["response"]["event_types"]) == 256
+        for event in ("subscribe", "unsubscribe"):  # excluded types count too, before any subscribe
+            topic = join_ref if event == "subscribe" else "telemetry:exp_2"
+            ref = await c.send(topic, event, {"event_types": ["one-more"] + [f"u{i}" for i in range(256)]})
+            reply = await c.until(topic, "phx_reply")
+            assert reply[4] == {
+                "status": "error",
+                "response": {"reason": "too many event types", "max_event_types": 256},
+            }
+        await c.send("telemetry:exp_1", "unsubscribe", {"event_types": ["t0"]})
+        assert len((await c.until("telemetry:exp_1", "phx_reply"))[4]["response"]["event_types"]) == 255
+
+
+async def test_events_for_an_earlier_join_are_dropped(daemon: RunningDaemon) -> None:
+    """Phoenix drops any event on a joined topic that carries another join's join_ref, not only a leave."""
+    async with client(daemon) as c:
+        first = await c.join("telemetry:all")
+        ref = await c.send("telemetry:all", "phx_join", join_ref="second")
+        assert await c.recv() == [first, first, "telemetry:all", "phx_close", {}]
+        assert (await c.recv())[:2] == ["second", ref]
+        for event in ("subscribe", "unknown", "phx_leave"):
+            await c.send("telemetry:all", event, {"event_types": ["b"]}, join_ref=first)
+        # Nothing was answered, and the current join still has no filter: the next reply is the heartbeat's.
+        ref = await c.send("phoenix", "heartbeat")
+        assert (await c.recv())[1:4] == [ref, "phoenix", "phx_reply"]
+        ref = await c.send("telemetry:all", "subscribe", {"event_types": ["c"]})  # null join_ref: accepted
+        reply = await c.recv()
+        assert reply[:2] == ["second", ref] and reply[4]["response"]["event_types"] == ["c"]
+
+
+async def test_a_store_failure_fails_the_join_not_the_connection(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fault injection: a real store cannot be made to fail one read on demand, so the live daemon's reader
+    methods are replaced by ones that raise what SQLite raises on a failing disk."""
+
+    async def failing(*args: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    experiments = daemon.services.store.experiments
+    async with client(daemon) as c:
+        for topic, method in (("experiment:exp_1", "get"), ("dashboard:me", "summary")):
+            with monkeypatch.context() as patch:
+                patch.setattr(experiments, method, failing)
+                ref = await c.send(topic, "phx_join", join_ref=f"join-{method}")
+                assert await c.recv() == [f"join-{method}", ref, topic, "phx_reply",
+                                          {"status": "error", "response": {"reason": "unavailable"}}]  # fmt: skip
+        assert "could not join experiment:exp_1" in caplog.text and "disk I/O error" in caplog.text
+        # A failing summary on a later sample: the stats still arrive, the connection stays.
+        join_ref = await c.join("dashboard:me")
+        await c.until("dashboard:me", "experiment_summary")
+        monkeypatch.setattr(experiments, "summary", failing)
+        monkeypatch.setattr("pivotd.channels.topics.SUMMARY_INTERVAL_S", 0.0)
+        sample = {"cpu": {"percent": 12.5}, "memory": {"percent": 40.0}, "timestamp": "t"}
+        publish(daemon, "resources", {"type": "resources", "data": sample})
+        while (stats := await c.until("dashboard:me", "system_stats"))[4]["timestamp"] != "t":
+            pass  # the daemon's own sampler may publish one first
+        assert stats[:2] == [join_ref, None] and stats[4]["cpu"] == 12.5
+        ref = await c.send("phoenix", "heartbeat")
+        assert (await c.recv())[1] == ref
+        assert "could not compute the experiment summary" in caplog.text

@@ -150,3 +150,16 @@ async def test_shutdown_closes_sockets_with_1001(tmp_path) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+
+
+async def test_a_connection_subscribes_to_at_most_100_topics(daemon: RunningDaemon) -> None:
+    async with connect(daemon.ws_url) as ws:
+        await ws.recv()  # initial_runs
+        await ws.send(json.dumps({"action": "subscribe", "topics": [f"run:r{i}" for i in range(99)]}))
+        assert len(json.loads(await ws.recv())["topics"]) == 100  # with `metrics`
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
+        assert json.loads(await ws.recv()) == {"type": "error", "message": "topics: at most 100 per connection"}
+        await ws.send(json.dumps({"action": "unsubscribe", "topics": ["metrics"]}))
+        await ws.recv()
+        await ws.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"

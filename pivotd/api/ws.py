@@ -27,6 +27,11 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 
 
+MAX_TOPICS = 100
+"""Topics one connection may subscribe to: each costs memory and hub work, and frames after the handshake
+are not rate limited, so this is what bounds a connection."""
+
+
 def _error(message: str) -> bytes:
     return orjson.dumps({"type": "error", "message": message})
 
@@ -93,6 +98,8 @@ class Session:
         run = await reader.get_run(run_id)
         if run is None:
             return _error(f"Run {run_id!r} not found")
+        if self._too_many({run_topic(run_id)}):
+            return _error(f"topics: at most {MAX_TOPICS} per connection")
         self.services.hub.subscribe(self.subscriber, [run_topic(run_id)])
         steps = await reader.steps(run.ref, **bounds)
         if request.get("lite") is True:
@@ -100,6 +107,9 @@ class Session:
         head = orjson.dumps({"type": "run_history", "run_id": run_id})
         data = orjson.dumps({"created_at": iso(run.created_at), "last_update": iso(run.last_update)})
         return head[:-1] + b',"data":' + data[:-1] + b',"steps":[' + b",".join(steps) + b"]}}"
+
+    def _too_many(self, topics: set[str]) -> bool:
+        return len(self.subscriber.topics | topics) > MAX_TOPICS
 
     def change_topics(self, action: str, topics: Any) -> bytes:
         if not isinstance(topics, list) or not topics or not all(isinstance(t, str) for t in topics):
@@ -110,6 +120,8 @@ class Session:
                 f"topics: unknown topic {invalid[0]!r} (runs, metrics, resources, alerts, notifications, "
                 "run:<id>, experiment:<id>)"
             )
+        if action == "subscribe" and self._too_many(set(topics)):
+            return _error(f"topics: at most {MAX_TOPICS} per connection")
         hub = self.services.hub
         (hub.subscribe if action == "subscribe" else hub.unsubscribe)(self.subscriber, topics)
         return orjson.dumps({"type": f"{action}d", "topics": sorted(self.subscriber.topics)})

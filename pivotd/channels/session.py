@@ -4,9 +4,10 @@ What a Phoenix server does, message by message (Phoenix.Socket `handle_in`):
 - `heartbeat` on topic `phoenix` -> ok reply, joined or not.
 - `phx_join` -> ok reply and the channel's first pushes, or an error reply with a reason. A join of a
   topic already joined closes the old join first (`phx_close` with its join_ref).
-- `phx_leave` -> ok reply, then `phx_close`. A leave of a topic not joined is answered ok too; a leave
-  naming an earlier join_ref (the client raced a server close) gets nothing.
+- `phx_leave` -> ok reply, then `phx_close`. A leave of a topic not joined is answered ok too.
 - Any other event: the joined channel answers it; on a topic not joined, `unmatched topic`.
+- Any event but a join on a joined topic whose join_ref is neither null nor the current join's (the client
+  raced a server close) gets nothing.
 Replies and pushes leave under one lock, so a join's reply always precedes that channel's pushes.
 """
 
@@ -38,6 +39,11 @@ from pivotd.services import Services
 
 log = logging.getLogger(__name__)
 UNMATCHED = {"reason": "unmatched topic"}
+UNAVAILABLE = {"reason": "unavailable"}
+"""A join that failed on our side (a store read); the client may retry, as phoenix.js does by itself."""
+MAX_CHANNELS = 100
+"""Channels one connection may have joined at once; each costs memory and work on every hub message, and
+frames after the handshake are not rate limited, so this is what bounds a connection."""
 
 
 class ChannelSession:
@@ -74,16 +80,19 @@ class ChannelSession:
             if frame.event == LEAVE:
                 return [reply(frame, "ok", {}, frame.join_ref)]
             return [reply(frame, "error", UNMATCHED)]
+        if frame.join_ref is not None and frame.join_ref != channel.join_ref:
+            # Meant for an earlier join of this topic (the client raced a server close): Phoenix drops it unanswered.
+            log.debug("ignoring %s for an earlier join of %s", frame.event, frame.topic)
+            return []
         if frame.event == LEAVE:
-            if frame.join_ref is not None and frame.join_ref != channel.join_ref:
-                log.debug("ignoring a leave of an earlier join of %s", frame.topic)
-                return []
             self._remove(channel)
             return [reply(frame, "ok", {}, channel.join_ref), close(channel.join_ref, channel.topic)]
         status, response = channel.handle_in(frame.event, frame.payload)
         return [reply(frame, status, response, channel.join_ref)]
 
     async def _join(self, frame: Frame, existing: Channel | None) -> list[Frame]:
+        if existing is None and len(self.channels) >= MAX_CHANNELS:
+            return [reply(frame, "error", {"reason": "too many channels"}, frame.join_ref)]
         frames = []
         if existing is not None:
             self._remove(existing)
@@ -94,10 +103,18 @@ class ChannelSession:
             # Phoenix leaves join_ref out of the answer to a topic no channel matches.
             join_ref = None if refused.reason == UNMATCHED["reason"] else frame.join_ref
             return [*frames, reply(frame, "error", {"reason": refused.reason}, join_ref)]
+        except Exception:  # a store read failed: this join fails, the connection and its other channels go on
+            log.exception("could not join %s", frame.topic)
+            return [*frames, reply(frame, "error", UNAVAILABLE, frame.join_ref)]
         self.channels[channel.topic] = channel
         self.services.hub.subscribe(self.subscriber, channel.hub_topics)
+        try:
+            pushes = await channel.joined()
+        except Exception:
+            log.exception("could not join %s", frame.topic)
+            self._remove(channel)
+            return [*frames, reply(frame, "error", UNAVAILABLE, frame.join_ref)]
         frames.append(reply(frame, "ok", {}, channel.join_ref))
-        pushes = await channel.joined()
         frames.extend(push(channel.join_ref, channel.topic, event, payload) for event, payload in pushes)
         return frames
 

@@ -12,6 +12,7 @@ offers every message to every joined channel, which keeps what is its own. Topic
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,11 @@ from pivotd.errors import NotFound
 from pivotd.monitor.sampler import RESOURCES_TOPIC, Sample
 from pivotd.services import Services
 
+log = logging.getLogger(__name__)
 TELEMETRY_TOPIC = "telemetry"
+MAX_EVENT_TYPES = 256
+"""Event types one telemetry channel may filter on (included and excluded together): every event is matched
+against each of them."""
 Event = tuple[str, dict[str, Any]]
 """A server push: (event name, payload)."""
 
@@ -133,13 +138,16 @@ class TelemetryChannel(Channel):
             types = set(_event_types(payload))
         except ValueError as exc:
             return "error", {"reason": str(exc)}
+        included, excluded = self.included, self.excluded
         if event == "subscribe":
-            self.included = (self.included or set()) | types
-            self.excluded -= types
-        elif self.included is None:
-            self.excluded |= types  # receiving everything: stop receiving these
+            included, excluded = (included or set()) | types, excluded - types
+        elif included is None:
+            excluded = excluded | types  # receiving everything: stop receiving these
         else:
-            self.included -= types
+            included = included - types
+        if len(included or ()) + len(excluded) > MAX_EVENT_TYPES:
+            return "error", {"reason": "too many event types", "max_event_types": MAX_EVENT_TYPES}
+        self.included, self.excluded = included, excluded
         included = sorted(self.included) if self.included is not None else None
         return "ok", {"event_types": included, "excluded_event_types": sorted(self.excluded)}
 
@@ -183,7 +191,11 @@ class DashboardChannel(Channel):
             return []
         events: list[Event] = [("system_stats", system_stats(message["data"]))]
         if time.monotonic() - self.summarised_at >= SUMMARY_INTERVAL_S:
-            summary = await self.experiment_summary()
+            try:
+                summary = await self.experiment_summary()
+            except Exception:  # a store read failed: the stats still go out, the summary is retried next sample
+                log.exception("could not compute the experiment summary for %s", self.topic)
+                return events
             if summary != self.summary:
                 self.summary = summary
                 events.append(("experiment_summary", summary))

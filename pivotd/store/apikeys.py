@@ -15,31 +15,31 @@ from pivotd.errors import NotFound
 from pivotd.store.ops import Tx
 
 
-@dataclass(frozen=True, slots=True)
-class ApiKeyRow:
+@dataclass(slots=True)
+class ApiKey:
+    """One named key as stored (its digest, never the key), and as the daemon's in-memory index holds it."""
+
     key_id: str
     name: str
     scopes: tuple[str, ...]
     prefix: str
     digest: bytes
     created_at: float
-    last_used_at: float | None
-    revoked_at: float | None
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+    stored_last_used_at: float | None = None
+    """In memory only: the last_used_at the database has, so that it is written at most once a minute."""
 
 
 @dataclass(frozen=True, slots=True)
 class PutApiKey:
-    key_id: str
-    name: str
-    scopes: tuple[str, ...]
-    prefix: str
-    digest: bytes
-    created_at: float
+    key: ApiKey
 
     def apply(self, tx: Tx) -> None:
+        key = self.key
         tx.conn.execute(
             "INSERT INTO api_keys (id, name, scopes, prefix, digest, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.key_id, self.name, orjson.dumps(self.scopes), self.prefix, self.digest, self.created_at),
+            (key.key_id, key.name, orjson.dumps(key.scopes), key.prefix, key.digest, key.created_at),
         )
 
 
@@ -65,13 +65,13 @@ class TouchApiKey:
         tx.conn.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (self.last_used_at, self.key_id))
 
 
-async def api_keys(conn: aiosqlite.Connection) -> list[ApiKeyRow]:
+async def api_keys(conn: aiosqlite.Connection) -> list[ApiKey]:
     cursor = await conn.execute(
         "SELECT id, name, scopes, prefix, digest, created_at, last_used_at, revoked_at "
         "FROM api_keys ORDER BY created_at, id"
     )
     rows = await cursor.fetchall()
     return [
-        ApiKeyRow(key_id, name, tuple(orjson.loads(scopes)), prefix, digest, created_at, last_used, revoked)
+        ApiKey(key_id, name, tuple(orjson.loads(scopes)), prefix, digest, created_at, last_used, revoked, last_used)
         for key_id, name, scopes, prefix, digest, created_at, last_used, revoked in rows
     ]

@@ -1,17 +1,19 @@
 // Drives pivotd's /socket/websocket with the real Phoenix JavaScript client (tests/test_phoenix_socket.py).
-// Usage: node client.mjs <socket url, e.g. ws://127.0.0.1:8000/socket> <token> <experiment id>
+// Usage: node client.mjs <socket url, e.g. ws://127.0.0.1:8000/socket> <token> <experiment id> [params|authToken]
+// The token travels as a connect param (`?token=`) or with the `authToken` option (a WebSocket subprotocol).
 // Prints one JSON object per line: what happened, in order. The test publishes events after "ready".
 import { Socket } from "phoenix"
 import WebSocket from "ws"
 
-const [url, token, experimentId] = process.argv.slice(2)
+const [url, token, experimentId, auth = "params"] = process.argv.slice(2)
 const say = (step, data = {}) => console.log(JSON.stringify({ step, ...data }))
 const fail = (why) => { say("failed", { why }); process.exit(1) }
 setTimeout(() => fail("timed out"), 20000)
 
 // Node 20 has no global WebSocket: the `ws` package is the transport. A short heartbeat interval
 // exercises the server's heartbeat replies within the test's time.
-const socket = new Socket(url, { params: { token }, transport: WebSocket, heartbeatIntervalMs: 200 })
+const credentials = auth === "authToken" ? { authToken: token } : { params: { token } }
+const socket = new Socket(url, { ...credentials, transport: WebSocket, heartbeatIntervalMs: 200 })
 socket.onError((error) => fail(`socket error: ${error && error.message}`))
 socket.connect()
 
