@@ -8,30 +8,17 @@ and models are never used by two threads at once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import orjson
 
-from pivotd.errors import BadRequest, ValidationFailed, invalid_field
+from pivotd.errors import ValidationFailed, invalid_field
 from shared.models.training import Architecture
 
 MAX_BATCH = 512
-
-
-def parse_body(body: bytes) -> Any:
-    """orjson first; stdlib json as the fallback so NaN/Infinity literals reach validation and get a 422."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
 
 
 def as_batch(inputs: Any, features: int, field: str = "inputs", single: bool = False) -> np.ndarray:

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from pivotd.api.body import read_json_body
+from pivotd.api.body import parse_lenient, read_json_body
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
-from pivotd.inference import as_batch, outputs, parse_body
+from pivotd.inference import as_batch, outputs
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
 from pivotd.services import Services
 from pivotd.store.training import FINAL_STATES, JobRow, ModelRow
@@ -35,7 +35,7 @@ async def _object(
 ) -> dict[str, Any]:
     if optional and request.headers.get("content-length") in (None, "0"):
         return {}
-    document = parse_body(await read_json_body(request, limit or services.settings.max_body_bytes))
+    document = parse_lenient(await read_json_body(request, limit or services.settings.max_body_bytes))
     if not isinstance(document, dict):
         raise BadRequest("body must be a JSON object")
     return document

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import time
 from collections.abc import AsyncIterator
@@ -15,10 +14,10 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from pivotd.api.body import openapi_body, read_json_body, read_model
+from pivotd.api.body import openapi_body, parse_lenient, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import BadRequest, invalid_field
+from pivotd.errors import invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.telemetry.columns import text_form
 from pivotd.telemetry.query import AGGS, INTERVALS, AggRow, Filters
@@ -86,17 +85,6 @@ class ExportBody(BaseModel):
     fields: Annotated[list[FieldName], Field(min_length=1, max_length=64)] | None = None
 
 
-def _parse(body: bytes) -> Any:
-    """orjson first; the stdlib parser as fallback so NaN and huge integers reach per-event validation."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise BadRequest(f"body is not valid JSON: {str(exc)[:200]}") from None
-
-
 @router.post(
     "/events",
     status_code=202,
@@ -114,7 +102,7 @@ async def ingest(request: Request, services: ServicesDep) -> Response:
     now = time.time()
     checked = check_batch_fast(body, settings.telemetry_max_batch, now)
     if checked is None:  # something in it is invalid: check event by event to say what, and keep the rest
-        checked = check_events(batch_events(_parse(body), settings.telemetry_max_batch), now)
+        checked = check_events(batch_events(parse_lenient(body), settings.telemetry_max_batch), now)
     telemetry = services.telemetry
     if checked.accepted:
         await telemetry.ingest(checked.accepted)
