@@ -110,6 +110,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # After the notifier's listener: the ordering rule above holds, and experiment events follow it.
         supervisor.on_finished.append(experiments_lifecycle.run_finished)
         supervisor.on_started.append(experiments_lifecycle.run_started)
+        supervisor.on_epoch.append(experiments_lifecycle.run_epoch)
         await experiments_lifecycle.cancel_stranded()  # a cancel the previous daemon did not finish
         app.state.services = Services(
             settings,

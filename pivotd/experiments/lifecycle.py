@@ -37,6 +37,9 @@ from pivotd.store.experiments import (
 )
 from pivotd.timefmt import iso
 
+PROGRESS_INTERVAL_S = 1.0
+"""Epoch-driven `experiment_progress` events are throttled to one a second per experiment."""
+
 
 def experiment_topic(experiment_id: str) -> str:
     return f"experiment:{experiment_id}"
@@ -64,6 +67,8 @@ class ExperimentLifecycle:
         self._announced: dict[str, str] = {}
         """The last status published per experiment, so a status event goes out once per change."""
         self._lock = asyncio.Lock()
+        self._progressed: dict[str, float] = {}
+        """When each experiment's progress was last published for an epoch (monotonic seconds)."""
         self._starting = asyncio.Lock()
         """One start at a time: two racing starts of one experiment must not both create its model."""
 
@@ -168,6 +173,8 @@ class ExperimentLifecycle:
             if self._announced.get(experiment_id) == row.status:
                 return
             self._announced[experiment_id] = row.status
+            if row.status in FINAL_EXPERIMENT_STATUSES:
+                self._progressed.pop(experiment_id, None)
             finished = row.status in FINAL_EXPERIMENT_STATUSES and row.finished_at is not None
             self._publish(
                 experiment_id,
@@ -201,11 +208,31 @@ class ExperimentLifecycle:
             "experiment_run_completed",
             {"run_id": run_id, "status": C_RUN_STATUS.get(state, state), "group": group, "metrics": metrics},
         )
-        row = await self._reader.get(experiment_id)
-        progress = await self._reader.progress(experiment_id)
-        self._publish(
-            experiment_id,
-            "experiment_progress",
-            {"progress": round(progress.fraction, 4), "eta_seconds": eta_seconds(row, progress, time.time())},
-        )
+        await self._publish_progress(experiment_id)
         await self.announce(experiment_id)
+
+    async def run_epoch(self, run_id: str) -> None:
+        """A supervisor `on_epoch` listener: progress between runs, at most once a second per experiment."""
+        membership = await self._reader.membership(run_id)
+        if membership is None:
+            return
+        experiment_id = membership[0]
+        now = time.monotonic()
+        if now - self._progressed.get(experiment_id, -PROGRESS_INTERVAL_S) < PROGRESS_INTERVAL_S:
+            return
+        self._progressed[experiment_id] = now
+        await self._publish_progress(experiment_id)
+
+    async def _publish_progress(self, experiment_id: str) -> None:
+        try:
+            row = await self._reader.get(experiment_id)
+        except NotFound:  # deleted meanwhile
+            return
+        progress = await self._reader.progress(experiment_id)
+        epochs = None if progress.epoch_fraction is None else round(progress.epoch_fraction, 4)
+        body = {
+            "progress": round(progress.fraction, 4),
+            "epoch_progress": epochs,
+            "eta_seconds": eta_seconds(row, progress, time.time()),
+        }
+        self._publish(experiment_id, "experiment_progress", body)

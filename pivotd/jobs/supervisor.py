@@ -108,6 +108,8 @@ class Supervisor:
         self.on_finished: list[Callable[[str, str, str | None], Awaitable[None]]] = []
         """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
         self.on_started: list[Callable[[str], Awaitable[None]]] = []
+        self.on_epoch: list[Callable[[str], Awaitable[None]]] = []
+        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
         """Called with the run id when a run starts running (after its `run_state`)."""
         self.telemetry: Telemetry | None = None
         """Set by the lifespan: each reported epoch becomes a `pivot.training.epoch` event."""
@@ -305,6 +307,8 @@ class Supervisor:
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
                 )
                 self._emit_epoch(job, worker, event)
+                for listener in self.on_epoch:
+                    await listener(job.run_id)
             elif kind == "checkpoint":
                 await self._store.writer.submit(
                     AddCheckpoint(

@@ -100,8 +100,11 @@ async def test_a_sweep_of_two_configs_by_three_seeds_runs_to_completion(tmp_path
         assert len({e["run_id"] for e in done}) == 6 and {e["status"] for e in done} == {"completed"}
         assert sorted(e["group"] for e in done) == sorted(GROUPS * 3)
         assert all(0 <= e["metrics"]["val_accuracy"] <= 1 for e in done)
-        progress = [e["progress"] for e in events if e["type"] == "experiment_progress"]
-        assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) == 6
+        # One per finished run, and between them (throttled) as epochs end: both fractions only grow.
+        updates = [e for e in events if e["type"] == "experiment_progress"]
+        progress, by_epochs = [e["progress"] for e in updates], [e["epoch_progress"] for e in updates]
+        assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) >= 6
+        assert by_epochs == sorted(by_epochs) and by_epochs[-1] == 1.0
         final_status = next(e for e in reversed(events) if e["type"] == "experiment_status")
         assert final_status["completed_at"] is not None and final_status["started_at"] is not None
 
@@ -247,7 +250,7 @@ async def test_a_phoenix_client_follows_a_sweep_on_its_experiment_channel(tmp_pa
         running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
         httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
     ):
-        exp_id = await create(http, "phoenix", sweep(seed=[7]))
+        exp_id = await create(http, "phoenix", {**sweep(seed=[7]), "hyperparams": {**SWEEP_HP, "epochs": 3}})
         topic = f"experiment:{exp_id}"
         socket = "ws" + daemon.url.removeprefix("http") + "/socket/websocket?vsn=2.0.0"
         async with connect(socket) as ws:
@@ -264,10 +267,13 @@ async def test_a_phoenix_client_follows_a_sweep_on_its_experiment_channel(tmp_pa
         statuses = [payload["status"] for event, payload in pushes if event == "status_changed"]
         assert statuses in (["pending", "running", "completed"], ["running", "completed"]), statuses
         assert events[-3:] == ["run_completed", "progress_updated", "status_changed"], events
+        # The first epoch's end moves the progress before the run finishes (later ones inside a second do not).
+        first = next(payload for event, payload in pushes if event == "progress_updated")
+        assert first["progress"] == 0.0 and first["epoch_progress"] == pytest.approx(1 / 3, abs=1e-4)
         completed = dict(pushes)["run_completed"]
         assert completed["status"] == "completed" and completed["group"] == "default"
         assert 0 <= completed["metrics"]["val_accuracy"] <= 1
-        assert dict(pushes)["progress_updated"] == {"progress": 1.0, "eta_seconds": 0.0}
+        assert dict(pushes)["progress_updated"] == {"progress": 1.0, "epoch_progress": 1.0, "eta_seconds": 0.0}
         final = pushes[-1][1]
         assert final["status"] == "completed" and final["completed_at"].endswith("+00:00")
 
