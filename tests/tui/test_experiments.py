@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from pivot_tui.app import PivotApp, make_app
-from pivot_tui.client import Event
+from pivot_tui.client import DaemonClient, Event
 from pivot_tui.config import TuiSettings
 from pivot_tui.model import TuiModel
 from pivot_tui.screens import ConfirmDialog, ExperimentDetailScreen, RunDetailScreen
@@ -89,3 +91,25 @@ def test_experiment_events_and_member_runs_bump_the_experiments_version() -> Non
     loner = summary("running", 10, 1.0)
     model.apply(Event("run_updated", {"type": "run_updated", "topic": "runs", "run_id": "x", "data": loner}))
     assert model.versions["experiments"] == before + 2
+
+
+async def test_the_client_follows_one_experiment_topic_beside_the_open_run() -> None:
+    sent: list[dict[str, Any]] = []
+
+    class Socket:
+        async def send(self, raw: str) -> None:
+            sent.append(orjson.loads(raw))
+
+    client = DaemonClient("http://127.0.0.1:1", None)
+    client._ws = Socket()  # type: ignore[assignment]
+    await client.watch_run("r1")
+    await client.watch_experiment("exp_a")
+    await client.watch_experiment("exp_b")
+    assert sent[-2:] == [{"action": "unsubscribe", "topics": ["experiment:exp_a"]},
+                         {"action": "subscribe", "topics": ["experiment:exp_b"]}]  # fmt: skip
+    sent.clear()
+    await client._subscribe_base()  # after a reconnect: both followed topics again
+    assert sent[-1]["topics"][-2:] == ["experiment:exp_b", "run:r1"]
+    await client.watch_experiment(None)
+    assert sent[-1] == {"action": "unsubscribe", "topics": ["experiment:exp_b"]}
+    await client.aclose()
