@@ -102,6 +102,10 @@ class Throttle:
         self.seen, self.loaded_at = version, now
         return True
 
+    def force(self) -> None:
+        """The next check reloads (a key asked for it, or the screen came back into view)."""
+        self.seen, self.loaded_at = -1, -IDLE_RELOAD_S
+
 
 def _keep_cursor(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]]) -> None:
     """Replace the rows, leaving the cursor on the same key (rows are few: up to 100)."""
@@ -148,12 +152,15 @@ class ExperimentsScreen(Screen[None]):
         self.redraw()
 
     def redraw(self) -> None:
-        if self._throttle.due(self.app.model.versions["experiments"]):
+        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
+        if self.is_current and self._throttle.due(self.app.model.versions["experiments"]):
             self.reload()
 
+    def on_screen_resume(self) -> None:
+        self._throttle.force()
+
     def action_reload(self) -> None:
-        self._throttle.seen = -1
-        self._throttle.loaded_at = -IDLE_RELOAD_S
+        self._throttle.force()
         self.redraw()
 
     @work(exclusive=True, group="load-experiments", exit_on_error=False)
@@ -258,8 +265,12 @@ class ExperimentDetailScreen(Screen[None]):
         self.app.run_worker(self.app.client.watch_experiment(None), group="follow", exit_on_error=False)
 
     def redraw(self) -> None:
-        if self._throttle.due(self.app.model.versions["experiments"]):
+        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
+        if self.is_current and self._throttle.due(self.app.model.versions["experiments"]):
             self.reload()
+
+    def on_screen_resume(self) -> None:
+        self._throttle.force()
 
     @work(exclusive=True, group="load-experiment", exit_on_error=False)
     async def reload(self) -> None:
@@ -362,8 +373,8 @@ class ExperimentDetailScreen(Screen[None]):
             self.notify(f"{action}: {exc.message}", severity="error", timeout=6)
             return
         self.notify(f"{action}: {experiment.get('name', self.experiment_id)} is {experiment.get('status')}")
-        self._throttle.loaded_at = -IDLE_RELOAD_S
-        self.reload()
+        self._throttle.force()
+        self.redraw()
 
     def action_act(self, action: str) -> None:
         self.send_action(action)
