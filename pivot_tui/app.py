@@ -12,7 +12,14 @@ from textual.worker import Worker, WorkerState
 from pivot_tui.client import Connection, DaemonClient, Event
 from pivot_tui.config import TuiSettings
 from pivot_tui.model import TuiModel
-from pivot_tui.screens import AlertsScreen, LaunchDialog, ResourcesScreen, RunDetailScreen, RunsScreen
+from pivot_tui.screens import (
+    AlertsScreen,
+    ExperimentsScreen,
+    LaunchDialog,
+    ResourcesScreen,
+    RunDetailScreen,
+    RunsScreen,
+)
 from shared.client import PivotAPIError
 
 
@@ -21,12 +28,13 @@ class PivotApp(App[None]):
 
     CSS_PATH = "pivot.tcss"
     TITLE = "PIVOT"
-    MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen}
+    MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen, "experiments": ExperimentsScreen}
     DEFAULT_MODE = "runs"
     BINDINGS = [
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('resources')", "Resources"),
         Binding("3", "switch_mode('alerts')", "Alerts"),
+        Binding("4", "switch_mode('experiments')", "Experiments"),
         Binding("l", "launch", "Launch"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
@@ -59,6 +67,8 @@ class PivotApp(App[None]):
             self.resync()
         elif event.data.get("topic") == "alerts":
             self.count_alerts()
+        elif event.type == "experiment_error":  # a run of the open experiment failed
+            self.notify(str(event.data.get("message", "a run failed")), severity="error", timeout=6)
 
     @work(exclusive=True, group="count-alerts", exit_on_error=False)
     async def count_alerts(self) -> None:
@@ -86,7 +96,7 @@ class PivotApp(App[None]):
         self.model.finish_sync({run_id: summary.model_dump() for run_id, summary in runs.items()})
         if self.model.followed is not None:
             await self._load_run(self.model.followed.run_id)
-        self.model.bump("resources")
+        self.model.bump("resources", "experiments")
         self.count_alerts()
 
     async def follow_run(self, run_id: str) -> None:

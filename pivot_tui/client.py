@@ -57,7 +57,8 @@ class DaemonClient:
         )
         self._max_backoff = max_backoff
         self._ws: ClientConnection | None = None
-        self._run_topics: set[str] = set()
+        self._watched: dict[str, set[str]] = {"run": set(), "experiment": set()}
+        """Per-object topics followed besides BASE_TOPICS: the open run's and the open experiment's."""
 
     async def aclose(self) -> None:
         await self.rest.aclose()
@@ -73,6 +74,27 @@ class DaemonClient:
 
     async def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 400) -> ScalarsResponse:
         return await self.rest.scalars(run_id, names, max_points)
+
+    # Experiments (seed 004). Bounded: the first page of 100 experiments; a detail's groups come from the
+    # export (n, mean, std, ci95 per group as the daemon computes them) and its runs from the same document.
+
+    async def experiments(self) -> list[dict[str, Any]]:
+        body = await self.get_json("/api/v1/experiments", params={"per_page": 100})
+        return list(body.get("data", []))
+
+    async def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment with `results_summary`, `progress`, `epoch_progress` and `eta_seconds`."""
+        return dict((await self.get_json(f"/api/v1/experiments/{experiment_id}"))["data"])
+
+    async def experiment_results(self, experiment_id: str) -> dict[str, Any]:
+        """The export's `results` (`groups` with n/mean/std/ci95/best) and `runs` (with last metric values)."""
+        return dict(
+            await self.post_json(f"/api/v1/experiments/{experiment_id}/export", {"include": ["results", "runs"]})
+        )
+
+    async def experiment_action(self, experiment_id: str, action: str) -> dict[str, Any]:
+        """`start`, `pause`, `resume` or `cancel`; PivotAPIError (409 with the reason) when not allowed."""
+        return dict((await self.post_json(f"/api/v1/experiments/{experiment_id}/{action}", {}))["data"])
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature)."""
@@ -102,8 +124,15 @@ class DaemonClient:
 
     async def watch_run(self, run_id: str | None) -> None:
         """Follow one run's steps and scalars (`run:<id>`); None stops following any."""
-        wanted = {f"run:{run_id}"} if run_id else set()
-        stale, self._run_topics = self._run_topics - wanted, wanted
+        await self._watch("run", run_id)
+
+    async def watch_experiment(self, experiment_id: str | None) -> None:
+        """Follow one experiment's status, progress and finished runs (`experiment:<id>`); None stops."""
+        await self._watch("experiment", experiment_id)
+
+    async def _watch(self, prefix: str, object_id: str | None) -> None:
+        wanted = {f"{prefix}:{object_id}"} if object_id else set()
+        stale, self._watched[prefix] = self._watched[prefix] - wanted, wanted
         if self._ws is not None:
             if stale:
                 await self._send({"action": "unsubscribe", "topics": sorted(stale)})
@@ -157,4 +186,6 @@ class DaemonClient:
     async def _subscribe_base(self) -> None:
         # The `metrics` firehose carries every run's layer-wise steps; the UI follows one run at a time.
         await self._send({"action": "unsubscribe", "topics": ["metrics"]})
-        await self._send({"action": "subscribe", "topics": [*BASE_TOPICS, *sorted(self._run_topics)]})
+        await self._send(
+            {"action": "subscribe", "topics": [*BASE_TOPICS, *sorted(set().union(*self._watched.values()))]}
+        )

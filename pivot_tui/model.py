@@ -106,7 +106,9 @@ class TuiModel:
     followed: FollowedRun | None = None
     resources: dict[str, Any] | None = None
     resource_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RESOURCE_SAMPLES))
-    versions: dict[str, int] = field(default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0})
+    versions: dict[str, int] = field(
+        default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0, "experiments": 0}
+    )
     _replay: list[dict[str, Any]] | None = None
     """Run events received while a REST snapshot of the runs is in flight."""
 
@@ -153,16 +155,22 @@ class TuiModel:
         elif kind in ("run_created", "run_updated", "run_deleted"):
             if self._replay is not None:
                 self._replay.append(message)
+            previous = self.runs.get(message["run_id"], {})
             if kind == "run_deleted":
                 self.runs.pop(message["run_id"], None)
             else:
                 self.runs[message["run_id"]] = message["data"]
             self.bump("runs")
+            if previous.get("experiment_id") or (message.get("data") or {}).get("experiment_id"):
+                self.bump("experiments")  # a member run changed: its experiment's figures may have too
         elif kind == "run_state":  # a managed run changed state: on `runs` and on its own topic
             run = self.runs.get(message["run_id"])
             if run is not None:
                 self.runs[message["run_id"]] = {**run, "status": message["state"], "error": message.get("error")}
-                self.bump("runs")
+                self.bump("runs", *(("experiments",) if run.get("experiment_id") else ()))
+        elif str(message.get("topic", "")).startswith("experiment:"):
+            # Before the followed-run branch: experiment_run_completed carries a run_id too.
+            self.bump("experiments")
         elif followed is not None and message.get("run_id") == followed.run_id:
             if kind == "new_metrics":
                 followed.add_step(message["data"])

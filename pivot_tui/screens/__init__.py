@@ -1,10 +1,22 @@
-"""Screens of pivot-tui: one per mode (runs, resources, alerts), the run detail, and dialogs."""
+"""Screens of pivot-tui: one per mode (runs, resources, alerts, experiments), the run detail, and dialogs."""
 
 from pivot_tui.screens.acknowledge import AcknowledgeDialog
 from pivot_tui.screens.alerts import AlertsScreen
+from pivot_tui.screens.confirm import ConfirmDialog
+from pivot_tui.screens.experiments import ExperimentDetailScreen, ExperimentsScreen
 from pivot_tui.screens.launch import LaunchDialog
 from pivot_tui.screens.resources import ResourcesScreen
 from pivot_tui.screens.run_detail import RunDetailScreen
 from pivot_tui.screens.runs import RunsScreen
 
-__all__ = ["AcknowledgeDialog", "AlertsScreen", "LaunchDialog", "ResourcesScreen", "RunDetailScreen", "RunsScreen"]
+__all__ = [
+    "AcknowledgeDialog",
+    "AlertsScreen",
+    "ConfirmDialog",
+    "ExperimentDetailScreen",
+    "ExperimentsScreen",
+    "LaunchDialog",
+    "ResourcesScreen",
+    "RunDetailScreen",
+    "RunsScreen",
+]

@@ -61,7 +61,7 @@ class RunsScreen(Screen[None]):
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.
         table = self.query_one(RunsTable)
-        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?123l":
+        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?1234l":
             field = self.query_one("#filter", Input)
             field.focus()
             field.insert_text_at_cursor(event.character)

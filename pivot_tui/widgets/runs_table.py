@@ -28,7 +28,7 @@ def latest_loss(run: dict[str, Any]) -> float | None:
     return next((latest[key] for key in LOSS_KEYS if key in latest), None)
 
 
-def _age(timestamp: str | None) -> str:
+def age(timestamp: str | None) -> str:
     if not timestamp:
         return ""
     try:
@@ -152,7 +152,7 @@ class RunsTable(DataTable[Any]):
             _progress(run),
             "" if latest_step is None else str(latest_step),
             "" if loss is None else f"{loss:.4g}",
-            _age(run.get("last_update")),
+            age(run.get("last_update")),
         )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

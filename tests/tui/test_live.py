@@ -11,7 +11,7 @@ from textual.widgets import Button, Input
 from pivot_tui.app import make_app
 from pivot_tui.client import Connection
 from pivot_tui.config import TuiSettings
-from pivot_tui.screens import AcknowledgeDialog, LaunchDialog, RunDetailScreen
+from pivot_tui.screens import AcknowledgeDialog, ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import RunsTable
 from tests.daemon import RunningDaemon, running_daemon
@@ -164,3 +164,36 @@ async def test_a_finished_runs_params_and_inference_on_a_real_digit(
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
         await pilot.press("p")
         await until(pilot, lambda: any("784" in str(n.message) for n in app._notifications), timeout=20)
+
+
+async def test_an_experiment_with_external_runs_is_listed_grouped_and_live(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    body = {"experiment": {"name": "live lr study", "config": {"metric": "val_accuracy"}}}
+    experiment_id = (await http.post("/api/v1/experiments", json=body)).json()["data"]["id"]
+
+    async def report(run_id: str, group: str, accuracy: float) -> None:
+        points = {"points": [{"step": 1, "values": {"val_accuracy": accuracy}}], "experiment_id": experiment_id,
+                  "group": group}  # fmt: skip
+        assert (await http.post(f"/api/v1/runs/{run_id}/scalars", json=points)).status_code == 202
+
+    await report("fast-1", "lr=0.1", 0.9)
+    await report("fast-2", "lr=0.1", 0.8)
+    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: app.screen.query("#experiments") and app.screen.query_one("#experiments").row_count)
+        row = app.screen.query_one("#experiments").get_row(experiment_id)
+        assert "live lr study" in str(row[0]) and "0.9" in str(row[5])
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ExperimentDetailScreen))
+        await until(pilot, lambda: app.screen.query_one("#groups").row_count == 1)
+        assert app.screen.query_one("#groups").get_row("lr=0.1")[1] == "2"  # n
+        # A run reported while the detail is open shows up by itself (a member run's update reloads it).
+        await report("slow-1", "lr=0.01", 0.5)
+        await until(pilot, lambda: app.screen.query_one("#experiment-runs").row_count == 3)
+        await until(pilot, lambda: app.screen.query_one("#groups").row_count == 2)
+        # An experiment without a sweep config cannot start: the daemon's 422 is a notification.
+        await pilot.press("s")
+        await until(pilot, lambda: any(str(n.message).startswith("start: config.type") for n in app._notifications))
+        assert isinstance(app.screen, ExperimentDetailScreen)

@@ -9,7 +9,7 @@ import pytest
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.config import TuiSettings
 from pivot_tui.widgets import RunsTable
-from tests.tui.fake import RUNS, FakeDaemonClient
+from tests.tui.fake import EXPERIMENTS, RUNS, FakeDaemonClient
 from tests.tui.helpers import until
 
 SIZES = [(120, 40), (80, 24)]
@@ -117,3 +117,32 @@ def test_light_theme(snap_compare: Any) -> None:
     """The runs screen in the light theme (readable without a dark background)."""
     light = make_app(TuiSettings("http://gpu-box:8000", None, "textual-light"), FakeDaemonClient(resources=RESOURCES))
     assert snap_compare(light, terminal_size=(80, 24), run_before=runs_loaded)
+
+
+def experiment_rows(pilot: Any, table: str) -> int:
+    found = pilot.app.screen.query(table)
+    return found.first().row_count if found else 0
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_experiments_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Four experiments: running (epoch progress bar, best value), completed, paused, pending."""
+
+    async def go(pilot: Any) -> None:
+        await pilot.press("4")
+        await until(pilot, lambda: experiment_rows(pilot, "#experiments") == len(EXPERIMENTS))
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_experiment_detail(snap_compare: Any, size: tuple[int, int]) -> None:
+    """A running sweep: status, progress, ETA and best run; groups with n, mean ± std and 95% CI; its runs."""
+
+    async def go(pilot: Any) -> None:
+        await pilot.press("4")
+        await until(pilot, lambda: experiment_rows(pilot, "#experiments") == len(EXPERIMENTS))
+        await pilot.press("enter")
+        await until(pilot, lambda: experiment_rows(pilot, "#experiment-runs") == 6)
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)

@@ -1,0 +1,380 @@
+"""Provides ExperimentsScreen (the daemon's experiments and sweeps) and ExperimentDetailScreen (one
+experiment's groups and runs, with start, pause, resume and cancel).
+
+Requests stay bounded: the list is the first page of 100, each with its `GET` detail (progress, best value)
+re-read only while it can still change; both screens reload when an experiment event or a member run's
+update arrives, at most once a second, and every 10 s otherwise — never per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets.data_table import ColumnKey
+
+from pivot_tui.screens.confirm import ConfirmDialog
+from pivot_tui.widgets.runs_table import age
+from shared.client import PivotAPIError
+
+if TYPE_CHECKING:
+    from pivot_tui.app import PivotApp
+
+FINAL = ("completed", "failed", "cancelled")
+STATUS_STYLE = {"running": "green", "pending": "yellow", "paused": "bold magenta", "completed": "cyan",
+                "failed": "bold red", "cancelled": "dim"}  # fmt: skip
+MIN_RELOAD_S = 1.0
+"""Events reload a screen at most this often: a sweep's epochs and runs can end many times a second."""
+IDLE_RELOAD_S = 10.0
+"""Reload this often without events (ETA, and changes this client was not subscribed to)."""
+DETAIL_FETCHES = 8
+"""Concurrent `GET /experiments/{id}` while the list loads."""
+
+
+# Table cells are markup strings, not Text: they take DataTable's own formatting path, like RunsTable's.
+
+
+def status_cell(status: str) -> str:
+    style = STATUS_STYLE.get(status)
+    return f"[{style}]{escape(status)}[/]" if style else escape(status)
+
+
+def bold(value: Any) -> str:
+    return f"[b]{escape(str(value))}[/b]"
+
+
+def bar(fraction: float | None, width: int) -> str:
+    """`█████░░░░░  50%`: a bar that reads on 16-colour terminals too, or empty when unknown."""
+    if fraction is None:
+        return ""
+    fraction = min(1.0, max(0.0, fraction))
+    filled = round(fraction * width)
+    colour = "cyan" if fraction >= 1.0 else "green"
+    return f"[{colour}]{'█' * filled}[/][dim]{'░' * (width - filled)}[/] {fraction * 100:3.0f}%"
+
+
+def number(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def fraction_done(detail: dict[str, Any]) -> float | None:
+    """Epochs done when the runs declare epochs (finer than whole runs), else runs finished."""
+    epochs = detail.get("epoch_progress")
+    return epochs if isinstance(epochs, int | float) else detail.get("progress")
+
+
+def finished_runs(detail: dict[str, Any]) -> str:
+    summary = detail.get("results_summary") or {}
+    by_status = summary.get("runs_by_status") or {}
+    total = detail.get("total_runs", summary.get("total_runs", 0))
+    return f"{sum(by_status.get(status, 0) for status in FINAL)}/{total}" if by_status else str(total)
+
+
+def metric_of(detail: dict[str, Any]) -> str:
+    summary = detail.get("results_summary") or {}
+    return str(summary.get("metric") or (detail.get("config") or {}).get("metric") or "")
+
+
+def best_value(detail: dict[str, Any]) -> Any:
+    summary = detail.get("results_summary") or {}
+    return (summary.get("best_run") or {}).get("value")
+
+
+class Throttle:
+    """Decides when a screen reloads: a version change, at most once per MIN_RELOAD_S, or IDLE_RELOAD_S."""
+
+    def __init__(self) -> None:
+        self.seen = -1
+        self.loaded_at = -IDLE_RELOAD_S
+
+    def due(self, version: int) -> bool:
+        now = time.monotonic()
+        if now - self.loaded_at < MIN_RELOAD_S or (version == self.seen and now - self.loaded_at < IDLE_RELOAD_S):
+            return False
+        self.seen, self.loaded_at = version, now
+        return True
+
+    def force(self) -> None:
+        """The next check reloads (a key asked for it, or the screen came back into view)."""
+        self.seen, self.loaded_at = -1, -IDLE_RELOAD_S
+
+
+def _keep_cursor(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Replace the rows, leaving the cursor on the same key (rows are few: up to 100)."""
+    selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
+    table.clear()
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    keys = [key for key, _ in rows]
+    if selected in keys:
+        table.move_cursor(row=keys.index(selected), animate=False)
+
+
+class ExperimentsScreen(Screen[None]):
+    """Experiments newest first with status, progress and best value; `enter` opens one."""
+
+    BINDINGS = [Binding("enter", "open", "Open"), Binding("ctrl+r", "reload", "Reload")]
+    app: PivotApp  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._throttle = Throttle()
+        self._details: dict[str, dict[str, Any]] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="experiments-status")
+        yield DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "experiments"
+        table = self.query_one("#experiments", DataTable)
+        fixed = {"Status": 9, "Progress": 17, "Runs": 5, "Metric": 12, "Best": 7, "Created": 8}
+        if self.app.size.width < 100:  # the name matters more than the date or a long bar
+            fixed |= {"Progress": 10}
+            del fixed["Created"]
+        # Name takes what is left after each column's padding (2) and the scrollbar.
+        name = max(12, self.app.size.width - sum(fixed.values()) - 2 * (len(fixed) + 1) - 2)
+        table.add_column("Name", key="name", width=name)
+        for label, width in fixed.items():
+            table.add_column(label, key=label.lower(), width=width)
+        table.focus()
+        self.set_interval(0.25, self.redraw)
+        self.redraw()
+
+    def redraw(self) -> None:
+        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
+        if self.is_current and self._throttle.due(self.app.model.versions["experiments"]):
+            self.reload()
+
+    def on_screen_resume(self) -> None:
+        self._throttle.force()
+
+    def action_reload(self) -> None:
+        self._throttle.force()
+        self.redraw()
+
+    @work(exclusive=True, group="load-experiments", exit_on_error=False)
+    async def reload(self) -> None:
+        status = self.query_one("#experiments-status", Static)
+        try:
+            rows = await self.app.client.experiments()
+        except PivotAPIError as exc:
+            status.update(Text(f"This daemon does not serve experiments (HTTP {exc.status}).", style="dim"))
+            return
+        limit = asyncio.Semaphore(DETAIL_FETCHES)
+
+        async def detail(row: dict[str, Any]) -> dict[str, Any]:
+            cached = self._details.get(row["id"])
+            # A final experiment's figures stay put until it changes (a run attached later changes its status).
+            if cached and cached["status"] in FINAL and (cached["status"], cached["updated_at"]) == (
+                row["status"], row["updated_at"]):  # fmt: skip
+                return cached
+            async with limit:
+                try:
+                    return await self.app.client.experiment(row["id"])
+                except PivotAPIError:  # deleted meanwhile: show the list row as it is
+                    return row
+
+        details = await asyncio.gather(*(detail(row) for row in rows))
+        self._details = {row["id"]: row for row in details}
+        running = sum(1 for row in details if row["status"] == "running")
+        status.update(Text.assemble((f"{len(details)} experiments", "bold"), f", {running} running"))
+        table = self.query_one("#experiments", DataTable)
+        bar_width = table.columns[ColumnKey("progress")].width - 5
+        with_created = ColumnKey("created") in table.columns
+        _keep_cursor(table, [
+            (row["id"], (
+                bold(row.get("name", "")), status_cell(str(row["status"])), bar(fraction_done(row), bar_width),
+                finished_runs(row), escape(metric_of(row)), number(best_value(row)),
+                *((age(row.get("created_at")),) if with_created else ()),
+            ))
+            for row in details
+        ])  # fmt: skip
+
+    @on(DataTable.RowSelected, "#experiments")
+    def _chosen(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.app.push_screen(ExperimentDetailScreen(event.row_key.value))
+
+    def action_open(self) -> None:
+        table = self.query_one("#experiments", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if key:
+                self.app.push_screen(ExperimentDetailScreen(key))
+
+
+class ExperimentDetailScreen(Screen[None]):
+    """One experiment live: its groups (n, mean ± std, 95% CI, best) and runs; `enter` opens a run."""
+
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("enter", "open_run", "Open run"),
+        Binding("s", "act('start')", "Start"),
+        Binding("p", "act('pause')", "Pause"),
+        Binding("r", "act('resume')", "Resume"),
+        Binding("c", "cancel", "Cancel"),
+    ]
+    app: PivotApp  # type: ignore[assignment]
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__()
+        self.experiment_id = experiment_id
+        self.detail: dict[str, Any] = {}
+        self._throttle = Throttle()
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="experiment-title")
+        yield Static("Groups", id="groups-title", classes="section-title")
+        yield DataTable(id="groups", cursor_type="row", zebra_stripes=True)
+        yield Static("Runs", id="runs-title", classes="section-title")
+        yield DataTable(id="experiment-runs", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"experiment {self.experiment_id}"
+        groups = self.query_one("#groups", DataTable)
+        groups.can_focus = False  # enter belongs to the runs table
+        groups.cursor_type = "none"
+        figures = {"n": 3, "Mean ± std": 19, "95% CI": 19, "Best": 7}
+        group_width = min(40, max(12, self.app.size.width - sum(figures.values()) - 2 * (len(figures) + 1) - 2))
+        for label, width in (("Group", group_width), *figures.items()):
+            groups.add_column(label, key=label, width=width)
+        runs = self.query_one("#experiment-runs", DataTable)
+        run_width = 24 if self.app.size.width < 100 else 36
+        for label, width in (("Run", run_width), ("Group", 22), ("Status", 9), ("Value", 8), ("Prog", 4)):
+            runs.add_column(label, key=label, width=width)
+        runs.focus()
+        self.run_worker(self.app.client.watch_experiment(self.experiment_id), group="follow", exit_on_error=False)
+        self.set_interval(0.25, self.redraw)
+        self.redraw()
+
+    def on_unmount(self) -> None:
+        # The app's worker: this screen's own workers are cancelled as it goes.
+        self.app.run_worker(self.app.client.watch_experiment(None), group="follow", exit_on_error=False)
+
+    def redraw(self) -> None:
+        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
+        if self.is_current and self._throttle.due(self.app.model.versions["experiments"]):
+            self.reload()
+
+    def on_screen_resume(self) -> None:
+        self._throttle.force()
+
+    @work(exclusive=True, group="load-experiment", exit_on_error=False)
+    async def reload(self) -> None:
+        try:
+            detail = await self.app.client.experiment(self.experiment_id)
+            results = await self.app.client.experiment_results(self.experiment_id)
+        except PivotAPIError as exc:
+            self.query_one("#experiment-title", Static).update(Text(exc.message, style="bold red"))
+            return
+        self.detail = detail
+        self.title = f"experiment {detail.get('name', self.experiment_id)}"
+        metric = metric_of(detail)
+        self.query_one("#experiment-title", Static).update(self._title(detail, metric, self.size.width < 100))
+        self.query_one("#groups-title", Static).update(f"Groups by {metric}" if metric else "Groups")
+        runs = self.query_one("#experiment-runs", DataTable)
+        self.query_one("#runs-title", Static).update(f"Runs (Value: last {metric})" if metric else "Runs")
+        groups = (results.get("results") or {}).get("groups") or []
+        _keep_cursor(
+            self.query_one("#groups", DataTable), [(str(g.get("group")), self._group_cells(g)) for g in groups]
+        )
+        _keep_cursor(runs, [(str(run["id"]), self._run_cells(run, metric)) for run in results.get("runs") or []])
+
+    @staticmethod
+    def _title(detail: dict[str, Any], metric: str, narrow: bool) -> Text:
+        status = str(detail.get("status", ""))
+        parts: list[Any] = [
+            Text(f" {status.upper()} ", style=f"bold reverse {STATUS_STYLE.get(status, '')}".strip()),
+            Text(f" {detail.get('name', '')} ", style="bold"),
+            Text.from_markup(bar(fraction_done(detail), 10)), f"  runs {finished_runs(detail)}",
+        ]  # fmt: skip
+        eta = detail.get("eta_seconds")
+        if isinstance(eta, int | float) and eta > 0:
+            parts.append(f"  eta {int(eta // 60)}m{int(eta % 60):02d}s")
+        best = (detail.get("results_summary") or {}).get("best_run")
+        if best:
+            # Below 100 columns the best run gets its own line, whole.
+            parts.append(
+                Text(
+                    ("\n" if narrow else "  ") + f"best {metric} {number(best.get('value'))} ({best.get('group')})",
+                    style="cyan",
+                )
+            )
+        return Text.assemble(*parts)
+
+    @staticmethod
+    def _group_cells(group: dict[str, Any]) -> tuple[Any, ...]:
+        ci = group.get("ci95") or [None, None]
+        std = group.get("std")
+        spread = f"{number(group.get('mean'))} ± {number(std)}" if std is not None else number(group.get("mean"))
+        interval = f"[{number(ci[0])}, {number(ci[1])}]" if ci[0] is not None else ""
+        return (
+            bold(group.get("group", "")),
+            str(group.get("n", "")),
+            spread,
+            escape(interval),
+            number(group.get("best")),
+        )
+
+    @staticmethod
+    def _run_cells(run: dict[str, Any], metric: str) -> tuple[Any, ...]:
+        progress = run.get("progress")
+        return (
+            bold(run["id"]),
+            escape(str(run.get("group") or "")),
+            status_cell(str(run.get("status", ""))),
+            number((run.get("metrics") or {}).get(metric)),
+            f"{progress * 100:3.0f}%" if isinstance(progress, int | float) else "",
+        )
+
+    def action_open_run(self) -> None:
+        table = self.query_one("#experiment-runs", DataTable)
+        if table.row_count:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+            if key:
+                self.app.open_run(key)
+
+    @on(DataTable.RowSelected, "#experiment-runs")
+    def _run_chosen(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value:
+            self.app.open_run(event.row_key.value)
+
+    def action_cancel(self) -> None:
+        name = self.detail.get("name", self.experiment_id)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.send_action("cancel")
+
+        self.app.push_screen(
+            ConfirmDialog(f"Cancel experiment {name}? Its queued and running runs stop.", "Cancel experiment"),
+            answered,
+        )
+
+    @work(exclusive=True, group="experiment-action", exit_on_error=False)
+    async def send_action(self, action: str) -> None:
+        try:
+            experiment = await self.app.client.experiment_action(self.experiment_id, action)
+        except PivotAPIError as exc:  # 409: not allowed in this status (the message says which are)
+            self.notify(f"{action}: {exc.message}", severity="error", timeout=6)
+            return
+        self.notify(f"{action}: {experiment.get('name', self.experiment_id)} is {experiment.get('status')}")
+        self._throttle.force()
+        self.redraw()
+
+    def action_act(self, action: str) -> None:
+        self.send_action(action)
