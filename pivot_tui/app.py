@@ -31,11 +31,12 @@ class PivotApp(App[None]):
     MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen, "experiments": ExperimentsScreen}
     DEFAULT_MODE = "runs"
     BINDINGS = [
+        # Launch first: at 80 columns the footer cuts the last bindings, and the screen keys are also in `?`.
+        Binding("l", "launch", "Launch"),
         Binding("1", "switch_mode('runs')", "Runs"),
         Binding("2", "switch_mode('resources')", "Resources"),
         Binding("3", "switch_mode('alerts')", "Alerts"),
         Binding("4", "switch_mode('experiments')", "Experiments"),
-        Binding("l", "launch", "Launch"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit"),
     ]
