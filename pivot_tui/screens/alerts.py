@@ -75,6 +75,7 @@ class AlertsScreen(Screen[None]):
         for label in ("", "Priority", "Type", "Message", "When"):
             notifications.add_column(label)
         self.set_interval(0.5, self.redraw)
+        self.redraw()  # load now rather than on the first tick: the screen should not open empty
 
     def redraw(self) -> None:
         if self.app.model.versions["alerts"] != self._seen:

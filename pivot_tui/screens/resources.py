@@ -45,6 +45,7 @@ class ResourcesScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = "resources"
         self.set_interval(0.5, self.redraw)
+        self.redraw()  # the sample the runs screen already holds, while a fresh one is fetched
         self.fetch()
 
     @work(exclusive=True, group="fetch-resources", exit_on_error=False)

@@ -8,6 +8,7 @@ import pytest
 
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.config import TuiSettings
+from pivot_tui.screens.launch import LaunchDialog
 from pivot_tui.widgets import RunsTable
 from tests.tui.fake import EXPERIMENTS, RUNS, FakeDaemonClient
 from tests.tui.helpers import until
@@ -46,6 +47,23 @@ async def runs_loaded(pilot: Any) -> None:
     await until(pilot, lambda: table_rows(pilot) == len(RUNS))
 
 
+def drawn(pilot: Any, part: str) -> bool:
+    """The current screen has drawn the newest version of `part` of the model."""
+    return getattr(pilot.app.screen, "_seen", None) == pilot.app.model.versions[part]
+
+
+async def run_followed(pilot: Any) -> None:
+    await runs_loaded(pilot)
+    await pilot.press("enter")
+    await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.steps) == 151)
+    await until(pilot, lambda: drawn(pilot, "run"))
+
+
+def rows(pilot: Any, table: str) -> int:
+    found = pilot.app.screen.query(table)
+    return found.first().row_count if found else 0
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_runs_screen(snap_compare: Any, size: tuple[int, int]) -> None:
     """All runs with state colours, latest loss, resource strip with GPU gauges and temperature."""
@@ -56,24 +74,16 @@ def test_runs_screen(snap_compare: Any, size: tuple[int, int]) -> None:
 def test_run_detail_live(snap_compare: Any, size: tuple[int, int]) -> None:
     """Loss curves (train and val), the gradient-norm heatmap with an exploding last layer, the layer table."""
 
-    async def open_run(pilot: Any) -> None:
-        await runs_loaded(pilot)
-        await pilot.press("enter")
-        await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.steps) == 151)
-        await pilot.pause(0.4)
-
-    assert snap_compare(app(), terminal_size=size, run_before=open_run)
+    assert snap_compare(app(), terminal_size=size, run_before=run_followed)
 
 
 def test_run_detail_time_travel(snap_compare: Any) -> None:
     """Paused five steps back: the title says which step, the plots and heatmap mark it."""
 
     async def travel(pilot: Any) -> None:
-        await runs_loaded(pilot)
-        await pilot.press("enter")
-        await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.steps) == 151)
+        await run_followed(pilot)
         await pilot.press(*["left"] * 5)
-        await pilot.pause(0.4)
+        await until(pilot, lambda: drawn(pilot, "run"))
 
     assert snap_compare(app(), terminal_size=(120, 40), run_before=travel)
 
@@ -84,8 +94,7 @@ def test_resources_screen(snap_compare: Any, size: tuple[int, int]) -> None:
 
     async def go(pilot: Any) -> None:
         await pilot.press("2")
-        await until(pilot, lambda: pilot.app.model.resources is not None)
-        await pilot.pause(0.6)
+        await until(pilot, lambda: pilot.app.model.resources is not None and drawn(pilot, "resources"))
 
     assert snap_compare(app(resources=RESOURCES), terminal_size=size, run_before=go)
 
@@ -96,8 +105,8 @@ def test_alerts_screen(snap_compare: Any, size: tuple[int, int]) -> None:
 
     async def go(pilot: Any) -> None:
         await pilot.press("3")
-        await until(pilot, lambda: pilot.app.active_alerts is not None)
-        await pilot.pause(0.6)
+        await until(pilot, lambda: (rows(pilot, "#alerts"), rows(pilot, "#notifications"), rows(pilot, "#rules"))
+                    == (len(ALERTS), 2, 1))  # fmt: skip
 
     assert snap_compare(app(alerts=ALERTS), terminal_size=size, run_before=go)
 
@@ -108,7 +117,7 @@ def test_launch_dialog(snap_compare: Any) -> None:
     async def go(pilot: Any) -> None:
         await runs_loaded(pilot)
         await pilot.press("l")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
 
     assert snap_compare(app(), terminal_size=(120, 40), run_before=go)
 
@@ -119,18 +128,13 @@ def test_light_theme(snap_compare: Any) -> None:
     assert snap_compare(light, terminal_size=(80, 24), run_before=runs_loaded)
 
 
-def experiment_rows(pilot: Any, table: str) -> int:
-    found = pilot.app.screen.query(table)
-    return found.first().row_count if found else 0
-
-
 @pytest.mark.parametrize("size", SIZES)
 def test_experiments_screen(snap_compare: Any, size: tuple[int, int]) -> None:
     """Four experiments: running (epoch progress bar, best value), completed, paused, pending."""
 
     async def go(pilot: Any) -> None:
         await pilot.press("4")
-        await until(pilot, lambda: experiment_rows(pilot, "#experiments") == len(EXPERIMENTS))
+        await until(pilot, lambda: rows(pilot, "#experiments") == len(EXPERIMENTS))
 
     assert snap_compare(app(), terminal_size=size, run_before=go)
 
@@ -141,8 +145,8 @@ def test_experiment_detail(snap_compare: Any, size: tuple[int, int]) -> None:
 
     async def go(pilot: Any) -> None:
         await pilot.press("4")
-        await until(pilot, lambda: experiment_rows(pilot, "#experiments") == len(EXPERIMENTS))
+        await until(pilot, lambda: rows(pilot, "#experiments") == len(EXPERIMENTS))
         await pilot.press("enter")
-        await until(pilot, lambda: experiment_rows(pilot, "#experiment-runs") == 6)
+        await until(pilot, lambda: rows(pilot, "#experiment-runs") == 6)
 
     assert snap_compare(app(), terminal_size=size, run_before=go)
