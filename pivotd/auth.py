@@ -220,10 +220,13 @@ class AccessMiddleware:
             await _refuse(scope, send, error, decision)
         elif scope["type"] == "websocket" and key_id is not None:
             await self._while_key_lives(key_id, scope, receive, send)
-        elif decision is None or scope["type"] != "http":
-            await self.app(scope, receive, send)
         else:
-            await self.app(scope, receive, _with_headers(send, decision))
+            if decision is not None and scope["type"] == "http":
+                send = _with_headers(send, decision)
+            if key_id is not None and method == "GET":  # only GETs stream (SSE, exports)
+                await self._stream_while_key_lives(key_id, scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
 
     async def _while_key_lives(self, key_id: str, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a WebSocket opened with an API key until the key is revoked, then close it with 1008 at once:
@@ -262,6 +265,53 @@ class AccessMiddleware:
         if revoked.is_set() and accepted and not closed:
             with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
                 await send({"type": "websocket.close", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED})
+
+    async def _stream_while_key_lives(self, key_id: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a GET made with an API key. If the key is revoked while the response is an event stream (an
+        SSE feed that would run until its run ends), the route is told the client left and the stream ends
+        at once with a comment saying why. Other responses complete: cutting a download short would end it
+        as cleanly as a whole one, and the client could not tell."""
+        cut = asyncio.Event()  # revoked, and the response is an event stream
+        revoked = finished = event_stream = False
+
+        def on_revoke() -> None:
+            nonlocal revoked
+            revoked = True
+            if event_stream:
+                cut.set()
+
+        cancel = self._keys.on_revoke(key_id, on_revoke)
+
+        async def until_cut() -> Message:
+            receiving = asyncio.ensure_future(receive())
+            cutting = asyncio.ensure_future(cut.wait())
+            try:
+                await asyncio.wait({receiving, cutting}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                cutting.cancel()
+                receiving.cancel()  # no-op when it is done
+            return {"type": "http.disconnect"} if cut.is_set() else receiving.result()
+
+        async def watching(message: Message) -> None:
+            nonlocal finished, event_stream
+            if message["type"] == "http.response.start":
+                event_stream = any(
+                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                    for name, value in message.get("headers", ())
+                )
+                if event_stream and revoked:  # revoked while the route was still reading history
+                    cut.set()
+            elif message["type"] == "http.response.body":
+                finished = not message.get("more_body", False)
+            await send(message)
+
+        try:
+            await self.app(scope, until_cut, watching)
+        finally:
+            cancel()
+        if cut.is_set() and not finished:  # end the stream the route abandoned, with an SSE comment
+            with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
+                await send({"type": "http.response.body", "body": b": " + KEY_REVOKED.encode() + b"\n\n"})
 
 
 def _unit(category: Category) -> str:

@@ -22,6 +22,7 @@ from pivotd.ratelimit import Decision, RateLimiter, address_client
 from shared.ctl import main as pivotctl
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
+from tests.training.helpers import MLP, hyperparams
 
 OWNER = {"authorization": f"Bearer {TEST_TOKEN}"}
 
@@ -483,3 +484,26 @@ async def test_a_revocation_that_failed_to_persist_is_persisted_by_the_retry(tmp
     assert revoked_at is not None
     async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
         assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 401
+
+
+async def test_revoking_a_key_ends_the_event_streams_it_opened(tmp_path: Path) -> None:
+    """An SSE feed of a run that has not ended would otherwise outlive its key until the run ends."""
+    untrusting = running_daemon(tmp_path, trust_loopback=False)
+    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+        key = await create_key(http, "viewer", "read")
+        key_id = next(k["id"] for k in (await http.get("/api/v1/api-keys")).json()["data"] if k["name"] == "viewer")
+        config = {"architecture": MLP, "hyperparams": hyperparams()}
+        created = await http.post("/api/v1/training/sessions", json={"config": config})
+        session_id = created.json()["session_id"]  # created, never started: its feed waits for news
+        async with (
+            httpx.AsyncClient(base_url=daemon.url, headers=bearer(key)) as viewer,
+            viewer.stream("GET", f"/api/v1/sse/training/{session_id}") as feed,
+        ):
+            assert feed.status_code == 200
+            lines = feed.aiter_lines()
+            assert await anext(lines) == "event: status"
+            assert (await http.delete(f"/api/v1/api-keys/{key_id}")).status_code == 204
+            async with asyncio.timeout(5):
+                rest = [line async for line in lines]
+        assert ": API key revoked" in rest  # said why, then the stream ended
+        assert (await http.get(f"/api/v1/training/sessions/{session_id}")).json()["status"] == "created"
