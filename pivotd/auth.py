@@ -42,6 +42,7 @@ from shared.locations import TOKEN_FILE
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health"})
 CLOSE_KEY_REVOKED, KEY_REVOKED = 1008, "API key revoked"  # policy violation (RFC 6455)
+REVOKED_DISCONNECT: Message = {"type": "websocket.disconnect", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED}
 
 
 def ensure_token(data_dir: Path) -> str:
@@ -239,16 +240,7 @@ class AccessMiddleware:
         async def until_revoked() -> Message:
             if not accepted:  # the handshake's own messages: before the route accepted, nothing to close yet
                 return await receive()
-            receiving = asyncio.ensure_future(receive())
-            revoking = asyncio.ensure_future(revoked.wait())
-            try:
-                await asyncio.wait({receiving, revoking}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                revoking.cancel()
-                receiving.cancel()  # no-op when it is done
-            if revoked.is_set():
-                return {"type": "websocket.disconnect", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED}
-            return receiving.result()
+            return await _receive_unless(receive, revoked, REVOKED_DISCONNECT)
 
         async def unless_revoked(message: Message) -> None:
             nonlocal accepted, closed
@@ -283,14 +275,7 @@ class AccessMiddleware:
         cancel = self._keys.on_revoke(key_id, on_revoke)
 
         async def until_cut() -> Message:
-            receiving = asyncio.ensure_future(receive())
-            cutting = asyncio.ensure_future(cut.wait())
-            try:
-                await asyncio.wait({receiving, cutting}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                cutting.cancel()
-                receiving.cancel()  # no-op when it is done
-            return {"type": "http.disconnect"} if cut.is_set() else receiving.result()
+            return await _receive_unless(receive, cut, {"type": "http.disconnect"})
 
         async def watching(message: Message) -> None:
             nonlocal finished, event_stream
@@ -312,6 +297,18 @@ class AccessMiddleware:
         if cut.is_set() and not finished:  # end the stream the route abandoned, with an SSE comment
             with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
                 await send({"type": "http.response.body", "body": b": " + KEY_REVOKED.encode() + b"\n\n"})
+
+
+async def _receive_unless(receive: Receive, event: asyncio.Event, instead: Message) -> Message:
+    """The client's next message, or `instead` as soon as `event` is set: the route is told the client left."""
+    receiving = asyncio.ensure_future(receive())
+    setting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({receiving, setting}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        setting.cancel()
+        receiving.cancel()  # no-op when it is done
+    return instead if event.is_set() else receiving.result()
 
 
 def _unit(category: Category) -> str:
