@@ -108,11 +108,15 @@ class Training:
         return run_id
 
     async def train_inline(self, architecture: Any, hyperparams: Any) -> tuple[str, str]:
-        """Seed 001's POST /api/train: 409 while every training slot is taken."""
+        """Seed 001's POST /api/train: 409 while every training slot is taken, or claimed by runs queued ahead
+        (runs that a paused sweep holds back claim nothing)."""
         arch, hp = self.architecture(architecture), self.hyperparams(hyperparams)
-        active = await self.reader.count_jobs(ACTIVE_STATES)
-        if active >= self.supervisor.slots:
-            raise Conflict(f"a training run is already active ({active} of {self.supervisor.slots} slots in use)")
+        running, queued = await self.reader.slot_demand()
+        if running + queued >= self.supervisor.slots:
+            raise Conflict(
+                f"a training run is already active ({running} running and {queued} queued for "
+                f"{self.supervisor.slots} slot(s)); POST /api/models/{{model_id}}/train queues a run instead"
+            )
         model, _ = await self.put_model(None, {"architecture": arch.wire(), "hyperparams": hp.model_dump()})
         run_id = await self.create_run(arch, hp, model_id=model.model_id, queue=True)
         return model.model_id, run_id

@@ -18,6 +18,10 @@ from pivotd.store.ops import Tx
 
 MAX_LOG_LINES_PER_RUN = 5000
 ACTIVE_STATES = ("queued", "running")
+# Queued managed runs the dispatcher may start: not held back by a paused or cancelled experiment.
+DISPATCHABLE = """kind = 'managed' AND status = 'queued'
+    AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = runs.experiment_id
+                    AND (e.paused_at IS NOT NULL OR e.cancelled_at IS NOT NULL))"""
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -420,12 +424,18 @@ class TrainingReader:
     async def next_queued(self) -> JobRow | None:
         """The oldest queued run, skipping those of paused or cancelled experiments (they wait; others go first)."""
         rows = await self._conn.execute_fetchall(
-            f"""SELECT {JOB_COLUMNS} FROM runs WHERE kind = 'managed' AND status = 'queued'
-                AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = runs.experiment_id
-                                AND (e.paused_at IS NOT NULL OR e.cancelled_at IS NOT NULL))
-                ORDER BY queued_at, id LIMIT 1"""
+            f"SELECT {JOB_COLUMNS} FROM runs WHERE {DISPATCHABLE} ORDER BY queued_at, id LIMIT 1"
         )
         return _job_row(rows[0]) if rows else None
+
+    async def slot_demand(self) -> tuple[int, int]:
+        """(running, queued and dispatchable) managed runs: what stands between a new run and a free slot.
+        Runs held by a paused or cancelled experiment do not count."""
+        rows = await self._conn.execute_fetchall(
+            f"""SELECT (SELECT count(*) FROM runs WHERE kind = 'managed' AND status = 'running'),
+                       (SELECT count(*) FROM runs WHERE {DISPATCHABLE})"""
+        )
+        return int(rows[0][0]), int(rows[0][1])
 
     async def params(self, param_id: str) -> ParamsRow | None:
         rows = await self._conn.execute_fetchall(

@@ -209,6 +209,10 @@ async def test_pause_holds_across_a_restart_without_blocking_the_queue_then_resu
 
         await eventually(later_done)
         assert await _states(http, exp_id) == ["pending"] * 3 and await _status(http, exp_id) == "paused"
+        # Nor does it hold the only slot against seed 001's one-active-run rule.
+        inline = await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams()})
+        assert inline.status_code == 202, inline.text
+        assert (await http.post(f"/api/train/{inline.json()['run_id']}/cancel")).status_code == 202
 
     async with (
         running_daemon(tmp_path / "state", **settings) as daemon,
