@@ -46,16 +46,17 @@ def experiment_topic(experiment_id: str) -> str:
 
 
 def eta_seconds(row: ExperimentRow, progress: RunProgress, now: float) -> float | None:
-    """Time left at the pace so far (epochs when the runs declare them, else runs); None before any progress."""
+    """Time left at the pace so far (epochs when the runs declare them, else runs), paced by the time its runs
+    actually trained, not since `start` (pauses and waits in the queue would inflate it); None before any
+    progress."""
     if row.status in FINAL_EXPERIMENT_STATUSES:
         return 0.0
     if row.status == "paused":  # no pace to extrapolate while nothing new starts
         return None
     fraction = progress.epoch_fraction if progress.epoch_fraction is not None else progress.fraction
-    if row.started_at is None or fraction <= 0:
+    if fraction <= 0:
         return None
-    elapsed = max(0.0, now - row.started_at)
-    return round(elapsed * (1 - fraction) / fraction, 3)
+    return round(progress.active_seconds(now) * (1 - fraction) / fraction, 3)
 
 
 class ExperimentLifecycle:

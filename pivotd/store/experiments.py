@@ -142,6 +142,18 @@ class RunProgress:
     epochs_total: int | None
     """Epochs over the runs that declare them (managed runs); None when none do."""
     epochs_done: int | None
+    run_spans: tuple[tuple[float, float | None], ...] = ()
+    """(started_at, finished_at or None while running) of each run that has started."""
+
+    def active_seconds(self, now: float) -> float:
+        """Wall time during which at least one run trained: the union of the runs' spans, so time paused or
+        waiting in the queue behind other work does not count."""
+        total, reached = 0.0, float("-inf")
+        for start, end in sorted((start, now if end is None else end) for start, end in self.run_spans):
+            if end > reached:
+                total += end - max(start, reached)
+                reached = end
+        return total
 
     @property
     def fraction(self) -> float:
@@ -496,7 +508,11 @@ class ExperimentsReader:
             (experiment_id,),
         )
         total, finished, epochs_total, epochs_done = next(iter(rows))
-        return RunProgress(total, finished, epochs_total, epochs_done)
+        spans = await self._conn.execute_fetchall(
+            "SELECT started_at, finished_at FROM runs WHERE experiment_id = ? AND started_at IS NOT NULL",
+            (experiment_id,),
+        )
+        return RunProgress(total, finished, epochs_total, epochs_done, tuple((row[0], row[1]) for row in spans))
 
     async def membership(self, run_id: str) -> tuple[str, str | None] | None:
         """(experiment id, group) of a run that belongs to an experiment."""
