@@ -32,15 +32,21 @@ class MetricPlot(PlotextPlot):
         plt.clear_figure()
         plt.title(self.title)
         width = max(10, self.size.width - 12)
-        drawn = 0
-        for name in self.names:
-            if name in series and series[name].steps:
-                steps, values = series[name].downsampled(width)
-                plt.plot(steps, values, label=name, marker="braille")
-                drawn += 1
-        if not drawn:
+        present = [name for name in self.names if name in series and series[name].steps]
+        # Densest first: a per-batch curve drawn last would cover the per-epoch curves under its noise.
+        present.sort(key=lambda name: -len(series[name].steps))
+        for name in present:
+            steps, values = series[name].downsampled(width)
+            plt.plot(steps, values, label=name, marker="braille")
+        if not present:
             plt.title(f"{self.title}: no points yet")
-        elif cursor_step is not None:
-            plt.vline(cursor_step, "red")
+        else:
+            # Every plot of a run spans the run's steps, so the loss and accuracy plots line up.
+            first = min(s.steps[0] for s in series.values() if s.steps)
+            last = max(s.steps[-1] for s in series.values() if s.steps)
+            if last > first:
+                plt.xlim(first, last)
+            if cursor_step is not None:
+                plt.vline(cursor_step, "red")
         plt.xlabel("step")
         self.refresh()
