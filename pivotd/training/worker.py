@@ -87,7 +87,8 @@ def main(argv: list[str]) -> int:
         return 1
     finally:
         beat.set()
-    logging.info("finished: %s", json.dumps(metrics))
+    # Read by people (run logs, the TUI), so 4 significant digits; the full values are the run's scalars.
+    logging.info("finished: %s", ", ".join(f"{name} {value:.4g}" for name, value in metrics.items()))
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -159,7 +160,8 @@ async def test_a_sweep_of_two_configs_by_three_seeds_runs_to_completion(tmp_path
 
         logs = f"/api/v1/runs/{run_id}/logs"
         everything = (await http.get(logs)).json()["data"]
-        assert everything
+        finished = everything[-1]["message"]  # for people: rounded, not a JSON dump of 17-digit floats
+        assert finished.startswith("finished: train_loss ") and re.search(r"val_accuracy 0\.\d{1,4}\b", finished)
         assert (await http.get(logs, params={"since": "2000-01-01T00:00:00Z"})).json()["data"] == everything
         assert (await http.get(logs, params={"since": "2999-01-01T00:00:00+00:00"})).json()["data"] == []
         assert (await http.get(logs, params={"since": "0"})).json()["data"] == everything
