@@ -37,8 +37,8 @@ class ResourcesScreen(Screen[None]):
         yield Header()
         with VerticalScroll(id="resources"):
             yield Static(id="gpus")
-            yield Static("GPU 0 utilisation, recent samples", classes="section-title")
-            yield Sparkline([], id="gpu-history")
+            yield Static("GPU 0 utilisation, recent samples", classes="section-title gpu-history")
+            yield Sparkline([], id="gpu-history", classes="gpu-history")
             yield Static(id="host")
         yield Footer()
 
@@ -83,6 +83,8 @@ class ResourcesScreen(Screen[None]):
         self.query_one("#gpus", Static).update(lines)
         history = [float((s.get("gpu") or [{}])[0].get("utilization") or 0) for s in model.resource_history]
         self.query_one("#gpu-history", Sparkline).data = history or [0.0]
+        for part in self.query(".gpu-history"):  # a flat line of zeros under "no GPU" would read as an idle GPU
+            part.display = bool(gpus)
         cpu, memory, disk = sample.get("cpu") or {}, sample.get("memory") or {}, sample.get("disk") or {}
         host = Text("CPU   ", style="bold").append(bar(cpu.get("percent"), 20)).append("\n")
         for index, percent in enumerate(cpu.get("per_cpu") or []):
