@@ -11,7 +11,11 @@ from textual.widgets import Button, Label
 
 
 class ConfirmDialog(ModalScreen[bool]):
-    BINDINGS = [Binding("escape", "dismiss(False)", "Keep")]
+    BINDINGS = [
+        Binding("escape", "dismiss(False)", "Keep"),
+        Binding("left", "app.focus_previous", show=False),  # two buttons side by side: arrows move between them
+        Binding("right", "app.focus_next", show=False),
+    ]
 
     def __init__(self, question: str, yes: str, no: str = "Keep") -> None:
         super().__init__()

@@ -62,7 +62,10 @@ async def test_cancel_asks_first() -> None:
         await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen))
         await pilot.press("c")
         await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
-        await pilot.click("#yes")
+        assert pilot.app.focused.id == "no"  # the safe answer first; the arrows move between the two
+        await pilot.press("left")
+        assert pilot.app.focused.id == "yes"
+        await pilot.press("right", "left", "enter")
         await until(pilot, lambda: "cancel: lr sweep (mnist cnn) is cancelled" in notes(pilot))
         assert [p for p, _ in client.posted if p.endswith("/cancel")] == ["/api/v1/experiments/exp_lr/cancel"]
 
