@@ -11,8 +11,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from pivotd.api.body import openapi_body, read_json_body
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import StepBound
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
 from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, validation_failed
+from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
 from pivotd.store import RunRow
@@ -126,7 +128,7 @@ async def list_runs(
     status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=128)] = None,
     sort: Annotated[str, Query(description=f"One of {sorted(SORTABLE)}, '-' prefix for descending")] = "created_at",
-    page: Annotated[int | None, Query(ge=1)] = None,
+    page: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
     per_page: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> Response:
     if sort.removeprefix("-") not in SORTABLE:
@@ -168,8 +170,8 @@ async def get_run(
     run_id: RunIdPath,
     services: ServicesDep,
     steps: Literal["none", "latest", "all"] = "all",
-    from_step: Annotated[int | None, Query(ge=0)] = None,
-    to_step: Annotated[int | None, Query(ge=0)] = None,
+    from_step: StepBound = None,
+    to_step: StepBound = None,
     lite: bool = False,
 ) -> Response:
     reader = services.store.reader

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from pivotd.api.body import parse_lenient, read_json_body
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import MAX_INT64
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
@@ -242,6 +243,8 @@ async def model_runs(
     if cursor:
         try:
             after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+            if not 0 <= after <= MAX_INT64:  # SQLite binds no bigger integer
+                raise ValueError(after)
         except ValueError:
             raise BadRequest("cursor is not one this server issued") from None
     runs = await training.reader.jobs(model_id=model_id, after_ref=after, limit=limit + 1, newest_first=True)
