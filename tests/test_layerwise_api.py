@@ -163,6 +163,13 @@ BAD_FIELDS = [
     ("metadata.global_step", "ten", "metadata.global_step"),
     ("metadata.global_step", 1.5, "metadata.global_step"),
     ("metadata.batch_size", 0, "metadata.batch_size"),
+    # Integers SQLite and the JSON encoder cannot hold: refused, not a 500 (or a run no read can return).
+    ("metadata.global_step", 2**63, "metadata.global_step"),
+    ("metadata.batch_size", 2**63, "metadata.batch_size"),
+    ("layer_statistics[2].depth_index", 2**63, "layer_statistics[2].depth_index"),
+    ("layer_statistics[0].intermediate_features.activation_shape", [2**63, 4], "activation_shape[0]"),
+    ("metadata.seed", 2**63, "metadata.seed"),
+    ("metadata.extra", {"a": [1, -(2**70)]}, "metadata.extra.a[1]"),
     ("metadata.timestamp", "yesterday", "metadata.timestamp"),
     ("metadata", DELETE, "metadata"),
     ("layer_statistics", [], "layer_statistics"),
@@ -204,6 +211,15 @@ class TestBadInput:
         [event] = detail["events"]
         assert event["kind"] == "rejected_non_finite" and event["step"] == 7
         assert event["field"] == "layer_statistics[0].gradient_flow.gradient_l2_norm"
+
+    @pytest.mark.parametrize("literal", ["NaN", "-Infinity", "1e999"])
+    async def test_non_finite_metadata_extra_is_422_naming_it(self, http: httpx.AsyncClient, literal: str) -> None:
+        body = json.dumps(mutated("metadata.seed", "X")).replace('"seed": "X"', f'"seed": {literal}')
+        for path, sent in ((LAYERWISE, body), (f"{LAYERWISE}/batch", f"[{body}]")):
+            response = await http.post(path, content=sent, headers={"content-type": "application/json"})
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"]["fields"][0]["field"].endswith("metadata.seed")
+        assert (await http.get("/api/v1/runs")).json() == {}
 
     async def test_non_json_body_is_400(self, http: httpx.AsyncClient) -> None:
         response = await http.post(LAYERWISE, content=b"{not json", headers={"content-type": "application/json"})
