@@ -15,7 +15,6 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from pivotd.api.body import parse_lenient, read_json_body
 from pivotd.api.deps import ServicesDep
-from pivotd.api.query import MAX_INT64
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
@@ -25,6 +24,7 @@ from pivotd.services import Services
 from pivotd.store.training import FINAL_STATES, JobRow, ModelRow
 from pivotd.telemetry.service import INFERENCE_EVENT
 from pivotd.timefmt import iso
+from shared.models.storable import INT64_MAX
 
 router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
 RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -243,7 +243,7 @@ async def model_runs(
     if cursor:
         try:
             after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
-            if not 0 <= after <= MAX_INT64:  # SQLite binds no bigger integer
+            if not 0 <= after <= INT64_MAX:  # SQLite binds no bigger integer
                 raise ValueError(after)
         except ValueError:
             raise BadRequest("cursor is not one this server issued") from None

@@ -6,7 +6,8 @@ import math
 from typing import Any
 
 INT64_MAX = 2**63 - 1
-_INT64 = range(-(2**63), 2**63)
+"""The largest integer SQLite binds and orjson encodes: beyond it, a write or a response fails."""
+_INT64 = range(-INT64_MAX - 1, INT64_MAX + 1)
 
 
 def storable(value: Any, path: str = "") -> Any:
