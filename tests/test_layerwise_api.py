@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pivotd.store.training import CreateJob, Transition
 from shared.models import LayerwisePayload, Step
 from tests.daemon import RunningDaemon
 from tests.payloads import DELETE, contract_payload, layerwise_payload, mutated
@@ -123,6 +124,35 @@ class TestRunQueries:
         assert bad.status_code == 422 and "sort" in bad.json()["detail"]["message"]
         too_many = await http.get("/api/v1/runs", params={"per_page": 101})
         assert too_many.status_code == 422 and "per_page" in too_many.json()["detail"]["message"]
+
+    async def test_status_filter_takes_run_states_and_family_c_words(
+        self, daemon: RunningDaemon, http: httpx.AsyncClient
+    ) -> None:
+        await post(http, layerwise_payload("ext", 0))  # an external run is `running`
+        writer = daemon.services.store.writer
+        for run_id, state in (("waiting", "created"), ("done", "succeeded"), ("broke", "failed")):
+            await writer.submit(CreateJob(run_id, "created", {}, 1))  # `created` runs wait for a start: no worker
+            if state != "created":
+                await writer.submit(Transition(run_id, state, ("created",)))
+        expected = {
+            "completed": ["done"], "succeeded": ["done"], "pending": ["waiting"], "created": ["waiting"],
+            "running": ["ext"], "failed": ["broke"], "cancelled": [],
+        }  # fmt: skip
+        for status, run_ids in expected.items():
+            response = await http.get("/api/v1/runs", params={"filter[status]": status})
+            assert response.status_code == 200 and list(response.json()) == run_ids, status
+            assert response.headers["x-total-count"] == str(len(run_ids))
+        listed = (await http.get("/api/v1/runs")).json()
+        assert {run_id: run["status"] for run_id, run in listed.items()} == {
+            "ext": "running", "waiting": "created", "done": "succeeded", "broke": "failed"
+        }  # fmt: skip
+        for params, field in [
+            ({"filter[status]": "bogus"}, "filter[status]"),
+            ({"filter[bogus]": "1"}, "filter[bogus]"),
+        ]:
+            response = await http.get("/api/v1/runs", params=params)
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"]["fields"][0]["field"] == field
 
     async def test_delete_run(self, http: httpx.AsyncClient) -> None:
         await post(http, contract_payload("doomed"))

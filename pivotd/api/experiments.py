@@ -6,11 +6,12 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import invalid_field
 from pivotd.experiments import sweep
@@ -40,18 +41,6 @@ Tags = list[Annotated[str, Field(min_length=1, max_length=128)]]
 Page = Annotated[int, Query()]
 PerPage = Annotated[int, Query()]
 Cursor = Annotated[str | None, Query(max_length=512)]
-
-
-def only_filters(*known: str) -> Any:
-    """A dependency refusing `filter[...]` parameters the route does not know (a typo must not silently match
-    everything), as the telemetry routes do."""
-
-    def check(request: Request) -> None:
-        for param in request.query_params:
-            if param.startswith("filter[") and param not in known:
-                raise invalid_field(param, f"unknown filter; one of {', '.join(known)}")
-
-    return Depends(check)
 
 
 class ExperimentFields(BaseModel):
