@@ -94,6 +94,17 @@ async def test_bad_cursors_and_pages_are_422s(
         assert response.status_code in (200, 422), response.text  # 422 only where the route checks the types
 
 
+@pytest.mark.parametrize(("route", "sort"), LISTS)
+async def test_unknown_filters_and_sorts_are_422s(
+    http: httpx.AsyncClient, experiment_id: str, route: str, sort: str
+) -> None:
+    """A typo in a filter or a sort must not answer as if it were not there."""
+    url = route.format(e=experiment_id)
+    assert (await http.get(url, params={"sort": sort})).status_code == 200  # each route's own order
+    assert_invalid(await http.get(url, params={"filter[bogus]": "1"}), "filter[bogus]")
+    assert_invalid(await http.get(url, params={"sort": "bogus"}), "sort")
+
+
 def invalid_field(response: httpx.Response) -> str:
     """The field a 422 names, in family L's envelope or P/C's."""
     assert response.status_code == 422, response.text

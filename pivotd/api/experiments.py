@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -281,13 +281,14 @@ async def list_runs(
     _: Annotated[None, only_filters("filter[status]", "filter[group]")],
     status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
     group: Annotated[str | None, Query(alias="filter[group]", max_length=256)] = None,
+    sort: Annotated[Literal["created_at"], Query(description="The one order: oldest first")] = "created_at",
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
     cursor: Cursor = None,
 ) -> Response:
     reader = services.store.experiments
     await reader.get(experiment_id)  # 404 for an unknown experiment rather than an empty list
-    request = page_request(page, per_page, cursor, "created_at")
+    request = page_request(page, per_page, cursor, sort)
     runs, total, has_more = await reader.runs(experiment_id, request, _status(status), group)
     next_cursor = encode_cursor("created_at", runs[-1].created_at, runs[-1].ref) if runs else None
     return json_response(
