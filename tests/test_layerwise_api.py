@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pivotd.store.training import CreateJob, Transition
 from shared.models import LayerwisePayload, Step
 from tests.daemon import RunningDaemon
 from tests.payloads import DELETE, contract_payload, layerwise_payload, mutated
@@ -124,6 +125,35 @@ class TestRunQueries:
         too_many = await http.get("/api/v1/runs", params={"per_page": 101})
         assert too_many.status_code == 422 and "per_page" in too_many.json()["detail"]["message"]
 
+    async def test_status_filter_takes_run_states_and_family_c_words(
+        self, daemon: RunningDaemon, http: httpx.AsyncClient
+    ) -> None:
+        await post(http, layerwise_payload("ext", 0))  # an external run is `running`
+        writer = daemon.services.store.writer
+        for run_id, state in (("waiting", "created"), ("done", "succeeded"), ("broke", "failed")):
+            await writer.submit(CreateJob(run_id, "created", {}, 1))  # `created` runs wait for a start: no worker
+            if state != "created":
+                await writer.submit(Transition(run_id, state, ("created",)))
+        expected = {
+            "completed": ["done"], "succeeded": ["done"], "pending": ["waiting"], "created": ["waiting"],
+            "running": ["ext"], "failed": ["broke"], "cancelled": [],
+        }  # fmt: skip
+        for status, run_ids in expected.items():
+            response = await http.get("/api/v1/runs", params={"filter[status]": status})
+            assert response.status_code == 200 and list(response.json()) == run_ids, status
+            assert response.headers["x-total-count"] == str(len(run_ids))
+        listed = (await http.get("/api/v1/runs")).json()
+        assert {run_id: run["status"] for run_id, run in listed.items()} == {
+            "ext": "running", "waiting": "created", "done": "succeeded", "broke": "failed"
+        }  # fmt: skip
+        for params, field in [
+            ({"filter[status]": "bogus"}, "filter[status]"),
+            ({"filter[bogus]": "1"}, "filter[bogus]"),
+        ]:
+            response = await http.get("/api/v1/runs", params=params)
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"]["fields"][0]["field"] == field
+
     async def test_delete_run(self, http: httpx.AsyncClient) -> None:
         await post(http, contract_payload("doomed"))
         assert (await http.delete("/api/v1/runs/doomed")).status_code == 204
@@ -163,6 +193,13 @@ BAD_FIELDS = [
     ("metadata.global_step", "ten", "metadata.global_step"),
     ("metadata.global_step", 1.5, "metadata.global_step"),
     ("metadata.batch_size", 0, "metadata.batch_size"),
+    # Integers SQLite and the JSON encoder cannot hold: refused, not a 500 (or a run no read can return).
+    ("metadata.global_step", 2**63, "metadata.global_step"),
+    ("metadata.batch_size", 2**63, "metadata.batch_size"),
+    ("layer_statistics[2].depth_index", 2**63, "layer_statistics[2].depth_index"),
+    ("layer_statistics[0].intermediate_features.activation_shape", [2**63, 4], "activation_shape[0]"),
+    ("metadata.seed", 2**63, "metadata.seed"),
+    ("metadata.extra", {"a": [1, -(2**70)]}, "metadata.extra.a[1]"),
     ("metadata.timestamp", "yesterday", "metadata.timestamp"),
     ("metadata", DELETE, "metadata"),
     ("layer_statistics", [], "layer_statistics"),
@@ -204,6 +241,15 @@ class TestBadInput:
         [event] = detail["events"]
         assert event["kind"] == "rejected_non_finite" and event["step"] == 7
         assert event["field"] == "layer_statistics[0].gradient_flow.gradient_l2_norm"
+
+    @pytest.mark.parametrize("literal", ["NaN", "-Infinity", "1e999"])
+    async def test_non_finite_metadata_extra_is_422_naming_it(self, http: httpx.AsyncClient, literal: str) -> None:
+        body = json.dumps(mutated("metadata.seed", "X")).replace('"seed": "X"', f'"seed": {literal}')
+        for path, sent in ((LAYERWISE, body), (f"{LAYERWISE}/batch", f"[{body}]")):
+            response = await http.post(path, content=sent, headers={"content-type": "application/json"})
+            assert response.status_code == 422, response.text
+            assert response.json()["detail"]["fields"][0]["field"].endswith("metadata.seed")
+        assert (await http.get("/api/v1/runs")).json() == {}
 
     async def test_non_json_body_is_400(self, http: httpx.AsyncClient) -> None:
         response = await http.post(LAYERWISE, content=b"{not json", headers={"content-type": "application/json"})

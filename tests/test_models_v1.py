@@ -111,6 +111,22 @@ async def test_list_pages_and_cursor(http: httpx.AsyncClient) -> None:
     assert error_field(await http.get(MODELS, params={"cursor": "@@"})) == "cursor"
 
 
+async def test_name_filter_is_partial_case_insensitive_and_pages(http: httpx.AsyncClient) -> None:
+    # Seed 004's common `filter[field]`: a user lists "their resnet models" by name, as experiments do.
+    names = ["ResNet small", "mlp", "resnet large", "50%_off", "other resnet"]
+    ids = {name: (await create(http, {"name": name}))["id"] for name in names}
+    found = (await http.get(MODELS, params={"filter[name]": "RESNET", "per_page": 2})).json()
+    assert [m["id"] for m in found["data"]] == [ids["ResNet small"], ids["resnet large"]]
+    assert found["meta"]["total"] == 3 and found["meta"]["has_more"]
+    rest = await http.get(MODELS, params={"filter[name]": "RESNET", "cursor": found["meta"]["next_cursor"]})
+    assert [m["id"] for m in rest.json()["data"]] == [ids["other resnet"]] and not rest.json()["meta"]["has_more"]
+    literal = (await http.get(MODELS, params={"filter[name]": "%_"})).json()  # LIKE's wildcards match themselves
+    assert [m["id"] for m in literal["data"]] == [ids["50%_off"]]
+    assert (await http.get(MODELS, params={"sort": "created_at"})).json()["meta"]["total"] == 5
+    assert error_field(await http.get(MODELS, params={"sort": "name", "filter[name]": "x"})) == "sort"
+    assert error_field(await http.get(MODELS, params={"filter[provider]": "openai"})) == "filter[provider]"
+
+
 async def test_concurrent_creates_page_and_cursor_walks_see_each_model_once(http: httpx.AsyncClient) -> None:
     # Creates in one group commit share created_at and model ids are random: the walk must break ties by a key
     # the cursor filter and the ORDER BY agree on, or a cursor walk skips some models and repeats others.

@@ -174,9 +174,10 @@ async def test_rich_health(daemon: Any, http: httpx.AsyncClient) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["resolution=hourly", "limit=0", "since=-1", "limit=abc"],
+    ["resolution=hourly", "limit=0", "since=-1", "limit=abc", "since=inf", "since=1e400", "until=nan"],
 )
 async def test_history_bad_query(daemon: Any, http: httpx.AsyncClient, query: str) -> None:
     response = await http.get(f"/api/v1/monitor/resources/history?{query}")
     assert response.status_code == 422
-    assert response.json()["error"]["code"] == "validation_error"
+    error = response.json()["error"]
+    assert error["code"] == "validation_error" and error["details"][0]["field"] == query.split("=")[0]

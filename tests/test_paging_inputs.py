@@ -1,6 +1,8 @@
-"""Bad paging inputs on every family C list route: a 422 naming the field, never a 500.
+"""Bad paging inputs on every family C list route, and integer query parameters elsewhere that reach SQLite: a 4xx
+naming the field, never a 500.
 
-A cursor is base64 JSON, so a client can hand back any JSON in it; page numbers arrive as unbounded ints.
+A cursor is base64 JSON, so a client can hand back any JSON in it; page numbers arrive as unbounded ints, and
+SQLite binds no integer beyond 64 bits.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ BAD_CURSORS = [
     (1.5, None),
 ]
 BAD_PAGES = [0, -1, 1_000_001, 922337203685477580, 99999999999999999999999]
+MAX_INT64 = 2**63 - 1
+# Integer query parameters outside family C's paging that reach SQLite: (route, parameter, largest accepted).
+BOUNDED = [
+    ("/api/v1/runs", "page", 1_000_000),
+    ("/api/v1/runs/ext-a1", "from_step", MAX_INT64),
+    ("/api/v1/runs/ext-a1", "to_step", MAX_INT64),
+    ("/api/v1/runs/ext-a1/scalars", "from_step", MAX_INT64),
+    ("/api/v1/runs/ext-a1/scalars", "to_step", MAX_INT64),
+    ("/api/v1/training/sessions", "offset", 100_000_000),
+]
 
 
 @pytest.fixture
@@ -80,3 +92,43 @@ async def test_bad_cursors_and_pages_are_422s(
     for value, row_id in [("zzz", "zzz"), (2**63 - 1, 2**63 - 1), (-(2**63), 0), (1e300, "x")]:
         response = await http.get(url, params={"cursor": forged(sort, value, row_id)})
         assert response.status_code in (200, 422), response.text  # 422 only where the route checks the types
+
+
+@pytest.mark.parametrize(("route", "sort"), LISTS)
+async def test_unknown_filters_and_sorts_are_422s(
+    http: httpx.AsyncClient, experiment_id: str, route: str, sort: str
+) -> None:
+    """A typo in a filter or a sort must not answer as if it were not there."""
+    url = route.format(e=experiment_id)
+    assert (await http.get(url, params={"sort": sort})).status_code == 200  # each route's own order
+    assert_invalid(await http.get(url, params={"filter[bogus]": "1"}), "filter[bogus]")
+    assert_invalid(await http.get(url, params={"sort": "bogus"}), "sort")
+
+
+def invalid_field(response: httpx.Response) -> str:
+    """The field a 422 names, in family L's envelope or P/C's."""
+    assert response.status_code == 422, response.text
+    body = response.json()
+    details = body["detail"]["fields"] if "detail" in body else body["error"]["details"]
+    return str(details[0]["field"])
+
+
+@pytest.mark.parametrize(("route", "param", "largest"), BOUNDED)
+async def test_integers_beyond_their_bound_are_422s(
+    http: httpx.AsyncClient, route: str, param: str, largest: int
+) -> None:
+    scalars = await http.post("/api/v1/runs/ext-a1/scalars", json=[{"step": 1, "values": {"loss": 1.0}}])
+    assert scalars.status_code == 202, scalars.text
+    assert (await http.get(route, params={param: largest})).status_code == 200
+    for value in (largest + 1, 400000000000000000000, HUGE):
+        assert invalid_field(await http.get(route, params={param: value})) == param, value
+
+
+async def test_a_model_runs_cursor_beyond_64_bits_is_a_400(http: httpx.AsyncClient) -> None:
+    model = {"architecture": {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 10}]}}
+    model_id = (await http.post("/api/models", json=model)).json()["model_id"]
+    url = f"/api/models/{model_id}/runs"
+    for ref, status in [(MAX_INT64, 200), (MAX_INT64 + 1, 400), (HUGE, 400), (-1, 400)]:
+        cursor = base64.urlsafe_b64encode(str(ref).encode()).decode()
+        response = await http.get(url, params={"cursor": cursor})
+        assert response.status_code == status, (ref, response.text)

@@ -63,6 +63,8 @@ async def test_downsampling_keeps_spikes_first_and_last(http: httpx.AsyncClient)
     [
         ([{"values": {"loss": 1}}], "points[0].step"),
         ([{"step": -1, "values": {"loss": 1}}], "points[0].step"),
+        ([{"step": 2**63, "values": {"loss": 1}}], "points[0].step"),  # SQLite binds 64 bits at most
+        ({"points": [{"step": 1, "epoch": 2**63, "values": {"loss": 1}}]}, "points[0].epoch"),
         ([{"step": 1, "values": {}}], "points[0].values"),
         ([{"step": 1, "values": {"bad name!": 1}}], "points[0].values"),
         ([{"step": 1, "values": {"loss": "low"}}], "points[0].values.loss"),

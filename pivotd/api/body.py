@@ -8,7 +8,6 @@ complete for routes that read their body this way.
 from __future__ import annotations
 
 import json
-import math
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -17,30 +16,12 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
 from pivotd.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, validation_failed
+from shared.models.storable import storable
 
 M = TypeVar("M", bound=BaseModel)
 
 _SCHEMAS: dict[str, TypeAdapter[Any]] = {}
-_INT64 = range(-(2**63), 2**63)
-
-
-def _storable(value: Any, path: str = "") -> Any:
-    """Free-form JSON the store and the JSON encoder can hold: integers of 64 bits, finite numbers.
-    pydantic accepts any integer and `1e999` (infinity), which would then fail every read of the row."""
-    if type(value) is int and value not in _INT64:
-        raise ValueError(f"{path or 'value'}: integer out of the 64-bit range")
-    if type(value) is float and not math.isfinite(value):
-        raise ValueError(f"{path or 'value'}: must be a finite number")
-    if type(value) is dict:
-        for key, item in value.items():
-            _storable(item, f"{path}.{key}" if path else key)
-    elif type(value) is list:
-        for index, item in enumerate(value):
-            _storable(item, f"{path}[{index}]")
-    return value
-
-
-JsonObject = Annotated[dict[str, Any], AfterValidator(_storable)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
 """A free-form JSON object (an experiment's or a model's config) that stores and reads back intact."""
 
 

@@ -23,10 +23,11 @@ from starlette.datastructures import UploadFile
 import pivotd
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
-from pivotd.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed
+from pivotd.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed, invalid_field
 from pivotd.ids import new_id
 from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint
 from pivotd.timefmt import iso
+from shared.models.storable import INT64_MAX
 
 router = APIRouter(prefix="/api/v1", tags=["checkpoints (seed 002)"])
 CHECK_TIMEOUT_S = 120
@@ -141,9 +142,12 @@ def _int_field(value: Any, name: str) -> int | None:
     if value is None or value == "":
         return None
     try:
-        return int(str(value))
+        number = int(str(value))
     except ValueError:
         raise ValidationFailed(f"{name}: must be an integer", details=[{"field": name, "message": "integer"}]) from None
+    if not 0 <= number <= INT64_MAX:  # SQLite binds no bigger integer; checked before the upload is written
+        raise invalid_field(name, f"must be between 0 and {INT64_MAX}")
+    return number
 
 
 def _metrics_field(value: Any) -> dict[str, Any]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import invalid_field
 from pivotd.experiments import sweep
@@ -40,18 +41,6 @@ Tags = list[Annotated[str, Field(min_length=1, max_length=128)]]
 Page = Annotated[int, Query()]
 PerPage = Annotated[int, Query()]
 Cursor = Annotated[str | None, Query(max_length=512)]
-
-
-def only_filters(*known: str) -> Any:
-    """A dependency refusing `filter[...]` parameters the route does not know (a typo must not silently match
-    everything), as the telemetry routes do."""
-
-    def check(request: Request) -> None:
-        for param in request.query_params:
-            if param.startswith("filter[") and param not in known:
-                raise invalid_field(param, f"unknown filter; one of {', '.join(known)}")
-
-    return Depends(check)
 
 
 class ExperimentFields(BaseModel):
@@ -292,13 +281,14 @@ async def list_runs(
     _: Annotated[None, only_filters("filter[status]", "filter[group]")],
     status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
     group: Annotated[str | None, Query(alias="filter[group]", max_length=256)] = None,
+    sort: Annotated[Literal["created_at"], Query(description="The one order: oldest first")] = "created_at",
     page: Page = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
     cursor: Cursor = None,
 ) -> Response:
     reader = services.store.experiments
     await reader.get(experiment_id)  # 404 for an unknown experiment rather than an empty list
-    request = page_request(page, per_page, cursor, "created_at")
+    request = page_request(page, per_page, cursor, sort)
     runs, total, has_more = await reader.runs(experiment_id, request, _status(status), group)
     next_cursor = encode_cursor("created_at", runs[-1].created_at, runs[-1].ref) if runs else None
     return json_response(

@@ -11,11 +11,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from pivotd.api.body import openapi_body, read_json_body
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import StepBound, only_filters
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
-from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, validation_failed
+from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, invalid_field, validation_failed
+from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
 from pivotd.store import RunRow
+from pivotd.store.experiments import C_RUN_STATUS, C_TO_INTERNAL
 from pivotd.store.reader import SORTABLE
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
@@ -24,6 +27,8 @@ from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
 _BATCH = TypeAdapter(list[LayerwisePayload])
 RunIdPath = Annotated[str, Path(description="Run identifier", max_length=128)]
+RUN_STATUS_FILTER = {state: (state,) for state in C_RUN_STATUS} | C_TO_INTERNAL
+"""`filter[status]`: a run's own state (what this listing shows), or family C's word for it (`completed`)."""
 
 
 async def reject(services: Services, exc: ValidationError, body: bytes, *, batch: bool) -> PivotError:
@@ -123,10 +128,11 @@ async def find_run(services: Services, run_id: str) -> RunRow:
 async def list_runs(
     request: Request,
     services: ServicesDep,
+    _: Annotated[None, only_filters("filter[status]", "filter[experiment_id]")],
     status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=128)] = None,
     sort: Annotated[str, Query(description=f"One of {sorted(SORTABLE)}, '-' prefix for descending")] = "created_at",
-    page: Annotated[int | None, Query(ge=1)] = None,
+    page: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
     per_page: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> Response:
     if sort.removeprefix("-") not in SORTABLE:
@@ -134,11 +140,13 @@ async def list_runs(
             f"sort: must be one of {', '.join(sorted(SORTABLE))} (optionally prefixed with '-')",
             details=[{"field": "sort", "message": "unknown sort field"}],
         )
+    if status is not None and status not in RUN_STATUS_FILTER:
+        raise invalid_field("filter[status]", f"unknown status {status!r}; one of {', '.join(RUN_STATUS_FILTER)}")
     paged = page is not None or per_page is not None
     size = per_page or 25
     number = page or 1
     runs, total = await services.store.reader.list_runs(
-        status=status,
+        statuses=None if status is None else RUN_STATUS_FILTER[status],
         experiment_id=experiment_id,
         sort=sort,
         limit=size if paged else None,
@@ -168,8 +176,8 @@ async def get_run(
     run_id: RunIdPath,
     services: ServicesDep,
     steps: Literal["none", "latest", "all"] = "all",
-    from_step: Annotated[int | None, Query(ge=0)] = None,
-    to_step: Annotated[int | None, Query(ge=0)] = None,
+    from_step: StepBound = None,
+    to_step: StepBound = None,
     lite: bool = False,
 ) -> Response:
     reader = services.store.reader

@@ -24,6 +24,7 @@ from pivotd.services import Services
 from pivotd.store.training import FINAL_STATES, JobRow, ModelRow
 from pivotd.telemetry.service import INFERENCE_EVENT
 from pivotd.timefmt import iso
+from shared.models.storable import INT64_MAX
 
 router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
 RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -242,6 +243,8 @@ async def model_runs(
     if cursor:
         try:
             after = int(base64.urlsafe_b64decode(cursor.encode()).decode())
+            if not 0 <= after <= INT64_MAX:  # SQLite binds no bigger integer
+                raise ValueError(after)
         except ValueError:
             raise BadRequest("cursor is not one this server issued") from None
     runs = await training.reader.jobs(model_id=model_id, after_ref=after, limit=limit + 1, newest_first=True)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
@@ -122,16 +123,20 @@ def _split(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 @router.get(
     "",
     summary="List models",
-    description="Oldest first; `page`/`per_page` (at most 100) or `cursor` from `meta.next_cursor`.",
+    description="Oldest first (`sort` accepts only `created_at`); `filter[name]` (partial, case-insensitive); "
+    "`page`/`per_page` (at most 100) or `cursor` from `meta.next_cursor`.",
     responses=error_responses(STRUCTURED_ERRORS, 401, 422),
 )
 async def list_models(
     services: ServicesDep,
+    _: Annotated[None, only_filters("filter[name]")],
+    name: Annotated[str | None, Query(alias="filter[name]", max_length=200)] = None,
+    sort: Annotated[Literal["created_at"], Query()] = "created_at",
     page: int = 1,
     per_page: int = DEFAULT_PER_PAGE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    request = page_request(page, per_page, cursor, "created_at")
+    request = page_request(page, per_page, cursor, sort)
     after = None
     if request.cursor is not None:
         created, ref = request.cursor
@@ -143,6 +148,7 @@ async def list_models(
         after=after,
         offset=0 if after else (request.page - 1) * request.per_page,
         limit=request.per_page,
+        name=name,
     )
     counts = await services.training.reader.run_counts([entry.model.model_id for entry in entries])
     data = [model_view(e.model, e.extra, counts.get(e.model.model_id, (0, None))[0]) for e in entries]

@@ -33,8 +33,8 @@ async def resources(services: ServicesDep) -> Response:
 async def history(
     services: ServicesDep,
     resolution: Literal["stored", "recent"] = "stored",
-    since: Annotated[float | None, Query(description="Unix seconds", ge=0)] = None,
-    until: Annotated[float | None, Query(description="Unix seconds", ge=0)] = None,
+    since: Annotated[float | None, Query(description="Unix seconds", ge=0, allow_inf_nan=False)] = None,
+    until: Annotated[float | None, Query(description="Unix seconds", ge=0, allow_inf_nan=False)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1440,
 ) -> Response:
     lo = since if since is not None else 0.0

@@ -1,7 +1,8 @@
-"""Seed 004's run sub-resources in its `{"data", "meta"}` shape: a managed run's logs and its checkpoints."""
+"""Seed 004's run sub-resources in its `{"data", "meta"}` shape: a run's logs and its checkpoints."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -21,11 +22,15 @@ RunId = Annotated[str, Path(max_length=128)]
 
 
 def parse_since(value: str) -> float:
-    """Seed 004's ISO 8601 datetime (no offset: UTC), or Unix seconds."""
+    """Seed 004's ISO 8601 datetime (no offset: UTC), or finite Unix seconds."""
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):  # nan compares false with every line: an empty answer, not an error
+            raise invalid_field("since", f"{value!r} is not a finite number of seconds")
+        return seconds
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -36,7 +41,7 @@ def parse_since(value: str) -> float:
 
 @router.get(
     "/runs/{run_id}/logs",
-    summary="A managed run's log lines (worker stdout/stderr), oldest first",
+    summary="A run's log lines (a managed run's worker stdout/stderr; an external run has none), oldest first",
     responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
 )
 async def run_logs(
@@ -49,10 +54,8 @@ async def run_logs(
     tail: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> Response:
     after = None if since is None else parse_since(since)
-    run = await services.training.reader.job(run_id)
-    if run is None:
-        raise NotFound(f"managed run {run_id!r} not found")
-    lines = await services.training.reader.logs(run.ref, limit=5000 if level or after is not None else tail)
+    ref = await _run_ref(services, run_id)
+    lines = await services.training.reader.logs(ref, limit=5000 if level or after is not None else tail)
     if level is not None:
         lines = [line for line in lines if LEVELS.index(line.level) >= LEVELS.index(level)]
     if after is not None:
@@ -81,9 +84,12 @@ def checkpoint_view(row: CheckpointRow) -> dict[str, Any]:
     }
 
 
-async def _require_run(services: Any, run_id: str) -> None:
-    if not await services.store.experiments.runs_by_id([run_id]):
+async def _run_ref(services: Any, run_id: str) -> int:
+    """The run's row id, whether managed or external; 404 only for a run that does not exist."""
+    found = await services.store.experiments.runs_by_id([run_id])
+    if not found:
         raise NotFound(f"run {run_id!r} not found")
+    return found[run_id].ref
 
 
 @router.get(
@@ -92,7 +98,7 @@ async def _require_run(services: Any, run_id: str) -> None:
     responses=error_responses(STRUCTURED_ERRORS, 401, 404),
 )
 async def run_checkpoints(run_id: RunId, services: ServicesDep) -> Response:
-    await _require_run(services, run_id)
+    await _run_ref(services, run_id)
     rows = await services.training.reader.checkpoints(run_id, limit=10_000)
     data = [checkpoint_view(row) for row in rows]
     return json_response({"data": data, "meta": {"run_id": run_id, "total": len(rows)}})

@@ -10,6 +10,7 @@ from pydantic import TypeAdapter, ValidationError
 from pivotd.api.body import openapi_body, read_json_body
 from pivotd.api.deps import ServicesDep
 from pivotd.api.layerwise import find_run
+from pivotd.api.query import StepBound
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed, field_path, validation_failed
 from pivotd.store import RunFields
@@ -76,8 +77,8 @@ async def get_scalars(
     run_id: Annotated[str, Path(max_length=128)],
     services: ServicesDep,
     names: Annotated[str | None, Query(description="Comma-separated names; default all", max_length=4096)] = None,
-    from_step: Annotated[int | None, Query(ge=0)] = None,
-    to_step: Annotated[int | None, Query(ge=0)] = None,
+    from_step: StepBound = None,
+    to_step: StepBound = None,
     max_points: Annotated[int, Query(ge=10, le=100_000)] = 2000,
 ) -> Response:
     run = await find_run(services, run_id)

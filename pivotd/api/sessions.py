@@ -17,6 +17,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import MAX_OFFSET
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import NotFound
@@ -139,7 +140,7 @@ async def get_session(session_id: Id, services: ServicesDep) -> Response:
 async def list_sessions(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     status: Annotated[str | None, Query(pattern="^(created|running|stopped|completed|failed)$")] = None,
 ) -> Response:
     training = services.training

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed
 from pivotd.experiments.compare import Comparison, compare
@@ -94,17 +95,24 @@ async def run_experiment_test(experiment_id: IdPath, request: Request, services:
 
 
 async def _list(
-    services: Services, experiment_id: str | None, test: str | None, page: int, per_page: int, cursor: str | None
+    services: Services,
+    experiment_id: str | None,
+    test: str | None,
+    sort: str,
+    page: int,
+    per_page: int,
+    cursor: str | None,
 ) -> Response:
-    request = page_request(page, per_page, cursor, "-created_at")
+    request = page_request(page, per_page, cursor, sort)
     rows, total, has_more = await services.store.experiments.results(request, experiment_id, test)
-    next_cursor = encode_cursor("-created_at", rows[-1].created_at, rows[-1].id) if rows else None
+    next_cursor = encode_cursor(sort, rows[-1].created_at, rows[-1].id) if rows else None
     return json_response(
         {"data": [_view(row) for row in rows], "meta": meta(request, total, len(rows), has_more, next_cursor)}
     )
 
 
 TestFilter = Annotated[str | None, Query(alias="filter[test_type]", max_length=64)]
+NewestFirst = Annotated[Literal["-created_at"], Query(description="The one order: newest first")]
 
 
 @router.get(
@@ -115,13 +123,15 @@ TestFilter = Annotated[str | None, Query(alias="filter[test_type]", max_length=6
 )
 async def list_results(
     services: ServicesDep,
+    _: Annotated[None, only_filters("filter[experiment_id]", "filter[test_type]")],
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=64)] = None,
     test_type: TestFilter = None,
+    sort: NewestFirst = "-created_at",
     page: int = 1,
     per_page: int = DEFAULT_PER_PAGE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
-    return await _list(services, experiment_id, test_type, page, per_page, cursor)
+    return await _list(services, experiment_id, test_type, sort, page, per_page, cursor)
 
 
 @router.get(
@@ -132,13 +142,15 @@ async def list_results(
 async def list_experiment_results(
     experiment_id: IdPath,
     services: ServicesDep,
+    _: Annotated[None, only_filters("filter[test_type]")],
     test_type: TestFilter = None,
+    sort: NewestFirst = "-created_at",
     page: int = 1,
     per_page: int = DEFAULT_PER_PAGE,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
     await services.store.experiments.get(experiment_id)
-    return await _list(services, experiment_id, test_type, page, per_page, cursor)
+    return await _list(services, experiment_id, test_type, sort, page, per_page, cursor)
 
 
 @router.get(

@@ -15,7 +15,7 @@ import aiosqlite
 from pivotd.errors import Conflict, NotFound
 from pivotd.experiments.paging import PageRequest, keyset
 from pivotd.store.ops import Tx
-from pivotd.store.rows import latest_by_run, latest_query
+from pivotd.store.rows import contains, latest_by_run, latest_query
 from pivotd.store.training import CreateJob
 
 # Internal run states (api-map section 1) -> family C's words.
@@ -400,10 +400,10 @@ class ExperimentsReader:
         if filters.status is not None:
             where.append("status = ?")
             args.append(filters.status)
-        if filters.name is not None:  # partial, case-insensitive; % and _ in the name are literal
-            where.append("name LIKE ? ESCAPE '\\'")
-            escaped = filters.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args.append(f"%{escaped}%")
+        if filters.name is not None:
+            condition, name_args = contains("name", filters.name)
+            where.append(condition)
+            args.extend(name_args)
         # Compared at the millisecond precision timestamps are shown in: passing back an experiment's own
         # created_at excludes it.
         if filters.created_after is not None:

@@ -11,6 +11,7 @@ import aiosqlite
 from pivotd.errors import Conflict, NotFound
 from pivotd.experiments.paging import keyset
 from pivotd.store.ops import Tx
+from pivotd.store.rows import contains
 from pivotd.store.training import ACTIVE_STATES, MODEL_COLUMNS, ModelRow, model_row
 
 
@@ -66,16 +67,19 @@ class ModelEntry:
 
 
 async def model_page(
-    conn: aiosqlite.Connection, *, after: tuple[float, int] | None, offset: int, limit: int
+    conn: aiosqlite.Connection, *, after: tuple[float, int] | None, offset: int, limit: int, name: str | None = None
 ) -> tuple[list[ModelEntry], int, bool]:
-    """Models in (created_at, row id) order after `after` (a cursor) or from `offset`: the page, the total and
-    whether more follow. The cursor filter and ORDER BY use the same key, so a walk sees every model once."""
+    """Models (whose name contains `name`, if given) in (created_at, row id) order after `after` (a cursor) or
+    from `offset`: the page, the total matching and whether more follow. The cursor filter and ORDER BY use the
+    same key, so a walk sees every model once."""
+    matching, match_args = ("1", []) if name is None else contains("name", name)
     condition, args = keyset("created_at", "id", False, after)
     rows = await conn.execute_fetchall(
-        f"SELECT id, extra, {MODEL_COLUMNS} FROM models WHERE {condition} ORDER BY created_at, id LIMIT ? OFFSET ?",
-        [*args, limit + 1, offset],  # one extra row tells whether more follow
+        f"SELECT id, extra, {MODEL_COLUMNS} FROM models WHERE {matching} AND {condition} "
+        "ORDER BY created_at, id LIMIT ? OFFSET ?",
+        [*match_args, *args, limit + 1, offset],  # one extra row tells whether more follow
     )
-    total = (await conn.execute_fetchall("SELECT count(*) FROM models"))[0][0]
+    total = (await conn.execute_fetchall(f"SELECT count(*) FROM models WHERE {matching}", match_args))[0][0]
     entries = [ModelEntry(row[0], model_row(row[2:]), json.loads(row[1])) for row in rows[:limit]]
     return entries, total, len(rows) > limit
 

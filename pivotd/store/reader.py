@@ -55,16 +55,16 @@ class Reader:
     async def list_runs(
         self,
         *,
-        status: str | None = None,
+        statuses: tuple[str, ...] | None = None,
         experiment_id: str | None = None,
         sort: str = "created_at",
         limit: int | None = None,
         offset: int = 0,
     ) -> tuple[list[RunRow], int]:
         where, args = [], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
+        if statuses is not None:
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(statuses)
         if experiment_id is not None:
             where.append("experiment_id = ?")
             args.append(experiment_id)

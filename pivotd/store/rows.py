@@ -51,3 +51,9 @@ def latest_by_run(rows: Iterable[Any]) -> dict[int, dict[str, float]]:
     for run, name, value in rows:
         found[run][name] = value
     return found
+
+
+def contains(column: str, text: str) -> tuple[str, list[str]]:
+    """SQL condition: `column` contains `text`, case-insensitively (ASCII); `%` and `_` in `text` are literal."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{column} LIKE ? ESCAPE '\\'", [f"%{escaped}%"]

@@ -11,6 +11,8 @@ from typing import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator, with_config
 from typing_extensions import TypedDict
 
+from shared.models.storable import INT64_MAX, storable
+
 RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
 RunId = Annotated[str, Field(min_length=1, max_length=128, pattern=RUN_ID_PATTERN)]
@@ -37,7 +39,7 @@ def normalise_layer_id(layer_id: str) -> str:
 class IntermediateFeatures(TypedDict):
     activation_std: float
     activation_mean: float
-    activation_shape: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2)]
+    activation_shape: Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX)]], Field(min_length=2)]
     cross_layer_std_ratio: NotRequired[float | None]
 
 
@@ -74,7 +76,7 @@ class LayerStatistic(TypedDict):
     layer_id: Annotated[str, Field(min_length=1, max_length=256)]
     """Dots are normalised to `/` on ingest."""
     layer_type: Annotated[str, Field(min_length=1, max_length=128)]
-    depth_index: Annotated[int, Field(ge=0)]
+    depth_index: Annotated[int, Field(ge=0, le=INT64_MAX)]
     intermediate_features: IntermediateFeatures
     gradient_flow: GradientFlow
     parameter_statistics: ParameterStatistics
@@ -92,12 +94,19 @@ class Metadata(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="allow")
     run_id: RunId
     timestamp: float
-    global_step: Annotated[int, Field(ge=0)]
-    batch_size: Annotated[int, Field(ge=1)]
+    global_step: Annotated[int, Field(ge=0, le=INT64_MAX)]
+    batch_size: Annotated[int, Field(ge=1, le=INT64_MAX)]
     layer_groups: dict[str, list[str]] | None = None
     experiment_id: Annotated[str, Field(max_length=128)] | None = None
     group: Annotated[str, Field(max_length=256)] | None = None
     tags: list[Annotated[str, Field(max_length=128)]] | None = None
+
+    @model_validator(mode="after")
+    def _storable_extras(self) -> Metadata:
+        """Extra fields are stored and returned as sent, so they must be JSON the store can hold."""
+        for key, value in (self.model_extra or {}).items():
+            storable(value, key)
+        return self
 
     @field_validator("layer_groups")
     @classmethod

@@ -6,13 +6,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.models.storable import INT64_MAX
+
 ScalarName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_./:-]+$")]
 
 
 class ScalarPoint(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
-    step: Annotated[int, Field(ge=0)]
-    epoch: Annotated[int, Field(ge=0)] | None = None
+    step: Annotated[int, Field(ge=0, le=INT64_MAX)]
+    epoch: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     timestamp: float | None = None
     values: dict[ScalarName, float] = Field(min_length=1)
 

@@ -120,6 +120,23 @@ async def test_checkpoint_uploads(daemon: RunningDaemon, http: httpx.AsyncClient
     assert [p.name for p in uploads.iterdir()] == [f"{checkpoint_id}.pth"]
 
 
+async def test_checkpoint_epoch_beyond_64_bits_is_refused_before_the_file_is_written(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    config = {"architecture": MLP, "hyperparams": hyperparams()}
+    session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]
+    buffer = io.BytesIO()
+    torch.save({"w": torch.ones(2)}, buffer)
+    files = {"file": ("ckpt.pth", buffer.getvalue(), "application/octet-stream")}
+    for epoch in (str(2**63), "-1"):
+        response = await http.post("/api/v1/checkpoints", files=files, data={"session_id": session_id, "epoch": epoch})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["details"][0]["field"] == "epoch"
+    assert not (daemon.settings.runs_path / session_id / "uploads").exists()  # nothing left behind
+    largest = {"session_id": session_id, "epoch": str(2**63 - 1)}
+    assert (await http.post("/api/v1/checkpoints", files=files, data=largest)).status_code == 201
+
+
 async def test_checkpoint_size_cap(tmp_path: Path) -> None:
     from tests.daemon import running_daemon
 

@@ -1,0 +1,29 @@
+"""Query parameters several routes share: integer bounds SQLite can bind, and refusing unknown `filter[...]` keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+
+from pivotd.errors import invalid_field
+from pivotd.experiments.paging import MAX_PAGE, MAX_PER_PAGE
+from shared.models.storable import INT64_MAX
+
+MAX_OFFSET = MAX_PAGE * MAX_PER_PAGE
+"""As deep as family C's page numbers reach."""
+
+StepBound = Annotated[int | None, Query(ge=0, le=INT64_MAX)]
+"""`from_step`/`to_step`: inclusive bounds on a run's steps, up to SQLite's largest INTEGER (beyond, binding fails)."""
+
+
+def only_filters(*known: str) -> Any:
+    """A dependency refusing `filter[...]` parameters the route does not know (a typo must not silently match
+    everything), as the telemetry routes do."""
+
+    def check(request: Request) -> None:
+        for param in request.query_params:
+            if param.startswith("filter[") and param not in known:
+                raise invalid_field(param, f"unknown filter; one of {', '.join(known)}")
+
+    return Depends(check)
