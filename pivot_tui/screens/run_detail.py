@@ -86,7 +86,13 @@ class RunDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
         self.set_interval(0.1, self.redraw)
-        self.load()
+
+    def on_screen_resume(self) -> None:
+        # The app follows one run at a time: a run opened elsewhere meanwhile (another mode, or closed
+        # since) took it over, so this screen follows its own run again whenever it comes back into view.
+        followed = self.app.model.followed
+        if followed is None or followed.run_id != self.run_id:
+            self.load()
 
     @work(exclusive=True, group="load-run", exit_on_error=False)
     async def load(self) -> None:
@@ -230,4 +236,6 @@ class RunDetailScreen(Screen[None]):
         self.app.push_screen(InferenceDialog(self.run_id, sample, answer))
 
     def on_unmount(self) -> None:
-        self.app.unfollow_run()
+        followed = self.app.model.followed
+        if followed is not None and followed.run_id == self.run_id:
+            self.app.unfollow_run()
