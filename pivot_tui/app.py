@@ -128,6 +128,7 @@ class PivotApp(App[None]):
             )
         fresh.events.extend(detail.get("events") or [])
         if detail.get("kind") == "managed":
+            fresh.epoch, fresh.epochs_total = detail.get("epoch"), detail.get("epochs_total")
             try:
                 logs = await self.client.get_json(f"/api/v1/runs/{run_id}/logs", params={"tail": 200})
             except PivotAPIError:

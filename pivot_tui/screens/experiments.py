@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.widgets.data_table import ColumnKey
 
 from pivot_tui.screens.confirm import ConfirmDialog
+from pivot_tui.widgets.columns import fit_columns, left_over
 from pivot_tui.widgets.runs_table import age
 from shared.client import PivotAPIError
 
@@ -137,19 +138,33 @@ class ExperimentsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.title = "experiments"
-        table = self.query_one("#experiments", DataTable)
-        fixed = {"Status": 9, "Progress": 17, "Runs": 5, "Metric": 12, "Best": 7, "Created": 8}
-        if self.app.size.width < 100:  # the name matters more than the date or a long bar
-            fixed |= {"Progress": 10}
-            del fixed["Created"]
-        # Name takes what is left after each column's padding (2) and the scrollbar.
-        name = max(12, self.app.size.width - sum(fixed.values()) - 2 * (len(fixed) + 1) - 2)
-        table.add_column("Name", key="name", width=name)
-        for label, width in fixed.items():
-            table.add_column(label, key=label.lower(), width=width)
-        table.focus()
+        self._lay_out(self.app.size.width)
+        self.query_one("#experiments", DataTable).focus()
         self.set_interval(0.25, self.redraw)
         self.redraw()
+
+    def on_resize(self) -> None:
+        self._lay_out(self.size.width)
+
+    @staticmethod
+    def _widths(width: int) -> dict[str, int]:
+        fixed = {"status": 9, "progress": 17, "runs": 5, "metric": 12, "best": 7, "created": 8}
+        if width < 100:  # the name matters more than the date or a long bar
+            fixed |= {"progress": 10}
+            del fixed["created"]
+        return {"name": left_over(width, fixed, 12, 60), **fixed}
+
+    def _lay_out(self, width: int) -> None:
+        """Columns for this width: the same ones get new widths, a different set (Created) rebuilds the rows."""
+        table = self.query_one("#experiments", DataTable)
+        widths = self._widths(width)
+        if [key.value for key in table.columns] == list(widths):
+            fit_columns(table, widths)
+            return
+        table.clear(columns=True)
+        for key, column_width in widths.items():
+            table.add_column(key.capitalize(), key=key, width=column_width)
+        self._fill()
 
     def redraw(self) -> None:
         # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
@@ -189,6 +204,9 @@ class ExperimentsScreen(Screen[None]):
         self._details = {row["id"]: row for row in details}
         running = sum(1 for row in details if row["status"] == "running")
         status.update(Text.assemble((f"{len(details)} experiments", "bold"), f", {running} running"))
+        self._fill()
+
+    def _fill(self) -> None:
         table = self.query_one("#experiments", DataTable)
         bar_width = table.columns[ColumnKey("progress")].width - 5
         with_created = ColumnKey("created") in table.columns
@@ -198,7 +216,7 @@ class ExperimentsScreen(Screen[None]):
                 finished_runs(row), escape(metric_of(row)), number(best_value(row)),
                 *((age(row.get("created_at")),) if with_created else ()),
             ))
-            for row in details
+            for row in self._details.values()
         ])  # fmt: skip
 
     @on(DataTable.RowSelected, "#experiments")
@@ -247,18 +265,29 @@ class ExperimentDetailScreen(Screen[None]):
         groups = self.query_one("#groups", DataTable)
         groups.can_focus = False  # enter belongs to the runs table
         groups.cursor_type = "none"
-        figures = {"n": 3, "Mean ± std": 19, "95% CI": 19, "Best": 7}
-        group_width = min(40, max(12, self.app.size.width - sum(figures.values()) - 2 * (len(figures) + 1) - 2))
-        for label, width in (("Group", group_width), *figures.items()):
-            groups.add_column(label, key=label, width=width)
         runs = self.query_one("#experiment-runs", DataTable)
-        run_width = 24 if self.app.size.width < 100 else 36
-        for label, width in (("Run", run_width), ("Group", 22), ("Status", 9), ("Value", 8), ("Prog", 4)):
-            runs.add_column(label, key=label, width=width)
+        for table, widths in zip((groups, runs), self._widths(self.app.size.width), strict=True):
+            for label, width in widths.items():
+                table.add_column(label, key=label, width=width)
         runs.focus()
         self.run_worker(self.app.client.watch_experiment(self.experiment_id), group="follow", exit_on_error=False)
         self.set_interval(0.25, self.redraw)
         self.redraw()
+
+    def on_resize(self) -> None:
+        groups, runs = self._widths(self.size.width)
+        fit_columns(self.query_one("#groups", DataTable), groups)
+        fit_columns(self.query_one("#experiment-runs", DataTable), runs)
+
+    @staticmethod
+    def _widths(width: int) -> tuple[dict[str, int], dict[str, int]]:
+        """Columns of the groups and of the runs table; the group and run names take what is left."""
+        figures = {"n": 3, "Mean ± std": 19, "95% CI": 19, "Best": 7}
+        members = {"Group": 22, "Status": 9, "Value": 8, "Prog": 4}
+        return (
+            {"Group": left_over(width, figures, 12, 40), **figures},
+            {"Run": left_over(width, members, 12, 36), **members},
+        )
 
     def on_unmount(self) -> None:
         # The app's worker: this screen's own workers are cancelled as it goes.

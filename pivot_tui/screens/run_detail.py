@@ -140,17 +140,22 @@ class RunDetailScreen(Screen[None]):
         status = summary.get("status", "unknown")
         latest = summary.get("latest") or {}
         loss = next((latest[k] for k in ("train_loss", "train/loss", "loss") if k in latest), None)
-        mode = (
-            Text(" LIVE ", style="bold white on green") if self.live else Text(" PAUSED ", style="bold black on yellow")
-        )
+        # The viewed step goes in the badge, first: at 80 columns the end of the line is cut.
+        if self.live or selected is None:
+            mode = Text(" LIVE ", style="bold white on green")
+        else:
+            mode = Text(f" PAUSED at step {selected['step']} ", style="bold black on yellow")
         parts = [mode, Text(f" {self.run_id} ", style="bold"), Text(f"{status}  ", style="cyan")]
-        parts.append(Text(f"step {summary.get('latest_step', '-')}  "))
+        latest_step = summary.get("latest_step")
+        # A run just launched (queued, or before its first point) has no step yet.
+        parts.append(Text("no steps yet  ", style="dim") if latest_step is None else Text(f"step {latest_step}  "))
+        followed = self.app.model.followed
+        if followed is not None and followed.run_id == self.run_id and followed.epochs_total:
+            parts.append(Text(f"epoch {followed.epoch or 0}/{followed.epochs_total}  "))
         if loss is not None:
             parts.append(Text(f"loss {loss:.4g}  "))
-        if selected is not None and not self.live:
-            parts.append(Text(f"viewing step {selected['step']}", style="yellow"))
         if summary.get("error"):
-            parts.append(Text(f"  {summary['error']}", style="bold red"))
+            parts.append(Text(f"{summary['error']}", style="bold red"))
         return Text.assemble(*parts)
 
     def action_toggle_live(self) -> None:

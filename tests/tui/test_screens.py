@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from pivot_tui.app import PivotApp, make_app
+from pivot_tui.client import Event
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ExperimentDetailScreen, RunDetailScreen
-from tests.tui.fake import FakeDaemonClient
+from tests.tui.fake import FakeDaemonClient, summary
 from tests.tui.helpers import until
 
 
@@ -50,3 +51,65 @@ async def test_a_run_detail_left_on_the_stack_follows_its_run_again_when_it_come
         await until(pilot, lambda: pilot.app.screen is first)
         await until(pilot, lambda: following(pilot, "exp_lr_r1"))
         await until(pilot, lambda: "no layer-wise steps yet" not in str(first.query_one("#heatmap").render()))
+
+
+def title(pilot: Any) -> str:
+    found = pilot.app.screen.query("#run-title")
+    return str(found.first().render()) if found else ""
+
+
+async def test_a_managed_runs_epochs_show_in_its_title_and_follow_run_progress() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.open_run("mnist_cnn_lr0.1")
+        await until(pilot, lambda: following(pilot, "mnist_cnn_lr0.1") and "epoch 2/3" in title(pilot))
+        progress = {"type": "run_progress", "topic": "run:mnist_cnn_lr0.1", "run_id": "mnist_cnn_lr0.1", "epoch": 3}
+        pilot.app._on_event(Event("run_progress", progress))
+        await until(pilot, lambda: "epoch 3/3" in title(pilot))
+
+
+async def test_a_run_without_steps_says_so_instead_of_step_none() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.model.runs["just_launched"] = summary("queued", None, None, "managed")
+        pilot.app.open_run("just_launched")
+        await until(pilot, lambda: "just_launched" in title(pilot))
+        assert "no steps yet" in title(pilot)
+        assert "None" not in title(pilot)
+
+
+async def test_paused_the_viewed_step_shows_whole_at_80_columns() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.open_run("exploding_rnn")
+        await until(pilot, lambda: following(pilot, "exploding_rnn"))
+        await pilot.press("home")
+        await until(pilot, lambda: "PAUSED at step 0 " in title(pilot)[:80])
+        heatmap = pilot.app.screen.query_one("#heatmap")
+        await until(pilot, lambda: "steps 0.." in str(heatmap.render()))
+        await pilot.press("end")
+        await until(pilot, lambda: "..1500" in str(heatmap.render()))
+
+
+def widths(pilot: Any, table: str) -> dict[str, int]:
+    return {key.value: column.width for key, column in pilot.app.screen.query_one(table).columns.items()}
+
+
+async def test_columns_follow_the_terminal_when_it_is_resized() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        narrow_run = widths(pilot, "#runs")["run"]
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: widths(pilot, "#runs")["run"] > narrow_run)
+
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        assert "created" in widths(pilot, "#experiments")
+        wide_name = widths(pilot, "#experiments")["name"]
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: "created" not in widths(pilot, "#experiments"))
+        assert widths(pilot, "#experiments")["name"] < wide_name
+        assert rows(pilot, "#experiments") == 4  # the rows are redrawn for the new columns
+        assert sum(widths(pilot, "#experiments").values()) + 2 * 6 + 2 <= 80  # padding and scrollbar
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: widths(pilot, "#experiments").get("name") == wide_name)
