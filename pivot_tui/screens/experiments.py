@@ -66,17 +66,38 @@ def number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
 
 
+def _counted(detail: dict[str, Any]) -> tuple[int, int] | None:
+    """(runs done, runs): finished runs, or only completed ones once the experiment was cancelled or failed,
+    whose other runs ended without finishing their work; None when the detail has no counts."""
+    summary = detail.get("results_summary") or {}
+    by_status = summary.get("runs_by_status") or {}
+    if not by_status:
+        return None
+    total = detail.get("total_runs", summary.get("total_runs", 0))
+    done = ("completed",) if detail.get("status") in ("cancelled", "failed") else FINAL
+    return sum(by_status.get(status, 0) for status in done), total
+
+
 def fraction_done(detail: dict[str, Any]) -> float | None:
-    """Epochs done when the runs declare epochs (finer than whole runs), else runs finished."""
+    """Epochs done when the runs declare epochs (finer than whole runs), else runs finished; for an
+    experiment cancelled or failed, the completed runs' share (its other runs ended, unfinished)."""
+    counted = _counted(detail)
+    if detail.get("status") in ("cancelled", "failed") and counted is not None:
+        return counted[0] / counted[1] if counted[1] else 0.0
     epochs = detail.get("epoch_progress")
     return epochs if isinstance(epochs, int | float) else detail.get("progress")
 
 
 def finished_runs(detail: dict[str, Any]) -> str:
-    summary = detail.get("results_summary") or {}
-    by_status = summary.get("runs_by_status") or {}
-    total = detail.get("total_runs", summary.get("total_runs", 0))
-    return f"{sum(by_status.get(status, 0) for status in FINAL)}/{total}" if by_status else str(total)
+    counted = _counted(detail)
+    return f"{counted[0]}/{counted[1]}" if counted else str(detail.get("total_runs", 0))
+
+
+def ended_early(detail: dict[str, Any]) -> str:
+    """`  4 cancelled, 1 failed`: runs that finished without completing, or nothing."""
+    by_status = (detail.get("results_summary") or {}).get("runs_by_status") or {}
+    counts = [f"{by_status[status]} {status}" for status in ("failed", "cancelled") if by_status.get(status)]
+    return f" ({', '.join(counts)})" if counts else ""
 
 
 def metric_of(detail: dict[str, Any]) -> str:
@@ -328,7 +349,7 @@ class ExperimentDetailScreen(Screen[None]):
         parts: list[Any] = [
             Text(f" {status.upper()} ", style=f"bold reverse {STATUS_STYLE.get(status, '')}".strip()),
             Text(f" {detail.get('name', '')} ", style="bold"),
-            Text.from_markup(bar(fraction_done(detail), 10)), f"  runs {finished_runs(detail)}",
+            Text.from_markup(bar(fraction_done(detail), 10)), f"  runs {finished_runs(detail)}{ended_early(detail)}",
         ]  # fmt: skip
         eta = detail.get("eta_seconds")
         if isinstance(eta, int | float) and eta > 0:
