@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from pivot_tui.client import Connection, DaemonClient, Event
 from pivot_tui.config import TuiSettings
+from pivot_tui.failures import report_failure
 from pivot_tui.model import TuiModel
 from pivot_tui.screens import (
     AlertsScreen,
@@ -157,10 +156,7 @@ class PivotApp(App[None]):
             self.action_show_help_panel()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """One place where a failed background call becomes a visible message."""
-        if event.state is WorkerState.ERROR and event.worker.error is not None:
-            error: Any = event.worker.error
-            self.notify(f"{event.worker.group or 'task'} failed: {error}", severity="error", timeout=6)
+        report_failure(self, event)
 
 
 def make_app(settings: TuiSettings, client: DaemonClient | None = None) -> PivotApp:

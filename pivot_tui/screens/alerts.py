@@ -12,6 +12,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from pivot_tui.client import Unreachable
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.acknowledge import AcknowledgeDialog
 from shared.client import PivotAPIError
 
@@ -38,7 +40,7 @@ def _number(value: Any) -> str:
 PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
 
 
-class AlertsScreen(Screen[None]):
+class AlertsScreen(ReportsFailures, Screen[None]):
     """What fired, newest first; `a` acknowledges the highlighted alert, `m` marks notifications read."""
 
     BINDINGS = [
@@ -94,6 +96,9 @@ class AlertsScreen(Screen[None]):
             notifications = _items(
                 await self.app.client.get_json("/api/v1/notifications", params={"limit": 50}), "notifications"
             )
+        except Unreachable as exc:
+            status.update(Text(f"{exc.message}; showing the last alerts read", style="bold red"))
+            return
         except PivotAPIError as exc:
             status.update(Text(f"This daemon does not serve alerts (HTTP {exc.status}).", style="dim"))
             return

@@ -21,6 +21,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.widgets.data_table import ColumnKey
 
+from pivot_tui.client import Unreachable
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.widgets.columns import fit_columns, left_over
 from pivot_tui.widgets.runs_table import age
@@ -140,7 +142,7 @@ def _keep_cursor(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]])
         table.move_cursor(row=keys.index(selected), animate=False)
 
 
-class ExperimentsScreen(Screen[None]):
+class ExperimentsScreen(ReportsFailures, Screen[None]):
     """Experiments newest first with status, progress and best value; `enter` opens one."""
 
     BINDINGS = [Binding("enter", "open", "Open"), Binding("ctrl+r", "reload", "Reload")]
@@ -204,6 +206,9 @@ class ExperimentsScreen(Screen[None]):
         status = self.query_one("#experiments-status", Static)
         try:
             rows = await self.app.client.experiments()
+        except Unreachable as exc:  # the rows below are the last ones read
+            status.update(Text(f"{exc.message}; showing the last list read", style="bold red"))
+            return
         except PivotAPIError as exc:
             status.update(Text(f"This daemon does not serve experiments (HTTP {exc.status}).", style="dim"))
             return
@@ -253,7 +258,7 @@ class ExperimentsScreen(Screen[None]):
                 self.app.push_screen(ExperimentDetailScreen(key))
 
 
-class ExperimentDetailScreen(Screen[None]):
+class ExperimentDetailScreen(ReportsFailures, Screen[None]):
     """One experiment live: its groups (n, mean ± std, 95% CI, best) and runs; `enter` opens a run."""
 
     BINDINGS = [

@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
@@ -33,7 +34,7 @@ def _shape(matrix: Any) -> str:
     return str(len(matrix)) if isinstance(matrix, list) else "?"
 
 
-class RunDetailScreen(Screen[None]):
+class RunDetailScreen(ReportsFailures, Screen[None]):
     """Curves and layer health of one run; left/right step through history, space returns to live."""
 
     BINDINGS = [

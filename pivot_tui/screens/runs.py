@@ -11,13 +11,14 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.widgets import ConnectionBadge, ResourceStrip, RunsTable
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 
-class RunsScreen(Screen[None]):
+class RunsScreen(ReportsFailures, Screen[None]):
     """Live list of runs; Enter opens one, typing filters, `s` changes the sort."""
 
     BINDINGS = [

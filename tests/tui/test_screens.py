@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+import httpx
+
 from pivot_tui.app import PivotApp, make_app
-from pivot_tui.client import Event
+from pivot_tui.client import DaemonClient, Event
 from pivot_tui.config import TuiSettings
-from pivot_tui.screens import ExperimentDetailScreen, RunDetailScreen
+from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from tests.tui.fake import FakeDaemonClient, summary
 from tests.tui.helpers import until
 
@@ -113,3 +116,68 @@ async def test_columns_follow_the_terminal_when_it_is_resized() -> None:
         assert sum(widths(pilot, "#experiments").values()) + 2 * 6 + 2 <= 80  # padding and scrollbar
         await pilot.resize_terminal(120, 40)
         await until(pilot, lambda: widths(pilot, "#experiments").get("name") == wide_name)
+
+
+class GoesDown(FakeDaemonClient):
+    """The fake daemon until `down`, then a real client's calls to a port nobody listens on."""
+
+    def __init__(self, **fake: Any) -> None:
+        super().__init__(**fake)
+        self.down = False
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self._http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{probe.getsockname()[1]}")
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        if self.down:
+            return await DaemonClient.get_json(self, path, params)
+        return await super().get_json(path, params)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        if self.down:
+            return await DaemonClient.post_json(self, path, body)
+        return await super().post_json(path, body)
+
+
+def notes(pilot: Any) -> str:
+    return " | ".join(str(n.message) for n in pilot.app._notifications)
+
+
+async def test_launch_with_the_daemon_down_says_it_is_unreachable() -> None:
+    client = GoesDown()
+    client.down = True
+    async with app(client).run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
+        await pilot.click("#launch-ok")
+        await until(pilot, lambda: "pivotd unreachable: " in notes(pilot))
+        assert "pivotd unreachable: " in str(pilot.app.screen.query_one("#launch-error").render())
+
+
+async def test_an_experiment_opened_offline_shows_why_it_is_empty() -> None:
+    client = GoesDown()
+    async with app(client).run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        client.down = True
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen))
+        await until(
+            pilot, lambda: "pivotd unreachable: " in str(pilot.app.screen.query_one("#experiment-title").render())
+        )
+        await pilot.press("escape", "ctrl+r")  # the list keeps its rows and says why they are not fresh
+        await until(
+            pilot, lambda: "pivotd unreachable: " in str(pilot.app.screen.query_one("#experiments-status").render())
+        )
+        assert rows(pilot, "#experiments") == 4
+
+
+async def test_an_uncaught_failure_in_a_screens_worker_is_a_notification() -> None:
+    client = GoesDown(alerts=[])
+    async with app(client).run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: rows(pilot, "#notifications") == 2)
+        client.down = True
+        await pilot.press("m")  # mark read: no handler of its own for a transport failure
+        await until(pilot, lambda: "mark-read failed: pivotd unreachable: " in notes(pilot))
