@@ -21,6 +21,9 @@ from pivot_tui.screens import (
 )
 from shared.client import PivotAPIError
 
+OFFLINE_NOTE = {Connection.OFFLINE: "○ offline, reconnecting", Connection.UNAUTHORIZED: "✖ token needed"}
+"""The header's sub-title while the daemon cannot be used: the data on screen is the last read."""
+
 
 class PivotApp(App[None]):
     """Runs, live curves, layer health, resources and alerts of one pivotd."""
@@ -82,9 +85,15 @@ class PivotApp(App[None]):
 
     def _on_state(self, state: Connection, detail: str) -> None:
         changed = state is not self.model.connection
+        was_online = self.model.connection is Connection.ONLINE
         self.model.connection, self.model.connection_detail = state, detail
-        if changed and state is Connection.OFFLINE:
-            self.notify(f"lost pivotd: {detail}; reconnecting", severity="warning", timeout=3)
+        # Every screen's header says so while the daemon is away (screens without a sub-title of their own
+        # show the app's; the runs screen adds it to its own). Kept through each reconnection attempt.
+        if state is not Connection.CONNECTING:
+            self.sub_title = OFFLINE_NOTE.get(state, "")
+        if changed and state is Connection.OFFLINE and was_online:
+            self.notify(f"Lost pivotd at {self.settings.url}: {detail}. Reconnecting; what is shown may be stale.",
+                        severity="warning", timeout=6)  # fmt: skip
         elif changed and state is Connection.UNAUTHORIZED:
             self.notify(detail, severity="error", timeout=10)
 

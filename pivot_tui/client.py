@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,19 @@ class Unreachable(PivotAPIError):
 
     def __init__(self, error: Exception) -> None:
         super().__init__(0, "unreachable", f"pivotd unreachable: {error or type(error).__name__}")
+
+
+def why_offline(exc: BaseException) -> str:
+    """Why the socket is down, in words rather than `[Errno 111] Connect call failed (...)`."""
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return "connection refused (is pivotd running?)"
+    if isinstance(exc, ConnectionClosed):
+        return "the connection was closed"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -198,7 +212,7 @@ class DaemonClient:
                 else:
                     on_state(Connection.OFFLINE, f"handshake refused: HTTP {exc.response.status_code}")
             except (OSError, ConnectionClosed, TimeoutError, InvalidURI) as exc:
-                on_state(Connection.OFFLINE, str(exc) or type(exc).__name__)
+                on_state(Connection.OFFLINE, why_offline(exc))
             finally:
                 self._ws = None
             await asyncio.sleep(backoff)

@@ -52,12 +52,12 @@ class RunsScreen(ReportsFailures, Screen[None]):
         model = self.app.model
         seen = (model.versions["runs"], model.versions["resources"], model.versions["alerts"])
         self.query_one(ConnectionBadge).show(model.connection, self.app.settings.url)
+        self.sub_title = " · ".join(filter(None, (f"{len(model.runs)} runs", self.app.sub_title)))
         if seen == self._seen:
             return
         self._seen = seen
         self.query_one(RunsTable).show(model.runs)
         self.query_one(ResourceStrip).show(model.resources, self.app.active_alerts)
-        self.sub_title = f"{len(model.runs)} runs"
 
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.

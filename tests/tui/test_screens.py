@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
 import httpx
 
 from pivot_tui.app import PivotApp, make_app
-from pivot_tui.client import DaemonClient, Event
+from pivot_tui.client import Connection, DaemonClient, Event, why_offline
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from tests.tui.fake import FakeDaemonClient, summary
@@ -181,3 +182,27 @@ async def test_an_uncaught_failure_in_a_screens_worker_is_a_notification() -> No
         client.down = True
         await pilot.press("m")  # mark read: no handler of its own for a transport failure
         await until(pilot, lambda: "mark-read failed: pivotd unreachable: " in notes(pilot))
+
+
+def header(pilot: Any) -> str:
+    return str(pilot.app.screen.query_one("HeaderTitle").render())
+
+
+async def test_every_screen_says_when_pivotd_is_away_and_the_message_is_in_words() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 8765)")
+        pilot.app._on_state(Connection.OFFLINE, why_offline(refused))
+        await until(pilot, lambda: "offline" in header(pilot))
+        assert "Lost pivotd at http://gpu-box:8000: connection refused (is pivotd running?)" in notes(pilot)
+        assert "Errno" not in notes(pilot)
+        pilot.app._on_state(Connection.CONNECTING, "ws://gpu-box:8000/ws")  # a reconnection attempt
+        pilot.app._on_state(Connection.OFFLINE, why_offline(refused))
+        assert notes(pilot).count("Lost pivotd") == 1  # once per loss, not per attempt
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen) and "offline" in header(pilot))
+        await pilot.press("1")
+        await until(pilot, lambda: "4 runs · ○ offline" in header(pilot))
+        pilot.app._on_state(Connection.ONLINE, "ws://gpu-box:8000/ws")
+        await until(pilot, lambda: "offline" not in header(pilot))
