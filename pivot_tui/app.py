@@ -33,14 +33,15 @@ class PivotApp(App[None]):
     MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen, "experiments": ExperimentsScreen}
     DEFAULT_MODE = "runs"
     BINDINGS = [
-        # Launch first: at 80 columns the footer cuts the last bindings, and the screen keys are also in `?`.
-        Binding("l", "launch", "Launch"),
-        Binding("1", "switch_mode('runs')", "Runs"),
-        Binding("2", "switch_mode('resources')", "Resources"),
-        Binding("3", "switch_mode('alerts')", "Alerts"),
-        Binding("4", "switch_mode('experiments')", "Experiments"),
+        # The footer shows each screen's own keys, then these; at 80 columns there is no room for the
+        # screen switches too, so `1`-`4` are listed by `?` (the help panel) and in the docs instead.
         Binding("question_mark", "help", "Help"),
+        Binding("l", "launch", "Launch"),
         Binding("q", "quit", "Quit"),
+        Binding("1", "switch_mode('runs')", "Runs", show=False),
+        Binding("2", "switch_mode('resources')", "Resources", show=False),
+        Binding("3", "switch_mode('alerts')", "Alerts", show=False),
+        Binding("4", "switch_mode('experiments')", "Experiments", show=False),
     ]
 
     def __init__(self, settings: TuiSettings, client: DaemonClient | None = None) -> None:

@@ -157,7 +157,7 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
         yield Header()
         yield Static(id="experiments-status")
         yield DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = "experiments"
@@ -284,7 +284,7 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
         yield DataTable(id="groups", cursor_type="row", zebra_stripes=True)
         yield Static("Runs", id="runs-title", classes="section-title")
         yield DataTable(id="experiment-runs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = f"experiment {self.experiment_id}"

@@ -42,7 +42,7 @@ class ResourcesScreen(ReportsFailures, Screen[None]):
             yield Static("GPU 0 utilisation, recent samples", classes="section-title")
             yield Sparkline([], id="gpu-history")
             yield Static(id="host")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = "resources"

@@ -39,17 +39,21 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("space", "toggle_live", "Pause/Live"),
-        # Priority: the focused layer table would otherwise take these for horizontal scrolling.
-        Binding("left", "step(-1)", "Older", priority=True),
-        Binding("right", "step(1)", "Newer", priority=True),
+        Binding("space", "toggle_live", "Live"),
+        # Priority: the focused layer table would otherwise take these for horizontal scrolling. One footer
+        # entry for both arrows: at 80 columns every key of this screen must fit.
+        Binding("left", "step(-1)", "Step", key_display="←→", priority=True),
+        Binding("right", "step(1)", "Newer", show=False, priority=True),
         Binding("home", "jump(0)", "First", show=False, priority=True),
         Binding("end", "jump(-1)", "Latest", show=False, priority=True),
-        Binding("m", "cycle_plot", "Metric"),
-        Binding("h", "cycle_heatmap", "Heatmap"),
-        Binding("c", "cancel_run", "Cancel run"),
+        Binding("m", "cycle_plot", "Plot"),
+        Binding("h", "cycle_heatmap", "Heat"),
+        Binding("c", "cancel_run", "Cancel"),
         Binding("p", "params", "Params"),
         Binding("i", "infer", "Infer"),
+        # This screen's keys fill 80 columns: launching and quitting stay on their keys, out of the footer.
+        Binding("l", "app.launch", "Launch", show=False),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     live: reactive[bool] = reactive(True)
@@ -78,7 +82,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
                 yield LayerHeatmap(id="heatmap")
                 yield LayerTable(id="layer-table")
         yield Static(id="run-log")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_resize(self) -> None:
         # Below 100 columns one plot and a wider layer panel read better than two cramped plots.

@@ -41,7 +41,7 @@ class RunsScreen(ReportsFailures, Screen[None]):
             yield ConnectionBadge(id="connection")
         yield RunsTable(id="runs")
         yield Input(placeholder="type to filter runs", id="filter")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.query_one(RunsTable).focus()

@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import httpx
+from textual.widgets._footer import FooterKey
 
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.client import Connection, DaemonClient, Event, why_offline
@@ -206,3 +207,28 @@ async def test_every_screen_says_when_pivotd_is_away_and_the_message_is_in_words
         await until(pilot, lambda: "4 runs · ○ offline" in header(pilot))
         pilot.app._on_state(Connection.ONLINE, "ws://gpu-box:8000/ws")
         await until(pilot, lambda: "offline" not in header(pilot))
+
+
+async def test_every_alerts_column_fits_at_80_and_120_columns() -> None:
+    long = {"alert_id": "a1", "severity": "high", "status": "acknowledged", "value": 412.5,
+            "message": "gradient_l2_norm on exploding_rnn:classifier/fc2 is 412.5 " * 3,
+            "subject": "exploding_rnn:classifier/fc2", "triggered_at": "2024-02-10T12:30:00.000+00:00"}  # fmt: skip
+    async with app(FakeDaemonClient(alerts=[long])).run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: rows(pilot, "#alerts") == 1)
+        for width in (80, 120):
+            await pilot.resize_terminal(width, 30)
+            for table in ("#alerts", "#notifications"):
+                await until(
+                    pilot, lambda t=table, w=width: sum(widths(pilot, t).values()) + 2 * len(widths(pilot, t)) <= w - 2
+                )
+            assert "Since" in str(pilot.app.screen.query_one("#alerts").render_line(0).text)
+
+
+async def test_the_footer_shows_every_key_of_the_run_detail_and_help_at_80_columns() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.open_run("exploding_rnn")
+        await until(pilot, lambda: following(pilot, "exploding_rnn"))
+        shown = {key.description for key in pilot.app.screen.query(FooterKey) if key.region.right <= 80}
+        assert {"Step", "Back", "Live", "Plot", "Heat", "Cancel", "Params", "Infer", "Help"} <= shown
