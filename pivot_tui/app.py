@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from textual import work
 from textual.app import App
 from textual.binding import Binding
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from pivot_tui.client import Connection, DaemonClient, Event
 from pivot_tui.config import TuiSettings
+from pivot_tui.failures import report_failure
 from pivot_tui.model import TuiModel
 from pivot_tui.screens import (
     AlertsScreen,
@@ -22,6 +21,9 @@ from pivot_tui.screens import (
 )
 from shared.client import PivotAPIError
 
+OFFLINE_NOTE = {Connection.OFFLINE: "○ offline, reconnecting", Connection.UNAUTHORIZED: "✖ token needed"}
+"""The header's sub-title while the daemon cannot be used: the data on screen is the last read."""
+
 
 class PivotApp(App[None]):
     """Runs, live curves, layer health, resources and alerts of one pivotd."""
@@ -31,14 +33,15 @@ class PivotApp(App[None]):
     MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen, "experiments": ExperimentsScreen}
     DEFAULT_MODE = "runs"
     BINDINGS = [
-        # Launch first: at 80 columns the footer cuts the last bindings, and the screen keys are also in `?`.
-        Binding("l", "launch", "Launch"),
-        Binding("1", "switch_mode('runs')", "Runs"),
-        Binding("2", "switch_mode('resources')", "Resources"),
-        Binding("3", "switch_mode('alerts')", "Alerts"),
-        Binding("4", "switch_mode('experiments')", "Experiments"),
+        # The footer shows each screen's own keys, then these; at 80 columns there is no room for the
+        # screen switches too, so `1`-`4` are listed by `?` (the help panel) and in the docs instead.
         Binding("question_mark", "help", "Help"),
+        Binding("l", "launch", "Launch"),
         Binding("q", "quit", "Quit"),
+        Binding("1", "switch_mode('runs')", "Runs", show=False),
+        Binding("2", "switch_mode('resources')", "Resources", show=False),
+        Binding("3", "switch_mode('alerts')", "Alerts", show=False),
+        Binding("4", "switch_mode('experiments')", "Experiments", show=False),
     ]
 
     def __init__(self, settings: TuiSettings, client: DaemonClient | None = None) -> None:
@@ -83,9 +86,15 @@ class PivotApp(App[None]):
 
     def _on_state(self, state: Connection, detail: str) -> None:
         changed = state is not self.model.connection
+        was_online = self.model.connection is Connection.ONLINE
         self.model.connection, self.model.connection_detail = state, detail
-        if changed and state is Connection.OFFLINE:
-            self.notify(f"lost pivotd: {detail}; reconnecting", severity="warning", timeout=3)
+        # Every screen's header says so while the daemon is away (screens without a sub-title of their own
+        # show the app's; the runs screen adds it to its own). Kept through each reconnection attempt.
+        if state is not Connection.CONNECTING:
+            self.sub_title = OFFLINE_NOTE.get(state, "")
+        if changed and state is Connection.OFFLINE and was_online:
+            self.notify(f"Lost pivotd at {self.settings.url}: {detail}. Reconnecting; what is shown may be stale.",
+                        severity="warning", timeout=6)  # fmt: skip
         elif changed and state is Connection.UNAUTHORIZED:
             self.notify(detail, severity="error", timeout=10)
 
@@ -128,6 +137,7 @@ class PivotApp(App[None]):
             )
         fresh.events.extend(detail.get("events") or [])
         if detail.get("kind") == "managed":
+            fresh.epoch, fresh.epochs_total = detail.get("epoch"), detail.get("epochs_total")
             try:
                 logs = await self.client.get_json(f"/api/v1/runs/{run_id}/logs", params={"tail": 200})
             except PivotAPIError:
@@ -156,10 +166,7 @@ class PivotApp(App[None]):
             self.action_show_help_panel()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """One place where a failed background call becomes a visible message."""
-        if event.state is WorkerState.ERROR and event.worker.error is not None:
-            error: Any = event.worker.error
-            self.notify(f"{event.worker.group or 'task'} failed: {error}", severity="error", timeout=6)
+        report_failure(self, event)
 
 
 def make_app(settings: TuiSettings, client: DaemonClient | None = None) -> PivotApp:

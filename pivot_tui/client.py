@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,35 @@ class Connection(enum.Enum):
     ONLINE = "online"
     OFFLINE = "offline"
     UNAUTHORIZED = "unauthorized"
+
+
+class Unreachable(PivotAPIError):
+    """pivotd gave no answer at all (refused, timed out, dropped): a PivotAPIError with status 0, so every
+    handler of the daemon's refusals also shows this, as `pivotd unreachable: <why>`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(0, "unreachable", f"pivotd unreachable: {error or type(error).__name__}")
+
+
+def why_offline(exc: BaseException) -> str:
+    """Why the socket is down, in words rather than `[Errno 111] Connect call failed (...)`."""
+    if isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED:
+        return "connection refused (is pivotd running?)"
+    if isinstance(exc, ConnectionClosed):
+        return "the connection was closed"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _answered() -> Iterator[None]:
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise Unreachable(exc) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +97,15 @@ class DaemonClient:
     # -- REST ----------------------------------------------------------------------------------------
 
     async def runs(self) -> dict[str, RunSummary]:
-        return await self.rest.list_runs()
+        with _answered():
+            return await self.rest.list_runs()
 
     async def run(self, run_id: str, *, lite: bool = True) -> dict[str, Any]:
         return await self.get_json(f"/api/v1/runs/{run_id}", params={"lite": str(lite).lower()})
 
     async def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 400) -> ScalarsResponse:
-        return await self.rest.scalars(run_id, names, max_points)
+        with _answered():
+            return await self.rest.scalars(run_id, names, max_points)
 
     # Experiments (seed 004). Bounded: the first page of 100 experiments; a detail's groups come from the
     # export (n, mean, std, ci95 per group as the daemon computes them) and its runs from the same document.
@@ -97,12 +129,15 @@ class DaemonClient:
         return dict((await self.post_json(f"/api/v1/experiments/{experiment_id}/{action}", {}))["data"])
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature)."""
-        response = await self._http.get(path, params=params)
+        """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature), Unreachable
+        when the daemon does not answer."""
+        with _answered():
+            response = await self._http.get(path, params=params)
         return self._decoded(response)
 
     async def post_json(self, path: str, body: Any) -> Any:
-        response = await self._http.post(path, json=body)
+        with _answered():
+            response = await self._http.post(path, json=body)
         return self._decoded(response)
 
     @staticmethod
@@ -177,7 +212,7 @@ class DaemonClient:
                 else:
                     on_state(Connection.OFFLINE, f"handshake refused: HTTP {exc.response.status_code}")
             except (OSError, ConnectionClosed, TimeoutError, InvalidURI) as exc:
-                on_state(Connection.OFFLINE, str(exc) or type(exc).__name__)
+                on_state(Connection.OFFLINE, why_offline(exc))
             finally:
                 self._ws = None
             await asyncio.sleep(backoff)

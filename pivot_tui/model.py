@@ -81,6 +81,9 @@ class FollowedRun:
     logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
     """A managed run's worker output (level, message), newest last."""
     layer_groups: dict[str, list[str]] | None = None
+    epoch: int | None = None
+    """A managed run's epochs done and declared (`GET /api/v1/runs/{id}`, then `run_progress`)."""
+    epochs_total: int | None = None
 
     def add_step(self, step: dict[str, Any]) -> None:
         entry = {"step": step["step"], "timestamp": step.get("timestamp"), "layers": lite_layers(step)}
@@ -180,6 +183,8 @@ class TuiModel:
                 followed.events.append(message["data"])
             elif kind == "log":
                 followed.logs.append(message)
+            elif kind == "run_progress" and isinstance(message.get("epoch"), int):
+                followed.epoch = message["epoch"]
             self.bump("run")
         elif message.get("topic") == "resources":
             self.add_resource_sample(message.get("data", message))

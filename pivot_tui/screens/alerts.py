@@ -12,7 +12,11 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
+from pivot_tui.client import Unreachable
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.acknowledge import AcknowledgeDialog
+from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.widgets.runs_table import age
 from shared.client import PivotAPIError
 
 if TYPE_CHECKING:
@@ -35,10 +39,15 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else str(value or "")
 
 
+def _clipped(value: Any) -> Text:
+    """A cell cut to its column's width with an ellipsis, however the column is resized."""
+    return Text(str(value or ""), no_wrap=True, overflow="ellipsis")
+
+
 PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
 
 
-class AlertsScreen(Screen[None]):
+class AlertsScreen(ReportsFailures, Screen[None]):
     """What fired, newest first; `a` acknowledges the highlighted alert, `m` marks notifications read."""
 
     BINDINGS = [
@@ -61,21 +70,36 @@ class AlertsScreen(Screen[None]):
         yield DataTable(id="notifications", cursor_type="row", zebra_stripes=True)
         yield Static("Rules", classes="section-title")
         yield DataTable(id="rules", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = "alerts"
-        alerts = self.query_one("#alerts", DataTable)
-        for label in ("Severity", "Status", "Alert", "Subject", "Value", "Since"):
-            alerts.add_column(label)
+        alerts, notifications = self._widths(self.app.size.width)
+        for label, width in alerts.items():
+            self.query_one("#alerts", DataTable).add_column(label, key=label, width=width)
         rules = self.query_one("#rules", DataTable)
         for label in ("Rule", "Metric", "Condition", "Threshold", "Severity", "Enabled"):
             rules.add_column(label)
-        notifications = self.query_one("#notifications", DataTable)
-        for label in ("", "Priority", "Type", "Message", "When"):
-            notifications.add_column(label)
+        for label, width in notifications.items():
+            self.query_one("#notifications", DataTable).add_column(label, key=label, width=width)
         self.set_interval(0.5, self.redraw)
         self.redraw()  # load now rather than on the first tick: the screen should not open empty
+
+    def on_resize(self) -> None:
+        alerts, notifications = self._widths(self.size.width)
+        fit_columns(self.query_one("#alerts", DataTable), alerts)
+        fit_columns(self.query_one("#notifications", DataTable), notifications)
+
+    @staticmethod
+    def _widths(width: int) -> tuple[dict[str, int], dict[str, int]]:
+        """Fixed columns, and messages sized to what is left (cut with an ellipsis), so every column shows."""
+        fixed = {"Severity": 8, "Status": 12, "Value": 7, "Since": 8}
+        spare = left_over(width, {**fixed, "Subject": 0}, 24, 200)
+        subject = min(32, spare * 2 // 5)
+        alerts = {"Severity": 8, "Status": 12, "Alert": spare - subject, "Subject": subject, "Value": 7, "Since": 8}
+        fixed = {"": 1, "Priority": 8, "Type": 10, "When": 8}
+        notifications = {"": 1, "Priority": 8, "Type": 10, "Message": left_over(width, fixed, 12, 200), "When": 8}
+        return alerts, notifications
 
     def redraw(self) -> None:
         if self.app.model.versions["alerts"] != self._seen:
@@ -94,6 +118,9 @@ class AlertsScreen(Screen[None]):
             notifications = _items(
                 await self.app.client.get_json("/api/v1/notifications", params={"limit": 50}), "notifications"
             )
+        except Unreachable as exc:
+            status.update(Text(f"{exc.message}; showing the last alerts read", style="bold red"))
+            return
         except PivotAPIError as exc:
             status.update(Text(f"This daemon does not serve alerts (HTTP {exc.status}).", style="dim"))
             return
@@ -106,10 +133,10 @@ class AlertsScreen(Screen[None]):
             table.add_row(
                 Text(severity, style=SEVERITY_STYLE.get(severity, "")),
                 alert.get("status", ""),
-                alert.get("message") or alert.get("rule_name", ""),
-                str(alert.get("subject", "")),
+                _clipped(alert.get("message") or alert.get("rule_name", "")),
+                _clipped(alert.get("subject", "")),
                 _number(alert.get("value")),
-                str(alert.get("triggered_at", ""))[:19].replace("T", " "),
+                age(alert.get("triggered_at")),
                 key=str(alert.get("alert_id")),
             )
         notification_table = self.query_one("#notifications", DataTable)
@@ -120,8 +147,8 @@ class AlertsScreen(Screen[None]):
                 "" if notice.get("read") else Text("●", style="bold cyan"),  # unread
                 Text(priority, style=PRIORITY_STYLE.get(priority, "")),
                 notice.get("type", ""),
-                notice.get("message", ""),
-                str(notice.get("created_at", ""))[:19].replace("T", " "),
+                _clipped(notice.get("message", "")),
+                age(notice.get("created_at")),
                 key=str(notice.get("id")),
             )
         self._unread = [str(n.get("id")) for n in notifications if not n.get("read")]

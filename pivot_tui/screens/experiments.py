@@ -21,7 +21,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.widgets.data_table import ColumnKey
 
+from pivot_tui.client import Unreachable
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.confirm import ConfirmDialog
+from pivot_tui.widgets.columns import fit_columns, left_over
 from pivot_tui.widgets.runs_table import age
 from shared.client import PivotAPIError
 
@@ -65,17 +68,38 @@ def number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
 
 
+def _counted(detail: dict[str, Any]) -> tuple[int, int] | None:
+    """(runs done, runs): finished runs, or only completed ones once the experiment was cancelled or failed,
+    whose other runs ended without finishing their work; None when the detail has no counts."""
+    summary = detail.get("results_summary") or {}
+    by_status = summary.get("runs_by_status") or {}
+    if not by_status:
+        return None
+    total = detail.get("total_runs", summary.get("total_runs", 0))
+    done = ("completed",) if detail.get("status") in ("cancelled", "failed") else FINAL
+    return sum(by_status.get(status, 0) for status in done), total
+
+
 def fraction_done(detail: dict[str, Any]) -> float | None:
-    """Epochs done when the runs declare epochs (finer than whole runs), else runs finished."""
+    """Epochs done when the runs declare epochs (finer than whole runs), else runs finished; for an
+    experiment cancelled or failed, the completed runs' share (its other runs ended, unfinished)."""
+    counted = _counted(detail)
+    if detail.get("status") in ("cancelled", "failed") and counted is not None:
+        return counted[0] / counted[1] if counted[1] else 0.0
     epochs = detail.get("epoch_progress")
     return epochs if isinstance(epochs, int | float) else detail.get("progress")
 
 
 def finished_runs(detail: dict[str, Any]) -> str:
-    summary = detail.get("results_summary") or {}
-    by_status = summary.get("runs_by_status") or {}
-    total = detail.get("total_runs", summary.get("total_runs", 0))
-    return f"{sum(by_status.get(status, 0) for status in FINAL)}/{total}" if by_status else str(total)
+    counted = _counted(detail)
+    return f"{counted[0]}/{counted[1]}" if counted else str(detail.get("total_runs", 0))
+
+
+def ended_early(detail: dict[str, Any]) -> str:
+    """`  4 cancelled, 1 failed`: runs that finished without completing, or nothing."""
+    by_status = (detail.get("results_summary") or {}).get("runs_by_status") or {}
+    counts = [f"{by_status[status]} {status}" for status in ("failed", "cancelled") if by_status.get(status)]
+    return f" ({', '.join(counts)})" if counts else ""
 
 
 def metric_of(detail: dict[str, Any]) -> str:
@@ -118,7 +142,7 @@ def _keep_cursor(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]])
         table.move_cursor(row=keys.index(selected), animate=False)
 
 
-class ExperimentsScreen(Screen[None]):
+class ExperimentsScreen(ReportsFailures, Screen[None]):
     """Experiments newest first with status, progress and best value; `enter` opens one."""
 
     BINDINGS = [Binding("enter", "open", "Open"), Binding("ctrl+r", "reload", "Reload")]
@@ -133,23 +157,37 @@ class ExperimentsScreen(Screen[None]):
         yield Header()
         yield Static(id="experiments-status")
         yield DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = "experiments"
-        table = self.query_one("#experiments", DataTable)
-        fixed = {"Status": 9, "Progress": 17, "Runs": 5, "Metric": 12, "Best": 7, "Created": 8}
-        if self.app.size.width < 100:  # the name matters more than the date or a long bar
-            fixed |= {"Progress": 10}
-            del fixed["Created"]
-        # Name takes what is left after each column's padding (2) and the scrollbar.
-        name = max(12, self.app.size.width - sum(fixed.values()) - 2 * (len(fixed) + 1) - 2)
-        table.add_column("Name", key="name", width=name)
-        for label, width in fixed.items():
-            table.add_column(label, key=label.lower(), width=width)
-        table.focus()
+        self._lay_out(self.app.size.width)
+        self.query_one("#experiments", DataTable).focus()
         self.set_interval(0.25, self.redraw)
         self.redraw()
+
+    def on_resize(self) -> None:
+        self._lay_out(self.size.width)
+
+    @staticmethod
+    def _widths(width: int) -> dict[str, int]:
+        fixed = {"status": 9, "progress": 17, "runs": 5, "metric": 12, "best": 7, "created": 8}
+        if width < 100:  # the name matters more than the date or a long bar
+            fixed |= {"progress": 10}
+            del fixed["created"]
+        return {"name": left_over(width, fixed, 12, 60), **fixed}
+
+    def _lay_out(self, width: int) -> None:
+        """Columns for this width: the same ones get new widths, a different set (Created) rebuilds the rows."""
+        table = self.query_one("#experiments", DataTable)
+        widths = self._widths(width)
+        if [key.value for key in table.columns] == list(widths):
+            fit_columns(table, widths)
+            return
+        table.clear(columns=True)
+        for key, column_width in widths.items():
+            table.add_column(key.capitalize(), key=key, width=column_width)
+        self._fill()
 
     def redraw(self) -> None:
         # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
@@ -168,6 +206,9 @@ class ExperimentsScreen(Screen[None]):
         status = self.query_one("#experiments-status", Static)
         try:
             rows = await self.app.client.experiments()
+        except Unreachable as exc:  # the rows below are the last ones read
+            status.update(Text(f"{exc.message}; showing the last list read", style="bold red"))
+            return
         except PivotAPIError as exc:
             status.update(Text(f"This daemon does not serve experiments (HTTP {exc.status}).", style="dim"))
             return
@@ -189,6 +230,9 @@ class ExperimentsScreen(Screen[None]):
         self._details = {row["id"]: row for row in details}
         running = sum(1 for row in details if row["status"] == "running")
         status.update(Text.assemble((f"{len(details)} experiments", "bold"), f", {running} running"))
+        self._fill()
+
+    def _fill(self) -> None:
         table = self.query_one("#experiments", DataTable)
         bar_width = table.columns[ColumnKey("progress")].width - 5
         with_created = ColumnKey("created") in table.columns
@@ -198,7 +242,7 @@ class ExperimentsScreen(Screen[None]):
                 finished_runs(row), escape(metric_of(row)), number(best_value(row)),
                 *((age(row.get("created_at")),) if with_created else ()),
             ))
-            for row in details
+            for row in self._details.values()
         ])  # fmt: skip
 
     @on(DataTable.RowSelected, "#experiments")
@@ -214,7 +258,7 @@ class ExperimentsScreen(Screen[None]):
                 self.app.push_screen(ExperimentDetailScreen(key))
 
 
-class ExperimentDetailScreen(Screen[None]):
+class ExperimentDetailScreen(ReportsFailures, Screen[None]):
     """One experiment live: its groups (n, mean ± std, 95% CI, best) and runs; `enter` opens a run."""
 
     BINDINGS = [
@@ -240,25 +284,36 @@ class ExperimentDetailScreen(Screen[None]):
         yield DataTable(id="groups", cursor_type="row", zebra_stripes=True)
         yield Static("Runs", id="runs-title", classes="section-title")
         yield DataTable(id="experiment-runs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = f"experiment {self.experiment_id}"
         groups = self.query_one("#groups", DataTable)
         groups.can_focus = False  # enter belongs to the runs table
         groups.cursor_type = "none"
-        figures = {"n": 3, "Mean ± std": 19, "95% CI": 19, "Best": 7}
-        group_width = min(40, max(12, self.app.size.width - sum(figures.values()) - 2 * (len(figures) + 1) - 2))
-        for label, width in (("Group", group_width), *figures.items()):
-            groups.add_column(label, key=label, width=width)
         runs = self.query_one("#experiment-runs", DataTable)
-        run_width = 24 if self.app.size.width < 100 else 36
-        for label, width in (("Run", run_width), ("Group", 22), ("Status", 9), ("Value", 8), ("Prog", 4)):
-            runs.add_column(label, key=label, width=width)
+        for table, widths in zip((groups, runs), self._widths(self.app.size.width), strict=True):
+            for label, width in widths.items():
+                table.add_column(label, key=label, width=width)
         runs.focus()
         self.run_worker(self.app.client.watch_experiment(self.experiment_id), group="follow", exit_on_error=False)
         self.set_interval(0.25, self.redraw)
         self.redraw()
+
+    def on_resize(self) -> None:
+        groups, runs = self._widths(self.size.width)
+        fit_columns(self.query_one("#groups", DataTable), groups)
+        fit_columns(self.query_one("#experiment-runs", DataTable), runs)
+
+    @staticmethod
+    def _widths(width: int) -> tuple[dict[str, int], dict[str, int]]:
+        """Columns of the groups and of the runs table; the group and run names take what is left."""
+        figures = {"n": 3, "Mean ± std": 19, "95% CI": 19, "Best": 7}
+        members = {"Group": 22, "Status": 9, "Value": 8, "Prog": 4}
+        return (
+            {"Group": left_over(width, figures, 12, 40), **figures},
+            {"Run": left_over(width, members, 12, 36), **members},
+        )
 
     def on_unmount(self) -> None:
         # The app's worker: this screen's own workers are cancelled as it goes.
@@ -299,7 +354,7 @@ class ExperimentDetailScreen(Screen[None]):
         parts: list[Any] = [
             Text(f" {status.upper()} ", style=f"bold reverse {STATUS_STYLE.get(status, '')}".strip()),
             Text(f" {detail.get('name', '')} ", style="bold"),
-            Text.from_markup(bar(fraction_done(detail), 10)), f"  runs {finished_runs(detail)}",
+            Text.from_markup(bar(fraction_done(detail), 10)), f"  runs {finished_runs(detail)}{ended_early(detail)}",
         ]  # fmt: skip
         eta = detail.get("eta_seconds")
         if isinstance(eta, int | float) and eta > 0:

@@ -14,6 +14,8 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from pivot_tui.client import Unreachable
+from pivot_tui.failures import ReportsFailures
 from shared.client import PivotAPIError
 from shared.models.seeds import SEED_001_CNN, SEED_003_MLP
 from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
@@ -47,7 +49,7 @@ def check(architecture: dict[str, Any], hyperparams: dict[str, Any]) -> None:
         raise ValueError(f"architecture: {exc}") from None
 
 
-class LaunchDialog(ModalScreen[str | None]):
+class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
     """Checks the form before sending it; shows the daemon's own error if it refuses."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
@@ -120,6 +122,10 @@ class LaunchDialog(ModalScreen[str | None]):
     async def submit(self, body: dict[str, Any]) -> None:
         try:
             answer = await self.app.client.post_json("/api/train", body)
+        except Unreachable as exc:
+            self.query_one("#launch-error", Static).update(exc.message)
+            self.notify(exc.message, severity="error")
+            return
         except PivotAPIError as exc:
             hint = " (this daemon cannot train)" if exc.status == 404 else ""
             self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")

@@ -11,6 +11,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Sparkline, Static
 
+from pivot_tui.client import Unreachable
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.widgets.resource_strip import bar
 from shared.client import PivotAPIError
 
@@ -24,7 +26,7 @@ def _gb(value: Any) -> str:
     return f"{value:,.1f} GB" if isinstance(value, int | float) else "n/a"
 
 
-class ResourcesScreen(Screen[None]):
+class ResourcesScreen(ReportsFailures, Screen[None]):
     """Hardware at a glance, refreshed from the daemon's `resources` samples."""
 
     app: PivotApp  # type: ignore[assignment]
@@ -40,7 +42,7 @@ class ResourcesScreen(Screen[None]):
             yield Static("GPU 0 utilisation, recent samples", classes="section-title gpu-history")
             yield Sparkline([], id="gpu-history", classes="gpu-history")
             yield Static(id="host")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.title = "resources"
@@ -52,6 +54,9 @@ class ResourcesScreen(Screen[None]):
     async def fetch(self) -> None:
         try:
             sample = await self.app.client.get_json("/api/v1/monitor/resources")
+        except Unreachable as exc:
+            self.notify(exc.message, severity="error")
+            return
         except PivotAPIError as exc:
             self.query_one("#host", Static).update(Text(UNAVAILABLE.format(status=exc.status), style="dim"))
             return

@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
@@ -33,22 +34,26 @@ def _shape(matrix: Any) -> str:
     return str(len(matrix)) if isinstance(matrix, list) else "?"
 
 
-class RunDetailScreen(Screen[None]):
+class RunDetailScreen(ReportsFailures, Screen[None]):
     """Curves and layer health of one run; left/right step through history, space returns to live."""
 
     BINDINGS = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("space", "toggle_live", "Pause/Live"),
-        # Priority: the focused layer table would otherwise take these for horizontal scrolling.
-        Binding("left", "step(-1)", "Older", priority=True),
-        Binding("right", "step(1)", "Newer", priority=True),
+        Binding("space", "toggle_live", "Live"),
+        # Priority: the focused layer table would otherwise take these for horizontal scrolling. One footer
+        # entry for both arrows: at 80 columns every key of this screen must fit.
+        Binding("left", "step(-1)", "Step", key_display="←→", priority=True),
+        Binding("right", "step(1)", "Newer", show=False, priority=True),
         Binding("home", "jump(0)", "First", show=False, priority=True),
         Binding("end", "jump(-1)", "Latest", show=False, priority=True),
-        Binding("m", "cycle_plot", "Metric"),
-        Binding("h", "cycle_heatmap", "Heatmap"),
-        Binding("c", "cancel_run", "Cancel run"),
+        Binding("m", "cycle_plot", "Plot"),
+        Binding("h", "cycle_heatmap", "Heat"),
+        Binding("c", "cancel_run", "Cancel"),
         Binding("p", "params", "Params"),
         Binding("i", "infer", "Infer"),
+        # This screen's keys fill 80 columns: launching and quitting stay on their keys, out of the footer.
+        Binding("l", "app.launch", "Launch", show=False),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
 
     live: reactive[bool] = reactive(True)
@@ -77,7 +82,7 @@ class RunDetailScreen(Screen[None]):
                 yield LayerHeatmap(id="heatmap")
                 yield LayerTable(id="layer-table")
         yield Static(id="run-log")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_resize(self) -> None:
         # Below 100 columns one plot and a wider layer panel read better than two cramped plots.
@@ -86,7 +91,13 @@ class RunDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
         self.set_interval(0.1, self.redraw)
-        self.load()
+
+    def on_screen_resume(self) -> None:
+        # The app follows one run at a time: a run opened elsewhere meanwhile (another mode, or closed
+        # since) took it over, so this screen follows its own run again whenever it comes back into view.
+        followed = self.app.model.followed
+        if followed is None or followed.run_id != self.run_id:
+            self.load()
 
     @work(exclusive=True, group="load-run", exit_on_error=False)
     async def load(self) -> None:
@@ -134,17 +145,22 @@ class RunDetailScreen(Screen[None]):
         status = summary.get("status", "unknown")
         latest = summary.get("latest") or {}
         loss = next((latest[k] for k in ("train_loss", "train/loss", "loss") if k in latest), None)
-        mode = (
-            Text(" LIVE ", style="bold white on green") if self.live else Text(" PAUSED ", style="bold black on yellow")
-        )
+        # The viewed step goes in the badge, first: at 80 columns the end of the line is cut.
+        if self.live or selected is None:
+            mode = Text(" LIVE ", style="bold white on green")
+        else:
+            mode = Text(f" PAUSED at step {selected['step']} ", style="bold black on yellow")
         parts = [mode, Text(f" {self.run_id} ", style="bold"), Text(f"{status}  ", style="cyan")]
-        parts.append(Text(f"step {summary.get('latest_step', '-')}  "))
+        latest_step = summary.get("latest_step")
+        # A run just launched (queued, or before its first point) has no step yet.
+        parts.append(Text("no steps yet  ", style="dim") if latest_step is None else Text(f"step {latest_step}  "))
+        followed = self.app.model.followed
+        if followed is not None and followed.run_id == self.run_id and followed.epochs_total:
+            parts.append(Text(f"epoch {followed.epoch or 0}/{followed.epochs_total}  "))
         if loss is not None:
             parts.append(Text(f"loss {loss:.4g}  "))
-        if selected is not None and not self.live:
-            parts.append(Text(f"viewing step {selected['step']}", style="yellow"))
         if summary.get("error"):
-            parts.append(Text(f"  {summary['error']}", style="bold red"))
+            parts.append(Text(f"{summary['error']}", style="bold red"))
         return Text.assemble(*parts)
 
     def action_toggle_live(self) -> None:
@@ -230,4 +246,6 @@ class RunDetailScreen(Screen[None]):
         self.app.push_screen(InferenceDialog(self.run_id, sample, answer))
 
     def on_unmount(self) -> None:
-        self.app.unfollow_run()
+        followed = self.app.model.followed
+        if followed is not None and followed.run_id == self.run_id:
+            self.app.unfollow_run()

@@ -11,13 +11,14 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
+from pivot_tui.failures import ReportsFailures
 from pivot_tui.widgets import ConnectionBadge, ResourceStrip, RunsTable
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 
-class RunsScreen(Screen[None]):
+class RunsScreen(ReportsFailures, Screen[None]):
     """Live list of runs; Enter opens one, typing filters, `s` changes the sort."""
 
     BINDINGS = [
@@ -40,7 +41,7 @@ class RunsScreen(Screen[None]):
             yield ConnectionBadge(id="connection")
         yield RunsTable(id="runs")
         yield Input(placeholder="type to filter runs", id="filter")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
         self.query_one(RunsTable).focus()
@@ -51,12 +52,12 @@ class RunsScreen(Screen[None]):
         model = self.app.model
         seen = (model.versions["runs"], model.versions["resources"], model.versions["alerts"])
         self.query_one(ConnectionBadge).show(model.connection, self.app.settings.url)
+        self.sub_title = " · ".join(filter(None, (f"{len(model.runs)} runs", self.app.sub_title)))
         if seen == self._seen:
             return
         self._seen = seen
         self.query_one(RunsTable).show(model.runs)
         self.query_one(ResourceStrip).show(model.resources, self.app.active_alerts)
-        self.sub_title = f"{len(model.runs)} runs"
 
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.

@@ -39,7 +39,7 @@ class LayerHeatmap(Static):
         layers = [(layer["layer_id"], layer["depth_index"]) for layer in steps[-1]["layers"]]
         # Labels as long as the longest layer id, but never more than 40% of the width.
         label = min(max(len(layer_id) for layer_id, _ in layers), max(8, int(self.size.width * 0.4)))
-        window = list(steps)[-max(8, self.size.width - label - 4) :]
+        window = _window(list(steps), max(8, self.size.width - label - 4), selected)
         grid = [[_log(_value(step, layer_id, metric)) for step in window] for layer_id, _ in layers]
         known = [v for row in grid for v in row if v is not None]
         lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
@@ -61,6 +61,15 @@ class LayerHeatmap(Static):
             text.append("█", style=colour)
         text.append(f" 10^{hi:.1f} (log scale)", style="dim")
         self.update(text)
+
+
+def _window(steps: list[dict[str, Any]], width: int, selected: int | None) -> list[dict[str, Any]]:
+    """The newest `width` steps, or, when time travel selects an older step, the steps around it."""
+    end = len(steps)
+    index = next((i for i, step in enumerate(steps) if step["step"] == selected), None)
+    if index is not None and index < end - width:
+        end = max(width, index + width // 2 + 1)  # the selected step in the middle, or at the start
+    return steps[max(0, end - width) : end]
 
 
 def _value(step: dict[str, Any], layer_id: str, metric: str) -> Any:

@@ -11,11 +11,13 @@ from rich.markup import escape
 from textual.message import Message
 from textual.widgets import DataTable
 
-COLUMNS = ("run", "kind", "state", "progress", "step", "loss", "updated")
-# Fixed widths (the run id's set by the terminal width): rows never reflow, and DataTable's auto
+from pivot_tui.widgets.columns import fit_columns, left_over
+
+# No progress column: run summaries carry no epochs (a managed run's epoch shows in its run detail).
+COLUMNS = ("run", "kind", "state", "step", "loss", "updated")
+# Fixed widths (the run id's follows the table's width): rows never reflow, and DataTable's auto
 # width, which could miss rows added in the first frames, is not relied on.
-WIDTHS = {"kind": 6, "state": 9, "progress": 4, "step": 6, "loss": 7, "updated": 8}
-LABELS = {"progress": "Prog"}
+WIDTHS = {"kind": 6, "state": 9, "step": 6, "loss": 7, "updated": 8}
 # Who trains the run: pivotd itself (managed) or a script posting to it (external).
 KIND = {"managed": "pivotd", "external": "script"}
 LOSS_KEYS = ("train_loss", "train/loss", "loss", "val_loss", "val/loss")
@@ -44,13 +46,6 @@ def age(timestamp: str | None) -> str:
     return datetime.fromisoformat(timestamp).strftime("%b %d")
 
 
-def _progress(run: dict[str, Any]) -> str:
-    progress = run.get("progress")
-    if isinstance(progress, int | float):
-        return f"{progress * 100:3.0f}%" if progress <= 1 else f"{progress:3.0f}%"
-    return ""
-
-
 def _run_cell(run_id: str) -> str:
     return f"[b]{escape(run_id)}[/b]"
 
@@ -73,10 +68,16 @@ class RunsTable(DataTable[Any]):
         self._order: list[str] = []
 
     def on_mount(self) -> None:
-        run_width = 24 if self.app.size.width < 100 else 36
+        run_width = self._run_width(self.app.size.width)
         for column in COLUMNS:
-            width = WIDTHS.get(column, run_width)
-            self.add_column(LABELS.get(column, column.capitalize()), key=column, width=width)
+            self.add_column(column.capitalize(), key=column, width=WIDTHS.get(column, run_width))
+
+    def on_resize(self) -> None:
+        fit_columns(self, {"run": self._run_width(self.size.width)})
+
+    @staticmethod
+    def _run_width(width: int) -> int:
+        return left_over(width, WIDTHS, 12, 48)
 
     def show(self, runs: dict[str, dict[str, Any]]) -> None:
         self._runs = runs
@@ -103,7 +104,7 @@ class RunsTable(DataTable[Any]):
     def cycle_sort(self) -> str:
         order = ("created", *COLUMNS)
         self.sort_column = order[(order.index(self.sort_column) + 1) % len(order)]
-        self.sort_reverse = self.sort_column in ("created", "updated", "step", "progress")
+        self.sort_reverse = self.sort_column in ("created", "updated", "step")
         self._sort()
         return self.sort_column
 
@@ -126,8 +127,6 @@ class RunsTable(DataTable[Any]):
         if self.sort_column == "loss":
             loss = latest_loss(run)
             return math.inf if loss is None else loss
-        if self.sort_column == "progress":
-            return run.get("progress") or 0
         return str(run.get("status" if self.sort_column == "state" else self.sort_column, ""))
 
     def _sort(self) -> None:
@@ -149,7 +148,6 @@ class RunsTable(DataTable[Any]):
             _run_cell(run_id),
             KIND.get(run.get("kind", ""), run.get("kind", "")),
             f"[{state_style}]{escape(status)}[/]" if state_style else escape(status),
-            _progress(run),
             "" if latest_step is None else str(latest_step),
             "" if loss is None else f"{loss:.4g}",
             age(run.get("last_update")),

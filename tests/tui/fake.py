@@ -140,7 +140,10 @@ class FakeDaemonClient(DaemonClient):
         return {run_id: RunSummary.model_validate(run) for run_id, run in RUNS.items()}
 
     async def run(self, run_id: str, *, lite: bool = True) -> dict[str, Any]:
-        return {"steps": [lite_step(step, explode=step >= 1400) for step in range(0, 1510, 10)], "events": []}
+        steps = [lite_step(step, explode=step >= 1400) for step in range(0, 1510, 10)]
+        if RUNS.get(run_id, {}).get("kind") == "managed":  # what GET /api/v1/runs/{id} adds for one
+            return {"steps": steps, "events": [], "kind": "managed", "epoch": 2, "epochs_total": 3}
+        return {"steps": steps, "events": []}
 
     async def scalars(self, run_id: str, names: Any = None, max_points: int = 400) -> ScalarsResponse:
         steps = list(range(0, 1501, 10))

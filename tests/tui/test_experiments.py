@@ -11,8 +11,9 @@ from pivot_tui.client import DaemonClient, Event
 from pivot_tui.config import TuiSettings
 from pivot_tui.model import TuiModel
 from pivot_tui.screens import ConfirmDialog, ExperimentDetailScreen, RunDetailScreen
+from pivot_tui.screens.experiments import bar, finished_runs, fraction_done
 from shared.client import PivotAPIError
-from tests.tui.fake import FakeDaemonClient, summary
+from tests.tui.fake import FakeDaemonClient, experiment, summary
 from tests.tui.helpers import until
 
 PAUSE = "/api/v1/experiments/exp_lr/pause"
@@ -116,3 +117,15 @@ async def test_the_client_follows_one_experiment_topic_beside_the_open_run() -> 
     await client.watch_experiment(None)
     assert sent[-1] == {"action": "unsubscribe", "topics": ["experiment:exp_b"]}
     await client.aclose()
+
+
+def test_a_cancelled_experiments_bar_counts_only_its_completed_runs() -> None:
+    cancelled = experiment("exp_c", "cut short", "cancelled", "val_loss", 6, {"completed": 2, "cancelled": 4})
+    assert cancelled["progress"] == 1.0  # the daemon counts runs ended by the cancellation as finished
+    assert fraction_done(cancelled) == 2 / 6
+    assert finished_runs(cancelled) == "2/6"
+    assert "33%" in bar(fraction_done(cancelled), 10)
+    title = str(ExperimentDetailScreen._title(cancelled, "val_loss", narrow=False))
+    assert "runs 2/6 (4 cancelled)" in title
+    running = experiment("exp_r", "going", "running", "val_loss", 6, {"completed": 3, "failed": 1, "running": 2})
+    assert (fraction_done(running), finished_runs(running)) == (4 / 6, "4/6")

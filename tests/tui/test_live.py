@@ -48,7 +48,7 @@ async def test_a_new_run_appears_and_its_curve_gains_points(daemon: RunningDaemo
 
         # Time travel: step back, the view pauses on an older step; space returns to live.
         await pilot.press("left", "left")
-        await until(pilot, lambda: "viewing step 30" in str(app.screen.query_one("#run-title").render()))
+        await until(pilot, lambda: "PAUSED at step 30" in str(app.screen.query_one("#run-title").render()))
         assert not app.screen.live
         await pilot.press("space")
         await until(pilot, lambda: app.screen.live)

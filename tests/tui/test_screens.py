@@ -1,0 +1,234 @@
+"""Screens with a fake daemon: what stays on the stack comes back whole, and failures are shown."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+import httpx
+from textual.widgets._footer import FooterKey
+
+from pivot_tui.app import PivotApp, make_app
+from pivot_tui.client import Connection, DaemonClient, Event, why_offline
+from pivot_tui.config import TuiSettings
+from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
+from tests.tui.fake import FakeDaemonClient, summary
+from tests.tui.helpers import until
+
+
+def app(client: FakeDaemonClient | None = None) -> PivotApp:
+    return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), client or FakeDaemonClient())
+
+
+def rows(pilot: Any, table: str) -> int:
+    found = pilot.app.screen.query(table)
+    return found.first().row_count if found else 0
+
+
+def following(pilot: Any, run_id: str) -> bool:
+    followed = pilot.app.model.followed
+    return followed is not None and followed.run_id == run_id and len(followed.steps) == 151
+
+
+async def test_a_run_detail_left_on_the_stack_follows_its_run_again_when_it_comes_back() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen)
+                    and rows(pilot, "#experiment-runs") == 6)  # fmt: skip
+        await pilot.press("enter")
+        await until(pilot, lambda: following(pilot, "exp_lr_r1"))
+        first = pilot.app.screen
+        assert isinstance(first, RunDetailScreen)
+
+        await pilot.press("1")
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        await pilot.press("enter")  # another run, in the runs mode: the app follows that one instead
+        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen) and pilot.app.screen is not first)
+        other = pilot.app.screen.run_id
+        await until(pilot, lambda: following(pilot, other))
+        await pilot.press("escape")
+        await until(pilot, lambda: pilot.app.model.followed is None)
+
+        await pilot.press("4")
+        await until(pilot, lambda: pilot.app.screen is first)
+        await until(pilot, lambda: following(pilot, "exp_lr_r1"))
+        await until(pilot, lambda: "no layer-wise steps yet" not in str(first.query_one("#heatmap").render()))
+
+
+def title(pilot: Any) -> str:
+    found = pilot.app.screen.query("#run-title")
+    return str(found.first().render()) if found else ""
+
+
+async def test_a_managed_runs_epochs_show_in_its_title_and_follow_run_progress() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.open_run("mnist_cnn_lr0.1")
+        await until(pilot, lambda: following(pilot, "mnist_cnn_lr0.1") and "epoch 2/3" in title(pilot))
+        progress = {"type": "run_progress", "topic": "run:mnist_cnn_lr0.1", "run_id": "mnist_cnn_lr0.1", "epoch": 3}
+        pilot.app._on_event(Event("run_progress", progress))
+        await until(pilot, lambda: "epoch 3/3" in title(pilot))
+
+
+async def test_a_run_without_steps_says_so_instead_of_step_none() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.model.runs["just_launched"] = summary("queued", None, None, "managed")
+        pilot.app.open_run("just_launched")
+        await until(pilot, lambda: "just_launched" in title(pilot))
+        assert "no steps yet" in title(pilot)
+        assert "None" not in title(pilot)
+
+
+async def test_paused_the_viewed_step_shows_whole_at_80_columns() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.open_run("exploding_rnn")
+        await until(pilot, lambda: following(pilot, "exploding_rnn"))
+        await pilot.press("home")
+        await until(pilot, lambda: "PAUSED at step 0 " in title(pilot)[:80])
+        heatmap = pilot.app.screen.query_one("#heatmap")
+        await until(pilot, lambda: "steps 0.." in str(heatmap.render()))
+        await pilot.press("end")
+        await until(pilot, lambda: "..1500" in str(heatmap.render()))
+
+
+def widths(pilot: Any, table: str) -> dict[str, int]:
+    return {key.value: column.width for key, column in pilot.app.screen.query_one(table).columns.items()}
+
+
+async def test_columns_follow_the_terminal_when_it_is_resized() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        narrow_run = widths(pilot, "#runs")["run"]
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: widths(pilot, "#runs")["run"] > narrow_run)
+
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        assert "created" in widths(pilot, "#experiments")
+        wide_name = widths(pilot, "#experiments")["name"]
+        await pilot.resize_terminal(80, 24)
+        await until(pilot, lambda: "created" not in widths(pilot, "#experiments"))
+        assert widths(pilot, "#experiments")["name"] < wide_name
+        assert rows(pilot, "#experiments") == 4  # the rows are redrawn for the new columns
+        assert sum(widths(pilot, "#experiments").values()) + 2 * 6 + 2 <= 80  # padding and scrollbar
+        await pilot.resize_terminal(120, 40)
+        await until(pilot, lambda: widths(pilot, "#experiments").get("name") == wide_name)
+
+
+class GoesDown(FakeDaemonClient):
+    """The fake daemon until `down`, then a real client's calls to a port nobody listens on."""
+
+    def __init__(self, **fake: Any) -> None:
+        super().__init__(**fake)
+        self.down = False
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self._http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{probe.getsockname()[1]}")
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        if self.down:
+            return await DaemonClient.get_json(self, path, params)
+        return await super().get_json(path, params)
+
+    async def post_json(self, path: str, body: Any) -> Any:
+        if self.down:
+            return await DaemonClient.post_json(self, path, body)
+        return await super().post_json(path, body)
+
+
+def notes(pilot: Any) -> str:
+    return " | ".join(str(n.message) for n in pilot.app._notifications)
+
+
+async def test_launch_with_the_daemon_down_says_it_is_unreachable() -> None:
+    client = GoesDown()
+    client.down = True
+    async with app(client).run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
+        await pilot.click("#launch-ok")
+        await until(pilot, lambda: "pivotd unreachable: " in notes(pilot))
+        assert "pivotd unreachable: " in str(pilot.app.screen.query_one("#launch-error").render())
+
+
+async def test_an_experiment_opened_offline_shows_why_it_is_empty() -> None:
+    client = GoesDown()
+    async with app(client).run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        client.down = True
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen))
+        await until(
+            pilot, lambda: "pivotd unreachable: " in str(pilot.app.screen.query_one("#experiment-title").render())
+        )
+        await pilot.press("escape", "ctrl+r")  # the list keeps its rows and says why they are not fresh
+        await until(
+            pilot, lambda: "pivotd unreachable: " in str(pilot.app.screen.query_one("#experiments-status").render())
+        )
+        assert rows(pilot, "#experiments") == 4
+
+
+async def test_an_uncaught_failure_in_a_screens_worker_is_a_notification() -> None:
+    client = GoesDown(alerts=[])
+    async with app(client).run_test(size=(120, 40)) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: rows(pilot, "#notifications") == 2)
+        client.down = True
+        await pilot.press("m")  # mark read: no handler of its own for a transport failure
+        await until(pilot, lambda: "mark-read failed: pivotd unreachable: " in notes(pilot))
+
+
+def header(pilot: Any) -> str:
+    return str(pilot.app.screen.query_one("HeaderTitle").render())
+
+
+async def test_every_screen_says_when_pivotd_is_away_and_the_message_is_in_words() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await pilot.press("4")
+        await until(pilot, lambda: rows(pilot, "#experiments") == 4)
+        refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 8765)")
+        pilot.app._on_state(Connection.OFFLINE, why_offline(refused))
+        await until(pilot, lambda: "offline" in header(pilot))
+        assert "Lost pivotd at http://gpu-box:8000: connection refused (is pivotd running?)" in notes(pilot)
+        assert "Errno" not in notes(pilot)
+        pilot.app._on_state(Connection.CONNECTING, "ws://gpu-box:8000/ws")  # a reconnection attempt
+        pilot.app._on_state(Connection.OFFLINE, why_offline(refused))
+        assert notes(pilot).count("Lost pivotd") == 1  # once per loss, not per attempt
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen) and "offline" in header(pilot))
+        await pilot.press("1")
+        await until(pilot, lambda: "4 runs · ○ offline" in header(pilot))
+        pilot.app._on_state(Connection.ONLINE, "ws://gpu-box:8000/ws")
+        await until(pilot, lambda: "offline" not in header(pilot))
+
+
+async def test_every_alerts_column_fits_at_80_and_120_columns() -> None:
+    long = {"alert_id": "a1", "severity": "high", "status": "acknowledged", "value": 412.5,
+            "message": "gradient_l2_norm on exploding_rnn:classifier/fc2 is 412.5 " * 3,
+            "subject": "exploding_rnn:classifier/fc2", "triggered_at": "2024-02-10T12:30:00.000+00:00"}  # fmt: skip
+    async with app(FakeDaemonClient(alerts=[long])).run_test(size=(80, 24)) as pilot:
+        await pilot.press("3")
+        await until(pilot, lambda: rows(pilot, "#alerts") == 1)
+        for width in (80, 120):
+            await pilot.resize_terminal(width, 30)
+            for table in ("#alerts", "#notifications"):
+                await until(
+                    pilot, lambda t=table, w=width: sum(widths(pilot, t).values()) + 2 * len(widths(pilot, t)) <= w - 2
+                )
+            assert "Since" in str(pilot.app.screen.query_one("#alerts").render_line(0).text)
+
+
+async def test_the_footer_shows_every_key_of_the_run_detail_and_help_at_80_columns() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        pilot.app.open_run("exploding_rnn")
+        await until(pilot, lambda: following(pilot, "exploding_rnn"))
+        shown = {key.description for key in pilot.app.screen.query(FooterKey) if key.region.right <= 80}
+        assert {"Step", "Back", "Live", "Plot", "Heat", "Cancel", "Params", "Infer", "Help"} <= shown
