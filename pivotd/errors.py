@@ -125,13 +125,20 @@ class ServiceUnavailable(PivotError):
     code = "service_unavailable"
 
 
+# pydantic names the member of a union a value failed in: `list[constrained-str]`, `function-after[...]`,
+# `constrained-int`, or (for a union of plain types, always last) `str`. Those are not fields a client sent.
+_UNION_TAG = re.compile(r"^([a-z][a-z-]*\[.*\]|constrained-[a-z]+)$", re.DOTALL)
+_PLAIN_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "decimal", "none"})
+
+
 def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
-    """`("layer_statistics", 0, "gradient_flow")` -> `layer_statistics[0].gradient_flow`."""
+    """`("layer_statistics", 0, "gradient_flow")` -> `layer_statistics[0].gradient_flow`; union tags dropped."""
     path = prefix
-    for part in loc:
+    last = len(loc) - 1
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        else:
+        elif not (_UNION_TAG.match(part) or (index == last and part in _PLAIN_TAGS)):
             path += f".{part}" if path else str(part)
     return path or "body"
 
@@ -142,7 +149,11 @@ def validation_failed(exc: ValidationError, prefix: str = "") -> PivotError:
     if any(error["type"] == "json_invalid" for error in errors):
         reason = next(e["msg"] for e in errors if e["type"] == "json_invalid")
         return BadRequest(f"body is not valid JSON: {reason}")
-    fields = [_field_error(e, prefix) for e in errors]
+    return fields_failed([_field_error(e, prefix) for e in errors])
+
+
+def fields_failed(fields: list[dict[str, str]]) -> ValidationFailed:
+    """The 422 for several fields (`{"field", "message"}` each), the first five summarised in the message."""
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
     if len(fields) > 5:
         summary += f"; and {len(fields) - 5} more"

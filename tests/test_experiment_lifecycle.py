@@ -14,7 +14,7 @@ import pytest
 from scipy import stats
 
 from pivotd.experiments.report import latex_escape
-from pivotd.experiments.sweep import group_label
+from pivotd.experiments.sweep import expand, group_label, parse
 
 MLP = {
     "input_size": 784,
@@ -71,8 +71,14 @@ async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClien
         ({"variations": {"learning_rate": [0.1]}}, "config.variations.learning_rate"),
         ({"variations": {"epochs.x": [1]}}, "config.variations.epochs.x"),
         ({"variations": {"seed": []}}, "config.variations.seed"),
-        ({"variations": {"seed": [1, 1]}}, "config.variations.seed"),
-        ({"variations": {"optimizer.lr": [0.1, -1]}}, "config.variations.optimizer.lr"),
+        ({"variations": {"seed": [1, 1]}}, "config.variations.seed[1]"),
+        ({"variations": {"optimizer.lr": [0.1, -1]}}, "config.variations.optimizer.lr[1]"),
+        # Listed twice once coerced (one config in two groups), or of another JSON type than the hyperparameter.
+        ({"variations": {"optimizer.lr": [1, 1.0]}}, "config.variations.optimizer.lr[1]"),
+        ({"variations": {"optimizer": [{"type": "sgd"}, {}]}}, "config.variations.optimizer[1]"),
+        ({"variations": {"seed": [True, False]}}, "config.variations.seed[0]"),
+        ({"variations": {"shuffle": [False, 1]}}, "config.variations.shuffle[1]"),
+        ({"variations": {"batch_size": [16, "32"]}}, "config.variations.batch_size[1]"),
         ({"variations": {"batch_size": "32"}}, "config.variations.batch_size"),
         ({"variations": {"seed": list(range(17)), "batch_size": list(range(1, 17))}}, "config.variations"),
         ({"metric": "accuracy"}, "config.metric"),
@@ -90,14 +96,32 @@ async def test_start_refuses_bad_sweeps_naming_the_field(
 
 async def test_transitions_of_an_experiment_that_never_started(http: httpx.AsyncClient) -> None:
     exp_id = await create(http, "idle", sweep())
-    for action in ("pause", "resume", "cancel"):
+    for action, past in (("pause", "paused"), ("resume", "resumed")):
         body = error(await http.post(f"/api/v1/experiments/{exp_id}/{action}"), 409, "conflict")
-        assert "has not been started" in body["message"]
+        assert body["message"].endswith(f"has not been started; only a started experiment can be {past}")
+    # Called off before it ever ran: cancelled, and no longer startable (a clone is).
+    cancelled = await http.post(f"/api/v1/experiments/{exp_id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    data = cancelled.json()["data"]
+    assert (data["status"], data["total_runs"], data["started_at"]) == ("cancelled", 0, None)
+    assert data["completed_at"] is not None
+    body = error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 409, "conflict")
+    assert "was cancelled" in body["message"]
+    assert "is cancelled" in error(await http.post(f"/api/v1/experiments/{exp_id}/cancel"), 409, "conflict")["message"]
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["total_runs"] == 0
+    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == 0  # the refused start made no model
     for action in ("start", "pause", "resume", "cancel"):
         error(await http.post(f"/api/v1/experiments/exp_missing/{action}"), 404, "not_found")
     error(await http.post("/api/v1/experiments/exp_missing/clone", json={}), 404, "not_found")
     body = error(await http.post(f"/api/v1/experiments/{exp_id}/clone", json={"name": ""}), 422, "validation_error")
     assert body["details"][0]["field"] == "name"
+
+
+def test_grid_points_carry_the_coerced_values() -> None:
+    config = sweep(variations={"optimizer.lr": [1, 0.5], "seed": [3], "shuffle": [False]})
+    points = expand(parse(config), config["hyperparams"], 10)
+    assert [point.group for point in points] == ["optimizer.lr=1.0,shuffle=false", "optimizer.lr=0.5,shuffle=false"]
+    assert [(point.hyperparams.optimizer.lr, point.seed) for point in points] == [(1.0, 3), (0.5, 3)]
 
 
 def test_group_labels_name_the_non_seed_variations_in_a_stable_order() -> None:

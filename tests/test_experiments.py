@@ -60,6 +60,9 @@ async def test_seed_example_create_get_patch_delete(http: httpx.AsyncClient) -> 
         ({"name": "unwrapped"}, "experiment"),
         ({"experiment": {"name": "x", "config": [1]}}, "experiment.config"),
         ({"experiment": {"name": "x", "color": "red"}}, "experiment.color"),
+        ({"experiment": {"name": " \t "}}, "experiment.name"),
+        ({"experiment": {"name": "a\u0000b"}}, "experiment.name"),
+        ({"experiment": {"name": "x", "tags": [f"t{i}" for i in range(65)]}}, "experiment.tags"),
     ],
 )
 async def test_invalid_bodies_are_422_naming_the_field(http: httpx.AsyncClient, body: Any, field: str) -> None:
@@ -75,6 +78,16 @@ async def test_patch_refuses_null_name_and_unknown_ids(http: httpx.AsyncClient) 
         "validation_error",
     )
     assert "experiment.name" in body["message"]
+    for name in ("   ", "nul\u0000"):
+        body = error(
+            await http.patch(f"/api/v1/experiments/{created['id']}", json={"experiment": {"name": name}}),
+            422,
+            "validation_error",
+        )
+        assert body["details"] == [{"field": "experiment.name", "message": body["details"][0]["message"]}]
+        clone = await http.post(f"/api/v1/experiments/{created['id']}/clone", json={"name": name})
+        assert error(clone, 422, "validation_error")["details"][0]["field"] == "name"
+    assert (await http.get(f"/api/v1/experiments/{created['id']}")).json()["data"]["name"] == "n"
     error(await http.get("/api/v1/experiments/exp_0000"), 404, "not_found")
     error(
         await http.post("/api/v1/experiments", content=b"{", headers={"content-type": "application/json"}),

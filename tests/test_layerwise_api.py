@@ -20,6 +20,14 @@ async def post(http: httpx.AsyncClient, payload: Any, path: str = LAYERWISE) -> 
     return await http.post(path, json=payload)
 
 
+async def experiment(http: httpx.AsyncClient) -> str:
+    """A new experiment's id: runs join only experiments that exist."""
+    response = await http.post("/api/v1/experiments", json={"experiment": {"name": "joined"}})
+    assert response.status_code == 201, response.text
+    experiment_id: str = response.json()["data"]["id"]
+    return experiment_id
+
+
 class TestSeedExamples:
     async def test_post_answers_202_with_run_id(self, http: httpx.AsyncClient) -> None:
         response = await post(http, contract_payload())
@@ -83,13 +91,37 @@ class TestSeedExamples:
         assert body["status"] == "healthy" and body["active_connections"] == 0
 
     async def test_metadata_extras_are_kept_on_the_run(self, http: httpx.AsyncClient) -> None:
+        exp_id = await experiment(http)
         payload = contract_payload("tagged")
-        payload["metadata"] |= {"experiment_id": "exp_1", "group": "lr=0.1", "tags": ["a", "b"], "model": "mlp"}
+        payload["metadata"] |= {"experiment_id": exp_id, "group": "lr=0.1", "tags": ["a", "b"], "model": "mlp"}
         assert (await post(http, payload)).status_code == 202
         detail = (await http.get("/api/v1/runs/tagged", params={"steps": "none"})).json()
-        assert (detail["experiment_id"], detail["group"], detail["tags"]) == ("exp_1", "lr=0.1", ["a", "b"])
+        assert (detail["experiment_id"], detail["group"], detail["tags"]) == (exp_id, "lr=0.1", ["a", "b"])
         assert detail["metadata"] == {"model": "mlp"}
         assert "steps" not in detail
+
+    async def test_an_unknown_experiment_is_not_joined_but_the_step_is_stored(self, http: httpx.AsyncClient) -> None:
+        exp_id = await experiment(http)
+        for step, named in enumerate((exp_id, "exp_missing", "exp_missing")):
+            payload = layerwise_payload("orphan", step)
+            payload["metadata"] |= {"experiment_id": named, "group": "g"}
+            assert (await post(http, payload)).status_code == 202
+        detail = (await http.get("/api/v1/runs/orphan", params={"steps": "none"})).json()
+        assert (detail["experiment_id"], detail["group"], detail["step_count"]) == (exp_id, "g", 3)
+        notes = [e for e in detail["events"] if e["kind"] == "unknown_experiment"]
+        assert len(notes) == 1 and "'exp_missing' not found" in notes[0]["message"], detail["events"]
+        assert notes[0]["field"] == "experiment_id"
+        members = (await http.get(f"/api/v1/experiments/{exp_id}/runs")).json()["data"]
+        assert [run["id"] for run in members] == ["orphan"]
+        # A run it creates, and the scalar route: the same rule.
+        fresh = layerwise_payload("fresh", 0)
+        fresh["metadata"]["experiment_id"] = "exp_missing"
+        assert (await post(http, fresh)).status_code == 202
+        body = {"points": [{"step": 0, "values": {"loss": 1.0}}], "experiment_id": "exp_missing"}
+        assert (await http.post("/api/v1/runs/scalars/scalars", json=body)).status_code == 202
+        for run_id in ("fresh", "scalars"):
+            detail = (await http.get(f"/api/v1/runs/{run_id}", params={"steps": "none"})).json()
+            assert detail["experiment_id"] is None and [e["kind"] for e in detail["events"]] == ["unknown_experiment"]
 
 
 class TestRunQueries:
@@ -110,16 +142,17 @@ class TestRunQueries:
         }  # fmt: skip
 
     async def test_paging_filters_and_sort(self, http: httpx.AsyncClient) -> None:
+        even, odd = await experiment(http), await experiment(http)
         for index in range(5):
             payload = layerwise_payload(f"run{index}", 0)
-            payload["metadata"]["experiment_id"] = "even" if index % 2 == 0 else "odd"
+            payload["metadata"]["experiment_id"] = even if index % 2 == 0 else odd
             await post(http, payload)
         page = await http.get("/api/v1/runs", params={"page": 2, "per_page": 2})
         assert list(page.json()) == ["run2", "run3"]
         assert page.headers["x-total-count"] == "5"
         assert 'rel="next"' in page.headers["link"] and 'rel="prev"' in page.headers["link"]
-        even = (await http.get("/api/v1/runs", params={"filter[experiment_id]": "even", "sort": "-run_id"})).json()
-        assert list(even) == ["run4", "run2", "run0"]
+        evens = (await http.get("/api/v1/runs", params={"filter[experiment_id]": even, "sort": "-run_id"})).json()
+        assert list(evens) == ["run4", "run2", "run0"]
         bad = await http.get("/api/v1/runs", params={"sort": "password"})
         assert bad.status_code == 422 and "sort" in bad.json()["detail"]["message"]
         too_many = await http.get("/api/v1/runs", params={"per_page": 101})

@@ -89,6 +89,33 @@ async def test_invalid_architecture_is_a_422(http: httpx.AsyncClient) -> None:
     bad = {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 7}]}
     response = await http.post(MODELS, json={"model": {"name": "x", "config": {"architecture": bad}}})
     assert response.status_code == 422 and response.json()["error"]["message"].startswith("model.config.architecture")
+    assert response.json()["error"]["details"] == [
+        {"field": "model.config.architecture", "message": "layers[0] (linear): the model outputs 7 values but the "
+         "dataset has 10 classes"}
+    ]  # fmt: skip
+    # Every field the message names is a field of details, with its message, both from `model.config`.
+    body = {"model": {"name": "x", "config": {"hyperparams": {"epochs": 0, "batch_size": "many"}}}}
+    error = (await http.post(MODELS, json=body)).json()["error"]
+    fields = [d["field"] for d in error["details"]]
+    assert fields == ["model.config.hyperparams.epochs", "model.config.hyperparams.batch_size"]
+    assert error["message"] == "; ".join(f"{d['field']}: {d['message']}" for d in error["details"])
+
+
+async def test_hyperparams_show_without_an_architecture_and_status_is_checked(http: httpx.AsyncClient) -> None:
+    model = await create(http, {"name": "hp-only", "config": {"hyperparams": {"epochs": 2}, "other": 1}})
+    assert model["config"]["other"] == 1 and model["config"]["hyperparams"]["epochs"] == 2
+    path = f"{MODELS}/{model['id']}"
+    patched = await http.patch(path, json={"model": {"config": {"hyperparams": {"epochs": 3}}}})
+    assert patched.status_code == 200, patched.text
+    assert set(patched.json()["data"]["config"]) == {"hyperparams"}
+    assert patched.json()["data"]["config"]["hyperparams"]["epochs"] == 3
+    assert (await http.get(f"/api/models/{model['id']}")).json()["hyperparams"]["epochs"] == 3
+    for status in ("bogus", "", "ACTIVE"):
+        assert error_field(await http.patch(path, json={"model": {"status": status}})) == "model.status"
+        assert error_field(await http.post(MODELS, json={"model": {"name": "s", "status": status}})) == "model.status"
+    assert (await http.get(path)).json()["data"]["status"] == "active"
+    for status in ("inactive", "untrained", "active"):
+        assert (await http.patch(path, json={"model": {"status": status}})).json()["data"]["status"] == status
 
 
 async def test_list_pages_and_cursor(http: httpx.AsyncClient) -> None:

@@ -24,15 +24,17 @@ async def test_array_form_creates_the_run_and_reads_back(http: httpx.AsyncClient
 
 
 async def test_object_form_carries_experiment_group_and_tags(http: httpx.AsyncClient) -> None:
+    created = await http.post("/api/v1/experiments", json={"experiment": {"name": "e1"}})
+    exp_id = created.json()["data"]["id"]
     body = {
         "points": [{"step": 1, "values": {"val_accuracy": 0.9}}],
-        "experiment_id": "e1",
+        "experiment_id": exp_id,
         "group": "g",
         "tags": ["t"],
     }
     assert (await http.post("/api/v1/runs/obj/scalars", json=body)).status_code == 202
     detail = (await http.get("/api/v1/runs/obj", params={"steps": "none"})).json()
-    assert (detail["experiment_id"], detail["group"], detail["tags"]) == ("e1", "g", ["t"])
+    assert (detail["experiment_id"], detail["group"], detail["tags"]) == (exp_id, "g", ["t"])
 
 
 async def test_resending_a_point_replaces_it(http: httpx.AsyncClient) -> None:

@@ -221,6 +221,24 @@ def error(response: httpx.Response, status: int, code: str) -> str:
     return message
 
 
+async def test_error_details_name_fields_the_client_sent_each_with_a_message(http: httpx.AsyncClient) -> None:
+    body = {"experiment": {"name": "details", "config": {}}}
+    exp_id = (await http.post("/api/v1/experiments", json=body)).json()["data"]["id"]
+    no_id = {"test": {"test_type": "t_test", "groups": ["a", "b"], "metric": "m"}}
+    response = await http.post("/api/v1/statistical-results", json=no_id)
+    assert response.status_code == 422 and response.json()["error"]["details"] == [
+        {"field": "test.experiment_id", "message": "required"}
+    ]
+    other = await post_test(http, exp_id, experiment_id="exp_other", test_type="t_test", groups=["a", "b"], metric="m")
+    assert [d["field"] for d in other.json()["error"]["details"]] == ["test.experiment_id"]
+    assert "exp_other" in other.json()["error"]["details"][0]["message"]
+    # `groups` is a list or an object: pydantic tags each member's errors (`list[constrained-str]`); not a field.
+    response = await post_test(http, exp_id, test_type="t_test", groups=["a", ""], metric="m")
+    details = response.json()["error"]["details"]
+    assert [d["field"] for d in details] == ["test.groups[1]", "test.groups"], details
+    assert all(d["message"] for d in details) and "constrained" not in response.json()["error"]["message"]
+
+
 async def test_errors_name_what_is_wrong(http: httpx.AsyncClient) -> None:
     exp_id = await seeded_experiment(http)
     groups = list(ACCURACY)

@@ -106,6 +106,8 @@ async def test_bad_events_are_rejected_one_by_one(http: httpx.AsyncClient) -> No
     bad = [
         ({"measurements": {"x": 1}}, "event_name"),
         ({**good, "event_name": ["a", ""]}, "event_name"),
+        ({**good, "event_name": "   "}, "event_name"),
+        ({**good, "event_name": ["a", "\t "]}, "event_name"),
         ({**good, "event_name": []}, "event_name"),
         ({**good, "measurements": {"x": True}}, "measurements.x"),
         ({**good, "measurements": {"x": "12"}}, "measurements.x"),
@@ -350,6 +352,8 @@ async def test_export_csv_and_json(http: httpx.AsyncClient) -> None:
         ({"filters": {"metadata": {"k": 123456789012345678901234567890}}}, "filters.metadata.k"),
         ({"filters": {"metadata": {"k": 2**63}}}, "filters.metadata.k"),
         ({"filters": {"metadata": {"k": -(2**63) - 1}}}, "filters.metadata.k"),
+        ({"filters": {"metadata": {"x": [1]}}}, "filters.metadata.x"),  # not `.str`: pydantic's union tag
+        ({"filters": {"event_name": 5}}, "filters.event_name"),
     ):
         assert error_field(await http.post(EXPORT, json=body)) == field
     infinite = b'{"filters": {"metadata": {"k": 1e400}}}'
@@ -486,6 +490,9 @@ BAD_EVENTS: list[Any] = [
     {"event_name": []},
     {"event_name": [""]},
     {"event_name": "a..b"},
+    {"event_name": "a. .b"},
+    {"event_name": [" "]},
+    {"event_name": ["a", "\u3000\n"]},
     {"event_name": ["p" * 65]},
     {"event_name": ["a"] * 17},
     {"event_name": ["a", 1]},

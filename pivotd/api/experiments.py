@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
@@ -35,9 +35,20 @@ from pivotd.timefmt import iso
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["experiments (seed 004)"])
 IdPath = Annotated[str, Path(max_length=64)]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _shown_name(name: str) -> str:
+    """A name a list can show: not only whitespace, and no NUL (which cuts it short in C-string clients)."""
+    if not name.strip():
+        raise ValueError("must not be only whitespace")
+    if "\x00" in name:
+        raise ValueError("must not contain NUL (\\u0000)")
+    return name
+
+
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_shown_name)]
 Description = Annotated[str, Field(max_length=10_000)]
-Tags = list[Annotated[str, Field(min_length=1, max_length=128)]]
+Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=64)]
 Page = Annotated[int, Query()]
 PerPage = Annotated[int, Query()]
 Cursor = Annotated[str | None, Query(max_length=512)]

@@ -19,7 +19,7 @@ from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.query import only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed, invalid_field
+from pivotd.errors import ValidationFailed, fields_failed, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.jobs.service import InvalidDefinition
 from pivotd.services import Services
@@ -32,6 +32,8 @@ IdPath = Annotated[str, Path(max_length=128)]
 Short = Annotated[str, Field(min_length=1, max_length=100)]
 PERIODS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 _COLUMNS = ("architecture", "hyperparams")
+Status = Literal["active", "inactive", "deprecated", "untrained"]
+"""Seed 004's `active`, the derived `untrained`, and the two a client retiring a model would use."""
 
 
 class ModelFields(BaseModel):
@@ -41,7 +43,7 @@ class ModelFields(BaseModel):
     description: Annotated[str, Field(max_length=10_000)] | None = None
     provider: Short | None = None
     type: Short | None = None
-    status: Short | None = None
+    status: Status | None = None
     config: JsonObject = Field(default_factory=dict)
     """`architecture` and `hyperparams` are validated and trainable; other keys are stored as given."""
 
@@ -58,7 +60,7 @@ class ModelChanges(BaseModel):
     description: Annotated[str, Field(max_length=10_000)] | None = None
     provider: Short | None = None
     type: Short | None = None
-    status: Short | None = None
+    status: Status | None = None
     config: JsonObject | None = None
 
 
@@ -75,6 +77,8 @@ def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[
         config |= {"architecture": architecture, "hyperparams": model.hyperparams}
         layers = architecture.get("layers") or []
         derived_type = "cnn" if any(layer.get("type") == "conv2d" for layer in layers) else "mlp"
+    elif model.hyperparams is not None:  # stored without an architecture (yet): still the client's config
+        config["hyperparams"] = model.hyperparams
     trained = model.trained or model.last_trained_at is not None  # saved, or some run of it produced weights
     own_status = ("active" if trained else "untrained") if architecture is not None else "active"
     return {
@@ -105,8 +109,15 @@ async def _put(services: Services, model_id: str | None, values: dict[str, Any])
     try:
         model, _ = await services.training.put_model(model_id, values)
     except InvalidDefinition as exc:  # seed 004 answers every invalid field with 422 validation_error
-        raise ValidationFailed(f"model.config.{exc.message}", details=exc.details) from None
+        raise _in_config(exc) from None
     return model.model_id
+
+
+def _in_config(exc: InvalidDefinition) -> ValidationFailed:
+    """The training routes' error as a 422 whose message and details both name fields from `model.config`."""
+    if exc.details is None:  # layers that do not chain: "architecture.layers[7] (linear): expects ..."
+        return invalid_field("model.config.architecture", exc.message.removeprefix("architecture."))
+    return fields_failed([{**item, "field": f"model.config.{item['field']}"} for item in exc.details])
 
 
 def _split(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -12,7 +12,7 @@ from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.query import only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed
+from pivotd.errors import invalid_field
 from pivotd.experiments.compare import Comparison, compare
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.experiments.stats import Alternative
@@ -59,11 +59,11 @@ async def _run(services: Services, request: Request, experiment_id: str | None) 
     spec = (await read_model(request, TestBody, services.settings.max_body_bytes)).test
     if experiment_id is None:
         if spec.experiment_id is None:
-            raise ValidationFailed("test.experiment_id: required", details=[{"field": "test.experiment_id"}])
+            raise invalid_field("test.experiment_id", "required")
         experiment_id = spec.experiment_id
     elif spec.experiment_id not in (None, experiment_id):
         message = f"names {spec.experiment_id}, but the path names {experiment_id}"
-        raise ValidationFailed(f"test.experiment_id: {message}", details=[{"field": "test.experiment_id"}])
+        raise invalid_field("test.experiment_id", message)
     reader = services.store.experiments
     await reader.get(experiment_id)  # 404 before any 422 about its groups
     options = spec.options

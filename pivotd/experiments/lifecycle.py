@@ -82,21 +82,25 @@ class ExperimentLifecycle:
     async def start(self, experiment_id: str) -> ExperimentRow:
         async with self._starting:
             await self._launch(experiment_id)
-        await self.announce(experiment_id)
+        # Dispatch first: the one status event then says what the reply says (running once a run has a slot).
         await self._training.supervisor.dispatch()
+        await self.announce(experiment_id)
         return await self._reader.get(experiment_id)
 
     async def _launch(self, experiment_id: str) -> None:
         row = await self._reader.get(experiment_id)
         if row.launched_at is not None:
             raise Conflict(f"experiment {experiment_id!r} was already started; clone it to run it again")
+        if row.cancelled_at is not None:
+            raise Conflict(f"experiment {experiment_id!r} was cancelled; clone it to run it")
         config = sweep.parse(row.config)
         architecture, base = await self._resolve(config)
         points = sweep.expand(config, base, self._settings.max_sweep_runs)
         # Every check has passed: only now write anything, so a refused start leaves nothing behind.
         model_id = config.model_id
         if model_id is None:
-            model, _ = await self._training.put_model(None, {"architecture": architecture, "name": row.name})
+            values = {"architecture": architecture, "hyperparams": base, "name": row.name}
+            model, _ = await self._training.put_model(None, values)
             model_id = model.model_id
         runs = [
             SweepRun(

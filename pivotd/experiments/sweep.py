@@ -106,7 +106,7 @@ def _with(base: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
 
 
 def _label(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def group_label(assignment: dict[str, Any]) -> str:
@@ -124,6 +124,38 @@ def _hyperparams(values: dict[str, Any], field: str) -> Hyperparams:
         raise invalid_field(field, message) from None
 
 
+def _at(hp: Hyperparams, key: str) -> Any:
+    """The validated value at a variation path, as JSON would hold it (`1` for a float field is `1.0`)."""
+    value: Any = hp
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _coerced(base: dict[str, Any], key: str, values: list[Any]) -> list[Any]:
+    """Each value as the hyperparameter holds it, refusing one of another JSON type (pydantic would take `true`
+    as 1 and `1` as true) and one listed twice once coerced (`1` and `1.0` would be two groups of one config)."""
+    field = f"config.variations.{key}"
+    result: list[Any] = []
+    for index, value in enumerate(values):
+        where = f"{field}[{index}]"
+        held = _at(_hyperparams(_with(base, key, value), where), key)
+        if value is not None and _kind(value) != _kind(held):
+            raise invalid_field(where, f"must be {_kind(held)}, not {_kind(value)}")
+        if held in result:
+            raise invalid_field(where, f"lists {_label(held)} twice (also at [{result.index(held)}])")
+        result.append(held)
+    return result
+
+
 def expand(sweep: SweepConfig, base: dict[str, Any], max_runs: int) -> list[GridPoint]:
     """Every combination of the variations' values applied to `base`, validated; in a stable order."""
     try:
@@ -131,24 +163,19 @@ def expand(sweep: SweepConfig, base: dict[str, Any], max_runs: int) -> list[Grid
     except ValidationError as exc:
         raise validation_failed(exc, "config.hyperparams") from None
     keys = list(sweep.variations)
+    variations: dict[str, list[Any]] = {}
     for key in keys:
-        field = f"config.variations.{key}"
-        values = sweep.variations[key]
         _check_path(key)
-        if not values:
-            raise invalid_field(field, "must list at least one value")
-        encoded = [json.dumps(value, sort_keys=True) for value in values]
-        if len(set(encoded)) != len(encoded):
-            raise invalid_field(field, "lists a value twice")
-        for value in values:
-            _hyperparams(_with(base, key, value), field)
-    size = math.prod(len(values) for values in sweep.variations.values())
+        if not sweep.variations[key]:
+            raise invalid_field(f"config.variations.{key}", "must list at least one value")
+        variations[key] = _coerced(base, key, sweep.variations[key])
+    size = math.prod(len(values) for values in variations.values())
     if size > max_runs:
         raise invalid_field(
             "config.variations", f"the grid has {size} runs; at most {max_runs} (setting max_sweep_runs)"
         )
     points = []
-    for combination in itertools.product(*(sweep.variations[key] for key in keys)):
+    for combination in itertools.product(*(variations[key] for key in keys)):
         assignment = dict(zip(keys, combination, strict=True))
         values = base
         for key, value in assignment.items():

@@ -56,7 +56,7 @@ SELECT * FROM (
          WHEN c.cancelled = c.total THEN 'cancelled'
          ELSE 'completed' END AS status,
     coalesce(c.total, 0) AS total_runs, coalesce(e.launched_at, c.started_at) AS started_at,
-    coalesce(e.cancelled_at, c.finished_at) AS finished_at, e.launched_at, e.paused_at
+    coalesce(e.cancelled_at, c.finished_at) AS finished_at, e.launched_at, e.paused_at, e.cancelled_at
   FROM experiments e LEFT JOIN (
     SELECT experiment_id, count(*) AS total, sum(status = 'running') AS running,
            sum(status IN ('created', 'queued')) AS waiting, sum(status = 'failed') AS failed,
@@ -83,12 +83,14 @@ class ExperimentRow:
     launched_at: float | None
     """When `start` enqueued its sweep; None if never started."""
     paused_at: float | None
+    cancelled_at: float | None
+    """When `cancel` ran; None if never cancelled."""
 
 
 def _experiment(row: Any) -> ExperimentRow:
     return ExperimentRow(
         row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6], row[7], row[8], row[9],
-        row[10], row[11], row[12],
+        row[10], row[11], row[12], row[13],
     )  # fmt: skip
 
 
@@ -280,6 +282,8 @@ class LaunchExperiment:
         experiment = _status_in_tx(tx, self.experiment_id)
         if experiment.launched_at is not None:
             raise Conflict(f"experiment {self.experiment_id!r} was already started; clone it to run it again")
+        if experiment.cancelled_at is not None:  # cancelled while this start was checking the sweep
+            raise Conflict(f"experiment {self.experiment_id!r} was cancelled; clone it to run it")
         for run in self.runs:
             CreateJob(run.run_id, "queued", run.config, run.epochs_total, self.model_id, run.name).apply(tx)
         tx.conn.executemany(
@@ -292,6 +296,7 @@ class LaunchExperiment:
 
 
 ControlAction = Literal["pause", "resume", "cancel"]
+_PAST: dict[ControlAction, str] = {"pause": "paused", "resume": "resumed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,8 +313,8 @@ class ControlExperiment:
     def apply(self, tx: Tx) -> list[str]:
         experiment = _status_in_tx(tx, self.experiment_id)
         status, name = experiment.status, f"experiment {self.experiment_id!r}"
-        if experiment.launched_at is None:
-            raise Conflict(f"{name} has not been started; only a started experiment can be {self.action}d")
+        if experiment.launched_at is None and self.action != "cancel":  # a never-started one can be called off
+            raise Conflict(f"{name} has not been started; only a started experiment can be {_PAST[self.action]}")
         if self.action == "pause":
             if status not in ("pending", "running"):
                 raise Conflict(f"{name} is {status}; only a pending or running experiment can be paused")

@@ -13,6 +13,8 @@ from pivotd.store.retention import PROTECTED_STATES
 from shared.models.scalars import ScalarPoint
 
 MAX_EVENTS_PER_RUN = 1000
+UNKNOWN_EXPERIMENT = "unknown_experiment"
+"""The run event of a write whose `experiment_id` names no experiment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,9 @@ class Tx:
                 ref = row[0]
             self.run_refs[run_id] = ref
         if fields is not None and fields.any():
+            experiment_id = fields.experiment_id
+            if experiment_id is not None and not self._may_join(ref, experiment_id):
+                experiment_id = None
             self.conn.execute(
                 """UPDATE runs SET experiment_id = coalesce(?, experiment_id),
                                    group_name = coalesce(?, group_name),
@@ -71,7 +76,7 @@ class Tx:
                                    metadata = json_patch(metadata, ?)
                    WHERE id = ?""",
                 (
-                    fields.experiment_id,
+                    experiment_id,
                     fields.group,
                     None if fields.tags is None else json.dumps(fields.tags),
                     json.dumps(fields.extra or {}),
@@ -79,6 +84,22 @@ class Tx:
                 ),
             )
         return ref
+
+    def _may_join(self, ref: int, experiment_id: str) -> bool:
+        """Whether a write may join its run to `experiment_id`. A missing one is not joined (its id can never
+        come to exist: ids are the server's), but the metrics are still stored, and the run's events say so once."""
+        if self.conn.execute("SELECT 1 FROM experiments WHERE id = ?", (experiment_id,)).fetchone() is not None:
+            return True
+        message = f"experiment {experiment_id!r} not found: the run was not joined to it (its metrics are stored)"
+        noted = self.conn.execute(
+            "SELECT 1 FROM run_events WHERE run = ? AND kind = ? AND message = ?", (ref, UNKNOWN_EXPERIMENT, message)
+        ).fetchone()
+        if noted is None:
+            self.conn.execute(
+                "INSERT INTO run_events (run, timestamp, kind, field, message) VALUES (?, ?, ?, ?, ?)",
+                (ref, self.now, UNKNOWN_EXPERIMENT, "experiment_id", message),
+            )
+        return False
 
 
 class WriteOp(Protocol):

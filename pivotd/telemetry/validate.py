@@ -121,7 +121,8 @@ def _with_timestamps(checked: Checked, passed: list[tuple[int, tuple[Any, ...]]]
 
 
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_CHARS)]
-_Part = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PART_CHARS)]
+# `\S`, searched rather than anchored: not only whitespace (`re` and `str.isspace` agree on what that is).
+_Part = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_PART_CHARS, pattern=r"\S")]
 _Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # JSON floats are finite once decoded
 
 
@@ -226,8 +227,10 @@ def event_name(value: Any, field_name: str = "event_name") -> tuple[str, ...]:
     if len(parts) > MAX_NAME_PARTS:
         raise _Invalid(field_name, f"has more than {MAX_NAME_PARTS} parts")
     for part in parts:
-        if type(part) is not str or not 0 < len(part) <= MAX_PART_CHARS:
-            raise _Invalid(field_name, f"parts must be non-empty strings of at most {MAX_PART_CHARS} characters")
+        if type(part) is not str or not 0 < len(part) <= MAX_PART_CHARS or part.isspace():
+            raise _Invalid(
+                field_name, f"parts must be strings of 1 to {MAX_PART_CHARS} characters, not only whitespace"
+            )
     return tuple(parts)
 
 

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def test_init_log_finish(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
-    run = sdk.init("scalars-only", url=daemon.url, experiment_id="exp-1", tags=["baseline"])
+    created = await http.post("/api/v1/experiments", json={"experiment": {"name": "sdk"}})
+    exp_id = created.json()["data"]["id"]
+    run = sdk.init("scalars-only", url=daemon.url, experiment_id=exp_id, tags=["baseline"])
     for step in range(5):
         sdk.log(step, {"train/loss": 1.0 / (step + 1)}, lr=0.1, epoch=step // 2)
     assert await asyncio.to_thread(sdk.finish)
@@ -27,7 +29,7 @@ async def test_init_log_finish(daemon: RunningDaemon, http: httpx.AsyncClient) -
     assert series["train/loss"]["values"][-1] == pytest.approx(0.2)
     assert series["lr"]["values"] == [0.1] * 5
     summary = (await http.get("/api/v1/runs/scalars-only", params={"steps": "none"})).json()
-    assert (summary["experiment_id"], summary["tags"]) == ("exp-1", ["baseline"])
+    assert (summary["experiment_id"], summary["tags"]) == (exp_id, ["baseline"])
 
 
 def test_log_needs_init_and_valid_names(free_port: int) -> None:
