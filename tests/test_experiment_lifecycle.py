@@ -122,6 +122,12 @@ def test_grid_points_carry_the_coerced_values() -> None:
     points = expand(parse(config), config["hyperparams"], 10)
     assert [point.group for point in points] == ["optimizer.lr=1.0,shuffle=false", "optimizer.lr=0.5,shuffle=false"]
     assert [(point.hyperparams.optimizer.lr, point.seed) for point in points] == [(1.0, 3), (0.5, 3)]
+    # An object names its group by the keys listed, not by every default it takes.
+    config = sweep(variations={"optimizer": [{"type": "sgd", "lr": 1}, {"type": "adam", "lr": 0.001}]})
+    points = expand(parse(config), config["hyperparams"], 10)
+    assert [point.group for point in points] == ['optimizer={"lr": 1.0, "type": "sgd"}',
+                                                 'optimizer={"lr": 0.001, "type": "adam"}']  # fmt: skip
+    assert [point.hyperparams.optimizer.type for point in points] == ["sgd", "adam"]
 
 
 def test_group_labels_name_the_non_seed_variations_in_a_stable_order() -> None:

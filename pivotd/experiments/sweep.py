@@ -144,15 +144,19 @@ def _coerced(base: dict[str, Any], key: str, values: list[Any]) -> list[Any]:
     """Each value as the hyperparameter holds it, refusing one of another JSON type (pydantic would take `true`
     as 1 and `1` as true) and one listed twice once coerced (`1` and `1.0` would be two groups of one config)."""
     field = f"config.variations.{key}"
+    seen: list[Any] = []
     result: list[Any] = []
     for index, value in enumerate(values):
         where = f"{field}[{index}]"
         held = _at(_hyperparams(_with(base, key, value), where), key)
         if value is not None and _kind(value) != _kind(held):
             raise invalid_field(where, f"must be {_kind(held)}, not {_kind(value)}")
-        if held in result:
-            raise invalid_field(where, f"lists {_label(held)} twice (also at [{result.index(held)}])")
-        result.append(held)
+        if held in seen:
+            raise invalid_field(where, f"lists {_label(held)} twice (also at [{seen.index(held)}])")
+        seen.append(held)
+        # An object keeps the keys listed (coerced), not every default: it names the group, and applied to the
+        # base it gives the same hyperparameters.
+        result.append({name: held[name] for name in value if name in held} if isinstance(value, dict) else held)
     return result
 
 
