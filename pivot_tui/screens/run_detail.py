@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from pivot_tui.failures import ReportsFailures
+from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
@@ -197,8 +198,18 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self.heatmap_metric = HEATMAP_METRICS[(HEATMAP_METRICS.index(self.heatmap_metric) + 1) % len(HEATMAP_METRICS)]
         self._seen, self._drawn_at = -1, 0.0
 
+    def action_cancel_run(self) -> None:
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.cancel_run()
+
+        self.app.push_screen(
+            ConfirmDialog(f"Cancel run {self.run_id}? Its training stops; what it logged stays.", "Cancel run"),
+            answered,
+        )
+
     @work(exclusive=True, group="cancel-run", exit_on_error=False)
-    async def action_cancel_run(self) -> None:
+    async def cancel_run(self) -> None:
         try:
             await self.app.client.post_json(f"/api/train/{self.run_id}/cancel", {})
         except PivotAPIError as exc:

@@ -75,6 +75,7 @@ class RunsScreen(ReportsFailures, Screen[None]):
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
         self.query_one(RunsTable).focus()
+        self.action_open()  # Enter picks the highlighted match, as in a fuzzy finder
 
     @on(RunsTable.RunChosen)
     def _open(self, event: RunsTable.RunChosen) -> None:

@@ -11,7 +11,7 @@ from textual.widgets import Button, Input
 from pivot_tui.app import make_app
 from pivot_tui.client import Connection
 from pivot_tui.config import TuiSettings
-from pivot_tui.screens import AcknowledgeDialog, ExperimentDetailScreen, LaunchDialog, RunDetailScreen
+from pivot_tui.screens import AcknowledgeDialog, ConfirmDialog, ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import RunsTable
 from tests.daemon import RunningDaemon, running_daemon
@@ -138,7 +138,14 @@ async def test_launch_then_cancel_a_managed_run(daemon: RunningDaemon, http: htt
         run_id = app.screen.run_id
         await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "running", timeout=30)
         await until(pilot, lambda: app.model.followed and app.model.followed.series.get("train_loss"), timeout=30)
+        await pilot.press("c")  # asks first; escape keeps it training
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+        assert app.model.runs[run_id]["status"] == "running"
         await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("left", "enter")
         await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "cancelled", timeout=30)
     assert (await http.get(f"/api/runs/{run_id}")).json()["state"] == "cancelled"
 

@@ -232,3 +232,11 @@ async def test_the_footer_shows_every_key_of_the_run_detail_and_help_at_80_colum
         await until(pilot, lambda: following(pilot, "exploding_rnn"))
         shown = {key.description for key in pilot.app.screen.query(FooterKey) if key.region.right <= 80}
         assert {"Step", "Back", "Live", "Plot", "Heat", "Cancel", "Params", "Infer", "Help"} <= shown
+
+
+async def test_enter_in_the_runs_filter_opens_the_highlighted_match() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        await pilot.press("slash", *"explod", "enter")
+        await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
+        assert pilot.app.screen.run_id == "exploding_rnn"
