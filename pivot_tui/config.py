@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.locations import DEFAULT_URL, config_dir, read_local_token, read_local_url
+from shared.locations import DEFAULT_URL, config_dir, local_token_for, read_local_url
 
 CONFIG_FILE = "tui.toml"
 
@@ -35,10 +35,10 @@ def _file_settings(path: Path) -> dict[str, Any]:
 
 def resolve(url: str | None = None, token: str | None = None, theme: str | None = None) -> TuiSettings:
     file = _file_settings(config_dir() / CONFIG_FILE)
-    resolved_url = url or os.environ.get("PIVOT_URL") or file.get("url") or read_local_url() or DEFAULT_URL
-    resolved_token = token or os.environ.get("PIVOT_TOKEN") or file.get("token") or read_local_token()
+    resolved_url = str(url or os.environ.get("PIVOT_URL") or file.get("url") or read_local_url() or DEFAULT_URL)
+    resolved_token = token or os.environ.get("PIVOT_TOKEN") or file.get("token") or local_token_for(resolved_url)
     return TuiSettings(
-        url=str(resolved_url).rstrip("/"),
+        url=resolved_url.rstrip("/"),
         token=resolved_token,
         theme=theme or os.environ.get("PIVOT_TUI_THEME") or file.get("theme") or "textual-dark",
     )

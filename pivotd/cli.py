@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from pathlib import Path
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings, token or "")
-    server = PivotServer(app, settings, on_ready=feed_demo if args.demo else None)
+    server = PivotServer(app, settings, on_ready=functools.partial(feed_demo, token=token) if args.demo else None)
     tune_gc()
     try:
         server.run()

@@ -37,11 +37,12 @@ DEMO_HYPERPARAMS: dict[str, Any] = {
 }
 
 
-async def feed_demo(url: str) -> None:
+async def feed_demo(url: str, token: str | None = None) -> None:
+    """`token`: this daemon's own, so the demo never presents another local daemon's token file."""
     if importlib.util.find_spec("torch") is None:
-        await feed_synthetic(url)
+        await feed_synthetic(url, token)
         return
-    async with AsyncPivotClient(url) as client:
+    async with AsyncPivotClient(url, token) as client:
         try:
             started = await client.train(DEMO_ARCHITECTURE, DEMO_HYPERPARAMS)
         except (PivotAPIError, OSError) as exc:
@@ -53,11 +54,11 @@ async def feed_demo(url: str) -> None:
     )  # fmt: skip
 
 
-async def feed_synthetic(url: str, interval: float = 0.5, steps_per_tick: int = 10) -> None:
+async def feed_synthetic(url: str, token: str | None = None, interval: float = 0.5, steps_per_tick: int = 10) -> None:
     """No torch here: a synthetic run through the public ingest routes."""
     rng = random.Random(0)
     log.info("demo: torch is not installed; feeding synthetic run %s; try: curl %s/api/v1/runs", DEMO_RUN, url)
-    async with AsyncPivotClient(url) as client:
+    async with AsyncPivotClient(url, token) as client:
         step = 0
         while True:
             try:

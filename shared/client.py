@@ -91,7 +91,7 @@ def _headers(token: str | None) -> dict[str, str]:
 class _Base:
     def __init__(self, url: str | None, token: str | None) -> None:
         self.url = resolve_url(url)
-        self.token = resolve_token(token)
+        self.token = resolve_token(token, self.url)
 
     @property
     def ws_url(self) -> str:

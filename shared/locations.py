@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 TOKEN_FILE = "token"
 DAEMON_FILE = "daemon.json"
@@ -56,6 +57,29 @@ def resolve_url(url: str | None = None) -> str:
     return (url or os.environ.get("PIVOT_URL") or read_local_url() or DEFAULT_URL).rstrip("/")
 
 
-def resolve_token(token: str | None = None) -> str | None:
-    """Explicit argument, then `PIVOT_TOKEN`, then the local daemon's token file."""
-    return token or os.environ.get("PIVOT_TOKEN") or read_local_token()
+def resolve_token(token: str | None = None, url: str | None = None) -> str | None:
+    """Explicit argument, then `PIVOT_TOKEN`, then the local daemon's token file, which goes only to the
+    address that daemon announced (or to any address when `url` is None)."""
+    return token or os.environ.get("PIVOT_TOKEN") or local_token_for(url)
+
+
+def local_token_for(url: str | None) -> str | None:
+    """The local daemon's token, for `url` when that is the local daemon's own address. Presented to another
+    daemon (a second one with its own data dir, a remote one) it is a wrong token: 401, even from loopback,
+    where sending none would have been trusted."""
+    if url is not None:
+        announced = read_local_url()
+        if announced is None or _address(announced) != _address(url):
+            return None
+    return read_local_token()
+
+
+def _address(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with `localhost` as 127.0.0.1, so spellings of one local address compare equal."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # an out-of-range port: no daemon listens there
+        port = None
+    return parts.scheme, "127.0.0.1" if host == "localhost" else host, port

@@ -119,7 +119,7 @@ class Transport:
         self.exit_timeout_s = exit_timeout_s
         self._run_fields = {k: v for k, v in (run_fields or {}).items() if v is not None}
         headers = {"content-type": "application/json", "user-agent": "pivot-sdk"}
-        resolved_token = resolve_token(token)
+        resolved_token = resolve_token(token, self.url)
         if resolved_token:
             headers["authorization"] = f"Bearer {resolved_token}"
         self._http = httpx.Client(

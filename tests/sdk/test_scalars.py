@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 import shared.sdk as sdk
-from tests.daemon import RunningDaemon, running_daemon
+from shared.client import AsyncPivotClient
+from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,6 +86,23 @@ async def test_url_and_token_from_the_local_daemon_files(tmp_path: Path) -> None
         denied.log(0, loss=1.0)
         assert await asyncio.to_thread(denied.finish)  # refused, not retried: nothing left to deliver
         assert (denied.stats.rejected, denied.stats.sent_points) == (1, 0)
+
+
+async def test_the_local_token_goes_only_to_the_local_daemon(tmp_path: Path) -> None:
+    """A second daemon (its own data dir, trusting loopback) gets no token rather than the local daemon's,
+    which it would refuse with a 401 even from loopback."""
+    state = tmp_path / "xdg-state" / "pivot"
+    state.mkdir(parents=True)
+    (state / "token").write_text(TEST_TOKEN)  # as `pivotd` writes it
+    async with running_daemon(state, trust_loopback=False), running_daemon(tmp_path / "second") as second:
+        run = sdk.Run("on-the-second", url=second.url)
+        run.log(0, loss=1.0)
+        assert await asyncio.to_thread(run.finish)
+        assert (run.stats.rejected, run.stats.sent_points) == (0, 1)
+        async with AsyncPivotClient(second.url.replace("127.0.0.1", "localhost")) as client:
+            assert client.token is None and "on-the-second" in await client.list_runs()
+        async with AsyncPivotClient() as client:  # the local daemon, from its own files
+            assert client.token == TEST_TOKEN and await client.list_runs() == {}
 
 
 async def test_url_and_token_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from pivot_tui.cli import EXIT_UNAUTHORIZED, EXIT_UNREACHABLE
+from pivot_tui.config import resolve
+from shared.locations import state_dir
 from tests.daemon import running_daemon
 
 
@@ -34,3 +36,13 @@ async def test_a_daemon_that_wants_a_token_says_so(tmp_path: Path) -> None:
 
 def test_version() -> None:
     assert run_tui("--version").stdout.startswith("pivot-tui ")
+
+
+def test_the_local_token_is_used_only_for_the_local_daemon() -> None:
+    state = state_dir()  # the isolated environment's (tests/conftest.py)
+    state.mkdir(parents=True)
+    (state / "token").write_text("local-token")
+    (state / "daemon.json").write_text('{"url": "http://127.0.0.1:8000"}')
+    assert resolve().token == resolve(url="http://localhost:8000/").token == "local-token"
+    assert resolve(url="http://127.0.0.1:8010").token is None  # another daemon: no token beats a wrong one
+    assert resolve(url="http://gpu-box:8000", token="t").token == "t"
