@@ -51,6 +51,8 @@ class PivotApp(App[None]):
         self.model = TuiModel()
         self.active_alerts: int | None = None
         """Active alerts on the daemon; None until known (or when it has no alerts feature)."""
+        self.launch_form: dict[str, str] = {}
+        """The launch dialog's last values (widget id -> value), so the next launch starts from them."""
 
     def on_mount(self) -> None:
         if self.settings.theme in self.available_themes:

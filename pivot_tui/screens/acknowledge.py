@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label
+from textual.widgets import Button, Footer, Input, Label
 
 
 class AcknowledgeDialog(ModalScreen[str | None]):
@@ -24,6 +24,7 @@ class AcknowledgeDialog(ModalScreen[str | None]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Acknowledge", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
+        yield Footer(compact=True, show_command_palette=False)  # this dialog's keys, not the screen's beneath
 
     @on(Button.Pressed, "#ok")
     @on(Input.Submitted, "#note")

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label
+from textual.widgets import Button, Footer, Label
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -27,6 +27,7 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(classes="dialog-buttons"):
                 yield Button(self.yes, variant="error", id="yes")
                 yield Button(self.no, variant="primary", id="no")
+        yield Footer(compact=True, show_command_palette=False)  # this dialog's keys, not the screen's beneath
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()  # the safe answer is the default

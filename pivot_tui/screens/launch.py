@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
@@ -56,20 +56,33 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
     app: PivotApp  # type: ignore[assignment]
 
     def compose(self) -> ComposeResult:
+        last = self.app.launch_form
         with Vertical(classes="dialog", id="launch"):
             yield Label("Launch training", classes="dialog-title")
-            yield Select([("MLP (seed 003)", "mlp"), ("CNN (seed 001)", "cnn")], value="mlp", id="template")
-            yield Input(placeholder="or a model JSON file (architecture, optionally hyperparams)", id="model-file")
+            yield Select([("MLP (seed 003)", "mlp"), ("CNN (seed 001)", "cnn")], value=last.get("template", "mlp"),
+                         id="template")  # fmt: skip
+            yield Input(last.get("model-file", ""), placeholder="or a model JSON file (architecture, optionally "
+                        "hyperparams)", id="model-file")  # fmt: skip
             with Grid(id="hyperparams"):
                 for name, (default, _) in FIELDS.items():
                     yield Label(name)
-                    yield Input(default, id=f"hp-{name}")
+                    yield Input(last.get(f"hp-{name}", default), id=f"hp-{name}")
                 yield Label("optimizer")
-                yield Select([(o, o) for o in ("sgd", "adam", "adamw")], value="sgd", id="hp-optimizer")
+                yield Select([(o, o) for o in ("sgd", "adam", "adamw")], value=last.get("hp-optimizer", "sgd"),
+                             id="hp-optimizer")  # fmt: skip
             yield Static(id="launch-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Launch", variant="primary", id="launch-ok")
                 yield Button("Cancel", id="launch-cancel")
+        yield Footer(compact=True, show_command_palette=False)  # this dialog's keys, not the screen's beneath
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def _edited(self) -> None:
+        self.query_one("#launch-error", Static).update("")  # an error about the old values no longer applies
+        # Remembered as typed: the next launch is usually a variation of this one.
+        form = {field.id: field.value for field in self.query(Input) if field.id}
+        self.app.launch_form = form | {select.id: str(select.value) for select in self.query(Select) if select.id}
 
     def request(self) -> dict[str, Any]:
         """The /api/train body from the form; ValueError naming the field when something is wrong."""
@@ -104,6 +117,7 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
         return {"architecture": architecture, "hyperparams": hyperparams}
 
     @on(Button.Pressed, "#launch-ok")
+    @on(Input.Submitted)
     def _launch(self) -> None:
         error = self.query_one("#launch-error", Static)
         try:

@@ -7,12 +7,14 @@ import socket
 from typing import Any
 
 import httpx
+from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.client import Connection, DaemonClient, Event, why_offline
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
+from shared.client import PivotAPIError
 from tests.tui.fake import FakeDaemonClient, summary
 from tests.tui.helpers import until
 
@@ -240,3 +242,29 @@ async def test_enter_in_the_runs_filter_opens_the_highlighted_match() -> None:
         await pilot.press("slash", *"explod", "enter")
         await until(pilot, lambda: isinstance(pilot.app.screen, RunDetailScreen))
         assert pilot.app.screen.run_id == "exploding_rnn"
+
+
+async def test_the_launch_form_submits_on_enter_clears_stale_errors_and_remembers_its_values() -> None:
+    refusal = PivotAPIError(409, "conflict", "a training run is already active")
+    client = FakeDaemonClient(refuse={"/api/train": refusal})
+    async with app(client).run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
+        dialog = pilot.app.screen
+        keys = [key.description for key in dialog.query(FooterKey)]
+        assert keys == ["Cancel"]  # the dialog's own keys, not the runs screen's
+        dialog.query_one("#hp-epochs", Input).focus()
+        await pilot.press("backspace", "x", "enter")
+        error = dialog.query_one("#launch-error")
+        await until(pilot, lambda: "epochs: 'x' is not a valid int" in str(error.render()))
+        await pilot.press("backspace", "7")
+        await until(pilot, lambda: str(error.render()) == "")
+        await pilot.press("enter")  # valid now: sent, and the daemon's refusal shown
+        await until(pilot, lambda: "pivotd refused: a training run is already active" in str(error.render()))
+        assert client.posted[-1][1]["hyperparams"]["epochs"] == 7
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(pilot.app.screen, LaunchDialog))
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
+        assert pilot.app.screen.query_one("#hp-epochs", Input).value == "7"
