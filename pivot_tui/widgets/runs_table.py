@@ -8,8 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey
 
 from pivot_tui.widgets.columns import fit_columns, left_over
 
@@ -106,6 +108,10 @@ class RunsTable(DataTable[Any]):
         self.sort_column = order[(order.index(self.sort_column) + 1) % len(order)]
         self.sort_reverse = self.sort_column in ("created", "updated", "step")
         self._sort()
+        for column in COLUMNS:  # the sorted column's header says so (no arrow for creation order: no column)
+            arrow = ("▼" if self.sort_reverse else "▲") if column == self.sort_column else ""
+            self.columns[ColumnKey(column)].label = Text(column.capitalize() + arrow)
+        self.refresh()
         return self.sort_column
 
     @property

@@ -268,3 +268,18 @@ async def test_the_launch_form_submits_on_enter_clears_stale_errors_and_remember
         await pilot.press("l")
         await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
         assert pilot.app.screen.query_one("#hp-epochs", Input).value == "7"
+
+
+async def test_the_sorted_column_is_marked_in_the_header() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        table = pilot.app.screen.query_one("#runs")
+
+        def labels() -> list[str]:
+            return [str(column.label) for column in table.columns.values()]
+
+        assert labels() == ["Run", "Kind", "State", "Step", "Loss", "Updated"]  # creation order: no column
+        await pilot.press("s")
+        assert labels()[0] == "Run▲"
+        await pilot.press("s", "s", "s")
+        assert labels()[:4] == ["Run", "Kind", "State", "Step▼"]
