@@ -32,6 +32,17 @@ if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 FINAL = ("completed", "failed", "cancelled")
+
+
+def seed_of(run: dict[str, Any]) -> Any:
+    """A run's seed: a managed run's hyperparameter, or the `seed` a script put in its metadata (what paired
+    tests pair runs by), else None."""
+    for source in (run.get("metadata"), run.get("hyperparameters")):
+        if isinstance(source, dict) and source.get("seed") is not None:
+            return source["seed"]
+    return None
+
+
 STATUS_STYLE = {"running": "green", "pending": "yellow", "paused": "bold magenta", "completed": "cyan",
                 "failed": "bold red", "cancelled": "dim"}  # fmt: skip
 MIN_RELOAD_S = 1.0
@@ -309,7 +320,7 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
     def _widths(width: int) -> tuple[dict[str, int], dict[str, int]]:
         """Columns of the groups and of the runs table; the group and run names take what is left."""
         figures = {"n": 3, "Mean ± std": 19, "95% CI": 19, "Best": 7}
-        members = {"Group": 22, "Status": 9, "Value": 8, "Prog": 4}
+        members = {"Group": 22, "Seed": 5, "Status": 9, "Value": 8, "Prog": 4}
         return (
             {"Group": left_over(width, figures, 12, 40), **figures},
             {"Run": left_over(width, members, 12, 36), **members},
@@ -390,6 +401,7 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
         return (
             bold(run["id"]),
             escape(str(run.get("group") or "")),
+            escape(str(seed_of(run) if seed_of(run) is not None else "")),
             status_cell(str(run.get("status", ""))),
             number((run.get("metrics") or {}).get(metric)),
             f"{progress * 100:3.0f}%" if isinstance(progress, int | float) else "",

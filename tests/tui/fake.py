@@ -88,8 +88,10 @@ EXPERIMENTS = {
 
 def member(run_id: str, group: str, status: str, accuracy: float | None, progress: float) -> dict[str, Any]:
     metrics = {} if accuracy is None else {"val_accuracy": accuracy, "train_loss": 1 - accuracy}
+    seed = int(run_id[-1]) % 2 + 1  # two seeds per learning rate
     return {"id": run_id, "experiment_id": "exp_lr", "group": group, "kind": "managed", "status": status,
-            "progress": progress, "metrics": metrics, "created_at": OLD}  # fmt: skip
+            "progress": progress, "hyperparameters": {"seed": seed, "epochs": 3}, "metadata": {}, "metrics": metrics,
+            "created_at": OLD}  # fmt: skip
 
 
 EXPERIMENT_RESULTS = {
