@@ -112,7 +112,7 @@ class ValidationFailed(PivotError):
 
 def invalid_field(field: str, message: str) -> ValidationFailed:
     """The 422 for one field: `field: message`, with the field named in `details` for programs."""
-    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+    return fields_failed([{"field": field, "message": message}])
 
 
 class RateLimited(PivotError):
