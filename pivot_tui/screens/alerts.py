@@ -93,12 +93,12 @@ class AlertsScreen(ReportsFailures, Screen[None]):
     @staticmethod
     def _widths(width: int) -> tuple[dict[str, int], dict[str, int]]:
         """Fixed columns, and messages sized to what is left (cut with an ellipsis), so every column shows."""
-        fixed = {"Severity": 8, "Status": 12, "Value": 7, "Since": 8}
-        spare = left_over(width, {**fixed, "Subject": 0}, 24, 200)
+        lead, tail = {"Severity": 8, "Status": 12}, {"Value": 7, "Since": 8}
+        spare = left_over(width, {**lead, "Subject": 0, **tail}, 24, 200)  # shared by Alert and Subject
         subject = min(32, spare * 2 // 5)
-        alerts = {"Severity": 8, "Status": 12, "Alert": spare - subject, "Subject": subject, "Value": 7, "Since": 8}
-        fixed = {"": 1, "Priority": 8, "Type": 10, "When": 8}
-        notifications = {"": 1, "Priority": 8, "Type": 10, "Message": left_over(width, fixed, 12, 200), "When": 8}
+        alerts = {**lead, "Alert": spare - subject, "Subject": subject, **tail}
+        lead, tail = {"": 1, "Priority": 8, "Type": 10}, {"When": 8}
+        notifications = {**lead, "Message": left_over(width, {**lead, **tail}, 12, 200), **tail}
         return alerts, notifications
 
     def redraw(self) -> None:

@@ -397,11 +397,11 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
 
     @staticmethod
     def _run_cells(run: dict[str, Any], metric: str) -> tuple[Any, ...]:
-        progress = run.get("progress")
+        progress, seed = run.get("progress"), seed_of(run)
         return (
             bold(run["id"]),
             escape(str(run.get("group") or "")),
-            escape(str(seed_of(run) if seed_of(run) is not None else "")),
+            "" if seed is None else escape(str(seed)),
             status_cell(str(run.get("status", ""))),
             number((run.get("metrics") or {}).get(metric)),
             f"{progress * 100:3.0f}%" if isinstance(progress, int | float) else "",
