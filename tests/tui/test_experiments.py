@@ -14,7 +14,7 @@ from pivot_tui.screens import ConfirmDialog, ExperimentDetailScreen, RunDetailSc
 from pivot_tui.screens.experiments import bar, finished_runs, fraction_done
 from shared.client import PivotAPIError
 from tests.tui.fake import FakeDaemonClient, experiment, summary
-from tests.tui.helpers import until
+from tests.tui.helpers import notes, until
 
 PAUSE = "/api/v1/experiments/exp_lr/pause"
 START = "/api/v1/experiments/exp_lr/start"
@@ -22,10 +22,6 @@ START = "/api/v1/experiments/exp_lr/start"
 
 def app(client: FakeDaemonClient) -> PivotApp:
     return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), client)
-
-
-def notes(pilot: Any) -> str:
-    return " | ".join(str(n.message) for n in pilot.app._notifications)
 
 
 async def open_detail(pilot: Any) -> None:

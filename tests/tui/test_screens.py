@@ -16,16 +16,11 @@ from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from shared.client import PivotAPIError
 from tests.tui.fake import FakeDaemonClient, summary
-from tests.tui.helpers import until
+from tests.tui.helpers import notes, rows, until
 
 
 def app(client: FakeDaemonClient | None = None) -> PivotApp:
     return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), client or FakeDaemonClient())
-
-
-def rows(pilot: Any, table: str) -> int:
-    found = pilot.app.screen.query(table)
-    return found.first().row_count if found else 0
 
 
 def following(pilot: Any, run_id: str) -> bool:
@@ -141,10 +136,6 @@ class GoesDown(FakeDaemonClient):
         if self.down:
             return await DaemonClient.post_json(self, path, body)
         return await super().post_json(path, body)
-
-
-def notes(pilot: Any) -> str:
-    return " | ".join(str(n.message) for n in pilot.app._notifications)
 
 
 async def test_launch_with_the_daemon_down_says_it_is_unreachable() -> None:

@@ -9,9 +9,8 @@ import pytest
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens.launch import LaunchDialog
-from pivot_tui.widgets import RunsTable
 from tests.tui.fake import EXPERIMENTS, RUNS, FakeDaemonClient
-from tests.tui.helpers import until
+from tests.tui.helpers import rows, until
 
 SIZES = [(120, 40), (80, 24)]
 RESOURCES = {
@@ -34,17 +33,12 @@ ALERTS = [
 ]  # fmt: skip
 
 
-def table_rows(pilot: Any) -> int:
-    tables = pilot.app.screen.query(RunsTable)
-    return tables.first().row_count if tables else 0
-
-
 def app(**fake: Any) -> PivotApp:
     return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), FakeDaemonClient(**fake))
 
 
 async def runs_loaded(pilot: Any) -> None:
-    await until(pilot, lambda: table_rows(pilot) == len(RUNS))
+    await until(pilot, lambda: rows(pilot, "#runs") == len(RUNS))
 
 
 def drawn(pilot: Any, part: str) -> bool:
@@ -57,11 +51,6 @@ async def run_followed(pilot: Any) -> None:
     await pilot.press("enter")
     await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.steps) == 151)
     await until(pilot, lambda: drawn(pilot, "run"))
-
-
-def rows(pilot: Any, table: str) -> int:
-    found = pilot.app.screen.query(table)
-    return found.first().row_count if found else 0
 
 
 @pytest.mark.parametrize("size", SIZES)
