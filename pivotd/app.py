@@ -45,6 +45,7 @@ from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
 from pivotd.apikeys import KeyRing
 from pivotd.auth import AccessMiddleware
+from pivotd.datadir import RUNNING_MARKER, write_private
 from pivotd.errors import (
     HttpError,
     InternalError,
@@ -156,7 +157,7 @@ def _cancel_action(supervisor: Supervisor) -> Callable[[str, dict[str, Any]], Aw
 
 
 def _running_marker(settings: Settings) -> Path:
-    return settings.data_dir / "pivotd.running"
+    return settings.data_dir / RUNNING_MARKER
 
 
 async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> None:
@@ -173,7 +174,7 @@ async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> No
             {"previous_pid": previous},
             "daemon_recovered",
         )
-    marker.write_text(str(os.getpid()))
+    write_private(marker, str(os.getpid()))
 
 
 def _render(request: Request, error: PivotError) -> Response:

@@ -1,29 +1,32 @@
 """uvicorn embedded programmatically, with systemd readiness, watchdog and a graceful stop.
 
-READY=1 is sent only after the lifespan opened the store and the socket listens. On SIGTERM or
-SIGINT the daemon stops accepting, closes WebSockets with 1001, lets open requests finish (their
-writes commit), flushes the writer and exits 0 within `shutdown_timeout_s`.
+Start-up order: the data directory is claimed (one daemon per directory), the port is bound, and only then
+does the lifespan open the store and recover what a previous daemon left: a daemon that cannot have the
+directory or the port touches nothing. READY=1 is sent once the socket accepts. On SIGTERM or SIGINT the
+daemon stops accepting, closes WebSockets with 1001, lets open requests finish (their writes commit),
+flushes the writer and exits 0 within `shutdown_timeout_s`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
-import os
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable, Generator
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
+from pivotd.connections import BoundedHttpProtocol
+from pivotd.datadir import DataDir
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.systemd_notify import notify, watchdog_interval
-from shared.locations import DAEMON_FILE
 
 log = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -35,7 +38,8 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="auto",  # uvloop where installed
-        http="auto",  # httptools where installed
+        http=functools.partial(BoundedHttpProtocol, header_timeout_s=settings.http_header_timeout_s),  # type: ignore[arg-type]
+        timeout_keep_alive=settings.http_idle_timeout_s,  # type: ignore[arg-type]  # used as a float
         ws="auto",
         lifespan="on",
         log_config=None,
@@ -54,10 +58,13 @@ class PivotServer(uvicorn.Server):
         self,
         app: FastAPI,
         settings: Settings,
+        data_dir: DataDir | None = None,
         on_ready: Callable[[str], Awaitable[None]] | None = None,
         handle_signals: bool = True,
     ) -> None:
+        """`data_dir`: the claimed data directory; without one, `serve` claims it and releases it at the end."""
         super().__init__(uvicorn_config(app, settings))
+        self.data_dir = data_dir
         self._handle_signals = handle_signals
         self.app = app
         self.settings = settings
@@ -70,14 +77,45 @@ class PivotServer(uvicorn.Server):
         services: Services = self.app.state.services
         return services
 
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        claimed = self.data_dir is None
+        if self.data_dir is None:
+            self.data_dir = DataDir.claim(self.settings.data_dir)
+        try:
+            await super().serve(sockets)
+        finally:
+            if claimed:
+                self.data_dir.release()
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if not self.started:
-            return
-        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        """uvicorn's start-up in the order this daemon needs: bind, then the lifespan, then accept."""
+        assert self.data_dir is not None and self.data_dir.held
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        try:
+            server = await loop.create_server(
+                create_protocol, host=config.host, port=config.port, backlog=config.backlog, start_serving=False
+            )
+        except OSError as exc:
+            log.error("cannot listen on %s:%s: %s", config.host, config.port, exc.strerror or exc)
+            sys.exit(1)
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            server.close()
+            sys.exit(1)
+        self.servers = [server]
+        await server.start_serving()
+        self.started = True
+        host, port = server.sockets[0].getsockname()[:2]
         host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{port}"
-        self._announce()
+        self.data_dir.announce(self.url)
         log.info("pivotd listening on %s (data in %s)", self.url, self.settings.data_dir)
         self.services.supervisor.attach(self.url)  # workers report to this URL; queued runs start now
         notify(f"READY=1\nSTATUS=listening on {self.url}")
@@ -95,8 +133,6 @@ class PivotServer(uvicorn.Server):
             task.cancel()
         await self.services.hub.close_all(1001)
         await super().shutdown(sockets)
-        with contextlib.suppress(FileNotFoundError):
-            (self.settings.data_dir / DAEMON_FILE).unlink()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -117,13 +153,6 @@ class PivotServer(uvicorn.Server):
         if not self.should_exit:
             log.info("received %s, shutting down", signal.Signals(sig).name)
         super().handle_exit(sig, frame)
-
-    def _announce(self) -> None:
-        """Write `daemon.json` so local clients (SDK, TUI) find this daemon without configuration."""
-        path = self.settings.data_dir / DAEMON_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
-        temporary.replace(path)
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared.locations import config_dir, state_dir
 
 ENV_PREFIX = "PIVOT_"
+DB_FILE = "pivot.db"
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -53,6 +54,10 @@ class Settings(BaseModel):
     """`/socket/websocket` closes a connection that sent nothing (not even a heartbeat) for this long."""
     shutdown_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     """How long a graceful shutdown waits for open requests before cancelling them."""
+    http_header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """A connection must send a request's complete headers this soon after it opens or after its last response."""
+    http_idle_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    """A keep-alive connection that sends nothing for this long after a response is closed."""
     sample_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 1.0
     """Seconds between resource samples (CPU, memory, disk, GPUs); each sample feeds the alert rules."""
     resource_buffer_size: Annotated[int, Field(ge=10, le=100_000)] = 600
@@ -127,7 +132,7 @@ class Settings(BaseModel):
 
     @property
     def db_path(self) -> Path:
-        return self.data_dir / "pivot.db"
+        return self.data_dir / DB_FILE
 
     @property
     def datasets_path(self) -> Path:

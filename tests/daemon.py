@@ -89,9 +89,14 @@ class DaemonProcess:
         self.wait(10)
 
 
-def start_daemon_process(data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> DaemonProcess:
-    """Start `python -m pivotd.cli` and wait for its 'listening on' line (no polling, no sleeps)."""
+def start_daemon_process(
+    data_dir: Path, *extra: str, env: dict[str, str] | None = None, shell_setup: str | None = None
+) -> DaemonProcess:
+    """Start `python -m pivotd.cli` and wait for its 'listening on' line (no polling, no sleeps).
+    `shell_setup` runs first in the same process, as a shell would (`umask 022; ulimit -Sn 256`)."""
     command = [sys.executable, "-m", "pivotd.cli", "--port", "0", "--data-dir", str(data_dir), *extra]
+    if shell_setup is not None:
+        command = ["sh", "-c", f'{shell_setup}; exec "$@"', "sh", *command]
     proc = subprocess.Popen(
         command,
         stderr=subprocess.PIPE,

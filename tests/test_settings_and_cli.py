@@ -79,9 +79,8 @@ def test_invalid_settings_exit_2_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_refuses_non_loopback_without_a_token(tmp_path: Path) -> None:
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")  # a data dir below a regular file cannot be created, even by root
-    result = run_cli("--host", "0.0.0.0", "--data-dir", str(blocker / "state"))
+    (tmp_path / "token").mkdir()  # a token that cannot be read or created, even by root
+    result = run_cli("--host", "0.0.0.0", "--data-dir", str(tmp_path))
     assert result.returncode == 2 and "refusing to listen" in result.stderr
 
 

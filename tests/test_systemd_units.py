@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pivotd.cli import EXIT_CONFIG, EXIT_REFUSED
 from pivotd.settings import ENV_PREFIX, Settings
 
 UNITS = Path(__file__).parent.parent / "systemd"
@@ -40,7 +41,8 @@ def test_unit_verifies_without_warnings(tmp_path: Path, unit: str, scope: str) -
 def test_units_are_notify_with_watchdog_and_restart() -> None:
     for unit in ("pivotd.service", "pivotd-user.service"):
         text = (UNITS / unit).read_text()
-        for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=pivot", "KillMode=mixed"):
+        for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=pivot", "KillMode=mixed",
+                     "UMask=0077", f"RestartPreventExitStatus={EXIT_CONFIG} {EXIT_REFUSED}"):  # fmt: skip
             assert line in text, (unit, line)
     system = "\n".join(line for line in (UNITS / "pivotd.service").read_text().splitlines() if not line.startswith("#"))
     assert "PrivateDevices" not in system and "DevicePolicy" not in system  # training must see /dev/nvidia*
