@@ -125,6 +125,13 @@ class ServiceUnavailable(PivotError):
     code = "service_unavailable"
 
 
+class InsufficientStorage(PivotError):
+    """The disk holding the database is full: the write was not stored; reads still work."""
+
+    status = 507
+    code = "insufficient_storage"
+
+
 # pydantic names the member of a union a value failed in: `list[constrained-str]`, `function-after[...]`,
 # `constrained-int`, or (for a union of plain types, always last) `str`. Those are not fields a client sent.
 _UNION_TAG = re.compile(r"^([a-z][a-z-]*\[.*\]|constrained-[a-z]+)$", re.DOTALL)

@@ -28,7 +28,7 @@ import orjson
 from pivotd.alerts.actions import Actions
 from pivotd.alerts.notifications import Notifier, Priority
 from pivotd.alerts.rules import LAYER_FIELDS, Rule, RuleSpec, Transition
-from pivotd.errors import Conflict, NotFound
+from pivotd.errors import Conflict, InsufficientStorage, NotFound
 from pivotd.hub import Hub
 from pivotd.settings import Settings
 from pivotd.store import Store
@@ -414,6 +414,8 @@ class AlertEngine:
                     await self._trigger(transition)
                 else:
                     await self._resolve(self._open.pop((transition.rule.rule_id, transition.subject), None), None)
+            except InsufficientStorage:  # the disk_full rule fires exactly then; the writer already said so
+                log.warning("alert %s for %s kept in memory only: no disk space", transition.kind, transition.subject)
             except Exception:
                 log.exception("could not record alert transition for %s", transition.subject)
 

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import httpx
 import orjson
 
-from pivotd.errors import NotFound, ValidationFailed
+from pivotd.errors import InsufficientStorage, NotFound, ValidationFailed
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.monitoring import (
@@ -228,6 +228,8 @@ class Webhooks:
                 next_due = await reader.next_due()
             except asyncio.CancelledError:
                 raise
+            except InsufficientStorage:
+                next_due = time.time() + 1  # the writer reports a full disk once; deliveries wait for room
             except Exception:
                 log.exception("webhook dispatcher failed; retrying")
                 next_due = time.time() + 1

@@ -50,7 +50,7 @@ async def _database(services: Services) -> str:
 
 
 def _filesystem(services: Services, disk_percent: float | None) -> str:
-    if not os.access(services.settings.data_dir, os.W_OK):
+    if not os.access(services.settings.data_dir, os.W_OK) or services.store.writer.disk_full_since is not None:
         return "unhealthy"
     return "degraded" if disk_percent is not None and disk_percent >= 95 else "healthy"
 

@@ -71,7 +71,7 @@ def _layer_id_at(document: Any, loc: tuple[Any, ...]) -> str | None:
     description="Validated, committed to SQLite, then broadcast on /ws as `new_metrics`. "
     "A 202 means the step is durable: a daemon killed right after still has it.",
     openapi_extra=openapi_body("LayerwisePayload", LayerwisePayload, "One monitored training step"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
+    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise(request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
@@ -91,7 +91,7 @@ async def post_layerwise(request: Request, services: ServicesDep) -> Response:
     description="A JSON array of layer-wise payloads, committed atomically: if any item is invalid, "
     "nothing is stored and the 422 names the item (`[3].metadata.run_id`).",
     openapi_extra=openapi_body("LayerwiseBatch", list[LayerwisePayload], "Array of layer-wise payloads"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
+    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise_batch(request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)

@@ -31,6 +31,7 @@ def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, An
         422: "Validation failed; the message names each offending field",
         429: "Rate limit exceeded; see Retry-After and X-RateLimit-*",
         503: "The store is shutting down",
+        507: "The disk holding the database is full; nothing was stored",
     }
     return {code: {"model": envelope, "description": descriptions[code]} for code in codes}
 

@@ -30,7 +30,7 @@ _POINTS = TypeAdapter(list[ScalarPoint])
     '`{"points": [...], "experiment_id"?, "group"?, "tags"?}`. Re-sending a (name, step) replaces it. '
     "Values must be finite; a non-finite value is refused and recorded as an event on the run.",
     openapi_extra=openapi_body("ScalarsBody", list[ScalarPoint] | ScalarBatch, "Points, or an object with points"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
+    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
 )
 async def post_scalars(
     run_id: Annotated[str, Path(max_length=128)], request: Request, services: ServicesDep

@@ -94,7 +94,7 @@ class ExportBody(BaseModel):
     "the others are stored. A body that is not an object with a non-empty `events` list, or holds more than "
     "`telemetry_max_batch` events, is a 422.",
     openapi_extra=openapi_body("TelemetryIngest", IngestBody, "A batch of telemetry events"),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422, 503),
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422, 503, 507),
 )
 async def ingest(request: Request, services: ServicesDep) -> Response:
     settings = services.settings

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import psutil
 
+from pivotd.errors import InsufficientStorage
 from pivotd.hub import Hub
 from pivotd.monitor.nvml import GIB, Nvml
 from pivotd.settings import Settings
@@ -190,5 +191,7 @@ class ResourceMonitor:
         cutoff = point["time"] - self._settings.resource_history_hours * 3600
         try:
             await self._store.writer.submit(PutResourceHistory(point["time"], orjson.dumps(point), cutoff))
+        except InsufficientStorage:
+            pass  # the writer reports a full disk once; this interval's history is lost, the buffer keeps it
         except Exception:
             log.exception("could not store resource history")

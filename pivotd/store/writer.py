@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pivotd.errors import ServiceUnavailable
+from pivotd.errors import InsufficientStorage, PivotError, ServiceUnavailable
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
@@ -39,6 +40,10 @@ class BatchOutcome:
 _STOP = object()
 
 
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
 class Writer:
     def __init__(self, db_path: Path, retention: Retention, max_batch_ops: int = 512, max_pending: int = 4096):
         self._db_path = db_path
@@ -52,6 +57,8 @@ class Writer:
         self.listeners: list[Callable[[BatchOutcome], None]] = []
         self.batches = 0
         self.ops = 0
+        self.disk_full_since: float | None = None
+        """When a commit first failed for lack of disk space; None while writes succeed."""
 
     async def open(self) -> int:
         """Open the database and migrate it; returns the schema version found on disk."""
@@ -109,12 +116,15 @@ class Writer:
             ops = [op for op, _ in batch]
             try:
                 results, outcome = await loop.run_in_executor(self._executor, self._apply, ops)
-            except Exception as exc:  # the COMMIT itself failed (disk full, I/O error)
-                log.exception("write batch of %d operations failed", len(ops))
+            except Exception as exc:  # the batch as a whole failed: nothing of it was committed
+                error = self._batch_failed(exc, len(ops))
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(ServiceUnavailable(f"the store could not commit: {exc}"))
+                        future.set_exception(error)
                 continue
+            if self.disk_full_since is not None:
+                log.warning("the database disk has room again; writes resumed")
+                self.disk_full_since = None
             self.batches += 1
             self.ops += len(ops)
             for (_, future), result in zip(batch, results, strict=True):
@@ -144,6 +154,8 @@ class Writer:
                 try:
                     results.append(op.apply(tx))
                 except Exception as exc:
+                    if _is_disk_full(exc) or not conn.in_transaction:
+                        raise  # SQLite gave up the whole transaction: the ops before this one are gone too
                     conn.execute("ROLLBACK TO op")
                     tx.run_refs, tx.created = refs, created  # runs made inside the savepoint are gone
                     results.append(exc)
@@ -160,10 +172,26 @@ class Writer:
                 outcome.touched = [run_row(row, latest.get(row[0])) for row in rows]
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a failed COMMIT (disk full) has already rolled back
+                conn.execute("ROLLBACK")
             raise
         outcome.created -= set(outcome.evicted)
         return results, outcome
+
+    def _batch_failed(self, exc: Exception, count: int) -> PivotError:
+        """The error each request of a failed batch gets; a full disk is logged once, not once per batch."""
+        if not _is_disk_full(exc):
+            log.exception("write batch of %d operations failed", count)
+            return ServiceUnavailable(f"the store could not commit: {exc}")
+        free = shutil.disk_usage(self._db_path.parent).free
+        if self.disk_full_since is None:
+            self.disk_full_since = time.time()
+            log.error("the disk holding %s is full (%d bytes free): writes are refused until there is room; "
+                      "reads go on and nothing already stored is affected", self._db_path, free)  # fmt: skip
+        return InsufficientStorage(
+            f"the disk holding pivotd's database is full ({free // 1024} KiB free); nothing was stored. "
+            "Free some space and send again: what was stored before is intact"
+        )
 
     @staticmethod
     def _refresh_runs(conn: sqlite3.Connection, refs: list[int], now: float) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pivotd.errors import InsufficientStorage
 from pivotd.hub import TELEMETRY_TOPIC, Hub
 from pivotd.settings import Settings
 from pivotd.store import Store
@@ -140,6 +141,8 @@ class Telemetry:
             await asyncio.sleep(self._settings.telemetry_flush_interval_s)
             try:
                 await self.flush()
+            except InsufficientStorage:
+                pass  # the writer reports a full disk once; a second of self-telemetry is not worth more
             except Exception:
                 log.exception("writing pivotd's telemetry events failed")
 

@@ -30,8 +30,9 @@ Kind = Literal["layerwise", "scalars"]
 DROPPED_SCALAR = "sdk/dropped_steps"
 """Scalar name under which the cumulative number of dropped queue entries is reported."""
 
-# Statuses worth retrying: the daemon is starting, overloaded or briefly unavailable.
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Statuses worth retrying: the daemon is starting, overloaded, briefly unavailable, or its disk is full (507: the
+# entries are kept, within the queue's capacity, until someone frees space).
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504, 507})
 # The daemon refuses bodies over 2 MiB by default; stay well under it.
 _MAX_BODY_BYTES = 1 << 20
 
