@@ -1,6 +1,7 @@
 # PIVOT developer commands. `make help` lists them. CI runs `make test` (see .ci/run).
 VENV ?= .venv
 PYTHON ?= python3
+PORT ?= 8000
 BIN := $(VENV)/bin
 
 .PHONY: help install run test lint format bench clean
@@ -17,8 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[all,dev,examples]'
 	touch $@
 
-run: install ## Start pivotd on 127.0.0.1:8000 with a live demo run (Ctrl-C stops it)
-	$(BIN)/pivotd --demo
+run: install ## Start pivotd on 127.0.0.1:8000 with a live demo run (another port: make run PORT=8001; Ctrl-C stops it)
+	$(BIN)/pivotd --demo --port $(PORT)
 
 test: install ## Lint, then run the whole test suite against real daemons
 	$(BIN)/ruff check .
