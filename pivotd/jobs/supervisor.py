@@ -218,7 +218,7 @@ class Supervisor:
             "memory_limit_mb": settings.worker_memory_limit_mb,
             "torch_threads": settings.worker_threads,
             "heartbeat_s": min(5.0, settings.heartbeat_timeout_s / 4),
-            "resume_from": job.config.get("resume_from"),
+            "resume_from": self._resume_from(job),
         }
         spec_path = run_dir / "job.json"
         spec_path.write_text(json.dumps(spec))
@@ -240,6 +240,13 @@ class Supervisor:
         self._workers[job.run_id] = worker
         log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
         self._spawn(self._supervise(worker, job))
+
+    def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
+        """The checkpoint a resumed run continues from, its recorded path resolved in this data directory."""
+        resume_from: dict[str, Any] | None = job.config.get("resume_from")
+        if resume_from is None:
+            return None
+        return {**resume_from, "path": str(self._settings.artifact_path(resume_from["path"]))}
 
     async def _supervise(self, worker: _Worker, job: JobRow) -> None:
         proc = worker.proc
