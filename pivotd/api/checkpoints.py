@@ -132,7 +132,8 @@ async def upload_checkpoint(request: Request, services: ServicesDep) -> Response
     value = metrics.get(name)
     await services.store.writer.submit(
         AddCheckpoint(checkpoint_id, session_id, epoch, name if value is not None else None,
-                      value if isinstance(value, int | float) else None, metrics, str(path), size, False, "upload")
+                      value if isinstance(value, int | float) else None, metrics, services.settings.artifact_ref(path),
+                      size, False, "upload")
     )  # fmt: skip
     body = {"checkpoint_id": checkpoint_id, "file_size_mb": round(size / 1024**2, 3), "size_bytes": size,
             "uploaded_at": iso(path.stat().st_mtime)}  # fmt: skip

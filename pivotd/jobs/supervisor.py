@@ -268,9 +268,9 @@ class Supervisor:
         state, error = self._outcome(worker, code)
         if state == "succeeded":
             assert worker.params is not None
-            param_id = new_id("p")
+            path = self._settings.artifact_ref(Path(worker.params["path"]))
             await self._store.writer.submit(
-                AddParams(param_id, job.run_id, job.model_id, worker.params["path"], worker.params["size_bytes"])
+                AddParams(new_id("p"), job.run_id, job.model_id, path, worker.params["size_bytes"])
             )
         log.info("run %s %s (exit %s)%s", job.run_id, state, code, f": {error}" if error else "")
         await self._finish(job.run_id, state, error)
@@ -320,8 +320,8 @@ class Supervisor:
                 await self._store.writer.submit(
                     AddCheckpoint(
                         new_id("ckpt"), job.run_id, event["epoch"], event["metric_name"], event["metric_value"],
-                        event.get("metrics") or {}, event["path"], event["size_bytes"], bool(event["is_best"]),
-                        "trainer",
+                        event.get("metrics") or {}, self._settings.artifact_ref(Path(event["path"])),
+                        event["size_bytes"], bool(event["is_best"]), "trainer",
                     )
                 )  # fmt: skip
             elif kind == "params":
