@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import time
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -69,7 +70,8 @@ async def run_view(training: Training, run: JobRow) -> dict[str, Any]:
 async def model_summary(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
     total, latest_id = counts
     latest = await training.reader.job(latest_id) if latest_id else None
-    saved = training.settings.artifact_path(model.saved_model_path) if model.saved_model_path else None
+    recorded = model.saved_model_path  # older versions stored a number as readily as a path, if a client sent one
+    saved = training.settings.artifact_path(recorded) if isinstance(recorded, str) and recorded else None
     return {
         "model_id": model.model_id,
         "name": model.name,
@@ -109,6 +111,11 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
     values = {name: document[name] for name in _MODEL_FIELDS if name in document}
     if "trained" in values:
         values["trained"] = bool(values["trained"])
+    if values.get("saved_model_path") is not None:
+        path = values["saved_model_path"]
+        if not isinstance(path, str) or not path:
+            raise BadRequest("saved_model_path must be a non-empty string or null")
+        values["saved_model_path"] = services.settings.artifact_ref(FilePath(path))
     training = services.training
     model, created = await training.put_model(model_id, values)
     counts = (await training.reader.run_counts([model.model_id])).get(model.model_id, (0, None))

@@ -74,3 +74,19 @@ async def test_a_moved_data_directory_reads_its_artifacts_where_they_now_are(tmp
         assert (await http.delete(f"/api/v1/checkpoints/{upload_id}")).status_code == 200
         assert not Path(paths[upload_id]).exists()
     assert not old.exists()  # nothing was written to (or recreated at) the old place
+
+
+async def test_a_saved_model_path_given_inside_the_data_directory_moves_with_it(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    async with running_daemon(old) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        (old / "exported.pt").write_bytes(b"weights")
+        inside = await http.post("/api/models", json={"saved_model_path": str(old / "exported.pt")})
+        outside = await http.post("/api/models", json={"saved_model_path": "/opt/models/m.pt"})
+        refused = await http.post("/api/models", json={"saved_model_path": 7})
+        assert refused.json() == {"error": "saved_model_path must be a non-empty string or null"}
+    old.rename(new)
+    async with running_daemon(new) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        model = (await http.get(f"/api/models/{inside.json()['model_id']}")).json()
+        assert model["saved_model_path"] == f"{new}/exported.pt" and model["saved_model_exists"]
+        model = (await http.get(f"/api/models/{outside.json()['model_id']}")).json()
+        assert model["saved_model_path"] == "/opt/models/m.pt" and not model["saved_model_exists"]
