@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ class Inference:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def engine(self, param_id: str, arch: Architecture, path: str) -> Any:
+    async def engine(self, param_id: str, arch: Architecture, path: Path) -> Any:
         """The loaded model for `param_id`, loading it once even under concurrent first requests."""
         engine = self._models.get(param_id)
         if engine is not None:
@@ -106,7 +107,7 @@ class Inference:
         return await self.logits(engine, batch)
 
 
-def _load_file(arch: Architecture, path: str, device: str) -> Any:
+def _load_file(arch: Architecture, path: Path, device: str) -> Any:
     from pivotd.training.inference import Engine, set_threads  # noqa: PLC0415 - torch on first use only
 
     set_threads(1)  # single requests: one thread answers fastest and leaves the cores to training

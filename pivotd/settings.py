@@ -143,6 +143,15 @@ class Settings(BaseModel):
         """Per-run artifacts: job spec, checkpoints, params."""
         return self.data_dir / "runs"
 
+    def artifact_ref(self, path: Path) -> str:
+        """How the database records an artifact file: relative to the data directory, so that a moved or restored
+        directory finds its own files. A path outside the data directory is recorded whole."""
+        return str(path.relative_to(self.data_dir)) if path.is_relative_to(self.data_dir) else str(path)
+
+    def artifact_path(self, ref: str) -> Path:
+        """The file a recorded artifact path names now: under this data directory, unless it is absolute."""
+        return self.data_dir / ref
+
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -37,6 +38,57 @@ def test_an_old_database_is_upgraded_in_place_keeping_its_data(tmp_path: Path) -
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_upgrade_records_artifact_paths_relative_to_the_data_directory(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "pivot.db", isolation_level=None)
+    configure(conn)
+    migrate(conn, target=9)  # the last schema whose artifact paths were absolute
+    old = "/srv/runs/pivot/runs"  # a data directory whose own path has a `runs` in it
+    resume = {"path": f"{old}/r_1/epoch_0002.pth", "epoch": 2, "best": 0.5}
+    conn.executemany(
+        "INSERT INTO runs (run_id, kind, created_at, last_update, config) VALUES (?, ?, 1, 1, ?)",
+        [("r_1", "managed", json.dumps({"resume_from": resume})), ("r_2", "managed", "{}"), ("ext", "external", None)],
+    )  # an external run has no config at all
+    conn.executemany(
+        "INSERT INTO params (param_id, run_id, path, size_bytes, created_at) VALUES (?, ?, ?, 1, 1)",
+        [
+            ("p_1", "r_1", f"{old}/r_1/params.safetensors"),
+            ("p_evicted", "r_9", f"{old}/r_9/params.safetensors"),  # params outlive their run row
+            ("p_elsewhere", "r_2", "/mnt/weights/params.safetensors"),
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO checkpoints (checkpoint_id, run, path, size_bytes, created_at) VALUES (?, ?, ?, 1, 1)",
+        [
+            ("c_trainer", 1, f"{old}/r_1/epoch_0002.pth"),
+            ("c_upload", 1, f"{old}/r_1/uploads/c_upload.pth"),
+            ("c_foreign", 2, f"{old}/r_1/epoch_0001.pth"),  # not under its own run's directory: not guessed at
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO models (model_id, saved_model_path, saved_run_id, created_at, updated_at) VALUES (?, ?, ?, 1, 1)",
+        [("m_promoted", f"{old}/r_1/params.safetensors", "r_1"), ("m_given", "/home/me/model.pt", None),
+         ("m_none", None, None)],
+    )  # fmt: skip
+    migrate(conn)
+    assert dict(conn.execute("SELECT param_id, path FROM params")) == {
+        "p_1": "runs/r_1/params.safetensors",
+        "p_evicted": "runs/r_9/params.safetensors",
+        "p_elsewhere": "/mnt/weights/params.safetensors",
+    }
+    assert dict(conn.execute("SELECT checkpoint_id, path FROM checkpoints")) == {
+        "c_trainer": "runs/r_1/epoch_0002.pth",
+        "c_upload": "runs/r_1/uploads/c_upload.pth",
+        "c_foreign": f"{old}/r_1/epoch_0001.pth",
+    }
+    assert dict(conn.execute("SELECT model_id, saved_model_path FROM models")) == {
+        "m_promoted": "runs/r_1/params.safetensors",
+        "m_given": "/home/me/model.pt",
+        "m_none": None,
+    }
+    resumed = json.loads(conn.execute("SELECT config FROM runs WHERE run_id = 'r_1'").fetchone()[0])
+    assert resumed == {"resume_from": {**resume, "path": "runs/r_1/epoch_0002.pth"}}
 
 
 def test_a_newer_database_is_refused(tmp_path: Path) -> None:

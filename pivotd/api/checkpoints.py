@@ -25,6 +25,7 @@ from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
 from pivotd.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed, invalid_field
 from pivotd.ids import new_id
+from pivotd.settings import Settings
 from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint
 from pivotd.timefmt import iso
 from shared.models.storable import INT64_MAX
@@ -34,7 +35,7 @@ CHECK_TIMEOUT_S = 120
 CHUNK = 1024 * 1024
 
 
-def _view(row: CheckpointRow) -> dict[str, Any]:
+def _view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
     return {
         "checkpoint_id": row.checkpoint_id,
         "session_id": row.run_id,
@@ -44,7 +45,7 @@ def _view(row: CheckpointRow) -> dict[str, Any]:
         "metrics": row.metrics,
         "file_size_mb": round(row.size_bytes / 1024**2, 3),
         "size_bytes": row.size_bytes,
-        "file_path": row.path,
+        "file_path": str(settings.artifact_path(row.path)),
         "is_best": row.is_best,
         "source": row.source,
         "created_at": iso(row.created_at),
@@ -58,7 +59,7 @@ async def list_checkpoints(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
     rows = await services.training.reader.checkpoints(session_id, limit)
-    return json_response({"checkpoints": [_view(row) for row in rows]})
+    return json_response({"checkpoints": [_view(row, services.settings) for row in rows]})
 
 
 async def _check(path: Path) -> str | None:
@@ -131,7 +132,8 @@ async def upload_checkpoint(request: Request, services: ServicesDep) -> Response
     value = metrics.get(name)
     await services.store.writer.submit(
         AddCheckpoint(checkpoint_id, session_id, epoch, name if value is not None else None,
-                      value if isinstance(value, int | float) else None, metrics, str(path), size, False, "upload")
+                      value if isinstance(value, int | float) else None, metrics, services.settings.artifact_ref(path),
+                      size, False, "upload")
     )  # fmt: skip
     body = {"checkpoint_id": checkpoint_id, "file_size_mb": round(size / 1024**2, 3), "size_bytes": size,
             "uploaded_at": iso(path.stat().st_mtime)}  # fmt: skip
@@ -174,14 +176,15 @@ async def _checkpoint(services: Any, checkpoint_id: str) -> CheckpointRow:
 @router.get("/checkpoints/{checkpoint_id}/download", summary="The checkpoint file, streamed")
 async def download_checkpoint(checkpoint_id: str, services: ServicesDep) -> Response:
     row = await _checkpoint(services, checkpoint_id)
-    if not Path(row.path).is_file():
+    path = services.settings.artifact_path(row.path)
+    if not path.is_file():
         raise NotFound(f"the file of checkpoint {checkpoint_id!r} is gone from disk")
-    return FileResponse(row.path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")
 
 
 @router.delete("/checkpoints/{checkpoint_id}", summary="Delete a checkpoint and its file")
 async def delete_checkpoint(checkpoint_id: str, services: ServicesDep) -> Response:
     path = await services.store.writer.submit(DeleteCheckpoint(checkpoint_id))
     with contextlib.suppress(FileNotFoundError):
-        Path(path).unlink()
+        services.settings.artifact_path(path).unlink()
     return json_response({"message": "Checkpoint deleted successfully", "checkpoint_id": checkpoint_id})

@@ -7,8 +7,8 @@ Errors leave as `{"error": msg}` (the family's envelope, applied by `pivotd.erro
 from __future__ import annotations
 
 import base64
-import os
 import time
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -70,7 +70,8 @@ async def run_view(training: Training, run: JobRow) -> dict[str, Any]:
 async def model_summary(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
     total, latest_id = counts
     latest = await training.reader.job(latest_id) if latest_id else None
-    path = model.saved_model_path
+    recorded = model.saved_model_path  # older versions stored a number as readily as a path, if a client sent one
+    saved = training.settings.artifact_path(recorded) if isinstance(recorded, str) and recorded else None
     return {
         "model_id": model.model_id,
         "name": model.name,
@@ -80,8 +81,8 @@ async def model_summary(training: Training, model: ModelRow, counts: tuple[int, 
         "created_at": iso(model.created_at),
         "updated_at": iso(model.updated_at),
         "trained": model.trained,
-        "saved_model_path": path,
-        "saved_model_exists": bool(path) and os.path.isfile(path),
+        "saved_model_path": None if saved is None else str(saved),
+        "saved_model_exists": saved is not None and saved.is_file(),
         "last_trained_at": _ts(model.last_trained_at),
         "runs_total": total,
         "latest_run": await run_view(training, latest) if latest else None,
@@ -110,6 +111,11 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
     values = {name: document[name] for name in _MODEL_FIELDS if name in document}
     if "trained" in values:
         values["trained"] = bool(values["trained"])
+    if values.get("saved_model_path") is not None:
+        path = values["saved_model_path"]
+        if not isinstance(path, str) or not path:
+            raise BadRequest("saved_model_path must be a non-empty string or null")
+        values["saved_model_path"] = services.settings.artifact_ref(FilePath(path))
     training = services.training
     model, created = await training.put_model(model_id, values)
     counts = (await training.reader.run_counts([model.model_id])).get(model.model_id, (0, None))
@@ -258,7 +264,7 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
     training = services.training
     params = await training.get_params(param_id)
     arch = await training.params_architecture(params)
-    layout = await read_params_layout(params.path, arch)
+    layout = await read_params_layout(services.settings.artifact_path(params.path), arch)
     body = {"param_id": param_id, "model_id": params.model_id, "run_id": params.run_id, "parameters": layout,
             "size_bytes": params.size_bytes, "created_at": iso(params.created_at)}  # fmt: skip
     return json_response(body)
@@ -304,7 +310,7 @@ async def _infer(request: Request, services: Services, seen: dict[str, Any]) -> 
         arch = await training.params_architecture(params)
         batch = as_batch([document.get("pixels")], arch.input_features, "pixels", single=True)
         seen["batch_size"] = len(batch)
-        engine = await services.inference.engine(params.param_id, arch, params.path)
+        engine = await services.inference.engine(params.param_id, arch, services.settings.artifact_path(params.path))
         logits, latency = await services.inference.logits(engine, batch)
         seen["compute_ms"] = latency
         result = outputs(logits, {"labels": True, "probabilities": True})
@@ -320,7 +326,7 @@ async def _infer(request: Request, services: Services, seen: dict[str, Any]) -> 
     arch = await training.params_architecture(params)
     batch = as_batch(document.get("inputs"), arch.input_features)
     seen["batch_size"] = len(batch)
-    engine = await services.inference.engine(param_id, arch, params.path)
+    engine = await services.inference.engine(param_id, arch, services.settings.artifact_path(params.path))
     logits, latency = await services.inference.logits(engine, batch)
     seen["compute_ms"] = latency
     body = {"model_id": params.model_id, "param_id": param_id, "outputs": outputs(logits, _wanted(document)),

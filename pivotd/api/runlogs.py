@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -13,6 +12,7 @@ from fastapi.responses import FileResponse
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import NotFound, invalid_field
+from pivotd.settings import Settings
 from pivotd.store.training import CheckpointRow
 from pivotd.timefmt import iso
 
@@ -65,13 +65,13 @@ async def run_logs(
     return json_response({"data": data, "meta": {"run_id": run_id, "count": len(data)}})
 
 
-def checkpoint_view(row: CheckpointRow) -> dict[str, Any]:
+def checkpoint_view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
     """Seed 004's `{id, epoch, <metric>: value, path}` plus the fields seed 002's checkpoint routes show."""
     view: dict[str, Any] = {"id": row.checkpoint_id, "epoch": row.epoch, **row.metrics}
     if row.metric_name is not None and row.metric_value is not None:
         view[row.metric_name] = row.metric_value
     return view | {
-        "path": row.path,
+        "path": str(settings.artifact_path(row.path)),
         "checkpoint_id": row.checkpoint_id,
         "run_id": row.run_id,
         "metric_name": row.metric_name,
@@ -100,7 +100,7 @@ async def _run_ref(services: Any, run_id: str) -> int:
 async def run_checkpoints(run_id: RunId, services: ServicesDep) -> Response:
     await _run_ref(services, run_id)
     rows = await services.training.reader.checkpoints(run_id, limit=10_000)
-    data = [checkpoint_view(row) for row in rows]
+    data = [checkpoint_view(row, services.settings) for row in rows]
     return json_response({"data": data, "meta": {"run_id": run_id, "total": len(rows)}})
 
 
@@ -115,6 +115,7 @@ async def download_run_checkpoint(
     row = await services.training.reader.checkpoint(checkpoint_id)
     if row is None or row.run_id != run_id:  # another run's checkpoint is not this run's sub-resource
         raise NotFound(f"run {run_id!r} has no checkpoint {checkpoint_id!r}")
-    if not FilePath(row.path).is_file():
+    path = services.settings.artifact_path(row.path)
+    if not path.is_file():
         raise NotFound(f"the file of checkpoint {checkpoint_id!r} is gone from disk")
-    return FileResponse(row.path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")

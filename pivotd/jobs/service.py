@@ -193,7 +193,7 @@ class Training:
         params = await self.reader.params(param_id)
         if params is None:
             raise NotFound(f"param {param_id!r} not found")
-        if not Path(params.path).is_file():
+        if not self.settings.artifact_path(params.path).is_file():
             raise NotFound(f"the weights of param {param_id!r} are gone from disk")
         return params
 
@@ -258,7 +258,7 @@ class Training:
         return await self.get_run(run_id)
 
 
-async def read_params_layout(path: str, arch: Architecture) -> dict[str, Any]:
+async def read_params_layout(path: Path, arch: Architecture) -> dict[str, Any]:
     """Seed 003's parameter JSON from a safetensors file; read with numpy, so the daemon never imports torch."""
 
     def read() -> dict[str, Any]:

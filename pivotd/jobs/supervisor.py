@@ -218,7 +218,7 @@ class Supervisor:
             "memory_limit_mb": settings.worker_memory_limit_mb,
             "torch_threads": settings.worker_threads,
             "heartbeat_s": min(5.0, settings.heartbeat_timeout_s / 4),
-            "resume_from": job.config.get("resume_from"),
+            "resume_from": self._resume_from(job),
         }
         spec_path = run_dir / "job.json"
         spec_path.write_text(json.dumps(spec))
@@ -241,6 +241,13 @@ class Supervisor:
         log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
         self._spawn(self._supervise(worker, job))
 
+    def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
+        """The checkpoint a resumed run continues from, its recorded path resolved in this data directory."""
+        resume_from: dict[str, Any] | None = job.config.get("resume_from")
+        if resume_from is None:
+            return None
+        return {**resume_from, "path": str(self._settings.artifact_path(resume_from["path"]))}
+
     async def _supervise(self, worker: _Worker, job: JobRow) -> None:
         proc = worker.proc
         assert proc.stdout is not None and proc.stderr is not None
@@ -261,9 +268,9 @@ class Supervisor:
         state, error = self._outcome(worker, code)
         if state == "succeeded":
             assert worker.params is not None
-            param_id = new_id("p")
+            path = self._settings.artifact_ref(Path(worker.params["path"]))
             await self._store.writer.submit(
-                AddParams(param_id, job.run_id, job.model_id, worker.params["path"], worker.params["size_bytes"])
+                AddParams(new_id("p"), job.run_id, job.model_id, path, worker.params["size_bytes"])
             )
         log.info("run %s %s (exit %s)%s", job.run_id, state, code, f": {error}" if error else "")
         await self._finish(job.run_id, state, error)
@@ -313,8 +320,8 @@ class Supervisor:
                 await self._store.writer.submit(
                     AddCheckpoint(
                         new_id("ckpt"), job.run_id, event["epoch"], event["metric_name"], event["metric_value"],
-                        event.get("metrics") or {}, event["path"], event["size_bytes"], bool(event["is_best"]),
-                        "trainer",
+                        event.get("metrics") or {}, self._settings.artifact_ref(Path(event["path"])),
+                        event["size_bytes"], bool(event["is_best"]), "trainer",
                     )
                 )  # fmt: skip
             elif kind == "params":

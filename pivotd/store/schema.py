@@ -277,6 +277,23 @@ MIGRATIONS: list[str] = [
     -- Retention sums counts on every batch past the cap: from this index, not from every block's row page.
     CREATE INDEX telemetry_block_counts ON telemetry_blocks(id, count);
     """,
+    # 10 (issue 11): artifact paths relative to the data directory, so a moved or restored directory reads its
+    # own files. Every artifact is under `<data_dir>/runs/<run_id>/` with the run id known from its row, so the
+    # path is cut before `runs/<run_id>/` without guessing the old data directory; one without it stays as it was.
+    """
+    UPDATE params SET path = substr(path, instr(path, '/runs/' || run_id || '/') + 1)
+    WHERE instr(path, '/runs/' || run_id || '/') > 0;
+    UPDATE checkpoints SET path = substr(checkpoints.path, instr(checkpoints.path, '/runs/' || runs.run_id || '/') + 1)
+    FROM runs WHERE runs.id = checkpoints.run AND instr(checkpoints.path, '/runs/' || runs.run_id || '/') > 0;
+    -- A promoted model names its run's params file.
+    UPDATE models SET saved_model_path =
+        substr(saved_model_path, instr(saved_model_path, '/runs/' || saved_run_id || '/') + 1)
+    WHERE instr(saved_model_path, '/runs/' || saved_run_id || '/') > 0;
+    UPDATE runs SET config = json_set(config, '$.resume_from.path', substr(
+        json_extract(config, '$.resume_from.path'),
+        instr(json_extract(config, '$.resume_from.path'), '/runs/' || run_id || '/') + 1))
+    WHERE instr(json_extract(config, '$.resume_from.path'), '/runs/' || run_id || '/') > 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,6 +3,10 @@
 Write operations run on the writer thread like every other (`await store.writer.submit(op)`); state
 transitions check the current state inside the transaction, so a cancel racing a worker's exit is decided
 once, by whichever commits first.
+
+Artifact paths (params and checkpoint files, a model's `saved_model_path`, a run's `config.resume_from.path`) are
+stored as `Settings.artifact_ref` records them, relative to the data directory, and used through
+`Settings.artifact_path`: a data directory that is moved or restored elsewhere keeps finding its own files.
 """
 
 from __future__ import annotations

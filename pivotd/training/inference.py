@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ class Engine:
         self.net = net.to(self.device).eval()
 
     @classmethod
-    def from_file(cls, arch: Architecture, path: str, device: str) -> Engine:
+    def from_file(cls, arch: Architecture, path: Path, device: str) -> Engine:
         return cls(arch, load_file(path), device)
 
     @classmethod
