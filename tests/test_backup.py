@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 from pivotd.cli import EXIT_REFUSED
 from pivotd.store.schema import SCHEMA_VERSION
 from tests.daemon import running_daemon
+from tests.training.helpers import MLP, hyperparams
 
 pytestmark = pytest.mark.slow
 
@@ -46,6 +49,8 @@ async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_pat
         (source / "token").write_text("the-daemons-own-token\n")  # what a daemon without PIVOT_TOKEN makes
         hook = await http.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["*"]})
         assert hook.status_code == 201, hook.text
+        checkpoint = checkpoint_bytes()
+        checkpoint_id = await upload_checkpoint(http, checkpoint)
         stop, under_way = asyncio.Event(), asyncio.Event()
         writer = asyncio.create_task(ingest_until(http, stop, under_way))
         await asyncio.wait_for(under_way.wait(), 30)
@@ -58,6 +63,7 @@ async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_pat
     with contextlib.closing(sqlite3.connect(copy / "pivot.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert (copy / "token").read_text() == (source / "token").read_text()
+    shutil.rmtree(source)  # whatever the copy serves is its own
     async with running_daemon(copy) as restored, httpx.AsyncClient(base_url=restored.url) as http:
         runs = (await http.get("/api/v1/runs")).json()
         assert {"before", "busy"} <= set(runs)
@@ -67,6 +73,26 @@ async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_pat
         assert steps == list(range(len(steps))) and len(steps) >= 20
         hooks = (await http.get("/api/v1/webhooks")).json()["webhooks"]
         assert [h["url"] for h in hooks] == ["http://127.0.0.1:9/hook"]
+        downloaded = await http.get(f"/api/v1/checkpoints/{checkpoint_id}/download")
+        assert downloaded.status_code == 200 and downloaded.content == checkpoint
+
+
+def checkpoint_bytes() -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.ones(3, 2)}, "epoch": 1}, buffer)
+    return buffer.getvalue()
+
+
+async def upload_checkpoint(http: httpx.AsyncClient, content: bytes) -> str:
+    """An artifact under runs/: a checkpoint uploaded to a (never started) training session."""
+    config = {"architecture": MLP, "hyperparams": hyperparams()}
+    session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]
+    files = {"file": ("ckpt.pth", content, "application/octet-stream")}
+    uploaded = await http.post("/api/v1/checkpoints", files=files, data={"session_id": session_id})
+    assert uploaded.status_code == 201, uploaded.text
+    return str(uploaded.json()["checkpoint_id"])
 
 
 async def test_backup_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> None:
@@ -84,8 +110,12 @@ async def test_restore_waits_for_the_daemon_and_replaces_only_when_asked(tmp_pat
     data_dir, backup = tmp_path / "state", tmp_path / "backup"
     async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
         await http.post("/api/v1/runs/kept/scalars", json=[{"step": 1, "values": {"x": 1}}])
+        checkpoint = checkpoint_bytes()
+        checkpoint_id = await upload_checkpoint(http, checkpoint)
+        before = set((await http.get("/api/v1/runs")).json())  # "kept" and the checkpoint's session
         assert (await pivotd("backup", "--data-dir", str(data_dir), str(backup)))[0] == 0
         await http.post("/api/v1/runs/after-backup/scalars", json=[{"step": 1, "values": {"x": 1}}])
+        later = await upload_checkpoint(http, checkpoint)
 
         code, _, err = await pivotd("restore", str(backup), "--data-dir", str(data_dir), "--force")
         assert code == EXIT_REFUSED and "another pivotd" in err and "stop it first" in err
@@ -97,7 +127,12 @@ async def test_restore_waits_for_the_daemon_and_replaces_only_when_asked(tmp_pat
     assert code == 0, err
     assert "restored" in out
     async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
-        assert set((await http.get("/api/v1/runs")).json()) == {"kept"}
+        assert set((await http.get("/api/v1/runs")).json()) == before
+        downloaded = await http.get(f"/api/v1/checkpoints/{checkpoint_id}/download")
+        assert downloaded.status_code == 200 and downloaded.content == checkpoint
+    # The artifacts are the backup's: what was written after it is gone with the database that recorded it.
+    assert [p.name for p in (data_dir / "runs").rglob("*.pth")] == [f"{checkpoint_id}.pth"]
+    assert later != checkpoint_id
 
 
 async def test_restore_refuses_a_damaged_backup_and_keeps_the_database(tmp_path: Path) -> None:
