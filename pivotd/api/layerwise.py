@@ -6,11 +6,11 @@ import json
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
 from pivotd.api.body import openapi_body, read_json_body
-from pivotd.api.deps import ServicesDep
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import StepBound, only_filters
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
 from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, invalid_field, validation_failed
@@ -26,7 +26,6 @@ from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
 
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
 _BATCH = TypeAdapter(list[LayerwisePayload])
-RunIdPath = Annotated[str, Path(description="Run identifier", max_length=128)]
 RUN_STATUS_FILTER = {state: (state,) for state in C_RUN_STATUS} | C_TO_INTERNAL
 """`filter[status]`: a run's own state (what this listing shows), or family C's word for it (`completed`)."""
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from pivotd.api.body import parse_lenient, read_json_body
-from pivotd.api.deps import ServicesDep
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
@@ -172,19 +172,19 @@ async def train_inline(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("/train/{run_id}/cancel", status_code=202, summary="Cancel a queued or running run")
-async def cancel_run(run_id: Id, services: ServicesDep) -> Response:
+async def cancel_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     run = await services.training.cancel(run_id)
     return json_response({"run_id": run_id, "state": run.status, "cancel_requested": True}, 202)
 
 
 @router.get("/runs/{run_id}", summary="A training run's state and latest metrics (seed 003)")
-async def get_run(run_id: Id, services: ServicesDep) -> Response:
+async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
     return json_response(await run_view(training, await training.get_run(run_id)))
 
 
 @router.get("/runs/{run_id}/events", summary="SSE: `state` and `metric` events, history first (seed 001)")
-async def run_events(run_id: Id, services: ServicesDep) -> Response:
+async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
     await training.get_run(run_id)  # 404 before the stream starts
     seen: set[int] = set()

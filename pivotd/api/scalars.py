@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
 from pivotd.api.body import openapi_body, read_json_body
-from pivotd.api.deps import ServicesDep
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.layerwise import find_run
 from pivotd.api.query import StepBound
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
 from pivotd.errors import ValidationFailed, field_path, validation_failed
 from pivotd.store import RunFields
-from shared.models.layerwise import RUN_ID_PATTERN, is_valid_run_id
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
 
 router = APIRouter(prefix="/api/v1", tags=["scalars"])
@@ -32,14 +31,7 @@ _POINTS = TypeAdapter(list[ScalarPoint])
     openapi_extra=openapi_body("ScalarsBody", list[ScalarPoint] | ScalarBatch, "Points, or an object with points"),
     responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503),
 )
-async def post_scalars(
-    run_id: Annotated[str, Path(max_length=128)], request: Request, services: ServicesDep
-) -> Response:
-    if not is_valid_run_id(run_id):
-        raise ValidationFailed(
-            f"run_id: must match {RUN_ID_PATTERN} and be 1..128 characters",
-            details=[{"field": "run_id", "message": "invalid run id"}],
-        )
+async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
     # The bare-array form names its errors as the object form would (`points[3].values.loss`).
     is_array = body.lstrip()[:1] == b"["
@@ -74,7 +66,7 @@ async def post_scalars(
     responses=error_responses(LAYERWISE_ERRORS, 401, 404, 422),
 )
 async def get_scalars(
-    run_id: Annotated[str, Path(max_length=128)],
+    run_id: RunIdPath,
     services: ServicesDep,
     names: Annotated[str | None, Query(description="Comma-separated names; default all", max_length=4096)] = None,
     from_step: StepBound = None,
