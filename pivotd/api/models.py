@@ -99,6 +99,17 @@ async def list_models(services: ServicesDep) -> Response:
 
 
 _MODEL_FIELDS = ("name", "description", "architecture", "hyperparams", "trained", "saved_model_path")
+_TEXT_FIELDS = {"name": 200, "description": 10_000, "saved_model_path": 4096}
+"""Stored as text (the limits of `/api/v1/models`): anything but a string or null could not be bound, a 500."""
+
+
+def _model_values(document: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    values = {name: document[name] for name in names if name in document}
+    for name, limit in _TEXT_FIELDS.items():
+        value = values.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= limit):
+            raise BadRequest(f"{name}: must be a string of at most {limit} characters, or null")
+    return values
 
 
 @router.post("/models", summary="Create (201) or update by model_id (200) a model definition")
@@ -107,7 +118,7 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
     model_id = document.get("model_id")
     if model_id is not None and (not isinstance(model_id, str) or not 0 < len(model_id) <= 128):
         raise BadRequest("model_id must be a string of 1..128 characters")
-    values = {name: document[name] for name in _MODEL_FIELDS if name in document}
+    values = _model_values(document, _MODEL_FIELDS)
     if "trained" in values:
         values["trained"] = bool(values["trained"])
     training = services.training
@@ -132,9 +143,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
     training = services.training
     run_id = document.get("run_id")
     if run_id is None:
-        values = {
-            name: document[name] for name in ("name", "description", "architecture", "hyperparams") if name in document
-        }
+        values = _model_values(document, ("name", "description", "architecture", "hyperparams"))
         model, _ = await training.put_model(model_id, {**values, "trained": False, "saved_model_path": None})
         counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
         return json_response(await model_summary(training, model, counts))
