@@ -18,12 +18,22 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 import pivotd
+from pivotd.api.body import JsonObject
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
-from pivotd.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed, invalid_field
+from pivotd.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ValidationFailed,
+    invalid_field,
+    validation_failed,
+)
 from pivotd.ids import new_id
 from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint
 from pivotd.timefmt import iso
@@ -33,6 +43,7 @@ from shared.models.storable import INT64_MAX
 router = APIRouter(prefix="/api/v1", tags=["checkpoints (seed 002)"])
 CHECK_TIMEOUT_S = 120
 CHUNK = 1024 * 1024
+_METRICS: TypeAdapter[dict[str, Any]] = TypeAdapter(JsonObject)
 
 
 def _view(row: CheckpointRow) -> dict[str, Any]:
@@ -164,7 +175,10 @@ def _metrics_field(value: Any) -> dict[str, Any]:
         raise ValidationFailed(
             "metrics: must be a JSON object string", details=[{"field": "metrics", "message": "json"}]
         )
-    return metrics
+    try:
+        return _METRICS.validate_python(metrics)  # stored as sent, and shown in every listing of the checkpoint
+    except ValidationError as exc:
+        raise validation_failed(exc, "metrics") from None
 
 
 async def _checkpoint(services: Any, checkpoint_id: str) -> CheckpointRow:

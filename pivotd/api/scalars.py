@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
-from pivotd.api.body import openapi_body, read_json_body
+from pivotd.api.body import invalid_body, openapi_body, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.layerwise import find_run
 from pivotd.api.query import StepBound
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed, field_path, validation_failed
+from pivotd.errors import ValidationFailed, field_path
 from pivotd.store import RunFields
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
 
@@ -49,7 +49,7 @@ async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDe
         if non_finite:
             loc = tuple(non_finite[0]["loc"])
             await services.ingest.record_rejection(run_id, None, field_path(loc, prefix), non_finite[0]["msg"])
-        raise validation_failed(exc, prefix) from None
+        raise invalid_body(exc, body, prefix) from None
     if not points:
         raise ValidationFailed(
             "points: at least one point is required", details=[{"field": "points", "message": "empty"}]
