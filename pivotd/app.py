@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pivotd.alerts.actions import Actions
 from pivotd.alerts.engine import AlertEngine
@@ -208,12 +209,37 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _render(request, InternalError("internal error; see the daemon log"))
+        return _render(request, InternalError("internal error; see the daemon log"))  # logged by _LogOnce
+
+
+class _LogOnce:
+    """Logs an unexpected exception of an HTTP request once, with its method and path.
+
+    Starlette's ServerErrorMiddleware, inside this, answers it with the `Exception` handler's 500 and then
+    re-raises it so that the server logs it; uvicorn would, without method or path, after a handler that logged
+    it already. This catches the re-raise instead. A response cut short mid-body has no 500 to send: uvicorn
+    closes the connection when this returns, and says so in a line of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+
+
+class PivotApp(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        return _LogOnce(super().build_middleware_stack())
 
 
 def create_app(settings: Settings, token: str) -> FastAPI:
-    app = FastAPI(
+    app = PivotApp(
         title="pivotd",
         version=__version__,
         description="PIVOT daemon: layer-wise training metrics, runs, scalars and live updates over /ws.",

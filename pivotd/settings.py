@@ -75,7 +75,7 @@ class Settings(BaseModel):
     webhook_retry_base_s: Annotated[float, Field(ge=0.01, le=3600)] = 2.0
     """First retry delay; each further retry waits twice as long (capped at one hour)."""
     webhook_allow_private: bool = True
-    """Allow webhook URLs that resolve to loopback, private or link-local addresses. Set false on shared hosts."""
+    """Allow webhook URLs that resolve to addresses that are not public (global). Set false on shared hosts."""
     training_slots: Annotated[int, Field(ge=1, le=64)] | None = None
     """Managed runs trained at once. Unset: one per visible GPU, one on a CPU-only machine."""
     dataset_dir: Path | None = None

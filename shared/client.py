@@ -25,8 +25,10 @@ Payload = LayerwisePayload | Mapping[str, Any]
 
 
 def _segment(value: str) -> str:
-    """An id as one path segment: `/`, `?`, `#` and `%` in it are quoted, so it cannot name another route."""
-    return quote(value, safe="")
+    """An id as one path segment: `/`, `?`, `#` and `%` in it are quoted, so it cannot name another route; so are
+    the dots of `.` and `..`, which httpx would otherwise resolve against the path before it (the daemon refuses
+    both as ids)."""
+    return quote(value, safe="") if value not in (".", "..") else value.replace(".", "%2E")
 
 
 class PivotAPIError(Exception):

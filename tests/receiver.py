@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +38,10 @@ class Receiver:
         self._writers: set[asyncio.StreamWriter] = set()
         self.url = ""
 
-    async def start(self, port: int = 0) -> Receiver:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+    async def start(self, port: int = 0, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> Receiver:
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.url = f"{'https' if tls else 'http'}://{host}:{self.port}/hook"
         return self
 
     async def close(self) -> None:

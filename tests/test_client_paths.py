@@ -21,7 +21,7 @@ async def test_an_id_cannot_name_another_route(daemon: RunningDaemon, http: http
         for sneaky in (f"x/../{run_id}", f"{run_id}?steps=none", f"{run_id}#x"):
             with pytest.raises(PivotAPIError) as refused:
                 await asyncio.to_thread(client.delete_run, sneaky)
-            assert refused.value.status == 404, sneaky
+            assert refused.value.status in (404, 422), sneaky  # no such run, or not a run id at all
         assert (await http.get(f"/api/v1/runs/{run_id}")).status_code == 200  # still there
         with pytest.raises(PivotAPIError) as refused:
             await asyncio.to_thread(client.experiment, "../../runs")

@@ -8,11 +8,12 @@ route fail on purpose.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.daemon import RunningDaemon
+from tests.daemon import RunningDaemon, running_daemon
 
 SECRET_DETAIL = "disk on fire at /var/lib/pivot/secret-path"
 
@@ -49,3 +50,19 @@ async def test_seed_000_and_seed_001_routes_fail_in_their_own_envelopes(
     monkeypatch.setattr(daemon.services.training.reader, "run_counts", broken)
     response = await http.get("/api/models")
     assert response.status_code == 500 and response.json() == {"error": "internal error; see the daemon log"}
+
+
+async def test_an_unexpected_error_is_logged_once_with_method_and_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The route's handler logged it, then the server logged the same exception again (two tracebacks each)."""
+    with caplog.at_level(logging.DEBUG):  # every logger: pivotd's and uvicorn's
+        async with running_daemon(tmp_path / "state") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+            monkeypatch.setattr(daemon.services.store.reader, "get_run", broken)
+            for _ in range(2):
+                assert (await http.get("/api/v1/runs/r1")).status_code == 500
+    # The daemon has stopped, so every request has finished and logged all it was going to.
+    tracebacks = [record for record in caplog.records if record.exc_info and SECRET_DETAIL in str(record.exc_info[1])]
+    assert len(tracebacks) == 2, [(record.name, record.getMessage()) for record in tracebacks]
+    assert {record.getMessage() for record in tracebacks} == {"unhandled error on GET /api/v1/runs/r1"}
+    assert caplog.text.count("Traceback") == 2

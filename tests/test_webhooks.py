@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
+import ssl
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -169,12 +172,132 @@ async def test_bad_webhooks_are_422(daemon: RunningDaemon, http: httpx.AsyncClie
     assert field in [d["field"] for d in response.json()["error"]["details"]]
 
 
-async def test_private_targets_can_be_refused(tmp_path: Path) -> None:
-    settings = {"webhook_allow_private": False}
-    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
-        for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://10.1.2.3/x", "http://[::1]/x"):
-            response = await http.post("/api/v1/webhooks", json={"url": url, "events": ["alert_triggered"]})
-            assert response.status_code == 422 and "private" in response.json()["error"]["message"], url
+NOT_PUBLIC = [
+    "127.0.0.1:9",
+    "localhost",
+    "10.1.2.3",
+    "[::1]",
+    "100.64.0.1",  # carrier-grade NAT, which `is_private` does not cover
+    "100.100.100.200",  # a cloud metadata service, in that range
+    "169.254.169.254",
+    "0.0.0.0",
+    "224.0.0.1",
+    "[2002:7f00:1::1]",  # 6to4, carrying 127.0.0.1
+    "[2002:808:808::1]",  # 6to4, even carrying a global address: relayed by whoever announces the route
+    "[2001:0:4136:e378:8000:63bf:3fff:fdd2]",  # Teredo
+    "[::ffff:127.0.0.1]",  # IPv4-mapped
+    "[64:ff9b::a9fe:a9fe]",  # NAT64 of 169.254.169.254
+    "[64:ff9b:1::1]",  # local-use NAT64
+    "[fec0::1]",  # site-local
+    "[fc00::1]",
+    "[ff0e::1]",
+]
+
+
+@pytest.mark.parametrize("host", NOT_PUBLIC)
+async def test_private_targets_can_be_refused(daemon_refusing_private: RunningDaemon, host: str) -> None:
+    async with httpx.AsyncClient(base_url=daemon_refusing_private.url) as http:
+        response = await http.post("/api/v1/webhooks", json={"url": f"http://{host}/x", "events": ["alert_triggered"]})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["details"][0]["field"] == "url" and "not a public address" in error["message"]
+        assert (await http.get("/api/v1/webhooks")).json()["webhooks"] == []
+
+
+@pytest.fixture
+async def daemon_refusing_private(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    async with running_daemon(tmp_path / "s", webhook_allow_private=False) as daemon:
+        yield daemon
+
+
+def answers(*sequence: list[str]) -> Callable[[str, int], Awaitable[list[str]]]:
+    """A resolver that gives each answer in turn for `hooks.example.test` (the last one from then on)."""
+    calls: list[str] = []
+
+    async def resolve(host: str, port: int) -> list[str]:
+        assert host == "hooks.example.test", host
+        calls.append(host)
+        return sequence[min(len(calls), len(sequence)) - 1]
+
+    return resolve
+
+
+async def test_every_address_a_host_resolves_to_is_checked(daemon_refusing_private: RunningDaemon) -> None:
+    daemon_refusing_private.services.webhooks.resolve = answers(["93.184.215.14", "100.64.0.7"])
+    async with httpx.AsyncClient(base_url=daemon_refusing_private.url) as http:
+        url = "https://hooks.example.test/x"
+        response = await http.post("/api/v1/webhooks", json={"url": url, "events": ["alert_triggered"]})
+        assert response.status_code == 422 and "100.64.0.7" in response.json()["error"]["message"]
+
+
+async def test_an_answer_turning_private_after_registration_is_not_delivered(
+    daemon_refusing_private: RunningDaemon, receiver: Receiver
+) -> None:
+    """DNS rebinding: public when registered, loopback at delivery time. Each attempt checks again."""
+    webhooks = daemon_refusing_private.services.webhooks
+    webhooks.resolve = answers(["93.184.215.14"], ["127.0.0.1"])
+    async with httpx.AsyncClient(base_url=daemon_refusing_private.url) as http:
+        url = f"http://hooks.example.test:{receiver.port}/hook"
+        hook = await register(http, url, ["alert_triggered"])
+        result = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+    assert result["success"] is False and "127.0.0.1, which is not a public address" in result["error"]
+    assert receiver.received.empty()
+
+
+async def test_a_delivery_goes_to_the_address_its_attempt_resolved(
+    daemon: RunningDaemon, http: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    """One resolution per attempt, and the connection goes to its answer: a second lookup by the HTTP client would
+    reach the trap listening on the same port of another loopback address (the answer changed meanwhile)."""
+    trap = await Receiver().start(port=receiver.port, host="127.0.0.2")
+    try:
+        daemon.services.webhooks.resolve = answers(["127.0.0.1"], ["127.0.0.2"])
+        hook = await register(http, f"http://hooks.example.test:{receiver.port}/hook", ["alert_triggered"])
+        first = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+        got = await receiver.next()
+        assert first["success"] is True and trap.received.empty()
+        assert got.headers["host"] == f"hooks.example.test:{receiver.port}" and got.signature_valid(SECRET)
+        second = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+        assert second["success"] is True and (await trap.next()).headers["x-pivot-event"] == "test"
+        assert receiver.received.empty()
+    finally:
+        await trap.close()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+async def test_https_to_a_resolved_address_verifies_the_registered_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connected by address, TLS still sends and verifies the host's name: a certificate for it is accepted, one
+    for another name is not."""
+    receivers = {}
+    for name in ("hooks.example.test", "other.example.test"):
+        cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        receivers[name] = await Receiver().start(tls=tls)
+    (tmp_path / "trusted.pem").write_text("".join((tmp_path / f"{n}.pem").read_text() for n in receivers))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "trusted.pem"))
+    try:
+        async with running_daemon(tmp_path / "s") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+            daemon.services.webhooks.resolve = answers(["127.0.0.1"])
+            for name, receiver in receivers.items():
+                url = f"https://hooks.example.test:{receiver.port}/hook"
+                hook = await register(http, url, ["alert_triggered"])
+                result = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+                if name == "hooks.example.test":
+                    assert result["success"] is True, result
+                    assert (await receiver.next()).headers["host"] == f"hooks.example.test:{receiver.port}"
+                else:
+                    assert result["success"] is False and "CERTIFICATE_VERIFY_FAILED" in result["error"], result
+    finally:
+        for receiver in receivers.values():
+            await receiver.close()
 
 
 async def test_pending_deliveries_survive_a_killed_daemon(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import logging
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import httpx
@@ -73,28 +74,78 @@ def render(fmt: str, event: str, delivery_id: str, now: float, data: dict[str, A
     return orjson.dumps({"event": event, "delivery_id": delivery_id, "timestamp": iso(now), "text": text, "data": data})
 
 
-def _blocked(address: str) -> bool:
+Resolve = Callable[[str, int], Awaitable[list[str]]]
+"""Host and port -> every address to try. The daemon asks DNS; a test substitutes answers."""
+
+# Tunnels and translators whose packets go to an IPv4 address derived from the IPv6 one, through a relay or
+# gateway nobody chose: 6to4, Teredo, local-use NAT64; and IPv4-compatible addresses (deprecated, tunnelled).
+# Python's `is_global` calls some of them global (which ones depends on the patch release), so they are listed.
+_TUNNELS = tuple(ipaddress.IPv6Network(net) for net in ("2002::/16", "2001::/32", "64:ff9b:1::/48", "::/96"))
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+"""The well-known NAT64 prefix: its gateway connects to the embedded IPv4 address, so that is what is judged."""
+
+
+def is_public(address: str) -> bool:
+    """Whether `address` is a global unicast address, the only kind a webhook may reach with private targets
+    refused. `is_global`, not `not is_private`: carrier-grade NAT (100.64.0.0/10, where cloud metadata services
+    live too) is neither. An IPv4-mapped or NAT64 address is judged by the IPv4 address it carries, since that is
+    where the connection goes."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast or ip.is_unspecified
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return is_public(str(ip.ipv4_mapped))
+        if ip in _NAT64:
+            return is_public(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+        if ip.is_site_local or any(ip in net for net in _TUNNELS):
+            return False
+    return ip.is_global and not ip.is_multicast and not ip.is_unspecified
 
 
-async def check_url(url: str, allow_private: bool) -> None:
-    """Refuse what is not an absolute http(s) URL; with `allow_private` false, also any host that resolves
-    to a loopback, private or link-local address (checked again before each attempt: DNS can change)."""
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, in the resolver's order, without repeats (an IP literal: itself)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _parse(url: str) -> httpx.URL:
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
         raise ValueError(f"not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ValueError("must be an absolute http:// or https:// URL with a host")
-    if allow_private:
-        return
+    return parsed
+
+
+async def checked_addresses(url: str, allow_private: bool, resolve: Resolve) -> tuple[httpx.URL, list[str]]:
+    """The URL parsed and the addresses its host resolves to now; with `allow_private` false, every one of them
+    must be public (one private answer among public ones could be the one a connection picks)."""
+    parsed = _parse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parsed.host, parsed.port or 443, type=socket.SOCK_STREAM)
+        addresses = await resolve(parsed.raw_host.decode("ascii"), port)
     except OSError as exc:
         raise ValueError(f"host {parsed.host!r} does not resolve: {exc}") from None
-    if any(_blocked(str(info[4][0])) for info in infos):
-        raise ValueError(f"host {parsed.host!r} is a loopback/private address (webhook_allow_private is false)")
+    if not addresses:
+        raise ValueError(f"host {parsed.host!r} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            if not is_public(address):
+                raise ValueError(
+                    f"host {parsed.host!r} resolves to {address}, which is not a public address "
+                    "(loopback, private, carrier-grade NAT, link-local, multicast, ...): private targets are "
+                    "refused (webhook_allow_private is false)"
+                )
+    return parsed, addresses
+
+
+async def check_url(url: str, allow_private: bool, resolve: Resolve = resolve_host) -> None:
+    """Refuse what is not an absolute http(s) URL; with `allow_private` false, also a host that resolves to any
+    address that is not public (checked again before each attempt, which connects to what it checked)."""
+    if allow_private:
+        _parse(url)  # the host may not resolve yet: a local relay started later
+    else:
+        await checked_addresses(url, allow_private, resolve)
 
 
 class Webhooks:
@@ -106,6 +157,8 @@ class Webhooks:
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
         self.deliveries_sent = 0
+        self.resolve: Resolve = resolve_host
+        """How hosts are resolved, once per attempt (tests replace it to change DNS answers between calls)."""
 
     async def __aenter__(self) -> Webhooks:
         self._hooks = {row.webhook_id: row for row in await self._store.monitoring.webhooks()}
@@ -136,7 +189,7 @@ class Webhooks:
 
     async def register(self, url: str, events: list[str], secret: str | None, fmt: str) -> tuple[WebhookRow, str]:
         try:
-            await check_url(url, self._settings.webhook_allow_private)
+            await check_url(url, self._settings.webhook_allow_private, self.resolve)
         except ValueError as exc:
             raise ValidationFailed(f"url: {exc}", details=[{"field": "url", "message": str(exc)}]) from None
         secret = secret or secrets.token_urlsafe(32)
@@ -181,22 +234,38 @@ class Webhooks:
         return result
 
     async def _post(self, hook: WebhookRow, event: str, delivery_id: str, body: bytes) -> tuple[int | None, str | None]:
+        """One attempt. The host is resolved once and the addresses checked; the request is then sent to a checked
+        address itself, so a DNS answer that changes after the check (rebinding) cannot redirect it. The Host
+        header and, for https, the name TLS sends and verifies (SNI) stay the registered host's. `Connection:
+        close`: a pooled connection, keyed by address, must not carry another host's request over TLS that was
+        verified for this one."""
         assert self._client is not None
         try:
-            await check_url(hook.url, self._settings.webhook_allow_private)
-            timestamp = int(time.time())
-            headers = {
-                "X-Pivot-Timestamp": str(timestamp),
-                "X-Pivot-Signature": sign(hook.secret, timestamp, body),
-                "X-Pivot-Event": event,
-                "X-Pivot-Delivery": delivery_id,
-            }
-            response = await self._client.post(hook.url, content=body, headers=headers)
+            url, addresses = await checked_addresses(hook.url, self._settings.webhook_allow_private, self.resolve)
         except ValueError as exc:
             return None, str(exc)
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+        timestamp = int(time.time())
+        headers = {
+            "Host": url.netloc.decode("ascii"),
+            "Connection": "close",
+            "X-Pivot-Timestamp": str(timestamp),
+            "X-Pivot-Signature": sign(hook.secret, timestamp, body),
+            "X-Pivot-Event": event,
+            "X-Pivot-Delivery": delivery_id,
+        }
+        extensions = {"sni_hostname": url.raw_host.decode("ascii")} if url.scheme == "https" else {}
+        error = "no address"
+        for address in addresses:  # in the resolver's order, the next one only when no connection could be made
+            try:
+                target = url.copy_with(host=address)
+                response = await self._client.post(target, content=body, headers=headers, extensions=extensions)
+            except httpx.ConnectError as exc:
+                error = f"ConnectError: {exc}" if str(exc) else "ConnectError"
+                continue
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+        return None, error
 
     async def _attempt(self, delivery: DeliveryRow) -> None:
         hook = self._hooks.get(delivery.webhook_id)

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pivotd.alerts.rules import RuleSpec, Severity
-from pivotd.api.body import openapi_body, read_json_body, read_model
+from pivotd.api.body import openapi_body, parse_lenient, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
-from pivotd.errors import BadRequest, NotFound, ValidationFailed, validation_failed
+from pivotd.errors import NotFound, ValidationFailed, validation_failed
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts (seed 002)"])
 IdPath = Annotated[str, Path(max_length=64)]
@@ -30,11 +29,7 @@ class Acknowledge(BaseModel):
 async def _rule_body(request: Request, services: ServicesDep, base: dict[str, Any] | None = None) -> RuleSpec:
     if base is None:
         return await read_model(request, RuleSpec, services.settings.max_body_bytes)
-    body = await read_json_body(request, services.settings.max_body_bytes)
-    try:
-        changes = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    changes = parse_lenient(await read_json_body(request, services.settings.max_body_bytes))
     if not isinstance(changes, dict):
         raise ValidationFailed("body: must be a JSON object of the fields to change")
     try:

@@ -8,6 +8,7 @@ complete for routes that read their body this way.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -15,8 +16,17 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
-from pivotd.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, validation_failed
-from shared.models.storable import storable
+from pivotd.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    PivotError,
+    UnsupportedMediaType,
+    ValidationFailed,
+    field_path,
+    invalid_field,
+    validation_failed,
+)
+from shared.models.storable import MAX_DEPTH, storable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -63,8 +73,65 @@ def parse_lenient(body: bytes) -> Any:
     except orjson.JSONDecodeError:
         try:
             return json.loads(body)
-        except (ValueError, RecursionError) as exc:
+        except RecursionError:  # nested past the interpreter's recursion limit, as orjson's 1024 levels are
+            raise too_deep(body) or BadRequest("body is not valid JSON: nested too deeply") from None
+        except ValueError as exc:
             raise BadRequest(f"body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def invalid_body(exc: ValidationError, body: bytes, prefix: str = "") -> PivotError:
+    """`validation_failed` for a body validated from its bytes, except that one its parser gave up on for its
+    nesting is a 422 naming where, like a free-form value nested past MAX_DEPTH."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(error["type"] == "json_invalid" and "recursion limit" in error["msg"] for error in errors):
+        return too_deep(body, prefix) or validation_failed(exc, prefix)
+    return validation_failed(exc, prefix)
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+# A JSON string (escapes included) or one structural character: all a nesting scan needs to see.
+_TOKENS = re.compile(_STRING.pattern + rb"|[\[\]{},]")
+
+
+def too_deep(body: bytes, prefix: str = "") -> ValidationFailed | None:
+    """The 422 naming the first object or array of `body` nested deeper than MAX_DEPTH, unless the body's brackets
+    do not balance (then it is not JSON, however deep).
+
+    For a body a parser gave up on because of its nesting (pydantic's at about 250 levels, orjson's at 1024, the
+    stdlib's and msgspec's at the recursion limit), which they report without saying in which field. The token
+    scan stops at the first container too deep, before where the parser gave up; only the bracket count reads
+    the rest, at the speed of `bytes.count`."""
+    members: list[str | int | None] = []  # per open container: its current key (None between keys) or index
+    for match in _TOKENS.finditer(body):
+        token = match.group()
+        if token in (b"{", b"["):
+            if len(members) == MAX_DEPTH:
+                if not _balanced(body):
+                    return None
+                where = tuple(member for member in members if member is not None)
+                return invalid_field(field_path(where, prefix), f"nested deeper than {MAX_DEPTH} levels")
+            members.append(None if token == b"{" else 0)
+        elif token in (b"}", b"]"):
+            if members:
+                members.pop()
+        elif token == b",":
+            if members:
+                members[-1] = members[-1] + 1 if isinstance(members[-1], int) else None
+        elif members and members[-1] is None:  # a string where a key is due
+            members[-1] = _key(token)
+    return None
+
+
+def _balanced(body: bytes) -> bool:
+    structure = _STRING.sub(b"", body)  # brackets inside strings are text
+    return structure.count(b"[") == structure.count(b"]") and structure.count(b"{") == structure.count(b"}")
+
+
+def _key(token: bytes) -> str:
+    try:
+        return str(json.loads(token))
+    except ValueError:
+        return token[1:-1].decode(errors="replace")
 
 
 async def read_model(request: Request, model: type[M], limit: int, *, optional: bool = False) -> M:
@@ -74,7 +141,7 @@ async def read_model(request: Request, model: type[M], limit: int, *, optional: 
     try:
         return model.model_validate_json(body) if body else model.model_validate({})
     except ValidationError as exc:
-        raise validation_failed(exc) from None
+        raise invalid_body(exc, body) from None
 
 
 def openapi_body(name: str, annotation: Any, description: str = "", *, required: bool = True) -> dict[str, Any]:

@@ -18,21 +18,33 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 
 import pivotd
+from pivotd.api.body import JsonObject
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import json_response
-from pivotd.errors import BadRequest, NotFound, PayloadTooLarge, ServiceUnavailable, ValidationFailed, invalid_field
+from pivotd.errors import (
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ValidationFailed,
+    invalid_field,
+    validation_failed,
+)
 from pivotd.ids import new_id
 from pivotd.settings import Settings
 from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint
 from pivotd.timefmt import iso
+from shared.models.layerwise import RUN_ID_PATTERN, RUN_ID_RULE, is_valid_run_id
 from shared.models.storable import INT64_MAX
 
 router = APIRouter(prefix="/api/v1", tags=["checkpoints (seed 002)"])
 CHECK_TIMEOUT_S = 120
 CHUNK = 1024 * 1024
+_METRICS: TypeAdapter[dict[str, Any]] = TypeAdapter(JsonObject)
 
 
 def _view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
@@ -55,7 +67,7 @@ def _view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
 @router.get("/checkpoints", summary="Checkpoints, optionally of one session")
 async def list_checkpoints(
     services: ServicesDep,
-    session_id: Annotated[str | None, Query(max_length=128)] = None,
+    session_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=RUN_ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
     rows = await services.training.reader.checkpoints(session_id, limit)
@@ -103,6 +115,8 @@ async def upload_checkpoint(request: Request, services: ServicesDep) -> Response
             raise ValidationFailed("file: a .pth file is required", details=[{"field": "file", "message": "missing"}])
         if not isinstance(session_id, str) or not session_id:
             raise ValidationFailed("session_id: required", details=[{"field": "session_id", "message": "missing"}])
+        if not is_valid_run_id(session_id):  # it becomes a directory name below
+            raise invalid_field("session_id", f"must be {RUN_ID_RULE}")
         if not (upload.filename or "").endswith((".pth", ".pt")):
             raise ValidationFailed("file: must be a .pth (or .pt) file", details=[{"field": "file", "message": "name"}])
         epoch = _int_field(form.get("epoch"), "epoch")
@@ -163,7 +177,10 @@ def _metrics_field(value: Any) -> dict[str, Any]:
         raise ValidationFailed(
             "metrics: must be a JSON object string", details=[{"field": "metrics", "message": "json"}]
         )
-    return metrics
+    try:
+        return _METRICS.validate_python(metrics)  # stored as sent, and shown in every listing of the checkpoint
+    except ValidationError as exc:
+        raise validation_failed(exc, "metrics") from None
 
 
 async def _checkpoint(services: Any, checkpoint_id: str) -> CheckpointRow:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
 from pivotd.services import Services
+from shared.models.layerwise import RUN_ID_PATTERN, RUN_ID_RULE
 
 
 async def get_services(request: Request) -> Services:
@@ -16,3 +17,7 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+RunIdPath = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=RUN_ID_PATTERN, description=f"Run identifier: {RUN_ID_RULE}")
+]
+"""A run id in a path (a seed 002 session id is one too): refused with a 422 unless a run could have it."""

@@ -32,6 +32,7 @@ from pivotd.store.experiments import (
     UpdateExperiment,
 )
 from pivotd.timefmt import iso
+from shared.models.layerwise import RunId
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["experiments (seed 004)"])
 IdPath = Annotated[str, Path(max_length=64)]
@@ -86,7 +87,7 @@ class ExperimentPatch(BaseModel):
 class AttachBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    run_ids: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(min_length=1, max_length=1000)]
+    run_ids: Annotated[list[RunId], Field(min_length=1, max_length=1000)]
     group: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 

@@ -6,14 +6,14 @@ import json
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
-from pivotd.api.body import openapi_body, read_json_body
-from pivotd.api.deps import ServicesDep
+from pivotd.api.body import invalid_body, openapi_body, read_json_body
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import StepBound, only_filters
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
-from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, invalid_field, validation_failed
+from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, invalid_field
 from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
@@ -26,14 +26,13 @@ from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
 
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
 _BATCH = TypeAdapter(list[LayerwisePayload])
-RunIdPath = Annotated[str, Path(description="Run identifier", max_length=128)]
 RUN_STATUS_FILTER = {state: (state,) for state in C_RUN_STATUS} | C_TO_INTERNAL
 """`filter[status]`: a run's own state (what this listing shows), or family C's word for it (`completed`)."""
 
 
 async def reject(services: Services, exc: ValidationError, body: bytes, *, batch: bool) -> PivotError:
     """Turn a validation failure into the 4xx to send, recording any non-finite value on its run first."""
-    error = validation_failed(exc)
+    error = invalid_body(exc, body)
     non_finite = [e for e in exc.errors(include_url=False, include_input=False) if e["type"] == "finite_number"]
     if non_finite:
         document = json.loads(body)  # the stdlib parser accepts NaN/Infinity, which is what we are reporting

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from pivotd.api.body import parse_lenient, read_json_body
-from pivotd.api.deps import ServicesDep
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
@@ -100,6 +100,17 @@ async def list_models(services: ServicesDep) -> Response:
 
 
 _MODEL_FIELDS = ("name", "description", "architecture", "hyperparams", "trained", "saved_model_path")
+_TEXT_FIELDS = {"name": 200, "description": 10_000, "saved_model_path": 4096}
+"""Stored as text (the limits of `/api/v1/models`): anything but a string or null could not be bound, a 500."""
+
+
+def _model_values(document: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    values = {name: document[name] for name in names if name in document}
+    for name, limit in _TEXT_FIELDS.items():
+        value = values.get(name)
+        if value is not None and not (isinstance(value, str) and len(value) <= limit):
+            raise BadRequest(f"{name}: must be a string of at most {limit} characters, or null")
+    return values
 
 
 @router.post("/models", summary="Create (201) or update by model_id (200) a model definition")
@@ -108,14 +119,13 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
     model_id = document.get("model_id")
     if model_id is not None and (not isinstance(model_id, str) or not 0 < len(model_id) <= 128):
         raise BadRequest("model_id must be a string of 1..128 characters")
-    values = {name: document[name] for name in _MODEL_FIELDS if name in document}
+    values = _model_values(document, _MODEL_FIELDS)
     if "trained" in values:
         values["trained"] = bool(values["trained"])
-    if values.get("saved_model_path") is not None:
-        path = values["saved_model_path"]
-        if not isinstance(path, str) or not path:
+    if values.get("saved_model_path") is not None:  # a string by now (_model_values)
+        if not values["saved_model_path"]:
             raise BadRequest("saved_model_path must be a non-empty string or null")
-        values["saved_model_path"] = services.settings.artifact_ref(FilePath(path))
+        values["saved_model_path"] = services.settings.artifact_ref(FilePath(values["saved_model_path"]))
     training = services.training
     model, created = await training.put_model(model_id, values)
     counts = (await training.reader.run_counts([model.model_id])).get(model.model_id, (0, None))
@@ -138,9 +148,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
     training = services.training
     run_id = document.get("run_id")
     if run_id is None:
-        values = {
-            name: document[name] for name in ("name", "description", "architecture", "hyperparams") if name in document
-        }
+        values = _model_values(document, ("name", "description", "architecture", "hyperparams"))
         model, _ = await training.put_model(model_id, {**values, "trained": False, "saved_model_path": None})
         counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
         return json_response(await model_summary(training, model, counts))
@@ -178,19 +186,19 @@ async def train_inline(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("/train/{run_id}/cancel", status_code=202, summary="Cancel a queued or running run")
-async def cancel_run(run_id: Id, services: ServicesDep) -> Response:
+async def cancel_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     run = await services.training.cancel(run_id)
     return json_response({"run_id": run_id, "state": run.status, "cancel_requested": True}, 202)
 
 
 @router.get("/runs/{run_id}", summary="A training run's state and latest metrics (seed 003)")
-async def get_run(run_id: Id, services: ServicesDep) -> Response:
+async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
     return json_response(await run_view(training, await training.get_run(run_id)))
 
 
 @router.get("/runs/{run_id}/events", summary="SSE: `state` and `metric` events, history first (seed 001)")
-async def run_events(run_id: Id, services: ServicesDep) -> Response:
+async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
     await training.get_run(run_id)  # 404 before the stream starts
     seen: set[int] = set()

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
 
-from pivotd.api.deps import ServicesDep
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import NotFound, invalid_field
 from pivotd.settings import Settings
@@ -18,7 +18,6 @@ from pivotd.timefmt import iso
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 LEVELS = ("debug", "info", "warning", "error", "critical")
-RunId = Annotated[str, Path(max_length=128)]
 
 
 def parse_since(value: str) -> float:
@@ -45,7 +44,7 @@ def parse_since(value: str) -> float:
     responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
 )
 async def run_logs(
-    run_id: RunId,
+    run_id: RunIdPath,
     services: ServicesDep,
     level: Annotated[str | None, Query(pattern="^(debug|info|warning|error|critical)$")] = None,
     since: Annotated[
@@ -97,7 +96,7 @@ async def _run_ref(services: Any, run_id: str) -> int:
     summary="A run's checkpoints (trainer-written and uploaded), oldest first",
     responses=error_responses(STRUCTURED_ERRORS, 401, 404),
 )
-async def run_checkpoints(run_id: RunId, services: ServicesDep) -> Response:
+async def run_checkpoints(run_id: RunIdPath, services: ServicesDep) -> Response:
     await _run_ref(services, run_id)
     rows = await services.training.reader.checkpoints(run_id, limit=10_000)
     data = [checkpoint_view(row, services.settings) for row in rows]
@@ -110,7 +109,7 @@ async def run_checkpoints(run_id: RunId, services: ServicesDep) -> Response:
     responses=error_responses(STRUCTURED_ERRORS, 401, 404),
 )
 async def download_run_checkpoint(
-    run_id: RunId, checkpoint_id: Annotated[str, Path(max_length=128)], services: ServicesDep
+    run_id: RunIdPath, checkpoint_id: Annotated[str, Path(max_length=128)], services: ServicesDep
 ) -> Response:
     row = await services.training.reader.checkpoint(checkpoint_id)
     if row is None or row.run_id != run_id:  # another run's checkpoint is not this run's sub-resource

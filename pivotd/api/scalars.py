@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import TypeAdapter, ValidationError
 
-from pivotd.api.body import openapi_body, read_json_body
-from pivotd.api.deps import ServicesDep
+from pivotd.api.body import invalid_body, openapi_body, read_json_body
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.layerwise import find_run
 from pivotd.api.query import StepBound
 from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed, field_path, validation_failed
+from pivotd.errors import ValidationFailed, field_path
 from pivotd.store import RunFields
-from shared.models.layerwise import RUN_ID_PATTERN, is_valid_run_id
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
 
 router = APIRouter(prefix="/api/v1", tags=["scalars"])
@@ -32,14 +31,7 @@ _POINTS = TypeAdapter(list[ScalarPoint])
     openapi_extra=openapi_body("ScalarsBody", list[ScalarPoint] | ScalarBatch, "Points, or an object with points"),
     responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
 )
-async def post_scalars(
-    run_id: Annotated[str, Path(max_length=128)], request: Request, services: ServicesDep
-) -> Response:
-    if not is_valid_run_id(run_id):
-        raise ValidationFailed(
-            f"run_id: must match {RUN_ID_PATTERN} and be 1..128 characters",
-            details=[{"field": "run_id", "message": "invalid run id"}],
-        )
+async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
     # The bare-array form names its errors as the object form would (`points[3].values.loss`).
     is_array = body.lstrip()[:1] == b"["
@@ -57,7 +49,7 @@ async def post_scalars(
         if non_finite:
             loc = tuple(non_finite[0]["loc"])
             await services.ingest.record_rejection(run_id, None, field_path(loc, prefix), non_finite[0]["msg"])
-        raise validation_failed(exc, prefix) from None
+        raise invalid_body(exc, body, prefix) from None
     if not points:
         raise ValidationFailed(
             "points: at least one point is required", details=[{"field": "points", "message": "empty"}]
@@ -74,7 +66,7 @@ async def post_scalars(
     responses=error_responses(LAYERWISE_ERRORS, 401, 404, 422),
 )
 async def get_scalars(
-    run_id: Annotated[str, Path(max_length=128)],
+    run_id: RunIdPath,
     services: ServicesDep,
     names: Annotated[str | None, Query(description="Comma-separated names; default all", max_length=4096)] = None,
     from_step: StepBound = None,

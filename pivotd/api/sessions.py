@@ -11,12 +11,12 @@ import contextlib
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Query, Request, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect
 
 from pivotd.api.body import openapi_body, read_model
-from pivotd.api.deps import ServicesDep
+from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import MAX_OFFSET
 from pivotd.api.responses import json_response
 from pivotd.api.sse import stream_run
@@ -28,7 +28,6 @@ from pivotd.store.training import FINAL_STATES, JobRow
 from pivotd.timefmt import iso
 
 router = APIRouter(prefix="/api/v1", tags=["training sessions (seed 002)"])
-Id = Annotated[str, Path(max_length=128)]
 
 P_STATUS = {
     "created": "created",
@@ -116,7 +115,7 @@ async def create_session(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("/training/sessions/{session_id}/start", summary="Queue the session (runs at once if a slot is free)")
-async def start_session(session_id: Id, services: ServicesDep) -> Response:
+async def start_session(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     run = await services.training.start_session(session_id)
     return json_response(
@@ -125,14 +124,14 @@ async def start_session(session_id: Id, services: ServicesDep) -> Response:
 
 
 @router.post("/training/sessions/{session_id}/stop", summary="Stop the session (SIGTERM, grace, SIGKILL)")
-async def stop_session(session_id: Id, services: ServicesDep) -> Response:
+async def stop_session(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     run = await services.training.cancel(session_id, wait=True)
     return json_response({"session_id": session_id, "status": P_STATUS[run.status], "stopped_at": _ts(run.finished_at)})
 
 
 @router.get("/training/sessions/{session_id}", summary="A session's status, progress and latest metrics")
-async def get_session(session_id: Id, services: ServicesDep) -> Response:
+async def get_session(session_id: RunIdPath, services: ServicesDep) -> Response:
     return json_response(await session_view(services.training, await _session(services, session_id)))
 
 
@@ -157,7 +156,7 @@ async def list_sessions(
 
 @router.get("/training/sessions/{session_id}/metrics", summary="Per-epoch metric records")
 async def session_metrics(
-    session_id: Id,
+    session_id: RunIdPath,
     services: ServicesDep,
     metric_name: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
@@ -172,7 +171,7 @@ async def session_metrics(
 
 @router.get("/metrics/{session_id}/history", summary="One metric's values by epoch")
 async def metric_history(
-    session_id: Id,
+    session_id: RunIdPath,
     services: ServicesDep,
     metric_name: Annotated[str, Query(max_length=128)] = "val_loss",
     start_epoch: Annotated[int | None, Query(ge=0)] = None,
@@ -242,7 +241,7 @@ class _SessionFeed:
 
 
 @router.get("/sse/training/{session_id}", summary="SSE: `metrics` per epoch and `status` changes of a session")
-async def session_events(session_id: Id, services: ServicesDep) -> Response:
+async def session_events(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     feed = _SessionFeed(session_id)
     return stream_run(services, session_id, lambda: feed.history(services.training), feed.translate)

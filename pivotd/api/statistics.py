@@ -20,11 +20,11 @@ from pivotd.ids import new_id
 from pivotd.services import Services
 from pivotd.store.experiments import Aggregate, PutStatResult, StatResultRow
 from pivotd.timefmt import iso
+from shared.models.layerwise import RunId
 
 router = APIRouter(prefix="/api/v1", tags=["statistical results (seed 004)"])
 IdPath = Annotated[str, Path(max_length=64)]
 Label = Annotated[str, Field(min_length=1, max_length=256)]
-RunId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
 class TestOptions(BaseModel):

@@ -13,7 +13,15 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from pivotd.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, ValidationFailed, validation_failed
+from pivotd.errors import (
+    BadRequest,
+    Conflict,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+    invalid_field,
+    validation_failed,
+)
 from pivotd.ids import new_id
 from pivotd.jobs.supervisor import Supervisor
 from pivotd.settings import Settings
@@ -209,25 +217,26 @@ class Training:
     # -- session configs (seed 002) -------------------------------------------------------------------------
 
     def read_config_file(self, config_path: str) -> dict[str, Any]:
-        """A YAML or JSON file under `config_dir`; any path leading outside it (.., symlinks) is refused."""
+        """A YAML or JSON file under `config_dir`; any path leading outside it (.., symlinks) is refused, and so is
+        any the OS cannot open (a NUL byte, a name over 255 bytes, a directory, no permission): a 422 each."""
         base = self.settings.config_dir.resolve()
-        target = (base / config_path).resolve()
-        if not target.is_relative_to(base):
-            raise ValidationFailed(
-                "config_path: must name a file inside the daemon's config directory",
-                details=[{"field": "config_path", "message": "outside the config directory"}],
-            )
-        if not target.is_file():
-            raise ValidationFailed(
-                f"config_path: no file {config_path!r} in the config directory",
-                details=[{"field": "config_path", "message": "not found"}],
-            )
         try:
-            document = yaml.safe_load(target.read_text())  # YAML is a superset of JSON
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ValidationFailed(f"config_path: cannot read {config_path!r}: {exc}") from None
+            target = (base / config_path).resolve()
+            if not target.is_relative_to(base):
+                raise invalid_field("config_path", "must name a file inside the daemon's config directory")
+            if not target.is_file():
+                raise invalid_field("config_path", f"no file {config_path!r} in the config directory")
+            text = target.read_text()
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte, or text that is not UTF-8
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise invalid_field("config_path", f"cannot read {config_path!r}: {reason}") from None
+        try:
+            document = yaml.safe_load(text)  # YAML is a superset of JSON
+        except (yaml.YAMLError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise invalid_field("config_path", f"{config_path!r} is not YAML or JSON: {reason}") from None
         if not isinstance(document, dict):
-            raise ValidationFailed(f"config_path: {config_path!r} must hold a mapping with architecture/hyperparams")
+            raise invalid_field("config_path", f"{config_path!r} must hold a mapping with architecture/hyperparams")
         return document
 
     async def create_session(self, config: Any, config_path: str | None, name: str | None, tags: list[str]) -> str:

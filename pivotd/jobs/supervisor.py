@@ -45,6 +45,7 @@ from pivotd.store.training import (
     Transition,
 )
 from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
+from shared.models.layerwise import is_valid_run_id
 
 log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
@@ -415,7 +416,9 @@ class Supervisor:
         self._spawn(self._remove_artifacts(run_id))
 
     async def _remove_artifacts(self, run_id: str) -> None:
-        await asyncio.to_thread(_remove_artifacts, self._settings.runs_path / run_id)
+        # A run stored before `.` and `..` were refused names no directory of its own: `runs/..` is the data dir.
+        if is_valid_run_id(run_id):
+            await asyncio.to_thread(_remove_artifacts, self._settings.runs_path / run_id)
         async with self.swept:
             self.swept_runs.append(run_id)
             self.swept.notify_all()

@@ -91,7 +91,7 @@ def check_batch_fast(body: bytes, max_events: int, now: float) -> Checked | None
     The typed schema below accepts only what `check_event` accepts, so both paths store the same events."""
     try:
         batch = _BATCH_DECODER.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # msgspec recurses per nesting level
         return None
     if not 0 < len(batch.events) <= max_events:
         return None

@@ -13,9 +13,15 @@ from typing_extensions import TypedDict
 
 from shared.models.storable import INT64_MAX, storable
 
-RUN_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# A run id names a directory (`<data_dir>/runs/<run_id>/`), so `.` and `..` (the runs directory and the data
+# directory themselves) are refused. Written without look-around, which pydantic's regex engine lacks, so the
+# OpenAPI document publishes the rule itself: up to two dots and another character, or three dots, then anything.
+RUN_ID_PATTERN = r"^(?:\.{0,2}[A-Za-z0-9_-]|\.{3})[A-Za-z0-9_.-]*$"
+RUN_ID_RULE = "1..128 letters, digits, '_', '.' or '-', and not '.' or '..'"
 _RUN_ID = re.compile(RUN_ID_PATTERN)
-RunId = Annotated[str, Field(min_length=1, max_length=128, pattern=RUN_ID_PATTERN)]
+RunId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=RUN_ID_PATTERN, description=f"Run identifier: {RUN_ID_RULE}")
+]
 
 # Every number on the wire must be finite: NaN/Infinity are rejected (rule 1 of the contract).
 _FINITE = ConfigDict(allow_inf_nan=False)

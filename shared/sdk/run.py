@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from shared.models.layerwise import RUN_ID_PATTERN, is_valid_run_id
+from shared.models.layerwise import RUN_ID_RULE, is_valid_run_id
 from shared.sdk.transport import Item, Transport, TransportStats
 
 _SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
@@ -23,7 +23,7 @@ _SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
 
 def check_run_id(run_id: str) -> str:
     if not is_valid_run_id(run_id):
-        raise ValueError(f"run_id {run_id!r} must match {RUN_ID_PATTERN} and be 1..128 characters")
+        raise ValueError(f"run_id {run_id!r}: must be {RUN_ID_RULE}")
     return run_id
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -123,6 +125,39 @@ async def test_config_path_never_leaves_the_config_dir(
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error" and "config directory" in error["message"]
+
+
+def _unopenable_configs(config_dir: Path) -> dict[str, str]:
+    """config_path values naming what the OS cannot open as a config file, each with why."""
+    (config_dir / "sub").mkdir(parents=True)
+    os.mkfifo(config_dir / "fifo.yaml")  # never opened: a reader would wait for a writer forever
+    (config_dir / "latin1.yaml").write_bytes("architecture: caf\xe9".encode("latin-1"))
+    (config_dir / "deep.yaml").write_text("a: " + "[" * 10_000 + "]" * 10_000)
+    cases = {
+        "nul": "train\x00.yaml",
+        "long name": "x" * 256 + ".yaml",
+        "long name in a directory": "sub/" + "y" * 300,
+        "long in bytes, not characters": "é" * 200,  # 400 bytes in UTF-8
+        "path over PATH_MAX": "/".join(["sub"] + ["z" * 250] * 20),
+        "a directory": "sub",
+        "the directory itself": ".",
+        "a fifo": "fifo.yaml",
+        "not UTF-8": "latin1.yaml",
+        "nested past the parser": "deep.yaml",
+    }
+    if os.geteuid() != 0:  # root opens anything
+        (config_dir / "secret.yaml").write_text("{}")
+        (config_dir / "secret.yaml").chmod(0)
+        cases["no permission"] = "secret.yaml"
+    return cases
+
+
+async def test_config_paths_the_os_cannot_open_are_422(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
+    for why, config_path in _unopenable_configs(daemon.settings.config_dir).items():
+        response = await http.post("/api/v1/training/sessions", json={"config_path": config_path})
+        assert response.status_code == 422, (why, response.text)
+        assert response.json()["error"]["details"][0]["field"] == "config_path", why
+    assert (await http.get("/api/v1/training/sessions")).json()["total"] == 0
 
 
 async def test_deleting_a_run_removes_its_checkpoints_not_its_params(

@@ -87,6 +87,18 @@ async def test_malformed_architectures_are_400(http: httpx.AsyncClient, arch: di
     assert expected in response.json()["error"]
 
 
+@pytest.mark.parametrize("field", ["name", "description", "saved_model_path"])
+@pytest.mark.parametrize("value", [["a list"], {"an": "object"}, 7, "x" * 20_000], ids=["list", "dict", "int", "long"])
+async def test_model_text_fields_must_be_text(http: httpx.AsyncClient, field: str, value: Any) -> None:
+    for path in ("/api/models", "/api/models/m_text/save"):
+        if field == "saved_model_path" and path.endswith("save"):
+            continue  # save sets it itself
+        response = await http.post(path, json={field: value})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"].startswith(f"{field}: must be a string")
+    assert (await http.get("/api/models")).json() == []
+
+
 async def test_dimension_error_over_http_names_the_layer(http: httpx.AsyncClient) -> None:
     bad = with_layers(CNN, l7={"type": "linear", "in": 3136, "out": 32})
     response = await http.post("/api/train", json={"architecture": bad, "hyperparams": hyperparams()})
