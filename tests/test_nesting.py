@@ -64,6 +64,15 @@ async def test_layerwise_routes_refuse_deep_metadata_naming_it(http: httpx.Async
     assert (await http.post(f"/api/v1/experiments/{experiment_id}/export")).status_code == 200
 
 
+async def test_a_large_body_nested_too_deep_past_its_first_part_names_the_body(http: httpx.AsyncClient) -> None:
+    """Where the walk that finds the deep place stops (it runs on the event loop), the body is named as a whole."""
+    padding = [contract_payload(f"p{i}") for i in range(200)]  # about 340 KiB of ordinary steps first
+    body = with_deep([*padding, layerwise("a")], 1000)
+    assert len(body) > 256 * 1024
+    assert fields(await http.post("/api/v1/metrics/layerwise/batch", content=body, headers=JSON)) == ["body"]
+    assert (await http.get("/api/v1/runs")).json() == {}
+
+
 async def test_metadata_at_the_limit_is_stored_and_every_read_of_it_works(http: httpx.AsyncClient) -> None:
     experiment_id = await new_experiment(http)
     body = with_deep([layerwise("edge", experiment_id)], MAX_DEPTH)

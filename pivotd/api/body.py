@@ -91,6 +91,7 @@ def invalid_body(exc: ValidationError, body: bytes, prefix: str = "") -> PivotEr
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 # A JSON string (escapes included) or one structural character: all a nesting scan needs to see.
 _TOKENS = re.compile(_STRING.pattern + rb"|[\[\]{},]")
+_LOCATE_BYTES = 256 * 1024
 
 
 def too_deep(body: bytes, prefix: str = "") -> ValidationFailed | None:
@@ -102,7 +103,9 @@ def too_deep(body: bytes, prefix: str = "") -> ValidationFailed | None:
     scan stops at the first container too deep, before where the parser gave up; only the bracket count reads
     the rest, at the speed of `bytes.count`."""
     members: list[str | int | None] = []  # per open container: its current key (None between keys) or index
-    for match in _TOKENS.finditer(body):
+    # The walk is Python per token, on the event loop: it looks for the place in the first _LOCATE_BYTES only,
+    # and beyond them names the body as a whole (a 32 MiB telemetry batch would otherwise hold the loop seconds).
+    for match in _TOKENS.finditer(body, 0, _LOCATE_BYTES):
         token = match.group()
         if token in (b"{", b"["):
             if len(members) == MAX_DEPTH:
@@ -119,6 +122,8 @@ def too_deep(body: bytes, prefix: str = "") -> ValidationFailed | None:
                 members[-1] = members[-1] + 1 if isinstance(members[-1], int) else None
         elif members and members[-1] is None:  # a string where a key is due
             members[-1] = _key(token)
+    if len(body) > _LOCATE_BYTES and _balanced(body):
+        return invalid_field(prefix or "body", f"nested deeper than {MAX_DEPTH} levels")
     return None
 
 
