@@ -83,7 +83,9 @@ async def test_a_saved_model_path_given_inside_the_data_directory_moves_with_it(
         inside = await http.post("/api/models", json={"saved_model_path": str(old / "exported.pt")})
         outside = await http.post("/api/models", json={"saved_model_path": "/opt/models/m.pt"})
         refused = await http.post("/api/models", json={"saved_model_path": 7})
-        assert refused.json() == {"error": "saved_model_path must be a non-empty string or null"}
+        assert refused.status_code == 400 and refused.json()["error"].startswith("saved_model_path: must be a string")
+        empty = await http.post("/api/models", json={"saved_model_path": ""})
+        assert empty.json() == {"error": "saved_model_path must be a non-empty string or null"}
     old.rename(new)
     async with running_daemon(new) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
         model = (await http.get(f"/api/models/{inside.json()['model_id']}")).json()
