@@ -17,7 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from shared.locations import resolve_token, resolve_url
 from shared.models.layerwise import LayerwisePayload, Step
-from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
+from shared.models.runs import FINAL_STATES, Accepted, BatchAccepted, RunDetail, RunSummary
 from shared.models.scalars import ScalarPoint, ScalarsAccepted, ScalarsResponse
 
 _RUNS = TypeAdapter(dict[str, RunSummary])
@@ -98,7 +98,6 @@ class _Base:
         return "ws" + self.url.removeprefix("http") + "/ws"
 
 
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_SESSION_STATES = frozenset({"completed", "failed", "stopped"})
 FINAL_EXPERIMENT_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
