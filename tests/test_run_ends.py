@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from pivotd.store.run_ends import MarkLost
+from shared.client import AsyncPivotClient, PivotAPIError, PivotClient
 from tests.daemon import RunningDaemon, running_daemon
 from tests.training.helpers import MLP, hyperparams
 
@@ -98,8 +99,18 @@ async def test_a_script_that_died_before_sending_anything_still_shows(http: http
     runs = (await http.get("/api/v1/runs")).json()
     assert runs["crashed-early"]["status"] == "failed" and runs["crashed-early"]["step_count"] == 0
     assert runs["crashed-early"]["error"] == "ImportError: no module named 'torchvision'"
-    cancelled = await finish(http, "stopped", status="cancelled", error="KeyboardInterrupt")
-    assert (cancelled.json()["status"], cancelled.json()["error"]) == ("cancelled", "KeyboardInterrupt")
+
+    async with AsyncPivotClient(str(http.base_url)) as client:
+        cancelled = await client.finish_run("stopped", "cancelled", "KeyboardInterrupt")
+        assert (cancelled.run_id, cancelled.status, cancelled.error) == ("stopped", "cancelled", "KeyboardInterrupt")
+        with pytest.raises(PivotAPIError) as refused:
+            await client.finish_run("stopped", "succeeded")
+        assert (refused.value.status, refused.value.code) == (409, "conflict")
+    synced = PivotClient(str(http.base_url))
+    try:
+        assert (await asyncio.to_thread(synced.finish_run, "stopped", "cancelled")).status == "cancelled"
+    finally:
+        synced.close()
 
 
 @pytest.mark.parametrize(
