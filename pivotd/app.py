@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pivotd.alerts.actions import Actions
 from pivotd.alerts.engine import AlertEngine
-from pivotd.alerts.notifications import Notifier, TrainingOutcome
+from pivotd.alerts.notifications import Notifier
 from pivotd.alerts.webhooks import Webhooks
 from pivotd.api import alerts as alerts_api
 from pivotd.api import apikeys as apikeys_api
@@ -40,6 +40,7 @@ from pivotd.api import (
     statistics,
     ws,
 )
+from pivotd.api import run_ends as run_ends_api
 from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
@@ -67,6 +68,7 @@ from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.policy import Category
 from pivotd.ratelimit import RateLimiter
+from pivotd.run_ends import RunEnds
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
@@ -102,7 +104,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # recorded, notified and their alerts closed) before those close.
         supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
         supervisor.telemetry = telemetry
-        supervisor.on_finished.append(_run_finished(notifier, alerts))
+        run_finished = _run_finished(notifier, alerts)
+        supervisor.on_finished.append(run_finished)
         ingest.removed_listeners.append(supervisor.forget_run)
         actions.register("cancel", _cancel_action(supervisor))
         inference = Inference(settings.inference_cache_size, settings.inference_device)
@@ -114,6 +117,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         supervisor.on_started.append(experiments_lifecycle.run_started)
         supervisor.on_epoch.append(experiments_lifecycle.run_epoch)
         await experiments_lifecycle.cancel_stranded()  # a cancel the previous daemon did not finish
+        # Scripts' runs end with the same listeners, in the same order, as managed ones.
+        run_ends = RunEnds(settings, store, hub)
+        run_ends.on_finished += (run_finished, experiments_lifecycle.run_finished)
+        run_ends.on_revived.append(experiments_lifecycle.run_started)
+        await stack.enter_async_context(run_ends)
         app.state.services = Services(
             settings,
             store,
@@ -130,6 +138,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             inference=inference,
             experiments=experiments_lifecycle,
             telemetry=telemetry,
+            run_ends=run_ends,
         )
         log.info("store open at %s", settings.db_path)
         await _report_unclean_shutdown(settings, notifier)
@@ -138,14 +147,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("shutting down: flushing pending writes")
 
 
-# Supervisor states -> the outcome words of notifications and `training_<outcome>` webhooks.
-_OUTCOME: dict[str, TrainingOutcome] = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
-
-
 def _run_finished(notifier: Notifier, alerts: AlertEngine) -> Callable[[str, str, str | None], Awaitable[None]]:
     async def finished(run_id: str, state: str, error: str | None) -> None:
-        await notifier.training_finished(run_id, _OUTCOME[state], {"error": error} if error else None)
-        await alerts.close_run(run_id, f"run {state}")  # a finished run is not a silent one
+        await notifier.run_ended(run_id, state, error)
+        # A run that ended is not a silent one: no `no_data_for` for it, and its open alerts resolve.
+        await alerts.close_run(run_id, f"run {state}: {error}" if error else f"run {state}")
 
     return finished
 
@@ -250,7 +256,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
-    routers = (health, layerwise, scalars, ws, socket, monitor, alerts_api, notifications, webhooks_api)
+    routers = (health, layerwise, scalars, run_ends_api, ws, socket, monitor, alerts_api, notifications, webhooks_api)
     for module in (
         *routers,
         models,

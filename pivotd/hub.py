@@ -116,6 +116,12 @@ class Hub:
             subscriber.offer(message)
         return len(targets)
 
+    def publish_run_state(self, run_id: str, state: str, error: str | None) -> None:
+        """`run_state` on `runs` and `run:<id>`: a run changed state (managed or external, the same message)."""
+        topic = run_topic(run_id)
+        message = {"type": "run_state", "topic": topic, "run_id": run_id, "state": state, "error": error}
+        self.publish((RUNS_TOPIC, topic), orjson.dumps(message).decode())
+
     async def close_all(self, code: int = 1001, timeout: float = 2.0) -> None:
         """Close every connection (1001 "going away" on shutdown), bounded in time."""
         closers = [s.close(code) for s in list(self._subscribers) if s.close is not None]

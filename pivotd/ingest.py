@@ -99,6 +99,7 @@ def run_summary(run: RunRow) -> dict[str, Any]:
         "latest_step": run.latest_step,
         "kind": run.kind,
         "status": run.status,
+        "error": run.error,
         "experiment_id": run.experiment_id,
         "group": run.group,
         "tags": run.tags,

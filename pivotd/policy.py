@@ -50,7 +50,7 @@ POLICY: tuple[Rule, ...] = (
     _rule("DELETE", r"^/api/v1/notifications/?$", scope="admin"),
     # Training scripts: their own, very high limit, so a normal script is never throttled.
     _rule("POST", r"^/api/v1/metrics/layerwise(/batch)?/?$", category=Category.INGEST),
-    _rule("POST", r"^/api/v1/runs/[^/]+/scalars/?$", category=Category.INGEST),
+    _rule("POST", r"^/api/v1/runs/[^/]+/(scalars|finish)/?$", category=Category.INGEST),
     _rule("POST", r"^/api/v1/telemetry/events/?$", category=Category.TELEMETRY),
     # Reads that take a body: they change nothing, so a read key may call them.
     # Exactly the three export routes: a pattern for "any .../export path" let a read key's POST reach other

@@ -15,6 +15,7 @@ from pivotd.ingest import Ingest
 from pivotd.jobs import Supervisor
 from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
+from pivotd.run_ends import RunEnds
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.telemetry.service import Telemetry
@@ -30,7 +31,7 @@ class Services:
     monitor: ResourceMonitor
     alerts: AlertEngine
     notifier: Notifier
-    """`notifier.training_finished(run_id, outcome)` is how the trainer reports a managed run's end."""
+    """`notifier.run_ended(run_id, state, error)`: a run's end as a notification and webhooks."""
     webhooks: Webhooks
     actions: Actions
     """The trainer registers `pause`/`cancel` handlers here for rules with an `action`."""
@@ -40,3 +41,5 @@ class Services:
     experiments: ExperimentLifecycle
     telemetry: Telemetry
     """Telemetry events: ingest, pivotd's own events (`emit`, `count`) and queries."""
+    run_ends: RunEnds
+    """External runs' ends: a script's finish, its silence (`lost`), and data that makes it running again."""

@@ -84,6 +84,8 @@ class Settings(BaseModel):
     """After SIGTERM, how long a cancelled worker may take to stop before it gets SIGKILL."""
     heartbeat_timeout_s: Annotated[float, Field(ge=1, le=3600)] = 60.0
     """A worker silent for this long is killed and its run failed (a hung process)."""
+    run_lost_after_s: Annotated[float, Field(ge=1, le=30 * 86400)] = 900.0
+    """A script's run that sends nothing for this long is marked `lost` (killed or hung without a word)."""
     resume_interrupted: bool = False
     """On start, runs a dead daemon left running continue from their last checkpoint instead of failing."""
     worker_memory_limit_mb: Annotated[int, Field(ge=0)] = 0

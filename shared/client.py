@@ -17,7 +17,16 @@ from pydantic import BaseModel, TypeAdapter
 
 from shared.locations import resolve_token, resolve_url
 from shared.models.layerwise import LayerwisePayload, Step
-from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunSummary
+from shared.models.runs import (
+    FINAL_STATES,
+    Accepted,
+    BatchAccepted,
+    EndStatus,
+    FinishedRun,
+    RunDetail,
+    RunEnd,
+    RunSummary,
+)
 from shared.models.scalars import ScalarPoint, ScalarsAccepted, ScalarsResponse
 
 _RUNS = TypeAdapter(dict[str, RunSummary])
@@ -100,7 +109,6 @@ class _Base:
         return "ws" + self.url.removeprefix("http") + "/ws"
 
 
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 FINAL_SESSION_STATES = frozenset({"completed", "failed", "stopped"})
 FINAL_EXPERIMENT_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
@@ -193,6 +201,13 @@ class PivotClient(_Base):
 
     def delete_run(self, run_id: str) -> None:
         self._call("DELETE", f"/api/v1/runs/{_segment(run_id)}")
+
+    def finish_run(self, run_id: str, status: EndStatus = "succeeded", error: str | None = None) -> FinishedRun:
+        """End a script's run (`POST /api/v1/runs/{id}/finish`); the SDK's `finish()` does it for its runs."""
+        body = RunEnd(status=status, error=error).model_dump_json(exclude_none=True).encode()
+        return FinishedRun.model_validate_json(
+            self._call("POST", f"/api/v1/runs/{_segment(run_id)}/finish", content=body).content
+        )
 
     # -- managed training: models, runs, inference (seeds 001 and 003) -------------------------------------
 
@@ -526,6 +541,11 @@ class AsyncPivotClient(_Base):
 
     async def delete_run(self, run_id: str) -> None:
         await self._call("DELETE", f"/api/v1/runs/{_segment(run_id)}")
+
+    async def finish_run(self, run_id: str, status: EndStatus = "succeeded", error: str | None = None) -> FinishedRun:
+        body = RunEnd(status=status, error=error).model_dump_json(exclude_none=True).encode()
+        response = await self._call("POST", f"/api/v1/runs/{_segment(run_id)}/finish", content=body)
+        return FinishedRun.model_validate_json(response.content)
 
     async def train(
         self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None

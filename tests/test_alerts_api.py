@@ -256,10 +256,10 @@ async def test_deleting_a_rule_resolves_its_alerts(tmp_path: Path) -> None:
 async def test_notifications_list_read_clear_and_training_hook(tmp_path: Path) -> None:
     async with fast_daemon(tmp_path) as (daemon, http, ws):
         notifier = daemon.services.notifier
-        await notifier.training_finished("sess_1", "completed", {"final_metrics": {"val_accuracy": 0.9}})
+        await notifier.run_ended("sess_1", "succeeded", data={"final_metrics": {"val_accuracy": 0.9}})
         pushed = (await until(ws, "notification"))["data"]
         assert pushed["type"] == "training" and pushed["data"]["session_id"] == "sess_1"
-        await notifier.training_finished("sess_2", "failed")
+        await notifier.run_ended("sess_2", "failed")
         listed = (await http.get("/api/v1/notifications")).json()["notifications"]
         assert [n["data"]["run_id"] for n in listed] == ["sess_2", "sess_1"]
         assert listed[0]["priority"] == "high" and listed[0]["read"] is False and "T" in listed[0]["created_at"]

@@ -68,7 +68,7 @@ async def test_alert_delivery_is_signed(tmp_path: Path, receiver: Receiver) -> N
         assert body["event"] == "alert_triggered" and body["delivery_id"] == got.headers["x-pivot-delivery"]
         assert body["data"]["rule_id"] == rule_id and body["data"]["run_id"] == "r1" and body["data"]["step"] == 7
         assert "train_loss" in body["text"]
-        await daemon.services.notifier.training_finished("sess_9", "completed")
+        await daemon.services.notifier.run_ended("sess_9", "succeeded")
         training = await receiver.next()
         assert training.headers["x-pivot-event"] == "training_completed" and training.signature_valid(SECRET)
         assert training.json()["data"]["session_id"] == "sess_9"

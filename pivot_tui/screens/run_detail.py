@@ -21,11 +21,14 @@ from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
 from shared.client import PivotAPIError
+from shared.models.runs import RunState
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 HEAVY_REDRAW_S = 0.25
+CANCELLABLE = frozenset({RunState.CREATED, RunState.QUEUED, RunState.RUNNING})
+"""States in which pivotd can cancel a managed run; an external run's script is not pivotd's to stop."""
 
 
 def _shape(matrix: Any) -> str:
@@ -71,6 +74,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self._plot_names = list(PLOT_SETS)
         self._seen = -1
         self._drawn_at = 0.0
+        self._cancellable = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,6 +95,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
 
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
+        self._cancellable = self._can_cancel(self.app.model.runs.get(self.run_id, {}))
         self.set_interval(0.1, self.redraw)
 
     def on_screen_resume(self) -> None:
@@ -114,6 +119,9 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             self.cursor = len(steps) - 1
         selected = steps[self.cursor] if steps and 0 <= self.cursor < len(steps) else None
         summary = model.runs.get(self.run_id, {})
+        if self._can_cancel(summary) != self._cancellable:  # the run changed state: Cancel comes or goes
+            self._cancellable = not self._cancellable
+            self.refresh_bindings()
         title = self.query_one("#run-title", Static)
         title.update(self._title(summary, selected))  # cheap, and other runs' updates change nothing else
         now = time.monotonic()
@@ -163,6 +171,16 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         if summary.get("error"):
             parts.append(Text(f"{summary['error']}", style="bold red"))
         return Text.assemble(*parts)
+
+    @staticmethod
+    def _can_cancel(summary: dict[str, Any]) -> bool:
+        return summary.get("kind") == "managed" and summary.get("status") in CANCELLABLE
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Cancel is offered (in the footer, and on its key) only for a managed run that has not ended."""
+        if action == "cancel_run":
+            return self._cancellable
+        return True
 
     def action_toggle_live(self) -> None:
         self.live = not self.live

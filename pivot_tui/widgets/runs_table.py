@@ -14,6 +14,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from pivot_tui.widgets.columns import fit_columns, left_over
+from shared.models.runs import RunState
 
 # No progress column: run summaries carry no epochs (a managed run's epoch shows in its run detail).
 COLUMNS = ("run", "kind", "state", "step", "loss", "updated")
@@ -23,8 +24,9 @@ WIDTHS = {"kind": 6, "state": 9, "step": 6, "loss": 7, "updated": 8}
 # Who trains the run: pivotd itself (managed) or a script posting to it (external).
 KIND = {"managed": "pivotd", "external": "script"}
 LOSS_KEYS = ("train_loss", "train/loss", "loss", "val_loss", "val/loss")
-STATE_STYLE = {"running": "green", "queued": "yellow", "created": "yellow", "succeeded": "cyan",
-               "failed": "bold red", "cancelled": "dim"}  # fmt: skip
+STATE_STYLE = {RunState.RUNNING: "green", RunState.QUEUED: "yellow", RunState.CREATED: "yellow",
+               RunState.SUCCEEDED: "cyan", RunState.FAILED: "bold red", RunState.CANCELLED: "dim",
+               RunState.LOST: "dark_orange"}  # fmt: skip
 
 
 def latest_loss(run: dict[str, Any]) -> float | None:

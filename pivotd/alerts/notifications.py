@@ -1,7 +1,7 @@
 """Notifications: stored, pushed on the `notifications` topic, and forwarded to subscribed webhooks.
 
 Types are seed 002's `training`, `alert` and `system`; priorities `low`, `medium`, `high`.
-`training_finished` is the entry point for the trainer (issue 4) when a managed run ends.
+`run_ended` is the entry point when a run ends, managed (the supervisor) or external (its script, or its silence).
 """
 
 from __future__ import annotations
@@ -18,11 +18,19 @@ from pivotd.hub import Hub
 from pivotd.store import Store
 from pivotd.store.monitoring import PutNotification
 from pivotd.timefmt import iso
+from shared.models.runs import RunState
 
 NOTIFICATIONS_TOPIC = "notifications"
 NotificationType = Literal["training", "alert", "system"]
 Priority = Literal["low", "medium", "high"]
 TrainingOutcome = Literal["completed", "failed", "cancelled"]
+OUTCOMES: dict[str, TrainingOutcome] = {
+    RunState.SUCCEEDED: "completed",
+    RunState.FAILED: "failed",
+    RunState.CANCELLED: "cancelled",
+    RunState.LOST: "failed",  # seed 002's events have no `lost`: webhooks hear `training_failed`
+}
+"""A run's final state -> seed 002's outcome word, as notifications and `training_<outcome>` webhooks say it."""
 _TRAINING_PRIORITY: dict[str, Priority] = {"completed": "medium", "failed": "high", "cancelled": "low"}
 
 
@@ -58,11 +66,14 @@ class Notifier:
             self._hub.publish((NOTIFICATIONS_TOPIC,), orjson.dumps(message_json).decode())
         return view
 
-    async def training_finished(
-        self, run_id: str, outcome: TrainingOutcome, data: dict[str, Any] | None = None
+    async def run_ended(
+        self, run_id: str, state: str, error: str | None = None, data: dict[str, Any] | None = None
     ) -> dict[str, Any]:
-        """Called by the trainer when a managed run ends; feeds `training_<outcome>` webhooks too."""
-        payload = {"session_id": run_id, "run_id": run_id, "outcome": outcome} | (data or {})
+        """A run reached a final state: one `training` notification, and `training_<outcome>` webhooks."""
+        outcome = OUTCOMES[state]
+        said = "lost" if state == RunState.LOST else outcome
+        payload = {"session_id": run_id, "run_id": run_id, "outcome": outcome, "state": state}
+        payload |= ({"error": error} if error else {}) | (data or {})
         return await self.notify(
-            "training", _TRAINING_PRIORITY[outcome], f"Training run {run_id} {outcome}", payload, f"training_{outcome}"
+            "training", _TRAINING_PRIORITY[outcome], f"Training run {run_id} {said}", payload, f"training_{outcome}"
         )

@@ -1,7 +1,7 @@
 """Family P (seed 002, prefix `/api/v1`): training sessions, their metrics, and live updates over SSE and WS.
 
 A session is a managed run (`session_id` = run id). P's words: queued shows as `created`, cancelled as
-`stopped`, succeeded as `completed`. Errors leave as `{"error": {"code", "message", "details"}}`.
+`stopped`, succeeded as `completed`, lost as `failed`. Errors leave as `{"error": {"code", "message", "details"}}`.
 """
 
 from __future__ import annotations
@@ -24,25 +24,28 @@ from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
 from pivotd.services import Services
-from pivotd.store.training import FINAL_STATES, JobRow
+from pivotd.store.training import JobRow
 from pivotd.timefmt import iso
+from shared.models.runs import FINAL_STATES, RunState
 
 router = APIRouter(prefix="/api/v1", tags=["training sessions (seed 002)"])
 
+# Seed 002's closed vocabulary has no `lost` (only external runs get lost): it shows as `failed`, the error says why.
 P_STATUS = {
-    "created": "created",
-    "queued": "created",
-    "running": "running",
-    "cancelled": "stopped",
-    "succeeded": "completed",
-    "failed": "failed",
+    RunState.CREATED: "created",
+    RunState.QUEUED: "created",
+    RunState.RUNNING: "running",
+    RunState.CANCELLED: "stopped",
+    RunState.SUCCEEDED: "completed",
+    RunState.FAILED: "failed",
+    RunState.LOST: "failed",
 }
 P_FILTER = {
-    "created": ("created", "queued"),
-    "running": ("running",),
-    "stopped": ("cancelled",),
-    "completed": ("succeeded",),
-    "failed": ("failed",),
+    "created": (RunState.CREATED, RunState.QUEUED),
+    "running": (RunState.RUNNING,),
+    "stopped": (RunState.CANCELLED,),
+    "completed": (RunState.SUCCEEDED,),
+    "failed": (RunState.FAILED, RunState.LOST),
 }
 
 

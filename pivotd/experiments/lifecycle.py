@@ -197,12 +197,13 @@ class ExperimentLifecycle:
             await self.announce(membership[0])
 
     async def run_finished(self, run_id: str, state: str, error: str | None) -> None:
-        """A supervisor `on_finished` listener: error (if it failed), run_completed, progress, then status."""
+        """An `on_finished` listener (managed and external runs): error (if it failed or was lost), run_completed,
+        progress, then status."""
         membership = await self._reader.membership(run_id)
         if membership is None:
             return
         experiment_id, group = membership
-        if state == "failed":
+        if C_RUN_STATUS[state] == "failed":
             self._publish(
                 experiment_id, "experiment_error", {"message": f"run {run_id} failed: {error}", "code": "run_failed"}
             )

@@ -1,8 +1,9 @@
 """Exports and comparison reports: per-group summaries of a metric, flattened CSV rows, a booktabs LaTeX table.
 
 Pure functions over runs and values; the routes in `pivotd.api.exports` gather the data and pick the format.
-Which runs count: completed runs, and external runs (a script's run has no end state); a failed, cancelled or
-unfinished managed run's last value is a partial result and would bias the mean.
+Which runs count: completed runs, and external runs still running (a script that never says how its run ended,
+such as one posting with curl, keeps it running until it is lost); a failed, cancelled, lost or unfinished managed
+run's last value is a partial result and would bias the mean.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ NO_GROUP = "(none)"
 
 def counts(run: MemberRun) -> bool:
     """Whether the run's value enters a summary (see the module docstring)."""
-    return run.status == "completed" or run.kind == "external"
+    return run.status == "completed" or (run.kind == "external" and run.status == "running")
 
 
 def lower_is_better(metric: str) -> bool:

@@ -29,7 +29,7 @@ import orjson
 
 import pivotd
 from pivotd.errors import Conflict, NotFound
-from pivotd.hub import RUNS_TOPIC, Hub, run_topic
+from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
 from pivotd.settings import Settings
 from pivotd.store import Store
@@ -46,6 +46,7 @@ from pivotd.store.training import (
 )
 from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
 from shared.models.layerwise import is_valid_run_id
+from shared.models.runs import FINAL_STATES
 
 log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
@@ -84,9 +85,6 @@ class _Worker:
     step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
 
 
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
-
-
 class Supervisor:
     def __init__(self, settings: Settings, store: Store, hub: Hub, token: str | None) -> None:
         self._settings = settings
@@ -121,10 +119,10 @@ class Supervisor:
         interrupted, resumed = await self._store.writer.submit(RecoverJobs(self._settings.resume_interrupted))
         for run_id in interrupted:
             log.warning("run %s was running when pivotd stopped; marked failed (interrupted)", run_id)
-            self._publish_state(run_id, "failed", "interrupted")
+            self._hub.publish_run_state(run_id, "failed", "interrupted")
         for run_id in resumed:
             log.warning("run %s was running when pivotd stopped; queued to resume from its last checkpoint", run_id)
-            self._publish_state(run_id, "queued", None)
+            self._hub.publish_run_state(run_id, "queued", None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -434,7 +432,7 @@ class Supervisor:
                     await listener(run_id, state, error)
                 except Exception:  # a failing listener must not leave the run's worker unreaped
                     log.exception("run-finished listener failed for %s", run_id)
-        self._publish_state(run_id, state, error)
+        self._hub.publish_run_state(run_id, state, error)
         if state == "running":
             for started in self.on_started:
                 try:
@@ -446,10 +444,6 @@ class Supervisor:
     async def _finish(self, run_id: str, state: str, error: str | None) -> None:
         with contextlib.suppress(Conflict, NotFound):  # deleted meanwhile: nothing to record
             await self._transition(run_id, state, ("running", "queued"), error)
-
-    def _publish_state(self, run_id: str, state: str, error: str | None) -> None:
-        message = {"type": "run_state", "topic": run_topic(run_id), "run_id": run_id, "state": state, "error": error}
-        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
 
     def _publish(self, run_id: str, body: dict[str, Any]) -> None:
         topic = run_topic(run_id)

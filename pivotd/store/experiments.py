@@ -17,23 +17,27 @@ from pivotd.experiments.paging import PageRequest, keyset
 from pivotd.store.ops import Tx
 from pivotd.store.rows import contains, latest_by_run, latest_query
 from pivotd.store.training import CreateJob
+from shared.models.runs import FINAL_STATES, RunState
 
-# Internal run states (api-map section 1) -> family C's words.
+# Run states (api-map section 1) -> family C's words. Seed 004's closed vocabulary has no `lost`: a lost run
+# shows as `failed`, its error says why.
 C_RUN_STATUS = {
-    "created": "pending",
-    "queued": "pending",
-    "running": "running",
-    "succeeded": "completed",
-    "failed": "failed",
-    "cancelled": "cancelled",
+    RunState.CREATED: "pending",
+    RunState.QUEUED: "pending",
+    RunState.RUNNING: "running",
+    RunState.SUCCEEDED: "completed",
+    RunState.FAILED: "failed",
+    RunState.CANCELLED: "cancelled",
+    RunState.LOST: "failed",
 }
 C_TO_INTERNAL = {
-    "pending": ("created", "queued"),
-    "running": ("running",),
-    "completed": ("succeeded",),
-    "failed": ("failed",),
-    "cancelled": ("cancelled",),
+    "pending": (RunState.CREATED, RunState.QUEUED),
+    "running": (RunState.RUNNING,),
+    "completed": (RunState.SUCCEEDED,),
+    "failed": (RunState.FAILED, RunState.LOST),
+    "cancelled": (RunState.CANCELLED,),
 }
+_FINAL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
 EXPERIMENT_SORTS = ("name", "created_at", "updated_at", "status")
 Aggregate = Literal["last", "best", "mean"]
 
@@ -59,7 +63,7 @@ SELECT * FROM (
     coalesce(e.cancelled_at, c.finished_at) AS finished_at, e.launched_at, e.paused_at, e.cancelled_at
   FROM experiments e LEFT JOIN (
     SELECT experiment_id, count(*) AS total, sum(status = 'running') AS running,
-           sum(status IN ('created', 'queued')) AS waiting, sum(status = 'failed') AS failed,
+           sum(status IN ('created', 'queued')) AS waiting, sum(status IN ('failed', 'lost')) AS failed,
            sum(status = 'cancelled') AS cancelled, min(coalesce(started_at, created_at)) AS started_at,
            max(coalesce(finished_at, last_update)) AS finished_at
     FROM runs WHERE experiment_id IS NOT NULL GROUP BY experiment_id
@@ -470,13 +474,14 @@ class ExperimentsReader:
 
     async def best_run(self, experiment_id: str, metric: str) -> tuple[str, str | None, float] | None:
         """(run id, group, value) of the run whose last `metric` is best: lowest for a loss, else highest.
-        Only runs whose values are final count, as in exports (`report.counts`): completed managed runs and
-        external runs; a cancelled or failed run's partial value is not a result."""
+        Only runs whose values are results count, as in exports (`report.counts`): succeeded runs and external runs
+        still running (their script has not said otherwise); a failed, cancelled or lost run's partial value is not."""
         direction = "ASC" if "loss" in metric.lower() else "DESC"
         rows = await self._conn.execute_fetchall(
             "SELECT r.run_id, r.group_name, s.last_value FROM series s JOIN runs r ON r.id = s.run "
             "WHERE r.experiment_id = ? AND s.name = ? AND s.last_value IS NOT NULL "
-            f"AND (r.status = 'succeeded' OR r.kind = 'external') ORDER BY s.last_value {direction}, r.id LIMIT 1",
+            "AND (r.status = 'succeeded' OR (r.kind = 'external' AND r.status = 'running')) "
+            f"ORDER BY s.last_value {direction}, r.id LIMIT 1",
             (experiment_id, metric),
         )
         return next(((row[0], row[1], row[2]) for row in rows), None)
@@ -505,9 +510,9 @@ class ExperimentsReader:
 
     async def progress(self, experiment_id: str) -> RunProgress:
         rows = await self._conn.execute_fetchall(
-            """SELECT count(*), coalesce(sum(status IN ('succeeded', 'failed', 'cancelled')), 0),
+            f"""SELECT count(*), coalesce(sum(status IN ({_FINAL})), 0),
                       sum(epochs_total),
-                      sum(CASE WHEN status IN ('succeeded', 'failed', 'cancelled') THEN epochs_total
+                      sum(CASE WHEN status IN ({_FINAL}) THEN epochs_total
                                ELSE min(coalesce(epoch, 0), epochs_total) END)
                FROM runs WHERE experiment_id = ?""",
             (experiment_id,),

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from pivotd.errors import Conflict, NotFound
 from pivotd.store.retention import PROTECTED_STATES
+from shared.models.runs import RunState
 from shared.models.scalars import ScalarPoint
 
 MAX_EVENTS_PER_RUN = 1000
@@ -38,6 +39,8 @@ class Tx:
         self.now = now
         self.run_refs: dict[str, int] = {}
         self.created: set[str] = set()
+        self.revived: set[str] = set()
+        """External runs that had ended (finished or lost) and are `running` again: their script sent data."""
         self._series: dict[tuple[int, str], int] = {}
 
     def series_id(self, run_ref: int, name: str) -> int:
@@ -55,7 +58,7 @@ class Tx:
     def ensure_run(self, run_id: str, fields: RunFields | None = None) -> int:
         ref = self.run_refs.get(run_id)
         if ref is None:
-            row = self.conn.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            row = self.conn.execute("SELECT id, kind, status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 ref = self.conn.execute(
                     "INSERT INTO runs (run_id, created_at, last_update) VALUES (?, ?, ?) RETURNING id",
@@ -63,7 +66,15 @@ class Tx:
                 ).fetchone()[0]
                 self.created.add(run_id)
             else:
-                ref = row[0]
+                ref, kind, status = row
+                if kind == "external" and status != RunState.RUNNING:
+                    # Its script is back (resumed with the same run id, or only slow): the run is live again.
+                    # A managed run's state is its trainer's alone.
+                    self.conn.execute(
+                        "UPDATE runs SET status = ?, error = NULL, finished_at = NULL WHERE id = ?",
+                        (RunState.RUNNING, ref),
+                    )
+                    self.revived.add(run_id)
             self.run_refs[run_id] = ref
         if fields is not None and fields.any():
             experiment_id = fields.experiment_id

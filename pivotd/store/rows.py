@@ -10,7 +10,7 @@ from typing import Any
 
 RUN_COLUMNS = (
     "id, run_id, kind, status, created_at, last_update, step_count, latest_step, experiment_id, group_name, tags, "
-    "metadata"
+    "metadata, error"
 )
 
 
@@ -28,6 +28,8 @@ class RunRow:
     group: str | None
     tags: list[str]
     metadata: dict[str, Any]
+    error: str | None = None
+    """Why the run failed, was cancelled or was lost."""
     latest: dict[str, float] = field(default_factory=dict)
     """Last value of each scalar series, by name."""
 
@@ -36,7 +38,7 @@ def run_row(row: Any, latest: dict[str, float] | None = None) -> RunRow:
     return RunRow(
         ref=row[0], run_id=row[1], kind=row[2], status=row[3], created_at=row[4], last_update=row[5],
         step_count=row[6], latest_step=row[7], experiment_id=row[8], group=row[9],
-        tags=json.loads(row[10]), metadata=json.loads(row[11]), latest=latest or {},
+        tags=json.loads(row[10]), metadata=json.loads(row[11]), error=row[12], latest=latest or {},
     )  # fmt: skip
 
 

@@ -26,7 +26,6 @@ ACTIVE_STATES = ("queued", "running")
 DISPATCHABLE = """kind = 'managed' AND status = 'queued'
     AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = runs.experiment_id
                     AND (e.paused_at IS NOT NULL OR e.cancelled_at IS NOT NULL))"""
-FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 def _loads(text: str | None) -> Any:

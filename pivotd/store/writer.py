@@ -35,6 +35,8 @@ class BatchOutcome:
     touched: list[RunRow] = field(default_factory=list)
     created: set[str] = field(default_factory=set)
     evicted: list[str] = field(default_factory=list)
+    revived: set[str] = field(default_factory=set)
+    """External runs that had ended and are `running` again."""
 
 
 _STOP = object()
@@ -150,17 +152,18 @@ class Writer:
             for op in ops:
                 # A savepoint per operation: one bad request cannot fail its neighbours' writes.
                 conn.execute("SAVEPOINT op")
-                refs, created = dict(tx.run_refs), set(tx.created)
+                refs, created, revived = dict(tx.run_refs), set(tx.created), set(tx.revived)
                 try:
                     results.append(op.apply(tx))
                 except Exception as exc:
                     if _is_disk_full(exc) or not conn.in_transaction:
                         raise  # SQLite gave up the whole transaction: the ops before this one are gone too
                     conn.execute("ROLLBACK TO op")
-                    tx.run_refs, tx.created = refs, created  # runs made inside the savepoint are gone
+                    # Runs made or revived inside the savepoint are as they were.
+                    tx.run_refs, tx.created, tx.revived = refs, created, revived
                     results.append(exc)
                 conn.execute("RELEASE op")
-            outcome = BatchOutcome(created=set(tx.created))
+            outcome = BatchOutcome(created=set(tx.created), revived=set(tx.revived))
             refs = sorted(set(tx.run_refs.values()))
             if refs:
                 self._refresh_runs(conn, refs, tx.now)
@@ -176,6 +179,7 @@ class Writer:
                 conn.execute("ROLLBACK")
             raise
         outcome.created -= set(outcome.evicted)
+        outcome.revived -= set(outcome.evicted)
         return results, outcome
 
     def _batch_failed(self, exc: Exception, count: int) -> PivotError:

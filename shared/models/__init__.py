@@ -13,7 +13,7 @@ from shared.models.layerwise import (
     Step,
     WeightStatistics,
 )
-from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunEvent, RunSummary
+from shared.models.runs import Accepted, BatchAccepted, FinishedRun, RunDetail, RunEnd, RunEvent, RunState, RunSummary
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarSeries, ScalarsResponse
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "CrossLayerAnalysis",
     "ErrorBody",
     "FieldError",
+    "FinishedRun",
     "GradientFlow",
     "IntermediateFeatures",
     "LayerStatistic",
@@ -31,7 +32,9 @@ __all__ = [
     "Metadata",
     "ParameterStatistics",
     "RunDetail",
+    "RunEnd",
     "RunEvent",
+    "RunState",
     "RunSummary",
     "ScalarBatch",
     "ScalarPoint",

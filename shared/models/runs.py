@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.models.layerwise import Step
+
+
+class RunState(StrEnum):
+    """A run's state, one vocabulary for every route and message that shows it in pivotd's own words."""
+
+    CREATED = "created"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+    """An external run that sent nothing for `run_lost_after_s`: its script died without a word."""
+
+
+FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST})
+"""States a run ends in. A managed run never leaves one; new data takes an external run back to `running`."""
+LIVE_STATES = frozenset({RunState.CREATED, RunState.QUEUED, RunState.RUNNING})
+EndStatus = Literal["succeeded", "failed", "cancelled"]
+"""How a script may say its run ended (`lost` is pivotd's to decide)."""
+MAX_ERROR_CHARS = 4096
+
+
+class RunEnd(BaseModel):
+    """How a script's run ended: the body of `POST /api/v1/runs/{run_id}/finish`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: EndStatus
+    error: str | None = Field(
+        None, max_length=MAX_ERROR_CHARS, description="Why it failed or was cancelled, e.g. the exception's last line"
+    )
+
+    @model_validator(mode="after")
+    def _error_only_when_unsuccessful(self) -> RunEnd:
+        if self.error is not None and self.status == RunState.SUCCEEDED:
+            raise ValueError("error: a succeeded run has no error; send status failed or cancelled with it")
+        return self
 
 
 class Accepted(BaseModel):
@@ -28,12 +67,20 @@ class RunSummary(BaseModel):
     step_count: int
     latest_step: int | None
     kind: Literal["external", "managed"] = "external"
-    status: str = "running"
+    status: RunState = RunState.RUNNING
+    error: str | None = None
+    """Why a run failed, was cancelled or was lost; null otherwise."""
     experiment_id: str | None = None
     group: str | None = None
     tags: list[str] = Field(default_factory=list)
     latest: dict[str, float] = Field(default_factory=dict)
     """Last value of each scalar series (the point with the highest step), e.g. {"train_loss": 0.31}."""
+
+
+class FinishedRun(RunSummary):
+    """The answer to `POST /api/v1/runs/{run_id}/finish`: the run as it now stands."""
+
+    run_id: str
 
 
 class RunEvent(BaseModel):

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torch.amp.grad_scaler import OptState
 from torch.utils.hooks import RemovableHandle
 
+from shared.models.runs import EndStatus, RunEnd
+from shared.sdk.ending import end_of, end_of_exception
 from shared.sdk.layers import default_groups, distributed_rank, select_layers, unwrap
 from shared.sdk.payload import GRAD_L2, GRAD_MAX, GRAD_STD, SLOTS, LayerSpec, StepCapture, build_payload
 from shared.sdk.run import ScalarLogger, check_run_id
@@ -151,8 +153,8 @@ class Monitor:
     def __enter__(self) -> Monitor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        self._close(5.0, end_of_exception(exc))  # an exception leaving the block ends the run failed
 
     @property
     def layer_ids(self) -> list[str]:
@@ -208,14 +210,18 @@ class Monitor:
         """Wait until everything queued is delivered; False if `timeout` passed first (e.g. daemon down)."""
         return self._transport.flush(timeout) if self._transport is not None else True
 
-    def close(self, timeout: float = 5.0) -> bool:
-        """Remove the hooks, deliver what is queued (for at most `timeout` s) and stop.
+    def close(self, timeout: float = 5.0, *, status: EndStatus | None = None, error: str | None = None) -> bool:
+        """Remove the hooks, deliver what is queued (for at most `timeout` s), end the run and stop.
 
-        True when nothing was left undelivered; entries the daemon refused are counted in `stats.rejected`.
+        The run ends `succeeded`; `failed` with `error="diverged"`; or as `status` says (`cancelled`). True when
+        everything was delivered and the end recorded; False (and a warning saying what) otherwise.
         """
+        return self._close(timeout, end_of(status, error))
+
+    def _close(self, timeout: float, end: RunEnd) -> bool:
         self._remove_hooks()
         self._armed = False
-        return self._transport.close(timeout) if self._transport is not None else True
+        return self._transport.close(timeout, end) if self._transport is not None else True
 
     @property
     def stats(self) -> TransportStats:

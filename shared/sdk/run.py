@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared.models.layerwise import RUN_ID_RULE, is_valid_run_id
+from shared.models.runs import EndStatus
+from shared.sdk.ending import end_of, end_of_exception
 from shared.sdk.transport import Item, Transport, TransportStats
 
 _SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
@@ -58,7 +60,8 @@ class Run:
 
     URL and token come from the arguments, then `PIVOT_URL`/`PIVOT_TOKEN`, then the local daemon's
     `daemon.json`/token file. Use it as a context manager or call `finish()`; at interpreter exit
-    pending points are flushed for at most `exit_timeout_s` seconds.
+    pending points are flushed for at most `exit_timeout_s` seconds and the run ends as the script did
+    (failed with the uncaught exception, cancelled by Ctrl-C, else succeeded).
     """
 
     def __init__(
@@ -87,8 +90,8 @@ class Run:
     def __enter__(self) -> Run:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.finish()
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        self._transport.close(5.0, end_of_exception(exc))  # an exception leaving the block ends the run failed
 
     @property
     def url(self) -> str:
@@ -104,9 +107,12 @@ class Run:
         """Wait until queued points are delivered; False if `timeout` passed first (e.g. the daemon is down)."""
         return self._transport.flush(timeout)
 
-    def finish(self, timeout: float = 5.0) -> bool:
-        """Deliver what is queued (for at most `timeout` seconds) and stop; True when nothing was left undelivered."""
-        return self._transport.close(timeout)
+    def finish(self, timeout: float = 5.0, *, status: EndStatus | None = None, error: str | None = None) -> bool:
+        """Deliver what is queued (for at most `timeout` seconds), end the run and stop.
+
+        The run ends `succeeded`; `failed` with `error="diverged"`; or as `status` says (`cancelled`). True when
+        everything was delivered and the end recorded; False (and a warning saying what) otherwise."""
+        return self._transport.close(timeout, end_of(status, error))
 
     @property
     def stats(self) -> TransportStats:
@@ -132,8 +138,8 @@ def log(step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | N
     _current.log(step, values, epoch=epoch, **more)
 
 
-def finish(timeout: float = 5.0) -> bool:
-    """Flush and stop the run started by `init`; True when nothing was left undelivered."""
+def finish(timeout: float = 5.0, *, status: EndStatus | None = None, error: str | None = None) -> bool:
+    """Flush and end the run started by `init` (as `Run.finish`); True when everything was delivered and recorded."""
     global _current
     run, _current = _current, None
-    return run.finish(timeout) if run is not None else True
+    return run.finish(timeout, status=status, error=error) if run is not None else True

@@ -4,6 +4,10 @@ The training thread only appends to a deque under a lock (about a microsecond); 
 HTTP connection, builds the JSON bodies, batches them onto the batch and scalar routes and retries while
 the daemon is unreachable. Nothing here imports torch: deferred bodies (callables) are built on this thread,
 which is where the monitor's single device-to-host transfer is awaited.
+
+Failures are said early and once: the first delivery that fails is logged with the URL and the reason (once
+more if entries are later refused), and `close()` returns False with a one-line summary when anything was
+refused, dropped or left undelivered, or the run's end could not be recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any, Literal
 import httpx
 
 from shared.locations import resolve_token, resolve_url
+from shared.models.runs import RunEnd
+from shared.sdk.ending import end_at_exit
 
 log = logging.getLogger("pivot.sdk")
 
@@ -117,6 +123,7 @@ class Transport:
         self.linger_s = linger_s
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.timeout_s = timeout_s
         self.exit_timeout_s = exit_timeout_s
         self._run_fields = {k: v for k, v in (run_fields or {}).items() if v is not None}
         headers = {"content-type": "application/json", "user-agent": "pivot-sdk"}
@@ -137,9 +144,11 @@ class Transport:
         self._last_step = 0
         self._counts = {"sent_steps": 0, "sent_points": 0, "dropped": 0, "rejected": 0, "non_finite": 0, "retries": 0}
         self._dropped_reported = 0
-        self._abandoned = 0  # entries still queued when close() gave up
         self._last_error: str | None = None
         self._warned: set[str] = set()
+        self._end: RunEnd | None = None  # how close() ends the run, sent after its data
+        self._end_failure: str | None = None  # why that end was not recorded
+        self._summarised = False
         self._thread = threading.Thread(target=self._loop, name=f"pivot-sdk-{run_id}", daemon=True)
         self._thread.start()
         atexit.register(self._at_exit)
@@ -173,21 +182,39 @@ class Transport:
             finally:
                 self._flushers -= 1
 
-    def close(self, timeout: float = 5.0) -> bool:
-        """Deliver what is queued (trying for at most `timeout` seconds), then stop.
+    def close(self, timeout: float = 5.0, end: RunEnd | None = None) -> bool:
+        """Deliver what is queued (trying for at most `timeout` seconds), record `end` as the run's end, then stop.
 
-        True when nothing was left undelivered; entries the daemon refused are counted in `stats.rejected`.
+        True when everything was delivered and the end recorded. False when anything was refused or dropped (see
+        `stats`), left undelivered or the end not recorded; one warning then says how many and the last error.
         """
         with self._cond:
             if not self._closing:
                 self._closing = True
                 self._deadline = time.monotonic() + timeout
+                self._end = end
             self._kick = True
             self._cond.notify_all()
         self._thread.join(timeout + 1.0)
         atexit.unregister(self._at_exit)
         with self._cond:
-            return not self._abandoned and not self._queue and not self._thread.is_alive()
+            sending = self._thread.is_alive()  # a request still under way when close() stopped waiting
+            lost = {"refused": self._counts["rejected"], "dropped": self._counts["dropped"], "unsent": len(self._queue)}
+            if not any(lost.values()) and not sending and self._end_failure is None:
+                return True
+            if not self._summarised:
+                self._summarised = True
+                said = [f"{n} {'entry' if n == 1 else 'entries'} {what}" for what, n in lost.items() if n]
+                if sending:
+                    said.append("a request still under way")
+                if self._end is not None and (sending or self._end_failure):
+                    why = f": {self._end_failure}" if self._end_failure else ""
+                    said.append(f"its end ({self._end.status}) not recorded{why}")
+                log.warning(
+                    "pivot sdk: run %s at %s: %s; last error: %s", self.run_id, self.url, ", ".join(said),
+                    self._last_error,
+                )  # fmt: skip
+            return False
 
     @property
     def stats(self) -> TransportStats:
@@ -195,13 +222,14 @@ class Transport:
             return TransportStats(queued=len(self._queue), last_error=self._last_error, **self._counts)
 
     def _at_exit(self) -> None:
-        self.close(self.exit_timeout_s)
+        self.close(self.exit_timeout_s, end_at_exit())
 
     # -- sender thread ----------------------------------------------------------------------------------
 
     def _loop(self) -> None:
         try:
             self._send_until_closed()
+            self._send_end()
         finally:
             # Closed here, not in close(): a request may still be running when close() stops waiting.
             self._http.close()
@@ -254,16 +282,38 @@ class Transport:
         return self._kick or self._closing or self._flushers > 0 or len(self._queue) >= self.max_batch
 
     def _abandon(self) -> None:
-        """Called with the lock held when closing ends: whatever is left is counted as dropped."""
-        if self._queue:
-            self._abandoned += len(self._queue)
-            self._counts["dropped"] += len(self._queue)
-            log.warning(
-                "pivot sdk: %d entries for run %s were not delivered to %s", len(self._queue), self.run_id, self.url
-            )
-            self._queue.clear()
+        """Called with the lock held when closing ends: whatever is left is counted as dropped (close() says so)."""
+        self._counts["dropped"] += len(self._queue)
+        self._queue.clear()
         self._busy = False
         self._cond.notify_all()
+
+    def _send_end(self) -> None:
+        """The run's end, once its data is delivered, so pivotd never sees a step after it."""
+        end = self._end
+        if end is None:
+            return
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            with self._cond:
+                self._end_failure = "no time left to send it"
+            return
+        try:
+            response = self._http.post(
+                f"/api/v1/runs/{self.run_id}/finish",
+                content=_encode(end.model_dump(exclude_none=True)),
+                timeout=min(remaining, self.timeout_s),
+            )
+        except httpx.HTTPError as exc:
+            failure = f"{type(exc).__name__}: {exc}"
+        else:
+            # 409: pivotd decides this run's state (a managed run, whose trainer reports through the SDK), or it
+            # already ended otherwise. Either way there is nothing left to say.
+            if response.is_success or response.status_code == 409:
+                return
+            failure = _reason(response)
+        with self._cond:
+            self._end_failure = self._last_error = failure
 
     def _deliver(self, batch: list[Item]) -> list[Item]:
         """Send one batch; returns the entries to retry (empty when all were delivered or refused)."""
@@ -273,7 +323,7 @@ class Transport:
             self._send_layerwise([item for item in ready if item.kind == "layerwise"], pending)
             self._send_scalars([item for item in ready if item.kind == "scalars"], pending)
         except _Retry as exc:
-            self._last_error = str(exc)
+            self._failed(str(exc), refused=False)
             return list(pending.values())
         return []
 
@@ -366,7 +416,7 @@ class Transport:
         except httpx.HTTPError as exc:
             raise _Retry(f"{type(exc).__name__}: {exc}") from None
         if response.status_code in _RETRY_STATUSES:
-            raise _Retry(f"{response.status_code}: {_message(response)}")
+            raise _Retry(_reason(response))
         return response
 
     def _done(self, items: Iterable[Item], pending: dict[int, Item], counter: str | None) -> None:
@@ -378,10 +428,15 @@ class Transport:
                 self._counts[counter] += len(done)
 
     def _refused(self, items: list[Item], pending: dict[int, Item], response: httpx.Response) -> None:
-        message = _message(response)
-        self._last_error = f"{response.status_code}: {message}"
         self._done(items, pending, "rejected")
-        self._warn_once(str(response.status_code), f"pivotd refused {len(items)} entries ({self._last_error})")
+        self._failed(_reason(response), refused=True)
+
+    def _failed(self, reason: str, *, refused: bool) -> None:
+        """A delivery failed: said at once, with where to and why, the first time it fails for each outcome."""
+        with self._cond:
+            self._last_error = reason
+        outcome = "entries refused" if refused else "will retry"
+        self._warn_once(outcome, f"cannot deliver run {self.run_id} to {self.url}: {reason} ({outcome})")
 
     def _warn_once(self, key: str, message: str) -> None:
         # Once per kind of failure: a broken run must not flood the training log.
@@ -406,6 +461,11 @@ def _chunks(encoded: list[tuple[Item, bytes]]) -> Iterable[list[tuple[Item, byte
         size += len(entry[1]) + 1
     if chunk:
         yield chunk
+
+
+def _reason(response: httpx.Response) -> str:
+    """`401 Unauthorized: invalid token`: the status and what pivotd said."""
+    return f"{response.status_code} {response.reason_phrase}: {_message(response)}"
 
 
 def _message(response: httpx.Response) -> str:

@@ -45,7 +45,8 @@ def test_log_needs_init_and_valid_names(free_port: int) -> None:
 
 
 async def test_works_without_torch_and_flushes_at_exit(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
-    """A script with torch unavailable logs scalars and exits without finish(): atexit delivers them."""
+    """A script with torch unavailable logs scalars and exits without finish(): atexit delivers them and ends the
+    run."""
     script = (
         "import sys\n"
         "sys.modules['torch'] = None  # any import of torch now raises ImportError\n"
@@ -64,6 +65,7 @@ async def test_works_without_torch_and_flushes_at_exit(daemon: RunningDaemon, ht
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     series = (await http.get("/api/v1/runs/no-torch/scalars")).json()["series"]
     assert series["loss"]["steps"] == [0, 1, 2]
+    assert (await http.get("/api/v1/runs/no-torch")).json()["status"] == "succeeded"  # a normal exit ends it so
 
 
 def test_import_pulls_in_neither_torch_nor_the_daemon() -> None:
@@ -77,14 +79,17 @@ async def test_url_and_token_from_the_local_daemon_files(tmp_path: Path) -> None
     """No arguments, no PIVOT_*: the daemon's daemon.json and token file in the state dir are enough, even
     when it trusts no peer without a token."""
     state = tmp_path / "xdg-state" / "pivot"  # where the isolated environment's state_dir() points
+    state.mkdir(parents=True)
+    (state / "token").write_text(TEST_TOKEN)  # as `pivotd` writes it (running_daemon does not)
     async with running_daemon(state, trust_loopback=False) as daemon:
         run = sdk.Run("local-files")
         assert run.url == daemon.url
         run.log(0, loss=1.0)
-        assert await asyncio.to_thread(run.finish)
+        assert await asyncio.to_thread(run.finish)  # delivered: before, a 401 passed for success here
+        assert (run.stats.rejected, run.stats.sent_points) == (0, 1)
         denied = sdk.Run("no-token", token="wrong-token")
         denied.log(0, loss=1.0)
-        assert await asyncio.to_thread(denied.finish)  # refused, not retried: nothing left to deliver
+        assert not await asyncio.to_thread(denied.finish)  # refused, not retried: nothing arrived
         assert (denied.stats.rejected, denied.stats.sent_points) == (1, 0)
 
 

@@ -218,13 +218,45 @@ async def test_every_alerts_column_fits_at_80_and_120_columns() -> None:
             assert "Since" in str(pilot.app.screen.query_one("#alerts").render_line(0).text)
 
 
+def footer(pilot: Any) -> set[str]:
+    """The keys the footer shows within 80 columns."""
+    return {key.description for key in pilot.app.screen.query(FooterKey) if key.region.right <= 80}
+
+
 async def test_the_footer_shows_every_key_of_the_run_detail_and_help_at_80_columns() -> None:
     async with app().run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: rows(pilot, "#runs") == 4)
-        pilot.app.open_run("exploding_rnn")
-        await until(pilot, lambda: following(pilot, "exploding_rnn"))
-        shown = {key.description for key in pilot.app.screen.query(FooterKey) if key.region.right <= 80}
-        assert {"Step", "Back", "Live", "Plot", "Heat", "Cancel", "Params", "Infer", "Help"} <= shown
+        pilot.app.open_run("mnist_cnn_lr0.1")  # a managed run training: every key applies
+        await until(pilot, lambda: following(pilot, "mnist_cnn_lr0.1"))
+        assert {"Step", "Back", "Live", "Plot", "Heat", "Cancel", "Params", "Infer", "Help"} <= footer(pilot)
+
+
+async def test_cancel_is_offered_only_for_a_managed_run_that_has_not_ended() -> None:
+    async with app().run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        for run_id in ("exploding_rnn", "resnet18_ablation_no_bn", "mnist_mlp_baseline"):  # a script's run; ended
+            pilot.app.open_run(run_id)
+            await until(pilot, lambda r=run_id: following(pilot, r))
+            assert "Cancel" not in footer(pilot) and {"Step", "Params", "Help"} <= footer(pilot)
+            await pilot.press("c")  # does nothing: no confirmation, no request
+            assert isinstance(pilot.app.screen, RunDetailScreen) and notes(pilot) == ""
+            await pilot.press("escape")
+
+        pilot.app.open_run("mnist_cnn_lr0.1")
+        await until(pilot, lambda: following(pilot, "mnist_cnn_lr0.1") and "Cancel" in footer(pilot))
+        ended = {"type": "run_state", "topic": "runs", "run_id": "mnist_cnn_lr0.1", "state": "succeeded", "error": None}
+        pilot.app._on_event(Event("run_state", ended))
+        await until(pilot, lambda: "Cancel" not in footer(pilot))  # it finished while open: the key goes
+
+
+async def test_a_lost_run_has_its_own_colour_in_the_runs_list() -> None:
+    async with app().run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: rows(pilot, "#runs") == 4)
+        lost = {**summary("lost", 700, 0.9), "error": "no data for 15 min"}
+        pilot.app._on_event(Event("run_updated", {"type": "run_updated", "run_id": "killed", "data": lost}))
+        await until(pilot, lambda: rows(pilot, "#runs") == 5)
+        table = pilot.app.screen.query_one("#runs")
+        assert str(table.get_cell("killed", "state")) == "[dark_orange]lost[/]"
 
 
 async def test_enter_in_the_runs_filter_opens_the_highlighted_match() -> None:
