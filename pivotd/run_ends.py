@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from pivotd.errors import NotFound
+from pivotd.errors import InsufficientStorage, NotFound
 from pivotd.hub import RUNS_TOPIC, Hub
 from pivotd.ingest import run_summary
 from pivotd.settings import Settings
@@ -108,6 +108,8 @@ class RunEnds:
             await asyncio.sleep(self._settings.alert_check_interval_s)
             try:
                 await self.mark_lost()
+            except InsufficientStorage:
+                pass  # the writer reports a full disk once; the runs are marked on a tick after there is room
             except Exception:  # the store shutting down, a failed write: try again on the next tick
                 log.exception("checking for lost runs failed")
 
