@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import socket
@@ -22,7 +21,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from pivotd.connections import BoundedHttpProtocol
+from pivotd.connections import BoundedHttpProtocol, close_stalled
 from pivotd.datadir import DataDir
 from pivotd.services import Services
 from pivotd.settings import Settings
@@ -38,7 +37,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="auto",  # uvloop where installed
-        http=functools.partial(BoundedHttpProtocol, header_timeout_s=settings.http_header_timeout_s),  # type: ignore[arg-type]
+        http=BoundedHttpProtocol,  # httptools, with a deadline on request headers (pivotd/connections.py)
         timeout_keep_alive=settings.http_idle_timeout_s,  # type: ignore[arg-type]  # used as a float
         ws="auto",
         lifespan="on",
@@ -116,6 +115,7 @@ class PivotServer(uvicorn.Server):
         host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{port}"
         self.data_dir.announce(self.url)
+        self._spawn(close_stalled(self.server_state.connections, self.settings.http_header_timeout_s))
         log.info("pivotd listening on %s (data in %s)", self.url, self.settings.data_dir)
         self.services.supervisor.attach(self.url)  # workers report to this URL; queued runs start now
         notify(f"READY=1\nSTATUS=listening on {self.url}")
