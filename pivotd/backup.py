@@ -40,9 +40,13 @@ class Copied:
     def describe(self) -> str:
         gone = f"; {self.vanished} deleted meanwhile" if self.vanished else ""
         return (
-            f"{self.runs} runs, database {self.database_bytes / 1e6:.1f} MB (schema {self.schema}), "
-            f"{self.files} artifact files {self.file_bytes / 1e6:.1f} MB{gone}"
+            f"{_count(self.runs, 'run')}, database {self.database_bytes / 1e6:.1f} MB (schema {self.schema}), "
+            f"{_count(self.files, 'artifact file')} {self.file_bytes / 1e6:.1f} MB{gone}"
         )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def backup(data_dir: Path, dest: Path) -> Copied:
