@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 import pivotd
+from pivotd.datadir import write_private
 from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
@@ -220,8 +221,7 @@ class Supervisor:
             "resume_from": self._resume_from(job),
         }
         spec_path = run_dir / "job.json"
-        spec_path.write_text(json.dumps(spec))
-        spec_path.chmod(0o600)  # it carries the token
+        write_private(spec_path, json.dumps(spec))  # it carries the token
         slot = min(set(range(self.slots)) - {w.slot for w in self._workers.values()})
         env = dict(os.environ)
         # The worker imports the same pivotd as this daemon, installed or not.
