@@ -21,14 +21,12 @@ from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
 from shared.client import PivotAPIError
-from shared.models.runs import RunState
+from shared.models.runs import LIVE_STATES
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 HEAVY_REDRAW_S = 0.25
-CANCELLABLE = frozenset({RunState.CREATED, RunState.QUEUED, RunState.RUNNING})
-"""States in which pivotd can cancel a managed run; an external run's script is not pivotd's to stop."""
 
 
 def _shape(matrix: Any) -> str:
@@ -174,7 +172,8 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
 
     @staticmethod
     def _can_cancel(summary: dict[str, Any]) -> bool:
-        return summary.get("kind") == "managed" and summary.get("status") in CANCELLABLE
+        # A managed run that has not ended; an external run's script is not pivotd's to stop.
+        return summary.get("kind") == "managed" and summary.get("status") in LIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Cancel is offered (in the footer, and on its key) only for a managed run that has not ended."""

@@ -38,6 +38,7 @@ C_TO_INTERNAL = {
     "cancelled": (RunState.CANCELLED,),
 }
 _FINAL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
+_C_FAILED = ", ".join(f"'{state}'" for state in C_TO_INTERNAL["failed"])
 EXPERIMENT_SORTS = ("name", "created_at", "updated_at", "status")
 Aggregate = Literal["last", "best", "mean"]
 
@@ -47,7 +48,7 @@ FINAL_EXPERIMENT_STATUSES = ("completed", "failed", "cancelled")
 # Cancelled (by `cancel`): cancelled, even while its runs wind down. No runs: pending. Paused with runs still
 # waiting or running: paused. Any run running, or some waiting while others finished: running. All waiting:
 # pending. All finished: failed if any failed, cancelled if all were cancelled, else completed.
-_EXPERIMENTS = """
+_EXPERIMENTS = f"""
 SELECT * FROM (
   SELECT e.id, e.name, e.description, e.config, e.tags, e.created_at, e.updated_at,
     CASE WHEN e.cancelled_at IS NOT NULL THEN 'cancelled'
@@ -63,7 +64,7 @@ SELECT * FROM (
     coalesce(e.cancelled_at, c.finished_at) AS finished_at, e.launched_at, e.paused_at, e.cancelled_at
   FROM experiments e LEFT JOIN (
     SELECT experiment_id, count(*) AS total, sum(status = 'running') AS running,
-           sum(status IN ('created', 'queued')) AS waiting, sum(status IN ('failed', 'lost')) AS failed,
+           sum(status IN ('created', 'queued')) AS waiting, sum(status IN ({_C_FAILED})) AS failed,
            sum(status = 'cancelled') AS cancelled, min(coalesce(started_at, created_at)) AS started_at,
            max(coalesce(finished_at, last_update)) AS finished_at
     FROM runs WHERE experiment_id IS NOT NULL GROUP BY experiment_id

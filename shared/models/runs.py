@@ -26,6 +26,7 @@ class RunState(StrEnum):
 FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED, RunState.LOST})
 """States a run ends in. A managed run never leaves one; new data takes an external run back to `running`."""
 LIVE_STATES = frozenset({RunState.CREATED, RunState.QUEUED, RunState.RUNNING})
+"""States a run has not ended in (a managed run in one of them can be cancelled)."""
 EndStatus = Literal["succeeded", "failed", "cancelled"]
 """How a script may say its run ended (`lost` is pivotd's to decide)."""
 MAX_ERROR_CHARS = 4096
