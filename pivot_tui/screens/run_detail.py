@@ -20,6 +20,7 @@ from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
+from pivot_tui.widgets.runs_table import STATE_STYLE
 from shared.client import PivotAPIError
 from shared.models.runs import LIVE_STATES
 
@@ -157,7 +158,8 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             mode = Text(" LIVE ", style="bold white on green")
         else:
             mode = Text(f" PAUSED at step {selected['step']} ", style="bold black on yellow")
-        parts = [mode, Text(f" {self.run_id} ", style="bold"), Text(f"{status}  ", style="cyan")]
+        # The state in the colour the runs list gives it: a lost or failed run must not look like a succeeded one.
+        parts = [mode, Text(f" {self.run_id} ", style="bold"), Text(f"{status}  ", style=STATE_STYLE.get(status, ""))]
         latest_step = summary.get("latest_step")
         # A run just launched (queued, or before its first point) has no step yet.
         parts.append(Text("no steps yet  ", style="dim") if latest_step is None else Text(f"step {latest_step}  "))
