@@ -74,6 +74,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self._seen = -1
         self._drawn_at = 0.0
         self._cancellable = False
+        self._shown_title = Text()
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -121,8 +122,10 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         if self._can_cancel(summary) != self._cancellable:  # the run changed state: Cancel comes or goes
             self._cancellable = not self._cancellable
             self.refresh_bindings()
-        title = self.query_one("#run-title", Static)
-        title.update(self._title(summary, selected))  # cheap, and other runs' updates change nothing else
+        title = self._title(summary, selected)
+        if title != self._shown_title:  # at 10 Hz, re-rendering an unchanged title was most of an idle screen's CPU
+            self._shown_title = title
+            self.query_one("#run-title", Static).update(title)
         now = time.monotonic()
         # Plots and heatmap are the expensive part (plotext rebuilds each figure): at most 4 a second.
         if model.versions["run"] == self._seen or now - self._drawn_at < HEAVY_REDRAW_S:
