@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pivotd.datadir import PRIVATE_DIR, PRIVATE_FILE, RUNNING_MARKER, DataDir, make_private
-from pivotd.settings import DB_FILE
+from pivotd.settings import DB_FILE, RUNS_DIR
 from pivotd.store.integrity import DatabaseUnusable, check_database
 from shared.locations import TOKEN_FILE
-
-ARTIFACTS = "runs"
 
 
 class BackupError(RuntimeError):
@@ -61,7 +59,7 @@ def backup(data_dir: Path, dest: Path) -> Copied:
     try:
         database = _copy_database(source, dest / DB_FILE)
         _copy_file(data_dir / TOKEN_FILE, dest / TOKEN_FILE)
-        files, size, vanished = _copy_tree(data_dir / ARTIFACTS, dest / ARTIFACTS)
+        files, size, vanished = _copy_tree(data_dir / RUNS_DIR, dest / RUNS_DIR)
     except BaseException:
         # No half-made backup left behind to be mistaken for a good one.
         shutil.rmtree(dest) if created else _empty(dest)
@@ -91,8 +89,8 @@ def restore(source: Path, data_dir: Path, *, replace: bool = False) -> Copied:
         copied = _copy_database(database, target)
         _copy_file(backup_dir / TOKEN_FILE if backup_dir else None, data_dir / TOKEN_FILE)
         files = size = vanished = 0
-        if backup_dir is not None and (backup_dir / ARTIFACTS).is_dir():
-            files, size, vanished = _replace_tree(backup_dir / ARTIFACTS, data_dir / ARTIFACTS)
+        if backup_dir is not None and (backup_dir / RUNS_DIR).is_dir():
+            files, size, vanished = _replace_tree(backup_dir / RUNS_DIR, data_dir / RUNS_DIR)
         # The replaced database's unclean-shutdown marker does not describe the restored one.
         (data_dir / RUNNING_MARKER).unlink(missing_ok=True)
     return Copied(*copied, files, size, vanished)

@@ -18,6 +18,8 @@ from shared.locations import config_dir, state_dir
 
 ENV_PREFIX = "PIVOT_"
 DB_FILE = "pivot.db"
+RUNS_DIR = "runs"
+"""Per-run artifacts below the data directory: job spec, checkpoints, params."""
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -142,8 +144,7 @@ class Settings(BaseModel):
 
     @property
     def runs_path(self) -> Path:
-        """Per-run artifacts: job spec, checkpoints, params."""
-        return self.data_dir / "runs"
+        return self.data_dir / RUNS_DIR
 
     def artifact_ref(self, path: Path) -> str:
         """How the database records an artifact file: relative to the data directory, so that a moved or restored
