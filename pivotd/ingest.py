@@ -90,6 +90,11 @@ async def lite_steps(documents: list[bytes]) -> list[bytes]:
     return await asyncio.to_thread(lambda: [lite_step(document) for document in documents])
 
 
+def run_message(kind: str, run: RunRow) -> str:
+    """`run_created` / `run_updated` on the `runs` topic: the run's summary as the run list shows it."""
+    return orjson.dumps({"type": kind, "topic": RUNS_TOPIC, "run_id": run.run_id, "data": run_summary(run)}).decode()
+
+
 def run_summary(run: RunRow) -> dict[str, Any]:
     """A run as `GET /api/v1/runs`, `initial_runs` and the `runs` topic show it (seed 000 + additive fields)."""
     return {
@@ -198,8 +203,7 @@ class Ingest:
             return
         for run in outcome.touched:
             kind = "run_created" if run.run_id in outcome.created else "run_updated"
-            message = {"type": kind, "topic": RUNS_TOPIC, "run_id": run.run_id, "data": run_summary(run)}
-            self._hub.publish((RUNS_TOPIC,), orjson.dumps(message).decode())
+            self._hub.publish((RUNS_TOPIC,), run_message(kind, run))
         for run_id in outcome.evicted:
             message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "retention"}
             self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())

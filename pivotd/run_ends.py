@@ -19,11 +19,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-import orjson
-
 from pivotd.errors import InsufficientStorage, NotFound
 from pivotd.hub import RUNS_TOPIC, Hub
-from pivotd.ingest import run_summary
+from pivotd.ingest import run_message
 from pivotd.settings import Settings
 from pivotd.store import BatchOutcome, RunRow, Store
 from pivotd.store.run_ends import FinishRun, MarkLost
@@ -90,8 +88,7 @@ class RunEnds:
         runs: list[RunRow] = await self._store.writer.submit(MarkLost(before, silence(limit)))
         for run in runs:
             log.warning("run %s is lost: %s", run.run_id, run.error)
-            message = {"type": "run_updated", "topic": RUNS_TOPIC, "run_id": run.run_id, "data": run_summary(run)}
-            self._hub.publish((RUNS_TOPIC,), orjson.dumps(message).decode())
+            self._hub.publish((RUNS_TOPIC,), run_message("run_updated", run))
             await self._ended(run.run_id, RunState.LOST, run.error)
         return [run.run_id for run in runs]
 
