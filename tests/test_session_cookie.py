@@ -18,6 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from shared.models.auth import AuthSessionCreated
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 from tests.training.helpers import MLP, hyperparams
@@ -106,6 +107,7 @@ async def test_the_owners_session_works_on_every_route_family(untrusting: Runnin
     assert opened.status_code == 201, opened.text
     token, attributes = cookie_parts(opened)
     assert attributes == ["Path=/", "Max-Age=604800", "HttpOnly", "SameSite=Strict"]  # no Secure over plain HTTP
+    assert AuthSessionCreated.model_validate(opened.json()).model_dump() == opened.json()  # the documented model
     data = opened.json()["data"]
     assert data["id"].startswith("ses_") and data["scopes"] == ["read", "write", "admin"]
     assert data["api_key_id"] is None and token not in opened.text

@@ -20,6 +20,7 @@ from pivotd.timefmt import iso
 from shared.models.auth import AuthSession, AuthSessionCreated
 
 router = APIRouter(prefix="/api/v1/auth", tags=["browser sessions (seed 004)"])
+CROSS_SITE_403 = "A request judged by its session cookie from another site's page (Origin is not this host)"
 
 
 def _over_tls(request: Request, settings: Settings) -> bool:
@@ -37,7 +38,19 @@ def _over_tls(request: Request, settings: Settings) -> bool:
     description="For a caller authenticated by the daemon token, trusted loopback or an API key (any scope); a "
     "request authenticated by a session cookie cannot open another (403). The response sets `_crucible_ui_key` "
     "(`HttpOnly; SameSite=Strict; Path=/; Max-Age`, and `Secure` behind TLS); the body never carries the token.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 429),
+    responses={
+        201: {
+            "headers": {
+                "Set-Cookie": {
+                    "description": "`_crucible_ui_key=pvs_...; Path=/; Max-Age=<session_lifetime_s>; HttpOnly; "
+                    "SameSite=Strict` (`; Secure` behind TLS): the session token, shown nowhere else",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **error_responses(STRUCTURED_ERRORS, 401, 429),
+        403: {"model": STRUCTURED_ERRORS, "description": f"{CROSS_SITE_403}, or one that a session authenticated"},
+    },
 )
 async def open_session(request: Request) -> Response:
     principal = principal_of(request.scope)
@@ -70,7 +83,19 @@ async def open_session(request: Request) -> Response:
     summary="End the session whose cookie authenticated this request, and clear the cookie",
     description="WebSockets and event streams the session opened are closed at once (1008 `session ended`). 404 "
     "when the request was not authenticated by a session cookie (bearer credentials, sent too, win over it).",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 429),
+    responses={
+        204: {
+            "headers": {
+                "Set-Cookie": {
+                    "description": "`_crucible_ui_key=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`: the browser "
+                    "drops the cookie",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
+        **error_responses(STRUCTURED_ERRORS, 401, 404, 429),
+        403: {"model": STRUCTURED_ERRORS, "description": CROSS_SITE_403},
+    },
 )
 async def close_session(request: Request) -> Response:
     session = principal_of(request.scope).session
