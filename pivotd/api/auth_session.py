@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from fastapi import APIRouter, Request, Response
+from pydantic import TypeAdapter
 
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.apikeys import SCOPES
@@ -20,6 +21,7 @@ from pivotd.timefmt import iso
 from shared.models.auth import AuthSession, AuthSessionCreated
 
 router = APIRouter(prefix="/api/v1/auth", tags=["browser sessions (seed 004)"])
+COOKIE_SCHEMA = TypeAdapter(str).json_schema()
 CROSS_SITE_403 = "A request judged by its session cookie from another site's page (Origin is not this host)"
 
 
@@ -44,7 +46,7 @@ def _over_tls(request: Request, settings: Settings) -> bool:
                 "Set-Cookie": {
                     "description": "`_crucible_ui_key=pvs_...; Path=/; Max-Age=<session_lifetime_s>; HttpOnly; "
                     "SameSite=Strict` (`; Secure` behind TLS): the session token, shown nowhere else",
-                    "schema": {"type": "string"},
+                    "schema": COOKIE_SCHEMA,
                 }
             }
         },
@@ -89,7 +91,7 @@ async def open_session(request: Request) -> Response:
                 "Set-Cookie": {
                     "description": "`_crucible_ui_key=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict`: the browser "
                     "drops the cookie",
-                    "schema": {"type": "string"},
+                    "schema": COOKIE_SCHEMA,
                 }
             }
         },
