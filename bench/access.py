@@ -28,6 +28,7 @@ from bench.common import pivotd
 from bench.ingest import run, single
 from pivotd.apikeys import ApiKey, KeyRing, digest
 from pivotd.auth import AccessMiddleware
+from pivotd.authsessions import SessionRing
 from pivotd.policy import Category
 from pivotd.ratelimit import RateLimiter
 
@@ -59,7 +60,7 @@ async def middleware_costs(requests: int = 200_000) -> list[str]:
     keys = KeyRing()  # no store: authenticate works on the in-memory index alone
     secret = (await _fake_key(keys)).encode()
     limiter = RateLimiter(dict.fromkeys(Category, 10**12), 10_000)
-    middleware = AccessMiddleware(_app, TOKEN, True, keys, limiter, 2 * 2**20)
+    middleware = AccessMiddleware(_app, TOKEN, True, keys, SessionRing(keys, 3600), limiter, 2 * 2**20)
     cases = {
         "no middleware": (_app, _scope(None)),
         "loopback, no credentials (owner)": (middleware, _scope(None)),

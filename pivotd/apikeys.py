@@ -30,6 +30,7 @@ SCOPES = ("read", "write", "admin")
 _GRANTS = {scope: frozenset(SCOPES[: index + 1]) for index, scope in enumerate(SCOPES)}
 SHOWN_PREFIX_CHARS = 12  # "pvk_" and 8 random characters: enough to recognise a key, 210 bits stay secret
 TOUCH_EVERY_S = 60.0  # last_used_at reaches the database at most this often per key
+KEY_REVOKED = "API key revoked"  # why what a key opened (a WebSocket, an event stream, a session) ended
 
 
 def granted(scopes: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
@@ -50,6 +51,8 @@ class KeyRing:
         self._store: Store | None = None
         self._pending: set[asyncio.Task[object]] = set()
         self._on_revoke: dict[str, set[Callable[[], None]]] = {}
+        self.revoke_listeners: list[Callable[[str], None]] = []
+        """Called with the id of every key revoked, so that what it opened ends (its browser sessions)."""
 
     async def load(self, store: Store) -> None:
         self._store = store
@@ -100,6 +103,11 @@ class KeyRing:
 
         return cancel
 
+    def is_live(self, key_id: str) -> bool:
+        """Whether key `key_id` exists and is not revoked (from the moment its revocation began)."""
+        key = self._by_id.get(key_id)
+        return key is not None and self._by_digest.get(key.digest) is key
+
     def list(self) -> list[ApiKey]:
         return list(self._by_id.values())
 
@@ -128,6 +136,8 @@ class KeyRing:
         self._by_digest.pop(key.digest, None)
         for callback in self._on_revoke.pop(key_id, set()):
             callback()
+        for listener in self.revoke_listeners:
+            listener(key_id)
         if key.revoked_at is None:
             revoked_at = time.time()
             await self._store.writer.submit(RevokeApiKey(key_id, revoked_at))

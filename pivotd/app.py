@@ -22,6 +22,7 @@ from pivotd.alerts.notifications import Notifier
 from pivotd.alerts.webhooks import Webhooks
 from pivotd.api import alerts as alerts_api
 from pivotd.api import apikeys as apikeys_api
+from pivotd.api import auth_session as auth_session_api
 from pivotd.api import (
     checkpoints,
     datasets,
@@ -47,6 +48,7 @@ from pivotd.api.body import install_openapi
 from pivotd.api.responses import json_response
 from pivotd.apikeys import KeyRing
 from pivotd.auth import AccessMiddleware
+from pivotd.authsessions import SessionRing
 from pivotd.datadir import RUNNING_MARKER, write_private
 from pivotd.errors import (
     HttpError,
@@ -86,6 +88,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(Store.open(settings.db_path, retention))
         await app.state.keys.load(store)
+        await app.state.sessions.load(store)
         hub = Hub(queue_size=settings.ws_queue_size)
         # Registered after the store: on the way down, sockets close (1001) before the final flush.
         stack.push_async_callback(hub.close_all, 1001)
@@ -272,14 +275,17 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     ):
         app.include_router(module.router)
     app.include_router(apikeys_api.router)
+    app.include_router(auth_session_api.router)
     install_error_handlers(app)
     install_openapi(app)
-    app.state.keys = KeyRing()  # loaded from the store in the lifespan
+    app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
+    app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
     app.add_middleware(
         AccessMiddleware,
         token=token,
         trust_loopback=settings.trust_loopback,
         keys=app.state.keys,
+        sessions=app.state.sessions,
         limiter=rate_limiter(settings),
         telemetry_max_body_bytes=settings.telemetry_max_body_bytes,
     )

@@ -5,12 +5,19 @@ Who is asking: the daemon token (the `token` file in the state dir) is the owner
 no rate limit. A loopback peer without credentials is the owner too, unless `trust_loopback = false`,
 provided the request names a local host (`Host`, and `Origin` if sent: localhost, 127.0.0.1 or [::1]), so
 that a web page in a local browser does not get the owner's access (cross-site requests, DNS rebinding).
-A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. Credentials that are presented
-are always checked, from loopback too: a wrong one is 401, so a read key tried locally is really only
-read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs
+A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. A browser session
+(`pivotd.authsessions`, seed 004's `_crucible_ui_key` cookie) is its opener's scopes and limits; bearer
+credentials, when a request sends both, win over the cookie. Credentials that are presented are always
+checked, from loopback too: a wrong one (or an ended session) is 401, so a read key tried locally is really
+only read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs
 comes from `pivotd.policy`. `/health` is always open. Tokens travel as `Authorization: Bearer <token>`
 (WebSocket clients that cannot set headers may pass `?token=`, or phoenix.js's `authToken` subprotocol),
 are compared in constant time and are never logged.
+
+Browsers send cookies on their own, also on requests a page of another site makes them send: a request
+judged by its cookie that could change something (any method but GET, HEAD and OPTIONS, and every WebSocket
+handshake) is refused with 403 when its `Origin` is not this host (SameSite=Strict is the first defence;
+this one does not depend on the browser honouring it).
 """
 
 from __future__ import annotations
@@ -26,23 +33,29 @@ import os
 import secrets
 import sys
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pivotd.apikeys import SCOPES, KeyRing, granted
+from pivotd.apikeys import KEY_REVOKED, SCOPES, KeyRing, granted
+from pivotd.authsessions import CLEARED_COOKIE, COOKIE_NAME, Session, SessionRing
 from pivotd.errors import Forbidden, PivotError, RateLimited, Unauthorized, family_for_path, render_error
-from pivotd.policy import Category, requirement
+from pivotd.policy import SAFE_METHODS, Category, requirement
 from pivotd.ratelimit import Decision, RateLimiter
 from shared.locations import TOKEN_FILE
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health"})
-CLOSE_KEY_REVOKED, KEY_REVOKED = 1008, "API key revoked"  # policy violation (RFC 6455)
-REVOKED_DISCONNECT: Message = {"type": "websocket.disconnect", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED}
+CLOSE_ENDED = 1008  # policy violation (RFC 6455): the credentials that opened the socket ended
+ENDED_DISCONNECT: Message = {"type": "websocket.disconnect", "code": CLOSE_ENDED}
+PRINCIPAL = "pivot.principal"
+"""The scope key under which the middleware leaves the request's `Principal` for routes (`principal_of`)."""
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
 def ensure_token(data_dir: Path) -> str:
@@ -139,13 +152,53 @@ def _presented_token(scope: Scope) -> str | None:
     return None
 
 
+def _session_cookie(scope: Scope) -> str | None:
+    """The value of the request's first `_crucible_ui_key` cookie; None when it sends none."""
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            for pair in value.decode("latin-1").split(";"):
+                cookie, equals, token = pair.strip().partition("=")
+                if equals and cookie == COOKIE_NAME:
+                    return token.strip().strip('"')
+    return None
+
+
+def _cross_site(scope: Scope) -> bool:
+    """Whether a page of another site made the browser send this request: it has an `Origin` whose host and port
+    are not those of `Host` (a port left out is the Origin scheme's default). Browsers send `Origin` on every
+    request but GET and HEAD, and on every WebSocket handshake; programs that send none are not pages."""
+    origins = [value for name, value in scope.get("headers", ()) if name == b"origin"]
+    if not origins:
+        return False
+    host = next((value for name, value in scope.get("headers", ()) if name == b"host"), b"")
+    try:
+        here = urlsplit("//" + host.decode("latin-1"))
+        for origin in origins:
+            there = urlsplit(origin.decode("latin-1"))
+            port = DEFAULT_PORTS.get(there.scheme)
+            if there.hostname is None or (there.hostname, there.port or port) != (here.hostname, here.port or port):
+                return True  # `Origin: null` (a sandboxed or privacy-stripped page) included
+    except ValueError:  # a port that is not a number
+        return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     grants: frozenset[str]
     key_id: str | None  # the API key it authenticated with, whose rate limits apply; None: the owner, not limited
+    session: Session | None = None  # the browser session it authenticated with
 
 
 OWNER = Principal(frozenset(SCOPES), None)
+Watch = Callable[[Callable[[str], None]], Callable[[], None]]
+"""Calls a callback with the reason once the credentials a request authenticated with end; returns the cancel."""
+
+
+def principal_of(scope: Scope) -> Principal:
+    """Who is asking, as the access middleware decided (routes other than /health are only reached through it)."""
+    principal: Principal = scope[PRINCIPAL]
+    return principal
 
 
 class AccessMiddleware:
@@ -155,6 +208,7 @@ class AccessMiddleware:
         token: str,
         trust_loopback: bool,
         keys: KeyRing,
+        sessions: SessionRing,
         limiter: RateLimiter,
         telemetry_max_body_bytes: int,
     ) -> None:
@@ -162,10 +216,14 @@ class AccessMiddleware:
         self._token = token.encode()
         self._trust_loopback = trust_loopback
         self._keys = keys
+        self._sessions = sessions
         self._limiter = limiter
         self._telemetry_max_body_bytes = telemetry_max_body_bytes
 
-    def _principal(self, scope: Scope, presented: str | None) -> Principal | None:
+    def _principal(self, scope: Scope, presented: str | None, cookie: str | None) -> Principal | None:
+        if presented is None and cookie is not None:
+            session = self._sessions.authenticate(cookie)
+            return Principal(frozenset(session.scopes), session.key_id, session) if session is not None else None
         if presented is None:
             client = scope.get("client")
             trusted = self._trust_loopback and client is not None and is_loopback(client[0]) and _named_locally(scope)
@@ -182,7 +240,9 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         presented = _presented_token(scope)
-        principal = self._principal(scope, presented)
+        cookie = _session_cookie(scope) if presented is None else None  # bearer credentials win over the cookie
+        principal = self._principal(scope, presented, cookie)
+        scope[PRINCIPAL] = principal
         if principal is OWNER:  # the hot path of local training scripts and benchmarks: nothing more to do
             await self.app(scope, receive, send)
             return
@@ -190,15 +250,30 @@ class AccessMiddleware:
         need = requirement(method, scope["path"])
         error: PivotError | None = None
         if principal is None:
-            if presented is None:
+            if cookie is not None:
+                error = Unauthorized(
+                    "the session cookie is not valid: the session ended or expired; open a new one with "
+                    "POST /api/v1/auth/session"
+                )
+            elif presented is None:
                 error = Unauthorized("a valid bearer token or API key is required (Authorization: Bearer <token>)")
             elif presented == NOT_BEARER:
                 error = Unauthorized("bearer token required: send Authorization: Bearer <token>")
             else:
                 error = Unauthorized("the bearer token or API key is not valid")
+        elif (
+            principal.session is not None
+            and (scope["type"] == "websocket" or method not in SAFE_METHODS)
+            and _cross_site(scope)
+        ):
+            error = Forbidden(
+                "a session cookie is not accepted on a request from another site's page: its Origin is not this "
+                "host (send Authorization: Bearer instead)"
+            )
         elif need.scope not in principal.grants:
             error = Forbidden(
-                f"this API key lacks the {need.scope!r} scope that {method} {scope['path']} needs",
+                f"this {'session' if principal.session else 'API key'} lacks the {need.scope!r} scope that "
+                f"{method} {scope['path']} needs",
                 details={"required_scope": need.scope, "granted_scopes": sorted(principal.grants)},
             )
         key_id = principal.key_id if principal else None
@@ -206,9 +281,10 @@ class AccessMiddleware:
         cost = 1
         if error is None and counted and key_id is not None and scope["type"] == "http":
             cost, receive = await _count_events(receive, self._telemetry_max_body_bytes)
+        decision: Decision | None = None  # the owner's sessions, like the owner, are never limited
         if key_id is not None:
             decision = self._limiter.take_for_key(key_id, need.category, cost)
-        else:  # anonymous: every refusal counts against the address, which bounds guessing
+        elif principal is None:  # anonymous: every refusal counts against the address, which bounds guessing
             client = scope.get("client")
             decision = self._limiter.take_for_address(client[0] if client else None, need.category, cost)
         if decision is not None and not decision.allowed:
@@ -217,86 +293,104 @@ class AccessMiddleware:
                 f"{need.category} requests; retry in {decision.retry_after} s",
                 details={"category": str(need.category), "limit": decision.limit, "retry_after": decision.retry_after},
             )
+        watch = self._watch(principal) if principal is not None else None
         if error is not None:
-            await _refuse(scope, send, error, decision)
-        elif scope["type"] == "websocket" and key_id is not None:
-            await self._while_key_lives(key_id, scope, receive, send)
+            await _refuse(scope, send, error, decision, clear_cookie=cookie is not None and principal is None)
+        elif scope["type"] == "websocket" and watch is not None:
+            await _while_valid(watch, self.app, scope, receive, send)
         else:
             if decision is not None and scope["type"] == "http":
                 send = _with_headers(send, decision)
-            if key_id is not None and method == "GET":  # only GETs stream (SSE, exports)
-                await self._stream_while_key_lives(key_id, scope, receive, send)
+            if watch is not None and method == "GET":  # only GETs stream (SSE, exports)
+                await _stream_while_valid(watch, self.app, scope, receive, send)
             else:
                 await self.app(scope, receive, send)
 
-    async def _while_key_lives(self, key_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a WebSocket opened with an API key until the key is revoked, then close it with 1008 at once:
-        the route, waiting for a client frame, is told the client left (so it stops, whatever it was
-        doing), what it still sends is dropped, and the close goes out with the reason."""
-        revoked = asyncio.Event()
-        cancel = self._keys.on_revoke(key_id, revoked.set)
-        accepted = closed = False
+    def _watch(self, principal: Principal) -> Watch | None:
+        """How to learn that the credentials of a request by `principal` ended; None for the daemon token's."""
+        if principal.session is not None:  # ended by logout, expiry, or its key's revocation
+            return partial(self._sessions.on_end, principal.session)
+        key_id = principal.key_id
+        if key_id is None:
+            return None
+        return lambda ended: self._keys.on_revoke(key_id, partial(ended, KEY_REVOKED))
 
-        async def until_revoked() -> Message:
-            if not accepted:  # the handshake's own messages: before the route accepted, nothing to close yet
-                return await receive()
-            return await _receive_unless(receive, revoked, REVOKED_DISCONNECT)
 
-        async def unless_revoked(message: Message) -> None:
-            nonlocal accepted, closed
-            if revoked.is_set() and accepted:
-                return
-            accepted = accepted or message["type"] == "websocket.accept"
-            closed = closed or message["type"] == "websocket.close"
-            await send(message)
+async def _while_valid(watch: Watch, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve a WebSocket opened with an API key or a session until that ends (the key revoked, the session ended
+    or expired), then close it with 1008 and the reason at once: the route, waiting for a client frame, is told
+    the client left (so it stops, whatever it was doing), and what it still sends is dropped."""
+    ended = asyncio.Event()
+    reasons: list[str] = []
+    accepted = closed = False
 
-        try:
-            await self.app(scope, until_revoked, unless_revoked)
-        finally:
-            cancel()
-        if revoked.is_set() and accepted and not closed:
-            with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
-                await send({"type": "websocket.close", "code": CLOSE_KEY_REVOKED, "reason": KEY_REVOKED})
+    def end(reason: str) -> None:
+        reasons.append(reason)
+        ended.set()
 
-    async def _stream_while_key_lives(self, key_id: str, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve a GET made with an API key. If the key is revoked while the response is an event stream (an
-        SSE feed that would run until its run ends), the route is told the client left and the stream ends
-        at once with a comment saying why. Other responses complete: cutting a download short would end it
-        as cleanly as a whole one, and the client could not tell."""
-        cut = asyncio.Event()  # revoked, and the response is an event stream
-        revoked = finished = event_stream = False
+    cancel = watch(end)
 
-        def on_revoke() -> None:
-            nonlocal revoked
-            revoked = True
-            if event_stream:
+    async def until_ended() -> Message:
+        if not accepted:  # the handshake's own messages: before the route accepted, nothing to close yet
+            return await receive()
+        return await _receive_unless(receive, ended, ENDED_DISCONNECT)
+
+    async def unless_ended(message: Message) -> None:
+        nonlocal accepted, closed
+        if ended.is_set() and accepted:
+            return
+        accepted = accepted or message["type"] == "websocket.accept"
+        closed = closed or message["type"] == "websocket.close"
+        await send(message)
+
+    try:
+        await app(scope, until_ended, unless_ended)
+    finally:
+        cancel()
+    if ended.is_set() and accepted and not closed:
+        with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
+            await send({"type": "websocket.close", "code": CLOSE_ENDED, "reason": reasons[0]})
+
+
+async def _stream_while_valid(watch: Watch, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve a GET made with an API key or a session. If that ends while the response is an event stream (an
+    SSE feed that would run until its run ends), the route is told the client left and the stream ends at once
+    with a comment saying why. Other responses complete: cutting a download short would end it as cleanly as a
+    whole one, and the client could not tell."""
+    cut = asyncio.Event()  # ended, and the response is an event stream
+    reasons: list[str] = []
+    finished = event_stream = False
+
+    def end(reason: str) -> None:
+        reasons.append(reason)
+        if event_stream:
+            cut.set()
+
+    cancel = watch(end)
+
+    async def until_cut() -> Message:
+        return await _receive_unless(receive, cut, {"type": "http.disconnect"})
+
+    async def watching(message: Message) -> None:
+        nonlocal finished, event_stream
+        if message["type"] == "http.response.start":
+            event_stream = any(
+                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                for name, value in message.get("headers", ())
+            )
+            if event_stream and reasons:  # ended while the route was still reading history
                 cut.set()
+        elif message["type"] == "http.response.body":
+            finished = not message.get("more_body", False)
+        await send(message)
 
-        cancel = self._keys.on_revoke(key_id, on_revoke)
-
-        async def until_cut() -> Message:
-            return await _receive_unless(receive, cut, {"type": "http.disconnect"})
-
-        async def watching(message: Message) -> None:
-            nonlocal finished, event_stream
-            if message["type"] == "http.response.start":
-                event_stream = any(
-                    name.lower() == b"content-type" and value.startswith(b"text/event-stream")
-                    for name, value in message.get("headers", ())
-                )
-                if event_stream and revoked:  # revoked while the route was still reading history
-                    cut.set()
-            elif message["type"] == "http.response.body":
-                finished = not message.get("more_body", False)
-            await send(message)
-
-        try:
-            await self.app(scope, until_cut, watching)
-        finally:
-            cancel()
-        if cut.is_set() and not finished:  # end the stream the route abandoned, with an SSE comment
-            with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
-                await send({"type": "http.response.body", "body": b": " + KEY_REVOKED.encode() + b"\n\n"})
+    try:
+        await app(scope, until_cut, watching)
+    finally:
+        cancel()
+    if cut.is_set() and not finished:  # end the stream the route abandoned, with an SSE comment
+        with contextlib.suppress(OSError, RuntimeError):  # the peer may have gone meanwhile
+            await send({"type": "http.response.body", "body": b": " + reasons[0].encode() + b"\n\n"})
 
 
 async def _receive_unless(receive: Receive, event: asyncio.Event, instead: Message) -> Message:
@@ -358,11 +452,15 @@ async def _count_events(receive: Receive, max_bytes: int) -> tuple[int, Receive]
     return count, replay
 
 
-async def _refuse(scope: Scope, send: Send, error: PivotError, decision: Decision | None) -> None:
+async def _refuse(
+    scope: Scope, send: Send, error: PivotError, decision: Decision | None, clear_cookie: bool = False
+) -> None:
     body = orjson.dumps(render_error(error, family_for_path(scope["path"])))
     headers = [(b"content-type", b"application/json"), *(decision.headers() if decision else ())]
     if error.status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="pivotd"'))
+    if clear_cookie:  # the browser drops a cookie that will never work again
+        headers.append((b"set-cookie", CLEARED_COOKIE.encode()))
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -48,6 +48,8 @@ POLICY: tuple[Rule, ...] = (
     _rule(None, r"^/api/v1/api-keys(/|$)", scope="admin"),
     _rule(None, r"^/api/v1/webhooks(/|$)", scope="admin"),
     _rule("DELETE", r"^/api/v1/notifications/?$", scope="admin"),
+    # Any caller may open (and end) a browser session with the scopes it has: a read key too.
+    _rule(None, r"^/api/v1/auth/session/?$", scope="read"),
     # Training scripts: their own, very high limit, so a normal script is never throttled.
     _rule("POST", r"^/api/v1/metrics/layerwise(/batch)?/?$", category=Category.INGEST),
     _rule("POST", r"^/api/v1/runs/[^/]+/(scalars|finish)/?$", category=Category.INGEST),

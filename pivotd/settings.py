@@ -108,6 +108,10 @@ class Settings(BaseModel):
     """Idle SSE streams get a `: keep-alive` comment this often, so proxies do not time them out."""
     inference_device: str = "cpu"
     """Device inference runs on: `cpu`, `cuda` or `cuda:N`."""
+    session_lifetime_s: Annotated[float, Field(gt=0, le=365 * 86400)] = 7 * 86400.0
+    """How long a browser session (seed 004's `_crucible_ui_key` cookie) lasts once opened; use does not extend it."""
+    session_cookie_secure: bool = False
+    """Mark every session cookie `Secure`; otherwise only when a proxy says the request came over TLS."""
     rate_limit_read_per_min: Annotated[int, Field(ge=0)] = 1000
     """Reads (GET, WebSocket handshakes, inference) per minute per API key or client address; 0: no limit."""
     rate_limit_write_per_min: Annotated[int, Field(ge=0)] = 100

@@ -343,6 +343,9 @@ def test_policy_table() -> None:
     assert requirement("DELETE", "/api/v1/notifications").scope == "admin"
     assert requirement("POST", "/api/v1/notifications/n_1/read").scope == "write"
     assert requirement("GET", "/api/v1/api-keys/key_1").scope == "admin"
+    # Any caller opens and ends its own browser session (a read key too), counted as a write.
+    for method in ("POST", "DELETE"):
+        assert requirement(method, "/api/v1/auth/session") == Requirement("read", Category.WRITE)
     # Only the three export routes are reads; a path that merely contains "export" is not.
     for path in ("/api/v1/experiments/export/runs", "/api/v1/checkpoints/export", "/api/v1/export/comparison/x"):
         assert requirement("POST", path) == Requirement("write", Category.WRITE), path

@@ -51,6 +51,10 @@ async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_pat
         assert hook.status_code == 201, hook.text
         checkpoint = checkpoint_bytes()
         checkpoint_id = await upload_checkpoint(http, checkpoint)
+        async with httpx.AsyncClient(base_url=daemon.url) as browser:
+            opened = await browser.post("/api/v1/auth/session")
+        assert opened.status_code == 201, opened.text
+        session_cookie = {"cookie": opened.headers["set-cookie"].split(";")[0]}
         stop, under_way = asyncio.Event(), asyncio.Event()
         writer = asyncio.create_task(ingest_until(http, stop, under_way))
         await asyncio.wait_for(under_way.wait(), 30)
@@ -75,6 +79,8 @@ async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_pat
         assert [h["url"] for h in hooks] == ["http://127.0.0.1:9/hook"]
         downloaded = await http.get(f"/api/v1/checkpoints/{checkpoint_id}/download")
         assert downloaded.status_code == 200 and downloaded.content == checkpoint
+        # Browser sessions are in the database: the copy knows them (a presented cookie is judged by itself).
+        assert (await http.get("/api/v1/runs", headers=session_cookie)).status_code == 200
 
 
 def checkpoint_bytes() -> bytes:

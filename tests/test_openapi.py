@@ -31,6 +31,14 @@ async def test_self_validated_bodies_have_schemas(http: httpx.AsyncClient) -> No
     assert not dangling
 
 
+async def test_the_session_routes_document_their_cookie(http: httpx.AsyncClient) -> None:
+    session = (await http.get("/api/v1/openapi.json")).json()["paths"]["/api/v1/auth/session"]
+    opened = session["post"]["responses"]["201"]
+    assert opened["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/AuthSessionCreated"
+    assert "HttpOnly; SameSite=Strict" in opened["headers"]["Set-Cookie"]["description"]
+    assert "Max-Age=0" in session["delete"]["responses"]["204"]["headers"]["Set-Cookie"]["description"]
+
+
 async def test_interactive_docs_are_served(http: httpx.AsyncClient) -> None:
     page = await http.get("/docs")
     assert page.status_code == 200 and "/api/v1/openapi.json" in page.text

@@ -54,6 +54,7 @@ class RevokeApiKey:
         )
         if updated.rowcount == 0:
             raise NotFound(f"API key {self.key_id!r} not found")
+        tx.conn.execute("DELETE FROM auth_sessions WHERE api_key_id = ?", (self.key_id,))  # they end with it
 
 
 @dataclass(frozen=True, slots=True)

@@ -294,6 +294,21 @@ MIGRATIONS: list[str] = [
         instr(json_extract(config, '$.resume_from.path'), '/runs/' || run_id || '/') + 1))
     WHERE instr(json_extract(config, '$.resume_from.path'), '/runs/' || run_id || '/') > 0;
     """,
+    # 11 (issue 12): browser sessions (seed 004's `_crucible_ui_key` cookie). Like API keys, only the token's
+    # SHA-256 digest is stored. A session opened with an API key names it (NULL: the owner's), so revoking the
+    # key ends them; each has a fixed expiry, and expired rows are deleted as new sessions open.
+    """
+    CREATE TABLE auth_sessions (
+        id         TEXT PRIMARY KEY,
+        digest     BLOB NOT NULL UNIQUE,
+        scopes     TEXT NOT NULL,
+        api_key_id TEXT REFERENCES api_keys(id),
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE INDEX auth_sessions_by_expiry ON auth_sessions(expires_at);
+    CREATE INDEX auth_sessions_by_key ON auth_sessions(api_key_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
