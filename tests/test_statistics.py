@@ -10,7 +10,7 @@ import httpx
 import pytest
 from scipy import stats
 
-from pivotd.experiments.stats import StatsError, cohens_d, hedges_g, run_test
+from pivotd.experiments.stats import StatsError, cohens_d, hedges_correction, hedges_g, run_test, summary
 from tests.payloads import contract_payload
 
 # Wikipedia, "Welch's t-test", example 1: t = -2.46, df = 25.0, p = 0.021.
@@ -65,12 +65,44 @@ def test_paired_t_by_hand() -> None:
     assert outcome.effect_sizes["cohens_dz"] == pytest.approx(-0.8 / math.sqrt(0.7))
 
 
+def _with_moments(mean: float, sd: float, n: int) -> list[float]:
+    """n values whose sample mean and standard deviation are exactly `mean` and `sd`."""
+    base = [float(i) for i in range(n)]
+    center, spread = statistics.fmean(base), statistics.stdev(base)
+    return [mean + sd * (x - center) / spread for x in base]
+
+
+def test_effect_sizes_match_the_published_example() -> None:
+    # Borenstein, Hedges, Higgins & Rothstein (2009), Introduction to Meta-Analysis, ch. 4: means 103 and 100,
+    # SDs 5.5 and 4.5, n = 50 each: S_within = 5.0249, d = 0.5970, J = 0.9923, g = 0.5924. The book uses the
+    # approximation J = 1 - 3 / (4 df - 1); at df = 98 the exact form agrees to 4 decimals.
+    a, b = _with_moments(103, 5.5, 50), _with_moments(100, 4.5, 50)
+    outcome = run_test("t_test", {"treated": a, "control": b})
+    assert round(outcome.effect_sizes["cohens_d"], 4) == 0.5970
+    assert round(hedges_correction(98), 4) == 0.9923 == round(1 - 3 / (4 * 98 - 1), 4)
+    assert round(outcome.effect_size, 4) == 0.5924 and outcome.effect_size_type == "hedges_g"
+    assert outcome.effect_sizes["hedges_g"] == outcome.effect_size and outcome.magnitude == "medium"
+
+
+def test_hedges_correction_is_the_exact_gamma_form() -> None:
+    # Closed forms of Gamma(m/2) / (sqrt(m/2) Gamma((m-1)/2)): J(2) = 1/sqrt(pi), J(4) = sqrt(2/pi), the
+    # values of Hedges & Olkin (1985, Table 2) 0.5642 and 0.7979; the approximation would give 0.5714 and 0.8.
+    assert hedges_correction(2) == pytest.approx(1 / math.sqrt(math.pi), rel=1e-12)
+    assert hedges_correction(4) == pytest.approx(math.sqrt(2 / math.pi), rel=1e-12)
+    assert round(hedges_correction(2), 4) == 0.5642 and round(hedges_correction(4), 4) == 0.7979
+    assert 0.99999 < hedges_correction(100_000) < 1  # finite and tending to 1 for large df
+
+
 def test_effect_sizes_by_hand() -> None:
-    # Means 2 and 4, both variances 1: pooled sd 1, d = -2; J = 1 - 3 / (4 * 6 - 9) = 0.8.
+    # Means 2 and 4, both variances 1: pooled sd 1, d = -2; three runs a group: df = 4, J = sqrt(2/pi).
     a, b = [1.0, 2, 3], [3.0, 4, 5]
+    g = -2 * math.sqrt(2 / math.pi)
     assert cohens_d(a, b) == pytest.approx(-2.0)
-    assert hedges_g(-2.0, 6) == pytest.approx(-1.6)
-    assert run_test("t_test", {"a": a, "b": b}).effect_sizes == pytest.approx({"cohens_d": -2.0, "hedges_g": -1.6})
+    assert hedges_g(-2.0, 6) == pytest.approx(g)
+    outcome = run_test("t_test", {"a": a, "b": b})
+    assert outcome.effect_sizes == pytest.approx({"cohens_d": -2.0, "hedges_g": g})
+    assert (outcome.effect_size, outcome.effect_size_type) == (pytest.approx(g), "hedges_g")
+    assert "(Hedges' g = -1.6)" in summary(outcome, "m") and "Cohen" not in summary(outcome, "m")
 
 
 def test_one_sided_tests_have_one_sided_intervals() -> None:
@@ -139,7 +171,11 @@ async def test_full_flow_t_test_equals_scipy(http: httpx.AsyncClient) -> None:
     assert result["confidence_interval"] == pytest.approx([interval.low, interval.high], rel=1e-9)
     assert result["means"] == pytest.approx([statistics.fmean(a), statistics.fmean(b)])
     assert result["std_devs"] == pytest.approx([statistics.stdev(a), statistics.stdev(b)])
-    assert result["effect_size_type"] == "cohens_d" and result["effect_size"] == pytest.approx(cohens_d(a, b))
+    # Three runs a group: Hedges' g, d corrected by J(4) = sqrt(2/pi), is the effect size; d stays beside it.
+    g = cohens_d(a, b) * math.sqrt(2 / math.pi)
+    assert result["effect_size_type"] == "hedges_g" and result["effect_size"] == pytest.approx(g)
+    assert result["effect_sizes"]["cohens_d"] == pytest.approx(cohens_d(a, b))
+    assert f"(Hedges' g = {g:.3g})" in result["interpretation"]["summary"]
     interpretation = result["interpretation"]
     assert interpretation["significant"] is True and interpretation["significance"] == "significant"
     assert interpretation["magnitude"] == interpretation["effect_magnitude"] == "large"

@@ -201,7 +201,7 @@ def latex_table(rows: list[GroupSummary], test: dict[str, Any] | None, label: st
             "\\par\\smallskip",
             f"{{\\footnotesize Welch's $t$-test, {first} vs.\\ {second}: "
             f"$t({test['degrees_of_freedom']:.2f}) = {test['statistic']:.3f}$, $p {_p(test['p_value'])}$, "
-            f"Cohen's $d = {test['effect_size']:.3f}$.}}",
+            f"Hedges' $g = {test['effect_size']:.3f}$.}}",
         ]
     lines.append("\\end{table}")
     return "\n".join(lines) + "\n"
