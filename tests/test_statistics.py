@@ -346,3 +346,100 @@ async def test_errors_name_what_is_wrong(http: httpx.AsyncClient) -> None:
     await post_test(http, exp_id, test_type="t_test", groups=groups, metric="val_accuracy")
     assert (await http.delete(f"/api/v1/experiments/{exp_id}")).status_code == 204
     assert (await http.get("/api/v1/statistical-results")).json()["meta"]["total"] == 0
+
+
+# ---- a test asked for while the experiment still runs -------------------------------------------------------
+
+MLP = {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 10}]}
+# Seed 004's literal bodies: "Create Experiment" and "Run Statistical Test" (only the experiment id is ours).
+SEED_CREATE = {
+    "experiment": {
+        "name": "New Ensemble Test",
+        "description": "Testing majority voting",
+        "config": {
+            "type": "ensemble",
+            "models": ["gpt-4", "claude-3"],
+            "voting_strategy": "majority",
+            "dataset": "mmlu",
+            "sample_size": 1000,
+        },
+        "tags": ["ensemble", "comparison"],
+    }
+}
+
+
+def seed_test(exp_id: str) -> dict[str, Any]:
+    return {
+        "test": {
+            "experiment_id": exp_id,
+            "test_type": "two_sample_t_test",
+            "groups": ["model_a", "model_b"],
+            "metric": "accuracy",
+            "options": {"alpha": 0.05, "alternative": "two_sided"},
+        }
+    }
+
+
+async def finished_run(http: httpx.AsyncClient, exp_id: str, run_id: str, group: str, accuracy: float) -> None:
+    body = {"points": [{"step": 1, "values": {"accuracy": accuracy}}], "experiment_id": exp_id, "group": group}
+    assert (await http.post(f"/api/v1/runs/{run_id}/scalars", json=body)).status_code == 202
+    assert (await http.post(f"/api/v1/runs/{run_id}/finish", json={"status": "succeeded"})).status_code == 200
+
+
+async def pending_run(http: httpx.AsyncClient, exp_id: str, group: str) -> str:
+    """A managed run not yet started (a training session never started): pending, with no final value."""
+    session = {"config": {"architecture": MLP, "hyperparams": {"epochs": 1}}}
+    run_id: str = (await http.post("/api/v1/training/sessions", json=session)).json()["session_id"]
+    attach = {"run_ids": [run_id], "group": group}
+    assert (await http.post(f"/api/v1/experiments/{exp_id}/runs", json=attach)).status_code == 200
+    return run_id
+
+
+async def test_a_test_while_the_experiment_runs_is_for_finished_runs_and_says_so(http: httpx.AsyncClient) -> None:
+    exp_id = (await http.post("/api/v1/experiments", json=SEED_CREATE)).json()["data"]["id"]
+    for index, accuracy in enumerate([0.91, 0.93, 0.92]):
+        await finished_run(http, exp_id, f"a{index}", "model_a", accuracy)
+    await finished_run(http, exp_id, "b0", "model_b", 0.86)
+    waiting = [await pending_run(http, exp_id, "model_b") for _ in range(2)]
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["status"] == "running"
+
+    # One finished run in model_b: the test cannot run yet, and the 409 says why (not "runs without a scalar").
+    body = error(await http.post("/api/v1/statistical-results", json=seed_test(exp_id)), 409, "conflict")
+    assert body.startswith(f"experiment {exp_id} is running: 4 of 6 runs finished; group(s) 'model_b' have fewer")
+    assert "scalar" not in body
+
+    await finished_run(http, exp_id, "b1", "model_b", 0.88)
+    response = await http.post("/api/v1/statistical-results", json=seed_test(exp_id))
+    assert response.status_code == 201, response.text
+    result = response.json()["data"]
+    assert result["note"] == f"experiment {exp_id} is running: 5 of 7 runs finished; results are for finished runs only"
+    assert result["excluded_runs"] == {"model_b": waiting}
+    assert result["values"] == {"model_a": [0.91, 0.93, 0.92], "model_b": [0.86, 0.88]}
+    assert result["sample_sizes"] == [3, 2] and result["effect_size_type"] == "hedges_g"
+    direct = stats.ttest_ind([0.91, 0.93, 0.92], [0.86, 0.88], equal_var=False)
+    assert result["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+    # A metric no finished run has is still the request's mistake: 422 naming it, with the state.
+    typo = seed_test(exp_id)
+    typo["test"]["metric"] = "acuracy"
+    message = error(await http.post("/api/v1/statistical-results", json=typo), 422, "validation_error")
+    assert message.startswith(f"metric: experiment {exp_id} is running") and "'acuracy'" in message
+
+
+async def test_runs_that_did_not_complete_are_left_out_with_a_note(http: httpx.AsyncClient) -> None:
+    exp_id = (await http.post("/api/v1/experiments", json=SEED_CREATE)).json()["data"]["id"]
+    for group, values in (("model_a", [0.91, 0.93]), ("model_b", [0.86, 0.88])):
+        for index, accuracy in enumerate(values):
+            await finished_run(http, exp_id, f"{group}-{index}", group, accuracy)
+    body = {"points": [{"step": 1, "values": {"accuracy": 0.1}}], "experiment_id": exp_id, "group": "model_a"}
+    assert (await http.post("/api/v1/runs/crashed/scalars", json=body)).status_code == 202
+    ended = await http.post("/api/v1/runs/crashed/finish", json={"status": "failed", "error": "CUDA OOM"})
+    assert ended.status_code == 200
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["status"] == "failed"
+    result = (await http.post("/api/v1/statistical-results", json=seed_test(exp_id))).json()["data"]
+    assert result["values"]["model_a"] == [0.91, 0.93] and result["excluded_runs"] == {"model_a": ["crashed"]}
+    assert result["note"] == "left out 1 run(s) that did not complete (1 failed); results are for completed runs only"
+    # Nothing left out: no note.
+    clean = seed_test(exp_id)
+    clean["test"]["groups"] = {"a": ["model_a-0", "model_a-1"], "b": ["model_b-0", "model_b-1"]}
+    result = (await http.post("/api/v1/statistical-results", json=clean)).json()["data"]
+    assert result["note"] is None and result["excluded_runs"] == {}
