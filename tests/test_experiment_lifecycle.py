@@ -13,7 +13,7 @@ import httpx
 import pytest
 from scipy import stats
 
-from pivotd.experiments.report import latex_escape
+from pivotd.experiments.report import GroupSummary, latex_escape, latex_table
 from pivotd.experiments.sweep import expand, group_label, parse
 
 MLP = {
@@ -142,6 +142,17 @@ def test_latex_escape_covers_every_special() -> None:
     )
 
 
+def test_a_wide_table_cell_over_fewer_runs_gives_its_n() -> None:
+    rows = [
+        GroupSummary("exp_1", "A", "g", "accuracy", [0.8, 0.9, 0.7], ["r1", "r2", "r3"]),
+        GroupSummary("exp_1", "A", "g", "bleu", [30.0, 32.0], ["r1", "r2"]),
+        GroupSummary("exp_1", "A", "h", "accuracy", [0.5, 0.6], ["r4", "r5"]),
+    ]
+    tex = latex_table(rows, {})
+    assert "A & g & 3 & \\textbf{0.8000 $\\pm$ 0.1000} & \\textbf{31.0000 $\\pm$ 1.4142} ($n=2$) \\\\" in tex
+    assert "A & h & 2 & 0.5500 $\\pm$ 0.0707 & -- \\\\" in tex and "footnotesize" not in tex
+
+
 # ---- exports over runs a script posted ----------------------------------------------------------------------
 
 VALUES = {"lr=0.1": [0.91, 0.93, 0.92], "lr=0.01": [0.85, 0.88, 0.86]}
@@ -221,9 +232,11 @@ async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) 
     interval = stats.t.interval(0.95, 2, loc=statistics.fmean(a), scale=statistics.stdev(a) / 3**0.5)
     assert rows[0]["ci95"] == pytest.approx(list(interval), rel=1e-9)
     direct = stats.ttest_ind(a, b, equal_var=False)
-    welch = report["welch_test"]
+    assert report["metrics"] == ["val_accuracy"] and list(report["welch_tests"]) == ["val_accuracy"]
+    welch = report["welch_tests"]["val_accuracy"]
     assert welch["statistic"] == pytest.approx(direct.statistic, rel=1e-9)
     assert welch["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+    assert welch["effect_size_type"] == "hedges_g" and welch["metric"] == "val_accuracy"
 
     lines = list(
         csv.DictReader(io.StringIO(attachment(await http.post(url, json=body | {"format": "csv"}), "text/csv", ".csv")))
@@ -236,26 +249,116 @@ async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) 
     assert "\\caption{" in tex and "\\label{tab:comparison}" in tex and "booktabs" in tex
     assert "Baseline\\_A \\& co" in tex and "Variant 100\\%" in tex
     assert "\\textbf{0.9200 $\\pm$ 0.0100}" in tex and "\\textbf{0.8633" not in tex
-    assert f"= {direct.statistic:.3f}$" in tex and "Welch's $t$-test" in tex
+    assert f"= {direct.statistic:.3f}$" in tex and "Welch's $t$-test on val\\_accuracy" in tex
+    assert f"Hedges' $g = {welch['effect_size']:.3f}$" in tex
     data_rows = [line for line in tex.splitlines() if line.endswith("\\\\") and " & 3 & " in line]
     assert len(data_rows) == 2 and all(line.count(" & ") == 6 for line in data_rows)
 
     # The metric can be named; with more than two rows there is no pairwise test.
     three = await seeded(http, "three groups", VALUES | {"lr=1": [0.5, 0.6]}, "c")
     loss = json.loads((await http.post(url, json={"experiment_ids": [three], "metric": "val_loss"})).text)
-    assert loss["welch_test"] is None and {r["metric"] for r in loss["rows"]} == {"val_loss"}
+    assert loss["welch_tests"] == {} and {r["metric"] for r in loss["rows"]} == {"val_loss"}
     assert next(r for r in loss["rows"] if r["group"] == "lr=0.1")["best"] == pytest.approx(0.07)
 
     missing = error(await http.post(url, json={"experiment_ids": [exp_a, "exp_nope"]}), 404, "not_found")
     assert missing["details"] == {"experiment_ids": ["exp_nope"]}
-    no_metric = await create(http, "no metric", ENSEMBLE)
+    no_metric = await create(http, "no metric", ENSEMBLE)  # and no runs: nothing to report, and it says so
     details = error(await http.post(url, json={"experiment_ids": [no_metric]}), 422, "validation_error")["details"]
-    assert details[0]["field"] == "metric"
+    assert details[0]["field"] == "metric" and "none of its finished runs recorded one" in details[0]["message"]
     for bad, field in (
         ({"experiment_ids": []}, "experiment_ids"),
         ({"experiment_ids": [exp_a], "format": "pdf"}, "format"),
+        ({"experiment_ids": [exp_a], "template": "poster"}, "template"),
+        ({"experiment_ids": [exp_a], "metric": ""}, "metric"),
+        ({"experiment_ids": "exp_1"}, "experiment_ids"),
     ):
         assert field in [d["field"] for d in error(await http.post(url, json=bad), 422, "validation_error")["details"]]
+
+
+# Seed 004's literal bodies: "Create Experiment" (an ensemble config naming no metric) and "Export Comparison
+# Report" (only the experiment ids are ours: the daemon makes them).
+SEED_CREATE = {
+    "experiment": {
+        "name": "New Ensemble Test",
+        "description": "Testing majority voting",
+        "config": {
+            "type": "ensemble",
+            "models": ["gpt-4", "claude-3"],
+            "voting_strategy": "majority",
+            "dataset": "mmlu",
+            "sample_size": 1000,
+        },
+        "tags": ["ensemble", "comparison"],
+    }
+}
+FINALS = [  # per experiment, per run: the final value of each metric the run recorded
+    [{"accuracy": 0.81, "val_loss": 0.52}, {"accuracy": 0.83, "val_loss": 0.48}],
+    [{"accuracy": 0.86, "val_loss": 0.47}, {"accuracy": 0.90, "val_loss": 0.41}],
+]
+
+
+async def ensemble(http: httpx.AsyncClient, finals: list[dict[str, float]], prefix: str) -> str:
+    response = await http.post("/api/v1/experiments", json=SEED_CREATE)
+    assert response.status_code == 201, response.text
+    experiment_id: str = response.json()["data"]["id"]
+    for index, values in enumerate(finals):
+        run_id = f"{prefix}-{index}"
+        points = [{"step": 0, "values": {key: 0.0 for key in values}}, {"step": 1, "values": values}]
+        sent = await http.post(
+            f"/api/v1/runs/{run_id}/scalars", json={"points": points, "experiment_id": experiment_id}
+        )
+        assert sent.status_code == 202, sent.text
+        assert (await http.post(f"/api/v1/runs/{run_id}/finish", json={"status": "succeeded"})).status_code == 200
+    # A run that crashed recorded another scalar: its partial values are no result, and add no column.
+    crash = {"points": [{"step": 0, "values": {"accuracy": 0.1, "grad_norm": 9.0}}], "experiment_id": experiment_id}
+    assert (await http.post(f"/api/v1/runs/{prefix}-crash/scalars", json=crash)).status_code == 202
+    ended = await http.post(f"/api/v1/runs/{prefix}-crash/finish", json={"status": "failed", "error": "OOM"})
+    assert ended.status_code == 200
+    return experiment_id
+
+
+def cell(values: list[float], bold: bool) -> str:
+    text = f"{statistics.fmean(values):.4f} $\\pm$ {statistics.stdev(values):.4f}"
+    return f"\\textbf{{{text}}}" if bold else text
+
+
+async def test_seed_comparison_of_experiments_naming_no_metric_reports_every_final_metric(
+    http: httpx.AsyncClient,
+) -> None:
+    ids = [await ensemble(http, finals, f"e{index}") for index, finals in enumerate(FINALS)]
+    url = "/api/v1/export/comparison"
+    seed_body = {"experiment_ids": ids, "format": "latex", "template": "publication"}
+    tex = attachment(await http.post(url, json=seed_body), "application/x-tex", ".tex")
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 1 and "\\begin{tabular}{llrcc}" in tex
+    assert "Experiment & Group & $n$ & accuracy & val\\_loss \\\\" in tex and "grad" not in tex
+    # One row per experiment (the two share seed 004's name, so the id tells them apart), a column per metric,
+    # the best mean per column in bold: the higher accuracy and the lower loss, both the second experiment's.
+    for index, finals in enumerate(FINALS):
+        accuracy, loss = ([run[key] for run in finals] for key in ("accuracy", "val_loss"))
+        shown = f"New Ensemble Test ({latex_escape(ids[index])})"
+        row = f"{shown} & (none) & 2 & {cell(accuracy, index == 1)} & {cell(loss, index == 1)}"
+        assert row + " \\\\" in tex, tex
+    for metric, key in (("accuracy", "accuracy"), ("val\\_loss", "val_loss")):
+        a, b = ([run[key] for run in finals] for finals in FINALS)
+        direct = stats.ttest_ind(a, b, equal_var=False)
+        first, second = (latex_escape(f"{experiment_id} / (none)") for experiment_id in ids)
+        line = f"Welch's $t$-test on {metric}, {first} vs.\\ {second}: "
+        assert line + f"$t({direct.df:.2f}) = {direct.statistic:.3f}$" in tex
+
+    report = json.loads(attachment(await http.post(url, json=seed_body | {"format": "json"}), "application/json", ""))
+    assert report["template"] == "publication" and report["metrics"] == ["accuracy", "val_loss"]
+    assert [(r["experiment_id"], r["metric"], r["n"]) for r in report["rows"]] == [
+        (ids[0], "accuracy", 2), (ids[0], "val_loss", 2), (ids[1], "accuracy", 2), (ids[1], "val_loss", 2)
+    ]  # fmt: skip
+    assert report["rows"][0]["mean"] == pytest.approx(0.82) and report["rows"][1]["best"] == pytest.approx(0.48)
+    assert set(report["welch_tests"]) == {"accuracy", "val_loss"}
+    text = attachment(await http.post(url, json=seed_body | {"format": "csv"}), "text/csv", ".csv")
+    lines = list(csv.DictReader(io.StringIO(text)))
+    assert [(line["metric"], line["n"]) for line in lines] == [("accuracy", "2"), ("val_loss", "2")] * 2
+
+    # A metric given narrows the report to it, in the one-metric layout.
+    tex = attachment(await http.post(url, json=seed_body | {"metric": "accuracy"}), "application/x-tex", ".tex")
+    assert "\\begin{tabular}{lllrccr}" in tex and "loss" not in tex
 
 
 async def test_a_refused_start_writes_nothing(http: httpx.AsyncClient) -> None:
