@@ -64,7 +64,7 @@ async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClien
         ({"model_id": "m_0000"}, "config.model_id"),
         ({"architecture": None, "model_id": "m_missing"}, "config.model_id"),
         ({"architecture": {**MLP, "layers": [{"type": "linear", "in": 784, "out": 7}]}}, "config.architecture"),
-        ({"architecture": {"layers": "no"}}, "config.architecture"),
+        ({"architecture": {"layers": "no"}}, "config.architecture.layers"),
         ({"hyperparams": {"epochs": 0}}, "config.hyperparams.epochs"),
         ({"hyperparams": {"optimiser": {}}}, "config.hyperparams.optimiser"),
         ({"variations": {"optimizer.lrr": [0.1]}}, "config.variations.optimizer.lrr"),
@@ -85,13 +85,37 @@ async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClien
         ({"extra": 1}, "config.extra"),
     ],
 )
-async def test_start_refuses_bad_sweeps_naming_the_field(
+async def test_bad_sweeps_are_refused_at_creation_naming_the_field(
     http: httpx.AsyncClient, changes: dict[str, Any], field: str
 ) -> None:
-    exp_id = await create(http, "bad sweep", sweep(**changes))
+    """What `start` would refuse is refused when the sweep is created or its config changed: it never sits
+    `pending` waiting for a start that cannot succeed."""
+    body = {"experiment": {"name": "bad sweep", "config": sweep(**changes)}}
+    refused = error(await http.post("/api/v1/experiments", json=body), 422, "validation_error")
+    assert f"experiment.{field}" in [d["field"] for d in refused["details"]], refused
+    assert (await http.get("/api/v1/experiments")).json()["meta"]["total"] == 0
+    exp_id = await create(http, "good sweep", sweep())
+    patch = {"experiment": {"config": sweep(**changes)}}
+    refused = error(await http.patch(f"/api/v1/experiments/{exp_id}", json=patch), 422, "validation_error")
+    assert f"experiment.{field}" in [d["field"] for d in refused["details"]], refused
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["config"] == sweep()
+
+
+async def test_start_refuses_a_sweep_whose_model_went_away(http: httpx.AsyncClient) -> None:
+    """The one check that can change after creation: the stored model it names. Refused at start, writing
+    nothing; the experiment stays pending and a PATCH naming another model makes it startable."""
+    created = await http.post("/api/models", json={"architecture": MLP, "hyperparams": {"epochs": 1}})
+    model_id = created.json()["model_id"]
+    exp_id = await create(http, "on a model", sweep(architecture=None, model_id=model_id))
+    assert (await http.delete(f"/api/v1/models/{model_id}")).status_code == 204
     body = error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
-    assert field in [d["field"] for d in body["details"]], body
-    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["total_runs"] == 0
+    assert body["details"] == [{"field": "config.model_id", "message": f"no model {model_id!r}"}]
+    detail = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]
+    assert (detail["status"], detail["total_runs"]) == ("pending", 0)
+    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == 0  # the refused start made no model
+    # Unknown experiment and bad config together: the 404 comes first.
+    error(await http.patch("/api/v1/experiments/exp_missing", json={"experiment": {"config": sweep(metric="x")}}),
+          404, "not_found")  # fmt: skip
 
 
 async def test_transitions_of_an_experiment_that_never_started(http: httpx.AsyncClient) -> None:
@@ -361,13 +385,13 @@ async def test_seed_comparison_of_experiments_naming_no_metric_reports_every_fin
     assert "\\begin{tabular}{lllrccr}" in tex and "loss" not in tex
 
 
-async def test_a_refused_start_writes_nothing(http: httpx.AsyncClient) -> None:
-    """Every check runs before the sweep's model is created: a 422 leaves no model behind."""
-    before = (await http.get("/api/v1/models")).json()["meta"]["total"]
+async def test_a_refused_sweep_writes_nothing(http: httpx.AsyncClient) -> None:
+    """Every check runs before anything is stored: a 422 leaves no experiment and no model behind."""
     for config in (sweep(variations={"optimizer.lrr": [0.1]}), sweep(variations={"seed": list(range(300))})):
-        exp_id = await create(http, "refused", config)
-        error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
-    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == before
+        body = {"experiment": {"name": "refused", "config": config}}
+        error(await http.post("/api/v1/experiments", json=body), 422, "validation_error")
+    assert (await http.get("/api/v1/experiments")).json()["meta"]["total"] == 0
+    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == 0
 
 
 async def test_a_sweep_without_a_metric_is_judged_by_val_accuracy(http: httpx.AsyncClient) -> None:
