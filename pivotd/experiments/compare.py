@@ -106,9 +106,8 @@ def _note(state: str | None, resolved: dict[str, list[MemberRun]], excluded: dic
         return None
     if state is not None:
         reporting = any(run.status == "running" for runs in resolved.values() for run in runs)
-        return f"{state}; results are for finished runs" + (
-            " and external runs still reporting" if reporting else " only"
-        )
+        scope = "finished runs and external runs still reporting" if reporting else "finished runs only"
+        return f"{state}; results are for {scope}"
     by_status: dict[str, int] = {}
     for run in left_out:
         by_status[run.status] = by_status.get(run.status, 0) + 1
