@@ -45,6 +45,7 @@ from pivotd.api import run_ends as run_ends_api
 from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
+from pivotd.api.docs import install_docs
 from pivotd.api.responses import json_response
 from pivotd.apikeys import KeyRing
 from pivotd.auth import AccessMiddleware
@@ -78,6 +79,7 @@ from pivotd.telemetry.service import Telemetry
 from shared import __version__
 
 log = logging.getLogger(__name__)
+OPENAPI_URL = "/api/v1/openapi.json"
 
 
 @asynccontextmanager
@@ -253,8 +255,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         version=__version__,
         description="PIVOT daemon: layer-wise training metrics, runs, scalars and live updates over /ws.",
         lifespan=lifespan,
-        openapi_url="/api/v1/openapi.json",
-        docs_url="/docs",
+        openapi_url=OPENAPI_URL,
+        docs_url=None,  # pivotd.api.docs serves both pages with local assets
         redoc_url=None,
     )
     app.state.settings = settings
@@ -278,6 +280,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.include_router(auth_session_api.router)
     install_error_handlers(app)
     install_openapi(app)
+    install_docs(app, OPENAPI_URL)
     app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
     app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
     app.add_middleware(

@@ -10,11 +10,13 @@ route family the request belongs to (api-map section 2), so no route builds erro
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 
 class Family(StrEnum):
@@ -150,13 +152,14 @@ def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
     return path or "body"
 
 
-def validation_failed(exc: ValidationError, prefix: str = "") -> PivotError:
-    """Map pydantic errors to 400 (not JSON) or 422 (invalid), naming every offending field."""
+def validation_failed(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> PivotError:
+    """Map pydantic errors to 400 (not JSON) or 422 (invalid), naming every offending field. Given the `model`
+    validated, an unknown field's message lists the names it could have meant."""
     errors = exc.errors(include_url=False, include_input=False)
     if any(error["type"] == "json_invalid" for error in errors):
         reason = next(e["msg"] for e in errors if e["type"] == "json_invalid")
         return BadRequest(f"body is not valid JSON: {reason}")
-    return fields_failed([_field_error(e, prefix) for e in errors])
+    return fields_failed([_field_error(e, prefix, model) for e in errors])
 
 
 def fields_failed(fields: list[dict[str, str]]) -> ValidationFailed:
@@ -171,14 +174,85 @@ def fields_failed(fields: list[dict[str, str]]) -> ValidationFailed:
 _LOCATED = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 
 
-def _field_error(error: Any, prefix: str) -> dict[str, str]:
-    field = field_path(tuple(error["loc"]), prefix)
+def _field_error(error: Any, prefix: str, model: type[BaseModel] | None) -> dict[str, str]:
+    sent = tuple(error["loc"])
+    loc = sent if model is None else _walk(model, sent)[0]
+    field = field_path(loc, prefix)
     message = str(error["msg"]).removeprefix("Value error, ")
     located = _LOCATED.match(message) if error["type"] == "value_error" else None
     if located:
         inner, message = located.groups()
+        # A field validator's error already sits at its field: `layers` saying `layers[0]: ...` is `layers[0]`,
+        # not `layers.layers[0]`. A model validator's sits at the model and names the field itself.
+        if loc and isinstance(loc[-1], str) and re.match(rf"{re.escape(loc[-1])}(\[|\.|$)", inner):
+            field = field_path(loc[:-1], prefix)
         field = inner if field == "body" else f"{field}.{inner}"
+    elif error["type"] == "extra_forbidden" and model is not None and loc and isinstance(loc[-1], str):
+        _, parents = _walk(model, sent[:-1])  # with the union tags, which pick the member
+        if len(parents) == 1:
+            known = [f.alias or name for name, f in parents[0].model_fields.items()]
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            message = f"unknown field {loc[-1]!r}{hint}; one of {', '.join(known)}"
     return {"field": field, "message": message}
+
+
+def _members(annotations: list[Any]) -> list[Any]:
+    """The annotations with `Annotated`, `Optional` and unions opened up into their members."""
+    found: list[Any] = []
+    for annotation in annotations:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            found += _members([get_args(annotation)[0]])
+        elif origin in (Union, types.UnionType):
+            found += _members(list(get_args(annotation)))
+        else:
+            found.append(annotation)
+    return found
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _tagged(model: type[BaseModel], tag: str) -> bool:
+    """Whether pydantic's union tag `tag` (a discriminator value or the class name) picks `model`."""
+    literals = [get_args(f.annotation) for f in model.model_fields.values() if get_origin(f.annotation) is Literal]
+    return tag == model.__name__ or any(tag in values for values in literals)
+
+
+def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[tuple[int | str, ...], list[type[BaseModel]]]:
+    """Follow an error location from `model` through fields (by alias where set), list items, dict values and
+    unions: the location without the tags pydantic adds for a union of models (`layers[0].linear.out` is the
+    client's `layers[0].out`), and the models it ends in (none once it leaves them)."""
+    candidates: list[Any] = [model]
+    kept: list[int | str] = []
+    for index, part in enumerate(loc):
+        if isinstance(part, str) and _UNION_TAG.match(part):  # a union of other types: `field_path` drops it
+            kept.append(part)
+            continue
+        found: list[Any] = []
+        picked: list[Any] = []
+        for kind in _members(candidates):
+            args = get_args(kind)
+            if _is_model(kind) and isinstance(part, str):
+                fields = {f.alias or name: f for name, f in kind.model_fields.items()}
+                if part in fields:
+                    found.append(fields[part].annotation)
+                elif _tagged(kind, part):
+                    picked.append(kind)
+            elif isinstance(part, int) and get_origin(kind) in (list, tuple, set, frozenset) and args:
+                found.append(args[0])
+            elif isinstance(part, str) and get_origin(kind) is dict and len(args) == 2:
+                found.append(args[1])
+        if found:
+            kept.append(part)
+            candidates = found
+        elif picked:  # the tag naming the union member: not part of what the client sent
+            candidates = picked
+        else:
+            return (*kept, *loc[index:]), []
+    return tuple(kept), [kind for kind in _members(candidates) if _is_model(kind)]
 
 
 def render_error(error: PivotError, family: Family) -> dict[str, Any]:

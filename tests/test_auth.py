@@ -23,6 +23,8 @@ ROUTES = [
     ("GET", "/api/v1/runs/experiment_2024_0210_v2/scalars"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/redoc"),
+    ("GET", "/docs/assets/swagger-ui-bundle.js"),  # the docs' assets follow the docs' rule
 ]
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from scipy import stats
 
-from pivotd.experiments.report import latex_escape
+from pivotd.experiments.report import GroupSummary, latex_escape, latex_table
 from pivotd.experiments.sweep import expand, group_label, parse
 
 MLP = {
@@ -64,7 +64,7 @@ async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClien
         ({"model_id": "m_0000"}, "config.model_id"),
         ({"architecture": None, "model_id": "m_missing"}, "config.model_id"),
         ({"architecture": {**MLP, "layers": [{"type": "linear", "in": 784, "out": 7}]}}, "config.architecture"),
-        ({"architecture": {"layers": "no"}}, "config.architecture"),
+        ({"architecture": {"layers": "no"}}, "config.architecture.layers"),
         ({"hyperparams": {"epochs": 0}}, "config.hyperparams.epochs"),
         ({"hyperparams": {"optimiser": {}}}, "config.hyperparams.optimiser"),
         ({"variations": {"optimizer.lrr": [0.1]}}, "config.variations.optimizer.lrr"),
@@ -85,13 +85,37 @@ async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClien
         ({"extra": 1}, "config.extra"),
     ],
 )
-async def test_start_refuses_bad_sweeps_naming_the_field(
+async def test_bad_sweeps_are_refused_at_creation_naming_the_field(
     http: httpx.AsyncClient, changes: dict[str, Any], field: str
 ) -> None:
-    exp_id = await create(http, "bad sweep", sweep(**changes))
+    """What `start` would refuse is refused when the sweep is created or its config changed: it never sits
+    `pending` waiting for a start that cannot succeed."""
+    body = {"experiment": {"name": "bad sweep", "config": sweep(**changes)}}
+    refused = error(await http.post("/api/v1/experiments", json=body), 422, "validation_error")
+    assert f"experiment.{field}" in [d["field"] for d in refused["details"]], refused
+    assert (await http.get("/api/v1/experiments")).json()["meta"]["total"] == 0
+    exp_id = await create(http, "good sweep", sweep())
+    patch = {"experiment": {"config": sweep(**changes)}}
+    refused = error(await http.patch(f"/api/v1/experiments/{exp_id}", json=patch), 422, "validation_error")
+    assert f"experiment.{field}" in [d["field"] for d in refused["details"]], refused
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["config"] == sweep()
+
+
+async def test_start_refuses_a_sweep_whose_model_went_away(http: httpx.AsyncClient) -> None:
+    """The one check that can change after creation: the stored model it names. Refused at start, writing
+    nothing; the experiment stays pending and a PATCH naming another model makes it startable."""
+    created = await http.post("/api/models", json={"architecture": MLP, "hyperparams": {"epochs": 1}})
+    model_id = created.json()["model_id"]
+    exp_id = await create(http, "on a model", sweep(architecture=None, model_id=model_id))
+    assert (await http.delete(f"/api/v1/models/{model_id}")).status_code == 204
     body = error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
-    assert field in [d["field"] for d in body["details"]], body
-    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["total_runs"] == 0
+    assert body["details"] == [{"field": "config.model_id", "message": f"no model {model_id!r}"}]
+    detail = (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]
+    assert (detail["status"], detail["total_runs"]) == ("pending", 0)
+    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == 0  # the refused start made no model
+    # Unknown experiment and bad config together: the 404 comes first.
+    error(await http.patch("/api/v1/experiments/exp_missing", json={"experiment": {"config": sweep(metric="x")}}),
+          404, "not_found")  # fmt: skip
 
 
 async def test_transitions_of_an_experiment_that_never_started(http: httpx.AsyncClient) -> None:
@@ -140,6 +164,17 @@ def test_latex_escape_covers_every_special() -> None:
     assert latex_escape(r"a_b & 50% $x$ #1 {y} ~z ^w \v") == (
         r"a\_b \& 50\% \$x\$ \#1 \{y\} \textasciitilde{}z \textasciicircum{}w \textbackslash{}v"
     )
+
+
+def test_a_wide_table_cell_over_fewer_runs_gives_its_n() -> None:
+    rows = [
+        GroupSummary("exp_1", "A", "g", "accuracy", [0.8, 0.9, 0.7], ["r1", "r2", "r3"]),
+        GroupSummary("exp_1", "A", "g", "bleu", [30.0, 32.0], ["r1", "r2"]),
+        GroupSummary("exp_1", "A", "h", "accuracy", [0.5, 0.6], ["r4", "r5"]),
+    ]
+    tex = latex_table(rows, {})
+    assert "A & g & 3 & \\textbf{0.8000 $\\pm$ 0.1000} & \\textbf{31.0000 $\\pm$ 1.4142} ($n=2$) \\\\" in tex
+    assert "A & h & 2 & 0.5500 $\\pm$ 0.0707 & -- \\\\" in tex and "footnotesize" not in tex
 
 
 # ---- exports over runs a script posted ----------------------------------------------------------------------
@@ -221,9 +256,11 @@ async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) 
     interval = stats.t.interval(0.95, 2, loc=statistics.fmean(a), scale=statistics.stdev(a) / 3**0.5)
     assert rows[0]["ci95"] == pytest.approx(list(interval), rel=1e-9)
     direct = stats.ttest_ind(a, b, equal_var=False)
-    welch = report["welch_test"]
+    assert report["metrics"] == ["val_accuracy"] and list(report["welch_tests"]) == ["val_accuracy"]
+    welch = report["welch_tests"]["val_accuracy"]
     assert welch["statistic"] == pytest.approx(direct.statistic, rel=1e-9)
     assert welch["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+    assert welch["effect_size_type"] == "hedges_g" and welch["metric"] == "val_accuracy"
 
     lines = list(
         csv.DictReader(io.StringIO(attachment(await http.post(url, json=body | {"format": "csv"}), "text/csv", ".csv")))
@@ -236,35 +273,125 @@ async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) 
     assert "\\caption{" in tex and "\\label{tab:comparison}" in tex and "booktabs" in tex
     assert "Baseline\\_A \\& co" in tex and "Variant 100\\%" in tex
     assert "\\textbf{0.9200 $\\pm$ 0.0100}" in tex and "\\textbf{0.8633" not in tex
-    assert f"= {direct.statistic:.3f}$" in tex and "Welch's $t$-test" in tex
+    assert f"= {direct.statistic:.3f}$" in tex and "Welch's $t$-test on val\\_accuracy" in tex
+    assert f"Hedges' $g = {welch['effect_size']:.3f}$" in tex
     data_rows = [line for line in tex.splitlines() if line.endswith("\\\\") and " & 3 & " in line]
     assert len(data_rows) == 2 and all(line.count(" & ") == 6 for line in data_rows)
 
     # The metric can be named; with more than two rows there is no pairwise test.
     three = await seeded(http, "three groups", VALUES | {"lr=1": [0.5, 0.6]}, "c")
     loss = json.loads((await http.post(url, json={"experiment_ids": [three], "metric": "val_loss"})).text)
-    assert loss["welch_test"] is None and {r["metric"] for r in loss["rows"]} == {"val_loss"}
+    assert loss["welch_tests"] == {} and {r["metric"] for r in loss["rows"]} == {"val_loss"}
     assert next(r for r in loss["rows"] if r["group"] == "lr=0.1")["best"] == pytest.approx(0.07)
 
     missing = error(await http.post(url, json={"experiment_ids": [exp_a, "exp_nope"]}), 404, "not_found")
     assert missing["details"] == {"experiment_ids": ["exp_nope"]}
-    no_metric = await create(http, "no metric", ENSEMBLE)
+    no_metric = await create(http, "no metric", ENSEMBLE)  # and no runs: nothing to report, and it says so
     details = error(await http.post(url, json={"experiment_ids": [no_metric]}), 422, "validation_error")["details"]
-    assert details[0]["field"] == "metric"
+    assert details[0]["field"] == "metric" and "none of its finished runs recorded one" in details[0]["message"]
     for bad, field in (
         ({"experiment_ids": []}, "experiment_ids"),
         ({"experiment_ids": [exp_a], "format": "pdf"}, "format"),
+        ({"experiment_ids": [exp_a], "template": "poster"}, "template"),
+        ({"experiment_ids": [exp_a], "metric": ""}, "metric"),
+        ({"experiment_ids": "exp_1"}, "experiment_ids"),
     ):
         assert field in [d["field"] for d in error(await http.post(url, json=bad), 422, "validation_error")["details"]]
 
 
-async def test_a_refused_start_writes_nothing(http: httpx.AsyncClient) -> None:
-    """Every check runs before the sweep's model is created: a 422 leaves no model behind."""
-    before = (await http.get("/api/v1/models")).json()["meta"]["total"]
+# Seed 004's literal bodies: "Create Experiment" (an ensemble config naming no metric) and "Export Comparison
+# Report" (only the experiment ids are ours: the daemon makes them).
+SEED_CREATE = {
+    "experiment": {
+        "name": "New Ensemble Test",
+        "description": "Testing majority voting",
+        "config": {
+            "type": "ensemble",
+            "models": ["gpt-4", "claude-3"],
+            "voting_strategy": "majority",
+            "dataset": "mmlu",
+            "sample_size": 1000,
+        },
+        "tags": ["ensemble", "comparison"],
+    }
+}
+FINALS = [  # per experiment, per run: the final value of each metric the run recorded
+    [{"accuracy": 0.81, "val_loss": 0.52}, {"accuracy": 0.83, "val_loss": 0.48}],
+    [{"accuracy": 0.86, "val_loss": 0.47}, {"accuracy": 0.90, "val_loss": 0.41}],
+]
+
+
+async def ensemble(http: httpx.AsyncClient, finals: list[dict[str, float]], prefix: str) -> str:
+    response = await http.post("/api/v1/experiments", json=SEED_CREATE)
+    assert response.status_code == 201, response.text
+    experiment_id: str = response.json()["data"]["id"]
+    for index, values in enumerate(finals):
+        run_id = f"{prefix}-{index}"
+        points = [{"step": 0, "values": {key: 0.0 for key in values}}, {"step": 1, "values": values}]
+        sent = await http.post(
+            f"/api/v1/runs/{run_id}/scalars", json={"points": points, "experiment_id": experiment_id}
+        )
+        assert sent.status_code == 202, sent.text
+        assert (await http.post(f"/api/v1/runs/{run_id}/finish", json={"status": "succeeded"})).status_code == 200
+    # A run that crashed recorded another scalar: its partial values are no result, and add no column.
+    crash = {"points": [{"step": 0, "values": {"accuracy": 0.1, "grad_norm": 9.0}}], "experiment_id": experiment_id}
+    assert (await http.post(f"/api/v1/runs/{prefix}-crash/scalars", json=crash)).status_code == 202
+    ended = await http.post(f"/api/v1/runs/{prefix}-crash/finish", json={"status": "failed", "error": "OOM"})
+    assert ended.status_code == 200
+    return experiment_id
+
+
+def cell(values: list[float], bold: bool) -> str:
+    text = f"{statistics.fmean(values):.4f} $\\pm$ {statistics.stdev(values):.4f}"
+    return f"\\textbf{{{text}}}" if bold else text
+
+
+async def test_seed_comparison_of_experiments_naming_no_metric_reports_every_final_metric(
+    http: httpx.AsyncClient,
+) -> None:
+    ids = [await ensemble(http, finals, f"e{index}") for index, finals in enumerate(FINALS)]
+    url = "/api/v1/export/comparison"
+    seed_body = {"experiment_ids": ids, "format": "latex", "template": "publication"}
+    tex = attachment(await http.post(url, json=seed_body), "application/x-tex", ".tex")
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 1 and "\\begin{tabular}{llrcc}" in tex
+    assert "Experiment & Group & $n$ & accuracy & val\\_loss \\\\" in tex and "grad" not in tex
+    # One row per experiment (the two share seed 004's name, so the id tells them apart), a column per metric,
+    # the best mean per column in bold: the higher accuracy and the lower loss, both the second experiment's.
+    for index, finals in enumerate(FINALS):
+        accuracy, loss = ([run[key] for run in finals] for key in ("accuracy", "val_loss"))
+        shown = f"New Ensemble Test ({latex_escape(ids[index])})"
+        row = f"{shown} & (none) & 2 & {cell(accuracy, index == 1)} & {cell(loss, index == 1)}"
+        assert row + " \\\\" in tex, tex
+    for metric, key in (("accuracy", "accuracy"), ("val\\_loss", "val_loss")):
+        a, b = ([run[key] for run in finals] for finals in FINALS)
+        direct = stats.ttest_ind(a, b, equal_var=False)
+        first, second = (latex_escape(f"{experiment_id} / (none)") for experiment_id in ids)
+        line = f"Welch's $t$-test on {metric}, {first} vs.\\ {second}: "
+        assert line + f"$t({direct.df:.2f}) = {direct.statistic:.3f}$" in tex
+
+    report = json.loads(attachment(await http.post(url, json=seed_body | {"format": "json"}), "application/json", ""))
+    assert report["template"] == "publication" and report["metrics"] == ["accuracy", "val_loss"]
+    assert [(r["experiment_id"], r["metric"], r["n"]) for r in report["rows"]] == [
+        (ids[0], "accuracy", 2), (ids[0], "val_loss", 2), (ids[1], "accuracy", 2), (ids[1], "val_loss", 2)
+    ]  # fmt: skip
+    assert report["rows"][0]["mean"] == pytest.approx(0.82) and report["rows"][1]["best"] == pytest.approx(0.48)
+    assert set(report["welch_tests"]) == {"accuracy", "val_loss"}
+    text = attachment(await http.post(url, json=seed_body | {"format": "csv"}), "text/csv", ".csv")
+    lines = list(csv.DictReader(io.StringIO(text)))
+    assert [(line["metric"], line["n"]) for line in lines] == [("accuracy", "2"), ("val_loss", "2")] * 2
+
+    # A metric given narrows the report to it, in the one-metric layout.
+    tex = attachment(await http.post(url, json=seed_body | {"metric": "accuracy"}), "application/x-tex", ".tex")
+    assert "\\begin{tabular}{lllrccr}" in tex and "loss" not in tex
+
+
+async def test_a_refused_sweep_writes_nothing(http: httpx.AsyncClient) -> None:
+    """Every check runs before anything is stored: a 422 leaves no experiment and no model behind."""
     for config in (sweep(variations={"optimizer.lrr": [0.1]}), sweep(variations={"seed": list(range(300))})):
-        exp_id = await create(http, "refused", config)
-        error(await http.post(f"/api/v1/experiments/{exp_id}/start"), 422, "validation_error")
-    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == before
+        body = {"experiment": {"name": "refused", "config": config}}
+        error(await http.post("/api/v1/experiments", json=body), 422, "validation_error")
+    assert (await http.get("/api/v1/experiments")).json()["meta"]["total"] == 0
+    assert (await http.get("/api/v1/models")).json()["meta"]["total"] == 0
 
 
 async def test_a_sweep_without_a_metric_is_judged_by_val_accuracy(http: httpx.AsyncClient) -> None:

@@ -275,3 +275,31 @@ async def test_actions_whose_fields_are_all_optional_take_a_bare_post(http: http
     assert (await http.post("/api/v1/telemetry/export")).status_code == 200
     # Bodies are still checked when there is one.
     assert (await http.post(f"/api/v1/experiments/{exp_id}/clone", json={"nom": "x"})).status_code == 422
+
+
+async def test_an_unknown_field_is_named_with_the_fields_it_could_be(http: httpx.AsyncClient) -> None:
+    # Seed 004's Create Experiment body with one key misspelt.
+    body = {
+        "experiment": {
+            "name": "New Ensemble Test",
+            "description": "Testing majority voting",
+            "config": {"type": "ensemble", "models": ["gpt-4", "claude-3"], "voting_strategy": "majority",
+                       "dataset": "mmlu", "sample_size": 1000},
+            "tag": ["ensemble", "comparison"],
+        }
+    }  # fmt: skip
+    details = error(await http.post("/api/v1/experiments", json=body), 422, "validation_error")["details"]
+    assert details == [
+        {"field": "experiment.tag", "message": "unknown field 'tag' (did you mean 'tags'?); one of name, description, "
+         "config, tags"}
+    ]  # fmt: skip
+    # A sweep's base hyperparameters: the same, under the config's path.
+    sweep = {"type": "sweep", "architecture": {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 10}]},
+             "hyperparams": {"epoch": 1}, "variations": {"seed": [1, 2]}}  # fmt: skip
+    details = error(
+        await http.post("/api/v1/experiments", json={"experiment": {"name": "s", "config": sweep}}),
+        422,
+        "validation_error",
+    )["details"]
+    assert details[0]["field"] == "experiment.config.hyperparams.epoch"
+    assert details[0]["message"].startswith("unknown field 'epoch' (did you mean 'epochs'?); one of epochs, batch_size")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from scipy import stats
 
-from pivotd.experiments.stats import StatsError, cohens_d, hedges_g, run_test
+from pivotd.experiments.stats import StatsError, cohens_d, hedges_correction, hedges_g, run_test, summary
 from tests.payloads import contract_payload
 
 # Wikipedia, "Welch's t-test", example 1: t = -2.46, df = 25.0, p = 0.021.
@@ -65,12 +65,44 @@ def test_paired_t_by_hand() -> None:
     assert outcome.effect_sizes["cohens_dz"] == pytest.approx(-0.8 / math.sqrt(0.7))
 
 
+def _with_moments(mean: float, sd: float, n: int) -> list[float]:
+    """n values whose sample mean and standard deviation are exactly `mean` and `sd`."""
+    base = [float(i) for i in range(n)]
+    center, spread = statistics.fmean(base), statistics.stdev(base)
+    return [mean + sd * (x - center) / spread for x in base]
+
+
+def test_effect_sizes_match_the_published_example() -> None:
+    # Borenstein, Hedges, Higgins & Rothstein (2009), Introduction to Meta-Analysis, ch. 4: means 103 and 100,
+    # SDs 5.5 and 4.5, n = 50 each: S_within = 5.0249, d = 0.5970, J = 0.9923, g = 0.5924. The book uses the
+    # approximation J = 1 - 3 / (4 df - 1); at df = 98 the exact form agrees to 4 decimals.
+    a, b = _with_moments(103, 5.5, 50), _with_moments(100, 4.5, 50)
+    outcome = run_test("t_test", {"treated": a, "control": b})
+    assert round(outcome.effect_sizes["cohens_d"], 4) == 0.5970
+    assert round(hedges_correction(98), 4) == 0.9923 == round(1 - 3 / (4 * 98 - 1), 4)
+    assert round(outcome.effect_size, 4) == 0.5924 and outcome.effect_size_type == "hedges_g"
+    assert outcome.effect_sizes["hedges_g"] == outcome.effect_size and outcome.magnitude == "medium"
+
+
+def test_hedges_correction_is_the_exact_gamma_form() -> None:
+    # Closed forms of Gamma(m/2) / (sqrt(m/2) Gamma((m-1)/2)): J(2) = 1/sqrt(pi), J(4) = sqrt(2/pi), the
+    # values of Hedges & Olkin (1985, Table 2) 0.5642 and 0.7979; the approximation would give 0.5714 and 0.8.
+    assert hedges_correction(2) == pytest.approx(1 / math.sqrt(math.pi), rel=1e-12)
+    assert hedges_correction(4) == pytest.approx(math.sqrt(2 / math.pi), rel=1e-12)
+    assert round(hedges_correction(2), 4) == 0.5642 and round(hedges_correction(4), 4) == 0.7979
+    assert 0.99999 < hedges_correction(100_000) < 1  # finite and tending to 1 for large df
+
+
 def test_effect_sizes_by_hand() -> None:
-    # Means 2 and 4, both variances 1: pooled sd 1, d = -2; J = 1 - 3 / (4 * 6 - 9) = 0.8.
+    # Means 2 and 4, both variances 1: pooled sd 1, d = -2; three runs a group: df = 4, J = sqrt(2/pi).
     a, b = [1.0, 2, 3], [3.0, 4, 5]
+    g = -2 * math.sqrt(2 / math.pi)
     assert cohens_d(a, b) == pytest.approx(-2.0)
-    assert hedges_g(-2.0, 6) == pytest.approx(-1.6)
-    assert run_test("t_test", {"a": a, "b": b}).effect_sizes == pytest.approx({"cohens_d": -2.0, "hedges_g": -1.6})
+    assert hedges_g(-2.0, 6) == pytest.approx(g)
+    outcome = run_test("t_test", {"a": a, "b": b})
+    assert outcome.effect_sizes == pytest.approx({"cohens_d": -2.0, "hedges_g": g})
+    assert (outcome.effect_size, outcome.effect_size_type) == (pytest.approx(g), "hedges_g")
+    assert "(Hedges' g = -1.6)" in summary(outcome, "m") and "Cohen" not in summary(outcome, "m")
 
 
 def test_one_sided_tests_have_one_sided_intervals() -> None:
@@ -139,7 +171,11 @@ async def test_full_flow_t_test_equals_scipy(http: httpx.AsyncClient) -> None:
     assert result["confidence_interval"] == pytest.approx([interval.low, interval.high], rel=1e-9)
     assert result["means"] == pytest.approx([statistics.fmean(a), statistics.fmean(b)])
     assert result["std_devs"] == pytest.approx([statistics.stdev(a), statistics.stdev(b)])
-    assert result["effect_size_type"] == "cohens_d" and result["effect_size"] == pytest.approx(cohens_d(a, b))
+    # Three runs a group: Hedges' g, d corrected by J(4) = sqrt(2/pi), is the effect size; d stays beside it.
+    g = cohens_d(a, b) * math.sqrt(2 / math.pi)
+    assert result["effect_size_type"] == "hedges_g" and result["effect_size"] == pytest.approx(g)
+    assert result["effect_sizes"]["cohens_d"] == pytest.approx(cohens_d(a, b))
+    assert f"(Hedges' g = {g:.3g})" in result["interpretation"]["summary"]
     interpretation = result["interpretation"]
     assert interpretation["significant"] is True and interpretation["significance"] == "significant"
     assert interpretation["magnitude"] == interpretation["effect_magnitude"] == "large"
@@ -310,3 +346,100 @@ async def test_errors_name_what_is_wrong(http: httpx.AsyncClient) -> None:
     await post_test(http, exp_id, test_type="t_test", groups=groups, metric="val_accuracy")
     assert (await http.delete(f"/api/v1/experiments/{exp_id}")).status_code == 204
     assert (await http.get("/api/v1/statistical-results")).json()["meta"]["total"] == 0
+
+
+# ---- a test asked for while the experiment still runs -------------------------------------------------------
+
+MLP = {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 10}]}
+# Seed 004's literal bodies: "Create Experiment" and "Run Statistical Test" (only the experiment id is ours).
+SEED_CREATE = {
+    "experiment": {
+        "name": "New Ensemble Test",
+        "description": "Testing majority voting",
+        "config": {
+            "type": "ensemble",
+            "models": ["gpt-4", "claude-3"],
+            "voting_strategy": "majority",
+            "dataset": "mmlu",
+            "sample_size": 1000,
+        },
+        "tags": ["ensemble", "comparison"],
+    }
+}
+
+
+def seed_test(exp_id: str) -> dict[str, Any]:
+    return {
+        "test": {
+            "experiment_id": exp_id,
+            "test_type": "two_sample_t_test",
+            "groups": ["model_a", "model_b"],
+            "metric": "accuracy",
+            "options": {"alpha": 0.05, "alternative": "two_sided"},
+        }
+    }
+
+
+async def finished_run(http: httpx.AsyncClient, exp_id: str, run_id: str, group: str, accuracy: float) -> None:
+    body = {"points": [{"step": 1, "values": {"accuracy": accuracy}}], "experiment_id": exp_id, "group": group}
+    assert (await http.post(f"/api/v1/runs/{run_id}/scalars", json=body)).status_code == 202
+    assert (await http.post(f"/api/v1/runs/{run_id}/finish", json={"status": "succeeded"})).status_code == 200
+
+
+async def pending_run(http: httpx.AsyncClient, exp_id: str, group: str) -> str:
+    """A managed run not yet started (a training session never started): pending, with no final value."""
+    session = {"config": {"architecture": MLP, "hyperparams": {"epochs": 1}}}
+    run_id: str = (await http.post("/api/v1/training/sessions", json=session)).json()["session_id"]
+    attach = {"run_ids": [run_id], "group": group}
+    assert (await http.post(f"/api/v1/experiments/{exp_id}/runs", json=attach)).status_code == 200
+    return run_id
+
+
+async def test_a_test_while_the_experiment_runs_is_for_finished_runs_and_says_so(http: httpx.AsyncClient) -> None:
+    exp_id = (await http.post("/api/v1/experiments", json=SEED_CREATE)).json()["data"]["id"]
+    for index, accuracy in enumerate([0.91, 0.93, 0.92]):
+        await finished_run(http, exp_id, f"a{index}", "model_a", accuracy)
+    await finished_run(http, exp_id, "b0", "model_b", 0.86)
+    waiting = [await pending_run(http, exp_id, "model_b") for _ in range(2)]
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["status"] == "running"
+
+    # One finished run in model_b: the test cannot run yet, and the 409 says why (not "runs without a scalar").
+    body = error(await http.post("/api/v1/statistical-results", json=seed_test(exp_id)), 409, "conflict")
+    assert body.startswith(f"experiment {exp_id} is running: 4 of 6 runs finished; group(s) 'model_b' have fewer")
+    assert "scalar" not in body
+
+    await finished_run(http, exp_id, "b1", "model_b", 0.88)
+    response = await http.post("/api/v1/statistical-results", json=seed_test(exp_id))
+    assert response.status_code == 201, response.text
+    result = response.json()["data"]
+    assert result["note"] == f"experiment {exp_id} is running: 5 of 7 runs finished; results are for finished runs only"
+    assert result["excluded_runs"] == {"model_b": waiting}
+    assert result["values"] == {"model_a": [0.91, 0.93, 0.92], "model_b": [0.86, 0.88]}
+    assert result["sample_sizes"] == [3, 2] and result["effect_size_type"] == "hedges_g"
+    direct = stats.ttest_ind([0.91, 0.93, 0.92], [0.86, 0.88], equal_var=False)
+    assert result["p_value"] == pytest.approx(direct.pvalue, rel=1e-9)
+    # A metric no finished run has is still the request's mistake: 422 naming it, with the state.
+    typo = seed_test(exp_id)
+    typo["test"]["metric"] = "acuracy"
+    message = error(await http.post("/api/v1/statistical-results", json=typo), 422, "validation_error")
+    assert message.startswith(f"metric: experiment {exp_id} is running") and "'acuracy'" in message
+
+
+async def test_runs_that_did_not_complete_are_left_out_with_a_note(http: httpx.AsyncClient) -> None:
+    exp_id = (await http.post("/api/v1/experiments", json=SEED_CREATE)).json()["data"]["id"]
+    for group, values in (("model_a", [0.91, 0.93]), ("model_b", [0.86, 0.88])):
+        for index, accuracy in enumerate(values):
+            await finished_run(http, exp_id, f"{group}-{index}", group, accuracy)
+    body = {"points": [{"step": 1, "values": {"accuracy": 0.1}}], "experiment_id": exp_id, "group": "model_a"}
+    assert (await http.post("/api/v1/runs/crashed/scalars", json=body)).status_code == 202
+    ended = await http.post("/api/v1/runs/crashed/finish", json={"status": "failed", "error": "CUDA OOM"})
+    assert ended.status_code == 200
+    assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["status"] == "failed"
+    result = (await http.post("/api/v1/statistical-results", json=seed_test(exp_id))).json()["data"]
+    assert result["values"]["model_a"] == [0.91, 0.93] and result["excluded_runs"] == {"model_a": ["crashed"]}
+    assert result["note"] == "left out 1 run(s) that did not complete (1 failed); results are for completed runs only"
+    # Nothing left out: no note.
+    clean = seed_test(exp_id)
+    clean["test"]["groups"] = {"a": ["model_a-0", "model_a-1"], "b": ["model_b-0", "model_b-1"]}
+    result = (await http.post("/api/v1/statistical-results", json=clean)).json()["data"]
+    assert result["note"] is None and result["excluded_runs"] == {}

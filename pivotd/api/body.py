@@ -79,13 +79,15 @@ def parse_lenient(body: bytes) -> Any:
             raise BadRequest(f"body is not valid JSON: {str(exc)[:200]}") from None
 
 
-def invalid_body(exc: ValidationError, body: bytes, prefix: str = "") -> PivotError:
+def invalid_body(
+    exc: ValidationError, body: bytes, prefix: str = "", model: type[BaseModel] | None = None
+) -> PivotError:
     """`validation_failed` for a body validated from its bytes, except that one its parser gave up on for its
     nesting is a 422 naming where, like a free-form value nested past MAX_DEPTH."""
     errors = exc.errors(include_url=False, include_input=False)
     if any(error["type"] == "json_invalid" and "recursion limit" in error["msg"] for error in errors):
-        return too_deep(body, prefix) or validation_failed(exc, prefix)
-    return validation_failed(exc, prefix)
+        return too_deep(body, prefix) or validation_failed(exc, prefix, model)
+    return validation_failed(exc, prefix, model)
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -146,7 +148,7 @@ async def read_model(request: Request, model: type[M], limit: int, *, optional: 
     try:
         return model.model_validate_json(body) if body else model.model_validate({})
     except ValidationError as exc:
-        raise invalid_body(exc, body) from None
+        raise invalid_body(exc, body, model=model) from None
 
 
 def openapi_body(name: str, annotation: Any, description: str = "", *, required: bool = True) -> dict[str, Any]:

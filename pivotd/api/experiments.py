@@ -192,6 +192,7 @@ async def list_experiments(
 async def create_experiment(request: Request, services: ServicesDep) -> Response:
     body: ExperimentCreate = await read_model(request, ExperimentCreate, services.settings.max_body_bytes)
     fields = body.experiment
+    await services.experiments.check(fields.config, "experiment.")
     experiment_id = new_id("exp")
     await services.store.writer.submit(
         CreateExperiment(experiment_id, fields.name, fields.description, fields.config, fields.tags)
@@ -248,6 +249,9 @@ async def update_experiment(experiment_id: IdPath, request: Request, services: S
     for field in ("name", "config", "tags"):
         if field in changes and changes[field] is None:
             raise invalid_field(f"experiment.{field}", "cannot be null")
+    if "config" in changes:
+        await services.store.experiments.get(experiment_id)  # 404 before any 422 about its config
+        await services.experiments.check(changes["config"], "experiment.")
     await services.store.writer.submit(UpdateExperiment(experiment_id, changes))
     return json_response({"data": experiment_view(await services.store.experiments.get(experiment_id)), "meta": {}})
 

@@ -44,7 +44,7 @@ class ComparisonExport(BaseModel):
     format: Literal["json", "csv", "latex"] = "json"
     template: Literal["publication"] = "publication"
     metric: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    """Default: each experiment's `config.metric`."""
+    """Default: each experiment's `config.metric`; for one that names none, every final metric its runs recorded."""
 
 
 def _download(content: str, media_type: str, filename: str) -> Response:
@@ -138,9 +138,22 @@ def _experiment_csv(row: ExperimentRow, runs: list[MemberRun], include: set[str]
     return report.to_csv(rows, ["id", "group", "status", "experiment_id", "experiment_name"])
 
 
+def _metrics(row: ExperimentRow, runs: list[MemberRun], asked: str | None) -> list[str]:
+    """The metric asked for, else the one the experiment is judged by, else (a config that names none, such as
+    seed 004's ensemble) every scalar whose final value its counted runs recorded, as a paper's table has."""
+    metric = asked or sweep.judged_metric(row.config)
+    if metric is not None:
+        return [metric]
+    recorded = sorted({name for run in runs if report.counts(run) for name in run.latest})
+    if not recorded:
+        message = f"experiment {row.id}'s config names no metric and none of its finished runs recorded one; give one"
+        raise invalid_field("metric", message)
+    return recorded
+
+
 @router.post(
     "/export/comparison",
-    summary="Compare experiments' groups on a metric: JSON, CSV or a publication LaTeX table",
+    summary="Compare experiments' groups on a metric, or every final metric: JSON, CSV or a LaTeX table",
     openapi_extra=openapi_body(
         "ComparisonExport",
         ComparisonExport,
@@ -163,15 +176,13 @@ async def export_comparison(request: Request, services: ServicesDep) -> Response
         raise NotFound(f"experiment(s) not found: {', '.join(missing)}", details={"experiment_ids": missing})
     rows = []
     for row in experiments:
-        metric = body.metric or sweep.judged_metric(row.config)
-        if metric is None:
-            message = f"experiment {row.id}'s config names no metric; give one"
-            raise invalid_field("metric", message)
-        rows += await _summaries(services, row, metric, await reader.all_runs(row.id))
-    test = report.welch(rows)
+        runs = await reader.all_runs(row.id)
+        for metric in _metrics(row, runs, body.metric):
+            rows += await _summaries(services, row, metric, runs)
+    tests = report.welch_tests(rows)
     stem = "comparison-" + "-".join(ids) if len(ids) <= 3 else f"comparison-{len(ids)}-experiments"
     if body.format == "latex":
-        return _download(report.latex_table(rows, test), "application/x-tex", f"{stem}.tex")
+        return _download(report.latex_table(rows, tests), "application/x-tex", f"{stem}.tex")
     if body.format == "csv":
         lines = [{k: v for k, v in s.document().items() if k not in ("ci95", "run_ids")} for s in rows]
         for line, summary in zip(lines, rows, strict=True):
@@ -182,7 +193,8 @@ async def export_comparison(request: Request, services: ServicesDep) -> Response
     document = {
         "template": body.template,
         "generated_at": iso(time.time()),
+        "metrics": report.metrics_of(rows),
         "rows": [summary.document() for summary in rows],
-        "welch_test": test,
+        "welch_tests": tests,
     }
     return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{stem}.json")

@@ -80,7 +80,7 @@ async def _run(services: Services, request: Request, experiment_id: str | None) 
 _POST = {
     "status_code": 201,
     "openapi_extra": openapi_body("StatisticalTest", TestBody, '`{"test": {test_type, groups, metric, options}}`'),
-    "responses": error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    "responses": error_responses(STRUCTURED_ERRORS, 400, 401, 404, 409, 413, 415, 422),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from pivotd.errors import Conflict, NotFound, PivotError, ValidationFailed, invalid_field
+from pivotd.errors import Conflict, NotFound, PivotError, ValidationFailed, fields_failed, invalid_field
 from pivotd.experiments import sweep
 from pivotd.hub import Hub
 from pivotd.ids import new_id
@@ -93,9 +93,7 @@ class ExperimentLifecycle:
             raise Conflict(f"experiment {experiment_id!r} was already started; clone it to run it again")
         if row.cancelled_at is not None:
             raise Conflict(f"experiment {experiment_id!r} was cancelled; clone it to run it")
-        config = sweep.parse(row.config)
-        architecture, base = await self._resolve(config)
-        points = sweep.expand(config, base, self._settings.max_sweep_runs)
+        config, architecture, base, points = await self._plan(row.config)
         # Every check has passed: only now write anything, so a refused start leaves nothing behind.
         model_id = config.model_id
         if model_id is None:
@@ -114,6 +112,25 @@ class ExperimentLifecycle:
         ]
         await self._store.writer.submit(LaunchExperiment(experiment_id, model_id, runs))
 
+    async def check(self, config: dict[str, Any], prefix: str) -> None:
+        """Refuse a sweep config that `start` would refuse, when it is created or changed: otherwise the
+        experiment sits `pending` until someone starts it and learns why. A 422 naming `<prefix>config.<field>`.
+        Configs of other types are stored as given (seed 004's ensemble): they are records, not runnable."""
+        if config.get("type") != "sweep":
+            return
+        try:
+            await self._plan(config)
+        except ValidationFailed as exc:
+            raise fields_failed([{**field, "field": prefix + field["field"]} for field in exc.details]) from None
+
+    async def _plan(
+        self, values: dict[str, Any]
+    ) -> tuple[sweep.SweepConfig, dict[str, Any], dict[str, Any], list[sweep.GridPoint]]:
+        """(sweep, architecture, base hyperparams, grid) of a runnable config, every part checked; writes nothing."""
+        config = sweep.parse(values)
+        architecture, base = await self._resolve(config)
+        return config, architecture, base, sweep.expand(config, base, self._settings.max_sweep_runs)
+
     async def _resolve(self, config: sweep.SweepConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         """(architecture, base hyperparams) of a stored model or of the config's inline architecture; writes nothing."""
         if config.model_id is None:
@@ -130,6 +147,8 @@ class ExperimentLifecycle:
         try:
             return self._training.architecture(value).wire()
         except PivotError as exc:  # the training routes' 400; here it is a field of the experiment's config
+            if isinstance(exc.details, list):  # pydantic's, one per field, each named from `architecture`
+                raise fields_failed([{**field, "field": f"config.{field['field']}"} for field in exc.details]) from None
             message = exc.message.removeprefix("architecture")
             raise ValidationFailed(
                 f"config.architecture{message}", details=[{"field": "config.architecture", "message": exc.message}]

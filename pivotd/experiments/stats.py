@@ -16,7 +16,7 @@ from typing import Any, Literal
 Alternative = Literal["two_sided", "less", "greater"]
 TEST_TYPES = ("t_test", "paired_t_test", "mann_whitney", "anova")
 
-# Cohen's (1988) conventional thresholds: |d| 0.2 / 0.5 / 0.8 and eta-squared 0.01 / 0.06 / 0.14.
+# Cohen's (1988) conventional thresholds: |d| (here |g|) 0.2 / 0.5 / 0.8 and eta-squared 0.01 / 0.06 / 0.14.
 _D_THRESHOLDS = (0.2, 0.5, 0.8)
 _ETA_THRESHOLDS = (0.01, 0.06, 0.14)
 
@@ -102,9 +102,17 @@ def cohens_d(a: list[float], b: list[float]) -> float:
     return (statistics.fmean(a) - statistics.fmean(b)) / pooled
 
 
+def hedges_correction(df: int) -> float:
+    """Hedges' (1981) exact small-sample correction J(df) = Gamma(df/2) / (sqrt(df/2) Gamma((df - 1)/2)).
+
+    The common approximation 1 - 3 / (4 df - 1) is 0.2% high at df = 4 (three runs a group); the exact form costs
+    nothing. Log-gamma keeps it finite for any df."""
+    return math.exp(math.lgamma(df / 2) - math.lgamma((df - 1) / 2)) / math.sqrt(df / 2)
+
+
 def hedges_g(d: float, n_total: int) -> float:
-    """Cohen's d with Hedges' small-sample correction J = 1 - 3 / (4 (n1 + n2) - 9)."""
-    return d * (1 - 3 / (4 * n_total - 9))
+    """Cohen's d made unbiased for small groups: d * J(n1 + n2 - 2)."""
+    return d * hedges_correction(n_total - 2)
 
 
 def welch_interval(a: list[float], b: list[float], alpha: float, alternative: Alternative) -> list[float | None]:
@@ -152,7 +160,9 @@ def run_test(
     (label_a, a), (label_b, b) = groups.items()
     scipy_alt = alternative.replace("_", "-")
     d = cohens_d(a, b)
-    sizes = {"cohens_d": d, "hedges_g": hedges_g(d, len(a) + len(b))}
+    # The headline is Hedges' g: d overstates the effect at the group sizes sweeps have (by 25% at 3 runs each).
+    g = hedges_g(d, len(a) + len(b))
+    sizes = {"cohens_d": d, "hedges_g": g}
     if test_type == "t_test":
         result = _scipy().ttest_ind(a, b, equal_var=False, alternative=scipy_alt)
         df: float | None = float(result.df)
@@ -174,8 +184,8 @@ def run_test(
         sizes["rank_biserial"] = 2 * float(result.statistic) / (len(a) * len(b)) - 1
         interval = None  # a rank test says nothing about the difference of means
     return TestOutcome(
-        test_type, _finite(float(result.statistic), "statistic"), _finite(float(result.pvalue), "p-value"), df, d,
-        "cohens_d", sizes, interval, [describe(label_a, a), describe(label_b, b)], alpha, alternative,
+        test_type, _finite(float(result.statistic), "statistic"), _finite(float(result.pvalue), "p-value"), df, g,
+        "hedges_g", sizes, interval, [describe(label_a, a), describe(label_b, b)], alpha, alternative,
     )  # fmt: skip
 
 
@@ -222,5 +232,5 @@ def summary(outcome: TestOutcome, metric: str) -> str:
         f"{first.label} (mean {first.mean:.4g}, n = {first.n}) scored {direction} {second.label} "
         f"(mean {second.mean:.4g}, n = {second.n}) on {metric}; the difference is {verdict} "
         f"({name} = {outcome.statistic:.3g}, {p}) with a {outcome.magnitude} effect "
-        f"(Cohen's d = {outcome.effect_size:.3g})."
+        f"(Hedges' g = {outcome.effect_size:.3g})."
     )

@@ -65,7 +65,7 @@ def parse(config: dict[str, Any]) -> SweepConfig:
     try:
         sweep = SweepConfig.model_validate(config)
     except ValidationError as exc:
-        raise validation_failed(exc, "config") from None
+        raise validation_failed(exc, "config", SweepConfig) from None
     if (sweep.model_id is None) == (sweep.architecture is None):
         raise invalid_field("config.model_id", "give exactly one of model_id or architecture")
     if sweep.metric not in METRICS:
@@ -119,7 +119,7 @@ def _hyperparams(values: dict[str, Any], field: str) -> Hyperparams:
     try:
         return Hyperparams.model_validate(values)
     except ValidationError as exc:
-        error = validation_failed(exc, "hyperparams")
+        error = validation_failed(exc, "hyperparams", Hyperparams)
         message = error.message
         raise invalid_field(field, message) from None
 
@@ -165,7 +165,7 @@ def expand(sweep: SweepConfig, base: dict[str, Any], max_runs: int) -> list[Grid
     try:
         Hyperparams.model_validate(base)
     except ValidationError as exc:
-        raise validation_failed(exc, "config.hyperparams") from None
+        raise validation_failed(exc, "config.hyperparams", Hyperparams) from None
     keys = list(sweep.variations)
     variations: dict[str, list[Any]] = {}
     for key in keys:

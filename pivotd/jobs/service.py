@@ -56,7 +56,7 @@ def _parse(model: type[_M], value: Any, prefix: str) -> _M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        error = validation_failed(exc, prefix)
+        error = validation_failed(exc, prefix, model)
         raise InvalidDefinition(error.message, details=error.details) from None
 
 

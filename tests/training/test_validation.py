@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.models.training import Architecture, ArchitectureError, check_architecture
+from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
 from tests.training.helpers import CNN, MLP, hyperparams
 
 
@@ -151,3 +151,47 @@ async def test_unknown_ids_are_404(http: httpx.AsyncClient) -> None:
     assert (await http.post("/api/train/r_nope/cancel")).status_code == 404
     session = await http.get("/api/v1/training/sessions/r_nope")
     assert session.status_code == 404 and session.json()["error"]["code"] == "not_found"
+
+
+HYPERPARAMS = ", ".join(Hyperparams.model_fields)
+
+
+async def test_unknown_hyperparameters_list_the_valid_names(http: httpx.AsyncClient) -> None:
+    train = await http.post("/api/train", json={"architecture": MLP, "hyperparams": {"learning_rat": 0.1}})
+    assert train.json() == {"error": f"hyperparams.learning_rat: unknown field 'learning_rat'; one of {HYPERPARAMS}"}
+    nested = await http.post("/api/train", json={"architecture": MLP, "hyperparams": {"optimizer": {"lrr": 0.1}}})
+    assert nested.json() == {
+        "error": "hyperparams.optimizer.lrr: unknown field 'lrr' (did you mean 'lr'?); one of type, lr, momentum, "
+        "weight_decay"
+    }
+    # Seed 002's session config, inline: every unknown key is named with what it could have been, layers too.
+    arch = {**MLP, "layers": [{"type": "linear", "in": 784, "out": 32, "bais": True}, *MLP["layers"][1:]]}
+    session = await http.post("/api/v1/training/sessions", json={"config": {"architecture": arch,
+                                                                             "hyperparams": {"epoch": 2}}})  # fmt: skip
+    assert session.status_code == 400
+    assert session.json()["error"]["details"] == [
+        {"field": "config.architecture.layers[0].bais", "message": "unknown field 'bais'; one of type, in, out"},
+        {"field": "config.hyperparams.epoch",
+         "message": f"unknown field 'epoch' (did you mean 'epochs'?); one of {HYPERPARAMS}"},
+    ]  # fmt: skip
+
+
+async def test_a_field_validators_error_names_its_path_once(http: httpx.AsyncClient) -> None:
+    """`layers` saying `layers[0]: ...` is at architecture.layers[0], not architecture.layers.layers[0]."""
+    bad = {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 10}, {"type": "gelu"}]}
+    response = await http.post("/api/train", json={"architecture": bad, "hyperparams": hyperparams()})
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        "architecture.layers[1]: unknown layer type 'gelu'; one of linear, conv2d, maxpool2d, flatten, dropout, relu, "
+        "sigmoid, tanh, softmax"
+    )
+    session = await http.post("/api/v1/training/sessions", json={"config": {"architecture": bad}})
+    assert [d["field"] for d in session.json()["error"]["details"]] == ["config.architecture.layers[1]"]
+    # pydantic's tag for the layer's type is no part of the path the client sent: layers[0].out, not .linear.out.
+    missing = {"input_size": 784, "layers": [{"type": "linear", "in": 784}]}
+    assert (await http.post("/api/models", json={"architecture": missing})).json() == {
+        "error": "architecture.layers[0].out: Field required"
+    }
+    # A model validator names its field itself, relative to its model: architecture.input_size, not doubled.
+    shapeless = await http.post("/api/train", json={"architecture": {"layers": [{"type": "relu"}]}})
+    assert shapeless.json()["error"].startswith("architecture.input_size: give input_size")
