@@ -264,6 +264,24 @@ BAD_FIELDS = [
     ("metadata.seed", 2**63, ["body", "metadata", "seed"], "value_error"),
     ("metadata.extra", {"a": [1, -(2**70)]}, ["body", "metadata", "extra", "a", 1], "value_error"),
     ("metadata.timestamp", "yesterday", ["body", "metadata", "timestamp"], "float_parsing"),
+    # Seed 000's reference server refuses a timestamp of 0 or less, and negative deviations and norms.
+    ("metadata.timestamp", -1707589200.123, ["body", "metadata", "timestamp"], "greater_than"),
+    ("metadata.timestamp", 0, ["body", "metadata", "timestamp"], "greater_than"),
+    ("layer_statistics[0].intermediate_features.activation_std", -0.82, [*FEATURES, "activation_std"], GE),
+    (
+        "layer_statistics[1].intermediate_features.cross_layer_std_ratio",
+        -0.71,
+        [*LAYER, 1, "intermediate_features", "cross_layer_std_ratio"],
+        GE,
+    ),
+    ("layer_statistics[0].gradient_flow.gradient_l2_norm", -0.31, [*GRADIENTS, "gradient_l2_norm"], GE),
+    ("layer_statistics[0].gradient_flow.gradient_std", -0.002, [*GRADIENTS, "gradient_std"], GE),
+    ("layer_statistics[0].gradient_flow.gradient_max_abs", -0.04, [*GRADIENTS, "gradient_max_abs"], GE),
+    ("layer_statistics[0].parameter_statistics.weight.std", -0.05, [*WEIGHT, "std"], GE),
+    ("layer_statistics[0].parameter_statistics.weight.spectral_norm", -1.9, [*WEIGHT, "spectral_norm"], GE),
+    ("layer_statistics[0].parameter_statistics.weight.frobenius_norm", -5.2, [*WEIGHT, "frobenius_norm"], GE),
+    ("layer_statistics[0].parameter_statistics.bias.std", -0.01, [*BIAS, "std"], GE),
+    ("layer_statistics[0].parameter_statistics.bias.mean_abs", -0.004, [*BIAS, "mean_abs"], GE),
     ("metadata", DELETE, ["body", "metadata"], "missing"),
     ("layer_statistics", [], LAYER, "too_short"),
     ("layer_statistics", DELETE, LAYER, "missing"),
@@ -298,12 +316,37 @@ class TestBadInput:
         missing = {"loc": ["body", "metadata", "run_id"], "msg": "Field required", "type": "missing"}
         assert response.status_code == 422 and response.json() == {"detail": [missing | {"field": "metadata.run_id"}]}
 
+    async def test_unsorted_layers_say_which_and_why(self, http: httpx.AsyncClient) -> None:
+        [problem] = problems(await post(http, mutated("layer_statistics[2].depth_index", 0)))
+        assert problem["msg"] == (
+            "layers must be sorted by depth_index, but layer 'head.linear' (depth_index 0) comes after "
+            "'encoder.relu' (depth_index 1)"
+        )
+        assert problem["field"] == "layer_statistics[2].depth_index"
+
     async def test_an_empty_object_names_every_missing_part(self, http: httpx.AsyncClient) -> None:
         assert located(await post(http, {})) == [
             (["body", "metadata"], "missing"),
             (["body", "layer_statistics"], "missing"),
             (["body", "cross_layer_analysis"], "missing"),
         ]
+
+    @pytest.mark.parametrize(
+        ("path", "value"),
+        [
+            # Means and slopes may be negative; a zero deviation is a dead layer, not an error.
+            ("layer_statistics[0].intermediate_features.activation_mean", -0.5),
+            ("layer_statistics[0].parameter_statistics.weight.mean", -0.01),
+            ("cross_layer_analysis.feature_std_gradient", -3.0),
+            ("layer_statistics[0].intermediate_features.activation_std", 0.0),
+            ("layer_statistics[1].intermediate_features.cross_layer_std_ratio", 0.0),
+            ("layer_statistics[0].gradient_flow.gradient_std", -0.0),
+        ],
+    )
+    async def test_what_may_be_negative_or_zero_is_accepted(
+        self, http: httpx.AsyncClient, path: str, value: float
+    ) -> None:
+        assert (await post(http, mutated(path, value))).status_code == 202
 
     @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
     async def test_non_finite_is_rejected_and_recorded_on_the_run(self, http: httpx.AsyncClient, literal: str) -> None:
