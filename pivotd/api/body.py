@@ -79,7 +79,9 @@ def parse_lenient(body: bytes) -> Any:
             return json.loads(body)
         except RecursionError:  # nested past the interpreter's recursion limit, as orjson's 1024 levels are
             raise too_deep(body) or malformed_json(body, "nested too deeply") from None
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
+            raise malformed_json(body, str(exc)[:200], exc) from None
+        except ValueError as exc:  # not UTF-8
             raise malformed_json(body, str(exc)[:200]) from None
 
 
@@ -95,17 +97,22 @@ def invalid_body(exc: ValidationError, body: bytes, prefix: str = "") -> PivotEr
     return deep or malformed_json(body, reason)
 
 
-def malformed_json(body: bytes, reason: str) -> MalformedBody:
-    """The error for a body that is not JSON, `reason` being what the parser said. Located as FastAPI locates it
-    (`["body", <offset>]` and the stdlib parser's complaint), for family L: that is worth a second parse of a body
-    already refused."""
-    problem = Problem("body", "JSON decode error", ("body",), "json_invalid", {"error": reason})
-    try:
-        json.loads(body)
-    except json.JSONDecodeError as exc:
-        problem = Problem("body", "JSON decode error", ("body", exc.pos), "json_invalid", {"error": exc.msg})
-    except (ValueError, RecursionError):  # not UTF-8, or nested too deeply for the stdlib parser to say where
-        pass
+def malformed_json(body: bytes, reason: str, error: json.JSONDecodeError | None = None) -> MalformedBody:
+    """The error for a body that is not JSON, `reason` being what the parser said. Located as FastAPI locates it,
+    for family L: `["body", <offset>]` with the stdlib parser's complaint, from its `error`, else from a second
+    parse of the refused body (an error path, worth that)."""
+    if error is None:
+        try:
+            json.loads(body)
+        except json.JSONDecodeError as exc:
+            error = exc
+        except (ValueError, RecursionError):  # not UTF-8, or nested too deeply for the stdlib parser to say where
+            pass
+    problem = (
+        Problem("body", "JSON decode error", ("body",), "json_invalid", {"error": reason})
+        if error is None
+        else Problem("body", "JSON decode error", ("body", error.pos), "json_invalid", {"error": error.msg})
+    )
     return MalformedBody(f"body is not valid JSON: {reason}", problem)
 
 
