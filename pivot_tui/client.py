@@ -23,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from shared.client import AsyncPivotClient, PivotAPIError
 from shared.models import RunSummary, ScalarsResponse
+from shared.models.errors import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,8 @@ class DaemonClient:
             body = response.json()
         except ValueError:
             raise PivotAPIError(response.status_code, "http_error", response.text[:200]) from None
-        inner = body.get("detail", body.get("error")) if isinstance(body, dict) else None
-        if isinstance(inner, dict):
-            raise PivotAPIError(
-                response.status_code, str(inner.get("error", inner.get("code"))), str(inner.get("message"))
-            )
-        raise PivotAPIError(response.status_code, "http_error", str(inner or response.reason_phrase))
+        code, message = describe_error(body)
+        raise PivotAPIError(response.status_code, code or "http_error", message or response.reason_phrase)
 
     # -- live ----------------------------------------------------------------------------------------
 

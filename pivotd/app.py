@@ -57,10 +57,9 @@ from pivotd.errors import (
     MethodNotAllowed,
     NotFound,
     PivotError,
-    ValidationFailed,
     family_for_path,
-    field_path,
     render_error,
+    request_failed,
 )
 from pivotd.experiments.lifecycle import ExperimentLifecycle
 from pivotd.hub import Hub
@@ -190,8 +189,8 @@ async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> No
 
 
 def _render(request: Request, error: PivotError) -> Response:
-    body = render_error(error, family_for_path(request.url.path))
-    return json_response(body, status_code=error.status)
+    status, body = render_error(error, family_for_path(request.url.path))
+    return json_response(body, status_code=status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -203,10 +202,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_invalid(request: Request, exc: RequestValidationError) -> Response:
-        # loc is ("query" | "path" | "body", name, ...): name the parameter as the client wrote it.
-        fields = [{"field": field_path(tuple(e["loc"][1:])), "message": e["msg"]} for e in exc.errors()]
-        message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-        return _render(request, ValidationFailed(message, details=fields))
+        return _render(request, request_failed(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

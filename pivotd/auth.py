@@ -455,19 +455,20 @@ async def _count_events(receive: Receive, max_bytes: int) -> tuple[int, Receive]
 async def _refuse(
     scope: Scope, send: Send, error: PivotError, decision: Decision | None, clear_cookie: bool = False
 ) -> None:
-    body = orjson.dumps(render_error(error, family_for_path(scope["path"])))
+    status, document = render_error(error, family_for_path(scope["path"]))
+    body = orjson.dumps(document)
     headers = [(b"content-type", b"application/json"), *(decision.headers() if decision else ())]
-    if error.status == 401:
+    if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="pivotd"'))
     if clear_cookie:  # the browser drops a cookie that will never work again
         headers.append((b"set-cookie", CLEARED_COOKIE.encode()))
     if scope["type"] == "http":
-        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
     # WebSocket: refuse the handshake with a real status where the server supports it.
     if "websocket.http.response" in scope.get("extensions", {}):
-        await send({"type": "websocket.http.response.start", "status": error.status, "headers": headers})
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
     else:
         await send({"type": "websocket.close", "code": 1008})

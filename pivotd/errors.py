@@ -3,7 +3,8 @@
 Services raise `PivotError` subclasses; `render_error` turns any of them into the envelope of the
 route family the request belongs to (api-map section 2), so no route builds error JSON by hand:
 
-- L (seed 000, layer-wise monitor): `{"detail": {"error": code, "message": msg}}`
+- L (seed 000, layer-wise monitor): `{"detail": {"error": code, "message": msg}}`, except that a validation
+  failure is FastAPI's `422 {"detail": [{"loc", "msg", "type"}, ...]}`, as seed 000's reference server answers it
 - F/M (seeds 001, 003, prefix `/api/` without `v1`): `{"error": msg}`
 - P/C (seeds 002, 004, the rest of `/api/v1`): `{"error": {"code", "message", "details"}}`
 """
@@ -13,10 +14,13 @@ from __future__ import annotations
 import difflib
 import re
 import types
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 
 class Family(StrEnum):
@@ -42,11 +46,29 @@ def family_for_path(path: str) -> Family:
     return Family.STRUCTURED
 
 
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with a request: `field` as pivotd names it in messages (`layer_statistics[0].gradient_flow`,
+    `filter[status]`), and `loc` as FastAPI locates it, source first (`("body", "layer_statistics", 0,
+    "gradient_flow")`, `("query", "filter[status]")`), which only family L shows."""
+
+    field: str
+    msg: str
+    loc: Loc
+    type: str = "value_error"
+    ctx: dict[str, Any] | None = None
+
+
 class PivotError(Exception):
     """Base of every error a route may answer with."""
 
     status = 500
     code = "internal_error"
+    problems: tuple[Problem, ...] = ()
+    """Set on validation failures of the request: family L answers those as FastAPI does, whatever the status."""
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
@@ -70,6 +92,14 @@ class HttpError(PivotError):
 class BadRequest(PivotError):
     status = 400
     code = "bad_request"
+
+
+class MalformedBody(BadRequest):
+    """A body that is missing or is not JSON: a 400, except in family L, where FastAPI's validation makes it a 422."""
+
+    def __init__(self, message: str, problem: Problem) -> None:
+        super().__init__(message)
+        self.problems = (problem,)
 
 
 class Unauthorized(PivotError):
@@ -111,10 +141,21 @@ class ValidationFailed(PivotError):
     status = 422
     code = "validation_error"
 
+    def __init__(self, message: str, details: Any = None, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message, details)
+        # Without a located problem, what failed is the request's body as a whole.
+        self.problems = tuple(problems) or (Problem("body", message, ("body",)),)
 
-def invalid_field(field: str, message: str) -> ValidationFailed:
-    """The 422 for one field: `field: message`, with the field named in `details` for programs."""
-    return fields_failed([{"field": field, "message": message}])
+
+def invalid_field(field: str, message: str, *, loc: Loc | None = None, kind: str = "value_error") -> ValidationFailed:
+    """The 422 for one field: `field: message`, with the field named in `details` for programs. `loc` (FastAPI's,
+    for family L) defaults to the field's place in the body."""
+    return problems_failed([Problem(field, message, body_loc(field) if loc is None else loc, kind)])
+
+
+def invalid_param(name: str, message: str) -> ValidationFailed:
+    """The 422 for one query parameter."""
+    return invalid_field(name, message, loc=("query", name))
 
 
 class RateLimited(PivotError):
@@ -140,61 +181,105 @@ _UNION_TAG = re.compile(r"^([a-z][a-z-]*\[.*\]|constrained-[a-z]+)$", re.DOTALL)
 _PLAIN_TAGS = frozenset({"str", "int", "float", "bool", "bytes", "decimal", "none"})
 
 
-def field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+def _sent(loc: Loc) -> Loc:
+    """The parts of a pydantic location that name what the client sent: union tags dropped."""
+    last = len(loc) - 1
+    return tuple(
+        part
+        for index, part in enumerate(loc)
+        if isinstance(part, int) or not (_UNION_TAG.match(part) or (index == last and part in _PLAIN_TAGS))
+    )
+
+
+def field_path(loc: Loc, prefix: str = "") -> str:
     """`("layer_statistics", 0, "gradient_flow")` -> `layer_statistics[0].gradient_flow`; union tags dropped."""
     path = prefix
-    last = len(loc) - 1
-    for index, part in enumerate(loc):
+    for part in _sent(loc):
         if isinstance(part, int):
             path += f"[{part}]"
-        elif not (_UNION_TAG.match(part) or (index == last and part in _PLAIN_TAGS)):
-            path += f".{part}" if path else str(part)
+        else:
+            path += f".{part}" if path else part
     return path or "body"
 
 
-def validation_failed(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> PivotError:
-    """Map pydantic errors to 400 (not JSON) or 422 (invalid), naming every offending field. Given the `model`
-    validated, an unknown field's message lists the names it could have meant."""
+_INDEXES = re.compile(r"(?:\[\d+\])+$")
+
+
+def body_loc(field: str) -> Loc:
+    """`layer_statistics[0].gradient_flow` -> `("body", "layer_statistics", 0, "gradient_flow")`: a field path
+    back to FastAPI's location (a bracket holding anything but digits, as in `filter[status]`, stays in the name)."""
+    if not field or field == "body":
+        return ("body",)
+    parts: list[str | int] = ["body"]
+    for segment in field.split("."):
+        indexes = _INDEXES.search(segment)
+        name = segment[: indexes.start()] if indexes else segment
+        if name:
+            parts.append(name)
+        if indexes:
+            parts.extend(int(index) for index in re.findall(r"\d+", indexes.group()))
+    return tuple(parts)
+
+
+def validation_failed(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> ValidationFailed:
+    """The 422 naming every field pydantic refused in a validated body (or the part of it under `prefix`). Given
+    the `model` validated, an unknown field's message lists the names it could have meant."""
     errors = exc.errors(include_url=False, include_input=False)
-    if any(error["type"] == "json_invalid" for error in errors):
-        reason = next(e["msg"] for e in errors if e["type"] == "json_invalid")
-        return BadRequest(f"body is not valid JSON: {reason}")
-    return fields_failed([_field_error(e, prefix, model) for e in errors])
+    return problems_failed([_problem(e, prefix, model) for e in errors])
+
+
+def request_failed(errors: Sequence[Any]) -> ValidationFailed:
+    """The 422 for FastAPI's own validation of a route's parameters, whose locations start with their source."""
+    problems = []
+    for error in errors:
+        source, *where = error["loc"]
+        loc = (source, *_sent(tuple(where)))
+        problems.append(Problem(field_path(loc[1:]), str(error["msg"]), loc, error["type"]))
+    return problems_failed(problems)
+
+
+def problems_failed(problems: Sequence[Problem]) -> ValidationFailed:
+    """The 422 for several problems, the first five summarised in the message, all listed in `details`."""
+    summary = "; ".join(f"{p.field}: {p.msg}" for p in problems[:5])
+    if len(problems) > 5:
+        summary += f"; and {len(problems) - 5} more"
+    details = [{"field": p.field, "message": p.msg} for p in problems]
+    return ValidationFailed(summary, details=details, problems=problems)
 
 
 def fields_failed(fields: list[dict[str, str]]) -> ValidationFailed:
-    """The 422 for several fields (`{"field", "message"}` each), the first five summarised in the message."""
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    if len(fields) > 5:
-        summary += f"; and {len(fields) - 5} more"
-    return ValidationFailed(summary, details=fields)
+    """The 422 for several body fields (`{"field", "message"}` each)."""
+    return problems_failed([Problem(f["field"], f["message"], body_loc(f["field"])) for f in fields])
 
 
 # Model validators cannot set a location, so ours say "<field>: <message>" and are split here.
 _LOCATED = re.compile(r"^([A-Za-z_][\w.\[\]]*): (.+)$", re.DOTALL)
 
 
-def _field_error(error: Any, prefix: str, model: type[BaseModel] | None) -> dict[str, str]:
+def _problem(error: ErrorDetails, prefix: str, model: type[BaseModel] | None) -> Problem:
     sent = tuple(error["loc"])
-    loc = sent if model is None else _walk(model, sent)[0]
-    field = field_path(loc, prefix)
+    where = _sent(sent if model is None else _walk(model, sent)[0])
+    field = field_path(where, prefix)
+    loc = (*body_loc(prefix), *where)
     message = str(error["msg"]).removeprefix("Value error, ")
     located = _LOCATED.match(message) if error["type"] == "value_error" else None
     if located:
         inner, message = located.groups()
         # A field validator's error already sits at its field: `layers` saying `layers[0]: ...` is `layers[0]`,
         # not `layers.layers[0]`. A model validator's sits at the model and names the field itself.
-        if loc and isinstance(loc[-1], str) and re.match(rf"{re.escape(loc[-1])}(\[|\.|$)", inner):
-            field = field_path(loc[:-1], prefix)
+        if where and isinstance(where[-1], str) and re.match(rf"{re.escape(where[-1])}(\[|\.|$)", inner):
+            field = field_path(where[:-1], prefix)
+            loc = loc[:-1]
         field = inner if field == "body" else f"{field}.{inner}"
-    elif error["type"] == "extra_forbidden" and model is not None and loc and isinstance(loc[-1], str):
+        loc = (*loc, *body_loc(inner)[1:])
+    elif error["type"] == "extra_forbidden" and model is not None and where and isinstance(where[-1], str):
         _, parents = _walk(model, sent[:-1])  # with the union tags, which pick the member
         if len(parents) == 1:
             known = [f.alias or name for name, f in parents[0].model_fields.items()]
-            close = difflib.get_close_matches(loc[-1], known, n=1)
+            close = difflib.get_close_matches(where[-1], known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            message = f"unknown field {loc[-1]!r}{hint}; one of {', '.join(known)}"
-    return {"field": field, "message": message}
+            message = f"unknown field {where[-1]!r}{hint}; one of {', '.join(known)}"
+    return Problem(field, message, loc, error["type"])
 
 
 def _members(annotations: list[Any]) -> list[Any]:
@@ -255,12 +340,23 @@ def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[tuple[int
     return tuple(kept), [kind for kind in _members(candidates) if _is_model(kind)]
 
 
-def render_error(error: PivotError, family: Family) -> dict[str, Any]:
+def render_error(error: PivotError, family: Family) -> tuple[int, dict[str, Any]]:
+    """The status and body answering `error` in `family`'s envelope."""
     if family is Family.LAYERWISE:
+        if error.problems:  # FastAPI's RequestValidationError, as seed 000's reference server sends it
+            return 422, {"detail": [_fastapi_item(problem) for problem in error.problems]}
         detail: dict[str, Any] = {"error": error.code, "message": error.message}
         if error.details is not None:
             detail["fields"] = error.details
-        return {"detail": detail}
+        return error.status, {"detail": detail}
     if family is Family.SIMPLE:
-        return {"error": error.message}
-    return {"error": {"code": error.code, "message": error.message, "details": error.details}}
+        return error.status, {"error": error.message}
+    return error.status, {"error": {"code": error.code, "message": error.message, "details": error.details}}
+
+
+def _fastapi_item(problem: Problem) -> dict[str, Any]:
+    item: dict[str, Any] = {"loc": problem.loc, "msg": problem.msg, "type": problem.type}
+    if problem.ctx is not None:
+        item["ctx"] = problem.ctx
+    item["field"] = problem.field  # pivotd's extension: the path as messages name it
+    return item

@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from shared.locations import resolve_token, resolve_url
+from shared.models.errors import describe_error
 from shared.models.layerwise import LayerwisePayload, Step
 from shared.models.runs import (
     FINAL_STATES,
@@ -58,15 +59,8 @@ def _raise_for(response: httpx.Response) -> None:
         body = response.json()
     except ValueError:
         raise PivotAPIError(response.status_code, "http_error", response.text[:200]) from None
-    code, message = "http_error", response.reason_phrase
-    if isinstance(body, dict):
-        inner = body.get("detail", body.get("error"))
-        if isinstance(inner, dict):  # L {"detail": {...}} or P/C {"error": {...}}
-            code = str(inner.get("error", inner.get("code", code)))
-            message = str(inner.get("message", message))
-        elif isinstance(inner, str):  # F/M {"error": msg}
-            message = inner
-    raise PivotAPIError(response.status_code, code, message, body)
+    code, message = describe_error(body)
+    raise PivotAPIError(response.status_code, code or "http_error", message or response.reason_phrase, body)
 
 
 def _encode(payload: Payload | BaseModel) -> bytes:

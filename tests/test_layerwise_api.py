@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from pivotd.store.training import CreateJob, Transition
+from shared.client import AsyncPivotClient, PivotAPIError
 from shared.models import LayerwisePayload, Step
 from tests.daemon import RunningDaemon
 from tests.payloads import DELETE, contract_payload, layerwise_payload, mutated
@@ -18,6 +19,23 @@ LAYERWISE = "/api/v1/metrics/layerwise"
 
 async def post(http: httpx.AsyncClient, payload: Any, path: str = LAYERWISE) -> httpx.Response:
     return await http.post(path, json=payload)
+
+
+def problems(response: httpx.Response) -> list[dict[str, Any]]:
+    """Family L's 422 as FastAPI sends it: `{"detail": [...]}`, each item `loc`, `msg`, `type` (`ctx` for
+    json_invalid) and pivotd's `field`."""
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/json"
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and detail, detail
+    for item in detail:
+        assert set(item) - {"ctx"} == {"loc", "msg", "type", "field"}, item
+        assert item["loc"][0] in ("body", "query", "path") and item["msg"] and item["type"], item
+    return detail
+
+
+def located(response: httpx.Response) -> list[tuple[list[str | int], str]]:
+    return [(item["loc"], item["type"]) for item in problems(response)]
 
 
 async def experiment(http: httpx.AsyncClient) -> str:
@@ -83,8 +101,7 @@ class TestSeedExamples:
         for path in ("/api/v1/runs/nope", "/api/v1/runs/nope/latest"):
             response = await http.get(path)
             assert response.status_code == 404
-            assert response.json()["detail"]["error"] == "not_found"
-            assert "nope" in response.json()["detail"]["message"]
+            assert response.json() == {"detail": {"error": "not_found", "message": "Run 'nope' not found"}}
 
     async def test_health_counts_websocket_connections(self, http: httpx.AsyncClient) -> None:
         body = (await http.get("/health")).json()
@@ -153,10 +170,10 @@ class TestRunQueries:
         assert 'rel="next"' in page.headers["link"] and 'rel="prev"' in page.headers["link"]
         evens = (await http.get("/api/v1/runs", params={"filter[experiment_id]": even, "sort": "-run_id"})).json()
         assert list(evens) == ["run4", "run2", "run0"]
-        bad = await http.get("/api/v1/runs", params={"sort": "password"})
-        assert bad.status_code == 422 and "sort" in bad.json()["detail"]["message"]
+        [bad] = problems(await http.get("/api/v1/runs", params={"sort": "password"}))
+        assert bad["loc"] == ["query", "sort"] and "must be one of created_at" in bad["msg"]
         too_many = await http.get("/api/v1/runs", params={"per_page": 101})
-        assert too_many.status_code == 422 and "per_page" in too_many.json()["detail"]["message"]
+        assert located(too_many) == [(["query", "per_page"], "less_than_equal")]
 
     async def test_status_filter_takes_run_states_and_family_c_words(
         self, daemon: RunningDaemon, http: httpx.AsyncClient
@@ -184,8 +201,8 @@ class TestRunQueries:
             ({"filter[bogus]": "1"}, "filter[bogus]"),
         ]:
             response = await http.get("/api/v1/runs", params=params)
-            assert response.status_code == 422, response.text
-            assert response.json()["detail"]["fields"][0]["field"] == field
+            [problem] = problems(response)
+            assert (problem["loc"], problem["field"]) == (["query", field], field)
 
     async def test_delete_run(self, http: httpx.AsyncClient) -> None:
         await post(http, contract_payload("doomed"))
@@ -206,60 +223,130 @@ class TestBatchRoute:
     async def test_one_bad_item_rejects_the_batch_naming_it(self, http: httpx.AsyncClient) -> None:
         batch = [layerwise_payload("a", 0), mutated("metadata.run_id", "bad id!", layerwise_payload("a", 1))]
         response = await http.post(f"{LAYERWISE}/batch", json=batch)
-        assert response.status_code == 422
-        assert response.json()["detail"]["message"].startswith("[1].metadata.run_id")
+        [problem] = problems(response)
+        assert (problem["loc"], problem["field"]) == (["body", 1, "metadata", "run_id"], "[1].metadata.run_id")
+        assert problem["type"] == "string_pattern_mismatch"
         assert (await http.get("/api/v1/runs")).json() == {}
 
-    @pytest.mark.parametrize("body", ["[]", '{"metadata": {}}'])
-    async def test_empty_or_non_array_batch(self, http: httpx.AsyncClient, body: str) -> None:
+    @pytest.mark.parametrize(("body", "kind"), [("[]", "too_short"), ('{"metadata": {}}', "list_type")])
+    async def test_empty_or_non_array_batch(self, http: httpx.AsyncClient, body: str, kind: str) -> None:
         response = await http.post(f"{LAYERWISE}/batch", content=body, headers={"content-type": "application/json"})
-        assert response.status_code == 422
+        assert located(response) == [(["body"], kind)]
 
 
-# (path, value, the field the error must name)
+LAYER = ["body", "layer_statistics"]
+FEATURES = [*LAYER, 0, "intermediate_features"]
+GRADIENTS = [*LAYER, 0, "gradient_flow"]
+WEIGHT = [*LAYER, 0, "parameter_statistics", "weight"]
+BIAS = [*LAYER, 0, "parameter_statistics", "bias"]
+GE = "greater_than_equal"
+# (path to break, value, where FastAPI's `loc` must point, pydantic's error type)
 BAD_FIELDS = [
-    ("metadata.run_id", "has space", "metadata.run_id"),
-    ("metadata.run_id", "", "metadata.run_id"),
-    ("metadata.run_id", "x" * 129, "metadata.run_id"),
-    ("metadata.run_id", DELETE, "metadata.run_id"),
-    ("metadata.global_step", -1, "metadata.global_step"),
-    ("metadata.global_step", "ten", "metadata.global_step"),
-    ("metadata.global_step", 1.5, "metadata.global_step"),
-    ("metadata.batch_size", 0, "metadata.batch_size"),
+    ("metadata.run_id", "has space", ["body", "metadata", "run_id"], "string_pattern_mismatch"),
+    ("metadata.run_id", "", ["body", "metadata", "run_id"], "string_too_short"),
+    ("metadata.run_id", "x" * 129, ["body", "metadata", "run_id"], "string_too_long"),
+    ("metadata.run_id", DELETE, ["body", "metadata", "run_id"], "missing"),
+    ("metadata.run_id", 123456, ["body", "metadata", "run_id"], "string_type"),
+    ("metadata.global_step", -1, ["body", "metadata", "global_step"], GE),
+    ("metadata.global_step", "ten", ["body", "metadata", "global_step"], "int_parsing"),
+    ("metadata.global_step", 1.5, ["body", "metadata", "global_step"], "int_from_float"),
+    ("metadata.batch_size", 0, ["body", "metadata", "batch_size"], GE),
     # Integers SQLite and the JSON encoder cannot hold: refused, not a 500 (or a run no read can return).
-    ("metadata.global_step", 2**63, "metadata.global_step"),
-    ("metadata.batch_size", 2**63, "metadata.batch_size"),
-    ("layer_statistics[2].depth_index", 2**63, "layer_statistics[2].depth_index"),
-    ("layer_statistics[0].intermediate_features.activation_shape", [2**63, 4], "activation_shape[0]"),
-    ("metadata.seed", 2**63, "metadata.seed"),
-    ("metadata.extra", {"a": [1, -(2**70)]}, "metadata.extra.a[1]"),
-    ("metadata.timestamp", "yesterday", "metadata.timestamp"),
-    ("metadata", DELETE, "metadata"),
-    ("layer_statistics", [], "layer_statistics"),
-    ("layer_statistics", DELETE, "layer_statistics"),
-    ("cross_layer_analysis", DELETE, "cross_layer_analysis"),
-    ("layer_statistics[1].depth_index", -2, "layer_statistics[1].depth_index"),
-    ("layer_statistics[2].depth_index", 0, "layer_statistics[2].depth_index"),
-    ("layer_statistics[0].intermediate_features.activation_shape", [64], "activation_shape"),
-    ("layer_statistics[0].gradient_flow", DELETE, "layer_statistics[0].gradient_flow"),
-    ("layer_statistics[0].gradient_flow.gradient_std", "big", "gradient_flow.gradient_std"),
-    ("layer_statistics[0].parameter_statistics.weight.spectral_norm", DELETE, "weight.spectral_norm"),
-    ("cross_layer_analysis.gradient_norm_ratio", [1, 2], "gradient_norm_ratio"),
+    ("metadata.global_step", 2**63, ["body", "metadata", "global_step"], "less_than_equal"),
+    ("metadata.batch_size", 2**63, ["body", "metadata", "batch_size"], "less_than_equal"),
+    ("layer_statistics[2].depth_index", 2**63, [*LAYER, 2, "depth_index"], "less_than_equal"),
+    (
+        "layer_statistics[0].intermediate_features.activation_shape",
+        [2**63, 4],
+        [*FEATURES, "activation_shape", 0],
+        "less_than_equal",
+    ),
+    ("metadata.seed", 2**63, ["body", "metadata", "seed"], "value_error"),
+    ("metadata.extra", {"a": [1, -(2**70)]}, ["body", "metadata", "extra", "a", 1], "value_error"),
+    ("metadata.timestamp", "yesterday", ["body", "metadata", "timestamp"], "float_parsing"),
+    # Seed 000's reference server refuses a timestamp of 0 or less, and negative deviations and norms.
+    ("metadata.timestamp", -1707589200.123, ["body", "metadata", "timestamp"], "greater_than"),
+    ("metadata.timestamp", 0, ["body", "metadata", "timestamp"], "greater_than"),
+    ("layer_statistics[0].intermediate_features.activation_std", -0.82, [*FEATURES, "activation_std"], GE),
+    (
+        "layer_statistics[1].intermediate_features.cross_layer_std_ratio",
+        -0.71,
+        [*LAYER, 1, "intermediate_features", "cross_layer_std_ratio"],
+        GE,
+    ),
+    ("layer_statistics[0].gradient_flow.gradient_l2_norm", -0.31, [*GRADIENTS, "gradient_l2_norm"], GE),
+    ("layer_statistics[0].gradient_flow.gradient_std", -0.002, [*GRADIENTS, "gradient_std"], GE),
+    ("layer_statistics[0].gradient_flow.gradient_max_abs", -0.04, [*GRADIENTS, "gradient_max_abs"], GE),
+    ("layer_statistics[0].parameter_statistics.weight.std", -0.05, [*WEIGHT, "std"], GE),
+    ("layer_statistics[0].parameter_statistics.weight.spectral_norm", -1.9, [*WEIGHT, "spectral_norm"], GE),
+    ("layer_statistics[0].parameter_statistics.weight.frobenius_norm", -5.2, [*WEIGHT, "frobenius_norm"], GE),
+    ("layer_statistics[0].parameter_statistics.bias.std", -0.01, [*BIAS, "std"], GE),
+    ("layer_statistics[0].parameter_statistics.bias.mean_abs", -0.004, [*BIAS, "mean_abs"], GE),
+    ("metadata", DELETE, ["body", "metadata"], "missing"),
+    ("layer_statistics", [], LAYER, "too_short"),
+    ("layer_statistics", DELETE, LAYER, "missing"),
+    ("layer_statistics", {"0": {}}, LAYER, "list_type"),
+    ("cross_layer_analysis", DELETE, ["body", "cross_layer_analysis"], "missing"),
+    ("layer_statistics[1].depth_index", -2, [*LAYER, 1, "depth_index"], GE),
+    ("layer_statistics[2].depth_index", 0, [*LAYER, 2, "depth_index"], "value_error"),
+    ("layer_statistics[0].intermediate_features.activation_shape", [64], [*FEATURES, "activation_shape"], "too_short"),
+    ("layer_statistics[0].gradient_flow", DELETE, GRADIENTS, "missing"),
+    ("layer_statistics[0].gradient_flow.gradient_std", "big", [*GRADIENTS, "gradient_std"], "float_parsing"),
+    ("layer_statistics[0].parameter_statistics.weight.spectral_norm", DELETE, [*WEIGHT, "spectral_norm"], "missing"),
+    (
+        "cross_layer_analysis.gradient_norm_ratio",
+        [1, 2],
+        ["body", "cross_layer_analysis", "gradient_norm_ratio"],
+        "dict_type",
+    ),
 ]
 
 
 class TestBadInput:
-    @pytest.mark.parametrize(("path", "value", "field"), BAD_FIELDS)
-    async def test_invalid_field_is_422_naming_it(
-        self, http: httpx.AsyncClient, path: str, value: Any, field: str
+    @pytest.mark.parametrize(("path", "value", "loc", "kind"), BAD_FIELDS)
+    async def test_invalid_field_is_422_locating_it(
+        self, http: httpx.AsyncClient, path: str, value: Any, loc: list[str | int], kind: str
     ) -> None:
         response = await post(http, mutated(path, value))
-        assert response.status_code == 422, response.text
-        detail = response.json()["detail"]
-        assert detail["error"] == "validation_error"
-        assert field in detail["message"]
-        assert any(field in f["field"] for f in detail["fields"])
+        assert located(response) == [(loc, kind)]
         assert (await http.get("/api/v1/runs")).json() == {}
+
+    async def test_a_missing_run_id_reads_as_fastapi_says_it(self, http: httpx.AsyncClient) -> None:
+        response = await post(http, mutated("metadata.run_id", DELETE))
+        missing = {"loc": ["body", "metadata", "run_id"], "msg": "Field required", "type": "missing"}
+        assert response.status_code == 422 and response.json() == {"detail": [missing | {"field": "metadata.run_id"}]}
+
+    async def test_unsorted_layers_say_which_and_why(self, http: httpx.AsyncClient) -> None:
+        [problem] = problems(await post(http, mutated("layer_statistics[2].depth_index", 0)))
+        assert problem["msg"] == (
+            "layers must be sorted by depth_index, but layer 'head.linear' (depth_index 0) comes after "
+            "'encoder.relu' (depth_index 1)"
+        )
+        assert problem["field"] == "layer_statistics[2].depth_index"
+
+    async def test_an_empty_object_names_every_missing_part(self, http: httpx.AsyncClient) -> None:
+        assert located(await post(http, {})) == [
+            (["body", "metadata"], "missing"),
+            (["body", "layer_statistics"], "missing"),
+            (["body", "cross_layer_analysis"], "missing"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("path", "value"),
+        [
+            # Means and slopes may be negative; a zero deviation is a dead layer, not an error.
+            ("layer_statistics[0].intermediate_features.activation_mean", -0.5),
+            ("layer_statistics[0].parameter_statistics.weight.mean", -0.01),
+            ("cross_layer_analysis.feature_std_gradient", -3.0),
+            ("layer_statistics[0].intermediate_features.activation_std", 0.0),
+            ("layer_statistics[1].intermediate_features.cross_layer_std_ratio", 0.0),
+            ("layer_statistics[0].gradient_flow.gradient_std", -0.0),
+        ],
+    )
+    async def test_what_may_be_negative_or_zero_is_accepted(
+        self, http: httpx.AsyncClient, path: str, value: float
+    ) -> None:
+        assert (await post(http, mutated(path, value))).status_code == 202
 
     @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
     async def test_non_finite_is_rejected_and_recorded_on_the_run(self, http: httpx.AsyncClient, literal: str) -> None:
@@ -267,8 +354,7 @@ class TestBadInput:
             '"gradient_l2_norm": 0.31', f'"gradient_l2_norm": {literal}', 1
         )
         response = await http.post(LAYERWISE, content=body, headers={"content-type": "application/json"})
-        assert response.status_code == 422
-        assert "layer_statistics[0].gradient_flow.gradient_l2_norm" in response.json()["detail"]["message"]
+        assert located(response) == [([*GRADIENTS, "gradient_l2_norm"], "finite_number")]
         detail = (await http.get("/api/v1/runs/nan_run")).json()
         assert detail["steps"] == [] and detail["step_count"] == 0
         [event] = detail["events"]
@@ -280,21 +366,61 @@ class TestBadInput:
         body = json.dumps(mutated("metadata.seed", "X")).replace('"seed": "X"', f'"seed": {literal}')
         for path, sent in ((LAYERWISE, body), (f"{LAYERWISE}/batch", f"[{body}]")):
             response = await http.post(path, content=sent, headers={"content-type": "application/json"})
-            assert response.status_code == 422, response.text
-            assert response.json()["detail"]["fields"][0]["field"].endswith("metadata.seed")
+            [problem] = problems(response)
+            assert problem["loc"][-2:] == ["metadata", "seed"] and problem["field"].endswith("metadata.seed")
         assert (await http.get("/api/v1/runs")).json() == {}
 
-    async def test_non_json_body_is_400(self, http: httpx.AsyncClient) -> None:
-        response = await http.post(LAYERWISE, content=b"{not json", headers={"content-type": "application/json"})
-        assert response.status_code == 400
-        assert "not valid JSON" in response.json()["detail"]["message"]
+    @pytest.mark.parametrize(
+        ("body", "offset", "reason"),
+        [(b'{"metadata": {"run_id": "test"', 30, "Expecting ',' delimiter"), (b"invalid json", 0, "Expecting value")],
+    )
+    async def test_malformed_json_is_a_422_as_fastapi_says_it(
+        self, http: httpx.AsyncClient, body: bytes, offset: int, reason: str
+    ) -> None:
+        problem = {
+            "loc": ["body", offset],
+            "msg": "JSON decode error",
+            "type": "json_invalid",
+            "ctx": {"error": reason},
+        }
+        for path in (LAYERWISE, f"{LAYERWISE}/batch"):
+            response = await http.post(path, content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 422 and response.json() == {"detail": [problem | {"field": "body"}]}
+        # Families that answer 400 for a body that is not JSON still do.
+        other = await http.post("/api/v1/experiments", content=body, headers={"content-type": "application/json"})
+        assert other.status_code == 400 and other.json()["error"]["code"] == "bad_request"
 
     async def test_top_level_array_is_422(self, http: httpx.AsyncClient) -> None:
-        assert (await post(http, [contract_payload()])).status_code == 422
+        assert located(await post(http, [contract_payload()])) == [(["body"], "model_type")]
 
-    async def test_empty_body_is_400(self, http: httpx.AsyncClient) -> None:
-        response = await http.post(LAYERWISE, headers={"content-type": "application/json"})
-        assert response.status_code == 400
+    async def test_empty_body_is_a_missing_body(self, http: httpx.AsyncClient) -> None:
+        missing = {"loc": ["body"], "msg": "Field required", "type": "missing", "field": "body"}
+        for path in (LAYERWISE, f"{LAYERWISE}/batch"):
+            response = await http.post(path, headers={"content-type": "application/json"})
+            assert response.status_code == 422 and response.json() == {"detail": [missing]}
+
+    async def test_bad_parameters_are_located_in_the_query_or_path(self, http: httpx.AsyncClient) -> None:
+        await post(http, contract_payload("q"))
+        assert located(await http.get("/api/v1/runs/q", params={"from_step": -1})) == [
+            (["query", "from_step"], "greater_than_equal")
+        ]
+        assert located(await http.get("/api/v1/runs/q", params={"steps": "some"})) == [
+            (["query", "steps"], "literal_error")
+        ]
+        for response in (await http.get("/api/v1/runs/a%20b"), await http.get("/api/v1/runs/a%20b/latest")):
+            assert located(response) == [(["path", "run_id"], "string_pattern_mismatch")]
+
+    async def test_pivots_clients_read_the_list_as_one_message(self, daemon: RunningDaemon) -> None:
+        bad = mutated("metadata.global_step", -1, mutated("layer_statistics[0].gradient_flow.gradient_std", "big"))
+        async with AsyncPivotClient(daemon.url) as client:
+            with pytest.raises(PivotAPIError) as refused:
+                await client.post_layerwise(bad)
+        assert (refused.value.status, refused.value.code) == (422, "validation_error")
+        assert refused.value.message == (
+            "metadata.global_step: Input should be greater than or equal to 0; "
+            "layer_statistics[0].gradient_flow.gradient_std: Input should be a valid number, "
+            "unable to parse string as a number"
+        )
 
     async def test_wrong_content_type_is_415(self, http: httpx.AsyncClient) -> None:
         response = await http.post(LAYERWISE, data={"run_id": "x"})  # form-encoded, curl -d style
@@ -311,7 +437,7 @@ class TestBadInput:
         huge["metadata"]["padding"] = "x" * (daemon.settings.max_body_bytes + 1)
         response = await post(http, huge)
         assert response.status_code == 413
-        assert response.json()["detail"]["error"] == "payload_too_large"
+        assert response.json()["detail"]["error"] == "payload_too_large"  # not a validation error: seed's envelope
 
     async def test_oversized_chunked_body_is_413(self, http: httpx.AsyncClient, daemon: RunningDaemon) -> None:
         chunk = b" " * 65536

@@ -40,7 +40,7 @@ def layerwise(run_id: str, experiment_id: str | None = None) -> dict[str, Any]:
 def fields(response: httpx.Response) -> list[str]:
     assert response.status_code == 422, response.text[:300]
     body = response.json()
-    found = body["detail"]["fields"] if "detail" in body else body["error"]["details"]
+    found = body["detail"] if "detail" in body else body["error"]["details"]  # family L's is FastAPI's list
     return [item["field"] for item in found]
 
 
@@ -55,6 +55,8 @@ async def test_layerwise_routes_refuse_deep_metadata_naming_it(http: httpx.Async
     experiment_id = await new_experiment(http)
     single = await http.post("/api/v1/metrics/layerwise", content=with_deep(layerwise("a", experiment_id), levels))
     assert fields(single)[0].startswith("metadata.deep[0]")
+    [problem] = single.json()["detail"]  # FastAPI's shape, located as the field is named
+    assert problem["loc"] == ["body", "metadata", "deep", *[0] * problem["field"].count("[0]")], problem["loc"]
     batch = with_deep([contract_payload("b"), layerwise("a", experiment_id)], levels)
     assert fields(await http.post("/api/v1/metrics/layerwise/batch", content=batch, headers=JSON))[0].startswith(
         "[1].metadata.deep[0]"

@@ -82,6 +82,38 @@ async def test_docs_assets_are_only_the_packaged_files(http: httpx.AsyncClient) 
         assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", path
 
 
+async def test_layerwise_validation_errors_are_documented_in_fastapis_shape(http: httpx.AsyncClient) -> None:
+    """Family L answers a validation failure, a body that is not JSON included, as FastAPI's HTTPValidationError;
+    its other errors, and other families' 422s, keep their envelopes."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    paths = document["paths"]
+
+    def schema(path: str, method: str, status: str) -> str:
+        ref: str = paths[path][method]["responses"][status]["content"]["application/json"]["schema"]["$ref"]
+        return ref.removeprefix("#/components/schemas/")
+
+    for path, method in [
+        ("/api/v1/metrics/layerwise", "post"),
+        ("/api/v1/metrics/layerwise/batch", "post"),
+        ("/api/v1/runs", "get"),
+        ("/api/v1/runs/{run_id}", "get"),
+        ("/api/v1/runs/{run_id}/latest", "get"),
+        ("/api/v1/runs/{run_id}/scalars", "post"),
+        ("/api/v1/runs/{run_id}/finish", "post"),
+    ]:
+        assert schema(path, method, "422") == "LayerwiseValidationError", path
+        assert "400" not in paths[path][method]["responses"], path
+    assert schema("/api/v1/runs/{run_id}", "get", "404") == "LayerwiseErrorEnvelope"
+    assert schema("/api/v1/metrics/layerwise", "post", "413") == "LayerwiseErrorEnvelope"
+    assert schema("/api/v1/runs/{run_id}/logs", "get", "422") == "StructuredErrorEnvelope"
+    envelope = schemas["LayerwiseValidationError"]
+    assert envelope["required"] == ["detail"] and envelope["properties"]["detail"]["type"] == "array"
+    item = schemas[envelope["properties"]["detail"]["items"]["$ref"].removeprefix("#/components/schemas/")]
+    assert {"loc", "msg", "type"} <= set(item["required"])
+    assert item["properties"]["loc"]["items"] == {"anyOf": [{"type": "string"}, {"type": "integer"}]}
+
+
 def _refs(node: object) -> list[str]:
     if isinstance(node, dict):
         found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []

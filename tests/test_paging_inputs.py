@@ -109,7 +109,7 @@ def invalid_field(response: httpx.Response) -> str:
     """The field a 422 names, in family L's envelope or P/C's."""
     assert response.status_code == 422, response.text
     body = response.json()
-    details = body["detail"]["fields"] if "detail" in body else body["error"]["details"]
+    details = body["detail"] if "detail" in body else body["error"]["details"]  # family L's is FastAPI's list
     return str(details[0]["field"])
 
 

@@ -129,19 +129,18 @@ async def test_a_script_that_died_before_sending_anything_still_shows(http: http
 async def test_a_bad_end_is_a_422_naming_the_field(http: httpx.AsyncClient, body: Any, field: str) -> None:
     response = await http.post("/api/v1/runs/exp42/finish", json=body)
     assert response.status_code == 422, response.text
-    detail = response.json()["detail"]
-    assert detail["error"] == "validation_error" and [f["field"] for f in detail["fields"]] == [field]
-    assert detail["message"].startswith(f"{field}: ")
+    [problem] = response.json()["detail"]
+    assert problem["field"] == field and problem["loc"] == ["body"] + ([] if field == "body" else [field])
     assert (await http.get("/api/v1/runs/exp42")).status_code == 404  # nothing was created
 
 
 async def test_a_bad_run_id_or_body_is_refused(http: httpx.AsyncClient) -> None:
     bad_id = await http.post("/api/v1/runs/not%20a%20run/finish", json={"status": "succeeded"})
-    assert bad_id.status_code == 422 and bad_id.json()["detail"]["fields"][0]["field"] == "run_id"
+    assert bad_id.status_code == 422 and bad_id.json()["detail"][0]["loc"] == ["path", "run_id"]
     not_json = await http.post("/api/v1/runs/exp42/finish", content=b"{", headers={"content-type": "application/json"})
-    assert not_json.status_code == 400 and not_json.json()["detail"]["error"] == "bad_request"
+    assert not_json.status_code == 422 and not_json.json()["detail"][0]["type"] == "json_invalid"
     empty = await http.post("/api/v1/runs/exp42/finish")
-    assert empty.status_code == 400
+    assert empty.status_code == 422 and empty.json()["detail"][0]["type"] == "missing"
 
 
 async def test_a_managed_runs_state_is_its_trainers_alone(http: httpx.AsyncClient) -> None:

@@ -37,8 +37,8 @@ def field_of(response: httpx.Response) -> str:
     """The first field a 422 names, in whichever family's envelope it came."""
     assert response.status_code == 422, response.text
     body = response.json()
-    if "detail" in body:  # family L
-        return str(body["detail"]["fields"][0]["field"])
+    if "detail" in body:  # family L: FastAPI's list
+        return str(body["detail"][0]["field"])
     if isinstance(body["error"], str):  # families F/M: the message starts with the field
         return str(body["error"]).split(":", 1)[0]
     return str(body["error"]["details"][0]["field"])

@@ -122,6 +122,42 @@ async def test_topics_select_what_a_client_receives(daemon: RunningDaemon, http:
         assert sorted(kinds) == ["new_metrics", "run_created", "run_updated", "scalars"]
 
 
+async def steps_until(ws: ClientConnection, run_id: str, step: int) -> list[tuple[str, int]]:
+    """The (run_id, step) of every `new_metrics` received up to and including `run_id`'s `step`: one
+    connection's messages arrive in publish order, so a later step is the barrier that proves no copy of an
+    earlier one is still to come."""
+    seen: list[tuple[str, int]] = []
+    async with asyncio.timeout(5):
+        while seen[-1:] != [(run_id, step)]:
+            message = await receive(ws)
+            if message["type"] == "new_metrics":
+                assert set(message) == {"type", "run_id", "data"}, message  # seed 000's shape, whatever the topic
+                seen.append((message["run_id"], message["data"]["step"]))
+    return seen
+
+
+async def test_the_run_topic_carries_its_steps_once_per_connection(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    run, other = "experiment_2024_0210_v2", "test_run_1707589200"
+    assert (await http.post("/api/v1/metrics/layerwise", json=contract_payload(run, 1400))).status_code == 202
+    async with client(daemon) as only_run, client(daemon) as both:
+        await receive(only_run)
+        await only_run.send(json.dumps({"action": "unsubscribe", "topics": ["metrics"]}))
+        await receive_type(only_run, "unsubscribed")
+        await only_run.send(json.dumps({"action": "subscribe", "topics": [f"run:{run}"]}))
+        assert (await receive_type(only_run, "subscribed"))["topics"] == [f"run:{run}"]
+        await receive(both)
+        # Seed 000's literal request: it answers the history and adds `run:<id>` to the `metrics` topic.
+        await both.send(json.dumps({"action": "subscribe_run", "run_id": "experiment_2024_0210_v2"}))
+        assert [s["step"] for s in (await receive_type(both, "run_history"))["data"]["steps"]] == [1400]
+        for run_id, step in ((run, 1500), (other, 90), (run, 1600)):
+            response = await http.post("/api/v1/metrics/layerwise", json=contract_payload(run_id, step))
+            assert response.status_code == 202
+        assert await steps_until(only_run, run, 1600) == [(run, 1500), (run, 1600)]
+        assert await steps_until(both, run, 1600) == [(run, 1500), (other, 90), (run, 1600)]
+
+
 async def test_lagged_reaches_a_real_slow_reader(tmp_path) -> None:
     from tests.daemon import running_daemon
 

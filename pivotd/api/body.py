@@ -18,10 +18,13 @@ from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
 from pivotd.errors import (
     BadRequest,
+    MalformedBody,
     PayloadTooLarge,
     PivotError,
+    Problem,
     UnsupportedMediaType,
     ValidationFailed,
+    body_loc,
     field_path,
     invalid_field,
     validation_failed,
@@ -38,7 +41,8 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
 async def read_json_body(request: Request, limit: int) -> bytes:
     body = await _read_body(request, limit)
     if not body:
-        raise BadRequest("body is empty; send a JSON document")
+        missing = Problem("body", "Field required", ("body",), "missing")
+        raise MalformedBody("body is empty; send a JSON document", missing)
     return body
 
 
@@ -74,20 +78,44 @@ def parse_lenient(body: bytes) -> Any:
         try:
             return json.loads(body)
         except RecursionError:  # nested past the interpreter's recursion limit, as orjson's 1024 levels are
-            raise too_deep(body) or BadRequest("body is not valid JSON: nested too deeply") from None
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {str(exc)[:200]}") from None
+            raise too_deep(body) or malformed_json(body, "nested too deeply") from None
+        except json.JSONDecodeError as exc:
+            raise malformed_json(body, str(exc)[:200], exc) from None
+        except ValueError as exc:  # not UTF-8
+            raise malformed_json(body, str(exc)[:200]) from None
 
 
 def invalid_body(
     exc: ValidationError, body: bytes, prefix: str = "", model: type[BaseModel] | None = None
 ) -> PivotError:
-    """`validation_failed` for a body validated from its bytes, except that one its parser gave up on for its
-    nesting is a 422 naming where, like a free-form value nested past MAX_DEPTH."""
+    """`validation_failed` for a body validated from its bytes, except that one that is not JSON is
+    `malformed_json`, and one its parser gave up on for its nesting is a 422 naming where, like a free-form value
+    nested past MAX_DEPTH."""
     errors = exc.errors(include_url=False, include_input=False)
-    if any(error["type"] == "json_invalid" and "recursion limit" in error["msg"] for error in errors):
-        return too_deep(body, prefix) or validation_failed(exc, prefix, model)
-    return validation_failed(exc, prefix, model)
+    reason = next((error["msg"] for error in errors if error["type"] == "json_invalid"), None)
+    if reason is None:
+        return validation_failed(exc, prefix, model)
+    deep = too_deep(body, prefix) if "recursion limit" in reason else None
+    return deep or malformed_json(body, reason)
+
+
+def malformed_json(body: bytes, reason: str, error: json.JSONDecodeError | None = None) -> MalformedBody:
+    """The error for a body that is not JSON, `reason` being what the parser said. Located as FastAPI locates it,
+    for family L: `["body", <offset>]` with the stdlib parser's complaint, from its `error`, else from a second
+    parse of the refused body (an error path, worth that)."""
+    if error is None:
+        try:
+            json.loads(body)
+        except json.JSONDecodeError as exc:
+            error = exc
+        except (ValueError, RecursionError):  # not UTF-8, or nested too deeply for the stdlib parser to say where
+            pass
+    problem = (
+        Problem("body", "JSON decode error", ("body",), "json_invalid", {"error": reason})
+        if error is None
+        else Problem("body", "JSON decode error", ("body", error.pos), "json_invalid", {"error": error.msg})
+    )
+    return MalformedBody(f"body is not valid JSON: {reason}", problem)
 
 
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -114,7 +142,8 @@ def too_deep(body: bytes, prefix: str = "") -> ValidationFailed | None:
                 if not _balanced(body):
                     return None
                 where = tuple(member for member in members if member is not None)
-                return invalid_field(field_path(where, prefix), f"nested deeper than {MAX_DEPTH} levels")
+                loc = (*body_loc(prefix), *where)
+                return invalid_field(field_path(where, prefix), f"nested deeper than {MAX_DEPTH} levels", loc=loc)
             members.append(None if token == b"{" else 0)
         elif token in (b"}", b"]"):
             if members:

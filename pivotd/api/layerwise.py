@@ -12,8 +12,8 @@ from pydantic import TypeAdapter, ValidationError
 from pivotd.api.body import invalid_body, openapi_body, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import StepBound, only_filters
-from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response, raw_json_response
-from pivotd.errors import NotFound, PivotError, ValidationFailed, field_path, invalid_field
+from pivotd.api.responses import json_response, layerwise_errors, raw_json_response
+from pivotd.errors import NotFound, PivotError, field_path, invalid_field, invalid_param
 from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
@@ -71,7 +71,7 @@ def _layer_id_at(document: Any, loc: tuple[Any, ...]) -> str | None:
     description="Validated, committed to SQLite, then broadcast on /ws as `new_metrics`. "
     "A 202 means the step is durable: a daemon killed right after still has it.",
     openapi_extra=openapi_body("LayerwisePayload", LayerwisePayload, "One monitored training step"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
+    responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise(request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
@@ -91,7 +91,7 @@ async def post_layerwise(request: Request, services: ServicesDep) -> Response:
     description="A JSON array of layer-wise payloads, committed atomically: if any item is invalid, "
     "nothing is stored and the 422 names the item (`[3].metadata.run_id`).",
     openapi_extra=openapi_body("LayerwiseBatch", list[LayerwisePayload], "Array of layer-wise payloads"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
+    responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise_batch(request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
@@ -105,7 +105,7 @@ async def post_layerwise_batch(request: Request, services: ServicesDep) -> Respo
         except ValidationError as exc:
             raise await reject(services, exc, body, batch=True) from None
     if not payloads:
-        raise ValidationFailed("body: the batch is empty", details=[{"field": "body", "message": "empty"}])
+        raise invalid_field("body", "the batch is empty; send at least one payload", kind="too_short")
     run_ids = await services.ingest.layerwise(payloads)
     return json_response({"status": "accepted", "accepted": len(payloads), "run_ids": sorted(set(run_ids))}, 202)
 
@@ -113,7 +113,7 @@ async def post_layerwise_batch(request: Request, services: ServicesDep) -> Respo
 async def find_run(services: Services, run_id: str) -> RunRow:
     run = await services.store.reader.get_run(run_id)
     if run is None:
-        raise NotFound(f"run {run_id!r} not found")
+        raise NotFound(f"Run {run_id!r} not found")  # seed 000's words
     return run
 
 
@@ -123,7 +123,7 @@ async def find_run(services: Services, run_id: str) -> RunRow:
     summary="List runs (seed 000 map keyed by run_id)",
     description="Without paging parameters every run is returned. With `page`/`per_page` the body keeps "
     "seed 000's shape and paging goes in `X-Total-Count` and `Link` headers.",
-    responses=error_responses(LAYERWISE_ERRORS, 401, 422),
+    responses=layerwise_errors(401, 422),
 )
 async def list_runs(
     request: Request,
@@ -136,12 +136,9 @@ async def list_runs(
     per_page: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> Response:
     if sort.removeprefix("-") not in SORTABLE:
-        raise ValidationFailed(
-            f"sort: must be one of {', '.join(sorted(SORTABLE))} (optionally prefixed with '-')",
-            details=[{"field": "sort", "message": "unknown sort field"}],
-        )
+        raise invalid_param("sort", f"must be one of {', '.join(sorted(SORTABLE))} (optionally prefixed with '-')")
     if status is not None and status not in RUN_STATUS_FILTER:
-        raise invalid_field("filter[status]", f"unknown status {status!r}; one of {', '.join(RUN_STATUS_FILTER)}")
+        raise invalid_param("filter[status]", f"unknown status {status!r}; one of {', '.join(RUN_STATUS_FILTER)}")
     paged = page is not None or per_page is not None
     size = per_page or 25
     number = page or 1
@@ -170,7 +167,7 @@ async def list_runs(
     summary="A run with its step history",
     description="Seed 000's `created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` "
     "and `from_step`/`to_step` bound the payload; `lite=true` returns compact layers.",
-    responses=error_responses(LAYERWISE_ERRORS, 401, 404, 422),
+    responses=layerwise_errors(401, 404, 422),
 )
 async def get_run(
     run_id: RunIdPath,
@@ -218,13 +215,13 @@ async def get_run(
     "/runs/{run_id}/latest",
     response_model=Step,
     summary="The most recent step of a run",
-    responses=error_responses(LAYERWISE_ERRORS, 401, 404),
+    responses=layerwise_errors(401, 404, 422),
 )
 async def get_latest(run_id: RunIdPath, services: ServicesDep) -> Response:
     run = await find_run(services, run_id)
     latest = await services.store.reader.latest_step(run.ref)
     if latest is None:
-        raise NotFound(f"run {run_id!r} has no layer-wise steps yet")
+        raise NotFound(f"Run {run_id!r} has no layer-wise steps yet")
     return raw_json_response(latest)
 
 
@@ -232,7 +229,7 @@ async def get_latest(run_id: RunIdPath, services: ServicesDep) -> Response:
     "/runs/{run_id}",
     status_code=204,
     summary="Delete a run and everything recorded for it",
-    responses=error_responses(LAYERWISE_ERRORS, 401, 404, 409),
+    responses=layerwise_errors(401, 404, 409, 422),
 )
 async def delete_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     await services.ingest.delete_run(run_id)

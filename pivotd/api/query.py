@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
-from pivotd.errors import invalid_field
+from pivotd.errors import invalid_param
 from pivotd.experiments.paging import MAX_PAGE, MAX_PER_PAGE
 from shared.models.storable import INT64_MAX
 
@@ -24,6 +24,6 @@ def only_filters(*known: str) -> Any:
     def check(request: Request) -> None:
         for param in request.query_params:
             if param.startswith("filter[") and param not in known:
-                raise invalid_field(param, f"unknown filter; one of {', '.join(known)}")
+                raise invalid_param(param, f"unknown filter; one of {', '.join(known)}")
 
     return Depends(check)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Response
 
-from shared.models.errors import LayerwiseErrorEnvelope, StructuredErrorEnvelope
+from shared.models.errors import LayerwiseErrorEnvelope, LayerwiseValidationError, StructuredErrorEnvelope
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -36,5 +36,16 @@ def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, An
     return {code: {"model": envelope, "description": descriptions[code]} for code in codes}
 
 
-LAYERWISE_ERRORS = LayerwiseErrorEnvelope
+def layerwise_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """Family L's error responses: seed 000's envelope, except the 422 in FastAPI's shape."""
+    responses = error_responses(LayerwiseErrorEnvelope, *codes)
+    if 422 in responses:
+        responses[422] = {
+            "model": LayerwiseValidationError,
+            "description": "Validation failed (a body that is missing or not JSON too): one item per problem, "
+            "its `loc` naming the field",
+        }
+    return responses
+
+
 STRUCTURED_ERRORS = StructuredErrorEnvelope

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import RunIdPath, ServicesDep
-from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
+from pivotd.api.responses import json_response, layerwise_errors
 from pivotd.ingest import run_summary
 from shared.models.runs import FinishedRun, RunEnd
 
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
     "run if the script ended before sending anything. The same end again changes nothing; 409 for a managed run "
     "(pivotd's trainer owns its state) or a run that already ended otherwise. Answers the run as it now stands.",
     openapi_extra=openapi_body("RunEnd", RunEnd, "How the run ended"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 409, 413, 415, 422, 503, 507),
+    responses=layerwise_errors(401, 409, 413, 415, 422, 503, 507),
 )
 async def finish_run(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:
     end = await read_model(request, RunEnd, services.settings.max_body_bytes)

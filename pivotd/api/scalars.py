@@ -11,8 +11,8 @@ from pivotd.api.body import invalid_body, openapi_body, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.layerwise import find_run
 from pivotd.api.query import StepBound
-from pivotd.api.responses import LAYERWISE_ERRORS, error_responses, json_response
-from pivotd.errors import ValidationFailed, field_path
+from pivotd.api.responses import json_response, layerwise_errors
+from pivotd.errors import field_path, invalid_field
 from pivotd.store import RunFields
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
 
@@ -29,7 +29,7 @@ _POINTS = TypeAdapter(list[ScalarPoint])
     '`{"points": [...], "experiment_id"?, "group"?, "tags"?}`. Re-sending a (name, step) replaces it. '
     "Values must be finite; a non-finite value is refused and recorded as an event on the run.",
     openapi_extra=openapi_body("ScalarsBody", list[ScalarPoint] | ScalarBatch, "Points, or an object with points"),
-    responses=error_responses(LAYERWISE_ERRORS, 400, 401, 413, 415, 422, 503, 507),
+    responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
@@ -51,9 +51,7 @@ async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDe
             await services.ingest.record_rejection(run_id, None, field_path(loc, prefix), non_finite[0]["msg"])
         raise invalid_body(exc, body, prefix) from None
     if not points:
-        raise ValidationFailed(
-            "points: at least one point is required", details=[{"field": "points", "message": "empty"}]
-        )
+        raise invalid_field("points", "at least one point is required", kind="too_short")
     count = await services.ingest.scalars(run_id, points, fields)
     return json_response({"status": "accepted", "run_id": run_id, "points": count}, 202)
 
@@ -63,7 +61,7 @@ async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDe
     response_model=ScalarsResponse,
     summary="Read scalar series, downsampled to at most max_points per series",
     description="Long series are reduced to min/max buckets so spikes survive; first and last points are kept.",
-    responses=error_responses(LAYERWISE_ERRORS, 401, 404, 422),
+    responses=layerwise_errors(401, 404, 422),
 )
 async def get_scalars(
     run_id: RunIdPath,

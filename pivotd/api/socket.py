@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 async def _refuse(websocket: WebSocket, message: str) -> None:
     """Refuse the handshake: a 422 naming the problem where the server can send one, else close 1008."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = render_error(ValidationFailed(message), family_for_path(websocket.url.path))
-        await websocket.send_denial_response(json_response(body, status_code=422))
+        status, body = render_error(ValidationFailed(message), family_for_path(websocket.url.path))
+        await websocket.send_denial_response(json_response(body, status_code=status))
     else:
         await websocket.close(CLOSE_POLICY_VIOLATION, message[:123])
 

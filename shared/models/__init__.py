@@ -1,6 +1,6 @@
 """Pydantic wire models: the single source of truth for every payload pivotd accepts or returns."""
 
-from shared.models.errors import ErrorBody, FieldError, LayerwiseErrorEnvelope
+from shared.models.errors import ErrorBody, LayerwiseErrorEnvelope, LayerwiseValidationError, ValidationErrorItem
 from shared.models.layerwise import (
     BiasStatistics,
     CrossLayerAnalysis,
@@ -22,12 +22,12 @@ __all__ = [
     "BiasStatistics",
     "CrossLayerAnalysis",
     "ErrorBody",
-    "FieldError",
     "FinishedRun",
     "GradientFlow",
     "IntermediateFeatures",
     "LayerStatistic",
     "LayerwiseErrorEnvelope",
+    "LayerwiseValidationError",
     "LayerwisePayload",
     "Metadata",
     "ParameterStatistics",
@@ -42,5 +42,6 @@ __all__ = [
     "ScalarsAccepted",
     "ScalarsResponse",
     "Step",
+    "ValidationErrorItem",
     "WeightStatistics",
 ]

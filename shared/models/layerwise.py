@@ -25,6 +25,8 @@ RunId = Annotated[
 
 # Every number on the wire must be finite: NaN/Infinity are rejected (rule 1 of the contract).
 _FINITE = ConfigDict(allow_inf_nan=False)
+# Standard deviations, norms and magnitudes are never negative; seed 000's reference server refuses a negative one.
+NonNegative = Annotated[float, Field(ge=0)]
 
 
 def is_valid_run_id(run_id: str) -> bool:
@@ -43,31 +45,31 @@ def normalise_layer_id(layer_id: str) -> str:
 
 @with_config(_FINITE)
 class IntermediateFeatures(TypedDict):
-    activation_std: float
+    activation_std: NonNegative
     activation_mean: float
     activation_shape: Annotated[list[Annotated[int, Field(ge=0, le=INT64_MAX)]], Field(min_length=2)]
-    cross_layer_std_ratio: NotRequired[float | None]
+    cross_layer_std_ratio: NotRequired[NonNegative | None]
 
 
 @with_config(_FINITE)
 class GradientFlow(TypedDict):
-    gradient_l2_norm: float
-    gradient_std: float
-    gradient_max_abs: float
+    gradient_l2_norm: NonNegative
+    gradient_std: NonNegative
+    gradient_max_abs: NonNegative
 
 
 @with_config(_FINITE)
 class WeightStatistics(TypedDict):
-    std: float
+    std: NonNegative
     mean: float
-    spectral_norm: float
-    frobenius_norm: float
+    spectral_norm: NonNegative
+    frobenius_norm: NonNegative
 
 
 @with_config(_FINITE)
 class BiasStatistics(TypedDict):
-    std: float
-    mean_abs: float
+    std: NonNegative
+    mean_abs: NonNegative
 
 
 @with_config(_FINITE)
@@ -99,7 +101,8 @@ class Metadata(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False, extra="allow")
     run_id: RunId
-    timestamp: float
+    timestamp: Annotated[float, Field(gt=0)]
+    """Unix seconds; not 0 or less, which seed 000's reference server refuses as well."""
     global_step: Annotated[int, Field(ge=0, le=INT64_MAX)]
     batch_size: Annotated[int, Field(ge=1, le=INT64_MAX)]
     layer_groups: dict[str, list[str]] | None = None
@@ -132,15 +135,16 @@ class LayerwisePayload(BaseModel):
 
     @model_validator(mode="after")
     def _sorted_and_normalised(self) -> LayerwisePayload:
-        previous = -1
+        previous_depth, previous_id = -1, ""
         for index, layer in enumerate(self.layer_statistics):
-            depth = layer["depth_index"]
-            if depth < previous:
+            depth, layer_id = layer["depth_index"], layer["layer_id"]
+            if depth < previous_depth:
                 raise ValueError(
-                    f"layer_statistics[{index}].depth_index: must be sorted by depth_index ({depth} follows {previous})"
+                    f"layer_statistics[{index}].depth_index: layers must be sorted by depth_index, but layer "
+                    f"{layer_id!r} (depth_index {depth}) comes after {previous_id!r} (depth_index {previous_depth})"
                 )
-            previous = depth
-            layer["layer_id"] = normalise_layer_id(layer["layer_id"])
+            previous_depth, previous_id = depth, layer_id
+            layer["layer_id"] = normalise_layer_id(layer_id)
             if "bias" in layer["parameter_statistics"] and layer["parameter_statistics"]["bias"] is None:
                 del layer["parameter_statistics"]["bias"]
         return self

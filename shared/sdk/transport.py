@@ -26,6 +26,7 @@ from typing import Any, Literal
 import httpx
 
 from shared.locations import resolve_token, resolve_url
+from shared.models.errors import describe_error
 from shared.models.runs import RunEnd
 from shared.sdk.ending import end_at_exit
 
@@ -470,9 +471,7 @@ def _reason(response: httpx.Response) -> str:
 
 def _message(response: httpx.Response) -> str:
     try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        return response.text[:200]
-    if isinstance(detail, dict):
-        return str(detail.get("message", detail))
-    return str(detail)[:200]
+        _, message = describe_error(response.json())
+    except ValueError:
+        message = None
+    return message or response.text[:200]
