@@ -4,7 +4,7 @@ PYTHON ?= python3
 PORT ?= 8000
 BIN := $(VENV)/bin
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install run test lint format ts-types bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ lint: install ## ruff check and format check only
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+ts-types: install ## Regenerate the TypeScript client's types (clients/typescript/src/schema.ts) from pivotd's OpenAPI document
+	cd clients/typescript && npm ci --no-audit --no-fund && PIVOTD=$(abspath $(BIN))/pivotd npm run generate
 
 bench: install ## Run the benchmarks (figures go in docs/performance.md)
 	$(BIN)/python bench/ingest.py

@@ -1,0 +1,121 @@
+"""The TypeScript client (clients/typescript): built with tsc and its `node --test` suite run against real daemons
+(seed 002's example included), and its committed generated types checked against the live OpenAPI document.
+
+Both need node 20+ and npm and skip without them (CI installs both, see .ci/run). The package's locked
+node_modules are installed once per package-lock.json into a cache directory; each run builds and tests a fresh
+copy of the sources, so the checkout is left as it was and concurrent runs do not meet.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+PACKAGE = ROOT / "clients" / "typescript"
+SOURCES = ("package.json", "package-lock.json", "tsconfig.json", "tsconfig.test.json", "src", "test", "scripts")
+REGENERATE = "make ts-types  (or: cd clients/typescript && npm ci && npm run generate)"
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _node_and_npm() -> tuple[str, str]:
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are needed to build and test the TypeScript client (apt-get install nodejs npm)")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 20:
+        pytest.skip(f"the TypeScript client needs node 20 or later, found {version}")
+    return node, npm
+
+
+def _installed_modules(npm: str) -> Path:
+    """clients/typescript's node_modules as its package-lock.json pins them, installed once into the cache."""
+    lock = (PACKAGE / "package-lock.json").read_bytes()
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pivot-tests"
+    target = cache / f"ts-client-{hashlib.sha256(lock).hexdigest()[:16]}"
+    if not (target / "node_modules" / ".package-lock.json").is_file():
+        staging = cache / f"{target.name}.{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(PACKAGE / name, staging / name)
+        command = [npm, "ci", "--no-audit", "--no-fund", "--cache", str(cache / "npm")]
+        installed = subprocess.run(command, cwd=staging, capture_output=True, text=True, timeout=300)
+        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
+        try:
+            staging.rename(target)  # atomic: a concurrent run either wins or finds the finished install
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target / "node_modules"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of clients/typescript's sources with the cached node_modules beside them."""
+    _, npm = _node_and_npm()
+    modules = _installed_modules(npm)
+    copy = tmp_path_factory.mktemp("ts-client")
+    for name in SOURCES:
+        source = PACKAGE / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name)
+        else:
+            shutil.copy(source, copy / name)
+    (copy / "node_modules").symlink_to(modules, target_is_directory=True)
+    return copy
+
+
+def _env() -> dict[str, str]:
+    """The daemons the client's tests start are this checkout's pivotd, from this interpreter's environment."""
+    pivotd = Path(sys.executable).parent / "pivotd"
+    assert pivotd.is_file(), f"no pivotd beside {sys.executable}: run `make install`"
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PIVOTD": str(pivotd), "PYTHONPATH": path}
+
+
+def _npm(package: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["npm", *args], cwd=package, env=_env(), capture_output=True, text=True, timeout=400)
+
+
+def test_the_typescript_client_builds_and_passes_its_tests(package: Path) -> None:
+    """`npm run build` (tsc, ESM into dist/) and `npm test`: tsc type-checks the tests against the built package,
+    then node's test runner runs them, each file against its own real pivotd."""
+    built = _npm(package, "run", "build")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (package / "dist" / "index.js").is_file() and (package / "dist" / "index.d.ts").is_file()
+    tested = _npm(package, "test")
+    output = tested.stdout + tested.stderr
+    assert tested.returncode == 0, output
+    counts = dict(re.findall(r"^# (pass|fail) (\d+)$", output, re.MULTILINE))
+    assert counts.get("fail") == "0" and int(counts.get("pass", "0")) >= 9, output
+    for name in ("seed 002's example", "not_found envelope", "unauthorized", "token goes in ?token="):
+        assert re.search(rf"^ok \d+ - .*{re.escape(name)}", output, re.MULTILINE), (name, output)
+
+
+def test_the_committed_types_match_the_live_openapi_document(package: Path, tmp_path: Path) -> None:
+    """src/schema.ts is what `npm run generate` makes from a real daemon's /api/v1/openapi.json now. It fails when a
+    route or model changed without regenerating the types."""
+    generated = tmp_path / "schema.ts"
+    result = subprocess.run(
+        ["node", "scripts/generate.mjs", "--out", str(generated)],
+        cwd=package, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    committed = (PACKAGE / "src" / "schema.ts").read_text()
+    fresh = generated.read_text()
+    if fresh != committed:
+        diff = difflib.unified_diff(
+            committed.splitlines(), fresh.splitlines(), "src/schema.ts (committed)", "generated now", lineterm=""
+        )
+        shown = "\n".join(list(diff)[:60])
+        pytest.fail(f"clients/typescript/src/schema.ts is out of date; regenerate it: {REGENERATE}\n{shown}")
+    assert "export interface paths" in fresh and '"/api/v1/training/sessions": {' in fresh
