@@ -6,12 +6,18 @@ from typing import Any
 
 import orjson
 from fastapi import Response
+from pydantic import BaseModel
 
 from shared.models.errors import LayerwiseErrorEnvelope, LayerwiseValidationError, StructuredErrorEnvelope
 
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers)
+
+
+def model_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A response model, built by the route so that what it sends is what the OpenAPI document declares."""
+    return json_response(model.model_dump(mode="json", by_alias=True), status_code, headers)
 
 
 def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
