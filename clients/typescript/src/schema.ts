@@ -1289,6 +1289,11 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** AttachedMeta */
+        AttachedMeta: {
+            /** Attached */
+            attached: number;
+        };
         /**
          * AuthSession
          * @description A session, never its token: that is only in the Set-Cookie header of the response that opens it.
@@ -1337,12 +1342,124 @@ export interface components {
             /** Run Ids */
             run_ids: string[];
         };
+        /** BestRun */
+        BestRun: {
+            /** Run Id */
+            run_id: string;
+            /** Group */
+            group: string | null;
+            /** Value */
+            value: number;
+        };
         /** BiasStatistics */
         BiasStatistics: {
             /** Std */
             std: number;
             /** Mean Abs */
             mean_abs: number;
+        };
+        /** CheckpointDeleted */
+        CheckpointDeleted: {
+            /** Message */
+            message: string;
+            /** Checkpoint Id */
+            checkpoint_id: string;
+        };
+        /** CheckpointList */
+        CheckpointList: {
+            /** Checkpoints */
+            checkpoints: components["schemas"]["CheckpointPublic"][];
+        };
+        /**
+         * CheckpointPublic
+         * @description One checkpoint, as `GET /api/v1/checkpoints` lists it.
+         */
+        CheckpointPublic: {
+            /** Checkpoint Id */
+            checkpoint_id: string;
+            /**
+             * Session Id
+             * @description The run it belongs to
+             */
+            session_id: string;
+            /** Epoch */
+            epoch: number | null;
+            /**
+             * Metric Name
+             * @description The selection metric, when the checkpoint recorded it
+             */
+            metric_name: string | null;
+            /** Metric Value */
+            metric_value: number | null;
+            /** Metrics */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** File Size Mb */
+            file_size_mb: number;
+            /** Size Bytes */
+            size_bytes: number;
+            /**
+             * File Path
+             * @description Where the file is on the daemon's machine
+             */
+            file_path: string;
+            /** Is Best */
+            is_best: boolean;
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "trainer" | "upload";
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+        };
+        /**
+         * CheckpointUploaded
+         * @description `POST /api/v1/checkpoints`: the file was stored and loads with `torch.load(weights_only=True)`.
+         */
+        CheckpointUploaded: {
+            /** Checkpoint Id */
+            checkpoint_id: string;
+            /** File Size Mb */
+            file_size_mb: number;
+            /** Size Bytes */
+            size_bytes: number;
+            /**
+             * Uploaded At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            uploaded_at: string;
+        };
+        /**
+         * ComparisonReport
+         * @description `POST /api/v1/export/comparison` as JSON.
+         */
+        ComparisonReport: {
+            /**
+             * Template
+             * @constant
+             */
+            template: "publication";
+            /**
+             * Generated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            generated_at: string;
+            /** Metrics */
+            metrics: string[];
+            /** Rows */
+            rows: components["schemas"]["GroupSummaryPublic"][];
+            /**
+             * Welch Tests
+             * @description Per metric that exactly two rows report
+             */
+            welch_tests: {
+                [key: string]: components["schemas"]["WelchTest"];
+            };
         };
         /** CrossLayerAnalysis */
         CrossLayerAnalysis: {
@@ -1353,6 +1470,61 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** Data[ExperimentDetail] */
+        Data_ExperimentDetail_: {
+            data: components["schemas"]["ExperimentDetail"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ExperimentPublic] */
+        Data_ExperimentPublic_: {
+            data: components["schemas"]["ExperimentPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[StatisticalResult] */
+        Data_StatisticalResult_: {
+            data: components["schemas"]["StatisticalResult"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** DigitSample */
+        DigitSample: {
+            /** Index */
+            index: number;
+            /** Label */
+            label: number;
+            /**
+             * Pixels
+             * @description 784 values in [0, 1], row by row, as training scales them
+             */
+            pixels: number[];
+        };
+        /**
+         * DigitSamples
+         * @description `GET /api/v1/datasets/digits/samples`.
+         */
+        DigitSamples: {
+            /**
+             * Dataset
+             * @default digits
+             * @constant
+             */
+            dataset?: "digits";
+            /**
+             * Size
+             * @description Images in the dataset
+             */
+            size: number;
+            /** Samples */
+            samples: components["schemas"]["DigitSample"][];
+        };
         /** ErrorBody */
         ErrorBody: {
             /** Code */
@@ -1361,6 +1533,271 @@ export interface components {
             message: string;
             /** Details */
             details?: unknown;
+        };
+        /**
+         * ExperimentDetail
+         * @description `GET /api/v1/experiments/{id}`, and the answer of its actions.
+         */
+        ExperimentDetail: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Description */
+            description: string | null;
+            status: components["schemas"]["ExperimentStatus"];
+            /** Tags */
+            tags: string[];
+            /** Total Runs */
+            total_runs: number;
+            /**
+             * Started At
+             * @description When `start` ran, else its first run's start
+             */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description Its last run's end (or the cancel), once final
+             */
+            completed_at: string | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            updated_at: string;
+            /**
+             * Config
+             * @description Stored and returned as given; `type: sweep` makes it startable
+             */
+            config: {
+                [key: string]: unknown;
+            };
+            /**
+             * Runs
+             * @description The first 100, oldest first
+             */
+            runs: components["schemas"]["ExperimentRunRef"][];
+            results_summary: components["schemas"]["ResultsSummary"];
+            /**
+             * Progress
+             * @description Runs finished over all runs; 0 with none
+             */
+            progress: number;
+            /**
+             * Epoch Progress
+             * @description Epochs done over those its managed runs declare
+             */
+            epoch_progress: number | null;
+            /**
+             * Eta Seconds
+             * @description Time left at the pace so far; 0 once final
+             */
+            eta_seconds: number | null;
+        };
+        /**
+         * ExperimentExport
+         * @description `POST /api/v1/experiments/{id}/export` as JSON: the parts asked for in `include`, the others absent.
+         */
+        ExperimentExport: {
+            experiment: components["schemas"]["ExperimentFacts"];
+            /** Include */
+            include: ("config" | "results" | "runs" | "telemetry")[];
+            /**
+             * Exported At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            exported_at: string;
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            } | null;
+            results?: components["schemas"]["ExportResults"] | null;
+            /** Runs */
+            runs?: components["schemas"]["ExperimentRun"][] | null;
+            /**
+             * Telemetry
+             * @description The experiment's telemetry events
+             */
+            telemetry?: {
+                [key: string]: unknown;
+            }[] | null;
+            /**
+             * Telemetry Truncated
+             * @description Present (true) when events were left out
+             */
+            telemetry_truncated?: boolean | null;
+        };
+        /**
+         * ExperimentFacts
+         * @description An experiment without its config (as an export's `experiment` shows it).
+         */
+        ExperimentFacts: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Description */
+            description: string | null;
+            status: components["schemas"]["ExperimentStatus"];
+            /** Tags */
+            tags: string[];
+            /** Total Runs */
+            total_runs: number;
+            /**
+             * Started At
+             * @description When `start` ran, else its first run's start
+             */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description Its last run's end (or the cancel), once final
+             */
+            completed_at: string | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            updated_at: string;
+        };
+        /**
+         * ExperimentPublic
+         * @description One experiment, as lists and writes answer it.
+         */
+        ExperimentPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Description */
+            description: string | null;
+            status: components["schemas"]["ExperimentStatus"];
+            /** Tags */
+            tags: string[];
+            /** Total Runs */
+            total_runs: number;
+            /**
+             * Started At
+             * @description When `start` ran, else its first run's start
+             */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description Its last run's end (or the cancel), once final
+             */
+            completed_at: string | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            updated_at: string;
+            /**
+             * Config
+             * @description Stored and returned as given; `type: sweep` makes it startable
+             */
+            config: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * ExperimentRun
+         * @description A run of an experiment, as its runs list and its export show it.
+         */
+        ExperimentRun: {
+            /** Id */
+            id: string;
+            /** Experiment Id */
+            experiment_id: string;
+            /** Group */
+            group: string | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "external" | "managed";
+            status: components["schemas"]["ExperimentRunStatus"];
+            /** @description The run's own state, as the runs routes show it */
+            state: components["schemas"]["RunState"];
+            /** Progress */
+            progress: number | null;
+            /** Hyperparameters */
+            hyperparameters: {
+                [key: string]: unknown;
+            };
+            /** Metadata */
+            metadata: {
+                [key: string]: unknown;
+            };
+            /**
+             * Metrics
+             * @description Last value of each scalar
+             */
+            metrics: {
+                [key: string]: number;
+            };
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /** Finished At */
+            finished_at: string | null;
+        };
+        /**
+         * ExperimentRunRef
+         * @description One of the runs an experiment's detail lists.
+         */
+        ExperimentRunRef: {
+            /** Id */
+            id: string;
+            status: components["schemas"]["ExperimentRunStatus"];
+            /** @description The run's own state, as the runs routes show it */
+            state: components["schemas"]["RunState"];
+            /** Progress */
+            progress: number | null;
+            /** Group */
+            group: string | null;
+        };
+        /**
+         * ExperimentRunStatus
+         * @description A run as the experiments routes show it: `status` of their run views, `runs_by_status`, their filters.
+         * @enum {string}
+         */
+        ExperimentRunStatus: "pending" | "running" | "completed" | "failed" | "cancelled";
+        /**
+         * ExperimentStatus
+         * @description An experiment's status: never stored, derived from its runs and its lifecycle (docs/api.md).
+         * @enum {string}
+         */
+        ExperimentStatus: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+        /** ExportResults */
+        ExportResults: {
+            results_summary: components["schemas"]["ResultsSummary"];
+            /** Progress */
+            progress: number;
+            /** Groups */
+            groups: components["schemas"]["GroupSummaryPublic"][];
+            /**
+             * Statistical Results
+             * @description The newest 100
+             */
+            statistical_results: components["schemas"]["StatisticalResult"][];
         };
         /**
          * FinishedRun
@@ -1407,6 +1844,49 @@ export interface components {
             /** Gradient Max Abs */
             gradient_max_abs: number;
         };
+        /** GroupStats */
+        GroupStats: {
+            /** Label */
+            label: string;
+            /** N */
+            n: number;
+            /** Mean */
+            mean: number;
+            /**
+             * Std
+             * @description Sample standard deviation (n - 1)
+             */
+            std: number;
+        };
+        /**
+         * GroupSummaryPublic
+         * @description One group's figures for one metric, over its runs that count (completed, or external still running).
+         */
+        GroupSummaryPublic: {
+            /** Experiment Id */
+            experiment_id: string;
+            /** Experiment Name */
+            experiment_name: string;
+            /** Group */
+            group: string;
+            /** Metric */
+            metric: string;
+            /** N */
+            n: number;
+            /** Mean */
+            mean: number | null;
+            /** Std */
+            std: number | null;
+            /**
+             * Ci95
+             * @description 95% t interval of the mean; null below 2 values
+             */
+            ci95: number[] | null;
+            /** Best */
+            best: number | null;
+            /** Run Ids */
+            run_ids: string[];
+        };
         /** HTTPValidationError */
         HTTPValidationError: {
             /** Detail */
@@ -1431,6 +1911,33 @@ export interface components {
             activation_shape: number[];
             /** Cross Layer Std Ratio */
             cross_layer_std_ratio?: number | null;
+        };
+        /** Interpretation */
+        Interpretation: {
+            /** Significant */
+            significant: boolean;
+            /**
+             * Magnitude
+             * @enum {string}
+             */
+            magnitude: "negligible" | "small" | "medium" | "large";
+            /**
+             * Summary
+             * @description One plain-language sentence
+             */
+            summary: string;
+            /**
+             * Significance
+             * @enum {string}
+             */
+            significance: "significant" | "not_significant";
+            /**
+             * Effect Magnitude
+             * @enum {string}
+             */
+            effect_magnitude: "negligible" | "small" | "medium" | "large";
+            /** Practical Significance */
+            practical_significance: string;
         };
         /** LayerStatistic */
         LayerStatistic: {
@@ -1473,10 +1980,141 @@ export interface components {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
         };
+        /**
+         * LogLevel
+         * @description In increasing severity: `level=warning` asks for warnings and worse.
+         * @enum {string}
+         */
+        LogLevel: "debug" | "info" | "warning" | "error" | "critical";
+        /**
+         * PageMeta
+         * @description Where a page sits: `page` is null when the request paged by `cursor`.
+         */
+        PageMeta: {
+            /** Total */
+            total: number;
+            /** Page */
+            page?: number | null;
+            /** Per Page */
+            per_page: number;
+            /**
+             * Count
+             * @description Rows on this page
+             */
+            count: number;
+            /** Has More */
+            has_more: boolean;
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[ExperimentPublic] */
+        Page_ExperimentPublic_: {
+            /** Data */
+            data: components["schemas"]["ExperimentPublic"][];
+            meta: components["schemas"]["PageMeta"];
+        };
+        /** Page[ExperimentRun] */
+        Page_ExperimentRun_: {
+            /** Data */
+            data: components["schemas"]["ExperimentRun"][];
+            meta: components["schemas"]["PageMeta"];
+        };
+        /** Page[StatisticalResult] */
+        Page_StatisticalResult_: {
+            /** Data */
+            data: components["schemas"]["StatisticalResult"][];
+            meta: components["schemas"]["PageMeta"];
+        };
         /** ParameterStatistics */
         ParameterStatistics: {
             weight: components["schemas"]["WeightStatistics"];
             bias?: components["schemas"]["BiasStatistics"] | null;
+        };
+        /**
+         * ResultsSummary
+         * @description Counts over all the experiment's runs, and (when it is judged by a metric) the best run so far.
+         *
+         *     Besides these fields, `best_<metric>` (e.g. `best_val_accuracy`) repeats `best_run.value`. Without a metric,
+         *     `metric` and `best_run` are left out; with one, `best_run` is null until a run has a value.
+         */
+        ResultsSummary: {
+            /** Total Runs */
+            total_runs: number;
+            /** Runs By Status */
+            runs_by_status: {
+                [key: string]: number;
+            };
+            /**
+             * Runs By State
+             * @description The same runs counted by their own state
+             */
+            runs_by_state: {
+                [key: string]: number;
+            };
+            /** Metric */
+            metric?: string | null;
+            best_run?: components["schemas"]["BestRun"] | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * RunCheckpoint
+         * @description One of a run's checkpoints (`GET /api/v1/runs/{id}/checkpoints`).
+         *
+         *     Besides these fields, each recorded metric appears under its own name (`"val_accuracy": 0.88`); a metric
+         *     named like one of these fields is only in `metrics`.
+         */
+        RunCheckpoint: {
+            /** Id */
+            id: string;
+            /** Epoch */
+            epoch: number | null;
+            /**
+             * Path
+             * @description Where the file is on the daemon's machine
+             */
+            path: string;
+            /** Checkpoint Id */
+            checkpoint_id: string;
+            /** Run Id */
+            run_id: string;
+            /** Metric Name */
+            metric_name: string | null;
+            /** Metric Value */
+            metric_value: number | null;
+            /** Metrics */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** Size Bytes */
+            size_bytes: number;
+            /** Is Best */
+            is_best: boolean;
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "trainer" | "upload";
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** RunCheckpoints */
+        RunCheckpoints: {
+            /** Data */
+            data: components["schemas"]["RunCheckpoint"][];
+            meta: components["schemas"]["RunCheckpointsMeta"];
+        };
+        /** RunCheckpointsMeta */
+        RunCheckpointsMeta: {
+            /** Run Id */
+            run_id: string;
+            /** Total */
+            total: number;
         };
         /**
          * RunDetail
@@ -1540,6 +2178,33 @@ export interface components {
             /** Message */
             message: string;
         };
+        /** RunLogLine */
+        RunLogLine: {
+            /**
+             * Timestamp
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            timestamp: string;
+            level: components["schemas"]["LogLevel"];
+            /** Message */
+            message: string;
+        };
+        /** RunLogs */
+        RunLogs: {
+            /**
+             * Data
+             * @description Oldest first
+             */
+            data: components["schemas"]["RunLogLine"][];
+            meta: components["schemas"]["RunLogsMeta"];
+        };
+        /** RunLogsMeta */
+        RunLogsMeta: {
+            /** Run Id */
+            run_id: string;
+            /** Count */
+            count: number;
+        };
         /**
          * RunState
          * @description A run's state, one vocabulary for every route and message that shows it in pivotd's own words.
@@ -1580,6 +2245,15 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /**
+         * RunsAttached
+         * @description `POST /api/v1/experiments/{id}/runs`: the runs as they now stand, in the order given.
+         */
+        RunsAttached: {
+            /** Data */
+            data: components["schemas"]["ExperimentRun"][];
+            meta: components["schemas"]["AttachedMeta"];
+        };
         /** ScalarSeries */
         ScalarSeries: {
             /** Steps */
@@ -1616,6 +2290,114 @@ export interface components {
             downsampled?: boolean;
         };
         /**
+         * StatisticalResult
+         * @description A stored statistical test over an experiment's runs (docs/api.md, statistical results).
+         */
+        StatisticalResult: {
+            /** Id */
+            id: string;
+            /** Experiment Id */
+            experiment_id: string;
+            /**
+             * Test Type
+             * @description As asked, alias included
+             */
+            test_type: string;
+            /**
+             * Test
+             * @description The test that ran
+             * @enum {string}
+             */
+            test: "t_test" | "paired_t_test" | "mann_whitney" | "anova";
+            /** Metric */
+            metric: string;
+            /**
+             * Aggregate
+             * @enum {string}
+             */
+            aggregate: "last" | "best" | "mean";
+            /** Groups */
+            groups: string[];
+            /** Values */
+            values: {
+                [key: string]: number[];
+            };
+            /** Statistic */
+            statistic: number;
+            /** P Value */
+            p_value: number;
+            /**
+             * Degrees Of Freedom
+             * @description ANOVA: [between, within]
+             */
+            degrees_of_freedom: number | number[] | null;
+            /** Effect Size */
+            effect_size: number;
+            /**
+             * Effect Size Type
+             * @description `hedges_g`, or `eta_squared` for ANOVA
+             */
+            effect_size_type: string;
+            /** Effect Sizes */
+            effect_sizes: {
+                [key: string]: number;
+            };
+            /**
+             * Confidence Interval
+             * @description Of the difference of means, first minus second; a one-sided test's open end is null
+             */
+            confidence_interval: (number | null)[] | null;
+            /** Confidence Level */
+            confidence_level: number;
+            /** Alpha */
+            alpha: number;
+            /**
+             * Alternative
+             * @enum {string}
+             */
+            alternative: "two_sided" | "less" | "greater";
+            /** Sample Sizes */
+            sample_sizes: number[];
+            /** Means */
+            means: number[];
+            /** Std Devs */
+            std_devs: number[];
+            /** Group Stats */
+            group_stats: components["schemas"]["GroupStats"][];
+            /** @description ANOVA only */
+            sum_of_squares?: components["schemas"]["SumOfSquares"] | null;
+            interpretation: components["schemas"]["Interpretation"];
+            /**
+             * Runs
+             * @description The runs whose values entered, by group
+             */
+            runs: {
+                [key: string]: string[];
+            };
+            /**
+             * Note
+             * @description Why runs were left out, when some were
+             */
+            note?: string | null;
+            /**
+             * Excluded Runs
+             * @description Runs left out, by group
+             */
+            excluded_runs?: {
+                [key: string]: string[];
+            };
+            /**
+             * Pairing
+             * @description Paired tests only
+             */
+            pairing?: ("seed" | "order") | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+        };
+        /**
          * Step
          * @description A stored step as `GET /api/v1/runs/{id}`, `/latest` and the `new_metrics` message return it.
          */
@@ -1640,6 +2422,15 @@ export interface components {
          */
         StructuredErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
+        };
+        /** SumOfSquares */
+        SumOfSquares: {
+            /** Between */
+            between: number;
+            /** Within */
+            within: number;
+            /** Total */
+            total: number;
         };
         /** ValidationError */
         ValidationError: {
@@ -1694,6 +2485,39 @@ export interface components {
             spectral_norm: number;
             /** Frobenius Norm */
             frobenius_norm: number;
+        };
+        /**
+         * WelchTest
+         * @description Welch's test between the two rows of one metric; `error` instead of figures when the data cannot support
+         *     it.
+         */
+        WelchTest: {
+            /**
+             * Test
+             * @default welch_t_test
+             * @constant
+             */
+            test?: "welch_t_test";
+            /** Metric */
+            metric: string;
+            /** Groups */
+            groups: string[];
+            /** Error */
+            error?: string | null;
+            /** Statistic */
+            statistic?: number | null;
+            /** Degrees Of Freedom */
+            degrees_of_freedom?: number | null;
+            /** P Value */
+            p_value?: number | null;
+            /** Effect Size */
+            effect_size?: number | null;
+            /** Effect Size Type */
+            effect_size_type?: string | null;
+            /** Confidence Interval */
+            confidence_interval?: (number | null)[] | null;
+            /** Significant */
+            significant?: boolean | null;
         };
         /**
          * Scope
@@ -1865,8 +2689,49 @@ export interface components {
              */
             name?: string | null;
         };
-        /** ExperimentExport */
-        ExperimentExport: {
+        /** TestOptions */
+        TestOptions: {
+            /**
+             * Alpha
+             * @default 0.05
+             */
+            alpha?: number;
+            /**
+             * Alternative
+             * @default two_sided
+             * @enum {string}
+             */
+            alternative?: "two_sided" | "less" | "greater";
+            /**
+             * Aggregate
+             * @default last
+             * @enum {string}
+             */
+            aggregate?: "last" | "best" | "mean";
+        };
+        /** TestSpec */
+        TestSpec: {
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /** Test Type */
+            test_type: string;
+            /** Groups */
+            groups: string[] | {
+                [key: string]: string[];
+            };
+            /** Metric */
+            metric: string;
+            options?: components["schemas"]["TestOptions"];
+        };
+        /** TestBody */
+        StatisticalTest: {
+            test: components["schemas"]["TestSpec"];
+        };
+        /** ExperimentExportBody */
+        ExperimentExportRequest: {
             /**
              * Format
              * @default json
@@ -2086,47 +2951,6 @@ export interface components {
             session_name?: string | null;
             /** Tags */
             tags?: string[];
-        };
-        /** TestOptions */
-        TestOptions: {
-            /**
-             * Alpha
-             * @default 0.05
-             */
-            alpha?: number;
-            /**
-             * Alternative
-             * @default two_sided
-             * @enum {string}
-             */
-            alternative?: "two_sided" | "less" | "greater";
-            /**
-             * Aggregate
-             * @default last
-             * @enum {string}
-             */
-            aggregate?: "last" | "best" | "mean";
-        };
-        /** TestSpec */
-        TestSpec: {
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /** Test Type */
-            test_type: string;
-            /** Groups */
-            groups: string[] | {
-                [key: string]: string[];
-            };
-            /** Metric */
-            metric: string;
-            options?: components["schemas"]["TestOptions"];
-        };
-        /** TestBody */
-        StatisticalTest: {
-            test: components["schemas"]["TestSpec"];
         };
         /**
          * RunEnd
@@ -4827,16 +5651,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CheckpointList"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4856,7 +5707,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CheckpointUploaded"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Shutting down, or checking the file needs torch */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4872,22 +5804,60 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The checkpoint file */
             200: {
+                headers: {
+                    /** @description attachment; filename="<checkpoint_id>.pth" */
+                    "Content-Disposition"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4909,16 +5879,70 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CheckpointDeleted"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4926,7 +5950,8 @@ export interface operations {
     run_logs_api_v1_runs__run_id__logs_get: {
         parameters: {
             query?: {
-                level?: string | null;
+                /** @description This level and worse */
+                level?: components["schemas"]["LogLevel"] | null;
                 /** @description ISO 8601 datetime or Unix seconds; lines after it */
                 since?: string | null;
                 tail?: number;
@@ -4946,11 +5971,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RunLogs"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4969,6 +6003,15 @@ export interface operations {
             };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4996,11 +6039,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RunCheckpoints"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5017,13 +6069,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5041,17 +6102,28 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The checkpoint file */
             200: {
                 headers: {
+                    /** @description attachment; filename="<checkpoint_id>.pth" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/octet-stream": string;
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5068,13 +6140,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5097,16 +6178,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DigitSamples"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5114,13 +6222,17 @@ export interface operations {
     list_experiments_api_v1_experiments_get: {
         parameters: {
             query?: {
-                "filter[status]"?: string | null;
+                "filter[status]"?: components["schemas"]["ExperimentStatus"] | null;
                 "filter[name]"?: string | null;
+                /** @description ISO 8601; without an offset, UTC */
                 "filter[created_after]"?: string | null;
+                /** @description ISO 8601; without an offset, UTC */
                 "filter[created_before]"?: string | null;
-                sort?: string;
+                sort?: "name" | "-name" | "created_at" | "-created_at" | "updated_at" | "-updated_at" | "status" | "-status";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -5135,7 +6247,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ExperimentPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5147,8 +6259,26 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5178,7 +6308,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5192,6 +6322,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5226,6 +6365,33 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_experiment_api_v1_experiments__experiment_id__get: {
@@ -5245,11 +6411,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5266,13 +6441,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5304,6 +6488,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5313,13 +6506,40 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5346,7 +6566,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5360,6 +6580,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5403,17 +6632,46 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_runs_api_v1_experiments__experiment_id__runs_get: {
         parameters: {
             query?: {
-                "filter[status]"?: string | null;
+                "filter[status]"?: components["schemas"]["ExperimentRunStatus"] | null;
                 "filter[group]"?: string | null;
                 /** @description The one order: oldest first */
                 sort?: "created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -5430,11 +6688,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ExperimentRun_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5453,6 +6720,15 @@ export interface operations {
             };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5484,7 +6760,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RunsAttached"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5498,6 +6774,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5534,6 +6819,33 @@ export interface operations {
             };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5560,11 +6872,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5599,6 +6920,33 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     pause_experiment_api_v1_experiments__experiment_id__pause_post: {
@@ -5618,11 +6966,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5648,13 +7005,40 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5676,11 +7060,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5706,13 +7099,40 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5734,11 +7154,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5764,13 +7193,40 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5797,7 +7253,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5811,6 +7267,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5854,6 +7319,33 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_results_api_v1_statistical_results_get: {
@@ -5863,8 +7355,10 @@ export interface operations {
                 "filter[test_type]"?: string | null;
                 /** @description The one order: newest first */
                 sort?: "-created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -5879,7 +7373,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_StatisticalResult_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5891,8 +7385,26 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5922,7 +7434,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_StatisticalResult_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5936,6 +7448,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5988,6 +7509,33 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_experiment_results_api_v1_experiments__experiment_id__statistical_results_get: {
@@ -5996,8 +7544,10 @@ export interface operations {
                 "filter[test_type]"?: string | null;
                 /** @description The one order: newest first */
                 sort?: "-created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -6014,11 +7564,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_StatisticalResult_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6037,6 +7596,15 @@ export interface operations {
             };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6068,7 +7636,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_StatisticalResult_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -6082,6 +7650,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6134,6 +7711,33 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_result_api_v1_statistical_results__result_id__get: {
@@ -6153,11 +7757,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_StatisticalResult_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6174,13 +7787,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -6197,17 +7819,20 @@ export interface operations {
         /** @description `{"format": "json"|"csv", "include": ["config", "results", ...]}` */
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["ExperimentExport"];
+                "application/json": components["schemas"]["ExperimentExportRequest"];
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description JSON (ExperimentExport) or CSV */
             200: {
                 headers: {
+                    /** @description attachment; filename="<experiment_id>.json|csv" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ExperimentExport"];
+                    "text/csv": string;
                 };
             };
             /** @description Body is not valid JSON */
@@ -6221,6 +7846,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6257,6 +7891,15 @@ export interface operations {
             };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6280,13 +7923,17 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description JSON (ComparisonReport), CSV or LaTeX */
             200: {
                 headers: {
+                    /** @description attachment; filename="comparison-<ids>.json|csv|tex" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ComparisonReport"];
+                    "text/csv": string;
+                    "application/x-tex": string;
                 };
             };
             /** @description Body is not valid JSON */
@@ -6300,6 +7947,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6336,6 +7992,15 @@ export interface operations {
             };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
