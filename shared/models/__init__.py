@@ -1,6 +1,18 @@
 """Pydantic wire models: the single source of truth for every payload pivotd accepts or returns."""
 
+from shared.models.checkpoints import CheckpointPublic, RunCheckpoint
+from shared.models.datasets import DigitSamples
 from shared.models.errors import ErrorBody, LayerwiseErrorEnvelope, LayerwiseValidationError, ValidationErrorItem
+from shared.models.experiments import (
+    ComparisonReport,
+    ExperimentDetail,
+    ExperimentExport,
+    ExperimentPublic,
+    ExperimentRun,
+    ExperimentRunStatus,
+    ExperimentStatus,
+    StatisticalResult,
+)
 from shared.models.layerwise import (
     BiasStatistics,
     CrossLayerAnalysis,
@@ -13,6 +25,7 @@ from shared.models.layerwise import (
     Step,
     WeightStatistics,
 )
+from shared.models.logs import LogLevel, RunLogLine
 from shared.models.runs import Accepted, BatchAccepted, FinishedRun, RunDetail, RunEnd, RunEvent, RunState, RunSummary
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarSeries, ScalarsResponse
 
@@ -20,8 +33,17 @@ __all__ = [
     "Accepted",
     "BatchAccepted",
     "BiasStatistics",
+    "CheckpointPublic",
+    "ComparisonReport",
     "CrossLayerAnalysis",
+    "DigitSamples",
     "ErrorBody",
+    "ExperimentDetail",
+    "ExperimentExport",
+    "ExperimentPublic",
+    "ExperimentRun",
+    "ExperimentRunStatus",
+    "ExperimentStatus",
     "FinishedRun",
     "GradientFlow",
     "IntermediateFeatures",
@@ -29,11 +51,14 @@ __all__ = [
     "LayerwiseErrorEnvelope",
     "LayerwiseValidationError",
     "LayerwisePayload",
+    "LogLevel",
     "Metadata",
     "ParameterStatistics",
+    "RunCheckpoint",
     "RunDetail",
     "RunEnd",
     "RunEvent",
+    "RunLogLine",
     "RunState",
     "RunSummary",
     "ScalarBatch",
@@ -41,6 +66,7 @@ __all__ = [
     "ScalarSeries",
     "ScalarsAccepted",
     "ScalarsResponse",
+    "StatisticalResult",
     "Step",
     "ValidationErrorItem",
     "WeightStatistics",
