@@ -15,9 +15,15 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers)
 
 
-def model_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A response model, built by the route so that what it sends is what the OpenAPI document declares."""
-    return json_response(model.model_dump(mode="json", by_alias=True), status_code, headers)
+def model_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None, *, exclude_unset: bool = False
+) -> Response:
+    """A response model, built by the route so that what it sends is what the OpenAPI document declares.
+    `exclude_unset`: for a model validated from a view whose optional keys are absent rather than null, so that
+    they stay absent on the wire."""
+    return json_response(
+        model.model_dump(mode="json", by_alias=True, exclude_unset=exclude_unset), status_code, headers
+    )
 
 
 def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
