@@ -31,21 +31,23 @@ def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, st
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
+ERROR_DESCRIPTIONS = {
+    400: "Body is not valid JSON",
+    401: "Missing or invalid bearer token or API key",
+    403: "The API key lacks the scope this route needs",
+    404: "Not found",
+    409: "Conflict with the resource's state",
+    413: "Body larger than max_body_bytes",
+    415: "Content-Type is not application/json",
+    422: "Validation failed; the message names each offending field",
+    429: "Rate limit exceeded; see Retry-After and X-RateLimit-*",
+    503: "The store is shutting down",
+    507: "The disk holding the database is full; nothing was stored",
+}
+
+
 def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {
-        400: "Body is not valid JSON",
-        401: "Missing or invalid bearer token or API key",
-        403: "The API key lacks the scope this route needs",
-        404: "Not found",
-        409: "Conflict with the resource's state",
-        413: "Body larger than max_body_bytes",
-        415: "Content-Type is not application/json",
-        422: "Validation failed; the message names each offending field",
-        429: "Rate limit exceeded; see Retry-After and X-RateLimit-*",
-        503: "The store is shutting down",
-        507: "The disk holding the database is full; nothing was stored",
-    }
-    return {code: {"model": envelope, "description": descriptions[code]} for code in codes}
+    return {code: {"model": envelope, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def layerwise_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
