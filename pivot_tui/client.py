@@ -23,6 +23,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from shared.client import AsyncPivotClient, PivotAPIError
 from shared.models import RunSummary, ScalarsResponse
+from shared.models.alerts import (
+    AlertList,
+    AlertPublic,
+    AlertRuleList,
+    AlertRulePublic,
+    AlertStatus,
+    NotificationList,
+    NotificationPublic,
+)
 from shared.models.errors import describe_error
 
 log = logging.getLogger(__name__)
@@ -128,6 +137,25 @@ class DaemonClient:
     async def experiment_action(self, experiment_id: str, action: str) -> dict[str, Any]:
         """`start`, `pause`, `resume` or `cancel`; PivotAPIError (409 with the reason) when not allowed."""
         return dict((await self.post_json(f"/api/v1/experiments/{experiment_id}/{action}", {}))["data"])
+
+    # Alerts and notifications (seed 002), parsed into their models.
+
+    async def alerts(self, status: AlertStatus | None = None) -> list[AlertPublic]:
+        params = None if status is None else {"status": str(status)}
+        return AlertList.model_validate(await self.get_json("/api/v1/alerts", params=params)).alerts
+
+    async def alert_rules(self) -> list[AlertRulePublic]:
+        return AlertRuleList.model_validate(await self.get_json("/api/v1/alerts/rules")).rules
+
+    async def notifications(self, limit: int = 50) -> list[NotificationPublic]:
+        body = await self.get_json("/api/v1/notifications", params={"limit": limit})
+        return NotificationList.model_validate(body).notifications
+
+    async def acknowledge_alert(self, alert_id: str, by: str | None, notes: str | None) -> None:
+        await self.post_json(f"/api/v1/alerts/{alert_id}/acknowledge", {"acknowledged_by": by, "notes": notes})
+
+    async def mark_notification_read(self, notification_id: str) -> None:
+        await self.post_json(f"/api/v1/notifications/{notification_id}/read", {})
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature), Unreachable

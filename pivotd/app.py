@@ -188,9 +188,25 @@ async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> No
     write_private(marker, str(os.getpid()))
 
 
-def _render(request: Request, error: PivotError) -> Response:
+def _render(request: Request, error: PivotError, headers: dict[str, str] | None = None) -> Response:
     status, body = render_error(error, family_for_path(request.url.path))
-    return json_response(body, status_code=status)
+    return json_response(body, status_code=status, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path supports, over every route whose path matches (Starlette's own 405 names only
+    the first such route's, and one path is often several routes: GET and POST of a collection). FastAPI keeps an
+    included router's routes behind a wrapper (`original_router`); they carry their full path."""
+    methods: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending.extend(included.routes)
+        elif getattr(route, "methods", None) and route.path_regex.match(request.scope["path"]):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -209,10 +225,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: PivotError = NotFound(f"no route for {request.method} {request.url.path}")
         elif exc.status_code == 405:
-            error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+            allowed = allowed_methods(request)
+            error = MethodNotAllowed(
+                f"method {request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+            )
+            return _render(request, error, {"Allow": ", ".join(allowed)})
         else:
             error = HttpError(exc.status_code, str(exc.detail))
-        return _render(request, error)
+        return _render(request, error, exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -16,6 +16,19 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from shared.locations import resolve_token, resolve_url
+from shared.models.alerts import (
+    AlertList,
+    AlertPublic,
+    AlertRuleList,
+    AlertRulePublic,
+    AlertSeverity,
+    AlertStatus,
+    NotificationList,
+    NotificationPublic,
+    NotificationRead,
+)
+from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic
+from shared.models.envelopes import Data
 from shared.models.errors import describe_error
 from shared.models.layerwise import LayerwisePayload, Step
 from shared.models.runs import (
@@ -31,6 +44,7 @@ from shared.models.runs import (
 from shared.models.scalars import ScalarPoint, ScalarsAccepted, ScalarsResponse
 
 _RUNS = TypeAdapter(dict[str, RunSummary])
+_KEY_CREATED = TypeAdapter(Data[ApiKeyCreated])
 Payload = LayerwisePayload | Mapping[str, Any]
 
 
@@ -449,14 +463,14 @@ class PivotClient(_Base):
 
     # -- API keys (admin) --------------------------------------------------------------------------------------
 
-    def create_api_key(self, name: str, scopes: Sequence[str] = ("read",)) -> dict[str, Any]:
+    def create_api_key(self, name: str, scopes: Sequence[str] = ("read",)) -> ApiKeyCreated:
         """A new key; `key` in the result is the secret, shown this once and never again."""
-        result: dict[str, Any] = self._json("POST", "/api/v1/api-keys", {"api_key": {"name": name, "scopes": scopes}})
-        return dict(result["data"])
+        body = json.dumps({"api_key": {"name": name, "scopes": list(scopes)}}).encode()
+        return _KEY_CREATED.validate_json(self._call("POST", "/api/v1/api-keys", content=body).content).data
 
-    def api_keys(self) -> list[dict[str, Any]]:
+    def api_keys(self) -> list[ApiKeyPublic]:
         """Every key (revoked ones too), without the secrets."""
-        return list(self._json("GET", "/api/v1/api-keys")["data"])
+        return ApiKeyList.model_validate_json(self._call("GET", "/api/v1/api-keys").content).data
 
     def revoke_api_key(self, key_id: str) -> None:
         self._call("DELETE", f"/api/v1/api-keys/{_segment(key_id)}")
@@ -552,3 +566,37 @@ class AsyncPivotClient(_Base):
     async def run(self, run_id: str) -> dict[str, Any]:
         result: dict[str, Any] = (await self._call("GET", f"/api/runs/{_segment(run_id)}")).json()
         return result
+
+    # -- alerts and notifications (seed 002) -------------------------------------------------------------------
+
+    async def alerts(
+        self, status: AlertStatus | None = None, severity: AlertSeverity | None = None, limit: int = 100
+    ) -> list[AlertPublic]:
+        """Alerts, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = str(status)
+        if severity is not None:
+            params["severity"] = str(severity)
+        return AlertList.model_validate_json((await self._call("GET", "/api/v1/alerts", params=params)).content).alerts
+
+    async def alert_rules(self) -> list[AlertRulePublic]:
+        return AlertRuleList.model_validate_json((await self._call("GET", "/api/v1/alerts/rules")).content).rules
+
+    async def acknowledge_alert(self, alert_id: str, by: str | None = None, notes: str | None = None) -> AlertPublic:
+        """Acknowledge an active alert; PivotAPIError 409 when it is not active."""
+        body = json.dumps({"acknowledged_by": by, "notes": notes}).encode()
+        response = await self._call("POST", f"/api/v1/alerts/{_segment(alert_id)}/acknowledge", content=body)
+        return AlertPublic.model_validate_json(response.content)
+
+    async def notifications(self, limit: int = 100, unread: bool | None = None) -> list[NotificationPublic]:
+        """Notifications, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if unread is not None:
+            params["unread"] = str(unread).lower()
+        response = await self._call("GET", "/api/v1/notifications", params=params)
+        return NotificationList.model_validate_json(response.content).notifications
+
+    async def mark_notification_read(self, notification_id: str) -> NotificationRead:
+        response = await self._call("POST", f"/api/v1/notifications/{_segment(notification_id)}/read")
+        return NotificationRead.model_validate_json(response.content)

@@ -119,20 +119,20 @@ def cmd_params(client: PivotClient, args: argparse.Namespace) -> int:
 def cmd_keys_create(client: PivotClient, args: argparse.Namespace) -> int:
     key = client.create_api_key(args.name, args.scope or ["read"])
     if not args.json:
-        print(f"created {key['id']} ({key['name']}, scopes {','.join(key['scopes'])}); "
+        print(f"created {key.id} ({key.name}, scopes {','.join(key.scopes)}); "
               "the key is shown only this once:", file=sys.stderr)  # fmt: skip
-    _print(args, key, key["key"])
+    _print(args, key.model_dump(mode="json"), key.key)
     return EXIT_OK
 
 
 def cmd_keys_list(client: PivotClient, args: argparse.Namespace) -> int:
     keys = client.api_keys()
     lines = [
-        f"{key['id']:20} {key['status']:8} {','.join(key['scopes']):16} {key['prefix']}...  "
-        f"last used {key['last_used_at'] or 'never'}  {key['name']}"
+        f"{key.id:20} {key.status:8} {','.join(key.scopes):16} {key.prefix}...  "
+        f"last used {key.last_used_at or 'never'}  {key.name}"
         for key in keys
     ]
-    _print(args, keys, "\n".join(lines) if lines else "no API keys")
+    _print(args, [key.model_dump(mode="json") for key in keys], "\n".join(lines) if lines else "no API keys")
     return EXIT_OK
 
 

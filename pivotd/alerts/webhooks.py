@@ -26,7 +26,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import orjson
@@ -55,7 +55,6 @@ EVENTS = (
     "training_cancelled",
     "daemon_recovered",
 )
-WebhookFormat = Literal["json", "slack", "discord"]
 MAX_BACKOFF_S = 3600.0
 BATCH = 32
 

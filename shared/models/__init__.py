@@ -1,5 +1,19 @@
 """Pydantic wire models: the single source of truth for every payload pivotd accepts or returns."""
 
+from shared.models.alerts import (
+    AlertList,
+    AlertPublic,
+    AlertRuleList,
+    AlertRulePublic,
+    AlertScope,
+    AlertSeverity,
+    AlertStatus,
+    NotificationList,
+    NotificationPriority,
+    NotificationPublic,
+    NotificationType,
+)
+from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic, ApiKeyStatus
 from shared.models.errors import ErrorBody, LayerwiseErrorEnvelope, LayerwiseValidationError, ValidationErrorItem
 from shared.models.layerwise import (
     BiasStatistics,
@@ -15,9 +29,22 @@ from shared.models.layerwise import (
 )
 from shared.models.runs import Accepted, BatchAccepted, FinishedRun, RunDetail, RunEnd, RunEvent, RunState, RunSummary
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarSeries, ScalarsResponse
+from shared.models.telemetry import TelemetryEvent, TelemetryIngestResponse, TelemetryPage, TelemetryTimeSeries
+from shared.models.webhooks import WebhookCreated, WebhookList, WebhookPublic, WebhookTestResult
 
 __all__ = [
     "Accepted",
+    "AlertList",
+    "AlertPublic",
+    "AlertRuleList",
+    "AlertRulePublic",
+    "AlertScope",
+    "AlertSeverity",
+    "AlertStatus",
+    "ApiKeyCreated",
+    "ApiKeyList",
+    "ApiKeyPublic",
+    "ApiKeyStatus",
     "BatchAccepted",
     "BiasStatistics",
     "CrossLayerAnalysis",
@@ -27,9 +54,13 @@ __all__ = [
     "IntermediateFeatures",
     "LayerStatistic",
     "LayerwiseErrorEnvelope",
-    "LayerwiseValidationError",
     "LayerwisePayload",
+    "LayerwiseValidationError",
     "Metadata",
+    "NotificationList",
+    "NotificationPriority",
+    "NotificationPublic",
+    "NotificationType",
     "ParameterStatistics",
     "RunDetail",
     "RunEnd",
@@ -42,6 +73,14 @@ __all__ = [
     "ScalarsAccepted",
     "ScalarsResponse",
     "Step",
+    "TelemetryEvent",
+    "TelemetryIngestResponse",
+    "TelemetryPage",
+    "TelemetryTimeSeries",
     "ValidationErrorItem",
+    "WebhookCreated",
+    "WebhookList",
+    "WebhookPublic",
+    "WebhookTestResult",
     "WeightStatistics",
 ]

@@ -1290,6 +1290,269 @@ export interface components {
             run_id: string;
         };
         /**
+         * AggregateRow
+         * @description One cell: `timestamp` (the bucket's start) only per time bucket, `group` only with `group_by`.
+         */
+        AggregateRow: {
+            /** Timestamp */
+            timestamp?: string | null;
+            /**
+             * Value
+             * @description null where no event had the measurement
+             */
+            value: number | null;
+            /** Count */
+            count: number;
+            /**
+             * Group
+             * @description The group's value: a dotted event name or a metadata value
+             */
+            group?: string | number | boolean | null;
+        };
+        /** AggregatedMeta */
+        AggregatedMeta: {
+            /** Agg */
+            agg: string;
+        };
+        /** AlertActionTaken */
+        AlertActionTaken: {
+            /**
+             * Name
+             * @enum {string}
+             */
+            name: "pause" | "cancel";
+            /** Outcome */
+            outcome: string;
+        };
+        /** AlertList */
+        AlertList: {
+            /** Alerts */
+            alerts: components["schemas"]["AlertPublic"][];
+        };
+        /**
+         * AlertPublic
+         * @description An alert. The subject fields (`run_id`, `step`, `layer_id`, `gpu`, `scalar`) are present when the subject
+         *     has them; `acknowledged_*`/`notes` once acknowledged, `resolved_at`/`resolution` once resolved, `action` once
+         *     the rule's action ran.
+         */
+        AlertPublic: {
+            /** Alert Id */
+            alert_id: string;
+            /** Rule Id */
+            rule_id: string;
+            /** Rule Name */
+            rule_name: string;
+            severity: components["schemas"]["AlertSeverity"];
+            /** Message */
+            message: string;
+            /**
+             * Value
+             * @description The value that crossed the threshold; null when not a number
+             */
+            value: number | null;
+            /** Threshold */
+            threshold: number | null;
+            /**
+             * Triggered At
+             * @description ISO 8601 UTC
+             */
+            triggered_at: string;
+            status: components["schemas"]["AlertStatus"];
+            /** Metric */
+            metric: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /** Subject */
+            subject: string;
+            /** Context */
+            context: {
+                [key: string]: unknown;
+            };
+            /** Run Id */
+            run_id?: string | null;
+            /** Step */
+            step?: number | null;
+            /** Layer Id */
+            layer_id?: string | null;
+            /** Gpu */
+            gpu?: number | null;
+            /** Scalar */
+            scalar?: string | null;
+            /** Acknowledged At */
+            acknowledged_at?: string | null;
+            /** Acknowledged By */
+            acknowledged_by?: string | null;
+            /** Notes */
+            notes?: string | null;
+            /** Resolved At */
+            resolved_at?: string | null;
+            /** Resolution */
+            resolution?: string | null;
+            action?: components["schemas"]["AlertActionTaken"] | null;
+        };
+        /** AlertRuleList */
+        AlertRuleList: {
+            /** Rules */
+            rules: components["schemas"]["AlertRulePublic"][];
+        };
+        /**
+         * AlertRulePublic
+         * @description A rule as the rules routes answer it: its spec (fields left unset are absent), `builtin` and its times.
+         */
+        AlertRulePublic: {
+            /** Rule Id */
+            rule_id: string;
+            /** Name */
+            name: string;
+            /** Metric */
+            metric: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /** Threshold */
+            threshold?: number | null;
+            /** Range */
+            range?: [
+                number,
+                number
+            ] | null;
+            severity: components["schemas"]["AlertSeverity"];
+            /** Enabled */
+            enabled: boolean;
+            /** For Seconds */
+            for_seconds: number;
+            scope: components["schemas"]["AlertScope"];
+            /** Action */
+            action?: ("pause" | "cancel") | null;
+            /** Description */
+            description?: string | null;
+            /** Builtin */
+            builtin: boolean;
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601 UTC
+             */
+            updated_at: string;
+        };
+        /**
+         * AlertScope
+         * @description Which subjects a rule watches; every field left out matches everything.
+         */
+        AlertScope: {
+            /**
+             * Run
+             * @default null
+             */
+            run?: string | null;
+            /**
+             * Gpu
+             * @default null
+             */
+            gpu?: number | null;
+            /**
+             * Layer
+             * @default null
+             */
+            layer?: string | null;
+        };
+        /**
+         * AlertSeverity
+         * @enum {string}
+         */
+        AlertSeverity: "low" | "medium" | "high" | "critical";
+        /**
+         * AlertStatus
+         * @description An alert's state: `active` until acknowledged or resolved; `acknowledged` alerts still resolve by themselves
+         *     when their condition clears.
+         * @enum {string}
+         */
+        AlertStatus: "active" | "acknowledged" | "resolved";
+        /** ApiKeyCount */
+        ApiKeyCount: {
+            /** Total */
+            total: number;
+        };
+        /** ApiKeyCreated */
+        ApiKeyCreated: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Scopes
+             * @description write implies read; admin implies everything
+             */
+            scopes: ("read" | "write" | "admin")[];
+            /**
+             * Prefix
+             * @description The key's first characters, to recognise it by
+             */
+            prefix: string;
+            status: components["schemas"]["ApiKeyStatus"];
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            /**
+             * Key
+             * @description The key: shown in this answer only; only its digest is stored
+             */
+            key: string;
+        };
+        /** ApiKeyList */
+        ApiKeyList: {
+            /** Data */
+            data: components["schemas"]["ApiKeyPublic"][];
+            meta: components["schemas"]["ApiKeyCount"];
+        };
+        /** ApiKeyPublic */
+        ApiKeyPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Scopes
+             * @description write implies read; admin implies everything
+             */
+            scopes: ("read" | "write" | "admin")[];
+            /**
+             * Prefix
+             * @description The key's first characters, to recognise it by
+             */
+            prefix: string;
+            status: components["schemas"]["ApiKeyStatus"];
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+        };
+        /**
+         * ApiKeyStatus
+         * @enum {string}
+         */
+        ApiKeyStatus: "active" | "revoked";
+        /**
          * AuthSession
          * @description A session, never its token: that is only in the Set-Cookie header of the response that opens it.
          */
@@ -1353,6 +1616,31 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** Data[ApiKeyCreated] */
+        Data_ApiKeyCreated_: {
+            data: components["schemas"]["ApiKeyCreated"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ApiKeyPublic] */
+        Data_ApiKeyPublic_: {
+            data: components["schemas"]["ApiKeyPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** DeliveryCounts */
+        DeliveryCounts: {
+            /** Pending */
+            pending: number;
+            /** Delivered */
+            delivered: number;
+            /** Failed */
+            failed: number;
+        };
         /** ErrorBody */
         ErrorBody: {
             /** Code */
@@ -1407,11 +1695,6 @@ export interface components {
             /** Gradient Max Abs */
             gradient_max_abs: number;
         };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
-        };
         /** Health */
         Health: {
             /** Status */
@@ -1420,6 +1703,18 @@ export interface components {
             active_connections: number;
             /** Version */
             version: string;
+        };
+        /** IngestProblem */
+        IngestProblem: {
+            /**
+             * Index
+             * @description The event's place in the batch
+             */
+            index: number;
+            /** Field */
+            field: string;
+            /** Message */
+            message: string;
         };
         /** IntermediateFeatures */
         IntermediateFeatures: {
@@ -1472,6 +1767,83 @@ export interface components {
         LayerwiseValidationError: {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
+        };
+        /** NotificationList */
+        NotificationList: {
+            /** Notifications */
+            notifications: components["schemas"]["NotificationPublic"][];
+        };
+        /**
+         * NotificationPriority
+         * @enum {string}
+         */
+        NotificationPriority: "low" | "medium" | "high";
+        /** NotificationPublic */
+        NotificationPublic: {
+            /** Id */
+            id: string;
+            type: components["schemas"]["NotificationType"];
+            priority: components["schemas"]["NotificationPriority"];
+            /** Message */
+            message: string;
+            /**
+             * Data
+             * @description What it is about: the alert, or the run's outcome
+             */
+            data: {
+                [key: string]: unknown;
+            };
+            /** Read */
+            read: boolean;
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+        };
+        /** NotificationRead */
+        NotificationRead: {
+            /** Id */
+            id: string;
+            /**
+             * Read
+             * @default true
+             * @constant
+             */
+            read?: true;
+        };
+        /**
+         * NotificationType
+         * @enum {string}
+         */
+        NotificationType: "training" | "alert" | "system";
+        /** NotificationsCleared */
+        NotificationsCleared: {
+            /** Message */
+            message: string;
+            /** Cleared */
+            cleared: number;
+        };
+        /**
+         * PageMeta
+         * @description Where a page sits: `page` is null when the request paged by `cursor`.
+         */
+        PageMeta: {
+            /** Total */
+            total: number;
+            /** Page */
+            page?: number | null;
+            /** Per Page */
+            per_page: number;
+            /**
+             * Count
+             * @description Rows on this page
+             */
+            count: number;
+            /** Has More */
+            has_more: boolean;
+            /** Next Cursor */
+            next_cursor?: string | null;
         };
         /** ParameterStatistics */
         ParameterStatistics: {
@@ -1641,18 +2013,82 @@ export interface components {
         StructuredErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
         };
-        /** ValidationError */
-        ValidationError: {
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
-            /** Input */
-            input?: unknown;
-            /** Context */
-            ctx?: Record<string, never>;
+        /**
+         * TelemetryAggregated
+         * @description `GET /api/v1/telemetry/events` with `agg`: rows over the whole filtered range.
+         */
+        TelemetryAggregated: {
+            /** Data */
+            data: components["schemas"]["AggregateRow"][];
+            meta: components["schemas"]["AggregatedMeta"];
+        };
+        /** TelemetryEvent */
+        TelemetryEvent: {
+            /**
+             * Id
+             * @description `evt_<hex>`
+             */
+            id: string;
+            /**
+             * Timestamp
+             * @description ISO 8601 UTC
+             */
+            timestamp: string;
+            /**
+             * Event Name
+             * @description The dotted name's parts: `llm.request` is `["llm", "request"]`
+             */
+            event_name: string[];
+            /** Measurements */
+            measurements: {
+                [key: string]: number;
+            };
+            /** Metadata */
+            metadata: {
+                [key: string]: string | number | boolean | null;
+            };
+        };
+        /** TelemetryIngestResponse */
+        TelemetryIngestResponse: {
+            data: components["schemas"]["TelemetryIngested"];
+        };
+        /** TelemetryIngested */
+        TelemetryIngested: {
+            /** Accepted */
+            accepted: number;
+            /** Rejected */
+            rejected: number;
+            /**
+             * Errors
+             * @description The first 100 rejections; absent if none
+             */
+            errors?: components["schemas"]["IngestProblem"][] | null;
+        };
+        /** TelemetryPage */
+        TelemetryPage: {
+            /** Data */
+            data: components["schemas"]["TelemetryEvent"][];
+            meta: components["schemas"]["PageMeta"];
+        };
+        /** TelemetryTimeSeries */
+        TelemetryTimeSeries: {
+            /** Data */
+            data: components["schemas"]["AggregateRow"][];
+            meta: components["schemas"]["TimeSeriesMeta"];
+        };
+        /** TimeSeriesMeta */
+        TimeSeriesMeta: {
+            /** Metric */
+            metric: string | null;
+            /** Agg */
+            agg: string;
+            /**
+             * Interval
+             * @enum {string}
+             */
+            interval: "1m" | "5m" | "1h" | "1d";
+            /** Group By */
+            group_by: string | null;
         };
         /**
          * ValidationErrorItem
@@ -1684,6 +2120,96 @@ export interface components {
              */
             field: string;
         };
+        /** WebhookCreated */
+        WebhookCreated: {
+            /** Webhook Id */
+            webhook_id: string;
+            /** Url */
+            url: string;
+            /**
+             * Events
+             * @description Event names it is subscribed to, or `*` for all
+             */
+            events: string[];
+            /**
+             * Format
+             * @enum {string}
+             */
+            format: "json" | "slack" | "discord";
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /**
+             * Status
+             * @default active
+             * @constant
+             */
+            status?: "active";
+            deliveries?: components["schemas"]["DeliveryCounts"] | null;
+            /**
+             * Secret
+             * @description The HMAC secret: shown in this answer only
+             */
+            secret: string;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** Webhooks */
+            webhooks: components["schemas"]["WebhookPublic"][];
+        };
+        /**
+         * WebhookPublic
+         * @description A webhook without its secret. `deliveries` counts its outbox (absent in the answer that registers it).
+         */
+        WebhookPublic: {
+            /** Webhook Id */
+            webhook_id: string;
+            /** Url */
+            url: string;
+            /**
+             * Events
+             * @description Event names it is subscribed to, or `*` for all
+             */
+            events: string[];
+            /**
+             * Format
+             * @enum {string}
+             */
+            format: "json" | "slack" | "discord";
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /**
+             * Status
+             * @default active
+             * @constant
+             */
+            status?: "active";
+            deliveries?: components["schemas"]["DeliveryCounts"] | null;
+        };
+        /**
+         * WebhookTestResult
+         * @description How the receiver answered a `test` event; `error` (present only then) says why nothing was answered.
+         */
+        WebhookTestResult: {
+            /** Success */
+            success: boolean;
+            /**
+             * Status Code
+             * @description The receiver's HTTP status; null when it could not be reached
+             */
+            status_code: number | null;
+            /** Response Time Ms */
+            response_time_ms: number;
+            /** Delivery Id */
+            delivery_id: string;
+            /** Error */
+            error?: string | null;
+        };
         /** WeightStatistics */
         WeightStatistics: {
             /** Std */
@@ -1694,27 +2220,6 @@ export interface components {
             spectral_norm: number;
             /** Frobenius Norm */
             frobenius_norm: number;
-        };
-        /**
-         * Scope
-         * @description Which subjects a rule watches; every field left out matches everything.
-         */
-        Scope: {
-            /**
-             * Run
-             * @default null
-             */
-            run?: string | null;
-            /**
-             * Gpu
-             * @default null
-             */
-            gpu?: number | null;
-            /**
-             * Layer
-             * @default null
-             */
-            layer?: string | null;
         };
         /**
          * RuleSpec
@@ -1743,12 +2248,8 @@ export interface components {
                 number,
                 number
             ] | null;
-            /**
-             * Severity
-             * @default medium
-             * @enum {string}
-             */
-            severity?: "low" | "medium" | "high" | "critical";
+            /** @default medium */
+            severity?: components["schemas"]["AlertSeverity"];
             /**
              * Enabled
              * @default true
@@ -1759,7 +2260,7 @@ export interface components {
              * @default 0
              */
             for_seconds?: number;
-            scope?: components["schemas"]["Scope"];
+            scope?: components["schemas"]["AlertScope"];
             /**
              * Action
              * @default null
@@ -2236,6 +2737,14 @@ export interface components {
              */
             format?: "json" | "slack" | "discord";
         };
+        /**
+         * SimpleErrorEnvelope
+         * @description Families F and M (seeds 001, 003): `{"error": msg}`.
+         */
+        SimpleErrorEnvelope: {
+            /** Error */
+            error: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -2283,6 +2792,26 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     post_layerwise_api_v1_metrics_layerwise_post: {
@@ -2317,6 +2846,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -2342,6 +2880,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -2396,6 +2945,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -2421,6 +2979,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -2488,6 +3057,17 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
         };
     };
     get_run_api_v1_runs__run_id__get: {
@@ -2543,6 +3123,17 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
         };
     };
     delete_run_api_v1_runs__run_id__delete: {
@@ -2566,6 +3157,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2598,6 +3198,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
         };
@@ -2648,6 +3259,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
         };
@@ -2706,6 +3328,17 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
         };
     };
     post_scalars_api_v1_runs__run_id__scalars_post: {
@@ -2743,6 +3376,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -2768,6 +3410,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -2825,6 +3478,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Conflict with the resource's state */
             409: {
                 headers: {
@@ -2859,6 +3521,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -2902,6 +3575,17 @@ export interface operations {
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -2953,13 +3637,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_alerts_api_v1_alerts_get: {
         parameters: {
             query?: {
-                status?: ("active" | "acknowledged" | "resolved") | null;
-                severity?: ("low" | "medium" | "high" | "critical") | null;
+                status?: components["schemas"]["AlertStatus"] | null;
+                severity?: components["schemas"]["AlertSeverity"] | null;
                 limit?: number;
             };
             header?: never;
@@ -2974,7 +3669,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -2989,6 +3684,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3012,12 +3718,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRuleList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3046,7 +3763,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -3060,6 +3777,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3088,6 +3814,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3113,7 +3850,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -3134,13 +3871,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3166,7 +3914,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -3180,6 +3928,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3217,6 +3974,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3252,6 +4020,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -3261,13 +4038,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3294,7 +4082,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -3308,6 +4096,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3351,6 +4148,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_alert_api_v1_alerts__alert_id__get: {
@@ -3370,7 +4178,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertPublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -3391,13 +4199,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3424,7 +4243,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertPublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -3438,6 +4257,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3481,13 +4309,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_notifications_api_v1_notifications_get: {
         parameters: {
             query?: {
-                type?: ("training" | "alert" | "system") | null;
-                priority?: ("low" | "medium" | "high") | null;
+                type?: components["schemas"]["NotificationType"] | null;
+                priority?: components["schemas"]["NotificationPriority"] | null;
                 unread?: boolean | null;
                 limit?: number;
             };
@@ -3503,7 +4342,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["NotificationList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -3518,6 +4357,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3541,12 +4391,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["NotificationsCleared"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3572,11 +4442,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["NotificationRead"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3593,13 +4472,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3619,12 +4509,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3653,7 +4563,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookCreated"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -3667,6 +4577,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3701,6 +4620,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_webhook_api_v1_webhooks__webhook_id__get: {
@@ -3720,11 +4650,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookPublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3741,13 +4680,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3779,6 +4729,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -3788,13 +4747,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3816,11 +4786,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookTestResult"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3837,13 +4816,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3866,6 +4856,26 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
         };
     };
     post_model_api_models_post: {
@@ -3884,6 +4894,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": unknown;
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3908,13 +4947,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3939,13 +5007,51 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3970,13 +5076,51 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3997,6 +5141,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": unknown;
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4022,13 +5195,51 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4054,13 +5265,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4086,13 +5326,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4120,13 +5389,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4151,13 +5449,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4180,6 +5507,35 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
         };
     };
     infer_adhoc_api_infer_adhoc_post: {
@@ -4198,6 +5554,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": unknown;
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4238,6 +5623,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4287,6 +5683,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -4308,6 +5713,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4354,13 +5770,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4392,6 +5819,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -4410,13 +5846,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4464,6 +5911,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -4494,6 +5950,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4551,6 +6018,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_sessions_api_v1_training_sessions_get: {
@@ -4575,13 +6053,33 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4608,6 +6106,44 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     start_session_api_v1_training_sessions__session_id__start_post: {
@@ -4631,13 +6167,51 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4663,13 +6237,51 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4695,13 +6307,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4730,13 +6371,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4766,13 +6436,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4798,13 +6497,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4830,13 +6558,33 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4857,6 +6605,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": unknown;
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4881,13 +6658,42 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4912,13 +6718,51 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Nothing has the id the path names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4976,6 +6820,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     run_checkpoints_api_v1_runs__run_id__checkpoints_get: {
@@ -5017,13 +6872,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5068,13 +6934,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5100,13 +6977,33 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5156,6 +7053,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     create_experiment_api_v1_experiments_post: {
@@ -5199,6 +7107,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -5220,6 +7137,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5266,13 +7194,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5304,6 +7243,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5313,13 +7261,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5367,6 +7326,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5397,6 +7365,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5460,6 +7439,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     attach_runs_api_v1_experiments__experiment_id__runs_post: {
@@ -5505,6 +7495,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5535,6 +7534,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5572,6 +7582,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5593,6 +7612,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5630,6 +7660,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5648,13 +7687,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5688,6 +7738,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5706,13 +7765,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5746,6 +7816,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5764,13 +7843,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5818,6 +7908,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5848,6 +7947,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5900,6 +8010,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     run_test_api_v1_statistical_results_post: {
@@ -5936,6 +8057,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5982,6 +8112,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6044,6 +8185,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     run_experiment_test_api_v1_experiments__experiment_id__statistical_results_post: {
@@ -6082,6 +8234,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6134,6 +8295,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_result_api_v1_statistical_results__result_id__get: {
@@ -6174,13 +8346,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -6228,6 +8411,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -6258,6 +8450,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6307,6 +8510,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -6343,6 +8555,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     query_events_api_v1_telemetry_events_get: {
@@ -6373,7 +8596,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryPage"] | components["schemas"]["TelemetryAggregated"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6388,6 +8611,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6416,7 +8650,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryIngestResponse"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -6430,6 +8664,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6458,6 +8701,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6508,7 +8762,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryTimeSeries"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6523,6 +8777,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6545,13 +8810,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The events as a file (`Content-Disposition: attachment`): with `fields`, JSON objects keyed by the field names */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryEvent"][] | {
+                        [key: string]: unknown;
+                    }[];
+                    "text/csv": string;
                 };
             };
             /** @description Body is not valid JSON */
@@ -6565,6 +8833,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6599,6 +8876,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_keys_api_v1_api_keys_get: {
@@ -6616,7 +8904,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApiKeyList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6668,7 +8956,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ApiKeyCreated_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -6753,7 +9041,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ApiKeyPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6783,13 +9071,13 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
@@ -6848,13 +9136,13 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
