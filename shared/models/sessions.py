@@ -6,14 +6,30 @@ A session is a managed run (`session_id` = run id); its `status` is `SessionStat
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.models.training import SessionStatus
 
 
-class SessionConfig(BaseModel):
+class _Indexable(BaseModel):
+    """Seed 002's client example reads answers as dicts (`session['session_id']`, `metrics['val_loss']`): these
+    models answer `[name]`, `in` and `.get` for each field (and extra field) too, `KeyError` for anything else."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self:
+            return getattr(self, name)
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in type(self).model_fields or (self.model_extra is not None and name in self.model_extra)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self, name) if name in self else default
+
+
+class SessionConfig(_Indexable):
     """Seed 002's flat fields first, then the whole stored definition (`architecture` or `model_id`,
     `hyperparams`, ...) as it was given."""
 
@@ -24,7 +40,7 @@ class SessionConfig(BaseModel):
     learning_rate: float | None
 
 
-class SessionCreated(BaseModel):
+class SessionCreated(_Indexable):
     """`201` of `POST /api/v1/training/sessions`."""
 
     session_id: str
@@ -35,19 +51,19 @@ class SessionCreated(BaseModel):
     tags: list[str]
 
 
-class SessionStarted(BaseModel):
+class SessionStarted(_Indexable):
     session_id: str
     status: SessionStatus
     started_at: str | None = Field(description="When it started running, else when it was queued")
 
 
-class SessionStopped(BaseModel):
+class SessionStopped(_Indexable):
     session_id: str
     status: SessionStatus
     stopped_at: str | None
 
 
-class SessionSummary(BaseModel):
+class SessionSummary(_Indexable):
     """One entry of `GET /api/v1/training/sessions`."""
 
     session_id: str
@@ -59,7 +75,7 @@ class SessionSummary(BaseModel):
     tags: list[str]
 
 
-class SessionPublic(BaseModel):
+class SessionPublic(_Indexable):
     """`GET /api/v1/training/sessions/{session_id}`: status, progress and the latest epoch's metrics."""
 
     session_id: str
@@ -80,14 +96,14 @@ class SessionPublic(BaseModel):
     error: str | None = Field(description="Why it failed or was stopped; null otherwise")
 
 
-class SessionList(BaseModel):
+class SessionList(_Indexable):
     sessions: list[SessionSummary]
     total: int
     limit: int
     offset: int
 
 
-class EpochRecord(BaseModel):
+class EpochRecord(_Indexable):
     """One finished epoch (seed 002's Metrics): `epoch`, `timestamp` and one field per metric
     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`, or others the run logged)."""
 
@@ -97,12 +113,12 @@ class EpochRecord(BaseModel):
     timestamp: str | None
 
 
-class SessionMetrics(BaseModel):
+class SessionMetrics(_Indexable):
     session_id: str
     metrics: list[EpochRecord]
 
 
-class MetricHistory(BaseModel):
+class MetricHistory(_Indexable):
     """`GET /api/v1/metrics/{session_id}/history`: one metric's values, index-aligned with epochs and timestamps."""
 
     metric_name: str
@@ -120,7 +136,7 @@ class SessionMetricsMessage(EpochRecord):
     type: Literal["metrics"] | None = Field(default=None, description="WebSocket messages only")
 
 
-class SessionStatusMessage(BaseModel):
+class SessionStatusMessage(_Indexable):
     """A status change, live: SSE `event: status`; on the WebSocket, with `"type": "status"`. The streams end
     after a final status (`stopped`, `completed`, `failed`)."""
 
