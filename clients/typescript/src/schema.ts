@@ -1289,6 +1289,12 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** AdhocInference */
+        AdhocInference: {
+            outputs: components["schemas"]["Outputs"];
+            /** Latency Ms */
+            latency_ms: number;
+        };
         /**
          * AuthSession
          * @description A session, never its token: that is only in the Set-Cookie header of the response that opens it.
@@ -1344,6 +1350,35 @@ export interface components {
             /** Mean Abs */
             mean_abs: number;
         };
+        /** CancelRequested */
+        CancelRequested: {
+            /** Run Id */
+            run_id: string;
+            state: components["schemas"]["RunState"];
+            /** Cancel Requested */
+            cancel_requested: boolean;
+        };
+        /** ComponentHealth */
+        ComponentHealth: {
+            database: components["schemas"]["HealthStatus"];
+            filesystem: components["schemas"]["HealthStatus"];
+            /**
+             * Gpu
+             * @enum {string}
+             */
+            gpu: "healthy" | "unavailable";
+        };
+        /** CpuUsage */
+        CpuUsage: {
+            /** Percent */
+            percent: number;
+            /** Count */
+            count: number;
+            /** Per Cpu */
+            per_cpu: number[];
+        } & {
+            [key: string]: unknown;
+        };
         /** CrossLayerAnalysis */
         CrossLayerAnalysis: {
             /** Feature Std Gradient */
@@ -1352,6 +1387,48 @@ export interface components {
             gradient_norm_ratio: {
                 [key: string]: number;
             };
+        };
+        /** Data[ModelPublic] */
+        Data_ModelPublic_: {
+            data: components["schemas"]["ModelPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ModelStatistics] */
+        Data_ModelStatistics_: {
+            data: components["schemas"]["ModelStatistics"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** DiskUsage */
+        DiskUsage: {
+            /** Percent */
+            percent: number;
+            /** Used Gb */
+            used_gb: number;
+            /** Total Gb */
+            total_gb: number;
+            /** Path */
+            path: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * EpochRecord
+         * @description One finished epoch (seed 002's Metrics): `epoch`, `timestamp` and one field per metric
+         *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`, or others the run logged).
+         */
+        EpochRecord: {
+            /** Epoch */
+            epoch: number;
+            /** Timestamp */
+            timestamp: string | null;
+        } & {
+            [key: string]: unknown;
         };
         /** ErrorBody */
         ErrorBody: {
@@ -1398,6 +1475,53 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** GpuAverage */
+        GpuAverage: {
+            /** Id */
+            id: number;
+            /** Utilization */
+            utilization?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GpuProcess */
+        GpuProcess: {
+            /** Pid */
+            pid: number;
+            /** Memory Used Gb */
+            memory_used_gb: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GpuSample */
+        GpuSample: {
+            /** Id */
+            id: number;
+            /** Name */
+            name?: string | null;
+            /** Utilization */
+            utilization?: number | null;
+            /** Memory Used Gb */
+            memory_used_gb?: number | null;
+            /** Memory Total Gb */
+            memory_total_gb?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+            /** Processes */
+            processes?: components["schemas"]["GpuProcess"][] | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** GradientFlow */
         GradientFlow: {
             /** Gradient L2 Norm */
@@ -1412,14 +1536,53 @@ export interface components {
             /** Detail */
             detail?: components["schemas"]["ValidationError"][];
         };
-        /** Health */
+        /**
+         * Health
+         * @description `GET /health` (seed 000); `unhealthy` answers 503.
+         */
         Health: {
-            /** Status */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
             /** Active Connections */
             active_connections: number;
             /** Version */
             version: string;
+        };
+        /**
+         * HealthDetail
+         * @description `GET /api/v1/health` (seed 002): `status` is the worst component's; `unhealthy` answers 503.
+         */
+        HealthDetail: {
+            status: components["schemas"]["HealthStatus"];
+            /** Timestamp */
+            timestamp: string;
+            /** Uptime Seconds */
+            uptime_seconds: number;
+            /** Version */
+            version: string;
+            system: components["schemas"]["SystemLoad"];
+            components: components["schemas"]["ComponentHealth"];
+            /** Active Connections */
+            active_connections: number;
+            /** Open Alerts */
+            open_alerts: number;
+        };
+        /**
+         * HealthStatus
+         * @enum {string}
+         */
+        HealthStatus: "healthy" | "degraded" | "unhealthy";
+        /**
+         * Inference
+         * @description Seed 003's answer to `{param_id, inputs, return}`.
+         */
+        Inference: {
+            /** Model Id */
+            model_id: string | null;
+            /** Param Id */
+            param_id: string;
+            outputs: components["schemas"]["Outputs"];
+            /** Latency Ms */
+            latency_ms: number;
         };
         /** IntermediateFeatures */
         IntermediateFeatures: {
@@ -1473,10 +1636,411 @@ export interface components {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
         };
+        /** LoadAverage */
+        LoadAverage: {
+            /** 1M */
+            "1m": number;
+            /** 5M */
+            "5m": number;
+            /** 15M */
+            "15m": number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ManagedRun
+         * @description Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
+         */
+        ManagedRun: {
+            /** Run Id */
+            run_id: string;
+            /** Model Id */
+            model_id: string | null;
+            state: components["schemas"]["RunState"];
+            /** Epoch */
+            epoch: number;
+            /** Epochs Total */
+            epochs_total: number | null;
+            /**
+             * Metrics
+             * @description The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy
+             */
+            metrics: {
+                [key: string]: number | null;
+            };
+            /** Created At */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Error */
+            error: string | null;
+            /** Events Url */
+            events_url: string;
+            /**
+             * Param Id
+             * @description Present once the run has succeeded
+             */
+            param_id?: string | null;
+        };
+        /**
+         * ManagedRunPage
+         * @description `GET /api/models/{model_id}/runs`: newest first; pass `next_cursor` back as `cursor` for the next page.
+         */
+        ManagedRunPage: {
+            /** Items */
+            items: components["schemas"]["ManagedRun"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * MetricHistory
+         * @description `GET /api/v1/metrics/{session_id}/history`: one metric's values, index-aligned with epochs and timestamps.
+         */
+        MetricHistory: {
+            /** Metric Name */
+            metric_name: string;
+            /** Values */
+            values: (number | null)[];
+            /** Epochs */
+            epochs: number[];
+            /** Timestamps */
+            timestamps: (string | null)[];
+        };
+        /**
+         * ModelDetail
+         * @description `GET /api/models/{model_id}`: the summary with every run of the model.
+         */
+        ModelDetail: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+            /** Runs */
+            runs: components["schemas"]["ManagedRun"][];
+        };
+        /**
+         * ModelPublic
+         * @description A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+         *     `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`.
+         */
+        ModelPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Provider */
+            provider: string | null;
+            /** Type */
+            type: string | null;
+            /**
+             * Config
+             * @description `architecture` and `hyperparams`, and any other keys as sent
+             */
+            config: {
+                [key: string]: unknown;
+            };
+            status: components["schemas"]["ModelStatus"];
+            /** Trained */
+            trained: boolean;
+            /** Runs Total */
+            runs_total: number;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+        };
+        /**
+         * ModelSaved
+         * @description `POST /api/models/{model_id}/save`; a promoted run adds `run_id` and `param_id`.
+         */
+        ModelSaved: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+            /**
+             * Run Id
+             * @description Present when a run was promoted
+             */
+            run_id?: string | null;
+            /**
+             * Param Id
+             * @description Present when a run was promoted
+             */
+            param_id?: string | null;
+        };
+        /**
+         * ModelStatistics
+         * @description Inference statistics of a model over `period`, from its `pivot.model.inference` telemetry events.
+         */
+        ModelStatistics: {
+            /** Model Id */
+            model_id: string;
+            /**
+             * Period
+             * @enum {string}
+             */
+            period: "1h" | "24h" | "7d" | "30d";
+            /** Total Requests */
+            total_requests: number;
+            /**
+             * Success Rate
+             * @description null without requests
+             */
+            success_rate: number | null;
+            /** Avg Latency Ms */
+            avg_latency_ms: number | null;
+            /** P99 Latency Ms */
+            p99_latency_ms: number | null;
+            /** Total Tokens */
+            total_tokens: number;
+            /**
+             * Error Breakdown
+             * @description Failed requests by error code
+             */
+            error_breakdown: {
+                [key: string]: number;
+            };
+        };
+        /**
+         * ModelStatus
+         * @description A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+         *     weights yet), and the two a client retiring a model would set.
+         * @enum {string}
+         */
+        ModelStatus: "active" | "inactive" | "deprecated" | "untrained";
+        /**
+         * ModelSummary
+         * @description Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`.
+         */
+        ModelSummary: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+        };
+        /**
+         * Outputs
+         * @description What `return` asked for: labels and probabilities by default, logits on request; one row per input.
+         */
+        Outputs: {
+            /** Labels */
+            labels?: number[] | null;
+            /** Probabilities */
+            probabilities?: number[][] | null;
+            /** Logits */
+            logits?: number[][] | null;
+        };
+        /**
+         * PageMeta
+         * @description Where a page sits: `page` is null when the request paged by `cursor`.
+         */
+        PageMeta: {
+            /** Total */
+            total: number;
+            /** Page */
+            page?: number | null;
+            /** Per Page */
+            per_page: number;
+            /**
+             * Count
+             * @description Rows on this page
+             */
+            count: number;
+            /** Has More */
+            has_more: boolean;
+            /** Next Cursor */
+            next_cursor?: string | null;
+        };
+        /** Page[ModelPublic] */
+        Page_ModelPublic_: {
+            /** Data */
+            data: components["schemas"]["ModelPublic"][];
+            meta: components["schemas"]["PageMeta"];
+        };
         /** ParameterStatistics */
         ParameterStatistics: {
             weight: components["schemas"]["WeightStatistics"];
             bias?: components["schemas"]["BiasStatistics"] | null;
+        };
+        /**
+         * Params
+         * @description `GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`).
+         */
+        Params: {
+            /** Param Id */
+            param_id: string;
+            /** Model Id */
+            model_id: string | null;
+            /** Run Id */
+            run_id: string;
+            /** Parameters */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** Size Bytes */
+            size_bytes: number;
+            /** Created At */
+            created_at: string;
+        };
+        /**
+         * PixelInference
+         * @description Seed 001's answer to `{run_id, pixels}`: one image's label.
+         */
+        PixelInference: {
+            /** Run Id */
+            run_id: string;
+            /** Label */
+            label: number;
+            /** Probabilities */
+            probabilities: number[];
+            /** Latency Ms */
+            latency_ms: number;
+        };
+        /** RecentResources */
+        RecentResources: {
+            /**
+             * Resolution
+             * @constant
+             */
+            resolution: "recent";
+            /** Step Seconds */
+            step_seconds: number;
+            /** Samples */
+            samples: components["schemas"]["ResourceSample"][];
+        };
+        /**
+         * ResourceAverage
+         * @description One stored history point: the mean of `samples` samples over `step_seconds`, ending at `time`.
+         */
+        ResourceAverage: {
+            /** Time */
+            time: number;
+            /** Timestamp */
+            timestamp: string;
+            /** Samples */
+            samples: number;
+            /** Cpu Percent */
+            cpu_percent: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+            /** Swap Percent */
+            swap_percent: number | null;
+            /** Disk Percent */
+            disk_percent: number | null;
+            /** Load 1M */
+            load_1m: number | null;
+            /** Gpu */
+            gpu: components["schemas"]["GpuAverage"][];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ResourceSample
+         * @description `GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: seed 002's shape plus
+         *     swap, load and GPU power/processes. `time` is Unix seconds, `timestamp` the same as ISO 8601.
+         */
+        ResourceSample: {
+            /** Timestamp */
+            timestamp: string;
+            /** Time */
+            time: number;
+            cpu?: components["schemas"]["CpuUsage"] | null;
+            memory?: components["schemas"]["Usage"] | null;
+            swap?: components["schemas"]["Usage"] | null;
+            disk?: components["schemas"]["DiskUsage"] | null;
+            load?: components["schemas"]["LoadAverage"] | null;
+            /**
+             * Gpu
+             * @description Empty on a machine without NVML or GPU
+             */
+            gpu?: components["schemas"]["GpuSample"][];
+        } & {
+            [key: string]: unknown;
         };
         /**
          * RunDetail
@@ -1616,6 +2180,153 @@ export interface components {
             downsampled?: boolean;
         };
         /**
+         * SessionConfig
+         * @description Seed 002's flat fields first, then the whole stored definition (`architecture` or `model_id`,
+         *     `hyperparams`, ...) as it was given.
+         */
+        SessionConfig: {
+            /** Epochs */
+            epochs: number | null;
+            /** Batch Size */
+            batch_size: number | null;
+            /** Learning Rate */
+            learning_rate: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SessionCreated
+         * @description `201` of `POST /api/v1/training/sessions`.
+         */
+        SessionCreated: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            /** Created At */
+            created_at: string;
+            config: components["schemas"]["SessionConfig"];
+            /** Tags */
+            tags: string[];
+        };
+        /** SessionList */
+        SessionList: {
+            /** Sessions */
+            sessions: components["schemas"]["SessionSummary"][];
+            /** Total */
+            total: number;
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+        };
+        /** SessionMetrics */
+        SessionMetrics: {
+            /** Session Id */
+            session_id: string;
+            /** Metrics */
+            metrics: components["schemas"]["EpochRecord"][];
+        };
+        /**
+         * SessionPublic
+         * @description `GET /api/v1/training/sessions/{session_id}`: status, progress and the latest epoch's metrics.
+         */
+        SessionPublic: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            config: components["schemas"]["SessionConfig"];
+            /** Created At */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description When it ended, however it ended
+             */
+            completed_at: string | null;
+            /** Current Epoch */
+            current_epoch: number;
+            /** Total Epochs */
+            total_epochs: number;
+            /**
+             * Progress
+             * @description current_epoch / total_epochs, 4 decimals
+             */
+            progress: number;
+            /**
+             * Latest Metrics
+             * @description The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy, learning_rate
+             */
+            latest_metrics: {
+                [key: string]: number | null;
+            };
+            /** Tags */
+            tags: string[];
+            /** Model Id */
+            model_id: string | null;
+            /**
+             * Error
+             * @description Why it failed or was stopped; null otherwise
+             */
+            error: string | null;
+        };
+        /** SessionStarted */
+        SessionStarted: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /**
+             * Started At
+             * @description When it started running, else when it was queued
+             */
+            started_at: string | null;
+        };
+        /**
+         * SessionStatus
+         * @description A training session's status in seed 002's closed vocabulary (`/api/v1/training/sessions...`).
+         * @enum {string}
+         */
+        SessionStatus: "created" | "running" | "stopped" | "completed" | "failed";
+        /** SessionStopped */
+        SessionStopped: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /** Stopped At */
+            stopped_at: string | null;
+        };
+        /**
+         * SessionSummary
+         * @description One entry of `GET /api/v1/training/sessions`.
+         */
+        SessionSummary: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            /** Created At */
+            created_at: string;
+            /** Current Epoch */
+            current_epoch: number;
+            /** Total Epochs */
+            total_epochs: number;
+            /** Tags */
+            tags: string[];
+        };
+        /**
+         * SimpleErrorEnvelope
+         * @description Families F and M (seeds 001, 003): `{"error": msg}`.
+         */
+        SimpleErrorEnvelope: {
+            /** Error */
+            error: string;
+        };
+        /**
          * Step
          * @description A stored step as `GET /api/v1/runs/{id}`, `/latest` and the `new_metrics` message return it.
          */
@@ -1634,12 +2345,66 @@ export interface components {
                 [key: string]: string[];
             } | null;
         };
+        /** StoredResources */
+        StoredResources: {
+            /**
+             * Resolution
+             * @constant
+             */
+            resolution: "stored";
+            /** Step Seconds */
+            step_seconds: number;
+            /** Samples */
+            samples: components["schemas"]["ResourceAverage"][];
+        };
         /**
          * StructuredErrorEnvelope
          * @description Families P and C (seeds 002, 004): `{"error": {"code", "message", "details"}}`.
          */
         StructuredErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
+        };
+        /** SystemLoad */
+        SystemLoad: {
+            /** Cpu Percent */
+            cpu_percent: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+            /** Disk Percent */
+            disk_percent: number | null;
+            /** Gpu Count */
+            gpu_count: number;
+        };
+        /**
+         * TrainQueued
+         * @description `202` of `POST /api/models/{model_id}/train` and (with `events_url`) of `POST /api/train`.
+         */
+        TrainQueued: {
+            /** Run Id */
+            run_id: string;
+            /** Model Id */
+            model_id: string;
+            /**
+             * Status
+             * @constant
+             */
+            status: "queued";
+            /**
+             * Events Url
+             * @description `POST /api/train` only
+             */
+            events_url?: string | null;
+        };
+        /** Usage */
+        Usage: {
+            /** Percent */
+            percent: number;
+            /** Used Gb */
+            used_gb: number;
+            /** Total Gb */
+            total_gb: number;
+        } & {
+            [key: string]: unknown;
         };
         /** ValidationError */
         ValidationError: {
@@ -1969,11 +2734,8 @@ export interface components {
              * @default null
              */
             type?: string | null;
-            /**
-             * Status
-             * @default null
-             */
-            status?: ("active" | "inactive" | "deprecated" | "untrained") | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
             /** Config */
             config?: {
                 [key: string]: unknown;
@@ -2005,11 +2767,8 @@ export interface components {
              * @default null
              */
             type?: string | null;
-            /**
-             * Status
-             * @default null
-             */
-            status?: ("active" | "inactive" | "deprecated" | "untrained") | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
             /**
              * Config
              * @default null
@@ -2263,6 +3022,15 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description The store's writer has stopped: `unhealthy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
         };
     };
     rich_health_api_v1_health_get: {
@@ -2280,7 +3048,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["HealthDetail"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description A component is `unhealthy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthDetail"];
                 };
             };
         };
@@ -2896,11 +3700,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ResourceSample"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2932,7 +3754,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RecentResources"] | components["schemas"]["StoredResources"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -2944,8 +3766,26 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3863,7 +4703,34 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSummary"][];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3883,7 +4750,97 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSummary"];
+                };
+            };
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSummary"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3905,16 +4862,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelDetail"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3936,16 +4929,97 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSaved"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3967,16 +5041,97 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrainQueued"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -3996,7 +5151,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrainQueued"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4019,16 +5255,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CancelRequested"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4051,16 +5332,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ManagedRun"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4086,13 +5403,49 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4117,16 +5470,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ManagedRunPage"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4148,16 +5546,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Params"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4177,7 +5611,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["PixelInference"] | components["schemas"]["Inference"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4197,7 +5712,70 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AdhocInference"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4223,7 +5801,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ModelPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -4235,8 +5813,26 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4266,7 +5862,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -4280,6 +5876,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4314,6 +5919,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_model_api_v1_models__model_id__get: {
@@ -4333,11 +5956,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4354,13 +5986,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4392,6 +6033,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -4410,13 +6060,31 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4443,7 +6111,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -4457,6 +6125,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4500,6 +6177,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     model_statistics_api_v1_models__model_id__statistics_get: {
@@ -4521,11 +6216,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelStatistics_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4551,6 +6255,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_sessions_api_v1_training_sessions_get: {
@@ -4558,7 +6271,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
-                status?: string | null;
+                status?: components["schemas"]["SessionStatus"] | null;
             };
             header?: never;
             path?: never;
@@ -4572,16 +6285,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionList"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4605,7 +6345,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionCreated"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4628,16 +6449,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionStarted"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4660,16 +6526,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionStopped"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4692,16 +6603,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionPublic"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4727,16 +6674,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionMetrics"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4763,16 +6746,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["MetricHistory"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
