@@ -289,7 +289,17 @@ class _SessionFeed:
         return frames, run.status in FINAL_STATES
 
 
-@router.get("/sse/training/{session_id}", summary="SSE: `metrics` per epoch and `status` changes of a session")
+@router.get(
+    "/sse/training/{session_id}",
+    summary="SSE: `metrics` per epoch and `status` changes of a session",
+    description="`text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), "
+    "`event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. "
+    "The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.",
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The event stream"},
+        **error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+    },
+)
 async def session_events(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     feed = _SessionFeed(session_id)

@@ -778,7 +778,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** SSE: `metrics` per epoch and `status` changes of a session */
+        /**
+         * SSE: `metrics` per epoch and `status` changes of a session
+         * @description `text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), `event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.
+         */
         get: operations["session_events_api_v1_sse_training__session_id__get"];
         put?: never;
         post?: never;
@@ -6808,22 +6811,59 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The event stream */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": unknown;
+                    "text/event-stream": string;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
