@@ -33,6 +33,7 @@ from shared.models.alerts import (
     NotificationPublic,
 )
 from shared.models.errors import describe_error
+from shared.models.registry import CancelRequested, ManagedRun, Params, PixelInference, TrainQueued
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,26 @@ class DaemonClient:
 
     async def mark_notification_read(self, notification_id: str) -> None:
         await self.post_json(f"/api/v1/notifications/{notification_id}/read", {})
+
+    # Managed training (seeds 001 and 003): answers parsed into shared.models.registry models.
+
+    async def train(self, body: dict[str, Any]) -> TrainQueued:
+        """Queue `{"architecture", "hyperparams"}` (`POST /api/train`)."""
+        return TrainQueued.model_validate(await self.post_json("/api/train", body))
+
+    async def cancel_managed(self, run_id: str) -> CancelRequested:
+        return CancelRequested.model_validate(await self.post_json(f"/api/train/{run_id}/cancel", {}))
+
+    async def managed_run(self, run_id: str) -> ManagedRun:
+        """`GET /api/runs/{id}`: state, epoch, metrics and `param_id` once succeeded (404 for external runs)."""
+        return ManagedRun.model_validate(await self.get_json(f"/api/runs/{run_id}"))
+
+    async def params(self, param_id: str) -> Params:
+        return Params.model_validate(await self.get_json(f"/api/params/{param_id}"))
+
+    async def infer_pixels(self, run_id: str, pixels: list[float]) -> PixelInference:
+        """Seed 001's one-image inference with a succeeded run."""
+        return PixelInference.model_validate(await self.post_json("/api/infer", {"run_id": run_id, "pixels": pixels}))
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature), Unreachable

@@ -226,3 +226,38 @@ def _refs(node: object) -> list[str]:
     if isinstance(node, list):
         return [ref for value in node for ref in _refs(value)]
     return []
+
+
+TRAINING_PREFIXES = ("/api/v1/training/", "/api/v1/metrics/{session_id}", "/api/v1/monitor/", "/api/v1/models")
+SIMPLE_FAMILY = re.compile(r"^/api/(models|train|runs|params|infer)")
+STREAMS = {"/api/runs/{run_id}/events", "/api/v1/sse/training/{session_id}"}
+
+
+async def test_training_model_and_monitor_operations_declare_what_they_answer(http: httpx.AsyncClient) -> None:
+    """Sessions, the model registry (both families), runs, inference, monitor and health: each operation's success
+    names a JSON schema (not `{}`), and every declared error names its family's envelope."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    checked = 0
+    for path, item in document["paths"].items():
+        ours = path.startswith(TRAINING_PREFIXES) or SIMPLE_FAMILY.match(path) or path in ("/health", "/api/v1/health")
+        if not ours or path in STREAMS:
+            continue
+        for method, operation in item.items():
+            responses = operation["responses"]
+            success = next(code for code in responses if code.startswith("2"))
+            if success == "204":
+                continue
+            schema = responses[success]["content"]["application/json"]["schema"]
+            assert schema and schema != {}, (method, path, success)
+            for code, response in responses.items():
+                if code.startswith(("4", "5")) and code != "503":
+                    error = response["content"]["application/json"]["schema"]["$ref"]
+                    family = "SimpleErrorEnvelope" if SIMPLE_FAMILY.match(path) else "StructuredErrorEnvelope"
+                    assert error.endswith(family), (method, path, code)
+            checked += 1
+    assert checked >= 28, checked
+    session = document["components"]["schemas"]["SessionPublic"]
+    assert session["properties"]["status"] == {"$ref": "#/components/schemas/SessionStatus"}
+    assert document["components"]["schemas"]["SessionStatus"]["enum"] == [
+        "created", "running", "stopped", "completed", "failed"
+    ]  # fmt: skip

@@ -47,7 +47,7 @@ from pivotd.store.training import (
 )
 from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
 from shared.models.layerwise import is_valid_run_id
-from shared.models.runs import FINAL_STATES
+from shared.models.runs import FINAL_STATES, RunState
 
 log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
@@ -120,10 +120,10 @@ class Supervisor:
         interrupted, resumed = await self._store.writer.submit(RecoverJobs(self._settings.resume_interrupted))
         for run_id in interrupted:
             log.warning("run %s was running when pivotd stopped; marked failed (interrupted)", run_id)
-            self._hub.publish_run_state(run_id, "failed", "interrupted")
+            self._hub.publish_run_state(run_id, RunState.FAILED, "interrupted")
         for run_id in resumed:
             log.warning("run %s was running when pivotd stopped; queued to resume from its last checkpoint", run_id)
-            self._hub.publish_run_state(run_id, "queued", None)
+            self._hub.publish_run_state(run_id, RunState.QUEUED, None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -149,7 +149,7 @@ class Supervisor:
 
     async def enqueue(self, run_id: str) -> None:
         """Queue a created run (a seed 002 session being started) and start it if a slot is free."""
-        await self._transition(run_id, "queued", ("created",))
+        await self._transition(run_id, RunState.QUEUED, (RunState.CREATED,))
         await self.dispatch()
 
     async def dispatch(self) -> None:
@@ -163,13 +163,13 @@ class Supervisor:
                     return
                 self._starting.add(job.run_id)
                 try:
-                    await self._transition(job.run_id, "running", ("queued",))
+                    await self._transition(job.run_id, RunState.RUNNING, (RunState.QUEUED,))
                     await self._launch(job)
                 except (Conflict, NotFound):
                     continue  # cancelled or deleted in between
                 except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
                     log.exception("could not start the worker of run %s", job.run_id)
-                    await self._finish(job.run_id, "failed", f"could not start worker: {exc}")
+                    await self._finish(job.run_id, RunState.FAILED, f"could not start worker: {exc}")
                 finally:
                     self._starting.discard(job.run_id)
                 if job.run_id in self._cancel_on_start:
@@ -188,7 +188,7 @@ class Supervisor:
         worker = self._workers.get(run_id)
         if worker is None and run_id in self._starting:
             self._cancel_on_start.add(run_id)  # between `running` and the process existing: stop it once it does
-            return "running"
+            return RunState.RUNNING
         if worker is not None:
             if not worker.cancel_requested:
                 worker.cancel_requested = True
@@ -196,8 +196,8 @@ class Supervisor:
             if wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker.done.wait(), self._settings.cancel_grace_s + 5)
-            return "running"
-        previous = await self._transition(run_id, "cancelled", ("created", "queued"))
+            return RunState.RUNNING
+        previous = await self._transition(run_id, RunState.CANCELLED, (RunState.CREATED, RunState.QUEUED))
         return previous
 
     # -- workers --------------------------------------------------------------------------------------------
@@ -265,7 +265,7 @@ class Supervisor:
             await self._flush_logs(worker)
             self._workers.pop(worker.run_id, None)
         state, error = self._outcome(worker, code)
-        if state == "succeeded":
+        if state == RunState.SUCCEEDED:
             assert worker.params is not None
             path = self._settings.artifact_ref(Path(worker.params["path"]))
             await self._store.writer.submit(
@@ -280,19 +280,19 @@ class Supervisor:
     @staticmethod
     def _outcome(worker: _Worker, code: int) -> tuple[str, str | None]:
         if worker.cancel_requested:
-            return "cancelled", None
+            return RunState.CANCELLED, None
         if worker.fatal is not None:
-            return "failed", worker.fatal
+            return RunState.FAILED, worker.fatal
         if code == 0 and worker.params is not None:
-            return "succeeded", None
+            return RunState.SUCCEEDED, None
         if code < 0:
             name = signal.Signals(-code).name
             hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
-            return "failed", f"worker killed by {name}{hint}"
+            return RunState.FAILED, f"worker killed by {name}{hint}"
         reason = worker.last_error or f"worker exited with status {code}"
         if "MemoryError" in reason or "can't allocate memory" in reason or "out of memory" in reason.lower():
             reason = f"out of memory: {reason}"
-        return "failed", reason
+        return RunState.FAILED, reason
 
     async def _read_events(self, worker: _Worker, job: JobRow, stream: asyncio.StreamReader) -> None:
         async for raw in stream:
@@ -433,7 +433,7 @@ class Supervisor:
                 except Exception:  # a failing listener must not leave the run's worker unreaped
                     log.exception("run-finished listener failed for %s", run_id)
         self._hub.publish_run_state(run_id, state, error)
-        if state == "running":
+        if state == RunState.RUNNING:
             for started in self.on_started:
                 try:
                     await started(run_id)
@@ -443,7 +443,7 @@ class Supervisor:
 
     async def _finish(self, run_id: str, state: str, error: str | None) -> None:
         with contextlib.suppress(Conflict, NotFound):  # deleted meanwhile: nothing to record
-            await self._transition(run_id, state, ("running", "queued"), error)
+            await self._transition(run_id, state, (RunState.RUNNING, RunState.QUEUED), error)
 
     def _publish(self, run_id: str, body: dict[str, Any]) -> None:
         topic = run_topic(run_id)

@@ -778,7 +778,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** SSE: `metrics` per epoch and `status` changes of a session */
+        /**
+         * SSE: `metrics` per epoch and `status` changes of a session
+         * @description `text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), `event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.
+         */
         get: operations["session_events_api_v1_sse_training__session_id__get"];
         put?: never;
         post?: never;
@@ -1289,6 +1292,12 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** AdhocInference */
+        AdhocInference: {
+            outputs: components["schemas"]["Outputs"];
+            /** Latency Ms */
+            latency_ms: number;
+        };
         /**
          * AggregateRow
          * @description One cell: `timestamp` (the bucket's start) only per time bucket, `group` only with `group_by`.
@@ -1607,6 +1616,35 @@ export interface components {
             /** Mean Abs */
             mean_abs: number;
         };
+        /** CancelRequested */
+        CancelRequested: {
+            /** Run Id */
+            run_id: string;
+            state: components["schemas"]["RunState"];
+            /** Cancel Requested */
+            cancel_requested: boolean;
+        };
+        /** ComponentHealth */
+        ComponentHealth: {
+            database: components["schemas"]["HealthStatus"];
+            filesystem: components["schemas"]["HealthStatus"];
+            /**
+             * Gpu
+             * @enum {string}
+             */
+            gpu: "healthy" | "unavailable";
+        };
+        /** CpuUsage */
+        CpuUsage: {
+            /** Percent */
+            percent: number;
+            /** Count */
+            count: number;
+            /** Per Cpu */
+            per_cpu: number[];
+        } & {
+            [key: string]: unknown;
+        };
         /** CrossLayerAnalysis */
         CrossLayerAnalysis: {
             /** Feature Std Gradient */
@@ -1632,6 +1670,22 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** Data[ModelPublic] */
+        Data_ModelPublic_: {
+            data: components["schemas"]["ModelPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ModelStatistics] */
+        Data_ModelStatistics_: {
+            data: components["schemas"]["ModelStatistics"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
         /** DeliveryCounts */
         DeliveryCounts: {
             /** Pending */
@@ -1640,6 +1694,32 @@ export interface components {
             delivered: number;
             /** Failed */
             failed: number;
+        };
+        /** DiskUsage */
+        DiskUsage: {
+            /** Percent */
+            percent: number;
+            /** Used Gb */
+            used_gb: number;
+            /** Total Gb */
+            total_gb: number;
+            /** Path */
+            path: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * EpochRecord
+         * @description One finished epoch (seed 002's Metrics): `epoch`, `timestamp` and one field per metric
+         *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`, or others the run logged).
+         */
+        EpochRecord: {
+            /** Epoch */
+            epoch: number;
+            /** Timestamp */
+            timestamp: string | null;
+        } & {
+            [key: string]: unknown;
         };
         /** ErrorBody */
         ErrorBody: {
@@ -1686,6 +1766,53 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** GpuAverage */
+        GpuAverage: {
+            /** Id */
+            id: number;
+            /** Utilization */
+            utilization?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GpuProcess */
+        GpuProcess: {
+            /** Pid */
+            pid: number;
+            /** Memory Used Gb */
+            memory_used_gb: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GpuSample */
+        GpuSample: {
+            /** Id */
+            id: number;
+            /** Name */
+            name?: string | null;
+            /** Utilization */
+            utilization?: number | null;
+            /** Memory Used Gb */
+            memory_used_gb?: number | null;
+            /** Memory Total Gb */
+            memory_total_gb?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+            /** Processes */
+            processes?: components["schemas"]["GpuProcess"][] | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** GradientFlow */
         GradientFlow: {
             /** Gradient L2 Norm */
@@ -1695,14 +1822,53 @@ export interface components {
             /** Gradient Max Abs */
             gradient_max_abs: number;
         };
-        /** Health */
+        /**
+         * Health
+         * @description `GET /health` (seed 000); `unhealthy` answers 503.
+         */
         Health: {
-            /** Status */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
             /** Active Connections */
             active_connections: number;
             /** Version */
             version: string;
+        };
+        /**
+         * HealthDetail
+         * @description `GET /api/v1/health` (seed 002): `status` is the worst component's; `unhealthy` answers 503.
+         */
+        HealthDetail: {
+            status: components["schemas"]["HealthStatus"];
+            /** Timestamp */
+            timestamp: string;
+            /** Uptime Seconds */
+            uptime_seconds: number;
+            /** Version */
+            version: string;
+            system: components["schemas"]["SystemLoad"];
+            components: components["schemas"]["ComponentHealth"];
+            /** Active Connections */
+            active_connections: number;
+            /** Open Alerts */
+            open_alerts: number;
+        };
+        /**
+         * HealthStatus
+         * @enum {string}
+         */
+        HealthStatus: "healthy" | "degraded" | "unhealthy";
+        /**
+         * Inference
+         * @description Seed 003's answer to `{param_id, inputs, return}`.
+         */
+        Inference: {
+            /** Model Id */
+            model_id: string | null;
+            /** Param Id */
+            param_id: string;
+            outputs: components["schemas"]["Outputs"];
+            /** Latency Ms */
+            latency_ms: number;
         };
         /** IngestProblem */
         IngestProblem: {
@@ -1768,6 +1934,273 @@ export interface components {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
         };
+        /** LoadAverage */
+        LoadAverage: {
+            /** 1M */
+            "1m": number;
+            /** 5M */
+            "5m": number;
+            /** 15M */
+            "15m": number;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ManagedRun
+         * @description Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
+         */
+        ManagedRun: {
+            /** Run Id */
+            run_id: string;
+            /** Model Id */
+            model_id: string | null;
+            state: components["schemas"]["RunState"];
+            /** Epoch */
+            epoch: number;
+            /** Epochs Total */
+            epochs_total: number | null;
+            /**
+             * Metrics
+             * @description The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy
+             */
+            metrics: {
+                [key: string]: number | null;
+            };
+            /** Created At */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Error */
+            error: string | null;
+            /** Events Url */
+            events_url: string;
+            /**
+             * Param Id
+             * @description Present once the run has succeeded
+             */
+            param_id?: string | null;
+        };
+        /**
+         * ManagedRunPage
+         * @description `GET /api/models/{model_id}/runs`: newest first; pass `next_cursor` back as `cursor` for the next page.
+         */
+        ManagedRunPage: {
+            /** Items */
+            items: components["schemas"]["ManagedRun"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * MetricHistory
+         * @description `GET /api/v1/metrics/{session_id}/history`: one metric's values, index-aligned with epochs and timestamps.
+         */
+        MetricHistory: {
+            /** Metric Name */
+            metric_name: string;
+            /** Values */
+            values: (number | null)[];
+            /** Epochs */
+            epochs: number[];
+            /** Timestamps */
+            timestamps: (string | null)[];
+        };
+        /**
+         * ModelDetail
+         * @description `GET /api/models/{model_id}`: the summary with every run of the model.
+         */
+        ModelDetail: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+            /** Runs */
+            runs: components["schemas"]["ManagedRun"][];
+        };
+        /**
+         * ModelPublic
+         * @description A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+         *     `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`.
+         */
+        ModelPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Provider */
+            provider: string | null;
+            /** Type */
+            type: string | null;
+            /**
+             * Config
+             * @description `architecture` and `hyperparams`, and any other keys as sent
+             */
+            config: {
+                [key: string]: unknown;
+            };
+            status: components["schemas"]["ModelStatus"];
+            /** Trained */
+            trained: boolean;
+            /** Runs Total */
+            runs_total: number;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+        };
+        /**
+         * ModelSaved
+         * @description `POST /api/models/{model_id}/save`; a promoted run adds `run_id` and `param_id`.
+         */
+        ModelSaved: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+            /**
+             * Run Id
+             * @description Present when a run was promoted
+             */
+            run_id?: string | null;
+            /**
+             * Param Id
+             * @description Present when a run was promoted
+             */
+            param_id?: string | null;
+        };
+        /**
+         * ModelStatistics
+         * @description Inference statistics of a model over `period`, from its `pivot.model.inference` telemetry events.
+         */
+        ModelStatistics: {
+            /** Model Id */
+            model_id: string;
+            /**
+             * Period
+             * @enum {string}
+             */
+            period: "1h" | "24h" | "7d" | "30d";
+            /** Total Requests */
+            total_requests: number;
+            /**
+             * Success Rate
+             * @description null without requests
+             */
+            success_rate: number | null;
+            /** Avg Latency Ms */
+            avg_latency_ms: number | null;
+            /** P99 Latency Ms */
+            p99_latency_ms: number | null;
+            /** Total Tokens */
+            total_tokens: number;
+            /**
+             * Error Breakdown
+             * @description Failed requests by error code
+             */
+            error_breakdown: {
+                [key: string]: number;
+            };
+        };
+        /**
+         * ModelStatus
+         * @description A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+         *     weights yet), and the two a client retiring a model would set.
+         * @enum {string}
+         */
+        ModelStatus: "active" | "inactive" | "deprecated" | "untrained";
+        /**
+         * ModelSummary
+         * @description Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`.
+         */
+        ModelSummary: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+        };
         /** NotificationList */
         NotificationList: {
             /** Notifications */
@@ -1825,6 +2258,18 @@ export interface components {
             cleared: number;
         };
         /**
+         * Outputs
+         * @description What `return` asked for: labels and probabilities by default, logits on request; one row per input.
+         */
+        Outputs: {
+            /** Labels */
+            labels?: number[] | null;
+            /** Probabilities */
+            probabilities?: number[][] | null;
+            /** Logits */
+            logits?: number[][] | null;
+        };
+        /**
          * PageMeta
          * @description Where a page sits: `page` is null when the request paged by `cursor`.
          */
@@ -1845,10 +2290,111 @@ export interface components {
             /** Next Cursor */
             next_cursor?: string | null;
         };
+        /** Page[ModelPublic] */
+        Page_ModelPublic_: {
+            /** Data */
+            data: components["schemas"]["ModelPublic"][];
+            meta: components["schemas"]["PageMeta"];
+        };
         /** ParameterStatistics */
         ParameterStatistics: {
             weight: components["schemas"]["WeightStatistics"];
             bias?: components["schemas"]["BiasStatistics"] | null;
+        };
+        /**
+         * Params
+         * @description `GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`).
+         */
+        Params: {
+            /** Param Id */
+            param_id: string;
+            /** Model Id */
+            model_id: string | null;
+            /** Run Id */
+            run_id: string;
+            /** Parameters */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** Size Bytes */
+            size_bytes: number;
+            /** Created At */
+            created_at: string;
+        };
+        /**
+         * PixelInference
+         * @description Seed 001's answer to `{run_id, pixels}`: one image's label.
+         */
+        PixelInference: {
+            /** Run Id */
+            run_id: string;
+            /** Label */
+            label: number;
+            /** Probabilities */
+            probabilities: number[];
+            /** Latency Ms */
+            latency_ms: number;
+        };
+        /** RecentResources */
+        RecentResources: {
+            /**
+             * Resolution
+             * @constant
+             */
+            resolution: "recent";
+            /** Step Seconds */
+            step_seconds: number;
+            /** Samples */
+            samples: components["schemas"]["ResourceSample"][];
+        };
+        /**
+         * ResourceAverage
+         * @description One stored history point: the mean of `samples` samples over `step_seconds`, ending at `time`.
+         */
+        ResourceAverage: {
+            /** Time */
+            time: number;
+            /** Timestamp */
+            timestamp: string;
+            /** Samples */
+            samples: number;
+            /** Cpu Percent */
+            cpu_percent: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+            /** Swap Percent */
+            swap_percent: number | null;
+            /** Disk Percent */
+            disk_percent: number | null;
+            /** Load 1M */
+            load_1m: number | null;
+            /** Gpu */
+            gpu: components["schemas"]["GpuAverage"][];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ResourceSample
+         * @description `GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: seed 002's shape plus
+         *     swap, load and GPU power/processes. `time` is Unix seconds, `timestamp` the same as ISO 8601.
+         */
+        ResourceSample: {
+            /** Timestamp */
+            timestamp: string;
+            /** Time */
+            time: number;
+            cpu?: components["schemas"]["CpuUsage"] | null;
+            memory?: components["schemas"]["Usage"] | null;
+            swap?: components["schemas"]["Usage"] | null;
+            disk?: components["schemas"]["DiskUsage"] | null;
+            load?: components["schemas"]["LoadAverage"] | null;
+            /**
+             * Gpu
+             * @description Empty on a machine without NVML or GPU
+             */
+            gpu?: components["schemas"]["GpuSample"][];
+        } & {
+            [key: string]: unknown;
         };
         /**
          * RunDetail
@@ -1988,6 +2534,153 @@ export interface components {
             downsampled?: boolean;
         };
         /**
+         * SessionConfig
+         * @description Seed 002's flat fields first, then the whole stored definition (`architecture` or `model_id`,
+         *     `hyperparams`, ...) as it was given.
+         */
+        SessionConfig: {
+            /** Epochs */
+            epochs: number | null;
+            /** Batch Size */
+            batch_size: number | null;
+            /** Learning Rate */
+            learning_rate: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SessionCreated
+         * @description `201` of `POST /api/v1/training/sessions`.
+         */
+        SessionCreated: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            /** Created At */
+            created_at: string;
+            config: components["schemas"]["SessionConfig"];
+            /** Tags */
+            tags: string[];
+        };
+        /** SessionList */
+        SessionList: {
+            /** Sessions */
+            sessions: components["schemas"]["SessionSummary"][];
+            /** Total */
+            total: number;
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+        };
+        /** SessionMetrics */
+        SessionMetrics: {
+            /** Session Id */
+            session_id: string;
+            /** Metrics */
+            metrics: components["schemas"]["EpochRecord"][];
+        };
+        /**
+         * SessionPublic
+         * @description `GET /api/v1/training/sessions/{session_id}`: status, progress and the latest epoch's metrics.
+         */
+        SessionPublic: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            config: components["schemas"]["SessionConfig"];
+            /** Created At */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description When it ended, however it ended
+             */
+            completed_at: string | null;
+            /** Current Epoch */
+            current_epoch: number;
+            /** Total Epochs */
+            total_epochs: number;
+            /**
+             * Progress
+             * @description current_epoch / total_epochs, 4 decimals
+             */
+            progress: number;
+            /**
+             * Latest Metrics
+             * @description The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy, learning_rate
+             */
+            latest_metrics: {
+                [key: string]: number | null;
+            };
+            /** Tags */
+            tags: string[];
+            /** Model Id */
+            model_id: string | null;
+            /**
+             * Error
+             * @description Why it failed or was stopped; null otherwise
+             */
+            error: string | null;
+        };
+        /** SessionStarted */
+        SessionStarted: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /**
+             * Started At
+             * @description When it started running, else when it was queued
+             */
+            started_at: string | null;
+        };
+        /**
+         * SessionStatus
+         * @description A training session's status in seed 002's closed vocabulary (`/api/v1/training/sessions...`).
+         * @enum {string}
+         */
+        SessionStatus: "created" | "running" | "stopped" | "completed" | "failed";
+        /** SessionStopped */
+        SessionStopped: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /** Stopped At */
+            stopped_at: string | null;
+        };
+        /**
+         * SessionSummary
+         * @description One entry of `GET /api/v1/training/sessions`.
+         */
+        SessionSummary: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            /** Created At */
+            created_at: string;
+            /** Current Epoch */
+            current_epoch: number;
+            /** Total Epochs */
+            total_epochs: number;
+            /** Tags */
+            tags: string[];
+        };
+        /**
+         * SimpleErrorEnvelope
+         * @description Families F and M (seeds 001, 003): `{"error": msg}`.
+         */
+        SimpleErrorEnvelope: {
+            /** Error */
+            error: string;
+        };
+        /**
          * Step
          * @description A stored step as `GET /api/v1/runs/{id}`, `/latest` and the `new_metrics` message return it.
          */
@@ -2006,12 +2699,35 @@ export interface components {
                 [key: string]: string[];
             } | null;
         };
+        /** StoredResources */
+        StoredResources: {
+            /**
+             * Resolution
+             * @constant
+             */
+            resolution: "stored";
+            /** Step Seconds */
+            step_seconds: number;
+            /** Samples */
+            samples: components["schemas"]["ResourceAverage"][];
+        };
         /**
          * StructuredErrorEnvelope
          * @description Families P and C (seeds 002, 004): `{"error": {"code", "message", "details"}}`.
          */
         StructuredErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
+        };
+        /** SystemLoad */
+        SystemLoad: {
+            /** Cpu Percent */
+            cpu_percent: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+            /** Disk Percent */
+            disk_percent: number | null;
+            /** Gpu Count */
+            gpu_count: number;
         };
         /**
          * TelemetryAggregated
@@ -2089,6 +2805,37 @@ export interface components {
             interval: "1m" | "5m" | "1h" | "1d";
             /** Group By */
             group_by: string | null;
+        };
+        /**
+         * TrainQueued
+         * @description `202` of `POST /api/models/{model_id}/train` and (with `events_url`) of `POST /api/train`.
+         */
+        TrainQueued: {
+            /** Run Id */
+            run_id: string;
+            /** Model Id */
+            model_id: string;
+            /**
+             * Status
+             * @constant
+             */
+            status: "queued";
+            /**
+             * Events Url
+             * @description `POST /api/train` only
+             */
+            events_url?: string | null;
+        };
+        /** Usage */
+        Usage: {
+            /** Percent */
+            percent: number;
+            /** Used Gb */
+            used_gb: number;
+            /** Total Gb */
+            total_gb: number;
+        } & {
+            [key: string]: unknown;
         };
         /**
          * ValidationErrorItem
@@ -2470,11 +3217,8 @@ export interface components {
              * @default null
              */
             type?: string | null;
-            /**
-             * Status
-             * @default null
-             */
-            status?: ("active" | "inactive" | "deprecated" | "untrained") | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
             /** Config */
             config?: {
                 [key: string]: unknown;
@@ -2506,11 +3250,8 @@ export interface components {
              * @default null
              */
             type?: string | null;
-            /**
-             * Status
-             * @default null
-             */
-            status?: ("active" | "inactive" | "deprecated" | "untrained") | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
             /**
              * Config
              * @default null
@@ -2737,14 +3478,6 @@ export interface components {
              */
             format?: "json" | "slack" | "discord";
         };
-        /**
-         * SimpleErrorEnvelope
-         * @description Families F and M (seeds 001, 003): `{"error": msg}`.
-         */
-        SimpleErrorEnvelope: {
-            /** Error */
-            error: string;
-        };
     };
     responses: never;
     parameters: never;
@@ -2772,6 +3505,15 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description The store's writer has stopped: `unhealthy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
         };
     };
     rich_health_api_v1_health_get: {
@@ -2789,7 +3531,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["HealthDetail"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -2801,15 +3543,31 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
-            429: {
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description A component is `unhealthy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthDetail"];
                 };
             };
         };
@@ -3569,7 +4327,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ResourceSample"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -3581,11 +4339,18 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3616,11 +4381,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RecentResources"] | components["schemas"]["StoredResources"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3640,8 +4414,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4853,7 +5625,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSummary"][];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -4865,11 +5637,18 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4893,7 +5672,25 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSummary"];
+                };
+            };
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSummary"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -4905,8 +5702,44 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4917,8 +5750,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -4944,7 +5784,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelDetail"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -4956,7 +5796,16 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4977,8 +5826,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5004,7 +5851,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSaved"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5016,7 +5872,7 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5025,8 +5881,35 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5046,8 +5929,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5073,7 +5963,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrainQueued"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5085,7 +5984,7 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5094,8 +5993,35 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5115,8 +6041,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5140,7 +6073,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrainQueued"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5152,8 +6094,44 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5164,8 +6142,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5192,7 +6177,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CancelRequested"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5204,7 +6189,7 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5213,8 +6198,17 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5234,8 +6228,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5262,7 +6254,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ManagedRun"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5274,7 +6266,16 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5295,8 +6296,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5335,7 +6334,16 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5356,8 +6364,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5386,7 +6392,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ManagedRunPage"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5398,7 +6413,16 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5419,8 +6443,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5446,7 +6468,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Params"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5458,7 +6480,16 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5479,8 +6510,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5504,7 +6533,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["PixelInference"] | components["schemas"]["Inference"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5516,8 +6554,53 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5528,8 +6611,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5553,7 +6634,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AdhocInference"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5565,8 +6655,35 @@ export interface operations {
                     "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5577,8 +6694,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5608,11 +6723,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ModelPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5632,8 +6756,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5662,7 +6784,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5683,7 +6805,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5722,8 +6844,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5749,11 +6878,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5782,8 +6920,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -5819,7 +6955,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5858,8 +6994,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5890,7 +7033,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5911,7 +7054,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5959,8 +7102,15 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -5988,11 +7138,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelStatistics_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6021,8 +7180,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6036,7 +7193,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
-                status?: string | null;
+                status?: components["schemas"]["SessionStatus"] | null;
             };
             header?: never;
             path?: never;
@@ -6050,11 +7207,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6074,8 +7240,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6103,7 +7267,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionCreated"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6115,8 +7288,44 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6136,8 +7345,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6164,7 +7371,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionStarted"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6176,7 +7383,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6185,8 +7392,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6206,8 +7422,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6234,7 +7448,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionStopped"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6246,7 +7460,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6255,8 +7469,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6276,8 +7499,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6304,7 +7525,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionPublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6316,7 +7537,16 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6337,8 +7567,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6368,7 +7596,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionMetrics"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6380,7 +7608,16 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6401,8 +7638,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6433,7 +7668,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["MetricHistory"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6445,7 +7680,16 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6466,8 +7710,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -6488,13 +7730,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The event stream */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": unknown;
+                    "text/event-stream": string;
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6506,7 +7749,16 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6527,8 +7779,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
