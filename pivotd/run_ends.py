@@ -25,6 +25,7 @@ from pivotd.ingest import run_message
 from pivotd.settings import Settings
 from pivotd.store import BatchOutcome, RunRow, Store
 from pivotd.store.run_ends import FinishRun, MarkLost
+from pivotd.tasks import TaskSet
 from shared.models.runs import RunEnd, RunState
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class RunEnds:
         self._since = time.time()
         """When this daemon started watching: silence before it is not a script's (see the module docstring)."""
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = TaskSet()
 
     async def __aenter__(self) -> RunEnds:
         self._store.writer.listeners.append(self._on_batch)
@@ -66,8 +67,7 @@ class RunEnds:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
 
     async def finish(self, run_id: str, end: RunEnd) -> RunRow:
         """End an external run as its script says (creating it if needed); the same end again changes nothing."""
@@ -115,9 +115,7 @@ class RunEnds:
         for run_id in sorted(outcome.revived):
             self._hub.publish_run_state(run_id, RunState.RUNNING, None)
             if self.on_revived:
-                task = asyncio.ensure_future(self._revived(run_id))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._background.spawn(self._revived(run_id))
 
     async def _revived(self, run_id: str) -> None:
         for listener in self.on_revived:

@@ -45,6 +45,7 @@ from pivotd.store.training import (
     TrainingReader,
     Transition,
 )
+from pivotd.tasks import TaskSet
 from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
 from shared.models.layerwise import is_valid_run_id
 from shared.models.runs import FINAL_STATES
@@ -96,7 +97,7 @@ class Supervisor:
         self.gpus = visible_gpus()
         self.slots = settings.training_slots or max(1, len(self.gpus))
         self._workers: dict[str, _Worker] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._dispatch_lock = asyncio.Lock()
         self._url: str | None = None
         self._closing = False
@@ -132,13 +133,12 @@ class Supervisor:
         for worker in list(self._workers.values()):
             worker.fatal = "interrupted (pivotd stopped)"
             self._terminate(worker)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     def attach(self, url: str) -> None:
         """The daemon listens at `url` (known only once bound): workers report there; start queued runs."""
         self._url = url
-        self._spawn(self.dispatch())
+        self._tasks.spawn(self.dispatch())
 
     def worker_pid(self, run_id: str) -> int | None:
         """The process id training `run_id`, while it runs."""
@@ -238,7 +238,7 @@ class Supervisor:
         worker = _Worker(job.run_id, proc, slot)
         self._workers[job.run_id] = worker
         log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
-        self._spawn(self._supervise(worker, job))
+        self._tasks.spawn(self._supervise(worker, job))
 
     def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
         """The checkpoint a resumed run continues from, its recorded path resolved in this data directory."""
@@ -394,7 +394,7 @@ class Supervisor:
     def _terminate(self, worker: _Worker) -> None:
         with contextlib.suppress(ProcessLookupError):
             worker.proc.terminate()
-        self._spawn(self._kill_after_grace(worker))
+        self._tasks.spawn(self._kill_after_grace(worker))
 
     async def _kill_after_grace(self, worker: _Worker) -> None:
         with contextlib.suppress(TimeoutError):
@@ -411,7 +411,7 @@ class Supervisor:
         The weights (`params.safetensors`) stay: a params row outlives its run, and a promoted model points at it.
         Registered with `Ingest.removed_listeners`, which hears of every deletion, unlike a lossy hub mailbox.
         """
-        self._spawn(self._remove_artifacts(run_id))
+        self._tasks.spawn(self._remove_artifacts(run_id))
 
     async def _remove_artifacts(self, run_id: str) -> None:
         # A run stored before `.` and `..` were refused names no directory of its own: `runs/..` is the data dir.
@@ -449,11 +449,6 @@ class Supervisor:
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             self._hub.publish((topic,), orjson.dumps({**body, "topic": topic, "run_id": run_id}).decode())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _remove_artifacts(run_dir: Path) -> None:

@@ -28,6 +28,7 @@ from pivotd.monitor.nvml import GIB, Nvml
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.monitoring import PutResourceHistory
+from pivotd.tasks import TaskSet
 from pivotd.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class ResourceMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writes: set[asyncio.Task[Any]] = set()
+        self._writes = TaskSet()
 
     @property
     def latest(self) -> Sample | None:
@@ -151,8 +152,7 @@ class ResourceMonitor:
             await asyncio.to_thread(self._thread.join, 10)
         if self._bucket:
             await self._flush()
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._writes.wait()
         await asyncio.to_thread(self._nvml.close)
 
     def _run(self) -> None:
@@ -181,9 +181,7 @@ class ResourceMonitor:
                 log.exception("sample listener failed")
         self._bucket.append(sample)
         if sample["time"] - self._bucket[0]["time"] >= self._settings.resource_history_step_s:
-            task = asyncio.ensure_future(self._flush())
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._writes.spawn(self._flush())
 
     async def _flush(self) -> None:
         bucket, self._bucket = self._bucket, []
