@@ -30,6 +30,7 @@ from shared.models.alerts import (
 from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic
 from shared.models.envelopes import Data
 from shared.models.errors import describe_error
+from shared.models.experiment_status import FINAL_EXPERIMENT_STATUSES
 from shared.models.layerwise import LayerwisePayload, Step
 from shared.models.runs import (
     FINAL_STATES,
@@ -118,7 +119,6 @@ class _Base:
 
 
 FINAL_SESSION_STATES = frozenset({"completed", "failed", "stopped"})
-FINAL_EXPERIMENT_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

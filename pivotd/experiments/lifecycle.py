@@ -24,8 +24,6 @@ from pivotd.jobs.service import Training
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.experiments import (
-    C_RUN_STATUS,
-    FINAL_EXPERIMENT_STATUSES,
     ControlAction,
     ControlExperiment,
     CreateExperiment,
@@ -36,6 +34,7 @@ from pivotd.store.experiments import (
     SweepRun,
 )
 from pivotd.timefmt import iso
+from shared.models.experiment_status import C_RUN_STATUS, FINAL_EXPERIMENT_STATUSES
 
 PROGRESS_INTERVAL_S = 1.0
 """Epoch-driven `experiment_progress` events are throttled to one a second per experiment."""
