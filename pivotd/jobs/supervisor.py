@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,12 +87,30 @@ class _Worker:
     step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
 
 
+RunFinished = Callable[[str, str, str | None], Awaitable[None]]
+RunListener = Callable[[str], Awaitable[None]]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, store: Store, hub: Hub, token: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        token: str | None,
+        telemetry: Telemetry,
+        *,
+        on_finished: Sequence[RunFinished],
+        on_started: Sequence[RunListener],
+        on_epoch: Sequence[RunListener],
+    ) -> None:
+        """The listeners run in the order given, each awaited before the next."""
         self._settings = settings
         self._store = store
         self._hub = hub
         self._token = token or None
+        self._telemetry = telemetry
+        """Each reported epoch becomes a `pivot.training.epoch` event."""
         self.reader = TrainingReader(store.reader.connection)
         self.gpus = visible_gpus()
         self.slots = settings.training_slots or max(1, len(self.gpus))
@@ -106,14 +124,12 @@ class Supervisor:
         self.swept = asyncio.Condition()
         """Notified after a deleted run's artifacts are removed; `swept_runs` holds the latest ids."""
         self.swept_runs: deque[str] = deque(maxlen=100)
-        self.on_finished: list[Callable[[str, str, str | None], Awaitable[None]]] = []
+        self._on_finished = tuple(on_finished)
         """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
-        self.on_started: list[Callable[[str], Awaitable[None]]] = []
-        self.on_epoch: list[Callable[[str], Awaitable[None]]] = []
-        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
+        self._on_started = tuple(on_started)
         """Called with the run id when a run starts running (after its `run_state`)."""
-        self.telemetry: Telemetry | None = None
-        """Set by the lifespan: each reported epoch becomes a `pivot.training.epoch` event."""
+        self._on_epoch = tuple(on_epoch)
+        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -313,7 +329,7 @@ class Supervisor:
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
                 )
                 self._emit_epoch(job, worker, event)
-                for listener in self.on_epoch:
+                for listener in self._on_epoch:
                     await listener(job.run_id)
             elif kind == "checkpoint":
                 await self._store.writer.submit(
@@ -331,7 +347,7 @@ class Supervisor:
         seconds = metrics.get("epoch_time_s")
         step, previous = event.get("step"), worker.step
         worker.step = step if isinstance(step, int) else None
-        if self.telemetry is None or not isinstance(seconds, int | float):
+        if not isinstance(seconds, int | float):
             return
         measurements = {"duration_ms": seconds * 1000, "epoch": event["epoch"]}
         if isinstance(step, int):
@@ -342,7 +358,7 @@ class Supervisor:
                 measurements["step_ms"] = seconds * 1000 / steps_this_epoch
         if isinstance(metrics.get("epoch_cpu_s"), int | float):
             measurements["cpu_s"] = metrics["epoch_cpu_s"]
-        self.telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
+        self._telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
 
     async def _read_logs(self, worker: _Worker, stream: asyncio.StreamReader) -> None:
         in_traceback = False
@@ -427,14 +443,14 @@ class Supervisor:
         previous: str = await self._store.writer.submit(Transition(run_id, state, allowed, error))
         if state in FINAL_STATES:
             # Before announcing the state: a client that sees the run end finds its notification.
-            for listener in self.on_finished:
+            for listener in self._on_finished:
                 try:
                     await listener(run_id, state, error)
                 except Exception:  # a failing listener must not leave the run's worker unreaped
                     log.exception("run-finished listener failed for %s", run_id)
         self._hub.publish_run_state(run_id, state, error)
         if state == "running":
-            for started in self.on_started:
+            for started in self._on_started:
                 try:
                     await started(run_id)
                 except Exception:

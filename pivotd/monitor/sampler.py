@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +118,21 @@ def history_point(samples: list[Sample]) -> Sample:
 class ResourceMonitor:
     """Owns the sampler thread, the ring buffer and the stored history."""
 
-    def __init__(self, settings: Settings, store: Store, hub: Hub, nvml: Nvml | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        listeners: Sequence[Callable[[Sample], None]],
+        nvml: Nvml | None = None,
+    ) -> None:
+        """`listeners` hear each sample on the loop, in order, after its `resources` message."""
         self._settings = settings
         self._store = store
         self._hub = hub
         self._nvml = nvml or Nvml.system()
         self.recent: deque[Sample] = deque(maxlen=settings.resource_buffer_size)
-        self.listeners: list[Callable[[Sample], None]] = []
+        self._listeners = tuple(listeners)
         self._bucket: list[Sample] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -174,7 +182,7 @@ class ResourceMonitor:
         if self._hub.has_subscribers(RESOURCES_TOPIC):
             message = {"type": "resources", "topic": RESOURCES_TOPIC, "data": sample}
             self._hub.publish((RESOURCES_TOPIC,), orjson.dumps(message).decode())
-        for listener in self.listeners:
+        for listener in self._listeners:
             try:
                 listener(sample)
             except Exception:
