@@ -30,6 +30,7 @@ from shared.models.alerts import (
 from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic
 from shared.models.envelopes import Data
 from shared.models.errors import describe_error
+from shared.models.experiment_status import FINAL_EXPERIMENT_STATUSES
 from shared.models.layerwise import LayerwisePayload, Step
 from shared.models.monitor import Health, ResourceSample
 from shared.models.registry import (
@@ -133,7 +134,6 @@ class _Base:
 
 FINAL_SESSION_STATES = FINAL_SESSION_STATUSES
 """Kept for callers that imported it from here; defined in `shared.models.training`."""
-FINAL_EXPERIMENT_STATUSES = frozenset({"completed", "failed", "cancelled"})
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

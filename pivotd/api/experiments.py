@@ -19,10 +19,8 @@ from pivotd.experiments.lifecycle import eta_seconds
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.ids import new_id
 from pivotd.services import Services
-from pivotd.store.experiments import (
-    C_TO_INTERNAL,
+from pivotd.store import (
     EXPERIMENT_SORTS,
-    EXPERIMENT_STATUSES,
     AttachRuns,
     CreateExperiment,
     DeleteExperiment,
@@ -32,6 +30,7 @@ from pivotd.store.experiments import (
     UpdateExperiment,
 )
 from pivotd.timefmt import iso
+from shared.models.experiment_status import C_TO_INTERNAL, EXPERIMENT_STATUSES
 from shared.models.layerwise import RunId
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["experiments (seed 004)"])

@@ -17,10 +17,9 @@ from pivotd.errors import NotFound, PivotError, field_path, invalid_field, inval
 from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
-from pivotd.store import RunRow
-from pivotd.store.experiments import C_TO_INTERNAL
-from pivotd.store.reader import SORTABLE
+from pivotd.store import SORTABLE, RunRow
 from pivotd.timefmt import iso
+from shared.models.experiment_status import C_TO_INTERNAL
 from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
 from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunState, RunSummary
 

@@ -23,7 +23,7 @@ from pivotd.errors import BadRequest, PivotError, ValidationFailed
 from pivotd.inference import as_batch, outputs
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
 from pivotd.services import Services
-from pivotd.store.training import JobRow, ModelRow
+from pivotd.store import JobRow, ModelRow
 from pivotd.telemetry.service import INFERENCE_EVENT
 from pivotd.timefmt import iso
 from shared.models.errors import SimpleErrorEnvelope

@@ -23,8 +23,7 @@ from pivotd.errors import ValidationFailed, fields_failed, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.jobs.service import InvalidDefinition
 from pivotd.services import Services
-from pivotd.store.models import DeleteModel, PatchModelExtra, model_extra, model_page
-from pivotd.store.training import ModelRow
+from pivotd.store import DeleteModel, ModelRow, PatchModelExtra, model_extra, model_page
 from pivotd.timefmt import iso
 from shared.models.envelopes import Data, Page, PageMeta
 from shared.models.registry import ModelPeriod, ModelPublic, ModelStatistics, ModelStatus

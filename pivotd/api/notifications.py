@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from pivotd.alerts.notifications import notification_view
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
-from pivotd.store.monitoring import ClearNotifications, MarkNotificationRead
+from pivotd.store import ClearNotifications, MarkNotificationRead
 from shared.models.alerts import (
     NotificationList,
     NotificationPriority,

@@ -13,7 +13,7 @@ from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
 from pivotd.errors import NotFound, invalid_field
 from pivotd.settings import Settings
-from pivotd.store.training import CheckpointRow
+from pivotd.store import CheckpointRow
 from pivotd.timefmt import iso
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])

@@ -24,7 +24,7 @@ from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
 from pivotd.services import Services
-from pivotd.store.training import JobRow
+from pivotd.store import JobRow
 from pivotd.timefmt import iso
 from shared.models.runs import FINAL_STATES
 from shared.models.sessions import (

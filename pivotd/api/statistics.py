@@ -18,7 +18,7 @@ from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, pag
 from pivotd.experiments.stats import Alternative
 from pivotd.ids import new_id
 from pivotd.services import Services
-from pivotd.store.experiments import Aggregate, PutStatResult, StatResultRow
+from pivotd.store import Aggregate, PutStatResult, StatResultRow
 from pivotd.timefmt import iso
 from shared.models.layerwise import RunId
 

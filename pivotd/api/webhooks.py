@@ -11,7 +11,7 @@ from pivotd.alerts.webhooks import EVENTS
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
-from pivotd.store.monitoring import WebhookRow
+from pivotd.store import WebhookRow
 from pivotd.timefmt import iso
 from shared.models.webhooks import (
     DeliveryCounts,

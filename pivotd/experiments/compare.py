@@ -15,7 +15,8 @@ from typing import Any
 from pivotd.errors import Conflict, ValidationFailed, invalid_field
 from pivotd.experiments.report import counts
 from pivotd.experiments.stats import TEST_TYPES, Alternative, StatsError, TestOutcome, run_test, summary
-from pivotd.store.experiments import FINAL_EXPERIMENT_STATUSES, Aggregate, ExperimentsReader, MemberRun
+from pivotd.store.experiments import Aggregate, ExperimentsReader, MemberRun
+from shared.models.experiment_status import FINAL_EXPERIMENT_STATUSES
 
 # Seed 004 calls Welch's test `two_sample_t_test`; the other spellings are what people type.
 TEST_ALIASES = {

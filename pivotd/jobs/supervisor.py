@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from pivotd.store.training import (
     TrainingReader,
     Transition,
 )
+from pivotd.tasks import TaskSet
 from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
 from shared.models.layerwise import is_valid_run_id
 from shared.models.runs import FINAL_STATES, RunState
@@ -86,17 +87,35 @@ class _Worker:
     step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
 
 
+RunFinished = Callable[[str, str, str | None], Awaitable[None]]
+RunListener = Callable[[str], Awaitable[None]]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, store: Store, hub: Hub, token: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        token: str | None,
+        telemetry: Telemetry,
+        *,
+        on_finished: Sequence[RunFinished],
+        on_started: Sequence[RunListener],
+        on_epoch: Sequence[RunListener],
+    ) -> None:
+        """The listeners run in the order given, each awaited before the next."""
         self._settings = settings
         self._store = store
         self._hub = hub
         self._token = token or None
+        self._telemetry = telemetry
+        """Each reported epoch becomes a `pivot.training.epoch` event."""
         self.reader = TrainingReader(store.reader.connection)
         self.gpus = visible_gpus()
         self.slots = settings.training_slots or max(1, len(self.gpus))
         self._workers: dict[str, _Worker] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._dispatch_lock = asyncio.Lock()
         self._url: str | None = None
         self._closing = False
@@ -105,14 +124,12 @@ class Supervisor:
         self.swept = asyncio.Condition()
         """Notified after a deleted run's artifacts are removed; `swept_runs` holds the latest ids."""
         self.swept_runs: deque[str] = deque(maxlen=100)
-        self.on_finished: list[Callable[[str, str, str | None], Awaitable[None]]] = []
+        self._on_finished = tuple(on_finished)
         """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
-        self.on_started: list[Callable[[str], Awaitable[None]]] = []
-        self.on_epoch: list[Callable[[str], Awaitable[None]]] = []
-        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
+        self._on_started = tuple(on_started)
         """Called with the run id when a run starts running (after its `run_state`)."""
-        self.telemetry: Telemetry | None = None
-        """Set by the lifespan: each reported epoch becomes a `pivot.training.epoch` event."""
+        self._on_epoch = tuple(on_epoch)
+        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -132,13 +149,12 @@ class Supervisor:
         for worker in list(self._workers.values()):
             worker.fatal = "interrupted (pivotd stopped)"
             self._terminate(worker)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     def attach(self, url: str) -> None:
         """The daemon listens at `url` (known only once bound): workers report there; start queued runs."""
         self._url = url
-        self._spawn(self.dispatch())
+        self._tasks.spawn(self.dispatch())
 
     def worker_pid(self, run_id: str) -> int | None:
         """The process id training `run_id`, while it runs."""
@@ -238,7 +254,7 @@ class Supervisor:
         worker = _Worker(job.run_id, proc, slot)
         self._workers[job.run_id] = worker
         log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
-        self._spawn(self._supervise(worker, job))
+        self._tasks.spawn(self._supervise(worker, job))
 
     def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
         """The checkpoint a resumed run continues from, its recorded path resolved in this data directory."""
@@ -313,7 +329,7 @@ class Supervisor:
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
                 )
                 self._emit_epoch(job, worker, event)
-                for listener in self.on_epoch:
+                for listener in self._on_epoch:
                     await listener(job.run_id)
             elif kind == "checkpoint":
                 await self._store.writer.submit(
@@ -331,7 +347,7 @@ class Supervisor:
         seconds = metrics.get("epoch_time_s")
         step, previous = event.get("step"), worker.step
         worker.step = step if isinstance(step, int) else None
-        if self.telemetry is None or not isinstance(seconds, int | float):
+        if not isinstance(seconds, int | float):
             return
         measurements = {"duration_ms": seconds * 1000, "epoch": event["epoch"]}
         if isinstance(step, int):
@@ -342,7 +358,7 @@ class Supervisor:
                 measurements["step_ms"] = seconds * 1000 / steps_this_epoch
         if isinstance(metrics.get("epoch_cpu_s"), int | float):
             measurements["cpu_s"] = metrics["epoch_cpu_s"]
-        self.telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
+        self._telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
 
     async def _read_logs(self, worker: _Worker, stream: asyncio.StreamReader) -> None:
         in_traceback = False
@@ -394,7 +410,7 @@ class Supervisor:
     def _terminate(self, worker: _Worker) -> None:
         with contextlib.suppress(ProcessLookupError):
             worker.proc.terminate()
-        self._spawn(self._kill_after_grace(worker))
+        self._tasks.spawn(self._kill_after_grace(worker))
 
     async def _kill_after_grace(self, worker: _Worker) -> None:
         with contextlib.suppress(TimeoutError):
@@ -411,7 +427,7 @@ class Supervisor:
         The weights (`params.safetensors`) stay: a params row outlives its run, and a promoted model points at it.
         Registered with `Ingest.removed_listeners`, which hears of every deletion, unlike a lossy hub mailbox.
         """
-        self._spawn(self._remove_artifacts(run_id))
+        self._tasks.spawn(self._remove_artifacts(run_id))
 
     async def _remove_artifacts(self, run_id: str) -> None:
         # A run stored before `.` and `..` were refused names no directory of its own: `runs/..` is the data dir.
@@ -427,14 +443,14 @@ class Supervisor:
         previous: str = await self._store.writer.submit(Transition(run_id, state, allowed, error))
         if state in FINAL_STATES:
             # Before announcing the state: a client that sees the run end finds its notification.
-            for listener in self.on_finished:
+            for listener in self._on_finished:
                 try:
                     await listener(run_id, state, error)
                 except Exception:  # a failing listener must not leave the run's worker unreaped
                     log.exception("run-finished listener failed for %s", run_id)
         self._hub.publish_run_state(run_id, state, error)
         if state == RunState.RUNNING:
-            for started in self.on_started:
+            for started in self._on_started:
                 try:
                     await started(run_id)
                 except Exception:
@@ -449,11 +465,6 @@ class Supervisor:
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             self._hub.publish((topic,), orjson.dumps({**body, "topic": topic, "run_id": run_id}).decode())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _remove_artifacts(run_dir: Path) -> None:

@@ -13,37 +13,17 @@ from typing import Any, Literal
 import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
-from pivotd.experiments.paging import PageRequest, keyset
 from pivotd.store.ops import Tx
+from pivotd.store.paging import PageRequest, keyset
 from pivotd.store.rows import contains, latest_by_run, latest_query
 from pivotd.store.training import CreateJob
-from shared.models.runs import FINAL_STATES, RunState
+from shared.models.experiment_status import C_RUN_STATUS, C_TO_INTERNAL
+from shared.models.runs import FINAL_STATES
 
-# Run states (api-map section 1) -> family C's words. Seed 004's closed vocabulary has no `lost`: a lost run
-# shows as `failed`, its error says why.
-C_RUN_STATUS = {
-    RunState.CREATED: "pending",
-    RunState.QUEUED: "pending",
-    RunState.RUNNING: "running",
-    RunState.SUCCEEDED: "completed",
-    RunState.FAILED: "failed",
-    RunState.CANCELLED: "cancelled",
-    RunState.LOST: "failed",
-}
-C_TO_INTERNAL = {
-    "pending": (RunState.CREATED, RunState.QUEUED),
-    "running": (RunState.RUNNING,),
-    "completed": (RunState.SUCCEEDED,),
-    "failed": (RunState.FAILED, RunState.LOST),
-    "cancelled": (RunState.CANCELLED,),
-}
 _FINAL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
 _C_FAILED = ", ".join(f"'{state}'" for state in C_TO_INTERNAL["failed"])
 EXPERIMENT_SORTS = ("name", "created_at", "updated_at", "status")
 Aggregate = Literal["last", "best", "mean"]
-
-EXPERIMENT_STATUSES = (*C_TO_INTERNAL, "paused")
-FINAL_EXPERIMENT_STATUSES = ("completed", "failed", "cancelled")
 
 # Cancelled (by `cancel`): cancelled, even while its runs wind down. No runs: pending. Paused with runs still
 # waiting or running: paused. Any run running, or some waiting while others finished: running. All waiting:
