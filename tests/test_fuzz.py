@@ -19,7 +19,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +72,9 @@ def test_fuzz_every_operation(tmp_path: Path) -> None:
 @pytest.mark.fuzz_long
 @pytest.mark.timeout(3600)
 def test_fuzz_every_operation_long(tmp_path: Path) -> None:
-    seed = os.environ.get("PIVOT_FUZZ_SEED")
-    run_fuzz(tmp_path / "state", LONG, int(seed) if seed else random.getrandbits(64))
+    seed, examples = os.environ.get("PIVOT_FUZZ_SEED"), os.environ.get("PIVOT_FUZZ_EXAMPLES")
+    budget = replace(LONG, max_examples=int(examples)) if examples else LONG
+    run_fuzz(tmp_path / "state", budget, int(seed) if seed else random.getrandbits(64))
 
 
 def run_fuzz(data_dir: Path, budget: Budget, seed: int) -> None:
