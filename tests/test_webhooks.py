@@ -138,6 +138,25 @@ async def test_test_route_reports_the_receivers_answer(daemon: RunningDaemon, ht
     assert (await http.post("/api/v1/webhooks/webhook_nope/test")).status_code == 404
 
 
+async def test_deliveries_off_send_nothing_and_keep_the_outbox(tmp_path: Path, receiver: Receiver) -> None:
+    """`webhook_deliveries = false` (the fuzz's daemon): an alert's delivery waits, the test route connects nowhere,
+    and a daemon with deliveries on sends what waited."""
+    off = {"webhook_deliveries": False, **FAST}
+    async with running_daemon(tmp_path / "s", **off) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        hook = await register(http, receiver.url, ["alert_triggered"])
+        await fire_scalar_alert(http)
+        await eventually(lambda: _counts_are(http, hook["webhook_id"], pending=1))
+        tested = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+        assert tested["success"] is False and tested["status_code"] is None
+        assert "webhook_deliveries is false" in tested["error"]
+        assert daemon.services.webhooks.deliveries_sent == 0
+    assert receiver.received.empty()
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        got = await receiver.next()
+        assert got.headers["x-pivot-event"] == "alert_triggered" and got.signature_valid(SECRET)
+        await eventually(lambda: _counts_are(http, hook["webhook_id"], delivered=1, pending=0))
+
+
 async def test_secrets_are_shown_once_and_webhooks_delete(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     created = (await http.post("/api/v1/webhooks", json={"url": "https://example.com/x", "events": ["*"]})).json()
     assert len(created["secret"]) >= 32 and created["status"] == "active" and created["format"] == "json"
