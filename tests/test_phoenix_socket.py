@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from websockets.typing import Subprotocol
 
 from pivotd.store.ops import Tx
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.node_packages import installed_package
 from tests.payloads import contract_payload
 
 Frame = list[Any]
@@ -379,24 +379,12 @@ def phoenix_client_dir() -> Path:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < 18:
         pytest.skip(f"the Phoenix JavaScript client needs node 18 or later, found {version}")
-    lock = (PHOENIX_CLIENT / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pivot-tests"
-    target = cache / f"phoenix-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "phoenix").is_dir():
-        staging = cache / f"{target.name}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(PHOENIX_CLIENT / name, staging / name)
-        command = [npm, "ci", "--no-audit", "--no-fund", "--cache", str(cache / "npm")]
-        installed = subprocess.run(command, cwd=staging, capture_output=True, text=True, timeout=300)
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
-        try:
-            staging.rename(target)  # atomic: a concurrent run either wins or finds the finished install
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    # The script runs from there so that its imports resolve to that node_modules.
-    shutil.copy(PHOENIX_CLIENT / "client.mjs", target / "client.mjs")
+    target = installed_package(npm, PHOENIX_CLIENT, "phoenix-client")
+    # The script runs from there so that its imports resolve to that node_modules. Concurrent tests (xdist
+    # workers) may be running it: the new copy replaces it in one step, never a half-written file.
+    staging = target / f"client.mjs.{os.getpid()}"
+    shutil.copy(PHOENIX_CLIENT / "client.mjs", staging)
+    staging.replace(target / "client.mjs")
     return target
 
 
