@@ -312,6 +312,8 @@ BAD_FIELDS = [
 ]
 
 
+# One daemon for the class: refused input stores nothing (the tests that store keep their own).
+@pytest.mark.shared_daemon
 class TestBadInput:
     @pytest.mark.parametrize(("path", "value", "loc", "kind"), BAD_FIELDS)
     async def test_invalid_field_is_422_locating_it(
@@ -353,12 +355,14 @@ class TestBadInput:
             ("layer_statistics[0].gradient_flow.gradient_std", -0.0),
         ],
     )
+    @pytest.mark.own_daemon  # stores a run
     async def test_what_may_be_negative_or_zero_is_accepted(
         self, http: httpx.AsyncClient, path: str, value: float
     ) -> None:
         assert (await post(http, mutated(path, value))).status_code == 202
 
     @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+    @pytest.mark.own_daemon  # counts the events recorded on run nan_run
     async def test_non_finite_is_rejected_and_recorded_on_the_run(self, http: httpx.AsyncClient, literal: str) -> None:
         body = json.dumps(contract_payload("nan_run", 7)).replace(
             '"gradient_l2_norm": 0.31', f'"gradient_l2_norm": {literal}', 1
@@ -409,6 +413,7 @@ class TestBadInput:
             response = await http.post(path, headers={"content-type": "application/json"})
             assert response.status_code == 422 and response.json() == {"detail": [missing]}
 
+    @pytest.mark.own_daemon  # stores a run
     async def test_bad_parameters_are_located_in_the_query_or_path(self, http: httpx.AsyncClient) -> None:
         await post(http, contract_payload("q"))
         assert located(await http.get("/api/v1/runs/q", params={"from_step": -1})) == [
@@ -437,6 +442,7 @@ class TestBadInput:
         assert response.status_code == 415
         assert "application/json" in response.json()["detail"]["message"]
 
+    @pytest.mark.own_daemon  # stores a run
     async def test_missing_content_type_is_accepted(self, http: httpx.AsyncClient) -> None:
         # Scripts doing requests.post(url, data=json.dumps(...)) send no content-type at all.
         response = await http.post(LAYERWISE, content=json.dumps(contract_payload()).encode(), headers={})
@@ -464,6 +470,7 @@ class TestBadInput:
         response = await http.put(LAYERWISE, json={})
         assert response.status_code == 405 and response.json()["detail"]["error"] == "method_not_allowed"
 
+    @pytest.mark.own_daemon  # garbage on purpose: what it might store must not meet the others
     async def test_no_route_ever_answers_500_for_garbage(self, http: httpx.AsyncClient) -> None:
         garbage = [b"null", b"0", b'"text"', b"[[]]", b'{"metadata": null}', b"\xff\xfe", b"{" * 5000]
         for path in (LAYERWISE, f"{LAYERWISE}/batch", "/api/v1/runs/r/scalars"):

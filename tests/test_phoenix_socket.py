@@ -105,6 +105,7 @@ def telemetry_event(name: list[str], experiment_id: str | None = None) -> dict[s
     }
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_heartbeat_join_and_leave(daemon: RunningDaemon) -> None:
     async with client(daemon) as c:
         ref = await c.send("phoenix", "heartbeat")
@@ -120,6 +121,7 @@ async def test_heartbeat_join_and_leave(daemon: RunningDaemon) -> None:
         assert await c.recv() == [None, ref, "telemetry:all", "phx_reply", error]
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_unmatched_topics_and_unknown_events(daemon: RunningDaemon) -> None:
     error = {"status": "error", "response": {"reason": "unmatched topic"}}
     async with client(daemon) as c:
@@ -138,6 +140,7 @@ async def test_unmatched_topics_and_unknown_events(daemon: RunningDaemon) -> Non
         assert reply[4]["status"] == "error" and "unknown event 'shout'" in reply[4]["response"]["reason"]
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_join_of_an_unknown_experiment_is_refused(daemon: RunningDaemon) -> None:
     async with client(daemon) as c:
         ref = await c.send("experiment:exp_missing", "phx_join", join_ref="7")
@@ -290,6 +293,7 @@ async def test_a_client_that_falls_behind_is_told_on_each_channel(tmp_path: Path
         assert [(await c.recv())[4]["event_name"] for _ in range(2)] == [["step3"], ["step4"]]
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
@@ -315,6 +319,7 @@ async def test_bad_frames_close_the_connection(daemon: RunningDaemon, frame: str
         assert (await c.recv())[1] == ref
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_v1_serializer_speaks_objects(daemon: RunningDaemon) -> None:
     async with client(daemon, vsn="1.0.0") as c:
         await c.ws.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": 1}))
@@ -325,6 +330,7 @@ async def test_v1_serializer_speaks_objects(daemon: RunningDaemon) -> None:
         }  # fmt: skip
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_an_unsupported_serializer_version_is_refused(daemon: RunningDaemon) -> None:
     for vsn in ("3.0.0", "2.1.0", "two"):
         with pytest.raises(InvalidStatus) as refused:
