@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,10 +34,45 @@ def no_local_daemon_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A module whose tests share one daemon runs on one xdist worker, which then boots that daemon once."""
+    for item in items:
+        if item.get_closest_marker("shared_daemon") is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.fixture(scope="module")
+def daemon_settings() -> dict[str, Any]:
+    """Settings for the `daemon` fixture's pivotd; a module or conftest overrides this to change them."""
+    return {}
+
+
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    async with running_daemon(tmp_path / "state") as running:
+async def own_daemon(tmp_path: Path, daemon_settings: dict[str, Any]) -> AsyncIterator[RunningDaemon]:
+    """A pivotd for this test alone."""
+    async with running_daemon(tmp_path / "state", **daemon_settings) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+async def module_daemon(
+    tmp_path_factory: pytest.TempPathFactory, daemon_settings: dict[str, Any]
+) -> AsyncIterator[RunningDaemon]:
+    """One pivotd for every `shared_daemon` test of a module (as datasette's `ds_client`): those tests only read
+    or write under their own ids, so they cannot see each other. It runs on the module's event loop."""
+    async with running_daemon(tmp_path_factory.mktemp("module-daemon") / "state", **daemon_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def daemon(request: pytest.FixtureRequest) -> RunningDaemon:
+    """The test's pivotd: the module's shared one where the test is marked `shared_daemon` (and not `own_daemon`),
+    else one of its own. Tests that change daemon-wide state (settings, keys, restarts, limits) take their own."""
+    node = request.node
+    shared = node.get_closest_marker("shared_daemon") is not None and node.get_closest_marker("own_daemon") is None
+    running: RunningDaemon = request.getfixturevalue("module_daemon" if shared else "own_daemon")
+    return running
 
 
 @pytest.fixture

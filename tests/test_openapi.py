@@ -13,6 +13,9 @@ from pivotd.errors import Family, family_for_path
 from pivotd.policy import SAFE_METHODS, requirement
 from tests.daemon import RunningDaemon, iter_routes
 
+# One daemon for the module: these tests read the OpenAPI document and send refused requests.
+pytestmark = pytest.mark.shared_daemon
+
 ENVELOPE = {Family.LAYERWISE: "LayerwiseErrorEnvelope", Family.SIMPLE: "SimpleErrorEnvelope"}
 OPERATIONS_DOMAIN = (
     "/api/v1/alerts",

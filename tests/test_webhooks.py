@@ -114,6 +114,7 @@ async def test_delivery_gives_up_after_max_attempts(tmp_path: Path) -> None:
         await receiver.close()
 
 
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize(("fmt", "key"), [("slack", "text"), ("discord", "content")])
 async def test_slack_and_discord_formats(tmp_path: Path, receiver: Receiver, fmt: str, key: str) -> None:
     async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
