@@ -14,17 +14,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--fuzz-long", action="store_true", help="also run the long schema fuzz (docs/testing.md)")
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long fuzz takes minutes: `make test` and CI (plain `pytest`) leave it out; deselected, not skipped, so
-    that it is not reported as something missing."""
-    if config.getoption("--fuzz-long"):
-        return
-    long = [item for item in items if item.get_closest_marker("fuzz_long")]
-    if long:
-        config.hook.pytest_deselected(items=long)
-        items[:] = [item for item in items if not item.get_closest_marker("fuzz_long")]
-
-
 @pytest.fixture(autouse=True)
 def no_local_daemon_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Clients in tests never pick up a developer's own daemon token: presented credentials are checked
@@ -35,8 +24,15 @@ def no_local_daemon_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A module whose tests share one daemon runs on one xdist worker, which then boots that daemon once."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module whose tests share one daemon runs on one xdist worker, which then boots that daemon once. The
+    long fuzz takes minutes: `make test` and CI (plain `pytest`) leave it out; deselected, not skipped, so that it
+    is not reported as something missing."""
+    if not config.getoption("--fuzz-long"):
+        long = [item for item in items if item.get_closest_marker("fuzz_long")]
+        if long:
+            config.hook.pytest_deselected(items=long)
+            items[:] = [item for item in items if not item.get_closest_marker("fuzz_long")]
     for item in items:
         if item.get_closest_marker("shared_daemon") is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
