@@ -21,14 +21,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: install ## Start pivotd on 127.0.0.1:8000 with a live demo run (another port: make run PORT=8001; Ctrl-C stops it)
 	$(BIN)/pivotd --demo --port $(PORT)
 
-test: install ## Lint, then run the whole test suite against real daemons
+test: install ## Lint, check the import contracts, then run the whole test suite against real daemons
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
-lint: install ## ruff check and format check only
+lint: install ## ruff check, format check and the import contracts (pyproject.toml) only
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -49,4 +51,4 @@ bench: install ## Run the benchmarks (figures go in docs/performance.md)
 	$(BIN)/python bench/telemetry.py
 
 clean: ## Remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .import_linter_cache *.egg-info

@@ -20,6 +20,7 @@ from pivot_tui.screens import (
     RunsScreen,
 )
 from shared.client import PivotAPIError
+from shared.models.alerts import AlertStatus
 
 OFFLINE_NOTE = {Connection.OFFLINE: "○ offline, reconnecting", Connection.UNAUTHORIZED: "✖ token needed"}
 """The header's sub-title while the daemon cannot be used: the data on screen is the last read."""
@@ -80,10 +81,10 @@ class PivotApp(App[None]):
     async def count_alerts(self) -> None:
         """The active-alert count in the runs header; stays None on a daemon without alerts."""
         try:
-            body = await self.client.get_json("/api/v1/alerts", params={"status": "active"})
+            active = await self.client.alerts(AlertStatus.ACTIVE)
         except PivotAPIError:
             return
-        self.active_alerts = len(body.get("alerts", [])) if isinstance(body, dict) else None
+        self.active_alerts = len(active)
         self.model.bump("alerts")
 
     def _on_state(self, state: Connection, detail: str) -> None:

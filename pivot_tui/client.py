@@ -23,8 +23,18 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from shared.client import AsyncPivotClient, PivotAPIError
 from shared.models import RunSummary, ScalarsResponse
+from shared.models.alerts import (
+    AlertList,
+    AlertPublic,
+    AlertRuleList,
+    AlertRulePublic,
+    AlertStatus,
+    NotificationList,
+    NotificationPublic,
+)
 from shared.models.errors import describe_error
 from shared.models.experiments import ExperimentAction, ExperimentDetail, ExperimentExport, ExperimentPublic
+from shared.models.registry import CancelRequested, ManagedRun, Params, PixelInference, TrainQueued
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +140,45 @@ class DaemonClient:
         """`start`, `pause`, `resume` or `cancel`; PivotAPIError (409 with the reason) when not allowed."""
         with _answered():
             return await self.rest.experiment_action(experiment_id, action)
+
+    # Alerts and notifications (seed 002), parsed into their models.
+
+    async def alerts(self, status: AlertStatus | None = None) -> list[AlertPublic]:
+        params = None if status is None else {"status": str(status)}
+        return AlertList.model_validate(await self.get_json("/api/v1/alerts", params=params)).alerts
+
+    async def alert_rules(self) -> list[AlertRulePublic]:
+        return AlertRuleList.model_validate(await self.get_json("/api/v1/alerts/rules")).rules
+
+    async def notifications(self, limit: int = 50) -> list[NotificationPublic]:
+        body = await self.get_json("/api/v1/notifications", params={"limit": limit})
+        return NotificationList.model_validate(body).notifications
+
+    async def acknowledge_alert(self, alert_id: str, by: str | None, notes: str | None) -> None:
+        await self.post_json(f"/api/v1/alerts/{alert_id}/acknowledge", {"acknowledged_by": by, "notes": notes})
+
+    async def mark_notification_read(self, notification_id: str) -> None:
+        await self.post_json(f"/api/v1/notifications/{notification_id}/read", {})
+
+    # Managed training (seeds 001 and 003): answers parsed into shared.models.registry models.
+
+    async def train(self, body: dict[str, Any]) -> TrainQueued:
+        """Queue `{"architecture", "hyperparams"}` (`POST /api/train`)."""
+        return TrainQueued.model_validate(await self.post_json("/api/train", body))
+
+    async def cancel_managed(self, run_id: str) -> CancelRequested:
+        return CancelRequested.model_validate(await self.post_json(f"/api/train/{run_id}/cancel", {}))
+
+    async def managed_run(self, run_id: str) -> ManagedRun:
+        """`GET /api/runs/{id}`: state, epoch, metrics and `param_id` once succeeded (404 for external runs)."""
+        return ManagedRun.model_validate(await self.get_json(f"/api/runs/{run_id}"))
+
+    async def params(self, param_id: str) -> Params:
+        return Params.model_validate(await self.get_json(f"/api/params/{param_id}"))
+
+    async def infer_pixels(self, run_id: str, pixels: list[float]) -> PixelInference:
+        """Seed 001's one-image inference with a succeeded run."""
+        return PixelInference.model_validate(await self.post_json("/api/infer", {"run_id": run_id, "pixels": pixels}))
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature), Unreachable

@@ -9,7 +9,6 @@ management routes is always current: authenticating a request never touches the 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -21,6 +20,7 @@ from pivotd.errors import NotFound
 from pivotd.ids import new_id
 from pivotd.store import Store
 from pivotd.store.apikeys import ApiKey, PutApiKey, RevokeApiKey, TouchApiKey, api_keys
+from pivotd.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class KeyRing:
         self._by_digest: dict[bytes, ApiKey] = {}
         self._by_id: dict[str, ApiKey] = {}
         self._store: Store | None = None
-        self._pending: set[asyncio.Task[object]] = set()
+        self._pending = TaskSet()
         self._on_revoke: dict[str, set[Callable[[], None]]] = {}
         self.revoke_listeners: list[Callable[[str], None]] = []
         """Called with the id of every key revoked, so that what it opened ends (its browser sessions)."""
@@ -79,9 +79,7 @@ class KeyRing:
         if self._store is None or (key.stored_last_used_at or 0.0) > now - TOUCH_EVERY_S:
             return
         key.stored_last_used_at = now
-        task = asyncio.get_running_loop().create_task(self._store_touch(key.key_id, now))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._pending.spawn(self._store_touch(key.key_id, now))
 
     async def _store_touch(self, key_id: str, now: float) -> None:
         assert self._store is not None

@@ -61,7 +61,7 @@ from pivotd.errors import (
     render_error,
     request_failed,
 )
-from pivotd.experiments.lifecycle import ExperimentLifecycle
+from pivotd.experiments.lifecycle import ExperimentEvents, ExperimentLifecycle
 from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
@@ -83,7 +83,14 @@ OPENAPI_URL = "/api/v1/openapi.json"
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Build services in dependency order; the exit stack tears them down in reverse."""
+    """Build services in dependency order, each given what it uses, and its listeners in the order they run;
+    the exit stack tears them down in reverse.
+
+    Two dependencies run both ways and are cut by a small interface each. The supervisor's run listeners
+    include the experiment events, whose actions go through the supervisor: `ExperimentEvents` (listeners)
+    and `ExperimentLifecycle` (actions) are separate, built before and after it. A rule's `cancel` action needs
+    the supervisor, whose run-end listener needs the alert engine: the engine knows actions by name only, and
+    the handler is registered in `Actions` once the supervisor exists."""
     settings: Settings = app.state.settings
     retention = Retention(settings.max_runs, settings.max_steps_per_run, settings.max_db_bytes)
     async with AsyncExitStack() as stack:
@@ -98,33 +105,33 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         notifier = Notifier(store, hub, webhooks)
         actions = Actions()
         alerts = await stack.enter_async_context(AlertEngine(settings, store, hub, notifier, actions))
-        ingest = Ingest(store, hub)
-        ingest.telemetry = telemetry
-        ingest.alerts = alerts
-        monitor = ResourceMonitor(settings, store, hub)
-        monitor.listeners.append(alerts.on_sample)
+        experiment_events = ExperimentEvents(store, hub)
+        # Managed and external runs end with the same listeners, in this order: the notification and webhooks,
+        # the run's alerts closed, then the experiment events.
+        run_finished = (_run_finished(notifier, alerts), experiment_events.run_finished)
+        supervisor = Supervisor(
+            settings,
+            store,
+            hub,
+            app.state.token,
+            telemetry,
+            on_finished=run_finished,
+            on_started=(experiment_events.run_started,),
+            on_epoch=(experiment_events.run_epoch,),
+        )
+        ingest = Ingest(store, hub, telemetry, alerts, removed_listeners=(supervisor.forget_run,))
+        monitor = ResourceMonitor(settings, store, hub, listeners=(alerts.on_sample,))
         await stack.enter_async_context(monitor)
         # After the store and the alert engine: on the way down, workers stop (and their runs are
         # recorded, notified and their alerts closed) before those close.
-        supervisor = await stack.enter_async_context(Supervisor(settings, store, hub, app.state.token))
-        supervisor.telemetry = telemetry
-        run_finished = _run_finished(notifier, alerts)
-        supervisor.on_finished.append(run_finished)
-        ingest.removed_listeners.append(supervisor.forget_run)
+        await stack.enter_async_context(supervisor)
         actions.register("cancel", _cancel_action(supervisor))
         inference = Inference(settings.inference_cache_size, settings.inference_device)
         stack.callback(inference.close)
         training = Training(settings, store, supervisor)
-        experiments_lifecycle = ExperimentLifecycle(settings, store, hub, training)
-        # After the notifier's listener: the ordering rule above holds, and experiment events follow it.
-        supervisor.on_finished.append(experiments_lifecycle.run_finished)
-        supervisor.on_started.append(experiments_lifecycle.run_started)
-        supervisor.on_epoch.append(experiments_lifecycle.run_epoch)
+        experiments_lifecycle = ExperimentLifecycle(settings, store, training, experiment_events)
         await experiments_lifecycle.cancel_stranded()  # a cancel the previous daemon did not finish
-        # Scripts' runs end with the same listeners, in the same order, as managed ones.
-        run_ends = RunEnds(settings, store, hub)
-        run_ends.on_finished += (run_finished, experiments_lifecycle.run_finished)
-        run_ends.on_revived.append(experiments_lifecycle.run_started)
+        run_ends = RunEnds(settings, store, hub, on_finished=run_finished, on_revived=(experiment_events.run_started,))
         await stack.enter_async_context(run_ends)
         app.state.services = Services(
             settings,
@@ -188,9 +195,25 @@ async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> No
     write_private(marker, str(os.getpid()))
 
 
-def _render(request: Request, error: PivotError) -> Response:
+def _render(request: Request, error: PivotError, headers: dict[str, str] | None = None) -> Response:
     status, body = render_error(error, family_for_path(request.url.path))
-    return json_response(body, status_code=status)
+    return json_response(body, status_code=status, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path supports, over every route whose path matches (Starlette's own 405 names only
+    the first such route's, and one path is often several routes: GET and POST of a collection). FastAPI keeps an
+    included router's routes behind a wrapper (`original_router`); they carry their full path."""
+    methods: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending.extend(included.routes)
+        elif getattr(route, "methods", None) and route.path_regex.match(request.scope["path"]):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -209,10 +232,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             error: PivotError = NotFound(f"no route for {request.method} {request.url.path}")
         elif exc.status_code == 405:
-            error = MethodNotAllowed(f"method {request.method} is not allowed on {request.url.path}")
+            allowed = allowed_methods(request)
+            error = MethodNotAllowed(
+                f"method {request.method} is not allowed on {request.url.path}; use {', '.join(allowed)}"
+            )
+            return _render(request, error, {"Allow": ", ".join(allowed)})
         else:
             error = HttpError(exc.status_code, str(exc.detail))
-        return _render(request, error)
+        return _render(request, error, exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:

@@ -113,38 +113,42 @@ def run_summary(run: RunRow) -> dict[str, Any]:
 
 
 class Ingest:
-    def __init__(self, store: Store, hub: Hub) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hub: Hub,
+        telemetry: Telemetry,
+        alerts: AlertEngine,
+        removed_listeners: Sequence[Callable[[str], None]],
+    ) -> None:
         self._store = store
         self._hub = hub
-        self.removed_listeners: list[Callable[[str], None]] = []
+        self._telemetry = telemetry
+        """Counts what each route ingests (summed per flush interval, not per request)."""
+        self._alerts = alerts
+        """Evaluated after each commit."""
+        self._removed_listeners = tuple(removed_listeners)
         """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
-        self.alerts: AlertEngine | None = None
-        """Set by the lifespan once the engine exists; evaluated after each commit."""
-        self.telemetry: Telemetry | None = None
-        """Set by the lifespan: counts what each route ingests (summed per flush interval, not per request)."""
         store.writer.listeners.append(self._announce_batch)
 
     async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
         """Commit steps (one transaction), then broadcast each as seed 000's `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
-        if self.telemetry is not None:
-            self.telemetry.count(LAYERWISE_EVENT, requests=1, steps=len(records))
+        self._telemetry.count(LAYERWISE_EVENT, requests=1, steps=len(records))
         for record in records:
             topics = (METRICS_TOPIC, run_topic(record.run_id))
             if self._hub.has_subscribers(*topics):
                 run_id = orjson.dumps(record.run_id).decode()
                 self._hub.publish(topics, f'{{"type":"new_metrics","run_id":{run_id},"data":{record.data.decode()}}}')
-        if self.alerts is not None:
-            transitions = self.alerts.evaluate_steps(payloads)
-            if transitions:  # rare: only then does the request wait for the alert to be stored
-                await self.alerts.apply(transitions)
+        transitions = self._alerts.evaluate_steps(payloads)
+        if transitions:  # rare: only then does the request wait for the alert to be stored
+            await self._alerts.apply(transitions)
         return [record.run_id for record in records]
 
     async def scalars(self, run_id: str, points: Sequence[ScalarPoint], fields: RunFields) -> int:
         count: int = await self._store.writer.submit(PutScalars(run_id, points, fields))
-        if self.telemetry is not None:
-            self.telemetry.count(SCALARS_EVENT, requests=1, points=count)
+        self._telemetry.count(SCALARS_EVENT, requests=1, points=count)
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             message = {
@@ -154,10 +158,9 @@ class Ingest:
                 "points": [point.model_dump(exclude_none=True) for point in points],
             }
             self._hub.publish((topic,), orjson.dumps(message).decode())
-        if self.alerts is not None:
-            transitions = self.alerts.evaluate_scalars(run_id, points)
-            if transitions:
-                await self.alerts.apply(transitions)
+        transitions = self._alerts.evaluate_scalars(run_id, points)
+        if transitions:
+            await self._alerts.apply(transitions)
         return count
 
     async def record_rejection(
@@ -180,25 +183,22 @@ class Ingest:
             (topic,),
             orjson.dumps({"type": "run_event", "topic": topic, "run_id": run_id, "data": event}).decode(),
         )
-        if self.alerts is not None:
-            transitions = self.alerts.evaluate_rejection(run_id, step, field, layer_id)
-            if transitions:
-                await self.alerts.apply(transitions)
+        transitions = self._alerts.evaluate_rejection(run_id, step, field, layer_id)
+        if transitions:
+            await self._alerts.apply(transitions)
 
     async def delete_run(self, run_id: str) -> None:
         await self._store.writer.submit(DeleteRun(run_id))
         self._tell_removed([run_id])
-        if self.alerts is not None:
-            await self.alerts.close_run(run_id, "run deleted")
+        await self._alerts.close_run(run_id, "run deleted")
         message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
         self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
 
     def _announce_batch(self, outcome: BatchOutcome) -> None:
         """Tell the `runs` topic what a committed batch changed."""
         self._tell_removed(outcome.evicted)
-        if self.alerts is not None:
-            for run_id in outcome.evicted:
-                self.alerts.forget_run(run_id)  # memory only: its stored alerts stay as they were
+        for run_id in outcome.evicted:
+            self._alerts.forget_run(run_id)  # memory only: its stored alerts stay as they were
         if not self._hub.has_subscribers(RUNS_TOPIC) and not outcome.evicted:
             return
         for run in outcome.touched:
@@ -210,7 +210,7 @@ class Ingest:
 
     def _tell_removed(self, run_ids: Sequence[str]) -> None:
         for run_id in run_ids:
-            for listener in self.removed_listeners:
+            for listener in self._removed_listeners:
                 try:
                     listener(run_id)
                 except Exception:  # one listener's failure must not stop the others or the commit's callers

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from pivotd.errors import InsufficientStorage, NotFound
 from pivotd.hub import RUNS_TOPIC, Hub
@@ -25,6 +25,7 @@ from pivotd.ingest import run_message
 from pivotd.settings import Settings
 from pivotd.store import BatchOutcome, RunRow, Store
 from pivotd.store.run_ends import FinishRun, MarkLost
+from pivotd.tasks import TaskSet
 from shared.models.runs import RunEnd, RunState
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,27 @@ def silence(seconds: float) -> str:
 
 
 class RunEnds:
-    def __init__(self, settings: Settings, store: Store, hub: Hub) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        *,
+        on_finished: Sequence[Finished],
+        on_revived: Sequence[Callable[[str], Awaitable[None]]],
+    ) -> None:
+        """The listeners run in the order given, each awaited before the next."""
         self._settings = settings
         self._store = store
         self._hub = hub
-        self.on_finished: list[Finished] = []
+        self._on_finished = tuple(on_finished)
         """Called with (run_id, state, error) when an external run ends: succeeded, failed, cancelled or lost."""
-        self.on_revived: list[Callable[[str], Awaitable[None]]] = []
+        self._on_revived = tuple(on_revived)
         """Called with the run id when an ended external run is `running` again."""
         self._since = time.time()
         """When this daemon started watching: silence before it is not a script's (see the module docstring)."""
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = TaskSet()
 
     async def __aenter__(self) -> RunEnds:
         self._store.writer.listeners.append(self._on_batch)
@@ -66,8 +76,7 @@ class RunEnds:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
 
     async def finish(self, run_id: str, end: RunEnd) -> RunRow:
         """End an external run as its script says (creating it if needed); the same end again changes nothing."""
@@ -93,7 +102,7 @@ class RunEnds:
         return [run.run_id for run in runs]
 
     async def _ended(self, run_id: str, state: RunState, error: str | None) -> None:
-        for listener in self.on_finished:
+        for listener in self._on_finished:
             try:
                 await listener(run_id, state, error)
             except Exception:  # one listener's failure must not keep the others, or the state, from going out
@@ -114,13 +123,11 @@ class RunEnds:
         """Writer listener: runs a write took back to `running` (their script sent data after their end)."""
         for run_id in sorted(outcome.revived):
             self._hub.publish_run_state(run_id, RunState.RUNNING, None)
-            if self.on_revived:
-                task = asyncio.ensure_future(self._revived(run_id))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            if self._on_revived:
+                self._background.spawn(self._revived(run_id))
 
     async def _revived(self, run_id: str) -> None:
-        for listener in self.on_revived:
+        for listener in self._on_revived:
             try:
                 await listener(run_id)
             except Exception:

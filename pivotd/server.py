@@ -26,6 +26,7 @@ from pivotd.datadir import DataDir
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.systemd_notify import notify, watchdog_interval
+from pivotd.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -69,7 +70,7 @@ class PivotServer(uvicorn.Server):
         self.settings = settings
         self.url: str | None = None
         self._on_ready = on_ready
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = TaskSet()
 
     @property
     def services(self) -> Services:
@@ -115,22 +116,21 @@ class PivotServer(uvicorn.Server):
         host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{port}"
         self.data_dir.announce(self.url)
-        self._spawn(close_stalled(self.server_state.connections, self.settings.http_header_timeout_s))
+        self._background.spawn(close_stalled(self.server_state.connections, self.settings.http_header_timeout_s))
         log.info("pivotd listening on %s (data in %s)", self.url, self.settings.data_dir)
         self.services.supervisor.attach(self.url)  # workers report to this URL; queued runs start now
         notify(f"READY=1\nSTATUS=listening on {self.url}")
         interval = watchdog_interval()
         if interval:
-            self._spawn(self._watchdog(interval))
+            self._background.spawn(self._watchdog(interval))
         if self._on_ready is not None:
-            self._spawn(self._on_ready(self.url))
+            self._background.spawn(self._on_ready(self.url))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         notify("STOPPING=1")
         for server in self.servers:  # stop accepting before saying goodbye to WebSocket clients
             server.close()
-        for task in self._background:
-            task.cancel()
+        self._background.cancel()
         await self.services.hub.close_all(1001)
         await super().shutdown(sockets)
 
@@ -153,11 +153,6 @@ class PivotServer(uvicorn.Server):
         if not self.should_exit:
             log.info("received %s, shutting down", signal.Signals(sig).name)
         super().handle_exit(sig, frame)
-
-    def _spawn(self, coroutine: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _watchdog(self, interval: float) -> None:
         # Pinged from the event loop, and only while the writer lives: a wedged loop or a dead

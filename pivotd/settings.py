@@ -78,6 +78,8 @@ class Settings(BaseModel):
     """First retry delay; each further retry waits twice as long (capped at one hour)."""
     webhook_allow_private: bool = True
     """Allow webhook URLs that resolve to addresses that are not public (global). Set false on shared hosts."""
+    webhook_deliveries: bool = True
+    """Send webhooks. False: nothing is sent, deliveries wait in the outbox (test and fuzzing daemons)."""
     training_slots: Annotated[int, Field(ge=1, le=64)] | None = None
     """Managed runs trained at once. Unset: one per visible GPU, one on a CPU-only machine."""
     dataset_dir: Path | None = None

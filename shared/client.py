@@ -16,6 +16,18 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from shared.locations import resolve_token, resolve_url
+from shared.models.alerts import (
+    AlertList,
+    AlertPublic,
+    AlertRuleList,
+    AlertRulePublic,
+    AlertSeverity,
+    AlertStatus,
+    NotificationList,
+    NotificationPublic,
+    NotificationRead,
+)
+from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic
 from shared.models.checkpoints import CheckpointDeleted, CheckpointList, CheckpointPublic, RunCheckpoint, RunCheckpoints
 from shared.models.datasets import DigitSamples
 from shared.models.envelopes import Data, Page
@@ -34,6 +46,16 @@ from shared.models.experiments import (
 )
 from shared.models.layerwise import LayerwisePayload, Step
 from shared.models.logs import LogLevel, RunLogLine, RunLogs
+from shared.models.monitor import Health, ResourceSample
+from shared.models.registry import (
+    CancelRequested,
+    Inference,
+    ManagedRun,
+    ManagedRunPage,
+    ModelSummary,
+    Params,
+    TrainQueued,
+)
 from shared.models.runs import (
     FINAL_STATES,
     Accepted,
@@ -45,9 +67,14 @@ from shared.models.runs import (
     RunSummary,
 )
 from shared.models.scalars import ScalarPoint, ScalarsAccepted, ScalarsResponse
+from shared.models.sessions import SessionCreated, SessionMetricsMessage, SessionPublic, SessionStarted, SessionStopped
+from shared.models.training import FINAL_SESSION_STATUSES
 
 _RUNS = TypeAdapter(dict[str, RunSummary])
+_KEY_CREATED = TypeAdapter(Data[ApiKeyCreated])
+_MODELS = TypeAdapter(list[ModelSummary])
 Payload = LayerwisePayload | Mapping[str, Any]
+_T = TypeVar("_T", bound=BaseModel)
 
 
 def _segment(value: str) -> str:
@@ -119,10 +146,10 @@ class _Base:
         return "ws" + self.url.removeprefix("http") + "/ws"
 
 
-FINAL_SESSION_STATES = frozenset({"completed", "failed", "stopped"})
+FINAL_SESSION_STATES = FINAL_SESSION_STATUSES
+"""Kept for callers that imported it from here; defined in `shared.models.training`."""
 
 
-M = TypeVar("M", bound=BaseModel)
 _PER_PAGE = 100
 """The most rows a paged list answers at once."""
 
@@ -215,9 +242,12 @@ class PivotClient(_Base):
         _raise_for(response)
         return response
 
-    def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/health").json()
-        return result
+    def health(self) -> Health:
+        return Health.model_validate_json(self._call("GET", "/health").content)
+
+    def resources(self) -> ResourceSample:
+        """The latest resource sample (CPU, memory, swap, disk, load, GPUs)."""
+        return ResourceSample.model_validate_json(self._call("GET", "/api/v1/monitor/resources").content)
 
     def post_layerwise(self, payload: Payload) -> Accepted:
         return Accepted.model_validate_json(
@@ -279,17 +309,20 @@ class PivotClient(_Base):
             kwargs["content"] = json.dumps(body).encode()
         return self._call(method, path, **kwargs).json()
 
-    def models(self) -> list[dict[str, Any]]:
+    def _model(self, model: type[_T], method: str, path: str, body: Any = None, **kwargs: Any) -> _T:
+        if body is not None:
+            kwargs["content"] = json.dumps(body).encode()
+        return model.model_validate_json(self._call(method, path, **kwargs).content)
+
+    def models(self) -> list[ModelSummary]:
         """Every model definition with its training summary."""
-        result: list[dict[str, Any]] = self._json("GET", "/api/models")
-        return result
+        return _MODELS.validate_json(self._call("GET", "/api/models").content)
 
     def create_model(
         self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None, **fields: Any
-    ) -> dict[str, Any]:
+    ) -> ModelSummary:
         body = {"architecture": architecture, **({"hyperparams": hyperparams} if hyperparams else {}), **fields}
-        result: dict[str, Any] = self._json("POST", "/api/models", body)
-        return result
+        return self._model(ModelSummary, "POST", "/api/models", body)
 
     def train(
         self,
@@ -297,36 +330,33 @@ class PivotClient(_Base):
         hyperparams: Mapping[str, Any] | None = None,
         *,
         model_id: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> TrainQueued:
         """Queue a run: of a stored model (`model_id`), or of an inline architecture. Returns `run_id` and more."""
         if model_id is not None:
             body = {"hyperparams": hyperparams} if hyperparams is not None else {}
-            result: dict[str, Any] = self._json("POST", f"/api/models/{_segment(model_id)}/train", body)
-            return result
+            return self._model(TrainQueued, "POST", f"/api/models/{_segment(model_id)}/train", body)
         if architecture is None:
             raise ValueError("give an architecture or a model_id")
-        result = self._json("POST", "/api/train", {"architecture": architecture, "hyperparams": hyperparams or {}})
-        return result
+        body = {"architecture": architecture, "hyperparams": hyperparams or {}}
+        return self._model(TrainQueued, "POST", "/api/train", body)
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def run(self, run_id: str) -> ManagedRun:
         """A managed run: state, epoch, metrics, param_id once succeeded, error."""
-        result: dict[str, Any] = self._json("GET", f"/api/runs/{_segment(run_id)}")
-        return result
+        return self._model(ManagedRun, "GET", f"/api/runs/{_segment(run_id)}")
 
-    def model_runs(self, model_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = []
+    def model_runs(self, model_id: str, limit: int = 100) -> list[ManagedRun]:
+        runs: list[ManagedRun] = []
         cursor: str | None = None
         while True:
             params: dict[str, Any] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-            page = self._json("GET", f"/api/models/{_segment(model_id)}/runs", params=params)
-            runs += page["items"]
-            cursor = page["next_cursor"]
+            page = self._model(ManagedRunPage, "GET", f"/api/models/{_segment(model_id)}/runs", params=params)
+            runs += page.items
+            cursor = page.next_cursor
             if cursor is None:
                 return runs
 
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/train/{_segment(run_id)}/cancel")
-        return result
+    def cancel(self, run_id: str) -> CancelRequested:
+        return self._model(CancelRequested, "POST", f"/api/train/{_segment(run_id)}/cancel")
 
     def run_events(self, run_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """A run's `state` and `metric` events (history first) until its final state."""
@@ -338,17 +368,16 @@ class PivotClient(_Base):
                 _raise_for(response)
             yield from _sse_events(response.iter_lines())
 
-    def wait_run(self, run_id: str) -> dict[str, Any]:
+    def wait_run(self, run_id: str) -> ManagedRun:
         """Block until the run finishes; returns it (check `state`)."""
         for event, data in self.run_events(run_id):
             if event == "state" and data["state"] in FINAL_STATES:
                 break
         return self.run(run_id)
 
-    def params(self, param_id: str) -> dict[str, Any]:
+    def params(self, param_id: str) -> Params:
         """Trained parameters in seed 003's layout."""
-        result: dict[str, Any] = self._json("GET", f"/api/params/{_segment(param_id)}")
-        return result
+        return self._model(Params, "GET", f"/api/params/{_segment(param_id)}")
 
     def infer(
         self,
@@ -357,18 +386,17 @@ class PivotClient(_Base):
         param_id: str | None = None,
         run_id: str | None = None,
         logits: bool = False,
-    ) -> dict[str, Any]:
+    ) -> Inference:
         """Labels and probabilities for up to 512 inputs, by `param_id` or by a succeeded `run_id`."""
         if param_id is None:
             if run_id is None:
                 raise ValueError("give param_id or run_id")
-            param_id = self.run(run_id).get("param_id")
+            param_id = self.run(run_id).param_id
             if param_id is None:
                 raise ValueError(f"run {run_id} has no parameters (not succeeded)")
         body = {"param_id": param_id, "inputs": [list(x) for x in inputs],
                 "return": {"logits": logits, "probabilities": True, "labels": True}}  # fmt: skip
-        result: dict[str, Any] = self._json("POST", "/api/infer", body)
-        return result
+        return self._model(Inference, "POST", "/api/infer", body)
 
     # -- training sessions (seed 002) ----------------------------------------------------------------------
 
@@ -379,26 +407,23 @@ class PivotClient(_Base):
         tags: list[str] | None = None,
         *,
         config: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        """A session from a config file under the daemon's config dir, or an inline `config`."""
+    ) -> SessionCreated:
+        """A session from a config file under the daemon's config dir, or an inline `config`. Session answers
+        are models that also index like seed 002's dicts (`session['session_id']`)."""
         body = {k: v for k, v in (("config_path", config_path), ("config", config), ("session_name", session_name),
                                   ("tags", tags)) if v is not None}  # fmt: skip
-        result: dict[str, Any] = self._json("POST", "/api/v1/training/sessions", body)
-        return result
+        return self._model(SessionCreated, "POST", "/api/v1/training/sessions", body)
 
-    def start_training(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{_segment(session_id)}/start")
-        return result
+    def start_training(self, session_id: str) -> SessionStarted:
+        return self._model(SessionStarted, "POST", f"/api/v1/training/sessions/{_segment(session_id)}/start")
 
-    def stop_training(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("POST", f"/api/v1/training/sessions/{_segment(session_id)}/stop")
-        return result
+    def stop_training(self, session_id: str) -> SessionStopped:
+        return self._model(SessionStopped, "POST", f"/api/v1/training/sessions/{_segment(session_id)}/stop")
 
-    def get_session(self, session_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._json("GET", f"/api/v1/training/sessions/{_segment(session_id)}")
-        return result
+    def get_session(self, session_id: str) -> SessionPublic:
+        return self._model(SessionPublic, "GET", f"/api/v1/training/sessions/{_segment(session_id)}")
 
-    def stream_metrics(self, session_id: str) -> Iterator[dict[str, Any]]:
+    def stream_metrics(self, session_id: str) -> Iterator[SessionMetricsMessage]:
         """Per-epoch metrics (`epoch`, `train_loss`, `val_loss`, ...) as they come, until the session ends."""
         path = f"/api/v1/sse/training/{_segment(session_id)}"
         with self._http.stream("GET", path, timeout=httpx.Timeout(10, read=None)) as response:
@@ -407,11 +432,11 @@ class PivotClient(_Base):
                 _raise_for(response)
             for event, data in _sse_events(response.iter_lines()):
                 if event == "metrics":
-                    yield data
-                elif event == "status" and data["status"] in FINAL_SESSION_STATES:
+                    yield SessionMetricsMessage.model_validate(data)
+                elif event == "status" and data["status"] in FINAL_SESSION_STATUSES:
                     return
 
-    def wait_for_completion(self, session_id: str) -> dict[str, Any]:
+    def wait_for_completion(self, session_id: str) -> SessionPublic:
         """Block until the session ends; returns its final state (`status`, `latest_metrics`, `error`, ...)."""
         for _ in self.stream_metrics(session_id):
             pass
@@ -419,15 +444,9 @@ class PivotClient(_Base):
 
     # -- experiments, statistics, exports, datasets, checkpoints, run logs -------------------------------------
 
-    def _model(self, model: type[M], method: str, path: str, body: Any = None, **kwargs: Any) -> M:
-        """The answer parsed as `model`."""
-        if body is not None:
-            kwargs["content"] = json.dumps(body).encode()
-        return model.model_validate_json(self._call(method, path, **kwargs).content)
-
-    def _pages(self, item: type[M], path: str, params: Mapping[str, Any], limit: int | None = None) -> list[M]:
+    def _pages(self, item: type[_T], path: str, params: Mapping[str, Any], limit: int | None = None) -> list[_T]:
         """Every row of a paged list (at most `limit`), walked by cursor."""
-        rows: list[M] = []
+        rows: list[_T] = []
         query = {**params, "per_page": min(_PER_PAGE, limit or _PER_PAGE)}
         while True:
             page = self._model(Page[item], "GET", path, params=query)
@@ -572,14 +591,14 @@ class PivotClient(_Base):
 
     # -- API keys (admin) --------------------------------------------------------------------------------------
 
-    def create_api_key(self, name: str, scopes: Sequence[str] = ("read",)) -> dict[str, Any]:
+    def create_api_key(self, name: str, scopes: Sequence[str] = ("read",)) -> ApiKeyCreated:
         """A new key; `key` in the result is the secret, shown this once and never again."""
-        result: dict[str, Any] = self._json("POST", "/api/v1/api-keys", {"api_key": {"name": name, "scopes": scopes}})
-        return dict(result["data"])
+        body = json.dumps({"api_key": {"name": name, "scopes": list(scopes)}}).encode()
+        return _KEY_CREATED.validate_json(self._call("POST", "/api/v1/api-keys", content=body).content).data
 
-    def api_keys(self) -> list[dict[str, Any]]:
+    def api_keys(self) -> list[ApiKeyPublic]:
         """Every key (revoked ones too), without the secrets."""
-        return list(self._json("GET", "/api/v1/api-keys")["data"])
+        return ApiKeyList.model_validate_json(self._call("GET", "/api/v1/api-keys").content).data
 
     def revoke_api_key(self, key_id: str) -> None:
         self._call("DELETE", f"/api/v1/api-keys/{_segment(key_id)}")
@@ -610,9 +629,12 @@ class AsyncPivotClient(_Base):
         _raise_for(response)
         return response
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._call("GET", "/health")).json()
-        return result
+    async def health(self) -> Health:
+        return Health.model_validate_json((await self._call("GET", "/health")).content)
+
+    async def resources(self) -> ResourceSample:
+        """The latest resource sample (CPU, memory, swap, disk, load, GPUs)."""
+        return ResourceSample.model_validate_json((await self._call("GET", "/api/v1/monitor/resources")).content)
 
     async def post_layerwise(self, payload: Payload) -> Accepted:
         response = await self._call("POST", "/api/v1/metrics/layerwise", content=_encode(payload))
@@ -664,27 +686,57 @@ class AsyncPivotClient(_Base):
         response = await self._call("POST", f"/api/v1/runs/{_segment(run_id)}/finish", content=body)
         return FinishedRun.model_validate_json(response.content)
 
-    async def train(
-        self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    async def train(self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None) -> TrainQueued:
         """Queue a managed run of an inline architecture (`POST /api/train`)."""
         body = json.dumps({"architecture": architecture, "hyperparams": hyperparams or {}}).encode()
-        result: dict[str, Any] = (await self._call("POST", "/api/train", content=body)).json()
-        return result
+        return TrainQueued.model_validate_json((await self._call("POST", "/api/train", content=body)).content)
 
-    async def run(self, run_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = (await self._call("GET", f"/api/runs/{_segment(run_id)}")).json()
-        return result
+    async def run(self, run_id: str) -> ManagedRun:
+        return ManagedRun.model_validate_json((await self._call("GET", f"/api/runs/{_segment(run_id)}")).content)
+
+    # -- alerts and notifications (seed 002) -------------------------------------------------------------------
+
+    async def alerts(
+        self, status: AlertStatus | None = None, severity: AlertSeverity | None = None, limit: int = 100
+    ) -> list[AlertPublic]:
+        """Alerts, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = str(status)
+        if severity is not None:
+            params["severity"] = str(severity)
+        return AlertList.model_validate_json((await self._call("GET", "/api/v1/alerts", params=params)).content).alerts
+
+    async def alert_rules(self) -> list[AlertRulePublic]:
+        return AlertRuleList.model_validate_json((await self._call("GET", "/api/v1/alerts/rules")).content).rules
+
+    async def acknowledge_alert(self, alert_id: str, by: str | None = None, notes: str | None = None) -> AlertPublic:
+        """Acknowledge an active alert; PivotAPIError 409 when it is not active."""
+        body = json.dumps({"acknowledged_by": by, "notes": notes}).encode()
+        response = await self._call("POST", f"/api/v1/alerts/{_segment(alert_id)}/acknowledge", content=body)
+        return AlertPublic.model_validate_json(response.content)
+
+    async def notifications(self, limit: int = 100, unread: bool | None = None) -> list[NotificationPublic]:
+        """Notifications, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        if unread is not None:
+            params["unread"] = str(unread).lower()
+        response = await self._call("GET", "/api/v1/notifications", params=params)
+        return NotificationList.model_validate_json(response.content).notifications
+
+    async def mark_notification_read(self, notification_id: str) -> NotificationRead:
+        response = await self._call("POST", f"/api/v1/notifications/{_segment(notification_id)}/read")
+        return NotificationRead.model_validate_json(response.content)
 
     # -- experiments, statistics, run logs and checkpoints -----------------------------------------------------
 
-    async def _model(self, model: type[M], method: str, path: str, body: Any = None, **kwargs: Any) -> M:
+    async def _model(self, model: type[_T], method: str, path: str, body: Any = None, **kwargs: Any) -> _T:
         if body is not None:
             kwargs["content"] = json.dumps(body).encode()
         return model.model_validate_json((await self._call(method, path, **kwargs)).content)
 
-    async def _pages(self, item: type[M], path: str, params: Mapping[str, Any], limit: int | None = None) -> list[M]:
-        rows: list[M] = []
+    async def _pages(self, item: type[_T], path: str, params: Mapping[str, Any], limit: int | None = None) -> list[_T]:
+        rows: list[_T] = []
         query = {**params, "per_page": min(_PER_PAGE, limit or _PER_PAGE)}
         while True:
             page = await self._model(Page[item], "GET", path, params=query)

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from shared.client import FINAL_STATES, PivotAPIError, PivotClient
+from shared.models.runs import RunState
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 
@@ -37,7 +39,16 @@ def _load(path: str) -> Any:
 
 
 def _print(args: argparse.Namespace, value: Any, text: str) -> None:
-    print(json.dumps(value, indent=2) if args.json else text)
+    print(json.dumps(_plain(value), indent=2) if args.json else text)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: models as the daemon sent them (unset optional fields left out)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_unset=True)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 def cmd_train(client: PivotClient, args: argparse.Namespace) -> int:
@@ -52,7 +63,7 @@ def cmd_train(client: PivotClient, args: argparse.Namespace) -> int:
         architecture = document.get("architecture", document) if isinstance(document, dict) else document
         hyperparams = hyperparams or (document.get("hyperparams") if isinstance(document, dict) else None)
         started = client.train(architecture, hyperparams)
-    run_id = started["run_id"]
+    run_id = started.run_id
     if not args.wait:
         _print(args, started, run_id)
         return EXIT_OK
@@ -63,18 +74,22 @@ def cmd_train(client: PivotClient, args: argparse.Namespace) -> int:
         if event == "state" and data["state"] in FINAL_STATES:
             break
     run = client.run(run_id)
-    _print(args, run, f"{run_id} {run['state']}" + (f": {run['error']}" if run.get("error") else "")
-           + (f" param_id={run['param_id']}" if run.get("param_id") else ""))  # fmt: skip
-    return EXIT_OK if run["state"] == "succeeded" else EXIT_RUN_FAILED
+    _print(args, run, f"{run_id} {run.state}" + (f": {run.error}" if run.error else "")
+           + (f" param_id={run.param_id}" if run.param_id else ""))  # fmt: skip
+    return EXIT_OK if run.state == RunState.SUCCEEDED else EXIT_RUN_FAILED
+
+
+def _value(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def cmd_runs(client: PivotClient, args: argparse.Namespace) -> int:
-    model_ids = [args.model] if args.model else [m["model_id"] for m in client.models()]
+    model_ids = [args.model] if args.model else [m.model_id for m in client.models()]
     runs = [run for model_id in model_ids for run in client.model_runs(model_id)]
-    runs.sort(key=lambda run: run["created_at"], reverse=True)
+    runs.sort(key=lambda run: run.created_at, reverse=True)
     lines = [
-        f"{run['run_id']:20} {run['state']:10} epoch {run['epoch']}/{run['epochs_total']}  "
-        f"val_accuracy {run['metrics'].get('val_accuracy', float('nan')):.4f}  {run.get('param_id') or ''}"
+        f"{run.run_id:20} {run.state:10} epoch {run.epoch}/{run.epochs_total}  "
+        f"val_accuracy {_value(run.metrics.get('val_accuracy')):.4f}  {run.param_id or ''}"
         for run in runs
     ]
     _print(args, runs, "\n".join(lines) if lines else "no managed runs")
@@ -83,7 +98,7 @@ def cmd_runs(client: PivotClient, args: argparse.Namespace) -> int:
 
 def cmd_run(client: PivotClient, args: argparse.Namespace) -> int:
     run = client.run(args.run_id)
-    _print(args, run, json.dumps(run, indent=2))
+    _print(args, run, json.dumps(_plain(run), indent=2))
     return EXIT_OK
 
 
@@ -102,37 +117,37 @@ def cmd_infer(client: PivotClient, args: argparse.Namespace) -> int:
     if not isinstance(inputs, list):
         raise UsageError("the inputs file must hold a list of inputs (lists of numbers), or one input")
     result = client.infer(inputs, param_id=args.param, run_id=args.run)
-    _print(args, result, " ".join(str(label) for label in result["outputs"]["labels"]))
+    _print(args, result, " ".join(str(label) for label in result.outputs.labels or []))
     return EXIT_OK
 
 
 def cmd_params(client: PivotClient, args: argparse.Namespace) -> int:
     params = client.params(args.param_id)
     if args.output:
-        Path(args.output).write_text(json.dumps(params))
-        print(f"wrote {args.output} ({params['size_bytes']} bytes of weights)", file=sys.stderr)
+        Path(args.output).write_text(json.dumps(_plain(params)))
+        print(f"wrote {args.output} ({params.size_bytes} bytes of weights)", file=sys.stderr)
         return EXIT_OK
-    print(json.dumps(params))
+    print(json.dumps(_plain(params)))
     return EXIT_OK
 
 
 def cmd_keys_create(client: PivotClient, args: argparse.Namespace) -> int:
     key = client.create_api_key(args.name, args.scope or ["read"])
     if not args.json:
-        print(f"created {key['id']} ({key['name']}, scopes {','.join(key['scopes'])}); "
+        print(f"created {key.id} ({key.name}, scopes {','.join(key.scopes)}); "
               "the key is shown only this once:", file=sys.stderr)  # fmt: skip
-    _print(args, key, key["key"])
+    _print(args, key.model_dump(mode="json"), key.key)
     return EXIT_OK
 
 
 def cmd_keys_list(client: PivotClient, args: argparse.Namespace) -> int:
     keys = client.api_keys()
     lines = [
-        f"{key['id']:20} {key['status']:8} {','.join(key['scopes']):16} {key['prefix']}...  "
-        f"last used {key['last_used_at'] or 'never'}  {key['name']}"
+        f"{key.id:20} {key.status:8} {','.join(key.scopes):16} {key.prefix}...  "
+        f"last used {key.last_used_at or 'never'}  {key.name}"
         for key in keys
     ]
-    _print(args, keys, "\n".join(lines) if lines else "no API keys")
+    _print(args, [key.model_dump(mode="json") for key in keys], "\n".join(lines) if lines else "no API keys")
     return EXIT_OK
 
 

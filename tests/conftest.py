@@ -2,11 +2,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.daemon import RunningDaemon, running_daemon
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", help="also run the long schema fuzz (docs/testing.md)")
 
 
 @pytest.fixture(autouse=True)
@@ -18,10 +23,52 @@ def no_local_daemon_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (--dist loadgroup)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module whose tests share one daemon runs on one xdist worker, which then boots that daemon once. The
+    long fuzz takes minutes: `make test` and CI (plain `pytest`) leave it out; deselected, not skipped, so that it
+    is not reported as something missing."""
+    if not config.getoption("--fuzz-long"):
+        long = [item for item in items if item.get_closest_marker("fuzz_long")]
+        if long:
+            config.hook.pytest_deselected(items=long)
+            items[:] = [item for item in items if not item.get_closest_marker("fuzz_long")]
+    for item in items:
+        if item.get_closest_marker("shared_daemon") is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.fixture(scope="module")
+def daemon_settings() -> dict[str, Any]:
+    """Settings for the `daemon` fixture's pivotd; a module or conftest overrides this to change them."""
+    return {}
+
+
 @pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    async with running_daemon(tmp_path / "state") as running:
+async def own_daemon(tmp_path: Path, daemon_settings: dict[str, Any]) -> AsyncIterator[RunningDaemon]:
+    """A pivotd for this test alone."""
+    async with running_daemon(tmp_path / "state", **daemon_settings) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+async def module_daemon(
+    tmp_path_factory: pytest.TempPathFactory, daemon_settings: dict[str, Any]
+) -> AsyncIterator[RunningDaemon]:
+    """One pivotd for every `shared_daemon` test of a module (as datasette's `ds_client`): those tests only read
+    or write under their own ids, so they cannot see each other. It runs on the module's event loop."""
+    async with running_daemon(tmp_path_factory.mktemp("module-daemon") / "state", **daemon_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def daemon(request: pytest.FixtureRequest) -> RunningDaemon:
+    """The test's pivotd: the module's shared one where the test is marked `shared_daemon` (and not `own_daemon`),
+    else one of its own. Tests that change daemon-wide state (settings, keys, restarts, limits) take their own."""
+    node = request.node
+    shared = node.get_closest_marker("shared_daemon") is not None and node.get_closest_marker("own_daemon") is None
+    running: RunningDaemon = request.getfixturevalue("module_daemon" if shared else "own_daemon")
+    return running
 
 
 @pytest.fixture

@@ -74,3 +74,20 @@ def mutated(path: str, value: Any, base: dict[str, Any] | None = None) -> dict[s
 DELETE = object()
 
 __all__ = ["DELETE", "contract_payload", "layerwise_payload", "mutated"]
+
+
+# Seed 004's "Create Experiment" body as written: an ensemble config naming no metric.
+SEED_004_CREATE_EXPERIMENT = {
+    "experiment": {
+        "name": "New Ensemble Test",
+        "description": "Testing majority voting",
+        "config": {
+            "type": "ensemble",
+            "models": ["gpt-4", "claude-3"],
+            "voting_strategy": "majority",
+            "dataset": "mmlu",
+            "sample_size": 1000,
+        },
+        "tags": ["ensemble", "comparison"],
+    }
+}

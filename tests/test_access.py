@@ -173,7 +173,8 @@ async def test_429_with_headers_and_reset_arithmetic(limited: RunningDaemon) -> 
         assert len(listed.json()["data"]) == 3  # the refused POST created nothing
         # L's envelope for 429 on the ingest category.
         for _ in range(2):
-            assert (await http.post("/api/v1/metrics/layerwise", json=contract_payload(), headers=write)).is_success
+            accepted = await http.post("/api/v1/metrics/layerwise", json=contract_payload(), headers=write)
+            assert accepted.status_code == 202, accepted.text
         refused = await http.post("/api/v1/metrics/layerwise", json=contract_payload(), headers=write)
         assert refused.status_code == 429 and refused.json()["detail"]["error"] == "rate_limited"
         # Trusted loopback without credentials, and the daemon token, are never limited and get no headers.
@@ -284,7 +285,8 @@ async def test_pivotctl_keys_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
 async def test_cursor_paging_is_stable_under_concurrent_inserts(http: httpx.AsyncClient) -> None:
     for index in range(30):
-        assert (await http.post("/api/v1/experiments", json={"experiment": {"name": f"old {index}"}})).is_success
+        created = await http.post("/api/v1/experiments", json={"experiment": {"name": f"old {index}"}})
+        assert created.status_code == 201, created.text
     stop = asyncio.Event()
 
     async def insert_more() -> int:

@@ -96,7 +96,8 @@ async def upload_checkpoint(http: httpx.AsyncClient, content: bytes) -> str:
     config = {"architecture": MLP, "hyperparams": hyperparams()}
     session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]
     files = {"file": ("ckpt.pth", content, "application/octet-stream")}
-    uploaded = await http.post("/api/v1/checkpoints", files=files, data={"session_id": session_id})
+    # The daemon checks the file in a fresh interpreter that imports torch: seconds on a loaded machine.
+    uploaded = await http.post("/api/v1/checkpoints", files=files, data={"session_id": session_id}, timeout=60)
     assert uploaded.status_code == 201, uploaded.text
     return str(uploaded.json()["checkpoint_id"])
 

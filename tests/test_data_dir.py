@@ -155,6 +155,7 @@ def test_data_is_private_whatever_the_umask(tmp_path: Path) -> None:
                 "/api/v1/checkpoints",
                 data={"session_id": session.json()["session_id"]},
                 files={"file": ("weights.pth", checkpoint_bytes())},
+                timeout=60,  # checked in a fresh interpreter that imports torch: seconds on a loaded machine
             )
             assert uploaded.status_code == 201, uploaded.text
         found = modes(data_dir)

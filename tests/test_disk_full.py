@@ -40,7 +40,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def fill(mount: Path) -> Path:
     """Take every free byte of `mount` with one file."""
     filler = mount / "filler"
-    with filler.open("wb") as handle, contextlib.suppress(OSError):
+    # The suppression is the outer context: a write the disk took only in part leaves the rest buffered, and
+    # closing the file tries to write it once more (ENOSPC again) after the loop has already stopped.
+    with contextlib.suppress(OSError), filler.open("wb") as handle:
         while True:
             handle.write(b"\0" * 65536)
             handle.flush()

@@ -15,6 +15,7 @@ from scipy import stats
 
 from pivotd.experiments.report import GroupSummary, latex_escape, latex_table
 from pivotd.experiments.sweep import expand, group_label, parse
+from tests.payloads import SEED_004_CREATE_EXPERIMENT
 
 MLP = {
     "input_size": 784,
@@ -299,22 +300,8 @@ async def test_comparison_report_in_json_csv_and_latex(http: httpx.AsyncClient) 
         assert field in [d["field"] for d in error(await http.post(url, json=bad), 422, "validation_error")["details"]]
 
 
-# Seed 004's literal bodies: "Create Experiment" (an ensemble config naming no metric) and "Export Comparison
-# Report" (only the experiment ids are ours: the daemon makes them).
-SEED_CREATE = {
-    "experiment": {
-        "name": "New Ensemble Test",
-        "description": "Testing majority voting",
-        "config": {
-            "type": "ensemble",
-            "models": ["gpt-4", "claude-3"],
-            "voting_strategy": "majority",
-            "dataset": "mmlu",
-            "sample_size": 1000,
-        },
-        "tags": ["ensemble", "comparison"],
-    }
-}
+# Seed 004's literal bodies: "Create Experiment" (SEED_004_CREATE_EXPERIMENT) and "Export Comparison Report"
+# (only the experiment ids are ours: the daemon makes them).
 FINALS = [  # per experiment, per run: the final value of each metric the run recorded
     [{"accuracy": 0.81, "val_loss": 0.52}, {"accuracy": 0.83, "val_loss": 0.48}],
     [{"accuracy": 0.86, "val_loss": 0.47}, {"accuracy": 0.90, "val_loss": 0.41}],
@@ -322,7 +309,7 @@ FINALS = [  # per experiment, per run: the final value of each metric the run re
 
 
 async def ensemble(http: httpx.AsyncClient, finals: list[dict[str, float]], prefix: str) -> str:
-    response = await http.post("/api/v1/experiments", json=SEED_CREATE)
+    response = await http.post("/api/v1/experiments", json=SEED_004_CREATE_EXPERIMENT)
     assert response.status_code == 201, response.text
     experiment_id: str = response.json()["data"]["id"]
     for index, values in enumerate(finals):

@@ -51,6 +51,7 @@ async def new_experiment(http: httpx.AsyncClient) -> str:
 
 
 @pytest.mark.parametrize("levels", TOO_DEEP)
+@pytest.mark.shared_daemon  # refused: stores nothing, so these share one daemon
 async def test_layerwise_routes_refuse_deep_metadata_naming_it(http: httpx.AsyncClient, levels: int) -> None:
     experiment_id = await new_experiment(http)
     single = await http.post("/api/v1/metrics/layerwise", content=with_deep(layerwise("a", experiment_id), levels))
@@ -66,6 +67,7 @@ async def test_layerwise_routes_refuse_deep_metadata_naming_it(http: httpx.Async
     assert (await http.post(f"/api/v1/experiments/{experiment_id}/export")).status_code == 200
 
 
+@pytest.mark.shared_daemon  # refused: stores nothing, so these share one daemon
 async def test_a_large_body_nested_too_deep_past_its_first_part_names_the_body(http: httpx.AsyncClient) -> None:
     """Where the walk that finds the deep place stops (it runs on the event loop), the body is named as a whole."""
     padding = [contract_payload(f"p{i}") for i in range(200)]  # about 340 KiB of ordinary steps first
@@ -110,6 +112,7 @@ async def test_other_ingest_routes_refuse_deep_values_naming_them(
 
 
 @pytest.mark.parametrize("levels", TOO_DEEP)
+@pytest.mark.shared_daemon  # refused: stores nothing, so these share one daemon
 async def test_telemetry_refuses_deep_metadata(http: httpx.AsyncClient, levels: int) -> None:
     body = with_deep({"events": [{"event_name": ["a"], "metadata": {"a": "@deep"}}]}, levels)
     response = await http.post("/api/v1/telemetry/events", content=body, headers=JSON)

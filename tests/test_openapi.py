@@ -7,8 +7,27 @@ import re
 import httpx
 import pytest
 
+from pivotd.api.contract import CREATES_WHAT_THE_PATH_NAMES
+from pivotd.auth import OPEN_PATHS
+from pivotd.errors import Family, family_for_path
+from pivotd.policy import SAFE_METHODS, requirement
 from shared.models.experiments import ExperimentRunStatus, ExperimentStatus
 from tests.daemon import RunningDaemon, iter_routes
+
+# One daemon for the module: these tests read the OpenAPI document and send refused requests.
+pytestmark = pytest.mark.shared_daemon
+
+ENVELOPE = {Family.LAYERWISE: "LayerwiseErrorEnvelope", Family.SIMPLE: "SimpleErrorEnvelope"}
+OPERATIONS_DOMAIN = (
+    "/api/v1/alerts",
+    "/api/v1/notifications",
+    "/api/v1/webhooks",
+    "/api/v1/api-keys",
+    "/api/v1/auth/session",
+    "/api/v1/telemetry",
+    "/api/v1/metrics/layerwise",
+    "/api/v1/runs",
+)
 
 
 async def test_every_http_route_is_documented(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
@@ -115,6 +134,100 @@ async def test_layerwise_validation_errors_are_documented_in_fastapis_shape(http
     assert item["properties"]["loc"]["items"] == {"anyOf": [{"type": "string"}, {"type": "integer"}]}
 
 
+def _operations(document: dict) -> list[tuple[str, str, dict]]:
+    return [(path, method, operation) for path, item in document["paths"].items() for method, operation in item.items()]
+
+
+def _ref(response: dict) -> str | None:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return schema["$ref"].removeprefix("#/components/schemas/") if "$ref" in schema else None
+
+
+async def test_operations_declare_what_their_success_holds(http: httpx.AsyncClient) -> None:
+    """Alerts, notifications, webhooks, API keys, browser sessions, telemetry and the layer-wise routes each name the
+    schema of the JSON they answer with (not FastAPI's `{}` for a route returning a bare Response)."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    checked = 0
+    for path, method, operation in _operations(document):
+        if not path.startswith(OPERATIONS_DOMAIN) or family_for_path(path) is Family.STRUCTURED and "/runs/" in path:
+            continue  # run logs and checkpoints, under /api/v1/runs, are another domain's
+        status = next(code for code in operation["responses"] if code.startswith("2"))
+        if status == "204":
+            assert "content" not in operation["responses"][status], (method, path)
+            continue
+        schema = operation["responses"][status]["content"]["application/json"]["schema"]
+        assert schema and schema != {}, (method, path)
+        checked += 1
+    assert checked >= 30
+
+
+HEALTH_ANSWERS = {"/health": "Health", "/api/v1/health": "HealthDetail"}
+
+
+async def test_every_operation_declares_the_errors_it_can_answer(http: httpx.AsyncClient) -> None:
+    """401 and 429 wherever the access middleware runs, 403 where `pivotd.policy` (or a cross-site session cookie)
+    can refuse, 404 where the path names an id, 422 where there is anything to validate: each in the envelope of the
+    operation's family, family L's 422 in FastAPI's shape, and FastAPI's own 422 model nowhere."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for path, method, operation in _operations(document):
+        responses = operation["responses"]
+        family = family_for_path(path)
+        expected: set[str] = set()
+        if path not in OPEN_PATHS:
+            expected |= {"401", "429"}
+            if method.upper() not in SAFE_METHODS or requirement(method.upper(), path).scope != "read":
+                expected.add("403")
+        if "{" in path and (method, path) not in CREATES_WHAT_THE_PATH_NAMES:
+            expected.add("404")
+        if operation.get("parameters") or operation.get("requestBody"):
+            expected.add("422")
+        missing = expected - set(responses)
+        assert not missing, (method, path, missing)
+        envelope = ENVELOPE.get(family, "StructuredErrorEnvelope")
+        for code, response in responses.items():
+            if code.startswith(("4", "5")):
+                wanted = "LayerwiseValidationError" if family is Family.LAYERWISE and code == "422" else envelope
+                if code == "503" and path in HEALTH_ANSWERS:  # unhealthy: the health document itself, not an error
+                    wanted = HEALTH_ANSWERS[path]
+                assert _ref(response) == wanted, (method, path, code)
+
+
+async def test_the_404s_operations_answer_are_declared(http: httpx.AsyncClient) -> None:
+    """Every operation whose path names an id, asked about one nothing has, either finds nothing (404, declared) or
+    is one that creates what it names."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    for path, method, operation in _operations(document):
+        if "{" not in path or path.startswith("/api/v1/sse/"):
+            continue  # an event stream for an unknown session is a 404 too, but an open stream would never end
+        url = re.sub(r"\{[^}]+\}", "nothing-has-this-id", path)
+        body = {"json": {}} if method in ("post", "put", "patch") else {}
+        response = await http.request(method.upper(), url, **body)
+        if response.status_code == 404:
+            assert "404" in operation["responses"], (method, path)
+        if (method, path) in CREATES_WHAT_THE_PATH_NAMES:
+            assert response.status_code != 404, (method, path)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow", "envelope"),
+    [
+        ("PUT", "/api/v1/alerts/rules", "GET, POST", "error"),
+        ("POST", "/api/v1/alerts/rules/rule_x", "DELETE, GET, PATCH, PUT", "error"),
+        ("PUT", "/api/v1/metrics/layerwise", "POST", "detail"),
+        ("POST", "/api/v1/runs/r1", "DELETE, GET", "detail"),
+        ("DELETE", "/api/models", "GET, POST", "error"),
+    ],
+)
+async def test_405_says_which_methods_the_path_allows(
+    http: httpx.AsyncClient, method: str, path: str, allow: str, envelope: str
+) -> None:
+    response = await http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert envelope in response.json()
+
+
 EXPERIMENTS_DOMAIN = re.compile(
     r"^/api/v1/(experiments|statistical-results|export/|datasets/|checkpoints|runs/\{run_id\}/(logs|checkpoints))"
 )
@@ -172,3 +285,38 @@ def _refs(node: object) -> list[str]:
     if isinstance(node, list):
         return [ref for value in node for ref in _refs(value)]
     return []
+
+
+TRAINING_PREFIXES = ("/api/v1/training/", "/api/v1/metrics/{session_id}", "/api/v1/monitor/", "/api/v1/models")
+SIMPLE_FAMILY = re.compile(r"^/api/(models|train|runs|params|infer)")
+STREAMS = {"/api/runs/{run_id}/events", "/api/v1/sse/training/{session_id}"}
+
+
+async def test_training_model_and_monitor_operations_declare_what_they_answer(http: httpx.AsyncClient) -> None:
+    """Sessions, the model registry (both families), runs, inference, monitor and health: each operation's success
+    names a JSON schema (not `{}`), and every declared error names its family's envelope."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    checked = 0
+    for path, item in document["paths"].items():
+        ours = path.startswith(TRAINING_PREFIXES) or SIMPLE_FAMILY.match(path) or path in ("/health", "/api/v1/health")
+        if not ours or path in STREAMS:
+            continue
+        for method, operation in item.items():
+            responses = operation["responses"]
+            success = next(code for code in responses if code.startswith("2"))
+            if success == "204":
+                continue
+            schema = responses[success]["content"]["application/json"]["schema"]
+            assert schema and schema != {}, (method, path, success)
+            for code, response in responses.items():
+                if code.startswith(("4", "5")) and code != "503":
+                    error = response["content"]["application/json"]["schema"]["$ref"]
+                    family = "SimpleErrorEnvelope" if SIMPLE_FAMILY.match(path) else "StructuredErrorEnvelope"
+                    assert error.endswith(family), (method, path, code)
+            checked += 1
+    assert checked >= 28, checked
+    session = document["components"]["schemas"]["SessionPublic"]
+    assert session["properties"]["status"] == {"$ref": "#/components/schemas/SessionStatus"}
+    assert document["components"]["schemas"]["SessionStatus"]["enum"] == [
+        "created", "running", "stopped", "completed", "failed"
+    ]  # fmt: skip

@@ -16,6 +16,9 @@ import pytest
 
 from tests.daemon import RunningDaemon
 
+# One daemon for the module: each test pages its own experiment or asks for pages past any end.
+pytestmark = pytest.mark.shared_daemon
+
 HUGE = 123456789012345678901234567890
 # (route, the sort its cursors carry); {e} is an experiment's id.
 LISTS = [

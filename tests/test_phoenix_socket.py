@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from websockets.typing import Subprotocol
 
 from pivotd.store.ops import Tx
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.node_packages import installed_package
 from tests.payloads import contract_payload
 
 Frame = list[Any]
@@ -105,6 +105,7 @@ def telemetry_event(name: list[str], experiment_id: str | None = None) -> dict[s
     }
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_heartbeat_join_and_leave(daemon: RunningDaemon) -> None:
     async with client(daemon) as c:
         ref = await c.send("phoenix", "heartbeat")
@@ -120,6 +121,7 @@ async def test_heartbeat_join_and_leave(daemon: RunningDaemon) -> None:
         assert await c.recv() == [None, ref, "telemetry:all", "phx_reply", error]
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_unmatched_topics_and_unknown_events(daemon: RunningDaemon) -> None:
     error = {"status": "error", "response": {"reason": "unmatched topic"}}
     async with client(daemon) as c:
@@ -138,6 +140,7 @@ async def test_unmatched_topics_and_unknown_events(daemon: RunningDaemon) -> Non
         assert reply[4]["status"] == "error" and "unknown event 'shout'" in reply[4]["response"]["reason"]
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_join_of_an_unknown_experiment_is_refused(daemon: RunningDaemon) -> None:
     async with client(daemon) as c:
         ref = await c.send("experiment:exp_missing", "phx_join", join_ref="7")
@@ -290,6 +293,7 @@ async def test_a_client_that_falls_behind_is_told_on_each_channel(tmp_path: Path
         assert [(await c.recv())[4]["event_name"] for _ in range(2)] == [["step3"], ["step4"]]
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 @pytest.mark.parametrize(
     ("frame", "code"),
     [
@@ -315,6 +319,7 @@ async def test_bad_frames_close_the_connection(daemon: RunningDaemon, frame: str
         assert (await c.recv())[1] == ref
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_v1_serializer_speaks_objects(daemon: RunningDaemon) -> None:
     async with client(daemon, vsn="1.0.0") as c:
         await c.ws.send(json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": 1}))
@@ -325,6 +330,7 @@ async def test_v1_serializer_speaks_objects(daemon: RunningDaemon) -> None:
         }  # fmt: skip
 
 
+@pytest.mark.shared_daemon  # its own connections only: one daemon for the module's such tests
 async def test_an_unsupported_serializer_version_is_refused(daemon: RunningDaemon) -> None:
     for vsn in ("3.0.0", "2.1.0", "two"):
         with pytest.raises(InvalidStatus) as refused:
@@ -379,24 +385,12 @@ def phoenix_client_dir() -> Path:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < 18:
         pytest.skip(f"the Phoenix JavaScript client needs node 18 or later, found {version}")
-    lock = (PHOENIX_CLIENT / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pivot-tests"
-    target = cache / f"phoenix-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / "phoenix").is_dir():
-        staging = cache / f"{target.name}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(PHOENIX_CLIENT / name, staging / name)
-        command = [npm, "ci", "--no-audit", "--no-fund", "--cache", str(cache / "npm")]
-        installed = subprocess.run(command, cwd=staging, capture_output=True, text=True, timeout=300)
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
-        try:
-            staging.rename(target)  # atomic: a concurrent run either wins or finds the finished install
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    # The script runs from there so that its imports resolve to that node_modules.
-    shutil.copy(PHOENIX_CLIENT / "client.mjs", target / "client.mjs")
+    target = installed_package(npm, PHOENIX_CLIENT, "phoenix-client")
+    # The script runs from there so that its imports resolve to that node_modules. Concurrent tests (xdist
+    # workers) may be running it: the new copy replaces it in one step, never a half-written file.
+    staging = target / f"client.mjs.{os.getpid()}"
+    shutil.copy(PHOENIX_CLIENT / "client.mjs", staging)
+    staging.replace(target / "client.mjs")
     return target
 
 

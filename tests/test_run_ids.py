@@ -16,6 +16,9 @@ from shared.sdk import Run
 from tests.daemon import RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 
+# One daemon for the module: dot run ids are refused, so nothing is stored.
+pytestmark = pytest.mark.shared_daemon
+
 DOTS = [".", ".."]
 # httpx resolves `.` and `..` segments before sending; percent-encoded, they reach the route as the id.
 ENCODED = {".": "%2E", "..": "%2E%2E"}
@@ -111,6 +114,7 @@ async def raw_request(url: str, method: str, target: str) -> int:
     return int(status_line.split()[1])
 
 
+@pytest.mark.own_daemon  # plants files in the data directory
 async def test_deleting_run_dot_dot_is_refused_and_deletes_no_file(
     daemon: RunningDaemon, http: httpx.AsyncClient
 ) -> None:

@@ -10,6 +10,9 @@ import pytest
 
 from tests.daemon import RunningDaemon
 
+# One daemon for the module: each test writes its own run.
+pytestmark = pytest.mark.shared_daemon
+
 
 async def test_array_form_creates_the_run_and_reads_back(http: httpx.AsyncClient) -> None:
     points = [{"step": s, "epoch": s // 10, "values": {"train_loss": 1 / (s + 1), "lr": 0.1}} for s in range(30)]
@@ -115,6 +118,7 @@ async def test_scalars_are_pushed_to_run_topic(daemon: RunningDaemon, http: http
                            "points": [{"step": 1, "values": {"loss": 0.5}}]}  # fmt: skip
 
 
+@pytest.mark.own_daemon  # run `r` is also written by test_resending_a_point_replaces_it
 async def test_run_summaries_carry_each_series_latest_value(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     from websockets.asyncio.client import connect
 

@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from pivotd.experiments.stats import StatsError, cohens_d, hedges_correction, hedges_g, run_test, summary
-from tests.payloads import contract_payload
+from tests.payloads import SEED_004_CREATE_EXPERIMENT, contract_payload
 
 # Wikipedia, "Welch's t-test", example 1: t = -2.46, df = 25.0, p = 0.021.
 WELCH_A = [27.5, 21.0, 19.0, 23.6, 17.0, 17.9, 16.9, 20.1, 21.9, 22.6, 23.1, 19.6, 19.0, 21.7, 21.4]
@@ -351,21 +351,8 @@ async def test_errors_name_what_is_wrong(http: httpx.AsyncClient) -> None:
 # ---- a test asked for while the experiment still runs -------------------------------------------------------
 
 MLP = {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 10}]}
-# Seed 004's literal bodies: "Create Experiment" and "Run Statistical Test" (only the experiment id is ours).
-SEED_CREATE = {
-    "experiment": {
-        "name": "New Ensemble Test",
-        "description": "Testing majority voting",
-        "config": {
-            "type": "ensemble",
-            "models": ["gpt-4", "claude-3"],
-            "voting_strategy": "majority",
-            "dataset": "mmlu",
-            "sample_size": 1000,
-        },
-        "tags": ["ensemble", "comparison"],
-    }
-}
+# Seed 004's literal bodies: "Create Experiment" (SEED_004_CREATE_EXPERIMENT) and "Run Statistical Test"
+# (only the experiment id is ours).
 
 
 def seed_test(exp_id: str) -> dict[str, Any]:
@@ -396,7 +383,7 @@ async def pending_run(http: httpx.AsyncClient, exp_id: str, group: str) -> str:
 
 
 async def test_a_test_while_the_experiment_runs_is_for_finished_runs_and_says_so(http: httpx.AsyncClient) -> None:
-    exp_id = (await http.post("/api/v1/experiments", json=SEED_CREATE)).json()["data"]["id"]
+    exp_id = (await http.post("/api/v1/experiments", json=SEED_004_CREATE_EXPERIMENT)).json()["data"]["id"]
     for index, accuracy in enumerate([0.91, 0.93, 0.92]):
         await finished_run(http, exp_id, f"a{index}", "model_a", accuracy)
     await finished_run(http, exp_id, "b0", "model_b", 0.86)
@@ -426,7 +413,7 @@ async def test_a_test_while_the_experiment_runs_is_for_finished_runs_and_says_so
 
 
 async def test_runs_that_did_not_complete_are_left_out_with_a_note(http: httpx.AsyncClient) -> None:
-    exp_id = (await http.post("/api/v1/experiments", json=SEED_CREATE)).json()["data"]["id"]
+    exp_id = (await http.post("/api/v1/experiments", json=SEED_004_CREATE_EXPERIMENT)).json()["data"]["id"]
     for group, values in (("model_a", [0.91, 0.93]), ("model_b", [0.86, 0.88])):
         for index, accuracy in enumerate(values):
             await finished_run(http, exp_id, f"{group}-{index}", group, accuracy)

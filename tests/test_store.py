@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -169,7 +170,30 @@ async def test_a_failing_operation_does_not_fail_its_batch_neighbours(tmp_path: 
         assert (await store.reader.get_run("ok")) is not None
 
 
-async def test_an_idle_daemon_builds_no_run_list_messages(tmp_path: Path) -> None:
+async def test_an_idle_daemon_builds_no_run_list_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no WebSocket client, nothing is subscribed to `runs`: ingest skips building its messages."""
-    async with running_daemon(tmp_path) as daemon:
+    from websockets.asyncio.client import connect
+
+    import pivotd.ingest
+
+    built: list[str] = []
+    original = pivotd.ingest.run_message
+
+    def counted(kind: str, run: Any) -> str:
+        built.append(kind)
+        return original(kind, run)
+
+    monkeypatch.setattr(pivotd.ingest, "run_message", counted)
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
         assert not daemon.services.hub.has_subscribers("runs")
+        assert (await http.post(LAYERWISE, json=layerwise_payload("quiet", 0))).status_code == 202
+        assert (await http.get("/api/v1/runs/quiet")).json()["step_count"] == 1  # ingested, and committed
+        assert built == []
+        # The same ingest with a `runs` subscriber does build them: the count above could have seen them.
+        async with connect(daemon.ws_url) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
+            await ws.recv()
+            assert (await http.post(LAYERWISE, json=layerwise_payload("heard", 0))).status_code == 202
+            assert json.loads(await ws.recv())["type"] == "run_created"
+        assert built == ["run_created"]

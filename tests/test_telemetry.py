@@ -7,7 +7,6 @@ import io
 import json
 import random
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,10 @@ SEED_EVENT = {  # seed 004's ingest example
 BASE = datetime(2024, 1, 15, tzinfo=UTC).timestamp()
 
 
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+@pytest.fixture(scope="module")
+def daemon_settings() -> dict[str, Any]:
     """pivotd's own events off: these tests count exactly what they ingest (one test below turns them on)."""
-    async with running_daemon(tmp_path / "state", telemetry_self_events=False) as running:
-        yield running
+    return {"telemetry_self_events": False}
 
 
 def stamp(seconds: float) -> str:
@@ -140,6 +138,8 @@ async def test_bad_events_are_rejected_one_by_one(http: httpx.AsyncClient) -> No
     assert newest["timestamp"] == good["timestamp"]
 
 
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -9,7 +9,6 @@ copy of the sources, so the checkout is left as it was and concurrent runs do no
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import re
 import shutil
@@ -18,6 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.node_packages import installed_package
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "clients" / "typescript"
@@ -39,23 +40,7 @@ def _node_and_npm() -> tuple[str, str]:
 
 def _installed_modules(npm: str) -> Path:
     """clients/typescript's node_modules as its package-lock.json pins them, installed once into the cache."""
-    lock = (PACKAGE / "package-lock.json").read_bytes()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pivot-tests"
-    target = cache / f"ts-client-{hashlib.sha256(lock).hexdigest()[:16]}"
-    if not (target / "node_modules" / ".package-lock.json").is_file():
-        staging = cache / f"{target.name}.{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        for name in ("package.json", "package-lock.json"):
-            shutil.copy(PACKAGE / name, staging / name)
-        command = [npm, "ci", "--no-audit", "--no-fund", "--cache", str(cache / "npm")]
-        installed = subprocess.run(command, cwd=staging, capture_output=True, text=True, timeout=300)
-        assert installed.returncode == 0, f"npm ci failed:\n{installed.stdout}\n{installed.stderr}"
-        try:
-            staging.rename(target)  # atomic: a concurrent run either wins or finds the finished install
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target / "node_modules"
+    return installed_package(npm, PACKAGE, "ts-client") / "node_modules"
 
 
 @pytest.fixture(scope="module")

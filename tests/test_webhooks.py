@@ -114,6 +114,7 @@ async def test_delivery_gives_up_after_max_attempts(tmp_path: Path) -> None:
         await receiver.close()
 
 
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize(("fmt", "key"), [("slack", "text"), ("discord", "content")])
 async def test_slack_and_discord_formats(tmp_path: Path, receiver: Receiver, fmt: str, key: str) -> None:
     async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
@@ -136,6 +137,25 @@ async def test_test_route_reports_the_receivers_answer(daemon: RunningDaemon, ht
     down = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
     assert down["success"] is False and down["status_code"] is None and "Connect" in down["error"]
     assert (await http.post("/api/v1/webhooks/webhook_nope/test")).status_code == 404
+
+
+async def test_deliveries_off_send_nothing_and_keep_the_outbox(tmp_path: Path, receiver: Receiver) -> None:
+    """`webhook_deliveries = false` (the fuzz's daemon): an alert's delivery waits, the test route connects nowhere,
+    and a daemon with deliveries on sends what waited."""
+    off = {"webhook_deliveries": False, **FAST}
+    async with running_daemon(tmp_path / "s", **off) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        hook = await register(http, receiver.url, ["alert_triggered"])
+        await fire_scalar_alert(http)
+        await eventually(lambda: _counts_are(http, hook["webhook_id"], pending=1))
+        tested = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
+        assert tested["success"] is False and tested["status_code"] is None
+        assert "webhook_deliveries is false" in tested["error"]
+        assert daemon.services.webhooks.deliveries_sent == 0
+    assert receiver.received.empty()
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        got = await receiver.next()
+        assert got.headers["x-pivot-event"] == "alert_triggered" and got.signature_valid(SECRET)
+        await eventually(lambda: _counts_are(http, hook["webhook_id"], delivered=1, pending=0))
 
 
 async def test_secrets_are_shown_once_and_webhooks_delete(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:

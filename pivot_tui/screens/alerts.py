@@ -18,21 +18,12 @@ from pivot_tui.screens.acknowledge import AcknowledgeDialog
 from pivot_tui.widgets.columns import fit_columns, left_over
 from pivot_tui.widgets.runs_table import age
 from shared.client import PivotAPIError
+from shared.models.alerts import AlertStatus
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
-
-
-def _items(body: Any, key: str) -> list[dict[str, Any]]:
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for candidate in (key, "data", "items"):
-            if isinstance(body.get(candidate), list):
-                return list(body[candidate])
-    return []
 
 
 def _number(value: Any) -> str:
@@ -113,52 +104,48 @@ class AlertsScreen(ReportsFailures, Screen[None]):
     async def reload(self) -> None:
         status = self.query_one("#alerts-status", Static)
         try:
-            alerts = _items(await self.app.client.get_json("/api/v1/alerts"), "alerts")
-            rules = _items(await self.app.client.get_json("/api/v1/alerts/rules"), "rules")
-            notifications = _items(
-                await self.app.client.get_json("/api/v1/notifications", params={"limit": 50}), "notifications"
-            )
+            alerts = await self.app.client.alerts()
+            rules = await self.app.client.alert_rules()
+            notifications = await self.app.client.notifications(limit=50)
         except Unreachable as exc:
             status.update(Text(f"{exc.message}; showing the last alerts read", style="bold red"))
             return
         except PivotAPIError as exc:
             status.update(Text(f"This daemon does not serve alerts (HTTP {exc.status}).", style="dim"))
             return
-        active = sum(1 for alert in alerts if alert.get("status") == "active")
+        active = sum(1 for alert in alerts if alert.status is AlertStatus.ACTIVE)
         status.update(Text(f"{active} active, {len(alerts)} total", style="bold red" if active else "green"))
         table = self.query_one("#alerts", DataTable)
         table.clear()
         for alert in alerts:
-            severity = str(alert.get("severity", ""))
             table.add_row(
-                Text(severity, style=SEVERITY_STYLE.get(severity, "")),
-                alert.get("status", ""),
-                _clipped(alert.get("message") or alert.get("rule_name", "")),
-                _clipped(alert.get("subject", "")),
-                _number(alert.get("value")),
-                age(alert.get("triggered_at")),
-                key=str(alert.get("alert_id")),
+                Text(alert.severity, style=SEVERITY_STYLE.get(alert.severity, "")),
+                str(alert.status),
+                _clipped(alert.message or alert.rule_name),
+                _clipped(alert.subject),
+                _number(alert.value),
+                age(alert.triggered_at),
+                key=alert.alert_id,
             )
         notification_table = self.query_one("#notifications", DataTable)
         notification_table.clear()
         for notice in notifications:
-            priority = str(notice.get("priority", ""))
             notification_table.add_row(
-                "" if notice.get("read") else Text("●", style="bold cyan"),  # unread
-                Text(priority, style=PRIORITY_STYLE.get(priority, "")),
-                notice.get("type", ""),
-                _clipped(notice.get("message", "")),
-                age(notice.get("created_at")),
-                key=str(notice.get("id")),
+                "" if notice.read else Text("●", style="bold cyan"),  # unread
+                Text(notice.priority, style=PRIORITY_STYLE.get(notice.priority, "")),
+                str(notice.type),
+                _clipped(notice.message),
+                age(notice.created_at),
+                key=notice.id,
             )
-        self._unread = [str(n.get("id")) for n in notifications if not n.get("read")]
+        self._unread = [n.id for n in notifications if not n.read]
         rule_table = self.query_one("#rules", DataTable)
         rule_table.clear()
         for rule in rules:
+            threshold = "" if rule.threshold is None else f"{rule.threshold:g}"
             rule_table.add_row(
-                rule.get("name", ""), rule.get("metric", ""), rule.get("condition", ""),
-                str(rule.get("threshold", "")), rule.get("severity", ""), "yes" if rule.get("enabled") else "no",
-            )  # fmt: skip
+                rule.name, rule.metric, rule.condition, threshold, str(rule.severity), "yes" if rule.enabled else "no"
+            )
 
     def action_acknowledge(self) -> None:
         table = self.query_one("#alerts", DataTable)
@@ -176,16 +163,14 @@ class AlertsScreen(ReportsFailures, Screen[None]):
     @work(exclusive=True, group="mark-read", exit_on_error=False)
     async def action_mark_read(self) -> None:
         for notification_id in self._unread:
-            await self.app.client.post_json(f"/api/v1/notifications/{notification_id}/read", {})
+            await self.app.client.mark_notification_read(notification_id)
         self.notify(f"{len(self._unread)} notification(s) marked read")
         self.reload()
 
     @work(group="acknowledge", exit_on_error=False)
     async def acknowledge(self, alert_id: str, note: str) -> None:
         try:
-            await self.app.client.post_json(
-                f"/api/v1/alerts/{alert_id}/acknowledge", {"acknowledged_by": getpass.getuser(), "notes": note}
-            )
+            await self.app.client.acknowledge_alert(alert_id, getpass.getuser(), note)
         except PivotAPIError as exc:
             self.notify(exc.message, severity="error")
             return

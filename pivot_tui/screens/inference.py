@@ -12,6 +12,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from shared.models.registry import PixelInference
+
 
 def digit_art(pixels: list[float], width: int = 28) -> Text:
     """Two pixel rows per text row: the upper pixel is the glyph, the lower one the background."""
@@ -30,16 +32,15 @@ def digit_art(pixels: list[float], width: int = 28) -> Text:
 class InferenceDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("i", "dismiss(None)", "Close", show=False)]
 
-    def __init__(self, run_id: str, sample: dict[str, Any], answer: dict[str, Any]) -> None:
+    def __init__(self, run_id: str, sample: dict[str, Any], answer: PixelInference) -> None:
         super().__init__()
         self.run_id, self.sample, self.answer = run_id, sample, answer
 
     def compose(self) -> ComposeResult:
-        probabilities = self.answer.get("probabilities") or []
-        ranked = sorted(enumerate(probabilities), key=lambda item: -item[1])[:3]
-        verdict = "right" if self.answer.get("label") == self.sample["label"] else "wrong"
+        ranked = sorted(enumerate(self.answer.probabilities), key=lambda item: -item[1])[:3]
+        verdict = "right" if self.answer.label == self.sample["label"] else "wrong"
         summary = Text.assemble(
-            (f"predicted {self.answer.get('label')}", "bold"),
+            (f"predicted {self.answer.label}", "bold"),
             f"  (true label {self.sample['label']}: ",
             (verdict, "bold green" if verdict == "right" else "bold red"),
             ")\n\n",

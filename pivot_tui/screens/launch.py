@@ -135,7 +135,7 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
     @work(exclusive=True, group="launch", exit_on_error=False)
     async def submit(self, body: dict[str, Any]) -> None:
         try:
-            answer = await self.app.client.post_json("/api/train", body)
+            queued = await self.app.client.train(body)
         except Unreachable as exc:
             self.query_one("#launch-error", Static).update(exc.message)
             self.notify(exc.message, severity="error")
@@ -144,4 +144,4 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
             hint = " (this daemon cannot train)" if exc.status == 404 else ""
             self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")
             return
-        self.dismiss(str(answer.get("run_id")) if isinstance(answer, dict) else None)
+        self.dismiss(queued.run_id)

@@ -233,7 +233,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     @work(exclusive=True, group="cancel-run", exit_on_error=False)
     async def cancel_run(self) -> None:
         try:
-            await self.app.client.post_json(f"/api/train/{self.run_id}/cancel", {})
+            await self.app.client.cancel_managed(self.run_id)
         except PivotAPIError as exc:
             message = "only runs started by pivotd can be cancelled" if exc.status == 404 else exc.message
             self.notify(message, severity="error")
@@ -243,26 +243,24 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     async def _param_id(self) -> str | None:
         """The trained parameters of this run, or None (with the reason shown) when it has none."""
         try:
-            run = await self.app.client.get_json(f"/api/runs/{self.run_id}")
+            run = await self.app.client.managed_run(self.run_id)
         except PivotAPIError as exc:
             self.notify("only runs trained by pivotd have parameters" if exc.status == 404 else exc.message,
                         severity="warning")  # fmt: skip
             return None
-        if not run.get("param_id"):
-            self.notify(
-                f"{self.run_id} is {run.get('state')}: parameters exist once it has succeeded", severity="warning"
-            )
-        return run.get("param_id")
+        if not run.param_id:
+            self.notify(f"{self.run_id} is {run.state}: parameters exist once it has succeeded", severity="warning")
+        return run.param_id
 
     @work(exclusive=True, group="params", exit_on_error=False)
     async def action_params(self) -> None:
         param_id = await self._param_id()
         if param_id is None:
             return
-        params = await self.app.client.get_json(f"/api/params/{param_id}")
-        layers = params["parameters"]["layers"]
+        params = await self.app.client.params(param_id)
+        layers = params.parameters["layers"]
         shapes = [f"{layer['type']} {_shape(layer['W'])}" for layer in layers if "W" in layer]
-        self.notify(f"{param_id}: {', '.join(shapes)}; {params.get('size_bytes', 0) / 1024:.0f} KiB", timeout=10)
+        self.notify(f"{param_id}: {', '.join(shapes)}; {params.size_bytes / 1024:.0f} KiB", timeout=10)
 
     @work(exclusive=True, group="infer", exit_on_error=False)
     async def action_infer(self) -> None:
@@ -272,7 +270,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         try:
             body = await self.app.client.get_json("/api/v1/datasets/digits/samples", params={"offset": offset})
             sample = body["samples"][0]
-            answer = await self.app.client.post_json("/api/infer", {"run_id": self.run_id, "pixels": sample["pixels"]})
+            answer = await self.app.client.infer_pixels(self.run_id, sample["pixels"])
         except PivotAPIError as exc:
             self.notify(f"inference failed: {exc.message}", severity="error")
             return

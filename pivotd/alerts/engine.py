@@ -33,6 +33,7 @@ from pivotd.hub import Hub
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.monitoring import DeleteRule, PutAlert, PutRule
+from pivotd.tasks import TaskSet
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload
 from shared.models.scalars import ScalarPoint
@@ -150,7 +151,7 @@ class AlertEngine:
         self._growth_fields = False
         self._previous_scalar: dict[str, float] = {}
         self._tick: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background = TaskSet()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -179,8 +180,7 @@ class AlertEngine:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.wait()
 
     def _reindex(self) -> None:
         self._by_kind = {}
@@ -386,7 +386,7 @@ class AlertEngine:
         """Sampler listener: evaluation inline, any resulting I/O in the background."""
         transitions = self.evaluate_sample(sample)
         if transitions:
-            self._spawn(self.apply(transitions))
+            self._background.spawn(self.apply(transitions))
 
     async def close_run(self, run_id: str, reason: str) -> None:
         """A run is gone or finished: stop watching it and resolve its open alerts with `reason`.
@@ -449,7 +449,7 @@ class AlertEngine:
         )
         self._publish("alert_triggered", alert)
         if spec.action is not None and "run_id" in alert:
-            self._spawn(self._act(spec.action, alert))
+            self._background.spawn(self._act(spec.action, alert))
 
     async def _act(self, action: str, alert: dict[str, Any]) -> None:
         outcome = await self._actions.run(action, alert["run_id"], alert)
@@ -474,11 +474,6 @@ class AlertEngine:
         if self._hub.has_subscribers(ALERTS_TOPIC):
             message = {"type": kind, "topic": ALERTS_TOPIC, "data": alert}
             self._hub.publish((ALERTS_TOPIC,), orjson.dumps(message).decode())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def _tick_loop(self) -> None:
         while True:

@@ -18,11 +18,11 @@ from pivotd.hub import Hub
 from pivotd.store import Store
 from pivotd.store.monitoring import PutNotification
 from pivotd.timefmt import iso
+from shared.models.alerts import NotificationPriority, NotificationType
 from shared.models.runs import RunState
 
 NOTIFICATIONS_TOPIC = "notifications"
-NotificationType = Literal["training", "alert", "system"]
-Priority = Literal["low", "medium", "high"]
+Priority = NotificationPriority
 TrainingOutcome = Literal["completed", "failed", "cancelled"]
 OUTCOMES: dict[str, TrainingOutcome] = {
     RunState.SUCCEEDED: "completed",

@@ -20,17 +20,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Condition = Literal[
-    "greater_than",
-    "less_than",
-    "equals",
-    "not_equals",
-    "outside_range",
-    "not_finite",
-    "no_data_for",
-    "grows_by_factor",
-]
-Severity = Literal["low", "medium", "high", "critical"]
+from shared.models.alerts import AlertCondition, AlertScope, AlertSeverity, RuleAction
+
+Condition = AlertCondition
+Severity = AlertSeverity
 MetricKind = Literal["system", "gpu", "run", "scalar", "layer"]
 
 SYSTEM_METRICS = {"cpu_percent", "memory_percent", "swap_percent", "disk_percent", "load_1m"}
@@ -88,14 +81,7 @@ def metric_kind(metric: str) -> tuple[MetricKind, str]:
     )
 
 
-class Scope(BaseModel):
-    """Which subjects a rule watches; every field left out matches everything."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: Annotated[str, Field(min_length=1, max_length=128, description="Run id or glob (`exp-*`)")] | None = None
-    gpu: Annotated[int, Field(ge=0, le=1023, description="GPU index")] | None = None
-    layer: Annotated[str, Field(min_length=1, max_length=256, description="Layer id, glob, or @first")] | None = None
+Scope = AlertScope
 
 
 class RuleSpec(BaseModel):
@@ -110,11 +96,11 @@ class RuleSpec(BaseModel):
     range: tuple[Annotated[float, Field(allow_inf_nan=False)], Annotated[float, Field(allow_inf_nan=False)]] | None = (
         None
     )
-    severity: Severity = "medium"
+    severity: Severity = AlertSeverity.MEDIUM
     enabled: bool = True
     for_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
     scope: Scope = Field(default_factory=Scope)
-    action: Literal["pause", "cancel"] | None = None
+    action: RuleAction | None = None
     description: Annotated[str, Field(max_length=1000)] | None = None
 
     @model_validator(mode="after")

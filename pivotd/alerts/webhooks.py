@@ -26,7 +26,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import orjson
@@ -55,8 +55,8 @@ EVENTS = (
     "training_cancelled",
     "daemon_recovered",
 )
-WebhookFormat = Literal["json", "slack", "discord"]
 MAX_BACKOFF_S = 3600.0
+DELIVERIES_OFF = "not sent: webhook deliveries are off (webhook_deliveries is false)"
 BATCH = 32
 
 
@@ -167,7 +167,8 @@ class Webhooks:
             follow_redirects=False,  # a redirect could lead a signed body to a host nobody registered
             headers={"User-Agent": f"pivotd/{__version__}", "Content-Type": "application/json"},
         )
-        self._task = asyncio.create_task(self._dispatch(), name="pivotd-webhooks")
+        if self._settings.webhook_deliveries:  # off: the outbox keeps every delivery for a daemon that sends
+            self._task = asyncio.create_task(self._dispatch(), name="pivotd-webhooks")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -240,6 +241,8 @@ class Webhooks:
         close`: a pooled connection, keyed by address, must not carry another host's request over TLS that was
         verified for this one."""
         assert self._client is not None
+        if not self._settings.webhook_deliveries:
+            return None, DELIVERIES_OFF
         try:
             url, addresses = await checked_addresses(hook.url, self._settings.webhook_allow_private, self.resolve)
         except ValueError as exc:

@@ -3,20 +3,20 @@ patch and delete rules."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pivotd.alerts.rules import RuleSpec, Severity
+from pivotd.alerts.rules import RuleSpec
 from pivotd.api.body import openapi_body, parse_lenient, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.errors import NotFound, ValidationFailed, validation_failed
+from shared.models.alerts import AlertList, AlertPublic, AlertRuleList, AlertRulePublic, AlertSeverity, AlertStatus
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts (seed 002)"])
 IdPath = Annotated[str, Path(max_length=64)]
-AlertStatus = Literal["active", "acknowledged", "resolved"]
 
 
 class Acknowledge(BaseModel):
@@ -24,6 +24,15 @@ class Acknowledge(BaseModel):
 
     acknowledged_by: Annotated[str, Field(max_length=256)] | None = None
     notes: Annotated[str, Field(max_length=4000)] | None = None
+
+
+def _rule(view: dict[str, Any], status_code: int = 200) -> Response:
+    """A rule's view as its model: keys the rule leaves unset stay absent."""
+    return model_response(AlertRulePublic.model_validate(view), status_code, exclude_unset=True)
+
+
+def _alert(alert: dict[str, Any]) -> Response:
+    return model_response(AlertPublic.model_validate(alert), exclude_unset=True)
 
 
 async def _rule_body(request: Request, services: ServicesDep, base: dict[str, Any] | None = None) -> RuleSpec:
@@ -40,45 +49,57 @@ async def _rule_body(request: Request, services: ServicesDep, base: dict[str, An
 
 @router.get(
     "",
+    response_model=AlertList,
     summary="List alerts, newest first",
     responses=error_responses(STRUCTURED_ERRORS, 401, 422),
 )
 async def list_alerts(
     services: ServicesDep,
     status: AlertStatus | None = None,
-    severity: Severity | None = None,
+    severity: AlertSeverity | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     alerts = await services.store.monitoring.alerts(status=status, severity=severity, limit=limit)
-    return json_response({"alerts": alerts})
+    return model_response(AlertList(alerts=[AlertPublic.model_validate(alert) for alert in alerts]), exclude_unset=True)
 
 
 @router.post(
     "/rules",
     status_code=201,
+    response_model=AlertRulePublic,
     summary="Create an alert rule",
     openapi_extra=openapi_body("AlertRule", RuleSpec, "A rule: name, metric, condition, threshold, ..."),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
 )
 async def create_rule(request: Request, services: ServicesDep) -> Response:
     spec = await _rule_body(request, services)
-    return json_response(await services.alerts.put_rule(spec), 201)
+    return _rule(await services.alerts.put_rule(spec), 201)
 
 
 @router.get(
-    "/rules", summary="List alert rules (built-in ones included)", responses=error_responses(STRUCTURED_ERRORS, 401)
+    "/rules",
+    response_model=AlertRuleList,
+    summary="List alert rules (built-in ones included)",
+    responses=error_responses(STRUCTURED_ERRORS, 401),
 )
 async def list_rules(services: ServicesDep) -> Response:
-    return json_response({"rules": services.alerts.list_rules()})
+    rules = [AlertRulePublic.model_validate(view) for view in services.alerts.list_rules()]
+    return model_response(AlertRuleList(rules=rules), exclude_unset=True)
 
 
-@router.get("/rules/{rule_id}", summary="One alert rule", responses=error_responses(STRUCTURED_ERRORS, 401, 404))
+@router.get(
+    "/rules/{rule_id}",
+    response_model=AlertRulePublic,
+    summary="One alert rule",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
 async def get_rule(rule_id: IdPath, services: ServicesDep) -> Response:
-    return json_response(services.alerts.view(rule_id))
+    return _rule(services.alerts.view(rule_id))
 
 
 @router.put(
     "/rules/{rule_id}",
+    response_model=AlertRulePublic,
     summary="Replace an alert rule",
     openapi_extra=openapi_body("AlertRule", RuleSpec),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
@@ -86,11 +107,12 @@ async def get_rule(rule_id: IdPath, services: ServicesDep) -> Response:
 async def replace_rule(rule_id: IdPath, request: Request, services: ServicesDep) -> Response:
     services.alerts.view(rule_id)  # 404 before reading the body
     spec = await _rule_body(request, services)
-    return json_response(await services.alerts.put_rule(spec, rule_id))
+    return _rule(await services.alerts.put_rule(spec, rule_id))
 
 
 @router.patch(
     "/rules/{rule_id}",
+    response_model=AlertRulePublic,
     summary='Change some fields of an alert rule (for example `{"enabled": false}`)',
     openapi_extra=openapi_body("AlertRulePatch", dict[str, Any], "Fields of the rule to change"),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
@@ -98,7 +120,7 @@ async def replace_rule(rule_id: IdPath, request: Request, services: ServicesDep)
 async def patch_rule(rule_id: IdPath, request: Request, services: ServicesDep) -> Response:
     services.alerts.view(rule_id)  # 404 before reading the body
     spec = await _rule_body(request, services, services.alerts.rules[rule_id].spec.model_dump(mode="json"))
-    return json_response(await services.alerts.put_rule(spec, rule_id))
+    return _rule(await services.alerts.put_rule(spec, rule_id))
 
 
 @router.delete(
@@ -112,16 +134,22 @@ async def delete_rule(rule_id: IdPath, services: ServicesDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/{alert_id}", summary="One alert", responses=error_responses(STRUCTURED_ERRORS, 401, 404))
+@router.get(
+    "/{alert_id}",
+    response_model=AlertPublic,
+    summary="One alert",
+    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+)
 async def get_alert(alert_id: IdPath, services: ServicesDep) -> Response:
     alert = await services.store.monitoring.alert(alert_id)
     if alert is None:
         raise NotFound(f"alert {alert_id!r} not found")
-    return json_response(alert)
+    return _alert(alert)
 
 
 @router.post(
     "/{alert_id}/acknowledge",
+    response_model=AlertPublic,
     summary="Acknowledge an active alert",
     description="It stays open (and still resolves by itself when its condition clears).",
     openapi_extra=openapi_body("Acknowledge", Acknowledge, "Who acknowledges, and notes"),
@@ -132,4 +160,4 @@ async def acknowledge(alert_id: IdPath, request: Request, services: ServicesDep)
     if request.headers.get("content-length", "0") != "0":
         ack = await read_model(request, Acknowledge, services.settings.max_body_bytes)
     alert = await services.alerts.acknowledge(alert_id, ack.acknowledged_by, ack.notes)
-    return json_response(alert)
+    return _alert(alert)

@@ -5,19 +5,20 @@ The key itself appears in exactly one response, the one that creates it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, read_model
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.apikeys import SCOPES, ApiKey, KeyRing
 from pivotd.timefmt import iso
+from shared.models.apikeys import ApiKeyCount, ApiKeyCreated, ApiKeyList, ApiKeyPublic, ApiKeyScope, ApiKeyStatus
+from shared.models.envelopes import Data
 
 router = APIRouter(prefix="/api/v1/api-keys", tags=["API keys"])
 IdPath = Annotated[str, Path(max_length=64)]
-Scope = Literal["read", "write", "admin"]
 
 
 async def _keys(request: Request) -> KeyRing:
@@ -32,7 +33,7 @@ class ApiKeyFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)] = Field(default_factory=lambda: ["read"])
+    scopes: Annotated[list[ApiKeyScope], Field(min_length=1, max_length=3)] = Field(default_factory=lambda: ["read"])
     """write implies read; admin implies everything."""
 
 
@@ -41,22 +42,27 @@ class ApiKeyCreate(BaseModel):
     api_key: ApiKeyFields
 
 
-def _view(key: ApiKey) -> dict[str, Any]:
+def _fields(key: ApiKey) -> dict[str, object]:
     return {
         "id": key.key_id,
         "name": key.name,
         "scopes": list(key.scopes),
         "prefix": key.prefix,
-        "status": "revoked" if key.revoked_at is not None else "active",
+        "status": ApiKeyStatus.REVOKED if key.revoked_at is not None else ApiKeyStatus.ACTIVE,
         "created_at": iso(key.created_at),
         "last_used_at": None if key.last_used_at is None else iso(key.last_used_at),
         "revoked_at": None if key.revoked_at is None else iso(key.revoked_at),
     }
 
 
+def _view(key: ApiKey) -> ApiKeyPublic:
+    return ApiKeyPublic.model_validate(_fields(key))
+
+
 @router.post(
     "",
     status_code=201,
+    response_model=Data[ApiKeyCreated],
     summary="Create an API key",
     description="`data.key` in this response is the only time the key is shown; only its digest is stored.",
     openapi_extra=openapi_body("ApiKeyCreate", ApiKeyCreate, '{"api_key": {"name", "scopes"}}'),
@@ -65,26 +71,29 @@ def _view(key: ApiKey) -> dict[str, Any]:
 async def create_key(request: Request, keys: KeysDep) -> Response:
     spec = (await read_model(request, ApiKeyCreate, request.app.state.settings.max_body_bytes)).api_key
     key, secret = await keys.create(spec.name, tuple(sorted(set(spec.scopes), key=SCOPES.index)))
-    return json_response({"data": _view(key) | {"key": secret}}, 201)
+    created = ApiKeyCreated.model_validate(_fields(key) | {"key": secret})
+    return model_response(Data(data=created), 201, exclude_unset=True)  # `{"data"}` alone: no `meta`
 
 
 @router.get(
     "",
+    response_model=ApiKeyList,
     summary="List API keys (without the keys), revoked ones included",
     responses=error_responses(STRUCTURED_ERRORS, 401, 403, 429),
 )
 async def list_keys(keys: KeysDep) -> Response:
     views = [_view(key) for key in keys.list()]
-    return json_response({"data": views, "meta": {"total": len(views)}})
+    return model_response(ApiKeyList(data=views, meta=ApiKeyCount(total=len(views))))
 
 
 @router.get(
     "/{key_id}",
+    response_model=Data[ApiKeyPublic],
     summary="One API key (without the key)",
     responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 429),
 )
 async def get_key(key_id: IdPath, keys: KeysDep) -> Response:
-    return json_response({"data": _view(keys.get(key_id))})
+    return model_response(Data(data=_view(keys.get(key_id))), exclude_unset=True)  # `{"data"}` alone: no `meta`
 
 
 @router.delete(

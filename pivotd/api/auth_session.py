@@ -11,7 +11,7 @@ import math
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.apikeys import SCOPES
 from pivotd.auth import principal_of
 from pivotd.authsessions import CLEARED_COOKIE, SessionRing, session_cookie
@@ -76,7 +76,7 @@ async def open_session(request: Request) -> Response:
     cookie = session_cookie(
         token, math.ceil(session.expires_at - session.created_at), _over_tls(request, request.app.state.settings)
     )
-    return json_response(body.model_dump(), 201, headers={"set-cookie": cookie})
+    return model_response(body, 201, headers={"set-cookie": cookie})
 
 
 @router.delete(

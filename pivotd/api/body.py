@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
+from pivotd.api.contract import declare_errors
 from pivotd.errors import (
     BadRequest,
     MalformedBody,
@@ -193,7 +194,8 @@ def openapi_body(name: str, annotation: Any, description: str = "", *, required:
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Generate the document once, adding the schemas of self-validated bodies to its components."""
+    """Generate the document once, adding the schemas of self-validated bodies to its components and the error
+    codes every operation can answer (`pivotd.api.contract`)."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -203,6 +205,7 @@ def install_openapi(app: FastAPI) -> None:
                 schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[name] = schema
+            declare_errors(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -37,7 +37,7 @@ from pivotd.errors import (
 )
 from pivotd.ids import new_id
 from pivotd.settings import Settings
-from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint
+from pivotd.store import AddCheckpoint, CheckpointRow, DeleteCheckpoint
 from pivotd.timefmt import iso
 from shared.models.checkpoints import CheckpointDeleted, CheckpointList, CheckpointPublic, CheckpointUploaded
 from shared.models.layerwise import RUN_ID_PATTERN, RUN_ID_RULE, is_valid_run_id

@@ -19,7 +19,7 @@ from pivotd.experiments.lifecycle import eta_seconds
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.ids import new_id
 from pivotd.services import Services
-from pivotd.store.experiments import (
+from pivotd.store import (
     AttachRuns,
     CreateExperiment,
     DeleteExperiment,

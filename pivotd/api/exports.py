@@ -21,7 +21,7 @@ from pivotd.experiments import report, sweep
 from pivotd.experiments.paging import page_request
 from pivotd.experiments.report import GroupSummary
 from pivotd.services import Services
-from pivotd.store.experiments import ExperimentRow, MemberRun
+from pivotd.store import ExperimentRow, MemberRun
 from pivotd.timefmt import iso
 from shared.models.experiments import (
     EXPORT_PARTS,

@@ -9,50 +9,47 @@ import sqlite3
 import time
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel
 
 from pivotd.api.deps import ServicesDep
-from pivotd.api.responses import json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.services import Services
 from pivotd.timefmt import iso
 from shared import __version__
+from shared.models.monitor import ComponentHealth, Health, HealthDetail, HealthStatus, SystemLoad
 
 router = APIRouter(tags=["health"])
 
 
-class Health(BaseModel):
-    status: str
-    active_connections: int
-    version: str
-
-
-@router.get("/health", response_model=Health, summary="Liveness; always open (no token needed)")
+@router.get(
+    "/health",
+    response_model=Health,
+    summary="Liveness; always open (no token needed)",
+    responses={503: {"model": Health, "description": "The store's writer has stopped: `unhealthy`"}},
+)
 async def health(services: ServicesDep) -> Response:
     healthy = services.store.writer.alive
-    return json_response(
-        {
-            "status": "healthy" if healthy else "unhealthy",
-            "active_connections": services.hub.connection_count,
-            "version": __version__,
-        },
-        status_code=200 if healthy else 503,
+    body = Health(
+        status=HealthStatus.HEALTHY if healthy else HealthStatus.UNHEALTHY,
+        active_connections=services.hub.connection_count,
+        version=__version__,
     )
+    return model_response(body, status_code=200 if healthy else 503)
 
 
-async def _database(services: Services) -> str:
+async def _database(services: Services) -> HealthStatus:
     if not services.store.writer.alive:
-        return "unhealthy"
+        return HealthStatus.UNHEALTHY
     try:
         await asyncio.wait_for(services.store.reader.ping(), 2)
     except (TimeoutError, OSError, sqlite3.Error):
-        return "unhealthy"
-    return "healthy"
+        return HealthStatus.UNHEALTHY
+    return HealthStatus.HEALTHY
 
 
-def _filesystem(services: Services, disk_percent: float | None) -> str:
+def _filesystem(services: Services, disk_percent: float | None) -> HealthStatus:
     if not os.access(services.settings.data_dir, os.W_OK) or services.store.writer.disk_full_since is not None:
-        return "unhealthy"
-    return "degraded" if disk_percent is not None and disk_percent >= 95 else "healthy"
+        return HealthStatus.UNHEALTHY
+    return HealthStatus.DEGRADED if disk_percent is not None and disk_percent >= 95 else HealthStatus.HEALTHY
 
 
 @router.get(
@@ -60,31 +57,42 @@ def _filesystem(services: Services, disk_percent: float | None) -> str:
     summary="Rich health (seed 002): components, system load, uptime",
     description="`status` is `healthy`, `degraded` (a component degraded, e.g. disk over 95%) or "
     "`unhealthy` (503). `components.gpu` is `unavailable` on a machine without NVML or GPU.",
+    response_model=HealthDetail,
+    responses={
+        503: {"model": HealthDetail, "description": "A component is `unhealthy`"},
+        **error_responses(STRUCTURED_ERRORS, 401, 403, 429),
+    },
 )
 async def rich_health(services: ServicesDep) -> Response:
     sample = services.monitor.latest or await services.monitor.sample_now()
     disk = sample.get("disk", {}).get("percent")
-    components = {
-        "database": await _database(services),
-        "filesystem": _filesystem(services, disk),
-        "gpu": "healthy" if sample.get("gpu") else "unavailable",
-    }
-    states = set(components.values())
-    status = "unhealthy" if "unhealthy" in states else "degraded" if "degraded" in states else "healthy"
+    components = ComponentHealth(
+        database=await _database(services),
+        filesystem=_filesystem(services, disk),
+        gpu="healthy" if sample.get("gpu") else "unavailable",
+    )
+    states = {components.database, components.filesystem}
+    status = (
+        HealthStatus.UNHEALTHY
+        if HealthStatus.UNHEALTHY in states
+        else HealthStatus.DEGRADED
+        if HealthStatus.DEGRADED in states
+        else HealthStatus.HEALTHY
+    )
     now = time.time()
-    body = {
-        "status": status,
-        "timestamp": iso(now),
-        "uptime_seconds": round(now - services.started_at, 1),
-        "version": __version__,
-        "system": {
-            "cpu_percent": sample.get("cpu", {}).get("percent"),
-            "memory_percent": sample.get("memory", {}).get("percent"),
-            "disk_percent": disk,
-            "gpu_count": len(sample.get("gpu", [])),
-        },
-        "components": components,
-        "active_connections": services.hub.connection_count,
-        "open_alerts": len(services.alerts.open_alerts()),
-    }
-    return json_response(body, status_code=503 if status == "unhealthy" else 200)
+    body = HealthDetail(
+        status=status,
+        timestamp=iso(now),
+        uptime_seconds=round(now - services.started_at, 1),
+        version=__version__,
+        system=SystemLoad(
+            cpu_percent=sample.get("cpu", {}).get("percent"),
+            memory_percent=sample.get("memory", {}).get("percent"),
+            disk_percent=disk,
+            gpu_count=len(sample.get("gpu", [])),
+        ),
+        components=components,
+        active_connections=services.hub.connection_count,
+        open_alerts=len(services.alerts.open_alerts()),
+    )
+    return model_response(body, status_code=503 if status == HealthStatus.UNHEALTHY else 200)

@@ -17,8 +17,7 @@ from pivotd.errors import NotFound, PivotError, field_path, invalid_field, inval
 from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
-from pivotd.store import RunRow
-from pivotd.store.reader import SORTABLE
+from pivotd.store import SORTABLE, RunRow
 from pivotd.timefmt import iso
 from shared.models.experiments import RUN_STATES
 from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id

@@ -1,7 +1,8 @@
 """Families F and M (seeds 001 and 003, prefix `/api`): models, training runs, parameters and inference.
 
-Errors leave as `{"error": msg}` (the family's envelope, applied by `pivotd.errors`); states are
-`queued/running/succeeded/failed/cancelled`.
+Errors leave as `{"error": msg}` (the family's envelope, applied by `pivotd.errors`); states are `RunState`'s
+`queued/running/succeeded/failed/cancelled`. Answers are `shared.models.registry` models, sent without the
+optional fields a view leaves unset (`param_id` before a run succeeded, outputs that were not asked for).
 """
 
 from __future__ import annotations
@@ -12,24 +13,50 @@ from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from pydantic import BaseModel
 
 from pivotd.api.body import parse_lenient, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
-from pivotd.api.responses import json_response
+from pivotd.api.responses import error_responses, json_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
 from pivotd.inference import as_batch, outputs
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
 from pivotd.services import Services
-from pivotd.store.training import JobRow, ModelRow
+from pivotd.store import JobRow, ModelRow
 from pivotd.telemetry.service import INFERENCE_EVENT
 from pivotd.timefmt import iso
-from shared.models.runs import FINAL_STATES
+from shared.models.errors import SimpleErrorEnvelope
+from shared.models.registry import (
+    AdhocInference,
+    CancelRequested,
+    Inference,
+    ManagedRun,
+    ManagedRunPage,
+    ModelDetail,
+    ModelSaved,
+    ModelSummary,
+    Outputs,
+    Params,
+    PixelInference,
+    TrainQueued,
+)
+from shared.models.runs import FINAL_STATES, RunState
 from shared.models.storable import INT64_MAX
 
 router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
 RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 Id = Annotated[str, Path(max_length=128)]
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The family's `{"error": msg}` answers; any route may also answer 401, 403 and 429 (access rules)."""
+    return error_responses(SimpleErrorEnvelope, *sorted({401, 403, 429, *codes}))
+
+
+def _send(model: BaseModel, status_code: int = 200) -> Response:
+    """The model as JSON, without the optional fields its view left unset (as the seeds send them: absent)."""
+    return json_response(model.model_dump(mode="json", exclude_unset=True), status_code)
 
 
 async def _object(
@@ -47,28 +74,28 @@ def _ts(value: float | None) -> str | None:
     return None if value is None else iso(value)
 
 
-async def run_view(training: Training, run: JobRow) -> dict[str, Any]:
+async def run_view(training: Training, run: JobRow) -> ManagedRun:
     """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
     latest = await training.latest_metrics(run)
-    view: dict[str, Any] = {
-        "run_id": run.run_id,
-        "model_id": run.model_id,
-        "state": run.status,
-        "epoch": run.epoch or 0,
-        "epochs_total": run.epochs_total,
-        "metrics": {name: latest[name] for name in RUN_METRICS if name in latest},
-        "created_at": iso(run.created_at),
-        "started_at": _ts(run.started_at),
-        "finished_at": _ts(run.finished_at),
-        "error": run.error,
-        "events_url": f"/api/runs/{run.run_id}/events",
-    }
-    if run.status == "succeeded" and run.param_id:
-        view["param_id"] = run.param_id
+    view = ManagedRun(
+        run_id=run.run_id,
+        model_id=run.model_id,
+        state=RunState(run.status),
+        epoch=run.epoch or 0,
+        epochs_total=run.epochs_total,
+        metrics={name: latest[name] for name in RUN_METRICS if name in latest},
+        created_at=iso(run.created_at),
+        started_at=_ts(run.started_at),
+        finished_at=_ts(run.finished_at),
+        error=run.error,
+        events_url=f"/api/runs/{run.run_id}/events",
+    )
+    if run.status == RunState.SUCCEEDED and run.param_id:
+        view.param_id = run.param_id  # set only now: absent before, as seed 003 sends it
     return view
 
 
-async def model_summary(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
+async def _summary_fields(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
     total, latest_id = counts
     latest = await training.reader.job(latest_id) if latest_id else None
     recorded = model.saved_model_path  # older versions stored a number as readily as a path, if a client sent one
@@ -90,14 +117,18 @@ async def model_summary(training: Training, model: ModelRow, counts: tuple[int, 
     }
 
 
-@router.get("/models", summary="Model summaries (seed 001)")
+async def model_summary(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> ModelSummary:
+    return ModelSummary(**await _summary_fields(training, model, counts))
+
+
+@router.get("/models", summary="Model summaries (seed 001)", response_model=list[ModelSummary], responses=_errors())
 async def list_models(services: ServicesDep) -> Response:
     training = services.training
     counts = await training.reader.run_counts()
     models = [
         await model_summary(training, m, counts.get(m.model_id, (0, None))) for m in await training.reader.models()
     ]
-    return json_response(models)
+    return json_response([m.model_dump(mode="json", exclude_unset=True) for m in models])
 
 
 _MODEL_FIELDS = ("name", "description", "architecture", "hyperparams", "trained", "saved_model_path")
@@ -114,7 +145,15 @@ def _model_values(document: dict[str, Any], names: tuple[str, ...]) -> dict[str,
     return values
 
 
-@router.post("/models", summary="Create (201) or update by model_id (200) a model definition")
+@router.post(
+    "/models",
+    summary="Create (201) or update by model_id (200) a model definition",
+    response_model=ModelSummary,
+    responses={
+        201: {"model": ModelSummary, "description": "Created"},
+        **_errors(400, 409, 413, 415, 422, 507),
+    },
+)
 async def post_model(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
     model_id = document.get("model_id")
@@ -130,20 +169,29 @@ async def post_model(request: Request, services: ServicesDep) -> Response:
     training = services.training
     model, created = await training.put_model(model_id, values)
     counts = (await training.reader.run_counts([model.model_id])).get(model.model_id, (0, None))
-    return json_response(await model_summary(training, model, counts), 201 if created else 200)
+    return _send(await model_summary(training, model, counts), 201 if created else 200)
 
 
-@router.get("/models/{model_id}", summary="A model's summary with its runs")
+@router.get(
+    "/models/{model_id}",
+    summary="A model's summary with its runs",
+    response_model=ModelDetail,
+    responses=_errors(404, 422),
+)
 async def get_model(model_id: Id, services: ServicesDep) -> Response:
     training = services.training
     model = await training.get_model(model_id)
     counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
-    summary = await model_summary(training, model, counts)
-    summary["runs"] = [await run_view(training, run) for run in await training.reader.jobs(model_id=model_id)]
-    return json_response(summary)
+    runs = [await run_view(training, run) for run in await training.reader.jobs(model_id=model_id)]
+    return _send(ModelDetail(**await _summary_fields(training, model, counts), runs=runs))
 
 
-@router.post("/models/{model_id}/save", summary="Register a definition, or promote a succeeded run ({run_id})")
+@router.post(
+    "/models/{model_id}/save",
+    summary="Register a definition, or promote a succeeded run ({run_id})",
+    response_model=ModelSaved,
+    responses=_errors(400, 404, 409, 413, 415, 422, 507),
+)
 async def save_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
     training = services.training
@@ -152,7 +200,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
         values = _model_values(document, ("name", "description", "architecture", "hyperparams"))
         model, _ = await training.put_model(model_id, {**values, "trained": False, "saved_model_path": None})
         counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
-        return json_response(await model_summary(training, model, counts))
+        return _send(ModelSaved(**await _summary_fields(training, model, counts)))
     await training.get_model(model_id)
     run = await training.get_run(str(run_id))
     if run.model_id != model_id:
@@ -164,41 +212,69 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
          "architecture": run.config["architecture"], "hyperparams": run.config["hyperparams"]},
     )  # fmt: skip
     counts = (await training.reader.run_counts([model_id])).get(model_id, (0, None))
-    return json_response(
-        {**await model_summary(training, model, counts), "run_id": run.run_id, "param_id": params.param_id}
-    )
+    saved = ModelSaved(**await _summary_fields(training, model, counts), run_id=run.run_id, param_id=params.param_id)
+    return _send(saved)
 
 
-@router.post("/models/{model_id}/train", status_code=202, summary="Train a stored model (seed 003)")
+@router.post(
+    "/models/{model_id}/train",
+    status_code=202,
+    summary="Train a stored model (seed 003)",
+    response_model=TrainQueued,
+    responses=_errors(400, 404, 409, 413, 415, 422, 507),
+)
 async def train_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, optional=True)
     run_id = await services.training.train_model(model_id, document.get("hyperparams"))
-    return json_response({"run_id": run_id, "model_id": model_id, "status": "queued"}, 202)
+    return _send(TrainQueued(run_id=run_id, model_id=model_id, status=RunState.QUEUED), 202)
 
 
-@router.post("/train", status_code=202, summary="Train an inline architecture (seed 001); 409 when all slots are busy")
+@router.post(
+    "/train",
+    status_code=202,
+    summary="Train an inline architecture (seed 001); 409 when all slots are busy",
+    response_model=TrainQueued,
+    responses=_errors(400, 409, 413, 415, 422, 507),
+)
 async def train_inline(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
     if "architecture" not in document:
         raise BadRequest("architecture: field required")
     model_id, run_id = await services.training.train_inline(document["architecture"], document.get("hyperparams"))
-    body = {"model_id": model_id, "run_id": run_id, "events_url": f"/api/runs/{run_id}/events", "status": "queued"}
-    return json_response(body, 202)
+    queued = TrainQueued(
+        model_id=model_id, run_id=run_id, events_url=f"/api/runs/{run_id}/events", status=RunState.QUEUED
+    )
+    return _send(queued, 202)
 
 
-@router.post("/train/{run_id}/cancel", status_code=202, summary="Cancel a queued or running run")
+@router.post(
+    "/train/{run_id}/cancel",
+    status_code=202,
+    summary="Cancel a queued or running run",
+    response_model=CancelRequested,
+    responses=_errors(404, 409, 422),
+)
 async def cancel_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     run = await services.training.cancel(run_id)
-    return json_response({"run_id": run_id, "state": run.status, "cancel_requested": True}, 202)
+    return _send(CancelRequested(run_id=run_id, state=RunState(run.status), cancel_requested=True), 202)
 
 
-@router.get("/runs/{run_id}", summary="A training run's state and latest metrics (seed 003)")
+@router.get(
+    "/runs/{run_id}",
+    summary="A training run's state and latest metrics (seed 003)",
+    response_model=ManagedRun,
+    responses=_errors(404, 422),
+)
 async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
-    return json_response(await run_view(training, await training.get_run(run_id)))
+    return _send(await run_view(training, await training.get_run(run_id)))
 
 
-@router.get("/runs/{run_id}/events", summary="SSE: `state` and `metric` events, history first (seed 001)")
+@router.get(
+    "/runs/{run_id}/events",
+    summary="SSE: `state` and `metric` events, history first (seed 001)",
+    responses=_errors(404, 422),
+)
 async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
     await training.get_run(run_id)  # 404 before the stream starts
@@ -245,7 +321,12 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     return stream_run(services, run_id, history, translate)
 
 
-@router.get("/models/{model_id}/runs", summary="A model's runs, newest first, with cursor paging (seed 003)")
+@router.get(
+    "/models/{model_id}/runs",
+    summary="A model's runs, newest first, with cursor paging (seed 003)",
+    response_model=ManagedRunPage,
+    responses=_errors(400, 404, 422),
+)
 async def model_runs(
     model_id: Id,
     services: ServicesDep,
@@ -265,21 +346,32 @@ async def model_runs(
     runs = await training.reader.jobs(model_id=model_id, after_ref=after, limit=limit + 1, newest_first=True)
     page = runs[:limit]
     next_cursor = base64.urlsafe_b64encode(str(page[-1].ref).encode()).decode() if len(runs) > limit else None
-    return json_response({"items": [await run_view(training, run) for run in page], "next_cursor": next_cursor})
+    items = [await run_view(training, run) for run in page]
+    return _send(ManagedRunPage(items=items, next_cursor=next_cursor))
 
 
-@router.get("/params/{param_id}", summary="Trained parameters in seed 003's JSON layout")
+@router.get(
+    "/params/{param_id}",
+    summary="Trained parameters in seed 003's JSON layout",
+    response_model=Params,
+    responses=_errors(404, 422),
+)
 async def get_params(param_id: Id, services: ServicesDep) -> Response:
     training = services.training
     params = await training.get_params(param_id)
     arch = await training.params_architecture(params)
     layout = await read_params_layout(services.settings.artifact_path(params.path), arch)
-    body = {"param_id": param_id, "model_id": params.model_id, "run_id": params.run_id, "parameters": layout,
-            "size_bytes": params.size_bytes, "created_at": iso(params.created_at)}  # fmt: skip
-    return json_response(body)
+    body = Params(param_id=param_id, model_id=params.model_id, run_id=params.run_id, parameters=layout,
+                  size_bytes=params.size_bytes, created_at=iso(params.created_at))  # fmt: skip
+    return _send(body)
 
 
-@router.post("/infer", summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}")
+@router.post(
+    "/infer",
+    summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}",
+    response_model=PixelInference | Inference,
+    responses=_errors(400, 404, 409, 413, 415, 422),
+)
 async def infer(request: Request, services: ServicesDep) -> Response:
     started = time.perf_counter()
     seen: dict[str, Any] = {}
@@ -323,9 +415,9 @@ async def _infer(request: Request, services: Services, seen: dict[str, Any]) -> 
         logits, latency = await services.inference.logits(engine, batch)
         seen["compute_ms"] = latency
         result = outputs(logits, {"labels": True, "probabilities": True})
-        body = {"run_id": run_id, "label": result["labels"][0], "probabilities": result["probabilities"][0],
-                "latency_ms": round(latency, 3)}  # fmt: skip
-        return json_response(body)
+        answer = PixelInference(run_id=run_id, label=result["labels"][0], probabilities=result["probabilities"][0],
+                                latency_ms=round(latency, 3))  # fmt: skip
+        return _send(answer)
     param_id = document.get("param_id")
     if not isinstance(param_id, str):
         raise BadRequest("param_id (or run_id with pixels): field required")
@@ -338,9 +430,9 @@ async def _infer(request: Request, services: Services, seen: dict[str, Any]) -> 
     engine = await services.inference.engine(param_id, arch, services.settings.artifact_path(params.path))
     logits, latency = await services.inference.logits(engine, batch)
     seen["compute_ms"] = latency
-    body = {"model_id": params.model_id, "param_id": param_id, "outputs": outputs(logits, _wanted(document)),
-            "latency_ms": round(latency, 3)}  # fmt: skip
-    return json_response(body)
+    answer = Inference(model_id=params.model_id, param_id=param_id,
+                       outputs=Outputs(**outputs(logits, _wanted(document))), latency_ms=round(latency, 3))  # fmt: skip
+    return _send(answer)
 
 
 def _wanted(document: dict[str, Any]) -> dict[str, bool]:
@@ -351,10 +443,16 @@ def _wanted(document: dict[str, Any]) -> dict[str, bool]:
             (("logits", False), ("probabilities", True), ("labels", True))}  # fmt: skip
 
 
-@router.post("/infer_adhoc", summary="Forward pass with a given architecture and parameters; nothing is saved")
+@router.post(
+    "/infer_adhoc",
+    summary="Forward pass with a given architecture and parameters; nothing is saved",
+    response_model=AdhocInference,
+    responses=_errors(400, 413, 415, 422),
+)
 async def infer_adhoc(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, limit=services.settings.max_infer_body_bytes)
     arch = services.training.architecture(document.get("architecture"))
     batch = as_batch(document.get("inputs"), arch.input_features)
     logits, latency = await services.inference.adhoc(arch, document.get("parameters"), batch)
-    return json_response({"outputs": outputs(logits, _wanted(document)), "latency_ms": round(latency, 3)})
+    answer = AdhocInference(outputs=Outputs(**outputs(logits, _wanted(document))), latency_ms=round(latency, 3))
+    return _send(answer)

@@ -18,22 +18,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.query import only_filters
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.errors import ValidationFailed, fields_failed, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.jobs.service import InvalidDefinition
 from pivotd.services import Services
-from pivotd.store.models import DeleteModel, PatchModelExtra, model_extra, model_page
-from pivotd.store.training import ModelRow
+from pivotd.store import DeleteModel, ModelRow, PatchModelExtra, model_extra, model_page
 from pivotd.timefmt import iso
+from shared.models.envelopes import Data, Page, PageMeta
+from shared.models.registry import ModelPeriod, ModelPublic, ModelStatistics, ModelStatus
 
 router = APIRouter(prefix="/api/v1/models", tags=["models (seed 004)"])
 IdPath = Annotated[str, Path(max_length=128)]
 Short = Annotated[str, Field(min_length=1, max_length=100)]
 PERIODS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
 _COLUMNS = ("architecture", "hyperparams")
-Status = Literal["active", "inactive", "deprecated", "untrained"]
-"""Seed 004's `active`, the derived `untrained`, and the two a client retiring a model would use."""
+Status = ModelStatus
 
 
 class ModelFields(BaseModel):
@@ -69,7 +69,7 @@ class ModelPatch(BaseModel):
     model: ModelChanges
 
 
-def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[str, Any]:
+def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> ModelPublic:
     architecture = model.architecture
     config = dict(extra.get("config") or {})
     derived_type = None
@@ -81,23 +81,23 @@ def model_view(model: ModelRow, extra: dict[str, Any], runs_total: int) -> dict[
         config["hyperparams"] = model.hyperparams
     trained = model.trained or model.last_trained_at is not None  # saved, or some run of it produced weights
     own_status = ("active" if trained else "untrained") if architecture is not None else "active"
-    return {
-        "id": model.model_id,
-        "name": model.name,
-        "description": model.description,
-        "provider": extra.get("provider") or ("pivot" if architecture is not None else None),
-        "type": extra.get("type") or derived_type,
-        "config": config,
-        "status": extra.get("status") or own_status,
-        "trained": model.trained,
-        "runs_total": runs_total,
-        "last_trained_at": None if model.last_trained_at is None else iso(model.last_trained_at),
-        "created_at": iso(model.created_at),
-        "updated_at": iso(model.updated_at),
-    }
+    return ModelPublic(
+        id=model.model_id,
+        name=model.name,
+        description=model.description,
+        provider=extra.get("provider") or ("pivot" if architecture is not None else None),
+        type=extra.get("type") or derived_type,
+        config=config,
+        status=extra.get("status") or own_status,
+        trained=model.trained,
+        runs_total=runs_total,
+        last_trained_at=None if model.last_trained_at is None else iso(model.last_trained_at),
+        created_at=iso(model.created_at),
+        updated_at=iso(model.updated_at),
+    )
 
 
-async def _view(services: Services, model_id: str) -> dict[str, Any]:
+async def _view(services: Services, model_id: str) -> ModelPublic:
     training = services.training
     model = await training.get_model(model_id)
     extra = await model_extra(services.store.reader.connection, model_id)
@@ -136,7 +136,8 @@ def _split(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     summary="List models",
     description="Oldest first (`sort` accepts only `created_at`); `filter[name]` (partial, case-insensitive); "
     "`page`/`per_page` (at most 100) or `cursor` from `meta.next_cursor`.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+    response_model=Page[ModelPublic],
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 422, 429),
 )
 async def list_models(
     services: ServicesDep,
@@ -164,7 +165,8 @@ async def list_models(
     counts = await services.training.reader.run_counts([entry.model.model_id for entry in entries])
     data = [model_view(e.model, e.extra, counts.get(e.model.model_id, (0, None))[0]) for e in entries]
     next_cursor = encode_cursor("created_at", entries[-1].model.created_at, entries[-1].ref) if entries else None
-    return json_response({"data": data, "meta": meta(request, total, len(entries), has_more, next_cursor)})
+    page_meta = PageMeta.model_validate(meta(request, total, len(entries), has_more, next_cursor))
+    return model_response(Page[ModelPublic](data=data, meta=page_meta))
 
 
 @router.post(
@@ -174,7 +176,8 @@ async def list_models(
     openapi_extra=openapi_body(
         "ModelCreate", ModelCreate, '`{"model": {name, provider?, type?, status?, description?, config?}}`'
     ),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+    response_model=Data[ModelPublic],
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 403, 413, 415, 422, 429, 507),
 )
 async def create_model(request: Request, services: ServicesDep) -> Response:
     body: ModelCreate = await read_model(request, ModelCreate, services.settings.max_body_bytes)
@@ -182,12 +185,17 @@ async def create_model(request: Request, services: ServicesDep) -> Response:
     model_id = await _put(services, None, values)
     if extra:
         await services.store.writer.submit(PatchModelExtra(model_id, extra))
-    return json_response({"data": await _view(services, model_id), "meta": {}}, 201)
+    return model_response(Data[ModelPublic](data=await _view(services, model_id)), 201)
 
 
-@router.get("/{model_id}", summary="One model", responses=error_responses(STRUCTURED_ERRORS, 401, 404))
+@router.get(
+    "/{model_id}",
+    summary="One model",
+    response_model=Data[ModelPublic],
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+)
 async def get_model(model_id: IdPath, services: ServicesDep) -> Response:
-    return json_response({"data": await _view(services, model_id), "meta": {}})
+    return model_response(Data[ModelPublic](data=await _view(services, model_id)))
 
 
 @router.patch(
@@ -196,7 +204,8 @@ async def get_model(model_id: IdPath, services: ServicesDep) -> Response:
     description="`config` replaces the stored config; its `architecture`/`hyperparams` update the trainable "
     "definition. A null provider, type or status goes back to the derived value.",
     openapi_extra=openapi_body("ModelPatch", ModelPatch, '`{"model": {...fields to change}}`'),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    response_model=Data[ModelPublic],
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 403, 404, 413, 415, 422, 429, 507),
 )
 async def update_model(model_id: IdPath, request: Request, services: ServicesDep) -> Response:
     body: ModelPatch = await read_model(request, ModelPatch, services.settings.max_body_bytes)
@@ -210,14 +219,14 @@ async def update_model(model_id: IdPath, request: Request, services: ServicesDep
         await _put(services, model_id, values)
     if extra:
         await services.store.writer.submit(PatchModelExtra(model_id, extra))
-    return json_response({"data": await _view(services, model_id), "meta": {}})
+    return model_response(Data[ModelPublic](data=await _view(services, model_id)))
 
 
 @router.delete(
     "/{model_id}",
     status_code=204,
     summary="Delete a model (409 while it has a queued or running run)",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 409),
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 409, 422, 429, 507),
 )
 async def delete_model(model_id: IdPath, services: ServicesDep) -> Response:
     await services.store.writer.submit(DeleteModel(model_id))
@@ -231,24 +240,25 @@ async def delete_model(model_id: IdPath, services: ServicesDep) -> Response:
     "request): total_requests, success_rate, avg_latency_ms, p99_latency_ms, total_tokens (sum of a `tokens` "
     "measurement; 0 for PIVOT's classifiers) and error_breakdown by error code. With no requests, the rate and "
     "latencies are null.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+    response_model=Data[ModelStatistics],
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
 )
 async def model_statistics(
     model_id: IdPath,
     services: ServicesDep,
-    period: Annotated[Literal["1h", "24h", "7d", "30d"], Query()] = "24h",
+    period: Annotated[ModelPeriod, Query()] = "24h",
 ) -> Response:
     await services.training.get_model(model_id)
     stats = await services.telemetry.model_statistics(model_id, time.time() - PERIODS[period])
     total = stats.total_requests
-    data = {
-        "model_id": model_id,
-        "period": period,
-        "total_requests": total,
-        "success_rate": stats.successes / total if total else None,
-        "avg_latency_ms": stats.avg_latency_ms,
-        "p99_latency_ms": stats.p99_latency_ms,
-        "total_tokens": int(stats.total_tokens) if float(stats.total_tokens).is_integer() else stats.total_tokens,
-        "error_breakdown": stats.error_breakdown,
-    }
-    return json_response({"data": data, "meta": {}})
+    data = ModelStatistics(
+        model_id=model_id,
+        period=period,
+        total_requests=total,
+        success_rate=stats.successes / total if total else None,
+        avg_latency_ms=stats.avg_latency_ms,
+        p99_latency_ms=stats.p99_latency_ms,
+        total_tokens=int(stats.total_tokens) if float(stats.total_tokens).is_integer() else stats.total_tokens,
+        error_breakdown=stats.error_breakdown,
+    )
+    return model_response(Data[ModelStatistics](data=data))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response, raw_json_response
+from shared.models.monitor import RecentResources, ResourceSample, StoredResources
 
 router = APIRouter(prefix="/api/v1/monitor", tags=["monitoring (seed 002)"])
 
@@ -16,10 +17,13 @@ router = APIRouter(prefix="/api/v1/monitor", tags=["monitoring (seed 002)"])
 @router.get(
     "/resources",
     summary="The latest resource sample: CPU, memory, swap, disk, load, GPUs",
-    responses=error_responses(STRUCTURED_ERRORS, 401),
+    response_model=ResourceSample,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 429),
 )
 async def resources(services: ServicesDep) -> Response:
     sample = services.monitor.latest or await services.monitor.sample_now()
+    # Checked against the model, sent as sampled: a counter the machine could not read stays absent, not null.
+    ResourceSample.model_validate(sample)
     return json_response(sample)
 
 
@@ -28,7 +32,8 @@ async def resources(services: ServicesDep) -> Response:
     summary="Resource history: stored averages (default) or the recent full-resolution samples",
     description="`resolution=stored`: one averaged point per `resource_history_step_s`, kept for "
     "`resource_history_hours`. `resolution=recent`: the in-memory ring buffer of raw samples.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+    response_model=RecentResources | StoredResources,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 422, 429),
 )
 async def history(
     services: ServicesDep,
@@ -42,7 +47,9 @@ async def history(
     settings = services.settings
     if resolution == "recent":
         samples = [s for s in services.monitor.recent if lo <= s["time"] <= hi][-limit:]
-        return json_response({"resolution": "recent", "step_seconds": settings.sample_interval_s, "samples": samples})
-    rows = await services.store.monitoring.resource_history(lo, hi, limit)
+        body = {"resolution": "recent", "step_seconds": settings.sample_interval_s, "samples": samples}
+        RecentResources.model_validate(body)  # sent as sampled, like /resources
+        return json_response(body)
+    rows = await services.store.monitoring.resource_history(lo, hi, limit)  # StoredResources, spliced unparsed
     head = f'{{"resolution":"stored","step_seconds":{settings.resource_history_step_s},"samples":['.encode()
     return raw_json_response(head + b",".join(rows) + b"]}")

@@ -15,9 +15,15 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
     return Response(orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers)
 
 
-def model_response(model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A response model, built by the route so that what it sends is what the OpenAPI document declares."""
-    return json_response(model.model_dump(mode="json", by_alias=True), status_code, headers)
+def model_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None, *, exclude_unset: bool = False
+) -> Response:
+    """A response model, built by the route so that what it sends is what the OpenAPI document declares.
+    `exclude_unset`: for a model validated from a view whose optional keys are absent rather than null, so that
+    they stay absent on the wire."""
+    return json_response(
+        model.model_dump(mode="json", by_alias=True, exclude_unset=exclude_unset), status_code, headers
+    )
 
 
 def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -25,21 +31,23 @@ def raw_json_response(body: bytes, status_code: int = 200, headers: dict[str, st
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
+ERROR_DESCRIPTIONS = {
+    400: "Body is not valid JSON",
+    401: "Missing or invalid bearer token or API key",
+    403: "The API key lacks the scope this route needs",
+    404: "Not found",
+    409: "Conflict with the resource's state",
+    413: "Body larger than max_body_bytes",
+    415: "Content-Type is not application/json",
+    422: "Validation failed; the message names each offending field",
+    429: "Rate limit exceeded; see Retry-After and X-RateLimit-*",
+    503: "The store is shutting down",
+    507: "The disk holding the database is full; nothing was stored",
+}
+
+
 def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, Any]]:
-    descriptions = {
-        400: "Body is not valid JSON",
-        401: "Missing or invalid bearer token or API key",
-        403: "The API key lacks the scope this route needs",
-        404: "Not found",
-        409: "Conflict with the resource's state",
-        413: "Body larger than max_body_bytes",
-        415: "Content-Type is not application/json",
-        422: "Validation failed; the message names each offending field",
-        429: "Rate limit exceeded; see Retry-After and X-RateLimit-*",
-        503: "The store is shutting down",
-        507: "The disk holding the database is full; nothing was stored",
-    }
-    return {code: {"model": envelope, "description": descriptions[code]} for code in codes}
+    return {code: {"model": envelope, "description": ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
 def layerwise_errors(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import RunIdPath, ServicesDep
-from pivotd.api.responses import json_response, layerwise_errors
+from pivotd.api.responses import layerwise_errors, model_response
 from pivotd.ingest import run_summary
 from shared.models.runs import FinishedRun, RunEnd
 
@@ -26,4 +26,4 @@ router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
 async def finish_run(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:
     end = await read_model(request, RunEnd, services.settings.max_body_bytes)
     run = await services.run_ends.finish(run_id, end)
-    return json_response({"run_id": run.run_id, **run_summary(run)})
+    return model_response(FinishedRun.model_validate({"run_id": run.run_id, **run_summary(run)}))

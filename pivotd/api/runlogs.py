@@ -14,7 +14,7 @@ from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import api_errors, model_response
 from pivotd.errors import NotFound, invalid_field
 from pivotd.settings import Settings
-from pivotd.store.training import CheckpointRow
+from pivotd.store import CheckpointRow
 from pivotd.timefmt import iso
 from shared.models.checkpoints import RunCheckpoint, RunCheckpoints, RunCheckpointsMeta
 from shared.models.logs import LogLevel, RunLogLine, RunLogs, RunLogsMeta

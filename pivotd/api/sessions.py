@@ -1,7 +1,7 @@
 """Family P (seed 002, prefix `/api/v1`): training sessions, their metrics, and live updates over SSE and WS.
 
-A session is a managed run (`session_id` = run id). P's words: queued shows as `created`, cancelled as
-`stopped`, succeeded as `completed`, lost as `failed`. Errors leave as `{"error": {"code", "message", "details"}}`.
+A session is a managed run (`session_id` = run id); its status is shown in seed 002's words by the one mapping,
+`shared.models.training.SESSION_STATUS`. Errors leave as `{"error": {"code", "message", "details"}}`.
 """
 
 from __future__ import annotations
@@ -18,35 +18,30 @@ from starlette.websockets import WebSocketDisconnect
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import MAX_OFFSET
-from pivotd.api.responses import json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.api.sse import stream_run
 from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
 from pivotd.services import Services
-from pivotd.store.training import JobRow
+from pivotd.store import JobRow
 from pivotd.timefmt import iso
-from shared.models.runs import FINAL_STATES, RunState
+from shared.models.runs import FINAL_STATES
+from shared.models.sessions import (
+    EpochRecord,
+    MetricHistory,
+    SessionConfig,
+    SessionCreated,
+    SessionList,
+    SessionMetrics,
+    SessionPublic,
+    SessionStarted,
+    SessionStopped,
+    SessionSummary,
+)
+from shared.models.training import SESSION_RUN_STATES, SESSION_STATUS, SessionStatus
 
 router = APIRouter(prefix="/api/v1", tags=["training sessions (seed 002)"])
-
-# Seed 002's closed vocabulary has no `lost` (only external runs get lost): it shows as `failed`, the error says why.
-P_STATUS = {
-    RunState.CREATED: "created",
-    RunState.QUEUED: "created",
-    RunState.RUNNING: "running",
-    RunState.CANCELLED: "stopped",
-    RunState.SUCCEEDED: "completed",
-    RunState.FAILED: "failed",
-    RunState.LOST: "failed",
-}
-P_FILTER = {
-    "created": (RunState.CREATED, RunState.QUEUED),
-    "running": (RunState.RUNNING,),
-    "stopped": (RunState.CANCELLED,),
-    "completed": (RunState.SUCCEEDED,),
-    "failed": (RunState.FAILED, RunState.LOST),
-}
 
 
 class SessionCreate(BaseModel):
@@ -61,36 +56,54 @@ def _ts(value: float | None) -> str | None:
     return None if value is None else iso(value)
 
 
-def _config(run: JobRow) -> dict[str, Any]:
+def _config(run: JobRow) -> SessionConfig:
     """Seed 002 shows a flat config (epochs, batch_size, learning_rate); the full definition follows it."""
     hp = run.config.get("hyperparams", {})
-    return {
-        "epochs": hp.get("epochs"),
-        "batch_size": hp.get("batch_size"),
-        "learning_rate": hp.get("optimizer", {}).get("lr"),
-        **run.config,
-    }
+    return SessionConfig.model_validate(
+        {
+            "epochs": hp.get("epochs"),
+            "batch_size": hp.get("batch_size"),
+            "learning_rate": hp.get("optimizer", {}).get("lr"),
+            **run.config,
+        }
+    )
 
 
-async def session_view(training: Training, run: JobRow) -> dict[str, Any]:
+def _status(run: JobRow) -> SessionStatus:
+    return SESSION_STATUS[run.status]  # type: ignore[index]  # a RunState word, stored as text
+
+
+async def session_view(training: Training, run: JobRow) -> SessionPublic:
     epoch = run.epoch or 0
     total = run.epochs_total or 0
-    return {
-        "session_id": run.run_id,
-        "session_name": run.name,
-        "status": P_STATUS[run.status],
-        "config": _config(run),
-        "created_at": iso(run.created_at),
-        "started_at": _ts(run.started_at),
-        "completed_at": _ts(run.finished_at),
-        "current_epoch": epoch,
-        "total_epochs": total,
-        "progress": round(epoch / total, 4) if total else 0.0,
-        "latest_metrics": await training.latest_metrics(run),
-        "tags": run.tags,
-        "model_id": run.model_id,
-        "error": run.error,
-    }
+    return SessionPublic(
+        session_id=run.run_id,
+        session_name=run.name,
+        status=_status(run),
+        config=_config(run),
+        created_at=iso(run.created_at),
+        started_at=_ts(run.started_at),
+        completed_at=_ts(run.finished_at),
+        current_epoch=epoch,
+        total_epochs=total,
+        progress=round(epoch / total, 4) if total else 0.0,
+        latest_metrics=await training.latest_metrics(run),
+        tags=run.tags,
+        model_id=run.model_id,
+        error=run.error,
+    )
+
+
+def _summary(run: JobRow) -> SessionSummary:
+    return SessionSummary(
+        session_id=run.run_id,
+        session_name=run.name,
+        status=_status(run),
+        created_at=iso(run.created_at),
+        current_epoch=run.epoch or 0,
+        total_epochs=run.epochs_total or 0,
+        tags=run.tags,
+    )
 
 
 async def _session(services: Services, session_id: str) -> JobRow:
@@ -105,59 +118,89 @@ async def _session(services: Services, session_id: str) -> JobRow:
     status_code=201,
     summary="Create a session from a config file under config_dir, or an inline config",
     openapi_extra=openapi_body("SessionCreate", SessionCreate),
+    response_model=SessionCreated,
+    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 403, 404, 409, 413, 415, 422, 429),
 )
 async def create_session(request: Request, services: ServicesDep) -> Response:
     body = await read_model(request, SessionCreate, services.settings.max_body_bytes)
     training = services.training
     run_id = await training.create_session(body.config, body.config_path, body.session_name, body.tags)
     run = await training.get_run(run_id)
-    view = await session_view(training, run)
-    return json_response(
-        {k: view[k] for k in ("session_id", "session_name", "status", "created_at", "config", "tags")}, 201
+    created = SessionCreated(
+        session_id=run.run_id,
+        session_name=run.name,
+        status=_status(run),
+        created_at=iso(run.created_at),
+        config=_config(run),
+        tags=run.tags,
     )
+    return model_response(created, 201)
 
 
-@router.post("/training/sessions/{session_id}/start", summary="Queue the session (runs at once if a slot is free)")
+@router.post(
+    "/training/sessions/{session_id}/start",
+    summary="Queue the session (runs at once if a slot is free)",
+    response_model=SessionStarted,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 409, 422, 429),
+)
 async def start_session(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     run = await services.training.start_session(session_id)
-    return json_response(
-        {"session_id": session_id, "status": P_STATUS[run.status], "started_at": _ts(run.started_at or run.queued_at)}
+    started = SessionStarted(
+        session_id=session_id, status=_status(run), started_at=_ts(run.started_at or run.queued_at)
     )
+    return model_response(started)
 
 
-@router.post("/training/sessions/{session_id}/stop", summary="Stop the session (SIGTERM, grace, SIGKILL)")
+@router.post(
+    "/training/sessions/{session_id}/stop",
+    summary="Stop the session (SIGTERM, grace, SIGKILL)",
+    response_model=SessionStopped,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 409, 422, 429),
+)
 async def stop_session(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     run = await services.training.cancel(session_id, wait=True)
-    return json_response({"session_id": session_id, "status": P_STATUS[run.status], "stopped_at": _ts(run.finished_at)})
+    return model_response(SessionStopped(session_id=session_id, status=_status(run), stopped_at=_ts(run.finished_at)))
 
 
-@router.get("/training/sessions/{session_id}", summary="A session's status, progress and latest metrics")
+@router.get(
+    "/training/sessions/{session_id}",
+    summary="A session's status, progress and latest metrics",
+    response_model=SessionPublic,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+)
 async def get_session(session_id: RunIdPath, services: ServicesDep) -> Response:
-    return json_response(await session_view(services.training, await _session(services, session_id)))
+    return model_response(await session_view(services.training, await _session(services, session_id)))
 
 
-@router.get("/training/sessions", summary="Sessions, newest first; filter by status")
+@router.get(
+    "/training/sessions",
+    summary="Sessions, newest first; filter by status",
+    response_model=SessionList,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 422, 429),
+)
 async def list_sessions(
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    status: Annotated[str | None, Query(pattern="^(created|running|stopped|completed|failed)$")] = None,
+    status: SessionStatus | None = None,
 ) -> Response:
     training = services.training
-    statuses = P_FILTER[status] if status else None
+    statuses = SESSION_RUN_STATES[status] if status else None
     runs = await training.reader.jobs(statuses=statuses, limit=limit, offset=offset, newest_first=True)
     total = await training.reader.count_jobs(statuses)
-    sessions = []
-    for run in runs:
-        view = await session_view(training, run)
-        sessions.append({k: view[k] for k in ("session_id", "session_name", "status", "created_at", "current_epoch",
-                                               "total_epochs", "tags")})  # fmt: skip
-    return json_response({"sessions": sessions, "total": total, "limit": limit, "offset": offset})
+    return model_response(
+        SessionList(sessions=[_summary(run) for run in runs], total=total, limit=limit, offset=offset)
+    )
 
 
-@router.get("/training/sessions/{session_id}/metrics", summary="Per-epoch metric records")
+@router.get(
+    "/training/sessions/{session_id}/metrics",
+    summary="Per-epoch metric records",
+    response_model=SessionMetrics,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+)
 async def session_metrics(
     session_id: RunIdPath,
     services: ServicesDep,
@@ -167,12 +210,16 @@ async def session_metrics(
     run = await _session(services, session_id)
     names = (metric_name,) if metric_name else None
     records = await services.training.epoch_records(run, names)
-    for record in records:
-        record["timestamp"] = _ts(record["timestamp"])
-    return json_response({"session_id": session_id, "metrics": records[:limit]})
+    metrics = [EpochRecord.model_validate({**r, "timestamp": _ts(r["timestamp"])}) for r in records[:limit]]
+    return model_response(SessionMetrics(session_id=session_id, metrics=metrics))
 
 
-@router.get("/metrics/{session_id}/history", summary="One metric's values by epoch")
+@router.get(
+    "/metrics/{session_id}/history",
+    summary="One metric's values by epoch",
+    response_model=MetricHistory,
+    responses=error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+)
 async def metric_history(
     session_id: RunIdPath,
     services: ServicesDep,
@@ -186,14 +233,13 @@ async def metric_history(
         for r in await services.training.epoch_records(run, (metric_name,))
         if (start_epoch is None or r["epoch"] >= start_epoch) and (end_epoch is None or r["epoch"] <= end_epoch)
     ]
-    return json_response(
-        {
-            "metric_name": metric_name,
-            "values": [r[metric_name] for r in records],
-            "epochs": [r["epoch"] for r in records],
-            "timestamps": [_ts(r["timestamp"]) for r in records],
-        }
+    history = MetricHistory(
+        metric_name=metric_name,
+        values=[r[metric_name] for r in records],
+        epochs=[r["epoch"] for r in records],
+        timestamps=[_ts(r["timestamp"]) for r in records],
     )
+    return model_response(history)
 
 
 class _SessionFeed:
@@ -216,7 +262,7 @@ class _SessionFeed:
         return fresh
 
     def state(self, internal: str, error: str | None) -> list[dict[str, Any]]:
-        status = P_STATUS[internal]
+        status = SESSION_STATUS[internal]  # type: ignore[index]  # a RunState word
         if status == self.status:
             return []
         self.status = status
@@ -243,7 +289,17 @@ class _SessionFeed:
         return frames, run.status in FINAL_STATES
 
 
-@router.get("/sse/training/{session_id}", summary="SSE: `metrics` per epoch and `status` changes of a session")
+@router.get(
+    "/sse/training/{session_id}",
+    summary="SSE: `metrics` per epoch and `status` changes of a session",
+    description="`text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), "
+    "`event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. "
+    "The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.",
+    responses={
+        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The event stream"},
+        **error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+    },
+)
 async def session_events(session_id: RunIdPath, services: ServicesDep) -> Response:
     await _session(services, session_id)
     feed = _SessionFeed(session_id)

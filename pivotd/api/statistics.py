@@ -17,7 +17,7 @@ from pivotd.experiments.compare import Comparison, compare
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.ids import new_id
 from pivotd.services import Services
-from pivotd.store.experiments import PutStatResult, StatResultRow
+from pivotd.store import PutStatResult, StatResultRow
 from pivotd.timefmt import iso
 from shared.models.envelopes import Data, Page, PageMeta
 from shared.models.experiments import Aggregate, Alternative, StatisticalResult

@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, parse_lenient, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response, model_response
 from pivotd.errors import invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
 from pivotd.telemetry.columns import text_form
@@ -29,6 +29,17 @@ from pivotd.telemetry.validate import (
     check_events,
     instant,
     name_filter,
+)
+from shared.models.envelopes import PageMeta
+from shared.models.telemetry import (
+    AggregatedMeta,
+    AggregateRow,
+    TelemetryAggregated,
+    TelemetryEvent,
+    TelemetryIngestResponse,
+    TelemetryPage,
+    TelemetryTimeSeries,
+    TimeSeriesMeta,
 )
 
 router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry (seed 004)"])
@@ -88,6 +99,7 @@ class ExportBody(BaseModel):
 @router.post(
     "/events",
     status_code=202,
+    response_model=TelemetryIngestResponse,
     summary="Ingest a batch of events",
     description='`{"events": [{event_name, measurements, metadata, timestamp?}]}`. Each event is checked on its '
     "own: bad ones are counted in `rejected` and described in `errors` (index, field, message; the first 100); "
@@ -167,7 +179,7 @@ def _agg(agg: str, metric: str | None, metric_field: str) -> None:
         raise invalid_field(metric_field, f"required for agg={agg}")
 
 
-def _row(row: AggRow, grouped: bool) -> dict[str, Any]:
+def _row(row: AggRow, grouped: bool) -> AggregateRow:
     view: dict[str, Any] = {}
     if row.bucket is not None:
         view["timestamp"] = iso_z(row.bucket)
@@ -175,11 +187,12 @@ def _row(row: AggRow, grouped: bool) -> dict[str, Any]:
     view["count"] = row.count
     if grouped:
         view["group"] = row.group
-    return view
+    return AggregateRow.model_validate(view)  # sent with exclude_unset: `timestamp` and `group` only when they apply
 
 
 @router.get(
     "/events",
+    response_model=TelemetryPage | TelemetryAggregated,
     summary="Query events, or aggregate them with `agg`",
     description="Filters: `filter[event_name]` (exact, dotted `a.b.c`), `filter[experiment_id]`, `filter[model_id]`, "
     "`filter[metadata.<key>]` (equality with the metadata value), `filter[after]` (inclusive), `filter[before]` "
@@ -211,7 +224,10 @@ async def query_events(
         _agg(agg, metric, "agg_field")
         grouping = _group(group_by)
         rows = await telemetry.aggregate(filters, agg=agg, metric=metric, group_by=grouping, interval=None)
-        return json_response({"data": [_row(row, grouping is not None) for row in rows], "meta": {"agg": agg}})
+        aggregated = TelemetryAggregated(
+            data=[_row(row, grouping is not None) for row in rows], meta=AggregatedMeta(agg=agg)
+        )
+        return model_response(aggregated, exclude_unset=True)
     if sort not in EVENT_SORTS:
         raise invalid_field("sort", "must be timestamp or -timestamp")
     paging = page_request(page, per_page, cursor, sort)
@@ -232,16 +248,16 @@ async def query_events(
     if found.events:
         last = found.events[-1]
         next_cursor = encode_cursor(sort, last["timestamp"], int(last["id"][4:], 16))
-    return json_response(
-        {
-            "data": [wire(event) for event in found.events],
-            "meta": meta(paging, found.total, len(found.events), found.has_more, next_cursor),
-        }
+    page = TelemetryPage(
+        data=[TelemetryEvent.model_validate(wire(event)) for event in found.events],
+        meta=PageMeta.model_validate(meta(paging, found.total, len(found.events), found.has_more, next_cursor)),
     )
+    return model_response(page)
 
 
 @router.get(
     "/aggregate",
+    response_model=TelemetryTimeSeries,
     summary="Aggregate a measurement per time bucket (and group)",
     description="`metric` (a measurement; required except for count), `agg` count|avg|sum|min|max|p50|p95|p99 "
     "(default avg, or count without a metric), `interval` 1m|5m|1h|1d (default 1h; buckets aligned to UTC), "
@@ -271,11 +287,11 @@ async def aggregate_events(
     rows = await services.telemetry.aggregate(
         filters, agg=how, metric=measure, group_by=grouping, interval=INTERVALS[interval]
     )
-    body = {
-        "data": [_row(row, grouping is not None) for row in rows],
-        "meta": {"metric": measure, "agg": how, "interval": interval, "group_by": group_by},
-    }
-    return json_response(body)
+    series = TelemetryTimeSeries(
+        data=[_row(row, grouping is not None) for row in rows],
+        meta=TimeSeriesMeta(metric=measure, agg=how, interval=interval, group_by=group_by),
+    )
+    return model_response(series, exclude_unset=True)
 
 
 def _export_filters(filters: ExportFilters) -> Filters:
@@ -326,6 +342,7 @@ def _cell(value: Any) -> Any:
 
 @router.post(
     "/export",
+    response_model=list[TelemetryEvent] | list[dict[str, Any]],
     summary="Download events as CSV or JSON",
     description='`{"format": "csv"|"json", "filters": {event_name, experiment_id, model_id, after, before, '
     'metadata: {key: value}}, "fields": ["timestamp", "event_name", "measurements.duration_ms", ...]}`. Streams '
@@ -333,7 +350,14 @@ def _cell(value: Any) -> Any:
     "`measurements`/`metadata` whole as JSON text; a missing value is empty). JSON: an array of the events, "
     "or with `fields` of flat objects keyed by the field names.",
     openapi_extra=openapi_body("TelemetryExport", ExportBody, "Format, filters and fields", required=False),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+    responses={
+        200: {
+            "description": "The events as a file (`Content-Disposition: attachment`): with `fields`, JSON objects "
+            "keyed by the field names",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        **error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+    },
 )
 async def export_events(request: Request, services: ServicesDep) -> Response:
     body: ExportBody = await read_model(request, ExportBody, services.settings.max_body_bytes, optional=True)

@@ -1,6 +1,10 @@
 """The experiment lifecycle: start a sweep through the training queue, pause, resume, cancel, clone; and the
 `experiment:<id>` events that follow its runs.
 
+Two classes, because the supervisor's run listeners are the events and the actions go through the supervisor:
+`ExperimentEvents` exists before the supervisor is built (it is given the listeners), `ExperimentLifecycle`
+after (it is given the training service), so neither needs the other set on it later.
+
 The queue is the `runs` table (see `pivotd.jobs.supervisor`): `start` inserts the sweep's runs as queued, pause
 sets `experiments.paused_at`, which the dispatcher's query skips, so a pause holds across restarts and never
 blocks other queued runs. Status is derived from the runs in SQL; this service only notices when it changes
@@ -64,16 +68,11 @@ def eta_seconds(row: ExperimentRow, progress: RunProgress, now: float) -> float 
 
 
 class ExperimentLifecycle:
-    def __init__(self, settings: Settings, store: Store, hub: Hub, training: Training) -> None:
+    def __init__(self, settings: Settings, store: Store, training: Training, events: ExperimentEvents) -> None:
         self._settings = settings
         self._store = store
-        self._hub = hub
         self._training = training
-        self._announced: dict[str, str] = {}
-        """The last status published per experiment, so a status event goes out once per change."""
-        self._lock = asyncio.Lock()
-        self._progressed: dict[str, float] = {}
-        """When each experiment's progress was last published for an epoch (monotonic seconds)."""
+        self._events = events
         self._starting = asyncio.Lock()
         """One start at a time: two racing starts of one experiment must not both create its model."""
 
@@ -88,7 +87,7 @@ class ExperimentLifecycle:
             await self._launch(experiment_id)
         # Dispatch first: the one status event then says what the reply says (running once a run has a slot).
         await self._training.supervisor.dispatch()
-        await self.announce(experiment_id)
+        await self._events.announce(experiment_id)
         return await self._reader.get(experiment_id)
 
     async def _launch(self, experiment_id: str) -> None:
@@ -160,7 +159,7 @@ class ExperimentLifecycle:
 
     async def control(self, experiment_id: str, action: ControlAction) -> ExperimentRow:
         to_cancel: list[str] = await self._store.writer.submit(ControlExperiment(experiment_id, action))
-        await self.announce(experiment_id)
+        await self._events.announce(experiment_id)
         await self._cancel_runs(to_cancel)
         if action == "resume":
             await self._training.supervisor.dispatch()
@@ -183,7 +182,23 @@ class ExperimentLifecycle:
         )
         return await self._reader.get(clone_id)
 
-    # -- events ---------------------------------------------------------------------------------------------
+
+class ExperimentEvents:
+    """The `experiment:<id>` topic: status changes, each run's end, and progress; the supervisor's and RunEnds'
+    listeners for the runs of experiments."""
+
+    def __init__(self, store: Store, hub: Hub) -> None:
+        self._store = store
+        self._hub = hub
+        self._announced: dict[str, str] = {}
+        """The last status published per experiment, so a status event goes out once per change."""
+        self._lock = asyncio.Lock()
+        self._progressed: dict[str, float] = {}
+        """When each experiment's progress was last published for an epoch (monotonic seconds)."""
+
+    @property
+    def _reader(self) -> ExperimentsReader:
+        return self._store.experiments
 
     def _publish(self, experiment_id: str, kind: str, body: dict[str, Any]) -> None:
         topic = experiment_topic(experiment_id)

@@ -2,6 +2,8 @@
 
 A cursor names the last row a client saw; the next page is every row after it in the sort order, so rows
 inserted meanwhile never shift or repeat a page (offsets would). The id breaks ties between equal sort values.
+This module is what clients send and see (page numbers, cursors, `meta`, the 422s); `pivotd.store.paging` turns
+the decoded request into SQL.
 """
 
 from __future__ import annotations
@@ -10,24 +12,16 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from pivotd.errors import invalid_field
+from pivotd.store.paging import PageRequest
 
 MAX_PER_PAGE = 100
 DEFAULT_PER_PAGE = 25
 MAX_PAGE = 1_000_000
 """Deep enough for any listing a client walks by page number (beyond it, a cursor); bounds the SQL OFFSET."""
 _INT64 = 2**63
-
-
-@dataclass(frozen=True, slots=True)
-class PageRequest:
-    page: int
-    per_page: int
-    cursor: tuple[Any, Any] | None
-    """(sort value, id) of the last row of the previous page."""
 
 
 def encode_cursor(sort: str, value: Any, row_id: Any) -> str:
@@ -69,14 +63,6 @@ def page_request(page: int, per_page: int, cursor: str | None, sort: str) -> Pag
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise invalid_field("per_page", f"must be between 1 and {MAX_PER_PAGE}")
     return PageRequest(page, per_page, None if cursor is None else decode_cursor(cursor, sort))
-
-
-def keyset(column: str, id_column: str, descending: bool, after: tuple[Any, Any] | None) -> tuple[str, list[Any]]:
-    """SQL condition for the rows after `after` in `column, id_column` order (both the same direction)."""
-    if after is None:
-        return "1", []
-    op = "<" if descending else ">"
-    return f"({column} {op} ? OR ({column} = ? AND {id_column} {op} ?))", [after[0], after[0], after[1]]
 
 
 def meta(request: PageRequest, total: int, rows_seen: int, has_more: bool, next_cursor: str | None) -> dict[str, Any]:

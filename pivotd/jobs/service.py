@@ -35,6 +35,7 @@ from pivotd.store.training import (
     PutModel,
     TrainingReader,
 )
+from shared.models.runs import RunState
 from shared.models.training import (
     Architecture,
     ArchitectureError,
@@ -109,7 +110,7 @@ class Training:
     ) -> str:
         run_id = new_id("r")
         config = {"architecture": arch.wire(), "hyperparams": hp.model_dump()}
-        status = "queued" if queue else "created"
+        status = RunState.QUEUED if queue else RunState.CREATED
         await self.store.writer.submit(CreateJob(run_id, status, config, hp.epochs, model_id, name, tags or []))
         if queue:
             await self.supervisor.dispatch()
@@ -151,7 +152,7 @@ class Training:
 
     async def cancel(self, run_id: str, wait: bool = False) -> JobRow:
         run = await self.get_run(run_id)
-        if run.status not in ("created", *ACTIVE_STATES):
+        if run.status not in (RunState.CREATED, *ACTIVE_STATES):
             raise Conflict(f"run {run_id!r} is {run.status}; only queued or running runs can be cancelled")
         await self.supervisor.cancel(run_id, wait=wait)
         return await self.get_run(run_id)
@@ -193,7 +194,7 @@ class Training:
     async def succeeded_params(self, run_id: str) -> ParamsRow:
         """The params of a finished run: 404 unknown, 409 not (successfully) finished."""
         run = await self.get_run(run_id)
-        if run.status != "succeeded" or run.param_id is None:
+        if run.status != RunState.SUCCEEDED or run.param_id is None:
             raise Conflict(f"run {run_id!r} is {run.status}; inference needs a succeeded run")
         return await self.get_params(run.param_id)
 
@@ -261,7 +262,7 @@ class Training:
 
     async def start_session(self, run_id: str) -> JobRow:
         run = await self.get_run(run_id)
-        if run.status != "created":
+        if run.status != RunState.CREATED:
             raise Conflict(f"session {run_id!r} is already {run.status}")
         await self.supervisor.enqueue(run_id)
         return await self.get_run(run_id)

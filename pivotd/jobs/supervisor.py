@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,10 @@ from pivotd.store.training import (
     TrainingReader,
     Transition,
 )
+from pivotd.tasks import TaskSet
 from pivotd.telemetry.service import EPOCH_EVENT, Telemetry
 from shared.models.layerwise import is_valid_run_id
-from shared.models.runs import FINAL_STATES
+from shared.models.runs import FINAL_STATES, RunState
 
 log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
@@ -86,17 +87,35 @@ class _Worker:
     step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
 
 
+RunFinished = Callable[[str, str, str | None], Awaitable[None]]
+RunListener = Callable[[str], Awaitable[None]]
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, store: Store, hub: Hub, token: str | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        token: str | None,
+        telemetry: Telemetry,
+        *,
+        on_finished: Sequence[RunFinished],
+        on_started: Sequence[RunListener],
+        on_epoch: Sequence[RunListener],
+    ) -> None:
+        """The listeners run in the order given, each awaited before the next."""
         self._settings = settings
         self._store = store
         self._hub = hub
         self._token = token or None
+        self._telemetry = telemetry
+        """Each reported epoch becomes a `pivot.training.epoch` event."""
         self.reader = TrainingReader(store.reader.connection)
         self.gpus = visible_gpus()
         self.slots = settings.training_slots or max(1, len(self.gpus))
         self._workers: dict[str, _Worker] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet()
         self._dispatch_lock = asyncio.Lock()
         self._url: str | None = None
         self._closing = False
@@ -105,14 +124,12 @@ class Supervisor:
         self.swept = asyncio.Condition()
         """Notified after a deleted run's artifacts are removed; `swept_runs` holds the latest ids."""
         self.swept_runs: deque[str] = deque(maxlen=100)
-        self.on_finished: list[Callable[[str, str, str | None], Awaitable[None]]] = []
+        self._on_finished = tuple(on_finished)
         """Called with (run_id, state, error) when a run reaches succeeded, failed or cancelled."""
-        self.on_started: list[Callable[[str], Awaitable[None]]] = []
-        self.on_epoch: list[Callable[[str], Awaitable[None]]] = []
-        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
+        self._on_started = tuple(on_started)
         """Called with the run id when a run starts running (after its `run_state`)."""
-        self.telemetry: Telemetry | None = None
-        """Set by the lifespan: each reported epoch becomes a `pivot.training.epoch` event."""
+        self._on_epoch = tuple(on_epoch)
+        """Called with the run id after a run's epoch is stored and its `run_progress` published."""
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -120,10 +137,10 @@ class Supervisor:
         interrupted, resumed = await self._store.writer.submit(RecoverJobs(self._settings.resume_interrupted))
         for run_id in interrupted:
             log.warning("run %s was running when pivotd stopped; marked failed (interrupted)", run_id)
-            self._hub.publish_run_state(run_id, "failed", "interrupted")
+            self._hub.publish_run_state(run_id, RunState.FAILED, "interrupted")
         for run_id in resumed:
             log.warning("run %s was running when pivotd stopped; queued to resume from its last checkpoint", run_id)
-            self._hub.publish_run_state(run_id, "queued", None)
+            self._hub.publish_run_state(run_id, RunState.QUEUED, None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -132,13 +149,12 @@ class Supervisor:
         for worker in list(self._workers.values()):
             worker.fatal = "interrupted (pivotd stopped)"
             self._terminate(worker)
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()
 
     def attach(self, url: str) -> None:
         """The daemon listens at `url` (known only once bound): workers report there; start queued runs."""
         self._url = url
-        self._spawn(self.dispatch())
+        self._tasks.spawn(self.dispatch())
 
     def worker_pid(self, run_id: str) -> int | None:
         """The process id training `run_id`, while it runs."""
@@ -149,7 +165,7 @@ class Supervisor:
 
     async def enqueue(self, run_id: str) -> None:
         """Queue a created run (a seed 002 session being started) and start it if a slot is free."""
-        await self._transition(run_id, "queued", ("created",))
+        await self._transition(run_id, RunState.QUEUED, (RunState.CREATED,))
         await self.dispatch()
 
     async def dispatch(self) -> None:
@@ -163,13 +179,13 @@ class Supervisor:
                     return
                 self._starting.add(job.run_id)
                 try:
-                    await self._transition(job.run_id, "running", ("queued",))
+                    await self._transition(job.run_id, RunState.RUNNING, (RunState.QUEUED,))
                     await self._launch(job)
                 except (Conflict, NotFound):
                     continue  # cancelled or deleted in between
                 except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
                     log.exception("could not start the worker of run %s", job.run_id)
-                    await self._finish(job.run_id, "failed", f"could not start worker: {exc}")
+                    await self._finish(job.run_id, RunState.FAILED, f"could not start worker: {exc}")
                 finally:
                     self._starting.discard(job.run_id)
                 if job.run_id in self._cancel_on_start:
@@ -188,7 +204,7 @@ class Supervisor:
         worker = self._workers.get(run_id)
         if worker is None and run_id in self._starting:
             self._cancel_on_start.add(run_id)  # between `running` and the process existing: stop it once it does
-            return "running"
+            return RunState.RUNNING
         if worker is not None:
             if not worker.cancel_requested:
                 worker.cancel_requested = True
@@ -196,8 +212,8 @@ class Supervisor:
             if wait:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(worker.done.wait(), self._settings.cancel_grace_s + 5)
-            return "running"
-        previous = await self._transition(run_id, "cancelled", ("created", "queued"))
+            return RunState.RUNNING
+        previous = await self._transition(run_id, RunState.CANCELLED, (RunState.CREATED, RunState.QUEUED))
         return previous
 
     # -- workers --------------------------------------------------------------------------------------------
@@ -238,7 +254,7 @@ class Supervisor:
         worker = _Worker(job.run_id, proc, slot)
         self._workers[job.run_id] = worker
         log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
-        self._spawn(self._supervise(worker, job))
+        self._tasks.spawn(self._supervise(worker, job))
 
     def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
         """The checkpoint a resumed run continues from, its recorded path resolved in this data directory."""
@@ -265,7 +281,7 @@ class Supervisor:
             await self._flush_logs(worker)
             self._workers.pop(worker.run_id, None)
         state, error = self._outcome(worker, code)
-        if state == "succeeded":
+        if state == RunState.SUCCEEDED:
             assert worker.params is not None
             path = self._settings.artifact_ref(Path(worker.params["path"]))
             await self._store.writer.submit(
@@ -280,19 +296,19 @@ class Supervisor:
     @staticmethod
     def _outcome(worker: _Worker, code: int) -> tuple[str, str | None]:
         if worker.cancel_requested:
-            return "cancelled", None
+            return RunState.CANCELLED, None
         if worker.fatal is not None:
-            return "failed", worker.fatal
+            return RunState.FAILED, worker.fatal
         if code == 0 and worker.params is not None:
-            return "succeeded", None
+            return RunState.SUCCEEDED, None
         if code < 0:
             name = signal.Signals(-code).name
             hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
-            return "failed", f"worker killed by {name}{hint}"
+            return RunState.FAILED, f"worker killed by {name}{hint}"
         reason = worker.last_error or f"worker exited with status {code}"
         if "MemoryError" in reason or "can't allocate memory" in reason or "out of memory" in reason.lower():
             reason = f"out of memory: {reason}"
-        return "failed", reason
+        return RunState.FAILED, reason
 
     async def _read_events(self, worker: _Worker, job: JobRow, stream: asyncio.StreamReader) -> None:
         async for raw in stream:
@@ -313,7 +329,7 @@ class Supervisor:
                     job.run_id, {"type": "run_progress", "epoch": event["epoch"], "metrics": event["metrics"]}
                 )
                 self._emit_epoch(job, worker, event)
-                for listener in self.on_epoch:
+                for listener in self._on_epoch:
                     await listener(job.run_id)
             elif kind == "checkpoint":
                 await self._store.writer.submit(
@@ -331,7 +347,7 @@ class Supervisor:
         seconds = metrics.get("epoch_time_s")
         step, previous = event.get("step"), worker.step
         worker.step = step if isinstance(step, int) else None
-        if self.telemetry is None or not isinstance(seconds, int | float):
+        if not isinstance(seconds, int | float):
             return
         measurements = {"duration_ms": seconds * 1000, "epoch": event["epoch"]}
         if isinstance(step, int):
@@ -342,7 +358,7 @@ class Supervisor:
                 measurements["step_ms"] = seconds * 1000 / steps_this_epoch
         if isinstance(metrics.get("epoch_cpu_s"), int | float):
             measurements["cpu_s"] = metrics["epoch_cpu_s"]
-        self.telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
+        self._telemetry.emit(EPOCH_EVENT, measurements, {"run_id": job.run_id, "model_id": job.model_id})
 
     async def _read_logs(self, worker: _Worker, stream: asyncio.StreamReader) -> None:
         in_traceback = False
@@ -394,7 +410,7 @@ class Supervisor:
     def _terminate(self, worker: _Worker) -> None:
         with contextlib.suppress(ProcessLookupError):
             worker.proc.terminate()
-        self._spawn(self._kill_after_grace(worker))
+        self._tasks.spawn(self._kill_after_grace(worker))
 
     async def _kill_after_grace(self, worker: _Worker) -> None:
         with contextlib.suppress(TimeoutError):
@@ -411,7 +427,7 @@ class Supervisor:
         The weights (`params.safetensors`) stay: a params row outlives its run, and a promoted model points at it.
         Registered with `Ingest.removed_listeners`, which hears of every deletion, unlike a lossy hub mailbox.
         """
-        self._spawn(self._remove_artifacts(run_id))
+        self._tasks.spawn(self._remove_artifacts(run_id))
 
     async def _remove_artifacts(self, run_id: str) -> None:
         # A run stored before `.` and `..` were refused names no directory of its own: `runs/..` is the data dir.
@@ -427,14 +443,14 @@ class Supervisor:
         previous: str = await self._store.writer.submit(Transition(run_id, state, allowed, error))
         if state in FINAL_STATES:
             # Before announcing the state: a client that sees the run end finds its notification.
-            for listener in self.on_finished:
+            for listener in self._on_finished:
                 try:
                     await listener(run_id, state, error)
                 except Exception:  # a failing listener must not leave the run's worker unreaped
                     log.exception("run-finished listener failed for %s", run_id)
         self._hub.publish_run_state(run_id, state, error)
-        if state == "running":
-            for started in self.on_started:
+        if state == RunState.RUNNING:
+            for started in self._on_started:
                 try:
                     await started(run_id)
                 except Exception:
@@ -443,17 +459,12 @@ class Supervisor:
 
     async def _finish(self, run_id: str, state: str, error: str | None) -> None:
         with contextlib.suppress(Conflict, NotFound):  # deleted meanwhile: nothing to record
-            await self._transition(run_id, state, ("running", "queued"), error)
+            await self._transition(run_id, state, (RunState.RUNNING, RunState.QUEUED), error)
 
     def _publish(self, run_id: str, body: dict[str, Any]) -> None:
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             self._hub.publish((topic,), orjson.dumps({**body, "topic": topic, "run_id": run_id}).decode())
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
 
 def _remove_artifacts(run_dir: Path) -> None:

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from pivotd.monitor.nvml import GIB, Nvml
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.monitoring import PutResourceHistory
+from pivotd.tasks import TaskSet
 from pivotd.timefmt import iso
 
 log = logging.getLogger(__name__)
@@ -117,18 +118,26 @@ def history_point(samples: list[Sample]) -> Sample:
 class ResourceMonitor:
     """Owns the sampler thread, the ring buffer and the stored history."""
 
-    def __init__(self, settings: Settings, store: Store, hub: Hub, nvml: Nvml | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: Hub,
+        listeners: Sequence[Callable[[Sample], None]],
+        nvml: Nvml | None = None,
+    ) -> None:
+        """`listeners` hear each sample on the loop, in order, after its `resources` message."""
         self._settings = settings
         self._store = store
         self._hub = hub
         self._nvml = nvml or Nvml.system()
         self.recent: deque[Sample] = deque(maxlen=settings.resource_buffer_size)
-        self.listeners: list[Callable[[Sample], None]] = []
+        self._listeners = tuple(listeners)
         self._bucket: list[Sample] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writes: set[asyncio.Task[Any]] = set()
+        self._writes = TaskSet()
 
     @property
     def latest(self) -> Sample | None:
@@ -151,8 +160,7 @@ class ResourceMonitor:
             await asyncio.to_thread(self._thread.join, 10)
         if self._bucket:
             await self._flush()
-        if self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+        await self._writes.wait()
         await asyncio.to_thread(self._nvml.close)
 
     def _run(self) -> None:
@@ -174,16 +182,14 @@ class ResourceMonitor:
         if self._hub.has_subscribers(RESOURCES_TOPIC):
             message = {"type": "resources", "topic": RESOURCES_TOPIC, "data": sample}
             self._hub.publish((RESOURCES_TOPIC,), orjson.dumps(message).decode())
-        for listener in self.listeners:
+        for listener in self._listeners:
             try:
                 listener(sample)
             except Exception:
                 log.exception("sample listener failed")
         self._bucket.append(sample)
         if sample["time"] - self._bucket[0]["time"] >= self._settings.resource_history_step_s:
-            task = asyncio.ensure_future(self._flush())
-            self._writes.add(task)
-            task.add_done_callback(self._writes.discard)
+            self._writes.spawn(self._flush())
 
     async def _flush(self) -> None:
         bucket, self._bucket = self._bucket, []

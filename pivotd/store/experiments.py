@@ -14,8 +14,8 @@ from typing import Any, Literal
 import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
-from pivotd.experiments.paging import PageRequest, keyset
 from pivotd.store.ops import Tx
+from pivotd.store.paging import PageRequest, keyset
 from pivotd.store.rows import contains, latest_by_run, latest_query
 from pivotd.store.training import CreateJob
 from shared.models.experiments import (

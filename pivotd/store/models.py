@@ -9,8 +9,8 @@ from typing import Any
 import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
-from pivotd.experiments.paging import keyset
 from pivotd.store.ops import Tx
+from pivotd.store.paging import keyset
 from pivotd.store.rows import contains
 from pivotd.store.training import ACTIVE_STATES, MODEL_COLUMNS, ModelRow, model_row
 

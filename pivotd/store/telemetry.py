@@ -6,6 +6,9 @@ Decoded blocks are cached by id (blocks never change once written), bounded by t
 header and the dictionaries queries decoded in them (which for unique values such as request ids outweigh the
 body several times). Queries decode lazily after `blocks` hands a block out, so the cache settles its account
 and evicts after each piece of work on the telemetry thread.
+
+The block format is the telemetry package's (`telemetry/columns.py`): the store writes the bytes it encoded and
+caches what its `decode` makes of them, so the dependency runs one way, from telemetry to the store.
 """
 
 from __future__ import annotations
@@ -13,17 +16,41 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from pivotd.store.ops import Tx
-from pivotd.telemetry.columns import Block, Encoded, decode
-from pivotd.telemetry.query import Filters
 
 T = TypeVar("T")
+BlockRow = tuple[int, int, bytes, bytes]
+"""(id, first_event, header, body) of a stored block, as `decode` receives it."""
+
+
+class CachedBlock(Protocol):
+    """What the cache needs of a decoded block: its id, and the memory it holds now (it grows as queries decode
+    its columns)."""
+
+    @property
+    def id(self) -> int: ...
+
+    def memory_bytes(self) -> int: ...
+
+
+B = TypeVar("B", bound=CachedBlock)
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A block to store: its columns encoded (`header`, `body`), how many events and their time range."""
+
+    header: bytes
+    body: bytes
+    count: int
+    min_ts: float
+    max_ts: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,13 +93,14 @@ class PutTelemetry:
         return Stored(first, dropped)
 
 
-class TelemetryReader:
-    def __init__(self, db_path: Path, cache_bytes: int) -> None:
+class TelemetryReader(Generic[B]):
+    def __init__(self, db_path: Path, cache_bytes: int, decode: Callable[[list[BlockRow]], Iterable[B]]) -> None:
         self._db_path = db_path
+        self._decode = decode
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="pivotd-telemetry")
         self._conn: sqlite3.Connection | None = None
         self._cache_limit = cache_bytes
-        self._cache: OrderedDict[int, Block] = OrderedDict()
+        self._cache: OrderedDict[int, B] = OrderedDict()
         self._accounted: dict[int, int] = {}  # block id -> memory_bytes() when last settled
         self._touched: set[int] = set()  # handed out since the last settling: may have decoded more
         self.cached_bytes = 0
@@ -100,7 +128,7 @@ class TelemetryReader:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, then_settle)
 
-    def cached_blocks(self) -> list[Block]:
+    def cached_blocks(self) -> list[B]:
         return list(self._cache.values())
 
     def _connection(self) -> sqlite3.Connection:
@@ -114,18 +142,20 @@ class TelemetryReader:
     def stored_events(self) -> int:
         return int(self._connection().execute("SELECT coalesce(sum(count), 0) FROM telemetry_blocks").fetchone()[0])
 
-    def blocks(self, filters: Filters) -> list[Block]:
-        """The blocks whose time range can hold events passing `filters`, oldest first (telemetry thread only)."""
+    def blocks(self, after: float | None, before: float | None) -> list[B]:
+        """The blocks that can hold events at or after `after` and before `before`, oldest first (telemetry thread
+        only)."""
         conn = self._connection()
-        clauses, args = [], []
-        if filters.after is not None:
+        clauses: list[str] = []
+        args: list[float] = []
+        if after is not None:
             clauses.append("max_ts >= ?")
-            args.append(filters.after)
-        if filters.before is not None:
+            args.append(after)
+        if before is not None:
             clauses.append("min_ts < ?")
-            args.append(filters.before)
+            args.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        found: dict[int, Block] = {}
+        found: dict[int, B] = {}
         conn.execute("BEGIN")  # one snapshot: ids listed and bodies read from the same state
         try:
             ids = [row[0] for row in conn.execute(f"SELECT id FROM telemetry_blocks {where} ORDER BY id", args)]
@@ -142,14 +172,14 @@ class TelemetryReader:
                 rows = conn.execute(
                     f"SELECT id, first_event, header, body FROM telemetry_blocks WHERE id IN ({marks})", chunk
                 ).fetchall()
-                for block in decode(rows):
+                for block in self._decode(rows):
                     found[block.id] = block
                     self._remember(block)
         finally:
             conn.execute("COMMIT")
         return [found[block_id] for block_id in ids]
 
-    def _remember(self, block: Block) -> None:
+    def _remember(self, block: B) -> None:
         self._cache[block.id] = block
         self._accounted[block.id] = size = block.memory_bytes()
         self.cached_bytes += size

@@ -19,9 +19,10 @@ import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
 from pivotd.store.ops import Tx
+from shared.models.runs import RunState
 
 MAX_LOG_LINES_PER_RUN = 5000
-ACTIVE_STATES = ("queued", "running")
+ACTIVE_STATES = (RunState.QUEUED, RunState.RUNNING)
 # Queued managed runs the dispatcher may start: not held back by a paused or cancelled experiment.
 DISPATCHABLE = """kind = 'managed' AND status = 'queued'
     AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = runs.experiment_id
@@ -190,7 +191,7 @@ class CreateJob:
                VALUES (?, 'managed', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             (
                 self.run_id, self.status, tx.now, tx.now, self.model_id, self.name, json.dumps(self.config),
-                self.epochs_total, json.dumps(self.tags), tx.now if self.status == "queued" else None,
+                self.epochs_total, json.dumps(self.tags), tx.now if self.status == RunState.QUEUED else None,
             ),
         ).fetchone()[0]  # fmt: skip
         tx.run_refs[self.run_id] = ref

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pivotd.store.telemetry import Encoded
 from pivotd.telemetry.validate import TIMESTAMP, Event, Scalar
 
 _F8 = np.dtype("<f8")
@@ -31,15 +32,6 @@ _I4 = np.dtype("<i4")
 _VALUE_OVERHEAD = sys.getsizeof("")
 """Per decoded dictionary value: a Python object's header (49 bytes for a str), beside its JSON text. Exact
 enough for strings, generous for numbers; measuring each value with sys.getsizeof would double the decode."""
-
-
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    header: bytes
-    body: bytes
-    count: int
-    min_ts: float
-    max_ts: float
 
 
 class _Dictionary:

@@ -24,8 +24,8 @@ from pivotd.hub import TELEMETRY_TOPIC, Hub
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.telemetry import PutTelemetry, Stored, TelemetryReader
-from pivotd.telemetry.columns import encode, event_id
-from pivotd.telemetry.query import AggRow, Filters, Page, aggregate, ordered_events, page, select
+from pivotd.telemetry.columns import Block, decode, encode, event_id
+from pivotd.telemetry.query import AggRow, Filters, Page, Selection, aggregate, ordered_events, page, select
 from pivotd.telemetry.validate import Event, Scalar
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class Telemetry:
         self._settings = settings
         self._store = store
         self._hub = hub
-        self.reader = TelemetryReader(store.path, settings.telemetry_cache_bytes)
+        self.reader: TelemetryReader[Block] = TelemetryReader(store.path, settings.telemetry_cache_bytes, decode)
         self._stored = 0
         self._pending: list[Event] = []
         self._counters: dict[tuple[str, ...], dict[str, float]] = {}
@@ -152,29 +152,27 @@ class Telemetry:
         self, filters: Filters, *, descending: bool, offset: int, limit: int, after: tuple[float, int] | None
     ) -> Page:
         await self.flush()
-        reader = self.reader
-        return await reader.run(
-            lambda: page(select(reader.blocks(filters), filters), descending=descending, offset=offset, limit=limit,
-                         after=after)
-        )  # fmt: skip
+        return await self.reader.run(
+            lambda: page(self._select(filters), descending=descending, offset=offset, limit=limit, after=after)
+        )
 
     async def aggregate(
         self, filters: Filters, *, agg: str, metric: str | None, group_by: str | None, interval: int | None
     ) -> list[AggRow]:
         await self.flush()
-        reader = self.reader
-        return await reader.run(
-            lambda: aggregate(select(reader.blocks(filters), filters), agg=agg, metric=metric, group_by=group_by,
-                              interval=interval)
-        )  # fmt: skip
+        return await self.reader.run(
+            lambda: aggregate(self._select(filters), agg=agg, metric=metric, group_by=group_by, interval=interval)
+        )
+
+    def _select(self, filters: Filters) -> Selection:
+        """The events passing `filters`, from the blocks whose time range can hold them (telemetry thread only)."""
+        return select(self.reader.blocks(filters.after, filters.before), filters)
 
     async def events(self, filters: Filters, chunk: int = 5000) -> AsyncIterator[list[dict[str, Any]]]:
         """Every event passing `filters`, oldest first, in lists of up to `chunk` (timestamps as ISO 8601)."""
         await self.flush()
         reader = self.reader
-        chunks: Iterator[list[dict[str, Any]]] = await reader.run(
-            lambda: ordered_events(select(reader.blocks(filters), filters), chunk)
-        )
+        chunks: Iterator[list[dict[str, Any]]] = await reader.run(lambda: ordered_events(self._select(filters), chunk))
         while True:
             events = await reader.run(lambda: next(chunks, None))
             if events is None:

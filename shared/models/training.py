@@ -1,4 +1,5 @@
-"""Model architecture and hyperparameters (seeds 001 and 003, plus pivotd's extras), checked without torch.
+"""Model architecture and hyperparameters (seeds 001 and 003, plus pivotd's extras), checked without torch, and
+seed 002's words for a training session's status.
 
 `check_architecture` walks the layers with the shape each one receives and raises `ArchitectureError`
 naming the first layer that does not fit, so a client sees "layers[7] (linear): expects 3136 inputs ..."
@@ -8,10 +9,15 @@ before anything is trained. The daemon and the trainer both call it: one rule se
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.models.runs import RunState
 
 DEFAULT_MAX_LINEAR = 5  # seed 003: "Max layers: 5 linear layers"
 Padding = Annotated[int, Field(ge=0, le=64)] | Literal["same"]
@@ -268,3 +274,40 @@ class TrainingConfig(BaseModel):
         if (self.architecture is None) == (self.model_id is None):
             raise ValueError("config: give exactly one of architecture or model_id")
         return self
+
+
+# ---- session status (seed 002) -----------------------------------------------------------------------------
+
+
+class SessionStatus(StrEnum):
+    """A training session's status in seed 002's closed vocabulary (`/api/v1/training/sessions...`)."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+SESSION_STATUS: Mapping[RunState, SessionStatus] = MappingProxyType(
+    {
+        RunState.CREATED: SessionStatus.CREATED,
+        RunState.QUEUED: SessionStatus.CREATED,
+        RunState.RUNNING: SessionStatus.RUNNING,
+        RunState.CANCELLED: SessionStatus.STOPPED,
+        RunState.SUCCEEDED: SessionStatus.COMPLETED,
+        RunState.FAILED: SessionStatus.FAILED,
+        RunState.LOST: SessionStatus.FAILED,
+    }
+)
+"""The one mapping from a run's state (`RunState`, pivotd's words) to a session's (seed 002's). A session is a
+managed run: queued shows as `created` (seed 002 has no queue), cancelled as `stopped`, succeeded as `completed`.
+Seed 002 has no `lost` (only external runs get lost): it shows as `failed`, and the session's `error` says why."""
+
+SESSION_RUN_STATES: Mapping[SessionStatus, tuple[RunState, ...]] = MappingProxyType(
+    {status: tuple(state for state, shown in SESSION_STATUS.items() if shown is status) for status in SessionStatus}
+)
+"""The inverse: the run states a session status stands for (what `?status=` filters on)."""
+
+FINAL_SESSION_STATUSES = frozenset({SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus.FAILED})
+"""Statuses a session ends in; after one, its streams close."""

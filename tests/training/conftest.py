@@ -1,20 +1,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon
 from tests.training.helpers import DAEMON_SETTINGS
 
 
-@pytest.fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    """A daemon whose workers use one thread each (two cores are shared by everything here)."""
-    async with running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as running:
-        yield running
+@pytest.fixture(scope="module")
+def daemon_settings() -> dict[str, Any]:
+    """Daemons whose workers use one thread each (two cores are shared by everything here)."""
+    return DAEMON_SETTINGS
 
 
 @pytest.fixture

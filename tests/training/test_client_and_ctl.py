@@ -43,8 +43,8 @@ async def pivotctl(daemon: RunningDaemon, *args: str) -> tuple[int, str, str]:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    code = await proc.wait()  # the exit status as an int (communicate() has already waited for it)
+    return code, out.decode(), err.decode()
 
 
 async def test_pivotctl(daemon: RunningDaemon, tmp_path: Path) -> None:

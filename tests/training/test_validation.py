@@ -11,6 +11,9 @@ import pytest
 from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
 from tests.training.helpers import CNN, MLP, hyperparams
 
+# One daemon for the module: these requests are refused and store nothing (the 409 test keeps its own).
+pytestmark = pytest.mark.shared_daemon
+
 
 def with_layers(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     arch = copy.deepcopy(base)
@@ -130,6 +133,7 @@ async def test_hyperparameters_out_of_range(http: httpx.AsyncClient, change: dic
     assert response.json()["error"].startswith(field), response.json()
 
 
+@pytest.mark.own_daemon  # creates a model and fills the only training slot
 async def test_model_train_conflicting_hyperparams_is_409(http: httpx.AsyncClient) -> None:
     model_id = (await http.post("/api/models", json={"architecture": MLP, "hyperparams": hyperparams()})).json()
     model_id = model_id["model_id"]

@@ -135,6 +135,13 @@ ACTION_STATUS = {"start": "running", "pause": "paused", "resume": "running", "ca
 """What each action leaves an experiment in, as far as this fake is concerned."""
 
 
+ALERT: dict[str, Any] = {
+    "rule_id": "rule_1", "rule_name": "GPU too hot", "threshold": 85.0, "metric": "gpu_temperature",
+    "condition": "greater_than", "context": {},
+}  # fmt: skip
+"""What every alert carries besides what a test gives it."""
+
+
 class FakeDaemonClient(DaemonClient):
     def __init__(
         self,
@@ -188,17 +195,20 @@ class FakeDaemonClient(DaemonClient):
             return self._resources
         if path == "/api/v1/alerts" and self._alerts is not None:
             wanted = (params or {}).get("status")
-            return {"alerts": [a for a in self._alerts if wanted is None or a["status"] == wanted]}
+            return {"alerts": [ALERT | a for a in self._alerts if wanted is None or a["status"] == wanted]}
         if path == "/api/v1/notifications" and self._alerts is not None:
             return {"notifications": [
-                {"id": "notif_2", "type": "training", "priority": "high", "read": False,
+                {"id": "notif_2", "type": "training", "priority": "high", "read": False, "data": {},
                  "message": "Training run exploding_rnn failed", "created_at": "2024-02-10T12:31:00.000+00:00"},
-                {"id": "notif_1", "type": "alert", "priority": "critical", "read": True,
+                {"id": "notif_1", "type": "alert", "priority": "high", "read": True, "data": {},
                  "message": "Alert: gpu_temperature on gpu:0 is 86", "created_at": "2024-02-10T12:30:00.000+00:00"},
             ]}  # fmt: skip
         if path == "/api/v1/alerts/rules" and self._alerts is not None:
-            return {"rules": [{"name": "GPU too hot", "metric": "gpu_temperature", "condition": "greater_than",
-                               "threshold": 85, "severity": "critical", "enabled": True}]}  # fmt: skip
+            return {"rules": [{"rule_id": "rule_1", "name": "GPU too hot", "metric": "gpu_temperature",
+                               "condition": "greater_than", "threshold": 85.0, "severity": "critical",
+                               "enabled": True, "for_seconds": 0.0, "scope": {}, "builtin": False,
+                               "created_at": "2024-02-10T12:00:00.000+00:00",
+                               "updated_at": "2024-02-10T12:00:00.000+00:00"}]}  # fmt: skip
         raise PivotAPIError(404, "not_found", f"no route for GET {path}")
 
     async def post_json(self, path: str, body: Any) -> Any:

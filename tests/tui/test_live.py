@@ -94,7 +94,7 @@ async def test_an_alert_appears_and_acknowledging_it_reaches_the_daemon(
 ) -> None:
     rule = {"name": "loss too high", "metric": "train_loss", "condition": "greater_than", "threshold": 1.0,
             "severity": "high"}  # fmt: skip
-    assert (await http.post("/api/v1/alerts/rules", json=rule)).status_code in (200, 201)
+    assert (await http.post("/api/v1/alerts/rules", json=rule)).status_code == 201
     app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: app.model.connection is Connection.ONLINE)

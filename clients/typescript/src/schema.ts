@@ -778,7 +778,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** SSE: `metrics` per epoch and `status` changes of a session */
+        /**
+         * SSE: `metrics` per epoch and `status` changes of a session
+         * @description `text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), `event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.
+         */
         get: operations["session_events_api_v1_sse_training__session_id__get"];
         put?: never;
         post?: never;
@@ -1289,6 +1292,275 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** AdhocInference */
+        AdhocInference: {
+            outputs: components["schemas"]["Outputs"];
+            /** Latency Ms */
+            latency_ms: number;
+        };
+        /**
+         * AggregateRow
+         * @description One cell: `timestamp` (the bucket's start) only per time bucket, `group` only with `group_by`.
+         */
+        AggregateRow: {
+            /** Timestamp */
+            timestamp?: string | null;
+            /**
+             * Value
+             * @description null where no event had the measurement
+             */
+            value: number | null;
+            /** Count */
+            count: number;
+            /**
+             * Group
+             * @description The group's value: a dotted event name or a metadata value
+             */
+            group?: string | number | boolean | null;
+        };
+        /** AggregatedMeta */
+        AggregatedMeta: {
+            /** Agg */
+            agg: string;
+        };
+        /** AlertActionTaken */
+        AlertActionTaken: {
+            /**
+             * Name
+             * @enum {string}
+             */
+            name: "pause" | "cancel";
+            /** Outcome */
+            outcome: string;
+        };
+        /** AlertList */
+        AlertList: {
+            /** Alerts */
+            alerts: components["schemas"]["AlertPublic"][];
+        };
+        /**
+         * AlertPublic
+         * @description An alert. The subject fields (`run_id`, `step`, `layer_id`, `gpu`, `scalar`) are present when the subject
+         *     has them; `acknowledged_*`/`notes` once acknowledged, `resolved_at`/`resolution` once resolved, `action` once
+         *     the rule's action ran.
+         */
+        AlertPublic: {
+            /** Alert Id */
+            alert_id: string;
+            /** Rule Id */
+            rule_id: string;
+            /** Rule Name */
+            rule_name: string;
+            severity: components["schemas"]["AlertSeverity"];
+            /** Message */
+            message: string;
+            /**
+             * Value
+             * @description The value that crossed the threshold; null when not a number
+             */
+            value: number | null;
+            /** Threshold */
+            threshold: number | null;
+            /**
+             * Triggered At
+             * @description ISO 8601 UTC
+             */
+            triggered_at: string;
+            status: components["schemas"]["AlertStatus"];
+            /** Metric */
+            metric: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /** Subject */
+            subject: string;
+            /** Context */
+            context: {
+                [key: string]: unknown;
+            };
+            /** Run Id */
+            run_id?: string | null;
+            /** Step */
+            step?: number | null;
+            /** Layer Id */
+            layer_id?: string | null;
+            /** Gpu */
+            gpu?: number | null;
+            /** Scalar */
+            scalar?: string | null;
+            /** Acknowledged At */
+            acknowledged_at?: string | null;
+            /** Acknowledged By */
+            acknowledged_by?: string | null;
+            /** Notes */
+            notes?: string | null;
+            /** Resolved At */
+            resolved_at?: string | null;
+            /** Resolution */
+            resolution?: string | null;
+            action?: components["schemas"]["AlertActionTaken"] | null;
+        };
+        /** AlertRuleList */
+        AlertRuleList: {
+            /** Rules */
+            rules: components["schemas"]["AlertRulePublic"][];
+        };
+        /**
+         * AlertRulePublic
+         * @description A rule as the rules routes answer it: its spec (fields left unset are absent), `builtin` and its times.
+         */
+        AlertRulePublic: {
+            /** Rule Id */
+            rule_id: string;
+            /** Name */
+            name: string;
+            /** Metric */
+            metric: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /** Threshold */
+            threshold?: number | null;
+            /** Range */
+            range?: [
+                number,
+                number
+            ] | null;
+            severity: components["schemas"]["AlertSeverity"];
+            /** Enabled */
+            enabled: boolean;
+            /** For Seconds */
+            for_seconds: number;
+            scope: components["schemas"]["AlertScope"];
+            /** Action */
+            action?: ("pause" | "cancel") | null;
+            /** Description */
+            description?: string | null;
+            /** Builtin */
+            builtin: boolean;
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601 UTC
+             */
+            updated_at: string;
+        };
+        /**
+         * AlertScope
+         * @description Which subjects a rule watches; every field left out matches everything.
+         */
+        AlertScope: {
+            /**
+             * Run
+             * @default null
+             */
+            run?: string | null;
+            /**
+             * Gpu
+             * @default null
+             */
+            gpu?: number | null;
+            /**
+             * Layer
+             * @default null
+             */
+            layer?: string | null;
+        };
+        /**
+         * AlertSeverity
+         * @enum {string}
+         */
+        AlertSeverity: "low" | "medium" | "high" | "critical";
+        /**
+         * AlertStatus
+         * @description An alert's state: `active` until acknowledged or resolved; `acknowledged` alerts still resolve by themselves
+         *     when their condition clears.
+         * @enum {string}
+         */
+        AlertStatus: "active" | "acknowledged" | "resolved";
+        /** ApiKeyCount */
+        ApiKeyCount: {
+            /** Total */
+            total: number;
+        };
+        /** ApiKeyCreated */
+        ApiKeyCreated: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Scopes
+             * @description write implies read; admin implies everything
+             */
+            scopes: ("read" | "write" | "admin")[];
+            /**
+             * Prefix
+             * @description The key's first characters, to recognise it by
+             */
+            prefix: string;
+            status: components["schemas"]["ApiKeyStatus"];
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+            /**
+             * Key
+             * @description The key: shown in this answer only; only its digest is stored
+             */
+            key: string;
+        };
+        /** ApiKeyList */
+        ApiKeyList: {
+            /** Data */
+            data: components["schemas"]["ApiKeyPublic"][];
+            meta: components["schemas"]["ApiKeyCount"];
+        };
+        /** ApiKeyPublic */
+        ApiKeyPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /**
+             * Scopes
+             * @description write implies read; admin implies everything
+             */
+            scopes: ("read" | "write" | "admin")[];
+            /**
+             * Prefix
+             * @description The key's first characters, to recognise it by
+             */
+            prefix: string;
+            status: components["schemas"]["ApiKeyStatus"];
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /** Last Used At */
+            last_used_at: string | null;
+            /** Revoked At */
+            revoked_at: string | null;
+        };
+        /**
+         * ApiKeyStatus
+         * @enum {string}
+         */
+        ApiKeyStatus: "active" | "revoked";
         /** AttachedMeta */
         AttachedMeta: {
             /** Attached */
@@ -1357,6 +1629,14 @@ export interface components {
             std: number;
             /** Mean Abs */
             mean_abs: number;
+        };
+        /** CancelRequested */
+        CancelRequested: {
+            /** Run Id */
+            run_id: string;
+            state: components["schemas"]["RunState"];
+            /** Cancel Requested */
+            cancel_requested: boolean;
         };
         /** CheckpointDeleted */
         CheckpointDeleted: {
@@ -1461,6 +1741,27 @@ export interface components {
                 [key: string]: components["schemas"]["WelchTest"];
             };
         };
+        /** ComponentHealth */
+        ComponentHealth: {
+            database: components["schemas"]["HealthStatus"];
+            filesystem: components["schemas"]["HealthStatus"];
+            /**
+             * Gpu
+             * @enum {string}
+             */
+            gpu: "healthy" | "unavailable";
+        };
+        /** CpuUsage */
+        CpuUsage: {
+            /** Percent */
+            percent: number;
+            /** Count */
+            count: number;
+            /** Per Cpu */
+            per_cpu: number[];
+        } & {
+            [key: string]: unknown;
+        };
         /** CrossLayerAnalysis */
         CrossLayerAnalysis: {
             /** Feature Std Gradient */
@@ -1468,6 +1769,22 @@ export interface components {
             /** Gradient Norm Ratio */
             gradient_norm_ratio: {
                 [key: string]: number;
+            };
+        };
+        /** Data[ApiKeyCreated] */
+        Data_ApiKeyCreated_: {
+            data: components["schemas"]["ApiKeyCreated"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ApiKeyPublic] */
+        Data_ApiKeyPublic_: {
+            data: components["schemas"]["ApiKeyPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
             };
         };
         /** Data[ExperimentDetail] */
@@ -1486,6 +1803,22 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** Data[ModelPublic] */
+        Data_ModelPublic_: {
+            data: components["schemas"]["ModelPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ModelStatistics] */
+        Data_ModelStatistics_: {
+            data: components["schemas"]["ModelStatistics"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
         /** Data[StatisticalResult] */
         Data_StatisticalResult_: {
             data: components["schemas"]["StatisticalResult"];
@@ -1493,6 +1826,15 @@ export interface components {
             meta?: {
                 [key: string]: unknown;
             };
+        };
+        /** DeliveryCounts */
+        DeliveryCounts: {
+            /** Pending */
+            pending: number;
+            /** Delivered */
+            delivered: number;
+            /** Failed */
+            failed: number;
         };
         /** DigitSample */
         DigitSample: {
@@ -1524,6 +1866,32 @@ export interface components {
             size: number;
             /** Samples */
             samples: components["schemas"]["DigitSample"][];
+        };
+        /** DiskUsage */
+        DiskUsage: {
+            /** Percent */
+            percent: number;
+            /** Used Gb */
+            used_gb: number;
+            /** Total Gb */
+            total_gb: number;
+            /** Path */
+            path: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * EpochRecord
+         * @description One finished epoch (seed 002's Metrics): `epoch`, `timestamp` and one field per metric
+         *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`, or others the run logged).
+         */
+        EpochRecord: {
+            /** Epoch */
+            epoch: number;
+            /** Timestamp */
+            timestamp: string | null;
+        } & {
+            [key: string]: unknown;
         };
         /** ErrorBody */
         ErrorBody: {
@@ -1835,6 +2203,53 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** GpuAverage */
+        GpuAverage: {
+            /** Id */
+            id: number;
+            /** Utilization */
+            utilization?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GpuProcess */
+        GpuProcess: {
+            /** Pid */
+            pid: number;
+            /** Memory Used Gb */
+            memory_used_gb: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** GpuSample */
+        GpuSample: {
+            /** Id */
+            id: number;
+            /** Name */
+            name?: string | null;
+            /** Utilization */
+            utilization?: number | null;
+            /** Memory Used Gb */
+            memory_used_gb?: number | null;
+            /** Memory Total Gb */
+            memory_total_gb?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+            /** Temperature */
+            temperature?: number | null;
+            /** Power Watts */
+            power_watts?: number | null;
+            /** Processes */
+            processes?: components["schemas"]["GpuProcess"][] | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** GradientFlow */
         GradientFlow: {
             /** Gradient L2 Norm */
@@ -1887,19 +2302,65 @@ export interface components {
             /** Run Ids */
             run_ids: string[];
         };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
-        };
-        /** Health */
+        /**
+         * Health
+         * @description `GET /health` (seed 000); `unhealthy` answers 503.
+         */
         Health: {
-            /** Status */
-            status: string;
+            status: components["schemas"]["HealthStatus"];
             /** Active Connections */
             active_connections: number;
             /** Version */
             version: string;
+        };
+        /**
+         * HealthDetail
+         * @description `GET /api/v1/health` (seed 002): `status` is the worst component's; `unhealthy` answers 503.
+         */
+        HealthDetail: {
+            status: components["schemas"]["HealthStatus"];
+            /** Timestamp */
+            timestamp: string;
+            /** Uptime Seconds */
+            uptime_seconds: number;
+            /** Version */
+            version: string;
+            system: components["schemas"]["SystemLoad"];
+            components: components["schemas"]["ComponentHealth"];
+            /** Active Connections */
+            active_connections: number;
+            /** Open Alerts */
+            open_alerts: number;
+        };
+        /**
+         * HealthStatus
+         * @enum {string}
+         */
+        HealthStatus: "healthy" | "degraded" | "unhealthy";
+        /**
+         * Inference
+         * @description Seed 003's answer to `{param_id, inputs, return}`.
+         */
+        Inference: {
+            /** Model Id */
+            model_id: string | null;
+            /** Param Id */
+            param_id: string;
+            outputs: components["schemas"]["Outputs"];
+            /** Latency Ms */
+            latency_ms: number;
+        };
+        /** IngestProblem */
+        IngestProblem: {
+            /**
+             * Index
+             * @description The event's place in the batch
+             */
+            index: number;
+            /** Field */
+            field: string;
+            /** Message */
+            message: string;
         };
         /** IntermediateFeatures */
         IntermediateFeatures: {
@@ -1980,12 +2441,347 @@ export interface components {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
         };
+        /** LoadAverage */
+        LoadAverage: {
+            /** 1M */
+            "1m": number;
+            /** 5M */
+            "5m": number;
+            /** 15M */
+            "15m": number;
+        } & {
+            [key: string]: unknown;
+        };
         /**
          * LogLevel
          * @description In increasing severity: `level=warning` asks for warnings and worse.
          * @enum {string}
          */
         LogLevel: "debug" | "info" | "warning" | "error" | "critical";
+        /**
+         * ManagedRun
+         * @description Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
+         */
+        ManagedRun: {
+            /** Run Id */
+            run_id: string;
+            /** Model Id */
+            model_id: string | null;
+            state: components["schemas"]["RunState"];
+            /** Epoch */
+            epoch: number;
+            /** Epochs Total */
+            epochs_total: number | null;
+            /**
+             * Metrics
+             * @description The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy
+             */
+            metrics: {
+                [key: string]: number | null;
+            };
+            /** Created At */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Error */
+            error: string | null;
+            /** Events Url */
+            events_url: string;
+            /**
+             * Param Id
+             * @description Present once the run has succeeded
+             */
+            param_id?: string | null;
+        };
+        /**
+         * ManagedRunPage
+         * @description `GET /api/models/{model_id}/runs`: newest first; pass `next_cursor` back as `cursor` for the next page.
+         */
+        ManagedRunPage: {
+            /** Items */
+            items: components["schemas"]["ManagedRun"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * MetricHistory
+         * @description `GET /api/v1/metrics/{session_id}/history`: one metric's values, index-aligned with epochs and timestamps.
+         */
+        MetricHistory: {
+            /** Metric Name */
+            metric_name: string;
+            /** Values */
+            values: (number | null)[];
+            /** Epochs */
+            epochs: number[];
+            /** Timestamps */
+            timestamps: (string | null)[];
+        };
+        /**
+         * ModelDetail
+         * @description `GET /api/models/{model_id}`: the summary with every run of the model.
+         */
+        ModelDetail: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+            /** Runs */
+            runs: components["schemas"]["ManagedRun"][];
+        };
+        /**
+         * ModelPublic
+         * @description A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+         *     `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`.
+         */
+        ModelPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Provider */
+            provider: string | null;
+            /** Type */
+            type: string | null;
+            /**
+             * Config
+             * @description `architecture` and `hyperparams`, and any other keys as sent
+             */
+            config: {
+                [key: string]: unknown;
+            };
+            status: components["schemas"]["ModelStatus"];
+            /** Trained */
+            trained: boolean;
+            /** Runs Total */
+            runs_total: number;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+        };
+        /**
+         * ModelSaved
+         * @description `POST /api/models/{model_id}/save`; a promoted run adds `run_id` and `param_id`.
+         */
+        ModelSaved: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+            /**
+             * Run Id
+             * @description Present when a run was promoted
+             */
+            run_id?: string | null;
+            /**
+             * Param Id
+             * @description Present when a run was promoted
+             */
+            param_id?: string | null;
+        };
+        /**
+         * ModelStatistics
+         * @description Inference statistics of a model over `period`, from its `pivot.model.inference` telemetry events.
+         */
+        ModelStatistics: {
+            /** Model Id */
+            model_id: string;
+            /**
+             * Period
+             * @enum {string}
+             */
+            period: "1h" | "24h" | "7d" | "30d";
+            /** Total Requests */
+            total_requests: number;
+            /**
+             * Success Rate
+             * @description null without requests
+             */
+            success_rate: number | null;
+            /** Avg Latency Ms */
+            avg_latency_ms: number | null;
+            /** P99 Latency Ms */
+            p99_latency_ms: number | null;
+            /** Total Tokens */
+            total_tokens: number;
+            /**
+             * Error Breakdown
+             * @description Failed requests by error code
+             */
+            error_breakdown: {
+                [key: string]: number;
+            };
+        };
+        /**
+         * ModelStatus
+         * @description A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+         *     weights yet), and the two a client retiring a model would set.
+         * @enum {string}
+         */
+        ModelStatus: "active" | "inactive" | "deprecated" | "untrained";
+        /**
+         * ModelSummary
+         * @description Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`.
+         */
+        ModelSummary: {
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string | null;
+            /** Description */
+            description: string | null;
+            /** Architecture */
+            architecture: {
+                [key: string]: unknown;
+            } | null;
+            /** Hyperparams */
+            hyperparams: {
+                [key: string]: unknown;
+            } | null;
+            /** Created At */
+            created_at: string;
+            /** Updated At */
+            updated_at: string;
+            /** Trained */
+            trained: boolean;
+            /** Saved Model Path */
+            saved_model_path: string | null;
+            /** Saved Model Exists */
+            saved_model_exists: boolean;
+            /** Last Trained At */
+            last_trained_at: string | null;
+            /** Runs Total */
+            runs_total: number;
+            /** @description The latest succeeded run */
+            latest_run: components["schemas"]["ManagedRun"] | null;
+        };
+        /** NotificationList */
+        NotificationList: {
+            /** Notifications */
+            notifications: components["schemas"]["NotificationPublic"][];
+        };
+        /**
+         * NotificationPriority
+         * @enum {string}
+         */
+        NotificationPriority: "low" | "medium" | "high";
+        /** NotificationPublic */
+        NotificationPublic: {
+            /** Id */
+            id: string;
+            type: components["schemas"]["NotificationType"];
+            priority: components["schemas"]["NotificationPriority"];
+            /** Message */
+            message: string;
+            /**
+             * Data
+             * @description What it is about: the alert, or the run's outcome
+             */
+            data: {
+                [key: string]: unknown;
+            };
+            /** Read */
+            read: boolean;
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+        };
+        /** NotificationRead */
+        NotificationRead: {
+            /** Id */
+            id: string;
+            /**
+             * Read
+             * @default true
+             * @constant
+             */
+            read?: true;
+        };
+        /**
+         * NotificationType
+         * @enum {string}
+         */
+        NotificationType: "training" | "alert" | "system";
+        /** NotificationsCleared */
+        NotificationsCleared: {
+            /** Message */
+            message: string;
+            /** Cleared */
+            cleared: number;
+        };
+        /**
+         * Outputs
+         * @description What `return` asked for: labels and probabilities by default, logits on request; one row per input.
+         */
+        Outputs: {
+            /** Labels */
+            labels?: number[] | null;
+            /** Probabilities */
+            probabilities?: number[][] | null;
+            /** Logits */
+            logits?: number[][] | null;
+        };
         /**
          * PageMeta
          * @description Where a page sits: `page` is null when the request paged by `cursor`.
@@ -2019,6 +2815,12 @@ export interface components {
             data: components["schemas"]["ExperimentRun"][];
             meta: components["schemas"]["PageMeta"];
         };
+        /** Page[ModelPublic] */
+        Page_ModelPublic_: {
+            /** Data */
+            data: components["schemas"]["ModelPublic"][];
+            meta: components["schemas"]["PageMeta"];
+        };
         /** Page[StatisticalResult] */
         Page_StatisticalResult_: {
             /** Data */
@@ -2029,6 +2831,101 @@ export interface components {
         ParameterStatistics: {
             weight: components["schemas"]["WeightStatistics"];
             bias?: components["schemas"]["BiasStatistics"] | null;
+        };
+        /**
+         * Params
+         * @description `GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`).
+         */
+        Params: {
+            /** Param Id */
+            param_id: string;
+            /** Model Id */
+            model_id: string | null;
+            /** Run Id */
+            run_id: string;
+            /** Parameters */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** Size Bytes */
+            size_bytes: number;
+            /** Created At */
+            created_at: string;
+        };
+        /**
+         * PixelInference
+         * @description Seed 001's answer to `{run_id, pixels}`: one image's label.
+         */
+        PixelInference: {
+            /** Run Id */
+            run_id: string;
+            /** Label */
+            label: number;
+            /** Probabilities */
+            probabilities: number[];
+            /** Latency Ms */
+            latency_ms: number;
+        };
+        /** RecentResources */
+        RecentResources: {
+            /**
+             * Resolution
+             * @constant
+             */
+            resolution: "recent";
+            /** Step Seconds */
+            step_seconds: number;
+            /** Samples */
+            samples: components["schemas"]["ResourceSample"][];
+        };
+        /**
+         * ResourceAverage
+         * @description One stored history point: the mean of `samples` samples over `step_seconds`, ending at `time`.
+         */
+        ResourceAverage: {
+            /** Time */
+            time: number;
+            /** Timestamp */
+            timestamp: string;
+            /** Samples */
+            samples: number;
+            /** Cpu Percent */
+            cpu_percent: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+            /** Swap Percent */
+            swap_percent: number | null;
+            /** Disk Percent */
+            disk_percent: number | null;
+            /** Load 1M */
+            load_1m: number | null;
+            /** Gpu */
+            gpu: components["schemas"]["GpuAverage"][];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ResourceSample
+         * @description `GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: seed 002's shape plus
+         *     swap, load and GPU power/processes. `time` is Unix seconds, `timestamp` the same as ISO 8601.
+         */
+        ResourceSample: {
+            /** Timestamp */
+            timestamp: string;
+            /** Time */
+            time: number;
+            cpu?: components["schemas"]["CpuUsage"] | null;
+            memory?: components["schemas"]["Usage"] | null;
+            swap?: components["schemas"]["Usage"] | null;
+            disk?: components["schemas"]["DiskUsage"] | null;
+            load?: components["schemas"]["LoadAverage"] | null;
+            /**
+             * Gpu
+             * @description Empty on a machine without NVML or GPU
+             */
+            gpu?: components["schemas"]["GpuSample"][];
+        } & {
+            [key: string]: unknown;
         };
         /**
          * ResultsSummary
@@ -2290,6 +3187,153 @@ export interface components {
             downsampled?: boolean;
         };
         /**
+         * SessionConfig
+         * @description Seed 002's flat fields first, then the whole stored definition (`architecture` or `model_id`,
+         *     `hyperparams`, ...) as it was given.
+         */
+        SessionConfig: {
+            /** Epochs */
+            epochs: number | null;
+            /** Batch Size */
+            batch_size: number | null;
+            /** Learning Rate */
+            learning_rate: number | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SessionCreated
+         * @description `201` of `POST /api/v1/training/sessions`.
+         */
+        SessionCreated: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            /** Created At */
+            created_at: string;
+            config: components["schemas"]["SessionConfig"];
+            /** Tags */
+            tags: string[];
+        };
+        /** SessionList */
+        SessionList: {
+            /** Sessions */
+            sessions: components["schemas"]["SessionSummary"][];
+            /** Total */
+            total: number;
+            /** Limit */
+            limit: number;
+            /** Offset */
+            offset: number;
+        };
+        /** SessionMetrics */
+        SessionMetrics: {
+            /** Session Id */
+            session_id: string;
+            /** Metrics */
+            metrics: components["schemas"]["EpochRecord"][];
+        };
+        /**
+         * SessionPublic
+         * @description `GET /api/v1/training/sessions/{session_id}`: status, progress and the latest epoch's metrics.
+         */
+        SessionPublic: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            config: components["schemas"]["SessionConfig"];
+            /** Created At */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description When it ended, however it ended
+             */
+            completed_at: string | null;
+            /** Current Epoch */
+            current_epoch: number;
+            /** Total Epochs */
+            total_epochs: number;
+            /**
+             * Progress
+             * @description current_epoch / total_epochs, 4 decimals
+             */
+            progress: number;
+            /**
+             * Latest Metrics
+             * @description The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy, learning_rate
+             */
+            latest_metrics: {
+                [key: string]: number | null;
+            };
+            /** Tags */
+            tags: string[];
+            /** Model Id */
+            model_id: string | null;
+            /**
+             * Error
+             * @description Why it failed or was stopped; null otherwise
+             */
+            error: string | null;
+        };
+        /** SessionStarted */
+        SessionStarted: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /**
+             * Started At
+             * @description When it started running, else when it was queued
+             */
+            started_at: string | null;
+        };
+        /**
+         * SessionStatus
+         * @description A training session's status in seed 002's closed vocabulary (`/api/v1/training/sessions...`).
+         * @enum {string}
+         */
+        SessionStatus: "created" | "running" | "stopped" | "completed" | "failed";
+        /** SessionStopped */
+        SessionStopped: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /** Stopped At */
+            stopped_at: string | null;
+        };
+        /**
+         * SessionSummary
+         * @description One entry of `GET /api/v1/training/sessions`.
+         */
+        SessionSummary: {
+            /** Session Id */
+            session_id: string;
+            /** Session Name */
+            session_name: string | null;
+            status: components["schemas"]["SessionStatus"];
+            /** Created At */
+            created_at: string;
+            /** Current Epoch */
+            current_epoch: number;
+            /** Total Epochs */
+            total_epochs: number;
+            /** Tags */
+            tags: string[];
+        };
+        /**
+         * SimpleErrorEnvelope
+         * @description Families F and M (seeds 001, 003): `{"error": msg}`.
+         */
+        SimpleErrorEnvelope: {
+            /** Error */
+            error: string;
+        };
+        /**
          * StatisticalResult
          * @description A stored statistical test over an experiment's runs (docs/api.md, statistical results).
          */
@@ -2416,6 +3460,18 @@ export interface components {
                 [key: string]: string[];
             } | null;
         };
+        /** StoredResources */
+        StoredResources: {
+            /**
+             * Resolution
+             * @constant
+             */
+            resolution: "stored";
+            /** Step Seconds */
+            step_seconds: number;
+            /** Samples */
+            samples: components["schemas"]["ResourceAverage"][];
+        };
         /**
          * StructuredErrorEnvelope
          * @description Families P and C (seeds 002, 004): `{"error": {"code", "message", "details"}}`.
@@ -2432,18 +3488,124 @@ export interface components {
             /** Total */
             total: number;
         };
-        /** ValidationError */
-        ValidationError: {
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
-            /** Input */
-            input?: unknown;
-            /** Context */
-            ctx?: Record<string, never>;
+        /** SystemLoad */
+        SystemLoad: {
+            /** Cpu Percent */
+            cpu_percent: number | null;
+            /** Memory Percent */
+            memory_percent: number | null;
+            /** Disk Percent */
+            disk_percent: number | null;
+            /** Gpu Count */
+            gpu_count: number;
+        };
+        /**
+         * TelemetryAggregated
+         * @description `GET /api/v1/telemetry/events` with `agg`: rows over the whole filtered range.
+         */
+        TelemetryAggregated: {
+            /** Data */
+            data: components["schemas"]["AggregateRow"][];
+            meta: components["schemas"]["AggregatedMeta"];
+        };
+        /** TelemetryEvent */
+        TelemetryEvent: {
+            /**
+             * Id
+             * @description `evt_<hex>`
+             */
+            id: string;
+            /**
+             * Timestamp
+             * @description ISO 8601 UTC
+             */
+            timestamp: string;
+            /**
+             * Event Name
+             * @description The dotted name's parts: `llm.request` is `["llm", "request"]`
+             */
+            event_name: string[];
+            /** Measurements */
+            measurements: {
+                [key: string]: number;
+            };
+            /** Metadata */
+            metadata: {
+                [key: string]: string | number | boolean | null;
+            };
+        };
+        /** TelemetryIngestResponse */
+        TelemetryIngestResponse: {
+            data: components["schemas"]["TelemetryIngested"];
+        };
+        /** TelemetryIngested */
+        TelemetryIngested: {
+            /** Accepted */
+            accepted: number;
+            /** Rejected */
+            rejected: number;
+            /**
+             * Errors
+             * @description The first 100 rejections; absent if none
+             */
+            errors?: components["schemas"]["IngestProblem"][] | null;
+        };
+        /** TelemetryPage */
+        TelemetryPage: {
+            /** Data */
+            data: components["schemas"]["TelemetryEvent"][];
+            meta: components["schemas"]["PageMeta"];
+        };
+        /** TelemetryTimeSeries */
+        TelemetryTimeSeries: {
+            /** Data */
+            data: components["schemas"]["AggregateRow"][];
+            meta: components["schemas"]["TimeSeriesMeta"];
+        };
+        /** TimeSeriesMeta */
+        TimeSeriesMeta: {
+            /** Metric */
+            metric: string | null;
+            /** Agg */
+            agg: string;
+            /**
+             * Interval
+             * @enum {string}
+             */
+            interval: "1m" | "5m" | "1h" | "1d";
+            /** Group By */
+            group_by: string | null;
+        };
+        /**
+         * TrainQueued
+         * @description `202` of `POST /api/models/{model_id}/train` and (with `events_url`) of `POST /api/train`.
+         */
+        TrainQueued: {
+            /** Run Id */
+            run_id: string;
+            /** Model Id */
+            model_id: string;
+            /**
+             * Status
+             * @constant
+             */
+            status: "queued";
+            /**
+             * Events Url
+             * @description `POST /api/train` only
+             */
+            events_url?: string | null;
+        };
+        /** Usage */
+        Usage: {
+            /** Percent */
+            percent: number;
+            /** Used Gb */
+            used_gb: number;
+            /** Total Gb */
+            total_gb: number;
+        } & {
+            [key: string]: unknown;
         };
         /**
          * ValidationErrorItem
@@ -2474,6 +3636,96 @@ export interface components {
              * @description The same place as messages name it: `layer_statistics[0].gradient_flow`
              */
             field: string;
+        };
+        /** WebhookCreated */
+        WebhookCreated: {
+            /** Webhook Id */
+            webhook_id: string;
+            /** Url */
+            url: string;
+            /**
+             * Events
+             * @description Event names it is subscribed to, or `*` for all
+             */
+            events: string[];
+            /**
+             * Format
+             * @enum {string}
+             */
+            format: "json" | "slack" | "discord";
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /**
+             * Status
+             * @default active
+             * @constant
+             */
+            status?: "active";
+            deliveries?: components["schemas"]["DeliveryCounts"] | null;
+            /**
+             * Secret
+             * @description The HMAC secret: shown in this answer only
+             */
+            secret: string;
+        };
+        /** WebhookList */
+        WebhookList: {
+            /** Webhooks */
+            webhooks: components["schemas"]["WebhookPublic"][];
+        };
+        /**
+         * WebhookPublic
+         * @description A webhook without its secret. `deliveries` counts its outbox (absent in the answer that registers it).
+         */
+        WebhookPublic: {
+            /** Webhook Id */
+            webhook_id: string;
+            /** Url */
+            url: string;
+            /**
+             * Events
+             * @description Event names it is subscribed to, or `*` for all
+             */
+            events: string[];
+            /**
+             * Format
+             * @enum {string}
+             */
+            format: "json" | "slack" | "discord";
+            /**
+             * Created At
+             * @description ISO 8601 UTC
+             */
+            created_at: string;
+            /**
+             * Status
+             * @default active
+             * @constant
+             */
+            status?: "active";
+            deliveries?: components["schemas"]["DeliveryCounts"] | null;
+        };
+        /**
+         * WebhookTestResult
+         * @description How the receiver answered a `test` event; `error` (present only then) says why nothing was answered.
+         */
+        WebhookTestResult: {
+            /** Success */
+            success: boolean;
+            /**
+             * Status Code
+             * @description The receiver's HTTP status; null when it could not be reached
+             */
+            status_code: number | null;
+            /** Response Time Ms */
+            response_time_ms: number;
+            /** Delivery Id */
+            delivery_id: string;
+            /** Error */
+            error?: string | null;
         };
         /** WeightStatistics */
         WeightStatistics: {
@@ -2520,27 +3772,6 @@ export interface components {
             significant?: boolean | null;
         };
         /**
-         * Scope
-         * @description Which subjects a rule watches; every field left out matches everything.
-         */
-        Scope: {
-            /**
-             * Run
-             * @default null
-             */
-            run?: string | null;
-            /**
-             * Gpu
-             * @default null
-             */
-            gpu?: number | null;
-            /**
-             * Layer
-             * @default null
-             */
-            layer?: string | null;
-        };
-        /**
          * RuleSpec
          * @description An alert rule as clients send and receive it (seed 002's fields plus PIVOT's).
          */
@@ -2567,12 +3798,8 @@ export interface components {
                 number,
                 number
             ] | null;
-            /**
-             * Severity
-             * @default medium
-             * @enum {string}
-             */
-            severity?: "low" | "medium" | "high" | "critical";
+            /** @default medium */
+            severity?: components["schemas"]["AlertSeverity"];
             /**
              * Enabled
              * @default true
@@ -2583,7 +3810,7 @@ export interface components {
              * @default 0
              */
             for_seconds?: number;
-            scope?: components["schemas"]["Scope"];
+            scope?: components["schemas"]["AlertScope"];
             /**
              * Action
              * @default null
@@ -2834,11 +4061,8 @@ export interface components {
              * @default null
              */
             type?: string | null;
-            /**
-             * Status
-             * @default null
-             */
-            status?: ("active" | "inactive" | "deprecated" | "untrained") | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
             /** Config */
             config?: {
                 [key: string]: unknown;
@@ -2870,11 +4094,8 @@ export interface components {
              * @default null
              */
             type?: string | null;
-            /**
-             * Status
-             * @default null
-             */
-            status?: ("active" | "inactive" | "deprecated" | "untrained") | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
             /**
              * Config
              * @default null
@@ -3087,6 +4308,15 @@ export interface operations {
                     "application/json": components["schemas"]["Health"];
                 };
             };
+            /** @description The store's writer has stopped: `unhealthy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
         };
     };
     rich_health_api_v1_health_get: {
@@ -3104,7 +4334,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["HealthDetail"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description A component is `unhealthy` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HealthDetail"];
                 };
             };
         };
@@ -3141,6 +4407,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -3166,6 +4441,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -3220,6 +4506,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -3245,6 +4540,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -3312,6 +4618,17 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
         };
     };
     get_run_api_v1_runs__run_id__get: {
@@ -3367,6 +4684,17 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
         };
     };
     delete_run_api_v1_runs__run_id__delete: {
@@ -3390,6 +4718,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3422,6 +4759,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
         };
@@ -3472,6 +4820,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
         };
@@ -3530,6 +4889,17 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
         };
     };
     post_scalars_api_v1_runs__run_id__scalars_post: {
@@ -3567,6 +4937,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Body larger than max_body_bytes */
             413: {
                 headers: {
@@ -3592,6 +4971,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -3649,6 +5039,15 @@ export interface operations {
                     "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
+                };
+            };
             /** @description Conflict with the resource's state */
             409: {
                 headers: {
@@ -3683,6 +5082,17 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LayerwiseValidationError"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerwiseErrorEnvelope"];
                 };
             };
             /** @description The store is shutting down */
@@ -3720,11 +5130,29 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ResourceSample"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3756,11 +5184,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RecentResources"] | components["schemas"]["StoredResources"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3777,13 +5214,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_alerts_api_v1_alerts_get: {
         parameters: {
             query?: {
-                status?: ("active" | "acknowledged" | "resolved") | null;
-                severity?: ("low" | "medium" | "high" | "critical") | null;
+                status?: components["schemas"]["AlertStatus"] | null;
+                severity?: components["schemas"]["AlertSeverity"] | null;
                 limit?: number;
             };
             header?: never;
@@ -3798,7 +5244,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -3813,6 +5259,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3836,12 +5293,23 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRuleList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3870,7 +5338,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -3884,6 +5352,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3912,6 +5389,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3937,7 +5425,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -3958,13 +5446,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -3990,7 +5489,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -4004,6 +5503,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4041,6 +5549,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4076,6 +5595,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -4085,13 +5613,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4118,7 +5657,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertRulePublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -4132,6 +5671,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4175,6 +5723,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_alert_api_v1_alerts__alert_id__get: {
@@ -4194,7 +5753,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertPublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -4215,13 +5774,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4248,7 +5818,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AlertPublic"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -4262,6 +5832,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4305,13 +5884,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_notifications_api_v1_notifications_get: {
         parameters: {
             query?: {
-                type?: ("training" | "alert" | "system") | null;
-                priority?: ("low" | "medium" | "high") | null;
+                type?: components["schemas"]["NotificationType"] | null;
+                priority?: components["schemas"]["NotificationPriority"] | null;
                 unread?: boolean | null;
                 limit?: number;
             };
@@ -4327,7 +5917,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["NotificationList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -4342,6 +5932,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4365,12 +5966,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["NotificationsCleared"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4396,11 +6017,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["NotificationRead"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4417,13 +6047,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4443,12 +6084,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -4477,7 +6138,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookCreated"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -4491,6 +6152,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4525,6 +6195,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_webhook_api_v1_webhooks__webhook_id__get: {
@@ -4544,11 +6225,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookPublic"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4565,13 +6255,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4603,6 +6304,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -4612,13 +6322,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4640,11 +6361,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookTestResult"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4661,13 +6391,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -4687,7 +6428,34 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSummary"][];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4707,7 +6475,97 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSummary"];
+                };
+            };
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelSummary"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4729,16 +6587,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelDetail"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4760,16 +6654,97 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ModelSaved"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4791,16 +6766,97 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrainQueued"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4820,7 +6876,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TrainQueued"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4843,16 +6980,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CancelRequested"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4875,16 +7057,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ManagedRun"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4910,13 +7128,49 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4941,16 +7195,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ManagedRunPage"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -4972,16 +7271,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Params"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -5001,7 +7336,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["PixelInference"] | components["schemas"]["Inference"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -5021,7 +7437,70 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AdhocInference"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SimpleErrorEnvelope"];
                 };
             };
         };
@@ -5047,7 +7526,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ModelPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -5059,8 +7538,26 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Validation failed; the message names each offending field */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5090,7 +7587,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5104,6 +7601,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5138,6 +7644,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     get_model_api_v1_models__model_id__get: {
@@ -5157,11 +7681,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5178,13 +7711,22 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5216,6 +7758,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
             /** @description Not found */
             404: {
                 headers: {
@@ -5234,13 +7785,31 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5267,7 +7836,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -5281,6 +7850,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5324,6 +7902,24 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     model_statistics_api_v1_models__model_id__statistics_get: {
@@ -5345,11 +7941,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ModelStatistics_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -5375,6 +7980,15 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_sessions_api_v1_training_sessions_get: {
@@ -5382,7 +7996,7 @@ export interface operations {
             query?: {
                 limit?: number;
                 offset?: number;
-                status?: string | null;
+                status?: components["schemas"]["SessionStatus"] | null;
             };
             header?: never;
             path?: never;
@@ -5396,16 +8010,43 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionList"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5429,7 +8070,88 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionCreated"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5452,16 +8174,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionStarted"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5484,16 +8251,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionStopped"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5516,16 +8328,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionPublic"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5551,16 +8399,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["SessionMetrics"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5587,16 +8471,52 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["MetricHistory"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -5613,22 +8533,59 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The event stream */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": unknown;
+                    "text/event-stream": string;
                 };
             };
-            /** @description Validation Error */
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
         };
@@ -8038,7 +10995,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryPage"] | components["schemas"]["TelemetryAggregated"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8053,6 +11010,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8081,7 +11049,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryIngestResponse"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -8095,6 +11063,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8123,6 +11100,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8173,7 +11161,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryTimeSeries"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8188,6 +11176,17 @@ export interface operations {
             /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8210,13 +11209,16 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The events as a file (`Content-Disposition: attachment`): with `fields`, JSON objects keyed by the field names */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TelemetryEvent"][] | {
+                        [key: string]: unknown;
+                    }[];
+                    "text/csv": string;
                 };
             };
             /** @description Body is not valid JSON */
@@ -8230,6 +11232,15 @@ export interface operations {
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8264,6 +11275,17 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
         };
     };
     list_keys_api_v1_api_keys_get: {
@@ -8281,7 +11303,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ApiKeyList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8333,7 +11355,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ApiKeyCreated_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -8418,7 +11440,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ApiKeyPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8448,13 +11470,13 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
@@ -8513,13 +11535,13 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Validation failed; the message names each offending field */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */

@@ -1,0 +1,178 @@
+"""The model registry and its training runs: families F and M (seeds 001 and 003, `/api/...`) and seed 004's
+models (`/api/v1/models`, family C), one table shown two ways.
+
+F/M runs show their state in pivotd's own words (`RunState`); seed 004's models have a `ModelStatus`.
+Timestamps are ISO 8601 strings, as the seeds send them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from shared.models.runs import RunState
+
+# ---- families F and M (`/api/...`) -------------------------------------------------------------------------
+
+
+class ManagedRun(BaseModel):
+    """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
+
+    run_id: str
+    model_id: str | None
+    state: RunState
+    epoch: int
+    epochs_total: int | None
+    metrics: dict[str, float | None] = Field(
+        description="The last finished epoch's train_loss, train_accuracy, val_loss, val_accuracy"
+    )
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    error: str | None
+    events_url: str
+    param_id: str | None = Field(default=None, description="Present once the run has succeeded")
+
+
+class ModelSummary(BaseModel):
+    """Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`."""
+
+    model_id: str
+    name: str | None
+    description: str | None
+    architecture: dict[str, Any] | None
+    hyperparams: dict[str, Any] | None
+    created_at: str
+    updated_at: str
+    trained: bool
+    saved_model_path: str | None
+    saved_model_exists: bool
+    last_trained_at: str | None
+    runs_total: int
+    latest_run: ManagedRun | None = Field(description="The latest succeeded run")
+
+
+class ModelDetail(ModelSummary):
+    """`GET /api/models/{model_id}`: the summary with every run of the model."""
+
+    runs: list[ManagedRun]
+
+
+class ModelSaved(ModelSummary):
+    """`POST /api/models/{model_id}/save`; a promoted run adds `run_id` and `param_id`."""
+
+    run_id: str | None = Field(default=None, description="Present when a run was promoted")
+    param_id: str | None = Field(default=None, description="Present when a run was promoted")
+
+
+class TrainQueued(BaseModel):
+    """`202` of `POST /api/models/{model_id}/train` and (with `events_url`) of `POST /api/train`."""
+
+    run_id: str
+    model_id: str
+    status: Literal[RunState.QUEUED]
+    events_url: str | None = Field(default=None, description="`POST /api/train` only")
+
+
+class CancelRequested(BaseModel):
+    run_id: str
+    state: RunState
+    cancel_requested: bool
+
+
+class ManagedRunPage(BaseModel):
+    """`GET /api/models/{model_id}/runs`: newest first; pass `next_cursor` back as `cursor` for the next page."""
+
+    items: list[ManagedRun]
+    next_cursor: str | None
+
+
+class Params(BaseModel):
+    """`GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`)."""
+
+    param_id: str
+    model_id: str | None
+    run_id: str
+    parameters: dict[str, Any]
+    size_bytes: int
+    created_at: str
+
+
+class Outputs(BaseModel):
+    """What `return` asked for: labels and probabilities by default, logits on request; one row per input."""
+
+    labels: list[int] | None = None
+    probabilities: list[list[float]] | None = None
+    logits: list[list[float]] | None = None
+
+
+class PixelInference(BaseModel):
+    """Seed 001's answer to `{run_id, pixels}`: one image's label."""
+
+    run_id: str
+    label: int
+    probabilities: list[float]
+    latency_ms: float
+
+
+class Inference(BaseModel):
+    """Seed 003's answer to `{param_id, inputs, return}`."""
+
+    model_id: str | None
+    param_id: str
+    outputs: Outputs
+    latency_ms: float
+
+
+class AdhocInference(BaseModel):
+    outputs: Outputs
+    latency_ms: float
+
+
+# ---- seed 004 (`/api/v1/models`) ----------------------------------------------------------------------------
+
+
+class ModelStatus(StrEnum):
+    """A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+    weights yet), and the two a client retiring a model would set."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    DEPRECATED = "deprecated"
+    UNTRAINED = "untrained"
+
+
+class ModelPublic(BaseModel):
+    """A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+    `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`."""
+
+    id: str
+    name: str | None
+    description: str | None
+    provider: str | None
+    type: str | None
+    config: dict[str, Any] = Field(description="`architecture` and `hyperparams`, and any other keys as sent")
+    status: ModelStatus
+    trained: bool
+    runs_total: int
+    last_trained_at: str | None
+    created_at: str
+    updated_at: str
+
+
+ModelPeriod = Literal["1h", "24h", "7d", "30d"]
+
+
+class ModelStatistics(BaseModel):
+    """Inference statistics of a model over `period`, from its `pivot.model.inference` telemetry events."""
+
+    model_id: str
+    period: ModelPeriod
+    total_requests: int
+    success_rate: float | None = Field(description="null without requests")
+    avg_latency_ms: float | None
+    p99_latency_ms: float | None
+    total_tokens: int | float
+    error_breakdown: dict[str, int] = Field(description="Failed requests by error code")

@@ -1,0 +1,216 @@
+"""Schema fuzz (schemathesis) of every operation in the daemon's own OpenAPI document, against a real pivotd.
+
+The daemon is a process of its own with its own data directory, a token and `trust_loopback = false`, so the fuzz
+authenticates the way a remote client does and reaches the handlers; with `webhook_deliveries = false`, URLs it
+registers reach nothing. Objects are created first, by a daemon on the same data directory (a trained run, a
+model, a session, an experiment, a webhook, an alert, ...), and their ids are offered for path parameters and
+body fields half the time, so operations on existing objects get past their 404. Any 5xx, a request that takes
+longer than `REQUEST_TIMEOUT_S` (a hang), or a traceback in the daemon's log fails the test.
+
+The default run is bounded and seeded (CI finds the same cases every time); the `fuzz_long` run generates many
+more with a fresh seed and is deselected unless `--fuzz-long` is given (docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import Status, StopReason, events
+
+from tests.daemon import start_daemon_process
+from tests.payloads import contract_payload
+from tests.training.helpers import MLP, hyperparams
+
+TOKEN = "fuzz-token-0123456789abcdef"
+REQUEST_TIMEOUT_S = 10.0
+"""Longer than any request of a healthy daemon takes, even on two busy cores: past it the request hung."""
+DAEMON_ENV = {
+    "PIVOT_TOKEN": TOKEN,
+    "PIVOT_TRUST_LOOPBACK": "false",
+    "PIVOT_WEBHOOK_DELIVERIES": "false",
+    "PIVOT_TRAINING_SLOTS": "1",
+    "PIVOT_WORKER_THREADS": "1",
+}
+FUZZED_ENV = DAEMON_ENV | {"PIVOT_WORKER_MEMORY_LIMIT_MB": "32"}
+"""The fuzzed daemon's training workers fail at once (torch cannot load in 32 MiB): fuzzed training requests are
+valid often enough to queue hundreds of runs, which would train one after another on a core the fuzz needs."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_examples: int
+    """Cases per operation in the fuzzing phase (the coverage phase adds its own, and the stateful phase)."""
+    stateful_steps: int
+    min_cases: int
+    """Fewer cases than this: the fuzz did not run, whatever it reported."""
+
+
+DEFAULT = Budget(max_examples=20, stateful_steps=10, min_cases=4000)
+LONG = Budget(max_examples=150, stateful_steps=50, min_cases=10_000)
+DEFAULT_SEED = 20260212
+"""The default run's seed: CI fuzzes the same cases every time. The long run takes a fresh one."""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_fuzz_every_operation(tmp_path: Path) -> None:
+    run_fuzz(tmp_path / "state", DEFAULT, DEFAULT_SEED)
+
+
+@pytest.mark.fuzz_long
+@pytest.mark.timeout(3600)
+def test_fuzz_every_operation_long(tmp_path: Path) -> None:
+    seed, examples = os.environ.get("PIVOT_FUZZ_SEED"), os.environ.get("PIVOT_FUZZ_EXAMPLES")
+    budget = replace(LONG, max_examples=int(examples)) if examples else LONG
+    run_fuzz(tmp_path / "state", budget, int(seed) if seed else random.getrandbits(64))
+
+
+def run_fuzz(data_dir: Path, budget: Budget, seed: int) -> None:
+    seeder = start_daemon_process(data_dir, env=DAEMON_ENV)
+    try:
+        with httpx.Client(base_url=seeder.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
+            assert http.get("/api/v1/runs", headers={"Authorization": ""}).status_code == 401  # a token is needed
+            known = seed_objects(http)
+        seeder.signal(signal.SIGTERM)
+        assert seeder.wait(60) == 0 and "Traceback" not in "".join(seeder.lines), "".join(seeder.lines)[-3000:]
+    finally:
+        seeder.stop()
+
+    daemon = start_daemon_process(data_dir, env=FUZZED_ENV)
+    try:
+        config = SchemathesisConfig.from_dict(fuzz_config(known, budget, seed))
+        schema = schemathesis.openapi.from_url(f"{daemon.url}/api/v1/openapi.json", config=config)
+        assert len(list(schema.get_all_operations())) >= 90  # every operation, not a part that happened to load
+        started = time.monotonic()
+        result = FuzzResult()
+        for event in schemathesis.engine.from_schema(schema).execute():
+            result.record(event)
+        print(f"fuzz: {result.cases} cases in {time.monotonic() - started:.0f} s, seed {seed}")
+        daemon.signal(signal.SIGTERM)
+        code = daemon.wait(60)
+    finally:
+        daemon.stop()
+    log = "".join(daemon.lines)
+    if code != 0:
+        result.report(f"the daemon exited with {code} after the fuzz:\n{log[-3000:]}")
+    if "Traceback" in log:  # an unhandled error, whatever the response was; or one in a background task
+        first = log.index("Traceback")
+        result.report("the daemon logged a traceback:\n" + log[max(0, first - 500) : first + 4000])
+    assert not result.problems, f"seed {seed} (PIVOT_FUZZ_SEED replays it)\n\n" + "\n\n".join(result.problems)
+    assert result.stop_reason is StopReason.COMPLETED
+    assert result.cases >= budget.min_cases, result.cases
+
+
+@dataclass
+class FuzzResult:
+    cases: int = 0
+    problems: list[str] = field(default_factory=list)
+    stop_reason: StopReason | None = None
+
+    def record(self, event: events.EngineEvent) -> None:
+        if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
+            self.cases += len(event.recorder.cases)
+            for checks in event.recorder.checks.values():
+                for check in checks:
+                    if check.status is Status.FAILURE and check.failure_info is not None:
+                        failure = check.failure_info.failure
+                        self.report(f"{event.recorder.label}: {failure.title}: {failure.message}\n"
+                                    f"{check.failure_info.code_sample}")  # fmt: skip
+        elif isinstance(event, events.NonFatalError):  # a timeout (a hang), a dropped connection, an engine error
+            self.report(f"{event.label}: {event.info.format()}")
+        elif isinstance(event, events.FatalError):
+            raise event.exception
+        elif isinstance(event, events.EngineFinished):
+            self.stop_reason = event.stop_reason
+
+    def report(self, problem: str) -> None:
+        """Kept for the assertion and shown at once under `-s`: a long run's first failure is seen before its end."""
+        self.problems.append(problem)
+        print(problem, file=sys.stderr, flush=True)
+
+
+def fuzz_config(known: dict[str, list[str]], budget: Budget, seed: int) -> dict[str, Any]:
+    """schemathesis.toml's settings, as a dict. Only `not_a_server_error` is checked: the other checks compare
+    responses with the document, which is the docs' business (tests/test_openapi.py), not the fuzz's."""
+    return {
+        "seed": seed,
+        "headers": {"Authorization": f"Bearer {TOKEN}"},
+        "request-timeout": REQUEST_TIMEOUT_S,
+        "workers": 1,
+        "continue-on-failure": True,
+        "checks": {"enabled": False, "not_a_server_error": {"enabled": True}},
+        "generation": {"max-examples": budget.max_examples, "database": "none"},
+        "phases": {"stateful": {"max-steps": budget.stateful_steps}},
+        "dictionaries": {name: {"values": values} for name, values in known.items()},
+        # The same ids in request bodies: inference's `param_id`, a statistical test's `experiment_id`, ...
+        "parameters": {
+            f"{where}.{name}": {"dictionary": name, "probability": 0.5} for name in known for where in ("path", "body")
+        },  # fmt: skip
+    }
+
+
+def seed_objects(http: httpx.Client) -> dict[str, list[str]]:
+    """Objects of every kind the path parameters name, created through the API as a client would; their ids by
+    path parameter name. Runs and sessions are over before the fuzz starts, so their SSE streams end."""
+
+    def created(response: httpx.Response) -> Any:
+        assert response.status_code in (200, 201, 202), response.text
+        return response.json()
+
+    layerwise = contract_payload(run_id="fuzz_layerwise_run")
+    created(http.post("/api/v1/metrics/layerwise", json=layerwise))
+    rule = created(http.post("/api/v1/alerts/rules", json={
+        "name": "hot_loss", "metric": "train_loss", "condition": "greater_than", "threshold": 5,
+    }))  # fmt: skip
+    created(http.post("/api/v1/runs/fuzz_scalar_run/scalars", json=[{"step": 7, "values": {"train_loss": 9.0}}]))
+    model = created(http.post("/api/models", json={"name": "fuzz", "architecture": MLP}))
+    trained = created(http.post(f"/api/models/{model['model_id']}/train", json={"hyperparams": hyperparams(epochs=1)}))
+    run_id = trained["run_id"]
+    with http.stream("GET", f"/api/runs/{run_id}/events", timeout=120) as stream:  # ends when the run ends
+        assert stream.status_code == 200 and "succeeded" in "".join(stream.iter_text())
+    params = created(http.get(f"/api/models/{model['model_id']}/runs"))
+    config = {"architecture": MLP, "hyperparams": hyperparams()}
+    session = created(http.post("/api/v1/training/sessions", json={"config": config}))
+    session_id = session["session_id"]
+    upload = {"file": ("ckpt.pth", checkpoint_bytes(), "application/octet-stream")}
+    checkpoint = created(http.post("/api/v1/checkpoints", files=upload, data={"session_id": session_id}))
+    created(http.post(f"/api/v1/training/sessions/{session_id}/stop"))
+    model_v1 = created(http.post("/api/v1/models", json={"model": {"name": "fuzz", "config": {"architecture": MLP}}}))
+    experiment = created(http.post("/api/v1/experiments", json={"experiment": {"name": "fuzz"}}))
+    hook = created(http.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["*"]}))
+    key = created(http.post("/api/v1/api-keys", json={"api_key": {"name": "fuzz", "scopes": ["read"]}}))
+    alerts = created(http.get("/api/v1/alerts"))["alerts"]
+    notifications = created(http.get("/api/v1/notifications"))["notifications"]
+    return {
+        "run_id": [run_id, session_id, "fuzz_layerwise_run", "fuzz_scalar_run"],
+        "model_id": [model["model_id"], model_v1["data"]["id"]],
+        "session_id": [session_id, run_id],
+        "param_id": [run["param_id"] for run in params["items"] if run.get("param_id")],
+        "checkpoint_id": [str(checkpoint["checkpoint_id"])],
+        "experiment_id": [experiment["data"]["id"]],
+        "rule_id": [rule["rule_id"]],
+        "alert_id": [alert["alert_id"] for alert in alerts],
+        "notification_id": [notification["id"] for notification in notifications],
+        "webhook_id": [hook["webhook_id"]],
+        "key_id": [key["data"]["id"]],
+    }
+
+
+def checkpoint_bytes() -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"model": {"w": torch.ones(3, 2)}, "epoch": 1}, buffer)
+    return buffer.getvalue()
