@@ -33,6 +33,7 @@ from shared.models.alerts import (
     NotificationPublic,
 )
 from shared.models.errors import describe_error
+from shared.models.experiments import ExperimentAction, ExperimentDetail, ExperimentExport, ExperimentPublic
 from shared.models.registry import CancelRequested, ManagedRun, Params, PixelInference, TrainQueued
 
 log = logging.getLogger(__name__)
@@ -118,26 +119,27 @@ class DaemonClient:
         with _answered():
             return await self.rest.scalars(run_id, names, max_points)
 
-    # Experiments (seed 004). Bounded: the first page of 100 experiments; a detail's groups come from the
-    # export (n, mean, std, ci95 per group as the daemon computes them) and its runs from the same document.
+    # Experiments. Bounded: the first page of 100 experiments; a detail's groups come from the export (n, mean,
+    # std, ci95 per group as the daemon computes them) and its runs from the same document.
 
-    async def experiments(self) -> list[dict[str, Any]]:
-        body = await self.get_json("/api/v1/experiments", params={"per_page": 100})
-        return list(body.get("data", []))
+    async def experiments(self) -> list[ExperimentPublic]:
+        with _answered():
+            return await self.rest.experiments(limit=100)
 
-    async def experiment(self, experiment_id: str) -> dict[str, Any]:
+    async def experiment(self, experiment_id: str) -> ExperimentDetail:
         """The experiment with `results_summary`, `progress`, `epoch_progress` and `eta_seconds`."""
-        return dict((await self.get_json(f"/api/v1/experiments/{experiment_id}"))["data"])
+        with _answered():
+            return await self.rest.experiment(experiment_id)
 
-    async def experiment_results(self, experiment_id: str) -> dict[str, Any]:
+    async def experiment_results(self, experiment_id: str) -> ExperimentExport:
         """The export's `results` (`groups` with n/mean/std/ci95/best) and `runs` (with last metric values)."""
-        return dict(
-            await self.post_json(f"/api/v1/experiments/{experiment_id}/export", {"include": ["results", "runs"]})
-        )
+        with _answered():
+            return await self.rest.experiment_export(experiment_id, ["results", "runs"])
 
-    async def experiment_action(self, experiment_id: str, action: str) -> dict[str, Any]:
+    async def experiment_action(self, experiment_id: str, action: ExperimentAction) -> ExperimentDetail:
         """`start`, `pause`, `resume` or `cancel`; PivotAPIError (409 with the reason) when not allowed."""
-        return dict((await self.post_json(f"/api/v1/experiments/{experiment_id}/{action}", {}))["data"])
+        with _answered():
+            return await self.rest.experiment_action(experiment_id, action)
 
     # Alerts and notifications (seed 002), parsed into their models.
 

@@ -233,8 +233,11 @@ def request_failed(errors: Sequence[Any]) -> ValidationFailed:
     problems = []
     for error in errors:
         source, *where = error["loc"]
-        loc = (source, *_sent(tuple(where)))
-        problems.append(Problem(field_path(loc[1:]), str(error["msg"]), loc, error["type"]))
+        # A parameter's name comes first and is never a union tag, though `filter[status]` looks like one.
+        name = (where.pop(0),) if source != "body" and where else ()
+        rest = _sent(tuple(where))
+        field = field_path(rest, str(name[0])) if name else field_path(rest)
+        problems.append(Problem(field, str(error["msg"]), (source, *name, *rest), error["type"]))
     return problems_failed(problems)
 
 

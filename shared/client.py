@@ -28,10 +28,24 @@ from shared.models.alerts import (
     NotificationRead,
 )
 from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic
-from shared.models.envelopes import Data
+from shared.models.checkpoints import CheckpointDeleted, CheckpointList, CheckpointPublic, RunCheckpoint, RunCheckpoints
+from shared.models.datasets import DigitSamples
+from shared.models.envelopes import Data, Page
 from shared.models.errors import describe_error
-from shared.models.experiment_status import FINAL_EXPERIMENT_STATUSES
+from shared.models.experiments import (
+    FINAL_EXPERIMENT_STATUSES,
+    ComparisonReport,
+    ExperimentAction,
+    ExperimentDetail,
+    ExperimentExport,
+    ExperimentPublic,
+    ExperimentRun,
+    ExportPart,
+    RunsAttached,
+    StatisticalResult,
+)
 from shared.models.layerwise import LayerwisePayload, Step
+from shared.models.logs import LogLevel, RunLogLine, RunLogs
 from shared.models.monitor import Health, ResourceSample
 from shared.models.registry import (
     CancelRequested,
@@ -134,6 +148,59 @@ class _Base:
 
 FINAL_SESSION_STATES = FINAL_SESSION_STATUSES
 """Kept for callers that imported it from here; defined in `shared.models.training`."""
+
+
+_PER_PAGE = 100
+"""The most rows a paged list answers at once."""
+
+
+def _experiment_path(experiment_id: str, *rest: str) -> str:
+    return "/".join(("/api/v1/experiments", _segment(experiment_id), *rest))
+
+
+def _experiment_fields(
+    name: str, config: Mapping[str, Any] | None, description: str | None, tags: Sequence[str]
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {"name": name, "config": dict(config or {}), "tags": list(tags)}
+    return fields if description is None else fields | {"description": description}
+
+
+def _test(
+    experiment_id: str,
+    groups: Sequence[str] | Mapping[str, Sequence[str]],
+    metric: str,
+    test_type: str,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "experiment_id": experiment_id,
+        "test_type": test_type,
+        "groups": {label: list(ids) for label, ids in groups.items()} if isinstance(groups, Mapping) else list(groups),
+        "metric": metric,
+        **({"options": dict(options)} if options else {}),
+    }
+
+
+def _result_filters(experiment_id: str | None, test_type: str | None) -> dict[str, str]:
+    found = (("filter[experiment_id]", experiment_id), ("filter[test_type]", test_type))
+    return {key: value for key, value in found if value is not None}
+
+
+def _export_body(format: str, include: Sequence[str] | None) -> dict[str, Any]:
+    return {"format": format, **({"include": list(include)} if include is not None else {})}
+
+
+def _logs_path(run_id: str) -> str:
+    return f"/api/v1/runs/{_segment(run_id)}/logs"
+
+
+def _logs_params(level: LogLevel | None, since: str | float | None, tail: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"tail": tail}
+    if level is not None:
+        params["level"] = str(level)
+    if since is not None:
+        params["since"] = str(since)
+    return params
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
@@ -375,11 +442,18 @@ class PivotClient(_Base):
             pass
         return self.get_session(session_id)
 
-    # -- experiments, statistics, exports, telemetry (seed 004) ------------------------------------------------
+    # -- experiments, statistics, exports, datasets, checkpoints, run logs -------------------------------------
 
-    def _data(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
-        """The `data` of a `{"data", "meta"}` answer."""
-        return self._json(method, path, body, **kwargs)["data"]
+    def _pages(self, item: type[_T], path: str, params: Mapping[str, Any], limit: int | None = None) -> list[_T]:
+        """Every row of a paged list (at most `limit`), walked by cursor."""
+        rows: list[_T] = []
+        query = {**params, "per_page": min(_PER_PAGE, limit or _PER_PAGE)}
+        while True:
+            page = self._model(Page[item], "GET", path, params=query)
+            rows += page.data
+            if not page.meta.has_more or (limit is not None and len(rows) >= limit):
+                return rows[:limit]
+            query["cursor"] = page.meta.next_cursor
 
     def create_experiment(
         self,
@@ -388,55 +462,58 @@ class PivotClient(_Base):
         *,
         description: str | None = None,
         tags: Sequence[str] = (),
-    ) -> dict[str, Any]:
+    ) -> ExperimentPublic:
         """A new experiment; a `{"type": "sweep", ...}` config makes it startable (docs/training.md, Sweeps)."""
-        fields: dict[str, Any] = {"name": name, "config": dict(config or {}), "tags": list(tags)}
-        if description is not None:
-            fields["description"] = description
-        return dict(self._data("POST", "/api/v1/experiments", {"experiment": fields}))
+        body = {"experiment": _experiment_fields(name, config, description, tags)}
+        return self._model(Data[ExperimentPublic], "POST", "/api/v1/experiments", body).data
 
-    def experiment(self, experiment_id: str) -> dict[str, Any]:
+    def experiments(self, *, limit: int | None = None, **params: Any) -> list[ExperimentPublic]:
+        """Experiments, newest first (all pages, or the first `limit`); `params` are the list's filters and sort:
+        `experiments(**{"filter[status]": "running"})`."""
+        return self._pages(ExperimentPublic, "/api/v1/experiments", params, limit)
+
+    def experiment(self, experiment_id: str) -> ExperimentDetail:
         """One experiment with its runs, `progress` and `results_summary`."""
-        return dict(self._data("GET", f"/api/v1/experiments/{_segment(experiment_id)}"))
+        return self._model(Data[ExperimentDetail], "GET", _experiment_path(experiment_id)).data
 
-    def experiment_runs(self, experiment_id: str, **params: Any) -> list[dict[str, Any]]:
+    def experiment_runs(self, experiment_id: str, **params: Any) -> list[ExperimentRun]:
         """Every run of the experiment (all pages), with group, status and latest metrics."""
-        runs: list[dict[str, Any]] = []
-        query: dict[str, Any] = {**params, "per_page": 100}
-        while True:
-            body = self._json("GET", f"/api/v1/experiments/{_segment(experiment_id)}/runs", params=query)
-            runs += body["data"]
-            if not body["meta"]["has_more"]:
-                return runs
-            query["cursor"] = body["meta"]["next_cursor"]
+        return self._pages(ExperimentRun, _experiment_path(experiment_id, "runs"), params)
 
-    def attach_runs(self, experiment_id: str, run_ids: Sequence[str], group: str | None = None) -> dict[str, Any]:
+    def attach_runs(self, experiment_id: str, run_ids: Sequence[str], group: str | None = None) -> list[ExperimentRun]:
+        """Move existing runs into the experiment (under `group`, if given); returns them as they now stand."""
         body: dict[str, Any] = {"run_ids": list(run_ids), **({"group": group} if group is not None else {})}
-        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/runs", body))
+        return self._model(RunsAttached, "POST", _experiment_path(experiment_id, "runs"), body).data
 
-    def start_experiment(self, experiment_id: str) -> dict[str, Any]:
+    def experiment_action(self, experiment_id: str, action: ExperimentAction) -> ExperimentDetail:
+        """`start`, `pause`, `resume` or `cancel`; a transition the experiment does not allow is a 409."""
+        return self._model(Data[ExperimentDetail], "POST", _experiment_path(experiment_id, action)).data
+
+    def start_experiment(self, experiment_id: str) -> ExperimentDetail:
         """Queue the sweep's runs; a config that is not a sweep is refused (422)."""
-        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/start"))
+        return self.experiment_action(experiment_id, "start")
 
-    def pause_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/pause"))
+    def pause_experiment(self, experiment_id: str) -> ExperimentDetail:
+        return self.experiment_action(experiment_id, "pause")
 
-    def resume_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/resume"))
+    def resume_experiment(self, experiment_id: str) -> ExperimentDetail:
+        return self.experiment_action(experiment_id, "resume")
 
-    def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
-        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/cancel"))
+    def cancel_experiment(self, experiment_id: str) -> ExperimentDetail:
+        return self.experiment_action(experiment_id, "cancel")
 
-    def clone_experiment(self, experiment_id: str, name: str | None = None) -> dict[str, Any]:
+    def clone_experiment(self, experiment_id: str, name: str | None = None) -> ExperimentDetail:
         body = {"name": name} if name is not None else {}
-        return dict(self._data("POST", f"/api/v1/experiments/{_segment(experiment_id)}/clone", body))
+        return self._model(Data[ExperimentDetail], "POST", _experiment_path(experiment_id, "clone"), body).data
 
-    def wait_experiment(self, experiment_id: str, poll_s: float = 1.0, timeout: float | None = None) -> dict[str, Any]:
+    def wait_experiment(
+        self, experiment_id: str, poll_s: float = 1.0, timeout: float | None = None
+    ) -> ExperimentDetail:
         """Poll until the experiment is completed, failed or cancelled; returns it. TimeoutError past `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (experiment := self.experiment(experiment_id))["status"] not in FINAL_EXPERIMENT_STATUSES:
+        while (experiment := self.experiment(experiment_id)).status not in FINAL_EXPERIMENT_STATUSES:
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"experiment {experiment_id} still {experiment['status']} after {timeout} s")
+                raise TimeoutError(f"experiment {experiment_id} still {experiment.status} after {timeout} s")
             time.sleep(poll_s)
         return experiment
 
@@ -447,25 +524,37 @@ class PivotClient(_Base):
         metric: str,
         test_type: str = "two_sample_t_test",
         **options: Any,
-    ) -> dict[str, Any]:
+    ) -> StatisticalResult:
         """Run and store a statistical test between groups (labels, or `{label: [run_id, ...]}`)."""
-        test: dict[str, Any] = {
-            "experiment_id": experiment_id,
-            "test_type": test_type,
-            "groups": groups if isinstance(groups, Mapping) else list(groups),
-            "metric": metric,
-            **({"options": options} if options else {}),
-        }
-        return dict(self._data("POST", "/api/v1/statistical-results", {"test": test}))
+        body = {"test": _test(experiment_id, groups, metric, test_type, options)}
+        return self._model(Data[StatisticalResult], "POST", "/api/v1/statistical-results", body).data
+
+    def statistical_results(
+        self, experiment_id: str | None = None, test_type: str | None = None
+    ) -> list[StatisticalResult]:
+        """Stored results, newest first: all, or those of one experiment and/or test."""
+        return self._pages(StatisticalResult, "/api/v1/statistical-results", _result_filters(experiment_id, test_type))
+
+    def statistical_result(self, result_id: str) -> StatisticalResult:
+        path = f"/api/v1/statistical-results/{_segment(result_id)}"
+        return self._model(Data[StatisticalResult], "GET", path).data
+
+    def experiment_export(self, experiment_id: str, include: Sequence[ExportPart] | None = None) -> ExperimentExport:
+        """The experiment's JSON export, parsed: the parts in `include` (default all)."""
+        body = _export_body("json", include)
+        return self._model(ExperimentExport, "POST", _experiment_path(experiment_id, "export"), body)
 
     def export_experiment(
         self, experiment_id: str, format: Literal["json", "csv"] = "json", include: Sequence[str] | None = None
     ) -> bytes:
         """The experiment's export file, as the daemon serves it for download."""
-        body: dict[str, Any] = {"format": format, **({"include": list(include)} if include is not None else {})}
-        return self._call(
-            "POST", f"/api/v1/experiments/{_segment(experiment_id)}/export", content=json.dumps(body)
-        ).content
+        body = json.dumps(_export_body(format, include))
+        return self._call("POST", _experiment_path(experiment_id, "export"), content=body).content
+
+    def comparison(self, experiment_ids: Sequence[str], metric: str | None = None) -> ComparisonReport:
+        """The comparison report across experiments, parsed (its JSON form)."""
+        body = {"experiment_ids": list(experiment_ids), "format": "json", **({"metric": metric} if metric else {})}
+        return self._model(ComparisonReport, "POST", "/api/v1/export/comparison", body)
 
     def export_comparison(
         self, experiment_ids: Sequence[str], format: Literal["json", "csv", "latex"] = "latex", **fields: Any
@@ -473,6 +562,32 @@ class PivotClient(_Base):
         """A comparison report across experiments; `latex` is a booktabs table ready for a paper."""
         body = {"experiment_ids": list(experiment_ids), "format": format, **fields}
         return self._call("POST", "/api/v1/export/comparison", content=json.dumps(body)).content
+
+    def digit_samples(self, count: int = 1, offset: int = 0) -> DigitSamples:
+        """Images of the shipped digits dataset, scaled as training scales them (inputs for `infer`)."""
+        params = {"count": count, "offset": offset}
+        return self._model(DigitSamples, "GET", "/api/v1/datasets/digits/samples", params=params)
+
+    def checkpoints(self, session_id: str | None = None, limit: int = 100) -> list[CheckpointPublic]:
+        """Checkpoints, newest first: all, or one run's (`session_id`)."""
+        params: dict[str, Any] = {"limit": limit, **({"session_id": session_id} if session_id else {})}
+        return self._model(CheckpointList, "GET", "/api/v1/checkpoints", params=params).checkpoints
+
+    def run_checkpoints(self, run_id: str) -> list[RunCheckpoint]:
+        """A run's checkpoints, trainer-written and uploaded, oldest first."""
+        return self._model(RunCheckpoints, "GET", f"/api/v1/runs/{_segment(run_id)}/checkpoints").data
+
+    def download_checkpoint(self, checkpoint_id: str) -> bytes:
+        return self._call("GET", f"/api/v1/checkpoints/{_segment(checkpoint_id)}/download").content
+
+    def delete_checkpoint(self, checkpoint_id: str) -> CheckpointDeleted:
+        return self._model(CheckpointDeleted, "DELETE", f"/api/v1/checkpoints/{_segment(checkpoint_id)}")
+
+    def run_logs(
+        self, run_id: str, *, level: LogLevel | None = None, since: str | float | None = None, tail: int = 200
+    ) -> list[RunLogLine]:
+        """A managed run's last `tail` log lines, oldest first: `level` and worse, after `since` (ISO or Unix s)."""
+        return self._model(RunLogs, "GET", _logs_path(run_id), params=_logs_params(level, since, tail)).data
 
     # -- API keys (admin) --------------------------------------------------------------------------------------
 
@@ -612,3 +727,55 @@ class AsyncPivotClient(_Base):
     async def mark_notification_read(self, notification_id: str) -> NotificationRead:
         response = await self._call("POST", f"/api/v1/notifications/{_segment(notification_id)}/read")
         return NotificationRead.model_validate_json(response.content)
+
+    # -- experiments, statistics, run logs and checkpoints -----------------------------------------------------
+
+    async def _model(self, model: type[_T], method: str, path: str, body: Any = None, **kwargs: Any) -> _T:
+        if body is not None:
+            kwargs["content"] = json.dumps(body).encode()
+        return model.model_validate_json((await self._call(method, path, **kwargs)).content)
+
+    async def _pages(self, item: type[_T], path: str, params: Mapping[str, Any], limit: int | None = None) -> list[_T]:
+        rows: list[_T] = []
+        query = {**params, "per_page": min(_PER_PAGE, limit or _PER_PAGE)}
+        while True:
+            page = await self._model(Page[item], "GET", path, params=query)
+            rows += page.data
+            if not page.meta.has_more or (limit is not None and len(rows) >= limit):
+                return rows[:limit]
+            query["cursor"] = page.meta.next_cursor
+
+    async def experiments(self, *, limit: int | None = None, **params: Any) -> list[ExperimentPublic]:
+        """Experiments, newest first (all pages, or the first `limit`)."""
+        return await self._pages(ExperimentPublic, "/api/v1/experiments", params, limit)
+
+    async def experiment(self, experiment_id: str) -> ExperimentDetail:
+        return (await self._model(Data[ExperimentDetail], "GET", _experiment_path(experiment_id))).data
+
+    async def experiment_runs(self, experiment_id: str, **params: Any) -> list[ExperimentRun]:
+        return await self._pages(ExperimentRun, _experiment_path(experiment_id, "runs"), params)
+
+    async def experiment_action(self, experiment_id: str, action: ExperimentAction) -> ExperimentDetail:
+        """`start`, `pause`, `resume` or `cancel`; a transition the experiment does not allow is a 409."""
+        return (await self._model(Data[ExperimentDetail], "POST", _experiment_path(experiment_id, action))).data
+
+    async def experiment_export(
+        self, experiment_id: str, include: Sequence[ExportPart] | None = None
+    ) -> ExperimentExport:
+        body = _export_body("json", include)
+        return await self._model(ExperimentExport, "POST", _experiment_path(experiment_id, "export"), body)
+
+    async def statistical_results(
+        self, experiment_id: str | None = None, test_type: str | None = None
+    ) -> list[StatisticalResult]:
+        params = _result_filters(experiment_id, test_type)
+        return await self._pages(StatisticalResult, "/api/v1/statistical-results", params)
+
+    async def run_logs(
+        self, run_id: str, *, level: LogLevel | None = None, since: str | float | None = None, tail: int = 200
+    ) -> list[RunLogLine]:
+        params = _logs_params(level, since, tail)
+        return (await self._model(RunLogs, "GET", _logs_path(run_id), params=params)).data
+
+    async def run_checkpoints(self, run_id: str) -> list[RunCheckpoint]:
+        return (await self._model(RunCheckpoints, "GET", f"/api/v1/runs/{_segment(run_id)}/checkpoints")).data

@@ -11,6 +11,7 @@ from pivotd.api.contract import CREATES_WHAT_THE_PATH_NAMES
 from pivotd.auth import OPEN_PATHS
 from pivotd.errors import Family, family_for_path
 from pivotd.policy import SAFE_METHODS, requirement
+from shared.models.experiments import ExperimentRunStatus, ExperimentStatus
 from tests.daemon import RunningDaemon, iter_routes
 
 # One daemon for the module: these tests read the OpenAPI document and send refused requests.
@@ -225,6 +226,56 @@ async def test_405_says_which_methods_the_path_allows(
     assert response.status_code == 405
     assert response.headers["allow"] == allow
     assert envelope in response.json()
+
+
+EXPERIMENTS_DOMAIN = re.compile(
+    r"^/api/v1/(experiments|statistical-results|export/|datasets/|checkpoints|runs/\{run_id\}/(logs|checkpoints))"
+)
+"""Experiments, statistics, exports, datasets, checkpoints and a run's logs."""
+READ_ONLY_POSTS = ("/api/v1/experiments/{experiment_id}/export", "/api/v1/export/comparison")
+
+
+async def test_the_experiments_domain_declares_every_answer_and_error(http: httpx.AsyncClient) -> None:
+    """Each operation declares its one success: a model, a file's media types, or nothing for a 204; its errors in
+    the `{"error"}` envelope, the auth middleware's 401, 403 and 429 among them, and a write's 503 and 507."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    checked = 0
+    for path, item in document["paths"].items():
+        if not EXPERIMENTS_DOMAIN.match(path):
+            continue
+        for method, operation in item.items():
+            where = f"{method.upper()} {path}"
+            responses = operation["responses"]
+            assert operation["tags"][0] in ("experiments", "statistics", "exports", "datasets", "checkpoints", "runs")
+            success = [code for code in responses if code.startswith("2")]
+            assert len(success) == 1, where
+            content = responses[success[0]].get("content", {})
+            if success[0] == "204":
+                assert not content, where
+            for media, body in content.items():
+                schema = body.get("schema", {})
+                assert "$ref" in schema or schema.get("type") == "string", (where, media)
+            assert "application/json" in content or "application/octet-stream" in content or success[0] == "204"
+            writes = method != "get" and path not in READ_ONLY_POSTS
+            assert {"401", "403", "429", *(("503", "507") if writes else ())} <= set(responses), where
+            for code, response in responses.items():
+                if code.startswith(("4", "5")):
+                    ref = response["content"]["application/json"]["schema"]["$ref"]
+                    assert ref.endswith("/StructuredErrorEnvelope"), (where, code)
+            checked += 1
+    assert checked >= 27
+
+    def status_enum(path: str) -> list[str]:
+        params = document["paths"][path]["get"]["parameters"]
+        schema = next(p for p in params if p["name"] == "filter[status]")["schema"]
+        ref = next(part["$ref"] for part in schema["anyOf"] if "$ref" in part)
+        enum: list[str] = document["components"]["schemas"][ref.rsplit("/", 1)[1]]["enum"]
+        return enum
+
+    assert status_enum("/api/v1/experiments") == [str(s) for s in ExperimentStatus]
+    assert status_enum("/api/v1/experiments/{experiment_id}/runs") == [str(s) for s in ExperimentRunStatus]
+    exports = document["paths"]["/api/v1/export/comparison"]["post"]["responses"]["200"]["content"]
+    assert set(exports) == {"application/json", "text/csv", "application/x-tex"}
 
 
 def _refs(node: object) -> list[str]:

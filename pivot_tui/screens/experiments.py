@@ -25,26 +25,30 @@ from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.widgets.columns import fit_columns, left_over
-from pivot_tui.widgets.runs_table import age
+from pivot_tui.widgets.runs_table import STATE_STYLE, age
 from shared.client import PivotAPIError
+from shared.models.experiments import (
+    FINAL_EXPERIMENT_STATUSES,
+    ExperimentAction,
+    ExperimentDetail,
+    ExperimentPublic,
+    ExperimentRun,
+    ExperimentStatus,
+    GroupSummaryPublic,
+)
+from shared.models.runs import FINAL_STATES, RunState
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
-FINAL = ("completed", "failed", "cancelled")
-
-
-def seed_of(run: dict[str, Any]) -> Any:
-    """A run's seed: a managed run's hyperparameter, or the `seed` a script put in its metadata (what paired
-    tests pair runs by), else None."""
-    for source in (run.get("metadata"), run.get("hyperparameters")):
-        if isinstance(source, dict) and source.get("seed") is not None:
-            return source["seed"]
-    return None
-
-
-STATUS_STYLE = {"running": "green", "pending": "yellow", "paused": "bold magenta", "completed": "cyan",
-                "failed": "bold red", "cancelled": "dim"}  # fmt: skip
+STATUS_STYLE = {
+    ExperimentStatus.RUNNING: "green", ExperimentStatus.PENDING: "yellow", ExperimentStatus.PAUSED: "bold magenta",
+    ExperimentStatus.COMPLETED: "cyan", ExperimentStatus.FAILED: "bold red", ExperimentStatus.CANCELLED: "dim",
+}  # fmt: skip
+"""An experiment's status. A run is shown by its own state (`RunState`) in the runs list's colours, as on every
+other screen: `succeeded`, not the experiments routes' `completed`."""
+ENDED_EARLY = (RunState.FAILED, RunState.LOST, RunState.CANCELLED)
+"""Final states of runs that did not finish their work."""
 MIN_RELOAD_S = 1.0
 """Events reload a screen at most this often: a sweep's epochs and runs can end many times a second."""
 IDLE_RELOAD_S = 10.0
@@ -53,12 +57,20 @@ DETAIL_FETCHES = 8
 """Concurrent `GET /experiments/{id}` while the list loads."""
 
 
+def seed_of(run: ExperimentRun) -> Any:
+    """A run's seed: the `seed` a script put in its metadata (what paired tests pair runs by), else a managed
+    run's hyperparameter, else None."""
+    for source in (run.metadata, run.hyperparameters):
+        if source.get("seed") is not None:
+            return source["seed"]
+    return None
+
+
 # Table cells are markup strings, not Text: they take DataTable's own formatting path, like RunsTable's.
 
 
-def status_cell(status: str) -> str:
-    style = STATUS_STYLE.get(status)
-    return f"[{style}]{escape(status)}[/]" if style else escape(status)
+def styled(word: str, style: str | None) -> str:
+    return f"[{style}]{escape(word)}[/]" if style else escape(word)
 
 
 def bold(value: Any) -> str:
@@ -79,48 +91,52 @@ def number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) and not isinstance(value, bool) else ""
 
 
-def _counted(detail: dict[str, Any]) -> tuple[int, int] | None:
-    """(runs done, runs): finished runs, or only completed ones once the experiment was cancelled or failed,
-    whose other runs ended without finishing their work; None when the detail has no counts."""
-    summary = detail.get("results_summary") or {}
-    by_status = summary.get("runs_by_status") or {}
-    if not by_status:
+def _cut_short(experiment: ExperimentPublic) -> bool:
+    return experiment.status in (ExperimentStatus.CANCELLED, ExperimentStatus.FAILED)
+
+
+def _counted(experiment: ExperimentPublic) -> tuple[int, int] | None:
+    """(runs done, runs): finished runs, or only succeeded ones once the experiment was cancelled or failed,
+    whose other runs ended without finishing their work; None without a detail's counts."""
+    if not isinstance(experiment, ExperimentDetail) or not experiment.results_summary.runs_by_state:
         return None
-    total = detail.get("total_runs", summary.get("total_runs", 0))
-    done = ("completed",) if detail.get("status") in ("cancelled", "failed") else FINAL
-    return sum(by_status.get(status, 0) for status in done), total
+    by_state = experiment.results_summary.runs_by_state
+    done = (RunState.SUCCEEDED,) if _cut_short(experiment) else FINAL_STATES
+    return sum(by_state.get(state, 0) for state in done), experiment.total_runs
 
 
-def fraction_done(detail: dict[str, Any]) -> float | None:
+def fraction_done(experiment: ExperimentPublic) -> float | None:
     """Epochs done when the runs declare epochs (finer than whole runs), else runs finished; for an
-    experiment cancelled or failed, the completed runs' share (its other runs ended, unfinished)."""
-    counted = _counted(detail)
-    if detail.get("status") in ("cancelled", "failed") and counted is not None:
+    experiment cancelled or failed, the succeeded runs' share (its other runs ended, unfinished)."""
+    if not isinstance(experiment, ExperimentDetail):
+        return None
+    counted = _counted(experiment)
+    if _cut_short(experiment) and counted is not None:
         return counted[0] / counted[1] if counted[1] else 0.0
-    epochs = detail.get("epoch_progress")
-    return epochs if isinstance(epochs, int | float) else detail.get("progress")
+    return experiment.epoch_progress if experiment.epoch_progress is not None else experiment.progress
 
 
-def finished_runs(detail: dict[str, Any]) -> str:
-    counted = _counted(detail)
-    return f"{counted[0]}/{counted[1]}" if counted else str(detail.get("total_runs", 0))
+def finished_runs(experiment: ExperimentPublic) -> str:
+    counted = _counted(experiment)
+    return f"{counted[0]}/{counted[1]}" if counted else str(experiment.total_runs)
 
 
-def ended_early(detail: dict[str, Any]) -> str:
-    """`  4 cancelled, 1 failed`: runs that finished without completing, or nothing."""
-    by_status = (detail.get("results_summary") or {}).get("runs_by_status") or {}
-    counts = [f"{by_status[status]} {status}" for status in ("failed", "cancelled") if by_status.get(status)]
+def ended_early(experiment: ExperimentDetail) -> str:
+    """` (4 cancelled, 1 lost)`: runs that ended without finishing their work, by state, or nothing."""
+    by_state = experiment.results_summary.runs_by_state
+    counts = [f"{by_state[state]} {state}" for state in ENDED_EARLY if by_state.get(state)]
     return f" ({', '.join(counts)})" if counts else ""
 
 
-def metric_of(detail: dict[str, Any]) -> str:
-    summary = detail.get("results_summary") or {}
-    return str(summary.get("metric") or (detail.get("config") or {}).get("metric") or "")
+def metric_of(experiment: ExperimentPublic) -> str:
+    judged = experiment.results_summary.metric if isinstance(experiment, ExperimentDetail) else None
+    return str(judged or experiment.config.get("metric") or "")
 
 
-def best_value(detail: dict[str, Any]) -> Any:
-    summary = detail.get("results_summary") or {}
-    return (summary.get("best_run") or {}).get("value")
+def best_value(experiment: ExperimentPublic) -> float | None:
+    if not isinstance(experiment, ExperimentDetail) or experiment.results_summary.best_run is None:
+        return None
+    return experiment.results_summary.best_run.value
 
 
 class Throttle:
@@ -162,7 +178,8 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._throttle = Throttle()
-        self._details: dict[str, dict[str, Any]] = {}
+        self._details: dict[str, ExperimentPublic] = {}
+        """Each listed experiment's detail, or its list row where the detail could not be read."""
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -225,21 +242,24 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
             return
         limit = asyncio.Semaphore(DETAIL_FETCHES)
 
-        async def detail(row: dict[str, Any]) -> dict[str, Any]:
-            cached = self._details.get(row["id"])
+        async def detail(row: ExperimentPublic) -> ExperimentPublic:
+            cached = self._details.get(row.id)
             # A final experiment's figures stay put until it changes (a run attached later changes its status).
-            if cached and cached["status"] in FINAL and (cached["status"], cached["updated_at"]) == (
-                row["status"], row["updated_at"]):  # fmt: skip
+            if (
+                isinstance(cached, ExperimentDetail)
+                and cached.status in FINAL_EXPERIMENT_STATUSES
+                and (cached.status, cached.updated_at) == (row.status, row.updated_at)
+            ):
                 return cached
             async with limit:
                 try:
-                    return await self.app.client.experiment(row["id"])
+                    return await self.app.client.experiment(row.id)
                 except PivotAPIError:  # deleted meanwhile: show the list row as it is
                     return row
 
         details = await asyncio.gather(*(detail(row) for row in rows))
-        self._details = {row["id"]: row for row in details}
-        running = sum(1 for row in details if row["status"] == "running")
+        self._details = {row.id: row for row in details}
+        running = sum(1 for row in details if row.status == ExperimentStatus.RUNNING)
         status.update(Text.assemble((f"{len(details)} experiments", "bold"), f", {running} running"))
         self._fill()
 
@@ -248,10 +268,10 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
         bar_width = table.columns[ColumnKey("progress")].width - 5
         with_created = ColumnKey("created") in table.columns
         _keep_cursor(table, [
-            (row["id"], (
-                bold(row.get("name", "")), status_cell(str(row["status"])), bar(fraction_done(row), bar_width),
+            (row.id, (
+                bold(row.name), styled(row.status, STATUS_STYLE.get(row.status)), bar(fraction_done(row), bar_width),
                 finished_runs(row), escape(metric_of(row)), number(best_value(row)),
-                *((age(row.get("created_at")),) if with_created else ()),
+                *((age(row.created_at),) if with_created else ()),
             ))
             for row in self._details.values()
         ])  # fmt: skip
@@ -285,7 +305,7 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
     def __init__(self, experiment_id: str) -> None:
         super().__init__()
         self.experiment_id = experiment_id
-        self.detail: dict[str, Any] = {}
+        self.detail: ExperimentDetail | None = None
         self._throttle = Throttle()
 
     def compose(self) -> ComposeResult:
@@ -347,64 +367,50 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
             self.query_one("#experiment-title", Static).update(Text(exc.message, style="bold red"))
             return
         self.detail = detail
-        self.title = f"experiment {detail.get('name', self.experiment_id)}"
+        self.title = f"experiment {detail.name}"
         metric = metric_of(detail)
         self.query_one("#experiment-title", Static).update(self._title(detail, metric, self.size.width < 100))
         self.query_one("#groups-title", Static).update(f"Groups by {metric}" if metric else "Groups")
         runs = self.query_one("#experiment-runs", DataTable)
         self.query_one("#runs-title", Static).update(f"Runs (Value: last {metric})" if metric else "Runs")
-        groups = (results.get("results") or {}).get("groups") or []
-        _keep_cursor(
-            self.query_one("#groups", DataTable), [(str(g.get("group")), self._group_cells(g)) for g in groups]
-        )
-        _keep_cursor(runs, [(str(run["id"]), self._run_cells(run, metric)) for run in results.get("runs") or []])
+        groups = results.results.groups if results.results else []
+        _keep_cursor(self.query_one("#groups", DataTable), [(g.group, self._group_cells(g)) for g in groups])
+        _keep_cursor(runs, [(run.id, self._run_cells(run, metric)) for run in results.runs or []])
 
     @staticmethod
-    def _title(detail: dict[str, Any], metric: str, narrow: bool) -> Text:
-        status = str(detail.get("status", ""))
+    def _title(detail: ExperimentDetail, metric: str, narrow: bool) -> Text:
+        status = detail.status
         parts: list[Any] = [
-            Text(f" {status.upper()} ", style=f"bold reverse {STATUS_STYLE.get(status, '')}".strip()),
-            Text(f" {detail.get('name', '')} ", style="bold"),
+            Text(f" {status.upper()} ", style=f"bold reverse {STATUS_STYLE[status]}"),
+            Text(f" {detail.name} ", style="bold"),
             Text.from_markup(bar(fraction_done(detail), 10)), f"  runs {finished_runs(detail)}{ended_early(detail)}",
         ]  # fmt: skip
-        eta = detail.get("eta_seconds")
-        if isinstance(eta, int | float) and eta > 0:
+        eta = detail.eta_seconds
+        if eta is not None and eta > 0:
             parts.append(f"  eta {int(eta // 60)}m{int(eta % 60):02d}s")
-        best = (detail.get("results_summary") or {}).get("best_run")
+        best = detail.results_summary.best_run
         if best:
             # Below 100 columns the best run gets its own line, whole.
-            parts.append(
-                Text(
-                    ("\n" if narrow else "  ") + f"best {metric} {number(best.get('value'))} ({best.get('group')})",
-                    style="cyan",
-                )
-            )
+            line = f"best {metric} {number(best.value)} ({best.group})"
+            parts.append(Text(("\n" if narrow else "  ") + line, style="cyan"))
         return Text.assemble(*parts)
 
     @staticmethod
-    def _group_cells(group: dict[str, Any]) -> tuple[Any, ...]:
-        ci = group.get("ci95") or [None, None]
-        std = group.get("std")
-        spread = f"{number(group.get('mean'))} ± {number(std)}" if std is not None else number(group.get("mean"))
-        interval = f"[{number(ci[0])}, {number(ci[1])}]" if ci[0] is not None else ""
-        return (
-            bold(group.get("group", "")),
-            str(group.get("n", "")),
-            spread,
-            escape(interval),
-            number(group.get("best")),
-        )
+    def _group_cells(group: GroupSummaryPublic) -> tuple[Any, ...]:
+        spread = f"{number(group.mean)} ± {number(group.std)}" if group.std is not None else number(group.mean)
+        interval = f"[{number(group.ci95[0])}, {number(group.ci95[1])}]" if group.ci95 else ""
+        return bold(group.group), str(group.n), spread, escape(interval), number(group.best)
 
     @staticmethod
-    def _run_cells(run: dict[str, Any], metric: str) -> tuple[Any, ...]:
-        progress, seed = run.get("progress"), seed_of(run)
+    def _run_cells(run: ExperimentRun, metric: str) -> tuple[Any, ...]:
+        seed = seed_of(run)
         return (
-            bold(run["id"]),
-            escape(str(run.get("group") or "")),
+            bold(run.id),
+            escape(run.group or ""),
             "" if seed is None else escape(str(seed)),
-            status_cell(str(run.get("status", ""))),
-            number((run.get("metrics") or {}).get(metric)),
-            f"{progress * 100:3.0f}%" if isinstance(progress, int | float) else "",
+            styled(run.state, STATE_STYLE.get(run.state)),
+            number(run.metrics.get(metric)),
+            "" if run.progress is None else f"{run.progress * 100:3.0f}%",
         )
 
     def action_open_run(self) -> None:
@@ -421,7 +427,7 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
             self.app.open_run(event.row_key.value)
 
     def action_cancel(self) -> None:
-        name = self.detail.get("name", self.experiment_id)
+        name = self.detail.name if self.detail else self.experiment_id
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -433,15 +439,15 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
         )
 
     @work(exclusive=True, group="experiment-action", exit_on_error=False)
-    async def send_action(self, action: str) -> None:
+    async def send_action(self, action: ExperimentAction) -> None:
         try:
             experiment = await self.app.client.experiment_action(self.experiment_id, action)
         except PivotAPIError as exc:  # 409: not allowed in this status (the message says which are)
             self.notify(f"{action}: {exc.message}", severity="error", timeout=6)
             return
-        self.notify(f"{action}: {experiment.get('name', self.experiment_id)} is {experiment.get('status')}")
+        self.notify(f"{action}: {experiment.name} is {experiment.status}")
         self._throttle.force()
         self.redraw()
 
-    def action_act(self, action: str) -> None:
+    def action_act(self, action: ExperimentAction) -> None:
         self.send_action(action)

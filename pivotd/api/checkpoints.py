@@ -1,4 +1,4 @@
-"""Seed 002's checkpoints (`/api/v1/checkpoints`): list, upload (multipart `.pth`), streaming download, delete.
+"""Checkpoints (`/api/v1/checkpoints`): list, upload (multipart `.pth`), streaming download, delete.
 
 Uploads are streamed to disk under a size cap, then checked in a separate process that loads them with
 `torch.load(weights_only=True)` only (see `pivotd.training.checkpoint_check`); anything else is refused with 422
@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
@@ -24,7 +25,7 @@ from starlette.datastructures import UploadFile
 import pivotd
 from pivotd.api.body import JsonObject
 from pivotd.api.deps import ServicesDep
-from pivotd.api.responses import json_response
+from pivotd.api.responses import WRITES, api_errors, download, model_response
 from pivotd.errors import (
     BadRequest,
     NotFound,
@@ -38,40 +39,51 @@ from pivotd.ids import new_id
 from pivotd.settings import Settings
 from pivotd.store import AddCheckpoint, CheckpointRow, DeleteCheckpoint
 from pivotd.timefmt import iso
+from shared.models.checkpoints import CheckpointDeleted, CheckpointList, CheckpointPublic, CheckpointUploaded
 from shared.models.layerwise import RUN_ID_PATTERN, RUN_ID_RULE, is_valid_run_id
 from shared.models.storable import INT64_MAX
 
-router = APIRouter(prefix="/api/v1", tags=["checkpoints (seed 002)"])
+router = APIRouter(prefix="/api/v1", tags=["checkpoints"])
 CHECK_TIMEOUT_S = 120
+CheckpointIdPath = Annotated[str, PathParam(min_length=1, max_length=128)]
 CHUNK = 1024 * 1024
 _METRICS: TypeAdapter[dict[str, Any]] = TypeAdapter(JsonObject)
 
 
-def _view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
-    return {
-        "checkpoint_id": row.checkpoint_id,
-        "session_id": row.run_id,
-        "epoch": row.epoch,
-        "metric_name": row.metric_name,
-        "metric_value": row.metric_value,
-        "metrics": row.metrics,
-        "file_size_mb": round(row.size_bytes / 1024**2, 3),
-        "size_bytes": row.size_bytes,
-        "file_path": str(settings.artifact_path(row.path)),
-        "is_best": row.is_best,
-        "source": row.source,
-        "created_at": iso(row.created_at),
-    }
+def _public(row: CheckpointRow, settings: Settings) -> CheckpointPublic:
+    return CheckpointPublic(
+        checkpoint_id=row.checkpoint_id,
+        session_id=row.run_id,
+        epoch=row.epoch,
+        metric_name=row.metric_name,
+        metric_value=row.metric_value,
+        metrics=row.metrics,
+        file_size_mb=round(row.size_bytes / 1024**2, 3),
+        size_bytes=row.size_bytes,
+        file_path=str(settings.artifact_path(row.path)),
+        is_best=row.is_best,
+        source=row.source,
+        created_at=iso(row.created_at),
+    )
 
 
-@router.get("/checkpoints", summary="Checkpoints, optionally of one session")
+FILE = download("The checkpoint file", "<checkpoint_id>.pth", binary="application/octet-stream")
+"""The 200 of a download route: the file's bytes."""
+
+
+@router.get(
+    "/checkpoints",
+    summary="Checkpoints, optionally of one session",
+    response_model=CheckpointList,
+    responses=api_errors(422),
+)
 async def list_checkpoints(
     services: ServicesDep,
     session_id: Annotated[str | None, Query(min_length=1, max_length=128, pattern=RUN_ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
 ) -> Response:
     rows = await services.training.reader.checkpoints(session_id, limit)
-    return json_response({"checkpoints": [_view(row, services.settings) for row in rows]})
+    return model_response(CheckpointList(checkpoints=[_public(row, services.settings) for row in rows]))
 
 
 async def _check(path: Path) -> str | None:
@@ -98,8 +110,16 @@ async def _check(path: Path) -> str | None:
     return None if verdict.get("ok") else str(verdict.get("reason"))
 
 
+_UPLOAD_ERRORS = api_errors(400, 404, 413, 422, *WRITES)
+_UPLOAD_ERRORS[503] = {**_UPLOAD_ERRORS[503], "description": "Shutting down, or checking the file needs torch"}
+
+
 @router.post(
-    "/checkpoints", status_code=201, summary="Upload a .pth checkpoint (multipart: file, session_id, epoch, metrics)"
+    "/checkpoints",
+    status_code=201,
+    summary="Upload a .pth checkpoint (multipart: file, session_id, epoch, metrics)",
+    response_model=CheckpointUploaded,
+    responses=_UPLOAD_ERRORS,
 )
 async def upload_checkpoint(request: Request, services: ServicesDep) -> Response:
     limit = services.settings.max_checkpoint_bytes
@@ -149,9 +169,11 @@ async def upload_checkpoint(request: Request, services: ServicesDep) -> Response
                       value if isinstance(value, int | float) else None, metrics, services.settings.artifact_ref(path),
                       size, False, "upload")
     )  # fmt: skip
-    body = {"checkpoint_id": checkpoint_id, "file_size_mb": round(size / 1024**2, 3), "size_bytes": size,
-            "uploaded_at": iso(path.stat().st_mtime)}  # fmt: skip
-    return json_response(body, 201)
+    uploaded = CheckpointUploaded(
+        checkpoint_id=checkpoint_id, file_size_mb=round(size / 1024**2, 3), size_bytes=size,
+        uploaded_at=iso(path.stat().st_mtime),
+    )  # fmt: skip
+    return model_response(uploaded, 201)
 
 
 def _int_field(value: Any, name: str) -> int | None:
@@ -190,8 +212,13 @@ async def _checkpoint(services: Any, checkpoint_id: str) -> CheckpointRow:
     return row
 
 
-@router.get("/checkpoints/{checkpoint_id}/download", summary="The checkpoint file, streamed")
-async def download_checkpoint(checkpoint_id: str, services: ServicesDep) -> Response:
+@router.get(
+    "/checkpoints/{checkpoint_id}/download",
+    summary="The checkpoint file, streamed",
+    response_class=FileResponse,
+    responses={200: FILE, **api_errors(404, 422)},
+)
+async def download_checkpoint(checkpoint_id: CheckpointIdPath, services: ServicesDep) -> Response:
     row = await _checkpoint(services, checkpoint_id)
     path = services.settings.artifact_path(row.path)
     if not path.is_file():
@@ -199,9 +226,14 @@ async def download_checkpoint(checkpoint_id: str, services: ServicesDep) -> Resp
     return FileResponse(path, media_type="application/octet-stream", filename=f"{checkpoint_id}.pth")
 
 
-@router.delete("/checkpoints/{checkpoint_id}", summary="Delete a checkpoint and its file")
-async def delete_checkpoint(checkpoint_id: str, services: ServicesDep) -> Response:
+@router.delete(
+    "/checkpoints/{checkpoint_id}",
+    summary="Delete a checkpoint and its file",
+    response_model=CheckpointDeleted,
+    responses=api_errors(404, 422, *WRITES),
+)
+async def delete_checkpoint(checkpoint_id: CheckpointIdPath, services: ServicesDep) -> Response:
     path = await services.store.writer.submit(DeleteCheckpoint(checkpoint_id))
     with contextlib.suppress(FileNotFoundError):
         services.settings.artifact_path(path).unlink()
-    return json_response({"message": "Checkpoint deleted successfully", "checkpoint_id": checkpoint_id})
+    return model_response(CheckpointDeleted(message="Checkpoint deleted successfully", checkpoint_id=checkpoint_id))

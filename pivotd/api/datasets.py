@@ -13,8 +13,9 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query, Response
 
-from pivotd.api.responses import json_response
+from pivotd.api.responses import api_errors, model_response
 from pivotd.errors import ValidationFailed
+from shared.models.datasets import DigitSample, DigitSamples
 
 router = APIRouter(prefix="/api/v1", tags=["datasets"])
 DIGITS = Path(__file__).parent.parent / "training" / "data" / "digits5k.npz"
@@ -26,7 +27,12 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
         return archive["images"], archive["labels"]
 
 
-@router.get("/datasets/digits/samples", summary="Images of the shipped digits dataset, pixels in [0, 1]")
+@router.get(
+    "/datasets/digits/samples",
+    summary="Images of the shipped digits dataset, pixels in [0, 1]",
+    response_model=DigitSamples,
+    responses=api_errors(422),
+)
 async def digit_samples(
     count: Annotated[int, Query(ge=1, le=64)] = 1,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -38,7 +44,7 @@ async def digit_samples(
         )
     chosen = range(offset, min(len(images), offset + count))
     samples = [
-        {"index": i, "label": int(labels[i]), "pixels": (images[i].reshape(-1) / 255.0).round(4).tolist()}
+        DigitSample(index=i, label=int(labels[i]), pixels=(images[i].reshape(-1) / 255.0).round(4).tolist())
         for i in chosen
     ]
-    return json_response({"dataset": "digits", "size": len(images), "samples": samples})
+    return model_response(DigitSamples(size=len(images), samples=samples))

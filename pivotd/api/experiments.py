@@ -1,4 +1,4 @@
-"""Experiments (family C, seed 004): CRUD, membership of runs, and their listing in C's envelope."""
+"""Experiments: CRUD, membership of runs, their listing, and the sweep lifecycle (start, pause, resume, cancel)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pivotd.api.body import JsonObject, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.query import only_filters
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.query import Cursor, PageNumber, PerPage, only_filters
+from pivotd.api.responses import WRITES, api_errors, model_response
 from pivotd.errors import invalid_field
 from pivotd.experiments import sweep
 from pivotd.experiments.lifecycle import eta_seconds
@@ -20,7 +20,6 @@ from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, pag
 from pivotd.ids import new_id
 from pivotd.services import Services
 from pivotd.store import (
-    EXPERIMENT_SORTS,
     AttachRuns,
     CreateExperiment,
     DeleteExperiment,
@@ -30,11 +29,26 @@ from pivotd.store import (
     UpdateExperiment,
 )
 from pivotd.timefmt import iso
-from shared.models.experiment_status import C_TO_INTERNAL, EXPERIMENT_STATUSES
+from shared.models.envelopes import Data, Page, PageMeta
+from shared.models.experiments import (
+    FINAL_EXPERIMENT_STATUSES,
+    AttachedMeta,
+    BestRun,
+    ExperimentDetail,
+    ExperimentFacts,
+    ExperimentPublic,
+    ExperimentRun,
+    ExperimentRunRef,
+    ExperimentRunStatus,
+    ExperimentStatus,
+    ResultsSummary,
+    RunsAttached,
+    count_by_status,
+)
 from shared.models.layerwise import RunId
 
-router = APIRouter(prefix="/api/v1/experiments", tags=["experiments (seed 004)"])
-IdPath = Annotated[str, Path(max_length=64)]
+router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"])
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def _shown_name(name: str) -> str:
@@ -49,9 +63,9 @@ def _shown_name(name: str) -> str:
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_shown_name)]
 Description = Annotated[str, Field(max_length=10_000)]
 Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=64)]
-Page = Annotated[int, Query()]
-PerPage = Annotated[int, Query()]
-Cursor = Annotated[str | None, Query(max_length=512)]
+ExperimentSort = Literal[
+    "name", "-name", "created_at", "-created_at", "updated_at", "-updated_at", "status", "-status"
+]  # fmt: skip
 
 
 class ExperimentFields(BaseModel):
@@ -90,38 +104,46 @@ class AttachBody(BaseModel):
     group: Annotated[str, Field(min_length=1, max_length=256)] | None = None
 
 
-def experiment_view(row: ExperimentRow) -> dict[str, Any]:
-    finished = row.status in ("completed", "failed", "cancelled")
+def experiment_public(row: ExperimentRow) -> ExperimentPublic:
+    return ExperimentPublic(**_facts(row), config=row.config)
+
+
+def experiment_facts(row: ExperimentRow) -> ExperimentFacts:
+    return ExperimentFacts(**_facts(row))
+
+
+def _facts(row: ExperimentRow) -> dict[str, Any]:
+    final = row.status in FINAL_EXPERIMENT_STATUSES
     return {
         "id": row.id,
         "name": row.name,
         "description": row.description,
         "status": row.status,
-        "config": row.config,
         "tags": row.tags,
         "total_runs": row.total_runs,
         "started_at": None if row.started_at is None else iso(row.started_at),
-        "completed_at": iso(row.finished_at) if finished and row.finished_at is not None else None,
+        "completed_at": iso(row.finished_at) if final and row.finished_at is not None else None,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
 
 
-def run_view(run: MemberRun, experiment_id: str) -> dict[str, Any]:
-    return {
-        "id": run.run_id,
-        "experiment_id": experiment_id,
-        "group": run.group,
-        "kind": run.kind,
-        "status": run.status,
-        "progress": run.progress,
-        "hyperparameters": run.hyperparameters,
-        "metadata": run.metadata,
-        "metrics": run.latest,
-        "created_at": iso(run.created_at),
-        "started_at": None if run.started_at is None else iso(run.started_at),
-        "finished_at": None if run.finished_at is None else iso(run.finished_at),
-    }
+def experiment_run(run: MemberRun, experiment_id: str) -> ExperimentRun:
+    return ExperimentRun(
+        id=run.run_id,
+        experiment_id=experiment_id,
+        group=run.group,
+        kind=run.kind,
+        status=run.status,
+        state=run.state,
+        progress=run.progress,
+        hyperparameters=run.hyperparameters,
+        metadata=run.metadata,
+        metrics=run.latest,
+        created_at=iso(run.created_at),
+        started_at=None if run.started_at is None else iso(run.started_at),
+        finished_at=None if run.finished_at is None else iso(run.finished_at),
+    )
 
 
 def _instant(value: str | None, field: str) -> float | None:
@@ -134,10 +156,7 @@ def _instant(value: str | None, field: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
-def _status(value: str | None, known: tuple[str, ...] = tuple(C_TO_INTERNAL)) -> str | None:
-    if value is not None and value not in known:
-        raise invalid_field("filter[status]", f"unknown status {value!r}; one of {', '.join(known)}")
-    return value
+_ISO = "ISO 8601; without an offset, UTC"
 
 
 @router.get(
@@ -147,7 +166,8 @@ def _status(value: str | None, known: tuple[str, ...] = tuple(C_TO_INTERNAL)) ->
     "`filter[created_before]`; "
     "`sort` one of name, created_at, updated_at, status (`-` for descending; default `-created_at`); `page`, "
     "`per_page` (at most 100) or `cursor` (from `meta.next_cursor`).",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+    response_model=Page[ExperimentPublic],
+    responses=api_errors(422),
 )
 async def list_experiments(
     services: ServicesDep,
@@ -155,28 +175,29 @@ async def list_experiments(
         None,
         only_filters("filter[status]", "filter[name]", "filter[created_after]", "filter[created_before]"),
     ],
-    status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
+    status: Annotated[ExperimentStatus | None, Query(alias="filter[status]")] = None,
     name: Annotated[str | None, Query(alias="filter[name]", max_length=200)] = None,
-    created_after: Annotated[str | None, Query(alias="filter[created_after]", max_length=64)] = None,
-    created_before: Annotated[str | None, Query(alias="filter[created_before]", max_length=64)] = None,
-    sort: Annotated[str, Query(max_length=32)] = "-created_at",
-    page: Page = 1,
+    created_after: Annotated[str | None, Query(alias="filter[created_after]", max_length=64, description=_ISO)] = None,
+    created_before: Annotated[
+        str | None, Query(alias="filter[created_before]", max_length=64, description=_ISO)
+    ] = None,
+    sort: Annotated[ExperimentSort, Query()] = "-created_at",
+    page: PageNumber = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
     cursor: Cursor = None,
 ) -> Response:
-    if sort.removeprefix("-") not in EXPERIMENT_SORTS:
-        raise invalid_field("sort", f"cannot sort by {sort!r}; one of {', '.join(EXPERIMENT_SORTS)}, optionally with -")
     filters = ExperimentFilters(
-        _status(status, EXPERIMENT_STATUSES), name, _instant(created_after, "filter[created_after]"),
+        status,
+        name,
+        _instant(created_after, "filter[created_after]"),
         _instant(created_before, "filter[created_before]"),
-    )  # fmt: skip
+    )
     request = page_request(page, per_page, cursor, sort)
     rows, total, has_more = await services.store.experiments.list(filters, sort, request)
     column = sort.removeprefix("-")
     next_cursor = encode_cursor(sort, getattr(rows[-1], column), rows[-1].id) if rows else None
-    return json_response(
-        {"data": [experiment_view(row) for row in rows], "meta": meta(request, total, len(rows), has_more, next_cursor)}
-    )
+    paging = PageMeta(**meta(request, total, len(rows), has_more, next_cursor))
+    return model_response(Page[ExperimentPublic](data=[experiment_public(row) for row in rows], meta=paging))
 
 
 @router.post(
@@ -186,7 +207,8 @@ async def list_experiments(
     openapi_extra=openapi_body(
         "ExperimentCreate", ExperimentCreate, '`{"experiment": {name, description, config, tags}}`'
     ),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 413, 415, 422),
+    response_model=Data[ExperimentPublic],
+    responses=api_errors(400, 413, 415, 422, *WRITES),
 )
 async def create_experiment(request: Request, services: ServicesDep) -> Response:
     body: ExperimentCreate = await read_model(request, ExperimentCreate, services.settings.max_body_bytes)
@@ -197,50 +219,65 @@ async def create_experiment(request: Request, services: ServicesDep) -> Response
         CreateExperiment(experiment_id, fields.name, fields.description, fields.config, fields.tags)
     )
     row = await services.store.experiments.get(experiment_id)
-    return json_response({"data": experiment_view(row), "meta": {}}, 201)
+    return model_response(Data[ExperimentPublic](data=experiment_public(row)), 201)
 
 
 @router.get(
     "/{experiment_id}",
     summary="One experiment with its runs and a results summary",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+    response_model=Data[ExperimentDetail],
+    responses=api_errors(404, 422),
 )
 async def get_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
     return await _detail(services, await services.store.experiments.get(experiment_id))
 
 
-async def detail_view(services: Services, row: ExperimentRow) -> dict[str, Any]:
-    """The experiment with its first 100 runs, `results_summary` and `progress` (seed 004's Get Experiment)."""
+async def results_summary(services: Services, row: ExperimentRow) -> ResultsSummary:
+    """Run counts by status and by state, and the best run by the metric the experiment is judged by."""
     reader = services.store.experiments
-    runs, _, _ = await reader.runs(row.id, page_request(1, 100, None, "created_at"))
-    by_status = await reader.status_counts(row.id)
-    summary: dict[str, Any] = {"total_runs": row.total_runs, "runs_by_status": by_status}
+    by_state = await reader.state_counts(row.id)
+    summary: dict[str, Any] = {
+        "total_runs": row.total_runs,
+        "runs_by_status": count_by_status(by_state),
+        "runs_by_state": by_state,
+    }
     metric = sweep.judged_metric(row.config)
     if metric is not None:
         best = await reader.best_run(row.id, metric)
         summary |= {
             "metric": metric,
-            f"best_{metric}": None if best is None else best[2],
-            "best_run": None if best is None else {"run_id": best[0], "group": best[1], "value": best[2]},
+            f"best_{metric}": None if best is None else best[2],  # the name the experiments API documents
+            "best_run": None if best is None else BestRun(run_id=best[0], group=best[1], value=best[2]),
         }
+    return ResultsSummary.model_validate(summary)
+
+
+async def experiment_detail(services: Services, row: ExperimentRow) -> ExperimentDetail:
+    """The experiment with its first 100 runs, `results_summary`, `progress` and the time left."""
+    reader = services.store.experiments
+    runs, _, _ = await reader.runs(row.id, page_request(1, 100, None, "created_at"))
     progress = await reader.progress(row.id)
     epoch_fraction = progress.epoch_fraction
-    return experiment_view(row) | {
-        "runs": [
-            {"id": run.run_id, "status": run.status, "progress": run.progress, "group": run.group} for run in runs
+    return ExperimentDetail(
+        **_facts(row),
+        config=row.config,
+        runs=[
+            ExperimentRunRef(id=run.run_id, status=run.status, state=run.state, progress=run.progress, group=run.group)
+            for run in runs
         ],
-        "results_summary": summary,
-        "progress": round(progress.fraction, 4),
-        "epoch_progress": None if epoch_fraction is None else round(epoch_fraction, 4),
-        "eta_seconds": eta_seconds(row, progress, time.time()),
-    }
+        results_summary=await results_summary(services, row),
+        progress=round(progress.fraction, 4),
+        epoch_progress=None if epoch_fraction is None else round(epoch_fraction, 4),
+        eta_seconds=eta_seconds(row, progress, time.time()),
+    )
 
 
 @router.patch(
     "/{experiment_id}",
     summary="Update name, description, config or tags",
     openapi_extra=openapi_body("ExperimentPatch", ExperimentPatch, '`{"experiment": {...fields to change}}`'),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    response_model=Data[ExperimentPublic],
+    responses=api_errors(400, 404, 413, 415, 422, *WRITES),
 )
 async def update_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
     body: ExperimentPatch = await read_model(request, ExperimentPatch, services.settings.max_body_bytes)
@@ -252,14 +289,15 @@ async def update_experiment(experiment_id: IdPath, request: Request, services: S
         await services.store.experiments.get(experiment_id)  # 404 before any 422 about its config
         await services.experiments.check(changes["config"], "experiment.")
     await services.store.writer.submit(UpdateExperiment(experiment_id, changes))
-    return json_response({"data": experiment_view(await services.store.experiments.get(experiment_id)), "meta": {}})
+    row = await services.store.experiments.get(experiment_id)
+    return model_response(Data[ExperimentPublic](data=experiment_public(row)))
 
 
 @router.delete(
     "/{experiment_id}",
     status_code=204,
     summary="Delete an experiment and its statistical results (its runs stay, detached)",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+    responses=api_errors(404, 422, *WRITES),
 )
 async def delete_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
     await services.store.writer.submit(DeleteExperiment(experiment_id))
@@ -270,7 +308,8 @@ async def delete_experiment(experiment_id: IdPath, services: ServicesDep) -> Res
     "/{experiment_id}/runs",
     summary="Attach existing runs to the experiment, optionally under a group label",
     openapi_extra=openapi_body("AttachRuns", AttachBody, '`{"run_ids": [...], "group"?: "..."}`'),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    response_model=RunsAttached,
+    responses=api_errors(400, 404, 413, 415, 422, *WRITES),
 )
 async def attach_runs(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
     body: AttachBody = await read_model(request, AttachBody, services.settings.max_body_bytes)
@@ -278,9 +317,8 @@ async def attach_runs(experiment_id: IdPath, request: Request, services: Service
     await services.store.writer.submit(AttachRuns(experiment_id, run_ids, body.group))
     await services.experiments.cancel_stranded(experiment_id)  # queued runs joining a cancelled experiment
     found = await services.store.experiments.runs_by_id(run_ids)
-    return json_response(
-        {"data": [run_view(found[run_id], experiment_id) for run_id in run_ids], "meta": {"attached": len(run_ids)}}
-    )
+    attached = [experiment_run(found[run_id], experiment_id) for run_id in run_ids]
+    return model_response(RunsAttached(data=attached, meta=AttachedMeta(attached=len(run_ids))))
 
 
 @router.get(
@@ -288,30 +326,27 @@ async def attach_runs(experiment_id: IdPath, request: Request, services: Service
     summary="The experiment's runs, oldest first, with group, status and latest metrics",
     description="Filters `filter[status]` (pending, running, completed, failed, cancelled) and `filter[group]`; "
     "`page`/`per_page` or `cursor`.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+    response_model=Page[ExperimentRun],
+    responses=api_errors(404, 422),
 )
 async def list_runs(
     experiment_id: IdPath,
     services: ServicesDep,
     _: Annotated[None, only_filters("filter[status]", "filter[group]")],
-    status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
+    status: Annotated[ExperimentRunStatus | None, Query(alias="filter[status]")] = None,
     group: Annotated[str | None, Query(alias="filter[group]", max_length=256)] = None,
     sort: Annotated[Literal["created_at"], Query(description="The one order: oldest first")] = "created_at",
-    page: Page = 1,
+    page: PageNumber = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,
     cursor: Cursor = None,
 ) -> Response:
     reader = services.store.experiments
     await reader.get(experiment_id)  # 404 for an unknown experiment rather than an empty list
     request = page_request(page, per_page, cursor, sort)
-    runs, total, has_more = await reader.runs(experiment_id, request, _status(status), group)
+    runs, total, has_more = await reader.runs(experiment_id, request, status, group)
     next_cursor = encode_cursor("created_at", runs[-1].created_at, runs[-1].ref) if runs else None
-    return json_response(
-        {
-            "data": [run_view(run, experiment_id) for run in runs],
-            "meta": meta(request, total, len(runs), has_more, next_cursor),
-        }
-    )
+    paging = PageMeta(**meta(request, total, len(runs), has_more, next_cursor))
+    return model_response(Page[ExperimentRun](data=[experiment_run(run, experiment_id) for run in runs], meta=paging))
 
 
 class CloneBody(BaseModel):
@@ -320,11 +355,14 @@ class CloneBody(BaseModel):
     """Defaults to the source's name with ` (copy)`."""
 
 
-_ACTION_ERRORS = error_responses(STRUCTURED_ERRORS, 401, 404, 409)
+_ACTION: dict[str, Any] = {
+    "response_model": Data[ExperimentDetail],
+    "responses": api_errors(404, 409, 422, *WRITES),
+}
 
 
 async def _detail(services: Services, row: ExperimentRow, status: int = 200) -> Response:
-    return json_response({"data": await detail_view(services, row), "meta": {}}, status)
+    return model_response(Data[ExperimentDetail](data=await experiment_detail(services, row)), status)
 
 
 @router.post(
@@ -332,29 +370,26 @@ async def _detail(services: Services, row: ExperimentRow, status: int = 200) -> 
     summary="Start a sweep: queue one managed run per grid point",
     description="Only a config of type `sweep` can be started (others: 422 naming `config.type`); starting twice "
     "is a 409. Answers the experiment as `GET` does.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 409, 422),
+    response_model=Data[ExperimentDetail],
+    responses=api_errors(404, 409, 422, *WRITES),
 )
 async def start_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
     return await _detail(services, await services.experiments.start(experiment_id))
 
 
 @router.post(
-    "/{experiment_id}/pause",
-    summary="Stop dequeuing the experiment's queued runs (running ones finish)",
-    responses=_ACTION_ERRORS,
+    "/{experiment_id}/pause", summary="Stop dequeuing the experiment's queued runs (running ones finish)", **_ACTION
 )
 async def pause_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
     return await _detail(services, await services.experiments.control(experiment_id, "pause"))
 
 
-@router.post("/{experiment_id}/resume", summary="Let a paused experiment's runs start again", responses=_ACTION_ERRORS)
+@router.post("/{experiment_id}/resume", summary="Let a paused experiment's runs start again", **_ACTION)
 async def resume_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
     return await _detail(services, await services.experiments.control(experiment_id, "resume"))
 
 
-@router.post(
-    "/{experiment_id}/cancel", summary="Cancel the experiment's queued and running runs", responses=_ACTION_ERRORS
-)
+@router.post("/{experiment_id}/cancel", summary="Cancel the experiment's queued and running runs", **_ACTION)
 async def cancel_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
     return await _detail(services, await services.experiments.control(experiment_id, "cancel"))
 
@@ -364,7 +399,8 @@ async def cancel_experiment(experiment_id: IdPath, services: ServicesDep) -> Res
     status_code=201,
     summary="Copy config, description and tags into a new pending experiment (no runs)",
     openapi_extra=openapi_body("ExperimentClone", CloneBody, '`{"name"?: "..."}`', required=False),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    response_model=Data[ExperimentDetail],
+    responses=api_errors(400, 404, 413, 415, 422, *WRITES),
 )
 async def clone_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
     body: CloneBody = await read_model(request, CloneBody, services.settings.max_body_bytes, optional=True)

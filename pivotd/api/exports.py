@@ -1,5 +1,6 @@
-"""Seed 004's exports: one experiment as a JSON or CSV file, and a comparison report across experiments (JSON,
-CSV or a publication-ready LaTeX table). Every answer is a file download (`Content-Disposition: attachment`)."""
+"""Exports: one experiment as a JSON or CSV file, and a comparison report across experiments (JSON, CSV or a
+publication-ready LaTeX table). Every answer is a file download (`Content-Disposition: attachment`); the JSON
+ones are `ExperimentExport` and `ComparisonReport`, the others text in their declared media types."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.experiments import detail_view, experiment_view, run_view
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses
+from pivotd.api.experiments import experiment_facts, experiment_run, results_summary
+from pivotd.api.responses import api_errors, download
+from pivotd.api.statistics import statistical_result
 from pivotd.errors import NotFound, invalid_field
 from pivotd.experiments import report, sweep
 from pivotd.experiments.paging import page_request
@@ -21,20 +23,28 @@ from pivotd.experiments.report import GroupSummary
 from pivotd.services import Services
 from pivotd.store import ExperimentRow, MemberRun
 from pivotd.timefmt import iso
+from shared.models.experiments import (
+    EXPORT_PARTS,
+    ComparisonReport,
+    ExperimentExport,
+    ExportPart,
+    ExportResults,
+    GroupSummaryPublic,
+    WelchTest,
+)
 
-router = APIRouter(prefix="/api/v1", tags=["exports (seed 004)"])
-Part = Literal["config", "results", "runs", "telemetry"]
-PARTS: tuple[Part, ...] = ("config", "results", "runs", "telemetry")
+router = APIRouter(prefix="/api/v1", tags=["exports"])
 EXPORT_TELEMETRY_EVENTS = 100_000
 """Telemetry events in one experiment export (a JSON document built in memory); more are flagged, not sent."""
 ExperimentId = Annotated[str, Field(min_length=1, max_length=64)]
+_TEXTS = ("text/csv", "application/x-tex")
 
 
-class ExperimentExport(BaseModel):
+class ExperimentExportBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["json", "csv"] = "json"
-    include: Annotated[list[Part], Field(min_length=1)] = Field(default_factory=lambda: list(PARTS))
+    include: Annotated[list[ExportPart], Field(min_length=1)] = Field(default_factory=lambda: list(EXPORT_PARTS))
 
 
 class ComparisonExport(BaseModel):
@@ -47,10 +57,16 @@ class ComparisonExport(BaseModel):
     """Default: each experiment's `config.metric`; for one that names none, every final metric its runs recorded."""
 
 
-def _download(content: str, media_type: str, filename: str) -> Response:
+def _download(content: str | bytes, media_type: str, filename: str) -> Response:
     return Response(
-        content.encode(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+        content.encode() if isinstance(content, str) else content,
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2)
 
 
 async def _summaries(services: Services, row: ExperimentRow, metric: str, runs: list[MemberRun]) -> list[GroupSummary]:
@@ -62,18 +78,20 @@ async def _summaries(services: Services, row: ExperimentRow, metric: str, runs: 
     "/experiments/{experiment_id}/export",
     summary="Download an experiment as JSON (one document) or CSV (one row per run)",
     openapi_extra=openapi_body(
-        "ExperimentExport",
-        ExperimentExport,
+        "ExperimentExportRequest",
+        ExperimentExportBody,
         '`{"format": "json"|"csv", "include": ["config", "results", ...]}`',
         required=False,
     ),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    response_model=ExperimentExport,
+    responses={200: download("JSON (ExperimentExport) or CSV", "<experiment_id>.json|csv", text=("text/csv",))}
+    | api_errors(400, 404, 413, 415, 422),
 )
 async def export_experiment(
-    experiment_id: Annotated[str, Path(max_length=64)], request: Request, services: ServicesDep
+    experiment_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request, services: ServicesDep
 ) -> Response:
     limit = services.settings.max_body_bytes
-    body: ExperimentExport = await read_model(request, ExperimentExport, limit, optional=True)
+    body: ExperimentExportBody = await read_model(request, ExperimentExportBody, limit, optional=True)
     reader = services.store.experiments
     row = await reader.get(experiment_id)
     runs = await reader.all_runs(experiment_id)
@@ -82,32 +100,33 @@ async def export_experiment(
     summaries = await _summaries(services, row, metric, runs) if metric and "results" in include else []
     if body.format == "csv":
         return _download(_experiment_csv(row, runs, include, summaries), "text/csv", f"{experiment_id}.csv")
-    document: dict[str, Any] = {
-        "experiment": {k: v for k, v in experiment_view(row).items() if k != "config"},
-        "include": [part for part in PARTS if part in include],
-        "exported_at": iso(time.time()),
-    }
+    export = ExperimentExport(
+        experiment=experiment_facts(row),
+        include=[part for part in EXPORT_PARTS if part in include],
+        exported_at=iso(time.time()),
+    )
     if "config" in include:
-        document["config"] = row.config
+        export.config = row.config
     if "results" in include:
-        detail = await detail_view(services, row)
         stored, _, _ = await reader.results(page_request(1, 100, None, "-created_at"), experiment_id)
-        document["results"] = {
-            "results_summary": detail["results_summary"],
-            "progress": detail["progress"],
-            "groups": [summary.document() for summary in summaries],
-            "statistical_results": [{"id": r.id, **r.data, "created_at": iso(r.created_at)} for r in stored],
-        }
+        export.results = ExportResults(
+            results_summary=await results_summary(services, row),
+            progress=round((await reader.progress(experiment_id)).fraction, 4),
+            groups=[_group(summary) for summary in summaries],
+            statistical_results=[statistical_result(result) for result in stored],
+        )
     if "runs" in include:
-        document["runs"] = [run_view(run, experiment_id) for run in runs]
+        export.runs = [experiment_run(run, experiment_id) for run in runs]
     if "telemetry" in include:
         events, truncated = await services.telemetry.experiment_events(experiment_id, EXPORT_TELEMETRY_EVENTS)
-        document["telemetry"] = events
+        export.telemetry = events
         if truncated:  # the whole stream is POST /api/v1/telemetry/export's job: it streams
-            document["telemetry_truncated"] = True
-    return _download(
-        orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{experiment_id}.json"
-    )
+            export.telemetry_truncated = True
+    return _download(_json(export.model_dump(mode="json")), "application/json", f"{experiment_id}.json")
+
+
+def _group(summary: GroupSummary) -> GroupSummaryPublic:
+    return GroupSummaryPublic.model_validate(summary.document())
 
 
 def _experiment_csv(row: ExperimentRow, runs: list[MemberRun], include: set[str], summaries: list[GroupSummary]) -> str:
@@ -140,7 +159,7 @@ def _experiment_csv(row: ExperimentRow, runs: list[MemberRun], include: set[str]
 
 def _metrics(row: ExperimentRow, runs: list[MemberRun], asked: str | None) -> list[str]:
     """The metric asked for, else the one the experiment is judged by, else (a config that names none, such as
-    seed 004's ensemble) every scalar whose final value its counted runs recorded, as a paper's table has."""
+    an ensemble's) every scalar whose final value its counted runs recorded, as a paper's table has."""
     metric = asked or sweep.judged_metric(row.config)
     if metric is not None:
         return [metric]
@@ -159,7 +178,9 @@ def _metrics(row: ExperimentRow, runs: list[MemberRun], asked: str | None) -> li
         ComparisonExport,
         '`{"experiment_ids": [...], "format": "latex", "template"?, "metric"?}`',
     ),
-    responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
+    response_model=ComparisonReport,
+    responses={200: download("JSON (ComparisonReport), CSV or LaTeX", "comparison-<ids>.json|csv|tex", text=_TEXTS)}
+    | api_errors(400, 404, 413, 415, 422),
 )
 async def export_comparison(request: Request, services: ServicesDep) -> Response:
     body: ComparisonExport = await read_model(request, ComparisonExport, services.settings.max_body_bytes)
@@ -190,11 +211,11 @@ async def export_comparison(request: Request, services: ServicesDep) -> Response
             line |= {"ci95_low": interval and interval[0], "ci95_high": interval and interval[1]}
         leading = ["experiment_id", "experiment_name", "group", "metric", "n", "mean", "std", "ci95_low", "ci95_high"]
         return _download(report.to_csv(lines, leading), "text/csv", f"{stem}.csv")
-    document = {
-        "template": body.template,
-        "generated_at": iso(time.time()),
-        "metrics": report.metrics_of(rows),
-        "rows": [summary.document() for summary in rows],
-        "welch_tests": tests,
-    }
-    return _download(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode(), "application/json", f"{stem}.json")
+    comparison = ComparisonReport(
+        template=body.template,
+        generated_at=iso(time.time()),
+        metrics=report.metrics_of(rows),
+        rows=[_group(summary) for summary in rows],
+        welch_tests={metric: WelchTest.model_validate(test) for metric, test in tests.items()},
+    )
+    return _download(_json(comparison.model_dump(mode="json")), "application/json", f"{stem}.json")

@@ -19,15 +19,15 @@ from pivotd.ingest import lite_steps, run_id_of, run_summary
 from pivotd.services import Services
 from pivotd.store import SORTABLE, RunRow
 from pivotd.timefmt import iso
-from shared.models.experiment_status import C_TO_INTERNAL
+from shared.models.experiments import RUN_STATES
 from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
 from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunState, RunSummary
 
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
 _BATCH = TypeAdapter(list[LayerwisePayload])
-RUN_STATUS_FILTER = C_TO_INTERNAL | {state: (state,) for state in RunState}
-"""`filter[status]`: a run's own state (what this listing shows; `failed` is not `lost`), or family C's word for it
-(`completed`, `pending`)."""
+RUN_STATUS_FILTER = {**RUN_STATES, **{state: (state,) for state in RunState}}
+"""`filter[status]`: a run's own state (what this listing shows; `failed` is not `lost`), or the experiments
+routes' word for it (`completed`, `pending`)."""
 
 
 async def reject(services: Services, exc: ValidationError, body: bytes, *, batch: bool) -> PivotError:

@@ -27,3 +27,16 @@ def only_filters(*known: str) -> Any:
                 raise invalid_param(param, f"unknown filter; one of {', '.join(known)}")
 
     return Depends(check)
+
+
+PageNumber = Annotated[
+    int,
+    Query(
+        json_schema_extra={"minimum": 1, "maximum": MAX_PAGE},
+        description=f"From 1 to {MAX_PAGE:,}; deeper listings are walked by `cursor`",
+    ),
+]
+"""`page` of a `{"data", "meta"}` list. Its bounds are documented here and checked by `page_request`, whose 422
+says the range."""
+PerPage = Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": MAX_PER_PAGE})]
+Cursor = Annotated[str | None, Query(max_length=512, description="A previous page's `meta.next_cursor`")]

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 from fastapi import Response
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from shared.models.errors import LayerwiseErrorEnvelope, LayerwiseValidationError, StructuredErrorEnvelope
 
@@ -63,3 +63,27 @@ def layerwise_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 STRUCTURED_ERRORS = StructuredErrorEnvelope
+WRITES = (503, 507)
+"""What a route that writes to the store can also answer: the store is shutting down, or the disk is full."""
+
+
+def api_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `{"error": {...}}` envelope's errors of an authenticated route: `codes`, and the auth middleware's 401,
+    403 (a key or session without the route's scope) and 429 (a key's rate limit), which any such route can
+    answer."""
+    return error_responses(STRUCTURED_ERRORS, *sorted({401, 403, 429, *codes}))
+
+
+_TEXT = TypeAdapter(str).json_schema()
+_BYTES = TypeAdapter(bytes).json_schema()
+
+
+def download(
+    description: str, filename: str, *, text: tuple[str, ...] = (), binary: str | None = None
+) -> dict[str, Any]:
+    """The OpenAPI entry of a file answer (`Content-Disposition: attachment`): text in each of the `text` media
+    types, or bytes in the `binary` one. A route whose answer may also be a JSON model adds `application/json`
+    through its `response_model`."""
+    content = {media: {"schema": _TEXT} for media in text} | ({binary: {"schema": _BYTES}} if binary else {})
+    disposition = {"description": f'attachment; filename="{filename}"', "schema": _TEXT}
+    return {"description": description, "content": content, "headers": {"Content-Disposition": disposition}}

@@ -1,4 +1,4 @@
-"""Seed 004's run sub-resources in its `{"data", "meta"}` shape: a run's logs and its checkpoints."""
+"""A run's sub-resources in the `{"data", "meta"}` shape: its log lines and its checkpoints."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
 
+from pivotd.api.checkpoints import FILE
 from pivotd.api.deps import RunIdPath, ServicesDep
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.responses import api_errors, model_response
 from pivotd.errors import NotFound, invalid_field
 from pivotd.settings import Settings
 from pivotd.store import CheckpointRow
 from pivotd.timefmt import iso
+from shared.models.checkpoints import RunCheckpoint, RunCheckpoints, RunCheckpointsMeta
+from shared.models.logs import LogLevel, RunLogLine, RunLogs, RunLogsMeta
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
-LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def parse_since(value: str) -> float:
-    """Seed 004's ISO 8601 datetime (no offset: UTC), or finite Unix seconds."""
+    """An ISO 8601 datetime (no offset: UTC), or finite Unix seconds."""
     try:
         seconds = float(value)
     except ValueError:
@@ -41,12 +43,13 @@ def parse_since(value: str) -> float:
 @router.get(
     "/runs/{run_id}/logs",
     summary="A run's log lines (a managed run's worker stdout/stderr; an external run has none), oldest first",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+    response_model=RunLogs,
+    responses=api_errors(404, 422),
 )
 async def run_logs(
     run_id: RunIdPath,
     services: ServicesDep,
-    level: Annotated[str | None, Query(pattern="^(debug|info|warning|error|critical)$")] = None,
+    level: Annotated[LogLevel | None, Query(description="This level and worse")] = None,
     since: Annotated[
         str | None, Query(max_length=64, description="ISO 8601 datetime or Unix seconds; lines after it")
     ] = None,
@@ -56,20 +59,27 @@ async def run_logs(
     ref = await _run_ref(services, run_id)
     lines = await services.training.reader.logs(ref, limit=5000 if level or after is not None else tail)
     if level is not None:
-        lines = [line for line in lines if LEVELS.index(line.level) >= LEVELS.index(level)]
+        lines = [line for line in lines if LogLevel(line.level).severity >= level.severity]
     if after is not None:
         lines = [line for line in lines if line.timestamp > after]
-    lines = lines[-tail:]
-    data = [{"timestamp": iso(line.timestamp), "level": line.level, "message": line.message} for line in lines]
-    return json_response({"data": data, "meta": {"run_id": run_id, "count": len(data)}})
+    data = [RunLogLine(timestamp=iso(line.timestamp), level=line.level, message=line.message) for line in lines[-tail:]]
+    return model_response(RunLogs(data=data, meta=RunLogsMeta(run_id=run_id, count=len(data))))
 
 
-def checkpoint_view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
-    """Seed 004's `{id, epoch, <metric>: value, path}` plus the fields seed 002's checkpoint routes show."""
-    view: dict[str, Any] = {"id": row.checkpoint_id, "epoch": row.epoch, **row.metrics}
-    if row.metric_name is not None and row.metric_value is not None:
+def run_checkpoint(row: CheckpointRow, settings: Settings) -> RunCheckpoint:
+    """`{id, epoch, <metric>: value, path}` plus the fields of the checkpoint routes; a metric named like one of
+    those fields stays in `metrics` only."""
+    view: dict[str, Any] = {k: v for k, v in row.metrics.items() if k not in RunCheckpoint.model_fields}
+    if (
+        row.metric_name is not None
+        and row.metric_value is not None
+        and row.metric_name not in RunCheckpoint.model_fields
+    ):
         view[row.metric_name] = row.metric_value
-    return view | {
+    return RunCheckpoint.model_validate({
+        **view,
+        "id": row.checkpoint_id,
+        "epoch": row.epoch,
         "path": str(settings.artifact_path(row.path)),
         "checkpoint_id": row.checkpoint_id,
         "run_id": row.run_id,
@@ -80,7 +90,7 @@ def checkpoint_view(row: CheckpointRow, settings: Settings) -> dict[str, Any]:
         "is_best": row.is_best,
         "source": row.source,
         "created_at": iso(row.created_at),
-    }
+    })  # fmt: skip
 
 
 async def _run_ref(services: Any, run_id: str) -> int:
@@ -94,22 +104,24 @@ async def _run_ref(services: Any, run_id: str) -> int:
 @router.get(
     "/runs/{run_id}/checkpoints",
     summary="A run's checkpoints (trainer-written and uploaded), oldest first",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+    response_model=RunCheckpoints,
+    responses=api_errors(404, 422),
 )
 async def run_checkpoints(run_id: RunIdPath, services: ServicesDep) -> Response:
     await _run_ref(services, run_id)
     rows = await services.training.reader.checkpoints(run_id, limit=10_000)
-    data = [checkpoint_view(row, services.settings) for row in rows]
-    return json_response({"data": data, "meta": {"run_id": run_id, "total": len(rows)}})
+    data = [run_checkpoint(row, services.settings) for row in rows]
+    return model_response(RunCheckpoints(data=data, meta=RunCheckpointsMeta(run_id=run_id, total=len(rows))))
 
 
 @router.get(
     "/runs/{run_id}/checkpoints/{checkpoint_id}/download",
     summary="One of the run's checkpoint files, streamed",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+    response_class=FileResponse,
+    responses={200: FILE, **api_errors(404, 422)},
 )
 async def download_run_checkpoint(
-    run_id: RunIdPath, checkpoint_id: Annotated[str, Path(max_length=128)], services: ServicesDep
+    run_id: RunIdPath, checkpoint_id: Annotated[str, Path(min_length=1, max_length=128)], services: ServicesDep
 ) -> Response:
     row = await services.training.reader.checkpoint(checkpoint_id)
     if row is None or row.run_id != run_id:  # another run's checkpoint is not this run's sub-resource

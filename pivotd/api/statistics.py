@@ -1,29 +1,30 @@
-"""Statistical results (family C, seed 004): run a test over an experiment's runs, store it, read it back."""
+"""Statistical results: run a test over an experiment's runs, store it, read it back."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.query import only_filters
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response
+from pivotd.api.query import Cursor, PageNumber, PerPage, only_filters
+from pivotd.api.responses import WRITES, api_errors, model_response
 from pivotd.errors import invalid_field
 from pivotd.experiments.compare import Comparison, compare
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
-from pivotd.experiments.stats import Alternative
 from pivotd.ids import new_id
 from pivotd.services import Services
-from pivotd.store import Aggregate, PutStatResult, StatResultRow
+from pivotd.store import PutStatResult, StatResultRow
 from pivotd.timefmt import iso
+from shared.models.envelopes import Data, Page, PageMeta
+from shared.models.experiments import Aggregate, Alternative, StatisticalResult
 from shared.models.layerwise import RunId
 
-router = APIRouter(prefix="/api/v1", tags=["statistical results (seed 004)"])
-IdPath = Annotated[str, Path(max_length=64)]
+router = APIRouter(prefix="/api/v1", tags=["statistics"])
+IdPath = Annotated[str, Path(min_length=1, max_length=64)]
 Label = Annotated[str, Field(min_length=1, max_length=256)]
 
 
@@ -51,8 +52,10 @@ class TestBody(BaseModel):
     test: TestSpec
 
 
-def _view(row: StatResultRow) -> dict[str, Any]:
-    return {"id": row.id, "experiment_id": row.experiment_id, **row.data, "created_at": iso(row.created_at)}
+def statistical_result(row: StatResultRow) -> StatisticalResult:
+    return StatisticalResult.model_validate(
+        {"id": row.id, "experiment_id": row.experiment_id, **row.data, "created_at": iso(row.created_at)}
+    )
 
 
 async def _run(services: Services, request: Request, experiment_id: str | None) -> Response:
@@ -74,13 +77,15 @@ async def _run(services: Services, request: Request, experiment_id: str | None) 
     result_id, now = new_id("stat"), time.time()
     test = document["test"]
     await services.store.writer.submit(PutStatResult(result_id, experiment_id, test, now, document))
-    return json_response({"data": _view(StatResultRow(result_id, experiment_id, now, document)), "meta": {}}, 201)
+    result = statistical_result(StatResultRow(result_id, experiment_id, now, document))
+    return model_response(Data[StatisticalResult](data=result), 201)
 
 
 _POST = {
     "status_code": 201,
     "openapi_extra": openapi_body("StatisticalTest", TestBody, '`{"test": {test_type, groups, metric, options}}`'),
-    "responses": error_responses(STRUCTURED_ERRORS, 400, 401, 404, 409, 413, 415, 422),
+    "response_model": Data[StatisticalResult],
+    "responses": api_errors(400, 404, 409, 413, 415, 422, *WRITES),
 }
 
 
@@ -106,9 +111,8 @@ async def _list(
     request = page_request(page, per_page, cursor, sort)
     rows, total, has_more = await services.store.experiments.results(request, experiment_id, test)
     next_cursor = encode_cursor(sort, rows[-1].created_at, rows[-1].id) if rows else None
-    return json_response(
-        {"data": [_view(row) for row in rows], "meta": meta(request, total, len(rows), has_more, next_cursor)}
-    )
+    paging = PageMeta(**meta(request, total, len(rows), has_more, next_cursor))
+    return model_response(Page[StatisticalResult](data=[statistical_result(row) for row in rows], meta=paging))
 
 
 TestFilter = Annotated[str | None, Query(alias="filter[test_type]", max_length=64)]
@@ -119,7 +123,8 @@ NewestFirst = Annotated[Literal["-created_at"], Query(description="The one order
     "/statistical-results",
     summary="Stored statistical results, newest first",
     description="Filters `filter[experiment_id]`, `filter[test_type]`; `page`/`per_page` or `cursor`.",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 422),
+    response_model=Page[StatisticalResult],
+    responses=api_errors(422),
 )
 async def list_results(
     services: ServicesDep,
@@ -127,9 +132,9 @@ async def list_results(
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=64)] = None,
     test_type: TestFilter = None,
     sort: NewestFirst = "-created_at",
-    page: int = 1,
-    per_page: int = DEFAULT_PER_PAGE,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    page: PageNumber = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
 ) -> Response:
     return await _list(services, experiment_id, test_type, sort, page, per_page, cursor)
 
@@ -137,7 +142,8 @@ async def list_results(
 @router.get(
     "/experiments/{experiment_id}/statistical-results",
     summary="An experiment's stored statistical results, newest first",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404, 422),
+    response_model=Page[StatisticalResult],
+    responses=api_errors(404, 422),
 )
 async def list_experiment_results(
     experiment_id: IdPath,
@@ -145,9 +151,9 @@ async def list_experiment_results(
     _: Annotated[None, only_filters("filter[test_type]")],
     test_type: TestFilter = None,
     sort: NewestFirst = "-created_at",
-    page: int = 1,
-    per_page: int = DEFAULT_PER_PAGE,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    page: PageNumber = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
 ) -> Response:
     await services.store.experiments.get(experiment_id)
     return await _list(services, experiment_id, test_type, sort, page, per_page, cursor)
@@ -156,7 +162,9 @@ async def list_experiment_results(
 @router.get(
     "/statistical-results/{result_id}",
     summary="One stored statistical result",
-    responses=error_responses(STRUCTURED_ERRORS, 401, 404),
+    response_model=Data[StatisticalResult],
+    responses=api_errors(404, 422),
 )
 async def get_result(result_id: IdPath, services: ServicesDep) -> Response:
-    return json_response({"data": _view(await services.store.experiments.result(result_id)), "meta": {}})
+    result = statistical_result(await services.store.experiments.result(result_id))
+    return model_response(Data[StatisticalResult](data=result))

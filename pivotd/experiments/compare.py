@@ -14,11 +14,17 @@ from typing import Any
 
 from pivotd.errors import Conflict, ValidationFailed, invalid_field
 from pivotd.experiments.report import counts
-from pivotd.experiments.stats import TEST_TYPES, Alternative, StatsError, TestOutcome, run_test, summary
-from pivotd.store.experiments import Aggregate, ExperimentsReader, MemberRun
-from shared.models.experiment_status import FINAL_EXPERIMENT_STATUSES
+from pivotd.experiments.stats import StatsError, TestOutcome, run_test, summary
+from pivotd.store.experiments import ExperimentsReader, MemberRun
+from shared.models.experiments import (
+    FINAL_EXPERIMENT_STATUSES,
+    TEST_TYPES,
+    Aggregate,
+    Alternative,
+    ExperimentRunStatus,
+)
 
-# Seed 004 calls Welch's test `two_sample_t_test`; the other spellings are what people type.
+# The experiments API names Welch's test `two_sample_t_test`; the other spellings are what people type.
 TEST_ALIASES = {
     "two_sample_t_test": "t_test",
     "welch_t_test": "t_test",
@@ -106,7 +112,7 @@ def _note(state: str | None, resolved: dict[str, list[MemberRun]], excluded: dic
     if not left_out:
         return None
     if state is not None:
-        reporting = any(run.status == "running" for runs in resolved.values() for run in runs)
+        reporting = any(run.status == ExperimentRunStatus.RUNNING for runs in resolved.values() for run in runs)
         scope = "finished runs and external runs still reporting" if reporting else "finished runs only"
         return f"{state}; results are for {scope}"
     by_status: dict[str, int] = {}
@@ -202,7 +208,7 @@ def _document(outcome: TestOutcome, request: Comparison, samples: dict[str, list
             "significant": outcome.significant,
             "magnitude": outcome.magnitude,
             "summary": sentence,
-            # Seed 004's names for the same three facts.
+            # The same three facts under the names the experiments API documents.
             "significance": significance,
             "effect_magnitude": outcome.magnitude,
             "practical_significance": sentence,

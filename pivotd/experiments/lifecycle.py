@@ -38,7 +38,12 @@ from pivotd.store.experiments import (
     SweepRun,
 )
 from pivotd.timefmt import iso
-from shared.models.experiment_status import C_RUN_STATUS, FINAL_EXPERIMENT_STATUSES
+from shared.models.experiments import (
+    FINAL_EXPERIMENT_STATUSES,
+    ExperimentRunStatus,
+    ExperimentStatus,
+    experiment_run_status,
+)
 
 PROGRESS_INTERVAL_S = 1.0
 """Epoch-driven `experiment_progress` events are throttled to one a second per experiment."""
@@ -54,7 +59,7 @@ def eta_seconds(row: ExperimentRow, progress: RunProgress, now: float) -> float 
     progress."""
     if row.status in FINAL_EXPERIMENT_STATUSES:
         return 0.0
-    if row.status == "paused":  # no pace to extrapolate while nothing new starts
+    if row.status == ExperimentStatus.PAUSED:  # no pace to extrapolate while nothing new starts
         return None
     fraction = progress.epoch_fraction if progress.epoch_fraction is not None else progress.fraction
     if fraction <= 0:
@@ -113,7 +118,7 @@ class ExperimentLifecycle:
     async def check(self, config: dict[str, Any], prefix: str) -> None:
         """Refuse a sweep config that `start` would refuse, when it is created or changed: otherwise the
         experiment sits `pending` until someone starts it and learns why. A 422 naming `<prefix>config.<field>`.
-        Configs of other types are stored as given (seed 004's ensemble): they are records, not runnable."""
+        Configs of other types are stored as given (an ensemble's, say): they are records, not runnable."""
         if config.get("type") != "sweep":
             return
         try:
@@ -236,7 +241,8 @@ class ExperimentEvents:
         if membership is None:
             return
         experiment_id, group = membership
-        if C_RUN_STATUS[state] == "failed":
+        status = experiment_run_status(state)
+        if status == ExperimentRunStatus.FAILED:
             self._publish(
                 experiment_id, "experiment_error", {"message": f"run {run_id} failed: {error}", "code": "run_failed"}
             )
@@ -245,7 +251,7 @@ class ExperimentEvents:
         self._publish(
             experiment_id,
             "experiment_run_completed",
-            {"run_id": run_id, "status": C_RUN_STATUS.get(state, state), "group": group, "metrics": metrics},
+            {"run_id": run_id, "status": status, "state": state, "group": group, "metrics": metrics},
         )
         await self._publish_progress(experiment_id)
         await self.announce(experiment_id)

@@ -17,6 +17,7 @@ from typing import Any
 
 from pivotd.experiments.stats import StatsError, mean_interval, run_test
 from pivotd.store.experiments import MemberRun
+from shared.models.runs import RunState
 
 NO_GROUP = "(none)"
 """The label of runs that joined an experiment without a group."""
@@ -24,7 +25,7 @@ NO_GROUP = "(none)"
 
 def counts(run: MemberRun) -> bool:
     """Whether the run's value enters a summary (see the module docstring)."""
-    return run.status == "completed" or (run.kind == "external" and run.status == "running")
+    return run.state == RunState.SUCCEEDED or (run.kind == "external" and run.state == RunState.RUNNING)
 
 
 def lower_is_better(metric: str) -> bool:

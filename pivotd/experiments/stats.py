@@ -11,10 +11,9 @@ import statistics
 from dataclasses import dataclass, field
 from functools import cache
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
-Alternative = Literal["two_sided", "less", "greater"]
-TEST_TYPES = ("t_test", "paired_t_test", "mann_whitney", "anova")
+from shared.models.experiments import TEST_TYPES, Alternative
 
 # Cohen's (1988) conventional thresholds: |d| (here |g|) 0.2 / 0.5 / 0.8 and eta-squared 0.01 / 0.06 / 0.14.
 _D_THRESHOLDS = (0.2, 0.5, 0.8)

@@ -7,6 +7,7 @@ disagree with them, and `filter[status]` and `sort=status` work on it like on an
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -17,35 +18,50 @@ from pivotd.store.ops import Tx
 from pivotd.store.paging import PageRequest, keyset
 from pivotd.store.rows import contains, latest_by_run, latest_query
 from pivotd.store.training import CreateJob
-from shared.models.experiment_status import C_RUN_STATUS, C_TO_INTERNAL
-from shared.models.runs import FINAL_STATES
+from shared.models.experiments import (
+    RUN_STATES,
+    Aggregate,
+    ExperimentRunStatus,
+    ExperimentStatus,
+    RunKind,
+    experiment_run_status,
+)
+from shared.models.runs import FINAL_STATES, LIVE_STATES, RunState
 
-_FINAL = ", ".join(f"'{state}'" for state in sorted(FINAL_STATES))
-_C_FAILED = ", ".join(f"'{state}'" for state in C_TO_INTERNAL["failed"])
+
+def _sql_words(words: Iterable[str]) -> str:
+    """Words as an SQL list of string literals: `'created', 'queued'` (they are the enums' own values)."""
+    return ", ".join(f"'{word}'" for word in words)
+
+
+_FINAL = _sql_words(sorted(FINAL_STATES))
+_WAITING = _sql_words(RUN_STATES[ExperimentRunStatus.PENDING])
+_FAILED = _sql_words(RUN_STATES[ExperimentRunStatus.FAILED])
+_LIVE = _sql_words(sorted(LIVE_STATES))
 EXPERIMENT_SORTS = ("name", "created_at", "updated_at", "status")
-Aggregate = Literal["last", "best", "mean"]
 
 # Cancelled (by `cancel`): cancelled, even while its runs wind down. No runs: pending. Paused with runs still
 # waiting or running: paused. Any run running, or some waiting while others finished: running. All waiting:
 # pending. All finished: failed if any failed, cancelled if all were cancelled, else completed.
+_S = ExperimentStatus
 _EXPERIMENTS = f"""
 SELECT * FROM (
   SELECT e.id, e.name, e.description, e.config, e.tags, e.created_at, e.updated_at,
-    CASE WHEN e.cancelled_at IS NOT NULL THEN 'cancelled'
-         WHEN c.total IS NULL THEN 'pending'
-         WHEN e.paused_at IS NOT NULL AND c.running + c.waiting > 0 THEN 'paused'
-         WHEN c.running > 0 THEN 'running'
-         WHEN c.waiting = c.total THEN 'pending'
-         WHEN c.waiting > 0 THEN 'running'
-         WHEN c.failed > 0 THEN 'failed'
-         WHEN c.cancelled = c.total THEN 'cancelled'
-         ELSE 'completed' END AS status,
+    CASE WHEN e.cancelled_at IS NOT NULL THEN '{_S.CANCELLED}'
+         WHEN c.total IS NULL THEN '{_S.PENDING}'
+         WHEN e.paused_at IS NOT NULL AND c.running + c.waiting > 0 THEN '{_S.PAUSED}'
+         WHEN c.running > 0 THEN '{_S.RUNNING}'
+         WHEN c.waiting = c.total THEN '{_S.PENDING}'
+         WHEN c.waiting > 0 THEN '{_S.RUNNING}'
+         WHEN c.failed > 0 THEN '{_S.FAILED}'
+         WHEN c.cancelled = c.total THEN '{_S.CANCELLED}'
+         ELSE '{_S.COMPLETED}' END AS status,
     coalesce(c.total, 0) AS total_runs, coalesce(e.launched_at, c.started_at) AS started_at,
     coalesce(e.cancelled_at, c.finished_at) AS finished_at, e.launched_at, e.paused_at, e.cancelled_at
   FROM experiments e LEFT JOIN (
-    SELECT experiment_id, count(*) AS total, sum(status = 'running') AS running,
-           sum(status IN ('created', 'queued')) AS waiting, sum(status IN ({_C_FAILED})) AS failed,
-           sum(status = 'cancelled') AS cancelled, min(coalesce(started_at, created_at)) AS started_at,
+    SELECT experiment_id, count(*) AS total, sum(status = '{RunState.RUNNING}') AS running,
+           sum(status IN ({_WAITING})) AS waiting, sum(status IN ({_FAILED})) AS failed,
+           sum(status = '{RunState.CANCELLED}') AS cancelled, min(coalesce(started_at, created_at)) AS started_at,
            max(coalesce(finished_at, last_update)) AS finished_at
     FROM runs WHERE experiment_id IS NOT NULL GROUP BY experiment_id
   ) c ON c.experiment_id = e.id
@@ -61,7 +77,7 @@ class ExperimentRow:
     tags: list[str]
     created_at: float
     updated_at: float
-    status: str
+    status: ExperimentStatus
     total_runs: int
     started_at: float | None
     finished_at: float | None
@@ -74,8 +90,8 @@ class ExperimentRow:
 
 def _experiment(row: Any) -> ExperimentRow:
     return ExperimentRow(
-        row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6], row[7], row[8], row[9],
-        row[10], row[11], row[12], row[13],
+        row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), row[5], row[6], ExperimentStatus(row[7]),
+        row[8], row[9], row[10], row[11], row[12], row[13],
     )  # fmt: skip
 
 
@@ -83,9 +99,8 @@ def _experiment(row: Any) -> ExperimentRow:
 class MemberRun:
     ref: int
     run_id: str
-    kind: str
-    status: str
-    """In family C's words."""
+    kind: RunKind
+    state: RunState
     group: str | None
     created_at: float
     started_at: float | None
@@ -97,8 +112,13 @@ class MemberRun:
     latest: dict[str, float]
 
     @property
+    def status(self) -> ExperimentRunStatus:
+        """The experiments routes' word for the run's state."""
+        return experiment_run_status(self.state)
+
+    @property
     def progress(self) -> float | None:
-        if self.status == "completed":
+        if self.state == RunState.SUCCEEDED:
             return 1.0
         if self.epoch is not None and self.epochs_total:
             return min(1.0, self.epoch / self.epochs_total)
@@ -117,7 +137,7 @@ _MEMBER_COLUMNS = (
 
 def _member(row: Any, latest: dict[str, float]) -> MemberRun:
     return MemberRun(
-        row[0], row[1], row[2], C_RUN_STATUS.get(row[3], row[3]), row[4], row[5], row[6], row[7], row[8], row[9],
+        row[0], row[1], row[2], RunState(row[3]), row[4], row[5], row[6], row[7], row[8], row[9],
         json.loads(row[10]) if row[10] else {}, json.loads(row[11]), latest,
     )  # fmt: skip
 
@@ -270,7 +290,7 @@ class LaunchExperiment:
         if experiment.cancelled_at is not None:  # cancelled while this start was checking the sweep
             raise Conflict(f"experiment {self.experiment_id!r} was cancelled; clone it to run it")
         for run in self.runs:
-            CreateJob(run.run_id, "queued", run.config, run.epochs_total, self.model_id, run.name).apply(tx)
+            CreateJob(run.run_id, RunState.QUEUED, run.config, run.epochs_total, self.model_id, run.name).apply(tx)
         tx.conn.executemany(
             "UPDATE runs SET experiment_id = ?, group_name = ? WHERE run_id = ?",
             [(self.experiment_id, run.group, run.run_id) for run in self.runs],
@@ -301,23 +321,22 @@ class ControlExperiment:
         if experiment.launched_at is None and self.action != "cancel":  # a never-started one can be called off
             raise Conflict(f"{name} has not been started; only a started experiment can be {_PAST[self.action]}")
         if self.action == "pause":
-            if status not in ("pending", "running"):
+            if status not in (ExperimentStatus.PENDING, ExperimentStatus.RUNNING):
                 raise Conflict(f"{name} is {status}; only a pending or running experiment can be paused")
             tx.conn.execute("UPDATE experiments SET paused_at = ? WHERE id = ?", (tx.now, self.experiment_id))
             return []
         if self.action == "resume":
-            if status != "paused":
+            if status != ExperimentStatus.PAUSED:
                 raise Conflict(f"{name} is {status}; only a paused experiment can be resumed")
             tx.conn.execute("UPDATE experiments SET paused_at = NULL WHERE id = ?", (self.experiment_id,))
             return []
-        if status not in ("pending", "running", "paused"):
+        if status not in (ExperimentStatus.PENDING, ExperimentStatus.RUNNING, ExperimentStatus.PAUSED):
             raise Conflict(f"{name} is {status}; only a pending, running or paused experiment can be cancelled")
         tx.conn.execute(
             "UPDATE experiments SET cancelled_at = ?, paused_at = NULL WHERE id = ?", (tx.now, self.experiment_id)
         )
         rows = tx.conn.execute(
-            "SELECT run_id FROM runs WHERE experiment_id = ? AND kind = 'managed' "
-            "AND status IN ('created', 'queued', 'running') ORDER BY id",
+            f"SELECT run_id FROM runs WHERE experiment_id = ? AND kind = 'managed' AND status IN ({_LIVE}) ORDER BY id",
             (self.experiment_id,),
         ).fetchall()
         return [row[0] for row in rows]
@@ -344,7 +363,7 @@ class PutStatResult:
 
 @dataclass(frozen=True, slots=True)
 class ExperimentFilters:
-    status: str | None = None
+    status: ExperimentStatus | None = None
     name: str | None = None
     created_after: float | None = None
     created_before: float | None = None
@@ -403,16 +422,22 @@ class ExperimentsReader:
             where.append("CAST(created_at * 1000 AS INTEGER) < ?")
             args.append(round(filters.created_before * 1000))
         column, descending = sort.removeprefix("-"), sort.startswith("-")
+        if column not in EXPERIMENT_SORTS:  # it becomes SQL below
+            raise ValueError(f"cannot sort experiments by {sort!r}")
         rows, total, more = await self._page(_EXPERIMENTS, " AND ".join(where), args, column, descending, page)
         return [_experiment(row) for row in rows], total, more
 
     async def runs(
-        self, experiment_id: str, page: PageRequest, status: str | None = None, group: str | None = None
+        self,
+        experiment_id: str,
+        page: PageRequest,
+        status: ExperimentRunStatus | None = None,
+        group: str | None = None,
     ) -> tuple[list[MemberRun], int, bool]:
         """The experiment's runs, oldest first."""
         where, args = ["experiment_id = ?"], [experiment_id]
         if status is not None:
-            states = C_TO_INTERNAL.get(status, (status,))
+            states = RUN_STATES[status]
             where.append(f"status IN ({','.join('?' * len(states))})")
             args.extend(states)
         if group is not None:
@@ -461,7 +486,7 @@ class ExperimentsReader:
         rows = await self._conn.execute_fetchall(
             "SELECT r.run_id, r.group_name, s.last_value FROM series s JOIN runs r ON r.id = s.run "
             "WHERE r.experiment_id = ? AND s.name = ? AND s.last_value IS NOT NULL "
-            "AND (r.status = 'succeeded' OR (r.kind = 'external' AND r.status = 'running')) "
+            f"AND (r.status = '{RunState.SUCCEEDED}' OR (r.kind = 'external' AND r.status = '{RunState.RUNNING}')) "
             f"ORDER BY s.last_value {direction}, r.id LIMIT 1",
             (experiment_id, metric),
         )
@@ -471,23 +496,20 @@ class ExperimentsReader:
         """Managed runs still waiting in the queue of a cancelled experiment (of one, or of any): a daemon that
         died between the cancel and its run cancellations, or runs attached after the cancel, leave them."""
         rows = await self._conn.execute_fetchall(
-            """SELECT r.run_id FROM runs r JOIN experiments e ON e.id = r.experiment_id
-               WHERE e.cancelled_at IS NOT NULL AND r.kind = 'managed' AND r.status IN ('created', 'queued')
+            f"""SELECT r.run_id FROM runs r JOIN experiments e ON e.id = r.experiment_id
+               WHERE e.cancelled_at IS NOT NULL AND r.kind = 'managed' AND r.status IN ({_WAITING})
                  AND (? IS NULL OR e.id = ?) ORDER BY r.id""",
             (experiment_id, experiment_id),
         )
         return [row[0] for row in rows]
 
-    async def status_counts(self, experiment_id: str) -> dict[str, int]:
-        """Runs of the experiment by status, in family C's words."""
+    async def state_counts(self, experiment_id: str) -> dict[RunState, int]:
+        """Runs of the experiment by state."""
         rows = await self._conn.execute_fetchall(
-            "SELECT status, count(*) FROM runs WHERE experiment_id = ? GROUP BY status", (experiment_id,)
+            "SELECT status, count(*) FROM runs WHERE experiment_id = ? GROUP BY status ORDER BY status",
+            (experiment_id,),
         )
-        counts: dict[str, int] = {}
-        for status, count in rows:
-            word = C_RUN_STATUS.get(status, status)
-            counts[word] = counts.get(word, 0) + count
-        return counts
+        return {RunState(state): count for state, count in rows}
 
     async def progress(self, experiment_id: str) -> RunProgress:
         rows = await self._conn.execute_fetchall(
@@ -549,8 +571,8 @@ class ExperimentsReader:
     async def summary(self, since: float) -> tuple[int, int]:
         """How many experiments are running, and how many completed at or after `since` (Unix seconds)."""
         rows = await self._conn.execute_fetchall(
-            "SELECT coalesce(sum(status = 'running'), 0), coalesce(sum(status = 'completed' AND finished_at >= ?), 0)"
-            f" FROM ({_EXPERIMENTS})",
+            f"SELECT coalesce(sum(status = '{_S.RUNNING}'), 0), "
+            f"coalesce(sum(status = '{_S.COMPLETED}' AND finished_at >= ?), 0) FROM ({_EXPERIMENTS})",
             (since,),
         )
         active, completed = next(iter(rows))

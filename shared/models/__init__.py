@@ -14,7 +14,19 @@ from shared.models.alerts import (
     NotificationType,
 )
 from shared.models.apikeys import ApiKeyCreated, ApiKeyList, ApiKeyPublic, ApiKeyStatus
+from shared.models.checkpoints import CheckpointPublic, RunCheckpoint
+from shared.models.datasets import DigitSamples
 from shared.models.errors import ErrorBody, LayerwiseErrorEnvelope, LayerwiseValidationError, ValidationErrorItem
+from shared.models.experiments import (
+    ComparisonReport,
+    ExperimentDetail,
+    ExperimentExport,
+    ExperimentPublic,
+    ExperimentRun,
+    ExperimentRunStatus,
+    ExperimentStatus,
+    StatisticalResult,
+)
 from shared.models.layerwise import (
     BiasStatistics,
     CrossLayerAnalysis,
@@ -27,6 +39,7 @@ from shared.models.layerwise import (
     Step,
     WeightStatistics,
 )
+from shared.models.logs import LogLevel, RunLogLine
 from shared.models.monitor import Health, HealthDetail, HealthStatus, ResourceSample
 from shared.models.registry import (
     CancelRequested,
@@ -75,9 +88,18 @@ __all__ = [
     "BatchAccepted",
     "BiasStatistics",
     "CancelRequested",
+    "CheckpointPublic",
+    "ComparisonReport",
     "CrossLayerAnalysis",
+    "DigitSamples",
     "EpochRecord",
     "ErrorBody",
+    "ExperimentDetail",
+    "ExperimentExport",
+    "ExperimentPublic",
+    "ExperimentRun",
+    "ExperimentRunStatus",
+    "ExperimentStatus",
     "FinishedRun",
     "GradientFlow",
     "Health",
@@ -89,6 +111,7 @@ __all__ = [
     "LayerwiseErrorEnvelope",
     "LayerwisePayload",
     "LayerwiseValidationError",
+    "LogLevel",
     "ManagedRun",
     "ManagedRunPage",
     "Metadata",
@@ -106,9 +129,11 @@ __all__ = [
     "Params",
     "PixelInference",
     "ResourceSample",
+    "RunCheckpoint",
     "RunDetail",
     "RunEnd",
     "RunEvent",
+    "RunLogLine",
     "RunState",
     "RunSummary",
     "SESSION_STATUS",
@@ -125,6 +150,7 @@ __all__ = [
     "SessionStatus",
     "SessionStopped",
     "SessionSummary",
+    "StatisticalResult",
     "Step",
     "TelemetryEvent",
     "TelemetryIngestResponse",

@@ -6,12 +6,12 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from shared.client import PIVOTClient
+from shared.models.experiments import ExperimentDetail, ExperimentRun, StatisticalResult
 from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, hyperparams
 
@@ -99,7 +99,7 @@ async def test_pivotctl_into_a_closed_pipe_is_quiet(daemon: RunningDaemon) -> No
     assert result.returncode == 0 and result.stderr == ""
 
 
-def sweep_with_the_client(url: str) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any], bytes]:
+def sweep_with_the_client(url: str) -> tuple[ExperimentDetail, list[ExperimentRun], StatisticalResult, bytes]:
     """The README's experiment workflow, through `PivotClient`: sweep, wait, test, export."""
     with PIVOTClient(base_url=url) as client:
         config = {
@@ -110,17 +110,19 @@ def sweep_with_the_client(url: str) -> tuple[dict[str, Any], list[dict[str, Any]
             "metric": "val_accuracy",
         }
         experiment = client.create_experiment("lr", config, tags=["client"])
-        client.start_experiment(experiment["id"])
-        final = client.wait_experiment(experiment["id"], poll_s=0.2, timeout=120)
-        runs = client.experiment_runs(experiment["id"])
-        result = client.compare(experiment["id"], ["optimizer.lr=0.1", "optimizer.lr=0.001"], "val_accuracy")
-        latex = client.export_comparison([experiment["id"]], "latex")
+        client.start_experiment(experiment.id)
+        final = client.wait_experiment(experiment.id, poll_s=0.2, timeout=120)
+        runs = client.experiment_runs(experiment.id)
+        result = client.compare(experiment.id, ["optimizer.lr=0.1", "optimizer.lr=0.001"], "val_accuracy")
+        latex = client.export_comparison([experiment.id], "latex")
         return final, runs, result, latex
 
 
 async def test_client_runs_an_experiment_end_to_end(daemon: RunningDaemon) -> None:
     final, runs, result, latex = await asyncio.to_thread(sweep_with_the_client, daemon.url)
-    assert final["status"] == "completed" and final["results_summary"]["total_runs"] == 4
-    assert sorted(run["group"] for run in runs) == ["optimizer.lr=0.001"] * 2 + ["optimizer.lr=0.1"] * 2
-    assert result["test_type"] == "two_sample_t_test" and result["sample_sizes"] == [2, 2]
+    assert final.status == "completed" and final.results_summary.total_runs == 4
+    assert final.results_summary.runs_by_state == {"succeeded": 4}
+    assert sorted(run.group or "" for run in runs) == ["optimizer.lr=0.001"] * 2 + ["optimizer.lr=0.1"] * 2
+    assert {(run.status, run.state) for run in runs} == {("completed", "succeeded")}
+    assert result.test_type == "two_sample_t_test" and result.test == "t_test" and result.sample_sizes == [2, 2]
     assert b"\\begin{tabular}" in latex and b"optimizer.lr=0.1" in latex

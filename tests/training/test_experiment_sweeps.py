@@ -18,6 +18,7 @@ import pytest
 from scipy import stats
 from websockets.asyncio.client import ClientConnection, connect
 
+from shared.models.checkpoints import RunCheckpoints
 from tests.daemon import running_daemon
 from tests.training.helpers import DAEMON_SETTINGS, MLP, hyperparams
 
@@ -99,6 +100,7 @@ async def test_a_sweep_of_two_configs_by_three_seeds_runs_to_completion(tmp_path
         assert len(statuses) == len(set(statuses))  # one event per change
         done = [e for e in events if e["type"] == "experiment_run_completed"]
         assert len({e["run_id"] for e in done}) == 6 and {e["status"] for e in done} == {"completed"}
+        assert {e["state"] for e in done} == {"succeeded"}
         assert sorted(e["group"] for e in done) == sorted(GROUPS * 3)
         assert all(0 <= e["metrics"]["val_accuracy"] <= 1 for e in done)
         # One per finished run, and between them (throttled) as epochs end: both fractions only grow.
@@ -147,6 +149,7 @@ async def test_a_sweep_of_two_configs_by_three_seeds_runs_to_completion(tmp_path
         # Seed 004's run sub-resources on a sweep run.
         run_id, other_id = runs[0]["id"], runs[1]["id"]
         checkpoints = (await http.get(f"/api/v1/runs/{run_id}/checkpoints")).json()
+        assert RunCheckpoints.model_validate(checkpoints).model_dump() == checkpoints  # metrics by name kept
         assert checkpoints["meta"]["total"] == 1
         checkpoint = checkpoints["data"][0]
         assert checkpoint["id"].startswith("ckpt_") and checkpoint["epoch"] == 1 and checkpoint["run_id"] == run_id

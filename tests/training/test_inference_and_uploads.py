@@ -11,6 +11,7 @@ import httpx
 import pytest
 import torch
 
+from shared.models.checkpoints import CheckpointList, CheckpointUploaded
 from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, final_state, hyperparams
 
@@ -89,8 +90,9 @@ async def test_checkpoint_uploads(daemon: RunningDaemon, http: httpx.AsyncClient
     torch.save({"model": {"w": torch.ones(3, 2)}, "epoch": 3}, buffer)
     accepted = await upload(http, session_id, buffer.getvalue())
     assert accepted.status_code == 201, accepted.text
-    checkpoint_id = accepted.json()["checkpoint_id"]
-    listed = (await http.get("/api/v1/checkpoints", params={"session_id": session_id})).json()["checkpoints"]
+    checkpoint_id = CheckpointUploaded.model_validate(accepted.json()).checkpoint_id
+    listing = (await http.get("/api/v1/checkpoints", params={"session_id": session_id})).json()
+    listed = CheckpointList.model_validate(listing).model_dump()["checkpoints"]
     assert listed[0]["checkpoint_id"] == checkpoint_id and listed[0]["source"] == "upload"
     assert listed[0]["epoch"] == 3 and listed[0]["metric_value"] == 0.5
     download = await http.get(f"/api/v1/checkpoints/{checkpoint_id}/download")

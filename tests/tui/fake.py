@@ -9,11 +9,19 @@ from typing import Any
 from pivot_tui.client import Connection, DaemonClient, Event, EventSink, StateSink
 from shared.client import PivotAPIError
 from shared.models import RunSummary, ScalarSeries, ScalarsResponse
+from shared.models.experiments import (
+    ExperimentAction,
+    ExperimentDetail,
+    ExperimentExport,
+    ExperimentPublic,
+    ExperimentRun,
+    ExperimentStatus,
+    count_by_status,
+    experiment_run_status,
+)
+from shared.models.runs import FINAL_STATES, RunState
 
 OLD = "2024-02-10T12:34:56.789+00:00"  # far enough in the past to render as a date, not "Ns ago"
-LIST_FIELDS = ("id", "name", "description", "status", "config", "tags", "total_runs", "started_at", "completed_at",
-               "created_at", "updated_at")  # fmt: skip
-"""What `GET /api/v1/experiments` shows of each experiment (the detail adds progress and results)."""
 
 
 def summary(status: str, step: int | None, loss: float | None, kind: str = "external") -> dict[str, Any]:
@@ -46,18 +54,19 @@ def lite_step(step: int, explode: bool = False) -> dict[str, Any]:
 
 
 def experiment(
-    experiment_id: str, name: str, status: str, metric: str, runs: int, by_status: dict[str, int], **extra: Any
-) -> dict[str, Any]:
-    """An experiment as `GET /api/v1/experiments/{id}` shows it."""
-    finished = sum(by_status.get(s, 0) for s in ("completed", "failed", "cancelled"))
-    return {
+    experiment_id: str, name: str, status: str, metric: str, runs: int, by_state: dict[str, int], **extra: Any
+) -> ExperimentDetail:
+    """An experiment as `GET /api/v1/experiments/{id}` shows it; `by_state` counts its runs by state."""
+    finished = sum(by_state.get(state, 0) for state in FINAL_STATES)
+    counts = {RunState(state): count for state, count in by_state.items()}
+    return ExperimentDetail.model_validate({
         "id": experiment_id, "name": name, "description": None, "status": status,
         "config": {"type": "sweep", "metric": metric}, "tags": [], "total_runs": runs,
-        "started_at": OLD, "completed_at": None, "created_at": OLD, "updated_at": OLD,
-        "results_summary": {"total_runs": runs, "runs_by_status": by_status, "metric": metric,
-                            "best_run": extra.pop("best_run", None)},
+        "started_at": OLD, "completed_at": None, "created_at": OLD, "updated_at": OLD, "runs": [],
+        "results_summary": {"total_runs": runs, "runs_by_status": count_by_status(counts), "runs_by_state": counts,
+                            "metric": metric, "best_run": extra.pop("best_run", None)},
         "progress": finished / runs if runs else 0, "epoch_progress": None, "eta_seconds": None, **extra,
-    }  # fmt: skip
+    })  # fmt: skip
 
 
 EXPERIMENTS = {
@@ -67,7 +76,7 @@ EXPERIMENTS = {
         "running",
         "val_accuracy",
         6,
-        {"completed": 3, "running": 2, "pending": 1},
+        {"succeeded": 3, "running": 2, "queued": 1},
         best_run={"run_id": "exp_lr_r1", "group": "optimizer.lr=0.1", "value": 0.9312},
         epoch_progress=0.6167,
         eta_seconds=754,
@@ -78,40 +87,52 @@ EXPERIMENTS = {
         "completed",
         "val_loss",
         8,
-        {"completed": 7, "failed": 1},
+        {"succeeded": 7, "failed": 1},
         best_run={"run_id": "exp_opt_r3", "group": "optimizer.type=adam", "value": 0.07118},
     ),
-    "exp_seed": experiment("exp_seed", "seed study", "paused", "val_accuracy", 4, {"completed": 1, "pending": 3}),
+    "exp_seed": experiment("exp_seed", "seed study", "paused", "val_accuracy", 4, {"succeeded": 1, "queued": 3}),
     "exp_new": experiment("exp_new", "dropout sweep", "pending", "train_loss", 0, {}),
 }
 
 
-def member(run_id: str, group: str, status: str, accuracy: float | None, progress: float) -> dict[str, Any]:
+def member(run_id: str, group: str, state: RunState, accuracy: float | None, progress: float) -> ExperimentRun:
     metrics = {} if accuracy is None else {"val_accuracy": accuracy, "train_loss": 1 - accuracy}
     seed = int(run_id[-1]) % 2 + 1  # two seeds per learning rate
-    return {"id": run_id, "experiment_id": "exp_lr", "group": group, "kind": "managed", "status": status,
-            "progress": progress, "hyperparameters": {"seed": seed, "epochs": 3}, "metadata": {}, "metrics": metrics,
-            "created_at": OLD}  # fmt: skip
+    return ExperimentRun(
+        id=run_id, experiment_id="exp_lr", group=group, kind="managed", status=experiment_run_status(state),
+        state=state, progress=progress, hyperparameters={"seed": seed, "epochs": 3}, metadata={}, metrics=metrics,
+        created_at=OLD, started_at=None, finished_at=None,
+    )  # fmt: skip
 
 
-EXPERIMENT_RESULTS = {
+EXPERIMENT_RESULTS = ExperimentExport.model_validate({
+    "experiment": EXPERIMENTS["exp_lr"].model_dump(),
+    "include": ["results", "runs"],
+    "exported_at": OLD,
     "results": {
+        "results_summary": EXPERIMENTS["exp_lr"].results_summary.model_dump(),
+        "progress": 0.5,
+        "statistical_results": [],
         "groups": [
-            {"group": "optimizer.lr=0.1", "metric": "val_accuracy", "n": 2, "mean": 0.9256, "std": 0.00792,
-             "ci95": [0.8545, 0.9967], "best": 0.9312, "run_ids": ["exp_lr_r1", "exp_lr_r2"]},
-            {"group": "optimizer.lr=0.01", "metric": "val_accuracy", "n": 1, "mean": 0.8874, "std": None,
-             "ci95": None, "best": 0.8874, "run_ids": ["exp_lr_r3"]},
-        ]
+            {"experiment_id": "exp_lr", "experiment_name": "lr sweep (mnist cnn)", "group": "optimizer.lr=0.1",
+             "metric": "val_accuracy", "n": 2, "mean": 0.9256, "std": 0.00792, "ci95": [0.8545, 0.9967],
+             "best": 0.9312, "run_ids": ["exp_lr_r1", "exp_lr_r2"]},
+            {"experiment_id": "exp_lr", "experiment_name": "lr sweep (mnist cnn)", "group": "optimizer.lr=0.01",
+             "metric": "val_accuracy", "n": 1, "mean": 0.8874, "std": None, "ci95": None, "best": 0.8874,
+             "run_ids": ["exp_lr_r3"]},
+        ],
     },
     "runs": [
-        member("exp_lr_r1", "optimizer.lr=0.1", "completed", 0.9312, 1.0),
-        member("exp_lr_r2", "optimizer.lr=0.1", "completed", 0.9200, 1.0),
-        member("exp_lr_r3", "optimizer.lr=0.01", "completed", 0.8874, 1.0),
-        member("exp_lr_r4", "optimizer.lr=0.01", "running", 0.8011, 0.6),
-        member("exp_lr_r5", "optimizer.lr=0.001", "running", 0.5123, 0.3),
-        member("exp_lr_r6", "optimizer.lr=0.001", "pending", None, 0.0),
+        member("exp_lr_r1", "optimizer.lr=0.1", RunState.SUCCEEDED, 0.9312, 1.0).model_dump(),
+        member("exp_lr_r2", "optimizer.lr=0.1", RunState.SUCCEEDED, 0.9200, 1.0).model_dump(),
+        member("exp_lr_r3", "optimizer.lr=0.01", RunState.SUCCEEDED, 0.8874, 1.0).model_dump(),
+        member("exp_lr_r4", "optimizer.lr=0.01", RunState.RUNNING, 0.8011, 0.6).model_dump(),
+        member("exp_lr_r5", "optimizer.lr=0.001", RunState.RUNNING, 0.5123, 0.3).model_dump(),
+        member("exp_lr_r6", "optimizer.lr=0.001", RunState.QUEUED, None, 0.0).model_dump(),
     ],
-}  # fmt: skip
+})  # fmt: skip
+ACTION_STATUS = {"start": "running", "pause": "paused", "resume": "running", "cancel": "cancelled"}
+"""What each action leaves an experiment in, as far as this fake is concerned."""
 
 
 ALERT: dict[str, Any] = {
@@ -128,13 +149,18 @@ class FakeDaemonClient(DaemonClient):
         resources: dict[str, Any] | None = None,
         alerts: list[dict[str, Any]] | None = None,
         refuse: dict[str, PivotAPIError] | None = None,
+        refuse_actions: dict[tuple[str, str], PivotAPIError] | None = None,
     ) -> None:
         super().__init__("http://gpu-box:8000", None)
         self._resources = resources
         self._alerts = alerts
         self._refuse = refuse or {}
-        """POST paths answered with an error (a 409 for a transition the experiment does not allow)."""
+        """POST paths answered with an error (a launch the daemon refuses)."""
+        self._refuse_actions = refuse_actions or {}
+        """(experiment id, action) answered with an error (a 409 for a transition the experiment does not allow)."""
         self.posted: list[tuple[str, Any]] = []
+        self.actions: list[tuple[str, str]] = []
+        """(experiment id, action) of every experiment action asked for, in order."""
         self.watched_experiments: list[str | None] = []
 
     async def run_forever(self, on_event: EventSink, on_state: StateSink) -> None:
@@ -183,23 +209,31 @@ class FakeDaemonClient(DaemonClient):
                                "enabled": True, "for_seconds": 0.0, "scope": {}, "builtin": False,
                                "created_at": "2024-02-10T12:00:00.000+00:00",
                                "updated_at": "2024-02-10T12:00:00.000+00:00"}]}  # fmt: skip
-        if path == "/api/v1/experiments":
-            return {"data": [{k: v for k, v in e.items() if k in LIST_FIELDS} for e in EXPERIMENTS.values()]}
-        if path.startswith("/api/v1/experiments/") and path.count("/") == 4:
-            return {"data": EXPERIMENTS[path.rsplit("/", 1)[1]]}
         raise PivotAPIError(404, "not_found", f"no route for GET {path}")
 
     async def post_json(self, path: str, body: Any) -> Any:
         self.posted.append((path, body))
         if path in self._refuse:
             raise self._refuse[path]
-        if path.endswith("/export"):
-            return EXPERIMENT_RESULTS
-        *_, experiment_id, action = path.split("/")
-        if experiment_id in EXPERIMENTS:
-            status = {"start": "running", "pause": "paused", "resume": "running", "cancel": "cancelled"}[action]
-            return {"data": {**EXPERIMENTS[experiment_id], "status": status}}
         return {}
+
+    async def experiments(self) -> list[ExperimentPublic]:
+        return [ExperimentPublic.model_validate(detail.model_dump()) for detail in EXPERIMENTS.values()]
+
+    async def experiment(self, experiment_id: str) -> ExperimentDetail:
+        if experiment_id not in EXPERIMENTS:
+            raise PivotAPIError(404, "not_found", f"experiment {experiment_id!r} not found")
+        return EXPERIMENTS[experiment_id]
+
+    async def experiment_results(self, experiment_id: str) -> ExperimentExport:
+        return EXPERIMENT_RESULTS
+
+    async def experiment_action(self, experiment_id: str, action: ExperimentAction) -> ExperimentDetail:
+        self.actions.append((experiment_id, action))
+        if (experiment_id, action) in self._refuse_actions:
+            raise self._refuse_actions[experiment_id, action]
+        detail = await self.experiment(experiment_id)
+        return detail.model_copy(update={"status": ExperimentStatus(ACTION_STATUS[action])})
 
     async def watch_experiment(self, experiment_id: str | None) -> None:
         self.watched_experiments.append(experiment_id)

@@ -16,9 +16,6 @@ from shared.client import PivotAPIError
 from tests.tui.fake import FakeDaemonClient, experiment, summary
 from tests.tui.helpers import notes, until
 
-PAUSE = "/api/v1/experiments/exp_lr/pause"
-START = "/api/v1/experiments/exp_lr/start"
-
 
 def app(client: FakeDaemonClient) -> PivotApp:
     return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), client)
@@ -35,7 +32,7 @@ async def open_detail(pilot: Any) -> None:
 
 async def test_pause_reaches_the_daemon_and_a_refused_start_is_a_notification() -> None:
     refusal = PivotAPIError(409, "conflict", "experiment exp_lr is running: start is allowed from pending only")
-    client = FakeDaemonClient(refuse={START: refusal})
+    client = FakeDaemonClient(refuse_actions={("exp_lr", "start"): refusal})
     async with app(client).run_test(size=(120, 40)) as pilot:
         await open_detail(pilot)
         assert client.watched_experiments[-1] == "exp_lr"
@@ -43,7 +40,7 @@ async def test_pause_reaches_the_daemon_and_a_refused_start_is_a_notification() 
         await until(pilot, lambda: "pause: lr sweep (mnist cnn) is paused" in notes(pilot))
         await pilot.press("s")
         await until(pilot, lambda: "start is allowed from pending only" in notes(pilot))
-        assert [path for path, _ in client.posted if not path.endswith("/export")] == [PAUSE, START]
+        assert client.actions == [("exp_lr", "pause"), ("exp_lr", "start")]
         assert isinstance(pilot.app.screen, ExperimentDetailScreen)  # still there: no crash
         await pilot.press("escape")
         await until(pilot, lambda: client.watched_experiments[-1] is None)
@@ -64,7 +61,7 @@ async def test_cancel_asks_first() -> None:
         assert pilot.app.focused.id == "yes"
         await pilot.press("right", "left", "enter")
         await until(pilot, lambda: "cancel: lr sweep (mnist cnn) is cancelled" in notes(pilot))
-        assert [p for p, _ in client.posted if p.endswith("/cancel")] == ["/api/v1/experiments/exp_lr/cancel"]
+        assert client.actions == [("exp_lr", "cancel")]  # once, after the yes
 
 
 async def test_enter_on_a_run_opens_the_run_detail() -> None:
@@ -115,13 +112,16 @@ async def test_the_client_follows_one_experiment_topic_beside_the_open_run() -> 
     await client.aclose()
 
 
-def test_a_cancelled_experiments_bar_counts_only_its_completed_runs() -> None:
-    cancelled = experiment("exp_c", "cut short", "cancelled", "val_loss", 6, {"completed": 2, "cancelled": 4})
-    assert cancelled["progress"] == 1.0  # the daemon counts runs ended by the cancellation as finished
+def test_a_cancelled_experiments_bar_counts_only_its_succeeded_runs() -> None:
+    cancelled = experiment("exp_c", "cut short", "cancelled", "val_loss", 6, {"succeeded": 2, "cancelled": 4})
+    assert cancelled.progress == 1.0  # the daemon counts runs ended by the cancellation as finished
     assert fraction_done(cancelled) == 2 / 6
     assert finished_runs(cancelled) == "2/6"
     assert "33%" in bar(fraction_done(cancelled), 10)
     title = str(ExperimentDetailScreen._title(cancelled, "val_loss", narrow=False))
     assert "runs 2/6 (4 cancelled)" in title
-    running = experiment("exp_r", "going", "running", "val_loss", 6, {"completed": 3, "failed": 1, "running": 2})
+    running = experiment("exp_r", "going", "running", "val_loss", 6, {"succeeded": 3, "failed": 1, "running": 2})
     assert (fraction_done(running), finished_runs(running)) == (4 / 6, "4/6")
+    # A lost run is shown as lost, as in the runs list, not as the experiments routes' `failed`.
+    failed = experiment("exp_f", "lost one", "failed", "val_loss", 3, {"succeeded": 1, "failed": 1, "lost": 1})
+    assert "runs 1/3 (1 failed, 1 lost)" in str(ExperimentDetailScreen._title(failed, "val_loss", narrow=False))

@@ -14,7 +14,8 @@ from pivot_tui.app import PivotApp, make_app
 from pivot_tui.client import Connection, DaemonClient, Event, why_offline
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
-from shared.client import PivotAPIError
+from shared.client import AsyncPivotClient, PivotAPIError
+from shared.models.experiments import ExperimentDetail, ExperimentExport, ExperimentPublic
 from tests.tui.fake import FakeDaemonClient, summary
 from tests.tui.helpers import notes, rows, until
 
@@ -125,7 +126,20 @@ class GoesDown(FakeDaemonClient):
         self.down = False
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
-            self._http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{probe.getsockname()[1]}")
+            nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
+        self._http = httpx.AsyncClient(base_url=nobody)
+        self.rest = AsyncPivotClient(nobody, None)
+
+    async def experiments(self) -> list[ExperimentPublic]:
+        return await (DaemonClient.experiments(self) if self.down else super().experiments())
+
+    async def experiment(self, experiment_id: str) -> ExperimentDetail:
+        return await (DaemonClient.experiment(self, experiment_id) if self.down else super().experiment(experiment_id))
+
+    async def experiment_results(self, experiment_id: str) -> ExperimentExport:
+        if self.down:
+            return await DaemonClient.experiment_results(self, experiment_id)
+        return await super().experiment_results(experiment_id)
 
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         if self.down:

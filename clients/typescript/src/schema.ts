@@ -1561,6 +1561,11 @@ export interface components {
          * @enum {string}
          */
         ApiKeyStatus: "active" | "revoked";
+        /** AttachedMeta */
+        AttachedMeta: {
+            /** Attached */
+            attached: number;
+        };
         /**
          * AuthSession
          * @description A session, never its token: that is only in the Set-Cookie header of the response that opens it.
@@ -1609,6 +1614,15 @@ export interface components {
             /** Run Ids */
             run_ids: string[];
         };
+        /** BestRun */
+        BestRun: {
+            /** Run Id */
+            run_id: string;
+            /** Group */
+            group: string | null;
+            /** Value */
+            value: number;
+        };
         /** BiasStatistics */
         BiasStatistics: {
             /** Std */
@@ -1623,6 +1637,109 @@ export interface components {
             state: components["schemas"]["RunState"];
             /** Cancel Requested */
             cancel_requested: boolean;
+        };
+        /** CheckpointDeleted */
+        CheckpointDeleted: {
+            /** Message */
+            message: string;
+            /** Checkpoint Id */
+            checkpoint_id: string;
+        };
+        /** CheckpointList */
+        CheckpointList: {
+            /** Checkpoints */
+            checkpoints: components["schemas"]["CheckpointPublic"][];
+        };
+        /**
+         * CheckpointPublic
+         * @description One checkpoint, as `GET /api/v1/checkpoints` lists it.
+         */
+        CheckpointPublic: {
+            /** Checkpoint Id */
+            checkpoint_id: string;
+            /**
+             * Session Id
+             * @description The run it belongs to
+             */
+            session_id: string;
+            /** Epoch */
+            epoch: number | null;
+            /**
+             * Metric Name
+             * @description The selection metric, when the checkpoint recorded it
+             */
+            metric_name: string | null;
+            /** Metric Value */
+            metric_value: number | null;
+            /** Metrics */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** File Size Mb */
+            file_size_mb: number;
+            /** Size Bytes */
+            size_bytes: number;
+            /**
+             * File Path
+             * @description Where the file is on the daemon's machine
+             */
+            file_path: string;
+            /** Is Best */
+            is_best: boolean;
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "trainer" | "upload";
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+        };
+        /**
+         * CheckpointUploaded
+         * @description `POST /api/v1/checkpoints`: the file was stored and loads with `torch.load(weights_only=True)`.
+         */
+        CheckpointUploaded: {
+            /** Checkpoint Id */
+            checkpoint_id: string;
+            /** File Size Mb */
+            file_size_mb: number;
+            /** Size Bytes */
+            size_bytes: number;
+            /**
+             * Uploaded At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            uploaded_at: string;
+        };
+        /**
+         * ComparisonReport
+         * @description `POST /api/v1/export/comparison` as JSON.
+         */
+        ComparisonReport: {
+            /**
+             * Template
+             * @constant
+             */
+            template: "publication";
+            /**
+             * Generated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            generated_at: string;
+            /** Metrics */
+            metrics: string[];
+            /** Rows */
+            rows: components["schemas"]["GroupSummaryPublic"][];
+            /**
+             * Welch Tests
+             * @description Per metric that exactly two rows report
+             */
+            welch_tests: {
+                [key: string]: components["schemas"]["WelchTest"];
+            };
         };
         /** ComponentHealth */
         ComponentHealth: {
@@ -1670,6 +1787,22 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** Data[ExperimentDetail] */
+        Data_ExperimentDetail_: {
+            data: components["schemas"]["ExperimentDetail"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[ExperimentPublic] */
+        Data_ExperimentPublic_: {
+            data: components["schemas"]["ExperimentPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
         /** Data[ModelPublic] */
         Data_ModelPublic_: {
             data: components["schemas"]["ModelPublic"];
@@ -1686,6 +1819,14 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** Data[StatisticalResult] */
+        Data_StatisticalResult_: {
+            data: components["schemas"]["StatisticalResult"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
         /** DeliveryCounts */
         DeliveryCounts: {
             /** Pending */
@@ -1694,6 +1835,37 @@ export interface components {
             delivered: number;
             /** Failed */
             failed: number;
+        };
+        /** DigitSample */
+        DigitSample: {
+            /** Index */
+            index: number;
+            /** Label */
+            label: number;
+            /**
+             * Pixels
+             * @description 784 values in [0, 1], row by row, as training scales them
+             */
+            pixels: number[];
+        };
+        /**
+         * DigitSamples
+         * @description `GET /api/v1/datasets/digits/samples`.
+         */
+        DigitSamples: {
+            /**
+             * Dataset
+             * @default digits
+             * @constant
+             */
+            dataset?: "digits";
+            /**
+             * Size
+             * @description Images in the dataset
+             */
+            size: number;
+            /** Samples */
+            samples: components["schemas"]["DigitSample"][];
         };
         /** DiskUsage */
         DiskUsage: {
@@ -1729,6 +1901,271 @@ export interface components {
             message: string;
             /** Details */
             details?: unknown;
+        };
+        /**
+         * ExperimentDetail
+         * @description `GET /api/v1/experiments/{id}`, and the answer of its actions.
+         */
+        ExperimentDetail: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Description */
+            description: string | null;
+            status: components["schemas"]["ExperimentStatus"];
+            /** Tags */
+            tags: string[];
+            /** Total Runs */
+            total_runs: number;
+            /**
+             * Started At
+             * @description When `start` ran, else its first run's start
+             */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description Its last run's end (or the cancel), once final
+             */
+            completed_at: string | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            updated_at: string;
+            /**
+             * Config
+             * @description Stored and returned as given; `type: sweep` makes it startable
+             */
+            config: {
+                [key: string]: unknown;
+            };
+            /**
+             * Runs
+             * @description The first 100, oldest first
+             */
+            runs: components["schemas"]["ExperimentRunRef"][];
+            results_summary: components["schemas"]["ResultsSummary"];
+            /**
+             * Progress
+             * @description Runs finished over all runs; 0 with none
+             */
+            progress: number;
+            /**
+             * Epoch Progress
+             * @description Epochs done over those its managed runs declare
+             */
+            epoch_progress: number | null;
+            /**
+             * Eta Seconds
+             * @description Time left at the pace so far; 0 once final
+             */
+            eta_seconds: number | null;
+        };
+        /**
+         * ExperimentExport
+         * @description `POST /api/v1/experiments/{id}/export` as JSON: the parts asked for in `include`, the others absent.
+         */
+        ExperimentExport: {
+            experiment: components["schemas"]["ExperimentFacts"];
+            /** Include */
+            include: ("config" | "results" | "runs" | "telemetry")[];
+            /**
+             * Exported At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            exported_at: string;
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            } | null;
+            results?: components["schemas"]["ExportResults"] | null;
+            /** Runs */
+            runs?: components["schemas"]["ExperimentRun"][] | null;
+            /**
+             * Telemetry
+             * @description The experiment's telemetry events
+             */
+            telemetry?: {
+                [key: string]: unknown;
+            }[] | null;
+            /**
+             * Telemetry Truncated
+             * @description Present (true) when events were left out
+             */
+            telemetry_truncated?: boolean | null;
+        };
+        /**
+         * ExperimentFacts
+         * @description An experiment without its config (as an export's `experiment` shows it).
+         */
+        ExperimentFacts: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Description */
+            description: string | null;
+            status: components["schemas"]["ExperimentStatus"];
+            /** Tags */
+            tags: string[];
+            /** Total Runs */
+            total_runs: number;
+            /**
+             * Started At
+             * @description When `start` ran, else its first run's start
+             */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description Its last run's end (or the cancel), once final
+             */
+            completed_at: string | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            updated_at: string;
+        };
+        /**
+         * ExperimentPublic
+         * @description One experiment, as lists and writes answer it.
+         */
+        ExperimentPublic: {
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Description */
+            description: string | null;
+            status: components["schemas"]["ExperimentStatus"];
+            /** Tags */
+            tags: string[];
+            /** Total Runs */
+            total_runs: number;
+            /**
+             * Started At
+             * @description When `start` ran, else its first run's start
+             */
+            started_at: string | null;
+            /**
+             * Completed At
+             * @description Its last run's end (or the cancel), once final
+             */
+            completed_at: string | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            updated_at: string;
+            /**
+             * Config
+             * @description Stored and returned as given; `type: sweep` makes it startable
+             */
+            config: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * ExperimentRun
+         * @description A run of an experiment, as its runs list and its export show it.
+         */
+        ExperimentRun: {
+            /** Id */
+            id: string;
+            /** Experiment Id */
+            experiment_id: string;
+            /** Group */
+            group: string | null;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "external" | "managed";
+            status: components["schemas"]["ExperimentRunStatus"];
+            /** @description The run's own state, as the runs routes show it */
+            state: components["schemas"]["RunState"];
+            /** Progress */
+            progress: number | null;
+            /** Hyperparameters */
+            hyperparameters: {
+                [key: string]: unknown;
+            };
+            /** Metadata */
+            metadata: {
+                [key: string]: unknown;
+            };
+            /**
+             * Metrics
+             * @description Last value of each scalar
+             */
+            metrics: {
+                [key: string]: number;
+            };
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+            /** Started At */
+            started_at: string | null;
+            /** Finished At */
+            finished_at: string | null;
+        };
+        /**
+         * ExperimentRunRef
+         * @description One of the runs an experiment's detail lists.
+         */
+        ExperimentRunRef: {
+            /** Id */
+            id: string;
+            status: components["schemas"]["ExperimentRunStatus"];
+            /** @description The run's own state, as the runs routes show it */
+            state: components["schemas"]["RunState"];
+            /** Progress */
+            progress: number | null;
+            /** Group */
+            group: string | null;
+        };
+        /**
+         * ExperimentRunStatus
+         * @description A run as the experiments routes show it: `status` of their run views, `runs_by_status`, their filters.
+         * @enum {string}
+         */
+        ExperimentRunStatus: "pending" | "running" | "completed" | "failed" | "cancelled";
+        /**
+         * ExperimentStatus
+         * @description An experiment's status: never stored, derived from its runs and its lifecycle (docs/api.md).
+         * @enum {string}
+         */
+        ExperimentStatus: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+        /** ExportResults */
+        ExportResults: {
+            results_summary: components["schemas"]["ResultsSummary"];
+            /** Progress */
+            progress: number;
+            /** Groups */
+            groups: components["schemas"]["GroupSummaryPublic"][];
+            /**
+             * Statistical Results
+             * @description The newest 100
+             */
+            statistical_results: components["schemas"]["StatisticalResult"][];
         };
         /**
          * FinishedRun
@@ -1822,6 +2259,49 @@ export interface components {
             /** Gradient Max Abs */
             gradient_max_abs: number;
         };
+        /** GroupStats */
+        GroupStats: {
+            /** Label */
+            label: string;
+            /** N */
+            n: number;
+            /** Mean */
+            mean: number;
+            /**
+             * Std
+             * @description Sample standard deviation (n - 1)
+             */
+            std: number;
+        };
+        /**
+         * GroupSummaryPublic
+         * @description One group's figures for one metric, over its runs that count (completed, or external still running).
+         */
+        GroupSummaryPublic: {
+            /** Experiment Id */
+            experiment_id: string;
+            /** Experiment Name */
+            experiment_name: string;
+            /** Group */
+            group: string;
+            /** Metric */
+            metric: string;
+            /** N */
+            n: number;
+            /** Mean */
+            mean: number | null;
+            /** Std */
+            std: number | null;
+            /**
+             * Ci95
+             * @description 95% t interval of the mean; null below 2 values
+             */
+            ci95: number[] | null;
+            /** Best */
+            best: number | null;
+            /** Run Ids */
+            run_ids: string[];
+        };
         /**
          * Health
          * @description `GET /health` (seed 000); `unhealthy` answers 503.
@@ -1893,6 +2373,33 @@ export interface components {
             /** Cross Layer Std Ratio */
             cross_layer_std_ratio?: number | null;
         };
+        /** Interpretation */
+        Interpretation: {
+            /** Significant */
+            significant: boolean;
+            /**
+             * Magnitude
+             * @enum {string}
+             */
+            magnitude: "negligible" | "small" | "medium" | "large";
+            /**
+             * Summary
+             * @description One plain-language sentence
+             */
+            summary: string;
+            /**
+             * Significance
+             * @enum {string}
+             */
+            significance: "significant" | "not_significant";
+            /**
+             * Effect Magnitude
+             * @enum {string}
+             */
+            effect_magnitude: "negligible" | "small" | "medium" | "large";
+            /** Practical Significance */
+            practical_significance: string;
+        };
         /** LayerStatistic */
         LayerStatistic: {
             /** Layer Id */
@@ -1945,6 +2452,12 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /**
+         * LogLevel
+         * @description In increasing severity: `level=warning` asks for warnings and worse.
+         * @enum {string}
+         */
+        LogLevel: "debug" | "info" | "warning" | "error" | "critical";
         /**
          * ManagedRun
          * @description Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
@@ -2290,10 +2803,28 @@ export interface components {
             /** Next Cursor */
             next_cursor?: string | null;
         };
+        /** Page[ExperimentPublic] */
+        Page_ExperimentPublic_: {
+            /** Data */
+            data: components["schemas"]["ExperimentPublic"][];
+            meta: components["schemas"]["PageMeta"];
+        };
+        /** Page[ExperimentRun] */
+        Page_ExperimentRun_: {
+            /** Data */
+            data: components["schemas"]["ExperimentRun"][];
+            meta: components["schemas"]["PageMeta"];
+        };
         /** Page[ModelPublic] */
         Page_ModelPublic_: {
             /** Data */
             data: components["schemas"]["ModelPublic"][];
+            meta: components["schemas"]["PageMeta"];
+        };
+        /** Page[StatisticalResult] */
+        Page_StatisticalResult_: {
+            /** Data */
+            data: components["schemas"]["StatisticalResult"][];
             meta: components["schemas"]["PageMeta"];
         };
         /** ParameterStatistics */
@@ -2397,6 +2928,92 @@ export interface components {
             [key: string]: unknown;
         };
         /**
+         * ResultsSummary
+         * @description Counts over all the experiment's runs, and (when it is judged by a metric) the best run so far.
+         *
+         *     Besides these fields, `best_<metric>` (e.g. `best_val_accuracy`) repeats `best_run.value`. Without a metric,
+         *     `metric` and `best_run` are left out; with one, `best_run` is null until a run has a value.
+         */
+        ResultsSummary: {
+            /** Total Runs */
+            total_runs: number;
+            /** Runs By Status */
+            runs_by_status: {
+                [key: string]: number;
+            };
+            /**
+             * Runs By State
+             * @description The same runs counted by their own state
+             */
+            runs_by_state: {
+                [key: string]: number;
+            };
+            /** Metric */
+            metric?: string | null;
+            best_run?: components["schemas"]["BestRun"] | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * RunCheckpoint
+         * @description One of a run's checkpoints (`GET /api/v1/runs/{id}/checkpoints`).
+         *
+         *     Besides these fields, each recorded metric appears under its own name (`"val_accuracy": 0.88`); a metric
+         *     named like one of these fields is only in `metrics`.
+         */
+        RunCheckpoint: {
+            /** Id */
+            id: string;
+            /** Epoch */
+            epoch: number | null;
+            /**
+             * Path
+             * @description Where the file is on the daemon's machine
+             */
+            path: string;
+            /** Checkpoint Id */
+            checkpoint_id: string;
+            /** Run Id */
+            run_id: string;
+            /** Metric Name */
+            metric_name: string | null;
+            /** Metric Value */
+            metric_value: number | null;
+            /** Metrics */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** Size Bytes */
+            size_bytes: number;
+            /** Is Best */
+            is_best: boolean;
+            /**
+             * Source
+             * @enum {string}
+             */
+            source: "trainer" | "upload";
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+        } & {
+            [key: string]: unknown;
+        };
+        /** RunCheckpoints */
+        RunCheckpoints: {
+            /** Data */
+            data: components["schemas"]["RunCheckpoint"][];
+            meta: components["schemas"]["RunCheckpointsMeta"];
+        };
+        /** RunCheckpointsMeta */
+        RunCheckpointsMeta: {
+            /** Run Id */
+            run_id: string;
+            /** Total */
+            total: number;
+        };
+        /**
          * RunDetail
          * @description `GET /api/v1/runs/{id}`: seed 000's `created_at`, `last_update`, `steps` plus run fields.
          */
@@ -2458,6 +3075,33 @@ export interface components {
             /** Message */
             message: string;
         };
+        /** RunLogLine */
+        RunLogLine: {
+            /**
+             * Timestamp
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            timestamp: string;
+            level: components["schemas"]["LogLevel"];
+            /** Message */
+            message: string;
+        };
+        /** RunLogs */
+        RunLogs: {
+            /**
+             * Data
+             * @description Oldest first
+             */
+            data: components["schemas"]["RunLogLine"][];
+            meta: components["schemas"]["RunLogsMeta"];
+        };
+        /** RunLogsMeta */
+        RunLogsMeta: {
+            /** Run Id */
+            run_id: string;
+            /** Count */
+            count: number;
+        };
         /**
          * RunState
          * @description A run's state, one vocabulary for every route and message that shows it in pivotd's own words.
@@ -2497,6 +3141,15 @@ export interface components {
             latest?: {
                 [key: string]: number;
             };
+        };
+        /**
+         * RunsAttached
+         * @description `POST /api/v1/experiments/{id}/runs`: the runs as they now stand, in the order given.
+         */
+        RunsAttached: {
+            /** Data */
+            data: components["schemas"]["ExperimentRun"][];
+            meta: components["schemas"]["AttachedMeta"];
         };
         /** ScalarSeries */
         ScalarSeries: {
@@ -2681,6 +3334,114 @@ export interface components {
             error: string;
         };
         /**
+         * StatisticalResult
+         * @description A stored statistical test over an experiment's runs (docs/api.md, statistical results).
+         */
+        StatisticalResult: {
+            /** Id */
+            id: string;
+            /** Experiment Id */
+            experiment_id: string;
+            /**
+             * Test Type
+             * @description As asked, alias included
+             */
+            test_type: string;
+            /**
+             * Test
+             * @description The test that ran
+             * @enum {string}
+             */
+            test: "t_test" | "paired_t_test" | "mann_whitney" | "anova";
+            /** Metric */
+            metric: string;
+            /**
+             * Aggregate
+             * @enum {string}
+             */
+            aggregate: "last" | "best" | "mean";
+            /** Groups */
+            groups: string[];
+            /** Values */
+            values: {
+                [key: string]: number[];
+            };
+            /** Statistic */
+            statistic: number;
+            /** P Value */
+            p_value: number;
+            /**
+             * Degrees Of Freedom
+             * @description ANOVA: [between, within]
+             */
+            degrees_of_freedom: number | number[] | null;
+            /** Effect Size */
+            effect_size: number;
+            /**
+             * Effect Size Type
+             * @description `hedges_g`, or `eta_squared` for ANOVA
+             */
+            effect_size_type: string;
+            /** Effect Sizes */
+            effect_sizes: {
+                [key: string]: number;
+            };
+            /**
+             * Confidence Interval
+             * @description Of the difference of means, first minus second; a one-sided test's open end is null
+             */
+            confidence_interval: (number | null)[] | null;
+            /** Confidence Level */
+            confidence_level: number;
+            /** Alpha */
+            alpha: number;
+            /**
+             * Alternative
+             * @enum {string}
+             */
+            alternative: "two_sided" | "less" | "greater";
+            /** Sample Sizes */
+            sample_sizes: number[];
+            /** Means */
+            means: number[];
+            /** Std Devs */
+            std_devs: number[];
+            /** Group Stats */
+            group_stats: components["schemas"]["GroupStats"][];
+            /** @description ANOVA only */
+            sum_of_squares?: components["schemas"]["SumOfSquares"] | null;
+            interpretation: components["schemas"]["Interpretation"];
+            /**
+             * Runs
+             * @description The runs whose values entered, by group
+             */
+            runs: {
+                [key: string]: string[];
+            };
+            /**
+             * Note
+             * @description Why runs were left out, when some were
+             */
+            note?: string | null;
+            /**
+             * Excluded Runs
+             * @description Runs left out, by group
+             */
+            excluded_runs?: {
+                [key: string]: string[];
+            };
+            /**
+             * Pairing
+             * @description Paired tests only
+             */
+            pairing?: ("seed" | "order") | null;
+            /**
+             * Created At
+             * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
+             */
+            created_at: string;
+        };
+        /**
          * Step
          * @description A stored step as `GET /api/v1/runs/{id}`, `/latest` and the `new_metrics` message return it.
          */
@@ -2717,6 +3478,15 @@ export interface components {
          */
         StructuredErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
+        };
+        /** SumOfSquares */
+        SumOfSquares: {
+            /** Between */
+            between: number;
+            /** Within */
+            within: number;
+            /** Total */
+            total: number;
         };
         /** SystemLoad */
         SystemLoad: {
@@ -2969,6 +3739,39 @@ export interface components {
             frobenius_norm: number;
         };
         /**
+         * WelchTest
+         * @description Welch's test between the two rows of one metric; `error` instead of figures when the data cannot support
+         *     it.
+         */
+        WelchTest: {
+            /**
+             * Test
+             * @default welch_t_test
+             * @constant
+             */
+            test?: "welch_t_test";
+            /** Metric */
+            metric: string;
+            /** Groups */
+            groups: string[];
+            /** Error */
+            error?: string | null;
+            /** Statistic */
+            statistic?: number | null;
+            /** Degrees Of Freedom */
+            degrees_of_freedom?: number | null;
+            /** P Value */
+            p_value?: number | null;
+            /** Effect Size */
+            effect_size?: number | null;
+            /** Effect Size Type */
+            effect_size_type?: string | null;
+            /** Confidence Interval */
+            confidence_interval?: (number | null)[] | null;
+            /** Significant */
+            significant?: boolean | null;
+        };
+        /**
          * RuleSpec
          * @description An alert rule as clients send and receive it (seed 002's fields plus PIVOT's).
          */
@@ -3113,8 +3916,49 @@ export interface components {
              */
             name?: string | null;
         };
-        /** ExperimentExport */
-        ExperimentExport: {
+        /** TestOptions */
+        TestOptions: {
+            /**
+             * Alpha
+             * @default 0.05
+             */
+            alpha?: number;
+            /**
+             * Alternative
+             * @default two_sided
+             * @enum {string}
+             */
+            alternative?: "two_sided" | "less" | "greater";
+            /**
+             * Aggregate
+             * @default last
+             * @enum {string}
+             */
+            aggregate?: "last" | "best" | "mean";
+        };
+        /** TestSpec */
+        TestSpec: {
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /** Test Type */
+            test_type: string;
+            /** Groups */
+            groups: string[] | {
+                [key: string]: string[];
+            };
+            /** Metric */
+            metric: string;
+            options?: components["schemas"]["TestOptions"];
+        };
+        /** TestBody */
+        StatisticalTest: {
+            test: components["schemas"]["TestSpec"];
+        };
+        /** ExperimentExportBody */
+        ExperimentExportRequest: {
             /**
              * Format
              * @default json
@@ -3328,47 +4172,6 @@ export interface components {
             session_name?: string | null;
             /** Tags */
             tags?: string[];
-        };
-        /** TestOptions */
-        TestOptions: {
-            /**
-             * Alpha
-             * @default 0.05
-             */
-            alpha?: number;
-            /**
-             * Alternative
-             * @default two_sided
-             * @enum {string}
-             */
-            alternative?: "two_sided" | "less" | "greater";
-            /**
-             * Aggregate
-             * @default last
-             * @enum {string}
-             */
-            aggregate?: "last" | "best" | "mean";
-        };
-        /** TestSpec */
-        TestSpec: {
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /** Test Type */
-            test_type: string;
-            /** Groups */
-            groups: string[] | {
-                [key: string]: string[];
-            };
-            /** Metric */
-            metric: string;
-            options?: components["schemas"]["TestOptions"];
-        };
-        /** TestBody */
-        StatisticalTest: {
-            test: components["schemas"]["TestSpec"];
         };
         /**
          * RunEnd
@@ -7805,11 +8608,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CheckpointList"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7829,8 +8641,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -7854,7 +8664,16 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CheckpointUploaded"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -7866,8 +8685,35 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -7878,8 +8724,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Shutting down, or checking the file needs torch */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -7899,13 +8761,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The checkpoint file */
             200: {
                 headers: {
+                    /** @description attachment; filename="<checkpoint_id>.pth" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/octet-stream": string;
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -7917,134 +8781,8 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description Nothing has the id the path names */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-            /** @description Validation failed; the message names each offending field */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
-            429: {
-                headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-        };
-    };
-    delete_checkpoint_api_v1_checkpoints__checkpoint_id__delete: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                checkpoint_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": unknown;
-                };
-            };
-            /** @description Missing or invalid bearer token or API key */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-            /** @description Nothing has the id the path names */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-            /** @description Validation failed; the message names each offending field */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
-            429: {
-                headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
-                };
-            };
-        };
-    };
-    run_logs_api_v1_runs__run_id__logs_get: {
-        parameters: {
-            query?: {
-                level?: string | null;
-                /** @description ISO 8601 datetime or Unix seconds; lines after it */
-                since?: string | null;
-                tail?: number;
-            };
-            header?: never;
-            path: {
-                /** @description Run identifier: 1..128 letters, digits, '_', '.' or '-', and not '.' or '..' */
-                run_id: string;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": unknown;
-                };
-            };
-            /** @description Missing or invalid bearer token or API key */
-            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8073,8 +8811,165 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+        };
+    };
+    delete_checkpoint_api_v1_checkpoints__checkpoint_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                checkpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CheckpointDeleted"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+        };
+    };
+    run_logs_api_v1_runs__run_id__logs_get: {
+        parameters: {
+            query?: {
+                /** @description This level and worse */
+                level?: components["schemas"]["LogLevel"] | null;
+                /** @description ISO 8601 datetime or Unix seconds; lines after it */
+                since?: string | null;
+                tail?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Run identifier: 1..128 letters, digits, '_', '.' or '-', and not '.' or '..' */
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunLogs"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8101,11 +8996,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RunCheckpoints"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8134,8 +9038,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8157,17 +9059,28 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The checkpoint file */
             200: {
                 headers: {
+                    /** @description attachment; filename="<checkpoint_id>.pth" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/octet-stream": string;
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8196,8 +9109,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8224,11 +9135,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DigitSamples"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8248,8 +9168,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8261,13 +9179,17 @@ export interface operations {
     list_experiments_api_v1_experiments_get: {
         parameters: {
             query?: {
-                "filter[status]"?: string | null;
+                "filter[status]"?: components["schemas"]["ExperimentStatus"] | null;
                 "filter[name]"?: string | null;
+                /** @description ISO 8601; without an offset, UTC */
                 "filter[created_after]"?: string | null;
+                /** @description ISO 8601; without an offset, UTC */
                 "filter[created_before]"?: string | null;
-                sort?: string;
+                sort?: "name" | "-name" | "created_at" | "-created_at" | "updated_at" | "-updated_at" | "status" | "-status";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -8282,11 +9204,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ExperimentPublic_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8306,8 +9237,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8336,7 +9265,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -8357,7 +9286,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8396,8 +9325,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8423,11 +9368,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8456,8 +9410,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8493,7 +9445,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8523,8 +9475,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8555,7 +9523,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentPublic_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -8576,7 +9544,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8624,8 +9592,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8637,12 +9621,14 @@ export interface operations {
     list_runs_api_v1_experiments__experiment_id__runs_get: {
         parameters: {
             query?: {
-                "filter[status]"?: string | null;
+                "filter[status]"?: components["schemas"]["ExperimentRunStatus"] | null;
                 "filter[group]"?: string | null;
                 /** @description The one order: oldest first */
                 sort?: "created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -8659,11 +9645,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_ExperimentRun_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -8692,8 +9687,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -8724,7 +9717,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RunsAttached"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -8745,7 +9738,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8793,8 +9786,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8820,7 +9829,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8832,7 +9841,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8871,8 +9880,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8898,7 +9923,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8910,7 +9935,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8949,8 +9974,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -8976,7 +10017,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -8988,7 +10029,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9027,8 +10068,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -9054,7 +10111,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -9066,7 +10123,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9105,8 +10162,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -9137,7 +10210,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_ExperimentDetail_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -9158,7 +10231,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9206,8 +10279,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -9223,8 +10312,10 @@ export interface operations {
                 "filter[test_type]"?: string | null;
                 /** @description The one order: newest first */
                 sort?: "-created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -9239,11 +10330,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_StatisticalResult_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9263,8 +10363,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9293,7 +10391,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_StatisticalResult_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -9314,7 +10412,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9371,8 +10469,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -9387,8 +10501,10 @@ export interface operations {
                 "filter[test_type]"?: string | null;
                 /** @description The one order: newest first */
                 sort?: "-created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -9405,11 +10521,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Page_StatisticalResult_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9438,8 +10563,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9470,7 +10593,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_StatisticalResult_"];
                 };
             };
             /** @description Body is not valid JSON */
@@ -9491,7 +10614,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9548,8 +10671,24 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -9575,11 +10714,20 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Data_StatisticalResult_"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -9608,8 +10756,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9630,17 +10776,20 @@ export interface operations {
         /** @description `{"format": "json"|"csv", "include": ["config", "results", ...]}` */
         requestBody?: {
             content: {
-                "application/json": components["schemas"]["ExperimentExport"];
+                "application/json": components["schemas"]["ExperimentExportRequest"];
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description JSON (ExperimentExport) or CSV */
             200: {
                 headers: {
+                    /** @description attachment; filename="<experiment_id>.json|csv" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ExperimentExport"];
+                    "text/csv": string;
                 };
             };
             /** @description Body is not valid JSON */
@@ -9661,7 +10810,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9709,8 +10858,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -9733,13 +10880,17 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description JSON (ComparisonReport), CSV or LaTeX */
             200: {
                 headers: {
+                    /** @description attachment; filename="comparison-<ids>.json|csv|tex" */
+                    "Content-Disposition"?: string;
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ComparisonReport"];
+                    "text/csv": string;
+                    "application/x-tex": string;
                 };
             };
             /** @description Body is not valid JSON */
@@ -9760,7 +10911,7 @@ export interface operations {
                     "application/json": components["schemas"]["StructuredErrorEnvelope"];
                 };
             };
-            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            /** @description The API key lacks the scope this route needs */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9808,8 +10959,6 @@ export interface operations {
             /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
             429: {
                 headers: {
-                    /** @description Seconds until a retry can succeed */
-                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
