@@ -71,6 +71,7 @@ async def test_update_and_delete(http: httpx.AsyncClient) -> None:
     assert (await http.patch(path, json={"model": {"name": "x"}})).status_code == 404
 
 
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -85,6 +86,7 @@ async def test_create_is_validated(http: httpx.AsyncClient, body: dict[str, Any]
     assert error_field(await http.post(MODELS, json=body)) == field
 
 
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 async def test_invalid_architecture_is_a_422(http: httpx.AsyncClient) -> None:
     bad = {"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 7}]}
     response = await http.post(MODELS, json={"model": {"name": "x", "config": {"architecture": bad}}})
