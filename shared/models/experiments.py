@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from shared.models.runs import RunState
+from shared.models.runs import RunState, states_shown_as
 from shared.models.timestamps import Timestamp
 
 
@@ -64,12 +64,7 @@ EXPERIMENT_RUN_STATUS: MappingProxyType[RunState, ExperimentRunStatus] = Mapping
 )
 """The one mapping from a run's state to the experiments routes' word for it."""
 
-RUN_STATES: MappingProxyType[ExperimentRunStatus, tuple[RunState, ...]] = MappingProxyType(
-    {
-        status: tuple(s for s, shown in EXPERIMENT_RUN_STATUS.items() if shown is status)
-        for status in ExperimentRunStatus
-    }
-)
+RUN_STATES = states_shown_as(EXPERIMENT_RUN_STATUS, ExperimentRunStatus)
 """The run states each experiment-run word stands for (`failed`: failed and lost), for filters in SQL."""
 
 

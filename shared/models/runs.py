@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,6 +32,17 @@ LIVE_STATES = frozenset({RunState.CREATED, RunState.QUEUED, RunState.RUNNING})
 EndStatus = Literal["succeeded", "failed", "cancelled"]
 """How a script may say its run ended (`lost` is pivotd's to decide)."""
 MAX_ERROR_CHARS = 4096
+
+
+Word = TypeVar("Word", bound=StrEnum)
+
+
+def states_shown_as(words: Mapping[RunState, Word], vocabulary: type[Word]) -> Mapping[Word, tuple[RunState, ...]]:
+    """The inverse of a family's mapping from run states to its words: the states each word stands for (what that
+    family's status filters select)."""
+    return MappingProxyType(
+        {word: tuple(state for state, shown in words.items() if shown is word) for word in vocabulary}
+    )
 
 
 class RunEnd(BaseModel):

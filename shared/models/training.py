@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.models.runs import RunState
+from shared.models.runs import RunState, states_shown_as
 
 DEFAULT_MAX_LINEAR = 5  # seed 003: "Max layers: 5 linear layers"
 Padding = Annotated[int, Field(ge=0, le=64)] | Literal["same"]
@@ -304,9 +304,7 @@ SESSION_STATUS: Mapping[RunState, SessionStatus] = MappingProxyType(
 managed run: queued shows as `created` (seed 002 has no queue), cancelled as `stopped`, succeeded as `completed`.
 Seed 002 has no `lost` (only external runs get lost): it shows as `failed`, and the session's `error` says why."""
 
-SESSION_RUN_STATES: Mapping[SessionStatus, tuple[RunState, ...]] = MappingProxyType(
-    {status: tuple(state for state, shown in SESSION_STATUS.items() if shown is status) for status in SessionStatus}
-)
+SESSION_RUN_STATES = states_shown_as(SESSION_STATUS, SessionStatus)
 """The inverse: the run states a session status stands for (what `?status=` filters on)."""
 
 FINAL_SESSION_STATUSES = frozenset({SessionStatus.STOPPED, SessionStatus.COMPLETED, SessionStatus.FAILED})
