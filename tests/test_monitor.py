@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 
 from pivotd.monitor.nvml import Nvml
 from pivotd.monitor.sampler import history_point, read_sample
+from shared.models.monitor import ResourceAverage, ResourceSample
 from tests.daemon import running_daemon
 
 
@@ -102,6 +103,18 @@ def test_one_failing_nvml_counter_drops_only_itself() -> None:
     for gpu in gpus:
         assert "temperature" not in gpu
         assert gpu["utilization"] == 93.0 and gpu["memory_percent"] == 25.0 and gpu["power_watts"] == 250.5
+
+
+def test_a_gpu_sample_is_what_the_resource_models_declare(tmp_path: Path) -> None:
+    """The routes check each sample against `ResourceSample` (and history against `ResourceAverage`): what NVML's
+    seam reads on a GPU box must pass, counter for counter, or `/api/v1/monitor/resources` would be a 500 there."""
+    sample = read_sample(tmp_path, Nvml(fake_pynvml(devices=2, failing=("nvmlDeviceGetPowerUsage",))))
+    assert len(sample["gpu"]) == 2
+    checked = ResourceSample.model_validate(sample)
+    assert checked.model_dump(mode="json", by_alias=True, exclude_unset=True) == json.loads(json.dumps(sample))
+    assert checked.gpu[0].processes is not None and checked.gpu[0].processes[0].pid == 4242
+    point = ResourceAverage.model_validate(history_point([sample, sample]))
+    assert point.gpu[1].utilization == 93.0 and point.gpu[1].power_watts is None
 
 
 def _has_gpu() -> bool:
