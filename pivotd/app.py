@@ -34,6 +34,7 @@ from pivotd.api import (
     models_v1,
     monitor,
     notifications,
+    prometheus,
     runlogs,
     scalars,
     sessions,
@@ -68,8 +69,9 @@ from pivotd.ingest import Ingest
 from pivotd.jobs import Supervisor
 from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
-from pivotd.policy import Category
+from pivotd.policy import Category, requirement
 from pivotd.ratelimit import RateLimiter
+from pivotd.refusals import Refusals
 from pivotd.run_ends import RunEnds
 from pivotd.services import Services
 from pivotd.settings import Settings
@@ -197,6 +199,7 @@ async def _report_unclean_shutdown(settings: Settings, notifier: Notifier) -> No
 
 def _render(request: Request, error: PivotError, headers: dict[str, str] | None = None) -> Response:
     status, body = render_error(error, family_for_path(request.url.path))
+    request.app.state.refusals.record(requirement(request.method, request.url.path).category, status)
     return json_response(body, status_code=status, headers=headers)
 
 
@@ -301,9 +304,11 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         app.include_router(module.router)
     app.include_router(apikeys_api.router)
     app.include_router(auth_session_api.router)
+    app.include_router(prometheus.router)
     install_error_handlers(app)
     install_openapi(app)
     install_docs(app, OPENAPI_URL)
+    app.state.refusals = Refusals()
     app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
     app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
     app.add_middleware(
@@ -313,6 +318,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         keys=app.state.keys,
         sessions=app.state.sessions,
         limiter=rate_limiter(settings),
+        refusals=app.state.refusals,
         telemetry_max_body_bytes=settings.telemetry_max_body_bytes,
     )
     return app

@@ -47,6 +47,7 @@ from pivotd.authsessions import CLEARED_COOKIE, COOKIE_NAME, Session, SessionRin
 from pivotd.errors import Forbidden, PivotError, RateLimited, Unauthorized, family_for_path, render_error
 from pivotd.policy import SAFE_METHODS, Category, requirement
 from pivotd.ratelimit import Decision, RateLimiter
+from pivotd.refusals import Refusals
 from shared.locations import TOKEN_FILE
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,7 @@ class AccessMiddleware:
         keys: KeyRing,
         sessions: SessionRing,
         limiter: RateLimiter,
+        refusals: Refusals,
         telemetry_max_body_bytes: int,
     ) -> None:
         self.app = app
@@ -218,6 +220,7 @@ class AccessMiddleware:
         self._keys = keys
         self._sessions = sessions
         self._limiter = limiter
+        self._refusals = refusals
         self._telemetry_max_body_bytes = telemetry_max_body_bytes
 
     def _principal(self, scope: Scope, presented: str | None, cookie: str | None) -> Principal | None:
@@ -295,6 +298,7 @@ class AccessMiddleware:
             )
         watch = self._watch(principal) if principal is not None else None
         if error is not None:
+            self._refusals.record(need.category, error.status)
             await _refuse(scope, send, error, decision, clear_cookie=cookie is not None and principal is None)
         elif scope["type"] == "websocket" and watch is not None:
             await _while_valid(watch, self.app, scope, receive, send)

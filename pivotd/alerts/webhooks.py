@@ -25,6 +25,7 @@ import logging
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -156,7 +157,8 @@ class Webhooks:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._client: httpx.AsyncClient | None = None
-        self.deliveries_sent = 0
+        self.attempts: Counter[str] = Counter()
+        """Delivery attempts since start by outcome (`delivered`, `retrying`, `failed` for good), for `/metrics`."""
         self.resolve: Resolve = resolve_host
         """How hosts are resolved, once per attempt (tests replace it to change DNS answers between calls)."""
 
@@ -279,13 +281,13 @@ class Webhooks:
         now = time.time()
         if error is None:
             outcome, next_at = "delivered", now
-            self.deliveries_sent += 1
         elif attempts >= self._settings.webhook_max_attempts:
             outcome, next_at = "failed", now
             log.warning("webhook delivery %s to %s failed for good: %s", delivery.delivery_id, hook.url, error)
         else:
             outcome = "pending"
             next_at = now + min(MAX_BACKOFF_S, self._settings.webhook_retry_base_s * 2 ** (attempts - 1))
+        self.attempts["retrying" if outcome == "pending" else outcome] += 1
         await self._store.writer.submit(RecordAttempt(delivery.delivery_id, outcome, attempts, next_at, status, error))
 
     async def _dispatch(self) -> None:

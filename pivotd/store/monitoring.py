@@ -249,6 +249,13 @@ class MonitoringReader:
         rows = await self._conn.execute_fetchall("SELECT data FROM alerts WHERE status != 'resolved'")
         return [orjson.loads(row[0]) for row in rows]
 
+    async def open_alert_counts(self) -> list[tuple[str, str, int]]:
+        """(severity, status, alerts) over the alerts not resolved."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT severity, status, count(*) FROM alerts WHERE status != 'resolved' GROUP BY severity, status"
+        )
+        return [(severity, status, count) for severity, status, count in rows]
+
     async def notifications(
         self, *, type: str | None, priority: str | None, unread: bool | None, limit: int
     ) -> list[dict[str, Any]]:

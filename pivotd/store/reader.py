@@ -52,6 +52,11 @@ class Reader:
     async def ping(self) -> None:
         await (await self._conn.execute("SELECT 1")).fetchone()
 
+    async def run_counts(self) -> list[tuple[str, str, int]]:
+        """(kind, status, runs) for every pair that has runs: served by the `runs_by_status` index."""
+        rows = await self._conn.execute_fetchall("SELECT kind, status, count(*) FROM runs GROUP BY kind, status")
+        return [(kind, status, count) for kind, status, count in rows]
+
     async def list_runs(
         self,
         *,

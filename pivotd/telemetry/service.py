@@ -63,6 +63,8 @@ class Telemetry:
         self._stored = 0
         self._pending: list[Event] = []
         self._counters: dict[tuple[str, ...], dict[str, float]] = {}
+        self.totals: dict[tuple[str, ...], dict[str, float]] = {}
+        """What `count` added up since the daemon started, flushed or not: `/metrics` reads these."""
         self._flusher: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()
 
@@ -115,6 +117,9 @@ class Telemetry:
 
     def count(self, name: tuple[str, ...], **amounts: float) -> None:
         """Add to per-interval totals (ingest volumes): one event per name per flush, not one per request."""
+        running = self.totals.setdefault(name, {})
+        for key, amount in amounts.items():
+            running[key] = running.get(key, 0) + amount
         if not self._settings.telemetry_self_events:
             return
         totals = self._counters.get(name)
