@@ -1277,6 +1277,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The daemon's state in Prometheus's text format (resources, GPUs, runs, queue, ingest, alerts) */
+        get: operations["metrics_metrics_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -4109,6 +4126,79 @@ export interface components {
             model: components["schemas"]["ModelChanges"];
         };
         /**
+         * IngestEvent
+         * @description Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`).
+         */
+        IngestEvent: {
+            /** Event Name */
+            event_name: string[] | string;
+            /** Measurements */
+            measurements?: {
+                [key: string]: number;
+            };
+            /** Metadata */
+            metadata?: {
+                [key: string]: string | number | boolean | null;
+            };
+            /**
+             * Timestamp
+             * @default null
+             */
+            timestamp?: string | null;
+        };
+        /** IngestBody */
+        TelemetryIngest: {
+            /** Events */
+            events: components["schemas"]["IngestEvent"][];
+        };
+        /** ExportFilters */
+        ExportFilters: {
+            /**
+             * Event Name
+             * @default null
+             */
+            event_name?: string | string[] | null;
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Model Id
+             * @default null
+             */
+            model_id?: string | null;
+            /**
+             * After
+             * @default null
+             */
+            after?: string | null;
+            /**
+             * Before
+             * @default null
+             */
+            before?: string | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: string | number | boolean | null;
+            };
+        };
+        /** ExportBody */
+        TelemetryExport: {
+            /**
+             * Format
+             * @default json
+             * @enum {string}
+             */
+            format?: "csv" | "json";
+            filters?: components["schemas"]["ExportFilters"];
+            /**
+             * Fields
+             * @default null
+             */
+            fields?: string[] | null;
+        };
+        /**
          * ScalarBatch
          * @description Object form of the scalar route's body; the bare-array form is `list[ScalarPoint]`.
          */
@@ -4189,79 +4279,6 @@ export interface components {
              * @default null
              */
             error?: string | null;
-        };
-        /**
-         * IngestEvent
-         * @description Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`).
-         */
-        IngestEvent: {
-            /** Event Name */
-            event_name: string[] | string;
-            /** Measurements */
-            measurements?: {
-                [key: string]: number;
-            };
-            /** Metadata */
-            metadata?: {
-                [key: string]: string | number | boolean | null;
-            };
-            /**
-             * Timestamp
-             * @default null
-             */
-            timestamp?: string | null;
-        };
-        /** IngestBody */
-        TelemetryIngest: {
-            /** Events */
-            events: components["schemas"]["IngestEvent"][];
-        };
-        /** ExportFilters */
-        ExportFilters: {
-            /**
-             * Event Name
-             * @default null
-             */
-            event_name?: string | string[] | null;
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /**
-             * Model Id
-             * @default null
-             */
-            model_id?: string | null;
-            /**
-             * After
-             * @default null
-             */
-            after?: string | null;
-            /**
-             * Before
-             * @default null
-             */
-            before?: string | null;
-            /** Metadata */
-            metadata?: {
-                [key: string]: string | number | boolean | null;
-            };
-        };
-        /** ExportBody */
-        TelemetryExport: {
-            /**
-             * Format
-             * @default json
-             * @enum {string}
-             */
-            format?: "csv" | "json";
-            filters?: components["schemas"]["ExportFilters"];
-            /**
-             * Fields
-             * @default null
-             */
-            fields?: string[] | null;
         };
         /** WebhookCreate */
         WebhookCreate: {
@@ -11642,6 +11659,53 @@ export interface operations {
             };
             /** @description Not found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+        };
+    };
+    metrics_metrics_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Prometheus text format 0.0.4 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4; charset=utf-8": string;
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
