@@ -66,8 +66,9 @@ from pivotd.experiments.lifecycle import ExperimentEvents, ExperimentLifecycle
 from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
-from pivotd.jobs import Supervisor
+from pivotd.jobs import GpuAllocator, Supervisor
 from pivotd.jobs.service import Training
+from pivotd.monitor.nvml import Nvml
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.policy import Category, requirement
 from pivotd.ratelimit import RateLimiter
@@ -111,6 +112,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Managed and external runs end with the same listeners, in this order: the notification and webhooks,
         # the run's alerts closed, then the experiment events.
         run_finished = (_run_finished(notifier, alerts), experiment_events.run_finished)
+        # One NVML for the sampler and the GPU allocator: one initialisation, one retry schedule.
+        nvml: Nvml = app.state.nvml or Nvml.system()
         supervisor = Supervisor(
             settings,
             store,
@@ -120,9 +123,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             on_finished=run_finished,
             on_started=(experiment_events.run_started,),
             on_epoch=(experiment_events.run_epoch,),
+            gpus=GpuAllocator.system(nvml, lambda: supervisor.worker_pids()),
         )
         ingest = Ingest(store, hub, telemetry, alerts, removed_listeners=(supervisor.forget_run,))
-        monitor = ResourceMonitor(settings, store, hub, listeners=(alerts.on_sample,))
+        monitor = ResourceMonitor(settings, store, hub, listeners=(alerts.on_sample,), nvml=nvml)
         await stack.enter_async_context(monitor)
         # After the store and the alert engine: on the way down, workers stop (and their runs are
         # recorded, notified and their alerts closed) before those close.
@@ -275,7 +279,8 @@ class PivotApp(FastAPI):
         return _LogOnce(super().build_middleware_stack())
 
 
-def create_app(settings: Settings, token: str) -> FastAPI:
+def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> FastAPI:
+    """`nvml`: the NVML seam to use instead of the system's (tests hand a stand-in `pynvml` to it)."""
     app = PivotApp(
         title="pivotd",
         version=__version__,
@@ -287,6 +292,7 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     )
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
+    app.state.nvml = nvml
     routers = (health, layerwise, scalars, run_ends_api, ws, socket, monitor, alerts_api, notifications, webhooks_api)
     for module in (
         *routers,

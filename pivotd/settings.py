@@ -93,7 +93,8 @@ class Settings(BaseModel):
     resume_interrupted: bool = False
     """On start, runs a dead daemon left running continue from their last checkpoint instead of failing."""
     worker_memory_limit_mb: Annotated[int, Field(ge=0)] = 0
-    """Address-space cap per training worker in MiB (0: none); past it the worker fails instead of the box."""
+    """Resident-memory cap per training worker (and its children) in MiB (0: none), checked by the supervisor
+    every 0.25 s; past it the worker is killed and its run fails instead of the box."""
     worker_threads: Annotated[int, Field(ge=0, le=256)] = 0
     """CPU threads per training worker (torch.set_num_threads); 0 leaves torch's default."""
     max_linear_layers: Annotated[int, Field(ge=1, le=256)] = 5

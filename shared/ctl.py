@@ -20,6 +20,7 @@ import httpx
 from pydantic import BaseModel
 
 from shared.client import FINAL_STATES, PivotAPIError, PivotClient
+from shared.models.registry import ManagedRun
 from shared.models.runs import RunState
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
@@ -75,8 +76,14 @@ def cmd_train(client: PivotClient, args: argparse.Namespace) -> int:
             break
     run = client.run(run_id)
     _print(args, run, f"{run_id} {run.state}" + (f": {run.error}" if run.error else "")
-           + (f" param_id={run.param_id}" if run.param_id else ""))  # fmt: skip
+           + (f" param_id={run.param_id}" if run.param_id else "")
+           + (f" on {_gpus(run)}" if run.gpus else ""))  # fmt: skip
     return EXIT_OK if run.state == RunState.SUCCEEDED else EXIT_RUN_FAILED
+
+
+def _gpus(run: ManagedRun) -> str:
+    """Where a run trained: `GPU 0 (NVIDIA A100, GPU-5d1e...)`, or nothing when it had no GPU."""
+    return ", ".join(f"GPU {gpu.index} ({gpu.name}, {gpu.uuid})" for gpu in run.gpus)
 
 
 def _value(value: float | None) -> float:
@@ -89,7 +96,7 @@ def cmd_runs(client: PivotClient, args: argparse.Namespace) -> int:
     runs.sort(key=lambda run: run.created_at, reverse=True)
     lines = [
         f"{run.run_id:20} {run.state:10} epoch {run.epoch}/{run.epochs_total}  "
-        f"val_accuracy {_value(run.metrics.get('val_accuracy')):.4f}  {run.param_id or ''}"
+        f"val_accuracy {_value(run.metrics.get('val_accuracy')):.4f}  {run.param_id or ''}  {_gpus(run)}".rstrip()
         for run in runs
     ]
     _print(args, runs, "\n".join(lines) if lines else "no managed runs")

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from pivotd.app import create_app
+from pivotd.monitor.nvml import Nvml
 from pivotd.server import PivotServer
 from pivotd.services import Services
 from pivotd.settings import Settings
@@ -74,10 +75,11 @@ class PromptServer(PivotServer):
 
 
 @asynccontextmanager
-async def running_daemon(data_dir: Path, **overrides: Any) -> AsyncIterator[RunningDaemon]:
-    """A real pivotd (uvicorn, SQLite file, hub) serving on 127.0.0.1 with a free port."""
+async def running_daemon(data_dir: Path, nvml: Nvml | None = None, **overrides: Any) -> AsyncIterator[RunningDaemon]:
+    """A real pivotd (uvicorn, SQLite file, hub) serving on 127.0.0.1 with a free port. `nvml`: the NVML seam
+    (a stand-in `pynvml` for a GPU this machine lacks, `Nvml(None)` for none); unset, the machine's own."""
     settings = Settings(data_dir=data_dir, config_dir=data_dir / "config", **{"port": 0, **overrides})
-    app = create_app(settings, settings.token or TEST_TOKEN)
+    app = create_app(settings, settings.token or TEST_TOKEN, nvml)
     ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def on_ready(url: str) -> None:

@@ -89,6 +89,7 @@ async def run_view(training: Training, run: JobRow) -> ManagedRun:
         finished_at=_ts(run.finished_at),
         error=run.error,
         events_url=f"/api/runs/{run.run_id}/events",
+        gpus=run.gpus,
     )
     if run.status == RunState.SUCCEEDED and run.param_id:
         view.param_id = run.param_id  # set only now: absent before, as seed 003 sends it

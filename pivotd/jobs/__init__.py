@@ -1,5 +1,6 @@
-"""Managed runs: the persisted queue and the supervisor of worker processes."""
+"""Managed runs: the persisted queue, the supervisor of worker processes and the GPUs they are pinned to."""
 
-from pivotd.jobs.supervisor import Supervisor, visible_gpus
+from pivotd.jobs.gpus import Gpu, GpuAllocator
+from pivotd.jobs.supervisor import Supervisor
 
-__all__ = ["Supervisor", "visible_gpus"]
+__all__ = ["Gpu", "GpuAllocator", "Supervisor"]

@@ -1,6 +1,7 @@
-"""Training use cases shared by the F, M and P routes: define models, start, cancel and describe runs.
+"""Training use cases shared by the model, training-session and run routes: define models, start, cancel and
+describe runs.
 
-Routes translate their family's shapes and words; the rules (validation, the 409s, what a run looks like)
+Routes translate their API's shapes and words; the rules (validation, the 409s, what a run looks like)
 live here once.
 """
 
@@ -50,7 +51,7 @@ EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "le
 
 
 class InvalidDefinition(BadRequest):
-    """Architecture or hyperparameters that cannot be trained (seed 003: 400 on invalid dimensions)."""
+    """Architecture or hyperparameters that cannot be trained (the model API answers 400 on invalid dimensions)."""
 
 
 def _parse(model: type[_M], value: Any, prefix: str) -> _M:
@@ -108,6 +109,11 @@ class Training:
         name: str | None = None,
         tags: list[str] | None = None,
     ) -> str:
+        refusal = await asyncio.to_thread(self.supervisor.device_refusal, hp.device)
+        if refusal is not None and refusal.absent:
+            raise invalid_field("hyperparams.device", f"{hp.device!r}: {refusal.reason}")
+        if refusal is not None:
+            raise Conflict(f"hyperparams.device {hp.device!r}: {refusal.reason}")
         run_id = new_id("r")
         config = {"architecture": arch.wire(), "hyperparams": hp.model_dump()}
         status = RunState.QUEUED if queue else RunState.CREATED
@@ -117,7 +123,7 @@ class Training:
         return run_id
 
     async def train_inline(self, architecture: Any, hyperparams: Any) -> tuple[str, str]:
-        """Seed 001's POST /api/train: 409 while every training slot is taken, or claimed by runs queued ahead
+        """The model API's POST /api/train: 409 while every training slot is taken, or claimed by runs queued ahead
         (runs that a paused sweep holds back claim nothing)."""
         arch, hp = self.architecture(architecture), self.hyperparams(hyperparams)
         running, queued = await self.reader.slot_demand()
@@ -131,7 +137,7 @@ class Training:
         return model.model_id, run_id
 
     async def train_model(self, model_id: str, hyperparams: Any, *, queue: bool = True, **extra: Any) -> str:
-        """Seed 003's POST /models/{id}/train: 409 when an active run of the model has other hyperparameters."""
+        """The model API's POST /models/{id}/train: 409 when an active run of the model has other hyperparameters."""
         model = await self.get_model(model_id)
         if model.architecture is None:
             raise Conflict(f"model {model_id!r} has no architecture to train")
@@ -158,7 +164,7 @@ class Training:
         return await self.get_run(run_id)
 
     async def epoch_records(self, run: JobRow, names: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
-        """One record per finished epoch: `{epoch, timestamp, train_loss, ...}` (seed 002's Metrics)."""
+        """One record per finished epoch: `{epoch, timestamp, train_loss, ...}` (the training sessions' Metrics)."""
         records: dict[int, dict[str, Any]] = {}
         for name, epoch, value, timestamp in await self.reader.epoch_metrics(run.ref, names):
             record = records.setdefault(epoch, {"epoch": epoch, "timestamp": timestamp})
@@ -185,6 +191,7 @@ class Training:
             "metrics": await self.latest_metrics(run),
             "param_id": run.param_id,
             "error": run.error,
+            "gpus": run.gpus,
             "checkpoints": [
                 {"checkpoint_id": c.checkpoint_id, "epoch": c.epoch, "is_best": c.is_best, "size_bytes": c.size_bytes}
                 for c in checkpoints
@@ -215,7 +222,7 @@ class Training:
             raise NotFound(f"the architecture of param {params.param_id!r} is gone")
         return Architecture.model_validate(model.architecture)
 
-    # -- session configs (seed 002) -------------------------------------------------------------------------
+    # -- session configs (training sessions) ---------------------------------------------------------------
 
     def read_config_file(self, config_path: str) -> dict[str, Any]:
         """A YAML or JSON file under `config_dir`; any path leading outside it (.., symlinks) is refused, and so is
@@ -269,7 +276,7 @@ class Training:
 
 
 async def read_params_layout(path: Path, arch: Architecture) -> dict[str, Any]:
-    """Seed 003's parameter JSON from a safetensors file; read with numpy, so the daemon never imports torch."""
+    """The model API's parameter JSON from a safetensors file; read with numpy, so the daemon never imports torch."""
 
     def read() -> dict[str, Any]:
         try:

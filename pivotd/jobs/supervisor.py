@@ -6,6 +6,14 @@ Each run trains in a fresh interpreter (`python -m pivotd.training.worker`, the 
 imports torch) whose stdout carries JSON control events and a heartbeat, and whose stderr is kept as the run's
 log. Cancel is SIGTERM, a grace period, then SIGKILL. Whatever the worker does (raise, crash, get killed for
 memory) only its run fails: the daemon waits on it like on any other child.
+
+GPUs: where NVML lists any, every run that may use one (`device` auto, cuda or cuda:N) is pinned to its own
+through `CUDA_VISIBLE_DEVICES=<uuid>` (`gpus.py`), and the assignment is stored on the run. `cuda:N` means GPU N
+of the box by NVML index: the run waits while another pivotd run holds it and fails if it does not exist or
+other processes compute on it. `auto` takes a free GPU, else trains on CPU with every GPU hidden. Runs that get
+no GPU see none, so none lands on a GPU by accident. Without NVML (no `pynvml`, no driver) nothing is pinned.
+Memory: `worker_memory_limit_mb` caps the resident memory of a worker and its children, checked by a watchdog,
+not the address space (CUDA maps far more address space than it uses).
 """
 
 from __future__ import annotations
@@ -26,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 
 import pivotd
 from pivotd.datadir import write_private
 from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
+from pivotd.jobs.gpus import Gpu, GpuAllocator, Refusal
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.training import (
@@ -42,6 +52,7 @@ from pivotd.store.training import (
     LogLine,
     RecoverJobs,
     SetEpoch,
+    SetGpus,
     TrainingReader,
     Transition,
 )
@@ -53,23 +64,24 @@ from shared.models.runs import FINAL_STATES, RunState
 log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
 LOG_FLUSH_S = 0.5
+RSS_CHECK_S = 0.25  # how often a worker's resident memory is compared with its limit
 
 
-def visible_gpus() -> list[str]:
-    """Indices of the NVIDIA GPUs this process may use (CUDA_VISIBLE_DEVICES, else NVML), without torch."""
-    declared = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if declared is not None:
-        return [d.strip() for d in declared.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        import pynvml  # noqa: PLC0415 - optional, and absent on machines without the NVIDIA stack
+def resident_bytes(pid: int) -> int:
+    """Resident memory of a process and its descendants (DataLoader workers count against the run too)."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # a child that exits meanwhile
+            total += child.memory_info().rss
+    return total
 
-        pynvml.nvmlInit()
-        try:
-            return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no library, no driver, no device: a CPU box
-        return []
+
+class _Wait:
+    """A queued run whose GPU one of pivotd's own runs holds: it starts when that run ends."""
+
+
+WAIT = _Wait()
 
 
 @dataclass(slots=True, eq=False)
@@ -85,6 +97,7 @@ class _Worker:
     logs: list[LogLine] = field(default_factory=list)
     done: asyncio.Event = field(default_factory=asyncio.Event)
     step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
+    gpus: list[Gpu] = field(default_factory=list)
 
 
 RunFinished = Callable[[str, str, str | None], Awaitable[None]]
@@ -103,8 +116,9 @@ class Supervisor:
         on_finished: Sequence[RunFinished],
         on_started: Sequence[RunListener],
         on_epoch: Sequence[RunListener],
+        gpus: GpuAllocator,
     ) -> None:
-        """The listeners run in the order given, each awaited before the next."""
+        """The listeners run in the order given, each awaited before the next. `gpus` hands out the GPUs."""
         self._settings = settings
         self._store = store
         self._hub = hub
@@ -112,8 +126,8 @@ class Supervisor:
         self._telemetry = telemetry
         """Each reported epoch becomes a `pivot.training.epoch` event."""
         self.reader = TrainingReader(store.reader.connection)
-        self.gpus = visible_gpus()
-        self.slots = settings.training_slots or max(1, len(self.gpus))
+        self.gpus = gpus
+        self.slots = settings.training_slots or max(1, len(gpus.inventory()))
         self._workers: dict[str, _Worker] = {}
         self._tasks = TaskSet()
         self._dispatch_lock = asyncio.Lock()
@@ -161,10 +175,14 @@ class Supervisor:
         worker = self._workers.get(run_id)
         return worker.proc.pid if worker is not None else None
 
+    def worker_pids(self) -> set[int]:
+        """The process ids of every worker running now."""
+        return {worker.proc.pid for worker in self._workers.values()}
+
     # -- queue ----------------------------------------------------------------------------------------------
 
     async def enqueue(self, run_id: str) -> None:
-        """Queue a created run (a seed 002 session being started) and start it if a slot is free."""
+        """Queue a created run (a training session being started) and start it if a slot is free."""
         await self._transition(run_id, RunState.QUEUED, (RunState.CREATED,))
         await self.dispatch()
 
@@ -177,13 +195,22 @@ class Supervisor:
                 job = await self.reader.next_queued()
                 if job is None:
                     return
+                placed = await self._place(job)
+                if isinstance(placed, _Wait):
+                    return  # first in, first out: runs behind it wait too; a run's end dispatches again
+                held = placed if isinstance(placed, list) else []
                 self._starting.add(job.run_id)
                 try:
+                    if isinstance(placed, str):
+                        await self._finish(job.run_id, RunState.FAILED, placed)
+                        continue
                     await self._transition(job.run_id, RunState.RUNNING, (RunState.QUEUED,))
-                    await self._launch(job)
+                    await self._launch(job, None if placed is None else held)
                 except (Conflict, NotFound):
+                    self.gpus.release(held)
                     continue  # cancelled or deleted in between
                 except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
+                    self.gpus.release(held)
                     log.exception("could not start the worker of run %s", job.run_id)
                     await self._finish(job.run_id, RunState.FAILED, f"could not start worker: {exc}")
                 finally:
@@ -194,6 +221,30 @@ class Supervisor:
                     if started is not None:
                         started.cancel_requested = True
                         self._terminate(started)
+
+    async def _place(self, job: JobRow) -> _Wait | str | list[Gpu] | None:
+        """Where the run trains: its GPUs ([]: none, every GPU hidden), None (NVML lists no GPU: nothing
+        pinned), a reason it cannot run, or WAIT while one of pivotd's runs holds the GPU it needs."""
+        device: str = job.config["hyperparams"].get("device", "auto")
+        if not await asyncio.to_thread(self.gpus.inventory):
+            return None
+        if device == "cpu":
+            return []
+        index = int(device.split(":", 1)[1]) if ":" in device else None
+        taken = await asyncio.to_thread(self.gpus.acquire, 1, index)
+        if taken is not None:
+            return taken
+        if device == "auto":
+            return []
+        refusal = await asyncio.to_thread(self.gpus.refusal, index)
+        return WAIT if refusal is None else f"device {device!r}: {refusal.reason}"
+
+    def device_refusal(self, device: str) -> Refusal | None:
+        """Why a run asking for `device` could not get its GPU now; None if it can or may once a run ends.
+        Nothing is refused where NVML lists no GPU (the worker finds out from CUDA)."""
+        if not device.startswith("cuda") or not self.gpus.inventory():
+            return None
+        return self.gpus.refusal(int(device.split(":", 1)[1]) if ":" in device else None)
 
     async def cancel(self, run_id: str, wait: bool = False) -> str:
         """Cancel a queued or running run; returns the state it was in. Conflict if it already finished.
@@ -218,7 +269,7 @@ class Supervisor:
 
     # -- workers --------------------------------------------------------------------------------------------
 
-    async def _launch(self, job: JobRow) -> None:
+    async def _launch(self, job: JobRow, gpus: list[Gpu] | None) -> None:
         settings = self._settings
         run_dir = settings.runs_path / job.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -231,10 +282,10 @@ class Supervisor:
             "url": self._url,
             "token": self._token,
             "max_linear": settings.max_linear_layers,
-            "memory_limit_mb": settings.worker_memory_limit_mb,
             "torch_threads": settings.worker_threads,
             "heartbeat_s": min(5.0, settings.heartbeat_timeout_s / 4),
             "resume_from": self._resume_from(job),
+            "gpus": [gpu.record() for gpu in gpus or ()],
         }
         spec_path = run_dir / "job.json"
         write_private(spec_path, json.dumps(spec))  # it carries the token
@@ -244,16 +295,22 @@ class Supervisor:
         root = str(Path(pivotd.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        if self.gpus and job.config["hyperparams"].get("device", "auto") == "auto":
-            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        # CUDA's own order (fastest first) is not NVML's: anything a worker reports by index means NVML's.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in gpus)  # "": no GPU at all
+        await self._store.writer.submit(SetGpus(job.run_id, spec["gpus"]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pivotd.training.worker", str(spec_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
             start_new_session=True,  # a Ctrl-C on the daemon's terminal is the daemon's to handle, not the worker's
         )  # fmt: skip
-        worker = _Worker(job.run_id, proc, slot)
+        worker = _Worker(job.run_id, proc, slot, gpus=gpus or [])
         self._workers[job.run_id] = worker
-        log.info("run %s started (pid %d, slot %d)", job.run_id, proc.pid, slot)
+        where = ", ".join(f"GPU {g.index} {g.uuid}" for g in worker.gpus) or "no GPU"
+        log.info("run %s started (pid %d, slot %d, %s)", job.run_id, proc.pid, slot, where)
+        if gpus == [] and job.config["hyperparams"].get("device", "auto") == "auto":
+            worker.logs.append(LogLine(time.time(), "warning", "no free GPU: training on CPU"))
         self._tasks.spawn(self._supervise(worker, job))
 
     def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
@@ -270,16 +327,18 @@ class Supervisor:
             asyncio.create_task(self._read_events(worker, job, proc.stdout)),
             asyncio.create_task(self._read_logs(worker, proc.stderr)),
         ]
-        watchdog = asyncio.create_task(self._watch(worker))
-        flusher = asyncio.create_task(self._flush_logs_every(worker))
+        watchdogs = [asyncio.create_task(self._watch(worker)), asyncio.create_task(self._flush_logs_every(worker))]
+        if self._settings.worker_memory_limit_mb:
+            watchdogs.append(asyncio.create_task(self._watch_memory(worker, self._settings.worker_memory_limit_mb)))
         try:
             code = await proc.wait()
             await asyncio.gather(*readers, return_exceptions=True)
         finally:
-            watchdog.cancel()
-            flusher.cancel()
+            for task in watchdogs:
+                task.cancel()
             await self._flush_logs(worker)
             self._workers.pop(worker.run_id, None)
+            self.gpus.release(worker.gpus)
         state, error = self._outcome(worker, code)
         if state == RunState.SUCCEEDED:
             assert worker.params is not None
@@ -403,6 +462,25 @@ class Supervisor:
             silent = time.monotonic() - worker.last_beat
             if silent > timeout:
                 worker.fatal = f"no heartbeat for {silent:.0f} s; worker killed"
+                with contextlib.suppress(ProcessLookupError):
+                    worker.proc.kill()
+                return
+
+    async def _watch_memory(self, worker: _Worker, limit_mb: int) -> None:
+        """Kill the worker once its resident memory passes the limit. Resident memory, not address space: a
+        CUDA context reserves tens of GiB of address space it never touches, so `RLIMIT_AS` breaks CUDA."""
+        limit = limit_mb * 1024 * 1024
+        while True:
+            await asyncio.sleep(RSS_CHECK_S)
+            try:
+                rss = resident_bytes(worker.proc.pid)
+            except psutil.Error:
+                return  # exited: the supervisor reaps it
+            if rss > limit:
+                worker.fatal = (
+                    f"out of memory: resident memory {rss / 2**20:.0f} MiB passed the worker's limit of {limit_mb} "
+                    "MiB (worker_memory_limit_mb); worker killed"
+                )
                 with contextlib.suppress(ProcessLookupError):
                     worker.proc.kill()
                 return

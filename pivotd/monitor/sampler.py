@@ -51,7 +51,8 @@ def _usage(total: int, used: int, percent: float) -> dict[str, float]:
 
 
 def read_sample(data_dir: Path, nvml: Nvml, now: float | None = None) -> Sample:
-    """One sample in seed 002's shape plus swap, load and GPU power/processes."""
+    """One sample in the resource monitor's shape plus swap, load and GPU power/processes. `gpu` is left out while
+    NVML cannot be asked (not installed, not initialised yet): unknown, which `[]` (no GPU) would misstate."""
     now = time.time() if now is None else now
     sample: Sample = {"timestamp": iso(now), "time": now}
 
@@ -81,7 +82,9 @@ def read_sample(data_dir: Path, nvml: Nvml, now: float | None = None) -> Sample:
     _attempt(sample, "swap", swap)
     _attempt(sample, "disk", disk)
     _attempt(sample, "load", load)
-    sample["gpu"] = nvml.read()
+    gpus = nvml.read()
+    if gpus is not None:
+        sample["gpu"] = gpus
     return sample
 
 

@@ -309,6 +309,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX auth_sessions_by_expiry ON auth_sessions(expires_at);
     CREATE INDEX auth_sessions_by_key ON auth_sessions(api_key_id);
     """,
+    # 12 (issue 14): the GPUs a managed run's worker was pinned to, as JSON `[{index, uuid, name}]` (NVML's
+    # index and UUID); NULL for a run that got none or started before this version.
+    """
+    ALTER TABLE runs ADD COLUMN gpus TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -64,7 +64,7 @@ def model_row(row: Any) -> ModelRow:
 
 JOB_COLUMNS = (
     "id, run_id, kind, status, model_id, name, config, error, created_at, queued_at, started_at, finished_at, "
-    "epoch, epochs_total, param_id, tags, last_update"
+    "epoch, epochs_total, param_id, tags, last_update, gpus"
 )
 
 
@@ -87,12 +87,14 @@ class JobRow:
     param_id: str | None
     tags: list[str]
     last_update: float
+    gpus: list[dict[str, Any]]
+    """The GPUs its worker was pinned to (`{index, uuid, name}`), as of its last start; [] for none."""
 
 
 def _job_row(row: Any) -> JobRow:
     return JobRow(
         row[0], row[1], row[2], row[3], row[4], row[5], _loads(row[6]) or {}, row[7], row[8], row[9], row[10],
-        row[11], row[12], row[13], row[14], json.loads(row[15]), row[16],
+        row[11], row[12], row[13], row[14], json.loads(row[15]), row[16], _loads(row[17]) or [],
     )  # fmt: skip
 
 
@@ -270,6 +272,17 @@ class SetEpoch:
 
     def apply(self, tx: Tx) -> None:
         tx.conn.execute("UPDATE runs SET epoch = ? WHERE run_id = ?", (self.epoch, self.run_id))
+
+
+@dataclass(frozen=True, slots=True)
+class SetGpus:
+    """Record the GPUs a run's worker is pinned to, as it starts."""
+
+    run_id: str
+    gpus: list[dict[str, Any]]
+
+    def apply(self, tx: Tx) -> None:
+        tx.conn.execute("UPDATE runs SET gpus = ? WHERE run_id = ?", (json.dumps(self.gpus), self.run_id))
 
 
 @dataclass(frozen=True, slots=True)

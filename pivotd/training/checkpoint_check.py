@@ -1,8 +1,8 @@
 """`python -m pivotd.training.checkpoint_check FILE`: is an uploaded checkpoint plain tensors? Exit 0 if so.
 
-Run in its own short-lived process with a memory cap: the daemon never unpickles an upload itself, and
-`torch.load(weights_only=True)` refuses any pickle that would construct anything but tensors, containers and
-primitives, so code hidden in the file is never executed. The verdict is one JSON line on stdout.
+Run in its own short-lived process with a memory cap (`RLIMIT_DATA`, see MEMORY_CAP): the daemon never unpickles
+an upload itself, and `torch.load(weights_only=True)` refuses any pickle that would construct anything but tensors,
+containers and primitives, so code hidden in the file is never executed. The verdict is one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import resource
 import sys
 from typing import Any
 
+# A cap on the data segment (heap and anonymous mappings), generous enough for any checkpoint worth uploading.
+# Not `RLIMIT_AS`: a CUDA build of torch maps several GiB of address space as it loads (its kernels, the driver's
+# reservations), so an address-space cap that fits a CPU build can make `import torch` itself fail on a GPU box.
+# `map_location="cpu"` keeps every tensor in ordinary memory, which `RLIMIT_DATA` counts (Linux >= 4.7).
 MEMORY_CAP = 4 * 1024**3
 
 
@@ -26,7 +30,7 @@ def _tensor_count(value: Any, torch: Any) -> int:
 
 
 def main(path: str) -> int:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+    resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_CAP, MEMORY_CAP))
     import torch  # noqa: PLC0415 - after the cap
 
     try:

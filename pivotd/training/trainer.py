@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,13 +56,36 @@ class Job:
     """`{"path", "epoch", "best"}` of the checkpoint an interrupted run continues from."""
 
 
+def cuda_unusable() -> str | None:
+    """Why CUDA cannot be used in this process, naming the cause; None when it can."""
+    if torch.version.cuda is None:
+        return f"this torch ({torch.__version__}) is a CPU-only build: install a CUDA wheel of torch"
+    if torch.cuda.is_available():
+        return None
+    try:
+        torch.cuda.init()  # raises with the driver's own reason (no driver, no device nodes, nvidia-uvm missing)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    else:
+        reason = "no CUDA device is visible"
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    shown = f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else ""
+    return (
+        f"CUDA {torch.version.cuda} cannot be initialised{shown}: {reason}. Check the driver, that the process may "
+        "open /dev/nvidia* and /dev/nvidia-uvm (systemd: DeviceAllow, PrivateDevices; see docs/gpu.md)"
+    )
+
+
 def pick_device(requested: str) -> torch.device:
+    """`auto`: CUDA if usable, else CPU. A cuda device (what a worker pinned to a GPU is always given) is strict:
+    unusable CUDA is an error that names why, never a quiet fall back to CPU."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} asked for, but CUDA is not available here")
+        problem = cuda_unusable()
+        if problem is not None:
+            raise RuntimeError(f"device {requested!r} asked for, but {problem}")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise RuntimeError(f"device {requested!r}: only {torch.cuda.device_count()} CUDA devices are visible")
     return device

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 import threading
@@ -40,13 +39,9 @@ def _heartbeat(interval: float, stop: threading.Event) -> None:
 
 
 def main(argv: list[str]) -> int:
+    # No address-space cap here: CUDA reserves far more address space than it uses, so `RLIMIT_AS` made CUDA
+    # fail to initialise. The supervisor watches this process's resident memory instead.
     spec = json.loads(Path(argv[0]).read_text())
-    limit_mb = spec.get("memory_limit_mb") or 0
-    if limit_mb:
-        # Address-space cap set before torch is imported: an allocation past it raises in this process
-        # (MemoryError / "can't allocate memory") instead of inviting the kernel's OOM killer.
-        limit = int(limit_mb) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(message)s")
     # stderr is the run's log: one line per request the SDK sends would bury the lines that matter.
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -56,7 +51,7 @@ def main(argv: list[str]) -> int:
     beat = threading.Event()
     threading.Thread(target=_heartbeat, args=(spec.get("heartbeat_s", 2.0), beat), daemon=True).start()
 
-    from pivotd.training.trainer import Cancelled, Job, train  # noqa: PLC0415 - after the memory cap
+    from pivotd.training.trainer import Cancelled, Job, train  # noqa: PLC0415 - after the log setup
     from shared.models.training import Architecture, Hyperparams  # noqa: PLC0415
 
     threads = spec.get("torch_threads")
@@ -64,10 +59,17 @@ def main(argv: list[str]) -> int:
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(int(threads))
+    hyperparams = Hyperparams.model_validate(spec["hyperparams"])
+    gpus = spec.get("gpus") or []
+    if gpus:
+        # Pinned: the assigned GPU is the only one CUDA shows (as cuda:0). `auto` and `cuda:N` both mean it, and
+        # strictly: a run holding a GPU fails when CUDA is unusable rather than quietly training on CPU.
+        hyperparams = hyperparams.model_copy(update={"device": "cuda"})
+        logging.info("assigned %s", ", ".join(f"GPU {g['index']} ({g['name']}, {g['uuid']})" for g in gpus))
     job = Job(
         run_id=spec["run_id"],
         architecture=Architecture.model_validate(spec["architecture"]),
-        hyperparams=Hyperparams.model_validate(spec["hyperparams"]),
+        hyperparams=hyperparams,
         run_dir=Path(spec["run_dir"]),
         data_dir=Path(spec["data_dir"]),
         url=spec["url"],

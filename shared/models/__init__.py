@@ -55,7 +55,17 @@ from shared.models.registry import (
     PixelInference,
     TrainQueued,
 )
-from shared.models.runs import Accepted, BatchAccepted, FinishedRun, RunDetail, RunEnd, RunEvent, RunState, RunSummary
+from shared.models.runs import (
+    Accepted,
+    BatchAccepted,
+    FinishedRun,
+    RunDetail,
+    RunEnd,
+    RunEvent,
+    RunGpu,
+    RunState,
+    RunSummary,
+)
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarSeries, ScalarsResponse
 from shared.models.sessions import (
     EpochRecord,
@@ -135,6 +145,7 @@ __all__ = [
     "RunEvent",
     "RunLogLine",
     "RunState",
+    "RunGpu",
     "RunSummary",
     "SESSION_STATUS",
     "ScalarBatch",

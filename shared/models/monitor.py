@@ -40,11 +40,24 @@ class LoadAverage(_Open):
 
 class GpuProcess(_Open):
     pid: int
-    memory_used_gb: float
+    memory_used_gb: float | None = Field(description="null where NVML cannot tell (no permission, MIG)")
+
+
+class MigInstance(_Open):
+    """One MIG instance of a GPU in MIG mode: what CUDA is given instead of the whole GPU."""
+
+    index: int
+    uuid: str | None = None
+    name: str | None = None
+    memory_used_gb: float | None = None
+    memory_total_gb: float | None = None
+    memory_percent: float | None = None
 
 
 class GpuSample(_Open):
-    id: int
+    id: int = Field(description="NVML's index")
+    uuid: str | None = Field(default=None, description="`GPU-...`: what a run's `gpus` names")
+    error: str | None = Field(default=None, description="Why NVML could not reach this GPU; nothing else is read")
     name: str | None = None
     utilization: float | None = None
     memory_used_gb: float | None = None
@@ -53,6 +66,7 @@ class GpuSample(_Open):
     temperature: float | None = None
     power_watts: float | None = None
     processes: list[GpuProcess] | None = None
+    mig: list[MigInstance] | None = Field(default=None, description="Absent unless the GPU is in MIG mode")
 
 
 class ResourceSample(_Open):
@@ -66,7 +80,11 @@ class ResourceSample(_Open):
     swap: Usage | None = None
     disk: DiskUsage | None = None
     load: LoadAverage | None = None
-    gpu: list[GpuSample] = Field(default_factory=list, description="Empty on a machine without NVML or GPU")
+    gpu: list[GpuSample] | None = Field(
+        default=None,
+        description="Empty where NVML answers with no GPU; absent while NVML cannot be asked (not installed, no "
+        "driver, not initialised yet): unknown",
+    )
 
 
 class GpuAverage(_Open):

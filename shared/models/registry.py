@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from shared.models.runs import RunState
+from shared.models.runs import RunGpu, RunState
 
 # ---- families F and M (`/api/...`) -------------------------------------------------------------------------
 
@@ -34,6 +34,9 @@ class ManagedRun(BaseModel):
     error: str | None
     events_url: str
     param_id: str | None = Field(default=None, description="Present once the run has succeeded")
+    gpus: list[RunGpu] = Field(
+        default_factory=list, description="The GPUs its worker was pinned to, as of its last start ([]: none)"
+    )
 
 
 class ModelSummary(BaseModel):

@@ -73,6 +73,14 @@ class BatchAccepted(BaseModel):
     run_ids: list[str]
 
 
+class RunGpu(BaseModel):
+    """A GPU a managed run's worker was pinned to."""
+
+    index: int = Field(description="NVML's index of the GPU (a MIG instance's parent's): `id` in resource samples")
+    uuid: str = Field(description="`GPU-...` or `MIG-...`: what the worker's CUDA_VISIBLE_DEVICES held")
+    name: str
+
+
 class RunSummary(BaseModel):
     """One entry of the `GET /api/v1/runs` map (seed 000) with PIVOT's additive fields."""
 
@@ -115,3 +123,6 @@ class RunDetail(RunSummary):
     scalar_names: list[str] = Field(default_factory=list)
     events: list[RunEvent] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    gpus: list[RunGpu] | None = Field(
+        default=None, description="A managed run's GPUs as of its last start ([]: none); absent for external runs"
+    )
