@@ -121,7 +121,7 @@ def _gpus(sample: ResourceSample) -> Iterable[Metric]:
         "power": GaugeMetricFamily("pivot_gpu_power_watts", "GPU power draw, watts.", labels=labels),
         "processes": GaugeMetricFamily("pivot_gpu_processes", "Compute processes on the GPU.", labels=labels),
     }
-    for gpu in sample.gpu:
+    for gpu in sample.gpu or ():  # None: NVML could not be asked, so no GPU series at all
         key = [str(gpu.id), gpu.name or ""]
         readings = {
             "utilization": gpu.utilization,

@@ -2239,15 +2239,31 @@ export interface components {
         GpuProcess: {
             /** Pid */
             pid: number;
-            /** Memory Used Gb */
-            memory_used_gb: number;
+            /**
+             * Memory Used Gb
+             * @description null where NVML cannot tell (no permission, MIG)
+             */
+            memory_used_gb: number | null;
         } & {
             [key: string]: unknown;
         };
         /** GpuSample */
         GpuSample: {
-            /** Id */
+            /**
+             * Id
+             * @description NVML's index
+             */
             id: number;
+            /**
+             * Uuid
+             * @description `GPU-...`: what a run's `gpus` names
+             */
+            uuid?: string | null;
+            /**
+             * Error
+             * @description Why NVML could not reach this GPU; nothing else is read
+             */
+            error?: string | null;
             /** Name */
             name?: string | null;
             /** Utilization */
@@ -2264,6 +2280,11 @@ export interface components {
             power_watts?: number | null;
             /** Processes */
             processes?: components["schemas"]["GpuProcess"][] | null;
+            /**
+             * Mig
+             * @description Absent unless the GPU is in MIG mode
+             */
+            mig?: components["schemas"]["MigInstance"][] | null;
         } & {
             [key: string]: unknown;
         };
@@ -2511,6 +2532,11 @@ export interface components {
              * @description Present once the run has succeeded
              */
             param_id?: string | null;
+            /**
+             * Gpus
+             * @description The GPUs its worker was pinned to, as of its last start ([]: none)
+             */
+            gpus?: components["schemas"]["RunGpu"][];
         };
         /**
          * ManagedRunPage
@@ -2535,6 +2561,26 @@ export interface components {
             epochs: number[];
             /** Timestamps */
             timestamps: (string | null)[];
+        };
+        /**
+         * MigInstance
+         * @description One MIG instance of a GPU in MIG mode: what CUDA is given instead of the whole GPU.
+         */
+        MigInstance: {
+            /** Index */
+            index: number;
+            /** Uuid */
+            uuid?: string | null;
+            /** Name */
+            name?: string | null;
+            /** Memory Used Gb */
+            memory_used_gb?: number | null;
+            /** Memory Total Gb */
+            memory_total_gb?: number | null;
+            /** Memory Percent */
+            memory_percent?: number | null;
+        } & {
+            [key: string]: unknown;
         };
         /**
          * ModelDetail
@@ -2938,9 +2984,9 @@ export interface components {
             load?: components["schemas"]["LoadAverage"] | null;
             /**
              * Gpu
-             * @description Empty on a machine without NVML or GPU
+             * @description Empty where NVML answers with no GPU; absent while NVML cannot be asked (not installed, no driver, not initialised yet): unknown
              */
-            gpu?: components["schemas"]["GpuSample"][];
+            gpu?: components["schemas"]["GpuSample"][] | null;
         } & {
             [key: string]: unknown;
         };
@@ -3075,6 +3121,11 @@ export interface components {
             metadata?: {
                 [key: string]: unknown;
             };
+            /**
+             * Gpus
+             * @description A managed run's GPUs as of its last start ([]: none); absent for external runs
+             */
+            gpus?: components["schemas"]["RunGpu"][] | null;
         };
         /**
          * RunEvent
@@ -3091,6 +3142,24 @@ export interface components {
             field?: string | null;
             /** Message */
             message: string;
+        };
+        /**
+         * RunGpu
+         * @description A GPU a managed run's worker was pinned to.
+         */
+        RunGpu: {
+            /**
+             * Index
+             * @description NVML's index of the GPU (a MIG instance's parent's): `id` in resource samples
+             */
+            index: number;
+            /**
+             * Uuid
+             * @description `GPU-...` or `MIG-...`: what the worker's CUDA_VISIBLE_DEVICES held
+             */
+            uuid: string;
+            /** Name */
+            name: string;
         };
         /** RunLogLine */
         RunLogLine: {
