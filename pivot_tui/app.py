@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from textual import work
 from textual.app import App
 from textual.binding import Binding
@@ -106,7 +108,7 @@ class PivotApp(App[None]):
         """Reload over REST what the socket may have missed (after a reconnect or a `lagged` notice)."""
         self.model.begin_sync()
         runs = await self.client.runs()
-        self.model.finish_sync({run_id: summary.model_dump() for run_id, summary in runs.items()})
+        self.model.finish_sync(runs)
         if self.model.followed is not None:
             await self._load_run(self.model.followed.run_id)
         self.model.bump("resources", "experiments")
@@ -123,7 +125,7 @@ class PivotApp(App[None]):
 
     async def _load_run(self, run_id: str) -> None:
         try:
-            detail = await self.client.run(run_id, lite=True)
+            detail = await self.client.get_run(run_id)
             scalars = await self.client.scalars(run_id, max_points=2000)
         except PivotAPIError as exc:
             self.notify(f"{run_id}: {exc.message}", severity="error")
@@ -132,20 +134,17 @@ class PivotApp(App[None]):
         if followed is None or followed.run_id != run_id:
             return
         fresh = type(followed)(run_id)
-        for step in detail.get("steps") or []:
+        for step in detail.steps or []:
             fresh.add_step(step)
         for name, series in scalars.series.items():
             fresh.add_points(
                 [{"step": s, "values": {name: v}} for s, v in zip(series.steps, series.values, strict=True)]
             )
-        fresh.events.extend(detail.get("events") or [])
-        if detail.get("kind") == "managed":
-            fresh.epoch, fresh.epochs_total = detail.get("epoch"), detail.get("epochs_total")
-            try:
-                logs = await self.client.get_json(f"/api/v1/runs/{run_id}/logs", params={"tail": 200})
-            except PivotAPIError:
-                logs = None  # a daemon without managed-run logs
-            fresh.logs.extend((logs or {}).get("data", []))
+        fresh.events.extend(detail.events)
+        if detail.kind == "managed":
+            fresh.epoch, fresh.epochs_total = detail.epoch, detail.epochs_total
+            with contextlib.suppress(PivotAPIError):  # a daemon without managed-run logs
+                fresh.logs.extend(await self.client.run_logs(run_id, tail=200))
         self.model.followed = fresh
         self.model.bump("run")
 

@@ -6,9 +6,11 @@ import argparse
 import sys
 
 import httpx
+from pydantic import ValidationError
 
 from pivot_tui.config import resolve
 from shared import __version__
+from shared.client import PivotAPIError, PivotClient
 from shared.runtime import tune_gc
 
 EXIT_UNREACHABLE = 3
@@ -31,9 +33,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def preflight(url: str, token: str | None) -> int | None:
     """Exit code and message when the daemon cannot be used; None when it can."""
-    headers = {"authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(f"{url}/api/v1/runs", params={"per_page": 1}, headers=headers, timeout=5)
+        with PivotClient(url, token, timeout=5) as client:
+            client.list_runs(per_page=1)
     except httpx.TransportError as exc:
         print(
             f"pivot-tui: cannot reach pivotd at {url} ({exc.__class__.__name__}).\n"
@@ -41,15 +43,18 @@ def preflight(url: str, token: str | None) -> int | None:
             file=sys.stderr,
         )
         return EXIT_UNREACHABLE
-    if response.status_code == 401:
-        print(
-            f"pivot-tui: {url} needs a token: pass --token or set PIVOT_TOKEN (the daemon's token file is "
-            "<state dir>/token on its machine).",
-            file=sys.stderr,
-        )
-        return EXIT_UNAUTHORIZED
-    if not response.is_success:
-        print(f"pivot-tui: {url} answered HTTP {response.status_code}; is it a pivotd?", file=sys.stderr)
+    except PivotAPIError as exc:
+        if exc.status == 401:
+            print(
+                f"pivot-tui: {url} needs a token: pass --token or set PIVOT_TOKEN (the daemon's token file is "
+                "<state dir>/token on its machine).",
+                file=sys.stderr,
+            )
+            return EXIT_UNAUTHORIZED
+        print(f"pivot-tui: {url} answered HTTP {exc.status}; is it a pivotd?", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ValidationError:
+        print(f"pivot-tui: {url} answered, but not with pivotd's list of runs; is it a pivotd?", file=sys.stderr)
         return EXIT_UNREACHABLE
     return None
 

@@ -12,7 +12,7 @@ import contextlib
 import enum
 import errno
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,19 +22,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
 from shared.client import AsyncPivotClient, PivotAPIError
-from shared.models import RunSummary, ScalarsResponse
-from shared.models.alerts import (
-    AlertList,
-    AlertPublic,
-    AlertRuleList,
-    AlertRulePublic,
-    AlertStatus,
-    NotificationList,
-    NotificationPublic,
-)
-from shared.models.errors import describe_error
+from shared.models.alerts import AlertPublic, AlertRulePublic, AlertStatus, NotificationPublic, NotificationRead
+from shared.models.datasets import DigitSamples
 from shared.models.experiments import ExperimentAction, ExperimentDetail, ExperimentExport, ExperimentPublic
+from shared.models.logs import RunLogLine
+from shared.models.monitor import ResourceSample
 from shared.models.registry import CancelRequested, ManagedRun, Params, PixelInference, TrainQueued
+from shared.models.runs import LiteRunDetail, RunSummary
+from shared.models.scalars import ScalarsResponse
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +85,13 @@ StateSink = Callable[[Connection, str], None]
 
 
 class DaemonClient:
+    """pivotd's calls as the TUI uses them, each returning a `shared.models` model, over one HTTP pool (the
+    `AsyncPivotClient`'s); a daemon that does not answer is `Unreachable`, a refusal a `PivotAPIError`."""
+
     def __init__(self, url: str, token: str | None, *, max_backoff: float = 10.0) -> None:
         self.url = url
         self.token = token
         self.rest = AsyncPivotClient(url, token, timeout=10)
-        self._http = httpx.AsyncClient(
-            base_url=url, timeout=10, headers={"authorization": f"Bearer {token}"} if token else {}
-        )
         self._max_backoff = max_backoff
         self._ws: ClientConnection | None = None
         self._watched: dict[str, set[str]] = {"run": set(), "experiment": set()}
@@ -104,20 +99,30 @@ class DaemonClient:
 
     async def aclose(self) -> None:
         await self.rest.aclose()
-        await self._http.aclose()
 
-    # -- REST ----------------------------------------------------------------------------------------
+    # -- runs ----------------------------------------------------------------------------------------
 
     async def runs(self) -> dict[str, RunSummary]:
         with _answered():
             return await self.rest.list_runs()
 
-    async def run(self, run_id: str, *, lite: bool = True) -> dict[str, Any]:
-        return await self.get_json(f"/api/v1/runs/{run_id}", params={"lite": str(lite).lower()})
+    async def get_run(self, run_id: str) -> LiteRunDetail:
+        """The run with its whole step history, in compact layers."""
+        with _answered():
+            return await self.rest.get_run(run_id, lite=True)
 
     async def scalars(self, run_id: str, names: Sequence[str] | None = None, max_points: int = 400) -> ScalarsResponse:
         with _answered():
             return await self.rest.scalars(run_id, names, max_points)
+
+    async def run_logs(self, run_id: str, tail: int = 200) -> list[RunLogLine]:
+        """A managed run's last worker log lines, oldest first."""
+        with _answered():
+            return await self.rest.run_logs(run_id, tail=tail)
+
+    async def resources(self) -> ResourceSample:
+        with _answered():
+            return await self.rest.resources()
 
     # Experiments. Bounded: the first page of 100 experiments; a detail's groups come from the export (n, mean,
     # std, ci95 per group as the daemon computes them) and its runs from the same document.
@@ -141,67 +146,55 @@ class DaemonClient:
         with _answered():
             return await self.rest.experiment_action(experiment_id, action)
 
-    # Alerts and notifications (seed 002), parsed into their models.
+    # -- alerts and notifications --------------------------------------------------------------------
 
     async def alerts(self, status: AlertStatus | None = None) -> list[AlertPublic]:
-        params = None if status is None else {"status": str(status)}
-        return AlertList.model_validate(await self.get_json("/api/v1/alerts", params=params)).alerts
+        with _answered():
+            return await self.rest.alerts(status)
 
     async def alert_rules(self) -> list[AlertRulePublic]:
-        return AlertRuleList.model_validate(await self.get_json("/api/v1/alerts/rules")).rules
+        with _answered():
+            return await self.rest.alert_rules()
 
     async def notifications(self, limit: int = 50) -> list[NotificationPublic]:
-        body = await self.get_json("/api/v1/notifications", params={"limit": limit})
-        return NotificationList.model_validate(body).notifications
+        with _answered():
+            return await self.rest.notifications(limit)
 
-    async def acknowledge_alert(self, alert_id: str, by: str | None, notes: str | None) -> None:
-        await self.post_json(f"/api/v1/alerts/{alert_id}/acknowledge", {"acknowledged_by": by, "notes": notes})
+    async def acknowledge_alert(self, alert_id: str, by: str | None, notes: str | None) -> AlertPublic:
+        with _answered():
+            return await self.rest.acknowledge_alert(alert_id, by, notes)
 
-    async def mark_notification_read(self, notification_id: str) -> None:
-        await self.post_json(f"/api/v1/notifications/{notification_id}/read", {})
+    async def mark_notification_read(self, notification_id: str) -> NotificationRead:
+        with _answered():
+            return await self.rest.mark_notification_read(notification_id)
 
-    # Managed training (seeds 001 and 003): answers parsed into shared.models.registry models.
+    # -- managed training ----------------------------------------------------------------------------
 
-    async def train(self, body: dict[str, Any]) -> TrainQueued:
-        """Queue `{"architecture", "hyperparams"}` (`POST /api/train`)."""
-        return TrainQueued.model_validate(await self.post_json("/api/train", body))
+    async def train(self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any]) -> TrainQueued:
+        with _answered():
+            return await self.rest.train(architecture, hyperparams)
 
-    async def cancel_managed(self, run_id: str) -> CancelRequested:
-        return CancelRequested.model_validate(await self.post_json(f"/api/train/{run_id}/cancel", {}))
+    async def cancel(self, run_id: str) -> CancelRequested:
+        with _answered():
+            return await self.rest.cancel(run_id)
 
     async def managed_run(self, run_id: str) -> ManagedRun:
-        """`GET /api/runs/{id}`: state, epoch, metrics and `param_id` once succeeded (404 for external runs)."""
-        return ManagedRun.model_validate(await self.get_json(f"/api/runs/{run_id}"))
+        """State, epoch, metrics and `param_id` once succeeded; a 404 for a script's run."""
+        with _answered():
+            return await self.rest.run(run_id)
 
     async def params(self, param_id: str) -> Params:
-        return Params.model_validate(await self.get_json(f"/api/params/{param_id}"))
-
-    async def infer_pixels(self, run_id: str, pixels: list[float]) -> PixelInference:
-        """Seed 001's one-image inference with a succeeded run."""
-        return PixelInference.model_validate(await self.post_json("/api/infer", {"run_id": run_id, "pixels": pixels}))
-
-    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET a route; PivotAPIError on any non-2xx (404 means the daemon lacks that feature), Unreachable
-        when the daemon does not answer."""
         with _answered():
-            response = await self._http.get(path, params=params)
-        return self._decoded(response)
+            return await self.rest.params(param_id)
 
-    async def post_json(self, path: str, body: Any) -> Any:
+    async def digit_samples(self, count: int = 1, offset: int = 0) -> DigitSamples:
         with _answered():
-            response = await self._http.post(path, json=body)
-        return self._decoded(response)
+            return await self.rest.digit_samples(count, offset)
 
-    @staticmethod
-    def _decoded(response: httpx.Response) -> Any:
-        if response.is_success:
-            return response.json() if response.content else None
-        try:
-            body = response.json()
-        except ValueError:
-            raise PivotAPIError(response.status_code, "http_error", response.text[:200]) from None
-        code, message = describe_error(body)
-        raise PivotAPIError(response.status_code, code or "http_error", message or response.reason_phrase)
+    async def infer_pixels(self, run_id: str, pixels: Sequence[float]) -> PixelInference:
+        """One digit's label by a succeeded run."""
+        with _answered():
+            return await self.rest.infer_pixels(run_id, pixels)
 
     # -- live ----------------------------------------------------------------------------------------
 
@@ -231,7 +224,7 @@ class DaemonClient:
     async def run_forever(self, on_event: EventSink, on_state: StateSink) -> None:
         """Stay connected until cancelled, telling `on_state` about every change of connection."""
         backoff = 0.5
-        ws_url = "ws" + self.url.removeprefix("http") + "/ws"
+        ws_url = self.rest.ws_url
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
         while True:
             on_state(Connection.CONNECTING, ws_url)

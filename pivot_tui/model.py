@@ -10,13 +10,21 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from pivot_tui.client import Connection, Event
+from shared.models.layerwise import LiteStep, Step
+from shared.models.logs import RunLogLine
+from shared.models.monitor import ResourceSample
+from shared.models.runs import RunEvent, RunState, RunSummary
 
 MAX_POINTS_PER_SERIES = 20_000
 MAX_HISTORY_STEPS = 2_000
 MAX_RESOURCE_SAMPLES = 300
+_RUNS = TypeAdapter(dict[str, RunSummary])
 
 
 @dataclass
@@ -53,47 +61,27 @@ class Series:
         return out_s, out_v
 
 
-def lite_layers(step: dict[str, Any]) -> list[dict[str, Any]]:
-    """Full or lite step layers -> the fields the layer views use."""
-    layers = []
-    for layer in step.get("layers", []):
-        if "intermediate_features" in layer:
-            features, gradients = layer["intermediate_features"], layer["gradient_flow"]
-            weight = layer.get("parameter_statistics", {}).get("weight", {})
-            layers.append({
-                "layer_id": layer["layer_id"], "layer_type": layer["layer_type"], "depth_index": layer["depth_index"],
-                "activation_std": features["activation_std"],
-                "cross_layer_std_ratio": features.get("cross_layer_std_ratio"),
-                "gradient_l2_norm": gradients["gradient_l2_norm"], "gradient_max_abs": gradients["gradient_max_abs"],
-                "spectral_norm": weight.get("spectral_norm"),
-            })  # fmt: skip
-        else:
-            layers.append(dict(layer))
-    return layers
-
-
 @dataclass
 class FollowedRun:
     run_id: str
     series: dict[str, Series] = field(default_factory=dict)
-    steps: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY_STEPS))
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=200))
-    logs: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=500))
+    steps: deque[LiteStep] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY_STEPS))
+    events: deque[RunEvent] = field(default_factory=lambda: deque(maxlen=200))
+    logs: deque[RunLogLine] = field(default_factory=lambda: deque(maxlen=500))
     """A managed run's worker output (level, message), newest last."""
     layer_groups: dict[str, list[str]] | None = None
     epoch: int | None = None
-    """A managed run's epochs done and declared (`GET /api/v1/runs/{id}`, then `run_progress`)."""
+    """A managed run's epochs done and declared (the run's detail, then `run_progress` messages)."""
     epochs_total: int | None = None
 
-    def add_step(self, step: dict[str, Any]) -> None:
-        entry = {"step": step["step"], "timestamp": step.get("timestamp"), "layers": lite_layers(step)}
-        if step.get("layer_groups"):
-            self.layer_groups = step["layer_groups"]
-        if self.steps and entry["step"] <= self.steps[-1]["step"]:
-            if entry["step"] == self.steps[-1]["step"]:
-                self.steps[-1] = entry
+    def add_step(self, step: LiteStep) -> None:
+        if step.layer_groups:
+            self.layer_groups = step.layer_groups
+        if self.steps and step.step <= self.steps[-1].step:
+            if step.step == self.steps[-1].step:
+                self.steps[-1] = step
             return
-        self.steps.append(entry)
+        self.steps.append(step)
 
     def add_points(self, points: list[dict[str, Any]]) -> None:
         for point in points:
@@ -101,32 +89,39 @@ class FollowedRun:
                 self.series.setdefault(name, Series()).add(point["step"], value)
 
 
+def _log_line(message: dict[str, Any]) -> RunLogLine:
+    """A live `log` message as the REST history shows its lines (the socket sends Unix seconds)."""
+    when = message.get("timestamp")
+    if isinstance(when, int | float):
+        when = datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")
+    return RunLogLine.model_validate({**message, "timestamp": when})
+
+
 @dataclass
 class TuiModel:
     connection: Connection = Connection.CONNECTING
     connection_detail: str = ""
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[str, RunSummary] = field(default_factory=dict)
     followed: FollowedRun | None = None
-    resources: dict[str, Any] | None = None
-    resource_history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_RESOURCE_SAMPLES))
+    resources: ResourceSample | None = None
+    resource_history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=MAX_RESOURCE_SAMPLES))
     versions: dict[str, int] = field(
         default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0, "experiments": 0}
     )
-    _replay: list[dict[str, Any]] | None = None
-    """Run events received while a REST snapshot of the runs is in flight."""
+    _replay: list[tuple[str, RunSummary | None]] | None = None
+    """Run changes (run id, summary; None when deleted) received while a REST snapshot of the runs is in flight."""
 
     def begin_sync(self) -> None:
         """A REST snapshot of the runs is about to be read: remember run events from now on."""
         self._replay = []
 
-    def finish_sync(self, runs: dict[str, dict[str, Any]]) -> None:
+    def finish_sync(self, runs: dict[str, RunSummary]) -> None:
         """Install the snapshot, then replay what arrived meanwhile: the snapshot may predate it."""
-        for message in self._replay or []:
-            run_id, data = message["run_id"], message.get("data") or {}
-            if message["type"] == "run_deleted":
+        for run_id, summary in self._replay or []:
+            if summary is None:
                 runs.pop(run_id, None)
-            elif str(runs.get(run_id, {}).get("last_update", "")) <= str(data.get("last_update", "")):
-                runs[run_id] = data
+            elif (known := runs.get(run_id)) is None or known.last_update <= summary.last_update:
+                runs[run_id] = summary
         self._replay = None
         self.set_runs(runs)
 
@@ -134,7 +129,7 @@ class TuiModel:
         for part in parts:
             self.versions[part] += 1
 
-    def set_runs(self, runs: dict[str, dict[str, Any]]) -> None:
+    def set_runs(self, runs: dict[str, RunSummary]) -> None:
         self.runs = runs
         self.bump("runs")
 
@@ -142,52 +137,53 @@ class TuiModel:
         self.followed = FollowedRun(run_id) if run_id else None
         self.bump("run")
 
-    def add_resource_sample(self, sample: dict[str, Any]) -> None:
+    def add_resource_sample(self, sample: ResourceSample) -> None:
         self.resources = sample
         self.resource_history.append(sample)
         self.bump("resources")
 
     def apply(self, event: Event) -> bool:
-        """Fold one daemon message in; True when it asks for a re-sync over REST."""
+        """Fold one daemon message in, parsed here into its shared model; True when it asks for a re-sync."""
         message, kind = event.data, event.type
         followed = self.followed
         if kind == "resync":
             return True
         if kind == "initial_runs":
-            self.set_runs(dict(message.get("data", {})))
+            self.set_runs(_RUNS.validate_python(message.get("data", {})))
         elif kind in ("run_created", "run_updated", "run_deleted"):
+            run_id = message["run_id"]
+            summary = None if kind == "run_deleted" else RunSummary.model_validate(message["data"])
             if self._replay is not None:
-                self._replay.append(message)
-            previous = self.runs.get(message["run_id"], {})
-            if kind == "run_deleted":
-                self.runs.pop(message["run_id"], None)
-            else:
-                self.runs[message["run_id"]] = message["data"]
+                self._replay.append((run_id, summary))
+            previous = self.runs.pop(run_id, None) if summary is None else self.runs.get(run_id)
+            if summary is not None:
+                self.runs[run_id] = summary
             self.bump("runs")
-            if previous.get("experiment_id") or (message.get("data") or {}).get("experiment_id"):
+            if (previous and previous.experiment_id) or (summary and summary.experiment_id):
                 self.bump("experiments")  # a member run changed: its experiment's figures may have too
         elif kind == "run_state":  # a managed run changed state: on `runs` and on its own topic
             run = self.runs.get(message["run_id"])
             if run is not None:
-                self.runs[message["run_id"]] = {**run, "status": message["state"], "error": message.get("error")}
-                self.bump("runs", *(("experiments",) if run.get("experiment_id") else ()))
+                update = {"status": RunState(message["state"]), "error": message.get("error")}
+                self.runs[message["run_id"]] = run.model_copy(update=update)
+                self.bump("runs", *(("experiments",) if run.experiment_id else ()))
         elif str(message.get("topic", "")).startswith("experiment:"):
             # Before the followed-run branch: experiment_run_completed carries a run_id too.
             self.bump("experiments")
         elif followed is not None and message.get("run_id") == followed.run_id:
             if kind == "new_metrics":
-                followed.add_step(message["data"])
+                followed.add_step(LiteStep.of(Step.model_validate(message["data"])))
             elif kind == "scalars":
                 followed.add_points(message["points"])
             elif kind == "run_event":
-                followed.events.append(message["data"])
+                followed.events.append(RunEvent.model_validate(message["data"]))
             elif kind == "log":
-                followed.logs.append(message)
+                followed.logs.append(_log_line(message))
             elif kind == "run_progress" and isinstance(message.get("epoch"), int):
                 followed.epoch = message["epoch"]
             self.bump("run")
         elif message.get("topic") == "resources":
-            self.add_resource_sample(message.get("data", message))
+            self.add_resource_sample(ResourceSample.model_validate(message.get("data", message)))
         elif message.get("topic") in ("alerts", "notifications"):
             self.bump("alerts")
         return False

@@ -28,7 +28,7 @@ from pivotd.store import (
     Store,
 )
 from pivotd.timefmt import iso
-from shared.models.layerwise import LayerwisePayload, is_valid_run_id
+from shared.models.layerwise import LayerwisePayload, is_valid_run_id, lite_layer
 from shared.models.scalars import ScalarPoint
 
 if TYPE_CHECKING:
@@ -64,24 +64,14 @@ def step_record(payload: LayerwisePayload) -> StepRecord:
 
 
 def lite_step(document: bytes) -> bytes:
-    """A stored step reduced to what a `lite` history carries: identity plus the four health signals.
+    """A stored step reduced to what a `lite` history carries: each layer's identity and health signals
+    (`shared.models.layerwise.lite_layer`, the projection clients use too).
 
     Derived when read rather than stored: lite histories are asked for far less often than steps
     arrive, and a second stored copy made every write a third larger.
     """
     step = orjson.loads(document)
-    step["layers"] = [
-        {
-            "layer_id": layer["layer_id"],
-            "layer_type": layer["layer_type"],
-            "depth_index": layer["depth_index"],
-            "activation_std": layer["intermediate_features"]["activation_std"],
-            "cross_layer_std_ratio": layer["intermediate_features"].get("cross_layer_std_ratio"),
-            "gradient_l2_norm": layer["gradient_flow"]["gradient_l2_norm"],
-            "gradient_max_abs": layer["gradient_flow"]["gradient_max_abs"],
-        }
-        for layer in step["layers"]
-    ]
+    step["layers"] = [lite_layer(layer) for layer in step["layers"]]
     return orjson.dumps(step)
 
 

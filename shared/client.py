@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 from urllib.parse import quote
 
 import httpx
@@ -54,6 +54,7 @@ from shared.models.registry import (
     ManagedRunPage,
     ModelSummary,
     Params,
+    PixelInference,
     TrainQueued,
 )
 from shared.models.runs import (
@@ -62,6 +63,7 @@ from shared.models.runs import (
     BatchAccepted,
     EndStatus,
     FinishedRun,
+    LiteRunDetail,
     RunDetail,
     RunEnd,
     RunSummary,
@@ -85,7 +87,7 @@ def _segment(value: str) -> str:
 
 
 class PivotAPIError(Exception):
-    """A non-2xx answer, whichever route family's envelope it came in."""
+    """A non-2xx answer, whichever of the daemon's error envelopes it came in."""
 
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
         super().__init__(f"{status} {code}: {message}")
@@ -190,6 +192,35 @@ def _export_body(format: str, include: Sequence[str] | None) -> dict[str, Any]:
     return {"format": format, **({"include": list(include)} if include is not None else {})}
 
 
+StepsShown = Literal["none", "latest", "all"]
+
+
+def _run_query(run_id: str, steps: StepsShown, lite: bool) -> tuple[str, dict[str, str]]:
+    return f"/api/v1/runs/{_segment(run_id)}", {"steps": steps, "lite": str(lite).lower()}
+
+
+def _train_request(
+    architecture: Mapping[str, Any] | None, hyperparams: Mapping[str, Any] | None, model_id: str | None
+) -> tuple[str, dict[str, Any]]:
+    """The path and body that queue a run: of a stored model (`model_id`), or of an inline architecture."""
+    if model_id is not None:
+        return f"/api/models/{_segment(model_id)}/train", {
+            "hyperparams": hyperparams
+        } if hyperparams is not None else {}
+    if architecture is None:
+        raise ValueError("give an architecture or a model_id")
+    return "/api/train", {"architecture": architecture, "hyperparams": hyperparams or {}}
+
+
+def _infer_body(param_id: str, inputs: Sequence[Sequence[float]], logits: bool) -> dict[str, Any]:
+    return {"param_id": param_id, "inputs": [list(x) for x in inputs],
+            "return": {"logits": logits, "probabilities": True, "labels": True}}  # fmt: skip
+
+
+def _digit_params(count: int, offset: int) -> dict[str, int]:
+    return {"count": count, "offset": offset}
+
+
 def _logs_path(run_id: str) -> str:
     return f"/api/v1/runs/{_segment(run_id)}/logs"
 
@@ -219,7 +250,7 @@ def _sse_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
 class PivotClient(_Base):
     """Blocking client; use as a context manager or call `close()`.
 
-    Seed 002 spells it `PIVOTClient(base_url=...)`; both spellings work.
+    Also spelled `PIVOTClient(base_url=...)`; both spellings work.
     """
 
     def __init__(
@@ -275,10 +306,15 @@ class PivotClient(_Base):
     def list_runs(self, **params: Any) -> dict[str, RunSummary]:
         return _RUNS.validate_json(self._call("GET", "/api/v1/runs", params=params).content)
 
-    def get_run(self, run_id: str, *, steps: Literal["none", "latest", "all"] = "all", lite: bool = False) -> RunDetail:
-        params = {"steps": steps, "lite": str(lite).lower()}
-        return RunDetail.model_validate_json(
-            self._call("GET", f"/api/v1/runs/{_segment(run_id)}", params=params).content
+    @overload
+    def get_run(self, run_id: str, *, steps: StepsShown = "all", lite: Literal[False] = False) -> RunDetail: ...
+    @overload
+    def get_run(self, run_id: str, *, steps: StepsShown = "all", lite: Literal[True]) -> LiteRunDetail: ...
+    def get_run(self, run_id: str, *, steps: StepsShown = "all", lite: bool = False) -> RunDetail | LiteRunDetail:
+        """A run with its steps (`lite`: compact layers, `shared.models.layerwise.LiteLayer`)."""
+        path, params = _run_query(run_id, steps, lite)
+        return (LiteRunDetail if lite else RunDetail).model_validate_json(
+            self._call("GET", path, params=params).content
         )
 
     def latest(self, run_id: str) -> Step:
@@ -302,7 +338,7 @@ class PivotClient(_Base):
             self._call("POST", f"/api/v1/runs/{_segment(run_id)}/finish", content=body).content
         )
 
-    # -- managed training: models, runs, inference (seeds 001 and 003) -------------------------------------
+    # -- managed training: models, runs, inference ---------------------------------------------------------------
 
     def _json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
         if body is not None:
@@ -332,13 +368,8 @@ class PivotClient(_Base):
         model_id: str | None = None,
     ) -> TrainQueued:
         """Queue a run: of a stored model (`model_id`), or of an inline architecture. Returns `run_id` and more."""
-        if model_id is not None:
-            body = {"hyperparams": hyperparams} if hyperparams is not None else {}
-            return self._model(TrainQueued, "POST", f"/api/models/{_segment(model_id)}/train", body)
-        if architecture is None:
-            raise ValueError("give an architecture or a model_id")
-        body = {"architecture": architecture, "hyperparams": hyperparams or {}}
-        return self._model(TrainQueued, "POST", "/api/train", body)
+        path, body = _train_request(architecture, hyperparams, model_id)
+        return self._model(TrainQueued, "POST", path, body)
 
     def run(self, run_id: str) -> ManagedRun:
         """A managed run: state, epoch, metrics, param_id once succeeded, error."""
@@ -376,7 +407,7 @@ class PivotClient(_Base):
         return self.run(run_id)
 
     def params(self, param_id: str) -> Params:
-        """Trained parameters in seed 003's layout."""
+        """Trained parameters: `parameters` is `{"layers": [{"type", "W", "b"}, ...]}`."""
         return self._model(Params, "GET", f"/api/params/{_segment(param_id)}")
 
     def infer(
@@ -394,11 +425,13 @@ class PivotClient(_Base):
             param_id = self.run(run_id).param_id
             if param_id is None:
                 raise ValueError(f"run {run_id} has no parameters (not succeeded)")
-        body = {"param_id": param_id, "inputs": [list(x) for x in inputs],
-                "return": {"logits": logits, "probabilities": True, "labels": True}}  # fmt: skip
-        return self._model(Inference, "POST", "/api/infer", body)
+        return self._model(Inference, "POST", "/api/infer", _infer_body(param_id, inputs, logits))
 
-    # -- training sessions (seed 002) ----------------------------------------------------------------------
+    def infer_pixels(self, run_id: str, pixels: Sequence[float]) -> PixelInference:
+        """One 28x28 image's label and probabilities, by a succeeded run (`{run_id, pixels}`)."""
+        return self._model(PixelInference, "POST", "/api/infer", {"run_id": run_id, "pixels": list(pixels)})
+
+    # -- training sessions ----------------------------------------------------------------------------------------
 
     def create_session(
         self,
@@ -409,7 +442,7 @@ class PivotClient(_Base):
         config: Mapping[str, Any] | None = None,
     ) -> SessionCreated:
         """A session from a config file under the daemon's config dir, or an inline `config`. Session answers
-        are models that also index like seed 002's dicts (`session['session_id']`)."""
+        are models that also index like dicts (`session['session_id']`)."""
         body = {k: v for k, v in (("config_path", config_path), ("config", config), ("session_name", session_name),
                                   ("tags", tags)) if v is not None}  # fmt: skip
         return self._model(SessionCreated, "POST", "/api/v1/training/sessions", body)
@@ -565,8 +598,7 @@ class PivotClient(_Base):
 
     def digit_samples(self, count: int = 1, offset: int = 0) -> DigitSamples:
         """Images of the shipped digits dataset, scaled as training scales them (inputs for `infer`)."""
-        params = {"count": count, "offset": offset}
-        return self._model(DigitSamples, "GET", "/api/v1/datasets/digits/samples", params=params)
+        return self._model(DigitSamples, "GET", "/api/v1/datasets/digits/samples", params=_digit_params(count, offset))
 
     def checkpoints(self, session_id: str | None = None, limit: int = 100) -> list[CheckpointPublic]:
         """Checkpoints, newest first: all, or one run's (`session_id`)."""
@@ -604,7 +636,7 @@ class PivotClient(_Base):
         self._call("DELETE", f"/api/v1/api-keys/{_segment(key_id)}")
 
 
-# Seed 002 spells the client this way.
+# The client's other spelling.
 PIVOTClient = PivotClient
 
 
@@ -660,13 +692,14 @@ class AsyncPivotClient(_Base):
     async def list_runs(self, **params: Any) -> dict[str, RunSummary]:
         return _RUNS.validate_json((await self._call("GET", "/api/v1/runs", params=params)).content)
 
-    async def get_run(
-        self, run_id: str, *, steps: Literal["none", "latest", "all"] = "all", lite: bool = False
-    ) -> RunDetail:
-        params = {"steps": steps, "lite": str(lite).lower()}
-        return RunDetail.model_validate_json(
-            (await self._call("GET", f"/api/v1/runs/{_segment(run_id)}", params=params)).content
-        )
+    @overload
+    async def get_run(self, run_id: str, *, steps: StepsShown = "all", lite: Literal[False] = False) -> RunDetail: ...
+    @overload
+    async def get_run(self, run_id: str, *, steps: StepsShown = "all", lite: Literal[True]) -> LiteRunDetail: ...
+    async def get_run(self, run_id: str, *, steps: StepsShown = "all", lite: bool = False) -> RunDetail | LiteRunDetail:
+        path, params = _run_query(run_id, steps, lite)
+        response = await self._call("GET", path, params=params)
+        return (LiteRunDetail if lite else RunDetail).model_validate_json(response.content)
 
     async def latest(self, run_id: str) -> Step:
         return Step.model_validate_json((await self._call("GET", f"/api/v1/runs/{_segment(run_id)}/latest")).content)
@@ -686,15 +719,57 @@ class AsyncPivotClient(_Base):
         response = await self._call("POST", f"/api/v1/runs/{_segment(run_id)}/finish", content=body)
         return FinishedRun.model_validate_json(response.content)
 
-    async def train(self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any] | None = None) -> TrainQueued:
-        """Queue a managed run of an inline architecture (`POST /api/train`)."""
-        body = json.dumps({"architecture": architecture, "hyperparams": hyperparams or {}}).encode()
-        return TrainQueued.model_validate_json((await self._call("POST", "/api/train", content=body)).content)
+    # -- managed training: runs, parameters, inference ---------------------------------------------------------
+
+    async def train(
+        self,
+        architecture: Mapping[str, Any] | None = None,
+        hyperparams: Mapping[str, Any] | None = None,
+        *,
+        model_id: str | None = None,
+    ) -> TrainQueued:
+        """Queue a run: of a stored model (`model_id`), or of an inline architecture."""
+        path, body = _train_request(architecture, hyperparams, model_id)
+        return await self._model(TrainQueued, "POST", path, body)
 
     async def run(self, run_id: str) -> ManagedRun:
-        return ManagedRun.model_validate_json((await self._call("GET", f"/api/runs/{_segment(run_id)}")).content)
+        """A managed run: state, epoch, metrics, param_id once succeeded, error."""
+        return await self._model(ManagedRun, "GET", f"/api/runs/{_segment(run_id)}")
 
-    # -- alerts and notifications (seed 002) -------------------------------------------------------------------
+    async def cancel(self, run_id: str) -> CancelRequested:
+        return await self._model(CancelRequested, "POST", f"/api/train/{_segment(run_id)}/cancel")
+
+    async def params(self, param_id: str) -> Params:
+        """Trained parameters: `parameters` is `{"layers": [{"type", "W", "b"}, ...]}`."""
+        return await self._model(Params, "GET", f"/api/params/{_segment(param_id)}")
+
+    async def infer(
+        self,
+        inputs: Sequence[Sequence[float]],
+        *,
+        param_id: str | None = None,
+        run_id: str | None = None,
+        logits: bool = False,
+    ) -> Inference:
+        """Labels and probabilities for up to 512 inputs, by `param_id` or by a succeeded `run_id`."""
+        if param_id is None:
+            if run_id is None:
+                raise ValueError("give param_id or run_id")
+            param_id = (await self.run(run_id)).param_id
+            if param_id is None:
+                raise ValueError(f"run {run_id} has no parameters (not succeeded)")
+        return await self._model(Inference, "POST", "/api/infer", _infer_body(param_id, inputs, logits))
+
+    async def infer_pixels(self, run_id: str, pixels: Sequence[float]) -> PixelInference:
+        """One 28x28 image's label and probabilities, by a succeeded run (`{run_id, pixels}`)."""
+        return await self._model(PixelInference, "POST", "/api/infer", {"run_id": run_id, "pixels": list(pixels)})
+
+    async def digit_samples(self, count: int = 1, offset: int = 0) -> DigitSamples:
+        """Images of the shipped digits dataset, scaled as training scales them (inputs for `infer`)."""
+        params = _digit_params(count, offset)
+        return await self._model(DigitSamples, "GET", "/api/v1/datasets/digits/samples", params=params)
+
+    # -- alerts and notifications ------------------------------------------------------------------------------
 
     async def alerts(
         self, status: AlertStatus | None = None, severity: AlertSeverity | None = None, limit: int = 100

@@ -197,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
     infer.add_argument("inputs", help="JSON file, or - for stdin")
     infer.set_defaults(handler=cmd_infer)
 
-    params = commands.add_parser("params", help="trained parameters as JSON (seed 003 layout)")
+    params = commands.add_parser("params", help="trained parameters as JSON (each layer's type, W and b)")
     params.add_argument("param_id")
     params.add_argument("-o", "--output", help="write to this file instead of stdout")
     params.set_defaults(handler=cmd_params)

@@ -165,7 +165,7 @@ class TestRunQueries:
         layer = (await http.get("/api/v1/runs/lite", params={"lite": "true"})).json()["steps"][0]["layers"][0]
         assert set(layer) == {
             "layer_id", "layer_type", "depth_index", "activation_std",
-            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs",
+            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs", "spectral_norm",
         }  # fmt: skip
 
     async def test_paging_filters_and_sort(self, http: httpx.AsyncClient) -> None:

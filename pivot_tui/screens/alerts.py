@@ -18,12 +18,13 @@ from pivot_tui.screens.acknowledge import AcknowledgeDialog
 from pivot_tui.widgets.columns import fit_columns, left_over
 from pivot_tui.widgets.runs_table import age
 from shared.client import PivotAPIError
-from shared.models.alerts import AlertStatus
+from shared.models.alerts import AlertSeverity, AlertStatus, NotificationPriority
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
-SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
+SEVERITY_STYLE = {AlertSeverity.CRITICAL: "bold white on red", AlertSeverity.HIGH: "bold red",
+                  AlertSeverity.MEDIUM: "yellow", AlertSeverity.LOW: "cyan"}  # fmt: skip
 
 
 def _number(value: Any) -> str:
@@ -35,7 +36,8 @@ def _clipped(value: Any) -> Text:
     return Text(str(value or ""), no_wrap=True, overflow="ellipsis")
 
 
-PRIORITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "dim"}
+PRIORITY_STYLE = {NotificationPriority.HIGH: "red", NotificationPriority.MEDIUM: "yellow",
+                  NotificationPriority.LOW: "dim"}  # fmt: skip
 
 
 class AlertsScreen(ReportsFailures, Screen[None]):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.style import Style
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,6 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from shared.models.datasets import DigitSample
 from shared.models.registry import PixelInference
 
 
@@ -32,23 +31,23 @@ def digit_art(pixels: list[float], width: int = 28) -> Text:
 class InferenceDialog(ModalScreen[None]):
     BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("i", "dismiss(None)", "Close", show=False)]
 
-    def __init__(self, run_id: str, sample: dict[str, Any], answer: PixelInference) -> None:
+    def __init__(self, run_id: str, sample: DigitSample, answer: PixelInference) -> None:
         super().__init__()
         self.run_id, self.sample, self.answer = run_id, sample, answer
 
     def compose(self) -> ComposeResult:
         ranked = sorted(enumerate(self.answer.probabilities), key=lambda item: -item[1])[:3]
-        verdict = "right" if self.answer.label == self.sample["label"] else "wrong"
+        verdict = "right" if self.answer.label == self.sample.label else "wrong"
         summary = Text.assemble(
             (f"predicted {self.answer.label}", "bold"),
-            f"  (true label {self.sample['label']}: ",
+            f"  (true label {self.sample.label}: ",
             (verdict, "bold green" if verdict == "right" else "bold red"),
             ")\n\n",
             *[f"  {digit}: {p:6.1%}\n" for digit, p in ranked],
-            (f"\ndigit #{self.sample['index']} of the shipped set", "dim"),
+            (f"\ndigit #{self.sample.index} of the shipped set", "dim"),
         )
         with Vertical(classes="dialog", id="inference"):
             yield Label(f"Inference with {self.run_id}", classes="dialog-title")
             with Horizontal(id="inference-body"):
-                yield Static(digit_art(self.sample["pixels"]), id="digit")
+                yield Static(digit_art(self.sample.pixels), id="digit")
                 yield Static(summary, id="verdict")

@@ -17,14 +17,15 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from shared.client import PivotAPIError
-from shared.models.seeds import SEED_001_CNN, SEED_003_MLP
+from shared.models.seeds import SEED_001_CNN as DIGITS_CNN
+from shared.models.seeds import SEED_003_MLP as DIGITS_MLP
 from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
-# The two architectures of the seeds: 003's MLP and 001's CNN, for MNIST-shaped input.
-TEMPLATES: dict[str, dict[str, Any]] = {"mlp": SEED_003_MLP, "cnn": SEED_001_CNN}
+# Two ready architectures for the shipped 28x28 digits: an MLP and a CNN.
+TEMPLATES: dict[str, dict[str, Any]] = {"mlp": DIGITS_MLP, "cnn": DIGITS_CNN}
 FIELDS: dict[str, tuple[str, type]] = {
     "epochs": ("3", int),
     "batch_size": ("64", int),
@@ -59,7 +60,7 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
         last = self.app.launch_form
         with Vertical(classes="dialog", id="launch"):
             yield Label("Launch training", classes="dialog-title")
-            yield Select([("MLP (seed 003)", "mlp"), ("CNN (seed 001)", "cnn")], value=last.get("template", "mlp"),
+            yield Select([("digits MLP", "mlp"), ("digits CNN", "cnn")], value=last.get("template", "mlp"),
                          id="template")  # fmt: skip
             yield Input(last.get("model-file", ""), placeholder="or a model JSON file (architecture, optionally "
                         "hyperparams)", id="model-file")  # fmt: skip
@@ -84,8 +85,9 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
         form = {field.id: field.value for field in self.query(Input) if field.id}
         self.app.launch_form = form | {select.id: str(select.value) for select in self.query(Select) if select.id}
 
-    def request(self) -> dict[str, Any]:
-        """The /api/train body from the form; ValueError naming the field when something is wrong."""
+    def request(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The architecture and hyperparameters from the form; ValueError naming the field when something is
+        wrong."""
         path = self.query_one("#model-file", Input).value.strip()
         hyperparams: dict[str, Any] = {}
         if path:
@@ -114,28 +116,28 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
             else:
                 hyperparams[name] = value
         check(architecture, hyperparams)
-        return {"architecture": architecture, "hyperparams": hyperparams}
+        return architecture, hyperparams
 
     @on(Button.Pressed, "#launch-ok")
     @on(Input.Submitted)
     def _launch(self) -> None:
         error = self.query_one("#launch-error", Static)
         try:
-            body = self.request()
+            architecture, hyperparams = self.request()
         except ValueError as exc:
             error.update(str(exc))
             return
         error.update("")
-        self.submit(body)
+        self.submit(architecture, hyperparams)
 
     @on(Button.Pressed, "#launch-cancel")
     def _cancel(self) -> None:
         self.dismiss(None)
 
     @work(exclusive=True, group="launch", exit_on_error=False)
-    async def submit(self, body: dict[str, Any]) -> None:
+    async def submit(self, architecture: dict[str, Any], hyperparams: dict[str, Any]) -> None:
         try:
-            queued = await self.app.client.train(body)
+            queued = await self.app.client.train(architecture, hyperparams)
         except Unreachable as exc:
             self.query_one("#launch-error", Static).update(exc.message)
             self.notify(exc.message, severity="error")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
@@ -15,15 +15,21 @@ from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.widgets.resource_strip import bar
 from shared.client import PivotAPIError
+from shared.models.monitor import ResourceSample
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
-UNAVAILABLE = "This daemon does not report resources (GET /api/v1/monitor/resources answered {status})."
+UNAVAILABLE = "This daemon does not report resources (its resources route answered HTTP {status})."
 
 
-def _gb(value: Any) -> str:
-    return f"{value:,.1f} GB" if isinstance(value, int | float) else "n/a"
+def _gb(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f} GB"
+
+
+def _utilisation(sample: ResourceSample) -> float:
+    """The first GPU's utilisation, 0 when unknown (the history sparkline)."""
+    return (sample.gpu[0].utilization or 0.0) if sample.gpu else 0.0
 
 
 class ResourcesScreen(ReportsFailures, Screen[None]):
@@ -53,7 +59,7 @@ class ResourcesScreen(ReportsFailures, Screen[None]):
     @work(exclusive=True, group="fetch-resources", exit_on_error=False)
     async def fetch(self) -> None:
         try:
-            sample = await self.app.client.get_json("/api/v1/monitor/resources")
+            sample = await self.app.client.resources()
         except Unreachable as exc:
             self.notify(exc.message, severity="error")
             return
@@ -68,32 +74,30 @@ class ResourcesScreen(ReportsFailures, Screen[None]):
             return
         self._seen = model.versions["resources"]
         sample = model.resources
-        gpus = sample.get("gpu") or []
         lines = Text()
-        if not gpus:
+        if not sample.gpu:
             lines.append("No NVIDIA GPU reported by this daemon.\n", style="dim")
-        for gpu in gpus:
-            used, total = gpu.get("memory_used_gb"), gpu.get("memory_total_gb")
-            lines.append(f"GPU {gpu.get('id', '?')}  {gpu.get('name', '')}\n", style="bold")
-            lines.append("  util  ").append(bar(gpu.get("utilization"), 20)).append("\n")
-            lines.append("  mem   ").append(bar(gpu.get("memory_percent"), 20)).append(
-                f"  {_gb(used)} / {_gb(total)}\n"
+        for gpu in sample.gpu:
+            lines.append(f"GPU {gpu.id}  {gpu.name or ''}\n", style="bold")
+            lines.append("  util  ").append(bar(gpu.utilization, 20)).append("\n")
+            lines.append("  mem   ").append(bar(gpu.memory_percent, 20)).append(
+                f"  {_gb(gpu.memory_used_gb)} / {_gb(gpu.memory_total_gb)}\n"
             )
-            temperature, power = gpu.get("temperature"), gpu.get("power_watts")
-            hot = isinstance(temperature, int | float) and temperature >= 85
+            temperature, power = gpu.temperature, gpu.power_watts
+            hot = temperature is not None and temperature >= 85
             lines.append("  temp  ").append(
-                f"{temperature if temperature is not None else 'n/a'} °C", "bold red" if hot else ""
+                f"{'n/a' if temperature is None else temperature} °C", "bold red" if hot else ""
             )
-            lines.append(f"   power {f'{power:.0f}' if isinstance(power, int | float) else 'n/a'} W\n")
+            lines.append(f"   power {'n/a' if power is None else f'{power:.0f}'} W\n")
         self.query_one("#gpus", Static).update(lines)
-        history = [float((s.get("gpu") or [{}])[0].get("utilization") or 0) for s in model.resource_history]
+        history = [_utilisation(s) for s in model.resource_history]
         self.query_one("#gpu-history", Sparkline).data = history or [0.0]
         for part in self.query(".gpu-history"):  # a flat line of zeros under "no GPU" would read as an idle GPU
-            part.display = bool(gpus)
-        cpu, memory, disk = sample.get("cpu") or {}, sample.get("memory") or {}, sample.get("disk") or {}
-        host = Text("CPU   ", style="bold").append(bar(cpu.get("percent"), 20)).append("\n")
-        for index, percent in enumerate(cpu.get("per_cpu") or []):
+            part.display = bool(sample.gpu)
+        cpu, memory, disk = sample.cpu, sample.memory, sample.disk
+        host = Text("CPU   ", style="bold").append(bar(cpu.percent if cpu else None, 20)).append("\n")
+        for index, percent in enumerate(cpu.per_cpu if cpu else []):
             host.append(f"  {index:>3} ").append(bar(percent, 16)).append("\n")
-        host.append("MEM   ", style="bold").append(bar(memory.get("percent"), 20)).append("\n")
-        host.append("DISK  ", style="bold").append(bar(disk.get("percent"), 20)).append("\n")
+        host.append("MEM   ", style="bold").append(bar(memory.percent if memory else None, 20)).append("\n")
+        host.append("DISK  ", style="bold").append(bar(disk.percent if disk else None, 20)).append("\n")
         self.query_one("#host", Static).update(host)

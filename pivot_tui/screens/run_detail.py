@@ -16,18 +16,23 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from pivot_tui.failures import ReportsFailures
+from pivot_tui.model import FollowedRun
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.metric_plot import PLOT_SETS
 from pivot_tui.widgets.runs_table import STATE_STYLE
 from shared.client import PivotAPIError
-from shared.models.runs import LIVE_STATES
+from shared.models.layerwise import LiteStep
+from shared.models.logs import LogLevel
+from shared.models.runs import LIVE_STATES, RunSummary
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 HEAVY_REDRAW_S = 0.25
+LOG_STYLE = {LogLevel.WARNING: "yellow", LogLevel.ERROR: "bold red", LogLevel.CRITICAL: "bold red",
+             LogLevel.DEBUG: "dim"}  # fmt: skip
 
 
 def _shape(matrix: Any) -> str:
@@ -95,7 +100,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
 
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
-        self._cancellable = self._can_cancel(self.app.model.runs.get(self.run_id, {}))
+        self._cancellable = self._can_cancel(self.app.model.runs.get(self.run_id))
         self.set_interval(0.1, self.redraw)
 
     def on_screen_resume(self) -> None:
@@ -118,7 +123,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         if self.live or not steps:
             self.cursor = len(steps) - 1
         selected = steps[self.cursor] if steps and 0 <= self.cursor < len(steps) else None
-        summary = model.runs.get(self.run_id, {})
+        summary = model.runs.get(self.run_id)
         if self._can_cancel(summary) != self._cancellable:  # the run changed state: Cancel comes or goes
             self._cancellable = not self._cancellable
             self.refresh_bindings()
@@ -132,7 +137,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             return
         self._seen, self._drawn_at = model.versions["run"], now
         series = followed.series if followed else {}
-        cursor_step = None if self.live or selected is None else selected["step"]
+        cursor_step = None if self.live or selected is None else selected.step
         self.query_one("#plot-main", MetricPlot).show(series, cursor_step)
         self.query_one("#plot-second", MetricPlot).show(series, cursor_step, fallback=True)
         self.query_one(LayerHeatmap).show(steps, self.heatmap_metric, None if self.live else cursor_step)
@@ -140,30 +145,29 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self.query_one("#run-log", Static).update(self._log_text(followed))
 
     @staticmethod
-    def _log_text(followed: Any) -> Text:
+    def _log_text(followed: FollowedRun | None) -> Text:
         """The run's last worker log lines and refused payloads, newest last."""
         if followed is None:
             return Text("")
-        lines = [(str(line.get("level", "info")), str(line.get("message", ""))) for line in list(followed.logs)[-4:]]
-        lines += [("warning", str(event.get("message", ""))) for event in list(followed.events)[-2:]]
-        style = {"warning": "yellow", "error": "bold red", "critical": "bold red", "debug": "dim"}
+        lines = [(line.level, line.message) for line in list(followed.logs)[-4:]]
+        lines += [(LogLevel.WARNING, event.message) for event in list(followed.events)[-2:]]
         text = Text()
         for level, message in lines:
-            text.append(f"{level:>7} ", style="dim").append(message + "\n", style=style.get(level, ""))
+            text.append(f"{level:>7} ", style="dim").append(message + "\n", style=LOG_STYLE.get(level, ""))
         return text
 
-    def _title(self, summary: dict[str, Any], selected: dict[str, Any] | None) -> Text:
-        status = summary.get("status", "unknown")
-        latest = summary.get("latest") or {}
+    def _title(self, summary: RunSummary | None, selected: LiteStep | None) -> Text:
+        status = "unknown" if summary is None else summary.status
+        latest = {} if summary is None else summary.latest
         loss = next((latest[k] for k in ("train_loss", "train/loss", "loss") if k in latest), None)
         # The viewed step goes in the badge, first: at 80 columns the end of the line is cut.
         if self.live or selected is None:
             mode = Text(" LIVE ", style="bold white on green")
         else:
-            mode = Text(f" PAUSED at step {selected['step']} ", style="bold black on yellow")
+            mode = Text(f" PAUSED at step {selected.step} ", style="bold black on yellow")
         # The state in the colour the runs list gives it: a lost or failed run must not look like a succeeded one.
         parts = [mode, Text(f" {self.run_id} ", style="bold"), Text(f"{status}  ", style=STATE_STYLE.get(status, ""))]
-        latest_step = summary.get("latest_step")
+        latest_step = None if summary is None else summary.latest_step
         # A run just launched (queued, or before its first point) has no step yet.
         parts.append(Text("no steps yet  ", style="dim") if latest_step is None else Text(f"step {latest_step}  "))
         followed = self.app.model.followed
@@ -171,14 +175,14 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             parts.append(Text(f"epoch {followed.epoch or 0}/{followed.epochs_total}  "))
         if loss is not None:
             parts.append(Text(f"loss {loss:.4g}  "))
-        if summary.get("error"):
-            parts.append(Text(f"{summary['error']}", style="bold red"))
+        if summary is not None and summary.error:
+            parts.append(Text(summary.error, style="bold red"))
         return Text.assemble(*parts)
 
     @staticmethod
-    def _can_cancel(summary: dict[str, Any]) -> bool:
+    def _can_cancel(summary: RunSummary | None) -> bool:
         # A managed run that has not ended; an external run's script is not pivotd's to stop.
-        return summary.get("kind") == "managed" and summary.get("status") in LIVE_STATES
+        return summary is not None and summary.kind == "managed" and summary.status in LIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Cancel is offered (in the footer, and on its key) only for a managed run that has not ended."""
@@ -233,7 +237,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     @work(exclusive=True, group="cancel-run", exit_on_error=False)
     async def cancel_run(self) -> None:
         try:
-            await self.app.client.cancel_managed(self.run_id)
+            await self.app.client.cancel(self.run_id)
         except PivotAPIError as exc:
             message = "only runs started by pivotd can be cancelled" if exc.status == 404 else exc.message
             self.notify(message, severity="error")
@@ -268,9 +272,8 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             return
         offset = random.randrange(5000)
         try:
-            body = await self.app.client.get_json("/api/v1/datasets/digits/samples", params={"offset": offset})
-            sample = body["samples"][0]
-            answer = await self.app.client.infer_pixels(self.run_id, sample["pixels"])
+            sample = (await self.app.client.digit_samples(offset=offset)).samples[0]
+            answer = await self.app.client.infer_pixels(self.run_id, sample.pixels)
         except PivotAPIError as exc:
             self.notify(f"inference failed: {exc.message}", severity="error")
             return

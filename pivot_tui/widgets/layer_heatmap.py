@@ -14,6 +14,8 @@ from rich.style import Style
 from rich.text import Text
 from textual.widgets import Static
 
+from shared.models.layerwise import LiteStep
+
 HEATMAP_METRICS = ("gradient_l2_norm", "activation_std", "cross_layer_std_ratio", "spectral_norm")
 RAMP = ("#1a1a4e", "#23408e", "#2a7ab0", "#2fb39a", "#8bd346", "#f2d73c", "#f28e2b", "#e03b24")
 
@@ -25,18 +27,18 @@ def _log(value: Any) -> float | None:
 
 
 class LayerHeatmap(Static):
-    _last: tuple[Sequence[dict[str, Any]], str, int | None] | None = None
+    _last: tuple[Sequence[LiteStep], str, int | None] | None = None
 
     def on_resize(self) -> None:
         if self._last is not None:  # the first draw may precede layout: redraw at the real size
             self.show(*self._last)
 
-    def show(self, steps: Sequence[dict[str, Any]], metric: str, selected: int | None) -> None:
+    def show(self, steps: Sequence[LiteStep], metric: str, selected: int | None) -> None:
         self._last = (steps, metric, selected)
         if not steps:
             self.update(Text("no layer-wise steps yet", style="dim"))
             return
-        layers = [(layer["layer_id"], layer["depth_index"]) for layer in steps[-1]["layers"]]
+        layers = [(layer["layer_id"], layer["depth_index"]) for layer in steps[-1].layers]
         # Labels as long as the longest layer id, but never more than 40% of the width.
         label = min(max(len(layer_id) for layer_id, _ in layers), max(8, int(self.size.width * 0.4)))
         window = _window(list(steps), max(8, self.size.width - label - 4), selected)
@@ -48,14 +50,14 @@ class LayerHeatmap(Static):
         for (layer_id, _), row in zip(layers, grid, strict=True):
             text.append(f"{layer_id[-label:]:>{label}} ", style="dim")
             for column, value in enumerate(row):
-                marked = selected is not None and window[column]["step"] == selected
+                marked = selected is not None and window[column].step == selected
                 if value is None:
                     text.append("·", style=Style(color="grey50", bold=marked))
                     continue
                 colour = RAMP[min(len(RAMP) - 1, int((value - lo) / span * len(RAMP)))]
                 text.append("▌" if marked else "█", style=Style(color=colour, bgcolor="white" if marked else None))
             text.append("\n")
-        text.append(f"{metric}, steps {window[0]['step']}..{window[-1]['step']}\n", style="dim")
+        text.append(f"{metric}, steps {window[0].step}..{window[-1].step}\n", style="dim")
         text.append(f"10^{lo:.1f} ", style="dim")
         for colour in RAMP:
             text.append("█", style=colour)
@@ -63,17 +65,17 @@ class LayerHeatmap(Static):
         self.update(text)
 
 
-def _window(steps: list[dict[str, Any]], width: int, selected: int | None) -> list[dict[str, Any]]:
+def _window(steps: list[LiteStep], width: int, selected: int | None) -> list[LiteStep]:
     """The newest `width` steps, or, when time travel selects an older step, the steps around it."""
     end = len(steps)
-    index = next((i for i, step in enumerate(steps) if step["step"] == selected), None)
+    index = next((i for i, step in enumerate(steps) if step.step == selected), None)
     if index is not None and index < end - width:
         end = max(width, index + width // 2 + 1)  # the selected step in the middle, or at the start
     return steps[max(0, end - width) : end]
 
 
-def _value(step: dict[str, Any], layer_id: str, metric: str) -> Any:
-    for layer in step["layers"]:
+def _value(step: LiteStep, layer_id: str, metric: str) -> Any:
+    for layer in step.layers:
         if layer["layer_id"] == layer_id:
             return layer.get(metric)
     return None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.widgets import Static
+
+from shared.models.monitor import ResourceSample
 
 
 def bar(percent: float | None, width: int = 8) -> Text:
@@ -16,41 +16,30 @@ def bar(percent: float | None, width: int = 8) -> Text:
     return Text.assemble(("█" * filled, style), ("░" * (width - filled), "dim"), f" {percent:3.0f}%")
 
 
-def _percent(section: Any, *keys: str) -> float | None:
-    if not isinstance(section, dict):
-        return None
-    for key in keys:
-        value = section.get(key)
-        if isinstance(value, int | float):
-            return float(value)
-    return None
-
-
 class ResourceStrip(Static):
-    _last: tuple[dict[str, Any] | None, int | None] | None = None
+    _last: tuple[ResourceSample | None, int | None] | None = None
 
     def on_resize(self) -> None:
         if self._last is not None:  # the first draw may precede layout: redraw at the real width
             self.show(*self._last)
 
-    def show(self, sample: dict[str, Any] | None, active_alerts: int | None) -> None:
+    def show(self, sample: ResourceSample | None, active_alerts: int | None) -> None:
         self._last = (sample, active_alerts)
-        sample = sample or {}
         narrow = self.size.width < 90
         width = 3 if narrow else 8
+        cpu, memory = (sample.cpu, sample.memory) if sample else (None, None)
         parts: list[Text | str] = [
-            Text("CPU ", style="bold"), bar(_percent(sample.get("cpu"), "percent"), width), " ",
-            Text("MEM ", style="bold"), bar(_percent(sample.get("memory"), "percent"), width), " ",
+            Text("CPU ", style="bold"), bar(cpu.percent if cpu else None, width), " ",
+            Text("MEM ", style="bold"), bar(memory.percent if memory else None, width), " ",
         ]  # fmt: skip
-        gpus = sample.get("gpu") or []
+        gpus = sample.gpu if sample else []
         if not gpus:
             parts.append(Text("GPU none", style="dim"))
         shown = gpus[:1] if narrow else gpus[:4]
         for gpu in shown:
-            parts += [Text(f"GPU{gpu.get('id', '?')} ", style="bold"), bar(_percent(gpu, "utilization"), width), " "]
-            temperature = gpu.get("temperature")
-            if isinstance(temperature, int | float):
-                parts.append(Text(f"{temperature:.0f}°C ", style="red" if temperature >= 85 else ""))
+            parts += [Text(f"GPU{gpu.id} ", style="bold"), bar(gpu.utilization, width), " "]
+            if gpu.temperature is not None:
+                parts.append(Text(f"{gpu.temperature:.0f}°C ", style="red" if gpu.temperature >= 85 else ""))
         if len(gpus) > len(shown):
             parts.append(Text(f"+{len(gpus) - len(shown)} ", style="dim"))
         if active_alerts:

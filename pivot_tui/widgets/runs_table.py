@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from pivot_tui.widgets.columns import fit_columns, left_over
-from shared.models.runs import RunState
+from shared.models.runs import RunState, RunSummary
 
 # No progress column: run summaries carry no epochs (a managed run's epoch shows in its run detail).
 COLUMNS = ("run", "kind", "state", "step", "loss", "updated")
@@ -29,9 +29,8 @@ STATE_STYLE = {RunState.RUNNING: "green", RunState.QUEUED: "yellow", RunState.CR
                RunState.LOST: "dark_orange"}  # fmt: skip
 
 
-def latest_loss(run: dict[str, Any]) -> float | None:
-    latest = run.get("latest") or {}
-    return next((latest[key] for key in LOSS_KEYS if key in latest), None)
+def latest_loss(run: RunSummary) -> float | None:
+    return next((run.latest[key] for key in LOSS_KEYS if key in run.latest), None)
 
 
 def age(timestamp: str | None) -> str:
@@ -67,7 +66,7 @@ class RunsTable(DataTable[Any]):
         # Newest first by creation: a stable order while runs stream, so rows do not jump under the cursor.
         self.sort_column = "created"
         self.sort_reverse = True
-        self._runs: dict[str, dict[str, Any]] = {}
+        self._runs: dict[str, RunSummary] = {}
         self._shown: dict[str, tuple[Any, ...]] = {}
         self._order: list[str] = []
 
@@ -83,7 +82,7 @@ class RunsTable(DataTable[Any]):
     def _run_width(width: int) -> int:
         return left_over(width, WIDTHS, 12, 48)
 
-    def show(self, runs: dict[str, dict[str, Any]]) -> None:
+    def show(self, runs: dict[str, RunSummary]) -> None:
         self._runs = runs
         wanted = {run_id: run for run_id, run in runs.items() if self.filter_text.lower() in run_id.lower()}
         for key in [row.value for row in list(self.rows) if row.value not in wanted]:
@@ -123,19 +122,19 @@ class RunsTable(DataTable[Any]):
         return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
 
     def _sort_key(self, run_id: str) -> Any:
-        run = self._runs.get(run_id, {})
+        run = self._runs[run_id]  # every row is one of the runs last shown
         if self.sort_column == "run":
             return run_id
         if self.sort_column == "updated":
-            return run.get("last_update") or ""
+            return run.last_update
         if self.sort_column == "created":
-            return run.get("created_at") or ""
+            return run.created_at
         if self.sort_column == "step":
-            return run.get("latest_step") or -1
+            return run.latest_step or -1
         if self.sort_column == "loss":
             loss = latest_loss(run)
             return math.inf if loss is None else loss
-        return str(run.get("status" if self.sort_column == "state" else self.sort_column, ""))
+        return str(run.status if self.sort_column == "state" else run.kind)
 
     def _sort(self) -> None:
         ordered = sorted((row.value for row in self.rows if row.value), key=self._sort_key, reverse=self.sort_reverse)
@@ -146,19 +145,19 @@ class RunsTable(DataTable[Any]):
         by_cell = {_run_cell(run_id): index for run_id, index in position.items()}
         self.sort("run", key=lambda cell: by_cell.get(cell, 0))
 
-    def _cells(self, run_id: str, run: dict[str, Any]) -> tuple[Any, ...]:
-        status = str(run.get("status", ""))
+    def _cells(self, run_id: str, run: RunSummary) -> tuple[Any, ...]:
+        status = run.status
         loss = latest_loss(run)
-        latest_step = run.get("latest_step")
+        latest_step = run.latest_step
         state_style = STATE_STYLE.get(status)
         # Markup strings, not Text: they take DataTable's own formatting path, like the plain cells.
         return (
             _run_cell(run_id),
-            KIND.get(run.get("kind", ""), run.get("kind", "")),
+            KIND[run.kind],
             f"[{state_style}]{escape(status)}[/]" if state_style else escape(status),
             "" if latest_step is None else str(latest_step),
             "" if loss is None else f"{loss:.4g}",
-            age(run.get("last_update")),
+            age(run.last_update),
         )
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import (
     Annotated,
+    Any,
     NotRequired,  # pydantic needs these on Python < 3.12
 )
 
@@ -170,3 +172,50 @@ class Step(BaseModel):
     layers: list[LayerStatistic]
     cross_layer: CrossLayerAnalysis
     layer_groups: dict[str, list[str]] | None = None
+
+
+class LiteLayer(TypedDict):
+    """A layer of a `lite` step: identity plus the health signals the layer views draw."""
+
+    layer_id: str
+    layer_type: str
+    depth_index: int
+    activation_std: float
+    cross_layer_std_ratio: float | None
+    gradient_l2_norm: float
+    gradient_max_abs: float
+    spectral_norm: float | None
+
+
+def lite_layer(layer: Mapping[str, Any]) -> LiteLayer:
+    """A stored layer (`LayerStatistic`, validated or as decoded JSON) as a lite history carries it: the one
+    projection, used by the daemon's `lite=true` and by clients reducing the live full steps they receive."""
+    features, gradients = layer["intermediate_features"], layer["gradient_flow"]
+    return {
+        "layer_id": layer["layer_id"],
+        "layer_type": layer["layer_type"],
+        "depth_index": layer["depth_index"],
+        "activation_std": features["activation_std"],
+        "cross_layer_std_ratio": features.get("cross_layer_std_ratio"),
+        "gradient_l2_norm": gradients["gradient_l2_norm"],
+        "gradient_max_abs": gradients["gradient_max_abs"],
+        "spectral_norm": layer["parameter_statistics"]["weight"]["spectral_norm"],
+    }
+
+
+class LiteStep(BaseModel):
+    """A step of a `lite=true` history (`GET /api/v1/runs/{id}?lite=true`, `run_history` with `lite`)."""
+
+    step: int
+    timestamp: float
+    layers: list[LiteLayer]
+    layer_groups: dict[str, list[str]] | None = None
+
+    @classmethod
+    def of(cls, step: Step) -> LiteStep:
+        return cls.model_construct(
+            step=step.step,
+            timestamp=step.timestamp,
+            layers=[lite_layer(layer) for layer in step.layers],
+            layer_groups=step.layer_groups,
+        )

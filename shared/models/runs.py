@@ -9,7 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from shared.models.layerwise import Step
+from shared.models.layerwise import LiteStep, Step
 
 
 class RunState(StrEnum):
@@ -115,14 +115,27 @@ class RunEvent(BaseModel):
     message: str
 
 
-class RunDetail(RunSummary):
-    """`GET /api/v1/runs/{id}`: seed 000's `created_at`, `last_update`, `steps` plus run fields."""
-
+class _RunHead(RunSummary):
     run_id: str
-    steps: list[Step] | None = None
     scalar_names: list[str] = Field(default_factory=list)
     events: list[RunEvent] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     gpus: list[RunGpu] | None = Field(
         default=None, description="A managed run's GPUs as of its last start ([]: none); absent for external runs"
     )
+    epoch: int | None = None
+    """A managed run's epochs done (absent for a script's run)."""
+    epochs_total: int | None = None
+    """The epochs a managed run was asked for."""
+
+
+class RunDetail(_RunHead):
+    """`GET /api/v1/runs/{id}`: seed 000's `created_at`, `last_update`, `steps` plus run fields."""
+
+    steps: list[Step] | None = None
+
+
+class LiteRunDetail(_RunHead):
+    """`GET /api/v1/runs/{id}?lite=true`: the same with compact layers."""
+
+    steps: list[LiteStep] | None = None

@@ -1,14 +1,23 @@
-"""A FakeDaemonClient with fixed data, for snapshot tests that must render the same every time."""
+"""A FakeDaemonClient with fixed data, for snapshot tests that must render the same every time: DaemonClient's
+typed methods, answering with the same shared models the real ones parse."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from pivot_tui.client import Connection, DaemonClient, Event, EventSink, StateSink
 from shared.client import PivotAPIError
 from shared.models import RunSummary, ScalarSeries, ScalarsResponse
+from shared.models.alerts import (
+    AlertPublic,
+    AlertRulePublic,
+    AlertStatus,
+    NotificationPublic,
+    NotificationRead,
+)
 from shared.models.experiments import (
     ExperimentAction,
     ExperimentDetail,
@@ -19,7 +28,11 @@ from shared.models.experiments import (
     count_by_status,
     experiment_run_status,
 )
-from shared.models.runs import FINAL_STATES, RunState
+from shared.models.layerwise import LiteStep
+from shared.models.logs import RunLogLine
+from shared.models.monitor import ResourceSample
+from shared.models.registry import TrainQueued
+from shared.models.runs import FINAL_STATES, LiteRunDetail, RunState
 
 OLD = "2024-02-10T12:34:56.789+00:00"  # far enough in the past to render as a date, not "Ns ago"
 
@@ -40,7 +53,7 @@ RUNS = {
 }
 
 
-def lite_step(step: int, explode: bool = False) -> dict[str, Any]:
+def lite_step(step: int, explode: bool = False) -> LiteStep:
     layers = []
     for depth, name in enumerate(("conv1", "conv2", "fc1", "fc2")):
         norm = 0.5 / (1 + depth) * math.exp(-step / 3000) * (1000 if explode and depth == 3 else 1)
@@ -48,9 +61,9 @@ def lite_step(step: int, explode: bool = False) -> dict[str, Any]:
             "layer_id": f"features/{name}" if depth < 2 else f"classifier/{name}", "layer_type": "Linear",
             "depth_index": depth, "activation_std": 1 / (1 + 0.2 * depth),
             "cross_layer_std_ratio": None if depth == 0 else 0.9,
-            "gradient_l2_norm": norm if depth else norm * 1e-5, "gradient_max_abs": norm / 5,
+            "gradient_l2_norm": norm if depth else norm * 1e-5, "gradient_max_abs": norm / 5, "spectral_norm": None,
         })  # fmt: skip
-    return {"step": step, "timestamp": 0.0, "layers": layers}
+    return LiteStep.model_validate({"step": step, "timestamp": 0.0, "layers": layers})
 
 
 def experiment(
@@ -142,6 +155,22 @@ ALERT: dict[str, Any] = {
 """What every alert carries besides what a test gives it."""
 
 
+NOTIFICATIONS = [
+    {"id": "notif_2", "type": "training", "priority": "high", "read": False, "data": {},
+     "message": "Training run exploding_rnn failed", "created_at": "2024-02-10T12:31:00.000+00:00"},
+    {"id": "notif_1", "type": "alert", "priority": "high", "read": True, "data": {},
+     "message": "Alert: gpu_temperature on gpu:0 is 86", "created_at": "2024-02-10T12:30:00.000+00:00"},
+]  # fmt: skip
+RULE = {"rule_id": "rule_1", "name": "GPU too hot", "metric": "gpu_temperature", "condition": "greater_than",
+        "threshold": 85.0, "severity": "critical", "enabled": True, "for_seconds": 0.0, "scope": {}, "builtin": False,
+        "created_at": "2024-02-10T12:00:00.000+00:00", "updated_at": "2024-02-10T12:00:00.000+00:00"}  # fmt: skip
+
+
+def missing(feature: str) -> PivotAPIError:
+    """What a daemon without `feature` answers."""
+    return PivotAPIError(404, "not_found", f"this daemon has no {feature}")
+
+
 class FakeDaemonClient(DaemonClient):
     def __init__(
         self,
@@ -152,33 +181,40 @@ class FakeDaemonClient(DaemonClient):
         refuse_actions: dict[tuple[str, str], PivotAPIError] | None = None,
     ) -> None:
         super().__init__("http://gpu-box:8000", None)
-        self._resources = resources
-        self._alerts = alerts
+        self._resources = None if resources is None else ResourceSample.model_validate(resources)
+        self._alerts = None if alerts is None else [AlertPublic.model_validate(ALERT | a) for a in alerts]
         self._refuse = refuse or {}
-        """POST paths answered with an error (a launch the daemon refuses)."""
+        """Methods (by name) answered with an error (a launch the daemon refuses)."""
         self._refuse_actions = refuse_actions or {}
         """(experiment id, action) answered with an error (a 409 for a transition the experiment does not allow)."""
-        self.posted: list[tuple[str, Any]] = []
+        self.posted: list[tuple[str, dict[str, Any]]] = []
+        """(method, its arguments) of every call that asks the daemon to change something, in order."""
         self.actions: list[tuple[str, str]] = []
         """(experiment id, action) of every experiment action asked for, in order."""
         self.watched_experiments: list[str | None] = []
+
+    def _post(self, method: str, **arguments: Any) -> None:
+        self.posted.append((method, arguments))
+        if method in self._refuse:
+            raise self._refuse[method]
 
     async def run_forever(self, on_event: EventSink, on_state: StateSink) -> None:
         on_state(Connection.ONLINE, self.url)
         on_event(Event("initial_runs", {"type": "initial_runs", "data": RUNS}))
         on_event(Event("resync", {"reason": "connected"}))  # as the real client does once subscribed
         if self._resources is not None:
-            on_event(Event("resources", {"type": "resources", "topic": "resources", "data": self._resources}))
+            sample = self._resources.model_dump(mode="json", by_alias=True, exclude_unset=True)
+            on_event(Event("resources", {"type": "resources", "topic": "resources", "data": sample}))
         await asyncio.Event().wait()
 
     async def runs(self) -> dict[str, RunSummary]:
         return {run_id: RunSummary.model_validate(run) for run_id, run in RUNS.items()}
 
-    async def run(self, run_id: str, *, lite: bool = True) -> dict[str, Any]:
+    async def get_run(self, run_id: str) -> LiteRunDetail:
         steps = [lite_step(step, explode=step >= 1400) for step in range(0, 1510, 10)]
-        if RUNS.get(run_id, {}).get("kind") == "managed":  # what GET /api/v1/runs/{id} adds for one
-            return {"steps": steps, "events": [], "kind": "managed", "epoch": 2, "epochs_total": 3}
-        return {"steps": steps, "events": []}
+        run: Mapping[str, Any] = RUNS.get(run_id) or summary("running", None, None)
+        epochs = {"epoch": 2, "epochs_total": 3} if run["kind"] == "managed" else {}  # what a managed run adds
+        return LiteRunDetail.model_validate({**run, "run_id": run_id, "steps": steps, "events": [], **epochs})
 
     async def scalars(self, run_id: str, names: Any = None, max_points: int = 400) -> ScalarsResponse:
         steps = list(range(0, 1501, 10))
@@ -190,32 +226,36 @@ class FakeDaemonClient(DaemonClient):
         }  # fmt: skip
         return ScalarsResponse(run_id=run_id, series=series)
 
-    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        if path == "/api/v1/monitor/resources" and self._resources is not None:
-            return self._resources
-        if path == "/api/v1/alerts" and self._alerts is not None:
-            wanted = (params or {}).get("status")
-            return {"alerts": [ALERT | a for a in self._alerts if wanted is None or a["status"] == wanted]}
-        if path == "/api/v1/notifications" and self._alerts is not None:
-            return {"notifications": [
-                {"id": "notif_2", "type": "training", "priority": "high", "read": False, "data": {},
-                 "message": "Training run exploding_rnn failed", "created_at": "2024-02-10T12:31:00.000+00:00"},
-                {"id": "notif_1", "type": "alert", "priority": "high", "read": True, "data": {},
-                 "message": "Alert: gpu_temperature on gpu:0 is 86", "created_at": "2024-02-10T12:30:00.000+00:00"},
-            ]}  # fmt: skip
-        if path == "/api/v1/alerts/rules" and self._alerts is not None:
-            return {"rules": [{"rule_id": "rule_1", "name": "GPU too hot", "metric": "gpu_temperature",
-                               "condition": "greater_than", "threshold": 85.0, "severity": "critical",
-                               "enabled": True, "for_seconds": 0.0, "scope": {}, "builtin": False,
-                               "created_at": "2024-02-10T12:00:00.000+00:00",
-                               "updated_at": "2024-02-10T12:00:00.000+00:00"}]}  # fmt: skip
-        raise PivotAPIError(404, "not_found", f"no route for GET {path}")
+    async def run_logs(self, run_id: str, tail: int = 200) -> list[RunLogLine]:
+        raise missing("run logs")
 
-    async def post_json(self, path: str, body: Any) -> Any:
-        self.posted.append((path, body))
-        if path in self._refuse:
-            raise self._refuse[path]
-        return {}
+    async def resources(self) -> ResourceSample:
+        if self._resources is None:
+            raise missing("resource monitor")
+        return self._resources
+
+    async def alerts(self, status: AlertStatus | None = None) -> list[AlertPublic]:
+        if self._alerts is None:
+            raise missing("alerts")
+        return [alert for alert in self._alerts if status is None or alert.status is status]
+
+    async def alert_rules(self) -> list[AlertRulePublic]:
+        if self._alerts is None:
+            raise missing("alerts")
+        return [AlertRulePublic.model_validate(RULE)]
+
+    async def notifications(self, limit: int = 50) -> list[NotificationPublic]:
+        if self._alerts is None:
+            raise missing("notifications")
+        return [NotificationPublic.model_validate(notice) for notice in NOTIFICATIONS[:limit]]
+
+    async def mark_notification_read(self, notification_id: str) -> NotificationRead:
+        self._post("mark_notification_read", notification_id=notification_id)
+        return NotificationRead.model_validate({"id": notification_id, "read": True})
+
+    async def train(self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any]) -> TrainQueued:
+        self._post("train", architecture=architecture, hyperparams=hyperparams)
+        return TrainQueued(run_id="launched", model_id="model_1", status=RunState.QUEUED)
 
     async def experiments(self) -> list[ExperimentPublic]:
         return [ExperimentPublic.model_validate(detail.model_dump()) for detail in EXPERIMENTS.values()]
@@ -240,6 +280,3 @@ class FakeDaemonClient(DaemonClient):
 
     async def watch_run(self, run_id: str | None) -> None:
         return None
-
-    async def aclose(self) -> None:
-        await super().aclose()

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 from textual.widgets import Button, Input
 
-from pivot_tui.app import make_app
+from pivot_tui.app import PivotApp, make_app
 from pivot_tui.client import Connection
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import AcknowledgeDialog, ConfirmDialog, ExperimentDetailScreen, LaunchDialog, RunDetailScreen
@@ -24,6 +24,12 @@ def rows(app: object) -> list[str]:
     return [row.value for row in table.rows]
 
 
+def state(app: PivotApp, run_id: str) -> str | None:
+    """The run's state as the TUI knows it; None before it knows the run."""
+    run = app.model.runs.get(run_id)
+    return None if run is None else run.status
+
+
 async def test_a_new_run_appears_and_its_curve_gains_points(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
     async with app.run_test(size=(120, 40)) as pilot:
@@ -31,7 +37,7 @@ async def test_a_new_run_appears_and_its_curve_gains_points(daemon: RunningDaemo
         await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("fresh", 0, layers=4))
         await http.post("/api/v1/runs/fresh/scalars", json=[{"step": 0, "values": {"train_loss": 2.0}}])
         await until(pilot, lambda: "fresh" in rows(app))
-        await until(pilot, lambda: app.model.runs["fresh"]["latest"].get("train_loss") == 2.0)
+        await until(pilot, lambda: app.model.runs["fresh"].latest.get("train_loss") == 2.0)
 
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.model.followed is not None)
@@ -136,17 +142,17 @@ async def test_launch_then_cancel_a_managed_run(daemon: RunningDaemon, http: htt
         app.screen.query_one("#launch-ok", Button).press()
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen), timeout=20)
         run_id = app.screen.run_id
-        await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "running", timeout=30)
+        await until(pilot, lambda: state(app, run_id) == "running", timeout=30)
         await until(pilot, lambda: app.model.followed and app.model.followed.series.get("train_loss"), timeout=30)
         await pilot.press("c")  # asks first; escape keeps it training
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
-        assert app.model.runs[run_id]["status"] == "running"
+        assert app.model.runs[run_id].status == "running"
         await pilot.press("c")
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("left", "enter")
-        await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "cancelled", timeout=30)
+        await until(pilot, lambda: state(app, run_id) == "cancelled", timeout=30)
     assert (await http.get(f"/api/runs/{run_id}")).json()["state"] == "cancelled"
 
 
@@ -160,7 +166,7 @@ async def test_a_finished_runs_params_and_inference_on_a_real_digit(
     assert (await final_state(http, run_id))[0] == "succeeded"
     app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
     async with app.run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: app.model.runs.get(run_id, {}).get("status") == "succeeded")
+        await until(pilot, lambda: state(app, run_id) == "succeeded")
         app.open_run(run_id)
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
         await pilot.press("i")

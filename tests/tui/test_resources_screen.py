@@ -12,7 +12,12 @@ from pivot_tui.screens.resources import ResourcesScreen
 from tests.tui.fake import FakeDaemonClient
 from tests.tui.helpers import until
 
-HOST = {"cpu": {"percent": 20.0, "per_cpu": [20.0, 20.0]}, "memory": {"percent": 40.0}, "disk": {"percent": 50.0}}
+HOST = {
+    "timestamp": "2024-02-10T12:34:56.789+00:00", "time": 1707568496.789,
+    "cpu": {"percent": 20.0, "count": 2, "per_cpu": [20.0, 20.0]},
+    "memory": {"percent": 40.0, "used_gb": 4.0, "total_gb": 10.0},
+    "disk": {"percent": 50.0, "used_gb": 50.0, "total_gb": 100.0, "path": "/"},
+}  # fmt: skip
 GPU = {"id": 0, "name": "NVIDIA H100", "utilization": 97.0, "memory_percent": 80.0, "temperature": 60.0}
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
 from textual.widgets import Input
 from textual.widgets._footer import FooterKey
 
@@ -15,7 +15,10 @@ from pivot_tui.client import Connection, DaemonClient, Event, why_offline
 from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from shared.client import AsyncPivotClient, PivotAPIError
+from shared.models.alerts import NotificationRead
 from shared.models.experiments import ExperimentDetail, ExperimentExport, ExperimentPublic
+from shared.models.registry import TrainQueued
+from shared.models.runs import RunSummary
 from tests.tui.fake import FakeDaemonClient, summary
 from tests.tui.helpers import notes, rows, until
 
@@ -74,7 +77,7 @@ async def test_a_managed_runs_epochs_show_in_its_title_and_follow_run_progress()
 async def test_a_run_without_steps_says_so_instead_of_step_none() -> None:
     async with app().run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: rows(pilot, "#runs") == 4)
-        pilot.app.model.runs["just_launched"] = summary("queued", None, None, "managed")
+        pilot.app.model.runs["just_launched"] = RunSummary.model_validate(summary("queued", None, None, "managed"))
         pilot.app.open_run("just_launched")
         await until(pilot, lambda: "just_launched" in title(pilot))
         assert "no steps yet" in title(pilot)
@@ -127,7 +130,6 @@ class GoesDown(FakeDaemonClient):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             nobody = f"http://127.0.0.1:{probe.getsockname()[1]}"
-        self._http = httpx.AsyncClient(base_url=nobody)
         self.rest = AsyncPivotClient(nobody, None)
 
     async def experiments(self) -> list[ExperimentPublic]:
@@ -141,15 +143,15 @@ class GoesDown(FakeDaemonClient):
             return await DaemonClient.experiment_results(self, experiment_id)
         return await super().experiment_results(experiment_id)
 
-    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    async def train(self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any]) -> TrainQueued:
         if self.down:
-            return await DaemonClient.get_json(self, path, params)
-        return await super().get_json(path, params)
+            return await DaemonClient.train(self, architecture, hyperparams)
+        return await super().train(architecture, hyperparams)
 
-    async def post_json(self, path: str, body: Any) -> Any:
+    async def mark_notification_read(self, notification_id: str) -> NotificationRead:
         if self.down:
-            return await DaemonClient.post_json(self, path, body)
-        return await super().post_json(path, body)
+            return await DaemonClient.mark_notification_read(self, notification_id)
+        return await super().mark_notification_read(notification_id)
 
 
 async def test_launch_with_the_daemon_down_says_it_is_unreachable() -> None:
@@ -283,7 +285,7 @@ async def test_enter_in_the_runs_filter_opens_the_highlighted_match() -> None:
 
 async def test_the_launch_form_submits_on_enter_clears_stale_errors_and_remembers_its_values() -> None:
     refusal = PivotAPIError(409, "conflict", "a training run is already active")
-    client = FakeDaemonClient(refuse={"/api/train": refusal})
+    client = FakeDaemonClient(refuse={"train": refusal})
     async with app(client).run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: rows(pilot, "#runs") == 4)
         await pilot.press("l")

@@ -14,9 +14,10 @@ from tests.tui.helpers import rows, until
 
 SIZES = [(120, 40), (80, 24)]
 RESOURCES = {
+    "timestamp": "2024-02-10T12:34:56.789+00:00", "time": 1707568496.789,
     "cpu": {"percent": 37.5, "count": 4, "per_cpu": [12.0, 55.0, 80.0, 3.0]},
-    "memory": {"percent": 61.2},
-    "disk": {"percent": 92.4},
+    "memory": {"percent": 61.2, "used_gb": 39.2, "total_gb": 64.0},
+    "disk": {"percent": 92.4, "used_gb": 924.0, "total_gb": 1000.0, "path": "/"},
     "gpu": [
         {"id": 0, "name": "NVIDIA H100 80GB HBM3", "utilization": 97.0, "memory_used_gb": 64.0,
          "memory_total_gb": 80.0, "memory_percent": 80.0, "temperature": 86.0, "power_watts": 612.0},
@@ -101,7 +102,7 @@ def test_alerts_screen(snap_compare: Any, size: tuple[int, int]) -> None:
 
 
 def test_launch_dialog(snap_compare: Any) -> None:
-    """The launch form with the seed templates and hyperparameter defaults."""
+    """The launch form with its architecture templates and hyperparameter defaults."""
 
     async def go(pilot: Any) -> None:
         await runs_loaded(pilot)
