@@ -3111,8 +3111,6 @@ export interface components {
             };
             /** Run Id */
             run_id: string;
-            /** Steps */
-            steps?: components["schemas"]["Step"][] | null;
             /** Scalar Names */
             scalar_names?: string[];
             /** Events */
@@ -3126,6 +3124,12 @@ export interface components {
              * @description A managed run's GPUs as of its last start ([]: none); absent for external runs
              */
             gpus?: components["schemas"]["RunGpu"][] | null;
+            /** Epoch */
+            epoch?: number | null;
+            /** Epochs Total */
+            epochs_total?: number | null;
+            /** Steps */
+            steps?: components["schemas"]["Step"][] | null;
         };
         /**
          * RunEvent
