@@ -75,9 +75,11 @@ class ResourcesScreen(ReportsFailures, Screen[None]):
         self._seen = model.versions["resources"]
         sample = model.resources
         lines = Text()
-        if not sample.gpu:
+        if sample.gpu is None:
+            lines.append("GPUs unknown: this daemon cannot read NVML (no driver or no nvidia-ml-py).\n", style="dim")
+        elif not sample.gpu:
             lines.append("No NVIDIA GPU reported by this daemon.\n", style="dim")
-        for gpu in sample.gpu:
+        for gpu in sample.gpu or ():
             lines.append(f"GPU {gpu.id}  {gpu.name or ''}\n", style="bold")
             lines.append("  util  ").append(bar(gpu.utilization, 20)).append("\n")
             lines.append("  mem   ").append(bar(gpu.memory_percent, 20)).append(

@@ -32,9 +32,10 @@ class ResourceStrip(Static):
             Text("CPU ", style="bold"), bar(cpu.percent if cpu else None, width), " ",
             Text("MEM ", style="bold"), bar(memory.percent if memory else None, width), " ",
         ]  # fmt: skip
-        gpus = sample.gpu if sample else []
+        known = sample.gpu if sample else None  # None: the daemon cannot ask NVML, so it does not know
+        gpus = known or []
         if not gpus:
-            parts.append(Text("GPU none", style="dim"))
+            parts.append(Text("GPU none" if known is not None else "GPU n/a", style="dim"))
         shown = gpus[:1] if narrow else gpus[:4]
         for gpu in shown:
             parts += [Text(f"GPU{gpu.id} ", style="bold"), bar(gpu.utilization, width), " "]
