@@ -57,7 +57,7 @@ class Budget:
     """Fewer cases than this: the fuzz did not run, whatever it reported."""
 
 
-DEFAULT = Budget(max_examples=20, stateful_steps=10, min_cases=4000)
+DEFAULT = Budget(max_examples=10, stateful_steps=10, min_cases=4000)
 LONG = Budget(max_examples=150, stateful_steps=50, min_cases=10_000)
 DEFAULT_SEED = 20260212
 """The default run's seed: CI fuzzes the same cases every time. The long run takes a fresh one."""

@@ -164,11 +164,6 @@ class Webhooks:
 
     async def __aenter__(self) -> Webhooks:
         self._hooks = {row.webhook_id: row for row in await self._store.monitoring.webhooks()}
-        self._client = httpx.AsyncClient(
-            timeout=self._settings.webhook_timeout_s,
-            follow_redirects=False,  # a redirect could lead a signed body to a host nobody registered
-            headers={"User-Agent": f"pivotd/{__version__}", "Content-Type": "application/json"},
-        )
         if self._settings.webhook_deliveries:  # off: the outbox keeps every delivery for a daemon that sends
             self._task = asyncio.create_task(self._dispatch(), name="pivotd-webhooks")
         return self
@@ -180,6 +175,17 @@ class Webhooks:
                 await self._task
         if self._client is not None:
             await self._client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        """The delivery client, made on the first attempt: its TLS context loads the system's CA bundle (about
+        30 ms), which a daemon start would otherwise pay even with no webhook registered."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._settings.webhook_timeout_s,
+                follow_redirects=False,  # a redirect could lead a signed body to a host nobody registered
+                headers={"User-Agent": f"pivotd/{__version__}", "Content-Type": "application/json"},
+            )
+        return self._client
 
     def list(self) -> list[WebhookRow]:
         return list(self._hooks.values())
@@ -242,7 +248,6 @@ class Webhooks:
         header and, for https, the name TLS sends and verifies (SNI) stay the registered host's. `Connection:
         close`: a pooled connection, keyed by address, must not carry another host's request over TLS that was
         verified for this one."""
-        assert self._client is not None
         if not self._settings.webhook_deliveries:
             return None, DELIVERIES_OFF
         try:
@@ -263,7 +268,7 @@ class Webhooks:
         for address in addresses:  # in the resolver's order, the next one only when no connection could be made
             try:
                 target = url.copy_with(host=address)
-                response = await self._client.post(target, content=body, headers=headers, extensions=extensions)
+                response = await self._http().post(target, content=body, headers=headers, extensions=extensions)
             except httpx.ConnectError as exc:
                 error = f"ConnectError: {exc}" if str(exc) else "ConnectError"
                 continue
