@@ -7,6 +7,7 @@ returns when the job has written, so nothing here waits by sleeping.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -270,3 +271,22 @@ async def test_a_job_with_retries_left_is_queued_again_when_pivotd_stops(tmp_pat
         assert (await run_of(http, retried["run_id"]))["job"]["attempts"] == 2
         await http.post(f"/api/v1/jobs/{retried['run_id']}/cancel")
         assert gone(pid)
+
+
+async def test_pivotctl_submits_follows_and_lists_jobs(tmp_path: Path) -> None:
+    from tests.training.test_client_and_ctl import pivotctl
+
+    async with daemon_and_client(tmp_path) as (daemon, _):
+        code, out, err = await pivotctl(
+            daemon, "submit", "--cwd", str(tmp_path), "--env", "WHO=job", "--follow", "--", "bash", "-c", "echo hi $WHO"
+        )
+        assert code == 0, err
+        assert "hi job" in out and "succeeded" in out
+        code, out, err = await pivotctl(daemon, "submit", "--json", "--", "bash", "-c", "exit 4")
+        run_id = json.loads(out)["run_id"]
+        code, out, _ = await pivotctl(daemon, "queue", "--json")
+        assert code == 0 and json.loads(out)["meta"]["slots"] == 1
+        code, out, _ = await pivotctl(daemon, "logs", run_id, "-f")
+        assert code == 1  # the job failed
+        code, _, err = await pivotctl(daemon, "cancel", "r_missing")
+        assert code == 3 and daemon.url in err  # errors name the URL tried
