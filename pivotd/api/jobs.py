@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Request, Response
 from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, WRITES, error_responses, model_response
-from pivotd.store.training import JobRow
+from pivotd.store import JobRow
 from pivotd.timefmt import iso
 from shared.models.envelopes import Data
 from shared.models.jobs import JobAccepted, JobQueue, JobSubmit, QueueCounts, QueueEntry
