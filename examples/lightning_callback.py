@@ -25,7 +25,7 @@ from shared.sdk import Monitor
 
 
 class PivotCallback(L.Callback):
-    def __init__(self, run_id: str, every: int = 10, **monitor_options: Any) -> None:
+    def __init__(self, run_id: str | None = None, every: int = 10, **monitor_options: Any) -> None:
         self.run_id = run_id
         self.every = every
         self.options = monitor_options

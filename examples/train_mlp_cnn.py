@@ -12,6 +12,7 @@ noisy 8x8 template per class), so the script runs anywhere without a download.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections import OrderedDict
@@ -77,7 +78,8 @@ def main() -> None:
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     # float16 needs loss scaling; bfloat16 has float32's range and does not.
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp and amp_dtype == torch.float16)
-    run_id = args.run_id or f"{args.model}-{int(time.time())}"
+    # Under `pivotctl submit`, pivotd names the job's run in PIVOT_RUN_ID.
+    run_id = args.run_id or os.environ.get("PIVOT_RUN_ID") or f"{args.model}-{int(time.time())}"
 
     with Monitor(model, run_id, url=args.url, every=args.every, scaler=scaler, tags=[args.model]) as mon:
         print(f"run {run_id}: layers {mon.layer_ids}")

@@ -1,4 +1,4 @@
-"""Named API keys with scopes (`read`, `write`, `admin`), indexed in memory by the digest of the key.
+"""Named API keys with scopes (`read`, `write`, `admin`, `jobs`), indexed in memory by the digest of the key.
 
 A key is `pvk_` + 43 URL-safe characters (256 random bits). Only its SHA-256 digest is stored: a slow
 password hash (bcrypt, argon2) protects low-entropy secrets against guessing, but nobody can guess or
@@ -25,16 +25,22 @@ from pivotd.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "pvk_"
-SCOPES = ("read", "write", "admin")
-# Each scope grants itself and every weaker one.
-_GRANTS = {scope: frozenset(SCOPES[: index + 1]) for index, scope in enumerate(SCOPES)}
+SCOPES = ("read", "write", "admin", "jobs")
+# Each of read, write and admin grants itself and every weaker one. `jobs` (running commands as the daemon's user)
+# is granted only by name: admin does not imply it.
+_GRANTS = {
+    "read": frozenset({"read"}),
+    "write": frozenset({"read", "write"}),
+    "admin": frozenset({"read", "write", "admin"}),
+    "jobs": frozenset({"read", "jobs"}),
+}
 SHOWN_PREFIX_CHARS = 12  # "pvk_" and 8 random characters: enough to recognise a key, 210 bits stay secret
 TOUCH_EVERY_S = 60.0  # last_used_at reaches the database at most this often per key
 KEY_REVOKED = "API key revoked"  # why what a key opened (a WebSocket, an event stream, a session) ended
 
 
 def granted(scopes: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
-    """Every scope `scopes` imply: write implies read, admin implies all."""
+    """Every scope `scopes` imply: write implies read, admin implies read and write, jobs implies read."""
     return frozenset().union(*(_GRANTS[scope] for scope in scopes))
 
 

@@ -42,6 +42,7 @@ from pivotd.api import (
     statistics,
     ws,
 )
+from pivotd.api import jobs as jobs_api
 from pivotd.api import run_ends as run_ends_api
 from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
@@ -67,6 +68,7 @@ from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
 from pivotd.jobs import GpuAllocator, Supervisor
+from pivotd.jobs.commands import Jobs
 from pivotd.jobs.service import Training
 from pivotd.monitor.nvml import Nvml
 from pivotd.monitor.sampler import ResourceMonitor
@@ -74,6 +76,7 @@ from pivotd.policy import Category, requirement
 from pivotd.ratelimit import RateLimiter
 from pivotd.refusals import Refusals
 from pivotd.run_ends import RunEnds
+from pivotd.runtokens import RunTokens
 from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.store import Retention, Store
@@ -124,6 +127,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             on_started=(experiment_events.run_started,),
             on_epoch=(experiment_events.run_epoch,),
             gpus=GpuAllocator.system(nvml, lambda: supervisor.worker_pids()),
+            run_tokens=app.state.run_tokens,
         )
         ingest = Ingest(store, hub, telemetry, alerts, removed_listeners=(supervisor.forget_run,))
         monitor = ResourceMonitor(settings, store, hub, listeners=(alerts.on_sample,), nvml=nvml)
@@ -135,6 +139,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         inference = Inference(settings.inference_cache_size, settings.inference_device)
         stack.callback(inference.close)
         training = Training(settings, store, supervisor)
+        jobs = Jobs(settings, store, supervisor)
         experiments_lifecycle = ExperimentLifecycle(settings, store, training, experiment_events)
         await experiments_lifecycle.cancel_stranded()  # a cancel the previous daemon did not finish
         run_ends = RunEnds(settings, store, hub, on_finished=run_finished, on_revived=(experiment_events.run_started,))
@@ -152,6 +157,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             actions=actions,
             supervisor=supervisor,
             training=training,
+            jobs=jobs,
             inference=inference,
             experiments=experiments_lifecycle,
             telemetry=telemetry,
@@ -306,6 +312,7 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
         statistics,
         exports,
         telemetry_api,
+        jobs_api,
     ):
         app.include_router(module.router)
     app.include_router(apikeys_api.router)
@@ -316,6 +323,7 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
     install_docs(app, OPENAPI_URL)
     app.state.refusals = Refusals()
     app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
+    app.state.run_tokens = RunTokens()  # minted by the supervisor as runs' processes start
     app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
     app.add_middleware(
         AccessMiddleware,
@@ -326,6 +334,8 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
         limiter=rate_limiter(settings),
         refusals=app.state.refusals,
         telemetry_max_body_bytes=settings.telemetry_max_body_bytes,
+        run_tokens=app.state.run_tokens,
+        max_body_bytes=settings.max_body_bytes,
     )
     return app
 

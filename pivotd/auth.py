@@ -28,8 +28,10 @@ import binascii
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
+import re
 import secrets
 import sys
 from collections import deque
@@ -48,6 +50,7 @@ from pivotd.errors import Forbidden, PivotError, RateLimited, Unauthorized, fami
 from pivotd.policy import SAFE_METHODS, Category, requirement
 from pivotd.ratelimit import Decision, RateLimiter
 from pivotd.refusals import Refusals
+from pivotd.runtokens import RUN_TOKEN_PREFIX, RunTokens
 from shared.locations import TOKEN_FILE
 
 log = logging.getLogger(__name__)
@@ -189,6 +192,7 @@ class Principal:
     grants: frozenset[str]
     key_id: str | None  # the API key it authenticated with, whose rate limits apply; None: the owner, not limited
     session: Session | None = None  # the browser session it authenticated with
+    run_id: str | None = None  # a run token's run: it may write to that run and do nothing else
 
 
 OWNER = Principal(frozenset(SCOPES), None)
@@ -213,8 +217,12 @@ class AccessMiddleware:
         limiter: RateLimiter,
         refusals: Refusals,
         telemetry_max_body_bytes: int,
+        run_tokens: RunTokens,
+        max_body_bytes: int,
     ) -> None:
         self.app = app
+        self._run_tokens = run_tokens
+        self._max_body_bytes = max_body_bytes
         self._token = token.encode()
         self._trust_loopback = trust_loopback
         self._keys = keys
@@ -235,6 +243,9 @@ class AccessMiddleware:
             return None
         if hmac.compare_digest(presented.encode(), self._token):
             return OWNER
+        if presented.startswith(RUN_TOKEN_PREFIX):
+            run_id = self._run_tokens.run_of(presented)
+            return Principal(frozenset(), None, run_id=run_id) if run_id is not None else None
         key = self._keys.authenticate(presented)
         return Principal(granted(key.scopes), key.key_id) if key is not None else None
 
@@ -264,6 +275,8 @@ class AccessMiddleware:
                 error = Unauthorized("bearer token required: send Authorization: Bearer <token>")
             else:
                 error = Unauthorized("the bearer token or API key is not valid")
+        elif principal.run_id is not None:
+            error, receive = await _run_token_refusal(scope, receive, principal.run_id, self._max_body_bytes)
         elif (
             principal.session is not None
             and (scope["type"] == "websocket" or method not in SAFE_METHODS)
@@ -420,6 +433,71 @@ def _with_headers(send: Send, decision: Decision) -> Send:
         await send(message)
 
     return send_with_headers
+
+
+_RUN_WRITES = re.compile(r"^/api/v1/runs/([^/]+)/(scalars|finish)/?$")
+_LAYERWISE = re.compile(r"^/api/v1/metrics/layerwise(/batch)?/?$")
+
+
+async def _run_token_refusal(
+    scope: Scope, receive: Receive, run_id: str, max_bytes: int
+) -> tuple[PivotError | None, Receive]:
+    """None when a run token's request writes only to its own run: scalars or the end of the run named in the path,
+    or layer-wise payloads (read ahead and replayed) that all name it. Anything else is refused."""
+    if scope["type"] == "http" and scope["method"] == "POST":
+        match = _RUN_WRITES.match(scope["path"])
+        if match is not None and match.group(1) == run_id:
+            return None, receive
+        if _LAYERWISE.match(scope["path"]):
+            body, receive = await _read_ahead(receive, max_bytes)
+            if body is not None and _layerwise_runs(body) == {run_id}:
+                return None, receive
+    refusal = Forbidden(
+        f"a run token may only write to its own run {run_id!r} (layer-wise metrics, scalars, its end)",
+        details={"run_id": run_id},
+    )
+    return refusal, receive
+
+
+def _layerwise_runs(body: bytes) -> set[str] | None:
+    """The run ids a layer-wise payload or batch names; None when some item names none (the route would refuse it,
+    recording the refusal on a run the body names, so it is refused here first)."""
+    try:
+        document = json.loads(body)  # NaN included: the route records non-finite payloads as events
+    except (ValueError, RecursionError):
+        return None
+    runs: set[str] = set()
+    for item in document if isinstance(document, list) else [document]:
+        metadata = item.get("metadata") if isinstance(item, dict) else None
+        run_id = metadata.get("run_id") if isinstance(metadata, dict) else None
+        if not isinstance(run_id, str):
+            return None
+        runs.add(run_id)
+    return runs
+
+
+async def _read_ahead(receive: Receive, max_bytes: int) -> tuple[bytes | None, Receive]:
+    """The whole body, read ahead and replayed to the route; None when it passed `max_bytes` or the client left."""
+    messages: list[Message] = []
+    size = 0
+    complete = False
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        if size > max_bytes:
+            break
+        if not message.get("more_body", False):
+            complete = True
+            break
+    pending = deque(messages)
+
+    async def replay() -> Message:
+        return pending.popleft() if pending else await receive()
+
+    return (b"".join(m.get("body", b"") for m in messages) if complete else None), replay
 
 
 async def _count_events(receive: Receive, max_bytes: int) -> tuple[int, Receive]:

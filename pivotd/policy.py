@@ -48,6 +48,8 @@ POLICY: tuple[Rule, ...] = (
     _rule(None, r"^/api/v1/api-keys(/|$)", scope="admin"),
     _rule(None, r"^/api/v1/webhooks(/|$)", scope="admin"),
     _rule("DELETE", r"^/api/v1/notifications/?$", scope="admin"),
+    # Submitting or cancelling a job runs (or stops) code as the daemon's user: a scope of its own, not admin's.
+    _rule("POST", r"^/api/v1/jobs(/|$)", scope="jobs"),
     # Any caller may open (and end) a browser session with the scopes it has: a read key too.
     _rule(None, r"^/api/v1/auth/session/?$", scope="read"),
     # Training scripts: their own, very high limit, so a normal script is never throttled.

@@ -13,6 +13,7 @@ from pivotd.hub import Hub
 from pivotd.inference import Inference
 from pivotd.ingest import Ingest
 from pivotd.jobs import Supervisor
+from pivotd.jobs.commands import Jobs
 from pivotd.jobs.service import Training
 from pivotd.monitor.sampler import ResourceMonitor
 from pivotd.run_ends import RunEnds
@@ -37,6 +38,8 @@ class Services:
     """The trainer registers `pause`/`cancel` handlers here for rules with an `action`."""
     supervisor: Supervisor
     training: Training
+    jobs: Jobs
+    """People's own commands as runs: submit, the queue, cancel, what a job's run shows."""
     inference: Inference
     experiments: ExperimentLifecycle
     telemetry: Telemetry

@@ -95,6 +95,8 @@ class Settings(BaseModel):
     worker_memory_limit_mb: Annotated[int, Field(ge=0)] = 0
     """Resident-memory cap per training worker (and its children) in MiB (0: none), checked by the supervisor
     every 0.25 s; past it the worker is killed and its run fails instead of the box."""
+    jobs_enabled: bool = True
+    """Accept jobs (`POST /api/v1/jobs`: any command, run as the daemon's user). False refuses them (403)."""
     worker_threads: Annotated[int, Field(ge=0, le=256)] = 0
     """CPU threads per training worker (torch.set_num_threads); 0 leaves torch's default."""
     max_linear_layers: Annotated[int, Field(ge=1, le=256)] = 5

@@ -44,6 +44,7 @@ from shared.models.experiments import (
     RunsAttached,
     StatisticalResult,
 )
+from shared.models.jobs import JobAccepted, JobQueue, JobSpec
 from shared.models.layerwise import LayerwisePayload, Step
 from shared.models.logs import LogLevel, RunLogLine, RunLogs
 from shared.models.monitor import Health, ResourceSample
@@ -621,6 +622,22 @@ class PivotClient(_Base):
         """A managed run's last `tail` log lines, oldest first: `level` and worse, after `since` (ISO or Unix s)."""
         return self._model(RunLogs, "GET", _logs_path(run_id), params=_logs_params(level, since, tail)).data
 
+    # -- jobs: any command as a managed run ------------------------------------------------------------------
+
+    def submit_job(self, command: Sequence[str], cwd: str, **fields: Any) -> JobAccepted:
+        """Queue `command` (an argv list) to run in `cwd` on the daemon's machine; `fields` as `JobSpec`'s."""
+        spec = JobSpec.model_validate({"command": list(command), "cwd": cwd, **fields})
+        body = {"job": spec.model_dump(mode="json", exclude_unset=True)}
+        return _JOB_ACCEPTED.validate_python(self._json("POST", "/api/v1/jobs", body)).data
+
+    def job_queue(self) -> JobQueue:
+        """Running runs, then queued ones in the order they start (jobs and built-in training runs)."""
+        return self._model(JobQueue, "GET", "/api/v1/jobs")
+
+    def cancel_job(self, run_id: str) -> JobAccepted:
+        """Stop a job (SIGTERM to its process group, SIGKILL after the grace); returns once it ended."""
+        return _JOB_ACCEPTED.validate_python(self._json("POST", f"/api/v1/jobs/{_segment(run_id)}/cancel")).data
+
     # -- API keys (admin) --------------------------------------------------------------------------------------
 
     def create_api_key(self, name: str, scopes: Sequence[str] = ("read",)) -> ApiKeyCreated:
@@ -635,6 +652,8 @@ class PivotClient(_Base):
     def revoke_api_key(self, key_id: str) -> None:
         self._call("DELETE", f"/api/v1/api-keys/{_segment(key_id)}")
 
+
+_JOB_ACCEPTED: TypeAdapter[Data[JobAccepted]] = TypeAdapter(Data[JobAccepted])
 
 # The client's other spelling.
 PIVOTClient = PivotClient
@@ -851,6 +870,19 @@ class AsyncPivotClient(_Base):
     ) -> list[RunLogLine]:
         params = _logs_params(level, since, tail)
         return (await self._model(RunLogs, "GET", _logs_path(run_id), params=params)).data
+
+    async def submit_job(self, command: Sequence[str], cwd: str, **fields: Any) -> JobAccepted:
+        """As `PivotClient.submit_job`."""
+        spec = JobSpec.model_validate({"command": list(command), "cwd": cwd, **fields})
+        body = json.dumps({"job": spec.model_dump(mode="json", exclude_unset=True)}).encode()
+        return _JOB_ACCEPTED.validate_json((await self._call("POST", "/api/v1/jobs", content=body)).content).data
+
+    async def job_queue(self) -> JobQueue:
+        return await self._model(JobQueue, "GET", "/api/v1/jobs")
+
+    async def cancel_job(self, run_id: str) -> JobAccepted:
+        response = await self._call("POST", f"/api/v1/jobs/{_segment(run_id)}/cancel")
+        return _JOB_ACCEPTED.validate_json(response.content).data
 
     async def run_checkpoints(self, run_id: str) -> list[RunCheckpoint]:
         return (await self._model(RunCheckpoints, "GET", f"/api/v1/runs/{_segment(run_id)}/checkpoints")).data

@@ -1,4 +1,5 @@
-"""`pivotctl`: the command line for managed training (train, runs, cancel, infer, params) and API keys.
+"""`pivotctl`: the command line for managed training (train, runs, cancel, infer, params), jobs (submit, queue,
+logs) and API keys.
 
 Needs only the base install (the `shared` package), so it works from a laptop against a remote daemon
 (`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`). Exit codes scripts can rely on:
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,9 @@ def cmd_train(client: PivotClient, args: argparse.Namespace) -> int:
         # Accept either a bare architecture or {"architecture": ..., "hyperparams": ...}.
         architecture = document.get("architecture", document) if isinstance(document, dict) else document
         hyperparams = hyperparams or (document.get("hyperparams") if isinstance(document, dict) else None)
-        started = client.train(architecture, hyperparams)
+        # A stored model's train queues behind busy slots, where `POST /api/train` would answer 409.
+        model = client.create_model(architecture, hyperparams)
+        started = client.train(hyperparams=hyperparams, model_id=model.model_id)
     run_id = started.run_id
     if not args.wait:
         _print(args, started, run_id)
@@ -86,8 +90,9 @@ def _gpus(run: ManagedRun) -> str:
     return ", ".join(f"GPU {gpu.index} ({gpu.name}, {gpu.uuid})" for gpu in run.gpus)
 
 
-def _value(value: float | None) -> float:
-    return float("nan") if value is None else value
+def _value(value: float | None) -> str:
+    """A metric for people: `-` until it is measured, never `nan`."""
+    return "-" if value is None or value != value else f"{value:.4f}"
 
 
 def cmd_runs(client: PivotClient, args: argparse.Namespace) -> int:
@@ -96,7 +101,7 @@ def cmd_runs(client: PivotClient, args: argparse.Namespace) -> int:
     runs.sort(key=lambda run: run.created_at, reverse=True)
     lines = [
         f"{run.run_id:20} {run.state:10} epoch {run.epoch}/{run.epochs_total}  "
-        f"val_accuracy {_value(run.metrics.get('val_accuracy')):.4f}  {run.param_id or ''}  {_gpus(run)}".rstrip()
+        f"val_accuracy {_value(run.metrics.get('val_accuracy'))}  {run.param_id or ''}  {_gpus(run)}".rstrip()
         for run in runs
     ]
     _print(args, runs, "\n".join(lines) if lines else "no managed runs")
@@ -135,6 +140,74 @@ def cmd_params(client: PivotClient, args: argparse.Namespace) -> int:
         print(f"wrote {args.output} ({params.size_bytes} bytes of weights)", file=sys.stderr)
         return EXIT_OK
     print(json.dumps(_plain(params)))
+    return EXIT_OK
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, equals, value = pair.partition("=")
+        if not equals or not name:
+            raise UsageError(f"--env {pair!r}: write NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def cmd_submit(client: PivotClient, args: argparse.Namespace) -> int:
+    command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not command:
+        raise UsageError("give the command after --: pivotctl submit -- python train.py")
+    fields: dict[str, Any] = {"env": _env(args.env), "nproc_per_node": args.nproc, "priority": args.priority,
+                              "retries": args.retries}  # fmt: skip
+    for name, value in (("gpus", args.gpus), ("name", args.name), ("max_runtime_s", args.max_runtime)):
+        if value is not None:
+            fields[name] = value
+    cwd = os.path.abspath(args.cwd or os.getcwd())
+    job = client.submit_job(command, cwd, **fields)
+    where = f"position {job.position}" if job.position is not None else job.status
+    if not (args.wait or args.follow):
+        _print(args, job, f"{job.run_id} {job.status} ({where})")
+        return EXIT_OK
+    if not args.json:
+        print(f"{job.run_id} {job.status} ({where})", file=sys.stderr)
+    run = _follow(client, job.run_id, show=args.follow and not args.json)
+    _print(args, run, f"{job.run_id} {run.status}" + (f": {run.error}" if run.error else ""))
+    return EXIT_OK if run.status == RunState.SUCCEEDED else EXIT_RUN_FAILED
+
+
+def _follow(client: PivotClient, run_id: str, *, show: bool) -> Any:
+    """Wait for the run to end, printing its log lines as they come when `show`; returns the run."""
+    since: float | None = None
+    while True:
+        run = client.get_run(run_id, steps="none")
+        if show:
+            for line in client.run_logs(run_id, since=since, tail=1000):
+                print(line.message)
+                since = line.timestamp
+        if run.status in FINAL_STATES:
+            return run
+        time.sleep(1.0)  # a command line polling its daemon: one request a second
+
+
+def cmd_queue(client: PivotClient, args: argparse.Namespace) -> int:
+    queue = client.job_queue()
+    lines = [
+        f"{entry.run_id:20} {entry.status:8} {entry.position or '':>4} {entry.kind:7} "
+        f"gpus {entry.gpus_requested if entry.gpus_requested is not None else '-'} "
+        f"{' '.join(entry.command or [])[:60] or entry.name or ''}".rstrip()
+        for entry in queue.data
+    ]
+    summary = f"{queue.meta.running} running, {queue.meta.queued} queued, {queue.meta.slots} slot(s)"
+    _print(args, queue, "\n".join([*lines, summary]))
+    return EXIT_OK
+
+
+def cmd_logs(client: PivotClient, args: argparse.Namespace) -> int:
+    if args.follow:
+        run = _follow(client, args.run_id, show=True)
+        return EXIT_OK if run.status == RunState.SUCCEEDED else EXIT_RUN_FAILED
+    lines = client.run_logs(args.run_id, tail=args.tail)
+    _print(args, lines, "\n".join(line.message for line in lines))
     return EXIT_OK
 
 
@@ -186,6 +259,29 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("run_id")
     run.set_defaults(handler=cmd_run)
 
+    submit = commands.add_parser("submit", help="queue a command as a job: pivotctl submit [options] -- CMD ...")
+    submit.add_argument("--gpus", type=int, help="whole GPUs (default 1 where GPUs exist, else 0)")
+    submit.add_argument("--nproc", type=int, default=1, help="processes per node (above 1: under torchrun)")
+    submit.add_argument("--name")
+    submit.add_argument("--cwd", help="working directory on the daemon's machine (default: this one)")
+    submit.add_argument("--env", action="append", default=[], help="NAME=VALUE; may repeat")
+    submit.add_argument("--priority", type=int, default=0, help="higher starts first")
+    submit.add_argument("--retries", type=int, default=0)
+    submit.add_argument("--max-runtime", type=float, help="seconds; past this the job is stopped and fails")
+    submit.add_argument("--wait", action="store_true", help="wait for it to end; exit 0 only if it succeeds")
+    submit.add_argument("--follow", action="store_true", help="print its output while waiting (implies --wait)")
+    submit.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
+    submit.set_defaults(handler=cmd_submit)
+
+    queue = commands.add_parser("queue", help="running and queued runs, in the order they start")
+    queue.set_defaults(handler=cmd_queue)
+
+    logs = commands.add_parser("logs", help="a run's log lines (a job's output)")
+    logs.add_argument("run_id")
+    logs.add_argument("-f", "--follow", action="store_true", help="follow until the run ends")
+    logs.add_argument("--tail", type=int, default=200)
+    logs.set_defaults(handler=cmd_logs)
+
     cancel = commands.add_parser("cancel", help="cancel a queued or running run")
     cancel.add_argument("run_id")
     cancel.set_defaults(handler=cmd_cancel)
@@ -206,34 +302,40 @@ def parser() -> argparse.ArgumentParser:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it (shown only this once)")
     create.add_argument("name")
-    create.add_argument("--scope", action="append", choices=["read", "write", "admin"],
-                        help="read (default), write (implies read) or admin (implies all); may repeat")  # fmt: skip
+    create.add_argument("--scope", action="append", choices=["read", "write", "admin", "jobs"],
+                        help="read (default), write (implies read), admin (implies write), jobs (run commands; "
+                             "implies read only); may repeat")  # fmt: skip
     create.set_defaults(handler=cmd_keys_create)
     key_commands.add_parser("list", help="list keys, revoked ones too").set_defaults(handler=cmd_keys_list)
     revoke = key_commands.add_parser("revoke", help="revoke a key: it fails from its next request on")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_keys_revoke)
+    for command in [*commands.choices.values(), *key_commands.choices.values()]:
+        # `--json` after the command too; SUPPRESS keeps the one given before it.
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler: Callable[[PivotClient, argparse.Namespace], int] = args.handler
+    url = args.url or "the local daemon"
     try:
         with PivotClient(args.url, args.token, timeout=30) as client:
+            url = client.url
             return handler(client, args)
     except UsageError as exc:
         print(f"pivotctl: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PivotAPIError as exc:
-        print(f"pivotctl: {exc.status}: {exc.message}", file=sys.stderr)
+        print(f"pivotctl: {url}: {exc.status}: {exc.message}", file=sys.stderr)
         return EXIT_REFUSED if 400 <= exc.status < 500 else EXIT_UNAVAILABLE
     except BrokenPipeError:
         # stdout closed early (`pivotctl runs | head`): not an error of ours, and not the daemon's.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (httpx.HTTPError, OSError) as exc:
-        print(f"pivotctl: cannot reach the daemon: {exc}", file=sys.stderr)
+        print(f"pivotctl: cannot reach the daemon at {url}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except ValueError as exc:
         print(f"pivotctl: {exc}", file=sys.stderr)

@@ -85,7 +85,7 @@ async def test_series_do_not_grow_with_runs_and_alerts_are_counted(daemon: Runni
             assert response.status_code == 202
         after = samples(await scrape(http))
 
-    assert len(after["pivot_runs"]) == len(before["pivot_runs"]) == 2 * len(RunState)
+    assert len(after["pivot_runs"]) == len(before["pivot_runs"]) == 3 * len(RunState)  # external, managed, job
     assert not any("run" in label for s in after["pivot_runs"] for label in s.labels if label != "kind")
     # Alerts are applied with the request that raised them (pivotd/ingest.py), so the scrape sees all five.
     assert value(after, "pivot_alerts_open", severity=AlertSeverity.HIGH, status="active") == 5

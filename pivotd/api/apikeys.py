@@ -33,8 +33,8 @@ class ApiKeyFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
-    scopes: Annotated[list[ApiKeyScope], Field(min_length=1, max_length=3)] = Field(default_factory=lambda: ["read"])
-    """write implies read; admin implies everything."""
+    scopes: Annotated[list[ApiKeyScope], Field(min_length=1, max_length=4)] = Field(default_factory=lambda: ["read"])
+    """write implies read; admin implies read and write; `jobs` (running commands) is granted only by name."""
 
 
 class ApiKeyCreate(BaseModel):

@@ -196,6 +196,8 @@ async def get_run(
     }
     if run.kind == "managed":
         head |= await services.training.managed_fields(run_id)
+    elif run.kind == "job":
+        head |= await services.jobs.run_fields(run_id)
     if steps == "none":
         return json_response(head)
     if steps == "latest":

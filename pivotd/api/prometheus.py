@@ -27,7 +27,7 @@ from shared.models.monitor import ResourceSample, Usage
 from shared.models.runs import RunState
 
 GIB = 1024**3
-RUN_KINDS = ("external", "managed")
+RUN_KINDS = ("external", "managed", "job")
 """Always exported, with zeros, so a dashboard's series exist before the first run of a kind."""
 
 
@@ -145,7 +145,7 @@ async def _runs(services: Services) -> Iterable[Metric]:
     for (kind, state), count in sorted(counts.items()):
         runs.add_metric([kind, state], count)
     queued = sum(count for (_, state), count in counts.items() if state == RunState.QUEUED)
-    busy = counts["managed", RunState.RUNNING]
+    busy = counts["managed", RunState.RUNNING] + counts["job", RunState.RUNNING]
     return [
         runs,
         _gauge("pivot_queue_length", "Managed runs queued for a training slot.", queued),

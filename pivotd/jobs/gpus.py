@@ -86,6 +86,13 @@ class GpuAllocator:
         with self._lock:
             self._held.difference_update(g.uuid for g in gpus)
 
+    def could_have(self, n: int) -> bool:
+        """Whether `n` devices would be free once pivotd's own runs end: devices that processes pivotd did not start
+        compute on do not count (they may never be free)."""
+        with self._lock:
+            held = set(self._held)
+        return sum(1 for d in self._devices() if d.uuid in held or not self.foreign_pids(d)) >= n
+
     def held(self) -> int:
         return len(self._held)
 

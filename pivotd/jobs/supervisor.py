@@ -14,6 +14,14 @@ other processes compute on it. `auto` takes a free GPU, else trains on CPU with 
 no GPU see none, so none lands on a GPU by accident. Without NVML (no `pynvml`, no driver) nothing is pinned.
 Memory: `worker_memory_limit_mb` caps the resident memory of a worker and its children, checked by a watchdog,
 not the address space (CUDA maps far more address space than it uses).
+
+Jobs (kind `job`, docs/jobs.md) are people's own commands on the same queue and slots: started in a session of
+their own with `PIVOT_RUN_ID` and a run token, given `gpus` whole GPUs, their stdout and stderr kept as the run's
+log, their exit status their state. Signals go to the job's whole process group, so what it started goes with it.
+
+Queue order: priority, then age. A run that cannot get its GPUs does not hold back the runs behind it that can
+(backfill), until it has waited `RESERVE_AFTER_S`: from then on nothing behind it starts, so the GPUs pivotd's own
+runs free up are kept for it, and it starts once enough are free.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +50,7 @@ from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
 from pivotd.jobs.gpus import Gpu, GpuAllocator, Refusal
+from pivotd.runtokens import RunTokens
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.training import (
@@ -65,6 +74,12 @@ log = logging.getLogger(__name__)
 _LEVELED = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$", re.DOTALL)
 LOG_FLUSH_S = 0.5
 RSS_CHECK_S = 0.25  # how often a worker's resident memory is compared with its limit
+QUEUE_LOOKAHEAD = 100
+"""How many queued runs one dispatch considers, in queue order, for a free slot."""
+RESERVE_AFTER_S = 300.0
+"""A run waiting this long for GPUs stops runs behind it from starting (see the module's docstring)."""
+MAX_LOG_CHARS = 8192  # a longer output line is cut: a log line, not a file
+OUTPUT_LIMIT = 1 << 20  # bytes a job's output line may reach before it is taken in pieces
 
 
 def resident_bytes(pid: int) -> int:
@@ -77,11 +92,15 @@ def resident_bytes(pid: int) -> int:
     return total
 
 
+@dataclass(frozen=True, slots=True)
 class _Wait:
-    """A queued run whose GPU one of pivotd's own runs holds: it starts when that run ends."""
+    """A queued run that cannot get its GPUs now. `reserve`: pivotd's own runs hold what it lacks, so it starts
+    once they end (devices busy with foreign processes may never be free, and are not waited for)."""
+
+    reserve: bool
 
 
-WAIT = _Wait()
+WAIT = _Wait(reserve=True)
 
 
 @dataclass(slots=True, eq=False)
@@ -98,6 +117,8 @@ class _Worker:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     step: int | None = None  # the global step at the last epoch's end (the worker reports cumulative steps)
     gpus: list[Gpu] = field(default_factory=list)
+    job: bool = False
+    """A job (a person's command): signalled as a process group; its stderr's last line is `last_error`."""
 
 
 RunFinished = Callable[[str, str, str | None], Awaitable[None]]
@@ -117,9 +138,12 @@ class Supervisor:
         on_started: Sequence[RunListener],
         on_epoch: Sequence[RunListener],
         gpus: GpuAllocator,
+        run_tokens: RunTokens,
     ) -> None:
-        """The listeners run in the order given, each awaited before the next. `gpus` hands out the GPUs."""
+        """The listeners run in the order given, each awaited before the next. `gpus` hands out the GPUs;
+        `run_tokens` the credential each run's process reports with (its own run only)."""
         self._settings = settings
+        self._run_tokens = run_tokens
         self._store = store
         self._hub = hub
         self._token = token or None
@@ -191,40 +215,55 @@ class Supervisor:
         if self._url is None or self._closing:
             return
         async with self._dispatch_lock:
-            while len(self._workers) < self.slots:
-                job = await self.reader.next_queued()
-                if job is None:
-                    return
-                placed = await self._place(job)
-                if isinstance(placed, _Wait):
-                    return  # first in, first out: runs behind it wait too; a run's end dispatches again
-                held = placed if isinstance(placed, list) else []
-                self._starting.add(job.run_id)
-                try:
-                    if isinstance(placed, str):
-                        await self._finish(job.run_id, RunState.FAILED, placed)
-                        continue
-                    await self._transition(job.run_id, RunState.RUNNING, (RunState.QUEUED,))
-                    await self._launch(job, None if placed is None else held)
-                except (Conflict, NotFound):
-                    self.gpus.release(held)
-                    continue  # cancelled or deleted in between
-                except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
-                    self.gpus.release(held)
-                    log.exception("could not start the worker of run %s", job.run_id)
-                    await self._finish(job.run_id, RunState.FAILED, f"could not start worker: {exc}")
-                finally:
-                    self._starting.discard(job.run_id)
-                if job.run_id in self._cancel_on_start:
-                    self._cancel_on_start.discard(job.run_id)
-                    started = self._workers.get(job.run_id)
-                    if started is not None:
-                        started.cancel_requested = True
-                        self._terminate(started)
+            while len(self._workers) < self.slots and await self._start_next():
+                pass
+
+    async def _start_next(self) -> bool:
+        """Start (or fail) the first queued run that can be placed; False when none can."""
+        now = time.time()
+        for job in await self.reader.next_queued(QUEUE_LOOKAHEAD):
+            placed = await self._place(job)
+            if isinstance(placed, _Wait):
+                if placed.reserve and now - (job.queued_at or now) >= RESERVE_AFTER_S:
+                    return False  # it has waited long enough: what pivotd's runs free up is kept for it
+                continue  # backfill: a run behind it that fits starts now; a run's end dispatches again
+            await self._start(job, placed)
+            return True
+        return False
+
+    async def _start(self, job: JobRow, placed: str | list[Gpu] | None) -> None:
+        held = placed if isinstance(placed, list) else []
+        self._starting.add(job.run_id)
+        try:
+            if isinstance(placed, str):
+                await self._finish(job.run_id, RunState.FAILED, placed)
+                return
+            await self._transition(job.run_id, RunState.RUNNING, (RunState.QUEUED,))
+            await self._launch(job, None if placed is None else held)
+        except (Conflict, NotFound):
+            self.gpus.release(held)
+            return  # cancelled or deleted in between
+        except Exception as exc:  # cannot even start a process: that run fails, the queue goes on
+            self.gpus.release(held)
+            self._run_tokens.revoke(job.run_id)
+            what = "the command" if job.kind == "job" else "worker"
+            log.warning("could not start %s of run %s: %s", what, job.run_id, exc)
+            await self._finish(job.run_id, RunState.FAILED, f"could not start {what}: {exc}")
+            return
+        finally:
+            self._starting.discard(job.run_id)
+        if job.run_id in self._cancel_on_start:
+            self._cancel_on_start.discard(job.run_id)
+            started = self._workers.get(job.run_id)
+            if started is not None:
+                started.cancel_requested = True
+                self._terminate(started)
 
     async def _place(self, job: JobRow) -> _Wait | str | list[Gpu] | None:
         """Where the run trains: its GPUs ([]: none, every GPU hidden), None (NVML lists no GPU: nothing
-        pinned), a reason it cannot run, or WAIT while one of pivotd's runs holds the GPU it needs."""
+        pinned), a reason it cannot run, or a _Wait while it cannot get the GPUs it needs now."""
+        if job.kind == "job":
+            return await self._place_job(job)
         device: str = job.config["hyperparams"].get("device", "auto")
         if not await asyncio.to_thread(self.gpus.inventory):
             return None
@@ -238,6 +277,20 @@ class Supervisor:
             return []
         refusal = await asyncio.to_thread(self.gpus.refusal, index)
         return WAIT if refusal is None else f"device {device!r}: {refusal.reason}"
+
+    async def _place_job(self, job: JobRow) -> _Wait | str | list[Gpu] | None:
+        wanted = job.gpus_requested or 0
+        inventory = await asyncio.to_thread(self.gpus.inventory)
+        if len(inventory) < wanted:  # the GPUs it was submitted for are gone
+            return f"the job asks for {wanted} GPU(s); NVML lists {len(inventory)} that pivotd may use"
+        if not inventory:
+            return None
+        if wanted == 0:
+            return []
+        taken = await asyncio.to_thread(self.gpus.acquire, wanted)
+        if taken is not None:
+            return taken
+        return _Wait(reserve=await asyncio.to_thread(self.gpus.could_have, wanted))
 
     def device_refusal(self, device: str) -> Refusal | None:
         """Why a run asking for `device` could not get its GPU now; None if it can or may once a run ends.
@@ -269,7 +322,19 @@ class Supervisor:
 
     # -- workers --------------------------------------------------------------------------------------------
 
+    def _environment(self, gpus: list[Gpu] | None) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        # CUDA's own order (fastest first) is not NVML's: anything a worker reports by index means NVML's.
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in gpus)  # "": no GPU at all
+        return env
+
     async def _launch(self, job: JobRow, gpus: list[Gpu] | None) -> None:
+        if job.kind == "job":
+            await self._launch_job(job, gpus)
+            return
         settings = self._settings
         run_dir = settings.runs_path / job.run_id
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +345,7 @@ class Supervisor:
             "run_dir": str(run_dir),
             "data_dir": str(settings.datasets_path),
             "url": self._url,
-            "token": self._token,
+            "token": self._run_tokens.mint(job.run_id),
             "max_linear": settings.max_linear_layers,
             "torch_threads": settings.worker_threads,
             "heartbeat_s": min(5.0, settings.heartbeat_timeout_s / 4),
@@ -288,17 +353,12 @@ class Supervisor:
             "gpus": [gpu.record() for gpu in gpus or ()],
         }
         spec_path = run_dir / "job.json"
-        write_private(spec_path, json.dumps(spec))  # it carries the token
-        slot = min(set(range(self.slots)) - {w.slot for w in self._workers.values()})
-        env = dict(os.environ)
+        write_private(spec_path, json.dumps(spec))  # it carries the run's token
+        slot = self._free_slot()
+        env = self._environment(gpus)
         # The worker imports the same pivotd as this daemon, installed or not.
         root = str(Path(pivotd.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        # CUDA's own order (fastest first) is not NVML's: anything a worker reports by index means NVML's.
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        if gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in gpus)  # "": no GPU at all
         await self._store.writer.submit(SetGpus(job.run_id, spec["gpus"]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "pivotd.training.worker", str(spec_path),
@@ -313,6 +373,33 @@ class Supervisor:
             worker.logs.append(LogLine(time.time(), "warning", "no free GPU: training on CPU"))
         self._tasks.spawn(self._supervise(worker, job))
 
+    def _free_slot(self) -> int:
+        return min(set(range(self.slots)) - {w.slot for w in self._workers.values()})
+
+    async def _launch_job(self, job: JobRow, gpus: list[Gpu] | None) -> None:
+        config = job.config
+        command: list[str] = config["command"]
+        if config.get("nproc_per_node", 1) > 1:
+            command = ["torchrun", "--standalone", f"--nproc-per-node={config['nproc_per_node']}", "--no-python",
+                       *command]  # fmt: skip
+        env = self._environment(gpus)
+        env.update(config.get("env") or {})
+        assert self._url is not None
+        # Its own run and a credential for that run only: never the owner's token, whatever the daemon's env held.
+        env.update(PIVOT_URL=self._url, PIVOT_RUN_ID=job.run_id, PIVOT_TOKEN=self._run_tokens.mint(job.run_id))
+        records = [gpu.record() for gpu in gpus or ()]
+        await self._store.writer.submit(SetGpus(job.run_id, records))
+        proc = await asyncio.create_subprocess_exec(
+            *command, cwd=config["cwd"], env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, limit=OUTPUT_LIMIT,
+            start_new_session=True,  # its own process group: a cancel signals everything it started
+        )  # fmt: skip
+        worker = _Worker(job.run_id, proc, self._free_slot(), gpus=gpus or [], job=True)
+        self._workers[job.run_id] = worker
+        where = ", ".join(f"GPU {g.index} {g.uuid}" for g in worker.gpus) or "no GPU"
+        log.info("job %s started (pid %d, %s): %s", job.run_id, proc.pid, where, " ".join(command)[:200])
+        self._tasks.spawn(self._supervise(worker, job))
+
     def _resume_from(self, job: JobRow) -> dict[str, Any] | None:
         """The checkpoint a resumed run continues from, its recorded path resolved in this data directory."""
         resume_from: dict[str, Any] | None = job.config.get("resume_from")
@@ -323,22 +410,40 @@ class Supervisor:
     async def _supervise(self, worker: _Worker, job: JobRow) -> None:
         proc = worker.proc
         assert proc.stdout is not None and proc.stderr is not None
-        readers = [
-            asyncio.create_task(self._read_events(worker, job, proc.stdout)),
-            asyncio.create_task(self._read_logs(worker, proc.stderr)),
-        ]
-        watchdogs = [asyncio.create_task(self._watch(worker)), asyncio.create_task(self._flush_logs_every(worker))]
+        watchdogs = [asyncio.create_task(self._flush_logs_every(worker))]
+        if worker.job:
+            readers = [
+                asyncio.create_task(self._read_output(worker, proc.stdout, "info")),
+                asyncio.create_task(self._read_output(worker, proc.stderr, "error")),
+            ]
+            if job.config.get("max_runtime_s"):
+                watchdogs.append(asyncio.create_task(self._expire(worker, float(job.config["max_runtime_s"]))))
+        else:
+            readers = [
+                asyncio.create_task(self._read_events(worker, job, proc.stdout)),
+                asyncio.create_task(self._read_logs(worker, proc.stderr)),
+            ]
+            watchdogs.append(asyncio.create_task(self._watch(worker)))
         if self._settings.worker_memory_limit_mb:
             watchdogs.append(asyncio.create_task(self._watch_memory(worker, self._settings.worker_memory_limit_mb)))
         try:
             code = await proc.wait()
-            await asyncio.gather(*readers, return_exceptions=True)
+            if worker.job:
+                # Whatever it left behind in its group goes with it, and lets go of the output pipes.
+                _signal_group(proc.pid, signal.SIGKILL)
+            _, pending = await asyncio.wait(readers, timeout=5.0 if worker.job else None)
+            for reader in pending:  # a process that left the group still holds a pipe: stop listening to it
+                reader.cancel()
         finally:
             for task in watchdogs:
                 task.cancel()
             await self._flush_logs(worker)
             self._workers.pop(worker.run_id, None)
             self.gpus.release(worker.gpus)
+            self._run_tokens.revoke(worker.run_id)
+        if worker.job:
+            await self._job_ended(worker, job, code)
+            return
         state, error = self._outcome(worker, code)
         if state == RunState.SUCCEEDED:
             assert worker.params is not None
@@ -349,6 +454,23 @@ class Supervisor:
         log.info("run %s %s (exit %s)%s", job.run_id, state, code, f": {error}" if error else "")
         await self._finish(job.run_id, state, error)
         worker.done.set()
+        if not self._closing:
+            await self.dispatch()
+
+    async def _job_ended(self, worker: _Worker, job: JobRow, code: int) -> None:
+        state, error = _job_outcome(worker, code)
+        attempt, retries = job.attempts + 1, int(job.config.get("retries", 0))
+        log.info("job %s %s (exit %s)%s", job.run_id, state, code, f": {error}" if error else "")
+        try:
+            with contextlib.suppress(Conflict, NotFound):  # deleted meanwhile: nothing to record
+                if state == RunState.FAILED and attempt <= retries:
+                    # Queued again; while pivotd stops, it starts on the next start.
+                    why = f"retry {attempt} of {retries} after: {error}"
+                    await self._transition(job.run_id, RunState.QUEUED, (RunState.RUNNING,), why, code)
+                else:
+                    await self._transition(job.run_id, state, (RunState.RUNNING,), error, code)
+        finally:
+            worker.done.set()
         if not self._closing:
             await self.dispatch()
 
@@ -400,6 +522,29 @@ class Supervisor:
                 )  # fmt: skip
             elif kind == "params":
                 worker.params = event
+
+    async def _read_output(self, worker: _Worker, stream: asyncio.StreamReader, level: str) -> None:
+        """A job's stdout (`info`) or stderr (`error`) as log lines; a `LEVEL message` line keeps its level. The last
+        stderr line is what a failure reports."""
+        async for raw in _lines(stream):
+            # A progress bar rewrites its line with `\r`: keep what a terminal would show.
+            text = raw.decode(errors="replace").rstrip().rsplit("\r", 1)[-1][:MAX_LOG_CHARS]
+            if not text.strip():
+                continue
+            match = _LEVELED.match(text)
+            line = (
+                LogLine(time.time(), match.group(1).lower(), match.group(2))
+                if match
+                else LogLine(time.time(), level, text)
+            )
+            if level == "error":
+                worker.last_error = text
+            worker.logs.append(line)
+
+    async def _expire(self, worker: _Worker, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        worker.fatal = f"ran past max_runtime_s ({seconds:g} s); stopped"
+        self._terminate(worker)
 
     def _emit_epoch(self, job: JobRow, worker: _Worker, event: dict[str, Any]) -> None:
         metrics = event.get("metrics") or {}
@@ -462,8 +607,7 @@ class Supervisor:
             silent = time.monotonic() - worker.last_beat
             if silent > timeout:
                 worker.fatal = f"no heartbeat for {silent:.0f} s; worker killed"
-                with contextlib.suppress(ProcessLookupError):
-                    worker.proc.kill()
+                _kill(worker)
                 return
 
     async def _watch_memory(self, worker: _Worker, limit_mb: int) -> None:
@@ -481,13 +625,15 @@ class Supervisor:
                     f"out of memory: resident memory {rss / 2**20:.0f} MiB passed the worker's limit of {limit_mb} "
                     "MiB (worker_memory_limit_mb); worker killed"
                 )
-                with contextlib.suppress(ProcessLookupError):
-                    worker.proc.kill()
+                _kill(worker)
                 return
 
     def _terminate(self, worker: _Worker) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            worker.proc.terminate()
+        if worker.job:
+            _signal_group(worker.proc.pid, signal.SIGTERM)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                worker.proc.terminate()
         self._tasks.spawn(self._kill_after_grace(worker))
 
     async def _kill_after_grace(self, worker: _Worker) -> None:
@@ -496,8 +642,7 @@ class Supervisor:
             return
         log.warning("run %s did not stop within %.0f s of SIGTERM; sending SIGKILL", worker.run_id,
                     self._settings.cancel_grace_s)  # fmt: skip
-        with contextlib.suppress(ProcessLookupError):
-            worker.proc.kill()
+        _kill(worker)
 
     def forget_run(self, run_id: str) -> None:
         """A run was deleted or evicted: remove its checkpoints and job file in the background.
@@ -517,8 +662,10 @@ class Supervisor:
 
     # -- state ----------------------------------------------------------------------------------------------
 
-    async def _transition(self, run_id: str, state: str, allowed: tuple[str, ...], error: str | None = None) -> str:
-        previous: str = await self._store.writer.submit(Transition(run_id, state, allowed, error))
+    async def _transition(
+        self, run_id: str, state: str, allowed: tuple[str, ...], error: str | None = None, exit_code: int | None = None
+    ) -> str:
+        previous: str = await self._store.writer.submit(Transition(run_id, state, allowed, error, exit_code))
         if state in FINAL_STATES:
             # Before announcing the state: a client that sees the run end finds its notification.
             for listener in self._on_finished:
@@ -543,6 +690,47 @@ class Supervisor:
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
             self._hub.publish((topic,), orjson.dumps({**body, "topic": topic, "run_id": run_id}).decode())
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group `pid` leads (a job's: it started in a session of its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _kill(worker: _Worker) -> None:
+    if worker.job:
+        _signal_group(worker.proc.pid, signal.SIGKILL)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        worker.proc.kill()
+
+
+def _job_outcome(worker: _Worker, code: int) -> tuple[str, str | None]:
+    """Exit 0 succeeded; anything else failed, saying the exit status or signal and the last stderr line."""
+    if worker.cancel_requested:
+        return RunState.CANCELLED, None
+    if worker.fatal is not None:
+        return RunState.FAILED, worker.fatal
+    if code == 0:
+        return RunState.SUCCEEDED, None
+    said = f": {worker.last_error}" if worker.last_error else ""
+    if code < 0:
+        return RunState.FAILED, f"killed by {signal.Signals(-code).name}{said}"
+    return RunState.FAILED, f"exit code {code}{said}"
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The stream's lines; one longer than the reader's limit comes in pieces instead of ending the reading."""
+    while True:
+        try:
+            yield await stream.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:  # the end, perhaps after a last line without a newline
+            if exc.partial:
+                yield exc.partial
+            return
+        except asyncio.LimitOverrunError as exc:
+            yield await stream.read(exc.consumed)
 
 
 def _remove_artifacts(run_dir: Path) -> None:

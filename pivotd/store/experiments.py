@@ -336,7 +336,8 @@ class ControlExperiment:
             "UPDATE experiments SET cancelled_at = ?, paused_at = NULL WHERE id = ?", (tx.now, self.experiment_id)
         )
         rows = tx.conn.execute(
-            f"SELECT run_id FROM runs WHERE experiment_id = ? AND kind = 'managed' AND status IN ({_LIVE}) ORDER BY id",
+            f"""SELECT run_id FROM runs WHERE experiment_id = ? AND kind IN ('managed', 'job') AND status IN ({_LIVE})
+                ORDER BY id""",
             (self.experiment_id,),
         ).fetchall()
         return [row[0] for row in rows]
@@ -497,7 +498,7 @@ class ExperimentsReader:
         died between the cancel and its run cancellations, or runs attached after the cancel, leave them."""
         rows = await self._conn.execute_fetchall(
             f"""SELECT r.run_id FROM runs r JOIN experiments e ON e.id = r.experiment_id
-               WHERE e.cancelled_at IS NOT NULL AND r.kind = 'managed' AND r.status IN ({_WAITING})
+               WHERE e.cancelled_at IS NOT NULL AND r.kind IN ('managed', 'job') AND r.status IN ({_WAITING})
                  AND (? IS NULL OR e.id = ?) ORDER BY r.id""",
             (experiment_id, experiment_id),
         )

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from pivotd.errors import Conflict, NotFound
 from pivotd.store.retention import PROTECTED_STATES
-from shared.models.runs import RunState
+from shared.models.runs import SUPERVISED_KINDS, RunState
 from shared.models.scalars import ScalarPoint
 
 MAX_EVENTS_PER_RUN = 1000
@@ -208,6 +208,6 @@ class DeleteRun:
         if row is None:
             raise NotFound(f"run {self.run_id!r} not found")
         ref, kind, status = row
-        if kind == "managed" and status in PROTECTED_STATES:
+        if kind in SUPERVISED_KINDS and status in PROTECTED_STATES:
             raise Conflict(f"run {self.run_id!r} is {status}; cancel it before deleting it")
         tx.conn.execute("DELETE FROM runs WHERE id = ?", (ref,))

@@ -55,7 +55,7 @@ def _evict_oldest(conn: sqlite3.Connection, count: int, spare: list[int]) -> lis
     spared = ",".join("?" * len(spare))
     rows = conn.execute(
         f"""SELECT id, run_id FROM runs
-            WHERE NOT (kind = 'managed' AND status IN ({states}))
+            WHERE NOT (kind IN ('managed', 'job') AND status IN ({states}))
               {f"AND id NOT IN ({spared})" if spare else ""}
             ORDER BY last_update ASC, id ASC LIMIT ?""",
         (*PROTECTED_STATES, *spare, count),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pivotd.errors import Conflict
 from pivotd.store.ops import Tx
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
-from shared.models.runs import RunState
+from shared.models.runs import SUPERVISED_KINDS, RunState
 
 # What a script says about its run; `lost` is only pivotd's guess, so the script's word replaces it.
 _SAID = (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
@@ -34,8 +34,8 @@ class FinishRun:
             ref = tx.ensure_run(self.run_id)
         else:
             ref, kind, status = row
-            if kind == "managed":
-                raise Conflict(f"run {self.run_id!r} is managed: pivotd's trainer decides when it ends")
+            if kind in SUPERVISED_KINDS:
+                raise Conflict(f"run {self.run_id!r} is {kind}: pivotd decides when it ends (its process's exit)")
             if status == self.status:
                 return False
             if status in _SAID:

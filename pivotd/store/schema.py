@@ -314,6 +314,15 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE runs ADD COLUMN gpus TEXT;
     """,
+    # 13 (issue 15): jobs, people's own commands as runs of kind `job` (their argv, cwd and requests in `config`).
+    # The queue orders by priority, then age: the partial index keeps that order to hand with thousands queued.
+    # `attempts` counts starts (retries), `exit_code` is a finished job's status (negative: the killing signal).
+    """
+    ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN exit_code INTEGER;
+    CREATE INDEX runs_queue ON runs(priority DESC, queued_at, id) WHERE status = 'queued';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,12 +19,16 @@ import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
 from pivotd.store.ops import Tx
-from shared.models.runs import RunState
+from shared.models.runs import SUPERVISED_KINDS, RunState
 
 MAX_LOG_LINES_PER_RUN = 5000
 ACTIVE_STATES = (RunState.QUEUED, RunState.RUNNING)
-# Queued managed runs the dispatcher may start: not held back by a paused or cancelled experiment.
-DISPATCHABLE = """kind = 'managed' AND status = 'queued'
+SUPERVISED = f"kind IN {SUPERVISED_KINDS!r}"
+"""SQL: the runs the supervisor queues and runs (the trainer's and jobs)."""
+QUEUE_ORDER = "priority DESC, queued_at, id"
+"""The order queued runs start in: higher priority first, then first in, first out."""
+# Queued runs the dispatcher may start: not held back by a paused or cancelled experiment.
+DISPATCHABLE = f"""{SUPERVISED} AND status = 'queued'
     AND NOT EXISTS (SELECT 1 FROM experiments e WHERE e.id = runs.experiment_id
                     AND (e.paused_at IS NOT NULL OR e.cancelled_at IS NOT NULL))"""
 
@@ -64,7 +68,7 @@ def model_row(row: Any) -> ModelRow:
 
 JOB_COLUMNS = (
     "id, run_id, kind, status, model_id, name, config, error, created_at, queued_at, started_at, finished_at, "
-    "epoch, epochs_total, param_id, tags, last_update, gpus"
+    "epoch, epochs_total, param_id, tags, last_update, gpus, priority, attempts, exit_code"
 )
 
 
@@ -89,12 +93,22 @@ class JobRow:
     last_update: float
     gpus: list[dict[str, Any]]
     """The GPUs its worker was pinned to (`{index, uuid, name}`), as of its last start; [] for none."""
+    priority: int = 0
+    attempts: int = 0
+    """How many times it started."""
+    exit_code: int | None = None
+
+    @property
+    def gpus_requested(self) -> int | None:
+        """A job's GPU request; None for a built-in run (its `device` hyperparameter decides)."""
+        return int(self.config["gpus"]) if self.kind == "job" else None
 
 
 def _job_row(row: Any) -> JobRow:
     return JobRow(
         row[0], row[1], row[2], row[3], row[4], row[5], _loads(row[6]) or {}, row[7], row[8], row[9], row[10],
-        row[11], row[12], row[13], row[14], json.loads(row[15]), row[16], _loads(row[17]) or [],
+        row[11], row[12], row[13], row[14], json.loads(row[15]), row[16], _loads(row[17]) or [], row[18], row[19],
+        row[20],
     )  # fmt: skip
 
 
@@ -201,17 +215,45 @@ class CreateJob:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueJob:
+    """Queue a job: a command run as a run of kind `job`, its argv and requests in `config`."""
+
+    run_id: str
+    config: dict[str, Any]
+    priority: int
+    name: str | None
+    tags: list[str]
+    experiment_id: str | None
+    group: str | None
+
+    def apply(self, tx: Tx) -> None:
+        ref = tx.conn.execute(
+            """INSERT INTO runs (run_id, kind, status, created_at, last_update, name, config, tags, queued_at,
+                                 priority, experiment_id, group_name)
+               VALUES (?, 'job', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
+            (
+                self.run_id, tx.now, tx.now, self.name, json.dumps(self.config), json.dumps(self.tags), tx.now,
+                self.priority, self.experiment_id, self.group,
+            ),
+        ).fetchone()[0]  # fmt: skip
+        tx.run_refs[self.run_id] = ref
+        tx.created.add(self.run_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Transition:
-    """Move a managed run to `status` if it is in one of `allowed`; raises Conflict otherwise."""
+    """Move a managed run or job to `status` if it is in one of `allowed`; raises Conflict otherwise. Starting it
+    counts an attempt; ending it records `exit_code` (a job's)."""
 
     run_id: str
     status: str
     allowed: tuple[str, ...]
     error: str | None = None
+    exit_code: int | None = None
 
     def apply(self, tx: Tx) -> str:
         row = tx.conn.execute(
-            "SELECT id, status FROM runs WHERE run_id = ? AND kind = 'managed'", (self.run_id,)
+            f"SELECT id, status FROM runs WHERE run_id = ? AND {SUPERVISED}", (self.run_id,)
         ).fetchone()
         if row is None:
             raise NotFound(f"run {self.run_id!r} not found")
@@ -219,8 +261,10 @@ class Transition:
         if current not in self.allowed:
             raise Conflict(f"run {self.run_id!r} is {current}")
         stamp = {"queued": "queued_at", "running": "started_at"}.get(self.status, "finished_at")
+        attempt = ", attempts = attempts + 1" if self.status == RunState.RUNNING else ""
         tx.conn.execute(
-            f"UPDATE runs SET status = ?, error = ?, {stamp} = ? WHERE id = ?", (self.status, self.error, tx.now, ref)
+            f"UPDATE runs SET status = ?, error = ?, exit_code = ?, {stamp} = ?{attempt} WHERE id = ?",
+            (self.status, self.error, self.exit_code, tx.now, ref),
         )
         tx.run_refs[self.run_id] = ref
         return str(current)
@@ -228,18 +272,29 @@ class Transition:
 
 @dataclass(frozen=True, slots=True)
 class RecoverJobs:
-    """At start-up, for runs a dead daemon left `running`: with `resume`, a run with a trainer checkpoint is queued
-    again to continue from it (`config.resume_from`); every other one fails with reason `interrupted`.
-    Returns ([failed run ids], [resumed run ids])."""
+    """At start-up, for runs a dead daemon left `running`: a job with retries left is queued again; with `resume`, a
+    run with a trainer checkpoint is queued again to continue from it (`config.resume_from`); every other one fails
+    with reason `interrupted`. Returns ([failed run ids], [queued again run ids])."""
 
     resume: bool = False
 
     def apply(self, tx: Tx) -> tuple[list[str], list[str]]:
         failed: list[str] = []
         resumed: list[str] = []
-        rows = tx.conn.execute("SELECT id, run_id FROM runs WHERE kind = 'managed' AND status = 'running'").fetchall()
-        for ref, run_id in rows:
+        rows = tx.conn.execute(
+            f"""SELECT id, run_id, kind, attempts, json_extract(config, '$.retries') FROM runs
+                WHERE {SUPERVISED} AND status = 'running'"""
+        ).fetchall()
+        for ref, run_id, kind, attempts, retries in rows:
             tx.run_refs[run_id] = ref
+            if kind == "job":
+                retry = attempts <= (retries or 0)
+                tx.conn.execute(
+                    "UPDATE runs SET status = ?, error = 'interrupted', queued_at = ?, finished_at = ? WHERE id = ?",
+                    (RunState.QUEUED if retry else RunState.FAILED, tx.now, None if retry else tx.now, ref),
+                )
+                (resumed if retry else failed).append(run_id)
+                continue
             last = tx.conn.execute(
                 """SELECT path, epoch FROM checkpoints WHERE run = ? AND source = 'trainer'
                    ORDER BY epoch DESC LIMIT 1""",
@@ -400,7 +455,7 @@ class TrainingReader:
 
     async def job(self, run_id: str) -> JobRow | None:
         rows = await self._conn.execute_fetchall(
-            f"SELECT {JOB_COLUMNS} FROM runs WHERE run_id = ? AND kind = 'managed'", (run_id,)
+            f"SELECT {JOB_COLUMNS} FROM runs WHERE run_id = ? AND {SUPERVISED}", (run_id,)
         )
         return _job_row(rows[0]) if rows else None
 
@@ -414,7 +469,7 @@ class TrainingReader:
         offset: int = 0,
         newest_first: bool = False,
     ) -> list[JobRow]:
-        where, args = ["kind = 'managed'"], []
+        where, args = [SUPERVISED], []
         if model_id is not None:
             where.append("model_id = ?")
             args.append(model_id)
@@ -434,22 +489,44 @@ class TrainingReader:
     async def count_jobs(self, statuses: tuple[str, ...] | None = None) -> int:
         clause = f"AND status IN ({','.join('?' * len(statuses))})" if statuses else ""
         rows = await self._conn.execute_fetchall(
-            f"SELECT count(*) FROM runs WHERE kind = 'managed' {clause}", statuses or ()
+            f"SELECT count(*) FROM runs WHERE {SUPERVISED} {clause}", statuses or ()
         )
         return int(rows[0][0])
 
-    async def next_queued(self) -> JobRow | None:
-        """The oldest queued run, skipping those of paused or cancelled experiments (they wait; others go first)."""
+    async def next_queued(self, limit: int = 1) -> list[JobRow]:
+        """The first `limit` queued runs in the order they start (priority, then age), skipping those of paused or
+        cancelled experiments (they wait; others go first)."""
         rows = await self._conn.execute_fetchall(
-            f"SELECT {JOB_COLUMNS} FROM runs WHERE {DISPATCHABLE} ORDER BY queued_at, id LIMIT 1"
+            f"SELECT {JOB_COLUMNS} FROM runs WHERE {DISPATCHABLE} ORDER BY {QUEUE_ORDER} LIMIT ?", (limit,)
         )
-        return _job_row(rows[0]) if rows else None
+        return [_job_row(row) for row in rows]
+
+    async def queue(self) -> tuple[list[JobRow], list[JobRow]]:
+        """(running, queued in the order they start): what `GET /api/v1/jobs` shows."""
+        running = await self._conn.execute_fetchall(
+            f"SELECT {JOB_COLUMNS} FROM runs WHERE {SUPERVISED} AND status = 'running' ORDER BY started_at, id"
+        )
+        queued = await self._conn.execute_fetchall(
+            f"SELECT {JOB_COLUMNS} FROM runs WHERE {SUPERVISED} AND status = 'queued' ORDER BY {QUEUE_ORDER}"
+        )
+        return [_job_row(row) for row in running], [_job_row(row) for row in queued]
+
+    async def queue_position(self, job: JobRow) -> int | None:
+        """A queued run's place in the queue (1: it starts next, runs of paused experiments aside); None otherwise."""
+        if job.status != RunState.QUEUED:
+            return None
+        rows = await self._conn.execute_fetchall(
+            f"""SELECT count(*) FROM runs WHERE {DISPATCHABLE}
+                AND (priority > ? OR (priority = ? AND (queued_at < ? OR (queued_at = ? AND id < ?))))""",
+            (job.priority, job.priority, job.queued_at, job.queued_at, job.ref),
+        )
+        return int(rows[0][0]) + 1
 
     async def slot_demand(self) -> tuple[int, int]:
         """(running, queued and dispatchable) managed runs: what stands between a new run and a free slot.
         Runs held by a paused or cancelled experiment do not count."""
         rows = await self._conn.execute_fetchall(
-            f"""SELECT (SELECT count(*) FROM runs WHERE kind = 'managed' AND status = 'running'),
+            f"""SELECT (SELECT count(*) FROM runs WHERE {SUPERVISED} AND status = 'running'),
                        (SELECT count(*) FROM runs WHERE {DISPATCHABLE})"""
         )
         return int(rows[0][0]), int(rows[0][1])

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-ApiKeyScope = Literal["read", "write", "admin"]
+ApiKeyScope = Literal["read", "write", "admin", "jobs"]
 
 
 class ApiKeyStatus(StrEnum):
@@ -19,7 +19,9 @@ class ApiKeyStatus(StrEnum):
 class ApiKeyPublic(BaseModel):
     id: str
     name: str
-    scopes: list[ApiKeyScope] = Field(description="write implies read; admin implies everything")
+    scopes: list[ApiKeyScope] = Field(
+        description="write implies read; admin implies read and write; jobs (run commands) implies read only"
+    )
     prefix: str = Field(description="The key's first characters, to recognise it by")
     status: ApiKeyStatus
     created_at: str = Field(description="ISO 8601 UTC")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from shared.models.runs import RunState, states_shown_as
+from shared.models.runs import RunKind, RunState, states_shown_as
 from shared.models.timestamps import Timestamp
 
 
@@ -92,7 +92,6 @@ TestType = Literal["t_test", "paired_t_test", "mann_whitney", "anova"]
 TEST_TYPES: tuple[TestType, ...] = get_args(TestType)
 ExportPart = Literal["config", "results", "runs", "telemetry"]
 EXPORT_PARTS: tuple[ExportPart, ...] = get_args(ExportPart)
-RunKind = Literal["external", "managed"]
 
 
 class _Sparse(BaseModel):

@@ -9,6 +9,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.models.jobs import JobInfo
 from shared.models.layerwise import LiteStep, Step
 
 
@@ -32,6 +33,10 @@ LIVE_STATES = frozenset({RunState.CREATED, RunState.QUEUED, RunState.RUNNING})
 EndStatus = Literal["succeeded", "failed", "cancelled"]
 """How a script may say its run ended (`lost` is pivotd's to decide)."""
 MAX_ERROR_CHARS = 4096
+RunKind = Literal["external", "managed", "job"]
+"""`external`: a script's run, created by its data; `managed`: pivotd's trainer; `job`: a command pivotd runs."""
+SUPERVISED_KINDS = ("managed", "job")
+"""Kinds whose state pivotd's supervisor decides (queue, process, exit), not their scripts."""
 
 
 Word = TypeVar("Word", bound=StrEnum)
@@ -88,7 +93,7 @@ class RunSummary(BaseModel):
     last_update: str
     step_count: int
     latest_step: int | None
-    kind: Literal["external", "managed"] = "external"
+    kind: RunKind = "external"
     status: RunState = RunState.RUNNING
     error: str | None = None
     """Why a run failed, was cancelled or was lost; null otherwise."""
@@ -127,6 +132,10 @@ class _RunHead(RunSummary):
     """A managed run's epochs done (absent for a script's run)."""
     epochs_total: int | None = None
     """The epochs a managed run was asked for."""
+    job: JobInfo | None = Field(default=None, description="A job's command, request and timings; absent otherwise")
+    exit_code: int | None = Field(
+        default=None, description="A finished job's exit status (negative: the signal that killed it); absent otherwise"
+    )
 
 
 class RunDetail(_RunHead):

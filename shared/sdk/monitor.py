@@ -85,7 +85,7 @@ class Monitor:
     def __init__(
         self,
         model: nn.Module,
-        run_id: str,
+        run_id: str | None = None,
         *,
         url: str | None = None,
         token: str | None = None,
@@ -111,7 +111,8 @@ class Monitor:
         self.every = every
         self.active = ranks == "all" or rank == 0
         """False on ranks that do not post (DDP with `ranks="zero"`): every method is then a no-op."""
-        self.run_id = check_run_id(f"{run_id}-rank{rank}" if ranks == "all" and world > 1 else run_id)
+        base = check_run_id(run_id)  # None: the job's run (PIVOT_RUN_ID)
+        self.run_id = check_run_id(f"{base}-rank{rank}") if ranks == "all" and world > 1 else base
         self.monitored_steps = 0
         """Steps for which layer statistics were queued."""
         self._scaler = scaler

@@ -10,6 +10,7 @@ finish()
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -23,7 +24,16 @@ from shared.sdk.transport import Item, Transport, TransportStats
 _SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
 
 
-def check_run_id(run_id: str) -> str:
+RUN_ID_ENV = "PIVOT_RUN_ID"
+"""Set by pivotd for a job's process: the run an unchanged script reports into."""
+
+
+def check_run_id(run_id: str | None) -> str:
+    """`run_id`, or when None the job's run (`PIVOT_RUN_ID`), checked."""
+    if run_id is None:
+        run_id = os.environ.get(RUN_ID_ENV)
+        if not run_id:
+            raise ValueError(f"no run_id given and ${RUN_ID_ENV} is not set (pivotd sets it for a job)")
     if not is_valid_run_id(run_id):
         raise ValueError(f"run_id {run_id!r}: must be {RUN_ID_RULE}")
     return run_id
@@ -66,7 +76,7 @@ class Run:
 
     def __init__(
         self,
-        run_id: str,
+        run_id: str | None = None,
         *,
         url: str | None = None,
         token: str | None = None,
@@ -78,7 +88,7 @@ class Run:
     ) -> None:
         self.run_id = check_run_id(run_id)
         self._transport = Transport(
-            run_id,
+            self.run_id,
             url=url,
             token=token,
             capacity=capacity,
@@ -122,8 +132,9 @@ class Run:
 _current: Run | None = None
 
 
-def init(run_id: str, **options: Any) -> Run:
-    """Start the run that module-level `log` writes to (finishing the previous one); options as for `Run`."""
+def init(run_id: str | None = None, **options: Any) -> Run:
+    """Start the run that module-level `log` writes to (finishing the previous one); options as for `Run`. Without
+    `run_id`, the job's run that pivotd names in `PIVOT_RUN_ID`."""
     global _current
     if _current is not None:
         _current.finish()
