@@ -1214,6 +1214,44 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The queue: running runs, then queued ones in the order they start (jobs and built-in training runs) */
+        get: operations["list_jobs_api_v1_jobs_get"];
+        put?: never;
+        /**
+         * Queue a command as a managed run (a job)
+         * @description `command` is an argv list run without a shell in `cwd` (absolute, existing), with `env` added, `PIVOT_URL`, `PIVOT_RUN_ID` and a run token in `PIVOT_TOKEN`, and `gpus` GPUs in `CUDA_VISIBLE_DEVICES`. Needs the `jobs` scope; 403 when `jobs_enabled` is false.
+         */
+        post: operations["submit_job_api_v1_jobs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/jobs/{run_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Cancel a job: SIGTERM to its process group, SIGKILL after cancel_grace_s; answers once it ended */
+        post: operations["cancel_job_api_v1_jobs__run_id__cancel_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/api-keys": {
         parameters: {
             query?: never;
@@ -1516,9 +1554,9 @@ export interface components {
             name: string;
             /**
              * Scopes
-             * @description write implies read; admin implies everything
+             * @description write implies read; admin implies read and write; jobs (run commands) implies read only
              */
-            scopes: ("read" | "write" | "admin")[];
+            scopes: ("read" | "write" | "admin" | "jobs")[];
             /**
              * Prefix
              * @description The key's first characters, to recognise it by
@@ -1554,9 +1592,9 @@ export interface components {
             name: string;
             /**
              * Scopes
-             * @description write implies read; admin implies everything
+             * @description write implies read; admin implies read and write; jobs (run commands) implies read only
              */
-            scopes: ("read" | "write" | "admin")[];
+            scopes: ("read" | "write" | "admin" | "jobs")[];
             /**
              * Prefix
              * @description The key's first characters, to recognise it by
@@ -1815,6 +1853,14 @@ export interface components {
         /** Data[ExperimentPublic] */
         Data_ExperimentPublic_: {
             data: components["schemas"]["ExperimentPublic"];
+            /** Meta */
+            meta?: {
+                [key: string]: unknown;
+            };
+        };
+        /** Data[JobAccepted] */
+        Data_JobAccepted_: {
+            data: components["schemas"]["JobAccepted"];
             /** Meta */
             meta?: {
                 [key: string]: unknown;
@@ -2113,7 +2159,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "external" | "managed";
+            kind: "external" | "managed" | "job";
             status: components["schemas"]["ExperimentRunStatus"];
             /** @description The run's own state, as the runs routes show it */
             state: components["schemas"]["RunState"];
@@ -2202,7 +2248,7 @@ export interface components {
              * @default external
              * @enum {string}
              */
-            kind?: "external" | "managed";
+            kind?: "external" | "managed" | "job";
             /** @default running */
             status?: components["schemas"]["RunState"];
             /** Error */
@@ -2437,6 +2483,77 @@ export interface components {
             effect_magnitude: "negligible" | "small" | "medium" | "large";
             /** Practical Significance */
             practical_significance: string;
+        };
+        /**
+         * JobAccepted
+         * @description The answer to `POST /api/v1/jobs` (202): the run it became.
+         */
+        JobAccepted: {
+            /** Run Id */
+            run_id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+            /**
+             * Kind
+             * @default job
+             * @constant
+             */
+            kind?: "job";
+            /**
+             * Position
+             * @description Its place in the queue (1 = next); null once it runs
+             */
+            position: number | null;
+            /** Gpus Requested */
+            gpus_requested: number;
+        };
+        /**
+         * JobInfo
+         * @description A job as `GET /api/v1/runs/{run_id}` shows it (`job`).
+         */
+        JobInfo: {
+            /** Command */
+            command: string[];
+            /** Cwd */
+            cwd: string;
+            /**
+             * Env
+             * @description The names of the variables it set (their values are not shown)
+             */
+            env: string[];
+            /** Gpus Requested */
+            gpus_requested: number;
+            /** Nproc Per Node */
+            nproc_per_node: number;
+            /** Priority */
+            priority: number;
+            /** Max Runtime S */
+            max_runtime_s: number | null;
+            /** Retries */
+            retries: number;
+            /**
+             * Attempts
+             * @description How many times it has started
+             */
+            attempts: number;
+            /**
+             * Queued At
+             * @description ISO 8601 UTC
+             */
+            queued_at: string | null;
+            /** Started At */
+            started_at: string | null;
+            /** Finished At */
+            finished_at: string | null;
+        };
+        /** JobQueue */
+        JobQueue: {
+            /** Data */
+            data: components["schemas"]["QueueEntry"][];
+            meta: components["schemas"]["QueueCounts"];
         };
         /** LayerStatistic */
         LayerStatistic: {
@@ -2929,6 +3046,63 @@ export interface components {
             /** Latency Ms */
             latency_ms: number;
         };
+        /** QueueCounts */
+        QueueCounts: {
+            /** Running */
+            running: number;
+            /** Queued */
+            queued: number;
+            /** Slots */
+            slots: number;
+        };
+        /**
+         * QueueEntry
+         * @description One queued or running run of `GET /api/v1/jobs`: jobs and the built-in trainer's runs share the queue.
+         */
+        QueueEntry: {
+            /** Run Id */
+            run_id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "managed" | "job";
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running";
+            /** Name */
+            name: string | null;
+            /**
+             * Command
+             * @description A job's argv; null for a built-in training run
+             */
+            command: string[] | null;
+            /**
+             * Position
+             * @description 1 = starts next; null while running
+             */
+            position: number | null;
+            /** Priority */
+            priority: number;
+            /**
+             * Gpus Requested
+             * @description A job's request; null for a built-in run (its `device` decides)
+             */
+            gpus_requested: number | null;
+            /**
+             * Gpus
+             * @description The GPUs it runs on (`{index, uuid, name}`)
+             */
+            gpus: {
+                [key: string]: number | string;
+            }[];
+            /** Queued At */
+            queued_at: string | null;
+            /** Started At */
+            started_at: string | null;
+        };
         /** RecentResources */
         RecentResources: {
             /**
@@ -3094,7 +3268,7 @@ export interface components {
              * @default external
              * @enum {string}
              */
-            kind?: "external" | "managed";
+            kind?: "external" | "managed" | "job";
             /** @default running */
             status?: components["schemas"]["RunState"];
             /** Error */
@@ -3128,6 +3302,13 @@ export interface components {
             epoch?: number | null;
             /** Epochs Total */
             epochs_total?: number | null;
+            /** @description A job's command, request and timings; absent otherwise */
+            job?: components["schemas"]["JobInfo"] | null;
+            /**
+             * Exit Code
+             * @description A finished job's exit status (negative: the signal that killed it); absent otherwise
+             */
+            exit_code?: number | null;
             /** Steps */
             steps?: components["schemas"]["Step"][] | null;
         };
@@ -3216,7 +3397,7 @@ export interface components {
              * @default external
              * @enum {string}
              */
-            kind?: "external" | "managed";
+            kind?: "external" | "managed" | "job";
             /** @default running */
             status?: components["schemas"]["RunState"];
             /** Error */
@@ -3933,7 +4114,7 @@ export interface components {
             /** Name */
             name: string;
             /** Scopes */
-            scopes?: ("read" | "write" | "admin")[];
+            scopes?: ("read" | "write" | "admin" | "jobs")[];
         };
         /** ApiKeyCreate */
         ApiKeyCreate: {
@@ -4335,6 +4516,83 @@ export interface components {
             session_name?: string | null;
             /** Tags */
             tags?: string[];
+        };
+        /**
+         * JobSpec
+         * @description What to run and what it needs.
+         */
+        JobSpec: {
+            /**
+             * Command
+             * @description An argv list, run without a shell (write `["bash", "-c", "..."]` for one)
+             */
+            command: string[];
+            /**
+             * Cwd
+             * @description Absolute path of an existing directory on the daemon's machine
+             */
+            cwd: string;
+            /**
+             * Env
+             * @description Added to the daemon's environment (PIVOT_* and CUDA_* are pivotd's)
+             */
+            env?: {
+                [key: string]: string;
+            };
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Gpus
+             * @description Whole GPUs, given through CUDA_VISIBLE_DEVICES; default 1 where GPUs exist, else 0
+             * @default null
+             */
+            gpus?: number | null;
+            /**
+             * Nproc Per Node
+             * @description Processes per node; more than 1 runs the command under `torchrun --standalone`
+             * @default 1
+             */
+            nproc_per_node?: number;
+            /** Tags */
+            tags?: string[];
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Group
+             * @default null
+             */
+            group?: string | null;
+            /**
+             * Priority
+             * @description Higher starts first; equal priorities start in submission order
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Max Runtime S
+             * @description Past this, the job is stopped as a cancel would and fails
+             * @default null
+             */
+            max_runtime_s?: number | null;
+            /**
+             * Retries
+             * @description Times a failed or interrupted job is queued again (never a cancelled one)
+             * @default 0
+             */
+            retries?: number;
+        };
+        /**
+         * JobSubmit
+         * @description The body of `POST /api/v1/jobs`.
+         */
+        JobSubmit: {
+            job: components["schemas"]["JobSpec"];
         };
         /**
          * RunEnd
@@ -11370,6 +11628,250 @@ export interface operations {
                 headers: {
                     /** @description Seconds until a retry can succeed */
                     "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+        };
+    };
+    list_jobs_api_v1_jobs_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobQueue"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+        };
+    };
+    submit_job_api_v1_jobs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description {"job": {"command": [...], "cwd": "/abs/dir", ...}} */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobSubmit"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Data_JobAccepted_"];
+                };
+            };
+            /** @description Body is not valid JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key lacks the scope this route needs */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Body larger than max_body_bytes */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Content-Type is not application/json */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+        };
+    };
+    cancel_job_api_v1_jobs__run_id__cancel_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Data_JobAccepted_"];
+                };
+            };
+            /** @description Missing or invalid bearer token or API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The API key or session lacks the scope this operation needs, or a session cookie came with a request from another site's page */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Conflict with the resource's state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Validation failed; the message names each offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description Rate limit exceeded; see Retry-After and X-RateLimit-* */
+            429: {
+                headers: {
+                    /** @description Seconds until a retry can succeed */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The store is shutting down */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StructuredErrorEnvelope"];
+                };
+            };
+            /** @description The disk holding the database is full; nothing was stored */
+            507: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
