@@ -59,6 +59,13 @@ class Budget:
 
 DEFAULT = Budget(max_examples=20, stateful_steps=10, min_cases=4000)
 LONG = Budget(max_examples=150, stateful_steps=50, min_cases=10_000)
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+)
 DEFAULT_SEED = 20260212
 """The default run's seed: CI fuzzes the same cases every time. The long run takes a fresh one."""
 
@@ -150,7 +157,7 @@ def fuzz_config(known: dict[str, list[str]], budget: Budget, seed: int) -> dict[
         "request-timeout": REQUEST_TIMEOUT_S,
         "workers": 1,
         "continue-on-failure": True,
-        "checks": {"enabled": False, "not_a_server_error": {"enabled": True}},
+        "checks": {"enabled": False} | {name: {"enabled": True} for name in CHECKS},
         "generation": {"max-examples": budget.max_examples, "database": "none"},
         "phases": {"stateful": {"max-steps": budget.stateful_steps}},
         "dictionaries": {name: {"values": values} for name, values in known.items()},

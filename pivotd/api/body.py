@@ -193,6 +193,13 @@ def openapi_body(name: str, annotation: Any, description: str = "", *, required:
     }
 
 
+def register_schema(name: str, annotation: Any) -> str:
+    """Put `annotation`'s schema in the document's components as `name` (one no route body or response names,
+    such as an event stream's messages); returns its `$ref`."""
+    _SCHEMAS[name] = TypeAdapter(annotation)
+    return f"#/components/schemas/{name}"
+
+
 def install_openapi(app: FastAPI) -> None:
     """Generate the document once, adding the schemas of self-validated bodies to its components and the error
     codes every operation can answer (`pivotd.api.contract`)."""

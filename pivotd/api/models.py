@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pivotd.api.body import parse_lenient, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import error_responses, json_response
-from pivotd.api.sse import stream_run
+from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
 from pivotd.inference import as_batch, outputs
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
@@ -43,6 +43,7 @@ from shared.models.registry import (
 )
 from shared.models.runs import FINAL_STATES, RunState
 from shared.models.storable import INT64_MAX
+from shared.models.streams import RUN_STREAM_EVENTS, RunMetricEvent, RunStateEvent
 
 router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
 RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -274,7 +275,11 @@ async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
 @router.get(
     "/runs/{run_id}/events",
     summary="SSE: `state` and `metric` events, history first (seed 001)",
-    responses=_errors(404, 422),
+    response_class=EventStream,
+    responses={
+        200: event_stream_doc("The event stream; it ends after a final state", RUN_STREAM_EVENTS),
+        **stream_errors(_errors(404, 422)),
+    },
 )
 async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
@@ -286,17 +291,14 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
         if last_state and last_state[-1] == state:
             return []
         last_state.append(state)
-        data: dict[str, Any] = {"run_id": run_id, "state": state}
-        if error:
-            data["error"] = error
-        return [("state", data)]
+        return [("state", wire(RunStateEvent, {"run_id": run_id, "state": state, "error": error or None}))]
 
     def metric_frames(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         frames = []
         for record in records:
             if record["epoch"] not in seen:
                 seen.add(record["epoch"])
-                frames.append(("metric", {"run_id": run_id, **record}))
+                frames.append(("metric", wire(RunMetricEvent, {"run_id": run_id, **record})))
         return frames
 
     async def history() -> tuple[list[tuple[str, dict[str, Any]]], bool]:

@@ -19,7 +19,7 @@ from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import MAX_OFFSET
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
-from pivotd.api.sse import stream_run
+from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
 from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
@@ -28,14 +28,17 @@ from pivotd.store import JobRow
 from pivotd.timefmt import iso
 from shared.models.runs import FINAL_STATES
 from shared.models.sessions import (
+    SESSION_STREAM_EVENTS,
     EpochRecord,
     MetricHistory,
     SessionConfig,
     SessionCreated,
     SessionList,
     SessionMetrics,
+    SessionMetricsMessage,
     SessionPublic,
     SessionStarted,
+    SessionStatusMessage,
     SessionStopped,
     SessionSummary,
 )
@@ -257,8 +260,9 @@ class _SessionFeed:
                 continue
             self.seen.add(record["epoch"])
             timestamp = record.get("timestamp")
-            fresh.append({"session_id": self.session_id, **record, "timestamp": _ts(timestamp) if timestamp else None,
-                          "loss": record.get("train_loss")})  # fmt: skip
+            fields = {"session_id": self.session_id, **record, "timestamp": _ts(timestamp) if timestamp else None,
+                      "loss": record.get("train_loss")}  # fmt: skip
+            fresh.append(wire(SessionMetricsMessage, fields))
         return fresh
 
     def state(self, internal: str, error: str | None) -> list[dict[str, Any]]:
@@ -266,7 +270,7 @@ class _SessionFeed:
         if status == self.status:
             return []
         self.status = status
-        return [{"session_id": self.session_id, "status": status, "error": error}]
+        return [wire(SessionStatusMessage, {"session_id": self.session_id, "status": status, "error": error})]
 
     def translate(self, message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         if message.get("type") == "scalars":
@@ -295,9 +299,10 @@ class _SessionFeed:
     description="`text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), "
     "`event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. "
     "The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.",
+    response_class=EventStream,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The event stream"},
-        **error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+        200: event_stream_doc("The event stream", SESSION_STREAM_EVENTS),
+        **stream_errors(error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429)),
     },
 )
 async def session_events(session_id: RunIdPath, services: ServicesDep) -> Response:

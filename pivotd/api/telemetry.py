@@ -34,6 +34,7 @@ from shared.models.envelopes import PageMeta
 from shared.models.telemetry import (
     AggregatedMeta,
     AggregateRow,
+    ExportRow,
     TelemetryAggregated,
     TelemetryEvent,
     TelemetryIngestResponse,
@@ -342,7 +343,7 @@ def _cell(value: Any) -> Any:
 
 @router.post(
     "/export",
-    response_model=list[TelemetryEvent] | list[dict[str, Any]],
+    response_model=list[TelemetryEvent] | list[ExportRow],
     summary="Download events as CSV or JSON",
     description='`{"format": "csv"|"json", "filters": {event_name, experiment_id, model_id, after, before, '
     'metadata: {key: value}}, "fields": ["timestamp", "event_name", "measurements.duration_ms", ...]}`. Streams '

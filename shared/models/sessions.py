@@ -144,3 +144,8 @@ class SessionStatusMessage(_Indexable):
     status: SessionStatus
     error: str | None
     type: Literal["status"] | None = Field(default=None, description="WebSocket messages only")
+
+
+SESSION_STREAM_EVENTS: dict[str, type[BaseModel]] = {"metrics": SessionMetricsMessage, "status": SessionStatusMessage}
+"""A session's SSE events by name (`GET /api/v1/sse/training/{session_id}`); the WebSocket sends the same models
+with `type` set to the name."""

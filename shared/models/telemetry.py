@@ -20,6 +20,13 @@ class TelemetryEvent(BaseModel):
     metadata: dict[str, MetadataValue]
 
 
+ExportCell = MetadataValue | list[str] | dict[str, MetadataValue]
+"""One value of an export row with `fields`: an id, a timestamp, a measurement or metadata value (null where the
+event lacks it), the name's parts, or `measurements`/`metadata` whole."""
+ExportRow = dict[str, ExportCell]
+"""An event of a JSON export with `fields`: keyed by the field names."""
+
+
 class IngestProblem(BaseModel):
     index: int = Field(ge=0, description="The event's place in the batch")
     field: str
