@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 
-# Seed 000 broadcasts every accepted step to every /ws client; connections start on this topic.
+# The layer-wise protocol broadcasts every accepted step to every /ws client; connections start on this topic.
 METRICS_TOPIC = "metrics"
 RUNS_TOPIC = "runs"
 # Every accepted telemetry event (`telemetry_event`), published only while someone subscribes.
@@ -76,7 +76,7 @@ class Hub:
     @property
     def connection_count(self) -> int:
         """WebSocket connections (mailboxes with a socket to close); SSE streams and in-process listeners
-        subscribe too but are not connections in seed 000's sense."""
+        subscribe too but are not connections in `/health`'s sense."""
         return sum(1 for subscriber in self._subscribers if subscriber.close is not None)
 
     def connect(self, topics: Iterable[str] = (), close: Callable[[int], Awaitable[None]] | None = None) -> Subscriber:

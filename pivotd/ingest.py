@@ -86,7 +86,8 @@ def run_message(kind: str, run: RunRow) -> str:
 
 
 def run_summary(run: RunRow) -> dict[str, Any]:
-    """A run as `GET /api/v1/runs`, `initial_runs` and the `runs` topic show it (seed 000 + additive fields)."""
+    """A run as `GET /api/v1/runs`, `initial_runs` and the `runs` topic show it (the layer-wise protocol's fields
+    and additive ones)."""
     return {
         "created_at": iso(run.created_at),
         "last_update": iso(run.last_update),
@@ -122,7 +123,7 @@ class Ingest:
         store.writer.listeners.append(self._announce_batch)
 
     async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
-        """Commit steps (one transaction), then broadcast each as seed 000's `new_metrics`."""
+        """Commit steps (one transaction), then broadcast each as `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
         self._telemetry.count(LAYERWISE_EVENT, requests=1, steps=len(records))

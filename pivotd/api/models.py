@@ -1,4 +1,4 @@
-"""Families F and M (seeds 001 and 003, prefix `/api`): models, training runs, parameters and inference.
+"""Models and training (prefix `/api`, the simple error envelope): models, training runs, parameters and inference.
 
 Errors leave as `{"error": msg}` (the family's envelope, applied by `pivotd.errors`); states are `RunState`'s
 `queued/running/succeeded/failed/cancelled`. Answers are `shared.models.registry` models, sent without the
@@ -45,7 +45,7 @@ from shared.models.runs import FINAL_STATES, RunState
 from shared.models.storable import INT64_MAX
 from shared.models.streams import RUN_STREAM_EVENTS, RunMetricEvent, RunStateEvent
 
-router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
+router = APIRouter(prefix="/api", tags=["models and training"])
 RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 Id = Annotated[str, Path(max_length=128)]
 
@@ -76,7 +76,7 @@ def _ts(value: float | None) -> str | None:
 
 
 async def run_view(training: Training, run: JobRow) -> ManagedRun:
-    """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
+    """A registry run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
     latest = await training.latest_metrics(run)
     view = ManagedRun(
         run_id=run.run_id,
@@ -93,7 +93,7 @@ async def run_view(training: Training, run: JobRow) -> ManagedRun:
         gpus=run.gpus,
     )
     if run.status == RunState.SUCCEEDED and run.param_id:
-        view.param_id = run.param_id  # set only now: absent before, as seed 003 sends it
+        view.param_id = run.param_id  # set only now: absent before, as the registry's clients expect
     return view
 
 
@@ -123,7 +123,7 @@ async def model_summary(training: Training, model: ModelRow, counts: tuple[int, 
     return ModelSummary(**await _summary_fields(training, model, counts))
 
 
-@router.get("/models", summary="Model summaries (seed 001)", response_model=list[ModelSummary], responses=_errors())
+@router.get("/models", summary="Model summaries", response_model=list[ModelSummary], responses=_errors())
 async def list_models(services: ServicesDep) -> Response:
     training = services.training
     counts = await training.reader.run_counts()
@@ -221,7 +221,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
 @router.post(
     "/models/{model_id}/train",
     status_code=202,
-    summary="Train a stored model (seed 003)",
+    summary="Train a stored model",
     response_model=TrainQueued,
     responses=_errors(400, 404, 409, 413, 415, 422, 507),
 )
@@ -234,7 +234,7 @@ async def train_model(model_id: Id, request: Request, services: ServicesDep) -> 
 @router.post(
     "/train",
     status_code=202,
-    summary="Train an inline architecture (seed 001); 409 when all slots are busy",
+    summary="Train an inline architecture; 409 when all slots are busy",
     response_model=TrainQueued,
     responses=_errors(400, 409, 413, 415, 422, 507),
 )
@@ -263,7 +263,7 @@ async def cancel_run(run_id: RunIdPath, services: ServicesDep) -> Response:
 
 @router.get(
     "/runs/{run_id}",
-    summary="A training run's state and latest metrics (seed 003)",
+    summary="A training run's state and latest metrics",
     response_model=ManagedRun,
     responses=_errors(404, 422),
 )
@@ -274,7 +274,7 @@ async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
 
 @router.get(
     "/runs/{run_id}/events",
-    summary="SSE: `state` and `metric` events, history first (seed 001)",
+    summary="SSE: `state` and `metric` events, history first",
     response_class=EventStream,
     responses={
         200: event_stream_doc("The event stream; it ends after a final state", RUN_STREAM_EVENTS),
@@ -298,7 +298,7 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
         for record in records:
             if record["epoch"] not in seen:
                 seen.add(record["epoch"])
-                frames.append(("metric", wire(RunMetricEvent, {"run_id": run_id, **record})))
+                frames.append(("metric", wire(RunMetricEvent, {**record, "run_id": run_id})))
         return frames
 
     async def history() -> tuple[list[tuple[str, dict[str, Any]]], bool]:
@@ -312,7 +312,7 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     def translate(message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         if message.get("type") == "scalars":
             records = [
-                {"epoch": p["epoch"], "step": p["step"], "timestamp": p.get("timestamp"), **p["values"]}
+                {**p["values"], "epoch": p["epoch"], "step": p["step"], "timestamp": p.get("timestamp")}
                 for p in message["points"]
                 if p.get("epoch") is not None and "train_loss" in p["values"]
             ]
@@ -326,7 +326,7 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
 
 @router.get(
     "/models/{model_id}/runs",
-    summary="A model's runs, newest first, with cursor paging (seed 003)",
+    summary="A model's runs, newest first, with cursor paging",
     response_model=ManagedRunPage,
     responses=_errors(400, 404, 422),
 )
@@ -355,7 +355,7 @@ async def model_runs(
 
 @router.get(
     "/params/{param_id}",
-    summary="Trained parameters in seed 003's JSON layout",
+    summary="Trained parameters as JSON layers",
     response_model=Params,
     responses=_errors(404, 422),
 )
@@ -371,7 +371,7 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
 
 @router.post(
     "/infer",
-    summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}",
+    summary="Inference: {run_id, pixels} or {param_id, inputs, return}",
     response_model=PixelInference | Inference,
     responses=_errors(400, 404, 409, 413, 415, 422),
 )

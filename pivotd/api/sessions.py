@@ -1,6 +1,6 @@
-"""Family P (seed 002, prefix `/api/v1`): training sessions, their metrics, and live updates over SSE and WS.
+"""Training sessions (prefix `/api/v1`): sessions, their metrics, and live updates over SSE and WS.
 
-A session is a managed run (`session_id` = run id); its status is shown in seed 002's words by the one mapping,
+A session is a managed run (`session_id` = run id); its status is shown in the session vocabulary by the one mapping,
 `shared.models.training.SESSION_STATUS`. Errors leave as `{"error": {"code", "message", "details"}}`.
 """
 
@@ -44,7 +44,7 @@ from shared.models.sessions import (
 )
 from shared.models.training import SESSION_RUN_STATES, SESSION_STATUS, SessionStatus
 
-router = APIRouter(prefix="/api/v1", tags=["training sessions (seed 002)"])
+router = APIRouter(prefix="/api/v1", tags=["training sessions"])
 
 
 class SessionCreate(BaseModel):
@@ -60,7 +60,7 @@ def _ts(value: float | None) -> str | None:
 
 
 def _config(run: JobRow) -> SessionConfig:
-    """Seed 002 shows a flat config (epochs, batch_size, learning_rate); the full definition follows it."""
+    """Sessions show a flat config (epochs, batch_size, learning_rate); the full definition follows it."""
     hp = run.config.get("hyperparams", {})
     return SessionConfig.model_validate(
         {
@@ -246,7 +246,7 @@ async def metric_history(
 
 
 class _SessionFeed:
-    """Turns hub messages of a session's run topic into seed 002's `metrics` and `status` updates."""
+    """Turns hub messages of a session's run topic into `metrics` and `status` updates."""
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -260,7 +260,8 @@ class _SessionFeed:
                 continue
             self.seen.add(record["epoch"])
             timestamp = record.get("timestamp")
-            fields = {"session_id": self.session_id, **record, "timestamp": _ts(timestamp) if timestamp else None,
+            # The record first: a metric named like a message field cannot stand in for it.
+            fields = {**record, "session_id": self.session_id, "timestamp": _ts(timestamp) if timestamp else None,
                       "loss": record.get("train_loss")}  # fmt: skip
             fresh.append(wire(SessionMetricsMessage, fields))
         return fresh
@@ -275,7 +276,7 @@ class _SessionFeed:
     def translate(self, message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         if message.get("type") == "scalars":
             records = [
-                {"epoch": p["epoch"], "timestamp": p.get("timestamp"), **p["values"]}
+                {**p["values"], "epoch": p["epoch"], "timestamp": p.get("timestamp")}
                 for p in message["points"]
                 if p.get("epoch") is not None and "train_loss" in p["values"]
             ]

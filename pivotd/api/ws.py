@@ -1,8 +1,8 @@
-"""WebSocket `/ws`: seed 000's protocol exactly, extended with PIVOT topics (api-map section 3).
+"""WebSocket `/ws`: the layer-wise protocol exactly, extended with PIVOT topics (docs/api.md).
 
 Client actions: `subscribe_run` (history, optionally `lite`), `ping`, and the extensions
 `subscribe`/`unsubscribe` with `topics`. Every connection starts on the `metrics` topic, which
-carries seed 000's `new_metrics` for every run; a client that only wants some runs unsubscribes
+carries `new_metrics` for every run; a client that only wants some runs unsubscribes
 from it and subscribes to `run:<id>`. One task per connection drains its hub mailbox, so a slow
 client only ever delays itself.
 """

@@ -1,7 +1,7 @@
-"""The model registry and its training runs: families F and M (seeds 001 and 003, `/api/...`) and seed 004's
-models (`/api/v1/models`, family C), one table shown two ways.
+"""The model registry and its training runs: `/api/...` (the simple envelope) and
+`/api/v1/models` (`{"data", "meta"}`), one table shown two ways.
 
-F/M runs show their state in pivotd's own words (`RunState`); seed 004's models have a `ModelStatus`.
+`/api/...` runs show their state in pivotd's own words (`RunState`); `/api/v1/models` have a `ModelStatus`.
 Timestamps are ISO 8601 strings, as the seeds send them.
 """
 
@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 
 from shared.models.runs import RunGpu, RunState
 
-# ---- families F and M (`/api/...`) -------------------------------------------------------------------------
+# ---- `/api/...` ------------------------------------------------------------------------------------------------
 
 
 class ManagedRun(BaseModel):
-    """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
+    """A registry run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
 
     run_id: str
     model_id: str | None
@@ -40,7 +40,7 @@ class ManagedRun(BaseModel):
 
 
 class ModelSummary(BaseModel):
-    """Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`."""
+    """A model summary, which also carries `model_id, architecture, hyperparams, created_at`."""
 
     model_id: str
     name: str | None
@@ -93,7 +93,7 @@ class ManagedRunPage(BaseModel):
 
 
 class Params(BaseModel):
-    """`GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`)."""
+    """`GET /api/params/{param_id}`: trained parameters as JSON layers (`{"layers": [{type, W, b}, ...]}`)."""
 
     param_id: str
     model_id: str | None
@@ -112,7 +112,7 @@ class Outputs(BaseModel):
 
 
 class PixelInference(BaseModel):
-    """Seed 001's answer to `{run_id, pixels}`: one image's label."""
+    """The answer to `{run_id, pixels}`: one image's label."""
 
     run_id: str
     label: int
@@ -121,7 +121,7 @@ class PixelInference(BaseModel):
 
 
 class Inference(BaseModel):
-    """Seed 003's answer to `{param_id, inputs, return}`."""
+    """The answer to `{param_id, inputs, return}`."""
 
     model_id: str | None
     param_id: str
@@ -134,11 +134,11 @@ class AdhocInference(BaseModel):
     latency_ms: float
 
 
-# ---- seed 004 (`/api/v1/models`) ----------------------------------------------------------------------------
+# ---- `/api/v1/models` -------------------------------------------------------------------------------------
 
 
 class ModelStatus(StrEnum):
-    """A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+    """A `/api/v1/models` model's status: `active`, pivotd's derived `untrained` (a PIVOT model without trained
     weights yet), and the two a client retiring a model would set."""
 
     ACTIVE = "active"
@@ -148,7 +148,7 @@ class ModelStatus(StrEnum):
 
 
 class ModelPublic(BaseModel):
-    """A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+    """A model in the `/api/v1/models` form. For PIVOT's own models (those with an architecture) `provider`, `type` and
     `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`."""
 
     id: str

@@ -16,7 +16,8 @@ class ScalarPoint(BaseModel):
     step: Annotated[int, Field(ge=0, le=INT64_MAX)]
     epoch: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
     timestamp: float | None = None
-    values: dict[ScalarName, float] = Field(min_length=1)
+    # Keys outside the name pattern are refused: the document says so beside `patternProperties`.
+    values: dict[ScalarName, float] = Field(min_length=1, json_schema_extra={"additionalProperties": False})
 
 
 class ScalarBatch(BaseModel):

@@ -1,4 +1,4 @@
-"""Telemetry (family C, seed 004) as `/api/v1/telemetry/*` answers it."""
+"""Telemetry as `/api/v1/telemetry/*` answers it."""
 
 from __future__ import annotations
 
