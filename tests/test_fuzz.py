@@ -88,6 +88,12 @@ BEYOND_THE_SCHEMA: dict[str, str] = {
     "GET /api/v1/statistical-results": "as GET /api/v1/experiments",
     "GET /api/v1/models": "as GET /api/v1/experiments",
     "GET /api/models/{model_id}/runs": "as GET /api/v1/experiments",
+    "POST /api/models": "an architecture's layers must fit together (each one's input is the previous one's output)",
+    "POST /api/train": "as POST /api/models",
+    "POST /api/models/{model_id}/save": "as POST /api/models; a `run_id` must be a succeeded run of the model",
+    "POST /api/infer": "an input must have the size the model takes",
+    "POST /api/infer_adhoc": "as POST /api/models; the parameters must have the layers' shapes",
+    "POST /api/v1/checkpoints": "the file must be a checkpoint torch loads",
 }
 """Operations whose validators enforce rules a JSON schema cannot state (existence, cross-field rules, opaque
 cursors), by schemathesis's label: `positive_data_acceptance` is not checked on them; a 422 there is the rule

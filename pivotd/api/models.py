@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from pivotd.api.body import parse_lenient, read_json_body
+from pivotd.api.body import openapi_body, parse_lenient, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import error_responses, json_response
 from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
@@ -29,16 +29,23 @@ from pivotd.timefmt import iso
 from shared.models.errors import SimpleErrorEnvelope
 from shared.models.registry import (
     AdhocInference,
+    AdhocInferRequest,
     CancelRequested,
     Inference,
+    InferRequest,
     ManagedRun,
     ManagedRunPage,
+    ModelDefinition,
     ModelDetail,
     ModelSaved,
     ModelSummary,
     Outputs,
     Params,
     PixelInference,
+    PixelInferRequest,
+    SaveModel,
+    TrainInline,
+    TrainModel,
     TrainQueued,
 )
 from shared.models.runs import FINAL_STATES, RunState
@@ -97,6 +104,14 @@ async def run_view(training: Training, run: JobRow) -> ManagedRun:
     return view
 
 
+def _is_file(path: FilePath) -> bool:
+    """Whether a recorded path is a file now; a path the OS refuses to look up (a name too long) is none."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 async def _summary_fields(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
     total, latest_id = counts
     latest = await training.reader.job(latest_id) if latest_id else None
@@ -112,7 +127,7 @@ async def _summary_fields(training: Training, model: ModelRow, counts: tuple[int
         "updated_at": iso(model.updated_at),
         "trained": model.trained,
         "saved_model_path": None if saved is None else str(saved),
-        "saved_model_exists": saved is not None and saved.is_file(),
+        "saved_model_exists": saved is not None and _is_file(saved),
         "last_trained_at": _ts(model.last_trained_at),
         "runs_total": total,
         "latest_run": await run_view(training, latest) if latest else None,
@@ -155,6 +170,7 @@ def _model_values(document: dict[str, Any], names: tuple[str, ...]) -> dict[str,
         201: {"model": ModelSummary, "description": "Created"},
         **_errors(400, 409, 413, 415, 422, 507),
     },
+    openapi_extra=openapi_body("ModelDefinition", ModelDefinition, "A model definition"),
 )
 async def post_model(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
@@ -193,6 +209,7 @@ async def get_model(model_id: Id, services: ServicesDep) -> Response:
     summary="Register a definition, or promote a succeeded run ({run_id})",
     response_model=ModelSaved,
     responses=_errors(400, 404, 409, 413, 415, 422, 507),
+    openapi_extra=openapi_body("SaveModel", SaveModel, "`run_id` to promote, or a definition"),
 )
 async def save_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
@@ -224,6 +241,7 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
     summary="Train a stored model",
     response_model=TrainQueued,
     responses=_errors(400, 404, 409, 413, 415, 422, 507),
+    openapi_extra=openapi_body("TrainModel", TrainModel, "Hyperparameters", required=False),
 )
 async def train_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, optional=True)
@@ -237,6 +255,7 @@ async def train_model(model_id: Id, request: Request, services: ServicesDep) -> 
     summary="Train an inline architecture; 409 when all slots are busy",
     response_model=TrainQueued,
     responses=_errors(400, 409, 413, 415, 422, 507),
+    openapi_extra=openapi_body("TrainInline", TrainInline, "An architecture and hyperparameters"),
 )
 async def train_inline(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
@@ -374,6 +393,7 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
     summary="Inference: {run_id, pixels} or {param_id, inputs, return}",
     response_model=PixelInference | Inference,
     responses=_errors(400, 404, 409, 413, 415, 422),
+    openapi_extra=openapi_body("InferBody", PixelInferRequest | InferRequest, "One image, or a batch"),
 )
 async def infer(request: Request, services: ServicesDep) -> Response:
     started = time.perf_counter()
@@ -451,6 +471,7 @@ def _wanted(document: dict[str, Any]) -> dict[str, bool]:
     summary="Forward pass with a given architecture and parameters; nothing is saved",
     response_model=AdhocInference,
     responses=_errors(400, 413, 415, 422),
+    openapi_extra=openapi_body("AdhocInferRequest", AdhocInferRequest, "Architecture, parameters, inputs"),
 )
 async def infer_adhoc(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, limit=services.settings.max_infer_body_bytes)

@@ -2,7 +2,8 @@
 `/api/v1/models` (`{"data", "meta"}`), one table shown two ways.
 
 `/api/...` runs show their state in pivotd's own words (`RunState`); `/api/v1/models` have a `ModelStatus`.
-Timestamps are ISO 8601 strings, as the seeds send them.
+Timestamps are ISO 8601 strings. The request bodies of `/api/...` are documented here and checked by the routes
+(`pivotd.api.models`), whose 400s and 422s name the field.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from shared.models.runs import RunGpu, RunState
+from shared.models.training import Architecture, Hyperparams
 
 # ---- `/api/...` ------------------------------------------------------------------------------------------------
 
@@ -132,6 +134,79 @@ class Inference(BaseModel):
 class AdhocInference(BaseModel):
     outputs: Outputs
     latency_ms: float
+
+
+class ModelDefinition(BaseModel):
+    """`POST /api/models`: a definition to create, or to update where `model_id` names a stored model. Other keys
+    are ignored."""
+
+    model_id: str | None = Field(default=None, min_length=1, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    architecture: Architecture | None = None
+    hyperparams: Hyperparams | None = None
+    trained: bool | None = None
+    saved_model_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
+class SaveModel(BaseModel):
+    """`POST /api/models/{model_id}/save`: `run_id` promotes that succeeded run of the model; without it, the
+    definition's fields are registered under the path's id."""
+
+    run_id: str | None = Field(default=None, min_length=1, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    architecture: Architecture | None = None
+    hyperparams: Hyperparams | None = None
+
+
+class TrainModel(BaseModel):
+    """`POST /api/models/{model_id}/train`: the stored hyperparameters, or these (the body may be left out)."""
+
+    hyperparams: Hyperparams | None = None
+
+
+class TrainInline(BaseModel):
+    """`POST /api/train`: an architecture to store as a new model and train."""
+
+    architecture: Architecture
+    hyperparams: Hyperparams | None = None
+
+
+Tensor = list[float] | list[list[float]] | list[list[list[float]]]
+"""One input: flat features, or nested rows (an image's pixels), flattened to the model's input size."""
+
+
+class Wanted(BaseModel):
+    """Which outputs to return."""
+
+    logits: bool = False
+    probabilities: bool = True
+    labels: bool = True
+
+
+class PixelInferRequest(BaseModel):
+    """`POST /api/infer` with a run's trained parameters: one image."""
+
+    run_id: str = Field(min_length=1, max_length=128)
+    pixels: Tensor
+
+
+class InferRequest(BaseModel):
+    """`POST /api/infer` with stored parameters: a batch of inputs."""
+
+    param_id: str = Field(min_length=1, max_length=128)
+    inputs: list[Tensor] = Field(min_length=1)
+    return_: Wanted | None = Field(default=None, alias="return")
+
+
+class AdhocInferRequest(BaseModel):
+    """`POST /api/infer_adhoc`: a forward pass of `architecture` with `parameters` in `GET /api/params`'s layout."""
+
+    architecture: Architecture
+    parameters: dict[str, Any] = Field(description='`{"layers": [{"type", "W", "b"}, ...]}`')
+    inputs: list[Tensor] = Field(min_length=1)
+    return_: Wanted | None = Field(default=None, alias="return")
 
 
 # ---- `/api/v1/models` -------------------------------------------------------------------------------------
