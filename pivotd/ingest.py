@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -29,6 +29,7 @@ from pivotd.store import (
 )
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload, is_valid_run_id, lite_layer
+from shared.models.messages import RunDeleted
 from shared.models.scalars import ScalarPoint
 
 if TYPE_CHECKING:
@@ -78,6 +79,10 @@ def lite_step(document: bytes) -> bytes:
 async def lite_steps(documents: list[bytes]) -> list[bytes]:
     """`lite_step` for a whole history, off the event loop so a long run cannot stall other clients."""
     return await asyncio.to_thread(lambda: [lite_step(document) for document in documents])
+
+
+def _deleted(run_id: str, reason: Literal["deleted", "retention"]) -> str:
+    return RunDeleted(type="run_deleted", topic=RUNS_TOPIC, run_id=run_id, reason=reason).model_dump_json()
 
 
 def run_message(kind: str, run: RunRow) -> str:
@@ -182,8 +187,7 @@ class Ingest:
         await self._store.writer.submit(DeleteRun(run_id))
         self._tell_removed([run_id])
         await self._alerts.close_run(run_id, "run deleted")
-        message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
-        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), _deleted(run_id, "deleted"))
 
     def _announce_batch(self, outcome: BatchOutcome) -> None:
         """Tell the `runs` topic what a committed batch changed."""
@@ -196,8 +200,7 @@ class Ingest:
             kind = "run_created" if run.run_id in outcome.created else "run_updated"
             self._hub.publish((RUNS_TOPIC,), run_message(kind, run))
         for run_id in outcome.evicted:
-            message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "retention"}
-            self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+            self._hub.publish((RUNS_TOPIC, run_topic(run_id)), _deleted(run_id, "retention"))
 
     def _tell_removed(self, run_ids: Sequence[str]) -> None:
         for run_id in run_ids:

@@ -77,6 +77,7 @@ BEYOND_THE_SCHEMA: dict[str, str] = {
     "POST /api/v1/experiments/{experiment_id}/start": "only an experiment whose config is a sweep can start",
     "POST /api/v1/webhooks": "the URL's host must resolve",
     "POST /api/v1/metrics/layerwise": "layers must be sorted by depth_index",
+    "POST /api/v1/runs/{run_id}/finish": "an `error` only with an unsuccessful status",
     "POST /api/v1/metrics/layerwise/batch": "as POST /api/v1/metrics/layerwise",
     "POST /api/v1/telemetry/events": "an event's timestamp must be recent enough to keep",
     "POST /api/v1/telemetry/export": "a field must name a column or a measurement the filter can hold",

@@ -22,6 +22,7 @@ from pivotd.hub import METRICS_TOPIC, Subscriber, is_valid_topic, run_topic
 from pivotd.ingest import lite_steps, run_summary
 from pivotd.services import Services
 from pivotd.timefmt import iso
+from shared.models.messages import Pong, SocketError, TopicsChanged
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ are not rate limited, so this is what bounds a connection."""
 
 
 def _error(message: str) -> bytes:
-    return orjson.dumps({"type": "error", "message": message})
+    return SocketError(type="error", message=message).model_dump_json().encode()
 
 
 class Session:
@@ -75,7 +76,7 @@ class Session:
             return _error("message must be a JSON object with an 'action' field")
         action = request.get("action")
         if action == "ping":
-            return orjson.dumps({"type": "pong"})
+            return Pong(type="pong").model_dump_json().encode()
         if action == "subscribe_run":
             return await self.subscribe_run(request)
         if action in ("subscribe", "unsubscribe"):
@@ -124,7 +125,8 @@ class Session:
             return _error(f"topics: at most {MAX_TOPICS} per connection")
         hub = self.services.hub
         (hub.subscribe if action == "subscribe" else hub.unsubscribe)(self.subscriber, topics)
-        return orjson.dumps({"type": f"{action}d", "topics": sorted(self.subscriber.topics)})
+        answer = "subscribed" if action == "subscribe" else "unsubscribed"
+        return TopicsChanged(type=answer, topics=sorted(self.subscriber.topics)).model_dump_json().encode()
 
 
 @router.websocket("/ws")
