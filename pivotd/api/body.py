@@ -183,12 +183,15 @@ async def read_model(request: Request, model: type[M], limit: int, *, optional: 
         raise invalid_body(exc, body, model=model) from None
 
 
-def absent_not_null(schema: dict[str, Any]) -> None:
-    """`json_schema_extra` of a changes model whose fields may be left out but not sent as null: a property that
-    does not admit null loses its `default: null` (the field's absence), which its own schema would refuse."""
-    for field in schema.get("properties", {}).values():
-        if field.get("default", 0) is None and "anyOf" not in field:
-            del field["default"]
+def never_null(schema: dict[str, Any]) -> None:
+    """`json_schema_extra` of an optional field that may be left out but not sent as null (a 422 naming it): the
+    document offers its non-null form only, without the `default: null` that stands for its absence."""
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    schema.pop("default", None)
 
 
 def openapi_body(name: str, annotation: Any, description: str = "", *, required: bool = True) -> dict[str, Any]:

@@ -8,9 +8,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
 
-from pivotd.api.body import JsonObject, absent_not_null, openapi_body, read_model
+from pivotd.api.body import JsonObject, never_null, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.query import Cursor, Instant, PageNumber, PerPage, only_filters
 from pivotd.api.responses import WRITES, api_errors, model_response
@@ -85,14 +84,14 @@ class ExperimentCreate(BaseModel):
 
 
 class ExperimentChanges(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=absent_not_null)
+    model_config = ConfigDict(extra="forbid")
 
     # Null is refused where it would erase what the experiment needs (a 422 naming the field), so the schema
     # offers it only for `description`.
-    name: Name | SkipJsonSchema[None] = None
+    name: Name | None = Field(default=None, json_schema_extra=never_null)
     description: Description | None = None
-    config: JsonObject | SkipJsonSchema[None] = None
-    tags: Tags | SkipJsonSchema[None] = None
+    config: JsonObject | None = Field(default=None, json_schema_extra=never_null)
+    tags: Tags | None = Field(default=None, json_schema_extra=never_null)
 
 
 class ExperimentPatch(BaseModel):

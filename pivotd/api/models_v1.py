@@ -14,9 +14,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.json_schema import SkipJsonSchema
 
-from pivotd.api.body import JsonObject, absent_not_null, openapi_body, read_model
+from pivotd.api.body import JsonObject, never_null, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.query import Cursor, PageNumber, PerPage, only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
@@ -55,15 +54,15 @@ class ModelCreate(BaseModel):
 
 
 class ModelChanges(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra=absent_not_null)
+    model_config = ConfigDict(extra="forbid")
 
     # A null name or config is refused (a 422 naming the field), so the schema does not offer it.
-    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(default=None, json_schema_extra=never_null)
     description: Annotated[str, Field(max_length=10_000)] | None = None
     provider: Short | None = None
     type: Short | None = None
     status: Status | None = None
-    config: JsonObject | SkipJsonSchema[None] = None
+    config: JsonObject | None = Field(default=None, json_schema_extra=never_null)
 
 
 class ModelPatch(BaseModel):
