@@ -78,7 +78,7 @@ async def test_subscribe_run_history_full_and_lite(daemon: RunningDaemon, http: 
         lite = (await receive(ws))["data"]["steps"][0]["layers"][0]
         assert set(lite) == {
             "layer_id", "layer_type", "depth_index", "activation_std",
-            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs",
+            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs", "spectral_norm",
         }  # fmt: skip
 
 
