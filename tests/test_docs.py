@@ -89,7 +89,7 @@ def test_the_modules_architecture_lists_exist() -> None:
 
 
 PROVENANCE = re.compile(r"\b[Ss]eeds? 0\d\d\b|\b[Ff]amil(?:y|ies) [A-Z]\b")
-NOT_YET_RENAMED = ("pivotd/training/", "pivotd/jobs/", "pivotd/monitor/", "pivotd/telemetry/")
+NOT_YET_RENAMED = ("pivotd/training/", "pivotd/telemetry/")
 """Packages whose comments still name seeds (issue 13); drop each once it speaks in domain names."""
 
 

@@ -21,7 +21,7 @@ from pivotd.store import SORTABLE, RunRow
 from pivotd.timefmt import iso
 from shared.models.experiments import RUN_STATES
 from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
-from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunState, RunSummary
+from shared.models.runs import Accepted, BatchAccepted, LiteRunDetail, RunDetail, RunState, RunSummary
 
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics"])
 _BATCH = TypeAdapter(list[LayerwisePayload])
@@ -171,7 +171,7 @@ async def list_runs(
 
 @router.get(
     "/runs/{run_id}",
-    response_model=RunDetail,
+    response_model=RunDetail | LiteRunDetail,  # compact layers with `lite=true`
     summary="A run with its step history",
     description="`created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` "
     "and `from_step`/`to_step` bound the payload; `lite=true` returns compact layers.",
