@@ -6,7 +6,7 @@ no rate limit. A loopback peer without credentials is the owner too, unless `tru
 provided the request names a local host (`Host`, and `Origin` if sent: localhost, 127.0.0.1 or [::1]), so
 that a web page in a local browser does not get the owner's access (cross-site requests, DNS rebinding).
 A named API key (`pivotd.apikeys`) has its scopes and its own rate limits. A browser session
-(`pivotd.authsessions`, seed 004's `_crucible_ui_key` cookie) is its opener's scopes and limits; bearer
+(`pivotd.authsessions`, the `_crucible_ui_key` cookie) is its opener's scopes and limits; bearer
 credentials, when a request sends both, win over the cookie. Credentials that are presented are always
 checked, from loopback too: a wrong one (or an ended session) is 401, so a read key tried locally is really
 only read. Anyone else is anonymous: 401, counted against their address's rate limit. What a request needs

@@ -1,4 +1,4 @@
-"""Browser sessions: seed 004's `Cookie: _crucible_ui_key=<session_token>`, a second way to present a caller's
+"""Browser sessions: `Cookie: _crucible_ui_key=<session_token>`, a second way to present a caller's
 credentials, indexed in memory by the digest of the token as API keys are (`pivotd.apikeys`).
 
 A caller already authenticated (the owner, or an API key) opens a session and it gets that caller's scopes. It

@@ -1,6 +1,6 @@
 """`pivotd --demo`: something live at once for a newcomer.
 
-With the training stack installed, the daemon trains seed 001's CNN on the 5,000 real digits shipped with
+With the training stack installed, the daemon trains the reference CNN on the 5,000 real digits shipped with
 pivotd, as a managed run started through the public API (`POST /api/train`): per-epoch metrics, per-step
 scalars and layer-wise statistics arrive exactly as they would from any script. Without torch, a synthetic
 run is fed through the same ingest routes instead, so the monitor still has something to show.
@@ -22,7 +22,7 @@ from shared.samples import layerwise_payload, training_scalars
 log = logging.getLogger(__name__)
 DEMO_RUN = f"demo_{time.strftime('%Y%m%d_%H%M%S')}"
 
-# Seed 001's CNN, unchanged, trained on the shipped digits: about a minute of live training on two CPU cores.
+# The reference CNN, unchanged, trained on the shipped digits: about a minute of live training on two CPU cores.
 DEMO_ARCHITECTURE = SEED_001_CNN
 DEMO_HYPERPARAMS: dict[str, Any] = {
     "epochs": 10,
@@ -49,7 +49,7 @@ async def feed_demo(url: str, token: str | None = None) -> None:
             log.warning("demo: could not start the training run: %s", exc)
             return
     log.info(
-        "demo: training seed 001's CNN on real digits as run %s; watch it: .venv/bin/pivot-tui, or curl -N %s%s",
+        "demo: training the reference CNN on real digits as run %s; watch it: .venv/bin/pivot-tui, or curl -N %s%s",
         started.run_id, url, started.events_url,
     )  # fmt: skip
 

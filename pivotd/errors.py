@@ -3,10 +3,10 @@
 Services raise `PivotError` subclasses; `render_error` turns any of them into the envelope of the
 route family the request belongs to (api-map section 2), so no route builds error JSON by hand:
 
-- L (seed 000, layer-wise monitor): `{"detail": {"error": code, "message": msg}}`, except that a validation
-  failure is FastAPI's `422 {"detail": [{"loc", "msg", "type"}, ...]}`, as seed 000's reference server answers it
-- F/M (seeds 001, 003, prefix `/api/` without `v1`): `{"error": msg}`
-- P/C (seeds 002, 004, the rest of `/api/v1`): `{"error": {"code", "message", "details"}}`
+- layer-wise (`LAYERWISE`): `{"detail": {"error": code, "message": msg}}`, except that a validation
+  failure is FastAPI's `422 {"detail": [{"loc", "msg", "type"}, ...]}`, as the layer-wise reference server answers it
+- simple (`SIMPLE`, prefix `/api/` without `v1`: models, training, inference): `{"error": msg}`
+- structured (`STRUCTURED`, the rest of `/api/v1`): `{"error": {"code", "message", "details"}}`
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ Loc = tuple[str | int, ...]
 class Problem:
     """One thing wrong with a request: `field` as pivotd names it in messages (`layer_statistics[0].gradient_flow`,
     `filter[status]`), and `loc` as FastAPI locates it, source first (`("body", "layer_statistics", 0,
-    "gradient_flow")`, `("query", "filter[status]")`), which only family L shows."""
+    "gradient_flow")`, `("query", "filter[status]")`), which only the layer-wise envelope shows."""
 
     field: str
     msg: str
@@ -68,7 +68,8 @@ class PivotError(Exception):
     status = 500
     code = "internal_error"
     problems: tuple[Problem, ...] = ()
-    """Set on validation failures of the request: family L answers those as FastAPI does, whatever the status."""
+    """Set on validation failures of the request: the layer-wise routes answer those as FastAPI does, whatever the
+    status."""
 
     def __init__(self, message: str, details: Any = None) -> None:
         super().__init__(message)
@@ -95,7 +96,8 @@ class BadRequest(PivotError):
 
 
 class MalformedBody(BadRequest):
-    """A body that is missing or is not JSON: a 400, except in family L, where FastAPI's validation makes it a 422."""
+    """A body that is missing or is not JSON: a 400, except on the layer-wise routes, where FastAPI's validation
+    makes it a 422."""
 
     def __init__(self, message: str, problem: Problem) -> None:
         super().__init__(message)
@@ -149,7 +151,7 @@ class ValidationFailed(PivotError):
 
 def invalid_field(field: str, message: str, *, loc: Loc | None = None, kind: str = "value_error") -> ValidationFailed:
     """The 422 for one field: `field: message`, with the field named in `details` for programs. `loc` (FastAPI's,
-    for family L) defaults to the field's place in the body."""
+    for the layer-wise routes) defaults to the field's place in the body."""
     return problems_failed([Problem(field, message, body_loc(field) if loc is None else loc, kind)])
 
 
@@ -346,7 +348,7 @@ def _walk(model: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[tuple[int
 def render_error(error: PivotError, family: Family) -> tuple[int, dict[str, Any]]:
     """The status and body answering `error` in `family`'s envelope."""
     if family is Family.LAYERWISE:
-        if error.problems:  # FastAPI's RequestValidationError, as seed 000's reference server sends it
+        if error.problems:  # FastAPI's RequestValidationError, as the layer-wise reference server sends it
             return 422, {"detail": [_fastapi_item(problem) for problem in error.problems]}
         detail: dict[str, Any] = {"error": error.code, "message": error.message}
         if error.details is not None:

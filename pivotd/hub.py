@@ -15,7 +15,10 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 
-# Seed 000 broadcasts every accepted step to every /ws client; connections start on this topic.
+from shared.models.messages import RunStateChanged
+from shared.models.runs import RunState
+
+# The layer-wise protocol broadcasts every accepted step to every /ws client; connections start on this topic.
 METRICS_TOPIC = "metrics"
 RUNS_TOPIC = "runs"
 # Every accepted telemetry event (`telemetry_event`), published only while someone subscribes.
@@ -76,7 +79,7 @@ class Hub:
     @property
     def connection_count(self) -> int:
         """WebSocket connections (mailboxes with a socket to close); SSE streams and in-process listeners
-        subscribe too but are not connections in seed 000's sense."""
+        subscribe too but are not connections in `/health`'s sense."""
         return sum(1 for subscriber in self._subscribers if subscriber.close is not None)
 
     def connect(self, topics: Iterable[str] = (), close: Callable[[int], Awaitable[None]] | None = None) -> Subscriber:
@@ -119,8 +122,8 @@ class Hub:
     def publish_run_state(self, run_id: str, state: str, error: str | None) -> None:
         """`run_state` on `runs` and `run:<id>`: a run changed state (managed or external, the same message)."""
         topic = run_topic(run_id)
-        message = {"type": "run_state", "topic": topic, "run_id": run_id, "state": state, "error": error}
-        self.publish((RUNS_TOPIC, topic), orjson.dumps(message).decode())
+        message = RunStateChanged(type="run_state", topic=topic, run_id=run_id, state=RunState(state), error=error)
+        self.publish((RUNS_TOPIC, topic), message.model_dump_json())
 
     async def close_all(self, code: int = 1001, timeout: float = 2.0) -> None:
         """Close every connection (1001 "going away" on shutdown), bounded in time."""

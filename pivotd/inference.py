@@ -25,7 +25,8 @@ MAX_BATCH = 512
 def as_batch(inputs: Any, features: int, field: str = "inputs", single: bool = False) -> np.ndarray:
     """A (N, features) float32 array; 422 naming the first bad input (and value) otherwise.
 
-    `single`: `inputs` wraps one input the client sent bare (seed 001's `pixels`), so names carry no row index.
+    `single`: `inputs` wraps one input the client sent bare (the `{run_id, pixels}` form's `pixels`), so names
+    carry no row index.
     """
 
     def name(index: int) -> str:

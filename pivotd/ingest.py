@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -29,6 +29,7 @@ from pivotd.store import (
 )
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload, is_valid_run_id, lite_layer
+from shared.models.messages import RunDeleted
 from shared.models.scalars import ScalarPoint
 
 if TYPE_CHECKING:
@@ -80,13 +81,18 @@ async def lite_steps(documents: list[bytes]) -> list[bytes]:
     return await asyncio.to_thread(lambda: [lite_step(document) for document in documents])
 
 
+def _deleted(run_id: str, reason: Literal["deleted", "retention"]) -> str:
+    return RunDeleted(type="run_deleted", topic=RUNS_TOPIC, run_id=run_id, reason=reason).model_dump_json()
+
+
 def run_message(kind: str, run: RunRow) -> str:
     """`run_created` / `run_updated` on the `runs` topic: the run's summary as the run list shows it."""
     return orjson.dumps({"type": kind, "topic": RUNS_TOPIC, "run_id": run.run_id, "data": run_summary(run)}).decode()
 
 
 def run_summary(run: RunRow) -> dict[str, Any]:
-    """A run as `GET /api/v1/runs`, `initial_runs` and the `runs` topic show it (seed 000 + additive fields)."""
+    """A run as `GET /api/v1/runs`, `initial_runs` and the `runs` topic show it (the layer-wise protocol's fields
+    and additive ones)."""
     return {
         "created_at": iso(run.created_at),
         "last_update": iso(run.last_update),
@@ -122,7 +128,7 @@ class Ingest:
         store.writer.listeners.append(self._announce_batch)
 
     async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
-        """Commit steps (one transaction), then broadcast each as seed 000's `new_metrics`."""
+        """Commit steps (one transaction), then broadcast each as `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
         self._telemetry.count(LAYERWISE_EVENT, requests=1, steps=len(records))
@@ -181,8 +187,7 @@ class Ingest:
         await self._store.writer.submit(DeleteRun(run_id))
         self._tell_removed([run_id])
         await self._alerts.close_run(run_id, "run deleted")
-        message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "deleted"}
-        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+        self._hub.publish((RUNS_TOPIC, run_topic(run_id)), _deleted(run_id, "deleted"))
 
     def _announce_batch(self, outcome: BatchOutcome) -> None:
         """Tell the `runs` topic what a committed batch changed."""
@@ -195,8 +200,7 @@ class Ingest:
             kind = "run_created" if run.run_id in outcome.created else "run_updated"
             self._hub.publish((RUNS_TOPIC,), run_message(kind, run))
         for run_id in outcome.evicted:
-            message = {"type": "run_deleted", "topic": RUNS_TOPIC, "run_id": run_id, "reason": "retention"}
-            self._hub.publish((RUNS_TOPIC, run_topic(run_id)), orjson.dumps(message).decode())
+            self._hub.publish((RUNS_TOPIC, run_topic(run_id)), _deleted(run_id, "retention"))
 
     def _tell_removed(self, run_ids: Sequence[str]) -> None:
         for run_id in run_ids:

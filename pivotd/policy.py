@@ -17,7 +17,7 @@ from functools import lru_cache
 class Category(StrEnum):
     READ = "read"
     WRITE = "write"
-    INGEST = "ingest"  # layer-wise and scalar metrics from training scripts (seed 000, the SDK)
+    INGEST = "ingest"  # layer-wise and scalar metrics from training scripts (the layer-wise routes, the SDK)
     TELEMETRY = "telemetry"  # telemetry events; counts events, not requests
     EXPORT = "export"
 

@@ -1,4 +1,4 @@
-"""Token buckets per (client, category): seed 004's per-minute limits with smooth refill.
+"""Token buckets per (client, category): per-minute limits with smooth refill.
 
 A bucket holds up to `limit` tokens and refills at `limit / 60` per second, so a client may burst its
 whole minute's allowance and then continues at the steady rate. `X-RateLimit-Reset` is the Unix second

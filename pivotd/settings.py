@@ -100,7 +100,7 @@ class Settings(BaseModel):
     worker_threads: Annotated[int, Field(ge=0, le=256)] = 0
     """CPU threads per training worker (torch.set_num_threads); 0 leaves torch's default."""
     max_linear_layers: Annotated[int, Field(ge=1, le=256)] = 5
-    """Most linear layers an architecture may have (seed 003's limit is 5)."""
+    """Most linear layers an architecture may have (the registry's documented default is 5)."""
     max_sweep_runs: Annotated[int, Field(ge=1, le=10_000)] = 256
     """Most runs one experiment's sweep grid may generate; a larger grid is refused at `start` with 422."""
     max_checkpoint_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
@@ -114,7 +114,7 @@ class Settings(BaseModel):
     inference_device: str = "cpu"
     """Device inference runs on: `cpu`, `cuda` or `cuda:N`."""
     session_lifetime_s: Annotated[float, Field(gt=0, le=365 * 86400)] = 7 * 86400.0
-    """How long a browser session (seed 004's `_crucible_ui_key` cookie) lasts once opened; use does not extend it."""
+    """How long a browser session (the `_crucible_ui_key` cookie) lasts once opened; use does not extend it."""
     session_cookie_secure: bool = False
     """Mark every session cookie `Secure`; otherwise only when a proxy says the request came over TLS."""
     rate_limit_read_per_min: Annotated[int, Field(ge=0)] = 1000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def test_every_websocket_message_type_is_documented() -> None:
     source = "\n".join(path.read_text() for path in (ROOT / "pivotd").rglob("*.py"))
     types = set(re.findall(r"""["']type["']\s*:\s*["'](\w+)["']""", source))
     types |= set(re.findall(r'\\?"type\\?":\\?"(\w+)', source))
-    types |= {"subscribed", "unsubscribed"}  # built as f"{action}d"
+    types |= set(re.findall(r'\btype="(\w+)"', source))  # built from shared.models.messages
+    types |= {"subscribed", "unsubscribed"}  # chosen by the action
     types -= {"string", "integer", "number", "boolean", "object", "array"}  # JSON Schema's, in OpenAPI extras
     assert {"initial_runs", "run_history", "new_metrics", "pong", "error", "lagged"} <= types
     for kind in types:
@@ -84,3 +86,27 @@ def test_the_modules_architecture_lists_exist() -> None:
     assert {"pivotd/", "store/", "schema.py", "pivot_tui/"} <= {name for name, _ in named}
     missing = [name for name, places in named if not any(place.exists() for place in places)]
     assert not missing, missing
+
+
+PROVENANCE = re.compile(r"\b[Ss]eeds? 0\d\d\b|\b[Ff]amil(?:y|ies) [A-Z]\b")
+NOT_YET_RENAMED = ("pivotd/training/", "pivotd/telemetry/")
+"""Packages whose comments still name seeds (issue 13); drop each once it speaks in domain names."""
+
+
+def test_provenance_lives_in_one_document(tmp_path: Path) -> None:
+    """Code, OpenAPI tags and descriptions, and api.md say `layer-wise metrics` or `training sessions`, not
+    `seed 002` or `family P`: which seed a route comes from is docs/provenance.md's to say, and api.md links it."""
+    sources = [*(ROOT / "pivotd").rglob("*.py"), *(ROOT / "shared" / "models").rglob("*.py")]
+    mentions = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sources
+        if not str(path.relative_to(ROOT)).startswith(NOT_YET_RENAMED)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if PROVENANCE.search(line)
+    ]
+    assert not mentions
+    document = json.dumps(create_app(Settings(data_dir=tmp_path), "token").openapi())
+    assert not PROVENANCE.search(document), PROVENANCE.findall(document)
+    api = (DOCS / "api.md").read_text()
+    assert not PROVENANCE.search(api) and "(provenance.md)" in api
+    assert "| 000 |" in (DOCS / "provenance.md").read_text()

@@ -320,3 +320,40 @@ async def test_training_model_and_monitor_operations_declare_what_they_answer(ht
     assert document["components"]["schemas"]["SessionStatus"]["enum"] == [
         "created", "running", "stopped", "completed", "failed"
     ]  # fmt: skip
+
+
+def _untyped(schema: dict, schemas: dict) -> bool:
+    """A schema that says nothing of what it holds: `{}`, an object without properties or a value schema, or a
+    list or union with such a member."""
+    while "$ref" in schema:
+        schema = schemas[schema["$ref"].rsplit("/", 1)[1]]
+    if "anyOf" in schema or "oneOf" in schema:
+        return any(_untyped(member, schemas) for member in schema.get("anyOf", schema.get("oneOf", [])))
+    if schema.get("type") == "array":
+        return _untyped(schema.get("items", {}), schemas)
+    if schema.get("type") in ("object", None):
+        return not schema.get("properties") and schema.get("additionalProperties") in (None, True, {})
+    return False
+
+
+async def test_every_success_names_what_it_holds(http: httpx.AsyncClient) -> None:
+    """Every operation's 2xx says what it answers: a typed JSON schema (not `{}`, nor an object of anything), an
+    event stream whose every event names its model, a file's media type, or no content for a 204."""
+    document = (await http.get("/api/v1/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    streams = 0
+    for path, method, operation in _operations(document):
+        success = {code: response for code, response in operation["responses"].items() if code.startswith("2")}
+        assert success, (method, path)
+        for code, response in success.items():
+            content = response.get("content", {})
+            assert bool(content) == (code != "204"), (method, path, code)
+            if "application/json" in content:
+                assert not _untyped(content["application/json"]["schema"], schemas), (method, path, code)
+            if "text/event-stream" in content:
+                event = content["text/event-stream"]["schema"]
+                for variant in event["oneOf"]:
+                    ref = variant["properties"]["data"]["contentSchema"]["$ref"]
+                    assert not _untyped({"$ref": ref}, schemas), (method, path, ref)
+                streams += 1
+    assert streams == len(STREAMS)

@@ -73,6 +73,7 @@ async def test_downsampling_keeps_spikes_first_and_last(http: httpx.AsyncClient)
         ([{"step": 1, "values": {}}], "points[0].values"),
         ([{"step": 1, "values": {"bad name!": 1}}], "points[0].values"),
         ([{"step": 1, "values": {"loss": "low"}}], "points[0].values.loss"),
+        ([{"step": 1, "timestamp": 1e20, "values": {"loss": 1}}], "points[0].timestamp"),  # no date shows it
         ({"points": []}, "points"),
         ({"pts": []}, "points"),
         ([], "points"),

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from shared.models.messages import WS_MESSAGE, WsMessage
 from tests.daemon import RunningDaemon
 from tests.payloads import contract_payload, layerwise_payload
 
@@ -75,7 +78,7 @@ async def test_subscribe_run_history_full_and_lite(daemon: RunningDaemon, http: 
         lite = (await receive(ws))["data"]["steps"][0]["layers"][0]
         assert set(lite) == {
             "layer_id", "layer_type", "depth_index", "activation_std",
-            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs",
+            "cross_layer_std_ratio", "gradient_l2_norm", "gradient_max_abs", "spectral_norm",
         }  # fmt: skip
 
 
@@ -199,3 +202,70 @@ async def test_a_connection_subscribes_to_at_most_100_topics(daemon: RunningDaem
         await ws.recv()
         await ws.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
+
+
+async def test_every_message_the_daemon_sends_parses_as_its_model(
+    daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    """A run's life seen by one connection on every topic: each message parses as `shared.models.messages`'s model
+    of its `type` (closed models: an undocumented field fails), and each kind the scenario causes arrives."""
+    rule = {"name": "hot", "metric": "train_loss", "condition": "greater_than", "threshold": 5}
+    assert (await http.post("/api/v1/alerts/rules", json=rule)).status_code == 201
+    experiment = (await http.post("/api/v1/experiments", json={"experiment": {"name": "typed"}})).json()["data"]["id"]
+    seen: dict[str, int] = {}
+    async with client(daemon) as ws:
+
+        async def next_of(kind: str) -> None:
+            async with asyncio.timeout(10):
+                while True:
+                    frame = await ws.recv()
+                    message = WS_MESSAGE.validate_json(frame)  # fails on a message its model does not describe
+                    seen[message.type] = seen.get(message.type, 0) + 1
+                    if message.type == kind:
+                        return
+
+        await next_of("initial_runs")
+        topics = ["runs", "alerts", "notifications", "telemetry", "resources", f"experiment:{experiment}", "run:typed"]
+        await ws.send(json.dumps({"action": "subscribe", "topics": topics}))
+        await next_of("subscribed")
+        assert (await http.post("/api/v1/metrics/layerwise", json=contract_payload(run_id="typed"))).status_code == 202
+        await next_of("new_metrics")
+        attach = await http.post(f"/api/v1/experiments/{experiment}/runs", json={"run_ids": ["typed"]})
+        assert attach.status_code == 200, attach.text
+        await ws.send(json.dumps({"action": "subscribe_run", "run_id": "typed", "lite": True}))
+        await next_of("run_history")
+        points = [{"step": 2, "epoch": 0, "values": {"train_loss": 9.0}}]
+        assert (await http.post("/api/v1/runs/typed/scalars", json=points)).status_code == 202
+        await next_of("scalars")
+        await next_of("notification")
+        event = {"events": [{"event_name": "typed.check", "measurements": {"ms": 1.5}}]}
+        assert (await http.post("/api/v1/telemetry/events", json=event)).status_code in (200, 202)
+        await next_of("telemetry_event")
+        finish = await http.post("/api/v1/runs/typed/finish", json={"status": "failed", "error": "boom"})
+        assert finish.status_code == 200, finish.text
+        await next_of("experiment_status")
+        await ws.send(json.dumps({"action": "ping"}))
+        await next_of("pong")
+        await ws.send(json.dumps({"action": "subscribe_run", "run_id": "no_such_run"}))
+        await next_of("error")
+        await next_of("resources")
+        assert (await http.delete("/api/v1/runs/typed")).status_code in (200, 204)
+        await next_of("run_deleted")
+    assert {"run_created", "run_updated", "run_state", "alert_triggered", "experiment_run_completed",
+            "experiment_progress", "experiment_error"} <= set(seen), seen  # fmt: skip
+
+
+def test_every_documented_message_type_has_a_model() -> None:
+    """docs/api.md's table of server messages and `WsMessage` name the same types."""
+    api = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    table = api[api.index("| type | topic | when | shape |") : api.index("**Slow clients.**")]
+    documented = {
+        kind
+        for row in table.splitlines()
+        if row.startswith("| `")
+        for kind in re.findall(r"`(\w+)`", row.split("|")[1])
+    }
+    modelled = {
+        kind for member in get_args(get_args(WsMessage)[0]) for kind in get_args(member.model_fields["type"].annotation)
+    }
+    assert documented == modelled

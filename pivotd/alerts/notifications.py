@@ -1,6 +1,6 @@
 """Notifications: stored, pushed on the `notifications` topic, and forwarded to subscribed webhooks.
 
-Types are seed 002's `training`, `alert` and `system`; priorities `low`, `medium`, `high`.
+Types are `training`, `alert` and `system`; priorities `low`, `medium`, `high`.
 `run_ended` is the entry point when a run ends, managed (the supervisor) or external (its script, or its silence).
 """
 
@@ -28,9 +28,9 @@ OUTCOMES: dict[str, TrainingOutcome] = {
     RunState.SUCCEEDED: "completed",
     RunState.FAILED: "failed",
     RunState.CANCELLED: "cancelled",
-    RunState.LOST: "failed",  # seed 002's events have no `lost`: webhooks hear `training_failed`
+    RunState.LOST: "failed",  # outcomes have no `lost`: webhooks hear `training_failed`
 }
-"""A run's final state -> seed 002's outcome word, as notifications and `training_<outcome>` webhooks say it."""
+"""A run's final state -> its outcome word, as notifications and `training_<outcome>` webhooks say it."""
 _TRAINING_PRIORITY: dict[str, Priority] = {"completed": "medium", "failed": "high", "cancelled": "low"}
 
 

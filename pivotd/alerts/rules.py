@@ -34,7 +34,7 @@ GPU_METRICS = {
     "gpu_memory_percent": "memory_percent",
     "gpu_power_watts": "power_watts",
 }
-# Layer-wise fields by name -> where they live in a layer of the seed 000 payload.
+# Layer-wise fields by name -> where they live in a layer of the layer-wise payload.
 LAYER_FIELDS: dict[str, tuple[str, ...]] = {
     "activation_std": ("intermediate_features", "activation_std"),
     "activation_mean": ("intermediate_features", "activation_mean"),
@@ -85,7 +85,7 @@ Scope = AlertScope
 
 
 class RuleSpec(BaseModel):
-    """An alert rule as clients send and receive it (seed 002's fields plus PIVOT's)."""
+    """An alert rule as clients send and receive it (the alert API's fields plus PIVOT's)."""
 
     model_config = ConfigDict(extra="forbid")
 

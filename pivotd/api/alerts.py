@@ -1,4 +1,4 @@
-"""Alerts and alert rules (family P, seed 002): list/acknowledge alerts; create, list, get, replace,
+"""Alerts and alert rules: list/acknowledge alerts; create, list, get, replace,
 patch and delete rules."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_respo
 from pivotd.errors import NotFound, ValidationFailed, validation_failed
 from shared.models.alerts import AlertList, AlertPublic, AlertRuleList, AlertRulePublic, AlertSeverity, AlertStatus
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts (seed 002)"])
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 IdPath = Annotated[str, Path(max_length=64)]
 
 
@@ -33,6 +33,14 @@ def _rule(view: dict[str, Any], status_code: int = 200) -> Response:
 
 def _alert(alert: dict[str, Any]) -> Response:
     return model_response(AlertPublic.model_validate(alert), exclude_unset=True)
+
+
+def _changes_schema() -> dict[str, Any]:
+    """A rule's fields, none required: what a PATCH merges into the rule before validating it as a whole."""
+    schema = RuleSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # the same definitions as `AlertRule`'s, which the document holds
+    schema.pop("required", None)
+    return schema | {"title": "AlertRulePatch"}
 
 
 async def _rule_body(request: Request, services: ServicesDep, base: dict[str, Any] | None = None) -> RuleSpec:
@@ -114,7 +122,7 @@ async def replace_rule(rule_id: IdPath, request: Request, services: ServicesDep)
     "/rules/{rule_id}",
     response_model=AlertRulePublic,
     summary='Change some fields of an alert rule (for example `{"enabled": false}`)',
-    openapi_extra=openapi_body("AlertRulePatch", dict[str, Any], "Fields of the rule to change"),
+    openapi_extra=openapi_body("AlertRulePatch", _changes_schema(), "Fields of the rule to change"),
     responses=error_responses(STRUCTURED_ERRORS, 400, 401, 404, 413, 415, 422),
 )
 async def patch_rule(rule_id: IdPath, request: Request, services: ServicesDep) -> Response:

@@ -1,4 +1,4 @@
-"""Named API keys (family C's envelope): create, list, show, revoke. Admin only (see `pivotd.policy`).
+"""Named API keys (the structured error envelope): create, list, show, revoke. Admin only (see `pivotd.policy`).
 
 The key itself appears in exactly one response, the one that creates it.
 """

@@ -1,4 +1,4 @@
-"""Browser sessions (seed 004's `Cookie: _crucible_ui_key=<session_token>`): open one, end it (family C).
+"""Browser sessions (`Cookie: _crucible_ui_key=<session_token>`): open one, end it (structured errors).
 
 The token travels only in Set-Cookie, HttpOnly and SameSite=Strict: a browser keeps it out of scripts' reach
 and sends it back by itself; a program holding bearer credentials has no use for a session.
@@ -20,7 +20,7 @@ from pivotd.settings import Settings
 from pivotd.timefmt import iso
 from shared.models.auth import AuthSession, AuthSessionCreated
 
-router = APIRouter(prefix="/api/v1/auth", tags=["browser sessions (seed 004)"])
+router = APIRouter(prefix="/api/v1/auth", tags=["browser sessions"])
 COOKIE_SCHEMA = TypeAdapter(str).json_schema()
 CROSS_SITE_403 = "A request judged by its session cookie from another site's page (Origin is not this host)"
 

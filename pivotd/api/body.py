@@ -35,6 +35,8 @@ from shared.models.storable import MAX_DEPTH, storable
 M = TypeVar("M", bound=BaseModel)
 
 _SCHEMAS: dict[str, TypeAdapter[Any]] = {}
+_RAW_SCHEMAS: dict[str, dict[str, Any]] = {}
+"""Schemas no Python type has (refs into the document's components), by name."""
 JsonObject = Annotated[dict[str, Any], AfterValidator(storable)]
 """A free-form JSON object (an experiment's or a model's config) that stores and reads back intact."""
 
@@ -101,9 +103,9 @@ def invalid_body(
 
 
 def malformed_json(body: bytes, reason: str, error: json.JSONDecodeError | None = None) -> MalformedBody:
-    """The error for a body that is not JSON, `reason` being what the parser said. Located as FastAPI locates it,
-    for family L: `["body", <offset>]` with the stdlib parser's complaint, from its `error`, else from a second
-    parse of the refused body (an error path, worth that)."""
+    """The error for a body that is not JSON, `reason` being what the parser said. Located as FastAPI locates
+    it, for the layer-wise routes: `["body", <offset>]` with the stdlib parser's complaint, from its `error`, else
+    from a second parse of the refused body (an error path, worth that)."""
     if error is None:
         try:
             json.loads(body)
@@ -181,9 +183,24 @@ async def read_model(request: Request, model: type[M], limit: int, *, optional: 
         raise invalid_body(exc, body, model=model) from None
 
 
+def never_null(schema: dict[str, Any]) -> None:
+    """`json_schema_extra` of an optional field that may be left out but not sent as null (a 422 naming it): the
+    document offers its non-null form only, without the `default: null` that stands for its absence."""
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
 def openapi_body(name: str, annotation: Any, description: str = "", *, required: bool = True) -> dict[str, Any]:
-    """`openapi_extra` for a route that validates its body itself; registers the schema."""
-    _SCHEMAS[name] = TypeAdapter(annotation)
+    """`openapi_extra` for a route that validates its body itself; registers the schema: `annotation`'s, or
+    `annotation` itself where it is a JSON schema (a dict)."""
+    if isinstance(annotation, dict):
+        _RAW_SCHEMAS[name] = annotation
+    else:
+        _SCHEMAS[name] = TypeAdapter(annotation)
     return {
         "requestBody": {
             "required": required,
@@ -191,6 +208,13 @@ def openapi_body(name: str, annotation: Any, description: str = "", *, required:
             "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
         }
     }
+
+
+def register_schema(name: str, annotation: Any) -> str:
+    """Put `annotation`'s schema in the document's components as `name` (one no route body or response names,
+    such as an event stream's messages); returns its `$ref`."""
+    _SCHEMAS[name] = TypeAdapter(annotation)
+    return f"#/components/schemas/{name}"
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -205,6 +229,7 @@ def install_openapi(app: FastAPI) -> None:
                 schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[name] = schema
+            components.update(_RAW_SCHEMAS)
             declare_errors(document)
             app.openapi_schema = document
         return app.openapi_schema

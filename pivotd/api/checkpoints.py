@@ -110,6 +110,17 @@ async def _check(path: Path) -> str | None:
     return None if verdict.get("ok") else str(verdict.get("reason"))
 
 
+UPLOAD_FORM = {
+    "type": "object",
+    "required": ["file", "session_id"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "A .pth or .pt file, loadable with weights_only"},
+        "session_id": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": RUN_ID_PATTERN},
+        "epoch": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+        "metrics": {"type": "string", "description": 'A JSON object, e.g. `{"val_loss": 0.31}`'},
+    },
+}
+"""The upload's form fields, as `upload_checkpoint` reads them."""
 _UPLOAD_ERRORS = api_errors(400, 404, 413, 422, *WRITES)
 _UPLOAD_ERRORS[503] = {**_UPLOAD_ERRORS[503], "description": "Shutting down, or checking the file needs torch"}
 
@@ -120,6 +131,7 @@ _UPLOAD_ERRORS[503] = {**_UPLOAD_ERRORS[503], "description": "Shutting down, or 
     summary="Upload a .pth checkpoint (multipart: file, session_id, epoch, metrics)",
     response_model=CheckpointUploaded,
     responses=_UPLOAD_ERRORS,
+    openapi_extra={"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_FORM}}}},
 )
 async def upload_checkpoint(request: Request, services: ServicesDep) -> Response:
     limit = services.settings.max_checkpoint_bytes

@@ -4,8 +4,8 @@ Routes declare what they raise themselves (409, 413, ...). What the access middl
 (401, 403, 429; `pivotd.auth`, `pivotd.policy`), what request validation answers (422) and the 404 of a path naming
 an id that nothing has follow rules that hold for every route, so they are added here, in the envelope of the
 operation's family (`pivotd.errors.family_for_path`), and no route needs to repeat them. FastAPI's own 422
-(`HTTPValidationError`) is replaced the same way: pivotd never sends it outside family L, and family L sends it
-with pivotd's `field` (`LayerwiseValidationError`).
+(`HTTPValidationError`) is replaced the same way: pivotd never sends it outside the layer-wise routes, and they send
+it with pivotd's `field` (`LayerwiseValidationError`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ ENVELOPES: dict[Family, type[BaseModel]] = {
     Family.STRUCTURED: StructuredErrorEnvelope,
 }
 VALIDATION_ENVELOPES: dict[Family, type[BaseModel]] = ENVELOPES | {Family.LAYERWISE: LayerwiseValidationError}
-"""A 422's body per family: family L's is FastAPI's list of problems (seed 000's reference server)."""
+"""A 422's body per family: the layer-wise routes' is FastAPI's list of problems."""
 FASTAPI_422 = ("HTTPValidationError", "ValidationError")
 FORBIDDEN = (
     "The API key or session lacks the scope this operation needs, or a session cookie came with a request from "

@@ -21,6 +21,10 @@ router = APIRouter(prefix="/api/v1", tags=["datasets"])
 DIGITS = Path(__file__).parent.parent / "training" / "data" / "digits5k.npz"
 
 
+DIGIT_COUNT = 5_000
+"""Images in the shipped file: the bound the document gives `offset` (the route checks the file's own count)."""
+
+
 @cache
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     with np.load(DIGITS) as archive:
@@ -35,7 +39,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 )
 async def digit_samples(
     count: Annotated[int, Query(ge=1, le=64)] = 1,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, json_schema_extra={"maximum": DIGIT_COUNT - 1})] = 0,
 ) -> Response:
     images, labels = _digits()
     if offset >= len(images):

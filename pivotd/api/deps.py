@@ -20,4 +20,4 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 RunIdPath = Annotated[
     str, Path(min_length=1, max_length=128, pattern=RUN_ID_PATTERN, description=f"Run identifier: {RUN_ID_RULE}")
 ]
-"""A run id in a path (a seed 002 session id is one too): refused with a 422 unless a run could have it."""
+"""A run id in a path (a training session's id is one too): refused with a 422 unless a run could have it."""

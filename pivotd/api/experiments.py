@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from pivotd.api.body import JsonObject, openapi_body, read_model
+from pivotd.api.body import JsonObject, never_null, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.query import Cursor, PageNumber, PerPage, only_filters
+from pivotd.api.query import Cursor, Instant, PageNumber, PerPage, only_filters
 from pivotd.api.responses import WRITES, api_errors, model_response
 from pivotd.errors import invalid_field
 from pivotd.experiments import sweep
@@ -86,10 +86,12 @@ class ExperimentCreate(BaseModel):
 class ExperimentChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Name | None = None
+    # Null is refused where it would erase what the experiment needs (a 422 naming the field), so the schema
+    # offers it only for `description`.
+    name: Name | None = Field(default=None, json_schema_extra=never_null)
     description: Description | None = None
-    config: JsonObject | None = None
-    tags: Tags | None = None
+    config: JsonObject | None = Field(default=None, json_schema_extra=never_null)
+    tags: Tags | None = Field(default=None, json_schema_extra=never_null)
 
 
 class ExperimentPatch(BaseModel):
@@ -177,10 +179,8 @@ async def list_experiments(
     ],
     status: Annotated[ExperimentStatus | None, Query(alias="filter[status]")] = None,
     name: Annotated[str | None, Query(alias="filter[name]", max_length=200)] = None,
-    created_after: Annotated[str | None, Query(alias="filter[created_after]", max_length=64, description=_ISO)] = None,
-    created_before: Annotated[
-        str | None, Query(alias="filter[created_before]", max_length=64, description=_ISO)
-    ] = None,
+    created_after: Annotated[Instant | None, Query(alias="filter[created_after]", description=_ISO)] = None,
+    created_before: Annotated[Instant | None, Query(alias="filter[created_before]", description=_ISO)] = None,
     sort: Annotated[ExperimentSort, Query()] = "-created_at",
     page: PageNumber = 1,
     per_page: PerPage = DEFAULT_PER_PAGE,

@@ -1,4 +1,4 @@
-"""`GET /health` (seed 000): liveness and open WebSocket connections; `GET /api/v1/health` (seed 002):
+"""`GET /health`: liveness and open WebSocket connections; `GET /api/v1/health`:
 components, system load and uptime."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _filesystem(services: Services, disk_percent: float | None) -> HealthStatus:
 
 @router.get(
     "/api/v1/health",
-    summary="Rich health (seed 002): components, system load, uptime",
+    summary="Rich health: components, system load, uptime",
     description="`status` is `healthy`, `degraded` (a component degraded, e.g. disk over 95%) or "
     "`unhealthy` (503). `components.gpu` is `unavailable` on a machine without NVML or GPU.",
     response_model=HealthDetail,

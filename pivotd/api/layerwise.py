@@ -1,4 +1,4 @@
-"""Family L (seed 000): layer-wise metrics ingest and run reads, in seed 000's exact shapes."""
+"""Layer-wise metrics ingest and run reads, in the layer-wise protocol's exact shapes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from pivotd.api.body import invalid_body, openapi_body, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
@@ -21,10 +21,14 @@ from pivotd.store import SORTABLE, RunRow
 from pivotd.timefmt import iso
 from shared.models.experiments import RUN_STATES
 from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
-from shared.models.runs import Accepted, BatchAccepted, RunDetail, RunState, RunSummary
+from shared.models.runs import Accepted, BatchAccepted, LiteRunDetail, RunDetail, RunState, RunSummary
 
-router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
+router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics"])
 _BATCH = TypeAdapter(list[LayerwisePayload])
+Batch = Annotated[list[LayerwisePayload], Field(min_length=1)]
+"""The batch route's body as documented; the route refuses an empty one with a 422 of its own."""
+RUN_SORTS = [prefix + key for key in sorted(SORTABLE) for prefix in ("", "-")]
+"""`sort` of the run list: a sortable column, `-` first for descending."""
 RUN_STATUS_FILTER = {**RUN_STATES, **{state: (state,) for state in RunState}}
 """`filter[status]`: a run's own state (what this listing shows; `failed` is not `lost`), or the experiments
 routes' word for it (`completed`, `pending`)."""
@@ -89,7 +93,7 @@ async def post_layerwise(request: Request, services: ServicesDep) -> Response:
     summary="Submit several steps (of one or more runs) in one request",
     description="A JSON array of layer-wise payloads, committed atomically: if any item is invalid, "
     "nothing is stored and the 422 names the item (`[3].metadata.run_id`).",
-    openapi_extra=openapi_body("LayerwiseBatch", list[LayerwisePayload], "Array of layer-wise payloads"),
+    openapi_extra=openapi_body("LayerwiseBatch", Batch, "Array of layer-wise payloads"),
     responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise_batch(request: Request, services: ServicesDep) -> Response:
@@ -112,25 +116,30 @@ async def post_layerwise_batch(request: Request, services: ServicesDep) -> Respo
 async def find_run(services: Services, run_id: str) -> RunRow:
     run = await services.store.reader.get_run(run_id)
     if run is None:
-        raise NotFound(f"Run {run_id!r} not found")  # seed 000's words
+        raise NotFound(f"Run {run_id!r} not found")  # the layer-wise protocol's words
     return run
 
 
 @router.get(
     "/runs",
     response_model=dict[str, RunSummary],
-    summary="List runs (seed 000 map keyed by run_id)",
+    summary="List runs (a map keyed by run_id)",
     description="Without paging parameters every run is returned. With `page`/`per_page` the body keeps "
-    "seed 000's shape and paging goes in `X-Total-Count` and `Link` headers.",
+    "its map shape and paging goes in `X-Total-Count` and `Link` headers.",
     responses=layerwise_errors(401, 422),
 )
 async def list_runs(
     request: Request,
     services: ServicesDep,
     _: Annotated[None, only_filters("filter[status]", "filter[experiment_id]")],
-    status: Annotated[str | None, Query(alias="filter[status]", max_length=32)] = None,
+    status: Annotated[
+        Annotated[str, Field(max_length=32, json_schema_extra={"enum": list(RUN_STATUS_FILTER)})] | None,
+        Query(alias="filter[status]"),
+    ] = None,
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=128)] = None,
-    sort: Annotated[str, Query(description=f"One of {sorted(SORTABLE)}, '-' prefix for descending")] = "created_at",
+    sort: Annotated[
+        str, Query(description="'-' prefix for descending", json_schema_extra={"enum": RUN_SORTS})
+    ] = "created_at",
     page: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
     per_page: Annotated[int | None, Query(ge=1, le=100)] = None,
 ) -> Response:
@@ -162,9 +171,9 @@ async def list_runs(
 
 @router.get(
     "/runs/{run_id}",
-    response_model=RunDetail,
+    response_model=RunDetail | LiteRunDetail,  # compact layers with `lite=true`
     summary="A run with its step history",
-    description="Seed 000's `created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` "
+    description="`created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` "
     "and `from_step`/`to_step` bound the payload; `lite=true` returns compact layers.",
     responses=layerwise_errors(401, 404, 422),
 )

@@ -1,4 +1,4 @@
-"""Families F and M (seeds 001 and 003, prefix `/api`): models, training runs, parameters and inference.
+"""Models and training (prefix `/api`, the simple error envelope): models, training runs, parameters and inference.
 
 Errors leave as `{"error": msg}` (the family's envelope, applied by `pivotd.errors`); states are `RunState`'s
 `queued/running/succeeded/failed/cancelled`. Answers are `shared.models.registry` models, sent without the
@@ -15,10 +15,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel
 
-from pivotd.api.body import parse_lenient, read_json_body
+from pivotd.api.body import openapi_body, parse_lenient, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import error_responses, json_response
-from pivotd.api.sse import stream_run
+from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
 from pivotd.inference import as_batch, outputs
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
@@ -29,22 +29,30 @@ from pivotd.timefmt import iso
 from shared.models.errors import SimpleErrorEnvelope
 from shared.models.registry import (
     AdhocInference,
+    AdhocInferRequest,
     CancelRequested,
     Inference,
+    InferRequest,
     ManagedRun,
     ManagedRunPage,
+    ModelDefinition,
     ModelDetail,
     ModelSaved,
     ModelSummary,
     Outputs,
     Params,
     PixelInference,
+    PixelInferRequest,
+    SaveModel,
+    TrainInline,
+    TrainModel,
     TrainQueued,
 )
 from shared.models.runs import FINAL_STATES, RunState
 from shared.models.storable import INT64_MAX
+from shared.models.streams import RUN_STREAM_EVENTS, RunMetricEvent, RunStateEvent
 
-router = APIRouter(prefix="/api", tags=["models and training (seeds 001, 003)"])
+router = APIRouter(prefix="/api", tags=["models and training"])
 RUN_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 Id = Annotated[str, Path(max_length=128)]
 
@@ -75,7 +83,7 @@ def _ts(value: float | None) -> str | None:
 
 
 async def run_view(training: Training, run: JobRow) -> ManagedRun:
-    """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
+    """A registry run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
     latest = await training.latest_metrics(run)
     view = ManagedRun(
         run_id=run.run_id,
@@ -92,8 +100,16 @@ async def run_view(training: Training, run: JobRow) -> ManagedRun:
         gpus=run.gpus,
     )
     if run.status == RunState.SUCCEEDED and run.param_id:
-        view.param_id = run.param_id  # set only now: absent before, as seed 003 sends it
+        view.param_id = run.param_id  # set only now: absent before, as the registry's clients expect
     return view
+
+
+def _is_file(path: FilePath) -> bool:
+    """Whether a recorded path is a file now; a path the OS refuses to look up (a name too long) is none."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 async def _summary_fields(training: Training, model: ModelRow, counts: tuple[int, str | None]) -> dict[str, Any]:
@@ -111,7 +127,7 @@ async def _summary_fields(training: Training, model: ModelRow, counts: tuple[int
         "updated_at": iso(model.updated_at),
         "trained": model.trained,
         "saved_model_path": None if saved is None else str(saved),
-        "saved_model_exists": saved is not None and saved.is_file(),
+        "saved_model_exists": saved is not None and _is_file(saved),
         "last_trained_at": _ts(model.last_trained_at),
         "runs_total": total,
         "latest_run": await run_view(training, latest) if latest else None,
@@ -122,7 +138,7 @@ async def model_summary(training: Training, model: ModelRow, counts: tuple[int, 
     return ModelSummary(**await _summary_fields(training, model, counts))
 
 
-@router.get("/models", summary="Model summaries (seed 001)", response_model=list[ModelSummary], responses=_errors())
+@router.get("/models", summary="Model summaries", response_model=list[ModelSummary], responses=_errors())
 async def list_models(services: ServicesDep) -> Response:
     training = services.training
     counts = await training.reader.run_counts()
@@ -154,6 +170,7 @@ def _model_values(document: dict[str, Any], names: tuple[str, ...]) -> dict[str,
         201: {"model": ModelSummary, "description": "Created"},
         **_errors(400, 409, 413, 415, 422, 507),
     },
+    openapi_extra=openapi_body("ModelDefinition", ModelDefinition, "A model definition"),
 )
 async def post_model(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
@@ -192,6 +209,7 @@ async def get_model(model_id: Id, services: ServicesDep) -> Response:
     summary="Register a definition, or promote a succeeded run ({run_id})",
     response_model=ModelSaved,
     responses=_errors(400, 404, 409, 413, 415, 422, 507),
+    openapi_extra=openapi_body("SaveModel", SaveModel, "`run_id` to promote, or a definition"),
 )
 async def save_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
@@ -220,9 +238,10 @@ async def save_model(model_id: Id, request: Request, services: ServicesDep) -> R
 @router.post(
     "/models/{model_id}/train",
     status_code=202,
-    summary="Train a stored model (seed 003)",
+    summary="Train a stored model",
     response_model=TrainQueued,
     responses=_errors(400, 404, 409, 413, 415, 422, 507),
+    openapi_extra=openapi_body("TrainModel", TrainModel, "Hyperparameters", required=False),
 )
 async def train_model(model_id: Id, request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, optional=True)
@@ -233,9 +252,10 @@ async def train_model(model_id: Id, request: Request, services: ServicesDep) -> 
 @router.post(
     "/train",
     status_code=202,
-    summary="Train an inline architecture (seed 001); 409 when all slots are busy",
+    summary="Train an inline architecture; 409 when all slots are busy",
     response_model=TrainQueued,
     responses=_errors(400, 409, 413, 415, 422, 507),
+    openapi_extra=openapi_body("TrainInline", TrainInline, "An architecture and hyperparameters"),
 )
 async def train_inline(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services)
@@ -262,7 +282,7 @@ async def cancel_run(run_id: RunIdPath, services: ServicesDep) -> Response:
 
 @router.get(
     "/runs/{run_id}",
-    summary="A training run's state and latest metrics (seed 003)",
+    summary="A training run's state and latest metrics",
     response_model=ManagedRun,
     responses=_errors(404, 422),
 )
@@ -273,8 +293,12 @@ async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
 
 @router.get(
     "/runs/{run_id}/events",
-    summary="SSE: `state` and `metric` events, history first (seed 001)",
-    responses=_errors(404, 422),
+    summary="SSE: `state` and `metric` events, history first",
+    response_class=EventStream,
+    responses={
+        200: event_stream_doc("The event stream; it ends after a final state", RUN_STREAM_EVENTS),
+        **stream_errors(_errors(404, 422)),
+    },
 )
 async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     training = services.training
@@ -286,17 +310,14 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
         if last_state and last_state[-1] == state:
             return []
         last_state.append(state)
-        data: dict[str, Any] = {"run_id": run_id, "state": state}
-        if error:
-            data["error"] = error
-        return [("state", data)]
+        return [("state", wire(RunStateEvent, {"run_id": run_id, "state": state, "error": error or None}))]
 
     def metric_frames(records: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         frames = []
         for record in records:
             if record["epoch"] not in seen:
                 seen.add(record["epoch"])
-                frames.append(("metric", {"run_id": run_id, **record}))
+                frames.append(("metric", wire(RunMetricEvent, {**record, "run_id": run_id})))
         return frames
 
     async def history() -> tuple[list[tuple[str, dict[str, Any]]], bool]:
@@ -310,7 +331,7 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
     def translate(message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         if message.get("type") == "scalars":
             records = [
-                {"epoch": p["epoch"], "step": p["step"], "timestamp": p.get("timestamp"), **p["values"]}
+                {**p["values"], "epoch": p["epoch"], "step": p["step"], "timestamp": p.get("timestamp")}
                 for p in message["points"]
                 if p.get("epoch") is not None and "train_loss" in p["values"]
             ]
@@ -324,7 +345,7 @@ async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:
 
 @router.get(
     "/models/{model_id}/runs",
-    summary="A model's runs, newest first, with cursor paging (seed 003)",
+    summary="A model's runs, newest first, with cursor paging",
     response_model=ManagedRunPage,
     responses=_errors(400, 404, 422),
 )
@@ -353,7 +374,7 @@ async def model_runs(
 
 @router.get(
     "/params/{param_id}",
-    summary="Trained parameters in seed 003's JSON layout",
+    summary="Trained parameters as JSON layers",
     response_model=Params,
     responses=_errors(404, 422),
 )
@@ -369,9 +390,10 @@ async def get_params(param_id: Id, services: ServicesDep) -> Response:
 
 @router.post(
     "/infer",
-    summary="Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return}",
+    summary="Inference: {run_id, pixels} or {param_id, inputs, return}",
     response_model=PixelInference | Inference,
     responses=_errors(400, 404, 409, 413, 415, 422),
+    openapi_extra=openapi_body("InferBody", PixelInferRequest | InferRequest, "One image, or a batch"),
 )
 async def infer(request: Request, services: ServicesDep) -> Response:
     started = time.perf_counter()
@@ -449,6 +471,7 @@ def _wanted(document: dict[str, Any]) -> dict[str, bool]:
     summary="Forward pass with a given architecture and parameters; nothing is saved",
     response_model=AdhocInference,
     responses=_errors(400, 413, 415, 422),
+    openapi_extra=openapi_body("AdhocInferRequest", AdhocInferRequest, "Architecture, parameters, inputs"),
 )
 async def infer_adhoc(request: Request, services: ServicesDep) -> Response:
     document = await _object(request, services, limit=services.settings.max_infer_body_bytes)

@@ -1,4 +1,4 @@
-"""Models in seed 004's form (`/api/v1/models`): the same table as `/api/models`, in family C's envelope.
+"""Models in the `{"data", "meta"}` form (`/api/v1/models`): the same table as `/api/models`, structured errors.
 
 A model shows `provider`, `type`, `config` and `status`. For PIVOT's own models (those with an architecture)
 they are derived unless the client set them: provider `pivot`, type `cnn` (any conv2d layer) or `mlp`, config
@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from pivotd.api.body import JsonObject, openapi_body, read_model
+from pivotd.api.body import JsonObject, never_null, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
-from pivotd.api.query import only_filters
+from pivotd.api.query import Cursor, PageNumber, PerPage, only_filters
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
 from pivotd.errors import ValidationFailed, fields_failed, invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
@@ -28,7 +28,7 @@ from pivotd.timefmt import iso
 from shared.models.envelopes import Data, Page, PageMeta
 from shared.models.registry import ModelPeriod, ModelPublic, ModelStatistics, ModelStatus
 
-router = APIRouter(prefix="/api/v1/models", tags=["models (seed 004)"])
+router = APIRouter(prefix="/api/v1/models", tags=["models"])
 IdPath = Annotated[str, Path(max_length=128)]
 Short = Annotated[str, Field(min_length=1, max_length=100)]
 PERIODS = {"1h": 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
@@ -56,12 +56,13 @@ class ModelCreate(BaseModel):
 class ModelChanges(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    # A null name or config is refused (a 422 naming the field), so the schema does not offer it.
+    name: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(default=None, json_schema_extra=never_null)
     description: Annotated[str, Field(max_length=10_000)] | None = None
     provider: Short | None = None
     type: Short | None = None
     status: Status | None = None
-    config: JsonObject | None = None
+    config: JsonObject | None = Field(default=None, json_schema_extra=never_null)
 
 
 class ModelPatch(BaseModel):
@@ -108,7 +109,7 @@ async def _view(services: Services, model_id: str) -> ModelPublic:
 async def _put(services: Services, model_id: str | None, values: dict[str, Any]) -> str:
     try:
         model, _ = await services.training.put_model(model_id, values)
-    except InvalidDefinition as exc:  # seed 004 answers every invalid field with 422 validation_error
+    except InvalidDefinition as exc:  # every invalid field is a 422 validation_error here
         raise _in_config(exc) from None
     return model.model_id
 
@@ -121,7 +122,7 @@ def _in_config(exc: InvalidDefinition) -> ValidationFailed:
 
 
 def _split(fields: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(column values, extra fields) of a seed 004 model body."""
+    """(column values, extra fields) of a `/api/v1/models` body."""
     values = {name: fields[name] for name in ("name", "description") if name in fields}
     extra = {name: fields[name] for name in ("provider", "type", "status") if name in fields}
     config = fields.get("config")
@@ -144,9 +145,9 @@ async def list_models(
     _: Annotated[None, only_filters("filter[name]")],
     name: Annotated[str | None, Query(alias="filter[name]", max_length=200)] = None,
     sort: Annotated[Literal["created_at"], Query()] = "created_at",
-    page: int = 1,
-    per_page: int = DEFAULT_PER_PAGE,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    page: PageNumber = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
 ) -> Response:
     request = page_request(page, per_page, cursor, sort)
     after = None

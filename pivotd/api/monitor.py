@@ -1,4 +1,4 @@
-"""Resource monitoring (family P, seed 002): the latest sample and the sample history."""
+"""Resource monitoring: the latest sample and the sample history."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pivotd.api.deps import ServicesDep
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response, raw_json_response
 from shared.models.monitor import RecentResources, ResourceSample, StoredResources
 
-router = APIRouter(prefix="/api/v1/monitor", tags=["monitoring (seed 002)"])
+router = APIRouter(prefix="/api/v1/monitor", tags=["monitoring"])
 
 
 @router.get(

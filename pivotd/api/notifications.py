@@ -1,4 +1,4 @@
-"""Notifications (family P, seed 002): list with filters, mark one read, clear all."""
+"""Notifications: list with filters, mark one read, clear all."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from shared.models.alerts import (
     NotificationType,
 )
 
-router = APIRouter(prefix="/api/v1/notifications", tags=["notifications (seed 002)"])
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 
 
 @router.get(

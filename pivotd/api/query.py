@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
+from pydantic import Field
 
 from pivotd.errors import invalid_param
 from pivotd.experiments.paging import MAX_PAGE, MAX_PER_PAGE
 from shared.models.storable import INT64_MAX
 
 MAX_OFFSET = MAX_PAGE * MAX_PER_PAGE
-"""As deep as family C's page numbers reach."""
+"""As deep as `{"data", "meta"}` page numbers reach."""
 
 StepBound = Annotated[int | None, Query(ge=0, le=INT64_MAX)]
 """`from_step`/`to_step`: inclusive bounds on a run's steps, up to SQLite's largest INTEGER (beyond, binding fails)."""
+
+
+Instant = Annotated[str, Field(max_length=64, json_schema_extra={"format": "date-time"})]
+"""An instant in a query (`filter[after]`, ...): an ISO 8601 datetime, which the route parses itself to name the
+parameter in its 422. Documented as RFC 3339's `date-time`, every one of which it accepts."""
 
 
 def only_filters(*known: str) -> Any:

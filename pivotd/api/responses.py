@@ -51,7 +51,7 @@ def error_responses(envelope: type, *codes: int) -> dict[int | str, dict[str, An
 
 
 def layerwise_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """Family L's error responses: seed 000's envelope, except the 422 in FastAPI's shape."""
+    """The layer-wise routes' error responses: their envelope, except the 422 in FastAPI's shape."""
     responses = error_responses(LayerwiseErrorEnvelope, *codes)
     if 422 in responses:
         responses[422] = {

@@ -1,4 +1,4 @@
-"""`POST /api/v1/runs/{run_id}/finish`: a training script says how its run ended (family L's errors)."""
+"""`POST /api/v1/runs/{run_id}/finish`: a training script says how its run ended (layer-wise errors)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pivotd.api.responses import layerwise_errors, model_response
 from pivotd.ingest import run_summary
 from shared.models.runs import FinishedRun, RunEnd
 
-router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics (seed 000)"])
+router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics"])
 
 
 @router.post(

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse
+from pydantic import Field
 
 from pivotd.api.checkpoints import FILE
 from pivotd.api.deps import RunIdPath, ServicesDep
+from pivotd.api.query import Instant
 from pivotd.api.responses import api_errors, model_response
 from pivotd.errors import NotFound, invalid_field
 from pivotd.settings import Settings
@@ -20,6 +22,9 @@ from shared.models.checkpoints import RunCheckpoint, RunCheckpoints, RunCheckpoi
 from shared.models.logs import LogLevel, RunLogLine, RunLogs, RunLogsMeta
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+
+UnixSeconds = Annotated[str, Field(max_length=64, pattern=r"^[+-]?[0-9]+(\.[0-9]*)?$")]
 
 
 def parse_since(value: str) -> float:
@@ -51,7 +56,7 @@ async def run_logs(
     services: ServicesDep,
     level: Annotated[LogLevel | None, Query(description="This level and worse")] = None,
     since: Annotated[
-        str | None, Query(max_length=64, description="ISO 8601 datetime or Unix seconds; lines after it")
+        Instant | UnixSeconds | None, Query(description="ISO 8601 datetime or Unix seconds; lines after it")
     ] = None,
     tail: Annotated[int, Query(ge=1, le=5000)] = 200,
 ) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 
 from pivotd.api.body import invalid_body, openapi_body, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
@@ -15,6 +15,9 @@ from pivotd.api.responses import json_response, layerwise_errors
 from pivotd.errors import field_path, invalid_field
 from pivotd.store import RunFields
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
+
+Points = Annotated[list[ScalarPoint], Field(min_length=1)]
+"""The bare-array form, as documented: an empty one is refused, as `ScalarBatch.points` is."""
 
 router = APIRouter(prefix="/api/v1", tags=["scalars"])
 _POINTS = TypeAdapter(list[ScalarPoint])
@@ -28,7 +31,7 @@ _POINTS = TypeAdapter(list[ScalarPoint])
     description="Body: a JSON array `[{step, epoch?, timestamp?, values: {name: number}}]`, or an object "
     '`{"points": [...], "experiment_id"?, "group"?, "tags"?}`. Re-sending a (name, step) replaces it. '
     "Values must be finite; a non-finite value is refused and recorded as an event on the run.",
-    openapi_extra=openapi_body("ScalarsBody", list[ScalarPoint] | ScalarBatch, "Points, or an object with points"),
+    openapi_extra=openapi_body("ScalarsBody", Points | ScalarBatch, "Points, or an object with points"),
     responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:

@@ -1,6 +1,6 @@
-"""Family P (seed 002, prefix `/api/v1`): training sessions, their metrics, and live updates over SSE and WS.
+"""Training sessions (prefix `/api/v1`): sessions, their metrics, and live updates over SSE and WS.
 
-A session is a managed run (`session_id` = run id); its status is shown in seed 002's words by the one mapping,
+A session is a managed run (`session_id` = run id); its status is shown in the session vocabulary by the one mapping,
 `shared.models.training.SESSION_STATUS`. Errors leave as `{"error": {"code", "message", "details"}}`.
 """
 
@@ -19,7 +19,7 @@ from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import MAX_OFFSET
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
-from pivotd.api.sse import stream_run
+from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
 from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
@@ -28,20 +28,23 @@ from pivotd.store import JobRow
 from pivotd.timefmt import iso
 from shared.models.runs import FINAL_STATES
 from shared.models.sessions import (
+    SESSION_STREAM_EVENTS,
     EpochRecord,
     MetricHistory,
     SessionConfig,
     SessionCreated,
     SessionList,
     SessionMetrics,
+    SessionMetricsMessage,
     SessionPublic,
     SessionStarted,
+    SessionStatusMessage,
     SessionStopped,
     SessionSummary,
 )
 from shared.models.training import SESSION_RUN_STATES, SESSION_STATUS, SessionStatus
 
-router = APIRouter(prefix="/api/v1", tags=["training sessions (seed 002)"])
+router = APIRouter(prefix="/api/v1", tags=["training sessions"])
 
 
 class SessionCreate(BaseModel):
@@ -57,7 +60,7 @@ def _ts(value: float | None) -> str | None:
 
 
 def _config(run: JobRow) -> SessionConfig:
-    """Seed 002 shows a flat config (epochs, batch_size, learning_rate); the full definition follows it."""
+    """Sessions show a flat config (epochs, batch_size, learning_rate); the full definition follows it."""
     hp = run.config.get("hyperparams", {})
     return SessionConfig.model_validate(
         {
@@ -243,7 +246,7 @@ async def metric_history(
 
 
 class _SessionFeed:
-    """Turns hub messages of a session's run topic into seed 002's `metrics` and `status` updates."""
+    """Turns hub messages of a session's run topic into `metrics` and `status` updates."""
 
     def __init__(self, session_id: str) -> None:
         self.session_id = session_id
@@ -257,8 +260,10 @@ class _SessionFeed:
                 continue
             self.seen.add(record["epoch"])
             timestamp = record.get("timestamp")
-            fresh.append({"session_id": self.session_id, **record, "timestamp": _ts(timestamp) if timestamp else None,
-                          "loss": record.get("train_loss")})  # fmt: skip
+            # The record first: a metric named like a message field cannot stand in for it.
+            fields = {**record, "session_id": self.session_id, "timestamp": _ts(timestamp) if timestamp else None,
+                      "loss": record.get("train_loss")}  # fmt: skip
+            fresh.append(wire(SessionMetricsMessage, fields))
         return fresh
 
     def state(self, internal: str, error: str | None) -> list[dict[str, Any]]:
@@ -266,12 +271,12 @@ class _SessionFeed:
         if status == self.status:
             return []
         self.status = status
-        return [{"session_id": self.session_id, "status": status, "error": error}]
+        return [wire(SessionStatusMessage, {"session_id": self.session_id, "status": status, "error": error})]
 
     def translate(self, message: dict[str, Any]) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
         if message.get("type") == "scalars":
             records = [
-                {"epoch": p["epoch"], "timestamp": p.get("timestamp"), **p["values"]}
+                {**p["values"], "epoch": p["epoch"], "timestamp": p.get("timestamp")}
                 for p in message["points"]
                 if p.get("epoch") is not None and "train_loss" in p["values"]
             ]
@@ -295,9 +300,10 @@ class _SessionFeed:
     description="`text/event-stream`: `event: metrics` with a `SessionMetricsMessage` (the recorded epochs first), "
     "`event: status` with a `SessionStatusMessage` (the first is the state then); it ends after a final status. "
     "The WebSocket `/api/v1/ws/training/{session_id}` sends the same messages with `type` set.",
+    response_class=EventStream,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The event stream"},
-        **error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
+        200: event_stream_doc("The event stream", SESSION_STREAM_EVENTS),
+        **stream_errors(error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429)),
     },
 )
 async def session_events(session_id: RunIdPath, services: ServicesDep) -> Response:

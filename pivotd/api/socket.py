@@ -1,4 +1,4 @@
-"""WebSocket `/socket/websocket`: seed 004's Phoenix Channels socket (pivotd/channels has the protocol).
+"""WebSocket `/socket/websocket`: the Phoenix Channels socket (pivotd/channels has the protocol).
 
 `new Socket("ws://host:port/socket", {params: {token}})` from the npm `phoenix` client connects here
 unchanged: it appends `/websocket?token=...&vsn=2.0.0`. The token is checked by the auth middleware like

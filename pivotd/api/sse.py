@@ -9,7 +9,9 @@ from typing import Any
 
 import orjson
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 
+from pivotd.api.body import register_schema
 from pivotd.hub import run_topic
 from pivotd.services import Services
 
@@ -17,6 +19,51 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connecti
 
 # Maps one hub message to (event name, data) frames; returns done=True after the run's final frame.
 Translate = Callable[[dict[str, Any]], tuple[list[tuple[str, dict[str, Any]]], bool]]
+
+
+class EventStream(StreamingResponse):
+    """A `text/event-stream` answer: the route's `response_class`, so the document names that media type."""
+
+    media_type = "text/event-stream"
+
+
+def event_stream_doc(description: str, events: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    """The OpenAPI entry of an event stream's 200: before OpenAPI 3.2 a `text/event-stream` schema describes one
+    event (`event` and `data`, as the SSE spec parses a frame), here one of `events`, its `data` the JSON of
+    that event's model."""
+    variants = []
+    for name, model in events.items():
+        data = {
+            "contentMediaType": "application/json",
+            "contentSchema": {"$ref": register_schema(model.__name__, model)},
+        }
+        variants.append({"properties": {"event": {"const": name}, "data": data}})
+    schema = {
+        "type": "object",
+        "required": ["event", "data"],
+        "properties": {"event": {"type": "string", "enum": list(events)}, "data": {"type": "string"}},
+        "oneOf": variants,
+    }
+    return {"description": description, "content": {"text/event-stream": {"schema": schema}}}
+
+
+def stream_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """Error responses of an event stream's route, in JSON: FastAPI would put a `model` under the route's
+    `text/event-stream`. The envelopes' schemas are in the document's components (`pivotd.api.contract`)."""
+    return {
+        code: {
+            "description": entry["description"],
+            "content": {
+                "application/json": {"schema": {"$ref": register_schema(entry["model"].__name__, entry["model"])}}
+            },
+        }
+        for code, entry in responses.items()
+    }
+
+
+def wire(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` as `model` checks and sends them: a message's optional keys left at their default stay absent."""
+    return model.model_validate(fields).model_dump(mode="json", exclude_defaults=True)
 
 
 def frame(event: str, data: dict[str, Any]) -> bytes:
@@ -55,4 +102,4 @@ def stream_run(
             with contextlib.suppress(Exception):
                 hub.disconnect(subscriber)
 
-    return StreamingResponse(body(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return EventStream(body(), headers=SSE_HEADERS)

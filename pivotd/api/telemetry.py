@@ -1,4 +1,4 @@
-"""Telemetry (family C, seed 004): batch ingest, queries with filters and paging, aggregates, export."""
+"""Telemetry: batch ingest, queries with filters and paging, aggregates, export."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pivotd.api.body import openapi_body, parse_lenient, read_json_body, read_model
 from pivotd.api.deps import ServicesDep
+from pivotd.api.query import Cursor, Instant, PageNumber, PerPage
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, json_response, model_response
 from pivotd.errors import invalid_field
 from pivotd.experiments.paging import DEFAULT_PER_PAGE, encode_cursor, meta, page_request
@@ -24,6 +25,7 @@ from pivotd.telemetry.query import AGGS, INTERVALS, AggRow, Filters
 from pivotd.telemetry.service import iso_z, wire
 from pivotd.telemetry.validate import (
     MAX_KEY_CHARS,
+    MAX_PART_CHARS,
     batch_events,
     check_batch_fast,
     check_events,
@@ -34,6 +36,7 @@ from shared.models.envelopes import PageMeta
 from shared.models.telemetry import (
     AggregatedMeta,
     AggregateRow,
+    ExportRow,
     TelemetryAggregated,
     TelemetryEvent,
     TelemetryIngestResponse,
@@ -42,25 +45,39 @@ from shared.models.telemetry import (
     TimeSeriesMeta,
 )
 
-router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry (seed 004)"])
+router = APIRouter(prefix="/api/v1/telemetry", tags=["telemetry"])
 INGEST_EVENT = ("pivot", "ingest", "telemetry")
 EVENT_SORTS = ("timestamp", "-timestamp")
 _KNOWN_FILTERS = {"event_name", "experiment_id", "model_id", "after", "before"}
 Text = Annotated[str | None, Query(max_length=256)]
+Agg = Annotated[Annotated[str, Field(json_schema_extra={"enum": list(AGGS)})] | None, Query()]
+"""`agg`: one of the aggregations; checked by the route, whose 422 lists them."""
+Measure = Annotated[
+    Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_CHARS})] | None, Query()
+]
+"""A measurement's name (`metric`, `agg_field`); checked by the route, whose 422 says the bounds."""
 FieldName = Annotated[str, Field(min_length=1, max_length=140)]
+
+
+NamePart = Annotated[str, Field(min_length=1, max_length=MAX_PART_CHARS, pattern=r"\S")]
+"""One part of an event name, as ingest checks it: not only whitespace."""
 
 
 class IngestEvent(BaseModel):
     """Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`)."""
 
-    event_name: list[str] | str
+    model_config = ConfigDict(extra="forbid")
+
+    event_name: list[NamePart] | str
     measurements: dict[str, float] = Field(default_factory=dict)
     metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     timestamp: str | None = None
 
 
 class IngestBody(BaseModel):
-    events: list[IngestEvent]
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[IngestEvent], Field(min_length=1)]
 
 
 def _storable(value: Any) -> Any:
@@ -82,8 +99,8 @@ class ExportFilters(BaseModel):
     event_name: Annotated[str, Field(max_length=1100)] | list[str] | None = None
     experiment_id: Annotated[str, Field(max_length=256)] | None = None
     model_id: Annotated[str, Field(max_length=256)] | None = None
-    after: Annotated[str, Field(max_length=64)] | None = None
-    before: Annotated[str, Field(max_length=64)] | None = None
+    after: Instant | None = None
+    before: Instant | None = None
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
     """Further metadata equalities, e.g. `{"model": "gpt-4"}`."""
 
@@ -126,7 +143,7 @@ async def ingest(request: Request, services: ServicesDep) -> Response:
 
 
 def _filters(request: Request) -> Filters:
-    """Seed 004's `filter[...]` parameters; `filter[metadata.<key>]` matches any metadata key."""
+    """The `filter[...]` parameters; `filter[metadata.<key>]` matches any metadata key."""
     name = None
     after = before = None
     metadata: list[tuple[str, str]] = []
@@ -207,15 +224,15 @@ async def query_events(
     event_name: Annotated[str | None, Query(alias="filter[event_name]", max_length=1100)] = None,
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=1100)] = None,
     model_id: Annotated[str | None, Query(alias="filter[model_id]", max_length=1100)] = None,
-    after: Annotated[str | None, Query(alias="filter[after]", max_length=64)] = None,
-    before: Annotated[str | None, Query(alias="filter[before]", max_length=64)] = None,
-    agg: Text = None,
-    agg_field: Text = None,
+    after: Annotated[Instant | None, Query(alias="filter[after]")] = None,
+    before: Annotated[Instant | None, Query(alias="filter[before]")] = None,
+    agg: Agg = None,
+    agg_field: Measure = None,
     group_by: Text = None,
-    sort: Annotated[str, Query(max_length=16)] = "-timestamp",
-    page: int = 1,
-    per_page: int = DEFAULT_PER_PAGE,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    sort: Annotated[str, Query(json_schema_extra={"enum": ["timestamp", "-timestamp"]})] = "-timestamp",
+    page: PageNumber = 1,
+    per_page: PerPage = DEFAULT_PER_PAGE,
+    cursor: Cursor = None,
 ) -> Response:
     filters = _filters(request)
     telemetry = services.telemetry
@@ -268,14 +285,14 @@ async def query_events(
 async def aggregate_events(
     request: Request,
     services: ServicesDep,
-    metric: Text = None,
-    agg: Text = None,
+    metric: Measure = None,
+    agg: Agg = None,
     group_by: Text = None,
-    interval: Annotated[str, Query(max_length=8)] = "1h",
+    interval: Annotated[str, Query(json_schema_extra={"enum": list(INTERVALS)})] = "1h",
     event_name: Annotated[str | None, Query(alias="filter[event_name]", max_length=1100)] = None,
     experiment_id: Annotated[str | None, Query(alias="filter[experiment_id]", max_length=1100)] = None,
-    after: Annotated[str | None, Query(alias="filter[after]", max_length=64)] = None,
-    before: Annotated[str | None, Query(alias="filter[before]", max_length=64)] = None,
+    after: Annotated[Instant | None, Query(alias="filter[after]")] = None,
+    before: Annotated[Instant | None, Query(alias="filter[before]")] = None,
 ) -> Response:
     filters = _filters(request)
     measure = _measure(metric, "metric")
@@ -342,7 +359,7 @@ def _cell(value: Any) -> Any:
 
 @router.post(
     "/export",
-    response_model=list[TelemetryEvent] | list[dict[str, Any]],
+    response_model=list[TelemetryEvent] | list[ExportRow],
     summary="Download events as CSV or JSON",
     description='`{"format": "csv"|"json", "filters": {event_name, experiment_id, model_id, after, before, '
     'metadata: {key: value}}, "fields": ["timestamp", "event_name", "measurements.duration_ms", ...]}`. Streams '

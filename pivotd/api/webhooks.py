@@ -1,4 +1,4 @@
-"""Webhooks (family P, seed 002): register, list, get, delete, test. Secrets are shown once, at creation."""
+"""Webhooks: register, list, get, delete, test. Secrets are shown once, at creation."""
 
 from __future__ import annotations
 
@@ -22,15 +22,19 @@ from shared.models.webhooks import (
     WebhookTestResult,
 )
 
-router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks (seed 002)"])
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 IdPath = Annotated[str, Path(max_length=64)]
+
+
+EventName = Annotated[str, Field(json_schema_extra={"enum": [*EVENTS, "*"]})]
+"""Checked by `WebhookCreate._known`, whose 422 lists the known names."""
 
 
 class WebhookCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Annotated[str, Field(min_length=1, max_length=2048)]
-    events: Annotated[list[str], Field(min_length=1, max_length=len(EVENTS) + 1)]
+    events: Annotated[list[EventName], Field(min_length=1, max_length=len(EVENTS) + 1)]
     secret: Annotated[str, Field(min_length=8, max_length=256)] | None = None
     """Shared HMAC secret; generated (and returned once) when omitted."""
     format: WebhookFormat = "json"

@@ -1,8 +1,8 @@
-"""WebSocket `/ws`: seed 000's protocol exactly, extended with PIVOT topics (api-map section 3).
+"""WebSocket `/ws`: the layer-wise protocol exactly, extended with PIVOT topics (docs/api.md).
 
 Client actions: `subscribe_run` (history, optionally `lite`), `ping`, and the extensions
 `subscribe`/`unsubscribe` with `topics`. Every connection starts on the `metrics` topic, which
-carries seed 000's `new_metrics` for every run; a client that only wants some runs unsubscribes
+carries `new_metrics` for every run; a client that only wants some runs unsubscribes
 from it and subscribes to `run:<id>`. One task per connection drains its hub mailbox, so a slow
 client only ever delays itself.
 """
@@ -22,6 +22,7 @@ from pivotd.hub import METRICS_TOPIC, Subscriber, is_valid_topic, run_topic
 from pivotd.ingest import lite_steps, run_summary
 from pivotd.services import Services
 from pivotd.timefmt import iso
+from shared.models.messages import Pong, SocketError, TopicsChanged
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ are not rate limited, so this is what bounds a connection."""
 
 
 def _error(message: str) -> bytes:
-    return orjson.dumps({"type": "error", "message": message})
+    return SocketError(type="error", message=message).model_dump_json().encode()
 
 
 class Session:
@@ -75,7 +76,7 @@ class Session:
             return _error("message must be a JSON object with an 'action' field")
         action = request.get("action")
         if action == "ping":
-            return orjson.dumps({"type": "pong"})
+            return Pong(type="pong").model_dump_json().encode()
         if action == "subscribe_run":
             return await self.subscribe_run(request)
         if action in ("subscribe", "unsubscribe"):
@@ -124,7 +125,8 @@ class Session:
             return _error(f"topics: at most {MAX_TOPICS} per connection")
         hub = self.services.hub
         (hub.subscribe if action == "subscribe" else hub.unsubscribe)(self.subscriber, topics)
-        return orjson.dumps({"type": f"{action}d", "topics": sorted(self.subscriber.topics)})
+        answer = "subscribed" if action == "subscribe" else "unsubscribed"
+        return TopicsChanged(type=answer, topics=sorted(self.subscriber.topics)).model_dump_json().encode()
 
 
 @router.websocket("/ws")

@@ -1,1 +1,1 @@
-"""Seed 004's Phoenix Channels socket: wire protocol (`protocol`), channels (`topics`), one connection (`session`)."""
+"""The Phoenix Channels socket: wire protocol (`protocol`), channels (`topics`), one connection (`session`)."""

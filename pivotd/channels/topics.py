@@ -1,7 +1,7 @@
 """The channels a `/socket/websocket` client can join, and how hub messages become their events.
 
 Each channel names the hub topics it needs; the connection's one mailbox subscribes to their union and
-offers every message to every joined channel, which keeps what is its own. Topics (seed 004):
+offers every message to every joined channel, which keeps what is its own. Topics:
 
 - `experiment:<id>`: `status_changed`, `progress_updated`, `run_completed`, `error` from the hub topic of
   the same name. Joining an unknown experiment is refused with `not found`.
@@ -30,7 +30,7 @@ against each of them."""
 Event = tuple[str, dict[str, Any]]
 """A server push: (event name, payload)."""
 
-# Hub message types published on `experiment:<id>` -> the channel event seed 004 names.
+# Hub message types published on `experiment:<id>` -> the channel event clients of the socket expect.
 EXPERIMENT_EVENTS = {
     "experiment_status": "status_changed",
     "experiment_progress": "progress_updated",
@@ -81,7 +81,7 @@ class ExperimentChannel(Channel):
         event = EXPERIMENT_EVENTS.get(message.get("type", ""))
         if event is None or message.get("experiment_id") != self.experiment_id:
             return []
-        # The payload is the hub message less its envelope: seed 004's fields plus whatever the producer adds.
+        # The payload is the hub message less its envelope: the channel event's fields plus whatever the producer adds.
         return [(event, {k: v for k, v in message.items() if k not in ("type", "topic", "experiment_id")})]
 
 
@@ -153,7 +153,7 @@ class TelemetryChannel(Channel):
 
 
 def system_stats(sample: Sample) -> dict[str, Any]:
-    """Seed 004's `{cpu, memory, gpu}` percentages from a resource sample; `gpu` is the mean utilisation
+    """The `{cpu, memory, gpu}` percentages from a resource sample; `gpu` is the mean utilisation
     over the GPUs, null without any."""
     gpus = [gpu["utilization"] for gpu in sample.get("gpu", []) if gpu.get("utilization") is not None]
     return {

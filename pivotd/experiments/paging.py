@@ -1,4 +1,4 @@
-"""Family C paging: `page`/`per_page` offsets, or an opaque cursor on (sort value, id).
+"""`{"data", "meta"}` paging: `page`/`per_page` offsets, or an opaque cursor on (sort value, id).
 
 A cursor names the last row a client saw; the next page is every row after it in the sort order, so rows
 inserted meanwhile never shift or repeat a page (offsets would). The id breaks ties between equal sort values.

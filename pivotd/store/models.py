@@ -1,4 +1,4 @@
-"""Seed 004's model fields in the store: the `extra` document beside a model's columns, and deletion."""
+"""`/api/v1/models` fields in the store: the `extra` document beside a model's columns, and deletion."""
 
 from __future__ import annotations
 

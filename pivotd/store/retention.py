@@ -1,4 +1,4 @@
-"""Retention (seed 000's rule): past a limit, the oldest run by last update goes; past the per-run
+"""Retention (the layer-wise protocol's rule): past a limit, the oldest run by last update goes; past the per-run
 step limit, the run's oldest steps go. A managed run that is queued or running is never evicted."""
 
 from __future__ import annotations

@@ -259,10 +259,10 @@ MIGRATIONS: list[str] = [
         revoked_at   REAL
     );
     """,
-    # 9 (issue 7, telemetry and seed 004 models): telemetry events stored as columnar blocks, one row per
+    # 9 (issue 7, telemetry and `/api/v1/models`): telemetry events stored as columnar blocks, one row per
     # ingest batch (pivotd/telemetry/columns.py); event ids run first_event .. first_event + count - 1, and the
     # small columns come first so scanning ids and time ranges never reads the bodies' overflow pages. Models
-    # keep seed 004's fields that have no column of their own (provider, type, status, config) in `extra`.
+    # keep `/api/v1/models` fields that have no column of their own (provider, type, status, config) in `extra`.
     """
     ALTER TABLE models ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
     CREATE TABLE telemetry_blocks (
@@ -294,7 +294,7 @@ MIGRATIONS: list[str] = [
         instr(json_extract(config, '$.resume_from.path'), '/runs/' || run_id || '/') + 1))
     WHERE instr(json_extract(config, '$.resume_from.path'), '/runs/' || run_id || '/') > 0;
     """,
-    # 11 (issue 12): browser sessions (seed 004's `_crucible_ui_key` cookie). Like API keys, only the token's
+    # 11 (issue 12): browser sessions (the `_crucible_ui_key` cookie). Like API keys, only the token's
     # SHA-256 digest is stored. A session opened with an API key names it (NULL: the owner's), so revoking the
     # key ends them; each has a fixed expiry, and expired rows are deleted as new sessions open.
     """

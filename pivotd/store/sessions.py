@@ -1,4 +1,4 @@
-"""Storage for browser sessions (seed 004's `_crucible_ui_key` cookie): write operations and the one read that
+"""Storage for browser sessions (the `_crucible_ui_key` cookie): write operations and the one read that
 loads the live ones at start.
 
 Rows carry the session token's SHA-256 digest, never the token. The daemon is the only writer, so the

@@ -557,10 +557,11 @@ class TrainingReader:
     async def epoch_metrics(
         self, ref: int, names: tuple[str, ...] | None = None
     ) -> list[tuple[str, int, float, float]]:
-        """(name, epoch, value, timestamp) of the points logged with an epoch, by epoch then name."""
-        clause, args = "", [ref]
+        """(name, epoch, value, timestamp) of the points logged with an epoch, by epoch then name. Series named
+        `epoch` or `timestamp` are left out: an epoch record's own fields have those names."""
+        clause, args = "AND s.name NOT IN ('epoch', 'timestamp')", [ref]
         if names:
-            clause = f"AND s.name IN ({','.join('?' * len(names))})"
+            clause += f" AND s.name IN ({','.join('?' * len(names))})"
             args.extend(names)
         rows = await self._conn.execute_fetchall(
             f"""SELECT s.name, p.epoch, p.value, p.timestamp FROM scalars p JOIN series s ON s.id = p.series

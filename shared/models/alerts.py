@@ -1,4 +1,4 @@
-"""Alerts, alert rules and notifications (family P, seed 002) as `/api/v1/alerts*` and `/api/v1/notifications*`
+"""Alerts, alert rules and notifications as `/api/v1/alerts*` and `/api/v1/notifications*`
 answer them. The state and severity words are defined here once: the daemon's rules and engine use them too."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Named API keys (family C's envelope) as `/api/v1/api-keys*` answers them. The key itself appears only in
+"""Named API keys (the `{"data", "meta"}` envelope) as `/api/v1/api-keys*` answers them. The key itself appears only in
 `ApiKeyCreated`, the answer that creates it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Browser sessions (seed 004's `_crucible_ui_key` cookie) as `POST /api/v1/auth/session` answers them."""
+"""Browser sessions (the `_crucible_ui_key` cookie) as `POST /api/v1/auth/session` answers them."""
 
 from __future__ import annotations
 

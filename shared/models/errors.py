@@ -16,7 +16,7 @@ class LayerwiseErrorDetail(BaseModel):
 
 
 class LayerwiseErrorEnvelope(BaseModel):
-    """Family L (seed 000): `{"detail": {"error": code, "message": msg}}`."""
+    """The layer-wise routes': `{"detail": {"error": code, "message": msg}}`."""
 
     detail: LayerwiseErrorDetail
 
@@ -34,13 +34,13 @@ class ValidationErrorItem(BaseModel):
 
 
 class LayerwiseValidationError(BaseModel):
-    """Family L's 422: FastAPI's `HTTPValidationError`, as seed 000's reference server sends it."""
+    """The layer-wise routes' 422: FastAPI's `HTTPValidationError`, as their reference server sends it."""
 
     detail: list[ValidationErrorItem]
 
 
 class SimpleErrorEnvelope(BaseModel):
-    """Families F and M (seeds 001, 003): `{"error": msg}`."""
+    """The simple envelope (`/api/...` outside `/api/v1`): `{"error": msg}`."""
 
     error: str
 
@@ -52,13 +52,13 @@ class ErrorBody(BaseModel):
 
 
 class StructuredErrorEnvelope(BaseModel):
-    """Families P and C (seeds 002, 004): `{"error": {"code", "message", "details"}}`."""
+    """The structured envelope (the rest of `/api/v1`): `{"error": {"code", "message", "details"}}`."""
 
     error: ErrorBody
 
 
 def describe_error(body: Any) -> tuple[str | None, str | None]:
-    """(code, message) of an error body in any family's envelope; None for what it does not say. Family L's
+    """(code, message) of an error body in any of the three envelopes; None for what it does not say. The layer-wise
     validation list reads as one message, `metadata.run_id: Field required; ...`, like the other families'."""
     if not isinstance(body, dict):
         return None, None

@@ -1,4 +1,4 @@
-"""The layer-wise metrics payload of seed 000 (`../shared/contract/layerwise-schema.md`) and its stored Step."""
+"""The layer-wise metrics payload and its stored Step."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ RunId = Annotated[
 
 # Every number on the wire must be finite: NaN/Infinity are rejected (rule 1 of the contract).
 _FINITE = ConfigDict(allow_inf_nan=False)
-# Standard deviations, norms and magnitudes are never negative; seed 000's reference server refuses a negative one.
+# Standard deviations, norms and magnitudes are never negative; the layer-wise reference server refuses a negative one.
 NonNegative = Annotated[float, Field(ge=0)]
 
 
@@ -104,7 +104,7 @@ class Metadata(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False, extra="allow")
     run_id: RunId
     timestamp: Annotated[float, Field(gt=0)]
-    """Unix seconds; not 0 or less, which seed 000's reference server refuses as well."""
+    """Unix seconds; not 0 or less, which the layer-wise reference server refuses as well."""
     global_step: Annotated[int, Field(ge=0, le=INT64_MAX)]
     batch_size: Annotated[int, Field(ge=1, le=INT64_MAX)]
     layer_groups: dict[str, list[str]] | None = None

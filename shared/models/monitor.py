@@ -1,4 +1,4 @@
-"""Resource monitoring and health (seeds 000 and 002): `/api/v1/monitor/resources...`, `/health`, `/api/v1/health`.
+"""Resource monitoring and health: `/api/v1/monitor/resources...`, `/health`, `/api/v1/health`.
 
 A resource sample drops a counter the machine could not read (no swap, no load average, a GPU without power
 readings), so every section and most GPU fields are optional: absent, not null.
@@ -70,7 +70,7 @@ class GpuSample(_Open):
 
 
 class ResourceSample(_Open):
-    """`GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: seed 002's shape plus
+    """`GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: the monitoring shape plus
     swap, load and GPU power/processes. `time` is Unix seconds, `timestamp` the same as ISO 8601."""
 
     timestamp: str
@@ -128,7 +128,7 @@ class HealthStatus(StrEnum):
 
 
 class Health(BaseModel):
-    """`GET /health` (seed 000); `unhealthy` answers 503."""
+    """`GET /health`; `unhealthy` answers 503."""
 
     status: HealthStatus
     active_connections: int
@@ -149,7 +149,7 @@ class SystemLoad(BaseModel):
 
 
 class HealthDetail(BaseModel):
-    """`GET /api/v1/health` (seed 002): `status` is the worst component's; `unhealthy` answers 503."""
+    """`GET /api/v1/health`: `status` is the worst component's; `unhealthy` answers 503."""
 
     status: HealthStatus
     timestamp: str

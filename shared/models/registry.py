@@ -1,8 +1,9 @@
-"""The model registry and its training runs: families F and M (seeds 001 and 003, `/api/...`) and seed 004's
-models (`/api/v1/models`, family C), one table shown two ways.
+"""The model registry and its training runs: `/api/...` (the simple envelope) and
+`/api/v1/models` (`{"data", "meta"}`), one table shown two ways.
 
-F/M runs show their state in pivotd's own words (`RunState`); seed 004's models have a `ModelStatus`.
-Timestamps are ISO 8601 strings, as the seeds send them.
+`/api/...` runs show their state in pivotd's own words (`RunState`); `/api/v1/models` have a `ModelStatus`.
+Timestamps are ISO 8601 strings. The request bodies of `/api/...` are documented here and checked by the routes
+(`pivotd.api.models`), whose 400s and 422s name the field.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from shared.models.runs import RunGpu, RunState
+from shared.models.training import Architecture, Hyperparams
 
-# ---- families F and M (`/api/...`) -------------------------------------------------------------------------
+# ---- `/api/...` ------------------------------------------------------------------------------------------------
 
 
 class ManagedRun(BaseModel):
-    """Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
+    """A registry run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`."""
 
     run_id: str
     model_id: str | None
@@ -40,7 +42,7 @@ class ManagedRun(BaseModel):
 
 
 class ModelSummary(BaseModel):
-    """Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`."""
+    """A model summary, which also carries `model_id, architecture, hyperparams, created_at`."""
 
     model_id: str
     name: str | None
@@ -93,7 +95,7 @@ class ManagedRunPage(BaseModel):
 
 
 class Params(BaseModel):
-    """`GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`)."""
+    """`GET /api/params/{param_id}`: trained parameters as JSON layers (`{"layers": [{type, W, b}, ...]}`)."""
 
     param_id: str
     model_id: str | None
@@ -112,7 +114,7 @@ class Outputs(BaseModel):
 
 
 class PixelInference(BaseModel):
-    """Seed 001's answer to `{run_id, pixels}`: one image's label."""
+    """The answer to `{run_id, pixels}`: one image's label."""
 
     run_id: str
     label: int
@@ -121,7 +123,7 @@ class PixelInference(BaseModel):
 
 
 class Inference(BaseModel):
-    """Seed 003's answer to `{param_id, inputs, return}`."""
+    """The answer to `{param_id, inputs, return}`."""
 
     model_id: str | None
     param_id: str
@@ -134,11 +136,84 @@ class AdhocInference(BaseModel):
     latency_ms: float
 
 
-# ---- seed 004 (`/api/v1/models`) ----------------------------------------------------------------------------
+class ModelDefinition(BaseModel):
+    """`POST /api/models`: a definition to create, or to update where `model_id` names a stored model. Other keys
+    are ignored."""
+
+    model_id: str | None = Field(default=None, min_length=1, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    architecture: Architecture | None = None
+    hyperparams: Hyperparams | None = None
+    trained: bool | None = None
+    saved_model_path: str | None = Field(default=None, min_length=1, max_length=4096)
+
+
+class SaveModel(BaseModel):
+    """`POST /api/models/{model_id}/save`: `run_id` promotes that succeeded run of the model; without it, the
+    definition's fields are registered under the path's id."""
+
+    run_id: str | None = Field(default=None, min_length=1, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=10_000)
+    architecture: Architecture | None = None
+    hyperparams: Hyperparams | None = None
+
+
+class TrainModel(BaseModel):
+    """`POST /api/models/{model_id}/train`: the stored hyperparameters, or these (the body may be left out)."""
+
+    hyperparams: Hyperparams | None = None
+
+
+class TrainInline(BaseModel):
+    """`POST /api/train`: an architecture to store as a new model and train."""
+
+    architecture: Architecture
+    hyperparams: Hyperparams | None = None
+
+
+Tensor = list[float] | list[list[float]] | list[list[list[float]]]
+"""One input: flat features, or nested rows (an image's pixels), flattened to the model's input size."""
+
+
+class Wanted(BaseModel):
+    """Which outputs to return."""
+
+    logits: bool = False
+    probabilities: bool = True
+    labels: bool = True
+
+
+class PixelInferRequest(BaseModel):
+    """`POST /api/infer` with a run's trained parameters: one image."""
+
+    run_id: str = Field(min_length=1, max_length=128)
+    pixels: Tensor
+
+
+class InferRequest(BaseModel):
+    """`POST /api/infer` with stored parameters: a batch of inputs."""
+
+    param_id: str = Field(min_length=1, max_length=128)
+    inputs: list[Tensor] = Field(min_length=1)
+    return_: Wanted | None = Field(default=None, alias="return")
+
+
+class AdhocInferRequest(BaseModel):
+    """`POST /api/infer_adhoc`: a forward pass of `architecture` with `parameters` in `GET /api/params`'s layout."""
+
+    architecture: Architecture
+    parameters: dict[str, Any] = Field(description='`{"layers": [{"type", "W", "b"}, ...]}`')
+    inputs: list[Tensor] = Field(min_length=1)
+    return_: Wanted | None = Field(default=None, alias="return")
+
+
+# ---- `/api/v1/models` -------------------------------------------------------------------------------------
 
 
 class ModelStatus(StrEnum):
-    """A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+    """A `/api/v1/models` model's status: `active`, pivotd's derived `untrained` (a PIVOT model without trained
     weights yet), and the two a client retiring a model would set."""
 
     ACTIVE = "active"
@@ -148,7 +223,7 @@ class ModelStatus(StrEnum):
 
 
 class ModelPublic(BaseModel):
-    """A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+    """A model in the `/api/v1/models` form. For PIVOT's own models (those with an architecture) `provider`, `type` and
     `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`."""
 
     id: str

@@ -87,7 +87,7 @@ class RunGpu(BaseModel):
 
 
 class RunSummary(BaseModel):
-    """One entry of the `GET /api/v1/runs` map (seed 000) with PIVOT's additive fields."""
+    """One entry of the `GET /api/v1/runs` map with PIVOT's additive fields."""
 
     created_at: str
     last_update: str
@@ -139,7 +139,7 @@ class _RunHead(RunSummary):
 
 
 class RunDetail(_RunHead):
-    """`GET /api/v1/runs/{id}`: seed 000's `created_at`, `last_update`, `steps` plus run fields."""
+    """`GET /api/v1/runs/{id}`: the layer-wise protocol's `created_at`, `last_update`, `steps` plus run fields."""
 
     steps: list[Step] | None = None
 

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.models.storable import INT64_MAX
 
+MAX_TIMESTAMP = 253_402_300_799
+"""Unix seconds of 9999-12-31T23:59:59Z: the last instant the routes that show a point's time can write."""
 ScalarName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_./:-]+$")]
 
 
@@ -15,8 +17,9 @@ class ScalarPoint(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
     step: Annotated[int, Field(ge=0, le=INT64_MAX)]
     epoch: Annotated[int, Field(ge=0, le=INT64_MAX)] | None = None
-    timestamp: float | None = None
-    values: dict[ScalarName, float] = Field(min_length=1)
+    timestamp: Annotated[float, Field(ge=0, le=MAX_TIMESTAMP)] | None = None
+    # Keys outside the name pattern are refused: the document says so beside `patternProperties`.
+    values: dict[ScalarName, float] = Field(min_length=1, json_schema_extra={"additionalProperties": False})
 
 
 class ScalarBatch(BaseModel):

@@ -1,4 +1,4 @@
-"""The architectures of the seed documents, as JSON: seed 001's CNN and seed 003's MLP (MNIST-shaped input).
+"""The reference architectures, as JSON: a CNN and an MLP (MNIST-shaped input).
 
 One copy, used by the demo, the TUI's launch templates and anyone who wants a known-good starting point.
 """

@@ -1,7 +1,7 @@
-"""Family P (seed 002, `/api/v1/training/sessions...`): training sessions, their metrics and live messages.
+"""Training sessions (`/api/v1/training/sessions...`): training sessions, their metrics and live messages.
 
 A session is a managed run (`session_id` = run id); its `status` is `SessionStatus`, mapped from the run's
-`RunState` by `shared.models.training.SESSION_STATUS`. Timestamps are ISO 8601 strings, as seed 002 sends them.
+`RunState` by `shared.models.training.SESSION_STATUS`. Timestamps are ISO 8601 strings, as the session routes send them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from shared.models.training import SessionStatus
 
 
 class _Indexable(BaseModel):
-    """Seed 002's client example reads answers as dicts (`session['session_id']`, `metrics['val_loss']`): these
+    """Session clients read answers as dicts (`session['session_id']`, `metrics['val_loss']`): these
     models answer `[name]`, `in` and `.get` for each field (and extra field) too, `KeyError` for anything else."""
 
     def __getitem__(self, name: str) -> Any:
@@ -30,7 +30,7 @@ class _Indexable(BaseModel):
 
 
 class SessionConfig(_Indexable):
-    """Seed 002's flat fields first, then the whole stored definition (`architecture` or `model_id`,
+    """The flat fields first, then the whole stored definition (`architecture` or `model_id`,
     `hyperparams`, ...) as it was given."""
 
     model_config = ConfigDict(extra="allow")
@@ -104,7 +104,7 @@ class SessionList(_Indexable):
 
 
 class EpochRecord(_Indexable):
-    """One finished epoch (seed 002's Metrics): `epoch`, `timestamp` and one field per metric
+    """One finished epoch (a session's Metrics): `epoch`, `timestamp` and one field per metric
     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`, or others the run logged)."""
 
     model_config = ConfigDict(extra="allow")
@@ -129,7 +129,7 @@ class MetricHistory(_Indexable):
 
 class SessionMetricsMessage(EpochRecord):
     """A finished epoch, live: SSE `event: metrics`; on the WebSocket, with `"type": "metrics"`.
-    `loss` repeats `train_loss`, as seed 002's messages call it."""
+    `loss` repeats `train_loss`, as session messages call it."""
 
     session_id: str
     loss: float | None
@@ -144,3 +144,8 @@ class SessionStatusMessage(_Indexable):
     status: SessionStatus
     error: str | None
     type: Literal["status"] | None = Field(default=None, description="WebSocket messages only")
+
+
+SESSION_STREAM_EVENTS: dict[str, type[BaseModel]] = {"metrics": SessionMetricsMessage, "status": SessionStatusMessage}
+"""A session's SSE events by name (`GET /api/v1/sse/training/{session_id}`); the WebSocket sends the same models
+with `type` set to the name."""

@@ -1,4 +1,4 @@
-"""Telemetry (family C, seed 004) as `/api/v1/telemetry/*` answers it."""
+"""Telemetry as `/api/v1/telemetry/*` answers it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,13 @@ class TelemetryEvent(BaseModel):
     event_name: list[str] = Field(description='The dotted name\'s parts: `llm.request` is `["llm", "request"]`')
     measurements: dict[str, Number]
     metadata: dict[str, MetadataValue]
+
+
+ExportCell = MetadataValue | list[str] | dict[str, MetadataValue]
+"""One value of an export row with `fields`: an id, a timestamp, a measurement or metadata value (null where the
+event lacks it), the name's parts, or `measurements`/`metadata` whole."""
+ExportRow = dict[str, ExportCell]
+"""An event of a JSON export with `fields`: keyed by the field names."""
 
 
 class IngestProblem(BaseModel):

@@ -1,5 +1,5 @@
-"""Model architecture and hyperparameters (seeds 001 and 003, plus pivotd's extras), checked without torch, and
-seed 002's words for a training session's status.
+"""Model architecture and hyperparameters (the registry's and inline training's, plus pivotd's extras),
+checked without torch, and the training sessions' words for a status.
 
 `check_architecture` walks the layers with the shape each one receives and raises `ArchitectureError`
 naming the first layer that does not fit, so a client sees "layers[7] (linear): expects 3136 inputs ..."
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.models.runs import RunState, states_shown_as
 
-DEFAULT_MAX_LINEAR = 5  # seed 003: "Max layers: 5 linear layers"
+DEFAULT_MAX_LINEAR = 5  # the registry's documented "Max layers: 5 linear layers"
 Padding = Annotated[int, Field(ge=0, le=64)] | Literal["same"]
 Size = Annotated[int, Field(ge=1, le=1_000_000)]
 Kernel = Annotated[int, Field(ge=1, le=64)]
@@ -66,7 +66,7 @@ LAYER_TYPES = ("linear", "conv2d", "maxpool2d", "flatten", "dropout", "relu", "s
 
 
 class Architecture(BaseModel):
-    """Seed 003's MLP (`input_size` + layers) or seed 001's CNN (input channels, height and width)."""
+    """An MLP (`input_size` + layers) or a CNN (input channels, height and width)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -229,7 +229,7 @@ class LrSchedule(BaseModel):
 
 
 class Hyperparams(BaseModel):
-    """Seeds 001/003 fields plus optimizer choice, schedule, dataset, device and reporting intervals."""
+    """The registry's fields plus optimizer choice, schedule, dataset, device and reporting intervals."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -276,11 +276,11 @@ class TrainingConfig(BaseModel):
         return self
 
 
-# ---- session status (seed 002) -----------------------------------------------------------------------------
+# ---- session status -------------------------------------------------------------------------------------
 
 
 class SessionStatus(StrEnum):
-    """A training session's status in seed 002's closed vocabulary (`/api/v1/training/sessions...`)."""
+    """A training session's status in the sessions' closed vocabulary (`/api/v1/training/sessions...`)."""
 
     CREATED = "created"
     RUNNING = "running"
@@ -300,9 +300,9 @@ SESSION_STATUS: Mapping[RunState, SessionStatus] = MappingProxyType(
         RunState.LOST: SessionStatus.FAILED,
     }
 )
-"""The one mapping from a run's state (`RunState`, pivotd's words) to a session's (seed 002's). A session is a
-managed run: queued shows as `created` (seed 002 has no queue), cancelled as `stopped`, succeeded as `completed`.
-Seed 002 has no `lost` (only external runs get lost): it shows as `failed`, and the session's `error` says why."""
+"""The one mapping from a run's state (`RunState`, pivotd's words) to a session's. A session is a
+managed run: queued shows as `created` (sessions have no queue), cancelled as `stopped`, succeeded as `completed`.
+Sessions have no `lost` (only external runs get lost): it shows as `failed`, and the session's `error` says why."""
 
 SESSION_RUN_STATES = states_shown_as(SESSION_STATUS, SessionStatus)
 """The inverse: the run states a session status stands for (what `?status=` filters on)."""

@@ -1,4 +1,4 @@
-"""Webhooks (family P, seed 002) as `/api/v1/webhooks*` answers them. Secrets appear only in `WebhookCreated`."""
+"""Webhooks as `/api/v1/webhooks*` answers them. Secrets appear only in `WebhookCreated`."""
 
 from __future__ import annotations
 

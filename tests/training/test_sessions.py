@@ -177,3 +177,19 @@ async def test_deleting_a_run_removes_its_checkpoints_not_its_params(
         await supervisor.swept.wait_for(lambda: run_id in supervisor.swept_runs)
     assert not (run_dir / "epoch_0001.pth").exists() and not (run_dir / "job.json").exists()
     assert (await http.get(f"/api/params/{param_id}")).status_code == 200
+
+
+async def test_metrics_named_like_an_epoch_records_fields_do_not_replace_them(http: httpx.AsyncClient) -> None:
+    """A scalar named `epoch`, `timestamp` or `session_id` (the fuzz sent them) is not an epoch record's field: the
+    record keeps its own (an `epoch` of 1.5 made the metrics route fail with a 500)."""
+    config = {"architecture": MLP, "hyperparams": hyperparams()}
+    session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]
+    assert (await http.post(f"/api/v1/training/sessions/{session_id}/stop")).status_code == 200
+    values = {"epoch": 1.5, "timestamp": 2.5, "session_id": 3.0, "train_loss": 0.25}
+    posted = await http.post(f"/api/v1/runs/{session_id}/scalars", json=[{"step": 9, "epoch": 7, "values": values}])
+    assert posted.status_code == 202, posted.text
+    answer = await http.get(f"/api/v1/training/sessions/{session_id}/metrics")
+    assert answer.status_code == 200, answer.text
+    record = next(record for record in answer.json()["metrics"] if record["epoch"] == 7)
+    assert record["train_loss"] == 0.25 and record["timestamp"] != 2.5
+    assert answer.json()["session_id"] == session_id

@@ -102,6 +102,18 @@ async def test_model_text_fields_must_be_text(http: httpx.AsyncClient, field: st
     assert (await http.get("/api/models")).json() == []
 
 
+async def test_a_saved_model_path_the_os_cannot_look_up_is_not_a_file(http: httpx.AsyncClient) -> None:
+    """A path whose name is longer than the file system takes (the fuzz sent one) is stored as given and shown as
+    not existing: looking it up raised ENAMETOOLONG, a 500 on every later `GET /api/models`."""
+    created = await http.post("/api/models", json={"model_id": "m_long_path", "saved_model_path": "p" * 300})
+    assert created.status_code == 201, created.text
+    assert created.json()["saved_model_exists"] is False
+    listed = await http.get("/api/models")
+    assert listed.status_code == 200
+    assert [model["saved_model_exists"] for model in listed.json() if model["model_id"] == "m_long_path"] == [False]
+    assert (await http.delete("/api/v1/models/m_long_path")).status_code in (200, 204)  # the module shares a daemon
+
+
 async def test_dimension_error_over_http_names_the_layer(http: httpx.AsyncClient) -> None:
     bad = with_layers(CNN, l7={"type": "linear", "in": 3136, "out": 32})
     response = await http.post("/api/train", json={"architecture": bad, "hyperparams": hyperparams()})
