@@ -26,7 +26,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Rich health (seed 002): components, system load, uptime
+         * Rich health: components, system load, uptime
          * @description `status` is `healthy`, `degraded` (a component degraded, e.g. disk over 95%) or `unhealthy` (503). `components.gpu` is `unavailable` on a machine without NVML or GPU.
          */
         get: operations["rich_health_api_v1_health_get"];
@@ -86,8 +86,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * List runs (seed 000 map keyed by run_id)
-         * @description Without paging parameters every run is returned. With `page`/`per_page` the body keeps seed 000's shape and paging goes in `X-Total-Count` and `Link` headers.
+         * List runs (a map keyed by run_id)
+         * @description Without paging parameters every run is returned. With `page`/`per_page` the body keeps its map shape and paging goes in `X-Total-Count` and `Link` headers.
          */
         get: operations["list_runs_api_v1_runs_get"];
         put?: never;
@@ -107,7 +107,7 @@ export interface paths {
         };
         /**
          * A run with its step history
-         * @description Seed 000's `created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` and `from_step`/`to_step` bound the payload; `lite=true` returns compact layers.
+         * @description `created_at`, `last_update`, `steps` plus run fields. `steps=none|latest|all` and `from_step`/`to_step` bound the payload; `lite=true` returns compact layers.
          */
         get: operations["get_run_api_v1_runs__run_id__get"];
         put?: never;
@@ -407,7 +407,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Model summaries (seed 001) */
+        /** Model summaries */
         get: operations["list_models_api_models_get"];
         put?: never;
         /** Create (201) or update by model_id (200) a model definition */
@@ -461,7 +461,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Train a stored model (seed 003) */
+        /** Train a stored model */
         post: operations["train_model_api_models__model_id__train_post"];
         delete?: never;
         options?: never;
@@ -478,7 +478,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Train an inline architecture (seed 001); 409 when all slots are busy */
+        /** Train an inline architecture; 409 when all slots are busy */
         post: operations["train_inline_api_train_post"];
         delete?: never;
         options?: never;
@@ -510,7 +510,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A training run's state and latest metrics (seed 003) */
+        /** A training run's state and latest metrics */
         get: operations["get_run_api_runs__run_id__get"];
         put?: never;
         post?: never;
@@ -527,7 +527,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** SSE: `state` and `metric` events, history first (seed 001) */
+        /** SSE: `state` and `metric` events, history first */
         get: operations["run_events_api_runs__run_id__events_get"];
         put?: never;
         post?: never;
@@ -544,7 +544,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** A model's runs, newest first, with cursor paging (seed 003) */
+        /** A model's runs, newest first, with cursor paging */
         get: operations["model_runs_api_models__model_id__runs_get"];
         put?: never;
         post?: never;
@@ -561,7 +561,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Trained parameters in seed 003's JSON layout */
+        /** Trained parameters as JSON layers */
         get: operations["get_params_api_params__param_id__get"];
         put?: never;
         post?: never;
@@ -580,7 +580,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Inference: seed 001's {run_id, pixels} or seed 003's {param_id, inputs, return} */
+        /** Inference: {run_id, pixels} or {param_id, inputs, return} */
         post: operations["infer_api_infer_post"];
         delete?: never;
         options?: never;
@@ -1945,7 +1945,7 @@ export interface components {
         };
         /**
          * EpochRecord
-         * @description One finished epoch (seed 002's Metrics): `epoch`, `timestamp` and one field per metric
+         * @description One finished epoch (a session's Metrics): `epoch`, `timestamp` and one field per metric
          *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`, or others the run logged).
          */
         EpochRecord: {
@@ -1962,7 +1962,10 @@ export interface components {
             code: string;
             /** Message */
             message: string;
-            /** Details */
+            /**
+             * Details
+             * @default null
+             */
             details?: unknown;
         };
         /**
@@ -2388,7 +2391,7 @@ export interface components {
         };
         /**
          * Health
-         * @description `GET /health` (seed 000); `unhealthy` answers 503.
+         * @description `GET /health`; `unhealthy` answers 503.
          */
         Health: {
             status: components["schemas"]["HealthStatus"];
@@ -2399,7 +2402,7 @@ export interface components {
         };
         /**
          * HealthDetail
-         * @description `GET /api/v1/health` (seed 002): `status` is the worst component's; `unhealthy` answers 503.
+         * @description `GET /api/v1/health`: `status` is the worst component's; `unhealthy` answers 503.
          */
         HealthDetail: {
             status: components["schemas"]["HealthStatus"];
@@ -2423,7 +2426,7 @@ export interface components {
         HealthStatus: "healthy" | "degraded" | "unhealthy";
         /**
          * Inference
-         * @description Seed 003's answer to `{param_id, inputs, return}`.
+         * @description The answer to `{param_id, inputs, return}`.
          */
         Inference: {
             /** Model Id */
@@ -2583,18 +2586,118 @@ export interface components {
         };
         /**
          * LayerwiseErrorEnvelope
-         * @description Family L (seed 000): `{"detail": {"error": code, "message": msg}}`.
+         * @description The layer-wise routes': `{"detail": {"error": code, "message": msg}}`.
          */
         LayerwiseErrorEnvelope: {
             detail: components["schemas"]["LayerwiseErrorDetail"];
         };
         /**
          * LayerwiseValidationError
-         * @description Family L's 422: FastAPI's `HTTPValidationError`, as seed 000's reference server sends it.
+         * @description The layer-wise routes' 422: FastAPI's `HTTPValidationError`, as their reference server sends it.
          */
         LayerwiseValidationError: {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
+        };
+        /**
+         * LiteLayer
+         * @description A layer of a `lite` step: identity plus the health signals the layer views draw.
+         */
+        LiteLayer: {
+            /** Layer Id */
+            layer_id: string;
+            /** Layer Type */
+            layer_type: string;
+            /** Depth Index */
+            depth_index: number;
+            /** Activation Std */
+            activation_std: number;
+            /** Cross Layer Std Ratio */
+            cross_layer_std_ratio: number | null;
+            /** Gradient L2 Norm */
+            gradient_l2_norm: number;
+            /** Gradient Max Abs */
+            gradient_max_abs: number;
+            /** Spectral Norm */
+            spectral_norm: number | null;
+        };
+        /**
+         * LiteRunDetail
+         * @description `GET /api/v1/runs/{id}?lite=true`: the same with compact layers.
+         */
+        LiteRunDetail: {
+            /** Created At */
+            created_at: string;
+            /** Last Update */
+            last_update: string;
+            /** Step Count */
+            step_count: number;
+            /** Latest Step */
+            latest_step: number | null;
+            /**
+             * Kind
+             * @default external
+             * @enum {string}
+             */
+            kind?: "external" | "managed" | "job";
+            /** @default running */
+            status?: components["schemas"]["RunState"];
+            /** Error */
+            error?: string | null;
+            /** Experiment Id */
+            experiment_id?: string | null;
+            /** Group */
+            group?: string | null;
+            /** Tags */
+            tags?: string[];
+            /** Latest */
+            latest?: {
+                [key: string]: number;
+            };
+            /** Run Id */
+            run_id: string;
+            /** Scalar Names */
+            scalar_names?: string[];
+            /** Events */
+            events?: components["schemas"]["RunEvent"][];
+            /** Metadata */
+            metadata?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Gpus
+             * @description A managed run's GPUs as of its last start ([]: none); absent for external runs
+             */
+            gpus?: components["schemas"]["RunGpu"][] | null;
+            /** Epoch */
+            epoch?: number | null;
+            /** Epochs Total */
+            epochs_total?: number | null;
+            /** @description A job's command, request and timings; absent otherwise */
+            job?: components["schemas"]["JobInfo"] | null;
+            /**
+             * Exit Code
+             * @description A finished job's exit status (negative: the signal that killed it); absent otherwise
+             */
+            exit_code?: number | null;
+            /** Steps */
+            steps?: components["schemas"]["LiteStep"][] | null;
+        };
+        /**
+         * LiteStep
+         * @description A step of a `lite=true` history (`GET /api/v1/runs/{id}?lite=true`, `run_history` with `lite`).
+         */
+        LiteStep: {
+            /** Step */
+            step: number;
+            /** Timestamp */
+            timestamp: number;
+            /** Layers */
+            layers: components["schemas"]["LiteLayer"][];
+            /** Layer Groups */
+            layer_groups?: {
+                [key: string]: string[];
+            } | null;
         };
         /** LoadAverage */
         LoadAverage: {
@@ -2615,7 +2718,7 @@ export interface components {
         LogLevel: "debug" | "info" | "warning" | "error" | "critical";
         /**
          * ManagedRun
-         * @description Seed 003's run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
+         * @description A registry run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
          */
         ManagedRun: {
             /** Run Id */
@@ -2739,7 +2842,7 @@ export interface components {
         };
         /**
          * ModelPublic
-         * @description A model in seed 004's form. For PIVOT's own models (those with an architecture) `provider`, `type` and
+         * @description A model in the `/api/v1/models` form. For PIVOT's own models (those with an architecture) `provider`, `type` and
          *     `status` are derived unless a client set them: `pivot`, `cnn`/`mlp`, `active`/`untrained`.
          */
         ModelPublic: {
@@ -2853,14 +2956,14 @@ export interface components {
         };
         /**
          * ModelStatus
-         * @description A seed 004 model's status: seed 004's `active`, pivotd's derived `untrained` (a PIVOT model without trained
+         * @description A `/api/v1/models` model's status: `active`, pivotd's derived `untrained` (a PIVOT model without trained
          *     weights yet), and the two a client retiring a model would set.
          * @enum {string}
          */
         ModelStatus: "active" | "inactive" | "deprecated" | "untrained";
         /**
          * ModelSummary
-         * @description Seed 001's model summary, which also carries seed 003's `model_id, architecture, hyperparams, created_at`.
+         * @description A model summary, which also carries `model_id, architecture, hyperparams, created_at`.
          */
         ModelSummary: {
             /** Model Id */
@@ -3014,7 +3117,7 @@ export interface components {
         };
         /**
          * Params
-         * @description `GET /api/params/{param_id}`: trained parameters in seed 003's layout (`{"layers": [{type, W, b}, ...]}`).
+         * @description `GET /api/params/{param_id}`: trained parameters as JSON layers (`{"layers": [{type, W, b}, ...]}`).
          */
         Params: {
             /** Param Id */
@@ -3034,7 +3137,7 @@ export interface components {
         };
         /**
          * PixelInference
-         * @description Seed 001's answer to `{run_id, pixels}`: one image's label.
+         * @description The answer to `{run_id, pixels}`: one image's label.
          */
         PixelInference: {
             /** Run Id */
@@ -3143,7 +3246,7 @@ export interface components {
         };
         /**
          * ResourceSample
-         * @description `GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: seed 002's shape plus
+         * @description `GET /api/v1/monitor/resources`, and one sample of `resolution=recent` history: the monitoring shape plus
          *     swap, load and GPU power/processes. `time` is Unix seconds, `timestamp` the same as ISO 8601.
          */
         ResourceSample: {
@@ -3252,7 +3355,7 @@ export interface components {
         };
         /**
          * RunDetail
-         * @description `GET /api/v1/runs/{id}`: seed 000's `created_at`, `last_update`, `steps` plus run fields.
+         * @description `GET /api/v1/runs/{id}`: the layer-wise protocol's `created_at`, `last_update`, `steps` plus run fields.
          */
         RunDetail: {
             /** Created At */
@@ -3381,7 +3484,7 @@ export interface components {
         RunState: "created" | "queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
         /**
          * RunSummary
-         * @description One entry of the `GET /api/v1/runs` map (seed 000) with PIVOT's additive fields.
+         * @description One entry of the `GET /api/v1/runs` map with PIVOT's additive fields.
          */
         RunSummary: {
             /** Created At */
@@ -3459,7 +3562,7 @@ export interface components {
         };
         /**
          * SessionConfig
-         * @description Seed 002's flat fields first, then the whole stored definition (`architecture` or `model_id`,
+         * @description The flat fields first, then the whole stored definition (`architecture` or `model_id`,
          *     `hyperparams`, ...) as it was given.
          */
         SessionConfig: {
@@ -3565,7 +3668,7 @@ export interface components {
         };
         /**
          * SessionStatus
-         * @description A training session's status in seed 002's closed vocabulary (`/api/v1/training/sessions...`).
+         * @description A training session's status in the sessions' closed vocabulary (`/api/v1/training/sessions...`).
          * @enum {string}
          */
         SessionStatus: "created" | "running" | "stopped" | "completed" | "failed";
@@ -3598,7 +3701,7 @@ export interface components {
         };
         /**
          * SimpleErrorEnvelope
-         * @description Families F and M (seeds 001, 003): `{"error": msg}`.
+         * @description The simple envelope (`/api/...` outside `/api/v1`): `{"error": msg}`.
          */
         SimpleErrorEnvelope: {
             /** Error */
@@ -3745,7 +3848,7 @@ export interface components {
         };
         /**
          * StructuredErrorEnvelope
-         * @description Families P and C (seeds 002, 004): `{"error": {"code", "message", "details"}}`.
+         * @description The structured envelope (the rest of `/api/v1`): `{"error": {"code", "message", "details"}}`.
          */
         StructuredErrorEnvelope: {
             error: components["schemas"]["ErrorBody"];
@@ -4044,7 +4147,7 @@ export interface components {
         };
         /**
          * RuleSpec
-         * @description An alert rule as clients send and receive it (seed 002's fields plus PIVOT's).
+         * @description An alert rule as clients send and receive it (the alert API's fields plus PIVOT's).
          */
         AlertRule: {
             /** Name */
@@ -4093,9 +4196,6 @@ export interface components {
              */
             description?: string | null;
         };
-        AlertRulePatch: {
-            [key: string]: unknown;
-        };
         /** Acknowledge */
         Acknowledge: {
             /**
@@ -4142,28 +4242,19 @@ export interface components {
         };
         /** ExperimentChanges */
         ExperimentChanges: {
-            /**
-             * Name
-             * @default null
-             */
-            name?: string | null;
+            /** Name */
+            name?: string;
             /**
              * Description
              * @default null
              */
             description?: string | null;
-            /**
-             * Config
-             * @default null
-             */
+            /** Config */
             config?: {
                 [key: string]: unknown;
-            } | null;
-            /**
-             * Tags
-             * @default null
-             */
-            tags?: string[] | null;
+            };
+            /** Tags */
+            tags?: string[];
         };
         /** ExperimentPatch */
         ExperimentPatch: {
@@ -4313,6 +4404,405 @@ export interface components {
             cross_layer_analysis: components["schemas"]["CrossLayerAnalysis"];
         };
         LayerwiseBatch: components["schemas"]["LayerwisePayload"][];
+        /**
+         * Architecture
+         * @description An MLP (`input_size` + layers) or a CNN (input channels, height and width).
+         */
+        Architecture: {
+            /**
+             * Input Size
+             * @default null
+             */
+            input_size?: number | null;
+            /**
+             * Input Channels
+             * @default null
+             */
+            input_channels?: number | null;
+            /**
+             * Input Height
+             * @default null
+             */
+            input_height?: number | null;
+            /**
+             * Input Width
+             * @default null
+             */
+            input_width?: number | null;
+            /** Layers */
+            layers: (components["schemas"]["Linear"] | components["schemas"]["Conv2d"] | components["schemas"]["MaxPool2d"] | components["schemas"]["Dropout"] | components["schemas"]["Parameterless"])[];
+        };
+        /** Conv2d */
+        Conv2d: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "conv2d";
+            /** In Channels */
+            in_channels: number;
+            /** Out Channels */
+            out_channels: number;
+            /** Kernel Size */
+            kernel_size: number;
+            /**
+             * Stride
+             * @default 1
+             */
+            stride?: number;
+            /**
+             * Padding
+             * @default 0
+             */
+            padding?: number | "same";
+        };
+        /** Dropout */
+        Dropout: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "dropout";
+            /**
+             * P
+             * @default 0.5
+             */
+            p?: number;
+        };
+        /**
+         * Hyperparams
+         * @description The registry's fields plus optimizer choice, schedule, dataset, device and reporting intervals.
+         */
+        Hyperparams: {
+            /**
+             * Epochs
+             * @default 5
+             */
+            epochs?: number;
+            /**
+             * Batch Size
+             * @default 64
+             */
+            batch_size?: number;
+            optimizer?: components["schemas"]["Optimizer"];
+            /**
+             * Loss
+             * @default cross_entropy
+             * @constant
+             */
+            loss?: "cross_entropy";
+            /**
+             * Seed
+             * @default 42
+             */
+            seed?: number | null;
+            /**
+             * Train Split
+             * @default 0.9
+             */
+            train_split?: number;
+            /**
+             * Shuffle
+             * @default true
+             */
+            shuffle?: boolean;
+            /**
+             * Max Samples
+             * @default null
+             */
+            max_samples?: number | null;
+            /**
+             * Dataset
+             * @default auto
+             * @enum {string}
+             */
+            dataset?: "auto" | "mnist" | "digits";
+            /**
+             * Device
+             * @default auto
+             */
+            device?: string;
+            lr_schedule?: components["schemas"]["LrSchedule"];
+            /**
+             * Checkpoint Every
+             * @default 1
+             */
+            checkpoint_every?: number;
+            /**
+             * Layerwise Every
+             * @default 10
+             */
+            layerwise_every?: number;
+            /**
+             * Selection Metric
+             * @default val_loss
+             * @enum {string}
+             */
+            selection_metric?: "val_loss" | "val_accuracy";
+        };
+        /** Linear */
+        Linear: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "linear";
+            /** In */
+            in: number;
+            /** Out */
+            out: number;
+        };
+        /** LrSchedule */
+        LrSchedule: {
+            /**
+             * Type
+             * @default none
+             * @enum {string}
+             */
+            type?: "none" | "step" | "cosine";
+            /**
+             * Step Size
+             * @default 1
+             */
+            step_size?: number;
+            /**
+             * Gamma
+             * @default 0.5
+             */
+            gamma?: number;
+        };
+        /** MaxPool2d */
+        MaxPool2d: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "maxpool2d";
+            /** Kernel Size */
+            kernel_size: number;
+            /**
+             * Stride
+             * @default null
+             */
+            stride?: number | null;
+            /**
+             * Padding
+             * @default 0
+             */
+            padding?: number;
+        };
+        /** Optimizer */
+        Optimizer: {
+            /**
+             * Type
+             * @default sgd
+             * @enum {string}
+             */
+            type?: "sgd" | "adam" | "adamw";
+            /**
+             * Lr
+             * @default 0.1
+             */
+            lr?: number;
+            /**
+             * Momentum
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+        };
+        /** Parameterless */
+        Parameterless: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "flatten" | "relu" | "sigmoid" | "softmax" | "tanh";
+        };
+        /**
+         * ModelDefinition
+         * @description `POST /api/models`: a definition to create, or to update where `model_id` names a stored model. Other keys
+         *     are ignored.
+         */
+        ModelDefinition: {
+            /**
+             * Model Id
+             * @default null
+             */
+            model_id?: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** @default null */
+            architecture?: components["schemas"]["Architecture"] | null;
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+            /**
+             * Trained
+             * @default null
+             */
+            trained?: boolean | null;
+            /**
+             * Saved Model Path
+             * @default null
+             */
+            saved_model_path?: string | null;
+        };
+        /**
+         * SaveModel
+         * @description `POST /api/models/{model_id}/save`: `run_id` promotes that succeeded run of the model; without it, the
+         *     definition's fields are registered under the path's id.
+         */
+        SaveModel: {
+            /**
+             * Run Id
+             * @default null
+             */
+            run_id?: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** @default null */
+            architecture?: components["schemas"]["Architecture"] | null;
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+        };
+        /**
+         * TrainModel
+         * @description `POST /api/models/{model_id}/train`: the stored hyperparameters, or these (the body may be left out).
+         */
+        TrainModel: {
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+        };
+        /**
+         * TrainInline
+         * @description `POST /api/train`: an architecture to store as a new model and train.
+         */
+        TrainInline: {
+            architecture: components["schemas"]["Architecture"];
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+        };
+        /**
+         * RunStateEvent
+         * @description `event: state`: the run's state, once per change; the stream ends after a final one.
+         */
+        RunStateEvent: {
+            /** Run Id */
+            run_id: string;
+            state: components["schemas"]["RunState"];
+            /**
+             * Error
+             * @description Only when the run failed
+             * @default null
+             */
+            error?: string | null;
+        };
+        /**
+         * RunMetricEvent
+         * @description `event: metric`: one finished epoch, once each (history first): `epoch`, and one field per epoch metric
+         *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`) the run logged.
+         */
+        RunMetricEvent: {
+            /** Run Id */
+            run_id: string;
+            /** Epoch */
+            epoch: number;
+            /**
+             * Step
+             * @description Only in live frames: the step the epoch ended on
+             * @default null
+             */
+            step?: number | null;
+            /**
+             * Timestamp
+             * @description When it was logged, as the script sent it
+             */
+            timestamp: number | string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * InferRequest
+         * @description `POST /api/infer` with stored parameters: a batch of inputs.
+         */
+        InferRequest: {
+            /** Param Id */
+            param_id: string;
+            /** Inputs */
+            inputs: (number[] | number[][] | number[][][])[];
+            /** @default null */
+            return?: components["schemas"]["Wanted"] | null;
+        };
+        /**
+         * PixelInferRequest
+         * @description `POST /api/infer` with a run's trained parameters: one image.
+         */
+        PixelInferRequest: {
+            /** Run Id */
+            run_id: string;
+            /** Pixels */
+            pixels: number[] | number[][] | number[][][];
+        };
+        /**
+         * Wanted
+         * @description Which outputs to return.
+         */
+        Wanted: {
+            /**
+             * Logits
+             * @default false
+             */
+            logits?: boolean;
+            /**
+             * Probabilities
+             * @default true
+             */
+            probabilities?: boolean;
+            /**
+             * Labels
+             * @default true
+             */
+            labels?: boolean;
+        };
+        InferBody: components["schemas"]["PixelInferRequest"] | components["schemas"]["InferRequest"];
+        /**
+         * AdhocInferRequest
+         * @description `POST /api/infer_adhoc`: a forward pass of `architecture` with `parameters` in `GET /api/params`'s layout.
+         */
+        AdhocInferRequest: {
+            architecture: components["schemas"]["Architecture"];
+            /**
+             * Parameters
+             * @description `{"layers": [{"type", "W", "b"}, ...]}`
+             */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** Inputs */
+            inputs: (number[] | number[][] | number[][][])[];
+            /** @default null */
+            return?: components["schemas"]["Wanted"] | null;
+        };
         /** ModelFields */
         ModelFields: {
             /** Name */
@@ -4345,11 +4835,8 @@ export interface components {
         };
         /** ModelChanges */
         ModelChanges: {
-            /**
-             * Name
-             * @default null
-             */
-            name?: string | null;
+            /** Name */
+            name?: string;
             /**
              * Description
              * @default null
@@ -4367,13 +4854,10 @@ export interface components {
             type?: string | null;
             /** @default null */
             status?: components["schemas"]["ModelStatus"] | null;
-            /**
-             * Config
-             * @default null
-             */
+            /** Config */
             config?: {
                 [key: string]: unknown;
-            } | null;
+            };
         };
         /** ModelPatch */
         ModelPatch: {
@@ -4518,6 +5002,47 @@ export interface components {
             tags?: string[];
         };
         /**
+         * SessionMetricsMessage
+         * @description A finished epoch, live: SSE `event: metrics`; on the WebSocket, with `"type": "metrics"`.
+         *     `loss` repeats `train_loss`, as session messages call it.
+         */
+        SessionMetricsMessage: {
+            /** Epoch */
+            epoch: number;
+            /** Timestamp */
+            timestamp: string | null;
+            /** Session Id */
+            session_id: string;
+            /** Loss */
+            loss: number | null;
+            /**
+             * Type
+             * @description WebSocket messages only
+             * @default null
+             */
+            type?: "metrics" | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SessionStatusMessage
+         * @description A status change, live: SSE `event: status`; on the WebSocket, with `"type": "status"`. The streams end
+         *     after a final status (`stopped`, `completed`, `failed`).
+         */
+        SessionStatusMessage: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /** Error */
+            error: string | null;
+            /**
+             * Type
+             * @description WebSocket messages only
+             * @default null
+             */
+            type?: "status" | null;
+        };
+        /**
          * JobSpec
          * @description What to run and what it needs.
          */
@@ -4616,7 +5141,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: string[];
+            events: ("alert_triggered" | "alert_resolved" | "training_completed" | "training_failed" | "training_cancelled" | "daemon_recovered" | "*")[];
             /**
              * Secret
              * @default null
@@ -4628,6 +5153,57 @@ export interface components {
              * @enum {string}
              */
             format?: "json" | "slack" | "discord";
+        };
+        /**
+         * AlertRulePatch
+         * @description An alert rule as clients send and receive it (the alert API's fields plus PIVOT's).
+         */
+        AlertRulePatch: {
+            /** Name */
+            name?: string;
+            /** Metric */
+            metric?: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition?: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /**
+             * Threshold
+             * @default null
+             */
+            threshold?: number | null;
+            /**
+             * Range
+             * @default null
+             */
+            range?: [
+                number,
+                number
+            ] | null;
+            /** @default medium */
+            severity?: components["schemas"]["AlertSeverity"];
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+            /**
+             * For Seconds
+             * @default 0
+             */
+            for_seconds?: number;
+            scope?: components["schemas"]["AlertScope"];
+            /**
+             * Action
+             * @default null
+             */
+            action?: ("pause" | "cancel") | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
         };
     };
     responses: never;
@@ -4924,10 +5500,10 @@ export interface operations {
     list_runs_api_v1_runs_get: {
         parameters: {
             query?: {
-                "filter[status]"?: string | null;
+                "filter[status]"?: ("pending" | "running" | "completed" | "failed" | "cancelled" | "created" | "queued" | "succeeded" | "lost") | null;
                 "filter[experiment_id]"?: string | null;
-                /** @description One of ['created_at', 'last_update', 'latest_step', 'run_id', 'step_count'], '-' prefix for descending */
-                sort?: string;
+                /** @description '-' prefix for descending */
+                sort?: "created_at" | "-created_at" | "last_update" | "-last_update" | "latest_step" | "-latest_step" | "run_id" | "-run_id" | "step_count" | "-step_count";
                 page?: number | null;
                 per_page?: number | null;
             };
@@ -5002,7 +5578,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["RunDetail"];
+                    "application/json": components["schemas"]["RunDetail"] | components["schemas"]["LiteRunDetail"];
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -6815,7 +7391,12 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description A model definition */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ModelDefinition"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -6994,7 +7575,12 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description `run_id` to promote, or a definition */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SaveModel"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -7106,7 +7692,12 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description Hyperparameters */
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["TrainModel"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             202: {
@@ -7216,7 +7807,12 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description An architecture and hyperparameters */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TrainInline"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             202: {
@@ -7467,13 +8063,25 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The event stream; it ends after a final state */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "text/event-stream": {
+                        /** @enum {string} */
+                        event: "state" | "metric";
+                        data: string;
+                    } & ({
+                        /** @constant */
+                        event?: "state";
+                        data?: unknown;
+                    } | {
+                        /** @constant */
+                        event?: "metric";
+                        data?: unknown;
+                    });
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -7676,7 +8284,12 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description One image, or a batch */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InferBody"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -7777,7 +8390,12 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        /** @description Architecture, parameters, inputs */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AdhocInferRequest"];
+            };
+        };
         responses: {
             /** @description Successful Response */
             200: {
@@ -7858,8 +8476,10 @@ export interface operations {
             query?: {
                 "filter[name]"?: string | null;
                 sort?: "created_at";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -8887,8 +9507,19 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
-                    "text/event-stream": string;
+                    "text/event-stream": {
+                        /** @enum {string} */
+                        event: "metrics" | "status";
+                        data: string;
+                    } & ({
+                        /** @constant */
+                        event?: "metrics";
+                        data?: unknown;
+                    } | {
+                        /** @constant */
+                        event?: "status";
+                        data?: unknown;
+                    });
                 };
             };
             /** @description Missing or invalid bearer token or API key */
@@ -9004,7 +9635,21 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description A .pth or .pt file, loadable with weights_only
+                     */
+                    file: string;
+                    session_id: string;
+                    epoch?: number;
+                    /** @description A JSON object, e.g. `{"val_loss": 0.31}` */
+                    metrics?: string;
+                };
+            };
+        };
         responses: {
             /** @description Successful Response */
             201: {
@@ -11323,12 +11968,14 @@ export interface operations {
                 "filter[model_id]"?: string | null;
                 "filter[after]"?: string | null;
                 "filter[before]"?: string | null;
-                agg?: string | null;
+                agg?: ("count" | "avg" | "sum" | "min" | "max" | "p50" | "p95" | "p99") | null;
                 agg_field?: string | null;
                 group_by?: string | null;
-                sort?: string;
+                sort?: "timestamp" | "-timestamp";
+                /** @description From 1 to 1,000,000; deeper listings are walked by `cursor` */
                 page?: number;
                 per_page?: number;
+                /** @description A previous page's `meta.next_cursor` */
                 cursor?: string | null;
             };
             header?: never;
@@ -11489,9 +12136,9 @@ export interface operations {
         parameters: {
             query?: {
                 metric?: string | null;
-                agg?: string | null;
+                agg?: ("count" | "avg" | "sum" | "min" | "max" | "p50" | "p95" | "p99") | null;
                 group_by?: string | null;
-                interval?: string;
+                interval?: "1m" | "5m" | "1h" | "1d";
                 "filter[event_name]"?: string | null;
                 "filter[experiment_id]"?: string | null;
                 "filter[after]"?: string | null;
@@ -11564,7 +12211,9 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["TelemetryEvent"][] | {
-                        [key: string]: unknown;
+                        [key: string]: string | number | boolean | string[] | {
+                            [key: string]: string | number | boolean | null;
+                        } | null;
                     }[];
                     "text/csv": string;
                 };
