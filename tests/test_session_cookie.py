@@ -131,6 +131,10 @@ async def test_the_owners_session_works_on_every_route_family(untrusting: Runnin
         assert [e["name"] for e in (await browser.get("/api/v1/experiments")).json()["data"]] == ["by cookie"]
         event = {"event_name": ["pivot", "test"], "measurements": {"duration_ms": 1}}
         assert (await browser.post("/api/v1/telemetry/events", json={"events": [event]})).status_code == 202
+        # Except running commands: even the owner's session lacks `jobs`, which only bearer credentials carry.
+        job = {"job": {"command": ["true"], "cwd": "/"}}
+        refused = await browser.post("/api/v1/jobs", json=job)
+        assert refused.status_code == 403 and refused.json()["error"]["details"]["required_scope"] == "jobs"
     async with httpx.AsyncClient(base_url=untrusting.url) as anonymous:
         assert (await anonymous.get("/api/v1/runs")).status_code == 401  # the cookie was what passed
         # A client that keeps cookies (as a browser does) logs in once and sends nothing else after.

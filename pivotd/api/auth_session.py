@@ -62,7 +62,9 @@ async def open_session(request: Request) -> Response:
             "(Authorization: Bearer), or end this one first (DELETE /api/v1/auth/session)"
         )
     sessions: SessionRing = request.app.state.sessions
-    scopes = tuple(scope for scope in SCOPES if scope in principal.grants)
+    # Never `jobs`: a cookie rides along with whatever request a browser page makes, and the Origin check is then
+    # the only thing between a page and running a command as the daemon's user. Jobs take bearer credentials.
+    scopes = tuple(scope for scope in SCOPES if scope in principal.grants and scope != "jobs")
     session, token = await sessions.open(scopes, principal.key_id)
     body = AuthSessionCreated(
         data=AuthSession(

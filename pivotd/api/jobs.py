@@ -1,4 +1,4 @@
-"""Jobs: any command as a managed run (`/api/v1/jobs*`, family C's envelope). Submitting and cancelling need the
+"""Jobs: any command as a managed run (`/api/v1/jobs*`, in the `{"error": ...}` envelope). Submitting and cancelling need the
 `jobs` scope (`pivotd.policy`); the queue is readable with `read`. A job's run is also `GET /api/v1/runs/{id}`
 (kind `job`) and its output `GET /api/v1/runs/{id}/logs`."""
 
