@@ -43,9 +43,11 @@ DAEMON_ENV = {
     "PIVOT_TRAINING_SLOTS": "1",
     "PIVOT_WORKER_THREADS": "1",
 }
-FUZZED_ENV = DAEMON_ENV | {"PIVOT_WORKER_MEMORY_LIMIT_MB": "32"}
+FUZZED_ENV = DAEMON_ENV | {"PIVOT_WORKER_MEMORY_LIMIT_MB": "32", "PIVOT_JOBS_ENABLED": "false"}
 """The fuzzed daemon's training workers fail at once (torch cannot load in 32 MiB): fuzzed training requests are
-valid often enough to queue hundreds of runs, which would train one after another on a core the fuzz needs."""
+valid often enough to queue hundreds of runs, which would train one after another on a core the fuzz needs. Jobs
+are off: a generated argv in an existing directory would run as this user (their validation is fuzzed all the same,
+and answers 403 once valid; tests/test_jobs.py runs real ones)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ BEYOND_THE_SCHEMA: dict[str, str] = {
     "POST /api/infer": "an input must have the size the model takes",
     "POST /api/infer_adhoc": "as POST /api/models; the parameters must have the layers' shapes",
     "POST /api/v1/checkpoints": "the file must be a checkpoint torch loads",
+    "POST /api/v1/jobs": "`cwd` must be an existing directory; `gpus` at most what pivotd may use",
 }
 """Operations whose validators enforce rules a JSON schema cannot state (existence, cross-field rules, opaque
 cursors), by schemathesis's label: `positive_data_acceptance` is not checked on them; a 422 there is the rule
