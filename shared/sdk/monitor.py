@@ -31,6 +31,7 @@ from torch.utils.hooks import RemovableHandle
 
 from shared.models.runs import EndStatus, RunEnd
 from shared.sdk.ending import end_of, end_of_exception
+from shared.sdk.hostcopy import start_copy
 from shared.sdk.layers import default_groups, distributed_rank, select_layers, unwrap
 from shared.sdk.payload import GRAD_L2, GRAD_MAX, GRAD_STD, SLOTS, LayerSpec, StepCapture, build_payload
 from shared.sdk.run import ScalarLogger, check_run_id
@@ -376,15 +377,7 @@ class Monitor:
                     _stack([found_inf if found_inf is not None else zero], device),
                 ]
             )
-            if stacked.is_cuda:
-                # Into pinned memory without waiting; the sender thread waits on the event instead of us. The
-                # event goes on the stream that runs the copy: the current stream of the tensor's device (not
-                # of the current device), and blocks the waiting thread instead of letting it spin.
-                host = stacked.to("cpu", non_blocking=True)
-                ready: torch.cuda.Event | None = torch.cuda.Event(blocking=True)
-                ready.record(torch.cuda.current_stream(stacked.device))
-            else:
-                host, ready = stacked, None
+            host, wait = start_copy(stacked)  # the sender thread waits, not the training loop
         if all(shape is None for shape in shapes) and not self._warned_unwatched:
             self._warned_unwatched = True
             log.warning("pivot sdk: step %d is monitored but its forward was not watched; call watch(step) first", step)
@@ -403,8 +396,8 @@ class Monitor:
         capture = StepCapture(shapes, has_grad)
 
         def build() -> dict[str, Any]:
-            if ready is not None:
-                ready.synchronize()
+            if wait is not None:
+                wait()
             values = _per_layer(host.tolist(), len(specs))
             if values[-1] > 0:
                 # The GradScaler found inf/NaN and skipped this optimizer step (routine with fp16): not a
