@@ -65,3 +65,28 @@ async def test_statistics_of_a_model_on_the_second_gpu(daemon: RunningDaemon, ca
     expected = await monitored_step(model, torch.device("cuda:1"), daemon.url, "second-gpu", side_stream=False)
     for layer, want in zip(captured[0]["layer_statistics"], expected, strict=True):
         assert layer["gradient_flow"]["gradient_l2_norm"] == pytest.approx(want["gradient_l2_norm"], rel=1e-4)
+
+
+async def test_monitor_built_before_cuda_follows_the_model(
+    daemon: RunningDaemon, captured: list[dict[str, Any]]
+) -> None:
+    """Built on the CPU, then `model.cuda()`: statistics are computed on the GPU and `mon.step` never syncs."""
+    torch.manual_seed(0)
+    model = MLP()
+    mon = Monitor(model, "moved", url=daemon.url, every=1)
+    model.cuda()
+    names = mon.layer_ids
+    outputs = record_outputs(model, names)
+    x, y = (t.cuda() for t in batch(model, size=64))
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        mon.step(0, loss=loss)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert await asyncio.to_thread(mon.close)
+    expected = reference(model, names, outputs)
+    for layer, want in zip(captured[0]["layer_statistics"], expected, strict=True):
+        assert layer["gradient_flow"]["gradient_l2_norm"] == pytest.approx(want["gradient_l2_norm"], rel=1e-4)
