@@ -211,7 +211,7 @@ _HOLDER = (
 def nvml_versus_smi(check: Check) -> None:
     s = "NVML vs nvidia-smi"
     nvml = Nvml.system()
-    if not nvml.read():
+    if not nvml.read():  # None: NVML cannot be asked; []: it lists no GPU
         check.row(s, "NVML", "no device through pivotd.monitor.nvml (pynvml missing or no driver)", ok=False)
         return
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -221,7 +221,7 @@ def nvml_versus_smi(check: Check) -> None:
             raise RuntimeError("the child holding 1 GiB did not start")
         pairs = []
         for _ in range(5):  # alternate readings: power moves between two reads
-            gpu = nvml.read()[0]
+            gpu = (nvml.read() or [{}])[0]
             power, memory = (float(v) for v in _smi("--query-gpu=power.draw,memory.used", "-i", "0")[0])
             pairs.append((gpu, power, memory / 1024))
             time.sleep(0.2)
@@ -233,7 +233,7 @@ def nvml_versus_smi(check: Check) -> None:
         smi_mem = statistics.median(m for _, _, m in pairs)
         check.row(s, "memory used GiB (NVML / smi)", f"{nvml_mem:.3f} / {smi_mem:.3f}", "within 5%",
                   _close_enough(nvml_mem, smi_mem, 0.05))  # fmt: skip
-        listed = [p for g in nvml.read() for p in g.get("processes", []) if p["pid"] == holder.pid]
+        listed = [p for g in nvml.read() or [] for p in g.get("processes", []) if p["pid"] == holder.pid]
         smi_apps = {int(pid): float(mib) / 1024 for pid, mib in _smi("--query-compute-apps=pid,used_memory")}
         held = listed[0]["memory_used_gb"] if listed else None
         check.row(s, "child holding 1 GiB (NVML / smi)",
