@@ -333,35 +333,9 @@ class Monitor:
             # One block per kind of statistic, each norm over all layers in one `_foreach_norm`; the host
             # puts the values back in per-layer order (`_per_layer`).
             acts = [t for layer in layers for t in (layer.act if layer.act is not None else (zero, zero))]
-            flats = [flat_grad(g) if g else None for g in grads]
-            fused = [i for i, flat in enumerate(flats) if flat is not None]
-            fused_flats = [flat for flat in flats if flat is not None]
-            l2 = dict(zip(fused, norms(fused_flats, 2), strict=True))
-            top = dict(zip(fused, norms(fused_flats, math.inf), strict=True))
-            grad_block: list[Tensor] = []
-            for i, flat in enumerate(flats):
-                if flat is not None:
-                    grad_block.extend((l2[i], std_mean(flat)[0], top[i]))
-                elif grads[i]:
-                    grad_block.extend(pooled_grad_stats(grads[i]))  # too large to concatenate
-                else:
-                    grad_block.extend((zero, zero, zero))  # no backward this step (evaluation, frozen layer)
-            weights = [layer.weight.detach() for layer in layers if layer.weight is not None]
-            frobenius = iter(norms(weights, 2))
-            biases = [layer.bias.detach() for layer in layers if layer.bias is not None]
-            abs_means = iter(torch._foreach_div(norms(biases, 1), [float(b.numel()) for b in biases]) if biases else [])
-            weight_block: list[Tensor] = []
-            bias_block: list[Tensor] = []
+            grad_block = _grad_block(grads, zero)
+            weight_block, bias_block = _parameter_blocks(layers, zero)
             for layer in layers:
-                if layer.weight is not None:
-                    moments, layer.u = weight_moments(layer.weight, layer.u)
-                    weight_block.extend((*moments, next(frobenius)))
-                else:
-                    weight_block.extend((zero, zero, zero, zero))  # parameter-free layer: zeros, as the contract says
-                if layer.bias is not None:
-                    bias_block.extend((bias_std(layer.bias), next(abs_means)))
-                else:
-                    bias_block.extend((zero, zero))
                 layer.act = layer.shape = None
             inv_scale = self._inv_scale()
             grad_values = _stack(grad_block, device)
@@ -413,12 +387,52 @@ class Monitor:
         self.monitored_steps += 1
 
 
+def _grad_block(grads: list[list[Tensor]], zero: Tensor) -> list[Tensor]:
+    """[L2 norm, std, max |g|] per layer over its gradients; zeros where it has none."""
+    flats = [flat_grad(g) if g else None for g in grads]
+    fused = [i for i, flat in enumerate(flats) if flat is not None]
+    fused_flats = [flat for flat in flats if flat is not None]
+    l2 = dict(zip(fused, norms(fused_flats, 2), strict=True))
+    top = dict(zip(fused, norms(fused_flats, math.inf), strict=True))
+    block: list[Tensor] = []
+    for i, flat in enumerate(flats):
+        if flat is not None:
+            block.extend((l2[i], std_mean(flat)[0], top[i]))
+        elif grads[i]:
+            block.extend(pooled_grad_stats(grads[i]))  # too large to concatenate
+        else:
+            block.extend((zero, zero, zero))  # no backward this step (evaluation, frozen layer)
+    return block
+
+
+def _parameter_blocks(layers: list[_Layer], zero: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Weight [std, mean, spectral, Frobenius] and bias [std, mean |b|] per layer; advances power iteration."""
+    weights = [layer.weight.detach() for layer in layers if layer.weight is not None]
+    frobenius = iter(norms(weights, 2))
+    biases = [layer.bias.detach() for layer in layers if layer.bias is not None]
+    abs_means = iter(torch._foreach_div(norms(biases, 1), [float(b.numel()) for b in biases]) if biases else [])
+    weight_block: list[Tensor] = []
+    bias_block: list[Tensor] = []
+    for layer in layers:
+        if layer.weight is not None:
+            moments, layer.u = weight_moments(layer.weight, layer.u)
+            weight_block.extend((*moments, next(frobenius)))
+        else:
+            weight_block.extend((zero, zero, zero, zero))  # parameter-free layer: zeros, as the contract says
+        if layer.bias is not None:
+            bias_block.extend((bias_std(layer.bias), next(abs_means)))
+        else:
+            bias_block.extend((zero, zero))
+    return weight_block, bias_block
+
+
 def _stack(parts: list[Tensor], device: torch.device) -> Tensor:
     return torch.stack([p.to(device, torch.float32) for p in parts])
 
 
-# Statistics per layer in each kind's block, in the per-layer slot order of `payload.SLOTS`.
+# Statistics per layer in each kind's block (activation, gradient, weight, bias): the slot order of `SLOTS`.
 _BLOCKS = (2, 3, 4, 2)
+assert sum(_BLOCKS) == SLOTS
 
 
 def _per_layer(values: list[float], n_layers: int) -> list[float]:
