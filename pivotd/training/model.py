@@ -1,4 +1,4 @@
-"""Architecture JSON -> `nn.Module`, and weights <-> seed 003's parameter layout.
+"""Architecture JSON -> `nn.Module`, and weights <-> the JSON parameter layout (`{"layers": [{W, b}]}`).
 
 Layer `i` of the architecture is `layers.i` of the module, so safetensors keys (`layers.3.weight`) name the
 architecture's layer directly. A final softmax is kept out of the module: training applies cross-entropy to the
@@ -65,7 +65,7 @@ def load_weights(net: Net, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def layout_to_tensors(parameters: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Seed 003's `{"layers": [{"type", "W", "b"}, ...]}` -> state-dict tensors (float32)."""
+    """The JSON parameter layout `{"layers": [{"type", "W", "b"}, ...]}` -> state-dict tensors (float32)."""
     layers = parameters.get("layers")
     if not isinstance(layers, list):
         raise ValueError("parameters.layers: must be a list with one entry per architecture layer")

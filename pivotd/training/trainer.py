@@ -182,7 +182,7 @@ def train(job: Job, emit: Emit, should_stop: Callable[[], bool]) -> dict[str, fl
     best: float | None = None
     first_epoch = 1
     if job.resume_from is not None:
-        first_epoch, best = _resume(job.resume_from, model, optimizer, schedule, device, hp.selection_metric)
+        first_epoch, best = _resume(job.resume_from, model, optimizer, schedule, hp.selection_metric)
     generator = torch.Generator(device=device).manual_seed(seed + first_epoch - 1)
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / hp.batch_size)
@@ -266,11 +266,15 @@ def _resume(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler | None,
-    device: torch.device,
     metric: str,
 ) -> tuple[int, float | None]:
-    """Load model and optimizer state; returns (first epoch to train, best score so far)."""
-    state = torch.load(resume_from["path"], map_location=device, weights_only=True)
+    """Load model and optimizer state; returns (first epoch to train, best score so far).
+
+    Loaded to the CPU: `load_state_dict` moves each tensor next to its parameter except Adam/AdamW's
+    `step`, which must stay on the CPU (loaded onto CUDA, the non-capturable Adam reads it with `.item()`,
+    a host sync, twice per parameter every step).
+    """
+    state = torch.load(resume_from["path"], map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     done = int(state["epoch"])

@@ -18,6 +18,7 @@ tensor and copied to the host once; the copy is awaited and the JSON built on th
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +31,11 @@ from torch.utils.hooks import RemovableHandle
 
 from shared.models.runs import EndStatus, RunEnd
 from shared.sdk.ending import end_of, end_of_exception
+from shared.sdk.hostcopy import start_copy
 from shared.sdk.layers import default_groups, distributed_rank, select_layers, unwrap
 from shared.sdk.payload import GRAD_L2, GRAD_MAX, GRAD_STD, SLOTS, LayerSpec, StepCapture, build_payload
 from shared.sdk.run import ScalarLogger, check_run_id
-from shared.sdk.stats import as_float, bias_stats, grad_stats, std_mean, weight_stats
+from shared.sdk.stats import bias_std, flat_grad, norms, pooled_grad_stats, std_mean, weight_moments
 from shared.sdk.transport import Item, Transport, TransportStats
 
 log = logging.getLogger("pivot.sdk")
@@ -129,9 +131,7 @@ class Monitor:
         self._armed = False
         self._handles: list[RemovableHandle] = []
         self._warned_unwatched = False
-        first = next(inner.parameters(), None)
-        self._device = first.device if first is not None else torch.device("cpu")
-        self._zero = torch.zeros((), device=self._device)
+        self._zero = torch.zeros(())  # follows the model's device (see _follow_device)
         self._run_fields = {k: v for k, v in (("experiment_id", experiment_id), ("group", group), ("tags", tags)) if v}
         self._transport: Transport | None = None
         self._scalars: ScalarLogger | None = None
@@ -272,7 +272,7 @@ class Monitor:
             out = _first_tensor(output)
             if out is None or not out.is_floating_point():
                 return
-            layer.act = std_mean(as_float(out))
+            layer.act = std_mean(out.detach())  # float32 reductions, no copy
             shape = list(out.shape)
             layer.shape = [1] * (2 - len(shape)) + shape  # the contract wants batch + features
             if layer.first_call is None:
@@ -294,7 +294,7 @@ class Monitor:
         scale = getattr(scaler, "_scale", None)
         return 1.0 / scale if isinstance(scale, Tensor) else torch.tensor(1.0 / scaler.get_scale())
 
-    def _found_inf(self) -> Tensor | None:
+    def _found_inf(self, device: torch.device) -> Tensor | None:
         """Sum of the scaler's inf/NaN flags for this step (non-zero: the optimizer step was skipped)."""
         if self._scaler is None or not self._scaler.is_enabled():
             return None
@@ -303,7 +303,15 @@ class Monitor:
             for state in self._scaler._per_optimizer_states.values()
             for flag in state.get("found_inf_per_device", {}).values()
         ]
-        return torch.stack([f.to(self._device) for f in flags]).sum() if flags else None
+        return torch.stack([f.to(device) for f in flags]).sum() if flags else None
+
+    def _follow_device(self) -> torch.device:
+        """The model's device now: a Monitor built before `model.cuda()` must not copy statistics one by one."""
+        first = next(self._model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+        if self._zero.device != device:
+            self._zero = torch.zeros((), device=device)
+        return device
 
     def _order_by_execution(self) -> None:
         """Depth is execution order: sort once, after the first watched forward, by each layer's first call."""
@@ -315,39 +323,35 @@ class Monitor:
 
     def _collect(self, step: int, batch_size: int | None) -> None:
         self._order_by_execution()
+        device = self._follow_device()
         zero = self._zero
-        parts: list[Tensor] = []
-        shapes: list[list[int] | None] = []
-        has_grad: list[bool] = []
+        layers = self._layers
+        shapes = [layer.shape if layer.act is not None else None for layer in layers]
+        grads = [[p.grad.detach() for p in layer.params if p.grad is not None] for layer in layers]
+        has_grad = [bool(g) for g in grads]
         with torch.no_grad():
-            inv_scale = self._inv_scale()
-            for layer in self._layers:
-                parts.extend(layer.act if layer.act is not None else (zero, zero))
-                shapes.append(layer.shape if layer.act is not None else None)
-                grads = [p.grad for p in layer.params if p.grad is not None]
-                has_grad.append(bool(grads))
-                if grads:
-                    stats = grad_stats(grads)
-                    parts.extend(stats if inv_scale is None else [s * inv_scale for s in stats])
-                else:
-                    parts.extend((zero, zero, zero))  # no backward this step (evaluation, frozen layer)
-                if layer.weight is not None:
-                    w_stats, layer.u = weight_stats(layer.weight, layer.u)
-                    parts.extend(w_stats)
-                else:
-                    parts.extend((zero, zero, zero, zero))  # parameter-free layer: zeros, as the contract says
-                parts.extend(bias_stats(layer.bias) if layer.bias is not None else (zero, zero))
+            # One block per kind of statistic, each norm over all layers in one `_foreach_norm`; the host
+            # puts the values back in per-layer order (`_per_layer`).
+            acts = [t for layer in layers for t in (layer.act if layer.act is not None else (zero, zero))]
+            grad_block = _grad_block(grads, zero)
+            weight_block, bias_block = _parameter_blocks(layers, zero)
+            for layer in layers:
                 layer.act = layer.shape = None
-            found_inf = self._found_inf()
-            parts.append(found_inf if found_inf is not None else zero)
-            stacked = torch.stack([p.to(self._device, torch.float32) for p in parts])
-            if stacked.is_cuda:
-                # Into pinned memory without waiting; the sender thread waits on the event instead of us.
-                host = stacked.to("cpu", non_blocking=True)
-                ready: torch.cuda.Event | None = torch.cuda.Event()
-                ready.record()
-            else:
-                host, ready = stacked, None
+            inv_scale = self._inv_scale()
+            grad_values = _stack(grad_block, device)
+            if inv_scale is not None:
+                grad_values = grad_values * inv_scale.to(device)
+            found_inf = self._found_inf(device)
+            stacked = torch.cat(
+                [
+                    _stack(acts, device),
+                    grad_values,
+                    _stack(weight_block, device),
+                    _stack(bias_block, device),
+                    _stack([found_inf if found_inf is not None else zero], device),
+                ]
+            )
+            host, wait = start_copy(stacked)  # the sender thread waits, not the training loop
         if all(shape is None for shape in shapes) and not self._warned_unwatched:
             self._warned_unwatched = True
             log.warning("pivot sdk: step %d is monitored but its forward was not watched; call watch(step) first", step)
@@ -366,9 +370,9 @@ class Monitor:
         capture = StepCapture(shapes, has_grad)
 
         def build() -> dict[str, Any]:
-            if ready is not None:
-                ready.synchronize()
-            values = host.tolist()
+            if wait is not None:
+                wait()
+            values = _per_layer(host.tolist(), len(specs))
             if values[-1] > 0:
                 # The GradScaler found inf/NaN and skipped this optimizer step (routine with fp16): not a
                 # divergence, so the gradient statistics are zeroed and the step is marked instead.
@@ -381,3 +385,64 @@ class Monitor:
         assert self._transport is not None
         self._transport.put(Item("layerwise", self.run_id, step, build))
         self.monitored_steps += 1
+
+
+def _grad_block(grads: list[list[Tensor]], zero: Tensor) -> list[Tensor]:
+    """[L2 norm, std, max |g|] per layer over its gradients; zeros where it has none."""
+    flats = [flat_grad(g) if g else None for g in grads]
+    fused = [i for i, flat in enumerate(flats) if flat is not None]
+    fused_flats = [flat for flat in flats if flat is not None]
+    l2 = dict(zip(fused, norms(fused_flats, 2), strict=True))
+    top = dict(zip(fused, norms(fused_flats, math.inf), strict=True))
+    block: list[Tensor] = []
+    for i, flat in enumerate(flats):
+        if flat is not None:
+            block.extend((l2[i], std_mean(flat)[0], top[i]))
+        elif grads[i]:
+            block.extend(pooled_grad_stats(grads[i]))  # too large to concatenate
+        else:
+            block.extend((zero, zero, zero))  # no backward this step (evaluation, frozen layer)
+    return block
+
+
+def _parameter_blocks(layers: list[_Layer], zero: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Weight [std, mean, spectral, Frobenius] and bias [std, mean |b|] per layer; advances power iteration."""
+    weights = [layer.weight.detach() for layer in layers if layer.weight is not None]
+    frobenius = iter(norms(weights, 2))
+    biases = [layer.bias.detach() for layer in layers if layer.bias is not None]
+    abs_means = iter(torch._foreach_div(norms(biases, 1), [float(b.numel()) for b in biases]) if biases else [])
+    weight_block: list[Tensor] = []
+    bias_block: list[Tensor] = []
+    for layer in layers:
+        if layer.weight is not None:
+            moments, layer.u = weight_moments(layer.weight, layer.u)
+            weight_block.extend((*moments, next(frobenius)))
+        else:
+            weight_block.extend((zero, zero, zero, zero))  # parameter-free layer: zeros, as the contract says
+        if layer.bias is not None:
+            bias_block.extend((bias_std(layer.bias), next(abs_means)))
+        else:
+            bias_block.extend((zero, zero))
+    return weight_block, bias_block
+
+
+def _stack(parts: list[Tensor], device: torch.device) -> Tensor:
+    return torch.stack([p.to(device, torch.float32) for p in parts])
+
+
+# Statistics per layer in each kind's block (activation, gradient, weight, bias): the slot order of `SLOTS`.
+_BLOCKS = (2, 3, 4, 2)
+assert sum(_BLOCKS) == SLOTS
+
+
+def _per_layer(values: list[float], n_layers: int) -> list[float]:
+    """Block order (all activations, all gradients, ...) -> `SLOTS` values per layer; the flag stays last."""
+    starts = [0]
+    for width in _BLOCKS:
+        starts.append(starts[-1] + width * n_layers)
+    ordered: list[float] = []
+    for layer in range(n_layers):
+        for start, width in zip(starts, _BLOCKS, strict=False):
+            ordered.extend(values[start + layer * width : start + (layer + 1) * width])
+    ordered.append(values[-1])
+    return ordered

@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shared.models.layerwise import RUN_ID_RULE, is_valid_run_id
 from shared.models.runs import EndStatus
 from shared.sdk.ending import end_of, end_of_exception
+from shared.sdk.hostcopy import start_copy
 from shared.sdk.transport import Item, Transport, TransportStats
 
 _SCALAR_NAME = re.compile(r"^[A-Za-z0-9_./:-]{1,128}$")
@@ -50,19 +51,22 @@ class ScalarLogger:
         merged = {**values, **more} if values else dict(more)
         if not merged:
             return
+        waits: list[Callable[[], None]] = []
         for name, value in merged.items():
             if name not in self._names:
                 if not _SCALAR_NAME.match(name):
                     raise ValueError(f"scalar name {name!r} must match {_SCALAR_NAME.pattern}")
                 self._names.add(name)
             if hasattr(value, "detach"):
-                # A tensor is converted on the sender thread (no device sync here); detached so the queue
-                # never keeps an autograd graph alive.
-                merged[name] = value.detach()
+                # A tensor is read on the sender thread (no device sync here): a device tensor is copied to
+                # the host without waiting, and detached so the queue never keeps an autograd graph alive.
+                merged[name], wait = start_copy(value.detach())
+                if wait is not None:
+                    waits.append(wait)
         point: dict[str, Any] = {"step": step, "timestamp": time.time(), "values": merged}
         if epoch is not None:
             point["epoch"] = epoch
-        self._transport.put(Item("scalars", self._transport.run_id, step, point))
+        self._transport.put(Item("scalars", self._transport.run_id, step, _after(waits, point) if waits else point))
 
 
 class Run:
@@ -154,3 +158,14 @@ def finish(timeout: float = 5.0, *, status: EndStatus | None = None, error: str 
     global _current
     run, _current = _current, None
     return run.finish(timeout, status=status, error=error) if run is not None else True
+
+
+def _after(waits: list[Callable[[], None]], point: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """The point, built on the sender thread once its device-to-host copies have landed."""
+
+    def build() -> dict[str, Any]:
+        for wait in waits:
+            wait()
+        return point
+
+    return build

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.models import LayerwisePayload, Step
 from shared.sdk import Monitor, stats
@@ -134,3 +135,56 @@ def test_pooled_gradient_statistics_for_large_layers(monkeypatch: pytest.MonkeyP
     l2, std, max_abs = (t.item() for t in stats.grad_stats([weight, bias]))
     both = torch.cat([weight.flatten(), bias])
     assert (l2, std, max_abs) == pytest.approx((both.norm().item(), both.std().item(), both.abs().max().item()))
+
+
+class Float32Outputs(TorchDispatchMode):
+    """Records the element count of every float32 tensor an op returns while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                self.sizes.append(t.numel())
+        return out
+
+
+async def test_bf16_statistics_match_float32_without_float32_copies(
+    daemon: RunningDaemon, captured: list[dict[str, Any]]
+) -> None:
+    """A bf16 model's statistics equal the float32 computation on the same values, and no op of the monitor
+    (hooks included) makes a float32 tensor larger than a vector: no copy of an activation, weight or gradient."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Linear(64, 512)).to(torch.bfloat16)
+    x = torch.randn(32, 16, dtype=torch.bfloat16)
+    y = torch.randint(0, 512, (32,))
+    mon = Monitor(model, "bf16", url=daemon.url, every=1)
+    names = mon.layer_ids
+    outputs = record_outputs(model, names)
+    mode = Float32Outputs()
+    with mode:
+        logits = model(x)  # the monitor's hooks compute activation statistics here
+    F.cross_entropy(logits.float(), y).backward()
+    with mode:
+        mon.step(0)
+    assert await asyncio.to_thread(mon.close)
+    assert logits.numel() == 32 * 512 and max(mode.sizes) <= 512  # power-iteration vectors at most
+
+    expected = reference(model.float(), names, {name: out.float() for name, out in outputs.items()})
+    bf16 = {"rel": 1e-3, "abs": 1e-5}  # same values, float32 accumulation: far inside bf16's 4e-3
+    for layer, want in zip(captured[0]["layer_statistics"], expected, strict=True):
+        features, flow = layer["intermediate_features"], layer["gradient_flow"]
+        assert features["activation_std"] == pytest.approx(want["activation_std"], **bf16)
+        assert features["activation_mean"] == pytest.approx(want["activation_mean"], **bf16)
+        for name in ("gradient_l2_norm", "gradient_std", "gradient_max_abs"):
+            assert flow[name] == pytest.approx(want[name], **bf16)
+        if "weight" in want:
+            weight = layer["parameter_statistics"]["weight"]
+            for name in ("std", "mean", "frobenius_norm"):
+                assert weight[name] == pytest.approx(want["weight"][name], **bf16)
+            assert 0.3 * want["weight"]["spectral_norm"] < weight["spectral_norm"]
+            assert weight["spectral_norm"] <= want["weight"]["spectral_norm"] * 1.01
+            assert layer["parameter_statistics"]["bias"] == pytest.approx(want["bias"], **bf16)

@@ -1,4 +1,4 @@
-"""Shared pieces of the training tests: the seeds' architectures, tiny hyperparameters, an SSE reader."""
+"""Shared pieces of the training tests: small MLP and CNN architectures, tiny CPU hyperparameters, an SSE reader."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-MLP = {  # seed 003
+MLP = {  # the smallest classifier: one hidden layer
     "input_size": 784,
     "layers": [
         {"type": "linear", "in": 784, "out": 32},
@@ -18,7 +18,7 @@ MLP = {  # seed 003
     ],
 }
 
-CNN = {  # seed 001, narrower so it trains in a second on two shared cores
+CNN = {  # the demo's CNN, narrower so it trains in a second on two shared cores
     "input_size": 784,
     "input_channels": 1,
     "input_height": 28,
@@ -52,6 +52,7 @@ def hyperparams(**overrides: Any) -> dict[str, Any]:
         "max_samples": 400,
         "dataset": "digits",
         "layerwise_every": 5,
+        "device": "cpu",  # the default ("auto") would train on CUDA on a GPU machine; tests/training/test_gpu.py does
     }
     base.update(overrides)
     return base

@@ -46,7 +46,9 @@ async def test_a_run_pinned_to_a_gpu_fails_when_cuda_is_unusable(tmp_path: Path)
         httpx.AsyncClient(base_url=daemon.url, timeout=60) as http,
     ):
         assert daemon.services.supervisor.slots == 2  # one per GPU
-        run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams()})).json()
+        run_id = (
+            await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams(device="auto")})
+        ).json()
         state, metrics = await final_state(http, run_id["run_id"])
         assert state.startswith("failed: RuntimeError: device 'cuda' asked for, but "), state
         assert "CPU-only build" in state or "cannot be initialised (CUDA_VISIBLE_DEVICES=GPU-0000000" in state
@@ -57,7 +59,9 @@ async def test_a_run_pinned_to_a_gpu_fails_when_cuda_is_unusable(tmp_path: Path)
         logs = (await http.get(f"/api/v1/runs/{run_id['run_id']}/logs")).json()["data"]
         assert any(line["message"] == "assigned GPU 0 (NVIDIA Test GPU, GPU-00000000-test)" for line in logs)
         # The GPU went back when the run ended: the next run gets GPU 0 again, not GPU 1.
-        again = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams()})).json()
+        again = (
+            await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams(device="auto")})
+        ).json()
         await final_state(http, again["run_id"])
         assert (await http.get(f"/api/runs/{again['run_id']}")).json()["gpus"] == [assigned]
 
@@ -74,7 +78,9 @@ async def test_requests_for_a_gpu_that_is_absent_or_taken_are_refused(tmp_path: 
         assert busy.status_code == 409 and "GPU 1 is busy with processes pivotd did not start (pids 4242)" in busy.text
         # `auto` with every GPU busy trains on CPU, with every GPU hidden, and says so.
         run_id = (
-            await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams(epochs=1)})
+            await http.post(
+                "/api/train", json={"architecture": MLP, "hyperparams": hyperparams(epochs=1, device="auto")}
+            )
         ).json()
         assert (await final_state(http, run_id["run_id"]))[0] == "succeeded"
         assert (await http.get(f"/api/runs/{run_id['run_id']}")).json()["gpus"] == []
