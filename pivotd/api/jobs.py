@@ -1,6 +1,6 @@
-"""Jobs: any command as a managed run (`/api/v1/jobs*`, in the `{"error": ...}` envelope). Submitting and cancelling need the
-`jobs` scope (`pivotd.policy`); the queue is readable with `read`. A job's run is also `GET /api/v1/runs/{id}`
-(kind `job`) and its output `GET /api/v1/runs/{id}/logs`."""
+"""Jobs: any command as a managed run (`/api/v1/jobs*`, errors in the `{"error": ...}` envelope). Submitting and
+cancelling need the `jobs` scope (`pivotd.policy`); the queue is readable with `read`. A job's run is also
+`GET /api/v1/runs/{id}` (kind `job`) and its output `GET /api/v1/runs/{id}/logs`."""
 
 from __future__ import annotations
 
