@@ -503,35 +503,15 @@ async def _read_ahead(receive: Receive, max_bytes: int) -> tuple[bytes | None, R
 async def _count_events(receive: Receive, max_bytes: int) -> tuple[int, Receive]:
     """Events in a telemetry batch (`{"events": [...]}`), read ahead and replayed to the route. Only
     rate-limited clients pay for this parse, and they send at most their limit of events a minute."""
-    messages: list[Message] = []
-    size = 0
-    complete = False
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            break
-        size += len(message.get("body", b""))
-        if size > max_bytes:
-            break  # the route answers 413; charged as a whole allowance, below
-        if not message.get("more_body", False):
-            complete = True
-            break
-    # Unknown size (past the route's own cap): charge the most a batch can cost, so no body escapes the limit.
-    count = sys.maxsize
-    if complete:
-        try:
-            document = orjson.loads(b"".join(m.get("body", b"") for m in messages))
-        except orjson.JSONDecodeError:
-            document = None  # the route answers 400
-        events = document.get("events") if isinstance(document, dict) else None
-        count = len(events) if isinstance(events, list) else 1
-    pending = deque(messages)
-
-    async def replay() -> Message:
-        return pending.popleft() if pending else await receive()
-
-    return count, replay
+    body, replay = await _read_ahead(receive, max_bytes)
+    if body is None:  # past the route's own cap (it answers 413): charge the most a batch can cost
+        return sys.maxsize, replay
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        document = None  # the route answers 400
+    events = document.get("events") if isinstance(document, dict) else None
+    return (len(events) if isinstance(events, list) else 1), replay
 
 
 async def _refuse(

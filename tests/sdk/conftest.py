@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.sdk.transport import Item, Transport
+from tests.sdk.capture import capture_layerwise_bodies
 
 
 @pytest.fixture(autouse=True)
@@ -31,20 +31,4 @@ def free_port() -> int:
 @pytest.fixture
 def captured(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Layer-wise bodies as the sender thread builds them (the transport still delivers them)."""
-    bodies: list[dict[str, Any]] = []
-    original = Transport.put
-
-    def put(self: Transport, item: Item) -> None:
-        if item.kind == "layerwise" and callable(item.body):
-            build = item.body
-
-            def capture() -> dict[str, Any]:
-                body = build()
-                bodies.append(body)
-                return body
-
-            item.body = capture
-        original(self, item)
-
-    monkeypatch.setattr(Transport, "put", put)
-    return bodies
+    return capture_layerwise_bodies(monkeypatch)

@@ -20,8 +20,8 @@ from pivotd.training.model import Net
 from pivotd.training.trainer import _resume
 from shared.models.training import Architecture
 from shared.sdk import Monitor
-from shared.sdk.transport import Item, Transport
 from tests.daemon import running_daemon
+from tests.sdk.capture import capture_layerwise_bodies
 from tests.training.helpers import CNN, final_state, hyperparams
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
@@ -84,23 +84,7 @@ def test_resumed_adamw_keeps_steps_on_cpu_and_never_syncs(tmp_path: Path) -> Non
 @pytest.fixture
 def bodies(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Layer-wise bodies as the SDK's sender thread builds them."""
-    built: list[dict[str, Any]] = []
-    original = Transport.put
-
-    def put(self: Transport, item: Item) -> None:
-        if item.kind == "layerwise" and callable(item.body):
-            build = item.body
-
-            def capture() -> dict[str, Any]:
-                body = build()
-                built.append(body)
-                return body
-
-            item.body = capture
-        original(self, item)
-
-    monkeypatch.setattr(Transport, "put", put)
-    return built
+    return capture_layerwise_bodies(monkeypatch)
 
 
 async def test_layerwise_values_match_between_cpu_and_cuda(tmp_path: Path, bodies: list[dict[str, Any]]) -> None:
