@@ -19,3 +19,8 @@ class ConnectionBadge(Static):
     def show(self, state: Connection, url: str) -> None:
         symbol, word, style = _STYLE[state]
         self.update(Text.assemble((f"{symbol} {word} ", style), (url, "dim")))
+
+    def show_fleet(self, state: Connection | None, online: int, boxes: int, current: str) -> None:
+        """Several boxes: how many answer (all: online, none: offline, else partly) and which one is current."""
+        symbol, _, style = _STYLE[state] if state else ("◐", "", "bold yellow")
+        self.update(Text.assemble((f"{symbol} {online}/{boxes} online ", style), (f"gauges: {current}", "dim")))
