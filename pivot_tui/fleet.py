@@ -59,20 +59,16 @@ class HostLink:
                 self._check.set()  # the socket dropped: was it the ssh connection?
             on_state(self, connection, detail)
 
-        try:
-            while True:
-                if self.tunnel is not None:
-                    await self._open_tunnel(state)
-                socket = asyncio.create_task(self.client.run_forever(lambda event: on_event(self, event), state))
-                try:
-                    await self._until_tunnel_drops()
-                finally:
-                    socket.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await socket
-        finally:
+        while True:
             if self.tunnel is not None:
-                await asyncio.to_thread(self.tunnel.close)
+                await self._open_tunnel(state)
+            socket = asyncio.create_task(self.client.run_forever(lambda event: on_event(self, event), state))
+            try:
+                await self._until_tunnel_drops()
+            finally:
+                socket.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await socket
 
     async def _until_tunnel_drops(self) -> None:
         if self.tunnel is None:
@@ -108,4 +104,7 @@ class HostLink:
             await old.aclose()
 
     async def aclose(self) -> None:
+        """Close the client and, for an ssh box, the connection (ssh's master process exits)."""
         await self.client.aclose()
+        if self.tunnel is not None:
+            await asyncio.to_thread(self.tunnel.close)

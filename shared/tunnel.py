@@ -192,6 +192,8 @@ def free_port() -> int:
 
 def _free(port: int) -> bool:
     with socket.socket() as probe:
+        # As ssh binds its listener: connections of the last forward still in TIME_WAIT do not make the port busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -42,7 +42,8 @@ class RunsScreen(ReportsFailures, Screen[None]):
             yield ResourceStrip(id="strip")
             yield ConnectionBadge(id="connection")
         yield RunsTable(list(self.app.links) if self.app.several else None, id="runs")
-        yield Input(placeholder="type to filter runs", id="filter")
+        # No select-all on focus: the key that moved focus here is already typed in, and the next would replace it.
+        yield Input(placeholder="type to filter runs", id="filter", select_on_focus=False)
         yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
