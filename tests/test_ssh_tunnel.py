@@ -115,3 +115,28 @@ def test_hosts_file_mistakes_name_the_host_and_field(tmp_path: Path, entry: str,
     with pytest.raises(HostsError, match=message) as e:
         load_hosts(hosts)
     assert f"{hosts}: [hosts.box]" in str(e.value)
+
+
+@needs_sshd
+def test_pivotctl_host_reaches_a_box_over_ssh_and_by_url(
+    sshd: list[str],
+    box_daemon: tuple[DaemonProcess, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shared.ctl import main
+
+    daemon, state = box_daemon
+    token = (state / "token").read_text().strip()
+    (tmp_path / "config" / "pivot").mkdir(parents=True)
+    (tmp_path / "config" / "pivot" / "hosts.toml").write_text(
+        f'[hosts.box]\nssh = "box"\nstate_dir = "{state}"\n\n[hosts.direct]\nurl = "{daemon.url}"\ntoken = "{token}"\n'
+    )
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("PIVOT_SSH", " ".join(sshd))
+    for host in ("box", "direct"):  # the box's daemon wants its token: each way found it
+        assert main(["--host", host, "--json", "runs"]) == 0
+        assert capsys.readouterr().out.strip().startswith(("[", "{"))
+    assert main(["--host", "nope", "runs"]) == 2
+    assert "no host 'nope'" in capsys.readouterr().err
