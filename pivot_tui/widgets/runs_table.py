@@ -23,7 +23,7 @@ COLUMNS = ("run", "kind", "state", "step", "loss", "updated")
 # Fixed widths (the run id's follows the table's width): rows never reflow, and DataTable's auto
 # width, which could miss rows added in the first frames, is not relied on.
 WIDTHS = {"kind": 6, "state": 9, "step": 6, "loss": 7, "updated": 8}
-HOST_WIDTH = (6, 14)
+HOST_WIDTH = (6, 16)
 """The Host column (several boxes only) fits the longest name within these bounds; a longer one is cut."""
 RunKey = tuple[str, str]
 """(box name, run id): run ids are unique per daemon only."""
