@@ -98,7 +98,15 @@ class PivotApp(App[None]):
     def choose_host(self, name: str) -> None:
         self.current = name
         if self.several:
+            # Screens with a title of their own (resources, alerts, ...) show the app's sub-title: the box they
+            # speak to. (With one box it carries the offline note instead.)
             self.title = f"PIVOT · {name}"
+            self._note_box()
+
+    def _note_box(self) -> None:
+        link = self.links[self.current]
+        away = OFFLINE_NOTE.get(link.model.connection)
+        self.sub_title = f"box {link.name}" + (f" · {away}" if away else "")
 
     def on_mount(self) -> None:
         if self.settings.theme in self.available_themes:
@@ -144,6 +152,8 @@ class PivotApp(App[None]):
         # several boxes the runs and fleet screens say which are away.
         if state is not Connection.CONNECTING and not self.several:
             self.sub_title = OFFLINE_NOTE.get(state, "")
+        elif state is not Connection.CONNECTING and link.name == self.current:
+            self._note_box()
         where = f"{link.name} ({link.where})" if self.several else f"pivotd at {link.where}"
         if state is Connection.OFFLINE and (was_online or (detail != link.said and (self.several or link.tunnel))):
             # Once per drop, and once per reason while a box that was never reached keeps failing (no startup

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pivot_tui.fleet import HostLink
 
 COLUMNS = ("box", "state", "gpus", "cpu", "mem", "queued", "running", "alerts")
+LABELS = {"gpus": "GPUs", "cpu": "CPU"}
 WIDTHS = {"state": 12, "cpu": 4, "mem": 4, "queued": 6, "running": 7, "alerts": 6}
 STATE = {
     Connection.ONLINE: "[green]● online[/]",
@@ -74,7 +75,8 @@ class FleetScreen(ReportsFailures, Screen[None]):
     """Every box at a glance; `enter` makes the highlighted box the one the resources, alerts, experiments and
     launch screens speak to, and shows its resources."""
 
-    BINDINGS = [Binding("enter", "choose", "Use box")]
+    # Priority: the table's own `enter` (hidden from the footer) would otherwise take the key and the footer entry.
+    BINDINGS = [Binding("enter", "choose", "Use box", priority=True)]
 
     app: PivotApp  # type: ignore[assignment]
 
@@ -92,7 +94,7 @@ class FleetScreen(ReportsFailures, Screen[None]):
         self.title = "fleet"
         table = self.query_one(DataTable)
         for column, width in self._widths(self.app.size.width).items():
-            table.add_column(column.capitalize(), key=column, width=width)
+            table.add_column(LABELS.get(column, column.capitalize()), key=column, width=width)
         table.focus()
         self.set_interval(0.5, self.redraw)
         self.redraw()
@@ -130,9 +132,7 @@ class FleetScreen(ReportsFailures, Screen[None]):
         states = [run.status for run in model.runs.values()]
         name = f"[b]{escape(link.name)}[/b]" if link.name == self.app.current else escape(link.name)
         alerts = link.active_alerts
-        return (
-            name,
-            STATE[model.connection],
+        figures = (
             gpus_cell(sample, gpu_width),
             _percent(sample.cpu.percent) if sample and sample.cpu else "",
             _percent(sample.memory.percent) if sample and sample.memory else "",
@@ -140,6 +140,9 @@ class FleetScreen(ReportsFailures, Screen[None]):
             str(states.count(RunState.RUNNING)),
             "" if alerts is None else f"[bold red]▲ {alerts}[/]" if alerts else "0",
         )
+        if model.connection is not Connection.ONLINE:  # the last figures read: shown, but dimmed as stale
+            figures = tuple(f"[dim]{figure}[/dim]" if figure else "" for figure in figures)
+        return (name, STATE[model.connection], *figures)
 
     def _describe(self) -> None:
         """Under the table: where the highlighted box is and, when it is away, why."""
