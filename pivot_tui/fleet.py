@@ -45,6 +45,8 @@ class HostLink:
             url = host.url
         self.client = client or DaemonClient(url, host.token, max_backoff=max_backoff)
         self._check = asyncio.Event()
+        self._opening = False
+        self._closed = False
 
     @property
     def where(self) -> str:
@@ -86,8 +88,7 @@ class HostLink:
         while True:
             state(Connection.CONNECTING, f"ssh {self.host.ssh}")
             try:
-                first = self.tunnel.remote is None
-                remote = await asyncio.to_thread(self.tunnel.open if first else self.tunnel.reopen)
+                remote = await asyncio.to_thread(self._connect)
             except TunnelError as exc:
                 state(Connection.OFFLINE, str(exc))
                 await asyncio.sleep(backoff)
@@ -95,6 +96,18 @@ class HostLink:
                 continue
             await self._use(remote)
             return
+
+    def _connect(self) -> Remote:
+        """In a thread: open (or, after a drop, reopen) the tunnel. The TUI may quit meanwhile; the thread then
+        closes what it opened, since ssh's master would otherwise outlive the TUI."""
+        assert self.tunnel is not None
+        self._opening = True
+        try:
+            return self.tunnel.open() if self.tunnel.remote is None else self.tunnel.reopen()
+        finally:
+            self._opening = False
+            if self._closed:
+                self.tunnel.close()
 
     async def _use(self, remote: Remote) -> None:
         """Point the client at the tunnel's end with the token from the hosts file, else the box's own."""
@@ -105,6 +118,7 @@ class HostLink:
 
     async def aclose(self) -> None:
         """Close the client and, for an ssh box, the connection (ssh's master process exits)."""
+        self._closed = True
         await self.client.aclose()
-        if self.tunnel is not None:
+        if self.tunnel is not None and not self._opening:  # else the opening thread closes it when done
             await asyncio.to_thread(self.tunnel.close)

@@ -138,3 +138,19 @@ async def test_a_box_over_ssh_reads_its_token_and_survives_a_dropped_connection(
         await post_run(box_daemon.url, "after_the_drop", token)
         await until(pilot, lambda: "after_the_drop" in rows(app), timeout=40)
         assert link.client.url == url
+
+
+def test_a_box_gpus_fit_their_column_hot_ones_in_red() -> None:
+    from pivot_tui.screens.fleet import gpus_cell
+    from shared.models.monitor import ResourceSample
+
+    def gpu(index: int, utilization: float, temperature: float) -> dict[str, float]:
+        return {"id": index, "utilization": utilization, "memory_used_gb": 40, "memory_total_gb": 80,
+                "temperature": temperature}  # fmt: skip
+
+    sample = ResourceSample.model_validate(
+        {"timestamp": "t", "time": 0, "gpu": [gpu(0, 87, 65), gpu(1, 99, 88), gpu(2, 3, 40), gpu(3, 50, 70)]}
+    )
+    assert gpus_cell(sample, 80) == "87% 40/80G 65° │ 99% 40/80G [red]88°[/] │ 3% 40/80G 40° │ 50% 40/80G 70°"
+    assert gpus_cell(sample, 13) == "87% 65° [dim]+3[/]"  # as many as fit, then how many more
+    assert gpus_cell(ResourceSample.model_validate({"timestamp": "t", "time": 0}), 20) == "[dim]unknown[/]"
