@@ -76,13 +76,13 @@ class RunsScreen(ReportsFailures, Screen[None]):
         away = [link.name for link in links if link.model.connection in (Connection.OFFLINE, Connection.UNAUTHORIZED)]
         self.sub_title = " · ".join(filter(None, (f"{runs} runs on {len(links)} boxes", away and "offline: " +
                                                   ", ".join(away))))  # fmt: skip
-        seen = tuple(v for link in links for v in (link.model.versions["runs"], link.model.versions["resources"],
-                                                   link.model.versions["alerts"]))  # fmt: skip
+        seen = (tuple(away), *(v for link in links for v in (link.model.versions["runs"],
+                link.model.versions["resources"], link.model.versions["alerts"])))  # fmt: skip
         if seen == self._seen:
             return
         self._seen = seen
         self.query_one(RunsTable).show(
-            {(link.name, run_id): run for link in links for run_id, run in link.model.runs.items()}
+            {(link.name, run_id): run for link in links for run_id, run in link.model.runs.items()}, frozenset(away)
         )
         self.query_one(ResourceStrip).show(current.model.resources, current.active_alerts)
 

@@ -79,7 +79,10 @@ class RunsTable(DataTable[Any]):
         self.columns_shown = ("host", *COLUMNS) if self.hosts else COLUMNS
         self.widths = dict(WIDTHS)
         if hosts is not None:
-            self.widths["host"] = max(HOST_WIDTH[0], min(HOST_WIDTH[1], max(map(len, hosts), default=0)))
+            # +2: a box that is away shows `○ name`.
+            self.widths["host"] = max(HOST_WIDTH[0], min(HOST_WIDTH[1], 2 + max(map(len, hosts), default=0)))
+        self.away: frozenset[str] = frozenset()
+        """Boxes that cannot be reached: their runs stay, as last read, with `○` and dimmed before the box's name."""
         self.filter_text = ""
         # Newest first by creation: a stable order while runs stream, so rows do not jump under the cursor.
         self.sort_column = "created"
@@ -99,7 +102,8 @@ class RunsTable(DataTable[Any]):
     def _run_width(self, width: int) -> int:
         return left_over(width, self.widths, 12, 48)
 
-    def show(self, runs: Mapping[RunKey, RunSummary]) -> None:
+    def show(self, runs: Mapping[RunKey, RunSummary], away: frozenset[str] = frozenset()) -> None:
+        self.away = away
         self._runs = {row_key(key, self.hosts): (key, run) for key, run in runs.items()}
         text = self.filter_text.lower()
         wanted = {
@@ -123,7 +127,7 @@ class RunsTable(DataTable[Any]):
 
     def refilter(self, text: str) -> None:
         self.filter_text = text
-        self.show({key: run for key, run in self._runs.values()})
+        self.show({key: run for key, run in self._runs.values()}, self.away)
 
     def cycle_sort(self) -> str:
         order = ("created", *self.columns_shown)
@@ -194,7 +198,9 @@ class RunsTable(DataTable[Any]):
             "" if loss is None else f"{loss:.4g}",
             age(run.last_update),
         )
-        return (escape(key[0]), *cells) if self.hosts else cells
+        if not self.hosts:
+            return cells
+        return (f"[dim]○ {escape(key[0])}[/]" if key[0] in self.away else escape(key[0]), *cells)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

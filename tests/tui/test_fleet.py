@@ -97,6 +97,9 @@ async def test_three_boxes_in_one_tui_and_one_goes_away_and_comes_back(tmp_path:
             await pilot.press("1")
             await until(pilot, lambda: "alpha/while_gamma_away" in rows(app) and "gamma/gamma_run" in rows(app))
             assert "offline: gamma" in str(app.screen.sub_title)
+            runs = app.screen.query_one(RunsTable)
+            await until(pilot, lambda: "○ gamma" in str(runs.get_row("gamma/gamma_run")[0]))  # its runs: as last read
+            assert str(runs.get_row("alpha/same_name")[0]) == "alpha"
 
             # gamma comes back on its port: online again, with what it learnt meanwhile.
             async with running_daemon(tmp_path / "gamma", port=gamma_port) as again:
