@@ -6,13 +6,17 @@ run's detail. Reports redraws/s (screen updates that changed something), event-l
 (share of one core) and peak RSS of the TUI process, and the time from launching the TUI process to
 its first rendered runs table. Baseline in the same run: the same TUI process with no load.
 
-    .venv/bin/python bench/tui_load.py [--seconds 20] [--runs 20] [--rate 50]
+`--daemons 3`: as many pivotds, each fed by its own feeder with its share of the runs and of the rate, and
+one TUI watching them all (the merged runs table with its Host column, then a run's detail on the first box).
+
+    .venv/bin/python bench/tui_load.py [--seconds 20] [--runs 20] [--rate 50] [--daemons 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -44,7 +48,7 @@ def feed(url: str, runs: int, rate: float) -> None:
                 time.sleep(delay)
 
 
-def measure_tui(url: str, seconds: float, launched: float) -> dict[str, float]:
+def measure_tui(urls: list[str], seconds: float, launched: float) -> dict[str, float]:
     import psutil
 
     from pivot_tui.app import make_app
@@ -67,9 +71,11 @@ def measure_tui(url: str, seconds: float, launched: float) -> dict[str, float]:
 
         screen.redraw = counting  # type: ignore[method-assign]
 
+    from shared.hosts import Host
     from shared.runtime import tune_gc
 
-    app = make_app(TuiSettings(url, None, "textual-dark"))
+    hosts = tuple(Host(f"box{index}", url=url) for index, url in enumerate(urls)) if len(urls) > 1 else ()
+    app = make_app(TuiSettings(urls[0], None, "textual-dark", hosts))
     tune_gc()  # as pivot-tui's entry point does
     lags: list[float] = []
     process = psutil.Process()
@@ -112,10 +118,10 @@ def measure_tui(url: str, seconds: float, launched: float) -> dict[str, float]:
     return result
 
 
-def run_tui(url: str, seconds: float) -> dict[str, float]:
+def run_tui(urls: list[str], seconds: float) -> dict[str, float]:
     launched = time.time()
     output = subprocess.run(
-        [sys.executable, __file__, "--tui", url, "--seconds", str(seconds), "--launched", str(launched)],
+        [sys.executable, __file__, "--tui", ",".join(urls), "--seconds", str(seconds), "--launched", str(launched)],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
@@ -128,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--rate", type=float, default=50)
+    parser.add_argument("--daemons", type=int, default=1, help="spread the runs over this many pivotds")
     parser.add_argument("--feed", help=argparse.SUPPRESS)
     parser.add_argument("--tui", help=argparse.SUPPRESS)
     parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
@@ -136,18 +143,35 @@ def main() -> None:
         feed(args.feed, args.runs, args.rate)
         return
     if args.tui:
-        print(json.dumps(measure_tui(args.tui, args.seconds, args.launched)))
+        print(json.dumps(measure_tui(args.tui.split(","), args.seconds, args.launched)))
         return
-    print(f"bench/tui_load: {args.runs} runs, {args.rate:.0f} steps/s in total, {args.seconds:.0f} s per scenario\n")
-    with pivotd() as daemon:
-        baseline = run_tui(daemon.url, args.seconds)
-        feeder = subprocess.Popen([sys.executable, __file__, "--feed", daemon.url, "--runs", str(args.runs),
-                                   "--rate", str(args.rate)])  # fmt: skip
+    print(f"bench/tui_load: {args.runs} runs, {args.rate:.0f} steps/s in total over {args.daemons} daemon(s), "
+          f"{args.seconds:.0f} s per scenario\n")  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        urls = [stack.enter_context(pivotd()).url for _ in range(args.daemons)]
+        baseline = run_tui(urls, args.seconds)
+        feeders = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--feed",
+                    url,
+                    "--runs",
+                    str(share),
+                    "--rate",
+                    str(args.rate * share / args.runs),
+                ]
+            )  # fmt: skip
+            for index, url in enumerate(urls)
+            if (share := args.runs // args.daemons + (index < args.runs % args.daemons))
+        ]
         try:
-            loaded = run_tui(daemon.url, args.seconds)
+            loaded = run_tui(urls, args.seconds)
         finally:
-            feeder.kill()
-            feeder.wait()
+            for feeder in feeders:
+                feeder.kill()
+                feeder.wait()
     targets = {"redraws_per_s": ">= 10", "lag_p99_ms": "< 50", "cpu": "< 25% of a core", "rss_mb": "< 200",
                "first_table_s": "< 1.5"}  # fmt: skip
     print(f"{'measurement':24} {'no load':>10} {'under load':>11}   target")

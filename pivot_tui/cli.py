@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 import httpx
 from pydantic import ValidationError
 
-from pivot_tui.config import resolve
+from pivot_tui.config import resolve, resolve_hosts
 from shared import __version__
 from shared.client import PivotAPIError, PivotClient
 from shared.runtime import tune_gc
@@ -22,10 +23,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="pivot-tui",
         description="Terminal client for pivotd: runs, live curves, layer health, resources and alerts.",
         epilog="URL and token default to $PIVOT_URL/$PIVOT_TOKEN, then ~/.config/pivot/tui.toml, then the local "
-        "daemon's files. From a laptop: ssh -L 8000:127.0.0.1:8000 gpu-box, then pivot-tui --url http://localhost:8000",
+        "daemon's files. From a laptop: pivot-tui --ssh gpu-box (your own ssh opens the tunnel and reads the token). "
+        "Several boxes: repeat --url/--ssh/--host, or --all for every box in ~/.config/pivot/hosts.toml.",
     )
-    parser.add_argument("--url", help="daemon URL, e.g. http://localhost:8000")
+    parser.add_argument(
+        "--url", action="append", default=[], help="daemon URL, e.g. http://localhost:8000 (repeatable)"
+    )
     parser.add_argument("--token", help="bearer token (needed for a daemon that does not trust you as loopback)")
+    parser.add_argument("--host", action="append", default=[], help="a box named in hosts.toml (repeatable)")
+    parser.add_argument("--all", action="store_true", help="every box in hosts.toml")
+    parser.add_argument("--ssh", action="append", default=[], help="an ssh destination running pivotd (repeatable)")
     parser.add_argument("--theme", help="textual-dark (default), textual-light, or any Textual theme name")
     parser.add_argument("--version", action="version", version=f"pivot-tui {__version__}")
     return parser.parse_args(argv)
@@ -62,13 +69,23 @@ def preflight(url: str, token: str | None) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = resolve(args.url, args.token, args.theme)
-    except ValueError as exc:
+        hosts = resolve_hosts(args.url, args.host, args.all, args.ssh, args.token)
+        # One box given by URL is the single-daemon TUI of old; the others start with hosts and check nothing
+        # here: a box that is down (or whose ssh fails) shows as offline while the others update.
+        plain = len(hosts) == 1 and hosts[0].url is not None
+        single = hosts[0] if plain else None
+        settings = resolve(single.url if single else None, single.token if single else args.token, args.theme)
+    except ValueError as exc:  # HostsError included: it names the file, the host and the field
         print(f"pivot-tui: {exc}", file=sys.stderr)
         return 2
-    failure = preflight(settings.url, settings.token)
-    if failure is not None:
-        return failure
+    if hosts and not plain:
+        settings = replace(settings, url=hosts[0].url or f"ssh {hosts[0].ssh}", hosts=hosts)
+    else:
+        failure = preflight(settings.url, settings.token)
+        if failure is not None:
+            return failure
+        if single is not None and args.host:  # one box of hosts.toml: keep its name (the header shows it)
+            settings = replace(settings, hosts=hosts)
     from pivot_tui.app import make_app  # noqa: PLC0415 (keeps --help, --version and errors free of Textual's import)
 
     app = make_app(settings)

@@ -2,7 +2,8 @@
 logs) and API keys.
 
 Needs only the base install (the `shared` package), so it works from a laptop against a remote daemon
-(`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`). Exit codes scripts can rely on:
+(`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`; or `--host NAME` from hosts.toml, through ssh for an `ssh` box,
+for the command's duration). Exit codes scripts can rely on:
 0 done (with `--wait`: the run succeeded), 1 the run failed or was cancelled, 2 bad usage or input file,
 3 the daemon refused the request (4xx), 4 the daemon is unreachable or failed (5xx).
 """
@@ -10,6 +11,7 @@ Needs only the base install (the `shared` package), so it works from a laptop ag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -22,8 +24,10 @@ import httpx
 from pydantic import BaseModel
 
 from shared.client import FINAL_STATES, PivotAPIError, PivotClient
+from shared.hosts import find_host
 from shared.models.registry import ManagedRun
 from shared.models.runs import RunState
+from shared.tunnel import SshTunnel, TunnelError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 
@@ -241,6 +245,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pivotctl", description="Train, inspect and query models on pivotd.")
     root.add_argument("--url", help="daemon URL (default: $PIVOT_URL, else the local daemon)")
     root.add_argument("--token", help="bearer token (default: $PIVOT_TOKEN, else the local token file)")
+    root.add_argument("--host", help="a box named in ~/.config/pivot/hosts.toml (its url, or ssh to it)")
     root.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -316,12 +321,28 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _target(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[str | None, str | None]:
+    """URL and token: `--url`/`--token` as given, or the `--host` box's (a tunnel, closed when the command ends, for an
+    ssh box; the token from hosts.toml, else the one read over ssh)."""
+    if args.host is None:
+        return args.url, args.token
+    if args.url:
+        raise UsageError("give --url or --host, not both")
+    host = find_host(args.host)  # HostsError (a ValueError) names the file, host and field
+    if host.ssh is None:
+        return host.url, args.token or host.token
+    remote = stack.enter_context(SshTunnel(host.ssh, state_dir=host.state_dir)).open()
+    return remote.url, args.token or host.token or remote.token
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler: Callable[[PivotClient, argparse.Namespace], int] = args.handler
-    url = args.url or "the local daemon"
+    url = args.url or args.host or "the local daemon"
     try:
-        with PivotClient(args.url, args.token, timeout=30) as client:
+        with contextlib.ExitStack() as stack:
+            base, token = _target(args, stack)
+            client = stack.enter_context(PivotClient(base, token, timeout=30))
             url = client.url
             return handler(client, args)
     except UsageError as exc:
@@ -330,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     except PivotAPIError as exc:
         print(f"pivotctl: {url}: {exc.status}: {exc.message}", file=sys.stderr)
         return EXIT_REFUSED if 400 <= exc.status < 500 else EXIT_UNAVAILABLE
+    except TunnelError as exc:
+        print(f"pivotctl: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except BrokenPipeError:
         # stdout closed early (`pivotctl runs | head`): not an error of ours, and not the daemon's.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -54,15 +54,27 @@ def ssh_command() -> list[str]:
 
 
 class SshTunnel:
-    def __init__(self, destination: str, *, state_dir: str | None = None, ssh: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        destination: str,
+        *,
+        state_dir: str | None = None,
+        ssh: Sequence[str] | None = None,
+        local_port: int | None = None,
+    ) -> None:
         if not destination or destination.startswith("-"):
             raise TunnelError(f"not an ssh destination: {destination!r}")
         self.destination = destination
         self._state_dir = state_dir
         self._ssh = list(ssh) if ssh is not None else ssh_command()
         self._control_dir: Path | None = None
-        self._local_port: int | None = None
+        self._local_port = local_port
+        """The forward's local port: kept across reopen() while free; a caller may choose it before connecting."""
         self.remote: Remote | None = None
+
+    @property
+    def local_port(self) -> int | None:
+        return self._local_port
 
     @property
     def _socket(self) -> Path:
@@ -84,7 +96,7 @@ class SshTunnel:
         if parts.hostname is None or parts.port is None:
             raise TunnelError(f"{self.destination}: daemon.json names no host and port: {announced!r}")
         host = "127.0.0.1" if parts.hostname in ("0.0.0.0", "::", "localhost") else parts.hostname
-        port = self._local_port if self._local_port is not None and _free(self._local_port) else _free_port()
+        port = self._local_port if self._local_port is not None and _free(self._local_port) else free_port()
         self._run(
             ["-S", str(self._socket), "-O", "forward", "-L", f"127.0.0.1:{port}:{host}:{parts.port}",
              "--", self.destination],
@@ -171,7 +183,7 @@ def _said(stderr: str) -> str:
     return lines[-1] if lines else "no message from ssh"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
@@ -180,6 +192,8 @@ def _free_port() -> int:
 
 def _free(port: int) -> bool:
     with socket.socket() as probe:
+        # As ssh binds its listener: connections of the last forward still in TIME_WAIT do not make the port busy.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

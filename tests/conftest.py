@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from tests.daemon import RunningDaemon, running_daemon
+from tests.sshd import sshd  # noqa: F401 (a fixture: a real sshd on loopback, for the tunnel and the TUI)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

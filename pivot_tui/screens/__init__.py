@@ -1,9 +1,10 @@
-"""Screens of pivot-tui: one per mode (runs, resources, alerts, experiments), the run detail, and dialogs."""
+"""Screens of pivot-tui: one per mode (runs, resources, alerts, experiments, fleet), the run detail, and dialogs."""
 
 from pivot_tui.screens.acknowledge import AcknowledgeDialog
 from pivot_tui.screens.alerts import AlertsScreen
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.experiments import ExperimentDetailScreen, ExperimentsScreen
+from pivot_tui.screens.fleet import FleetScreen
 from pivot_tui.screens.launch import LaunchDialog
 from pivot_tui.screens.resources import ResourcesScreen
 from pivot_tui.screens.run_detail import RunDetailScreen
@@ -15,6 +16,7 @@ __all__ = [
     "ConfirmDialog",
     "ExperimentDetailScreen",
     "ExperimentsScreen",
+    "FleetScreen",
     "LaunchDialog",
     "ResourcesScreen",
     "RunDetailScreen",

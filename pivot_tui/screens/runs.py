@@ -1,4 +1,5 @@
-"""Provides RunsScreen: every run on the daemon with resource gauges, alert count and connection state."""
+"""Provides RunsScreen: every run on the daemon (or on every box, merged) with resource gauges, alert count and
+connection state."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
+from pivot_tui.client import Connection
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.widgets import ConnectionBadge, ResourceStrip, RunsTable
 
@@ -32,15 +34,16 @@ class RunsScreen(ReportsFailures, Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._seen: tuple[int, int, int] = (-1, -1, -1)
+        self._seen: tuple[int, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="status-line"):
             yield ResourceStrip(id="strip")
             yield ConnectionBadge(id="connection")
-        yield RunsTable(id="runs")
-        yield Input(placeholder="type to filter runs", id="filter")
+        yield RunsTable(list(self.app.links) if self.app.several else None, id="runs")
+        # No select-all on focus: the key that moved focus here is already typed in, and the next would replace it.
+        yield Input(placeholder="type to filter runs", id="filter", select_on_focus=False)
         yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_mount(self) -> None:
@@ -49,6 +52,9 @@ class RunsScreen(ReportsFailures, Screen[None]):
         self.redraw()
 
     def redraw(self) -> None:
+        if self.app.several:
+            self._redraw_fleet()
+            return
         model = self.app.model
         seen = (model.versions["runs"], model.versions["resources"], model.versions["alerts"])
         self.query_one(ConnectionBadge).show(model.connection, self.app.settings.url)
@@ -56,13 +62,34 @@ class RunsScreen(ReportsFailures, Screen[None]):
         if seen == self._seen:
             return
         self._seen = seen
-        self.query_one(RunsTable).show(model.runs)
+        self.query_one(RunsTable).show({("", run_id): run for run_id, run in model.runs.items()})
         self.query_one(ResourceStrip).show(model.resources, self.app.active_alerts)
+
+    def _redraw_fleet(self) -> None:
+        """Every box's runs in one table; the status line shows the current box's gauges and how many boxes answer."""
+        links = self.app.links.values()
+        current = self.app.links[self.app.current]
+        online = sum(link.model.connection is Connection.ONLINE for link in links)
+        state = Connection.ONLINE if online == len(links) else Connection.OFFLINE if not online else None
+        self.query_one(ConnectionBadge).show_fleet(state, online, len(links), current.name)
+        runs = sum(len(link.model.runs) for link in links)
+        away = [link.name for link in links if link.model.connection in (Connection.OFFLINE, Connection.UNAUTHORIZED)]
+        self.sub_title = " · ".join(filter(None, (f"{runs} runs on {len(links)} boxes", away and "offline: " +
+                                                  ", ".join(away))))  # fmt: skip
+        seen = (tuple(away), *(v for link in links for v in (link.model.versions["runs"],
+                link.model.versions["resources"], link.model.versions["alerts"])))  # fmt: skip
+        if seen == self._seen:
+            return
+        self._seen = seen
+        self.query_one(RunsTable).show(
+            {(link.name, run_id): run for link in links for run_id, run in link.model.runs.items()}, frozenset(away)
+        )
+        self.query_one(ResourceStrip).show(current.model.resources, current.active_alerts)
 
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.
         table = self.query_one(RunsTable)
-        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?1234l":
+        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?12345l":
             field = self.query_one("#filter", Input)
             field.focus()
             field.insert_text_at_cursor(event.character)
@@ -79,12 +106,12 @@ class RunsScreen(ReportsFailures, Screen[None]):
 
     @on(RunsTable.RunChosen)
     def _open(self, event: RunsTable.RunChosen) -> None:
-        self.app.open_run(event.run_id)
+        self.app.open_run(event.run_id, event.host or None)
 
     def action_open(self) -> None:
-        run_id = self.query_one(RunsTable).selected_run
-        if run_id:
-            self.app.open_run(run_id)
+        selected = self.query_one(RunsTable).selected
+        if selected:
+            self.app.open_run(selected[1], selected[0] or None)
 
     def action_sort(self) -> None:
         column = self.query_one(RunsTable).cycle_sort()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from pivot_tui.cli import EXIT_UNAUTHORIZED, EXIT_UNREACHABLE
 from pivot_tui.config import resolve
 from shared.locations import state_dir
@@ -46,3 +48,23 @@ def test_the_local_token_is_used_only_for_the_local_daemon() -> None:
     assert resolve().token == resolve(url="http://localhost:8000/").token == "local-token"
     assert resolve(url="http://127.0.0.1:8010").token is None  # another daemon: no token beats a wrong one
     assert resolve(url="http://gpu-box:8000", token="t").token == "t"
+
+
+def test_boxes_from_flags_and_the_hosts_file() -> None:
+    from pivot_tui.config import resolve_hosts
+    from shared.hosts import HostsError, hosts_path
+
+    hosts_path().parent.mkdir(parents=True, exist_ok=True)
+    hosts_path().write_text('[hosts.gpu-1]\nssh = "gpu-1"\n[hosts.lab]\nurl = "http://10.0.0.5:8000"\ntoken = "t"\n')
+    boxes = resolve_hosts(["http://127.0.0.1:8001/"], ["lab"], False, ["me@gpu-2"], None)
+    assert [(b.name, b.url, b.ssh) for b in boxes] == [
+        ("127.0.0.1:8001", "http://127.0.0.1:8001", None),
+        ("lab", "http://10.0.0.5:8000", None),
+        ("me@gpu-2", None, "me@gpu-2"),
+    ]
+    assert [b.name for b in resolve_hosts([], [], True, [], None)] == ["gpu-1", "lab"]
+    assert resolve_hosts([], [], False, [], None) == ()
+    with pytest.raises(HostsError, match="named twice"):
+        resolve_hosts([], ["lab"], True, [], None)
+    result = run_tui("--host", "nope")  # before anything connects: exit 2 with the file and the names known
+    assert result.returncode == 2 and "no host 'nope'" in result.stderr and "gpu-1, lab" in result.stderr

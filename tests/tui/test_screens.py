@@ -70,7 +70,7 @@ async def test_a_managed_runs_epochs_show_in_its_title_and_follow_run_progress()
         pilot.app.open_run("mnist_cnn_lr0.1")
         await until(pilot, lambda: following(pilot, "mnist_cnn_lr0.1") and "epoch 2/3" in title(pilot))
         progress = {"type": "run_progress", "topic": "run:mnist_cnn_lr0.1", "run_id": "mnist_cnn_lr0.1", "epoch": 3}
-        pilot.app._on_event(Event("run_progress", progress))
+        pilot.app._on_event(pilot.app._link(), Event("run_progress", progress))
         await until(pilot, lambda: "epoch 3/3" in title(pilot))
 
 
@@ -203,18 +203,18 @@ async def test_every_screen_says_when_pivotd_is_away_and_the_message_is_in_words
         await pilot.press("4")
         await until(pilot, lambda: rows(pilot, "#experiments") == 4)
         refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 8765)")
-        pilot.app._on_state(Connection.OFFLINE, why_offline(refused))
+        pilot.app._on_state(pilot.app._link(), Connection.OFFLINE, why_offline(refused))
         await until(pilot, lambda: "offline" in header(pilot))
         assert "Lost pivotd at http://gpu-box:8000: connection refused (is pivotd running?)" in notes(pilot)
         assert "Errno" not in notes(pilot)
-        pilot.app._on_state(Connection.CONNECTING, "ws://gpu-box:8000/ws")  # a reconnection attempt
-        pilot.app._on_state(Connection.OFFLINE, why_offline(refused))
+        pilot.app._on_state(pilot.app._link(), Connection.CONNECTING, "ws://gpu-box:8000/ws")  # a reconnection attempt
+        pilot.app._on_state(pilot.app._link(), Connection.OFFLINE, why_offline(refused))
         assert notes(pilot).count("Lost pivotd") == 1  # once per loss, not per attempt
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(pilot.app.screen, ExperimentDetailScreen) and "offline" in header(pilot))
         await pilot.press("1")
         await until(pilot, lambda: "4 runs · ○ offline" in header(pilot))
-        pilot.app._on_state(Connection.ONLINE, "ws://gpu-box:8000/ws")
+        pilot.app._on_state(pilot.app._link(), Connection.ONLINE, "ws://gpu-box:8000/ws")
         await until(pilot, lambda: "offline" not in header(pilot))
 
 
@@ -261,7 +261,7 @@ async def test_cancel_is_offered_only_for_a_managed_run_that_has_not_ended() -> 
         pilot.app.open_run("mnist_cnn_lr0.1")
         await until(pilot, lambda: following(pilot, "mnist_cnn_lr0.1") and "Cancel" in footer(pilot))
         ended = {"type": "run_state", "topic": "runs", "run_id": "mnist_cnn_lr0.1", "state": "succeeded", "error": None}
-        pilot.app._on_event(Event("run_state", ended))
+        pilot.app._on_event(pilot.app._link(), Event("run_state", ended))
         await until(pilot, lambda: "Cancel" not in footer(pilot))  # it finished while open: the key goes
 
 
@@ -269,7 +269,9 @@ async def test_a_lost_run_has_its_own_colour_in_the_runs_list() -> None:
     async with app().run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: rows(pilot, "#runs") == 4)
         lost = {**summary("lost", 700, 0.9), "error": "no data for 15 min"}
-        pilot.app._on_event(Event("run_updated", {"type": "run_updated", "run_id": "killed", "data": lost}))
+        pilot.app._on_event(
+            pilot.app._link(), Event("run_updated", {"type": "run_updated", "run_id": "killed", "data": lost})
+        )
         await until(pilot, lambda: rows(pilot, "#runs") == 5)
         table = pilot.app.screen.query_one("#runs")
         assert str(table.get_cell("killed", "state")) == "[dark_orange]lost[/]"

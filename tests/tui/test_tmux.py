@@ -77,3 +77,40 @@ def test_browse_a_live_run(daemon_process: DaemonProcess, tmp_path: Path) -> Non
         assert tmux("has-session", "-t", session).returncode != 0, "pivot-tui did not quit on q"
     finally:
         tmux("kill-session", "-t", session)
+
+
+def test_three_boxes_in_a_real_terminal_one_stopped_and_restarted(tmp_path: Path) -> None:
+    daemons = [start_daemon_process(tmp_path / name) for name in ("alpha", "beta", "gamma")]
+    session = f"pivot-tui-fleet-{os.getpid()}"
+    try:
+        for daemon, run_id in zip(daemons, ("alpha_run", "beta_run", "gamma_run"), strict=True):
+            httpx.post(f"{daemon.url}/api/v1/metrics/layerwise", json=layerwise_payload(run_id, 0, layers=3))
+        urls = " ".join(f"--url {daemon.url}" for daemon in daemons)
+        command = f"{sys.executable} -m pivot_tui.cli {urls}"
+        assert tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-eTERM=xterm-256color",
+                    command).returncode == 0  # fmt: skip
+        screen = wait_for(session, "gamma_run")
+        assert "3/3 online" in screen
+        gamma_host = daemons[2].url.removeprefix("http://")
+        row = next(line for line in screen.splitlines() if "gamma_run" in line)
+        assert row.split()[:4] == [gamma_host, "gamma_run", "script", "running"]  # a Host column, lined up
+
+        tmux("send-keys", "-t", session, "5")
+        screen = wait_for(session, "boxes online")
+        assert sum("● online" in line for line in screen.splitlines()) == 3
+
+        # gamma stops: its row says offline, the others stay online.
+        port = gamma_host.rsplit(":", 1)[1]
+        daemons[2].signal(signal.SIGTERM)
+        daemons[2].wait()
+        screen = wait_for(session, "○ offline")
+        assert sum("● online" in line for line in screen.splitlines()) == 2
+        daemons[2] = start_daemon_process(tmp_path / "gamma", "--port", port)
+        wait_for(session, "3/3 boxes online", timeout=30)
+        tmux("send-keys", "-t", session, "q")
+    finally:
+        tmux("kill-session", "-t", session)
+        for daemon in daemons:
+            if daemon.proc.poll() is None:
+                daemon.signal(signal.SIGTERM)
+                daemon.wait()
