@@ -48,6 +48,7 @@ class Jobs:
             "env": spec.env,
             "gpus": gpus,
             "nproc_per_node": spec.nproc_per_node,
+            "rendezvous": None if spec.rendezvous is None else spec.rendezvous.model_dump(),
             "max_runtime_s": spec.max_runtime_s,
             "retries": spec.retries,
         }
@@ -89,6 +90,7 @@ class Jobs:
             env=sorted(config.get("env") or {}),
             gpus_requested=int(config["gpus"]),
             nproc_per_node=int(config.get("nproc_per_node", 1)),
+            rendezvous=config.get("rendezvous"),
             priority=job.priority,
             max_runtime_s=config.get("max_runtime_s"),
             retries=int(config.get("retries", 0)),
