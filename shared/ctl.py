@@ -1,5 +1,5 @@
 """`pivotctl`: the command line for managed training (train, runs, cancel, infer, params), jobs (submit, queue,
-logs) and API keys.
+logs), experiments (exp create, start, wait, test, export) and API keys.
 
 Needs only the base install (the `shared` package), so it works from a laptop against a remote daemon
 (`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`; or `--host NAME` from hosts.toml, through ssh for an `ssh` box,
@@ -263,6 +263,48 @@ def cmd_logs(client: PivotClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_exp_create(client: PivotClient, args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if not isinstance(config, dict):
+        raise UsageError(f"{args.config} must hold a JSON object (an experiment config)")
+    created = client.create_experiment(args.name, config, description=args.description, tags=args.tag)
+    _print(args, created, created.id)
+    return EXIT_OK
+
+
+def cmd_exp_action(client: PivotClient, args: argparse.Namespace) -> int:
+    detail = client.experiment_action(args.experiment_id, args.action)
+    _print(args, detail, f"{detail.id} {detail.status} ({len(detail.runs)} run(s))")
+    return EXIT_OK
+
+
+def cmd_exp_wait(client: PivotClient, args: argparse.Namespace) -> int:
+    try:
+        detail = client.wait_experiment(args.experiment_id, timeout=args.timeout)
+    except TimeoutError as exc:
+        print(f"pivotctl: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    counts = ", ".join(f"{count} {status}" for status, count in detail.results_summary.runs_by_status.items())
+    _print(args, detail, f"{detail.id} {detail.status}: {counts or 'no runs'}")
+    return EXIT_OK if detail.status == "completed" else EXIT_RUN_FAILED
+
+
+def cmd_exp_test(client: PivotClient, args: argparse.Namespace) -> int:
+    result = client.compare(args.experiment_id, args.groups, args.metric, args.test)
+    _print(args, result, f"{result.interpretation.summary} (p = {result.p_value:.4g})")
+    return EXIT_OK
+
+
+def cmd_exp_export(client: PivotClient, args: argparse.Namespace) -> int:
+    content = client.export_experiment(args.experiment_id, args.format)
+    if args.output:
+        Path(args.output).write_bytes(content)
+        print(f"wrote {args.output} ({len(content)} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(content)
+    return EXIT_OK
+
+
 def cmd_keys_create(client: PivotClient, args: argparse.Namespace) -> int:
     key = client.create_api_key(args.name, args.scope or ["read"])
     if not args.json:
@@ -358,6 +400,42 @@ def parser() -> argparse.ArgumentParser:
     params.add_argument("-o", "--output", help="write to this file instead of stdout")
     params.set_defaults(handler=cmd_params)
 
+    exp = commands.add_parser("exp", help="experiments: create, start, wait, test, export (sweeps included)")
+    exp_commands = exp.add_subparsers(dest="exp_command", required=True)
+    create_exp = exp_commands.add_parser("create", help="create an experiment from a config JSON file; prints its id")
+    create_exp.add_argument("name")
+    create_exp.add_argument("config", help='config JSON file ({"type": "sweep", ...} makes it startable), or -')
+    create_exp.add_argument("--description")
+    create_exp.add_argument("--tag", action="append", default=[])
+    create_exp.set_defaults(handler=cmd_exp_create)
+    actions = {
+        "start": "queue a sweep's runs",
+        "pause": "hold its queued runs",
+        "resume": "let its runs start again",
+        "cancel": "cancel its queued and running runs",
+    }
+    for action, text in actions.items():
+        acting = exp_commands.add_parser(action, help=text)
+        acting.add_argument("experiment_id")
+        acting.set_defaults(handler=cmd_exp_action, action=action)
+    wait = exp_commands.add_parser("wait", help="wait until it ends; exit 0 only if it completed")
+    wait.add_argument("experiment_id")
+    wait.add_argument("--timeout", type=float, help="seconds; past this exit 1")
+    wait.set_defaults(handler=cmd_exp_wait)
+    test = exp_commands.add_parser("test", help="a statistical test between groups of its runs (stored)")
+    test.add_argument("experiment_id")
+    test.add_argument(
+        "--groups", nargs="+", required=True, help="group labels, e.g. optimizer.lr=0.1 optimizer.lr=0.01"
+    )
+    test.add_argument("--metric", required=True)
+    test.add_argument("--test", default="two_sample_t_test", help="t_test (Welch), paired_t_test, mann_whitney, anova")
+    test.set_defaults(handler=cmd_exp_test)
+    export = exp_commands.add_parser("export", help="its export file (JSON or CSV) to stdout or -o FILE")
+    export.add_argument("experiment_id")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("-o", "--output")
+    export.set_defaults(handler=cmd_exp_export)
+
     keys = commands.add_parser("keys", help="manage named API keys (needs the daemon token or an admin key)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it (shown only this once)")
@@ -370,7 +448,7 @@ def parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key: it fails from its next request on")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_keys_revoke)
-    for command in [*commands.choices.values(), *key_commands.choices.values()]:
+    for command in [*commands.choices.values(), *key_commands.choices.values(), *exp_commands.choices.values()]:
         # `--json` after the command too; SUPPRESS keeps the one given before it.
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return root

@@ -6,6 +6,8 @@ A real daemon runs a real Python script per grid point, which posts its final sc
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ import httpx
 import pytest
 from scipy import stats
 
+from shared import ctl
+from tests.daemon import TEST_TOKEN
 from tests.test_jobs import ROOT, daemon_and_client, fifo, read_fifo
 from tests.training.helpers import final_state
 
@@ -166,3 +170,45 @@ async def test_starting_a_command_sweep_needs_the_jobs_scope(tmp_path: Path) -> 
         refused = await http.post(f"/api/v1/experiments/{exp_id}/start", headers=auth)
         assert refused.status_code == 403 and "jobs scope" in refused.text
         assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["runs"] == []
+
+
+async def test_pivotctl_runs_a_command_sweep_on_a_host_from_the_hosts_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "train.py").write_text(SCRIPT)
+    config_file = tmp_path / "sweep.json"
+    config_file.write_text(
+        json.dumps(command_sweep(tmp_path, variations={"optimizer.lr": [0.1, 0.01], "seed": [1, 2]}))
+    )
+    monkeypatch.delenv("CONFIGURATION_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    async with daemon_and_client(tmp_path, training_slots=2) as (daemon, http):
+        (tmp_path / "config" / "pivot").mkdir(parents=True)
+        (tmp_path / "config" / "pivot" / "hosts.toml").write_text(
+            f'[hosts.lab]\nurl = "{daemon.url}"\ntoken = "{TEST_TOKEN}"\n'
+        )
+
+        async def pivotctl(*argv: str) -> tuple[int, str]:
+            """Exit code and stdout (stderr as well when it failed)."""
+            code = await asyncio.to_thread(ctl.main, ["--host", "lab", *argv])
+            said = capsys.readouterr()
+            return code, said.out.strip() if code == ctl.EXIT_OK else said.err
+
+        code, exp_id = await pivotctl("exp", "create", "lr", str(config_file))
+        assert code == ctl.EXIT_OK and exp_id.startswith("exp_")
+        code, said = await pivotctl("exp", "start", exp_id)
+        assert code == ctl.EXIT_OK and said.endswith("(4 run(s))")
+        code, said = await pivotctl("exp", "wait", exp_id, "--timeout", "120")
+        assert (code, said) == (ctl.EXIT_OK, f"{exp_id} completed: 4 completed")
+        groups = ["optimizer.lr=0.1", "optimizer.lr=0.01"]
+        code, said = await pivotctl("exp", "test", exp_id, "--groups", *groups, "--metric", "val/accuracy")
+        direct = stats.ttest_ind(
+            [accuracy(0.1, 1), accuracy(0.1, 2)], [accuracy(0.01, 1), accuracy(0.01, 2)], equal_var=False
+        )
+        assert code == ctl.EXIT_OK and said.startswith("optimizer.lr=0.1 (mean") and f"p = {direct.pvalue:.4g}" in said
+        code, _ = await pivotctl("exp", "export", exp_id, "--format", "csv", "-o", str(tmp_path / "runs.csv"))
+        assert code == ctl.EXIT_OK and len((tmp_path / "runs.csv").read_text().splitlines()) >= 5
+        assert (await pivotctl("--json", "queue"))[0] == ctl.EXIT_OK  # --host before any command
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "elsewhere"))
+        code, said = await pivotctl("queue")
+        assert code == ctl.EXIT_USAGE and "no host 'lab'" in said
