@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pivotd.jobs.launch import job_argv
 from shared import ctl
 from tests.daemon import TEST_TOKEN
 from tests.test_jobs import ROOT, daemon_and_client, fifo, logs_of, read_fifo, run_of, submit
@@ -109,3 +110,30 @@ async def test_two_nodes_on_two_daemons_rendezvous_and_share_a_group(
             line for http, run_id in ((http_a, runs[0]), (http_b, runs[1])) for line in await logs_of(http, run_id)
         ]
         assert [line for line in finals if "final loss" in line][0].startswith("rank 0 of 2:")
+
+
+def test_the_argv_of_a_job_under_torchrun(tmp_path: Path) -> None:
+    fake = tmp_path / "torchrun"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    path = str(tmp_path)
+    assert job_argv({"command": ["python", "t.py"]}, path) == ["python", "t.py"]
+    standalone = {"command": ["python", "t.py"], "nproc_per_node": 2}
+    assert job_argv(standalone, path) == [
+        str(fake),
+        "--standalone",
+        "--nproc-per-node=2",
+        "--no-python",
+        "python",
+        "t.py",
+    ]
+    script = {"command": ["t.py", "--lr", "1"], "nproc_per_node": 1, "rendezvous": RDZV}
+    assert job_argv(script, path) == [
+        str(fake), "--nnodes=2", "--node-rank=1", "--rdzv-backend=c10d", "--rdzv-endpoint=gpu-1:29400",
+        "--rdzv-id=pivot-ab", "--nproc-per-node=1", "t.py", "--lr", "1",
+    ]  # fmt: skip
+    # No torchrun on the job's PATH: the daemon's Python runs PyTorch's launcher.
+    assert job_argv(standalone, str(tmp_path / "empty"))[:3] == [sys.executable, "-m", "torch.distributed.run"]
+
+
+RDZV = {"nnodes": 2, "node_rank": 1, "endpoint": "gpu-1:29400", "id": "pivot-ab"}
