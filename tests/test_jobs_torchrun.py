@@ -137,3 +137,19 @@ def test_the_argv_of_a_job_under_torchrun(tmp_path: Path) -> None:
 
 
 RDZV = {"nnodes": 2, "node_rank": 1, "endpoint": "gpu-1:29400", "id": "pivot-ab"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "--nodes", "2", "--host", "http://127.0.0.1:9", "--", "t.py"],  # one host for two nodes
+        ["submit", "--host", "http://127.0.0.1:9", "--host", "http://127.0.0.1:9", "--", "t.py"],  # no --nodes
+        ["submit", "--nodes", "1", "--host", "http://127.0.0.1:9", "--", "t.py"],
+        ["--host", "http://127.0.0.1:9", "--url", "http://127.0.0.1:9", "queue"],
+    ],
+)
+def test_pivotctl_refuses_a_multi_node_submission_it_cannot_make(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert ctl.main(argv) == ctl.EXIT_USAGE
+    assert capsys.readouterr().err.startswith("pivotctl: ")
