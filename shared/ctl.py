@@ -355,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     submit = commands.add_parser("submit", help="queue a command as a job: pivotctl submit [options] -- CMD ...")
-    submit.add_argument("--gpus", type=int, help="whole GPUs (default 1 where GPUs exist, else 0)")
+    submit.add_argument("--gpus", type=int, help="whole GPUs (default one per process where GPUs exist, else 0)")
     submit.add_argument("--nproc", type=int, default=1, help="processes per node (above 1: under torchrun)")
     submit.add_argument("--name")
     submit.add_argument("--cwd", help="working directory on the daemon's machine (default: this one)")

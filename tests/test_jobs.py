@@ -173,6 +173,10 @@ async def test_jobs_get_whole_gpus_by_uuid_and_the_queue_backfills(tmp_path: Pat
             "GPU-00000000-test",
             "GPU-00000001-test",
         ]
+        # Under torchrun, one GPU per process by default (none is held now).
+        ranks = await submit(http, ["true"], tmp_path, nproc_per_node=2)
+        assert ranks["gpus_requested"] == 2
+        assert (await final_state(http, ranks["run_id"]))[0] == "succeeded"
         too_many = await http.post("/api/v1/jobs", json={"job": {"command": ["true"], "cwd": "/", "gpus": 3}})
         assert too_many.status_code == 422 and "job.gpus" in too_many.text
 

@@ -39,7 +39,8 @@ class Jobs:
         if not await asyncio.to_thread(Path(spec.cwd).is_dir):
             raise invalid_field("job.cwd", f"{spec.cwd!r} is not a directory on the daemon's machine")
         visible = len(await asyncio.to_thread(self._supervisor.gpus.inventory))
-        gpus = spec.gpus if spec.gpus is not None else min(visible, 1)
+        # Under torchrun each process of a node wants a GPU of its own (NCCL refuses two ranks on one).
+        gpus = spec.gpus if spec.gpus is not None else min(visible, spec.nproc_per_node)
         if gpus > visible:
             raise invalid_field("job.gpus", f"asks for {gpus} GPU(s); NVML lists {visible} that pivotd may use")
         config: dict[str, Any] = {

@@ -89,7 +89,9 @@ class JobSpec(BaseModel):
     ] = Field(default_factory=dict, description="Added to the daemon's environment (PIVOT_* and CUDA_* are pivotd's)")
     name: Label | None = None
     gpus: Annotated[StrictInt, Field(ge=0, le=MAX_GPUS)] | None = Field(
-        default=None, description="Whole GPUs, given through CUDA_VISIBLE_DEVICES; default 1 where GPUs exist, else 0"
+        default=None,
+        description="Whole GPUs, given through CUDA_VISIBLE_DEVICES; default one per process (`nproc_per_node`) "
+        "where GPUs exist, as many as there are, else 0",
     )
     nproc_per_node: Annotated[StrictInt, Field(ge=1, le=MAX_GPUS)] = Field(
         default=1, description="Processes per node; more than 1 runs the command under `torchrun --standalone`"
