@@ -102,6 +102,10 @@ async def test_a_command_sweep_runs_each_combination_as_a_job_and_its_groups_get
         export = await http.post(f"/api/v1/experiments/{exp_id}/export", json={"format": "json"})
         assert export.status_code == 200, export.text
         assert len(export.json()["runs"]) == 6
+        body = {"experiment_ids": [exp_id], "format": "latex"}
+        report = await http.post("/api/v1/export/comparison", json=body)
+        assert report.status_code == 200, report.text
+        assert "optimizer.lr=0.1" in report.text.replace("\\_", "_") and "val/accuracy" in report.text
 
 
 async def test_pause_resume_and_cancel_hold_and_stop_its_jobs(tmp_path: Path) -> None:
