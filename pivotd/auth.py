@@ -446,17 +446,28 @@ async def _run_token_refusal(
     or layer-wise payloads (read ahead and replayed) that all name it. Anything else is refused."""
     if scope["type"] == "http" and scope["method"] == "POST":
         match = _RUN_WRITES.match(scope["path"])
-        if match is not None and match.group(1) == run_id:
+        if match is not None and _owns(run_id, match.group(1)):
             return None, receive
         if _LAYERWISE.match(scope["path"]):
             body, receive = await _read_ahead(receive, max_bytes)
-            if body is not None and _layerwise_runs(body) == {run_id}:
+            runs = None if body is None else _layerwise_runs(body)
+            if runs and all(_owns(run_id, target) for target in runs):
                 return None, receive
     refusal = Forbidden(
-        f"a run token may only write to its own run {run_id!r} (layer-wise metrics, scalars, its end)",
+        f"a run token may only write to its own run {run_id!r} or its ranks' {run_id}-rank<N> (layer-wise metrics, "
+        "scalars, their end)",
         details={"run_id": run_id},
     )
     return refusal, receive
+
+
+def _owns(run_id: str, target: str) -> bool:
+    """A run token writes to its run, and to the per-rank runs `<run>-rank<N>` that `Monitor(ranks="all")` posts
+    as from a torchrun job's ranks."""
+    if target == run_id:
+        return True
+    rank = target.removeprefix(f"{run_id}-rank")
+    return rank != target and rank.isdigit() and rank.isascii() and len(rank) <= 5
 
 
 def _layerwise_runs(body: bytes) -> set[str] | None:

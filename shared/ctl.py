@@ -1,5 +1,5 @@
 """`pivotctl`: the command line for managed training (train, runs, cancel, infer, params), jobs (submit, queue,
-logs) and API keys.
+logs), experiments (exp create, start, wait, test, export) and API keys.
 
 Needs only the base install (the `shared` package), so it works from a laptop against a remote daemon
 (`--url`, `--token`, or `PIVOT_URL`/`PIVOT_TOKEN`; or `--host NAME` from hosts.toml, through ssh for an `ssh` box,
@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -24,10 +25,10 @@ import httpx
 from pydantic import BaseModel
 
 from shared.client import FINAL_STATES, PivotAPIError, PivotClient
-from shared.hosts import find_host
+from shared.ctl_hosts import target
 from shared.models.registry import ManagedRun
 from shared.models.runs import RunState
-from shared.tunnel import SshTunnel, TunnelError
+from shared.tunnel import TunnelError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 
@@ -157,7 +158,8 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def cmd_submit(client: PivotClient, args: argparse.Namespace) -> int:
+def _job_fields(args: argparse.Namespace) -> tuple[list[str], str, dict[str, Any]]:
+    """(command, cwd, the other JobSpec fields) of `submit`."""
     command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not command:
         raise UsageError("give the command after --: pivotctl submit -- python train.py")
@@ -166,7 +168,13 @@ def cmd_submit(client: PivotClient, args: argparse.Namespace) -> int:
     for name, value in (("gpus", args.gpus), ("name", args.name), ("max_runtime_s", args.max_runtime)):
         if value is not None:
             fields[name] = value
-    cwd = os.path.abspath(args.cwd or os.getcwd())
+    return command, os.path.abspath(args.cwd or os.getcwd()), fields
+
+
+def cmd_submit(client: PivotClient, args: argparse.Namespace) -> int:
+    if args.nodes is not None or args.node_hosts:
+        return _submit_nodes(args)
+    command, cwd, fields = _job_fields(args)
     job = client.submit_job(command, cwd, **fields)
     where = f"position {job.position}" if job.position is not None else job.status
     if not (args.wait or args.follow):
@@ -177,6 +185,46 @@ def cmd_submit(client: PivotClient, args: argparse.Namespace) -> int:
     run = _follow(client, job.run_id, show=args.follow and not args.json)
     _print(args, run, f"{job.run_id} {run.status}" + (f": {run.error}" if run.error else ""))
     return EXIT_OK if run.status == RunState.SUCCEEDED else EXIT_RUN_FAILED
+
+
+def _submit_nodes(args: argparse.Namespace) -> int:
+    """One job per daemon, each one node of a torchrun job that meets at the first host's rendezvous endpoint."""
+    hosts: list[str] = args.node_hosts
+    if args.nodes is None or args.nodes < 2 or len(hosts) != args.nodes:
+        raise UsageError("a multi-node job: --nodes N (at least 2) and --host once per node, N times")
+    command, cwd, fields = _job_fields(args)
+    rendezvous_id = f"pivot-{secrets.token_hex(6)}"
+    submitted: list[tuple[PivotClient, str]] = []
+    with contextlib.ExitStack() as stack:
+        targets = [stack.enter_context(target(host, args.token)) for host in hosts]
+        endpoint = args.rdzv_endpoint or f"{targets[0].address}:{args.rdzv_port}"
+        try:
+            for rank, node in enumerate(targets):
+                client = stack.enter_context(PivotClient(node.url, node.token, timeout=30))
+                rendezvous = {"nnodes": args.nodes, "node_rank": rank, "endpoint": endpoint, "id": rendezvous_id}
+                job = client.submit_job(command, cwd, **fields, rendezvous=rendezvous, group=rendezvous_id)
+                submitted.append((client, job.run_id))
+        except (PivotAPIError, httpx.HTTPError):
+            for client, run_id in submitted:  # one node alone would wait out the rendezvous timeout
+                with contextlib.suppress(PivotAPIError, httpx.HTTPError):
+                    client.cancel_job(run_id)
+            raise
+        lines = [
+            f"{run_id} on {host} (node {rank})"
+            for rank, ((_, run_id), host) in enumerate(zip(submitted, hosts, strict=True))
+        ]
+        summary = {"group": rendezvous_id, "endpoint": endpoint, "runs": [run_id for _, run_id in submitted]}
+        if not (args.wait or args.follow):
+            _print(args, summary, "\n".join([*lines, f"group {rendezvous_id}, rendezvous at {endpoint}"]))
+            return EXIT_OK
+        runs = [_follow(client, run_id, show=False) for client, run_id in submitted]
+    states = [str(run.status) for run in runs]
+    _print(
+        args,
+        {**summary, "status": states},
+        "\n".join(f"{line}: {state}" for line, state in zip(lines, states, strict=True)),
+    )
+    return EXIT_OK if all(run.status == RunState.SUCCEEDED for run in runs) else EXIT_RUN_FAILED
 
 
 def _follow(client: PivotClient, run_id: str, *, show: bool) -> Any:
@@ -215,6 +263,48 @@ def cmd_logs(client: PivotClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_exp_create(client: PivotClient, args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if not isinstance(config, dict):
+        raise UsageError(f"{args.config} must hold a JSON object (an experiment config)")
+    created = client.create_experiment(args.name, config, description=args.description, tags=args.tag)
+    _print(args, created, created.id)
+    return EXIT_OK
+
+
+def cmd_exp_action(client: PivotClient, args: argparse.Namespace) -> int:
+    detail = client.experiment_action(args.experiment_id, args.action)
+    _print(args, detail, f"{detail.id} {detail.status} ({len(detail.runs)} run(s))")
+    return EXIT_OK
+
+
+def cmd_exp_wait(client: PivotClient, args: argparse.Namespace) -> int:
+    try:
+        detail = client.wait_experiment(args.experiment_id, timeout=args.timeout)
+    except TimeoutError as exc:
+        print(f"pivotctl: {exc}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    counts = ", ".join(f"{count} {status}" for status, count in detail.results_summary.runs_by_status.items())
+    _print(args, detail, f"{detail.id} {detail.status}: {counts or 'no runs'}")
+    return EXIT_OK if detail.status == "completed" else EXIT_RUN_FAILED
+
+
+def cmd_exp_test(client: PivotClient, args: argparse.Namespace) -> int:
+    result = client.compare(args.experiment_id, args.groups, args.metric, args.test)
+    _print(args, result, f"{result.interpretation.summary} (p = {result.p_value:.4g})")
+    return EXIT_OK
+
+
+def cmd_exp_export(client: PivotClient, args: argparse.Namespace) -> int:
+    content = client.export_experiment(args.experiment_id, args.format)
+    if args.output:
+        Path(args.output).write_bytes(content)
+        print(f"wrote {args.output} ({len(content)} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(content)
+    return EXIT_OK
+
+
 def cmd_keys_create(client: PivotClient, args: argparse.Namespace) -> int:
     key = client.create_api_key(args.name, args.scope or ["read"])
     if not args.json:
@@ -245,7 +335,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="pivotctl", description="Train, inspect and query models on pivotd.")
     root.add_argument("--url", help="daemon URL (default: $PIVOT_URL, else the local daemon)")
     root.add_argument("--token", help="bearer token (default: $PIVOT_TOKEN, else the local token file)")
-    root.add_argument("--host", help="a box named in ~/.config/pivot/hosts.toml (its url, or ssh to it)")
+    root.add_argument("--host", help="a box named in ~/.config/pivot/hosts.toml (its url, or ssh to it), or a URL")
     root.add_argument("--json", action="store_true", help="print JSON instead of text")
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -265,7 +355,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     submit = commands.add_parser("submit", help="queue a command as a job: pivotctl submit [options] -- CMD ...")
-    submit.add_argument("--gpus", type=int, help="whole GPUs (default 1 where GPUs exist, else 0)")
+    submit.add_argument("--gpus", type=int, help="whole GPUs (default one per process where GPUs exist, else 0)")
     submit.add_argument("--nproc", type=int, default=1, help="processes per node (above 1: under torchrun)")
     submit.add_argument("--name")
     submit.add_argument("--cwd", help="working directory on the daemon's machine (default: this one)")
@@ -275,6 +365,13 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-runtime", type=float, help="seconds; past this the job is stopped and fails")
     submit.add_argument("--wait", action="store_true", help="wait for it to end; exit 0 only if it succeeds")
     submit.add_argument("--follow", action="store_true", help="print its output while waiting (implies --wait)")
+    submit.add_argument("--nodes", type=int, help="a multi-node torchrun job: one node per --host")
+    submit.add_argument("--host", dest="node_hosts", action="append", default=[],
+                        help="with --nodes: a daemon (hosts.toml name or URL) per node, the first hosting the "
+                             "rendezvous")  # fmt: skip
+    submit.add_argument("--rdzv-port", type=int, default=29400, help="the rendezvous port on the first host")
+    submit.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous, when the first host's name is not "
+                        "how the others reach it")  # fmt: skip
     submit.add_argument("cmd", nargs=argparse.REMAINDER, help="the command, after --")
     submit.set_defaults(handler=cmd_submit)
 
@@ -303,6 +400,42 @@ def parser() -> argparse.ArgumentParser:
     params.add_argument("-o", "--output", help="write to this file instead of stdout")
     params.set_defaults(handler=cmd_params)
 
+    exp = commands.add_parser("exp", help="experiments: create, start, wait, test, export (sweeps included)")
+    exp_commands = exp.add_subparsers(dest="exp_command", required=True)
+    create_exp = exp_commands.add_parser("create", help="create an experiment from a config JSON file; prints its id")
+    create_exp.add_argument("name")
+    create_exp.add_argument("config", help='config JSON file ({"type": "sweep", ...} makes it startable), or -')
+    create_exp.add_argument("--description")
+    create_exp.add_argument("--tag", action="append", default=[])
+    create_exp.set_defaults(handler=cmd_exp_create)
+    actions = {
+        "start": "queue a sweep's runs",
+        "pause": "hold its queued runs",
+        "resume": "let its runs start again",
+        "cancel": "cancel its queued and running runs",
+    }
+    for action, text in actions.items():
+        acting = exp_commands.add_parser(action, help=text)
+        acting.add_argument("experiment_id")
+        acting.set_defaults(handler=cmd_exp_action, action=action)
+    wait = exp_commands.add_parser("wait", help="wait until it ends; exit 0 only if it completed")
+    wait.add_argument("experiment_id")
+    wait.add_argument("--timeout", type=float, help="seconds; past this exit 1")
+    wait.set_defaults(handler=cmd_exp_wait)
+    test = exp_commands.add_parser("test", help="a statistical test between groups of its runs (stored)")
+    test.add_argument("experiment_id")
+    test.add_argument(
+        "--groups", nargs="+", required=True, help="group labels, e.g. optimizer.lr=0.1 optimizer.lr=0.01"
+    )
+    test.add_argument("--metric", required=True)
+    test.add_argument("--test", default="two_sample_t_test", help="t_test (Welch), paired_t_test, mann_whitney, anova")
+    test.set_defaults(handler=cmd_exp_test)
+    export = exp_commands.add_parser("export", help="its export file (JSON or CSV) to stdout or -o FILE")
+    export.add_argument("experiment_id")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("-o", "--output")
+    export.set_defaults(handler=cmd_exp_export)
+
     keys = commands.add_parser("keys", help="manage named API keys (needs the daemon token or an admin key)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key and print it (shown only this once)")
@@ -315,7 +448,7 @@ def parser() -> argparse.ArgumentParser:
     revoke = key_commands.add_parser("revoke", help="revoke a key: it fails from its next request on")
     revoke.add_argument("key_id")
     revoke.set_defaults(handler=cmd_keys_revoke)
-    for command in [*commands.choices.values(), *key_commands.choices.values()]:
+    for command in [*commands.choices.values(), *key_commands.choices.values(), *exp_commands.choices.values()]:
         # `--json` after the command too; SUPPRESS keeps the one given before it.
         command.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
     return root
@@ -323,16 +456,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _target(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[str | None, str | None]:
     """URL and token: `--url`/`--token` as given, or the `--host` box's (a tunnel, closed when the command ends, for an
-    ssh box; the token from hosts.toml, else the one read over ssh)."""
+    ssh box; the token from hosts.toml, else the one read over ssh), or `--host URL` with `--token`."""
     if args.host is None:
         return args.url, args.token
     if args.url:
         raise UsageError("give --url or --host, not both")
-    host = find_host(args.host)  # HostsError (a ValueError) names the file, host and field
-    if host.ssh is None:
-        return host.url, args.token or host.token
-    remote = stack.enter_context(SshTunnel(host.ssh, state_dir=host.state_dir)).open()
-    return remote.url, args.token or host.token or remote.token
+    node = stack.enter_context(target(args.host, args.token))  # HostsError (a ValueError) names the file and host
+    return node.url, node.token
 
 
 def main(argv: list[str] | None = None) -> int:

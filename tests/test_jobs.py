@@ -173,10 +173,15 @@ async def test_jobs_get_whole_gpus_by_uuid_and_the_queue_backfills(tmp_path: Pat
             "GPU-00000000-test",
             "GPU-00000001-test",
         ]
+        # Under torchrun, one GPU per process by default (none is held now).
+        ranks = await submit(http, ["true"], tmp_path, nproc_per_node=2)
+        assert ranks["gpus_requested"] == 2
+        assert (await final_state(http, ranks["run_id"]))[0] == "succeeded"
         too_many = await http.post("/api/v1/jobs", json={"job": {"command": ["true"], "cwd": "/", "gpus": 3}})
         assert too_many.status_code == 422 and "job.gpus" in too_many.text
 
 
+RDZV = {"nnodes": 2, "node_rank": 0, "endpoint": "10.0.0.1:29400", "id": "pivot-1"}
 BAD_FIELDS = [
     ({"command": ["true"], "cwd": "relative/dir"}, "job.cwd"),
     ({"command": ["true"], "cwd": "/no/such/dir/here"}, "job.cwd"),
@@ -191,6 +196,9 @@ BAD_FIELDS = [
     ({"command": ["true"], "cwd": "/", "retries": 1000}, "job.retries"),
     ({"command": ["true"], "cwd": "/", "shell": True}, "job.shell"),
     ({"cwd": "/"}, "job.command"),
+    ({"command": ["true"], "cwd": "/", "rendezvous": {**RDZV, "node_rank": 2}}, "job.rendezvous.node_rank"),
+    ({"command": ["true"], "cwd": "/", "rendezvous": {**RDZV, "endpoint": "no port"}}, "job.rendezvous.endpoint"),
+    ({"command": ["true"], "cwd": "/", "rendezvous": {**RDZV, "nnodes": 1}}, "job.rendezvous.nnodes"),
 ]
 
 

@@ -13,6 +13,7 @@ from pivotd.api.body import JsonObject, never_null, openapi_body, read_model
 from pivotd.api.deps import ServicesDep
 from pivotd.api.query import Cursor, Instant, PageNumber, PerPage, only_filters
 from pivotd.api.responses import WRITES, api_errors, model_response
+from pivotd.auth import principal_of
 from pivotd.errors import invalid_field
 from pivotd.experiments import sweep
 from pivotd.experiments.lifecycle import eta_seconds
@@ -367,14 +368,16 @@ async def _detail(services: Services, row: ExperimentRow, status: int = 200) -> 
 
 @router.post(
     "/{experiment_id}/start",
-    summary="Start a sweep: queue one managed run per grid point",
+    summary="Start a sweep: queue one managed run (or, for a command sweep, one job) per grid point",
     description="Only a config of type `sweep` can be started (others: 422 naming `config.type`); starting twice "
-    "is a 409. Answers the experiment as `GET` does.",
+    "is a 409. A command sweep needs the `jobs` scope (403 without, or when `jobs_enabled` is false). Answers the "
+    "experiment as `GET` does.",
     response_model=Data[ExperimentDetail],
-    responses=api_errors(404, 409, 422, *WRITES),
+    responses=api_errors(403, 404, 409, 422, *WRITES),
 )
-async def start_experiment(experiment_id: IdPath, services: ServicesDep) -> Response:
-    return await _detail(services, await services.experiments.start(experiment_id))
+async def start_experiment(experiment_id: IdPath, request: Request, services: ServicesDep) -> Response:
+    may_run_commands = "jobs" in principal_of(request.scope).grants  # a command sweep's runs are jobs
+    return await _detail(services, await services.experiments.start(experiment_id, may_run_commands))
 
 
 @router.post(

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from pivotd.errors import Conflict, NotFound, PivotError, ValidationFailed, fields_failed, invalid_field
+from pivotd.errors import Conflict, Forbidden, NotFound, PivotError, ValidationFailed, fields_failed, invalid_field
 from pivotd.experiments import sweep
 from pivotd.hub import Hub
 from pivotd.ids import new_id
@@ -37,6 +38,7 @@ from pivotd.store.experiments import (
     RunProgress,
     SweepRun,
 )
+from pivotd.store.training import QueueJob
 from pivotd.timefmt import iso
 from shared.models.experiments import (
     FINAL_EXPERIMENT_STATUSES,
@@ -82,21 +84,34 @@ class ExperimentLifecycle:
 
     # -- actions --------------------------------------------------------------------------------------------
 
-    async def start(self, experiment_id: str) -> ExperimentRow:
+    async def start(self, experiment_id: str, may_run_commands: bool) -> ExperimentRow:
+        """Queue the sweep's runs. A command sweep runs commands as the daemon's user: `may_run_commands` says
+        whether the caller may (the `jobs` scope, as for `POST /api/v1/jobs`)."""
         async with self._starting:
-            await self._launch(experiment_id)
+            await self._launch(experiment_id, may_run_commands)
         # Dispatch first: the one status event then says what the reply says (running once a run has a slot).
         await self._training.supervisor.dispatch()
         await self._events.announce(experiment_id)
         return await self._reader.get(experiment_id)
 
-    async def _launch(self, experiment_id: str) -> None:
+    async def _launch(self, experiment_id: str, may_run_commands: bool) -> None:
         row = await self._reader.get(experiment_id)
         if row.launched_at is not None:
             raise Conflict(f"experiment {experiment_id!r} was already started; clone it to run it again")
         if row.cancelled_at is not None:
             raise Conflict(f"experiment {experiment_id!r} was cancelled; clone it to run it")
-        config, architecture, base, points = await self._plan(row.config)
+        config = sweep.parse(row.config)
+        if config.command is not None:
+            if not self._settings.jobs_enabled:
+                raise Forbidden(
+                    "a command sweep runs jobs, and jobs are disabled on this daemon (jobs_enabled = false)"
+                )
+            if not may_run_commands:
+                raise Forbidden("a command sweep runs commands as the daemon's user: starting one needs the jobs scope")
+            jobs = await self._command_runs(row, config)
+            await self._store.writer.submit(LaunchExperiment(experiment_id, None, jobs))
+            return
+        architecture, base, points = await self._plan(config)
         # Every check has passed: only now write anything, so a refused start leaves nothing behind.
         model_id = config.model_id
         if model_id is None:
@@ -122,17 +137,36 @@ class ExperimentLifecycle:
         if config.get("type") != "sweep":
             return
         try:
-            await self._plan(config)
+            parsed = sweep.parse(config)
+            await (self._command_plan(parsed) if parsed.command is not None else self._plan(parsed))
         except ValidationFailed as exc:
             raise fields_failed([{**field, "field": prefix + field["field"]} for field in exc.details]) from None
 
-    async def _plan(
-        self, values: dict[str, Any]
-    ) -> tuple[sweep.SweepConfig, dict[str, Any], dict[str, Any], list[sweep.GridPoint]]:
-        """(sweep, architecture, base hyperparams, grid) of a runnable config, every part checked; writes nothing."""
-        config = sweep.parse(values)
+    async def _plan(self, config: sweep.SweepConfig) -> tuple[dict[str, Any], dict[str, Any], list[sweep.GridPoint]]:
+        """(architecture, base hyperparams, grid) of a runnable config, every part checked; writes nothing."""
         architecture, base = await self._resolve(config)
-        return config, architecture, base, sweep.expand(config, base, self._settings.max_sweep_runs)
+        return architecture, base, sweep.expand(config, base, self._settings.max_sweep_runs)
+
+    async def _command_plan(self, config: sweep.SweepConfig) -> tuple[int, list[sweep.CommandPoint]]:
+        """(GPUs per job, grid) of a command sweep, checked as `POST /api/v1/jobs` checks a job; writes nothing."""
+        if not await asyncio.to_thread(Path(config.cwd).is_dir):
+            raise invalid_field("config.cwd", f"{config.cwd!r} is not a directory on the daemon's machine")
+        visible = len(await asyncio.to_thread(self._training.supervisor.gpus.inventory))
+        gpus: int = config.gpus if config.gpus is not None else min(visible, 1)
+        if gpus > visible:
+            raise invalid_field("config.gpus", f"asks for {gpus} GPU(s); NVML lists {visible} that pivotd may use")
+        return gpus, sweep.expand_command(config, self._settings.max_sweep_runs)
+
+    async def _command_runs(self, row: ExperimentRow, config: sweep.SweepConfig) -> list[QueueJob]:
+        gpus, points = await self._command_plan(config)
+        jobs = []
+        for point in points:
+            job = {"command": point.command, "cwd": config.cwd, "env": config.env or {}, "gpus": gpus,
+                   "nproc_per_node": 1, "rendezvous": None, "max_runtime_s": None, "retries": 0,
+                   "hyperparams": point.assignment}  # fmt: skip
+            name = f"{row.name} [{point.group}]" + ("" if point.seed is None else f" seed={point.seed}")
+            jobs.append(QueueJob(new_id("r"), job, 0, name, [], row.id, point.group))
+        return jobs
 
     async def _resolve(self, config: sweep.SweepConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         """(architecture, base hyperparams) of a stored model or of the config's inline architecture; writes nothing."""

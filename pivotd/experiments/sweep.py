@@ -11,12 +11,14 @@ import copy
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pivotd.errors import invalid_field, validation_failed
+from shared.models.jobs import JobSpec
 from shared.models.training import Hyperparams
 
 SEED_KEY = "seed"
@@ -32,9 +34,14 @@ class SweepConfig(BaseModel):
     type: Literal["sweep"]
     model_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     architecture: dict[str, Any] | None = None
+    command: list[Any] | None = None
+    """A command sweep's argv, `{name}` placeholders for the variations; each grid point is a job."""
+    cwd: Any = None
+    env: Any = None
+    gpus: Any = None
     hyperparams: dict[str, Any] = Field(default_factory=dict)
     variations: dict[Annotated[str, Field(min_length=1, max_length=128)], list[Any]] = Field(default_factory=dict)
-    metric: str = "val_accuracy"
+    metric: Annotated[str, Field(min_length=1, max_length=200)] = "val_accuracy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +73,13 @@ def parse(config: dict[str, Any]) -> SweepConfig:
         sweep = SweepConfig.model_validate(config)
     except ValidationError as exc:
         raise validation_failed(exc, "config", SweepConfig) from None
+    if sweep.command is not None:
+        return _command_sweep(sweep)
+    for field in JOB_FIELDS:
+        if getattr(sweep, field) is not None:
+            raise invalid_field(f"config.{field}", "is for a command sweep (one that gives `command`)")
     if (sweep.model_id is None) == (sweep.architecture is None):
-        raise invalid_field("config.model_id", "give exactly one of model_id or architecture")
+        raise invalid_field("config.model_id", "give exactly one of model_id, architecture or command")
     if sweep.metric not in METRICS:
         raise invalid_field("config.metric", f"unknown metric {sweep.metric!r}; one of {', '.join(METRICS)}")
     return sweep
@@ -198,3 +210,87 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         else:
             result[key] = copy.deepcopy(value)
     return result
+
+
+# ---- command sweeps -----------------------------------------------------------------------------------------
+
+JOB_FIELDS = ("cwd", "env", "gpus")
+"""What a command sweep gives its jobs besides the command, checked as `POST /api/v1/jobs` checks them."""
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}\s]+)\}")
+"""`{name}` (no spaces) is a variation's value; `{{` and `}}` are literal braces (as in Python's str.format);
+any other brace is left as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandPoint:
+    group: str
+    command: list[str]
+    assignment: dict[str, Any]
+    seed: Any
+
+
+def _command_sweep(sweep: SweepConfig) -> SweepConfig:
+    """A command sweep's shape: no model, no hyperparameters, and the job fields as a job's."""
+    for field, value in (("model_id", sweep.model_id), ("architecture", sweep.architecture)):
+        if value is not None:
+            raise invalid_field(f"config.{field}", "give exactly one of model_id, architecture or command")
+    if sweep.hyperparams:
+        raise invalid_field("config.hyperparams", "a command sweep varies its command's placeholders, not hyperparams")
+    if sweep.cwd is None:
+        raise invalid_field("config.cwd", "a command sweep needs the directory its command runs in")
+    fields = {name: getattr(sweep, name) for name in ("command", *JOB_FIELDS) if getattr(sweep, name) is not None}
+    try:
+        JobSpec.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_failed(exc, "config", JobSpec) from None
+    return sweep
+
+
+def _argument(value: Any) -> str:
+    """A variation's value as a command-line argument: strings as they are, anything else as JSON writes it."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _substitute(arg: str, assignment: dict[str, Any]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        return _argument(assignment[match.group(1)])
+
+    return PLACEHOLDER.sub(replace, arg)
+
+
+def expand_command(sweep: SweepConfig, max_runs: int) -> list[CommandPoint]:
+    """Every combination of the variations, each the command with its placeholders filled in; in a stable order.
+    A placeholder that names no variation is a 422 naming the command's item."""
+    command: list[str] = list(sweep.command or ())
+    for index, arg in enumerate(command):
+        for name in PLACEHOLDER.findall(arg):
+            if name and name not in sweep.variations:  # "": an escaped brace
+                known = ", ".join(sweep.variations) or "none"
+                raise invalid_field(
+                    f"config.command[{index}]",
+                    f"placeholder {{{name}}} names no variation (variations: {known}); write {{{{ and }}}} for "
+                    "literal braces",
+                )
+    for key, values in sweep.variations.items():
+        if not values:
+            raise invalid_field(f"config.variations.{key}", "must list at least one value")
+        for index, value in enumerate(values):
+            if value is None or not isinstance(value, str | int | float):
+                raise invalid_field(f"config.variations.{key}[{index}]", "must be a string, a number or a boolean")
+            if any(_argument(other) == _argument(value) for other in values[:index]):
+                raise invalid_field(f"config.variations.{key}[{index}]", f"lists {_argument(value)} twice")
+    size = math.prod(len(values) for values in sweep.variations.values())
+    if size > max_runs:
+        raise invalid_field(
+            "config.variations", f"the grid has {size} runs; at most {max_runs} (setting max_sweep_runs)"
+        )
+    keys = list(sweep.variations)
+    points = []
+    for combination in itertools.product(*(sweep.variations[key] for key in keys)):
+        assignment = dict(zip(keys, combination, strict=True))
+        argv = [_substitute(arg, assignment) for arg in command]
+        points.append(CommandPoint(group_label(assignment), argv, assignment, assignment.get(SEED_KEY)))
+    return points

@@ -39,7 +39,8 @@ class Jobs:
         if not await asyncio.to_thread(Path(spec.cwd).is_dir):
             raise invalid_field("job.cwd", f"{spec.cwd!r} is not a directory on the daemon's machine")
         visible = len(await asyncio.to_thread(self._supervisor.gpus.inventory))
-        gpus = spec.gpus if spec.gpus is not None else min(visible, 1)
+        # Under torchrun each process of a node wants a GPU of its own (NCCL refuses two ranks on one).
+        gpus = spec.gpus if spec.gpus is not None else min(visible, spec.nproc_per_node)
         if gpus > visible:
             raise invalid_field("job.gpus", f"asks for {gpus} GPU(s); NVML lists {visible} that pivotd may use")
         config: dict[str, Any] = {
@@ -48,6 +49,7 @@ class Jobs:
             "env": spec.env,
             "gpus": gpus,
             "nproc_per_node": spec.nproc_per_node,
+            "rendezvous": None if spec.rendezvous is None else spec.rendezvous.model_dump(),
             "max_runtime_s": spec.max_runtime_s,
             "retries": spec.retries,
         }
@@ -89,6 +91,7 @@ class Jobs:
             env=sorted(config.get("env") or {}),
             gpus_requested=int(config["gpus"]),
             nproc_per_node=int(config.get("nproc_per_node", 1)),
+            rendezvous=config.get("rendezvous"),
             priority=job.priority,
             max_runtime_s=config.get("max_runtime_s"),
             retries=int(config.get("retries", 0)),

@@ -50,6 +50,7 @@ from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
 from pivotd.jobs.gpus import Gpu, GpuAllocator, Refusal
+from pivotd.jobs.launch import job_argv
 from pivotd.runtokens import RunTokens
 from pivotd.settings import Settings
 from pivotd.store import Store
@@ -378,12 +379,9 @@ class Supervisor:
 
     async def _launch_job(self, job: JobRow, gpus: list[Gpu] | None) -> None:
         config = job.config
-        command: list[str] = config["command"]
-        if config.get("nproc_per_node", 1) > 1:
-            command = ["torchrun", "--standalone", f"--nproc-per-node={config['nproc_per_node']}", "--no-python",
-                       *command]  # fmt: skip
         env = self._environment(gpus)
         env.update(config.get("env") or {})
+        command = job_argv(config, env.get("PATH"))
         assert self._url is not None
         # Its own run and a credential for that run only: never the owner's token, whatever the daemon's env held.
         env.update(PIVOT_URL=self._url, PIVOT_RUN_ID=job.run_id, PIVOT_TOKEN=self._run_tokens.mint(job.run_id))

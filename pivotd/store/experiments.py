@@ -17,7 +17,7 @@ from pivotd.errors import Conflict, NotFound
 from pivotd.store.ops import Tx
 from pivotd.store.paging import PageRequest, keyset
 from pivotd.store.rows import contains, latest_by_run, latest_query
-from pivotd.store.training import CreateJob
+from pivotd.store.training import CreateJob, QueueJob
 from shared.models.experiments import (
     RUN_STATES,
     Aggregate,
@@ -277,11 +277,12 @@ def _status_in_tx(tx: Tx, experiment_id: str) -> ExperimentRow:
 
 @dataclass(frozen=True, slots=True)
 class LaunchExperiment:
-    """`start`: queue every run of the sweep, joined to the experiment, in one transaction. Only once."""
+    """`start`: queue every run of the sweep, joined to the experiment, in one transaction. Only once. A command
+    sweep's runs are jobs (no model)."""
 
     experiment_id: str
-    model_id: str
-    runs: list[SweepRun]
+    model_id: str | None
+    runs: list[SweepRun] | list[QueueJob]
 
     def apply(self, tx: Tx) -> None:
         experiment = _status_in_tx(tx, self.experiment_id)
@@ -290,7 +291,10 @@ class LaunchExperiment:
         if experiment.cancelled_at is not None:  # cancelled while this start was checking the sweep
             raise Conflict(f"experiment {self.experiment_id!r} was cancelled; clone it to run it")
         for run in self.runs:
-            CreateJob(run.run_id, RunState.QUEUED, run.config, run.epochs_total, self.model_id, run.name).apply(tx)
+            if isinstance(run, QueueJob):
+                run.apply(tx)
+            else:
+                CreateJob(run.run_id, RunState.QUEUED, run.config, run.epochs_total, self.model_id, run.name).apply(tx)
         tx.conn.executemany(
             "UPDATE runs SET experiment_id = ?, group_name = ? WHERE run_id = ?",
             [(self.experiment_id, run.group, run.run_id) for run in self.runs],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationInfo, field_validator
 
 MAX_ARGV = 4096
 MAX_ARG_CHARS = 32_768
@@ -16,6 +16,7 @@ MAX_PATH_CHARS = 4096
 MAX_GPUS = 64
 MAX_RUNTIME_S = 30 * 24 * 3600
 MAX_RETRIES = 10
+MAX_NODES = 1024
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 RESERVED_ENV = frozenset({"PIVOT_URL", "PIVOT_RUN_ID", "PIVOT_TOKEN", "CUDA_VISIBLE_DEVICES"})
 """Set by pivotd for each job: a job may not choose its own run, credential or GPUs."""
@@ -46,6 +47,30 @@ Arg = Annotated[StrictStr, Field(max_length=MAX_ARG_CHARS), AfterValidator(_no_n
 Label = Annotated[StrictStr, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 
 
+class Rendezvous(BaseModel):
+    """One node of a multi-node torchrun job: every node's job names the same `endpoint` (on the first node) and
+    `id`; `pivotctl submit --nodes N --host A --host B` writes these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nnodes: Annotated[StrictInt, Field(ge=2, le=MAX_NODES)]
+    node_rank: Annotated[StrictInt, Field(ge=0, lt=MAX_NODES)]
+    endpoint: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9._\-\[\]:]{1,253}:[0-9]{1,5}$")] = Field(
+        description="`host:port` of the c10d rendezvous, on the first node (its torchrun listens there)"
+    )
+    id: Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = Field(
+        description="The same on every node of one job (torchrun's `--rdzv-id`)"
+    )
+
+    @field_validator("node_rank")
+    @classmethod
+    def _within(cls, rank: int, info: ValidationInfo) -> int:
+        nnodes = info.data.get("nnodes")
+        if nnodes is not None and rank >= nnodes:
+            raise ValueError(f"must be below nnodes ({nnodes})")
+        return rank
+
+
 class JobSpec(BaseModel):
     """What to run and what it needs."""
 
@@ -64,10 +89,15 @@ class JobSpec(BaseModel):
     ] = Field(default_factory=dict, description="Added to the daemon's environment (PIVOT_* and CUDA_* are pivotd's)")
     name: Label | None = None
     gpus: Annotated[StrictInt, Field(ge=0, le=MAX_GPUS)] | None = Field(
-        default=None, description="Whole GPUs, given through CUDA_VISIBLE_DEVICES; default 1 where GPUs exist, else 0"
+        default=None,
+        description="Whole GPUs, given through CUDA_VISIBLE_DEVICES; default one per process (`nproc_per_node`) "
+        "where GPUs exist, as many as there are, else 0",
     )
     nproc_per_node: Annotated[StrictInt, Field(ge=1, le=MAX_GPUS)] = Field(
         default=1, description="Processes per node; more than 1 runs the command under `torchrun --standalone`"
+    )
+    rendezvous: Rendezvous | None = Field(
+        default=None, description="One node of a multi-node job: runs the command under torchrun's c10d rendezvous"
     )
     tags: Annotated[list[Label], Field(max_length=32)] = Field(default_factory=list)
     experiment_id: Label | None = None
@@ -101,6 +131,7 @@ class JobInfo(BaseModel):
     env: list[str] = Field(description="The names of the variables it set (their values are not shown)")
     gpus_requested: int
     nproc_per_node: int
+    rendezvous: Rendezvous | None = Field(default=None, description="Set on each node's job of a multi-node job")
     priority: int
     max_runtime_s: float | None
     retries: int

@@ -1,9 +1,11 @@
-"""The examples run: the plain PyTorch script, and the Lightning and Hugging Face callbacks where installed."""
+"""The examples run: the plain PyTorch script, the Lightning and Hugging Face callbacks where installed (imported,
+and run as scripts against a real daemon), and the torchrun-ready DDP script as a plain one."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tests.daemon import RunningDaemon
+from tests.daemon import TEST_TOKEN, RunningDaemon
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -123,3 +125,38 @@ async def test_hf_trainer_callback(daemon: RunningDaemon, http: httpx.AsyncClien
     series = (await http.get("/api/v1/runs/hf/scalars")).json()["series"]
     assert series["train/loss"]["steps"] == [1, 2, 3, 4, 5, 6]
     assert "train/learning_rate" in series
+
+
+async def run_script(name: str, *args: str, url: str) -> str:
+    """Run examples/<name>.py as `python examples/<name>.py ARGS` with PIVOT_URL/PIVOT_TOKEN; its stdout."""
+    env = {**os.environ, "PIVOT_URL": url, "PIVOT_TOKEN": TEST_TOKEN}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / f"{name}.py"), *args, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stdout.decode()
+    return stdout.decode()
+
+
+SCRIPTS = [("lightning_callback", "lightning"), ("hf_trainer_callback", "transformers"), ("ddp_train", "torch")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "framework"), SCRIPTS, ids=[name for name, _ in SCRIPTS])
+async def test_each_example_runs_as_a_script_and_reports(
+    daemon: RunningDaemon, http: httpx.AsyncClient, name: str, framework: str
+) -> None:
+    pytest.importorskip(framework)
+    run_id = f"script-{name.replace('_', '-')}"
+    said = await run_script(name, "--steps", "6", "--every", "2", "--run-id", run_id, url=daemon.url)
+    assert await steps_of(http, run_id) == [0, 2, 4], said
+    run = (await http.get(f"/api/v1/runs/{run_id}")).json()
+    assert run["status"] == "succeeded" and "train/loss" in run["latest"], run
+    assert "did not take the data" not in said and f"run {run_id}" in said
+
+
+@pytest.mark.slow
+async def test_an_example_says_so_when_no_daemon_takes_its_data(free_port: int) -> None:
+    said = await run_script("ddp_train", "--steps", "2", url=f"http://127.0.0.1:{free_port}")
+    assert "did not take the data" in said and "set PIVOT_URL and PIVOT_TOKEN" in said
