@@ -982,8 +982,8 @@ export interface paths {
         get?: never;
         put?: never;
         /**
-         * Start a sweep: queue one managed run per grid point
-         * @description Only a config of type `sweep` can be started (others: 422 naming `config.type`); starting twice is a 409. Answers the experiment as `GET` does.
+         * Start a sweep: queue one managed run (or, for a command sweep, one job) per grid point
+         * @description Only a config of type `sweep` can be started (others: 422 naming `config.type`); starting twice is a 409. A command sweep needs the `jobs` scope (403 without, or when `jobs_enabled` is false). Answers the experiment as `GET` does.
          */
         post: operations["start_experiment_api_v1_experiments__experiment_id__start_post"];
         delete?: never;
@@ -2531,6 +2531,8 @@ export interface components {
             gpus_requested: number;
             /** Nproc Per Node */
             nproc_per_node: number;
+            /** @description Set on each node's job of a multi-node job */
+            rendezvous?: components["schemas"]["Rendezvous"] | null;
             /** Priority */
             priority: number;
             /** Max Runtime S */
@@ -3217,6 +3219,27 @@ export interface components {
             step_seconds: number;
             /** Samples */
             samples: components["schemas"]["ResourceSample"][];
+        };
+        /**
+         * Rendezvous
+         * @description One node of a multi-node torchrun job: every node's job names the same `endpoint` (on the first node) and
+         *     `id`; `pivotctl submit --nodes N --host A --host B` writes these.
+         */
+        Rendezvous: {
+            /** Nnodes */
+            nnodes: number;
+            /** Node Rank */
+            node_rank: number;
+            /**
+             * Endpoint
+             * @description `host:port` of the c10d rendezvous, on the first node (its torchrun listens there)
+             */
+            endpoint: string;
+            /**
+             * Id
+             * @description The same on every node of one job (torchrun's `--rdzv-id`)
+             */
+            id: string;
         };
         /**
          * ResourceAverage
@@ -5071,7 +5094,7 @@ export interface components {
             name?: string | null;
             /**
              * Gpus
-             * @description Whole GPUs, given through CUDA_VISIBLE_DEVICES; default 1 where GPUs exist, else 0
+             * @description Whole GPUs, given through CUDA_VISIBLE_DEVICES; default one per process (`nproc_per_node`) where GPUs exist, as many as there are, else 0
              * @default null
              */
             gpus?: number | null;
@@ -5081,6 +5104,11 @@ export interface components {
              * @default 1
              */
             nproc_per_node?: number;
+            /**
+             * @description One node of a multi-node job: runs the command under torchrun's c10d rendezvous
+             * @default null
+             */
+            rendezvous?: components["schemas"]["Rendezvous"] | null;
             /** Tags */
             tags?: string[];
             /**
