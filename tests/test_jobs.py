@@ -297,3 +297,17 @@ async def test_pivotctl_submits_follows_and_lists_jobs(tmp_path: Path) -> None:
         assert code == 1  # the job failed
         code, _, err = await pivotctl(daemon, "cancel", "r_missing")
         assert code == 3 and daemon.url in err  # errors name the URL tried
+
+
+async def test_a_run_that_just_ended_is_not_evicted_to_make_room_for_the_queue(tmp_path: Path) -> None:
+    """With more queued and running runs than `max_runs` (which retention never evicts), the count check's only
+    candidate was the run whose end was just written: cancelling a queued job answered 404 and lost its record."""
+    async with daemon_and_client(tmp_path, max_runs=2, training_slots=1) as (_, http):
+        said = fifo(tmp_path)
+        running = await submit(http, ["bash", "-c", f"echo up > {said}; exec sleep 60"], tmp_path)
+        await read_fifo(said)
+        queued = [await submit(http, ["true"], tmp_path) for _ in range(2)]
+        cancelled = await http.post(f"/api/v1/jobs/{queued[1]['run_id']}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+        assert (await run_of(http, queued[1]["run_id"]))["status"] == "cancelled"
+        assert (await http.post(f"/api/v1/jobs/{running['run_id']}/cancel")).status_code == 200

@@ -138,7 +138,8 @@ async def test_managed_runs_in_flight_are_never_evicted(tmp_path: Path) -> None:
         conn.close()
         for run_id in ("a", "b", "c"):
             await http.post(LAYERWISE, json=layerwise_payload(run_id, 0))
-        assert sorted((await http.get("/api/v1/runs")).json()) == ["c", "training"]
+        # The run in flight stays and does not count against max_runs: the two newest others are kept.
+        assert sorted((await http.get("/api/v1/runs")).json()) == ["b", "c", "training"]
         assert (await http.delete("/api/v1/runs/training")).status_code == 409
 
 

@@ -1,5 +1,6 @@
 """Retention (the layer-wise protocol's rule): past a limit, the oldest run by last update goes; past the per-run
-step limit, the run's oldest steps go. A managed run that is queued or running is never evicted."""
+step limit, the run's oldest steps go. A managed run or job that is queued or running is never evicted, and does
+not count against `max_runs`."""
 
 from __future__ import annotations
 
@@ -20,12 +21,18 @@ class Retention:
 def enforce(conn: sqlite3.Connection, limits: Retention, touched: list[int]) -> list[str]:
     """Apply the limits inside the caller's transaction; returns the run ids evicted."""
     _trim_steps(conn, limits.max_steps_per_run, touched)
+    # `max_runs` bounds the runs retention may evict: queued and running managed runs and jobs do not count, or a
+    # long queue would push out every run the moment it ended (1,000 queued jobs against the default limit). Runs
+    # written in this batch are spared by both checks: evicting what we just acknowledged helps nobody.
     evicted: list[str] = []
-    excess = conn.execute("SELECT count(*) FROM runs").fetchone()[0] - limits.max_runs
+    states = ",".join("?" * len(PROTECTED_STATES))
+    evictable = conn.execute(
+        f"SELECT count(*) FROM runs WHERE NOT (kind IN ('managed', 'job') AND status IN ({states}))", PROTECTED_STATES
+    ).fetchone()[0]
+    excess = evictable - limits.max_runs
     if excess > 0:
-        evicted += _evict_oldest(conn, excess, spare=[])
+        evicted += _evict_oldest(conn, excess, spare=touched)
     while _used_bytes(conn) > limits.max_db_bytes:
-        # Runs written in this batch are spared: evicting what we just acknowledged helps nobody.
         gone = _evict_oldest(conn, 1, spare=touched)
         if not gone:
             break
