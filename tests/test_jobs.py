@@ -68,6 +68,27 @@ async def logs_of(http: httpx.AsyncClient, run_id: str) -> list[str]:
     return [line["message"] for line in (await http.get(f"/api/v1/runs/{run_id}/logs")).json()["data"]]
 
 
+async def exited(pid: int, timeout: float = 10.0) -> bool:
+    """Whether `pid` has ended (or ends within `timeout`): its pidfd turns readable when it does. A process SIGKILLed
+    a moment ago may still be closing its files (the pipe's EOF comes from that) before it is gone."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    ended = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_reader(fd, ended.set)
+    try:
+        async with asyncio.timeout(timeout):
+            await ended.wait()
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
 def gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -127,7 +148,7 @@ async def test_cancel_leaves_no_process_of_the_job_alive(tmp_path: Path) -> None
         cancelled = await http.post(f"/api/v1/jobs/{job['run_id']}/cancel")
         assert cancelled.status_code == 200, cancelled.text
         assert cancelled.json()["data"]["status"] == "cancelled"
-        assert all(gone(pid) for pid in pids)
+        assert all([await exited(pid) for pid in pids])
         again = await http.post(f"/api/v1/jobs/{job['run_id']}/cancel")
         assert again.status_code == 409
 
