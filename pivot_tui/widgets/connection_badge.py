@@ -16,6 +16,12 @@ _STYLE = {
 
 
 class ConnectionBadge(Static):
+    _shown: tuple[Connection, str] | None = None
+
     def show(self, state: Connection, url: str) -> None:
+        # Screens call this on every poll: an update re-lays out the screen, so only a change is drawn.
+        if (state, url) == self._shown:
+            return
+        self._shown = (state, url)
         symbol, word, style = _STYLE[state]
         self.update(Text.assemble((f"{symbol} {word} ", style), (url, "dim")))
