@@ -1,10 +1,11 @@
-"""Screens of pivot-tui: one per mode (runs, resources, alerts, experiments), the run detail, and dialogs."""
+"""Screens of pivot-tui: one per mode (runs, resources, alerts, experiments, queue), the run detail, and dialogs."""
 
 from pivot_tui.screens.acknowledge import AcknowledgeDialog
 from pivot_tui.screens.alerts import AlertsScreen
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.experiments import ExperimentDetailScreen, ExperimentsScreen
 from pivot_tui.screens.launch import LaunchDialog
+from pivot_tui.screens.queue import QueueScreen
 from pivot_tui.screens.resources import ResourcesScreen
 from pivot_tui.screens.run_detail import RunDetailScreen
 from pivot_tui.screens.runs import RunsScreen
@@ -16,6 +17,7 @@ __all__ = [
     "ExperimentDetailScreen",
     "ExperimentsScreen",
     "LaunchDialog",
+    "QueueScreen",
     "ResourcesScreen",
     "RunDetailScreen",
     "RunsScreen",

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.widgets.columns import fit_columns, fit_number, left_over
 from shared.models.runs import RunState, RunSummary
 
 # No progress column: run summaries carry no epochs (a managed run's epoch shows in its run detail).
@@ -21,8 +21,8 @@ COLUMNS = ("run", "kind", "state", "step", "loss", "updated")
 # Fixed widths (the run id's follows the table's width): rows never reflow, and DataTable's auto
 # width, which could miss rows added in the first frames, is not relied on.
 WIDTHS = {"kind": 6, "state": 9, "step": 6, "loss": 7, "updated": 8}
-# Who trains the run: pivotd itself (managed) or a script posting to it (external).
-KIND = {"managed": "pivotd", "external": "script"}
+# Who trains the run: pivotd itself (managed), a command pivotd runs (job) or a script posting to it (external).
+KIND = {"managed": "pivotd", "external": "script", "job": "job"}
 LOSS_KEYS = ("train_loss", "train/loss", "loss", "val_loss", "val/loss")
 STATE_STYLE = {RunState.RUNNING: "green", RunState.QUEUED: "yellow", RunState.CREATED: "yellow",
                RunState.SUCCEEDED: "cyan", RunState.FAILED: "bold red", RunState.CANCELLED: "dim",
@@ -40,8 +40,8 @@ def age(timestamp: str | None) -> str:
         seconds = (datetime.now().astimezone() - datetime.fromisoformat(timestamp)).total_seconds()
     except ValueError:
         return timestamp
-    if seconds < 60:
-        return f"{max(0, int(seconds))}s ago"
+    if seconds < 60:  # not to the second: a column that changed every second kept an idle list redrawing
+        return "<1m ago"
     if seconds < 3600:
         return f"{int(seconds // 60)}m ago"
     if seconds < 86400:
@@ -156,7 +156,7 @@ class RunsTable(DataTable[Any]):
             KIND[run.kind],
             f"[{state_style}]{escape(status)}[/]" if state_style else escape(status),
             "" if latest_step is None else str(latest_step),
-            "" if loss is None else f"{loss:.4g}",
+            "" if loss is None else fit_number(loss, WIDTHS["loss"]),
             age(run.last_update),
         )
 
