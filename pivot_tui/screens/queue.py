@@ -10,6 +10,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Static
 
 from pivot_tui.client import Unreachable
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 COLUMNS = ("#", "run", "state", "what", "gpus", "since")
-WIDTHS = {"#": 3, "run": 14, "state": 7, "gpus": 12, "since": 8}
+WIDTHS = {"#": 3, "run": 18, "state": 7, "gpus": 10, "since": 8}  # run ids are 18 characters
 
 
 def what(entry: QueueEntry) -> Text:
@@ -58,6 +59,7 @@ class QueueScreen(ReportsFailures, Screen[None]):
         super().__init__()
         self._seen = -1
         self._entries: dict[str, QueueEntry] = {}
+        self._poll: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -70,7 +72,7 @@ class QueueScreen(ReportsFailures, Screen[None]):
         table = self.query_one("#queue", DataTable)
         for column in COLUMNS:
             table.add_column(column, key=column, width=WIDTHS.get(column, self._what_width(self.app.size.width)))
-        self.set_interval(0.5, self.redraw)
+        self._poll = self.set_interval(0.5, self.redraw)
         table.focus()
 
     def on_resize(self) -> None:
@@ -80,12 +82,18 @@ class QueueScreen(ReportsFailures, Screen[None]):
     def _what_width(width: int) -> int:
         return left_over(width, WIDTHS, 12, 80)
 
+    def on_screen_suspend(self) -> None:
+        if self._poll is not None:
+            self._poll.pause()
+
     def on_screen_resume(self) -> None:
+        if self._poll is not None:
+            self._poll.resume()
         self.reload()
 
     def redraw(self) -> None:
         # The queue moves when a run is created, starts or ends: the runs' version says when to read it again.
-        if self.app.screen is self and self.app.model.versions["runs"] != self._seen:
+        if self.app.model.versions["runs"] != self._seen:
             self._seen = self.app.model.versions["runs"]
             self.reload()
 

@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
 from pivot_tui.failures import ReportsFailures
@@ -78,6 +79,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self._drawn_at = 0.0
         self._cancellable = False
         self._shown_title = Text()
+        self._poll: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -99,11 +101,17 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
         self._cancellable = self._can_cancel(self.app.model.runs.get(self.run_id))
-        self.set_interval(0.1, self.redraw)
+        self._poll = self.set_interval(0.1, self.redraw)
+
+    def on_screen_suspend(self) -> None:
+        if self._poll is not None:
+            self._poll.pause()  # under another screen, or in another mode: nothing of it is seen
 
     def on_screen_resume(self) -> None:
         # The app follows one run at a time: a run opened elsewhere meanwhile (another mode, or closed
         # since) took it over, so this screen follows its own run again whenever it comes back into view.
+        if self._poll is not None:
+            self._poll.resume()
         followed = self.app.model.followed
         if followed is None or followed.run_id != self.run_id:
             self.load()

@@ -84,9 +84,8 @@ class LayerTable(DataTable[Any]):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.flags = LayerFlags()
-        self._columns: tuple[tuple[str, ...], int] = ((), 0)
+        self._columns: tuple[tuple[str, ...], dict[str, int]] = ((), {})
         self._showing: tuple[LiteStep | None, dict[str, list[str]] | None] | None = None
-        self._groups: dict[str, list[str]] | None = None
 
     def on_resize(self) -> None:
         if self._showing is not None:
@@ -99,14 +98,13 @@ class LayerTable(DataTable[Any]):
             self.flags = flags
             self.on_resize()  # the rows again, with the new flags
 
-    def _fitting(self, step: LiteStep) -> tuple[tuple[str, ...], int]:
-        """The columns that fit the table's width, and the Layer column's width (ids longer than it show their
-        end, which tells layers apart)."""
+    def _fitting(self, rows: list[dict[str, Any]]) -> tuple[tuple[str, ...], dict[str, int]]:
+        """The columns that fit the table's width and each one's width, from what the rows hold: a Flag column
+        of `ok`s is narrow, and layer ids longer than their column show their end, which tells layers apart."""
         widths = dict(COLUMNS)
-        longest = max([5, *(len(layer["layer_id"]) for layer in step.layers)])
-        widths["Layer"] = min(longest, 12)  # cut to make room for a column before dropping it
-        widths["Type"] = max([4, *(len(layer["layer_type"]) for layer in step.layers)])
-        widths["Group"] = max([5, *(len(name) for name in ([*self._groups, "Ungrouped"] if self._groups else []))])
+        for label in ("Layer", "Flag", "Type", "Group"):
+            widths[label] = max([len(label), *(len(str(row[label])) for row in rows)])
+        longest, widths["Layer"] = widths["Layer"], min(widths["Layer"], 12)  # cut before a column is dropped
         room = self.size.width - 1
         shown = list(COLUMNS)
         for name in DROPPED_FIRST:
@@ -114,25 +112,21 @@ class LayerTable(DataTable[Any]):
                 break
             shown.remove(name)
         others = sum(widths[column] + 2 for column in shown if column != "Layer")
-        return tuple(shown), max(5, min(longest, room - others - 2))
+        widths["Layer"] = max(5, min(longest, room - others - 2))
+        return tuple(shown), {label: widths[label] for label in shown}
 
     def show(self, step: LiteStep | None, groups: dict[str, list[str]] | None) -> None:
         if self._showing is not None and step is self._showing[0]:  # steps are immutable once received
             return
-        self._showing, self._groups = (step, groups), groups
+        self._showing = (step, groups)
         self.clear()
         if step is None:
             return
-        columns, layer_width = self._fitting(step)
-        if (columns, layer_width) != self._columns:
-            self.clear(columns=True)
-            for label in columns:
-                self.add_column(label, key=label.lower(), width=layer_width if label == "Layer" else None)
-            self._columns = (columns, layer_width)
         group_of = {layer: name for name, layers in (groups or {}).items() for layer in layers}
+        rows: list[dict[str, Any]] = []
         for index, layer in enumerate(step.layers):
-            cells = {
-                "Layer": _tail(layer["layer_id"], layer_width),
+            row: dict[str, Any] = {
+                "Layer": layer["layer_id"],
                 "Flag": self.flags.flag(layer, index),
                 "Type": layer["layer_type"],
                 # "Ungrouped" only beside groups: a run without any has a column of dashes, not of words.
@@ -140,8 +134,17 @@ class LayerTable(DataTable[Any]):
             }
             for label, key in NUMBERS.items():
                 value = layer[key]  # type: ignore[literal-required]
-                cells[label] = "" if value is None else fit_number(value, COLUMNS[label])
-            self.add_row(*(cells[label] for label in columns))
+                row[label] = "" if value is None else fit_number(value, COLUMNS[label])
+            rows.append(row)
+        columns, widths = self._fitting(rows)
+        if (columns, widths) != self._columns:
+            self.clear(columns=True)
+            for label in columns:
+                self.add_column(label, key=label.lower(), width=widths[label])
+            self._columns = (columns, widths)
+        for row in rows:
+            row["Layer"] = _tail(row["Layer"], widths["Layer"])
+            self.add_row(*(row[label] for label in columns))
 
 
 def _tail(layer_id: str, width: int) -> str:
