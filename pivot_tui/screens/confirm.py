@@ -13,7 +13,8 @@ from textual.widgets import Button, Footer, Label
 class ConfirmDialog(ModalScreen[bool]):
     # Every way out in the footer: `enter` answers with the focused button (the safe one at first).
     BINDINGS = [
-        Binding("enter", "press_focused", "Choose"),
+        # Priority: the focused button's own `enter` would otherwise hide this one from the footer.
+        Binding("enter", "press_focused", "Choose", priority=True),
         Binding("y", "dismiss(True)", "Yes"),
         Binding("n,escape", "dismiss(False)", "No", key_display="n/esc"),
         # Two buttons side by side: arrows move between them.
