@@ -156,7 +156,9 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self.query_one(LayerHeatmap).show(steps, self.heatmap_metric, None if self.live else cursor_step)
         self.query_one(LayerTable).show(selected, followed.layer_groups if followed else None)
         is_job = summary is not None and summary.kind == "job"
-        self.set_class(is_job, "job")  # a command's output is what there is to watch: the log takes the room
+        if is_job != self.has_class("job"):
+            self.set_class(is_job, "job")  # a command's output is what there is to watch: the log takes the room
+            self.refresh_bindings()
         # A job that reports no metrics has no curves and no layers: its log is the whole view.
         self.query_one("#layers").display = bool(steps) or not is_job
         self.query_one("#run-body").display = bool(steps) or bool(series) or not is_job
@@ -196,9 +198,12 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         return summary is not None and summary.kind in ("managed", "job") and summary.status in LIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Cancel is offered (in the footer, and on its key) only for a managed run that has not ended."""
+        """Cancel is offered (in the footer, and on its key) only for a managed run or a job that has not ended;
+        a job has no trained parameters to show or to infer with."""
         if action == "cancel_run":
             return self._cancellable
+        if action in ("params", "infer"):
+            return not self.has_class("job")
         return True
 
     def action_back(self) -> None:
