@@ -207,7 +207,8 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         return True
 
     def action_back(self) -> None:
-        # Escape first closes what it would reach for (a notice), and only then leaves the run.
+        # Escape first closes what it would reach for (a notice), and only then leaves the run. Textual has no
+        # public way to ask whether notifications are shown.
         if self.app._notifications:
             self.app.clear_notifications()
         else:
