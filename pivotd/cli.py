@@ -37,8 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="also start a demo run: a small CNN (two convolutions) trained on the 5,000 real MNIST digits "
-        "shipped with pivotd",
+        help="also start a demo run: seed 001's CNN trained on the 5,000 real MNIST digits shipped with pivotd",
     )
     parser.add_argument("--version", action="version", version=f"pivotd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{backup,restore}")

@@ -49,7 +49,7 @@ async def feed_demo(url: str, token: str | None = None) -> None:
             log.warning("demo: could not start the training run: %s", exc)
             return
     log.info(
-        "demo: training a small CNN on real digits as run %s; watch it: .venv/bin/pivot-tui, or curl -N %s%s",
+        "demo: training seed 001's CNN on real digits as run %s; watch it: .venv/bin/pivot-tui, or curl -N %s%s",
         started.run_id, url, started.events_url,
     )  # fmt: skip
 

@@ -16,12 +16,19 @@ _STYLE = {
 
 
 class ConnectionBadge(Static):
-    _shown: tuple[Connection, str] | None = None
+    _shown: Text | None = None
+
+    def _update(self, text: Text) -> None:
+        # Called ten times a second: an unchanged badge is not redrawn (an update lays the screen out again).
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
 
     def show(self, state: Connection, url: str) -> None:
-        # Screens call this on every poll: an update re-lays out the screen, so only a change is drawn.
-        if (state, url) == self._shown:
-            return
-        self._shown = (state, url)
         symbol, word, style = _STYLE[state]
-        self.update(Text.assemble((f"{symbol} {word} ", style), (url, "dim")))
+        self._update(Text.assemble((f"{symbol} {word} ", style), (url, "dim")))
+
+    def show_fleet(self, state: Connection | None, online: int, boxes: int, current: str) -> None:
+        """Several boxes: how many answer (all: online, none: offline, else partly) and which one is current."""
+        symbol, _, style = _STYLE[state] if state else ("◐", "", "bold yellow")
+        self._update(Text.assemble((f"{symbol} {online}/{boxes} online ", style), (f"gauges: {current}", "dim")))

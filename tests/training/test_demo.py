@@ -1,4 +1,4 @@
-"""`pivotd --demo` trains a small CNN on the shipped digits as a managed run."""
+"""`pivotd --demo` trains seed 001's CNN on the shipped digits as a managed run."""
 
 from __future__ import annotations
 
@@ -38,4 +38,4 @@ async def test_demo_starts_a_real_training_run(tmp_path: Path) -> None:
     finally:
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
-    assert any("demo: training a small CNN" in line for line in daemon.lines)
+    assert any("demo: training seed 001's CNN" in line for line in daemon.lines)
