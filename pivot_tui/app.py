@@ -40,7 +40,7 @@ class PivotApp(App[None]):
     DEFAULT_MODE = "runs"
     BINDINGS = [
         # The footer shows each screen's own keys, then these; at 80 columns there is no room for the
-        # screen switches too, so `1`-`5` are listed by `?` (the help dialog) and in the docs instead.
+        # screen switches too, so `1`-`6` are listed by `?` (the help dialog) and in the docs instead.
         Binding("question_mark", "help", "Help"),
         Binding("l", "launch", "Launch"),
         Binding("q", "quit", "Quit"),
@@ -48,7 +48,7 @@ class PivotApp(App[None]):
         Binding("2", "switch_mode('resources')", "Resources", show=False),
         Binding("3", "switch_mode('alerts')", "Alerts", show=False),
         Binding("4", "switch_mode('experiments')", "Experiments", show=False),
-        Binding("5", "switch_mode('queue')", "Queue", show=False),
+        Binding("6", "switch_mode('queue')", "Queue", show=False),
     ]
 
     def __init__(self, settings: TuiSettings, client: DaemonClient | None = None) -> None:

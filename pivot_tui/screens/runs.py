@@ -69,7 +69,7 @@ class RunsScreen(ReportsFailures, Screen[None]):
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.
         table = self.query_one(RunsTable)
-        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?12345l":
+        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?123456l":
             field = self.query_one("#filter", Input)
             field.focus()
             field.insert_text_at_cursor(event.character)

@@ -80,7 +80,7 @@ async def test_the_queue_shows_gpus_opens_runs_and_cancels_jobs_only(size: tuple
     client = FakeDaemonClient()
     async with app(client).run_test(size=size) as pilot:
         await until(pilot, lambda: rows(pilot, "#runs") == 4)
-        await pilot.press("5")
+        await pilot.press("6")
         await until(pilot, lambda: rows(pilot, "#queue") == len(QUEUE["data"]))
         assert [cell(pilot, "#queue", row, "gpus") for row in range(3)] == ["0,1", "2", "wants 4"]
         assert "2 running, 1 queued, 3 training slots" in str(pilot.app.screen.query_one("#queue-status").render())
@@ -99,7 +99,7 @@ async def test_the_queue_shows_gpus_opens_runs_and_cancels_jobs_only(size: tuple
 async def test_a_daemon_without_jobs_says_so_on_the_queue_screen() -> None:
     async with app(FakeDaemonClient(refuse={"job_queue": missing("jobs")})).run_test(size=(80, 24)) as pilot:
         await until(pilot, lambda: rows(pilot, "#runs") == 4)
-        await pilot.press("5")
+        await pilot.press("6")
         status = lambda: str(pilot.app.screen.query_one("#queue-status").render())  # noqa: E731
         await until(pilot, lambda: "no job queue" in status())
 
@@ -124,7 +124,7 @@ async def test_a_submitted_job_streams_its_output_into_the_run_view_and_can_be_c
             log = tui.screen.query_one(RunLog)
             await until(pilot, lambda: "hello from the job" in str(log.render()), timeout=30)
             assert sys.executable in str(log.border_title)
-            await pilot.press("5")
+            await pilot.press("6")
             await until(pilot, lambda: rows(pilot, "#queue") == 1)
             await pilot.press("c")
             await until(pilot, lambda: isinstance(tui.screen, ConfirmDialog))

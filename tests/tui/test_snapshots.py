@@ -135,7 +135,7 @@ def test_queue_screen(snap_compare: Any, size: tuple[int, int]) -> None:
 
     async def go(pilot: Any) -> None:
         await runs_loaded(pilot)
-        await pilot.press("5")
+        await pilot.press("6")
         await until(pilot, lambda: rows(pilot, "#queue") == len(QUEUE["data"]))
 
     assert snap_compare(app(), terminal_size=size, run_before=go)
@@ -157,7 +157,7 @@ def test_a_jobs_run_view_is_its_live_log(snap_compare: Any, size: tuple[int, int
 
 @pytest.mark.parametrize("size", SIZES)
 def test_help_lists_the_screens_keys_then_the_keys_everywhere(snap_compare: Any, size: tuple[int, int]) -> None:
-    """`?` on the run detail: its keys in two columns, then 1-5, launch and quit, all above the fold at 80x24."""
+    """`?` on the run detail: its keys in two columns, then 1-4 and 6, launch and quit, all above the fold at 80x24."""
 
     async def go(pilot: Any) -> None:
         await run_followed(pilot)
