@@ -22,10 +22,12 @@ from pivot_tui.screens import (
     ExperimentsScreen,
     FleetScreen,
     LaunchDialog,
+    QueueScreen,
     ResourcesScreen,
     RunDetailScreen,
     RunsScreen,
 )
+from pivot_tui.screens.help import HelpDialog
 from shared.client import PivotAPIError
 from shared.hosts import Host
 from shared.models.alerts import AlertStatus
@@ -40,11 +42,11 @@ class PivotApp(App[None]):
     CSS_PATH = "pivot.tcss"
     TITLE = "PIVOT"
     MODES = {"runs": RunsScreen, "resources": ResourcesScreen, "alerts": AlertsScreen, "experiments": ExperimentsScreen,
-             "fleet": FleetScreen}  # fmt: skip
+             "fleet": FleetScreen, "queue": QueueScreen}  # fmt: skip
     DEFAULT_MODE = "runs"
     BINDINGS = [
         # The footer shows each screen's own keys, then these; at 80 columns there is no room for the
-        # screen switches too, so `1`-`4` are listed by `?` (the help panel) and in the docs instead.
+        # screen switches too, so `1`-`6` are listed by `?` (the help dialog) and in the docs instead.
         Binding("question_mark", "help", "Help"),
         Binding("l", "launch", "Launch"),
         Binding("q", "quit", "Quit"),
@@ -53,6 +55,7 @@ class PivotApp(App[None]):
         Binding("3", "switch_mode('alerts')", "Alerts", show=False),
         Binding("4", "switch_mode('experiments')", "Experiments", show=False),
         Binding("5", "switch_mode('fleet')", "Fleet", show=False),
+        Binding("6", "switch_mode('queue')", "Queue", show=False),
     ]
 
     def __init__(self, settings: TuiSettings, client: DaemonClient | None = None) -> None:
@@ -213,8 +216,10 @@ class PivotApp(App[None]):
                 [{"step": s, "values": {name: v}} for s, v in zip(series.steps, series.values, strict=True)]
             )
         fresh.events.extend(detail.events)
+        fresh.job, fresh.gpus = detail.job, detail.gpus
         if detail.kind == "managed":
             fresh.epoch, fresh.epochs_total = detail.epoch, detail.epochs_total
+        if detail.kind in ("managed", "job"):  # a worker's or a command's output
             with contextlib.suppress(PivotAPIError):  # a daemon without managed-run logs
                 fresh.logs.extend(await link.client.run_logs(run_id, tail=200))
         link.model.followed = fresh
@@ -238,10 +243,8 @@ class PivotApp(App[None]):
         self.push_screen(LaunchDialog(), opened)
 
     def action_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        if not isinstance(self.screen, HelpDialog):
+            self.push_screen(HelpDialog(self.screen))
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         report_failure(self, event)

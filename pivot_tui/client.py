@@ -25,6 +25,7 @@ from shared.client import AsyncPivotClient, PivotAPIError
 from shared.models.alerts import AlertPublic, AlertRulePublic, AlertStatus, NotificationPublic, NotificationRead
 from shared.models.datasets import DigitSamples
 from shared.models.experiments import ExperimentAction, ExperimentDetail, ExperimentExport, ExperimentPublic
+from shared.models.jobs import JobAccepted, JobQueue
 from shared.models.logs import RunLogLine
 from shared.models.monitor import ResourceSample
 from shared.models.registry import CancelRequested, ManagedRun, Params, PixelInference, TrainQueued
@@ -195,6 +196,22 @@ class DaemonClient:
         """One digit's label by a succeeded run."""
         with _answered():
             return await self.rest.infer_pixels(run_id, pixels)
+
+    # -- jobs ----------------------------------------------------------------------------------------
+
+    async def submit_job(self, command: Sequence[str], cwd: str, **fields: Any) -> JobAccepted:
+        """Queue `command` (argv) to run in `cwd` on the daemon's machine; `fields` as `JobSpec`'s."""
+        with _answered():
+            return await self.rest.submit_job(command, cwd, **fields)
+
+    async def job_queue(self) -> JobQueue:
+        """Running runs, then queued ones in the order they start, with their GPUs."""
+        with _answered():
+            return await self.rest.job_queue()
+
+    async def cancel_job(self, run_id: str) -> JobAccepted:
+        with _answered():
+            return await self.rest.cancel_job(run_id)
 
     # -- live ----------------------------------------------------------------------------------------
 

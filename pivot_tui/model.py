@@ -16,10 +16,11 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from pivot_tui.client import Connection, Event
+from shared.models.jobs import JobInfo
 from shared.models.layerwise import LiteStep, Step
 from shared.models.logs import RunLogLine
 from shared.models.monitor import ResourceSample
-from shared.models.runs import RunEvent, RunState, RunSummary
+from shared.models.runs import RunEvent, RunGpu, RunState, RunSummary
 
 MAX_POINTS_PER_SERIES = 20_000
 MAX_HISTORY_STEPS = 2_000
@@ -73,6 +74,9 @@ class FollowedRun:
     epoch: int | None = None
     """A managed run's epochs done and declared (the run's detail, then `run_progress` messages)."""
     epochs_total: int | None = None
+    job: JobInfo | None = None
+    """A job's command, request and timings (its run's detail); None for other runs."""
+    gpus: list[RunGpu] | None = None
 
     def add_step(self, step: LiteStep) -> None:
         if step.layer_groups:

@@ -11,9 +11,14 @@ from textual.widgets import Button, Footer, Label
 
 
 class ConfirmDialog(ModalScreen[bool]):
+    # Every way out in the footer: `enter` answers with the focused button (the safe one at first).
     BINDINGS = [
-        Binding("escape", "dismiss(False)", "Keep"),
-        Binding("left", "app.focus_previous", show=False),  # two buttons side by side: arrows move between them
+        # Priority: the focused button's own `enter` would otherwise hide this one from the footer.
+        Binding("enter", "press_focused", "Choose", priority=True),
+        Binding("y", "dismiss(True)", "Yes"),
+        Binding("n,escape", "dismiss(False)", "No", key_display="n/esc"),
+        # Two buttons side by side: arrows move between them.
+        Binding("left", "app.focus_previous", "Move", key_display="←→"),
         Binding("right", "app.focus_next", show=False),
     ]
 
@@ -31,6 +36,10 @@ class ConfirmDialog(ModalScreen[bool]):
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()  # the safe answer is the default
+
+    def action_press_focused(self) -> None:
+        if isinstance(self.focused, Button):
+            self.focused.press()
 
     @on(Button.Pressed, "#yes")
     def _yes(self) -> None:

@@ -1,8 +1,10 @@
-"""Provides LaunchDialog: start training from a template or a model JSON file; dismisses with the run id."""
+"""Provides LaunchDialog: start training from a template or a model JSON file, or submit a command as a job;
+dismisses with the run id."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from shared.client import PivotAPIError
+from shared.models.jobs import JobSpec
 from shared.models.seeds import SEED_001_CNN as DIGITS_CNN
 from shared.models.seeds import SEED_003_MLP as DIGITS_MLP
 from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 
 # Two ready architectures for the shipped 28x28 digits: an MLP and a CNN.
 TEMPLATES: dict[str, dict[str, Any]] = {"mlp": DIGITS_MLP, "cnn": DIGITS_CNN}
+JOB = "job"
 FIELDS: dict[str, tuple[str, type]] = {
     "epochs": ("3", int),
     "batch_size": ("64", int),
@@ -50,32 +54,64 @@ def check(architecture: dict[str, Any], hyperparams: dict[str, Any]) -> None:
         raise ValueError(f"architecture: {exc}") from None
 
 
+class FormSelect(Select[str], inherit_bindings=False):
+    """A Select that leaves `enter` to the form (launch, as in every other field); space and the arrows open it."""
+
+    BINDINGS = [Binding("down,space,up", "show_overlay", "Show menu", show=False)]
+
+
 class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
     """Checks the form before sending it; shows the daemon's own error if it refuses."""
 
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
+    BINDINGS = [Binding("enter", "launch", "Launch"), Binding("escape", "dismiss(None)", "Cancel")]
     app: PivotApp  # type: ignore[assignment]
 
     def compose(self) -> ComposeResult:
         last = self.app.launch_form
         with Vertical(classes="dialog", id="launch"):
             yield Label("Launch training", classes="dialog-title")
-            yield Select([("digits MLP", "mlp"), ("digits CNN", "cnn")], value=last.get("template", "mlp"),
-                         id="template")  # fmt: skip
+            yield FormSelect([("digits MLP", "mlp"), ("digits CNN", "cnn"), ("a command (job)", JOB)],
+                             value=last.get("template", "mlp"), id="template")  # fmt: skip
             yield Input(last.get("model-file", ""), placeholder="or a model JSON file (architecture, optionally "
-                        "hyperparams)", id="model-file")  # fmt: skip
-            with Grid(id="hyperparams"):
+                        "hyperparams)", id="model-file", classes="training")  # fmt: skip
+            with Grid(id="job-fields", classes="job"):
+                yield Label("command")
+                yield Input(last.get("job-command", ""), placeholder="python train.py --lr 3e-4", id="job-command",
+                            classes="wide")  # fmt: skip
+                yield Label("directory")
+                yield Input(last.get("job-cwd", str(Path.cwd())), id="job-cwd", classes="wide")
+                yield Label("GPUs")
+                yield Input(last.get("job-gpus", ""), placeholder="default", id="job-gpus")
+                yield Label("name")
+                yield Input(last.get("job-name", ""), placeholder="optional", id="job-name")
+            with Grid(id="hyperparams", classes="training"):
                 for name, (default, _) in FIELDS.items():
                     yield Label(name)
                     yield Input(last.get(f"hp-{name}", default), id=f"hp-{name}")
                 yield Label("optimizer")
-                yield Select([(o, o) for o in ("sgd", "adam", "adamw")], value=last.get("hp-optimizer", "sgd"),
-                             id="hp-optimizer")  # fmt: skip
+                yield FormSelect([(o, o) for o in ("sgd", "adam", "adamw")], value=last.get("hp-optimizer", "sgd"),
+                                 id="hp-optimizer")  # fmt: skip
             yield Static(id="launch-error")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Launch", variant="primary", id="launch-ok")
                 yield Button("Cancel", id="launch-cancel")
         yield Footer(compact=True, show_command_palette=False)  # this dialog's keys, not the screen's beneath
+
+    def on_mount(self) -> None:
+        self._show_fields()
+
+    @on(Select.Changed, "#template")
+    def _show_fields(self) -> None:
+        """A command has no architecture or hyperparameters: only the fields of what is chosen show."""
+        job = self._is_job()
+        for part in self.query(".training"):
+            part.display = not job
+        for part in self.query(".job"):
+            part.display = job
+        self.query_one(".dialog-title", Label).update("Submit a command as a job" if job else "Launch training")
+
+    def _is_job(self) -> bool:
+        return self.query_one("#template", Select).value == JOB
 
     @on(Input.Changed)
     @on(Select.Changed)
@@ -120,8 +156,17 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
 
     @on(Button.Pressed, "#launch-ok")
     @on(Input.Submitted)
-    def _launch(self) -> None:
+    def action_launch(self) -> None:
         error = self.query_one("#launch-error", Static)
+        if self._is_job():
+            try:
+                command, cwd, fields = self.job_request()
+            except ValueError as exc:
+                error.update(str(exc))
+                return
+            error.update("")
+            self.submit_job(command, cwd, fields)
+            return
         try:
             architecture, hyperparams = self.request()
         except ValueError as exc:
@@ -129,6 +174,47 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
             return
         error.update("")
         self.submit(architecture, hyperparams)
+
+    def job_request(self) -> tuple[list[str], str, dict[str, Any]]:
+        """The command (split as a shell would, run without one), its directory and the other fields, checked
+        with the daemon's own `JobSpec`; ValueError naming the field when something is wrong."""
+        value = {
+            name: self.query_one(f"#job-{name}", Input).value.strip() for name in ("command", "cwd", "gpus", "name")
+        }
+        try:
+            command = shlex.split(value["command"])
+        except ValueError as exc:
+            raise ValueError(f"command: {exc}") from None
+        if not command:
+            raise ValueError("command: what to run, e.g. python train.py --lr 3e-4")
+        fields: dict[str, Any] = {}
+        if value["gpus"]:
+            if not value["gpus"].isdigit():
+                raise ValueError(f"GPUs: {value['gpus']!r} is not a whole number")
+            fields["gpus"] = int(value["gpus"])
+        if value["name"]:
+            fields["name"] = value["name"]
+        try:
+            JobSpec.model_validate({"command": command, "cwd": value["cwd"], **fields})
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            where = {"cwd": "directory", "gpus": "GPUs"}.get(str(error["loc"][0]), str(error["loc"][0]))
+            raise ValueError(f"{where}: {error['msg']}") from None
+        return command, value["cwd"], fields
+
+    @work(exclusive=True, group="launch", exit_on_error=False)
+    async def submit_job(self, command: list[str], cwd: str, fields: dict[str, Any]) -> None:
+        try:
+            accepted = await self.app.client.submit_job(command, cwd, **fields)
+        except Unreachable as exc:
+            self.query_one("#launch-error", Static).update(exc.message)
+            self.notify(exc.message, severity="error")
+            return
+        except PivotAPIError as exc:
+            hint = " (this daemon runs no jobs)" if exc.status == 404 else ""
+            self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")
+            return
+        self.dismiss(accepted.run_id)
 
     @on(Button.Pressed, "#launch-cancel")
     def _cancel(self) -> None:

@@ -13,26 +13,25 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
 from pivot_tui.failures import ReportsFailures
-from pivot_tui.model import FollowedRun
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
+from pivot_tui.widgets.layer_table import LayerFlags
 from pivot_tui.widgets.metric_plot import PLOT_SETS
+from pivot_tui.widgets.run_log import RunLog
 from pivot_tui.widgets.runs_table import STATE_STYLE
 from shared.client import PivotAPIError
 from shared.models.layerwise import LiteStep
-from shared.models.logs import LogLevel
 from shared.models.runs import LIVE_STATES, RunSummary
 
 if TYPE_CHECKING:
     from pivot_tui.app import PivotApp
 
 HEAVY_REDRAW_S = 0.25
-LOG_STYLE = {LogLevel.WARNING: "yellow", LogLevel.ERROR: "bold red", LogLevel.CRITICAL: "bold red",
-             LogLevel.DEBUG: "dim"}  # fmt: skip
 
 
 def _shape(matrix: Any) -> str:
@@ -46,7 +45,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     """Curves and layer health of one run; left/right step through history, space returns to live."""
 
     BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
+        Binding("escape", "back", "Back"),
         Binding("space", "toggle_live", "Live"),
         # Priority: the focused layer table would otherwise take these for horizontal scrolling. One footer
         # entry for both arrows: at 80 columns every key of this screen must fit.
@@ -80,6 +79,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         self._drawn_at = 0.0
         self._cancellable = False
         self._shown_title = Text()
+        self._poll: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -91,21 +91,27 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             with Vertical(id="layers"):
                 yield LayerHeatmap(id="heatmap")
                 yield LayerTable(id="layer-table")
-        yield Static(id="run-log")
+        yield RunLog(id="run-log")
         yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
     def on_resize(self) -> None:
-        # Below 100 columns one plot and a wider layer panel read better than two cramped plots.
-        self.set_class(self.size.width < 100, "narrow")
+        # Below 140 columns the layer panel takes more of the width, so that its table keeps Type and Group.
+        self.set_class(self.size.width < 140, "narrow")
 
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
         self._cancellable = self._can_cancel(self.app.model.runs.get(self.run_id))
-        self.set_interval(0.1, self.redraw)
+        self._poll = self.set_interval(0.1, self.redraw)
+
+    def on_screen_suspend(self) -> None:
+        if self._poll is not None:
+            self._poll.pause()  # under another screen, or in another mode: nothing of it is seen
 
     def on_screen_resume(self) -> None:
         # The app follows one run at a time: a run opened elsewhere meanwhile (another mode, or closed
         # since) took it over, so this screen follows its own run again whenever it comes back into view.
+        if self._poll is not None:
+            self._poll.resume()
         followed = self.app.model.followed
         if followed is None or followed.run_id != self.run_id:
             self.load()
@@ -115,6 +121,11 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         await self.app.follow_run(self.run_id)
         self._seen, self._drawn_at = -1, 0.0
         self.redraw()
+        try:  # flags as the daemon's own gradient rules raise alerts; a daemon without alerts keeps the defaults
+            rules = await self.app.client.alert_rules()
+        except PivotAPIError:
+            return
+        self.query_one(LayerTable).set_flags(LayerFlags.from_rules(rules, self.run_id))
 
     def redraw(self) -> None:
         model = self.app.model
@@ -139,22 +150,24 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         series = followed.series if followed else {}
         cursor_step = None if self.live or selected is None else selected.step
         self.query_one("#plot-main", MetricPlot).show(series, cursor_step)
-        self.query_one("#plot-second", MetricPlot).show(series, cursor_step, fallback=True)
+        second = self.query_one("#plot-second", MetricPlot)
+        # A run with nothing to draw there (no accuracy, no learning rate) gives the loss plot the room.
+        second.display = second.show(series, cursor_step, fallback=True)
         self.query_one(LayerHeatmap).show(steps, self.heatmap_metric, None if self.live else cursor_step)
         self.query_one(LayerTable).show(selected, followed.layer_groups if followed else None)
-        self.query_one("#run-log", Static).update(self._log_text(followed))
+        is_job = summary is not None and summary.kind == "job"
+        if is_job != self.has_class("job"):
+            self.set_class(is_job, "job")  # a command's output is what there is to watch: the log takes the room
+            self.refresh_bindings()
+        # A job that reports no metrics has no curves and no layers: its log is the whole view.
+        self.query_one("#layers").display = bool(steps) or not is_job
+        self.query_one("#run-body").display = bool(steps) or bool(series) or not is_job
+        self.query_one("#run-log", RunLog).show(followed, self._log_lines(is_job))
 
-    @staticmethod
-    def _log_text(followed: FollowedRun | None) -> Text:
-        """The run's last worker log lines and refused payloads, newest last."""
-        if followed is None:
-            return Text("")
-        lines = [(line.level, line.message) for line in list(followed.logs)[-4:]]
-        lines += [(LogLevel.WARNING, event.message) for event in list(followed.events)[-2:]]
-        text = Text()
-        for level, message in lines:
-            text.append(f"{level:>7} ", style="dim").append(message + "\n", style=LOG_STYLE.get(level, ""))
-        return text
+    def _log_lines(self, is_job: bool) -> int:
+        if is_job:
+            return max(3, self.size.height // 2)
+        return 5 if self.size.height >= 30 else 2
 
     def _title(self, summary: RunSummary | None, selected: LiteStep | None) -> Text:
         status = "unknown" if summary is None else summary.status
@@ -181,14 +194,25 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
 
     @staticmethod
     def _can_cancel(summary: RunSummary | None) -> bool:
-        # A managed run that has not ended; an external run's script is not pivotd's to stop.
-        return summary is not None and summary.kind == "managed" and summary.status in LIVE_STATES
+        # A managed run or a job that has not ended; an external run's script is not pivotd's to stop.
+        return summary is not None and summary.kind in ("managed", "job") and summary.status in LIVE_STATES
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Cancel is offered (in the footer, and on its key) only for a managed run that has not ended."""
+        """Cancel is offered (in the footer, and on its key) only for a managed run or a job that has not ended;
+        a job has no trained parameters to show or to infer with."""
         if action == "cancel_run":
             return self._cancellable
+        if action in ("params", "infer"):
+            return not self.has_class("job")
         return True
+
+    def action_back(self) -> None:
+        # Escape first closes what it would reach for (a notice), and only then leaves the run. Textual has no
+        # public way to ask whether notifications are shown.
+        if self.app._notifications:
+            self.app.clear_notifications()
+        else:
+            self.app.pop_screen()
 
     def action_toggle_live(self) -> None:
         self.live = not self.live
@@ -228,15 +252,22 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.cancel_run()
+            else:
+                self.notify(f"{self.run_id} keeps running", timeout=2)
 
         self.app.push_screen(
-            ConfirmDialog(f"Cancel run {self.run_id}? Its training stops; what it logged stays.", "Cancel run"),
+            ConfirmDialog(f"Cancel run {self.run_id}? It stops; what it logged stays.", "Cancel run"),
             answered,
         )
 
     @work(exclusive=True, group="cancel-run", exit_on_error=False)
     async def cancel_run(self) -> None:
+        summary = self.app.model.runs.get(self.run_id)
         try:
+            if summary is not None and summary.kind == "job":
+                self.notify(f"cancelling {self.run_id}")  # a job's cancel answers once its process group ended
+                await self.app.client.cancel_job(self.run_id)
+                return
             await self.app.client.cancel(self.run_id)
         except PivotAPIError as exc:
             message = "only runs started by pivotd can be cancelled" if exc.status == 404 else exc.message

@@ -51,7 +51,14 @@ class RunsScreen(ReportsFailures, Screen[None]):
         self.set_interval(0.1, self.redraw)
         self.redraw()
 
+    def on_screen_resume(self) -> None:
+        self.redraw()
+
     def redraw(self) -> None:
+        # Under a run detail or in another mode: drawn again when it comes back. (Not `is_current`, which
+        # also holds for the screen just beneath the top one.)
+        if self.app.screen is not self:
+            return
         if self.app.several:
             self._redraw_fleet()
             return
@@ -89,7 +96,7 @@ class RunsScreen(ReportsFailures, Screen[None]):
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.
         table = self.query_one(RunsTable)
-        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?12345l":
+        if self.focused is table and event.is_printable and event.character and event.character not in "s/q?123456l":
             field = self.query_one("#filter", Input)
             field.focus()
             field.insert_text_at_cursor(event.character)

@@ -11,6 +11,20 @@ from textual.widgets.data_table import ColumnKey
 SCROLLBAR = 2
 
 
+def fit_number(value: float, width: int) -> str:
+    """`value` in at most `width` characters with as many significant digits as fit (at most 4): a number is
+    never cut, since a cut one reads as another number (`9.262e-05` cut to `9.262e-`)."""
+    text = ""
+    for digits in range(4, 0, -1):
+        text = f"{value:.{digits}g}"
+        mantissa, e, exponent = text.partition("e")
+        if e:  # `e-05` -> `e-5`: the padding zero costs a digit
+            text = f"{mantissa}e{int(exponent)}"
+        if len(text) <= width:
+            return text
+    return text  # wider than `width` even with one digit (1e+100 in 5): whole, for the cell to show what fits
+
+
 def left_over(width: int, fixed: Mapping[str, int], low: int, high: int) -> int:
     """The width one flexible column gets beside `fixed` ones (each column is padded by 1 on both sides)."""
     return max(low, min(high, width - sum(fixed.values()) - 2 * (len(fixed) + 1) - SCROLLBAR))

@@ -36,18 +36,22 @@ class LayerHeatmap(Static):
     def show(self, steps: Sequence[LiteStep], metric: str, selected: int | None) -> None:
         self._last = (steps, metric, selected)
         if not steps:
+            self.border_title, self.border_subtitle = metric, None
+            self.styles.height = 3
             self.update(Text("no layer-wise steps yet", style="dim"))
             return
         layers = [(layer["layer_id"], layer["depth_index"]) for layer in steps[-1].layers]
         # Labels as long as the longest layer id, but never more than 40% of the width.
         label = min(max(len(layer_id) for layer_id, _ in layers), max(8, int(self.size.width * 0.4)))
-        window = _window(list(steps), max(8, self.size.width - label - 4), selected)
+        window = _window(list(steps), max(8, self.content_size.width - label - 1), selected)
         grid = [[_log(_value(step, layer_id, metric)) for step in window] for layer_id, _ in layers]
         known = [v for row in grid for v in row if v is not None]
         lo, hi = (min(known), max(known)) if known else (0.0, 1.0)
         span = (hi - lo) or 1.0
         text = Text()
-        for (layer_id, _), row in zip(layers, grid, strict=True):
+        for index, ((layer_id, _), row) in enumerate(zip(layers, grid, strict=True)):
+            if index:
+                text.append("\n")
             text.append(f"{layer_id[-label:]:>{label}} ", style="dim")
             for column, value in enumerate(row):
                 marked = selected is not None and window[column].step == selected
@@ -56,12 +60,11 @@ class LayerHeatmap(Static):
                     continue
                 colour = RAMP[min(len(RAMP) - 1, int((value - lo) / span * len(RAMP)))]
                 text.append("▌" if marked else "█", style=Style(color=colour, bgcolor="white" if marked else None))
-            text.append("\n")
-        text.append(f"{metric}, steps {window[0].step}..{window[-1].step}\n", style="dim")
-        text.append(f"10^{lo:.1f} ", style="dim")
-        for colour in RAMP:
-            text.append("█", style=colour)
-        text.append(f" 10^{hi:.1f} (log scale)", style="dim")
+        # Metric and scale on the frame, which is always drawn: rows cut at a small height never take them.
+        self.border_title = f"{metric} · steps {window[0].step}..{window[-1].step}"
+        scale = Text.assemble(f"10^{lo:.1f} ", *(("█", colour) for colour in RAMP), f" 10^{hi:.1f}")
+        self.border_subtitle = scale
+        self.styles.height = len(layers) + 2
         self.update(text)
 
 

@@ -20,8 +20,9 @@ class MetricPlot(PlotextPlot):
         self.title = title
         self.names = names
 
-    def show(self, series: dict[str, Series], cursor_step: int | None = None, fallback: bool = False) -> None:
-        """Draw this plot's curves; with `fallback`, a plot with none of them shows another set the run has."""
+    def show(self, series: dict[str, Series], cursor_step: int | None = None, fallback: bool = False) -> bool:
+        """Draw this plot's curves; with `fallback`, a plot with none of them shows another set the run has.
+        False when it has no points to draw."""
         if fallback and not any(series.get(name) and series[name].steps for name in self.names):
             for title, names in PLOT_SETS.items():
                 if title != "loss" and any(series.get(name) and series[name].steps for name in names):
@@ -37,7 +38,9 @@ class MetricPlot(PlotextPlot):
         present.sort(key=lambda name: -len(series[name].steps))
         for name in present:
             steps, values = series[name].downsampled(width)
-            plt.plot(steps, values, label=name, marker="braille")
+            # Quadrant blocks, not braille: fonts that draw braille wider than a cell pushed the curve's end
+            # past the frame.
+            plt.plot(steps, values, label=name, marker="hd")
         if not present:
             plt.title(f"{self.title}: no points yet")
         else:
@@ -50,3 +53,4 @@ class MetricPlot(PlotextPlot):
                 plt.vline(cursor_step, "red")
         plt.xlabel("step")
         self.refresh()
+        return bool(present)

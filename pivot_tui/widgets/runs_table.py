@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.widgets.columns import fit_columns, fit_number, left_over
 from shared.models.runs import RunState, RunSummary
 
 # No progress column: run summaries carry no epochs (a managed run's epoch shows in its run detail).
@@ -27,8 +27,8 @@ HOST_WIDTH = (6, 16)
 """The Host column (several boxes only) fits the longest name within these bounds; a longer one is cut."""
 RunKey = tuple[str, str]
 """(box name, run id): run ids are unique per daemon only."""
-# Who trains the run: pivotd itself (managed) or a script posting to it (external).
-KIND = {"managed": "pivotd", "external": "script"}
+# Who trains the run: pivotd itself (managed), a command pivotd runs (job) or a script posting to it (external).
+KIND = {"managed": "pivotd", "external": "script", "job": "job"}
 LOSS_KEYS = ("train_loss", "train/loss", "loss", "val_loss", "val/loss")
 STATE_STYLE = {RunState.RUNNING: "green", RunState.QUEUED: "yellow", RunState.CREATED: "yellow",
                RunState.SUCCEEDED: "cyan", RunState.FAILED: "bold red", RunState.CANCELLED: "dim",
@@ -46,8 +46,8 @@ def age(timestamp: str | None) -> str:
         seconds = (datetime.now().astimezone() - datetime.fromisoformat(timestamp)).total_seconds()
     except ValueError:
         return timestamp
-    if seconds < 60:
-        return f"{max(0, int(seconds))}s ago"
+    if seconds < 60:  # not to the second: a column that changed every second kept an idle list redrawing
+        return "<1m ago"
     if seconds < 3600:
         return f"{int(seconds // 60)}m ago"
     if seconds < 86400:
@@ -195,7 +195,7 @@ class RunsTable(DataTable[Any]):
             KIND[run.kind],
             f"[{state_style}]{escape(status)}[/]" if state_style else escape(status),
             "" if latest_step is None else str(latest_step),
-            "" if loss is None else f"{loss:.4g}",
+            "" if loss is None else fit_number(loss, WIDTHS["loss"]),
             age(run.last_update),
         )
         if not self.hosts:

@@ -28,10 +28,11 @@ from shared.models.experiments import (
     count_by_status,
     experiment_run_status,
 )
+from shared.models.jobs import JobAccepted, JobQueue
 from shared.models.layerwise import LiteStep
 from shared.models.logs import RunLogLine
 from shared.models.monitor import ResourceSample
-from shared.models.registry import TrainQueued
+from shared.models.registry import CancelRequested, TrainQueued
 from shared.models.runs import FINAL_STATES, LiteRunDetail, RunState
 
 OLD = "2024-02-10T12:34:56.789+00:00"  # far enough in the past to render as a date, not "Ns ago"
@@ -54,14 +55,20 @@ RUNS = {
 
 
 def lite_step(step: int, explode: bool = False) -> LiteStep:
+    """A first layer whose gradient vanishes (below the built-in rule's 1e-7), a parameter-free GELU (zero
+    gradient and weight statistics, as the SDK reports it) and, with `explode`, a last layer past 1e3."""
     layers = []
-    for depth, name in enumerate(("conv1", "conv2", "fc1", "fc2")):
-        norm = 0.5 / (1 + depth) * math.exp(-step / 3000) * (1000 if explode and depth == 3 else 1)
+    names = (("features/conv1", "Conv2d"), ("features/gelu", "GELU"), ("features/conv2", "Conv2d"),
+             ("classifier/fc1", "Linear"), ("classifier/fc2", "Linear"))  # fmt: skip
+    for depth, (name, layer_type) in enumerate(names):
+        norm = 0.5 / (1 + depth) * math.exp(-step / 3000) * (1e5 if explode and depth == 4 else 1)
+        weighted = layer_type != "GELU"
         layers.append({
-            "layer_id": f"features/{name}" if depth < 2 else f"classifier/{name}", "layer_type": "Linear",
+            "layer_id": name, "layer_type": layer_type,
             "depth_index": depth, "activation_std": 1 / (1 + 0.2 * depth),
             "cross_layer_std_ratio": None if depth == 0 else 0.9,
-            "gradient_l2_norm": norm if depth else norm * 1e-5, "gradient_max_abs": norm / 5, "spectral_norm": None,
+            "gradient_l2_norm": (norm if depth else norm * 1e-7) if weighted else 0.0,
+            "gradient_max_abs": norm / 5 if weighted else 0.0, "spectral_norm": 1.5 + depth / 10 if weighted else 0.0,
         })  # fmt: skip
     return LiteStep.model_validate({"step": step, "timestamp": 0.0, "layers": layers})
 
@@ -166,6 +173,34 @@ RULE = {"rule_id": "rule_1", "name": "GPU too hot", "metric": "gpu_temperature",
         "created_at": "2024-02-10T12:00:00.000+00:00", "updated_at": "2024-02-10T12:00:00.000+00:00"}  # fmt: skip
 
 
+H100 = "NVIDIA H100 80GB HBM3"
+QUEUE = {
+    "data": [
+        {"run_id": "r_sweep_lr3e-4", "kind": "job", "status": "running", "name": "lr 3e-4", "command": ["python",
+         "train.py", "--lr", "3e-4"], "position": None, "priority": 0, "gpus_requested": 2,
+         "gpus": [{"index": 0, "uuid": "GPU-0", "name": H100}, {"index": 1, "uuid": "GPU-1", "name": H100}],
+         "queued_at": OLD, "started_at": OLD},
+        {"run_id": "mnist_cnn_lr0.1", "kind": "managed", "status": "running", "name": None, "command": None,
+         "position": None, "priority": 0, "gpus_requested": None, "gpus": [{"index": 2, "uuid": "GPU-2", "name": H100}],
+         "queued_at": OLD, "started_at": OLD},
+        {"run_id": "r_eval_big", "kind": "job", "status": "queued", "name": None, "command": ["bash", "-c",
+         "python eval.py --ckpt runs/best.pt && python report.py"], "position": 1, "priority": 5,
+         "gpus_requested": 4, "gpus": [], "queued_at": OLD, "started_at": None},
+    ],
+    "meta": {"running": 2, "queued": 1, "slots": 3},
+}  # fmt: skip
+
+
+JOB_RUN = "r_sweep_lr3e-4"
+JOB_SUMMARY = summary("running", None, None, "job")
+JOB_INFO = {"command": ["python", "train.py", "--lr", "3e-4"], "cwd": "/home/me/project", "env": [],
+            "gpus_requested": 2, "nproc_per_node": 1, "priority": 0, "max_runtime_s": None, "retries": 0, "attempts": 1,
+            "queued_at": OLD, "started_at": OLD, "finished_at": None}  # fmt: skip
+JOB_LOG = [
+    {"timestamp": OLD, "level": "info", "message": f"epoch {epoch} loss {2.3 / (epoch + 1):.3f}"} for epoch in range(12)
+] + [{"timestamp": OLD, "level": "error", "message": "UserWarning: dataloader worker count is above the CPU count"}]
+
+
 def missing(feature: str) -> PivotAPIError:
     """What a daemon without `feature` answers."""
     return PivotAPIError(404, "not_found", f"this daemon has no {feature}")
@@ -211,12 +246,17 @@ class FakeDaemonClient(DaemonClient):
         return {run_id: RunSummary.model_validate(run) for run_id, run in RUNS.items()}
 
     async def get_run(self, run_id: str) -> LiteRunDetail:
+        if run_id == JOB_RUN:  # a command that reports nothing to pivotd: no steps, no scalars, only its output
+            return LiteRunDetail.model_validate({**JOB_SUMMARY, "run_id": run_id, "steps": [], "events": [],
+                                                 "job": JOB_INFO, "gpus": QUEUE["data"][0]["gpus"]})  # fmt: skip
         steps = [lite_step(step, explode=step >= 1400) for step in range(0, 1510, 10)]
         run: Mapping[str, Any] = RUNS.get(run_id) or summary("running", None, None)
         epochs = {"epoch": 2, "epochs_total": 3} if run["kind"] == "managed" else {}  # what a managed run adds
         return LiteRunDetail.model_validate({**run, "run_id": run_id, "steps": steps, "events": [], **epochs})
 
     async def scalars(self, run_id: str, names: Any = None, max_points: int = 400) -> ScalarsResponse:
+        if run_id == JOB_RUN:
+            return ScalarsResponse(run_id=run_id, series={})
         steps = list(range(0, 1501, 10))
         series = {
             "train_loss": ScalarSeries(steps=steps, values=[2.3 * math.exp(-s / 500) + 0.3 for s in steps],
@@ -227,6 +267,8 @@ class FakeDaemonClient(DaemonClient):
         return ScalarsResponse(run_id=run_id, series=series)
 
     async def run_logs(self, run_id: str, tail: int = 200) -> list[RunLogLine]:
+        if run_id == JOB_RUN:
+            return [RunLogLine.model_validate(line) for line in JOB_LOG]
         raise missing("run logs")
 
     async def resources(self) -> ResourceSample:
@@ -256,6 +298,23 @@ class FakeDaemonClient(DaemonClient):
     async def train(self, architecture: Mapping[str, Any], hyperparams: Mapping[str, Any]) -> TrainQueued:
         self._post("train", architecture=architecture, hyperparams=hyperparams)
         return TrainQueued(run_id="launched", model_id="model_1", status=RunState.QUEUED)
+
+    async def submit_job(self, command: Any, cwd: str, **fields: Any) -> JobAccepted:
+        self._post("submit_job", command=list(command), cwd=cwd, **fields)
+        return JobAccepted(run_id="submitted", status="queued", position=1, gpus_requested=fields.get("gpus", 1))
+
+    async def job_queue(self) -> JobQueue:
+        if "job_queue" in self._refuse:
+            raise self._refuse["job_queue"]
+        return JobQueue.model_validate(QUEUE)
+
+    async def cancel(self, run_id: str) -> CancelRequested:
+        self._post("cancel", run_id=run_id)
+        return CancelRequested(run_id=run_id, state=RunState.RUNNING, cancel_requested=True)
+
+    async def cancel_job(self, run_id: str) -> JobAccepted:
+        self._post("cancel_job", run_id=run_id)
+        return JobAccepted(run_id=run_id, status="cancelled", position=None, gpus_requested=1)
 
     async def experiments(self) -> list[ExperimentPublic]:
         return [ExperimentPublic.model_validate(detail.model_dump()) for detail in EXPERIMENTS.values()]

@@ -92,9 +92,9 @@ async def test_paused_the_viewed_step_shows_whole_at_80_columns() -> None:
         await pilot.press("home")
         await until(pilot, lambda: "PAUSED at step 0 " in title(pilot)[:80])
         heatmap = pilot.app.screen.query_one("#heatmap")
-        await until(pilot, lambda: "steps 0.." in str(heatmap.render()))
+        await until(pilot, lambda: "steps 0.." in str(heatmap.border_title))
         await pilot.press("end")
-        await until(pilot, lambda: "..1500" in str(heatmap.render()))
+        await until(pilot, lambda: str(heatmap.border_title).endswith("..1500"))
 
 
 def widths(pilot: Any, table: str) -> dict[str, int]:
@@ -294,7 +294,11 @@ async def test_the_launch_form_submits_on_enter_clears_stale_errors_and_remember
         await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
         dialog = pilot.app.screen
         keys = [key.description for key in dialog.query(FooterKey)]
-        assert keys == ["Cancel"]  # the dialog's own keys, not the runs screen's
+        assert keys == ["Launch", "Cancel"]  # the dialog's own keys, not the runs screen's
+        assert dialog.focused is dialog.query_one("#template")
+        await pilot.press("enter")  # on the first field too, enter launches (the daemon refuses this one)
+        await until(pilot, lambda: "already active" in str(dialog.query_one("#launch-error").render()))
+        assert [method for method, _ in client.posted] == ["train"] and not dialog.query("SelectOverlay:focus")
         dialog.query_one("#hp-epochs", Input).focus()
         await pilot.press("backspace", "x", "enter")
         error = dialog.query_one("#launch-error")

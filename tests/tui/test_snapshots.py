@@ -8,8 +8,11 @@ import pytest
 
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.config import TuiSettings
+from pivot_tui.screens import ConfirmDialog
+from pivot_tui.screens.help import HelpDialog
 from pivot_tui.screens.launch import LaunchDialog
-from tests.tui.fake import EXPERIMENTS, RUNS, FakeDaemonClient
+from shared.models import RunSummary
+from tests.tui.fake import EXPERIMENTS, JOB_LOG, JOB_RUN, JOB_SUMMARY, QUEUE, RUNS, FakeDaemonClient
 from tests.tui.helpers import rows, until
 
 SIZES = [(120, 40), (80, 24)]
@@ -110,6 +113,70 @@ def test_launch_dialog(snap_compare: Any) -> None:
         await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
 
     assert snap_compare(app(), terminal_size=(120, 40), run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_launch_dialog_for_a_command(snap_compare: Any, size: tuple[int, int]) -> None:
+    """The launch form switched to a command: command, directory, GPUs and name, no hyperparameters."""
+
+    async def go(pilot: Any) -> None:
+        await runs_loaded(pilot)
+        pilot.app.launch_form = {"template": "job", "job-cwd": "/home/me/project"}
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(pilot.app.screen, LaunchDialog))
+        await until(pilot, lambda: not pilot.app.screen.query_one("#hyperparams").display)
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_queue_screen(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Two runs on their GPUs (a job on two, a built-in run on one), a job waiting for four."""
+
+    async def go(pilot: Any) -> None:
+        await runs_loaded(pilot)
+        await pilot.press("6")
+        await until(pilot, lambda: rows(pilot, "#queue") == len(QUEUE["data"]))
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_jobs_run_view_is_its_live_log(snap_compare: Any, size: tuple[int, int]) -> None:
+    """A job that reports no metrics: its command, GPUs and output fill the view, no empty plots."""
+
+    async def go(pilot: Any) -> None:
+        await runs_loaded(pilot)
+        pilot.app.model.runs[JOB_RUN] = RunSummary.model_validate(JOB_SUMMARY)
+        pilot.app.open_run(JOB_RUN)
+        await until(pilot, lambda: pilot.app.model.followed and len(pilot.app.model.followed.logs) == len(JOB_LOG))
+        await until(pilot, lambda: drawn(pilot, "run"))
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_help_lists_the_screens_keys_then_the_keys_everywhere(snap_compare: Any, size: tuple[int, int]) -> None:
+    """`?` on the run detail: its keys in two columns, then 1-4 and 6, launch and quit, all above the fold at 80x24."""
+
+    async def go(pilot: Any) -> None:
+        await run_followed(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(pilot.app.screen, HelpDialog))
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_cancel_confirmation_shows_every_answer(snap_compare: Any, size: tuple[int, int]) -> None:
+    """Cancelling a run asks first; the footer names enter, y, n/esc and the arrows."""
+
+    async def go(pilot: Any) -> None:
+        await run_followed(pilot)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(pilot.app.screen, ConfirmDialog))
+
+    assert snap_compare(app(), terminal_size=size, run_before=go)
 
 
 def test_light_theme(snap_compare: Any) -> None:

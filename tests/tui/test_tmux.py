@@ -66,8 +66,9 @@ def test_browse_a_live_run(daemon_process: DaemonProcess, tmp_path: Path) -> Non
         row = next(line for line in screen.splitlines() if "tmux_run" in line)
         assert row.split()[:3] == ["tmux_run", "script", "running"]  # columns line up in a real terminal
         tmux("send-keys", "-t", session, "Enter")
-        screen = wait_for(session, "gradient_l2_norm")  # the heatmap: the run's history has loaded
-        assert "encoder/linear0" in screen and "LIVE" in screen
+        # A layer's row: the run's history has loaded (the heatmap's frame names its metric before that).
+        screen = wait_for(session, "encoder/linear0")
+        assert "gradient_l2_norm · steps 0..20" in screen and "LIVE" in screen
         tmux("send-keys", "-t", session, "Left")
         wait_for(session, "PAUSED")
         tmux("send-keys", "-t", session, "q")
