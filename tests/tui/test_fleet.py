@@ -82,6 +82,9 @@ async def test_three_boxes_in_one_tui_and_one_goes_away_and_comes_back(tmp_path:
             await until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.links["beta"].model.followed)
             assert app.current == "beta" and app.links["alpha"].model.followed is None
             await pilot.press("escape")
+            if isinstance(app.screen, RunDetailScreen):  # that Esc closed a notice first (as it should)
+                await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, RunDetailScreen))
 
             # The fleet screen: one row per box.
             await pilot.press("5")
