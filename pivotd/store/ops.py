@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pivotd.errors import Conflict, NotFound
+from pivotd.store import stepcodec
 from pivotd.store.retention import PROTECTED_STATES
+from pivotd.store.schema import shape_id
 from shared.models.runs import SUPERVISED_KINDS, RunState
 from shared.models.scalars import ScalarPoint
 
@@ -42,6 +44,7 @@ class Tx:
         self.revived: set[str] = set()
         """External runs that had ended (finished or lost) and are `running` again: their script sent data."""
         self._series: dict[tuple[int, str], int] = {}
+        self._shapes: dict[tuple[int, bytes], int] = {}
 
     def series_id(self, run_ref: int, name: str) -> int:
         key = (run_ref, name)
@@ -54,6 +57,17 @@ class Tx:
             ).fetchone()[0]
             self._series[key] = series
         return series
+
+    def shape_id(self, run_ref: int, packed: stepcodec.Packed) -> int | None:
+        """The run's id for the step's template (None: stored whole). Cached for this batch only: a rolled
+        back batch takes its new templates with it."""
+        if packed.template is None or packed.digest is None:
+            return None
+        key = (run_ref, packed.digest)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = shape_id(self.conn, run_ref, packed.digest, packed.template)
+        return shape
 
     def ensure_run(self, run_id: str, fields: RunFields | None = None) -> int:
         ref = self.run_refs.get(run_id)
@@ -119,7 +133,8 @@ class WriteOp(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """One validated layer-wise step, already serialised: stored and broadcast as the same bytes."""
+    """One validated layer-wise step, already serialised: broadcast as these bytes, stored packed
+    (`stepcodec`), and read back as these bytes."""
 
     run_id: str
     step: int
@@ -137,11 +152,13 @@ class PutSteps:
         rows = []
         for record in self.records:
             ref = tx.ensure_run(record.run_id, record.fields)
-            rows.append((ref, record.step, record.timestamp, record.batch_size, record.data))
+            packed = stepcodec.pack(record.data)
+            shape = tx.shape_id(ref, packed)
+            rows.append((ref, record.step, record.timestamp, record.batch_size, shape, packed.values))
         tx.conn.executemany(
-            """INSERT INTO steps (run, step, timestamp, batch_size, data) VALUES (?, ?, ?, ?, ?)
+            """INSERT INTO steps (run, step, timestamp, batch_size, shape, data) VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (run, step) DO UPDATE SET timestamp = excluded.timestamp,
-                   batch_size = excluded.batch_size, data = excluded.data""",
+                   batch_size = excluded.batch_size, shape = excluded.shape, data = excluded.data""",
             rows,
         )
         return len(rows)
