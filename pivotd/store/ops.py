@@ -133,14 +133,15 @@ class WriteOp(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """One validated layer-wise step, already serialised: broadcast as these bytes, stored packed
-    (`stepcodec`), and read back as these bytes."""
+    """One validated layer-wise step, already serialised: broadcast as `data`, stored as `packed`
+    (`stepcodec`), and read back as `data`."""
 
     run_id: str
     step: int
     timestamp: float
     batch_size: int
     data: bytes
+    packed: stepcodec.Packed
     fields: RunFields = field(default_factory=RunFields)
 
 
@@ -152,9 +153,8 @@ class PutSteps:
         rows = []
         for record in self.records:
             ref = tx.ensure_run(record.run_id, record.fields)
-            packed = stepcodec.pack(record.data)
-            shape = tx.shape_id(ref, packed)
-            rows.append((ref, record.step, record.timestamp, record.batch_size, shape, packed.values))
+            shape = tx.shape_id(ref, record.packed)
+            rows.append((ref, record.step, record.timestamp, record.batch_size, shape, record.packed.values))
         tx.conn.executemany(
             """INSERT INTO steps (run, step, timestamp, batch_size, shape, data) VALUES (?, ?, ?, ?, ?, ?)
                ON CONFLICT (run, step) DO UPDATE SET timestamp = excluded.timestamp,

@@ -51,14 +51,16 @@ class Shape:
     ints: np.ndarray
 
 
-def pack(document: bytes) -> Packed:
+def pack(document: Any, data: bytes) -> Packed:
+    """`document` (decoded JSON) packed; `data` is its JSON as orjson wrote it, stored whole if need be.
+    Walking the decoded document, not parsing `data` again, is what keeps this cheap on the ingest path."""
     floats: list[float] = []
     ints: list[int] = []
     try:
-        template = orjson.dumps(_hollow(orjson.loads(document), floats, ints))
+        template = orjson.dumps(_hollow(document, floats, ints))
         values = _pack_numbers(floats, ints)
-    except (OverflowError, TypeError, orjson.JSONDecodeError, orjson.JSONEncodeError):
-        return whole(document)
+    except (OverflowError, TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits, say
+        return whole(data)
     return Packed(template, hashlib.blake2b(template, digest_size=16).digest(), values)
 
 
@@ -66,12 +68,15 @@ def whole(document: bytes) -> Packed:
     return Packed(None, None, zlib.compress(document, _LEVEL))
 
 
-def pack_checked(document: bytes) -> Packed:
-    """`pack`, falling back to the whole document unless it reads back identically (for documents that
-    orjson did not write, such as those of older versions being converted)."""
-    packed = pack(document)
-    if packed.template is not None and unpack(shape(packed.template), packed.values) != document:
-        return whole(document)
+def pack_checked(data: bytes) -> Packed:
+    """JSON packed, or stored whole unless it reads back identically (for documents that orjson may not have
+    written, such as those of older versions being converted)."""
+    try:
+        packed = pack(orjson.loads(data), data)
+    except orjson.JSONDecodeError:
+        return whole(data)
+    if packed.template is not None and unpack(shape(packed.template), packed.values) != data:
+        return whole(data)
     return packed
 
 
