@@ -26,7 +26,6 @@ from pivotd.store import (
     RunRow,
     StepRecord,
     Store,
-    pack_step,
 )
 from pivotd.timefmt import iso
 from shared.models.layerwise import LayerwisePayload, is_valid_run_id, lite_layer
@@ -52,14 +51,12 @@ def step_record(payload: LayerwisePayload) -> StepRecord:
         "cross_layer": payload.cross_layer_analysis,
         "layer_groups": meta.layer_groups,
     }
-    data = orjson.dumps(step)
     return StepRecord(
         run_id=meta.run_id,
         step=meta.global_step,
         timestamp=meta.timestamp,
         batch_size=meta.batch_size,
-        data=data,
-        packed=pack_step(step, data),
+        data=orjson.dumps(step),
         fields=RunFields(
             experiment_id=meta.experiment_id, group=meta.group, tags=meta.tags, extra=meta.model_extra or None
         ),

@@ -33,7 +33,6 @@ from pivotd.store.reader import SORTABLE, EventRow, Reader, SeriesRows
 from pivotd.store.retention import Retention
 from pivotd.store.rows import RunRow
 from pivotd.store.schema import SCHEMA_VERSION
-from pivotd.store.stepcodec import pack as pack_step
 from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint, JobRow, ModelRow
 from pivotd.store.writer import BatchOutcome, Writer
 
@@ -72,7 +71,6 @@ __all__ = [
     "SeriesRows",
     "StatResultRow",
     "StepRecord",
-    "pack_step",
     "Store",
     "UpdateExperiment",
     "WebhookRow",

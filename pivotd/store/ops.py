@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pivotd.errors import Conflict, NotFound
-from pivotd.store import stepcodec
 from pivotd.store.retention import PROTECTED_STATES
-from pivotd.store.schema import shape_id
 from shared.models.runs import SUPERVISED_KINDS, RunState
 from shared.models.scalars import ScalarPoint
 
@@ -43,8 +41,9 @@ class Tx:
         self.created: set[str] = set()
         self.revived: set[str] = set()
         """External runs that had ended (finished or lost) and are `running` again: their script sent data."""
+        self.steps_written = False
+        """Whether steps were written as JSON, for the compaction that follows when the writer is idle."""
         self._series: dict[tuple[int, str], int] = {}
-        self._shapes: dict[tuple[int, bytes], int] = {}
 
     def series_id(self, run_ref: int, name: str) -> int:
         key = (run_ref, name)
@@ -57,17 +56,6 @@ class Tx:
             ).fetchone()[0]
             self._series[key] = series
         return series
-
-    def shape_id(self, run_ref: int, packed: stepcodec.Packed) -> int | None:
-        """The run's id for the step's template (None: stored whole). Cached for this batch only: a rolled
-        back batch takes its new templates with it."""
-        if packed.template is None or packed.digest is None:
-            return None
-        key = (run_ref, packed.digest)
-        shape = self._shapes.get(key)
-        if shape is None:
-            shape = self._shapes[key] = shape_id(self.conn, run_ref, packed.digest, packed.template)
-        return shape
 
     def ensure_run(self, run_id: str, fields: RunFields | None = None) -> int:
         ref = self.run_refs.get(run_id)
@@ -133,15 +121,14 @@ class WriteOp(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """One validated layer-wise step, already serialised: broadcast as `data`, stored as `packed`
-    (`stepcodec`), and read back as `data`."""
+    """One validated layer-wise step, already serialised: stored and broadcast as the same bytes (packed
+    later, when the writer is idle: `store/compaction.py`)."""
 
     run_id: str
     step: int
     timestamp: float
     batch_size: int
     data: bytes
-    packed: stepcodec.Packed
     fields: RunFields = field(default_factory=RunFields)
 
 
@@ -153,14 +140,14 @@ class PutSteps:
         rows = []
         for record in self.records:
             ref = tx.ensure_run(record.run_id, record.fields)
-            shape = tx.shape_id(ref, record.packed)
-            rows.append((ref, record.step, record.timestamp, record.batch_size, shape, record.packed.values))
+            rows.append((ref, record.step, record.timestamp, record.batch_size, record.data))
         tx.conn.executemany(
-            """INSERT INTO steps (run, step, timestamp, batch_size, shape, data) VALUES (?, ?, ?, ?, ?, ?)
+            """INSERT INTO steps (run, step, timestamp, batch_size, data) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (run, step) DO UPDATE SET timestamp = excluded.timestamp,
-                   batch_size = excluded.batch_size, shape = excluded.shape, data = excluded.data""",
+                   batch_size = excluded.batch_size, data = excluded.data, shape = NULL""",
             rows,
         )
+        tx.steps_written = True
         return len(rows)
 
 

@@ -113,7 +113,7 @@ class Reader:
             (ref, -1 if from_step is None else from_step, 2**62 if to_step is None else to_step),
         )
         shapes = await self._load_shapes(row[0] for row in rows)
-        return await asyncio.to_thread(lambda: [stepcodec.unpack(shapes.get(shape), data) for shape, data in rows])
+        return await asyncio.to_thread(lambda: [_document(shapes, shape, data) for shape, data in rows])
 
     async def latest_step(self, ref: int) -> bytes | None:
         rows = await self._conn.execute_fetchall(
@@ -122,11 +122,11 @@ class Reader:
         if not rows:
             return None
         shape, data = rows[0]
-        return stepcodec.unpack((await self._load_shapes([shape])).get(shape), data)
+        return _document(await self._load_shapes([shape]), shape, data)
 
     async def _load_shapes(self, ids: Iterable[int | None]) -> dict[int, stepcodec.Shape]:
-        """The decoded templates of these shape ids (None, a step stored whole, has none)."""
-        wanted = {shape for shape in ids if shape is not None}
+        """The decoded templates of these shape ids (a step still or for good JSON, NULL or 0, has none)."""
+        wanted = {shape for shape in ids if shape}
         found = {shape: self._shapes[shape] for shape in wanted if shape in self._shapes}
         missing = [shape for shape in wanted if shape not in found]
         if missing:
@@ -197,3 +197,10 @@ class Reader:
                 picked[step] = (row[0][0], row[0][1])
         ordered = sorted(picked.items())
         return SeriesRows([s for s, _ in ordered], [v for _, (v, _) in ordered], [t for _, (_, t) in ordered], True)
+
+
+def _document(shapes: dict[int, stepcodec.Shape], shape: int | None, data: bytes | str) -> bytes:
+    """A stored step's JSON: unpacked, or as stored (not packed yet, or never: see `store/compaction.py`)."""
+    if isinstance(data, str):  # JSON an early version stored as TEXT, not packed yet
+        return data.encode()
+    return stepcodec.unpack(shapes[shape], data) if shape else data

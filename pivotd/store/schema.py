@@ -3,57 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-import zlib
-from collections.abc import Callable
-
-from pivotd.store import stepcodec
-
-Migration = str | Callable[[sqlite3.Connection], None]
-"""SQL, or a function for a migration that converts data SQLite cannot (it runs in the migration's transaction)."""
-
-
-def _compact_steps(conn: sqlite3.Connection) -> None:
-    """Migration 14 (issue 17): steps stored as a per-run template plus packed numbers (`store/stepcodec.py`)
-    instead of JSON, about a tenth of the size. Existing steps are converted in place, each checked to read
-    back byte for byte (else stored whole, compressed). The file keeps its size until a VACUUM; the freed
-    pages are reused by new writes."""
-    conn.execute("""
-        CREATE TABLE step_shapes (
-            id       INTEGER PRIMARY KEY AUTOINCREMENT,
-            run      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
-            digest   BLOB NOT NULL,
-            template BLOB NOT NULL,
-            UNIQUE (run, digest)
-        )""")  # AUTOINCREMENT: ids are never reused, so readers may cache templates by id
-    conn.execute("ALTER TABLE steps ADD COLUMN shape INTEGER REFERENCES step_shapes(id)")
-    last = 0
-    while rows := conn.execute(
-        "SELECT id, run, data FROM steps WHERE id > ? ORDER BY id LIMIT 500", (last,)
-    ).fetchall():
-        updates = []
-        for ref, run, data in rows:
-            packed = stepcodec.pack_checked(data.encode() if isinstance(data, str) else data)
-            shape = None if packed.template is None else shape_id(conn, run, packed.digest, packed.template)
-            updates.append((packed.values, shape, ref))
-        conn.executemany("UPDATE steps SET data = ?, shape = ? WHERE id = ?", updates)
-        last = rows[-1][0]
-
-
-def shape_id(conn: sqlite3.Connection, run: int, digest: bytes | None, template: bytes) -> int:
-    """The id of a run's step template, stored (compressed) the first time it is seen."""
-    row = conn.execute("SELECT id FROM step_shapes WHERE run = ? AND digest = ?", (run, digest)).fetchone()
-    if row is not None:
-        return int(row[0])
-    return int(
-        conn.execute(
-            "INSERT INTO step_shapes (run, digest, template) VALUES (?, ?, ?) RETURNING id",
-            (run, digest, zlib.compress(template)),
-        ).fetchone()[0]
-    )
-
 
 # Append only: a released migration is never edited, so every older database upgrades the same way.
-MIGRATIONS: list[Migration] = [
+MIGRATIONS: list[str] = [
     # 1: runs, layer-wise steps and scalar points.
     """
     CREATE TABLE runs (
@@ -371,8 +323,22 @@ MIGRATIONS: list[Migration] = [
     ALTER TABLE runs ADD COLUMN exit_code INTEGER;
     CREATE INDEX runs_queue ON runs(priority DESC, queued_at, id) WHERE status = 'queued';
     """,
-    # 14 (issue 17): compact layer-wise steps, `step_shapes`.
-    _compact_steps,
+    # 14 (issue 17): compact layer-wise steps. A step is written as JSON (shape NULL), as before, and packed
+    # later by the writer when it is idle (`store/compaction.py`): its numbers in `data`, its structure once
+    # per run in `step_shapes` (`store/stepcodec.py`). Shape 0: kept as JSON (it would not read back
+    # identically). Steps of older versions are packed the same way, after the upgrade, in the background.
+    # AUTOINCREMENT: shape ids are never reused, so readers may cache templates by id.
+    """
+    CREATE TABLE step_shapes (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        run      INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        digest   BLOB NOT NULL,
+        template BLOB NOT NULL,
+        UNIQUE (run, digest)
+    );
+    ALTER TABLE steps ADD COLUMN shape INTEGER;
+    CREATE INDEX steps_unpacked ON steps(id) WHERE shape IS NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -405,17 +371,5 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
         raise SchemaTooNewError(f"database schema version {found} is newer than this pivotd ({SCHEMA_VERSION})")
     for version in range(found + 1, target + 1):
         # executescript commits first; wrap each migration so a failure leaves the old version intact.
-        migration = MIGRATIONS[version - 1]
-        if isinstance(migration, str):
-            conn.executescript(f"BEGIN; {migration} PRAGMA user_version = {version}; COMMIT;")
-            continue
-        conn.execute("BEGIN")
-        try:
-            migration(conn)
-            conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
     return found

@@ -6,24 +6,27 @@ it, with each number replaced by a hole byte (0x00 float, 0x01 integer), bytes t
 writes raw because it escapes control characters inside strings. A run stores each distinct template
 once (`step_shapes`); each step stores only its numbers:
 
-    zlib( exact-in-float32 bitmap | float32 floats, byte planes | float64 floats, byte planes | int64 ints )
+    zlib( width (4 or 8) | the floats a float32 does not hold: count, indexes, float64 values
+          | the floats as float32 or float64, in byte planes | the integers as int64 )
 
 Floats that a float32 holds exactly (everything pivot's SDK sends: its statistics are float32 tensors)
-take 4 bytes, the others 8; splitting them into byte planes puts the sign and exponent bytes together,
-which zlib compresses well. Decoding formats the numbers with orjson again and splices them into the
-template, so the document read back is byte for byte the one that was stored. A document whose packed
-form would not read back identically is stored whole (zlib of the JSON, no shape).
+take 4 bytes; the few that need 8 (a wall-clock timestamp) are listed again as float64; a step of mostly
+float64 values stores them all as float64. Byte planes put the sign and exponent bytes together, which
+zlib compresses well. `struct` rather than numpy: a 3-layer step has a few dozen numbers, where numpy's
+per-call overhead would cost more than the packing. Decoding formats the numbers with orjson again and
+splices them into the template, so the document read back is byte for byte the one that was stored; a
+document whose packed form would not read back identically stays JSON.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 
 FLOAT_HOLE = orjson.Fragment(b"\x00")
@@ -35,49 +38,35 @@ _LEVEL = 6
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """A step ready to store: `template` is None for a document stored whole."""
-
-    template: bytes | None
-    digest: bytes | None
+    template: bytes
+    digest: bytes
     values: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Shape:
-    """A template split for decoding: the text between holes, and which holes hold floats or integers."""
+    """A template split for decoding: the text between holes, how many floats and integers fill them, and
+    for each hole the index of its number among the floats-then-integers."""
 
     segments: list[bytes]
-    floats: np.ndarray
-    ints: np.ndarray
+    floats: int
+    ints: int
+    order: list[int]
 
 
-def pack(document: Any, data: bytes) -> Packed:
-    """`document` (decoded JSON) packed; `data` is its JSON as orjson wrote it, stored whole if need be.
-    Walking the decoded document, not parsing `data` again, is what keeps this cheap on the ingest path."""
+def pack(data: bytes) -> Packed | None:
+    """A step's JSON packed, or None where the packed form would not read back as exactly these bytes (JSON
+    that orjson did not write, such as an older version's, or an integer beyond 64 bits)."""
     floats: list[float] = []
     ints: list[int] = []
     try:
-        template = orjson.dumps(_hollow(document, floats, ints))
+        template = orjson.dumps(_hollow(orjson.loads(data), floats, ints))
         values = _pack_numbers(floats, ints)
-    except (OverflowError, TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits, say
-        return whole(data)
+    except (OverflowError, TypeError, struct.error, orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    if unpack(shape(template), values) != data:
+        return None
     return Packed(template, hashlib.blake2b(template, digest_size=16).digest(), values)
-
-
-def whole(document: bytes) -> Packed:
-    return Packed(None, None, zlib.compress(document, _LEVEL))
-
-
-def pack_checked(data: bytes) -> Packed:
-    """JSON packed, or stored whole unless it reads back identically (for documents that orjson may not have
-    written, such as those of older versions being converted)."""
-    try:
-        packed = pack(orjson.loads(data), data)
-    except orjson.JSONDecodeError:
-        return whole(data)
-    if packed.template is not None and unpack(shape(packed.template), packed.values) != data:
-        return whole(data)
-    return packed
 
 
 def _hollow(node: Any, floats: list[float], ints: list[int]) -> Any:
@@ -111,53 +100,54 @@ def _hollow(node: Any, floats: list[float], ints: list[int]) -> Any:
 
 
 def _pack_numbers(floats: list[float], ints: list[int]) -> bytes:
-    wide = np.array(floats, dtype=np.float64)
-    with np.errstate(over="ignore"):  # too large for a float32: infinite there, so not exact, so kept wide
-        narrow = wide.astype(np.float32)
-    exact = narrow.astype(np.float64) == wide
-    parts = (
-        np.packbits(exact).tobytes(),
-        _planes(narrow[exact]),
-        _planes(wide[~exact]),
-        np.array(ints, dtype=np.int64).tobytes(),
-    )
-    return zlib.compress(b"".join(parts), _LEVEL)
+    count = len(floats)
+    try:
+        narrow = struct.pack(f"<{count}f", *floats)
+        back = struct.unpack(f"<{count}f", narrow)
+        inexact = [i for i, (a, b) in enumerate(zip(back, floats, strict=True)) if a != b]
+    except OverflowError:  # a value too large for a float32
+        inexact = list(range(count))
+    if len(inexact) * 4 > count:  # mostly float64 values: all of them as float64
+        head, planes = struct.pack("<BI", 8, 0), _planes(struct.pack(f"<{count}d", *floats), 8)
+    else:  # float32, and the few that need it (a wall-clock timestamp, say) again as float64
+        wide = [floats[i] for i in inexact]
+        head = struct.pack(f"<BI{len(inexact)}I{len(inexact)}d", 4, len(inexact), *inexact, *wide)
+        planes = _planes(narrow, 4)
+    return zlib.compress(head + planes + struct.pack(f"<{len(ints)}q", *ints), _LEVEL)
 
 
-def _planes(values: np.ndarray) -> bytes:
-    return values.view(np.uint8).reshape(-1, values.itemsize).T.tobytes()
-
-
-def _unplanes(body: bytes, offset: int, count: int, dtype: type[np.floating[Any]]) -> np.ndarray:
-    width = np.dtype(dtype).itemsize
-    planes = np.frombuffer(body, np.uint8, count * width, offset).reshape(width, count)
-    return planes.T.copy().view(dtype).ravel()
+def _planes(raw: bytes, width: int) -> bytes:
+    return b"".join(raw[plane::width] for plane in range(width))
 
 
 def shape(template: bytes) -> Shape:
-    kinds = np.frombuffer(b"".join(_HOLE.findall(template)), np.uint8)
-    return Shape(_HOLE.split(template), np.flatnonzero(kinds == 0), np.flatnonzero(kinds == 1))
+    kinds = b"".join(_HOLE.findall(template))
+    floats = [index for index, kind in enumerate(kinds) if kind == 0]
+    ints = [index for index, kind in enumerate(kinds) if kind == 1]
+    # Numbers are stored floats first, then integers; `order` puts them back in document order.
+    position = {hole: index for index, hole in enumerate(floats + ints)}
+    order = [position[hole] for hole in range(len(kinds))]
+    return Shape(_HOLE.split(template), len(floats), len(ints), [] if order == sorted(order) else order)
 
 
-def unpack(found: Shape | None, values: bytes) -> bytes:
-    """The stored document: `found` is the step's shape, None for a document stored whole."""
+def unpack(found: Shape, values: bytes) -> bytes:
+    """The step's JSON, from its shape and its packed numbers."""
     body = zlib.decompress(values)
-    if found is None:
-        return body
-    count, ints = len(found.floats), len(found.ints)
-    mask = (count + 7) // 8
-    exact = np.unpackbits(np.frombuffer(body, np.uint8, mask), count=count).astype(bool)
-    narrow = int(exact.sum())
-    floats = np.empty(count, np.float64)
-    floats[exact] = _unplanes(body, mask, narrow, np.float32)
-    floats[~exact] = _unplanes(body, mask + 4 * narrow, count - narrow, np.float64)
-    offset = mask + 4 * narrow + 8 * (count - narrow)
-    tokens = np.empty(count + ints, dtype=object)
-    if count:
-        tokens[found.floats] = orjson.dumps(floats.tolist())[1:-1].split(b",")
-    if ints:
-        tokens[found.ints] = orjson.dumps(np.frombuffer(body, np.int64, ints, offset).tolist())[1:-1].split(b",")
-    parts: list[bytes] = [b""] * (2 * (count + ints) + 1)
+    count = found.floats
+    width, inexact = struct.unpack_from("<BI", body)
+    offset = 5 + 12 * inexact
+    raw = bytearray(count * width)
+    for plane in range(width):
+        raw[plane::width] = body[offset + plane * count : offset + (plane + 1) * count]
+    floats = list(struct.unpack(f"<{count}{'f' if width == 4 else 'd'}", raw))
+    if inexact:
+        spots = struct.unpack_from(f"<{inexact}I{inexact}d", body, 5)
+        for spot, value in zip(spots[:inexact], spots[inexact:], strict=True):
+            floats[spot] = value
+    tokens = orjson.dumps(floats)[1:-1].split(b",") if count else []
+    if found.ints:
+        tokens += orjson.dumps(struct.unpack_from(f"<{found.ints}q", body, offset + count * width))[1:-1].split(b",")
+    parts: list[bytes] = [b""] * (2 * len(tokens) + 1)
     parts[0::2] = found.segments
-    parts[1::2] = tokens.tolist()
+    parts[1::2] = [tokens[index] for index in found.order] if found.order else tokens
     return b"".join(parts)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pivotd.errors import InsufficientStorage, PivotError, ServiceUnavailable
+from pivotd.store.compaction import CHUNK, compact
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
@@ -37,6 +38,7 @@ class BatchOutcome:
     evicted: list[str] = field(default_factory=list)
     revived: set[str] = field(default_factory=set)
     """External runs that had ended and are `running` again."""
+    steps_written: bool = False
 
 
 _STOP = object()
@@ -61,6 +63,10 @@ class Writer:
         self.ops = 0
         self.disk_full_since: float | None = None
         """When a commit first failed for lack of disk space; None while writes succeed."""
+        self._unpacked = True
+        """Whether steps may be stored as JSON still: at start (an upgraded database), after steps are written."""
+        self.settled = asyncio.Event()
+        """Set while the queue is empty and every step is packed (for tests and benchmarks of the stored form)."""
 
     async def open(self) -> int:
         """Open the database and migrate it; returns the schema version found on disk."""
@@ -104,7 +110,13 @@ class Writer:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
+            if self._unpacked and self._queue.empty():
+                await self._compact(loop)
+                continue
+            if self._queue.empty():
+                self.settled.set()
             batch = [await self._queue.get()]
+            self.settled.clear()
             while len(batch) < self._max_batch_ops and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if _STOP in batch:
@@ -136,11 +148,21 @@ class Writer:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+            self._unpacked |= outcome.steps_written
             for listener in self.listeners:
                 try:
                     listener(outcome)
                 except Exception:
                     log.exception("batch listener failed")
+
+    async def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One chunk of packing; a failure (a full disk, say) leaves the steps as JSON until the next write."""
+        try:
+            found = await loop.run_in_executor(self._executor, compact, self._conn)
+        except Exception:
+            log.exception("packing stored steps failed; they stay as JSON for now")
+            found = 0
+        self._unpacked = found == CHUNK
 
     def _apply(self, ops: list[WriteOp]) -> tuple[list[Any], BatchOutcome]:
         conn = self._conn
@@ -163,7 +185,7 @@ class Writer:
                     tx.run_refs, tx.created, tx.revived = refs, created, revived
                     results.append(exc)
                 conn.execute("RELEASE op")
-            outcome = BatchOutcome(created=set(tx.created), revived=set(tx.revived))
+            outcome = BatchOutcome(created=set(tx.created), revived=set(tx.revived), steps_written=tx.steps_written)
             refs = sorted(set(tx.run_refs.values()))
             if refs:
                 self._refresh_runs(conn, refs, tx.now)
