@@ -2,7 +2,7 @@
 
 Two daemons (this tree and `--baseline`, by default /work/main, another checkout of pivotd) each get the
 same 50-layer steps through the batch route. Sizes are exact (pages in use in the database over steps
-stored). Reads alternate between the two daemons, round by round, and report medians:
+stored), taken once the daemon has packed every step (it packs when idle: `pivotd/store/compaction.py`). Reads alternate between the two daemons, round by round, and report medians:
 `GET /api/v1/runs/{id}?from_step=..&to_step=..` for ranges of several lengths, and `/latest`.
 
 Two kinds of step: `sdk`, whose statistics are float32 values as pivot's SDK sends them (it computes them in
@@ -103,6 +103,22 @@ def fill(target: Daemon, run_id: str, kind: str, steps: int) -> float:
     return time.perf_counter() - started
 
 
+def packed(db: Path, timeout: float = 600) -> float:
+    """Seconds until the daemon has packed every step (at once for a tree that stores JSON only)."""
+    started = time.perf_counter()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        if "shape" not in {row[1] for row in conn.execute("PRAGMA table_info(steps)")}:
+            return 0.0
+        while conn.execute("SELECT count(*) FROM steps WHERE shape IS NULL").fetchone()[0]:
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError("steps not packed in time")
+            time.sleep(0.2)  # a benchmark polling another process's database: no event to await
+        return time.perf_counter() - started
+    finally:
+        conn.close()
+
+
 def used_bytes(db: Path) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -139,15 +155,21 @@ def main() -> None:
             for kind in ("sdk", "float64"):
                 before = used_bytes(target.db)
                 seconds = fill(target, f"size_{kind}", kind, args.size_steps)
+                waited = packed(target.db)
                 grown = used_bytes(target.db) - before
                 print(
                     f"  {target.name:10} {kind:8} {grown / args.size_steps:8,.0f} bytes/step "
-                    f"({args.size_steps} steps, {args.size_steps / seconds:6,.0f} steps/s posting batches of {BATCH})"
+                    f"({args.size_steps} steps, {args.size_steps / seconds:6,.0f} steps/s posting batches of {BATCH}, "
+                    f"all packed {waited:.1f} s after the last)"
                 )
         for target in daemons:
             seconds = fill(target, "long", "sdk", args.steps)
+            waited = packed(target.db)
             size = used_bytes(target.db) / 2**20
-            print(f"  {target.name:10} long run: {args.steps} steps in {seconds:.1f} s, database {size:,.1f} MB")
+            print(
+                f"  {target.name:10} long run: {args.steps} steps in {seconds:.1f} s, packed {waited:.1f} s later, "
+                f"database {size:,.1f} MB"
+            )
         middle = args.steps // 2
         queries = {
             "range of 100 steps": {"from_step": str(middle), "to_step": str(middle + 99)},

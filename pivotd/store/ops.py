@@ -41,8 +41,8 @@ class Tx:
         self.created: set[str] = set()
         self.revived: set[str] = set()
         """External runs that had ended (finished or lost) and are `running` again: their script sent data."""
-        self.steps_written = False
-        """Whether steps were written as JSON, for the compaction that follows when the writer is idle."""
+        self.steps_written = 0
+        """Steps written as JSON, to be packed by the compaction that follows (`store/compaction.py`)."""
         self._series: dict[tuple[int, str], int] = {}
 
     def series_id(self, run_ref: int, name: str) -> int:
@@ -147,7 +147,7 @@ class PutSteps:
                    batch_size = excluded.batch_size, data = excluded.data, shape = NULL""",
             rows,
         )
-        tx.steps_written = True
+        tx.steps_written += len(rows)
         return len(rows)
 
 

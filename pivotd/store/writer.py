@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pivotd.errors import InsufficientStorage, PivotError, ServiceUnavailable
-from pivotd.store.compaction import CHUNK, compact
+from pivotd.store.compaction import BACKLOG, CHUNK, QUIET_S, compact, unpacked
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
@@ -38,7 +38,7 @@ class BatchOutcome:
     evicted: list[str] = field(default_factory=list)
     revived: set[str] = field(default_factory=set)
     """External runs that had ended and are `running` again."""
-    steps_written: bool = False
+    steps_written: int = 0
 
 
 _STOP = object()
@@ -63,8 +63,8 @@ class Writer:
         self.ops = 0
         self.disk_full_since: float | None = None
         """When a commit first failed for lack of disk space; None while writes succeed."""
-        self._unpacked = True
-        """Whether steps may be stored as JSON still: at start (an upgraded database), after steps are written."""
+        self._unpacked = 0
+        """About how many steps are stored as JSON still (a guess above 0 means: look again)."""
         self.settled = asyncio.Event()
         """Set while the queue is empty and every step is packed (for tests and benchmarks of the stored form)."""
 
@@ -80,6 +80,7 @@ class Writer:
         conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
         configure(conn)
         found = migrate(conn)
+        self._unpacked = unpacked(conn)
         self._conn = conn
         return found
 
@@ -110,13 +111,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            if self._unpacked and self._queue.empty():
-                await self._compact(loop)
-                continue
-            if self._queue.empty():
-                self.settled.set()
-            batch = [await self._queue.get()]
-            self.settled.clear()
+            batch = [await self._next(loop)]
             while len(batch) < self._max_batch_ops and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if _STOP in batch:
@@ -148,12 +143,35 @@ class Writer:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
-            self._unpacked |= outcome.steps_written
+            self._unpacked += outcome.steps_written
             for listener in self.listeners:
                 try:
                     listener(outcome)
                 except Exception:
                     log.exception("batch listener failed")
+
+    async def _next(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The next queued item. While steps wait to be packed, packs a chunk whenever nothing has been queued
+        for `QUIET_S`, so that packing does not compete with a burst of writes; past `BACKLOG` steps waiting,
+        a chunk before each batch, so that a run writing steps without pause gets packed too."""
+        while True:
+            if not self._unpacked:
+                if self._queue.empty():
+                    self.settled.set()
+                item = await self._queue.get()
+                break
+            if self._unpacked <= BACKLOG:
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), QUIET_S)
+                    break
+                except TimeoutError:
+                    pass
+            await self._compact(loop)
+            if self._unpacked > BACKLOG and not self._queue.empty():
+                item = self._queue.get_nowait()
+                break
+        self.settled.clear()
+        return item
 
     async def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
         """One chunk of packing; a failure (a full disk, say) leaves the steps as JSON until the next write."""
@@ -162,7 +180,7 @@ class Writer:
         except Exception:
             log.exception("packing stored steps failed; they stay as JSON for now")
             found = 0
-        self._unpacked = found == CHUNK
+        self._unpacked = max(self._unpacked - found, 1) if found == CHUNK else 0
 
     def _apply(self, ops: list[WriteOp]) -> tuple[list[Any], BatchOutcome]:
         conn = self._conn
