@@ -2,7 +2,8 @@
 
 Two daemons (this tree and `--baseline`, by default /work/main, another checkout of pivotd) each get the
 same 50-layer steps through the batch route. Sizes are exact (pages in use in the database over steps
-stored), taken once the daemon has packed every step (it packs when idle: `pivotd/store/compaction.py`). Reads alternate between the two daemons, round by round, and report medians:
+stored), taken once the daemon has packed every step (it packs when idle: `pivotd/store/compaction.py`).
+Reads alternate between the two daemons, round by round, and report medians:
 `GET /api/v1/runs/{id}?from_step=..&to_step=..` for ranges of several lengths, and `/latest`.
 
 Two kinds of step: `sdk`, whose statistics are float32 values as pivot's SDK sends them (it computes them in

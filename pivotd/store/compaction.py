@@ -28,20 +28,30 @@ def compact(conn: sqlite3.Connection) -> int:
     """Pack up to `CHUNK` steps still stored as JSON, in one transaction; returns how many were found."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        rows = conn.execute("SELECT id, run, data FROM steps WHERE shape IS NULL LIMIT ?", (CHUNK,)).fetchall()
+        rows = conn.execute(
+            "SELECT id, run, step, timestamp, batch_size, data FROM steps WHERE shape IS NULL LIMIT ?", (CHUNK,)
+        ).fetchall()
         shapes: dict[tuple[int, bytes], int] = {}
-        updates = []
-        for ref, run, stored in rows:
+        kept, moved = [], []
+        for ref, run, step, timestamp, batch_size, stored in rows:
             data = stored.encode() if isinstance(stored, str) else stored  # an early version's TEXT
             packed = stepcodec.pack(data)
             if packed is None:
-                updates.append((data, KEPT_AS_JSON, ref))
+                kept.append((data, KEPT_AS_JSON, ref))
                 continue
             key = (run, packed.digest)
             if key not in shapes:
                 shapes[key] = _shape_id(conn, run, packed)
-            updates.append((packed.values, shapes[key], ref))
-        conn.executemany("UPDATE steps SET data = ?, shape = ? WHERE id = ?", updates)
+            moved.append((ref, run, step, timestamp, batch_size, shapes[key], packed.values))
+        conn.executemany("UPDATE steps SET data = ?, shape = ? WHERE id = ?", kept)
+        # Deleted and inserted again under a new id rather than updated: a row shrunk in place stays alone on
+        # the page its JSON filled (SQLite merges only nearly empty pages), so the file would hardly shrink;
+        # new ids append, and packed steps fill their pages.
+        conn.executemany("DELETE FROM steps WHERE id = ?", [(row[0],) for row in moved])
+        conn.executemany(
+            "INSERT INTO steps (run, step, timestamp, batch_size, shape, data) VALUES (?, ?, ?, ?, ?, ?)",
+            [row[1:] for row in moved],
+        )
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

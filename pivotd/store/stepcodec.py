@@ -20,6 +20,7 @@ document whose packed form would not read back identically stays JSON.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -120,7 +121,9 @@ def _planes(raw: bytes, width: int) -> bytes:
     return b"".join(raw[plane::width] for plane in range(width))
 
 
+@functools.lru_cache(maxsize=64)
 def shape(template: bytes) -> Shape:
+    """Cached: packing checks each step against its template, and a run's steps share a few templates."""
     kinds = b"".join(_HOLE.findall(template))
     floats = [index for index, kind in enumerate(kinds) if kind == 0]
     ints = [index for index, kind in enumerate(kinds) if kind == 1]

@@ -154,20 +154,21 @@ class Writer:
         """The next queued item. While steps wait to be packed, packs a chunk whenever nothing has been queued
         for `QUIET_S`, so that packing does not compete with a burst of writes; past `BACKLOG` steps waiting,
         a chunk before each batch, so that a run writing steps without pause gets packed too."""
+        quiet = False
         while True:
             if not self._unpacked:
                 if self._queue.empty():
                     self.settled.set()
                 item = await self._queue.get()
                 break
-            if self._unpacked <= BACKLOG:
+            if not quiet and self._unpacked <= BACKLOG:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), QUIET_S)
                     break
                 except TimeoutError:
-                    pass
+                    quiet = True  # chunk after chunk now, for as long as nothing is queued
             await self._compact(loop)
-            if self._unpacked > BACKLOG and not self._queue.empty():
+            if not self._queue.empty() and (quiet or self._unpacked > BACKLOG):
                 item = self._queue.get_nowait()
                 break
         self.settled.clear()
