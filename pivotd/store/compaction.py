@@ -3,9 +3,9 @@
 Steps are written as the JSON they were sent as, so packing costs the ingest path nothing: a 50-layer
 step takes longer to pack than to validate. The writer packs them once nothing has been queued for
 `QUIET_S`, `CHUNK` at a time so a request arriving meanwhile waits for one short transaction at most, and
-before each batch while more than `BACKLOG` wait, so a run that never pauses is packed as well (then at
-the cost of its throughput). Steps of an older version's database are packed the same way after the
-upgrade, so opening a large database does not wait for it.
+between batches while writes keep coming, taking at most `SHARE` of its time, so a run that never pauses
+is packed as well, at a bounded cost to its throughput. Steps of an older version's database are packed
+the same way after the upgrade, so opening a large database does not wait for it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pivotd.store import stepcodec
 CHUNK = 32
 """Steps packed per transaction: a few milliseconds of work for 50-layer steps."""
 QUIET_S = 0.02
-BACKLOG = 1000
-"""Steps waiting to be packed before packing takes turns with writes: about 33 MB of 50-layer JSON."""
+SHARE = 0.2
+"""Most of the writer's time packing may take while writes keep coming."""
 KEPT_AS_JSON = 0
 """The shape of a step that stays JSON: its packed form would not read back identically."""
 

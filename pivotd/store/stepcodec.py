@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 import re
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +54,7 @@ class Shape:
     segments: list[bytes]
     floats: int
     ints: int
-    order: list[int]
+    order: Callable[[list[bytes]], tuple[bytes, ...]] | None
 
 
 def pack(data: bytes) -> Packed | None:
@@ -130,7 +132,8 @@ def shape(template: bytes) -> Shape:
     # Numbers are stored floats first, then integers; `order` puts them back in document order.
     position = {hole: index for index, hole in enumerate(floats + ints)}
     order = [position[hole] for hole in range(len(kinds))]
-    return Shape(_HOLE.split(template), len(floats), len(ints), [] if order == sorted(order) else order)
+    reorder = None if order == sorted(order) else operator.itemgetter(*order)
+    return Shape(_HOLE.split(template), len(floats), len(ints), reorder)
 
 
 def unpack(found: Shape, values: bytes) -> bytes:
@@ -152,5 +155,5 @@ def unpack(found: Shape, values: bytes) -> bytes:
         tokens += orjson.dumps(struct.unpack_from(f"<{found.ints}q", body, offset + count * width))[1:-1].split(b",")
     parts: list[bytes] = [b""] * (2 * len(tokens) + 1)
     parts[0::2] = found.segments
-    parts[1::2] = [tokens[index] for index in found.order] if found.order else tokens
+    parts[1::2] = found.order(tokens) if found.order is not None else tokens
     return b"".join(parts)

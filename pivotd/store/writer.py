@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pivotd.errors import InsufficientStorage, PivotError, ServiceUnavailable
-from pivotd.store.compaction import BACKLOG, CHUNK, QUIET_S, compact, unpacked
+from pivotd.store.compaction import CHUNK, QUIET_S, SHARE, compact, unpacked
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
@@ -65,6 +65,8 @@ class Writer:
         """When a commit first failed for lack of disk space; None while writes succeed."""
         self._unpacked = 0
         """About how many steps are stored as JSON still (a guess above 0 means: look again)."""
+        self._busy = [0.0, 0.0]
+        """Seconds spent on batches and on packing since writes last paused: packing's share is kept to `SHARE`."""
         self.settled = asyncio.Event()
         """Set while the queue is empty and every step is packed (for tests and benchmarks of the stored form)."""
 
@@ -123,6 +125,7 @@ class Writer:
             if not batch:
                 continue
             ops = [op for op, _ in batch]
+            started = time.perf_counter()
             try:
                 results, outcome = await loop.run_in_executor(self._executor, self._apply, ops)
             except Exception as exc:  # the batch as a whole failed: nothing of it was committed
@@ -131,6 +134,7 @@ class Writer:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            self._busy[0] += time.perf_counter() - started
             if self.disk_full_since is not None:
                 log.warning("the database disk has room again; writes resumed")
                 self.disk_full_since = None
@@ -151,9 +155,10 @@ class Writer:
                     log.exception("batch listener failed")
 
     async def _next(self, loop: asyncio.AbstractEventLoop) -> Any:
-        """The next queued item. While steps wait to be packed, packs a chunk whenever nothing has been queued
-        for `QUIET_S`, so that packing does not compete with a burst of writes; past `BACKLOG` steps waiting,
-        a chunk before each batch, so that a run writing steps without pause gets packed too."""
+        """The next queued item. While steps wait to be packed: once nothing has been queued for `QUIET_S`,
+        packs chunk after chunk until something is; while writes keep coming, packs a chunk between batches
+        as long as packing has taken less than `SHARE` of the writer's time since writes last paused, so a
+        run that never pauses is packed too, at a bounded cost to its throughput."""
         quiet = False
         while True:
             if not self._unpacked:
@@ -161,27 +166,34 @@ class Writer:
                     self.settled.set()
                 item = await self._queue.get()
                 break
-            if not quiet and self._unpacked <= BACKLOG:
+            writing, packing = self._busy
+            if not quiet and self._queue.empty():
                 try:
                     item = await asyncio.wait_for(self._queue.get(), QUIET_S)
                     break
                 except TimeoutError:
                     quiet = True  # chunk after chunk now, for as long as nothing is queued
-            await self._compact(loop)
-            if not self._queue.empty() and (quiet or self._unpacked > BACKLOG):
+            elif not quiet and packing >= SHARE * (writing + packing):
                 item = self._queue.get_nowait()
+                break
+            await self._compact(loop)
+            if not self._queue.empty() and quiet:
+                item = self._queue.get_nowait()
+                self._busy = [0.0, 0.0]  # what was packed while nothing else was to do is not held against writes
                 break
         self.settled.clear()
         return item
 
     async def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
         """One chunk of packing; a failure (a full disk, say) leaves the steps as JSON until the next write."""
+        started = time.perf_counter()
         try:
             found = await loop.run_in_executor(self._executor, compact, self._conn)
         except Exception:
             log.exception("packing stored steps failed; they stay as JSON for now")
             found = 0
         self._unpacked = max(self._unpacked - found, 1) if found == CHUNK else 0
+        self._busy[1] += time.perf_counter() - started
 
     def _apply(self, ops: list[WriteOp]) -> tuple[list[Any], BatchOutcome]:
         conn = self._conn
