@@ -49,7 +49,7 @@ class Packed:
 @dataclass(frozen=True, slots=True)
 class Shape:
     """A template split for decoding: the text between holes, how many floats and integers fill them, and
-    for each hole the index of its number among the floats-then-integers."""
+    (None when they are in document order already) what puts the floats-then-integers in hole order."""
 
     segments: list[bytes]
     floats: int
