@@ -98,7 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     the supervisor, whose run-end listener needs the alert engine: the engine knows actions by name only, and
     the handler is registered in `Actions` once the supervisor exists."""
     settings: Settings = app.state.settings
-    retention = Retention(settings.max_runs, settings.max_steps_per_run, settings.max_db_bytes)
+    retention = Retention(settings.max_runs, settings.max_steps_per_run, settings.max_db_bytes, settings.step_retention)
     async with AsyncExitStack() as stack:
         store = await stack.enter_async_context(Store.open(settings.db_path, retention))
         await app.state.keys.load(store)

@@ -47,7 +47,10 @@ class Settings(BaseModel):
     max_runs: Annotated[int, Field(ge=1)] = 1000
     """Past this many runs, the run with the oldest last update is evicted."""
     max_steps_per_run: Annotated[int, Field(ge=1)] = 10_000
-    """Past this many layer-wise steps in a run, its oldest steps are dropped."""
+    """Past this many layer-wise steps in a run, its older steps are thinned (`step_retention`)."""
+    step_retention: Literal["thin", "drop_oldest"] = "thin"
+    """`thin`: a run past `max_steps_per_run` keeps its whole timeline at decreasing resolution (older steps
+    sparser), and the steps next to its alerts and non-finite events; `drop_oldest`: seed 000's rule."""
     max_db_bytes: Annotated[int, Field(ge=1024 * 1024)] = 10 * 1024**3
     """Past this much data in the database, the oldest runs are evicted."""
     ws_queue_size: Annotated[int, Field(ge=1)] = 1000

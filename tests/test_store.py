@@ -109,7 +109,10 @@ async def test_retention_evicts_the_least_recently_updated_run(tmp_path: Path) -
 
 
 async def test_per_run_step_limit_drops_oldest_steps(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path, max_steps_per_run=20) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with (
+        running_daemon(tmp_path, max_steps_per_run=20, step_retention="drop_oldest") as daemon,
+        httpx.AsyncClient(base_url=daemon.url) as http,
+    ):
         batch = [layerwise_payload("long", step) for step in range(50)]
         assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
         await http.post(LAYERWISE, json=layerwise_payload("long", 50))
@@ -118,11 +121,32 @@ async def test_per_run_step_limit_drops_oldest_steps(tmp_path: Path) -> None:
         assert detail["step_count"] == 20
 
 
+async def test_per_run_step_limit_thins_older_steps_keeping_the_whole_timeline(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path, max_steps_per_run=40) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        nan = layerwise_payload("long", 30)
+        nan["layer_statistics"][0]["gradient_flow"]["gradient_l2_norm"] = float("nan")
+        for first in range(0, 200, 20):
+            batch = [layerwise_payload("long", step) for step in range(first, first + 20) if step != 30]
+            assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
+            if first == 20:  # step 30 is refused: a non-finite event names it
+                body = json.dumps(nan).encode()  # Python writes NaN, as many clients do
+                refused = await http.post(LAYERWISE, content=body, headers={"content-type": "application/json"})
+                assert refused.status_code == 422
+        detail = (await http.get("/api/v1/runs/long")).json()
+        steps = [s["step"] for s in detail["steps"]]
+    assert detail["step_count"] == len(steps) <= 40
+    assert steps[0] == 0 and steps[-1] == 199  # the beginning survives, and the newest step
+    assert {29, 31} <= set(steps)  # the neighbours of the refused step are kept however old
+    assert steps[-10:] == list(range(190, 200))  # the recent end at full resolution
+    gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+    assert max(gaps[: len(gaps) // 3]) > max(gaps[-len(gaps) // 3 :])  # older steps are sparser
+
+
 async def test_database_size_limit_evicts_old_runs_but_never_the_one_being_written(tmp_path: Path) -> None:
     limit = 1024 * 1024
     async with running_daemon(tmp_path, max_db_bytes=limit) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
-        for index in range(8):  # each run: 10 steps x 50 layers, about 250 KB
-            batch = [layerwise_payload(f"big{index}", step, layers=50) for step in range(10)]
+        for index in range(8):  # each run: 40 steps x 50 layers, about 200 KB stored
+            batch = [layerwise_payload(f"big{index}", step, layers=50) for step in range(40)]
             assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
         runs = (await http.get("/api/v1/runs")).json()
         assert "big7" in runs and "big0" not in runs

@@ -41,6 +41,8 @@ class Tx:
         self.created: set[str] = set()
         self.revived: set[str] = set()
         """External runs that had ended (finished or lost) and are `running` again: their script sent data."""
+        self.steps_written = 0
+        """Steps written as JSON, to be packed by the compaction that follows (`store/compaction.py`)."""
         self._series: dict[tuple[int, str], int] = {}
 
     def series_id(self, run_ref: int, name: str) -> int:
@@ -119,7 +121,8 @@ class WriteOp(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StepRecord:
-    """One validated layer-wise step, already serialised: stored and broadcast as the same bytes."""
+    """One validated layer-wise step, already serialised: stored and broadcast as the same bytes (packed
+    later, when the writer is idle: `store/compaction.py`)."""
 
     run_id: str
     step: int
@@ -141,9 +144,10 @@ class PutSteps:
         tx.conn.executemany(
             """INSERT INTO steps (run, step, timestamp, batch_size, data) VALUES (?, ?, ?, ?, ?)
                ON CONFLICT (run, step) DO UPDATE SET timestamp = excluded.timestamp,
-                   batch_size = excluded.batch_size, data = excluded.data""",
+                   batch_size = excluded.batch_size, data = excluded.data, shape = NULL""",
             rows,
         )
+        tx.steps_written += len(rows)
         return len(rows)
 
 

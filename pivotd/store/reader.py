@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
+from pivotd.store import stepcodec
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
 
 SORTABLE = {"created_at", "last_update", "run_id", "latest_step", "step_count"}
+SHAPES_CACHED = 256
+"""Step templates kept decoded: a run has one or a few, and ids are never reused, so entries never go stale."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +38,7 @@ class SeriesRows:
 class Reader:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._shapes: dict[int, stepcodec.Shape] = {}
 
     @classmethod
     async def open(cls, db_path: Path) -> Reader:
@@ -99,18 +106,39 @@ class Reader:
         return run_row(rows[0], latest.get(rows[0][0]))
 
     async def steps(self, ref: int, *, from_step: int | None = None, to_step: int | None = None) -> list[bytes]:
-        """Stored Step JSON documents, sorted by step, ready to splice into a response."""
+        """Stored Step JSON documents, sorted by step, ready to splice into a response. Unpacked off the event
+        loop: a long range takes milliseconds."""
         rows = await self._conn.execute_fetchall(
-            "SELECT data FROM steps WHERE run = ? AND step BETWEEN ? AND ? ORDER BY step",
+            "SELECT shape, data FROM steps WHERE run = ? AND step BETWEEN ? AND ? ORDER BY step",
             (ref, -1 if from_step is None else from_step, 2**62 if to_step is None else to_step),
         )
-        return [row[0] for row in rows]
+        shapes = await self._load_shapes(row[0] for row in rows)
+        return await asyncio.to_thread(lambda: [_document(shapes, shape, data) for shape, data in rows])
 
     async def latest_step(self, ref: int) -> bytes | None:
         rows = await self._conn.execute_fetchall(
-            "SELECT data FROM steps WHERE run = ? ORDER BY step DESC LIMIT 1", (ref,)
+            "SELECT shape, data FROM steps WHERE run = ? ORDER BY step DESC LIMIT 1", (ref,)
         )
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        shape, data = rows[0]
+        return _document(await self._load_shapes([shape]), shape, data)
+
+    async def _load_shapes(self, ids: Iterable[int | None]) -> dict[int, stepcodec.Shape]:
+        """The decoded templates of these shape ids (a step still or for good JSON, NULL or 0, has none)."""
+        wanted = {shape for shape in ids if shape}
+        found = {shape: self._shapes[shape] for shape in wanted if shape in self._shapes}
+        missing = [shape for shape in wanted if shape not in found]
+        if missing:
+            rows = await self._conn.execute_fetchall(
+                f"SELECT id, template FROM step_shapes WHERE id IN ({','.join('?' * len(missing))})", missing
+            )
+            loaded = {shape: stepcodec.shape(zlib.decompress(template)) for shape, template in rows}
+            if len(self._shapes) + len(loaded) > SHAPES_CACHED:
+                self._shapes.clear()
+            self._shapes.update(loaded)
+            found.update(loaded)
+        return found
 
     async def events(self, ref: int, limit: int = 50) -> list[EventRow]:
         rows = await self._conn.execute_fetchall(
@@ -169,3 +197,10 @@ class Reader:
                 picked[step] = (row[0][0], row[0][1])
         ordered = sorted(picked.items())
         return SeriesRows([s for s, _ in ordered], [v for _, (v, _) in ordered], [t for _, (_, t) in ordered], True)
+
+
+def _document(shapes: dict[int, stepcodec.Shape], shape: int | None, data: bytes | str) -> bytes:
+    """A stored step's JSON: unpacked, or as stored (not packed yet, or never: see `store/compaction.py`)."""
+    if isinstance(data, str):  # JSON an early version stored as TEXT, not packed yet
+        return data.encode()
+    return stepcodec.unpack(shapes[shape], data) if shape else data

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pivotd.errors import InsufficientStorage, PivotError, ServiceUnavailable
+from pivotd.store.compaction import CHUNK, QUIET_S, SHARE, compact, unpacked
 from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
@@ -37,6 +38,7 @@ class BatchOutcome:
     evicted: list[str] = field(default_factory=list)
     revived: set[str] = field(default_factory=set)
     """External runs that had ended and are `running` again."""
+    steps_written: int = 0
 
 
 _STOP = object()
@@ -61,6 +63,12 @@ class Writer:
         self.ops = 0
         self.disk_full_since: float | None = None
         """When a commit first failed for lack of disk space; None while writes succeed."""
+        self._unpacked = 0
+        """About how many steps are stored as JSON still (a guess above 0 means: look again)."""
+        self._busy = [0.0, 0.0]
+        """Seconds spent on batches and on packing since writes last paused: packing's share is kept to `SHARE`."""
+        self.settled = asyncio.Event()
+        """Set while the queue is empty and every step is packed (for tests and benchmarks of the stored form)."""
 
     async def open(self) -> int:
         """Open the database and migrate it; returns the schema version found on disk."""
@@ -74,6 +82,7 @@ class Writer:
         conn = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
         configure(conn)
         found = migrate(conn)
+        self._unpacked = unpacked(conn)
         self._conn = conn
         return found
 
@@ -104,7 +113,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
-            batch = [await self._queue.get()]
+            batch = [await self._next(loop)]
             while len(batch) < self._max_batch_ops and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             if _STOP in batch:
@@ -116,6 +125,7 @@ class Writer:
             if not batch:
                 continue
             ops = [op for op, _ in batch]
+            started = time.perf_counter()
             try:
                 results, outcome = await loop.run_in_executor(self._executor, self._apply, ops)
             except Exception as exc:  # the batch as a whole failed: nothing of it was committed
@@ -124,6 +134,7 @@ class Writer:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            self._busy[0] += time.perf_counter() - started
             if self.disk_full_since is not None:
                 log.warning("the database disk has room again; writes resumed")
                 self.disk_full_since = None
@@ -136,11 +147,53 @@ class Writer:
                     future.set_exception(result)
                 else:
                     future.set_result(result)
+            self._unpacked += outcome.steps_written
             for listener in self.listeners:
                 try:
                     listener(outcome)
                 except Exception:
                     log.exception("batch listener failed")
+
+    async def _next(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The next queued item. While steps wait to be packed: once nothing has been queued for `QUIET_S`,
+        packs chunk after chunk until something is; while writes keep coming, packs a chunk between batches
+        as long as packing has taken less than `SHARE` of the writer's time since writes last paused, so a
+        run that never pauses is packed too, at a bounded cost to its throughput."""
+        quiet = False
+        while True:
+            if not self._unpacked:
+                if self._queue.empty():
+                    self.settled.set()
+                item = await self._queue.get()
+                break
+            writing, packing = self._busy
+            if not quiet and self._queue.empty():
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), QUIET_S)
+                    break
+                except TimeoutError:
+                    quiet = True  # chunk after chunk now, for as long as nothing is queued
+            elif not quiet and packing >= SHARE * (writing + packing):
+                item = self._queue.get_nowait()
+                break
+            await self._compact(loop)
+            if not self._queue.empty() and quiet:
+                item = self._queue.get_nowait()
+                self._busy = [0.0, 0.0]  # what was packed while nothing else was to do is not held against writes
+                break
+        self.settled.clear()
+        return item
+
+    async def _compact(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One chunk of packing; a failure (a full disk, say) leaves the steps as JSON until the next write."""
+        started = time.perf_counter()
+        try:
+            found = await loop.run_in_executor(self._executor, compact, self._conn)
+        except Exception:
+            log.exception("packing stored steps failed; they stay as JSON for now")
+            found = 0
+        self._unpacked = max(self._unpacked - found, 1) if found == CHUNK else 0
+        self._busy[1] += time.perf_counter() - started
 
     def _apply(self, ops: list[WriteOp]) -> tuple[list[Any], BatchOutcome]:
         conn = self._conn
@@ -163,7 +216,7 @@ class Writer:
                     tx.run_refs, tx.created, tx.revived = refs, created, revived
                     results.append(exc)
                 conn.execute("RELEASE op")
-            outcome = BatchOutcome(created=set(tx.created), revived=set(tx.revived))
+            outcome = BatchOutcome(created=set(tx.created), revived=set(tx.revived), steps_written=tx.steps_written)
             refs = sorted(set(tx.run_refs.values()))
             if refs:
                 self._refresh_runs(conn, refs, tx.now)
