@@ -50,7 +50,7 @@ class Settings(BaseModel):
     """Past this many layer-wise steps in a run, its older steps are thinned (`step_retention`)."""
     step_retention: Literal["thin", "drop_oldest"] = "thin"
     """`thin`: a run past `max_steps_per_run` keeps its whole timeline at decreasing resolution (older steps
-    sparser), and the steps next to its alerts and non-finite events; `drop_oldest`: seed 000's rule."""
+    sparser), and the steps next to its alerts and non-finite events; `drop_oldest`: its oldest steps go."""
     max_db_bytes: Annotated[int, Field(ge=1024 * 1024)] = 10 * 1024**3
     """Past this much data in the database, the oldest runs are evicted."""
     ws_queue_size: Annotated[int, Field(ge=1)] = 1000
