@@ -40,7 +40,7 @@ def is_valid_topic(topic: str) -> bool:
 class Subscriber:
     """One connection's mailbox."""
 
-    __slots__ = ("_queue", "_ready", "capacity", "close", "dropped", "topics")
+    __slots__ = ("_queue", "_ready", "capacity", "close", "dropped", "ended", "topics")
 
     def __init__(self, capacity: int, close: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.capacity = capacity
@@ -48,8 +48,14 @@ class Subscriber:
         """Closes the connection behind this mailbox with a WebSocket close code."""
         self.topics: set[str] = set()
         self.dropped = 0
+        self.ended = False
+        """Set when the daemon shuts down: a stream with no socket to close (SSE) ends once it has read the rest."""
         self._queue: deque[str] = deque()
         self._ready = asyncio.Event()
+
+    def end(self) -> None:
+        self.ended = True
+        self._ready.set()
 
     def offer(self, message: str) -> None:
         if len(self._queue) >= self.capacity:
@@ -59,9 +65,10 @@ class Subscriber:
         self._ready.set()
 
     async def next_messages(self) -> list[str]:
-        """Wait for messages; a pending `lagged` notice comes first."""
+        """Wait for messages; a pending `lagged` notice comes first. Empty once `ended` and read to the end."""
         await self._ready.wait()
-        self._ready.clear()
+        if not self.ended:
+            self._ready.clear()
         messages = list(self._queue)
         self._queue.clear()
         if self.dropped:
@@ -126,7 +133,11 @@ class Hub:
         self.publish((RUNS_TOPIC, topic), message.model_dump_json())
 
     async def close_all(self, code: int = 1001, timeout: float = 2.0) -> None:
-        """Close every connection (1001 "going away" on shutdown), bounded in time."""
+        """Close every connection (1001 "going away" on shutdown), bounded in time, and end every stream that has no
+        socket to close (SSE): otherwise the server would wait its whole graceful-shutdown timeout for them."""
+        for subscriber in self._subscribers:
+            if subscriber.close is None:
+                subscriber.end()
         closers = [s.close(code) for s in list(self._subscribers) if s.close is not None]
         if closers:
             with contextlib.suppress(TimeoutError):

@@ -11,6 +11,7 @@ import pytest
 
 from tests.daemon import start_daemon_process
 from tests.payloads import layerwise_payload
+from tests.training.helpers import MLP, hyperparams
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +75,24 @@ def test_sigterm_exits_zero_after_flushing(tmp_path: Path) -> None:
     assert daemon.wait(timeout=15) == 0
     assert not (tmp_path / "daemon.json").exists()
     assert steps_on_disk(tmp_path, "flushed") == set(range(200))
+
+
+def test_sigterm_ends_open_event_streams_instead_of_waiting_for_them(tmp_path: Path) -> None:
+    """An SSE stream has no socket to close with 1001: the daemon ends it, rather than waiting out uvicorn's graceful
+    timeout and then cancelling it with a traceback (what `make run` showed with `pivotctl train --wait` open)."""
+    daemon = start_daemon_process(tmp_path)
+    config = {"architecture": MLP, "hyperparams": hyperparams()}
+    with httpx.Client(base_url=daemon.url, timeout=30) as http:
+        session_id = http.post("/api/v1/training/sessions", json={"config": config}).json()["session_id"]
+        with http.stream("GET", f"/api/v1/sse/training/{session_id}") as stream:
+            chunks = stream.iter_bytes()
+            assert next(chunks)  # the stream is open and has said what it knows: the session waits to start
+            daemon.signal(signal.SIGTERM)
+            rest = b"".join(chunks)  # ends cleanly (a cut-short chunked body would raise here)
+    assert b"event:" not in rest or rest.endswith(b"\n\n")
+    assert daemon.wait(timeout=30) == 0
+    log = "".join(daemon.lines)
+    assert "graceful shutdown exceeded" not in log and "Traceback" not in log, log
 
 
 def test_sigint_also_exits_zero(tmp_path: Path) -> None:

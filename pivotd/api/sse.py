@@ -92,6 +92,8 @@ def stream_run(
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+                if subscriber.ended and not messages:
+                    return  # the daemon is shutting down: the client reconnects to the next one
                 for raw in messages:
                     more, done = translate(orjson.loads(raw))
                     for event, data in more:
