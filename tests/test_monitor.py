@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import types
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,23 @@ def test_nvml_not_ready_at_boot_is_tried_again() -> None:
     now[0] = 31.0
     [gpu] = nvml.read() or []
     assert gpu["uuid"] == "GPU-00000000-test" and gpu["utilization"] == 93.0
+
+
+def test_nvml_failing_the_same_way_is_said_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A CPU box retries NVML every 30 s for ever: one line at INFO, not one per retry; and one when it is ready."""
+    caplog.set_level(logging.DEBUG, logger="pivotd.monitor.nvml")
+    now = [0.0]
+    module = fake_pynvml(init_error=True)
+    nvml = Nvml(module, retry_s=30.0, clock=lambda: now[0])
+    for retry in range(3):
+        now[0] = retry * 31.0
+        assert nvml.read() is None
+    said = [r for r in caplog.records if "NVML unavailable" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.INFO, logging.DEBUG, logging.DEBUG]
+    module.init_error = False  # type: ignore[attr-defined]
+    now[0] = 100.0
+    assert nvml.read() is not None
+    assert any(r.levelno == logging.INFO and "NVML ready: 1 GPU(s)" in r.getMessage() for r in caplog.records)
 
 
 def test_one_unreachable_gpu_leaves_the_others() -> None:

@@ -71,6 +71,7 @@ class Nvml:
         self._lock = threading.Lock()
         self._count: int | None = None  # devices NVML counted; None: not initialised
         self._next_try = float("-inf")
+        self._failure: str | None = None  # the last reason initialisation failed, said once until it changes
         self._handles: dict[int, Any] = {}
 
     @classmethod
@@ -87,8 +88,14 @@ class Nvml:
         try:
             nvml.nvmlInit()
             self._count = int(nvml.nvmlDeviceGetCount())
+            if self._failure is not None:
+                log.info("NVML ready: %d GPU(s)", self._count)
+                self._failure = None
         except nvml.NVMLError as exc:  # no driver (LibraryNotFound), not loaded yet, no permission, ...
-            log.info("NVML unavailable (%s): GPUs unknown; trying again in %.0f s", exc, self._retry_s)
+            # Said once, not every retry: a CPU box would log the same line twice a minute for ever.
+            level = logging.INFO if str(exc) != self._failure else logging.DEBUG
+            log.log(level, "NVML unavailable (%s): GPUs unknown; trying again every %.0f s", exc, self._retry_s)
+            self._failure = str(exc)
             self._next_try = self._clock() + self._retry_s
             with contextlib.suppress(nvml.NVMLError):
                 nvml.nvmlShutdown()
