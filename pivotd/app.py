@@ -48,6 +48,7 @@ from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.docs import install_docs
+from pivotd.api.ingest_route import LayerwiseIngestRoute
 from pivotd.api.responses import json_response
 from pivotd.apikeys import KeyRing
 from pivotd.auth import AccessMiddleware
@@ -325,6 +326,7 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
     app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
     app.state.run_tokens = RunTokens()  # minted by the supervisor as runs' processes start
     app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
+    app.add_middleware(LayerwiseIngestRoute)  # inside the access middleware: checked like any other route
     app.add_middleware(
         AccessMiddleware,
         token=token,
