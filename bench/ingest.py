@@ -167,6 +167,8 @@ def compare(args: argparse.Namespace) -> None:
     )
     layer_counts = [int(n) for n in args.layers.split(",")]
     rates: dict[tuple[str, int], list[float]] = {}
+    # Server CPU seconds per step: on a shared machine, other processes move it far less than steps/s.
+    costs: dict[tuple[str, int], list[float]] = {}
     with pivotd(max_db_bytes=str(50 * 2**30)) as daemon, peer_server(args.peer, args.peer_python) as peer:
         for layers in layer_counts:  # warm both up (imports, first runs, caches) outside the measured rounds
             run("warm-up", daemon.url, daemon.pid, args.clients, 1, single(layers))
@@ -183,13 +185,19 @@ def compare(args: argparse.Namespace) -> None:
                         single(layers),
                     )
                     rates.setdefault((name, layers), []).append(result.units / result.seconds)
-                    print(result.line("steps/s"))
+                    costs.setdefault((name, layers), []).append(result.cpu * result.seconds / result.units)
+                    print(result.line("steps/s") + f"  {costs[name, layers][-1] * 1e6:5.0f} us cpu/step")
     print()
     for layers in layer_counts:
         ours, theirs = statistics.median(rates["pivotd", layers]), statistics.median(rates[peer_name, layers])
         print(
             f"{layers:3} layers: median pivotd {ours:7,.0f} steps/s, {peer_name} {theirs:7,.0f} steps/s: "
             f"{ours / theirs:.2f}x"
+        )
+        ours, theirs = statistics.median(costs["pivotd", layers]), statistics.median(costs[peer_name, layers])
+        print(
+            f"{layers:3} layers: median server CPU per step pivotd {ours * 1e6:5.0f} us, {peer_name} "
+            f"{theirs * 1e6:5.0f} us: {theirs / ours:.2f}x less"
         )
 
 
