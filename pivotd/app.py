@@ -296,6 +296,9 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
         openapi_url=OPENAPI_URL,
         docs_url=None,  # pivotd.api.docs serves both pages with local assets
         redoc_url=None,
+        # FastAPI's OpenTelemetry hook looks for global providers (environment reads) on every request, 3 us of
+        # a ~170 us ingest step; pivotd exports its own metrics (/metrics) and configures no provider.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.token = token  # training workers report back with it
