@@ -19,8 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -158,11 +161,30 @@ def peer_server(checkout: Path | None, python: str) -> Iterator[DaemonHandle]:
         yield handle
 
 
+def wrk_round(url: str, pid: int, clients: int, seconds: float, layers: int) -> tuple[float, float]:
+    """One round driven by wrk (C, one thread) instead of the asyncio client: steps/s and server CPU per step."""
+    before, after = step_template("RUNX", layers)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder, "before"), Path(folder, "after")]
+        for path, text in zip(paths, (before, after), strict=True):
+            path.write_bytes(text)
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(Path(__file__).parent / "wrk_step.lua")]
+        with ProcessMeter(pid) as meter:
+            output = subprocess.run(
+                [*command, url + LAYERWISE, "--", *map(str, paths)], capture_output=True, text=True, check=True
+            ).stdout
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    assert failed is None, f"{failed.group(1)} requests failed"
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return rate, meter.cpu / rate
+
+
 def compare(args: argparse.Namespace) -> None:
     """Alternating rounds of the single route, pivotd then the peer, per layer count; medians and their ratio."""
     peer_name = "reference" if args.peer else "baseline"
     print(
-        f"bench/ingest: single route, {args.clients} clients, {args.seconds:.0f} s per round, {args.rounds} rounds, "
+        f"bench/ingest: single route, {args.clients} {'wrk' if args.wrk else 'asyncio'} clients, {args.seconds:.0f} s "
+        f"per round, {args.rounds} rounds, "
         f"pivotd vs {peer_name} ({args.peer or 'bench/baseline_server.py'})\n"
     )
     layer_counts = [int(n) for n in args.layers.split(",")]
@@ -176,6 +198,13 @@ def compare(args: argparse.Namespace) -> None:
         for round_ in range(args.rounds):
             for layers in layer_counts:
                 for name, server in (("pivotd", daemon), (peer_name, peer)):
+                    if args.wrk:
+                        rate, cost = wrk_round(server.url, server.pid, args.clients, args.seconds, layers)
+                        rates.setdefault((name, layers), []).append(rate)
+                        costs.setdefault((name, layers), []).append(cost)
+                        label = f"{round_ + 1}: {name}, {layers} layers (wrk)"
+                        print(f"{label:44} {rate:11,.0f} steps/s  {cost * 1e6:5.0f} us cpu/step")
+                        continue
                     result = run(
                         f"{round_ + 1}: {name}, {layers} layers",
                         server.url,
@@ -209,6 +238,9 @@ def main() -> None:
     parser.add_argument("--layers", default="3,50", help="layer counts of the comparison (comma-separated)")
     parser.add_argument("--peer", type=Path, help="a checkout of algorithmx/nn_monitor_server (reference server)")
     parser.add_argument("--peer-python", default=sys.executable, help="the interpreter that runs the reference")
+    parser.add_argument(
+        "--wrk", action="store_true", help="drive the comparison with wrk instead of the asyncio client"
+    )
     args = parser.parse_args()
     if args.rounds:
         compare(args)
