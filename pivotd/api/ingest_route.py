@@ -40,8 +40,9 @@ class LayerwiseIngestRoute:
         body = await _read(receive)
         if body is None:  # the client went away
             return
+        status = 202
         try:
-            status, content = await accept_step(services, body)
+            content = await accept_step(services, body)
         except PivotError as error:
             status, document = render_error(error, Family.LAYERWISE)
             app.state.refusals.record(_CATEGORY, status)

@@ -79,19 +79,20 @@ def _layer_id_at(document: Any, loc: tuple[Any, ...]) -> str | None:
     responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise(request: Request, services: ServicesDep) -> Response:
-    status, content = await accept_step(services, await read_json_body(request, services.settings.max_body_bytes))
-    return raw_json_response(content, status)
+    return raw_json_response(
+        await accept_step(services, await read_json_body(request, services.settings.max_body_bytes)), 202
+    )
 
 
-async def accept_step(services: Services, body: bytes) -> tuple[int, bytes]:
-    """Validate, commit and announce one step; the status and JSON body to answer with (the 202), or the
-    `PivotError` to render."""
+async def accept_step(services: Services, body: bytes) -> bytes:
+    """Validate, commit and announce one step; the body of the 202 to answer with, or the `PivotError` to
+    render."""
     try:
         payload = LayerwisePayload.model_validate_json(body)
     except ValidationError as exc:
         raise await reject(services, exc, body, batch=False) from None
     await services.ingest.layerwise([payload])
-    return 202, orjson.dumps({"status": "accepted", "run_id": payload.metadata.run_id})
+    return orjson.dumps({"status": "accepted", "run_id": payload.metadata.run_id})
 
 
 @router.post(
