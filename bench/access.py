@@ -32,6 +32,7 @@ from pivotd.authsessions import SessionRing
 from pivotd.policy import Category
 from pivotd.ratelimit import RateLimiter
 from pivotd.refusals import Refusals
+from pivotd.runtokens import RunTokens
 
 TOKEN = "bench-token-0123456789"
 
@@ -61,7 +62,8 @@ async def middleware_costs(requests: int = 200_000) -> list[str]:
     keys = KeyRing()  # no store: authenticate works on the in-memory index alone
     secret = (await _fake_key(keys)).encode()
     limiter = RateLimiter(dict.fromkeys(Category, 10**12), 10_000)
-    middleware = AccessMiddleware(_app, TOKEN, True, keys, SessionRing(keys, 3600), limiter, Refusals(), 2 * 2**20)
+    sessions = SessionRing(keys, 3600)
+    middleware = AccessMiddleware(_app, TOKEN, True, keys, sessions, limiter, Refusals(), 2 * 2**20, RunTokens(), 2**20)
     cases = {
         "no middleware": (_app, _scope(None)),
         "loopback, no credentials (owner)": (middleware, _scope(None)),

@@ -69,10 +69,12 @@ class DaemonHandle:
 
 
 @contextmanager
-def daemon_process(command: list[str], env: dict[str, str] | None = None) -> Iterator[DaemonHandle]:
-    """Start a server process that prints 'listening on <url>' on stderr; stop it afterwards."""
+def daemon_process(
+    command: list[str], env: dict[str, str] | None = None, marker: str = "listening on ", cwd: Path | None = None
+) -> Iterator[DaemonHandle]:
+    """Start a server process that prints `marker` then its URL on stderr; stop it afterwards."""
     proc = subprocess.Popen(
-        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=cwd
     )
     assert proc.stderr is not None
     url: list[str] = []
@@ -82,8 +84,8 @@ def daemon_process(command: list[str], env: dict[str, str] | None = None) -> Ite
         assert proc.stderr is not None
         for raw in proc.stderr:
             line = raw.decode(errors="replace")
-            if not url and "listening on " in line:
-                url.append(line.split("listening on ", 1)[1].split()[0])
+            if not url and marker in line:
+                url.append(line.split(marker, 1)[1].split()[0])
                 ready.set()
         ready.set()
 

@@ -5,6 +5,13 @@ Reports steps/s (scalar points/s for the scalar route), p50/p99 ack latency, and
 (bench/baseline_server.py: the obvious FastAPI + per-request-commit implementation).
 
     .venv/bin/python bench/ingest.py [--seconds 8] [--clients 16]
+
+With `--rounds N`, only the single route instead: N rounds alternating pivotd and a peer server on 3- and
+50-layer steps, then the medians and their ratio. The peer is the reference server of the layer-wise
+protocol given as `--peer PATH` (a checkout of algorithmx/nn_monitor_server: `Python/main.py` run with
+uvicorn by `--peer-python`, an interpreter with its FastAPI installed), else bench/baseline_server.py.
+
+    .venv/bin/python bench/ingest.py --rounds 5 --seconds 5 --peer /tmp/nnref --peer-python /tmp/nnref-venv/bin/python
 """
 
 from __future__ import annotations
@@ -12,15 +19,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ProcessMeter, RawHTTP, daemon_process, percentile, pivotd, step_template
+from bench.common import DaemonHandle, ProcessMeter, RawHTTP, daemon_process, percentile, pivotd, step_template
 
 LAYERWISE = "/api/v1/metrics/layerwise"
 # Body maker: (client index, sequence number) -> (path, body, units of work in it)
@@ -136,11 +148,103 @@ def scalars(points: int, names: int) -> BodyMaker:
     return make
 
 
+@contextmanager
+def peer_server(checkout: Path | None, python: str) -> Iterator[DaemonHandle]:
+    """The reference server of a checkout (its `Python/main.py` under uvicorn, as its README runs it), else the
+    baseline; neither is part of this repository."""
+    if checkout is None:
+        with daemon_process([sys.executable, str(Path(__file__).parent / "baseline_server.py")]) as handle:
+            yield handle
+        return
+    command = [python, "-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", "0", "--no-access-log"]
+    with daemon_process(command, marker="Uvicorn running on ", cwd=checkout / "Python") as handle:
+        yield handle
+
+
+def wrk_round(url: str, pid: int, clients: int, seconds: float, layers: int) -> tuple[float, float]:
+    """One round driven by wrk (C, one thread) instead of the asyncio client: steps/s and server CPU per step."""
+    before, after = step_template("RUNX", layers)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder, "before"), Path(folder, "after")]
+        for path, text in zip(paths, (before, after), strict=True):
+            path.write_bytes(text)
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(Path(__file__).parent / "wrk_step.lua")]
+        with ProcessMeter(pid) as meter:
+            output = subprocess.run(
+                [*command, url + LAYERWISE, "--", *map(str, paths)], capture_output=True, text=True, check=True
+            ).stdout
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    assert failed is None, f"{failed.group(1)} requests failed"
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return rate, meter.cpu / rate
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Alternating rounds of the single route, pivotd then the peer, per layer count; medians and their ratio."""
+    peer_name = "reference" if args.peer else "baseline"
+    print(
+        f"bench/ingest: single route, {args.clients} {'wrk' if args.wrk else 'asyncio'} clients, {args.seconds:.0f} s "
+        f"per round, {args.rounds} rounds, "
+        f"pivotd vs {peer_name} ({args.peer or 'bench/baseline_server.py'})\n"
+    )
+    layer_counts = [int(n) for n in args.layers.split(",")]
+    rates: dict[tuple[str, int], list[float]] = {}
+    # Server CPU seconds per step: on a shared machine, other processes move it far less than steps/s.
+    costs: dict[tuple[str, int], list[float]] = {}
+    with pivotd(max_db_bytes=str(50 * 2**30)) as daemon, peer_server(args.peer, args.peer_python) as peer:
+        for layers in layer_counts:  # warm both up (imports, first runs, caches) outside the measured rounds
+            run("warm-up", daemon.url, daemon.pid, args.clients, 1, single(layers))
+            run("warm-up", peer.url, peer.pid, args.clients, 1, single(layers))
+        for round_ in range(args.rounds):
+            for layers in layer_counts:
+                for name, server in (("pivotd", daemon), (peer_name, peer)):
+                    if args.wrk:
+                        rate, cost = wrk_round(server.url, server.pid, args.clients, args.seconds, layers)
+                        rates.setdefault((name, layers), []).append(rate)
+                        costs.setdefault((name, layers), []).append(cost)
+                        label = f"{round_ + 1}: {name}, {layers} layers (wrk)"
+                        print(f"{label:44} {rate:11,.0f} steps/s  {cost * 1e6:5.0f} us cpu/step")
+                        continue
+                    result = run(
+                        f"{round_ + 1}: {name}, {layers} layers",
+                        server.url,
+                        server.pid,
+                        args.clients,
+                        args.seconds,
+                        single(layers),
+                    )
+                    rates.setdefault((name, layers), []).append(result.units / result.seconds)
+                    costs.setdefault((name, layers), []).append(result.cpu * result.seconds / result.units)
+                    print(result.line("steps/s") + f"  {costs[name, layers][-1] * 1e6:5.0f} us cpu/step")
+    print()
+    for layers in layer_counts:
+        ours, theirs = statistics.median(rates["pivotd", layers]), statistics.median(rates[peer_name, layers])
+        print(
+            f"{layers:3} layers: median pivotd {ours:7,.0f} steps/s, {peer_name} {theirs:7,.0f} steps/s: "
+            f"{ours / theirs:.2f}x"
+        )
+        ours, theirs = statistics.median(costs["pivotd", layers]), statistics.median(costs[peer_name, layers])
+        print(
+            f"{layers:3} layers: median server CPU per step pivotd {ours * 1e6:5.0f} us, {peer_name} "
+            f"{theirs * 1e6:5.0f} us: {theirs / ours:.2f}x less"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--rounds", type=int, help="compare the single route with a peer, alternating rounds")
+    parser.add_argument("--layers", default="3,50", help="layer counts of the comparison (comma-separated)")
+    parser.add_argument("--peer", type=Path, help="a checkout of algorithmx/nn_monitor_server (reference server)")
+    parser.add_argument("--peer-python", default=sys.executable, help="the interpreter that runs the reference")
+    parser.add_argument(
+        "--wrk", action="store_true", help="drive the comparison with wrk instead of the asyncio client"
+    )
     args = parser.parse_args()
+    if args.rounds:
+        compare(args)
+        return
     k, t = args.clients, args.seconds
     print(f"bench/ingest: {k} clients, {t:.0f} s per scenario, daemon in one process\n")
     results: list[str] = []

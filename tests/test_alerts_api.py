@@ -306,6 +306,21 @@ async def test_layer_scopes_optional_fields_and_growth(tmp_path: Path) -> None:
         assert grew["step"] == 2 and grew["value"] == 0.1
 
 
+async def test_an_equals_rule_fires_at_its_value_and_resolves_beside_other_rules_on_the_field(tmp_path: Path) -> None:
+    async with fast_daemon(tmp_path) as (_, http, ws):
+        equal = await create(http, metric="weight_std", condition="equals", threshold=0.125)
+        above = await create(http, metric="weight_std", condition="greater_than", threshold=100)
+        for step, value in enumerate([0.5, 0.125, 0.5]):
+            payload = layerwise_payload("equal", step)
+            payload["layer_statistics"][1]["parameter_statistics"]["weight"]["std"] = value
+            assert (await http.post("/api/v1/metrics/layerwise", json=payload)).status_code == 202
+        fired = (await until(ws, "alert_triggered", equal["rule_id"]))["data"]
+        assert (fired["step"], fired["value"], fired["layer_id"]) == (1, 0.125, "encoder/linear1")
+        resolved = (await until(ws, "alert_resolved", equal["rule_id"]))["data"]
+        assert resolved["alert_id"] == fired["alert_id"]
+        assert await alerts_of(http, above["rule_id"]) == []
+
+
 async def test_deleting_a_run_resolves_its_alerts(tmp_path: Path) -> None:
     async with fast_daemon(tmp_path) as (_, http, ws):
         rule = await create(http, metric="train_loss", condition="greater_than", threshold=5)

@@ -130,6 +130,15 @@ async def test_metrics_need_the_same_credentials_as_other_reads(tmp_path: Path) 
     assert value(found, "pivot_ingest_refused", "pivot_ingest_refused_total", category="ingest", code="401") == 1
 
 
+async def test_a_step_the_route_refuses_counts_as_an_ingest_refusal(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        refused = await http.post("/api/v1/metrics/layerwise", json={"metadata": {}})
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"][0] == "body"
+        found = samples((await http.get("/metrics")).text)
+    assert value(found, "pivot_ingest_refused", "pivot_ingest_refused_total", category="ingest", code="422") == 1
+
+
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus package) is not installed")
 async def test_promtool_accepts_the_exposition(daemon: RunningDaemon, tmp_path: Path) -> None:
     async with httpx.AsyncClient(base_url=daemon.url) as http:

@@ -58,8 +58,9 @@ FieldReader = Callable[[Sequence[Any]], list[float | None]]
 @dataclass(slots=True)
 class FieldPlan:
     """The enabled rules on one layer-wise field, grouped so that one comparison per step can clear a
-    whole group: `plain` threshold rules (cleared when min/max stay inside the tightest bounds) and
-    `growing` rules (cleared when no layer grew by the smallest factor). `rest` is checked rule by rule."""
+    whole group: `plain` threshold rules (cleared when min/max stay inside the tightest bounds),
+    `growing` rules (cleared when no layer grew by the smallest factor) and `equal` rules (cleared when no
+    value is one of their thresholds). `rest` is checked rule by rule."""
 
     name: str
     read: FieldReader
@@ -68,8 +69,11 @@ class FieldPlan:
     plain_high: float
     growing: list[Rule]
     growing_min: float
+    equal: list[Rule]
+    equal_values: frozenset[float]
     rest: list[Rule]
     tracks_growth: bool
+    grouped: list[Rule]
 
     @classmethod
     def build(cls, name: str, rules: list[Rule]) -> FieldPlan:
@@ -78,6 +82,7 @@ class FieldPlan:
 
         plain = [r for r in rules if groupable(r) and r.quiet_bounds is not None]
         growing = [r for r in rules if groupable(r) and r.tracks_previous]
+        equal = [r for r in rules if groupable(r) and r.spec.condition == "equals" and r not in plain]
         bounds = [r.quiet_bounds for r in plain if r.quiet_bounds is not None]
         return cls(
             name,
@@ -87,8 +92,11 @@ class FieldPlan:
             min((b[1] for b in bounds), default=math.inf),
             growing,
             min((r.spec.threshold or math.inf for r in growing), default=math.inf),
-            [r for r in rules if r not in plain and r not in growing],
+            equal,
+            frozenset(r.spec.threshold for r in equal if r.spec.threshold is not None),
+            [r for r in rules if r not in plain and r not in growing and r not in equal],
             any(r.tracks_previous for r in rules),
+            plain + growing + equal,
         )
 
 
@@ -211,29 +219,31 @@ class AlertEngine:
                 self._observe_run(run_rules, run_id, step, now, out)
             layers = payload.layer_statistics
             last = self._previous.get(run_id) if self._growth_fields else None
+            current: dict[str, list[float | None]] = {}
             if self._growth_fields:
                 ids = [layer["layer_id"] for layer in layers]
                 if last is not None and last[0] != ids:
                     last = None  # different layers than the previous step: nothing to compare with
-                self._previous[run_id] = (ids, {})
+                self._previous[run_id] = (ids, current)
             for field in plan:
                 values = field.read(layers)
                 present = values if None not in values else [v for v in values if v is not None]
                 previous: list[float | None] | None = None
                 if field.tracks_growth:
                     previous = last[1].get(field.name) if last is not None else None
-                    self._previous[run_id][1][field.name] = values
-                # A group is cleared by one comparison for the whole step, unless one of its rules has
-                # a subject in state (a holding or fired condition must see every value).
-                if field.plain:
-                    quiet = not present or (field.plain_low <= min(present) and max(present) <= field.plain_high)
-                    if not quiet or any(map(_STATES, field.plain)):
-                        self._check(field.plain, run_id, step, layers, values, present, previous, 0.0, now, out)
+                    current[field.name] = values
                 factor = _growth(values, previous) if previous is not None else 0.0
-                if field.growing:
-                    quiet = previous is None or factor < field.growing_min * (1 - 1e-9)
-                    if not quiet or any(map(_STATES, field.growing)):
-                        self._check(field.growing, run_id, step, layers, values, present, previous, factor, now, out)
+                # A group is cleared by one comparison for the whole step, unless a rule of the field has a
+                # subject in state (a holding or fired condition must see every value): then every group is.
+                busy = any(map(_STATES, field.grouped))
+                if field.plain and (
+                    busy or (present and not (field.plain_low <= min(present) and max(present) <= field.plain_high))
+                ):
+                    self._check(field.plain, run_id, step, layers, values, present, previous, 0.0, now, out)
+                if field.growing and (busy or (previous is not None and factor >= field.growing_min * (1 - 1e-9))):
+                    self._check(field.growing, run_id, step, layers, values, present, previous, factor, now, out)
+                if field.equal and (busy or not field.equal_values.isdisjoint(present)):
+                    self._check(field.equal, run_id, step, layers, values, present, previous, factor, now, out)
                 if field.rest:
                     self._check(field.rest, run_id, step, layers, values, present, previous, factor, now, out)
         return out

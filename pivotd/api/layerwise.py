@@ -24,6 +24,8 @@ from shared.models.layerwise import LayerwisePayload, Step, normalise_layer_id
 from shared.models.runs import Accepted, BatchAccepted, LiteRunDetail, RunDetail, RunState, RunSummary
 
 router = APIRouter(prefix="/api/v1", tags=["layer-wise metrics"])
+LAYERWISE_PATH = "/api/v1/metrics/layerwise"
+"""Answered by `pivotd.api.ingest_route` for plain JSON bodies, by `post_layerwise` for the rest."""
 _BATCH = TypeAdapter(list[LayerwisePayload])
 Batch = Annotated[list[LayerwisePayload], Field(min_length=1)]
 """The batch route's body as documented; the route refuses an empty one with a 422 of its own."""
@@ -77,13 +79,20 @@ def _layer_id_at(document: Any, loc: tuple[Any, ...]) -> str | None:
     responses=layerwise_errors(401, 413, 415, 422, 503, 507),
 )
 async def post_layerwise(request: Request, services: ServicesDep) -> Response:
-    body = await read_json_body(request, services.settings.max_body_bytes)
+    return raw_json_response(
+        await accept_step(services, await read_json_body(request, services.settings.max_body_bytes)), 202
+    )
+
+
+async def accept_step(services: Services, body: bytes) -> bytes:
+    """Validate, commit and announce one step; the body of the 202 to answer with, or the `PivotError` to
+    render."""
     try:
         payload = LayerwisePayload.model_validate_json(body)
     except ValidationError as exc:
         raise await reject(services, exc, body, batch=False) from None
     await services.ingest.layerwise([payload])
-    return json_response({"status": "accepted", "run_id": payload.metadata.run_id}, 202)
+    return orjson.dumps({"status": "accepted", "run_id": payload.metadata.run_id})
 
 
 @router.post(
