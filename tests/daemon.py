@@ -136,6 +136,13 @@ class DaemonProcess:
     url: str
     reader: threading.Thread
     lines: list[str] = field(default_factory=list)
+    said: threading.Condition = field(default_factory=threading.Condition)
+    """Notified by the log reader after each line it adds to `lines`."""
+
+    def wait_for_line(self, text: str, timeout: float = 30) -> bool:
+        """Whether a log line containing `text` was written, waiting for it up to `timeout`."""
+        with self.said:
+            return self.said.wait_for(lambda: any(text in line for line in self.lines), timeout)
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)
@@ -172,11 +179,14 @@ def start_daemon_process(
     lines: list[str] = []
     url: list[str] = []
     found = threading.Event()
+    said = threading.Condition()
 
     def read() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            lines.append(line)
+            with said:
+                lines.append(line)
+                said.notify_all()
             if not url and "pivotd listening on " in line:
                 url.append(line.split("pivotd listening on ", 1)[1].split()[0])
                 found.set()
@@ -187,7 +197,7 @@ def start_daemon_process(
     if not found.wait(30) or not url:
         proc.kill()
         raise RuntimeError("pivotd did not start:\n" + "".join(lines))
-    return DaemonProcess(proc, url[0], reader, lines)
+    return DaemonProcess(proc, url[0], reader, lines, said)
 
 
 def iter_routes(app: FastAPI) -> list[Any]:

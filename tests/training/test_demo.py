@@ -1,7 +1,8 @@
-"""`pivotd --demo` trains seed 001's CNN on the shipped digits as a managed run."""
+"""`pivotd --demo` trains the reference CNN on the shipped digits as a managed run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from pathlib import Path
@@ -35,7 +36,10 @@ async def test_demo_starts_a_real_training_run(tmp_path: Path) -> None:
                     run_id = message["run_id"]
             run = (await http.get(f"/api/runs/{run_id}")).json()
             assert run["epochs_total"] == 10 and run["state"] == "running"
+            # The demo says so once its POST has been answered, which may come after the run is seen running.
+            assert await asyncio.to_thread(
+                daemon.wait_for_line, f"demo: training the reference CNN on real digits as run {run_id}"
+            )
     finally:
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
-    assert any("demo: training the reference CNN" in line for line in daemon.lines)
