@@ -43,31 +43,13 @@ from bench.sdk_overhead import small_cnn, start_daemon  # noqa: E402
 from pivotd.monitor.nvml import Nvml  # noqa: E402
 from pivotd.training.model import Net  # noqa: E402
 from pivotd.training.trainer import LOG_EVERY, _resume  # noqa: E402
+from shared.models.seeds import SEED_001_CNN  # noqa: E402
 from shared.models.training import Architecture  # noqa: E402
 from shared.sdk import Monitor  # noqa: E402
 
 NO_CUDA = "skipped: no CUDA device"
-# The demo's CNN (docs/training.md), at full width: the model the managed trainer runs by default.
-CNN = {
-    "input_size": 784,
-    "input_channels": 1,
-    "input_height": 28,
-    "input_width": 28,
-    "layers": [
-        {"type": "conv2d", "in_channels": 1, "out_channels": 16, "kernel_size": 3, "stride": 1, "padding": "same"},
-        {"type": "relu"},
-        {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
-        {"type": "conv2d", "in_channels": 16, "out_channels": 32, "kernel_size": 3, "stride": 1, "padding": "same"},
-        {"type": "relu"},
-        {"type": "maxpool2d", "kernel_size": 2, "stride": 2, "padding": 0},
-        {"type": "flatten"},
-        {"type": "linear", "in": 1568, "out": 128},
-        {"type": "relu"},
-        {"type": "dropout", "p": 0.5},
-        {"type": "linear", "in": 128, "out": 10},
-        {"type": "softmax"},
-    ],
-}
+# The demo's CNN (docs/training.md), at full width: the model `pivotd --demo` trains.
+CNN = SEED_001_CNN
 
 
 @dataclass(slots=True)
@@ -169,14 +151,14 @@ def _close_enough(a: float, b: float, rel: float) -> bool:
     return abs(a - b) <= rel * max(abs(a), abs(b), 1e-12)
 
 
-def _numbers(tree: Any, path: str = "") -> dict[str, float]:
+def numbers_by_path(tree: Any, path: str = "") -> dict[str, float]:
     """Every number in nested dicts/lists by its path (`3.gradient_flow.gradient_l2_norm`)."""
     items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
     if items is None:
         return {path: float(tree)} if isinstance(tree, int | float) and not isinstance(tree, bool) else {}
     found: dict[str, float] = {}
     for key, value in items:
-        found.update(_numbers(value, f"{path}.{key}" if path else str(key)))
+        found.update(numbers_by_path(value, f"{path}.{key}" if path else str(key)))
     return found
 
 
@@ -335,7 +317,7 @@ def parity(check: Check, url: str) -> None:
         mon.step(0)
         if not finish(mon):
             raise RuntimeError(f"the {device} payload was not delivered")
-        found[device] = _numbers(_stored_layers(url, run_id))
+        found[device] = numbers_by_path(_stored_layers(url, run_id))
     worst, where = 0.0, ""
     for key, want in found["cpu"].items():
         got = found["cuda"].get(key, math.nan)

@@ -206,13 +206,8 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
     async def submit_job(self, command: list[str], cwd: str, fields: dict[str, Any]) -> None:
         try:
             accepted = await self.app.client.submit_job(command, cwd, **fields)
-        except Unreachable as exc:
-            self.query_one("#launch-error", Static).update(exc.message)
-            self.notify(exc.message, severity="error")
-            return
         except PivotAPIError as exc:
-            hint = " (this daemon runs no jobs)" if exc.status == 404 else ""
-            self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")
+            self._refused(exc, "this daemon runs no jobs")
             return
         self.dismiss(accepted.run_id)
 
@@ -224,12 +219,16 @@ class LaunchDialog(ReportsFailures, ModalScreen[str | None]):
     async def submit(self, architecture: dict[str, Any], hyperparams: dict[str, Any]) -> None:
         try:
             queued = await self.app.client.train(architecture, hyperparams)
-        except Unreachable as exc:
+        except PivotAPIError as exc:
+            self._refused(exc, "this daemon cannot train")
+            return
+        self.dismiss(queued.run_id)
+
+    def _refused(self, exc: PivotAPIError, missing_feature: str) -> None:
+        """Why the daemon did not take it, under the form; a daemon that cannot be reached is also a notice."""
+        if isinstance(exc, Unreachable):
             self.query_one("#launch-error", Static).update(exc.message)
             self.notify(exc.message, severity="error")
             return
-        except PivotAPIError as exc:
-            hint = " (this daemon cannot train)" if exc.status == 404 else ""
-            self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")
-            return
-        self.dismiss(queued.run_id)
+        hint = f" ({missing_feature})" if exc.status == 404 else ""
+        self.query_one("#launch-error", Static).update(f"pivotd refused: {exc.message}{hint}")

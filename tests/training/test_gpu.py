@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from bench.gpu_check import numbers_by_path
 from pivotd.training.model import Net
 from pivotd.training.trainer import _resume
 from shared.models.training import Architecture
@@ -102,20 +103,9 @@ async def test_layerwise_values_match_between_cpu_and_cuda(tmp_path: Path, bodie
             assert await asyncio.to_thread(mon.close)
     cpu_layers, cuda_layers = (body["layer_statistics"] for body in bodies)
     assert [layer["layer_id"] for layer in cpu_layers] == [layer["layer_id"] for layer in cuda_layers]
-    cpu_values, cuda_values = _numbers(cpu_layers), _numbers(cuda_layers)
+    cpu_values, cuda_values = numbers_by_path(cpu_layers), numbers_by_path(cuda_layers)
     assert len(cpu_values) > 50 and cuda_values.keys() == cpu_values.keys()
     assert cuda_values == pytest.approx(cpu_values, rel=1e-4, abs=1e-6)
-
-
-def _numbers(tree: Any, path: str = "") -> dict[str, float]:
-    """Every number in nested dicts/lists by its path (`3.gradient_flow.gradient_l2_norm`)."""
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
-    if items is None:
-        return {path: float(tree)} if isinstance(tree, int | float) and not isinstance(tree, bool) else {}
-    found: dict[str, float] = {}
-    for key, value in items:
-        found.update(_numbers(value, f"{path}.{key}" if path else str(key)))
-    return found
 
 
 async def test_inference_on_cuda_matches_cpu(tmp_path: Path) -> None:
