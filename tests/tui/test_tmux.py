@@ -39,15 +39,19 @@ def screen_text(session: str) -> str:
     return tmux("capture-pane", "-p", "-t", session).stdout
 
 
-def wait_for(session: str, text: str, timeout: float = 20) -> str:
-    """Read the terminal until `text` shows up (the TUI renders asynchronously)."""
+def wait_for(session: str, *texts: str, timeout: float = 20) -> str:
+    """Read the terminal until every one of `texts` shows up on one screen.
+
+    The TUI renders asynchronously and its parts (table, header, status bar) catch up independently, so a test
+    that needs two things on screen waits for both rather than asserting the second once the first appears.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         screen = screen_text(session)
-        if text in screen:
+        if all(text in screen for text in texts):
             return screen
         time.sleep(0.2)  # polling a terminal: there is no event to await from outside tmux
-    raise AssertionError(f"{text!r} never appeared; screen was:\n{screen_text(session)}")
+    raise AssertionError(f"{texts!r} never all appeared; screen was:\n{screen_text(session)}")
 
 
 def test_browse_a_live_run(daemon_process: DaemonProcess, tmp_path: Path) -> None:
@@ -61,14 +65,12 @@ def test_browse_a_live_run(daemon_process: DaemonProcess, tmp_path: Path) -> Non
     assert tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", *[f"-e{k}={v}" for k, v in env.items()],
                 command).returncode == 0  # fmt: skip
     try:
-        screen = wait_for(session, "tmux_run")
-        assert "online" in screen and "0.75" in screen
+        screen = wait_for(session, "tmux_run", "online", "0.75")
         row = next(line for line in screen.splitlines() if "tmux_run" in line)
         assert row.split()[:3] == ["tmux_run", "script", "running"]  # columns line up in a real terminal
         tmux("send-keys", "-t", session, "Enter")
         # A layer's row: the run's history has loaded (the heatmap's frame names its metric before that).
-        screen = wait_for(session, "encoder/linear0")
-        assert "gradient_l2_norm · steps 0..20" in screen and "LIVE" in screen
+        wait_for(session, "encoder/linear0", "gradient_l2_norm · steps 0..20", "LIVE")
         tmux("send-keys", "-t", session, "Left")
         wait_for(session, "PAUSED")
         tmux("send-keys", "-t", session, "q")
@@ -90,21 +92,20 @@ def test_three_boxes_in_a_real_terminal_one_stopped_and_restarted(tmp_path: Path
         command = f"{sys.executable} -m pivot_tui.cli {urls}"
         assert tmux("new-session", "-d", "-s", session, "-x", "80", "-y", "24", "-eTERM=xterm-256color",
                     command).returncode == 0  # fmt: skip
-        screen = wait_for(session, "gamma_run")
-        assert "3/3 online" in screen
+        screen = wait_for(session, "gamma_run", "3/3 online")
         gamma_host = daemons[2].url.removeprefix("http://")
         row = next(line for line in screen.splitlines() if "gamma_run" in line)
         assert row.split()[:4] == [gamma_host, "gamma_run", "script", "running"]  # a Host column, lined up
 
         tmux("send-keys", "-t", session, "5")
-        screen = wait_for(session, "boxes online")
+        screen = wait_for(session, "3/3 boxes online")
         assert sum("● online" in line for line in screen.splitlines()) == 3
 
         # gamma stops: its row says offline, the others stay online.
         port = gamma_host.rsplit(":", 1)[1]
         daemons[2].signal(signal.SIGTERM)
         daemons[2].wait()
-        screen = wait_for(session, "○ offline")
+        screen = wait_for(session, "○ offline", "2/3 boxes online")
         assert sum("● online" in line for line in screen.splitlines()) == 2
         daemons[2] = start_daemon_process(tmp_path / "gamma", "--port", port)
         wait_for(session, "3/3 boxes online", timeout=30)
