@@ -30,12 +30,12 @@ from pivotd.alerts.notifications import Notifier, Priority
 from pivotd.alerts.rules import LAYER_FIELDS, Rule, RuleSpec, Transition
 from pivotd.errors import Conflict, InsufficientStorage, NotFound
 from pivotd.hub import Hub
+from pivotd.layerwise_decoder import StepPayload
 from pivotd.settings import Settings
 from pivotd.store import Store
 from pivotd.store.monitoring import DeleteRule, PutAlert, PutRule
 from pivotd.tasks import TaskSet
 from pivotd.timefmt import iso
-from shared.models.layerwise import LayerwisePayload
 from shared.models.scalars import ScalarPoint
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class AlertEngine:
 
     # --- evaluation (synchronous, cheap) ----------------------------------------------------------
 
-    def evaluate_steps(self, payloads: Sequence[LayerwisePayload]) -> list[Transition]:
+    def evaluate_steps(self, payloads: Sequence[StepPayload]) -> list[Transition]:
         """Layer-wise rules, field by field: a field's values are read once per step, and a rule with no
         subject in state skips the whole step with one min/max/membership test (`Rule.quiet`)."""
         plan = self._layer_plan
