@@ -48,7 +48,7 @@ from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.docs import install_docs
-from pivotd.api.ingest_route import LayerwiseIngestRoute
+from pivotd.api.ingest_route import LayerwiseIngestRoute, OwnerIngestFront
 from pivotd.api.responses import json_response
 from pivotd.apikeys import KeyRing
 from pivotd.auth import AccessMiddleware
@@ -283,7 +283,8 @@ class _LogOnce:
 
 class PivotApp(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
-        return _LogOnce(super().build_middleware_stack())
+        stack = _LogOnce(super().build_middleware_stack())
+        return OwnerIngestFront(stack, self.state.token, self.state.settings.trust_loopback)
 
 
 def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> FastAPI:
@@ -329,7 +330,9 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
     app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
     app.state.run_tokens = RunTokens()  # minted by the supervisor as runs' processes start
     app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
-    app.add_middleware(LayerwiseIngestRoute)  # inside the access middleware: checked like any other route
+    # The single-step route, inside the access middleware for what it must check (the owner's requests are
+    # answered in front of the whole stack: `build_middleware_stack`).
+    app.add_middleware(LayerwiseIngestRoute)
     app.add_middleware(
         AccessMiddleware,
         token=token,
