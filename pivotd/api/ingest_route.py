@@ -8,10 +8,11 @@ It shares its validation, ingest and error rendering with the FastAPI route (`pi
 which stays in the OpenAPI document and answers every other request to the path (chunked or over-long bodies,
 other media types: the 400/413/415 of `pivotd.api.body`).
 
-It stands in two places. `OwnerIngestFront` is the outermost layer of the application and takes the owner's
-requests (the daemon token, or a trusted local script without credentials: `pivotd.auth.is_owner`), for whom the
-access middleware checks and limits nothing; the layers it skips (Starlette's error middleware and its send
-wrapper, FastAPI's telemetry and body-limit middleware, the access middleware) each cost a coroutine per request.
+It stands in two places. `OwnerIngestFront` is the application's entry (`PivotApp.__call__`) for this path and
+takes the owner's requests (the daemon token, or a trusted local script without credentials:
+`pivotd.auth.is_owner`), for whom the access middleware checks and limits nothing; the layers it skips (FastAPI's
+and Starlette's entries, Starlette's error middleware and its send wrapper, FastAPI's telemetry and body-limit
+middleware, the access middleware) each cost a coroutine per request.
 `LayerwiseIngestRoute` sits inside the access middleware and takes everyone else's (API keys, run tokens, sessions:
 scopes and rate limits checked first). Either logs and answers an unexpected error itself, as the application's
 own handlers would (a 500 in the layer-wise envelope).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 
 import orjson
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pivotd.api.layerwise import LAYERWISE_PATH, accept_step
@@ -46,29 +48,30 @@ class LayerwiseIngestRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _ours(scope):
-            await _answer(self.app, scope, receive, send)
+            await _answer(self.app, scope["app"].state, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
 
 class OwnerIngestFront:
-    """The route in front of the whole application: the owner's requests."""
+    """The route in front of the whole application (`app`: all of it, FastAPI's own entry included): the owner's
+    requests. `state`: the application's."""
 
-    def __init__(self, app: ASGIApp, token: str, trust_loopback: bool) -> None:
+    def __init__(self, app: ASGIApp, state: State, token: str, trust_loopback: bool) -> None:
         self.app = app
+        self._state = state
         self._token = token.encode()
         self._trust_loopback = trust_loopback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if _ours(scope) and is_owner(scope, self._token, self._trust_loopback):
-            await _answer(self.app, scope, receive, send)
+            await _answer(self.app, self._state, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
 
-async def _answer(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+async def _answer(app: ASGIApp, state: State, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a single-step POST, or hand it to `app` (the FastAPI route's body checks) if it is not plain JSON."""
-    state = scope["app"].state
     services = state.services
     length = _plain_json_length(scope["headers"])
     if length is None or length > services.settings.max_body_bytes:
