@@ -164,18 +164,23 @@ def compile_sieve(plan: list[FieldPlan]) -> Sieve:
         lines.append("    p = v if None not in v else [x for x in v if x is not None]" if optional else "    p = v")
         if field.tracks_growth:
             lines.append(f"    cur[{field.name!r}] = v")
-        if field.plain or (field.growing and not optional):
+        if field.plain:
             lines.append("    lo, hi = (min(p), max(p)) if p else (0.0, 0.0)")
+        elif field.growing:
+            lines.append("    hi = max(p) if p else 0.0")
         tests = []
         if field.grouped:
             tests.append(f"(busy and any(map(_STATES, G{i})))")
         if field.plain:
             tests.append(f"(p and not (L{i} <= lo and hi <= H{i}))")
-        if field.growing:
-            growth = f"_growth(v, pv) >= B{i}"
-            if not optional:  # no None on either side: the division-free test first
-                growth = f"((m := min(pv)) <= 0 or hi >= C{i} * m) and {growth}"
-            tests.append(f"(prev is not None and (pv := prev.get({field.name!r})) is not None and {growth})")
+        if field.growing:  # the division-free test first, where neither side has a None
+            cleared = f"(p is v and None not in pv and (m := min(pv)) > 0 and hi < C{i} * m)"
+            if not optional:
+                cleared = f"((m := min(pv)) > 0 and hi < C{i} * m)"
+            tests.append(
+                f"(prev is not None and (pv := prev.get({field.name!r})) is not None and not {cleared} "
+                f"and _growth(v, pv) >= B{i})"
+            )
         if field.equal:
             tests.append(f"not E{i}.isdisjoint(p)")
         if field.rest:
