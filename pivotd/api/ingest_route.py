@@ -83,13 +83,11 @@ async def _answer(app: ASGIApp, state: State, scope: Scope, receive: Receive, se
     status = 202
     try:
         content = await accept_step(services, body)
-    except Exception as exc:
-        if not isinstance(exc, PivotError):
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-        error = exc if isinstance(exc, PivotError) else InternalError("internal error; see the daemon log")
-        status, document = render_error(error, Family.LAYERWISE)
-        state.refusals.record(_CATEGORY, status)
-        content = orjson.dumps(document)
+    except PivotError as error:
+        status, content = _refusal(state, error)
+    except Exception:  # as the application's handlers would: logged once, a 500 that names nothing inside
+        log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+        status, content = _refusal(state, InternalError("internal error; see the daemon log"))
     await send(
         {
             "type": "http.response.start",
@@ -98,6 +96,12 @@ async def _answer(app: ASGIApp, state: State, scope: Scope, receive: Receive, se
         }
     )
     await send({"type": "http.response.body", "body": content})
+
+
+def _refusal(state: State, error: PivotError) -> tuple[int, bytes]:
+    status, document = render_error(error, Family.LAYERWISE)
+    state.refusals.record(_CATEGORY, status)
+    return status, orjson.dumps(document)
 
 
 def _plain_json_length(headers: list[tuple[bytes, bytes]]) -> int | None:
