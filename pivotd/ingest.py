@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from pivotd.hub import METRICS_TOPIC, RUNS_TOPIC, Hub, run_topic
+from pivotd.layerwise_decoder import StepPayload
 from pivotd.store import (
     BatchOutcome,
     DeleteRun,
@@ -28,7 +29,7 @@ from pivotd.store import (
     Store,
 )
 from pivotd.timefmt import iso
-from shared.models.layerwise import LayerwisePayload, is_valid_run_id, lite_layer
+from shared.models.layerwise import is_valid_run_id, lite_layer
 from shared.models.messages import RunDeleted
 from shared.models.scalars import ScalarPoint
 
@@ -42,7 +43,7 @@ LAYERWISE_EVENT = ("pivot", "ingest", "layerwise")
 SCALARS_EVENT = ("pivot", "ingest", "scalars")
 
 
-def step_record(payload: LayerwisePayload) -> StepRecord:
+def step_record(payload: StepPayload) -> StepRecord:
     meta = payload.metadata
     step = {
         "step": meta.global_step,
@@ -127,7 +128,7 @@ class Ingest:
         """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
         store.writer.listeners.append(self._announce_batch)
 
-    async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
+    async def layerwise(self, payloads: Sequence[StepPayload]) -> list[str]:
         """Commit steps (one transaction), then broadcast each as `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
