@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from itertools import groupby
+
+import numpy as np
+
+from pivotd.store import scalarcodec
 
 # Append only: a released migration is never edited, so every older database upgrades the same way.
 MIGRATIONS: list[str] = [
@@ -339,7 +345,49 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steps ADD COLUMN shape INTEGER;
     CREATE INDEX steps_unpacked ON steps(id) WHERE shape IS NULL;
     """,
+    # 15 (issue 17): scalar points as columnar chunks (`store/scalarcodec.py`): a row per run of a series' points,
+    # their steps, values, epochs and timestamps as arrays. A series' chunks never overlap in steps, so the index
+    # orders them by either end. The points of `scalars` move into chunks (`DATA_MIGRATIONS`), then it is dropped.
+    """
+    CREATE TABLE scalar_chunks (
+        id         INTEGER PRIMARY KEY,
+        series     INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+        first_step INTEGER NOT NULL,
+        last_step  INTEGER NOT NULL,
+        count      INTEGER NOT NULL,
+        steps      BLOB NOT NULL,
+        vals       BLOB NOT NULL,
+        epochs     BLOB,
+        timestamps BLOB
+    );
+    CREATE INDEX scalar_chunks_by_series ON scalar_chunks(series, last_step, first_step);
+    """,
 ]
+
+
+def _chunk_scalars(conn: sqlite3.Connection) -> None:
+    """Migration 15's data: each series' rows of `scalars`, in step order, become chunks; then `scalars` goes."""
+    rows = conn.execute("SELECT series, step, value, epoch, timestamp FROM scalars ORDER BY series, step")
+    for series, points in groupby(rows, key=lambda row: row[0]):
+        columns = list(zip(*points, strict=True))
+        epochs = [scalarcodec.NO_EPOCH if epoch is None else epoch for epoch in columns[3]]
+        stamps = [np.nan if stamp is None else stamp for stamp in columns[4]]
+        found = scalarcodec.Points(
+            np.array(columns[1], np.int64),
+            np.array(columns[2], np.float64),
+            np.array(epochs, np.int64),
+            np.array(stamps, np.float64),
+        )
+        conn.executemany(
+            "INSERT INTO scalar_chunks (series, first_step, last_step, count, steps, vals, epochs, timestamps) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(series, *scalarcodec.encode(piece)) for piece in scalarcodec.pieces(found)],
+        )
+    conn.execute("DROP TABLE scalars")
+
+
+DATA_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {15: _chunk_scalars}
+"""Migrations that move data in Python after their SQL, inside the same transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -370,6 +418,18 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     if found > SCHEMA_VERSION:
         raise SchemaTooNewError(f"database schema version {found} is newer than this pivotd ({SCHEMA_VERSION})")
     for version in range(found + 1, target + 1):
-        # executescript commits first; wrap each migration so a failure leaves the old version intact.
-        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+        move = DATA_MIGRATIONS.get(version)
+        if move is None:
+            # executescript commits first; wrap each migration so a failure leaves the old version intact.
+            conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+            continue
+        try:
+            conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]}")
+            move(conn)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
     return found
