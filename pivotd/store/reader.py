@@ -174,23 +174,6 @@ class Reader:
             return SeriesRows([], [], [], False)
         return await asyncio.to_thread(_series_rows, list(rows), lo, hi, max_points)
 
-    async def series_points(self, ref: int, names: Iterable[str] | None = None) -> dict[str, scalarcodec.Points]:
-        """Every point of a run's series (of those named, when given), by name."""
-        clause, args = "", [ref]
-        if names is not None:
-            wanted = list(names)
-            clause = f"AND s.name IN ({','.join('?' * len(wanted))})"
-            args.extend(wanted)
-        rows = await self._conn.execute_fetchall(
-            f"SELECT s.name, {scalarcodec.COLUMNS} FROM series s JOIN scalar_chunks c ON c.series = s.id "
-            f"WHERE s.run = ? {clause} ORDER BY s.name, c.last_step",
-            args,
-        )
-        by_name: dict[str, list[tuple[Any, ...]]] = {}
-        for row in rows:
-            by_name.setdefault(row[0], []).append(row[1:])
-        return {name: scalarcodec.decode(chunks) for name, chunks in by_name.items()}
-
 
 def _series_rows(rows: list[Any], lo: int, hi: int, max_points: int) -> SeriesRows:
     """Decoding and downsampling, off the event loop: a long series is a few milliseconds of numpy."""
