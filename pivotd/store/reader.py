@@ -166,7 +166,8 @@ class Reader:
         lo = -1 if from_step is None else from_step
         hi = 2**62 if to_step is None else to_step
         rows = await self._conn.execute_fetchall(
-            f"SELECT {scalarcodec.COLUMNS} FROM scalar_chunks WHERE series = ? AND last_step >= ? AND first_step <= ? "
+            f"SELECT {scalarcodec.SERIES_COLUMNS} FROM scalar_chunks "
+            "WHERE series = ? AND last_step >= ? AND first_step <= ? "
             "ORDER BY last_step",
             (found[0][0], lo, hi),
         )

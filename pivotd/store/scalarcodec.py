@@ -4,8 +4,8 @@ A row per point cost about 2 µs of SQLite per point written (docs/performance.m
 route near 300k points/s. A series is stored instead as *chunks*: runs of points in ascending step order,
 each one row of `scalar_chunks` whose columns are little-endian arrays:
 
-    steps int64 | values float64 | epochs int64 (-1: none; NULL when no point has one)
-    | timestamps float64 (NaN: none; NULL when no point has one)
+    steps int64 | values float64 | timestamps float64 (NaN: none; NULL when no point has one)
+    | epochs int64 (-1: none; NULL when no point has one)
 
 A write adds a chunk per series (the points of one request), or rewrites the chunks whose step range it
 overlaps, so a series' chunks never overlap and reading it in order is concatenating them. A small last
@@ -29,6 +29,8 @@ MAX_POINTS = 8192
 NO_EPOCH = -1
 COLUMNS = "count, steps, vals, epochs, timestamps"
 """A `scalar_chunks` row as `decode` takes it."""
+SERIES_COLUMNS = "count, steps, vals, NULL, timestamps"
+"""The same without epochs, which reads of a series do not show."""
 _STEP = np.dtype("<i8")
 _VALUE = np.dtype("<f8")
 
@@ -133,6 +135,8 @@ def _optional(rows: Sequence[tuple[Any, ...]], column: int, none: float, kind: n
     """An optional column of chunks (a chunk without it: `none` for each of its points); None if no chunk has it."""
     if all(row[column] is None for row in rows):
         return None
+    if all(row[column] is not None for row in rows):
+        return np.frombuffer(b"".join(row[column] for row in rows), kind)
     return np.concatenate(
         [np.full(row[0], none, kind) if row[column] is None else np.frombuffer(row[column], kind) for row in rows]
     )

@@ -347,7 +347,8 @@ MIGRATIONS: list[str] = [
     """,
     # 15 (issue 17): scalar points as columnar chunks (`store/scalarcodec.py`): a row per run of a series' points,
     # their steps, values, epochs and timestamps as arrays. A series' chunks never overlap in steps, so the index
-    # orders them by either end. The points of `scalars` move into chunks (`DATA_MIGRATIONS`), then it is dropped.
+    # orders them by either end. Epochs come last: a read of a series stops before them (a row's blobs are a chain of
+    # overflow pages, read in order). The points of `scalars` move into chunks (`DATA_MIGRATIONS`), then it is dropped.
     """
     CREATE TABLE scalar_chunks (
         id         INTEGER PRIMARY KEY,
@@ -357,8 +358,8 @@ MIGRATIONS: list[str] = [
         count      INTEGER NOT NULL,
         steps      BLOB NOT NULL,
         vals       BLOB NOT NULL,
-        epochs     BLOB,
-        timestamps BLOB
+        timestamps BLOB,
+        epochs     BLOB
     );
     CREATE INDEX scalar_chunks_by_series ON scalar_chunks(series, last_step, first_step);
     """,
