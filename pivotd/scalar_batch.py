@@ -59,7 +59,8 @@ class ScalarColumns:
 def from_points(points: Sequence[ScalarPoint], fields: RunFields) -> ScalarColumns:
     """Columns from validated models (the route's exact path)."""
     dumped = [point.model_dump(exclude_none=True) for point in points]
-    found = _columns(dumped, [p.step for p in points], [p.epoch for p in points], [p.timestamp for p in points])
+    values = [point["values"] for point in dumped]
+    found = _columns(values, [p.step for p in points], [p.epoch for p in points], [p.timestamp for p in points])
     assert found is not None  # the models hold every rule `_columns` checks
     series, count = found
     return ScalarColumns(series, count, points[-1].step, dumped, fields)
@@ -86,13 +87,16 @@ def from_document(document: Any) -> ScalarColumns | None:
         values = [point["values"] for point in points]
     except KeyError:
         return None
-    epochs = [point.get("epoch") for point in points]
-    stamps = [point.get("timestamp") for point in points]
+    if set(map(len, points)) == {2}:  # only `step` and `values`, as most clients send them
+        epochs = stamps = [None]
+    else:
+        epochs = [point.get("epoch") for point in points]
+        stamps = [point.get("timestamp") for point in points]
     if set(map(type, steps)) != _INT or min(steps) < 0 or max(steps) > INT64_MAX:
         return None
     if set(map(type, values)) != {dict} or min(map(len, values)) == 0:
         return None
-    found = _columns(points, steps, epochs, stamps)
+    found = _columns(values, steps, epochs, stamps)
     if found is None:
         return None
     series, count = found
@@ -104,8 +108,9 @@ def _text(value: Any, longest: int) -> bool:
 
 
 def _columns(
-    points: list[dict[str, Any]], steps: list[int], epochs: list[Any], stamps: list[Any]
+    values: list[dict[str, Any]], steps: list[int], epochs: list[Any], stamps: list[Any]
 ) -> tuple[dict[str, SeriesPoints], int] | None:
+    """Per name, its points; `epochs` and `stamps` are aligned with `steps`, or `[None]` when no point has one."""
     epoch_array = stamp_array = None
     kinds = set(map(type, epochs))
     if kinds != {_NONE}:
@@ -124,15 +129,14 @@ def _columns(
             return None
         stamp_array = np.array([np.nan if stamp is None else stamp for stamp in stamps], np.float64)
     step_array = np.array(steps, np.int64)
-    values = [point["values"] for point in points]
     names = set(map(tuple, values))
     series: dict[str, SeriesPoints] = {}
     if len(names) == 1:  # every point has the same names in the same order: one matrix, a column per name
         [order] = names
-        rows = list(map(list, map(dict.values, values)))
-        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER:
+        flat = list(chain.from_iterable(map(dict.values, values)))
+        if not set(map(type, flat)) <= _NUMBER:
             return None
-        matrix = np.array(rows, np.float64)
+        matrix = np.array(flat, np.float64).reshape(len(values), len(order))
         for column, name in enumerate(order):
             series[name] = SeriesPoints(step_array, np.ascontiguousarray(matrix[:, column]), epoch_array, stamp_array)
         count = matrix.size
