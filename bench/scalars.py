@@ -12,7 +12,8 @@ and a window whose ends cut chunks, `--reads` times each, alternating. Both daem
 the script compares them (the downsampling chose the same points).
 
 Throughput on a shared machine follows the share of the cores the daemon gets, so the daemon's CPU time per
-point (per step) is printed too: it moves far less with other load.
+point (per step) is printed too, and what it comes to for a daemon with one core to itself: it moves far less
+with other load.
 
     .venv/bin/python bench/scalars.py --rounds 5 --seconds 5
 """
@@ -125,7 +126,8 @@ def main() -> None:
             cost, their_cost = statistics.median(costs["this tree", route]), statistics.median(costs["baseline", route])
             print(
                 f"{route:8} median {ours:11,.0f} {unit} vs baseline {theirs:11,.0f}: {ours / theirs:.2f}x; "
-                f"daemon CPU per unit {cost * 1e6:.2f} vs {their_cost * 1e6:.2f} us ({their_cost / cost:.2f}x less)"
+                f"daemon CPU per unit {cost * 1e6:.2f} vs {their_cost * 1e6:.2f} us ({their_cost / cost:.2f}x less), "
+                f"i.e. {1 / cost:,.0f} vs {1 / their_cost:,.0f} {unit} of daemon CPU (one core busy)"
             )
 
         print(f"\nlong series: {args.long:,} points of one name, 2,000 per request")

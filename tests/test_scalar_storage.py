@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from pivotd.scalar_batch import from_document, from_points
-from pivotd.store import Retention, RunFields, Store
+from pivotd.store import PutScalars, Retention, RunFields, SeriesPoints, Store
 from pivotd.store.scalarcodec import COLUMNS, GROW_BELOW, MAX_POINTS, NO_EPOCH, decode
 from pivotd.store.schema import configure, migrate
 from shared.models.scalars import ScalarPoint
@@ -289,7 +290,7 @@ def test_an_old_database_keeps_its_points_when_upgraded(tmp_path: Path) -> None:
     migrate(conn, target=14)  # the last schema with a row per point
     conn.execute("INSERT INTO runs (run_id, created_at, last_update) VALUES ('old', 1, 2)")
     conn.executemany("INSERT INTO series (id, run, name, last_step, last_value) VALUES (?, 1, ?, ?, ?)",
-                     [(1, "loss", MAX_POINTS + 99, 0.5), (2, "acc", 3, 0.75)])  # fmt: skip
+                     [(1, "loss", MAX_POINTS + 99, 0.5), (2, "acc", None, None)])  # fmt: skip
     rows: list[tuple[int, int, float, int | None, float | None]] = [
         (1, step, 1 / (step + 1), step // 1000 if step % 2 else None, 1e9 + step if step % 3 else None)
         for step in range(0, 2 * (MAX_POINTS + 100), 2)
@@ -301,7 +302,7 @@ def test_an_old_database_keeps_its_points_when_upgraded(tmp_path: Path) -> None:
     async def read() -> None:
         async with Store.open(path, Retention(max_runs=10, max_steps_per_run=10, max_db_bytes=10**10)) as store:
             run = await store.reader.get_run("old")
-            assert run is not None and run.latest == {"loss": 0.5, "acc": 0.75}
+            assert run is not None and run.latest == {"loss": 0.5}  # `acc` was written before schema 3 kept it
             loss = await store.reader.scalar_series(run.ref, "loss", from_step=None, to_step=None, max_points=10**5)
             assert (loss.steps, loss.values, loss.timestamps) == (
                 [r[1] for r in rows[:-2]],
@@ -311,7 +312,18 @@ def test_an_old_database_keeps_its_points_when_upgraded(tmp_path: Path) -> None:
             acc = await store.reader.scalar_series(run.ref, "acc", from_step=2, to_step=None, max_points=10)
             assert (acc.steps, acc.values, acc.timestamps, acc.downsampled) == ([3], [0.75], [None], False)
 
+    async def write_after() -> None:
+        async with Store.open(path, Retention(max_runs=10, max_steps_per_run=10, max_db_bytes=10**10)) as store:
+            # Points among the migrated steps: merged into their chunk, not a chunk beside it.
+            later = SeriesPoints(np.array([2, 3]), np.array([0.5, 1.0]))
+            await store.writer.submit(PutScalars("old", {"acc": later}))
+            run = await store.reader.get_run("old")
+            assert run is not None and run.latest == {"loss": 0.5, "acc": 1.0}
+            acc = await store.reader.scalar_series(run.ref, "acc", from_step=None, to_step=None, max_points=10)
+            assert (acc.steps, acc.values) == ([1, 2, 3], [0.25, 0.5, 1.0])
+
     asyncio.run(read())
+    asyncio.run(write_after())
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'scalars'").fetchall() == []
     chunks = conn.execute(f"SELECT {COLUMNS} FROM scalar_chunks WHERE series = 1 ORDER BY first_step").fetchall()

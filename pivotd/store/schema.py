@@ -362,6 +362,9 @@ MIGRATIONS: list[str] = [
         epochs     BLOB
     );
     CREATE INDEX scalar_chunks_by_series ON scalar_chunks(series, last_step, first_step);
+    -- Writes tell appends from overwrites by a series' last step; points stored before migration 3 left it NULL.
+    UPDATE series SET last_step = (SELECT max(step) FROM scalars WHERE scalars.series = series.id)
+    WHERE last_step IS NULL;
     """,
 ]
 
