@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -81,18 +82,22 @@ async def write_long(url: str, count: int) -> float:
     return time.perf_counter() - started
 
 
-def timed_get(client: httpx.Client, params: dict[str, str | int]) -> tuple[float, bytes]:
+def timed_get(client: httpx.Client, pid: int, params: dict[str, str | int]) -> tuple[float, float, bytes]:
+    """(seconds, daemon CPU seconds, body) of one read."""
+    process = psutil.Process(pid)
+    before = process.cpu_times()
     started = time.perf_counter()
     response = client.get("/api/v1/runs/long/scalars", params=params)
     elapsed = time.perf_counter() - started
+    after = process.cpu_times()
     assert response.status_code == 200, response.text
-    return elapsed, response.content
+    return elapsed, after.user + after.system - before.user - before.system, response.content
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", type=Path, default=Path("/work/main"), help="another checkout of pivotd")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5, help="ingest rounds (0: only the long series' reads)")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--long", type=int, default=1_000_000, help="points of the long series")
     parser.add_argument("--reads", type=int, default=15)
@@ -109,7 +114,7 @@ def main() -> None:
             stack.enter_context(daemon(name, tree, stack.enter_context(tempfile.TemporaryDirectory())))
             for name, tree in (("this tree", ROOT), ("baseline", args.baseline))
         ]
-        for server in daemons:  # warm-up: imports, first runs, caches
+        for server in daemons if args.rounds else ():  # warm-up: imports, first runs, caches
             for route, (make, _) in routes.items():
                 run(f"warm-up {route}", server.url, server.pid, 4, 1, make)
         for round_ in range(args.rounds):
@@ -121,7 +126,7 @@ def main() -> None:
                     costs.setdefault((server.name, route), []).append(result.cpu * result.seconds / result.units)
                     print(result.line(unit) + f"  {costs[server.name, route][-1] * 1e6:6.2f} us cpu/unit")
         print()
-        for route, (_, unit) in routes.items():
+        for route, (_, unit) in routes.items() if args.rounds else ():
             ours, theirs = statistics.median(rates["this tree", route]), statistics.median(rates["baseline", route])
             cost, their_cost = statistics.median(costs["this tree", route]), statistics.median(costs["baseline", route])
             print(
@@ -155,19 +160,24 @@ def main() -> None:
         }
         for label, params in reads.items():
             latencies: dict[str, list[float]] = {server.name: [] for server in daemons}
+            cpu: dict[str, list[float]] = {server.name: [] for server in daemons}
             answers: dict[str, bytes] = {}
             for server in daemons:
-                answers[server.name] = timed_get(clients[server.name], params)[1]  # cold: not counted
+                answers[server.name] = timed_get(clients[server.name], server.pid, params)[2]  # cold: not counted
             for index in range(args.reads):
                 for server in daemons if index % 2 == 0 else daemons[::-1]:
-                    elapsed, answers[server.name] = timed_get(clients[server.name], params)
+                    elapsed, used, answers[server.name] = timed_get(clients[server.name], server.pid, params)
                     latencies[server.name].append(elapsed)
+                    cpu[server.name].append(used)
             same = orjson.loads(answers["this tree"]) == orjson.loads(answers["baseline"])
             shown = len(orjson.loads(answers["this tree"])["series"]["loss"]["steps"])
             ours, theirs = (statistics.median(latencies[name]) for name in ("this tree", "baseline"))
+            # Means: the kernel counts CPU time in 10 ms ticks, which a median of reads this short would round away.
+            our_cpu, their_cpu = (statistics.fmean(cpu[name]) for name in ("this tree", "baseline"))
             print(
-                f"  {label:52} this tree {ours * 1e3:7.1f} ms, baseline {theirs * 1e3:7.1f} ms (medians of "
-                f"{args.reads}; {shown} points; same answer: {'yes' if same else 'NO'})"
+                f"  {label:52} this tree {ours * 1e3:7.1f} ms (mean daemon CPU {our_cpu * 1e3:5.1f} ms), baseline "
+                f"{theirs * 1e3:7.1f} ms (CPU {their_cpu * 1e3:6.1f} ms); medians of {args.reads}; {shown} points; "
+                f"same answer: {'yes' if same else 'NO'}"
             )
 
 

@@ -166,11 +166,10 @@ def downsample(points: Points, max_points: int) -> np.ndarray:
     bucket = ((steps - first) / width).astype(np.int64)
     starts = np.flatnonzero(np.append(True, bucket[1:] != bucket[:-1]))
     counts = np.diff(np.append(starts, len(steps)))
-    owner = np.repeat(np.arange(len(starts)), counts)
     picked = [np.array([0, len(steps) - 1])]
     for reduce in (np.minimum, np.maximum):
         extreme = reduce.reduceat(values, starts)
-        hits = np.flatnonzero(values == extreme[owner])
-        firsts = np.append(True, owner[hits][1:] != owner[hits][:-1])
-        picked.append(hits[firsts])
+        hits = np.flatnonzero(values == np.repeat(extreme, counts))  # about one a bucket
+        owner = np.searchsorted(starts, hits, "right")
+        picked.append(hits[np.append(True, owner[1:] != owner[:-1])])
     return np.unique(np.concatenate(picked))
