@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from itertools import groupby
 
 import numpy as np
 
@@ -371,16 +370,19 @@ MIGRATIONS: list[str] = [
 
 def _chunk_scalars(conn: sqlite3.Connection) -> None:
     """Migration 15's data: each series' rows of `scalars`, in step order, become chunks; then `scalars` goes."""
-    rows = conn.execute("SELECT series, step, value, epoch, timestamp FROM scalars ORDER BY series, step")
-    for series, points in groupby(rows, key=lambda row: row[0]):
-        columns = list(zip(*points, strict=True))
-        epochs = [scalarcodec.NO_EPOCH if epoch is None else epoch for epoch in columns[3]]
-        stamps = [np.nan if stamp is None else stamp for stamp in columns[4]]
+    for (series,) in conn.execute("SELECT id FROM series").fetchall():
+        rows = conn.execute(
+            "SELECT step, value, ifnull(epoch, ?), timestamp FROM scalars WHERE series = ? ORDER BY step",
+            (scalarcodec.NO_EPOCH, series),
+        ).fetchall()
+        if not rows:
+            continue
+        steps, values, epochs, stamps = zip(*rows, strict=True)
         found = scalarcodec.Points(
-            np.array(columns[1], np.int64),
-            np.array(columns[2], np.float64),
+            np.array(steps, np.int64),
+            np.array(values, np.float64),
             np.array(epochs, np.int64),
-            np.array(stamps, np.float64),
+            np.array(stamps, np.float64),  # a NULL timestamp (None) becomes NaN: none
         )
         conn.executemany(
             "INSERT INTO scalar_chunks (series, first_step, last_step, count, steps, vals, epochs, timestamps) "
