@@ -19,7 +19,7 @@ import operator
 import re
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +32,10 @@ from pivotd.errors import Conflict, InsufficientStorage, NotFound
 from pivotd.hub import Hub
 from pivotd.layerwise_decoder import StepPayload
 from pivotd.settings import Settings
-from pivotd.store import Store
+from pivotd.store import SeriesPoints, Store
 from pivotd.store.monitoring import DeleteRule, PutAlert, PutRule
 from pivotd.tasks import TaskSet
 from pivotd.timefmt import iso
-from shared.models.scalars import ScalarPoint
 
 log = logging.getLogger(__name__)
 ALERTS_TOPIC = "alerts"
@@ -389,7 +388,9 @@ class AlertEngine:
             if transition is not None:
                 out.append(transition)
 
-    def evaluate_scalars(self, run_id: str, points: Sequence[ScalarPoint]) -> list[Transition]:
+    def evaluate_scalars(self, run_id: str, series: Mapping[str, SeriesPoints], last_step: int) -> list[Transition]:
+        """Each series' values in the order sent, as if observed one by one; a rule with no state for the series
+        skips it at once when its condition holds for none of them (one test in C, not a call per value)."""
         scalar_rules = self._by_kind.get("scalar")
         run_rules = self._by_kind.get("run")
         if not scalar_rules and not run_rules:
@@ -397,20 +398,25 @@ class AlertEngine:
         now = time.time()
         out: list[Transition] = []
         if run_rules:
-            self._observe_run(run_rules, run_id, points[-1].step if points else None, now, out)
+            self._observe_run(run_rules, run_id, last_step, now, out)
         growth = any(rule.tracks_previous for rule in scalar_rules or ())
-        for point in points:
-            for name, value in point.values.items():
-                subject = f"run:{run_id}:{name}"
-                previous = self._previous_scalar.get(subject) if growth else None
-                for rule in scalar_rules or ():
-                    if rule.scalar_matches(name) and rule.run_matches(run_id):
-                        context = {"run_id": run_id, "step": point.step, "scalar": name}
-                        transition = rule.observe(subject, value, now, context, previous)
-                        if transition is not None:
-                            out.append(transition)
-                if growth:
-                    self._previous_scalar[subject] = value
+        for name, points in series.items():
+            subject = f"run:{run_id}:{name}"
+            values = points.values.tolist()
+            previous = [self._previous_scalar.get(subject), *values[:-1]] if growth else None
+            for rule in scalar_rules or ():
+                if not (rule.scalar_matches(name) and rule.run_matches(run_id)):
+                    continue
+                if not rule.silence and subject not in rule.states and rule.quiet(values, previous):
+                    continue
+                steps = points.steps.tolist()
+                for index, value in enumerate(values):
+                    context = {"run_id": run_id, "step": steps[index], "scalar": name}
+                    transition = rule.observe(subject, value, now, context, previous[index] if previous else None)
+                    if transition is not None:
+                        out.append(transition)
+            if growth:
+                self._previous_scalar[subject] = values[-1]
         return out
 
     def _observe_run(self, rules: list[Rule], run_id: str, step: int | None, now: float, out: list[Transition]) -> None:
