@@ -1,4 +1,4 @@
-"""The msgspec decoder of single-step bodies accepts only what pydantic accepts, and reads it the same way.
+"""The msgspec decoder of layer-wise bodies accepts only what pydantic accepts, and reads it the same way.
 
 `pivotd.layerwise_decoder` is a second schema of the layer-wise payload, there for speed; pydantic's stays the
 authority (it answers every body the decoder refuses). Each case below is decoded both ways: where the decoder
@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from pivotd.ingest import step_record
-from pivotd.layerwise_decoder import decode_step
+from pivotd.layerwise_decoder import decode_batch, decode_step
 from shared.models.layerwise import LayerwisePayload
 from shared.samples import layerwise_payload
 from tests.payloads import DELETE, contract_payload, mutated
@@ -144,3 +144,28 @@ def test_random_mutations_are_refused_or_read_alike(changes: list[tuple[str, Any
         except (KeyError, IndexError, TypeError):  # an earlier change removed the place
             continue
     _assert_agree(json.dumps(document).encode())
+
+
+_BATCH = TypeAdapter(list[LayerwisePayload])
+
+
+@pytest.mark.parametrize(
+    ("documents", "accepted"),
+    [
+        ([contract_payload(), layerwise_payload("r1", 3, layers=3), layerwise_payload("r.2", 7, layers=50)], True),
+        ([], True),  # decoded as empty: the route refuses an empty batch itself
+        ([contract_payload(), mutated("metadata.note", "extra")], False),  # one item only pydantic reads
+        ([contract_payload(), mutated("metadata.batch_size", 0)], False),  # one invalid item
+        ([contract_payload(), mutated("layer_statistics[1].depth_index", 7)], False),  # unsorted layers
+    ],
+    ids=["three valid", "empty", "extra metadata", "invalid item", "unsorted"],
+)
+def test_a_batch_is_decoded_whole_or_left_to_pydantic(documents: list[dict[str, Any]], accepted: bool) -> None:
+    body = json.dumps(documents).encode()
+    fast = decode_batch(body)
+    assert (fast is not None) is accepted
+    if fast is not None:
+        slow = _BATCH.validate_json(body)
+        assert [step_record(step) for step in fast] == [step_record(step) for step in slow]
+    for bad in (b"{}", b"[1]", b"[" + body, body + b"]"):
+        assert decode_batch(bad) is None
