@@ -99,6 +99,9 @@ def main() -> None:
         action="store_false",
         help="subscribers do not offer permessage-deflate (browsers and the websockets client do)",
     )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="with --subscribers: leave every process on every core"
+    )
     parser.add_argument("--readers", metavar="URL", help=argparse.SUPPRESS)  # internal: 10 live subscribers
     parser.add_argument("--stalled", metavar="URL", help=argparse.SUPPRESS)  # internal: 1 stalled subscriber
     parser.add_argument("--idle-readers", metavar="URL", help=argparse.SUPPRESS)  # internal: --subscribers' readers
@@ -118,7 +121,7 @@ def main() -> None:
         asyncio.run(subscribe(args.readers or args.stalled, 10 if args.readers else 1, read=bool(args.readers)))
         return
     if args.subscribers:
-        scale(args.subscribers, args.rounds, args.seconds or 4, args.deflate)
+        scale(args.subscribers, args.rounds, args.seconds or 4, args.deflate, args.pin)
         return
     args.seconds = args.seconds or 8
     print(f"bench/fanout: {args.seconds:.0f} s per scenario\n")
@@ -153,11 +156,13 @@ def fresh_steps(run_id: str) -> BodyMaker:
     return lambda client, sequence: (LAYERWISE, before + str(sequence).encode() + after, 1)
 
 
-def scale(subscribers: int, rounds: int, seconds: float, deflate: bool) -> None:
+def scale(subscribers: int, rounds: int, seconds: float, deflate: bool, pinned: bool = True) -> None:
     """Sequential closed-loop ingest with none vs `subscribers` idle-reading /ws subscribers, alternated."""
     cores = sorted(os.sched_getaffinity(0))
     placement: tuple[int, int, int] | None = None
-    if len(cores) >= 2:
+    if not pinned:
+        where = "nothing pinned (--no-pin): the subscribers' CPU may be the daemon's"
+    elif len(cores) >= 2:
         placement = (cores[0], cores[1], cores[2] if len(cores) > 2 else cores[1])
         where = (
             f"daemon pinned to core {placement[0]}, subscribers' process to core {placement[1]}, "
