@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Header
 from pivot_tui.client import Connection
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.live import LiveScreen
-from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.widgets.columns import RowTable, fit_columns, left_over
 from pivot_tui.widgets.quiet import QuietStatic
 from shared.models.monitor import GpuSample, ResourceSample
 from shared.models.runs import RunState
@@ -86,7 +86,7 @@ class FleetScreen(ReportsFailures, LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
+        yield RowTable(id="fleet", cursor_type="row", zebra_stripes=True)
         yield QuietStatic(id="fleet-detail")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -113,7 +113,7 @@ class FleetScreen(ReportsFailures, LiveScreen):
 
     def redraw(self) -> None:
         """Write the cells that changed (a box's figures, its state, which box is in use) and the line below."""
-        table = self.query_one(DataTable)
+        table = self.query_one(RowTable)
         width = self._widths(self.size.width)["gpus"]
         links = self.app.links.values()
         online = sum(link.model.connection is Connection.ONLINE for link in links)
@@ -124,8 +124,7 @@ class FleetScreen(ReportsFailures, LiveScreen):
             if shown is None and link.name not in {row.value for row in table.rows}:
                 table.add_row(*cells, key=link.name)
             elif cells != shown:
-                for column, cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(link.name, column, cell)
+                table.update_row(link.name, dict(zip(COLUMNS, cells, strict=True)))
             self._shown[link.name] = cells
         self._describe()
 

@@ -24,28 +24,35 @@ if TYPE_CHECKING:
 
 class Paced:
     """Calls `draw` soon after `poke()`: on the owner's next turn when the last call was at least `interval` seconds
-    ago, else when that much time has passed. Pokes while a call is due fold into it; without pokes nothing runs."""
+    ago, else when that much time has passed. Pokes while a call is due fold into it; without pokes nothing runs.
+
+    Under a steady stream of changes the calls keep a steady cadence of one per `interval`: each is timed from
+    when the previous one was due, not from when it ran, so event-loop delays do not stretch the period."""
 
     def __init__(self, owner: MessagePump, draw: Callable[[], object], interval: float) -> None:
         self._owner = owner
         self._draw = draw
         self.interval = interval
         self._due = False
+        self._due_at = -math.inf
         self.drawn_at = -math.inf
+        """When the last call was due (or, when it ran much later, half a period before it ran)."""
 
     def poke(self) -> None:
         if self._due:
             return
         self._due = True
-        wait = self.drawn_at + self.interval - time.monotonic()
-        if wait > 0:
-            self._owner.set_timer(wait, self._run)
+        now = time.monotonic()
+        self._due_at = max(now, self.drawn_at + self.interval)
+        if self._due_at > now:
+            self._owner.set_timer(self._due_at - now, self._run)
         else:
             self._owner.call_later(self._run)
 
     def _run(self) -> None:
         self._due = False
-        self.drawn_at = time.monotonic()
+        # Late by less than half a period: the cadence holds; later than that, the next call waits half a period.
+        self.drawn_at = max(self._due_at, time.monotonic() - self.interval / 2)
         self._draw()
 
 
