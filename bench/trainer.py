@@ -85,6 +85,10 @@ async def daemon_run(url: str, arch: dict[str, Any], hp: dict[str, Any]) -> tupl
         httpx.AsyncClient(base_url=url, timeout=60) as http,
         websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as socket,
     ):
+        # Only what is measured: run states, and the run's own topic until its first step. Every step's broadcast
+        # (the `metrics` topic every connection starts on) would make this process parse JSON on the shared
+        # cores while the worker trains, and the plain loop has no such neighbour.
+        await socket.send(json.dumps({"action": "unsubscribe", "topics": ["metrics"]}))
         await socket.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
         while json.loads(await socket.recv())["type"] != "subscribed":
             pass
@@ -105,6 +109,7 @@ async def daemon_run(url: str, arch: dict[str, Any], hp: dict[str, Any]) -> tupl
                     break
             elif message["type"] in ("scalars", "new_metrics") and to_step is None:
                 to_step = now
+                await socket.send(json.dumps({"action": "unsubscribe", "topics": [f"run:{run_id}"]}))
         metrics = (await http.get(f"/api/v1/training/sessions/{run_id}/metrics")).json()["metrics"]
     n_train = round(hp["max_samples"] * hp["train_split"])
     samples = n_train * (len(metrics) - 1)  # after the warm-up epoch, as for the plain loop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from pivot_tui.screens import (
     RunsScreen,
 )
 from pivot_tui.screens.help import HelpDialog
+from pivot_tui.screens.live import LiveScreen
 from shared.client import PivotAPIError
 from shared.hosts import Host
 from shared.models.alerts import AlertStatus
@@ -65,6 +67,8 @@ class PivotApp(App[None]):
         self.links = {host.name: HostLink(host, client=client if index == 0 else None) for index, host in
                       enumerate(hosts)}  # fmt: skip
         """Every box watched, by name, in the order given."""
+        for link in self.links.values():
+            link.model.on_change.append(functools.partial(self._model_changed, link))
         self.current = hosts[0].name
         """The box the resources, alerts, experiments and launch screens speak to: the last run opened, or the box
         chosen on the fleet screen."""
@@ -124,6 +128,15 @@ class PivotApp(App[None]):
 
     # -- the links to the daemons ---------------------------------------------------------------------
 
+    def _model_changed(self, link: HostLink, parts: tuple[str, ...]) -> None:
+        """A box's model changed: the screen on top redraws what it shows of it (the others when they come back)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:  # no screen yet (startup)
+            return
+        if isinstance(screen, LiveScreen):
+            screen.model_changed(link, parts)
+
     def _on_event(self, link: HostLink, event: Event) -> None:
         if link.model.apply(event):
             self.resync(link)
@@ -167,6 +180,8 @@ class PivotApp(App[None]):
                         severity="warning", timeout=6)  # fmt: skip
         elif changed and state is Connection.UNAUTHORIZED:
             self.notify(f"{link.name}: {detail}" if self.several else detail, severity="error", timeout=10)
+        if changed:
+            model.bump("connection")  # after the sub-title, which the runs screen shows beside its own
 
     def resync(self, link: HostLink) -> None:
         """Reload over REST what the socket may have missed (after a reconnect or a `lagged` notice)."""

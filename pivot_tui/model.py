@@ -1,14 +1,16 @@
 """What the TUI knows, kept apart from how it is drawn: runs, the followed run's curves and layer
 history, resources and alerts. Bounded everywhere: ring buffers per series and per history.
 
-Screens do not redraw per message. Each part of the model has a version number that events bump;
-screens compare versions on a timer (ten times a second) and redraw only what changed, which is
-how 20 runs streaming 50 steps/s cost at most ten redraws per second.
+Screens do not redraw per message. Each part of the model has a version number that events bump, and
+each bump tells the `on_change` callbacks which parts changed; the screen on top then redraws what changed
+at most ten times a second (`pivot_tui.screens.live`), which is how 20 runs streaming 50 steps/s cost at
+most ten redraws per second, and how a TUI on which nothing changes runs no code at all.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -110,8 +112,10 @@ class TuiModel:
     resources: ResourceSample | None = None
     resource_history: deque[ResourceSample] = field(default_factory=lambda: deque(maxlen=MAX_RESOURCE_SAMPLES))
     versions: dict[str, int] = field(
-        default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0, "experiments": 0}
+        default_factory=lambda: {"runs": 0, "run": 0, "resources": 0, "alerts": 0, "experiments": 0, "connection": 0}
     )
+    on_change: list[Callable[[tuple[str, ...]], None]] = field(default_factory=list)
+    """Called with the parts bumped, on every bump (the app's: it tells the screen on top)."""
     _replay: list[tuple[str, RunSummary | None]] | None = None
     """Run changes (run id, summary; None when deleted) received while a REST snapshot of the runs is in flight."""
 
@@ -132,6 +136,8 @@ class TuiModel:
     def bump(self, *parts: str) -> None:
         for part in parts:
             self.versions[part] += 1
+        for call in self.on_change:
+            call(parts)
 
     def set_runs(self, runs: dict[str, RunSummary]) -> None:
         self.runs = runs

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ from pivotd.api import telemetry as telemetry_api
 from pivotd.api import webhooks as webhooks_api
 from pivotd.api.body import install_openapi
 from pivotd.api.docs import install_docs
-from pivotd.api.ingest_route import LayerwiseIngestRoute
+from pivotd.api.ingest_route import LayerwiseIngestRoute, OwnerIngestFront
+from pivotd.api.layerwise import LAYERWISE_PATH
 from pivotd.api.responses import json_response
 from pivotd.apikeys import KeyRing
 from pivotd.auth import AccessMiddleware
@@ -282,11 +284,20 @@ class _LogOnce:
 
 
 class PivotApp(FastAPI):
+    ingest_front: OwnerIngestFront | None = None
+    """The single-step ingest route's entry for the owner's requests (`pivotd.api.ingest_route`)."""
+
     def build_middleware_stack(self) -> ASGIApp:
         return _LogOnce(super().build_middleware_stack())
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.ingest_front is not None and scope["type"] == "http" and scope["path"] == LAYERWISE_PATH:
+            await self.ingest_front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
-def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> FastAPI:
+
+def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> PivotApp:
     """`nvml`: the NVML seam to use instead of the system's (tests hand a stand-in `pynvml` to it)."""
     app = PivotApp(
         title="pivotd",
@@ -329,7 +340,10 @@ def create_app(settings: Settings, token: str, nvml: Nvml | None = None) -> Fast
     app.state.keys = KeyRing()  # loaded from the store in the lifespan, as the sessions are
     app.state.run_tokens = RunTokens()  # minted by the supervisor as runs' processes start
     app.state.sessions = SessionRing(app.state.keys, settings.session_lifetime_s)
-    app.add_middleware(LayerwiseIngestRoute)  # inside the access middleware: checked like any other route
+    # The single-step route, inside the access middleware for what it must check (the owner's requests are
+    # answered in front of the whole stack: `build_middleware_stack`).
+    app.add_middleware(LayerwiseIngestRoute)
+    app.ingest_front = OwnerIngestFront(partial(FastAPI.__call__, app), app.state, token, settings.trust_loopback)
     app.add_middleware(
         AccessMiddleware,
         token=token,

@@ -19,7 +19,7 @@ import resource
 from collections.abc import Collection
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
@@ -35,12 +35,59 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self.waiting_since = None
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # None or the old cycle: an upgrade, or a 400
+            cycle.transport = OneWriteResponses(self.transport, cycle)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         idle = not self.pipeline  # a pipelined request already has its headers
         super().on_response_complete()
         if idle:
             self.waiting_since = self.loop.time()
+
+
+class OneWriteResponses:
+    """The transport as one request's cycle sees it: a response head is held back until its body's first bytes,
+    and both leave in one write.
+
+    uvicorn writes the head of a response as soon as the app starts it, then the body: two `send` calls for
+    every response. On loopback each `send` runs the receiver's side of TCP too, while holding the GIL (uvloop
+    does not release it): the head's write alone was a fifth of the daemon's samples under single-step ingest.
+    Only a head with a non-zero `Content-Length` is held, so a body is sure to follow: chunked streams (SSE,
+    exports) and empty or HEAD responses are written as before.
+    """
+
+    __slots__ = ("_cycle", "_held", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+            return
+        cycle = self._cycle
+        if (
+            cycle.response_started
+            and not cycle.response_complete
+            and cycle.chunked_encoding is False
+            and cycle.expected_content_length > 0
+            and cycle.scope["method"] != "HEAD"
+        ):
+            self._held = data  # the head: `send` writes it as the last thing it does for `http.response.start`
+            return
+        self._transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._held = None  # a response cut short before its body: the client sees the connection close
+        self._transport.close()
 
 
 async def close_stalled(connections: Collection[asyncio.Protocol], header_timeout_s: float) -> None:

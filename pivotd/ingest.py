@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 
 from pivotd.hub import METRICS_TOPIC, RUNS_TOPIC, Hub, run_topic
+from pivotd.layerwise_decoder import StepPayload
 from pivotd.store import (
     BatchOutcome,
     DeleteRun,
@@ -28,12 +29,12 @@ from pivotd.store import (
     Store,
 )
 from pivotd.timefmt import iso
-from shared.models.layerwise import LayerwisePayload, is_valid_run_id, lite_layer
+from shared.models.layerwise import is_valid_run_id, lite_layer
 from shared.models.messages import RunDeleted
-from shared.models.scalars import ScalarPoint
 
 if TYPE_CHECKING:
     from pivotd.alerts.engine import AlertEngine
+    from pivotd.scalar_batch import ScalarColumns
     from pivotd.telemetry.service import Telemetry
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ LAYERWISE_EVENT = ("pivot", "ingest", "layerwise")
 SCALARS_EVENT = ("pivot", "ingest", "scalars")
 
 
-def step_record(payload: LayerwisePayload) -> StepRecord:
+def step_record(payload: StepPayload) -> StepRecord:
     meta = payload.metadata
     step = {
         "step": meta.global_step,
@@ -127,7 +128,7 @@ class Ingest:
         """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
         store.writer.listeners.append(self._announce_batch)
 
-    async def layerwise(self, payloads: Sequence[LayerwisePayload]) -> list[str]:
+    async def layerwise(self, payloads: Sequence[StepPayload]) -> list[str]:
         """Commit steps (one transaction), then broadcast each as `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
@@ -142,19 +143,14 @@ class Ingest:
             await self._alerts.apply(transitions)
         return [record.run_id for record in records]
 
-    async def scalars(self, run_id: str, points: Sequence[ScalarPoint], fields: RunFields) -> int:
-        count: int = await self._store.writer.submit(PutScalars(run_id, points, fields))
+    async def scalars(self, run_id: str, columns: ScalarColumns) -> int:
+        count: int = await self._store.writer.submit(PutScalars(run_id, columns.series, columns.fields))
         self._telemetry.count(SCALARS_EVENT, requests=1, points=count)
         topic = run_topic(run_id)
         if self._hub.has_subscribers(topic):
-            message = {
-                "type": "scalars",
-                "topic": topic,
-                "run_id": run_id,
-                "points": [point.model_dump(exclude_none=True) for point in points],
-            }
+            message = {"type": "scalars", "topic": topic, "run_id": run_id, "points": columns.message_points()}
             self._hub.publish((topic,), orjson.dumps(message).decode())
-        transitions = self._alerts.evaluate_scalars(run_id, points)
+        transitions = self._alerts.evaluate_scalars(run_id, columns.series, columns.last_step)
         if transitions:
             await self._alerts.apply(transitions)
         return count

@@ -27,6 +27,7 @@ from pivotd.services import Services
 from pivotd.settings import Settings
 from pivotd.systemd_notify import notify, watchdog_interval
 from pivotd.tasks import TaskSet
+from pivotd.ws_protocol import PivotWebSocketProtocol
 
 log = logging.getLogger(__name__)
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -40,7 +41,7 @@ def uvicorn_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         loop="auto",  # uvloop where installed
         http=BoundedHttpProtocol,  # httptools, with a deadline on request headers (pivotd/connections.py)
         timeout_keep_alive=settings.http_idle_timeout_s,  # type: ignore[arg-type]  # used as a float
-        ws="auto",
+        ws=PivotWebSocketProtocol,  # uvicorn's sans-I/O protocol, which the hub can write frames to itself
         lifespan="on",
         log_config=None,
         access_log=settings.access_log,

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from pivotd.cli import EXIT_REFUSED
-from pivotd.store.schema import SCHEMA_VERSION
+from pivotd.store.schema import PAGE_SIZE, SCHEMA_VERSION
 from tests.daemon import running_daemon
 from tests.training.helpers import MLP, hyperparams
 
@@ -155,10 +155,11 @@ async def test_restore_refuses_a_damaged_backup_and_keeps_the_database(tmp_path:
 
 
 def damage(db_path: Path) -> None:
-    """Overwrite pages in the middle of the file, as a failing disk or a stray write would."""
+    """Overwrite pages in the middle of the file, as a failing disk or a stray write would: from a page's start, so
+    its header goes too (the middle of a page can be free space, or a blob's bytes, which no check can tell)."""
     size = db_path.stat().st_size
     with db_path.open("r+b") as handle:
-        handle.seek(size // 2)
+        handle.seek(size // 2 // PAGE_SIZE * PAGE_SIZE)
         handle.write(b"\x5a" * 8192)
 
 

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from tests.daemon import RunningDaemon, running_daemon
+from tests.payloads import contract_payload
+from tests.test_access import create_key
 
 SECRET_DETAIL = "disk on fire at /var/lib/pivot/secret-path"
 
@@ -66,3 +68,25 @@ async def test_an_unexpected_error_is_logged_once_with_method_and_path(
     assert len(tracebacks) == 2, [(record.name, record.getMessage()) for record in tracebacks]
     assert {record.getMessage() for record in tracebacks} == {"unhandled error on GET /api/v1/runs/r1"}
     assert caplog.text.count("Traceback") == 2
+
+
+@pytest.mark.parametrize("caller", ["owner", "api key"])
+async def test_the_single_step_route_fails_in_its_envelope_and_logs_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, caller: str
+) -> None:
+    """Answered in front of the application for the owner, inside the access middleware for a key: the same 500."""
+    with caplog.at_level(logging.DEBUG):
+        async with running_daemon(tmp_path / "state") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+            headers = {}
+            if caller == "api key":
+                headers = {"authorization": f"Bearer {await create_key(http, 'trainer', 'write')}"}
+            monkeypatch.setattr(daemon.services.ingest, "layerwise", broken)
+            response = await http.post("/api/v1/metrics/layerwise", json=contract_payload(), headers=headers)
+            assert response.status_code == 500
+            assert response.json() == {
+                "detail": {"error": "internal_error", "message": "internal error; see the daemon log"}
+            }
+            monkeypatch.undo()
+            assert (await http.post("/api/v1/metrics/layerwise", json=contract_payload(), headers=headers)).is_success
+    tracebacks = [record for record in caplog.records if record.exc_info and SECRET_DETAIL in str(record.exc_info[1])]
+    assert [record.getMessage() for record in tracebacks] == ["unhandled error on POST /api/v1/metrics/layerwise"]

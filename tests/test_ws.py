@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -177,6 +179,49 @@ async def test_lagged_reaches_a_real_slow_reader(tmp_path) -> None:
                 assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
         message = await receive_type(ws, "lagged", timeout=20)
         assert message["dropped"] > 0
+
+
+async def test_many_subscribers_get_every_step_in_order_while_one_stalls(tmp_path) -> None:
+    from tests.daemon import running_daemon
+
+    async with running_daemon(tmp_path, ws_queue_size=16) as daemon:
+        # A small receive buffer (set before connecting: the window it offers) and no reading: the daemon's side
+        # of this connection stops being writable once the kernel's buffers are full, then its mailbox drops.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", int(daemon.url.rsplit(":", 1)[1])))
+        async with (
+            connect(daemon.ws_url, sock=sock, max_size=None, max_queue=1, close_timeout=0.5) as stalled,
+            contextlib.AsyncExitStack() as stack,
+        ):
+            live = [await stack.enter_async_context(client(daemon)) for _ in range(10)]
+            for ws in [stalled, *live]:
+                await receive(ws)  # initial_runs
+
+            async def read_steps(ws: ClientConnection) -> list[int]:
+                """Every `fan` step this subscriber receives, up to the `end` run's step that follows them."""
+                steps: list[int] = []
+                while (message := await receive_type(ws, "new_metrics", timeout=30))["run_id"] == "fan":
+                    steps.append(message["data"]["step"])
+                return steps
+
+            readers = [asyncio.create_task(read_steps(ws)) for ws in live]
+            mailboxes = daemon.services.hub._subscribers
+            steps = 0
+            async with httpx.AsyncClient(base_url=daemon.url) as http:
+                # 50-layer steps (34 kB each), 10 to a batch (a mailbox holds 16), until the stalled connection's
+                # mailbox has had to drop some: the kernel's buffers take the first few MB.
+                while not any(mailbox.dropped for mailbox in mailboxes):
+                    assert steps < 1000, "the stalled connection never stopped being writable"
+                    batch = [layerwise_payload("fan", steps + s, layers=50) for s in range(10)]
+                    assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
+                    steps += 10
+                end = await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("end", 0))
+                assert end.status_code == 202
+            for received in await asyncio.gather(*readers):
+                assert received == list(range(steps))
+            # Only now does the stalled one read: it hears first of what it lost.
+            assert (await receive_type(stalled, "lagged", timeout=30))["dropped"] > 0
 
 
 async def test_shutdown_closes_sockets_with_1001(tmp_path) -> None:

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import getpass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.acknowledge import AcknowledgeDialog
+from pivot_tui.screens.live import LiveScreen
 from pivot_tui.widgets.columns import fit_columns, left_over
 from pivot_tui.widgets.runs_table import age
 from shared.client import PivotAPIError
 from shared.models.alerts import AlertSeverity, AlertStatus, NotificationPriority
-
-if TYPE_CHECKING:
-    from pivot_tui.app import PivotApp
 
 SEVERITY_STYLE = {AlertSeverity.CRITICAL: "bold white on red", AlertSeverity.HIGH: "bold red",
                   AlertSeverity.MEDIUM: "yellow", AlertSeverity.LOW: "cyan"}  # fmt: skip
@@ -40,7 +37,7 @@ PRIORITY_STYLE = {NotificationPriority.HIGH: "red", NotificationPriority.MEDIUM:
                   NotificationPriority.LOW: "dim"}  # fmt: skip
 
 
-class AlertsScreen(ReportsFailures, Screen[None]):
+class AlertsScreen(ReportsFailures, LiveScreen):
     """What fired, newest first; `a` acknowledges the highlighted alert, `m` marks notifications read."""
 
     BINDINGS = [
@@ -48,11 +45,14 @@ class AlertsScreen(ReportsFailures, Screen[None]):
         Binding("m", "mark_read", "Mark read"),
         Binding("r", "reload", "Reload"),
     ]
-    app: PivotApp  # type: ignore[assignment]
+    WATCHES = frozenset({"alerts"})
+    REDRAW_S = 0.5
+    """An alert's message and the count it changes come as two bumps: one reload."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._seen = -1
+        self._seen: tuple[int, int] | None = None
+        """The model (box, by id) and its alerts' version last loaded."""
         self._unread: list[str] = []
 
     def compose(self) -> ComposeResult:
@@ -75,8 +75,7 @@ class AlertsScreen(ReportsFailures, Screen[None]):
             rules.add_column(label)
         for label, width in notifications.items():
             self.query_one("#notifications", DataTable).add_column(label, key=label, width=width)
-        self.set_interval(0.5, self.redraw)
-        self.redraw()  # load now rather than on the first tick: the screen should not open empty
+        self.redraw()
 
     def on_resize(self) -> None:
         alerts, notifications = self._widths(self.size.width)
@@ -95,8 +94,10 @@ class AlertsScreen(ReportsFailures, Screen[None]):
         return alerts, notifications
 
     def redraw(self) -> None:
-        if self.app.model.versions["alerts"] != self._seen:
-            self._seen = self.app.model.versions["alerts"]
+        """Read the alerts again when they changed since the last read, or the box in view did."""
+        model = self.app.model
+        if (seen := (id(model), model.versions["alerts"])) != self._seen:
+            self._seen = seen
             self.reload()
 
     def action_reload(self) -> None:

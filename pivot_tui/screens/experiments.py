@@ -3,28 +3,30 @@ experiment's groups and runs, with start, pause, resume and cancel).
 
 Requests stay bounded: the list is the first page of 100, each with its `GET` detail (progress, best value)
 re-read only while it can still change; both screens reload when an experiment event or a member run's
-update arrives, at most once a second, and every 10 s otherwise — never per frame.
+update arrives, at most once a second, and every 10 s otherwise — never per frame, and never while hidden.
+A reload that read the same rows writes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header
 from textual.widgets.data_table import ColumnKey
 
 from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.confirm import ConfirmDialog
+from pivot_tui.screens.live import LiveScreen
 from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.widgets.quiet import QuietStatic
 from pivot_tui.widgets.runs_table import STATE_STYLE, age
 from shared.client import PivotAPIError
 from shared.models.experiments import (
@@ -37,9 +39,6 @@ from shared.models.experiments import (
     GroupSummaryPublic,
 )
 from shared.models.runs import FINAL_STATES, RunState
-
-if TYPE_CHECKING:
-    from pivot_tui.app import PivotApp
 
 STATUS_STYLE = {
     ExperimentStatus.RUNNING: "green", ExperimentStatus.PENDING: "yellow", ExperimentStatus.PAUSED: "bold magenta",
@@ -139,51 +138,74 @@ def best_value(experiment: ExperimentPublic) -> float | None:
     return experiment.results_summary.best_run.value
 
 
-class Throttle:
-    """Decides when a screen reloads: a version change, at most once per MIN_RELOAD_S, or IDLE_RELOAD_S."""
+class ExperimentsLive(LiveScreen):
+    """Reads the daemon again when the experiments changed (at most once per MIN_RELOAD_S), every IDLE_RELOAD_S
+    while in view, on coming back into view and on `reload`; writes only the rows that changed."""
 
-    def __init__(self) -> None:
-        self.seen = -1
-        self.loaded_at = -IDLE_RELOAD_S
-
-    def due(self, version: int) -> bool:
-        now = time.monotonic()
-        if now - self.loaded_at < MIN_RELOAD_S or (version == self.seen and now - self.loaded_at < IDLE_RELOAD_S):
-            return False
-        self.seen, self.loaded_at = version, now
-        return True
-
-    def force(self) -> None:
-        """The next check reloads (a key asked for it, or the screen came back into view)."""
-        self.seen, self.loaded_at = -1, -IDLE_RELOAD_S
-
-
-def _keep_cursor(table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]]) -> None:
-    """Replace the rows, leaving the cursor on the same key (rows are few: up to 100)."""
-    selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
-    table.clear()
-    for key, cells in rows:
-        table.add_row(*cells, key=key)
-    keys = [key for key, _ in rows]
-    if selected in keys:
-        table.move_cursor(row=keys.index(selected), animate=False)
-
-
-class ExperimentsScreen(ReportsFailures, Screen[None]):
-    """Experiments newest first with status, progress and best value; `enter` opens one."""
-
-    BINDINGS = [Binding("enter", "open", "Open"), Binding("ctrl+r", "reload", "Reload")]
-    app: PivotApp  # type: ignore[assignment]
+    WATCHES = frozenset({"experiments"})
+    REDRAW_S = MIN_RELOAD_S
 
     def __init__(self) -> None:
         super().__init__()
-        self._throttle = Throttle()
+        self._seen = -1
+        self._idle: Timer | None = None
+        self._rows: dict[str | None, list[tuple[str, tuple[Any, ...]]]] = {}
+        """Each table's rows as last written (by the table's id)."""
+
+    def on_mount(self) -> None:
+        self._idle = self.set_interval(IDLE_RELOAD_S, self.action_reload)
+
+    def on_screen_suspend(self) -> None:
+        if self._idle is not None:
+            self._idle.pause()
+
+    def on_screen_resume(self) -> None:
+        self._seen = -1  # what happened meanwhile: read again (the base class's handler redraws)
+        if self._idle is not None:
+            self._idle.resume()
+
+    def redraw(self) -> None:
+        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
+        if self.app.screen is self and self.app.model.versions["experiments"] != self._seen:
+            self._seen = self.app.model.versions["experiments"]
+            if self._idle is not None:
+                self._idle.reset()
+            self.reload()
+
+    def reload(self) -> object:
+        raise NotImplementedError
+
+    def action_reload(self) -> None:
+        self._seen = -1
+        self.redraw()
+
+    def keep_cursor(self, table: DataTable[Any], rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Replace the rows, leaving the cursor on the same key (rows are few: up to 100); nothing when unchanged."""
+        if self._rows.get(table.id) == rows:
+            return
+        self._rows[table.id] = rows
+        selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value if table.row_count else None
+        table.clear()
+        for key, cells in rows:
+            table.add_row(*cells, key=key)
+        keys = [key for key, _ in rows]
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected), animate=False)
+
+
+class ExperimentsScreen(ReportsFailures, ExperimentsLive):
+    """Experiments newest first with status, progress and best value; `enter` opens one."""
+
+    BINDINGS = [Binding("enter", "open", "Open"), Binding("ctrl+r", "reload", "Reload")]
+
+    def __init__(self) -> None:
+        super().__init__()
         self._details: dict[str, ExperimentPublic] = {}
         """Each listed experiment's detail, or its list row where the detail could not be read."""
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="experiments-status")
+        yield QuietStatic(id="experiments-status")
         yield DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
@@ -191,7 +213,6 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
         self.title = "experiments"
         self._lay_out(self.app.size.width)
         self.query_one("#experiments", DataTable).focus()
-        self.set_interval(0.25, self.redraw)
         self.redraw()
 
     def on_resize(self) -> None:
@@ -213,32 +234,21 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
             fit_columns(table, widths)
             return
         table.clear(columns=True)
+        self._rows.pop(table.id, None)
         for key, column_width in widths.items():
             table.add_column(key.capitalize(), key=key, width=column_width)
         self._fill()
 
-    def redraw(self) -> None:
-        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
-        if self.is_current and self._throttle.due(self.app.model.versions["experiments"]):
-            self.reload()
-
-    def on_screen_resume(self) -> None:
-        self._throttle.force()
-
-    def action_reload(self) -> None:
-        self._throttle.force()
-        self.redraw()
-
     @work(exclusive=True, group="load-experiments", exit_on_error=False)
     async def reload(self) -> None:
-        status = self.query_one("#experiments-status", Static)
+        status = self.query_one("#experiments-status", QuietStatic)
         try:
             rows = await self.app.client.experiments()
         except Unreachable as exc:  # the rows below are the last ones read
-            status.update(Text(f"{exc.message}; showing the last list read", style="bold red"))
+            status.show_text(Text(f"{exc.message}; showing the last list read", style="bold red"))
             return
         except PivotAPIError as exc:
-            status.update(Text(f"This daemon does not serve experiments (HTTP {exc.status}).", style="dim"))
+            status.show_text(Text(f"This daemon does not serve experiments (HTTP {exc.status}).", style="dim"))
             return
         limit = asyncio.Semaphore(DETAIL_FETCHES)
 
@@ -260,14 +270,14 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
         details = await asyncio.gather(*(detail(row) for row in rows))
         self._details = {row.id: row for row in details}
         running = sum(1 for row in details if row.status == ExperimentStatus.RUNNING)
-        status.update(Text.assemble((f"{len(details)} experiments", "bold"), f", {running} running"))
+        status.show_text(Text.assemble((f"{len(details)} experiments", "bold"), f", {running} running"))
         self._fill()
 
     def _fill(self) -> None:
         table = self.query_one("#experiments", DataTable)
         bar_width = table.columns[ColumnKey("progress")].width - 5
         with_created = ColumnKey("created") in table.columns
-        _keep_cursor(table, [
+        self.keep_cursor(table, [
             (row.id, (
                 bold(row.name), styled(row.status, STATUS_STYLE.get(row.status)), bar(fraction_done(row), bar_width),
                 finished_runs(row), escape(metric_of(row)), number(best_value(row)),
@@ -289,7 +299,7 @@ class ExperimentsScreen(ReportsFailures, Screen[None]):
                 self.app.push_screen(ExperimentDetailScreen(key))
 
 
-class ExperimentDetailScreen(ReportsFailures, Screen[None]):
+class ExperimentDetailScreen(ReportsFailures, ExperimentsLive):
     """One experiment live: its groups (n, mean ± std, 95% CI, best) and runs; `enter` opens a run."""
 
     BINDINGS = [
@@ -300,20 +310,18 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
         Binding("r", "act('resume')", "Resume"),
         Binding("c", "cancel", "Cancel"),
     ]
-    app: PivotApp  # type: ignore[assignment]
 
     def __init__(self, experiment_id: str) -> None:
         super().__init__()
         self.experiment_id = experiment_id
         self.detail: ExperimentDetail | None = None
-        self._throttle = Throttle()
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="experiment-title")
-        yield Static("Groups", id="groups-title", classes="section-title")
+        yield QuietStatic(id="experiment-title")
+        yield QuietStatic("Groups", id="groups-title", classes="section-title")
         yield DataTable(id="groups", cursor_type="row", zebra_stripes=True)
-        yield Static("Runs", id="runs-title", classes="section-title")
+        yield QuietStatic("Runs", id="runs-title", classes="section-title")
         yield DataTable(id="experiment-runs", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)  # room for every key at 80 columns
 
@@ -328,7 +336,6 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
                 table.add_column(label, key=label, width=width)
         runs.focus()
         self.run_worker(self.app.client.watch_experiment(self.experiment_id), group="follow", exit_on_error=False)
-        self.set_interval(0.25, self.redraw)
         self.redraw()
 
     def on_resize(self) -> None:
@@ -350,32 +357,24 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
         # The app's worker: this screen's own workers are cancelled as it goes.
         self.app.run_worker(self.app.client.watch_experiment(None), group="follow", exit_on_error=False)
 
-    def redraw(self) -> None:
-        # Hidden (another mode, or a run opened on top) it asks the daemon nothing; it catches up on return.
-        if self.is_current and self._throttle.due(self.app.model.versions["experiments"]):
-            self.reload()
-
-    def on_screen_resume(self) -> None:
-        self._throttle.force()
-
     @work(exclusive=True, group="load-experiment", exit_on_error=False)
     async def reload(self) -> None:
         try:
             detail = await self.app.client.experiment(self.experiment_id)
             results = await self.app.client.experiment_results(self.experiment_id)
         except PivotAPIError as exc:
-            self.query_one("#experiment-title", Static).update(Text(exc.message, style="bold red"))
+            self.query_one("#experiment-title", QuietStatic).show_text(Text(exc.message, style="bold red"))
             return
         self.detail = detail
         self.title = f"experiment {detail.name}"
         metric = metric_of(detail)
-        self.query_one("#experiment-title", Static).update(self._title(detail, metric, self.size.width < 100))
-        self.query_one("#groups-title", Static).update(f"Groups by {metric}" if metric else "Groups")
+        self.query_one("#experiment-title", QuietStatic).show_text(self._title(detail, metric, self.size.width < 100))
+        self.query_one("#groups-title", QuietStatic).show_text(f"Groups by {metric}" if metric else "Groups")
         runs = self.query_one("#experiment-runs", DataTable)
-        self.query_one("#runs-title", Static).update(f"Runs (Value: last {metric})" if metric else "Runs")
+        self.query_one("#runs-title", QuietStatic).show_text(f"Runs (Value: last {metric})" if metric else "Runs")
         groups = results.results.groups if results.results else []
-        _keep_cursor(self.query_one("#groups", DataTable), [(g.group, self._group_cells(g)) for g in groups])
-        _keep_cursor(runs, [(run.id, self._run_cells(run, metric)) for run in results.runs or []])
+        self.keep_cursor(self.query_one("#groups", DataTable), [(g.group, self._group_cells(g)) for g in groups])
+        self.keep_cursor(runs, [(run.id, self._run_cells(run, metric)) for run in results.runs or []])
 
     @staticmethod
     def _title(detail: ExperimentDetail, metric: str, narrow: bool) -> Text:
@@ -446,8 +445,7 @@ class ExperimentDetailScreen(ReportsFailures, Screen[None]):
             self.notify(f"{action}: {exc.message}", severity="error", timeout=6)
             return
         self.notify(f"{action}: {experiment.name} is {experiment.status}")
-        self._throttle.force()
-        self.redraw()
+        self.action_reload()
 
     def action_act(self, action: ExperimentAction) -> None:
         self.send_action(action)

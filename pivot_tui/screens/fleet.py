@@ -9,17 +9,17 @@ from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header
 
 from pivot_tui.client import Connection
 from pivot_tui.failures import ReportsFailures
-from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.screens.live import LiveScreen
+from pivot_tui.widgets.columns import RowTable, fit_columns, left_over
+from pivot_tui.widgets.quiet import QuietStatic
 from shared.models.monitor import GpuSample, ResourceSample
 from shared.models.runs import RunState
 
 if TYPE_CHECKING:
-    from pivot_tui.app import PivotApp
     from pivot_tui.fleet import HostLink
 
 COLUMNS = ("box", "state", "gpus", "cpu", "mem", "queued", "running", "alerts")
@@ -71,14 +71,14 @@ def gpus_cell(sample: ResourceSample | None, width: int) -> str:
     return " │ ".join(shown) + (f" [dim]+{rest}[/]" if rest else "")
 
 
-class FleetScreen(ReportsFailures, Screen[None]):
+class FleetScreen(ReportsFailures, LiveScreen):
     """Every box at a glance; `enter` makes the highlighted box the one the resources, alerts, experiments and
     launch screens speak to, and shows its resources."""
 
     # Priority: the table's own `enter` (hidden from the footer) would otherwise take the key and the footer entry.
     BINDINGS = [Binding("enter", "choose", "Use box", priority=True)]
-
-    app: PivotApp  # type: ignore[assignment]
+    WATCHES = frozenset({"runs", "resources", "alerts", "connection"})
+    REDRAW_S = 0.5
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,8 +86,8 @@ class FleetScreen(ReportsFailures, Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="fleet", cursor_type="row", zebra_stripes=True)
-        yield Static(id="fleet-detail")
+        yield RowTable(id="fleet", cursor_type="row", zebra_stripes=True)
+        yield QuietStatic(id="fleet-detail")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -96,8 +96,10 @@ class FleetScreen(ReportsFailures, Screen[None]):
         for column, width in self._widths(self.app.size.width).items():
             table.add_column(LABELS.get(column, column.capitalize()), key=column, width=width)
         table.focus()
-        self.set_interval(0.5, self.redraw)
         self.redraw()
+
+    def watches(self, link: HostLink) -> bool:
+        return True  # every box has its row
 
     def on_resize(self) -> None:
         fit_columns(self.query_one(DataTable), self._widths(self.size.width))
@@ -110,7 +112,8 @@ class FleetScreen(ReportsFailures, Screen[None]):
         return {"box": box, "state": WIDTHS["state"], "gpus": gpus, **{k: WIDTHS[k] for k in COLUMNS[3:]}}
 
     def redraw(self) -> None:
-        table = self.query_one(DataTable)
+        """Write the cells that changed (a box's figures, its state, which box is in use) and the line below."""
+        table = self.query_one(RowTable)
         width = self._widths(self.size.width)["gpus"]
         links = self.app.links.values()
         online = sum(link.model.connection is Connection.ONLINE for link in links)
@@ -121,8 +124,7 @@ class FleetScreen(ReportsFailures, Screen[None]):
             if shown is None and link.name not in {row.value for row in table.rows}:
                 table.add_row(*cells, key=link.name)
             elif cells != shown:
-                for column, cell in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(link.name, column, cell)
+                table.update_row(link.name, dict(zip(COLUMNS, cells, strict=True)))
             self._shown[link.name] = cells
         self._describe()
 
@@ -152,7 +154,8 @@ class FleetScreen(ReportsFailures, Screen[None]):
         link = self.app.links[name]
         detail = link.model.connection_detail
         why = f" · {escape(detail)}" if link.model.connection is not Connection.ONLINE and detail else ""
-        self.query_one("#fleet-detail", Static).update(f"[b]{escape(name)}[/b] [dim]{escape(link.where)}[/]{why}")
+        text = Text.from_markup(f"[b]{escape(name)}[/b] [dim]{escape(link.where)}[/]{why}")
+        self.query_one("#fleet-detail", QuietStatic).show_text(text, layout=False)
 
     def _highlighted(self) -> str | None:
         table: DataTable[Any] = self.query_one(DataTable)

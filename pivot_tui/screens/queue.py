@@ -3,26 +3,22 @@
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
-from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header
 
 from pivot_tui.client import Unreachable
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.confirm import ConfirmDialog
+from pivot_tui.screens.live import LiveScreen
 from pivot_tui.widgets.columns import fit_columns, left_over
+from pivot_tui.widgets.quiet import QuietStatic
 from pivot_tui.widgets.runs_table import STATE_STYLE, age
 from shared.client import PivotAPIError
 from shared.models.jobs import QueueEntry
-
-if TYPE_CHECKING:
-    from pivot_tui.app import PivotApp
 
 COLUMNS = ("#", "run", "state", "what", "gpus", "since")
 WIDTHS = {"#": 3, "run": 18, "state": 7, "gpus": 10, "since": 8}  # run ids are 18 characters
@@ -45,7 +41,7 @@ def gpus(entry: QueueEntry) -> str:
     return "-"
 
 
-class QueueScreen(ReportsFailures, Screen[None]):
+class QueueScreen(ReportsFailures, LiveScreen):
     """Running runs, then queued ones in the order they start; `enter` opens one, `c` cancels a job."""
 
     BINDINGS = [
@@ -53,17 +49,20 @@ class QueueScreen(ReportsFailures, Screen[None]):
         Binding("c", "cancel", "Cancel job"),
         Binding("r", "reload", "Reload"),
     ]
-    app: PivotApp  # type: ignore[assignment]
+    # The queue moves when a run is created, starts or ends: a change of the runs says when to read it again.
+    WATCHES = frozenset({"runs"})
+    REDRAW_S = 0.5
 
     def __init__(self) -> None:
         super().__init__()
         self._seen = -1
         self._entries: dict[str, QueueEntry] = {}
-        self._poll: Timer | None = None
+        self._rows: list[tuple[object, ...]] = []
+        """The rows last written, so that a read that changed nothing writes nothing."""
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="queue-status")
+        yield QuietStatic(id="queue-status")
         yield DataTable(id="queue", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True, show_command_palette=False)
 
@@ -72,7 +71,6 @@ class QueueScreen(ReportsFailures, Screen[None]):
         table = self.query_one("#queue", DataTable)
         for column in COLUMNS:
             table.add_column(column, key=column, width=WIDTHS.get(column, self._what_width(self.app.size.width)))
-        self._poll = self.set_interval(0.5, self.redraw)
         table.focus()
 
     def on_resize(self) -> None:
@@ -82,52 +80,51 @@ class QueueScreen(ReportsFailures, Screen[None]):
     def _what_width(width: int) -> int:
         return left_over(width, WIDTHS, 12, 80)
 
-    def on_screen_suspend(self) -> None:
-        if self._poll is not None:
-            self._poll.pause()
-
     def on_screen_resume(self) -> None:
-        if self._poll is not None:
-            self._poll.resume()
-        self.reload()
+        self._seen = -1  # read again on coming into view: the base class's redraw does
 
     def redraw(self) -> None:
-        # The queue moves when a run is created, starts or ends: the runs' version says when to read it again.
         if self.app.model.versions["runs"] != self._seen:
             self._seen = self.app.model.versions["runs"]
             self.reload()
 
     @work(exclusive=True, group="queue", exit_on_error=False)
     async def reload(self) -> None:
-        status = self.query_one("#queue-status", Static)
+        status = self.query_one("#queue-status", QuietStatic)
         try:
             queue = await self.app.client.job_queue()
         except Unreachable as exc:
-            status.update(Text(exc.message, style="bold red"))
+            status.show_text(Text(exc.message, style="bold red"))
             return
         except PivotAPIError as exc:
-            status.update(Text(f"this daemon has no job queue (HTTP {exc.status})", style="dim"))
+            status.show_text(Text(f"this daemon has no job queue (HTTP {exc.status})", style="dim"))
             return
         meta = queue.meta
-        status.update(f"{meta.running} running, {meta.queued} queued, {meta.slots} training slots")
+        status.show_text(f"{meta.running} running, {meta.queued} queued, {meta.slots} training slots")
         self._fill(queue.data)
 
     def _fill(self, entries: list[QueueEntry]) -> None:
-        table = self.query_one("#queue", DataTable)
-        selected = self.selected
         self._entries = {entry.run_id: entry for entry in entries}
-        table.clear()
-        for entry in entries:
-            style = STATE_STYLE.get(entry.status, "")
-            table.add_row(
+        rows = [
+            (
+                entry.run_id,
                 "" if entry.position is None else str(entry.position),
                 Text(entry.run_id, style="bold", no_wrap=True, overflow="ellipsis"),
-                Text(entry.status, style=style),
+                Text(entry.status, style=STATE_STYLE.get(entry.status, "")),
                 what(entry),
                 gpus(entry),
                 age(entry.started_at or entry.queued_at),
-                key=entry.run_id,
             )
+            for entry in entries
+        ]
+        if rows == self._rows:
+            return
+        self._rows = rows
+        table = self.query_one("#queue", DataTable)
+        selected = self.selected
+        table.clear()
+        for key, *cells in rows:
+            table.add_row(*cells, key=str(key))
         if selected in self._entries:
             table.move_cursor(row=table.get_row_index(selected))
 

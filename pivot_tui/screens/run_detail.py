@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -12,16 +11,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.screen import Screen
-from textual.timer import Timer
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from pivot_tui.failures import ReportsFailures
 from pivot_tui.screens.confirm import ConfirmDialog
 from pivot_tui.screens.inference import InferenceDialog
+from pivot_tui.screens.live import LiveScreen, Paced
 from pivot_tui.widgets import HEATMAP_METRICS, LayerHeatmap, LayerTable, MetricPlot
 from pivot_tui.widgets.layer_table import LayerFlags
 from pivot_tui.widgets.metric_plot import PLOT_SETS
+from pivot_tui.widgets.quiet import QuietStatic
 from pivot_tui.widgets.run_log import RunLog
 from pivot_tui.widgets.runs_table import STATE_STYLE
 from shared.client import PivotAPIError
@@ -29,9 +28,11 @@ from shared.models.layerwise import LiteStep
 from shared.models.runs import LIVE_STATES, RunSummary
 
 if TYPE_CHECKING:
-    from pivot_tui.app import PivotApp
+    from pivot_tui.fleet import HostLink
 
 HEAVY_REDRAW_S = 0.25
+"""Plots, heatmap, layer table and log are redrawn at most this often (plotext rebuilds each figure); the title line,
+with the step and loss, follows every change at the screens' rate (`LiveScreen.REDRAW_S`)."""
 
 
 def _shape(matrix: Any) -> str:
@@ -41,7 +42,7 @@ def _shape(matrix: Any) -> str:
     return str(len(matrix)) if isinstance(matrix, list) else "?"
 
 
-class RunDetailScreen(ReportsFailures, Screen[None]):
+class RunDetailScreen(ReportsFailures, LiveScreen):
     """Curves and layer health of one run; left/right step through history, space returns to live."""
 
     BINDINGS = [
@@ -67,7 +68,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     """Follow the newest step; off while travelling through history."""
     heatmap_metric: reactive[str] = reactive(HEATMAP_METRICS[0])
     """Layer-wise signal shown in the heatmap."""
-    app: PivotApp  # type: ignore[assignment]
+    WATCHES = frozenset({"runs", "run"})
 
     def __init__(self, run_id: str) -> None:
         super().__init__()
@@ -76,14 +77,13 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         """Index into the followed run's steps while not live."""
         self._plot_names = list(PLOT_SETS)
         self._seen = -1
-        self._drawn_at = 0.0
+        """The followed run's version the plots, heatmap, table and log show."""
         self._cancellable = False
-        self._shown_title = Text()
-        self._poll: Timer | None = None
+        self._heavy = Paced(self, self._on_heavy, HEAVY_REDRAW_S)
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="run-title")
+        yield QuietStatic(id="run-title")
         with Horizontal(id="run-body"):
             with Vertical(id="plots"):
                 yield MetricPlot("loss", PLOT_SETS["loss"], id="plot-main")
@@ -101,17 +101,31 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     def on_mount(self) -> None:
         self.title = f"run {self.run_id}"
         self._cancellable = self._can_cancel(self.app.model.runs.get(self.run_id))
-        self._poll = self.set_interval(0.1, self.redraw)
 
-    def on_screen_suspend(self) -> None:
-        if self._poll is not None:
-            self._poll.pause()  # under another screen, or in another mode: nothing of it is seen
+    def model_changed(self, link: HostLink, parts: tuple[str, ...]) -> None:
+        if not self.watches(link):
+            return
+        if "run" in parts:
+            self._heavy.poke()  # the title with the rest
+        elif "runs" in parts:
+            self._paced.poke()  # the title line alone
+
+    def _on_paced(self) -> None:
+        if self.app.screen is self:
+            self._draw_title(self._selected())
+
+    def _on_heavy(self) -> None:
+        if self.app.screen is self:
+            self.redraw()
+
+    def _again(self) -> None:
+        """After a key changed what is shown (the step, a plot, live or not): the whole view, paced like changes."""
+        self._seen = -1
+        self._heavy.poke()
 
     def on_screen_resume(self) -> None:
         # The app follows one run at a time: a run opened elsewhere meanwhile (another mode, or closed
         # since) took it over, so this screen follows its own run again whenever it comes back into view.
-        if self._poll is not None:
-            self._poll.resume()
         followed = self.app.model.followed
         if followed is None or followed.run_id != self.run_id:
             self.load()
@@ -119,7 +133,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
     @work(exclusive=True, group="load-run", exit_on_error=False)
     async def load(self) -> None:
         await self.app.follow_run(self.run_id)
-        self._seen, self._drawn_at = -1, 0.0
+        self._seen = -1
         self.redraw()
         try:  # flags as the daemon's own gradient rules raise alerts; a daemon without alerts keeps the defaults
             rules = await self.app.client.alert_rules()
@@ -127,26 +141,34 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             return
         self.query_one(LayerTable).set_flags(LayerFlags.from_rules(rules, self.run_id))
 
-    def redraw(self) -> None:
-        model = self.app.model
-        followed = model.followed
-        steps = list(followed.steps) if followed else []
+    def _selected(self) -> LiteStep | None:
+        """The step the view shows: the newest while live, else the one travelled to."""
+        followed = self.app.model.followed
+        steps = followed.steps if followed else ()
         if self.live or not steps:
             self.cursor = len(steps) - 1
-        selected = steps[self.cursor] if steps and 0 <= self.cursor < len(steps) else None
-        summary = model.runs.get(self.run_id)
+        return steps[self.cursor] if steps and 0 <= self.cursor < len(steps) else None
+
+    def _draw_title(self, selected: LiteStep | None) -> None:
+        summary = self.app.model.runs.get(self.run_id)
         if self._can_cancel(summary) != self._cancellable:  # the run changed state: Cancel comes or goes
             self._cancellable = not self._cancellable
             self.refresh_bindings()
-        title = self._title(summary, selected)
-        if title != self._shown_title:  # at 10 Hz, re-rendering an unchanged title was most of an idle screen's CPU
-            self._shown_title = title
-            self.query_one("#run-title", Static).update(title)
-        now = time.monotonic()
-        # Plots and heatmap are the expensive part (plotext rebuilds each figure): at most 4 a second.
-        if model.versions["run"] == self._seen or now - self._drawn_at < HEAVY_REDRAW_S:
+        # One line: a new title repaints it alone, an unchanged one (another run's update) costs nothing.
+        self.query_one("#run-title", QuietStatic).show_text(self._title(summary, selected), layout=False)
+
+    def redraw(self) -> None:
+        """The title, and the plots, heatmap, layer table and log when the followed run changed since they were
+        drawn (or a key asked for them)."""
+        model = self.app.model
+        followed = model.followed
+        selected = self._selected()
+        self._draw_title(selected)
+        if model.versions["run"] == self._seen:
             return
-        self._seen, self._drawn_at = model.versions["run"], now
+        self._seen = model.versions["run"]
+        steps = list(followed.steps) if followed else []
+        summary = model.runs.get(self.run_id)
         series = followed.series if followed else {}
         cursor_step = None if self.live or selected is None else selected.step
         self.query_one("#plot-main", MetricPlot).show(series, cursor_step)
@@ -160,7 +182,10 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             self.set_class(is_job, "job")  # a command's output is what there is to watch: the log takes the room
             self.refresh_bindings()
         # A job that reports no metrics has no curves and no layers: its log is the whole view.
-        self.query_one("#layers").display = bool(steps) or not is_job
+        layers = self.query_one("#layers")
+        layers.display = bool(steps) or not is_job
+        if not layers.display and self.focused is self.query_one(LayerTable):
+            self.set_focus(None)  # a hidden table would take the arrows and put its keys first in the footer
         self.query_one("#run-body").display = bool(steps) or bool(series) or not is_job
         self.query_one("#run-log", RunLog).show(followed, self._log_lines(is_job))
 
@@ -216,7 +241,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
 
     def action_toggle_live(self) -> None:
         self.live = not self.live
-        self._seen, self._drawn_at = -1, 0.0
+        self._again()
 
     def action_step(self, delta: int) -> None:
         followed = self.app.model.followed
@@ -226,7 +251,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             self.cursor = len(followed.steps) - 1
         self.live = False
         self.cursor = max(0, min(len(followed.steps) - 1, self.cursor + delta))
-        self._seen, self._drawn_at = -1, 0.0
+        self._again()
 
     def action_jump(self, index: int) -> None:
         followed = self.app.model.followed
@@ -234,7 +259,7 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
             return
         self.live = index == -1
         self.cursor = len(followed.steps) - 1 if index == -1 else index
-        self._seen, self._drawn_at = -1, 0.0
+        self._again()
 
     def action_cycle_plot(self) -> None:
         plot = self.query_one("#plot-second", MetricPlot)
@@ -242,11 +267,11 @@ class RunDetailScreen(ReportsFailures, Screen[None]):
         if following == "loss":
             following = self._plot_names[(self._plot_names.index(following) + 1) % len(self._plot_names)]
         plot.title, plot.names = following, PLOT_SETS[following]
-        self._seen, self._drawn_at = -1, 0.0
+        self._again()
 
     def action_cycle_heatmap(self) -> None:
         self.heatmap_metric = HEATMAP_METRICS[(HEATMAP_METRICS.index(self.heatmap_metric) + 1) % len(HEATMAP_METRICS)]
-        self._seen, self._drawn_at = -1, 0.0
+        self._again()
 
     def action_cancel_run(self) -> None:
         def answered(yes: bool | None) -> None:

@@ -9,18 +9,22 @@ from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import Footer, Header, Input
 
 from pivot_tui.client import Connection
 from pivot_tui.failures import ReportsFailures
+from pivot_tui.screens.live import LiveScreen
 from pivot_tui.widgets import ConnectionBadge, ResourceStrip, RunsTable
 
 if TYPE_CHECKING:
-    from pivot_tui.app import PivotApp
+    from pivot_tui.fleet import HostLink
+
+AGES_S = 15.0
+"""The Updated column's ages (`3m ago`) are recomputed this often while nothing else changes."""
 
 
-class RunsScreen(ReportsFailures, Screen[None]):
+class RunsScreen(ReportsFailures, LiveScreen):
     """Live list of runs; Enter opens one, typing filters, `s` changes the sort."""
 
     BINDINGS = [
@@ -30,11 +34,18 @@ class RunsScreen(ReportsFailures, Screen[None]):
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
-    app: PivotApp  # type: ignore[assignment]
+    WATCHES = frozenset({"runs", "resources", "alerts", "connection"})
 
     def __init__(self) -> None:
         super().__init__()
-        self._seen: tuple[int, ...] = ()
+        self._seen_runs: tuple[object, ...] = ()
+        """What the table last drew: runs' versions (and which boxes were away)."""
+        self._seen_strip: tuple[object, ...] = ()
+        """What the status line's gauges last drew: the box, its resources' and alerts' versions."""
+        self._ages: Timer | None = None
+
+    def watches(self, link: HostLink) -> bool:
+        return True  # one box, or every box merged
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -48,29 +59,39 @@ class RunsScreen(ReportsFailures, Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(RunsTable).focus()
-        self.set_interval(0.1, self.redraw)
+        self._ages = self.set_interval(AGES_S, self._redraw_ages)
         self.redraw()
 
+    def on_screen_suspend(self) -> None:
+        if self._ages is not None:
+            self._ages.pause()
+
     def on_screen_resume(self) -> None:
+        if self._ages is not None:
+            self._ages.resume()
+
+    def _redraw_ages(self) -> None:
+        self._seen_runs = ()
         self.redraw()
 
     def redraw(self) -> None:
-        # Under a run detail or in another mode: drawn again when it comes back. (Not `is_current`, which
-        # also holds for the screen just beneath the top one.)
+        """Draw what changed since the last draw: the table when runs changed, the gauges when resources or alerts
+        did. Under a run detail or in another mode: drawn again when it comes back. (Not `is_current`, which also
+        holds for the screen just beneath the top one.)"""
         if self.app.screen is not self:
             return
         if self.app.several:
             self._redraw_fleet()
             return
         model = self.app.model
-        seen = (model.versions["runs"], model.versions["resources"], model.versions["alerts"])
         self.query_one(ConnectionBadge).show(model.connection, self.app.settings.url)
         self.sub_title = " · ".join(filter(None, (f"{len(model.runs)} runs", self.app.sub_title)))
-        if seen == self._seen:
-            return
-        self._seen = seen
-        self.query_one(RunsTable).show({("", run_id): run for run_id, run in model.runs.items()})
-        self.query_one(ResourceStrip).show(model.resources, self.app.active_alerts)
+        if (seen := (model.versions["runs"],)) != self._seen_runs:
+            self._seen_runs = seen
+            self.query_one(RunsTable).show({("", run_id): run for run_id, run in model.runs.items()})
+        if (seen := (model.versions["resources"], model.versions["alerts"])) != self._seen_strip:
+            self._seen_strip = seen
+            self.query_one(ResourceStrip).show(model.resources, self.app.active_alerts)
 
     def _redraw_fleet(self) -> None:
         """Every box's runs in one table; the status line shows the current box's gauges and how many boxes answer."""
@@ -83,15 +104,16 @@ class RunsScreen(ReportsFailures, Screen[None]):
         away = [link.name for link in links if link.model.connection in (Connection.OFFLINE, Connection.UNAUTHORIZED)]
         self.sub_title = " · ".join(filter(None, (f"{runs} runs on {len(links)} boxes", away and "offline: " +
                                                   ", ".join(away))))  # fmt: skip
-        seen = (tuple(away), *(v for link in links for v in (link.model.versions["runs"],
-                link.model.versions["resources"], link.model.versions["alerts"])))  # fmt: skip
-        if seen == self._seen:
-            return
-        self._seen = seen
-        self.query_one(RunsTable).show(
-            {(link.name, run_id): run for link in links for run_id, run in link.model.runs.items()}, frozenset(away)
-        )
-        self.query_one(ResourceStrip).show(current.model.resources, current.active_alerts)
+        if (seen := (tuple(away), *(link.model.versions["runs"] for link in links))) != self._seen_runs:
+            self._seen_runs = seen
+            self.query_one(RunsTable).show(
+                {(link.name, run_id): run for link in links for run_id, run in link.model.runs.items()},
+                frozenset(away),
+            )
+        strip = (current.name, current.model.versions["resources"], current.model.versions["alerts"])
+        if strip != self._seen_strip:
+            self._seen_strip = strip
+            self.query_one(ResourceStrip).show(current.model.resources, current.active_alerts)
 
     def on_key(self, event: events.Key) -> None:
         # Typing anywhere on the table filters: printable keys that are not bindings go to the filter.

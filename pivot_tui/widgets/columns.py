@@ -1,10 +1,12 @@
-"""Column widths that follow the terminal: fixed per column, recomputed when the table is resized."""
+"""Column widths that follow the terminal: fixed per column, recomputed when the table is resized; and a table that
+repaints only the rows it changed."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
+from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
@@ -42,3 +44,26 @@ def fit_columns(table: DataTable[Any], widths: Mapping[str, int]) -> None:
         table._require_update_dimensions = True  # recomputes the virtual width on the next idle
         table._clear_caches()
         table.refresh()
+
+
+class RowTable(DataTable[Any]):
+    """A DataTable whose `update_row` repaints the rows it changed alone. `DataTable.update_cell` repaints the
+    whole table: every visible row rendered and written to the terminal again for one cell, once a second on the
+    fleet screen (its CPU and memory columns) and ten times a second on a runs list that is streaming."""
+
+    _writing = False
+
+    def update_row(self, row_key: str, cells: Mapping[str, Any]) -> None:
+        """Write `cells` (column key -> value) into the row and repaint that row."""
+        self._writing = True
+        try:
+            for column, value in cells.items():
+                self.update_cell(row_key, column, value)
+        finally:
+            self._writing = False
+        self.refresh_row(self.get_row_index(row_key))
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
+        if self._writing and not regions and not layout and not recompose:
+            return self  # update_cell's whole-table repaint: update_row repaints the row instead
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
 from pivot_tui.client import Connection
+from pivot_tui.widgets.quiet import QuietStatic
 
 _STYLE = {
     Connection.ONLINE: ("●", "online", "bold green"),
@@ -15,14 +15,10 @@ _STYLE = {
 }
 
 
-class ConnectionBadge(Static):
-    _shown: Text | None = None
-
+class ConnectionBadge(QuietStatic):
     def _update(self, text: Text) -> None:
-        # Called ten times a second: an unchanged badge is not redrawn (an update lays the screen out again).
-        if text != self._shown:
-            self._shown = text
-            self.update(text)
+        # An unchanged badge is not redrawn; a changed one lays the status line out again (its width is its text's).
+        self.show_text(text, layout=True)
 
     def show(self, state: Connection, url: str) -> None:
         symbol, word, style = _STYLE[state]

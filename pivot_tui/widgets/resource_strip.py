@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
+from pivot_tui.widgets.quiet import QuietStatic
 from shared.models.monitor import ResourceSample
 
 
@@ -16,7 +16,10 @@ def bar(percent: float | None, width: int = 8) -> Text:
     return Text.assemble(("█" * filled, style), ("░" * (width - filled), "dim"), f" {percent:3.0f}%")
 
 
-class ResourceStrip(Static):
+class ResourceStrip(QuietStatic):
+    """One line whatever it holds (its size is the layout's): a new sample repaints it alone, and a sample that
+    reads the same (gauges are whole percents) costs nothing."""
+
     _last: tuple[ResourceSample | None, int | None] | None = None
 
     def on_resize(self) -> None:
@@ -45,4 +48,4 @@ class ResourceStrip(Static):
             parts.append(Text(f"+{len(gpus) - len(shown)} ", style="dim"))
         if active_alerts:
             parts.append(Text(f"  ▲ {active_alerts} alert{'s' if active_alerts != 1 else ''}", style="bold red"))
-        self.update(Text.assemble(*parts))
+        self.show_text(Text.assemble(*parts), layout=False)

@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from pivot_tui.widgets.columns import fit_columns, fit_number, left_over
+from pivot_tui.widgets.columns import RowTable, fit_columns, fit_number, left_over
 from shared.models.runs import RunState, RunSummary
 
 # No progress column: run summaries carry no epochs (a managed run's epoch shows in its run detail).
@@ -64,7 +64,7 @@ def row_key(key: RunKey, hosts: bool) -> str:
     return f"{key[0]}/{key[1]}" if hosts else key[1]
 
 
-class RunsTable(DataTable[Any]):
+class RunsTable(RowTable):
     """Rows keyed by run (and box); updated in place so the cursor stays on the same run."""
 
     @dataclass
@@ -118,10 +118,9 @@ class RunsTable(DataTable[Any]):
             shown = self._shown.get(row)
             if shown is None:
                 self.add_row(*cells, key=row)
-            else:  # touch only what changed: every update makes the table re-render
-                for column, cell, old in zip(self.columns_shown, cells, shown, strict=True):
-                    if cell != old:
-                        self.update_cell(row, column, cell)
+            elif cells != shown:  # touch only what changed, and repaint that row alone
+                changed = zip(self.columns_shown, cells, shown, strict=True)
+                self.update_row(row, {column: cell for column, cell, old in changed if cell != old})
             self._shown[row] = cells
         self._sort()
 

@@ -61,7 +61,9 @@ def _shown_name(name: str) -> str:
     return name
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_shown_name)]
+# The pattern only documents what `_shown_name` checks (its messages are the clearer ones): a non-space, no NUL.
+_SHOWN_NAME = {"pattern": r"^[^\x00]*[^\s\x00][^\x00]*$"}
+Name = Annotated[str, Field(min_length=1, max_length=200, json_schema_extra=_SHOWN_NAME), AfterValidator(_shown_name)]
 Description = Annotated[str, Field(max_length=10_000)]
 Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=64)]
 ExperimentSort = Literal[

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -16,6 +17,7 @@ from pivotd.api.responses import json_response, layerwise_errors, raw_json_respo
 from pivotd.errors import NotFound, PivotError, field_path, invalid_field, invalid_param
 from pivotd.experiments.paging import MAX_PAGE
 from pivotd.ingest import lite_steps, run_id_of, run_summary
+from pivotd.layerwise_decoder import StepPayload, decode_batch, decode_step
 from pivotd.services import Services
 from pivotd.store import SORTABLE, RunRow
 from pivotd.timefmt import iso
@@ -87,10 +89,12 @@ async def post_layerwise(request: Request, services: ServicesDep) -> Response:
 async def accept_step(services: Services, body: bytes) -> bytes:
     """Validate, commit and announce one step; the body of the 202 to answer with, or the `PivotError` to
     render."""
-    try:
-        payload = LayerwisePayload.model_validate_json(body)
-    except ValidationError as exc:
-        raise await reject(services, exc, body, batch=False) from None
+    payload: StepPayload | None = decode_step(body)
+    if payload is None:  # invalid, or valid in a form only pydantic reads: it decides, and names any error
+        try:
+            payload = LayerwisePayload.model_validate_json(body)
+        except ValidationError as exc:
+            raise await reject(services, exc, body, batch=False) from None
     await services.ingest.layerwise([payload])
     return orjson.dumps({"status": "accepted", "run_id": payload.metadata.run_id})
 
@@ -107,11 +111,8 @@ async def accept_step(services: Services, body: bytes) -> bytes:
 )
 async def post_layerwise_batch(request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
-    try:
-        # orjson + validate_python is faster than validate_json on large bodies; on any failure the
-        # slow path below produces pydantic's precise errors (and sees NaN, which orjson refuses).
-        payloads = _BATCH.validate_python(orjson.loads(body))
-    except (orjson.JSONDecodeError, ValidationError):
+    payloads: Sequence[StepPayload] | None = decode_batch(body)
+    if payloads is None:  # an item invalid, or valid in a form only pydantic reads: it decides, and names any error
         try:
             payloads = _BATCH.validate_json(body)
         except ValidationError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -13,6 +14,8 @@ from pivotd.api.layerwise import find_run
 from pivotd.api.query import StepBound
 from pivotd.api.responses import json_response, layerwise_errors
 from pivotd.errors import field_path, invalid_field
+from pivotd.scalar_batch import ScalarColumns, from_document, from_points
+from pivotd.services import Services
 from pivotd.store import RunFields
 from shared.models.scalars import ScalarBatch, ScalarPoint, ScalarsAccepted, ScalarsResponse
 
@@ -36,6 +39,18 @@ _POINTS = TypeAdapter(list[ScalarPoint])
 )
 async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDep) -> Response:
     body = await read_json_body(request, services.settings.max_body_bytes)
+    try:
+        columns = from_document(orjson.loads(body))
+    except orjson.JSONDecodeError:  # NaN, say: the models' path words the 422 and records it
+        columns = None
+    if columns is None:
+        columns = await _validated(run_id, body, services)
+    count = await services.ingest.scalars(run_id, columns)
+    return json_response({"status": "accepted", "run_id": run_id, "points": count}, 202)
+
+
+async def _validated(run_id: str, body: bytes, services: Services) -> ScalarColumns:
+    """The body validated by the models: the contract for what is refused and how the 422 says it."""
     # The bare-array form names its errors as the object form would (`points[3].values.loss`).
     is_array = body.lstrip()[:1] == b"["
     prefix = "points" if is_array else ""
@@ -55,8 +70,7 @@ async def post_scalars(run_id: RunIdPath, request: Request, services: ServicesDe
         raise invalid_body(exc, body, prefix) from None
     if not points:
         raise invalid_field("points", "at least one point is required", kind="too_short")
-    count = await services.ingest.scalars(run_id, points, fields)
-    return json_response({"status": "accepted", "run_id": run_id, "points": count}, 202)
+    return from_points(points, fields)
 
 
 @router.get(

@@ -94,12 +94,14 @@ def stream_run(
                     continue
                 if subscriber.ended and not messages:
                     return  # the daemon is shutting down: the client reconnects to the next one
+                frames: list[bytes] = []
                 for raw in messages:
                     more, done = translate(orjson.loads(raw))
-                    for event, data in more:
-                        yield frame(event, data)
+                    frames.extend(frame(event, data) for event, data in more)
                     if done:
                         break
+                if frames:
+                    yield b"".join(frames)  # what arrived together leaves in one write
         finally:
             with contextlib.suppress(Exception):
                 hub.disconnect(subscriber)

@@ -3,8 +3,9 @@
 Client actions: `subscribe_run` (history, optionally `lite`), `ping`, and the extensions
 `subscribe`/`unsubscribe` with `topics`. Every connection starts on the `metrics` topic, which
 carries `new_metrics` for every run; a client that only wants some runs unsubscribes
-from it and subscribes to `run:<id>`. One task per connection drains its hub mailbox, so a slow
-client only ever delays itself.
+from it and subscribes to `run:<id>`. Under pivotd's server the hub writes each connection's messages itself,
+once per event-loop turn (`pivotd.ws_protocol`); elsewhere one task per connection drains its hub mailbox. Either
+way a slow client only ever delays itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from pivotd.hub import METRICS_TOPIC, Subscriber, is_valid_topic, run_topic
+from pivotd.hub import FRAMES_EXTENSION, METRICS_TOPIC, FrameSink, Subscriber, is_valid_topic, run_topic
 from pivotd.ingest import lite_steps, run_summary
 from pivotd.services import Services
 from pivotd.timefmt import iso
@@ -134,10 +135,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     await websocket.accept()
     session = Session(websocket, services)
+    sink: FrameSink | None = websocket.scope.get("extensions", {}).get(FRAMES_EXTENSION)
     pump: asyncio.Task[None] | None = None
     try:
         await session.send(await session.initial_runs())
-        pump = asyncio.create_task(session.pump(), name="ws-pump")
+        # Hub messages published meanwhile waited in the mailbox: initial_runs is always the first message.
+        if sink is not None:
+            services.hub.attach(session.subscriber, sink)
+        else:
+            pump = asyncio.create_task(session.pump(), name="ws-pump")
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":

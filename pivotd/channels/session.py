@@ -8,7 +8,9 @@ What a Phoenix server does, message by message (Phoenix.Socket `handle_in`):
 - Any other event: the joined channel answers it; on a topic not joined, `unmatched topic`.
 - Any event but a join on a joined topic whose join_ref is neither null nor the current join's (the client
   raced a server close) gets nothing.
-Replies and pushes leave under one lock, so a join's reply always precedes that channel's pushes.
+Replies and pushes leave under one lock, so a join's reply always precedes that channel's pushes. Each channel's
+pushes carry its own join_ref, so they are encoded per connection; what one hub wake-up turns into leaves in one
+write.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pivotd.channels.protocol import (
     reply,
 )
 from pivotd.channels.topics import Channel, JoinRefused, open_channel
-from pivotd.hub import Subscriber
+from pivotd.hub import FRAMES_EXTENSION, FrameSink, Subscriber, text_frame
 from pivotd.services import Services
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class ChannelSession:
         self.channels: dict[str, Channel] = {}
         self.send_lock = asyncio.Lock()
         self.subscriber: Subscriber = services.hub.connect((), close=self.close)
+        self.sink: FrameSink | None = websocket.scope.get("extensions", {}).get(FRAMES_EXTENSION)
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.websocket.application_state is WebSocketState.CONNECTED:
@@ -63,6 +66,13 @@ class ChannelSession:
                 await self.websocket.close(code, reason)
 
     async def _send(self, frames: list[Frame]) -> None:
+        """All of `frames` in one write where the server lets the app write frames itself (`pivotd.ws_protocol`)
+        and the peer is reading; else one ASGI send each, which waits while the peer is not reading."""
+        if not frames:
+            return
+        if self.sink is not None and self.sink.writable():
+            self.sink.write([text_frame(self.serializer.encode(frame)) for frame in frames])
+            return
         for frame in frames:
             await self.websocket.send_text(self.serializer.encode(frame))
 

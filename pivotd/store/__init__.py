@@ -32,6 +32,7 @@ from pivotd.store.ops import DeleteRun, PutEvent, PutScalars, PutSteps, RunField
 from pivotd.store.reader import SORTABLE, EventRow, Reader, SeriesRows
 from pivotd.store.retention import Retention
 from pivotd.store.rows import RunRow
+from pivotd.store.scalarcodec import Points as SeriesPoints
 from pivotd.store.schema import SCHEMA_VERSION
 from pivotd.store.training import AddCheckpoint, CheckpointRow, DeleteCheckpoint, JobRow, ModelRow
 from pivotd.store.writer import BatchOutcome, Writer
@@ -68,6 +69,7 @@ __all__ = [
     "Retention",
     "RunFields",
     "RunRow",
+    "SeriesPoints",
     "SeriesRows",
     "StatResultRow",
     "StepRecord",

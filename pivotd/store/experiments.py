@@ -14,6 +14,7 @@ from typing import Any, Literal
 import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
+from pivotd.store import scalarcodec
 from pivotd.store.ops import Tx
 from pivotd.store.paging import PageRequest, keyset
 from pivotd.store.rows import contains, latest_by_run, latest_query
@@ -473,15 +474,24 @@ class ExperimentsReader:
         marks = ",".join("?" * len(refs))
         if aggregate == "last":
             query = f"SELECT run, last_value FROM series WHERE name = ? AND last_value IS NOT NULL AND run IN ({marks})"
-        else:
-            # Best is the minimum for a loss (lower is better) and the maximum for anything else.
-            function = "avg" if aggregate == "mean" else "min" if "loss" in metric.lower() else "max"
-            query = (
-                f"SELECT s.run, {function}(p.value) FROM series s JOIN scalars p ON p.series = s.id "
-                f"WHERE s.name = ? AND s.run IN ({marks}) GROUP BY s.run"
-            )
-        rows = await self._conn.execute_fetchall(query, [metric, *refs])
-        return {row[0]: row[1] for row in rows if row[1] is not None}
+            rows = await self._conn.execute_fetchall(query, [metric, *refs])
+            return {row[0]: row[1] for row in rows if row[1] is not None}
+        rows = await self._conn.execute_fetchall(
+            f"SELECT s.run, {scalarcodec.COLUMNS} FROM series s JOIN scalar_chunks c ON c.series = s.id "
+            f"WHERE s.name = ? AND s.run IN ({marks}) ORDER BY s.run, c.last_step",
+            [metric, *refs],
+        )
+        by_run: dict[int, list[Any]] = {}
+        for row in rows:
+            by_run.setdefault(row[0], []).append(row[1:])
+        found: dict[int, float] = {}
+        for ref, chunks in by_run.items():
+            values = scalarcodec.decode(chunks).values.tolist()
+            if aggregate == "mean":  # summed in step order, as SQL's avg() over the rows did
+                found[ref] = sum(values) / len(values)
+            else:  # best: the minimum for a loss (lower is better), the maximum for anything else
+                found[ref] = min(values) if "loss" in metric.lower() else max(values)
+        return found
 
     async def best_run(self, experiment_id: str, metric: str) -> tuple[str, str | None, float] | None:
         """(run id, group, value) of the run whose last `metric` is best: lowest for a loss, else highest.

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pivotd.errors import Conflict, NotFound
+from pivotd.store import scalarcodec
 from pivotd.store.retention import PROTECTED_STATES
+from pivotd.store.scalarcodec import Points
 from shared.models.runs import SUPERVISED_KINDS, RunState
-from shared.models.scalars import ScalarPoint
 
 MAX_EVENTS_PER_RUN = 1000
 UNKNOWN_EXPERIMENT = "unknown_experiment"
@@ -43,18 +44,20 @@ class Tx:
         """External runs that had ended (finished or lost) and are `running` again: their script sent data."""
         self.steps_written = 0
         """Steps written as JSON, to be packed by the compaction that follows (`store/compaction.py`)."""
-        self._series: dict[tuple[int, str], int] = {}
+        self._series: dict[tuple[int, str], list[Any]] = {}
 
-    def series_id(self, run_ref: int, name: str) -> int:
+    def series(self, run_ref: int, name: str) -> list[Any]:
+        """[id, last step] of a run's series, made if new; the caller keeps the last step up to date."""
         key = (run_ref, name)
         series = self._series.get(key)
         if series is None:
-            series = self.conn.execute(
-                "INSERT INTO series (run, name) VALUES (?, ?) ON CONFLICT (run, name) DO UPDATE SET name = name "
-                "RETURNING id",
-                key,
-            ).fetchone()[0]
-            self._series[key] = series
+            series = self._series[key] = list(
+                self.conn.execute(
+                    "INSERT INTO series (run, name) VALUES (?, ?) ON CONFLICT (run, name) DO UPDATE SET name = name "
+                    "RETURNING id, last_step",
+                    key,
+                ).fetchone()
+            )
         return series
 
     def ensure_run(self, run_id: str, fields: RunFields | None = None) -> int:
@@ -153,34 +156,59 @@ class PutSteps:
 
 @dataclass(frozen=True, slots=True)
 class PutScalars:
+    """Points of a run, per series name, in the order sent: a later point of a step replaces an earlier one."""
+
     run_id: str
-    points: Sequence[ScalarPoint]
+    series: Mapping[str, Points]
     fields: RunFields = field(default_factory=RunFields)
 
     def apply(self, tx: Tx) -> int:
         ref = tx.ensure_run(self.run_id, self.fields)
-        series = {name: tx.series_id(ref, name) for point in self.points for name in point.values}
-        # Rows are built here, on the writer thread, and in key order so the B-tree mostly appends.
-        rows = sorted(
-            (series[name], point.step, value, point.epoch, point.timestamp)
-            for point in self.points
-            for name, value in point.values.items()
-        )
-        tx.conn.executemany(
-            """INSERT INTO scalars (series, step, value, epoch, timestamp) VALUES (?, ?, ?, ?, ?)
-               ON CONFLICT (series, step) DO UPDATE SET value = excluded.value, epoch = excluded.epoch,
-                   timestamp = excluded.timestamp""",
-            rows,
-        )
-        last: dict[int, tuple[int, float]] = {}
-        for series_id, step, value, _, _ in rows:  # sorted by (series, step): the last one wins
-            last[series_id] = (step, value)
-        tx.conn.executemany(
-            "UPDATE series SET last_step = ?1, last_value = ?2 "
-            "WHERE id = ?3 AND (last_step IS NULL OR last_step <= ?1)",
-            [(step, value, series_id) for series_id, (step, value) in last.items()],
-        )
-        return len(rows)
+        count = 0
+        for name, sent in self.series.items():
+            count += len(sent)
+            series = tx.series(ref, name)
+            points = scalarcodec.ordered(sent)
+            _write_points(tx.conn, series[0], series[1], points)
+            top = int(points.steps[-1])
+            if series[1] is None or top >= series[1]:
+                tx.conn.execute(
+                    "UPDATE series SET last_step = ?, last_value = ? WHERE id = ?",
+                    (top, float(points.values[-1]), series[0]),
+                )
+                series[1] = top
+        return count
+
+
+def _write_points(conn: sqlite3.Connection, series: int, last_step: int | None, points: Points) -> None:
+    """Store ordered points of a series, keeping its chunks apart in steps (`store/scalarcodec.py`): points after
+    the last stored step are a new chunk, or extend a small last chunk; points among stored steps are merged into
+    the chunks whose steps they overlap."""
+    if last_step is None:
+        replaced: list[tuple[Any, ...]] = []
+    elif int(points.steps[0]) > last_step:
+        tail = conn.execute(
+            "SELECT id, count FROM scalar_chunks WHERE series = ? ORDER BY last_step DESC LIMIT 1", (series,)
+        ).fetchone()
+        replaced = []
+        if tail is not None and tail[1] < scalarcodec.GROW_BELOW:
+            replaced = conn.execute(
+                f"SELECT id, {scalarcodec.COLUMNS} FROM scalar_chunks WHERE id = ?", (tail[0],)
+            ).fetchall()
+    else:
+        replaced = conn.execute(
+            f"SELECT id, {scalarcodec.COLUMNS} FROM scalar_chunks "
+            "WHERE series = ? AND last_step >= ? AND first_step <= ? ORDER BY last_step",
+            (series, int(points.steps[0]), int(points.steps[-1])),
+        ).fetchall()
+    if replaced:
+        conn.executemany("DELETE FROM scalar_chunks WHERE id = ?", [(row[0],) for row in replaced])
+        points = scalarcodec.merge(scalarcodec.decode([row[1:] for row in replaced]), points)
+    conn.executemany(
+        "INSERT INTO scalar_chunks (series, first_step, last_step, count, steps, vals, epochs, timestamps) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [(series, *scalarcodec.encode(piece)) for piece in scalarcodec.pieces(points)],
+    )
 
 
 @dataclass(frozen=True, slots=True)

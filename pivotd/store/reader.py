@@ -7,10 +7,11 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
-from pivotd.store import stepcodec
+from pivotd.store import scalarcodec, stepcodec
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
 
 SORTABLE = {"created_at", "last_update", "run_id", "latest_step", "step_count"}
@@ -157,46 +158,33 @@ class Reader:
         """A series between two steps; longer than `max_points`, it is reduced to min/max buckets.
 
         Each bucket keeps its lowest and highest point (with their own steps), plus the first and
-        last point overall, so spikes such as a loss blow-up survive any zoom level. SQLite's bare
-        columns with a lone min()/max() aggregate return the row holding that extreme.
-        """
+        last point overall, so spikes such as a loss blow-up survive any zoom level
+        (`scalarcodec.downsample`)."""
         found = await self._conn.execute_fetchall("SELECT id FROM series WHERE run = ? AND name = ?", (ref, name))
         if not found:
             return SeriesRows([], [], [], False)
-        series = found[0][0]
         lo = -1 if from_step is None else from_step
         hi = 2**62 if to_step is None else to_step
-        bounds = await self._conn.execute_fetchall(
-            "SELECT count(*), min(step), max(step) FROM scalars WHERE series = ? AND step BETWEEN ? AND ?",
-            (series, lo, hi),
+        rows = await self._conn.execute_fetchall(
+            f"SELECT {scalarcodec.SERIES_COLUMNS} FROM scalar_chunks "
+            "WHERE series = ? AND last_step >= ? AND first_step <= ? "
+            "ORDER BY last_step",
+            (found[0][0], lo, hi),
         )
-        count, first, last = bounds[0]
-        if count <= max_points:
-            rows = await self._conn.execute_fetchall(
-                "SELECT step, value, timestamp FROM scalars WHERE series = ? AND step BETWEEN ? AND ? ORDER BY step",
-                (series, lo, hi),
-            )
-            return SeriesRows([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], False)
-        buckets = max(1, (max_points - 2) // 2)
-        width = (last - first + 1) / buckets
-        picked: dict[int, tuple[float, float | None]] = {}
-        for extreme in ("min", "max"):
-            rows = await self._conn.execute_fetchall(
-                f"""SELECT step, {extreme}(value), timestamp FROM scalars
-                    WHERE series = ? AND step BETWEEN ? AND ?
-                    GROUP BY CAST((step - ?) / ? AS INTEGER)""",
-                (series, first, last, first, width),
-            )
-            for step, value, timestamp in rows:
-                picked[step] = (value, timestamp)
-        for step in (first, last):
-            if step not in picked:
-                row = await self._conn.execute_fetchall(
-                    "SELECT value, timestamp FROM scalars WHERE series = ? AND step = ?", (series, step)
-                )
-                picked[step] = (row[0][0], row[0][1])
-        ordered = sorted(picked.items())
-        return SeriesRows([s for s, _ in ordered], [v for _, (v, _) in ordered], [t for _, (_, t) in ordered], True)
+        if not rows:
+            return SeriesRows([], [], [], False)
+        return await asyncio.to_thread(_series_rows, list(rows), lo, hi, max_points)
+
+
+def _series_rows(rows: list[Any], lo: int, hi: int, max_points: int) -> SeriesRows:
+    """Decoding and downsampling, off the event loop: a long series is a few milliseconds of numpy."""
+    points = scalarcodec.between(scalarcodec.decode(rows), lo, hi)
+    if len(points) > max_points:
+        points = points.take(scalarcodec.downsample(points, max_points))
+        downsampled = True
+    else:
+        downsampled = False
+    return SeriesRows(points.steps.tolist(), points.values.tolist(), points.timestamp_list(), downsampled)
 
 
 def _document(shapes: dict[int, stepcodec.Shape], shape: int | None, data: bytes | str) -> bytes:

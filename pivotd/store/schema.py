@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+
+import numpy as np
+
+from pivotd.store import scalarcodec
 
 # Append only: a released migration is never edited, so every older database upgrades the same way.
 MIGRATIONS: list[str] = [
@@ -339,7 +344,56 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steps ADD COLUMN shape INTEGER;
     CREATE INDEX steps_unpacked ON steps(id) WHERE shape IS NULL;
     """,
+    # 15 (issue 17): scalar points as columnar chunks (`store/scalarcodec.py`): a row per run of a series' points,
+    # their steps, values, epochs and timestamps as arrays. A series' chunks never overlap in steps, so the index
+    # orders them by either end. Epochs come last: a read of a series stops before them (a row's blobs are a chain of
+    # overflow pages, read in order). The points of `scalars` move into chunks (`DATA_MIGRATIONS`), then it is dropped.
+    """
+    CREATE TABLE scalar_chunks (
+        id         INTEGER PRIMARY KEY,
+        series     INTEGER NOT NULL REFERENCES series(id) ON DELETE CASCADE,
+        first_step INTEGER NOT NULL,
+        last_step  INTEGER NOT NULL,
+        count      INTEGER NOT NULL,
+        steps      BLOB NOT NULL,
+        vals       BLOB NOT NULL,
+        timestamps BLOB,
+        epochs     BLOB
+    );
+    CREATE INDEX scalar_chunks_by_series ON scalar_chunks(series, last_step, first_step);
+    -- Writes tell appends from overwrites by a series' last step; points stored before migration 3 left it NULL.
+    UPDATE series SET last_step = (SELECT max(step) FROM scalars WHERE scalars.series = series.id)
+    WHERE last_step IS NULL;
+    """,
 ]
+
+
+def _chunk_scalars(conn: sqlite3.Connection) -> None:
+    """Migration 15's data: each series' rows of `scalars`, in step order, become chunks; then `scalars` goes."""
+    for (series,) in conn.execute("SELECT id FROM series").fetchall():
+        rows = conn.execute(
+            "SELECT step, value, ifnull(epoch, ?), timestamp FROM scalars WHERE series = ? ORDER BY step",
+            (scalarcodec.NO_EPOCH, series),
+        ).fetchall()
+        if not rows:
+            continue
+        steps, values, epochs, stamps = zip(*rows, strict=True)
+        found = scalarcodec.Points(
+            np.array(steps, np.int64),
+            np.array(values, np.float64),
+            np.array(epochs, np.int64),
+            np.array(stamps, np.float64),  # a NULL timestamp (None) becomes NaN: none
+        )
+        conn.executemany(
+            "INSERT INTO scalar_chunks (series, first_step, last_step, count, steps, vals, epochs, timestamps) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(series, *scalarcodec.encode(piece)) for piece in scalarcodec.pieces(found)],
+        )
+    conn.execute("DROP TABLE scalars")
+
+
+DATA_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {15: _chunk_scalars}
+"""Migrations that move data in Python after their SQL, inside the same transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -370,6 +424,18 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     if found > SCHEMA_VERSION:
         raise SchemaTooNewError(f"database schema version {found} is newer than this pivotd ({SCHEMA_VERSION})")
     for version in range(found + 1, target + 1):
-        # executescript commits first; wrap each migration so a failure leaves the old version intact.
-        conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+        move = DATA_MIGRATIONS.get(version)
+        if move is None:
+            # executescript commits first; wrap each migration so a failure leaves the old version intact.
+            conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]} PRAGMA user_version = {version}; COMMIT;")
+            continue
+        try:
+            conn.executescript(f"BEGIN; {MIGRATIONS[version - 1]}")
+            move(conn)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
     return found

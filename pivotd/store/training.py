@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 
 from pivotd.errors import Conflict, NotFound
+from pivotd.store import scalarcodec
 from pivotd.store.ops import Tx
 from shared.models.runs import SUPERVISED_KINDS, RunState
 
@@ -564,11 +565,27 @@ class TrainingReader:
             clause += f" AND s.name IN ({','.join('?' * len(names))})"
             args.extend(names)
         rows = await self._conn.execute_fetchall(
-            f"""SELECT s.name, p.epoch, p.value, p.timestamp FROM scalars p JOIN series s ON s.id = p.series
-                WHERE s.run = ? AND p.epoch IS NOT NULL {clause} ORDER BY p.epoch, s.name""",
+            f"""SELECT s.name, {scalarcodec.COLUMNS} FROM series s JOIN scalar_chunks c ON c.series = s.id
+                WHERE s.run = ? AND c.epochs IS NOT NULL {clause} ORDER BY s.name, c.last_step""",
             args,
         )
-        return [(row[0], row[1], row[2], row[3]) for row in rows]
+        by_name: dict[str, list[Any]] = {}
+        for row in rows:
+            by_name.setdefault(row[0], []).append(row[1:])
+        found: list[tuple[str, int, float, float]] = []
+        for name, chunks in by_name.items():
+            points = scalarcodec.decode(chunks)
+            points = points.take(points.epochs_or_none() != scalarcodec.NO_EPOCH)
+            found.extend(
+                zip(
+                    [name] * len(points),
+                    points.epochs_or_none().tolist(),
+                    points.values.tolist(),
+                    points.timestamp_list(),
+                    strict=True,
+                )
+            )
+        return sorted(found, key=lambda point: (point[1], point[0]))  # stable: in step order within an epoch
 
     async def logs(self, ref: int, limit: int = 200) -> list[LogLine]:
         rows = await self._conn.execute_fetchall(

@@ -122,9 +122,7 @@ class Metadata(BaseModel):
     @field_validator("layer_groups")
     @classmethod
     def _normalise_groups(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
-        if value is None or not any("." in layer for layers in value.values() for layer in layers):
-            return value
-        return {group: [normalise_layer_id(layer) for layer in layers] for group, layers in value.items()}
+        return normalise_groups(value)
 
 
 class LayerwisePayload(BaseModel):
@@ -137,18 +135,7 @@ class LayerwisePayload(BaseModel):
 
     @model_validator(mode="after")
     def _sorted_and_normalised(self) -> LayerwisePayload:
-        previous_depth, previous_id = -1, ""
-        for index, layer in enumerate(self.layer_statistics):
-            depth, layer_id = layer["depth_index"], layer["layer_id"]
-            if depth < previous_depth:
-                raise ValueError(
-                    f"layer_statistics[{index}].depth_index: layers must be sorted by depth_index, but layer "
-                    f"{layer_id!r} (depth_index {depth}) comes after {previous_id!r} (depth_index {previous_depth})"
-                )
-            previous_depth, previous_id = depth, layer_id
-            layer["layer_id"] = normalise_layer_id(layer_id)
-            if "bias" in layer["parameter_statistics"] and layer["parameter_statistics"]["bias"] is None:
-                del layer["parameter_statistics"]["bias"]
+        sort_and_normalise(self.layer_statistics)
         return self
 
     def to_step(self) -> Step:
@@ -161,6 +148,33 @@ class LayerwisePayload(BaseModel):
             cross_layer=self.cross_layer_analysis,
             layer_groups=meta.layer_groups,
         )
+
+
+def normalise_groups(value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+    """`layer_groups` with its layer ids normalised like the layers' own."""
+    if value is None or not any("." in layer for layers in value.values() for layer in layers):
+        return value
+    return {group: [normalise_layer_id(layer) for layer in layers] for group, layers in value.items()}
+
+
+def sort_and_normalise(layers: list[LayerStatistic]) -> None:
+    """The checks and changes of a payload's layers after their fields are valid, in place: sorted by depth (else a
+    ValueError naming the first out of order), ids normalised, a null bias dropped. Also run by the daemon's
+    msgspec decoder of the same payload (`pivotd.layerwise_decoder`), so both paths store the same step."""
+    previous_depth, previous_id = -1, ""
+    for index, layer in enumerate(layers):
+        depth, layer_id = layer["depth_index"], layer["layer_id"]
+        if depth < previous_depth:
+            raise ValueError(
+                f"layer_statistics[{index}].depth_index: layers must be sorted by depth_index, but layer "
+                f"{layer_id!r} (depth_index {depth}) comes after {previous_id!r} (depth_index {previous_depth})"
+            )
+        previous_depth, previous_id = depth, layer_id
+        if "." in layer_id:
+            layer["layer_id"] = normalise_layer_id(layer_id)
+        parameters = layer["parameter_statistics"]
+        if "bias" in parameters and parameters["bias"] is None:
+            del parameters["bias"]
 
 
 class Step(BaseModel):

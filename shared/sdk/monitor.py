@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -30,6 +30,8 @@ from torch.amp.grad_scaler import OptState
 from torch.utils.hooks import RemovableHandle
 
 from shared.models.runs import EndStatus, RunEnd
+from shared.sdk import cpu_stats
+from shared.sdk.cpu_stats import bias_values, grad_values, weight_values
 from shared.sdk.ending import end_of, end_of_exception
 from shared.sdk.hostcopy import start_copy
 from shared.sdk.layers import default_groups, distributed_rank, select_layers, unwrap
@@ -49,7 +51,7 @@ class _Layer:
     weight: nn.Parameter | None
     bias: nn.Parameter | None
     u: Tensor | None = None  # power-iteration vector, kept between monitored steps
-    act: tuple[Tensor, Tensor] | None = None  # (std, mean) of the last captured output
+    act: tuple[Tensor, Tensor] | tuple[float, float] | None = None  # (std, mean) of the last captured output
     shape: list[int] | None = None
     first_call: int | None = None  # order of the first forward call: the layer's depth
 
@@ -132,6 +134,9 @@ class Monitor:
         self._handles: list[RemovableHandle] = []
         self._warned_unwatched = False
         self._zero = torch.zeros(())  # follows the model's device (see _follow_device)
+        # `.to(device)` moves a parameter's data, not the Parameter: its `.device` follows the model's.
+        self._first_param = next(inner.parameters(), None)
+        self._specs = [layer.spec for layer in self._layers]
         self._run_fields = {k: v for k, v in (("experiment_id", experiment_id), ("group", group), ("tags", tags)) if v}
         self._transport: Transport | None = None
         self._scalars: ScalarLogger | None = None
@@ -272,7 +277,13 @@ class Monitor:
             out = _first_tensor(output)
             if out is None or not out.is_floating_point():
                 return
-            layer.act = std_mean(out.detach())  # float32 reductions, no copy
+            detached = out.detach()
+            # float32 reductions, no copy. On the CPU read at once as floats (see cpu_stats), except inside a
+            # compiled graph, where a read would break the graph: tensors there, read by `_host_values`.
+            if detached.device.type == "cpu" and not torch.compiler.is_compiling():
+                layer.act = cpu_stats.std_mean(detached)
+            else:
+                layer.act = std_mean(detached)
             shape = list(out.shape)
             layer.shape = [1] * (2 - len(shape)) + shape  # the contract wants batch + features
             if layer.first_call is None:
@@ -307,7 +318,7 @@ class Monitor:
 
     def _follow_device(self) -> torch.device:
         """The model's device now: a Monitor built before `model.cuda()` must not copy statistics one by one."""
-        first = next(self._model.parameters(), None)
+        first = self._first_param
         device = first.device if first is not None else torch.device("cpu")
         if self._zero.device != device:
             self._zero = torch.zeros((), device=device)
@@ -318,40 +329,79 @@ class Monitor:
         if self._ordered or not any(layer.first_call is not None for layer in self._layers):
             return
         self._layers.sort(key=lambda layer: (layer.first_call is None, layer.first_call or 0))
+        self._specs = [layer.spec for layer in self._layers]
         self._groups = self._compute_groups()
         self._ordered = True
+
+    def _host_values(self, grads: list[list[Tensor]]) -> list[float]:
+        """The step's values in per-layer `SLOTS` order (flag last), read now: on the CPU nothing is in flight."""
+        inv_scale = self._inv_scale()
+        scale = 1.0 if inv_scale is None else float(inv_scale)
+        found_inf = self._found_inf(torch.device("cpu"))
+        values: list[float] = []
+        for layer, layer_grads in zip(self._layers, grads, strict=True):
+            values.extend((float(x) for x in layer.act) if layer.act is not None else (0.0, 0.0))
+            values.extend([g * scale for g in grad_values(layer_grads)] if layer_grads else (0.0, 0.0, 0.0))
+            if layer.weight is not None:
+                weight, layer.u = weight_values(layer.weight, layer.u)
+                values.extend(weight)
+            else:
+                values.extend((0.0,) * 4)  # parameter-free layer: zeros, as the contract says
+            values.extend(bias_values(layer.bias) if layer.bias is not None else (0.0, 0.0))
+        values.append(0.0 if found_inf is None else float(found_inf))
+        return values
+
+    def _device_values(self, grads: list[list[Tensor]], device: torch.device) -> Callable[[], list[float]]:
+        """Queues the step's statistics and their copy to the host; returns the read, for the sender thread."""
+        zero = self._zero
+        layers = self._layers
+        # One block per kind of statistic, each norm over all layers in one `_foreach_norm`; the host puts the
+        # values back in per-layer order (`_per_layer`).
+        acts = [
+            t if isinstance(t, Tensor) else torch.tensor(t)
+            for layer in layers
+            for t in (layer.act if layer.act is not None else (zero, zero))
+        ]
+        grad_block = _grad_block(grads, zero)
+        weight_block, bias_block = _parameter_blocks(layers, zero)
+        inv_scale = self._inv_scale()
+        grad_values = _stack(grad_block, device)
+        if inv_scale is not None:
+            grad_values = grad_values * inv_scale.to(device)
+        found_inf = self._found_inf(device)
+        stacked = torch.cat(
+            [
+                _stack(acts, device),
+                grad_values,
+                _stack(weight_block, device),
+                _stack(bias_block, device),
+                _stack([found_inf if found_inf is not None else zero], device),
+            ]
+        )
+        host, wait = start_copy(stacked)  # the sender thread waits, not the training loop
+
+        def read() -> list[float]:
+            if wait is not None:
+                wait()
+            return _per_layer(host.tolist(), len(layers))
+
+        return read
 
     def _collect(self, step: int, batch_size: int | None) -> None:
         self._order_by_execution()
         device = self._follow_device()
-        zero = self._zero
         layers = self._layers
         shapes = [layer.shape if layer.act is not None else None for layer in layers]
         grads = [[p.grad.detach() for p in layer.params if p.grad is not None] for layer in layers]
         has_grad = [bool(g) for g in grads]
         with torch.no_grad():
-            # One block per kind of statistic, each norm over all layers in one `_foreach_norm`; the host
-            # puts the values back in per-layer order (`_per_layer`).
-            acts = [t for layer in layers for t in (layer.act if layer.act is not None else (zero, zero))]
-            grad_block = _grad_block(grads, zero)
-            weight_block, bias_block = _parameter_blocks(layers, zero)
-            for layer in layers:
-                layer.act = layer.shape = None
-            inv_scale = self._inv_scale()
-            grad_values = _stack(grad_block, device)
-            if inv_scale is not None:
-                grad_values = grad_values * inv_scale.to(device)
-            found_inf = self._found_inf(device)
-            stacked = torch.cat(
-                [
-                    _stack(acts, device),
-                    grad_values,
-                    _stack(weight_block, device),
-                    _stack(bias_block, device),
-                    _stack([found_inf if found_inf is not None else zero], device),
-                ]
-            )
-            host, wait = start_copy(stacked)  # the sender thread waits, not the training loop
+            if device.type == "cpu":
+                ready = self._host_values(grads)
+                read: Callable[[], list[float]] = lambda: ready  # noqa: E731
+            else:
+                read = self._device_values(grads, device)
+        for layer in layers:
+            layer.act = layer.shape = None
         if all(shape is None for shape in shapes) and not self._warned_unwatched:
             self._warned_unwatched = True
             log.warning("pivot sdk: step %d is monitored but its forward was not watched; call watch(step) first", step)
@@ -366,13 +416,11 @@ class Monitor:
         }
         if self._groups:
             metadata["layer_groups"] = self._groups
-        specs = [layer.spec for layer in self._layers]
+        specs = self._specs
         capture = StepCapture(shapes, has_grad)
 
         def build() -> dict[str, Any]:
-            if wait is not None:
-                wait()
-            values = _per_layer(host.tolist(), len(specs))
+            values = read()
             if values[-1] > 0:
                 # The GradScaler found inf/NaN and skipped this optimizer step (routine with fp16): not a
                 # divergence, so the gradient statistics are zeroed and the step is marked instead.

@@ -82,6 +82,24 @@ def norms(tensors: list[Tensor], ord: float) -> list[Tensor]:
     return [value for value in result if value is not None]
 
 
+def vector_dtype(matrix: Tensor) -> torch.dtype:
+    """The power-iteration vectors' dtype: the matrix's own, float32 for low-precision matrices."""
+    return matrix.dtype if is_exact(matrix) else torch.float32
+
+
+def left_vector(matrix: Tensor, u: Tensor | None) -> Tensor:
+    """`u`, or a fresh normalised start vector when there is none yet or it no longer fits `matrix`."""
+    dtype = vector_dtype(matrix)
+    if u is not None and u.shape[0] == matrix.shape[0] and u.device == matrix.device and u.dtype == dtype:
+        return u
+    # Seeded, so two runs of the same model (on any device) report the same estimates. Copied through pinned
+    # memory without blocking: a pageable copy would wait for the device once per layer.
+    start = torch.randn(matrix.shape[0], generator=torch.Generator().manual_seed(0), dtype=dtype)
+    if matrix.is_cuda:
+        start = start.pin_memory()
+    return F.normalize(start.to(matrix.device, non_blocking=True), dim=0)
+
+
 def power_iteration(matrix: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
     """One step of power iteration on `matrix` (out x in): (sigma estimate, updated left vector).
 
@@ -89,14 +107,8 @@ def power_iteration(matrix: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
     largest singular value over steps (and tracks it as training changes the weights). It is kept in float32
     for low-precision matrices, which are multiplied in their own dtype (float32 accumulation) and not copied.
     """
-    dtype = matrix.dtype if is_exact(matrix) else torch.float32
-    if u is None or u.shape[0] != matrix.shape[0] or u.device != matrix.device or u.dtype != dtype:
-        # Seeded, so two runs of the same model (on any device) report the same estimates. Copied through
-        # pinned memory without blocking: a pageable copy would wait for the device once per layer.
-        start = torch.randn(matrix.shape[0], generator=torch.Generator().manual_seed(0), dtype=dtype)
-        if matrix.is_cuda:
-            start = start.pin_memory()
-        u = F.normalize(start.to(matrix.device, non_blocking=True), dim=0)
+    dtype = vector_dtype(matrix)
+    u = left_vector(matrix, u)
     v = F.normalize(torch.mv(matrix.t(), u.to(matrix.dtype)).to(dtype), dim=0)
     wv = torch.mv(matrix, v.to(matrix.dtype)).to(dtype)
     sigma = torch.linalg.vector_norm(wv)

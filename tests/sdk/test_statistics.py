@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.models import LayerwisePayload, Step
-from shared.sdk import Monitor, stats
+from shared.sdk import Monitor, cpu_stats, stats
 from tests.daemon import RunningDaemon
 from tests.sdk.models import CNN, MLP, batch, record_outputs, reference
 
@@ -188,3 +188,26 @@ async def test_bf16_statistics_match_float32_without_float32_copies(
             assert 0.3 * want["weight"]["spectral_norm"] < weight["spectral_norm"]
             assert weight["spectral_norm"] <= want["weight"]["spectral_norm"] * 1.01
             assert layer["parameter_statistics"]["bias"] == pytest.approx(want["bias"], **bf16)
+
+
+@pytest.mark.parametrize(
+    "shift", [0.0, 1.0, 9.0, 1e4], ids=["centred", "relu-like", "one-pass-limit", "ill-conditioned"]
+)
+def test_cpu_one_pass_moments_stay_exact(shift: float) -> None:
+    """The CPU path's one-pass std equals the float64 two-pass one whatever the mean: past `ILL_CONDITIONED` it
+    measures again with two passes (a float32 one-pass variance of 1e4 + N(0, 0.01^2) would be noise)."""
+    generator = torch.Generator().manual_seed(0)
+    t = torch.randn(300_000, generator=generator) * 0.01 + shift * 0.01
+    exact = t.double()
+    std, mean = cpu_stats.std_mean(t)
+    assert (std, mean) == pytest.approx((exact.std().item(), exact.mean().item()), rel=2e-5)
+    l2, grad_std, top = cpu_stats.grad_values([t[:1000].reshape(10, 100), t[1000:]])
+    assert (l2, grad_std, top) == pytest.approx(
+        (exact.norm().item(), exact.std().item(), exact.abs().max().item()), rel=2e-5
+    )
+
+
+def test_cpu_constant_weight_has_zero_std() -> None:
+    """A norm layer's initial weight (all ones) has std exactly 0, not the rounding noise of a one-pass variance."""
+    values, _ = cpu_stats.weight_values(torch.ones(384), None)
+    assert values == [0.0, 1.0, 1.0, pytest.approx(384**0.5)]
