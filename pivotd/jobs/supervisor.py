@@ -2,10 +2,11 @@
 
 The queue is the `runs` table itself (status `queued`, ordered by `queued_at`), so a restart loses nothing:
 runs a dead daemon left `running` become `failed` with reason `interrupted`, queued ones are started again.
-Each run trains in a fresh interpreter (`python -m pivotd.training.worker`, the spawn model: only the child
-imports torch) whose stdout carries JSON control events and a heartbeat, and whose stderr is kept as the run's
-log. Cancel is SIGTERM, a grace period, then SIGKILL. Whatever the worker does (raise, crash, get killed for
-memory) only its run fails: the daemon waits on it like on any other child.
+Each run trains in a process of its own, forked from the training fork server (`forkserver.py`, which has
+imported the worker and torch once; the daemon itself never imports torch) or, where that server cannot be had,
+started as `python -m pivotd.training.worker`. Its stdout carries JSON control events and a heartbeat, and its
+stderr is kept as the run's log. Cancel is SIGTERM, a grace period, then SIGKILL. Whatever the worker does
+(raise, crash, get killed for memory) only its run fails: the daemon waits for its exit status like any child's.
 
 GPUs: where NVML lists any, every run that may use one (`device` auto, cuda or cuda:N) is pinned to its own
 through `CUDA_VISIBLE_DEVICES=<uuid>` (`gpus.py`), and the assignment is stored on the run. `cuda:N` means GPU N
@@ -49,6 +50,7 @@ from pivotd.datadir import write_private
 from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
+from pivotd.jobs.forkserver import ForkedProcess, ForkServerError, spawn_worker
 from pivotd.jobs.gpus import Gpu, GpuAllocator, Refusal
 from pivotd.jobs.launch import job_argv
 from pivotd.runtokens import RunTokens
@@ -107,7 +109,7 @@ WAIT = _Wait(reserve=True)
 @dataclass(slots=True, eq=False)
 class _Worker:
     run_id: str
-    proc: asyncio.subprocess.Process
+    proc: asyncio.subprocess.Process | ForkedProcess
     slot: int
     last_beat: float = field(default_factory=time.monotonic)
     cancel_requested: bool = False
@@ -361,11 +363,16 @@ class Supervisor:
         root = str(Path(pivotd.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         await self._store.writer.submit(SetGpus(job.run_id, spec["gpus"]))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pivotd.training.worker", str(spec_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-            start_new_session=True,  # a Ctrl-C on the daemon's terminal is the daemon's to handle, not the worker's
-        )  # fmt: skip
+        proc: asyncio.subprocess.Process | ForkedProcess
+        try:  # forked from a process that has imported torch already: the run starts ~2 s of CPU sooner
+            proc = await spawn_worker(str(spec_path), env)
+        except ForkServerError as exc:
+            log.warning("run %s: %s; starting its worker in a fresh interpreter", job.run_id, exc)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pivotd.training.worker", str(spec_path),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+                start_new_session=True,  # a Ctrl-C on the daemon's terminal is the daemon's to handle, not the worker's
+            )  # fmt: skip
         worker = _Worker(job.run_id, proc, slot, gpus=gpus or [])
         self._workers[job.run_id] = worker
         where = ", ".join(f"GPU {g.index} {g.uuid}" for g in worker.gpus) or "no GPU"

@@ -1,0 +1,204 @@
+"""The daemon's side of the training workers' fork server (`pivotd/training/forkserver.py`).
+
+One server per daemon process, started with the first run that trains, not at start-up: a daemon that never
+trains never loads torch. A run started through it begins training about 1.5 to 2 s of CPU sooner than one in a
+fresh interpreter, since torch is imported already, and its memory starts out shared with the server's.
+`ForkedProcess` is the part of `asyncio.subprocess.Process` that the supervisor uses, for a process that is the
+server's child: its exit status comes from the server. The server is shared by every daemon of a process (in
+tests, several daemons in one interpreter, each on its own event loop), so replies are read by a thread of its
+own and handed to the loop that asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+STREAM_LIMIT = 2**16  # asyncio's subprocess default
+READY_TIMEOUT_S = 120.0
+
+
+class ForkServerError(RuntimeError):
+    """The server could not be started or went away before it forked the run."""
+
+
+class ForkedProcess:
+    """A worker forked by the server: pid, stdout and stderr readers, `wait`, `terminate`, `kill`."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode: int | None = None
+        self._exited = asyncio.get_running_loop().create_future()
+
+    def _set_exit(self, code: int) -> None:
+        if not self._exited.done():
+            self.returncode = code
+            self._exited.set_result(code)
+
+    async def wait(self) -> int:
+        code: int = await asyncio.shield(self._exited)
+        return code
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class _Server:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pivotd.training.forkserver", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=dict(env), start_new_session=True,
+            )  # fmt: skip
+        self.sock = ours
+        self.alive = True
+        self.ready = threading.Event()
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._starting: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[int]]] = {}
+        self._running: dict[int, tuple[asyncio.AbstractEventLoop, ForkedProcess]] = {}
+        self._exited_early: dict[int, int] = {}
+        threading.Thread(target=self._read, name="pivotd-forkserver", daemon=True).start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self.sock.recv(65536)
+            except OSError:
+                message = b""
+            if not message:
+                break
+            reply = json.loads(message)
+            with self._lock:
+                if "ready" in reply:
+                    self.ready.set()
+                elif "id" in reply:
+                    loop, future = self._starting.pop(reply["id"])
+                    outcome = reply.get("pid", ForkServerError(reply.get("error", "fork failed")))
+                    _call(loop, _settle, future, outcome)
+                else:
+                    entry = self._running.pop(reply["pid"], None)
+                    if entry is None:  # the fork's reply is still on its way to the loop that asked
+                        self._exited_early[reply["pid"]] = reply["code"]
+                    else:
+                        _call(entry[0], entry[1]._set_exit, reply["code"])
+        with self._lock:  # the server is gone: nothing it forked will be reported any more
+            self.alive = False
+            self.ready.set()
+            for loop, future in self._starting.values():
+                _call(loop, _settle, future, ForkServerError("the training fork server exited"))
+            for loop, process in self._running.values():  # orphans now: stop them, as a dead daemon's workers
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGKILL)
+                _call(loop, process._set_exit, -signal.SIGKILL)
+            self._starting.clear()
+            self._running.clear()
+        self.sock.close()
+        self.proc.wait()
+
+    async def spawn(self, spec: str, env: Mapping[str, str]) -> ForkedProcess:
+        loop = asyncio.get_running_loop()
+        if not self.ready.is_set() and not await asyncio.to_thread(self.ready.wait, READY_TIMEOUT_S):
+            raise ForkServerError("the training fork server did not start")
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        future: asyncio.Future[int] = loop.create_future()
+        try:
+            with self._lock:
+                if not self.alive:
+                    raise ForkServerError("the training fork server exited")
+                request_id = self._next_id
+                self._next_id += 1
+                self._starting[request_id] = (loop, future)
+                message = json.dumps({"id": request_id, "spec": spec, "env": dict(env)}).encode()
+                socket.send_fds(self.sock, [message], [out_w, err_w])
+        except OSError as exc:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise ForkServerError(f"the training fork server is unreachable: {exc}") from exc
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        try:
+            pid = await future
+        except BaseException:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
+        process = ForkedProcess(pid, await _reader(out_r), await _reader(err_r))
+        with self._lock:
+            code = self._exited_early.pop(pid, None)
+            if code is None and self.alive:
+                self._running[pid] = (loop, process)
+        if code is not None:
+            process._set_exit(code)
+        elif not self.alive:
+            process._set_exit(-signal.SIGKILL)
+        return process
+
+
+_server: _Server | None = None
+_server_lock = threading.Lock()
+
+
+async def spawn_worker(spec: str, env: Mapping[str, str]) -> ForkedProcess:
+    """Fork `python -m pivotd.training.worker SPEC` with `env` from this process's fork server, starting one
+    (with `env`, less `CUDA_VISIBLE_DEVICES`) if there is none or it has gone. Raises ForkServerError."""
+    global _server
+    with _server_lock:
+        if _server is None or not _server.alive:
+            try:
+                _server = _Server({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"})
+            except OSError as exc:
+                raise ForkServerError(f"the training fork server did not start: {exc}") from exc
+        server = _server
+    return await server.spawn(spec, env)
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=loop)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
+    except BaseException:
+        pipe.close()
+        raise
+    return reader
+
+
+def _settle(future: asyncio.Future[int], outcome: Any) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _call(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits for this any more
+        loop.call_soon_threadsafe(callback, *args)
