@@ -21,7 +21,8 @@ from tests.tui.test_tmux import tmux, wait_for
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_STACK = ("torch", "fastapi", "starlette", "uvicorn", "aiosqlite", "scipy", "numpy", "psutil")
 
-pytestmark = pytest.mark.slow
+# One xdist group: both tests use the module's virtualenv, which a second worker would build again (~16 s).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tui_install")]
 
 
 def base_python() -> Path:

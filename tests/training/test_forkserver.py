@@ -17,7 +17,7 @@ from tests.training.test_robustness import LONG, first_scalars
 pytestmark = pytest.mark.slow
 
 
-async def test_a_worker_is_a_forked_session_leader_with_the_runs_environment_and_survives_no_dead_server(
+async def test_a_forked_worker_has_its_own_session_and_the_runs_environment_and_a_dead_server_fails_its_runs(
     daemon: RunningDaemon, http: httpx.AsyncClient
 ) -> None:
     run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": LONG})).json()["run_id"]
