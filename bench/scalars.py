@@ -1,7 +1,7 @@
 """Scalar route and batch route ingest, and reads of a long series, against a baseline tree's pivotd.
 
-Two daemons, this tree's and `--baseline`'s (by default /work/main: the row-per-point scalar store), alternate
-round by round (medians):
+Two daemons, this tree's and `--baseline`'s (a checkout of an older commit, such as a4a2757: the row-per-point
+scalar store), alternate round by round (medians):
 
 - the scalar route: 4 keep-alive clients, 2,000 points x 4 names per request, each client its own run;
 - the batch route: 4 clients, 100 steps of 3 layers per request;
@@ -15,7 +15,8 @@ Throughput on a shared machine follows the share of the cores the daemon gets, s
 point (per step) is printed too, and what it comes to for a daemon with one core to itself: it moves far less
 with other load.
 
-    .venv/bin/python bench/scalars.py --rounds 5 --seconds 5
+    mkdir /tmp/base && git archive a4a2757 | tar -x -C /tmp/base
+    .venv/bin/python bench/scalars.py --baseline /tmp/base --rounds 5 --seconds 5
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def timed_get(client: httpx.Client, pid: int, params: dict[str, str | int]) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", type=Path, default=Path("/work/main"), help="another checkout of pivotd")
+    parser.add_argument(
+        "--baseline", type=Path, required=True, help="another checkout of pivotd (`git archive` of an older commit)"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="ingest rounds (0: only the long series' reads)")
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--long", type=int, default=1_000_000, help="points of the long series")
