@@ -139,10 +139,11 @@ def compile_sieve(plan: list[FieldPlan]) -> Sieve:
     when the largest value is below the smallest previous one times the factor (all previous values positive).
     The 50-rule mix of `bench/rules_overhead.py`: docs/performance.md."""
     lines = ["def sieve(layers, prev, cur):", "    out = []"]
-    names: dict[str, Any] = {"_STATES": _STATES, "_growth": _growth}
-    grouped = [rule for field in plan for rule in field.grouped]
-    names["G"] = tuple(grouped)
-    lines.append("    busy = any(map(_STATES, G))" if grouped else "    busy = False")
+    names: dict[str, Any] = {"_growth": _growth}
+    # The rules' subject dicts themselves: a rule mutates its `states` and never rebinds it, and a changed rule set
+    # compiles a new sieve, so `any()` over them is the test `any(rule.states ...)` without an attribute read each.
+    names["S"] = tuple(rule.states for field in plan for rule in field.grouped)
+    lines.append("    busy = any(S)" if names["S"] else "    busy = False")
     reads, kinds = [], []
     for field in plan:
         section, key, *rest = LAYER_FIELDS[field.name]
@@ -155,7 +156,7 @@ def compile_sieve(plan: list[FieldPlan]) -> Sieve:
         lines.append(f"    columns = tuple(zip(*[({', '.join(reads)},) for l in layers]))")
     for i, field in enumerate(plan):
         optional = kinds[i] in ("optional", "bias")
-        names |= {f"F{i}": field, f"G{i}": tuple(field.grouped), f"E{i}": field.equal_values}
+        names |= {f"F{i}": field, f"S{i}": tuple(rule.states for rule in field.grouped), f"E{i}": field.equal_values}
         bound = field.growing_min * (1 - 1e-9)
         # Below this, max(v) / min(previous) rounds below `bound` whatever the rounding on the way.
         names |= {f"L{i}": field.plain_low, f"H{i}": field.plain_high, f"B{i}": bound, f"C{i}": bound * (1 - 1e-12)}
@@ -169,7 +170,7 @@ def compile_sieve(plan: list[FieldPlan]) -> Sieve:
             lines.append("    hi = max(p) if p else 0.0")
         tests = []
         if field.grouped:
-            tests.append(f"(busy and any(map(_STATES, G{i})))")
+            tests.append(f"(busy and any(S{i}))")
         if field.plain:
             tests.append(f"(p and not (L{i} <= lo and hi <= H{i}))")
         if field.growing:  # the division-free test first, where neither side has a None
@@ -421,7 +422,6 @@ class AlertEngine:
 
     def _observe_run(self, rules: list[Rule], run_id: str, step: int | None, now: float, out: list[Transition]) -> None:
         subject = f"run:{run_id}"
-        context = {"run_id": run_id, "step": step}
         for rule in rules:
             if not rule.run_scoped or rule.run_matches(run_id):
                 if rule.silence:  # on every step of every run: a run already seen and not silent is one write
@@ -429,7 +429,7 @@ class AlertEngine:
                     if state is not None and not state.fired:
                         state.last_seen = now
                         continue
-                transition = rule.observe(subject, 0.0, now, context)
+                transition = rule.observe(subject, 0.0, now, {"run_id": run_id, "step": step})
                 if transition is not None:
                     out.append(transition)
 

@@ -81,20 +81,19 @@ class _Retry(Exception):
     """Delivery failed for a reason that may pass: keep the entries and try again later."""
 
 
-def is_finite_tree(value: Any) -> bool:
-    """True when every number inside nested dicts/lists is finite (bools and None count as finite)."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(is_finite_tree(v) for v in value.values())
-    if isinstance(value, list):
-        return all(is_finite_tree(v) for v in value)
-    return True
-
-
 def _encode(body: Any) -> bytes:
     # The stdlib writes NaN/Infinity literally; the daemon parses those to name the field in its event.
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _encode_checked(body: Any) -> tuple[bytes, bool]:
+    """(the body's JSON, whether every number in it is finite). A finite body, the common case, is encoded once
+    and walked once: the encoder refuses NaN and infinities itself, so no separate walk of the tree looks for them
+    (that walk cost half as much as the encoding for a small model's step)."""
+    try:
+        return json.dumps(body, separators=(",", ":"), allow_nan=False).encode(), True
+    except ValueError:
+        return _encode(body), False
 
 
 class Transport:
@@ -343,11 +342,12 @@ class Transport:
     def _send_layerwise(self, items: list[Item], pending: dict[int, Item]) -> None:
         finite: list[tuple[Item, bytes]] = []
         for item in items:
-            if is_finite_tree(item.body):
-                finite.append((item, _encode(item.body)))
+            encoded, is_finite = _encode_checked(item.body)
+            if is_finite:
+                finite.append((item, encoded))
             else:
                 # Alone on the single route: the daemon rejects it but records the event naming the field.
-                self._post_single("/api/v1/metrics/layerwise", item, _encode(item.body), pending, non_finite=True)
+                self._post_single("/api/v1/metrics/layerwise", item, encoded, pending, non_finite=True)
         for chunk in _chunks(finite):
             if len(chunk) == 1:
                 self._post_single("/api/v1/metrics/layerwise", chunk[0][0], chunk[0][1], pending)
