@@ -127,6 +127,7 @@ class Ingest:
         self._removed_listeners = tuple(removed_listeners)
         """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
         store.writer.listeners.append(self._announce_batch)
+        store.writer.announce_runs = lambda: hub.has_subscribers(RUNS_TOPIC)
 
     async def layerwise(self, payloads: Sequence[StepPayload]) -> list[str]:
         """Commit steps (one transaction), then broadcast each as `new_metrics`."""
