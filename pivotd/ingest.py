@@ -43,6 +43,9 @@ LAYERWISE_EVENT = ("pivot", "ingest", "layerwise")
 SCALARS_EVENT = ("pivot", "ingest", "scalars")
 
 
+_NO_FIELDS = RunFields()
+
+
 def step_record(payload: StepPayload) -> StepRecord:
     meta = payload.metadata
     step = {
@@ -53,16 +56,13 @@ def step_record(payload: StepPayload) -> StepRecord:
         "cross_layer": payload.cross_layer_analysis,
         "layer_groups": meta.layer_groups,
     }
-    return StepRecord(
-        run_id=meta.run_id,
-        step=meta.global_step,
-        timestamp=meta.timestamp,
-        batch_size=meta.batch_size,
-        data=orjson.dumps(step),
-        fields=RunFields(
-            experiment_id=meta.experiment_id, group=meta.group, tags=meta.tags, extra=meta.model_extra or None
-        ),
+    extra = meta.model_extra or None
+    fields = (
+        _NO_FIELDS  # most steps carry none: one object for all of them (a frozen dataclass is slow to build)
+        if meta.experiment_id is None and meta.group is None and meta.tags is None and extra is None
+        else RunFields(experiment_id=meta.experiment_id, group=meta.group, tags=meta.tags, extra=extra)
     )
+    return StepRecord(meta.run_id, meta.global_step, meta.timestamp, meta.batch_size, orjson.dumps(step), fields)
 
 
 def lite_step(document: bytes) -> bytes:
@@ -127,17 +127,22 @@ class Ingest:
         self._removed_listeners = tuple(removed_listeners)
         """Told the id of every run deleted or evicted, once that is committed (e.g. to remove its files)."""
         store.writer.listeners.append(self._announce_batch)
+        store.writer.announce_runs = lambda: hub.has_subscribers(RUNS_TOPIC)
 
     async def layerwise(self, payloads: Sequence[StepPayload]) -> list[str]:
         """Commit steps (one transaction), then broadcast each as `new_metrics`."""
         records = [step_record(payload) for payload in payloads]
         await self._store.writer.submit(PutSteps(records))
         self._telemetry.count(LAYERWISE_EVENT, requests=1, steps=len(records))
+        listened: dict[str, bool] = {}  # per run: a batch's steps are mostly of one run
         for record in records:
-            topics = (METRICS_TOPIC, run_topic(record.run_id))
-            if self._hub.has_subscribers(*topics):
+            heard = listened.get(record.run_id)
+            if heard is None:
+                heard = listened[record.run_id] = self._hub.has_subscribers(METRICS_TOPIC, run_topic(record.run_id))
+            if heard:
                 run_id = orjson.dumps(record.run_id).decode()
-                self._hub.publish(topics, f'{{"type":"new_metrics","run_id":{run_id},"data":{record.data.decode()}}}')
+                message = f'{{"type":"new_metrics","run_id":{run_id},"data":{record.data.decode()}}}'
+                self._hub.publish((METRICS_TOPIC, run_topic(record.run_id)), message)
         transitions = self._alerts.evaluate_steps(payloads)
         if transitions:  # rare: only then does the request wait for the alert to be stored
             await self._alerts.apply(transitions)

@@ -41,8 +41,8 @@ def _spec(rng: random.Random, index: int) -> dict[str, Any]:
         spec["range"] = sorted([threshold, rng.choice([0.1, 0.3, 0.9])])
     elif condition != "not_finite":
         spec["threshold"] = threshold
-    if rng.random() < 0.2:
-        spec["scope"] = {"layer": "first"} if rng.random() < 0.5 else {"run": "run-a*"}
+    if rng.random() < 0.3:  # the first layer alone, a layer name that matches none, or some runs
+        spec["scope"] = rng.choice([{"layer": "@first"}, {"layer": "first"}, {"run": "run-a*"}])
     return spec
 
 

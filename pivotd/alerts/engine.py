@@ -184,7 +184,7 @@ def compile_sieve(plan: list[FieldPlan]) -> Sieve:
         if field.equal:
             tests.append(f"not E{i}.isdisjoint(p)")
         if field.rest:
-            tests.append("True")
+            tests.append(_rest_test(field.rest, i, names))
         if tests:
             lines.append(f"    if {' or '.join(tests)}:")
             lines.append(f"        out.append(F{i})")
@@ -192,6 +192,19 @@ def compile_sieve(plan: list[FieldPlan]) -> Sieve:
     exec("\n".join(lines), names)  # text written above from the rules' own numbers and names
     sieve: Sieve = names["sieve"]
     return sieve
+
+
+def _rest_test(rules: list[Rule], index: int, names: dict[str, Any]) -> str:
+    """The sieve's test of a field's `rest` rules: whether they must look at the step. Where every one of them is a
+    threshold or range on the first layer alone (the built-in `vanishing_gradient`), as `AlertEngine._check` clears
+    such a rule with no subject in state: that rule's bounds, tightened over all of them, against the first value;
+    otherwise always (they are checked rule by rule)."""
+    if not all(r.first_layer_only and not r.run_scoped and not r.tracks_previous and r.quiet_bounds for r in rules):
+        return "True"
+    bounds = [r.quiet_bounds for r in rules if r.quiet_bounds is not None]
+    low, high = max(b[0] for b in bounds), min(b[1] for b in bounds)
+    names |= {f"R{index}": tuple(rules), f"RL{index}": low, f"RH{index}": high}
+    return f"(any(map(_STATES, R{index})) or ((f := v[0]) is not None and not (RL{index} <= f <= RH{index})))"
 
 
 def _growth(values: list[float | None], previous: list[float | None]) -> float:
@@ -350,7 +363,9 @@ class AlertEngine:
             if not rule.states:
                 if rule.first_layer_only:
                     head = values[:1]
-                    quiet = rule.quiet(head, previous[:1]) if rule.tracks_previous else None
+                    # No previous step (a run's first): nothing to grow from, which `quiet` reads from None.
+                    before = previous[:1] if previous is not None else None
+                    quiet = rule.quiet(head, before) if rule.tracks_previous else None
                     quiet = rule.quiet([v for v in head if v is not None], None) if quiet is None else quiet
                 elif rule.quiet_bounds is not None:
                     bounds = rule.quiet_bounds

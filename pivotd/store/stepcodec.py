@@ -107,12 +107,14 @@ def _pack_numbers(floats: list[float], ints: list[int]) -> bytes:
     try:
         narrow = struct.pack(f"<{count}f", *floats)
         back = struct.unpack(f"<{count}f", narrow)
-        inexact = [i for i, (a, b) in enumerate(zip(back, floats, strict=True)) if a != b]
+        # Counted in C (a list comparison, then map): an index list is built only for the few a float32 misses.
+        misses = 0 if list(back) == floats else sum(map(operator.ne, back, floats))
     except OverflowError:  # a value too large for a float32
-        inexact = list(range(count))
-    if len(inexact) * 4 > count:  # mostly float64 values: all of them as float64
+        misses = count
+    if misses * 4 > count:  # mostly float64 values: all of them as float64
         head, planes = struct.pack("<BI", 8, 0), _planes(struct.pack(f"<{count}d", *floats), 8)
     else:  # float32, and the few that need it (a wall-clock timestamp, say) again as float64
+        inexact = [i for i, (a, b) in enumerate(zip(back, floats, strict=True)) if a != b] if misses else []
         wide = [floats[i] for i in inexact]
         head = struct.pack(f"<BI{len(inexact)}I{len(inexact)}d", 4, len(inexact), *inexact, *wide)
         planes = _planes(narrow, 4)

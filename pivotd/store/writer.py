@@ -9,12 +9,14 @@ is what lets the API answer 202 for data that a killed daemon still has.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import queue
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ class BatchOutcome:
     """What one committed batch changed, for publishing to subscribers."""
 
     touched: list[RunRow] = field(default_factory=list)
+    """The runs written, as committed; left empty while `Writer.announce_runs` says nobody listens."""
     created: set[str] = field(default_factory=set)
     evicted: list[str] = field(default_factory=list)
     revived: set[str] = field(default_factory=set)
@@ -48,17 +51,66 @@ def _is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
 
 
+class WriterThread:
+    """The thread that owns the write connection, running one function at a time for the event loop.
+
+    `loop.run_in_executor` on a one-thread pool did the same with a `concurrent.futures.Future`, a condition
+    variable, a work item and a chained asyncio future per call: about 33 us of CPU per batch against 14 here
+    (docs/performance.md), and a batch is one call.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # A daemon thread: a process that exits without closing the store must not hang on it. What it was
+        # writing is not committed, so nothing acknowledged is lost.
+        self._thread = threading.Thread(target=self._serve, name="pivotd-writer", daemon=True)
+        self._thread.start()
+
+    def run(self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """`function(*args)` on the thread; the future settles on `loop` with its result or exception."""
+        future = loop.create_future()
+        self._jobs.put((loop, future, function, args))
+        return future
+
+    def stop(self) -> None:
+        """Finish what was queued, then end the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            loop, future, function, args = job
+            try:
+                outcome: tuple[Any, BaseException | None] = (function(*args), None)
+            except BaseException as exc:  # handed to the awaiting task, as an executor would
+                outcome = (None, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, future, *outcome)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.cancelled():  # its awaiter went away; the work is done regardless
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
 class Writer:
     def __init__(self, db_path: Path, retention: Retention, max_batch_ops: int = 512, max_pending: int = 4096):
         self._db_path = db_path
         self._retention = retention
         self._max_batch_ops = max_batch_ops
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_pending)
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="pivotd-writer")
+        self._thread = WriterThread()
         self._conn: sqlite3.Connection | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.listeners: list[Callable[[BatchOutcome], None]] = []
+        self.announce_runs: Callable[[], bool] = lambda: True
+        """Whether anyone will announce the runs a batch touched (`BatchOutcome.touched`); asked on the writer
+        thread after each commit. Reading them back took a twentieth of a small step's time (docs/performance.md)."""
         self.batches = 0
         self.ops = 0
         self.disk_full_since: float | None = None
@@ -73,7 +125,7 @@ class Writer:
     async def open(self) -> int:
         """Open the database and migrate it; returns the schema version found on disk."""
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self._executor, self._open)
+        found = await self._thread.run(loop, self._open)
         self._task = asyncio.create_task(self._run(), name="pivotd-writer")
         return found
 
@@ -106,8 +158,8 @@ class Writer:
             await self._task
         loop = asyncio.get_running_loop()
         if self._conn is not None:
-            await loop.run_in_executor(self._executor, self._conn.close)
-        self._executor.shutdown(wait=True)
+            await self._thread.run(loop, self._conn.close)
+        self._thread.stop()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,7 +179,7 @@ class Writer:
             ops = [op for op, _ in batch]
             started = time.perf_counter()
             try:
-                results, outcome = await loop.run_in_executor(self._executor, self._apply, ops)
+                results, outcome = await self._thread.run(loop, self._apply, ops)
             except Exception as exc:  # the batch as a whole failed: nothing of it was committed
                 error = self._batch_failed(exc, len(ops))
                 for _, future in batch:
@@ -188,7 +240,7 @@ class Writer:
         """One chunk of packing; a failure (a full disk, say) leaves the steps as JSON until the next write."""
         started = time.perf_counter()
         try:
-            found = await loop.run_in_executor(self._executor, compact, self._conn)
+            found = await self._thread.run(loop, compact, self._conn)
         except Exception:
             log.exception("packing stored steps failed; they stay as JSON for now")
             found = 0
@@ -221,11 +273,6 @@ class Writer:
             if refs:
                 self._refresh_runs(conn, refs, tx.now)
             outcome.evicted = enforce(conn, self._retention, touched=refs)
-            if refs:
-                marks = ",".join("?" * len(refs))
-                rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", refs).fetchall()
-                latest = latest_by_run(conn.execute(*latest_query(refs)))
-                outcome.touched = [run_row(row, latest.get(row[0])) for row in rows]
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:  # a failed COMMIT (disk full) has already rolled back
@@ -233,7 +280,21 @@ class Writer:
             raise
         outcome.created -= set(outcome.evicted)
         outcome.revived -= set(outcome.evicted)
+        # Asked after the commit, so that every batch committed after someone subscribed is announced to them.
+        if refs and self.announce_runs():
+            try:
+                outcome.touched = self._runs(conn, refs)
+            except sqlite3.Error:  # committed all the same: only the announcement is lost
+                log.exception("reading the runs of a committed batch failed")
         return results, outcome
+
+    @staticmethod
+    def _runs(conn: sqlite3.Connection, refs: list[int]) -> list[RunRow]:
+        """The runs `refs` as the last commit left them: the writer's connection is the only one that writes."""
+        marks = ",".join("?" * len(refs))
+        rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id IN ({marks})", refs).fetchall()
+        latest = latest_by_run(conn.execute(*latest_query(refs)))
+        return [run_row(row, latest.get(row[0])) for row in rows]
 
     def _batch_failed(self, exc: Exception, count: int) -> PivotError:
         """The error each request of a failed batch gets; a full disk is logged once, not once per batch."""
