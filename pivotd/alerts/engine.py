@@ -203,8 +203,8 @@ def _rest_test(rules: list[Rule], index: int, names: dict[str, Any]) -> str:
         return "True"
     bounds = [r.quiet_bounds for r in rules if r.quiet_bounds is not None]
     low, high = max(b[0] for b in bounds), min(b[1] for b in bounds)
-    names |= {f"R{index}": tuple(rules), f"RL{index}": low, f"RH{index}": high}
-    return f"(any(map(_STATES, R{index})) or ((f := v[0]) is not None and not (RL{index} <= f <= RH{index})))"
+    names |= {f"R{index}": tuple(rule.states for rule in rules), f"RL{index}": low, f"RH{index}": high}
+    return f"(any(R{index}) or ((f := v[0]) is not None and not (RL{index} <= f <= RH{index})))"
 
 
 def _growth(values: list[float | None], previous: list[float | None]) -> float:
