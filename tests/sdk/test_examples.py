@@ -20,8 +20,9 @@ from tests.daemon import TEST_TOKEN, RunningDaemon
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-# Each test reads and writes only its own run ids.
-pytestmark = [pytest.mark.slow, pytest.mark.shared_daemon]
+# Not `shared_daemon`: a daemon in this process starts in under 0.1 s, while a shared one would put these
+# tests, each seconds of scripts, on one xdist worker together.
+pytestmark = pytest.mark.slow
 
 
 async def steps_of(http: httpx.AsyncClient, run_id: str) -> list[int]:
