@@ -120,14 +120,18 @@ def serve(settings: Settings, *, demo: bool) -> int:
             return EXIT_CONFIG
 
         from pivotd.app import create_app  # noqa: PLC0415
-        from pivotd.demo import feed_demo  # noqa: PLC0415
         from pivotd.server import PivotServer  # noqa: PLC0415
 
         before, after = raise_descriptor_limit()
         if after != before:
             log.debug("open-files limit raised from %d to %d", before, after)
         app = create_app(settings, token or "")
-        ready = functools.partial(feed_demo, token=token) if demo else None
+        ready = None
+        if demo:
+            # Only here: the demo's client (httpx, and the click and rich it loads) is a tenth of a start-up.
+            from pivotd.demo import feed_demo  # noqa: PLC0415
+
+            ready = functools.partial(feed_demo, token=token)
         server = PivotServer(app, settings, data_dir, on_ready=ready)
         tune_gc()
         try:

@@ -145,6 +145,7 @@ BAD = [
 ]
 
 
+@pytest.mark.shared_daemon  # a refused experiment is not created: the cases share one daemon
 @pytest.mark.parametrize(("change", "field"), BAD, ids=[field for _, field in BAD])
 async def test_a_bad_command_sweep_is_refused_naming_the_field(
     tmp_path: Path, http: httpx.AsyncClient, change: dict[str, Any], field: str

@@ -20,12 +20,13 @@ import psutil
 import pytest
 
 from pivotd.monitor.nvml import Nvml
+from shared import ctl
 from tests.daemon import RunningDaemon, running_daemon
 from tests.test_monitor import fake_pynvml
 from tests.training.helpers import final_state
 
 ROOT = str(Path(__file__).resolve().parent.parent)
-FAST = {"cancel_grace_s": 1.0}
+FAST = {"cancel_grace_s": 0.3}  # the SIGKILL after SIGTERM: only a job that ignores SIGTERM waits it out
 
 
 @asynccontextmanager
@@ -301,22 +302,27 @@ async def test_a_job_with_retries_left_is_queued_again_when_pivotd_stops(tmp_pat
         assert gone(pid)
 
 
-async def test_pivotctl_submits_follows_and_lists_jobs(tmp_path: Path) -> None:
-    from tests.training.test_client_and_ctl import pivotctl
-
+async def test_pivotctl_submits_follows_and_lists_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pivotctl's commands in this process (its run as a program of its own: tests/training/test_client_and_ctl.py)."""
     async with daemon_and_client(tmp_path) as (daemon, _):
+
+        async def pivotctl(*argv: str) -> tuple[int, str, str]:
+            code = await asyncio.to_thread(ctl.main, ["--url", daemon.url, *argv])
+            said = capsys.readouterr()
+            return code, said.out, said.err
+
         code, out, err = await pivotctl(
-            daemon, "submit", "--cwd", str(tmp_path), "--env", "WHO=job", "--follow", "--", "bash", "-c", "echo hi $WHO"
+            "submit", "--cwd", str(tmp_path), "--env", "WHO=job", "--follow", "--", "bash", "-c", "echo hi $WHO"
         )
         assert code == 0, err
         assert "hi job" in out and "succeeded" in out
-        code, out, err = await pivotctl(daemon, "submit", "--json", "--", "bash", "-c", "exit 4")
+        code, out, err = await pivotctl("submit", "--json", "--", "bash", "-c", "exit 4")
         run_id = json.loads(out)["run_id"]
-        code, out, _ = await pivotctl(daemon, "queue", "--json")
+        code, out, _ = await pivotctl("queue", "--json")
         assert code == 0 and json.loads(out)["meta"]["slots"] == 1
-        code, out, _ = await pivotctl(daemon, "logs", run_id, "-f")
+        code, out, _ = await pivotctl("logs", run_id, "-f")
         assert code == 1  # the job failed
-        code, _, err = await pivotctl(daemon, "cancel", "r_missing")
+        code, _, err = await pivotctl("cancel", "r_missing")
         assert code == 3 and daemon.url in err  # errors name the URL tried
 
 

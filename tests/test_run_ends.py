@@ -24,6 +24,9 @@ from tests.training.helpers import MLP, hyperparams
 
 FAST = {"alert_check_interval_s": 0.05, "run_lost_after_s": 1}
 
+# The tests that take the `daemon` fixture write only under their own run ids: they share the module's one.
+pytestmark = pytest.mark.shared_daemon
+
 
 @asynccontextmanager
 async def watched(daemon: RunningDaemon) -> AsyncIterator[tuple[httpx.AsyncClient, ClientConnection]]:
@@ -127,11 +130,11 @@ async def test_a_script_that_died_before_sending_anything_still_shows(http: http
     ],
 )
 async def test_a_bad_end_is_a_422_naming_the_field(http: httpx.AsyncClient, body: Any, field: str) -> None:
-    response = await http.post("/api/v1/runs/exp42/finish", json=body)
+    response = await http.post("/api/v1/runs/badly-ended/finish", json=body)
     assert response.status_code == 422, response.text
     [problem] = response.json()["detail"]
     assert problem["field"] == field and problem["loc"] == ["body"] + ([] if field == "body" else [field])
-    assert (await http.get("/api/v1/runs/exp42")).status_code == 404  # nothing was created
+    assert (await http.get("/api/v1/runs/badly-ended")).status_code == 404  # nothing was created
 
 
 async def test_a_bad_run_id_or_body_is_refused(http: httpx.AsyncClient) -> None:

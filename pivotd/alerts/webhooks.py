@@ -27,9 +27,8 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import orjson
 
 from pivotd.errors import InsufficientStorage, NotFound, ValidationFailed
@@ -46,6 +45,9 @@ from pivotd.store.monitoring import (
 )
 from pivotd.timefmt import iso
 from shared import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 EVENTS = (
@@ -109,6 +111,10 @@ async def resolve_host(host: str, port: int) -> list[str]:
 
 
 def _parse(url: str) -> httpx.URL:
+    # httpx is imported where a webhook URL is first met, not at start-up: with click and rich installed it
+    # loads its command line and them too, about a tenth of the daemon's import time.
+    import httpx  # noqa: PLC0415
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -180,6 +186,8 @@ class Webhooks:
         """The delivery client, made on the first attempt: its TLS context loads the system's CA bundle (about
         30 ms), which a daemon start would otherwise pay even with no webhook registered."""
         if self._client is None:
+            import httpx  # noqa: PLC0415 - see _parse
+
             self._client = httpx.AsyncClient(
                 timeout=self._settings.webhook_timeout_s,
                 follow_redirects=False,  # a redirect could lead a signed body to a host nobody registered
@@ -250,6 +258,8 @@ class Webhooks:
         verified for this one."""
         if not self._settings.webhook_deliveries:
             return None, DELIVERIES_OFF
+        import httpx  # noqa: PLC0415 - see _parse
+
         try:
             url, addresses = await checked_addresses(hook.url, self._settings.webhook_allow_private, self.resolve)
         except ValueError as exc:

@@ -16,6 +16,9 @@ from shared.sdk.layers import select_layers
 from tests.daemon import RunningDaemon
 from tests.sdk.models import CNN, MLP, batch
 
+# Each test writes only its own run ids; the DDP test lists every run and has a daemon of its own.
+pytestmark = pytest.mark.shared_daemon
+
 
 def hooked(model: nn.Module) -> bool:
     return any(module._forward_hooks for module in model.modules())
@@ -192,6 +195,7 @@ def test_ranks_other_than_zero_stay_silent(monkeypatch: pytest.MonkeyPatch, free
 
 
 @pytest.mark.slow
+@pytest.mark.own_daemon
 async def test_ddp_two_processes(daemon: RunningDaemon, http: httpx.AsyncClient, free_port: int) -> None:
     """gloo on CPU: rank 0 posts the run; with ranks="all" each rank posts its own, with synchronised grads."""
     import torch.multiprocessing as mp

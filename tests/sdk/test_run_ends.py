@@ -18,6 +18,9 @@ import shared.sdk as sdk
 from tests.daemon import RunningDaemon, running_daemon
 from tests.training.helpers import MLP, hyperparams
 
+# Its tests that take the `daemon` fixture read and write only their own run ids: they share the module's one.
+pytestmark = pytest.mark.shared_daemon
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -193,7 +196,7 @@ async def test_a_wrong_url_is_said_while_the_script_trains(free_port: int) -> No
         "from shared.sdk import Run\n"
         "run = Run('nowhere', url=sys.argv[1])\n"
         "run.log(0, loss=1.0)\n"
-        "run.flush(1.5)  # a few attempts, each refused\n"
+        "run.flush(0.8)  # two attempts (the second after the 0.5 s backoff), each refused\n"
         "print('training goes on', file=sys.stderr, flush=True)\n"
         "print(run.finish(timeout=0.5), run.stats.dropped)\n",
         url,

@@ -14,6 +14,9 @@ import shared.sdk as sdk
 from shared.client import AsyncPivotClient
 from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
 
+# Its tests that take the `daemon` fixture read and write only their own run ids: they share the module's one.
+pytestmark = pytest.mark.shared_daemon
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

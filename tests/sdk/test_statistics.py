@@ -18,6 +18,9 @@ from shared.sdk import Monitor, cpu_stats, stats
 from tests.daemon import RunningDaemon
 from tests.sdk.models import CNN, MLP, batch, record_outputs, reference
 
+# Its tests that take the `daemon` fixture read and write only their own run ids: they share the module's one.
+pytestmark = pytest.mark.shared_daemon
+
 APPROX = {"rel": 1e-4, "abs": 1e-6}
 
 
@@ -105,7 +108,7 @@ async def test_spectral_norm_converges(
     """One power iteration per monitored step, the vector kept between steps: within 1% of the true norm."""
     torch.manual_seed(0)
     model = factory()
-    mon = Monitor(model, "spectral", url=daemon.url, every=1)
+    mon = Monitor(model, f"spectral-{factory.__name__.lower()}", url=daemon.url, every=1)
     x, _ = batch(model)
     with torch.no_grad():
         for step in range(60):

@@ -20,9 +20,12 @@ from torch.nn import functional as F
 
 from shared.sdk import DROPPED_SCALAR, Monitor, Run
 from shared.sdk.transport import Item, Transport
-from tests.daemon import RunningDaemon, start_daemon_process
+from tests.daemon import RunningDaemon, running_daemon
 from tests.payloads import contract_payload
 from tests.sdk.models import MLP, batch
+
+# Its tests that take the `daemon` fixture read and write only their own run ids: they share the module's one.
+pytestmark = pytest.mark.shared_daemon
 
 
 def timed_loop(mon: Monitor, model: nn.Module, steps: int, capacity: int) -> tuple[list[float], list[float]]:
@@ -52,23 +55,19 @@ async def test_daemon_down_then_up_delivers_the_newest_steps(tmp_path: Path, fre
     assert max(monitored) < 0.25
     assert not await asyncio.to_thread(mon.flush, 0.2)  # nothing can be delivered yet
 
-    daemon = await asyncio.to_thread(start_daemon_process, tmp_path / "daemon", "--port", str(free_port))
-    try:
+    # In this process: the monitor's sender is a thread of its own, so it reaches the daemon as from a script.
+    async with running_daemon(tmp_path / "daemon", port=free_port), httpx.AsyncClient(base_url=url) as http:
         assert await asyncio.to_thread(mon.flush, 20)
         stats = mon.stats
         # 12 steps x (layer-wise step + loss point) = 24 entries; the queue kept the newest 6.
         assert (stats.dropped, stats.sent_steps, stats.sent_points, stats.queued) == (18, 3, 3, 0)
-        async with httpx.AsyncClient(base_url=url) as http:
-            run = (await http.get("/api/v1/runs/offline")).json()
-            assert [step["step"] for step in run["steps"]] == [9, 10, 11]
-            series = (await http.get("/api/v1/runs/offline/scalars")).json()["series"]
+        run = (await http.get("/api/v1/runs/offline")).json()
+        assert [step["step"] for step in run["steps"]] == [9, 10, 11]
+        series = (await http.get("/api/v1/runs/offline/scalars")).json()["series"]
         assert series["loss"]["steps"] == [9, 10, 11]
         assert series[DROPPED_SCALAR] == {"steps": [11], "values": [18.0], "timestamps": [None]}
         assert not await asyncio.to_thread(mon.close)  # what was queued arrived, but 18 entries were dropped
-        async with httpx.AsyncClient(base_url=url) as http:  # ended all the same
-            assert (await http.get("/api/v1/runs/offline")).json()["status"] == "succeeded"
-    finally:
-        daemon.stop()
+        assert (await http.get("/api/v1/runs/offline")).json()["status"] == "succeeded"  # ended all the same
 
 
 @pytest.fixture
