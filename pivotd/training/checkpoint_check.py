@@ -1,8 +1,10 @@
 """`python -m pivotd.training.checkpoint_check FILE`: is an uploaded checkpoint plain tensors? Exit 0 if so.
 
-Run in its own short-lived process with a memory cap (`RLIMIT_DATA`, see MEMORY_CAP): the daemon never unpickles
-an upload itself, and `torch.load(weights_only=True)` refuses any pickle that would construct anything but tensors,
-containers and primitives, so code hidden in the file is never executed. The verdict is one JSON line on stdout.
+Run in its own short-lived process with a memory cap (`RLIMIT_DATA`, see MEMORY_CAP): a child of the training fork
+server (`pivotd/training/forkserver.py`, which has imported torch already), or where there is none, a fresh
+interpreter. The daemon never unpickles an upload itself, and `torch.load(weights_only=True)` refuses any pickle
+that would construct anything but tensors, containers and primitives, so code hidden in the file is never
+executed. The verdict is one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def _tensor_count(value: Any, torch: Any) -> int:
     return 0
 
 
-def main(path: str) -> int:
+def main(argv: list[str]) -> int:
+    """Check the file `argv[0]`; the cap counts what loading it allocates, in a fork server's child too."""
+    path = argv[0]
     resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_CAP, MEMORY_CAP))
     import torch  # noqa: PLC0415 - after the cap
 
@@ -48,4 +52,4 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

@@ -1,16 +1,18 @@
-"""The training workers' fork server: `python -m pivotd.training.forkserver FD`, started by the supervisor.
+"""The training workers' fork server: `python -m pivotd.training.forkserver FD`, started by the daemon.
 
-It imports the worker and torch once, then forks one child per run, so a run starts without a fresh
-interpreter importing torch (1.5 to 2 s of CPU each). A child is what `python -m pivotd.training.worker` would be:
-its own session, the run's environment, stdout and stderr on the pipes the daemon passed with the request, and
-exit statuses as that process's. The server never computes and never touches CUDA, so children initialise
-CUDA themselves, after `CUDA_VISIBLE_DEVICES` is set.
+It imports the worker and torch once, then forks one child per run (and per uploaded checkpoint to check), so
+neither starts a fresh interpreter importing torch (1.5 to 2 s of CPU each). A child is what
+`python -m MODULE ARGUMENT` would be, for the modules in `MAINS`: its own session, the request's environment,
+stdout and stderr on the pipes the daemon passed with the request, and exit statuses as that process's. The
+server never computes and never touches CUDA, so children initialise CUDA themselves, after
+`CUDA_VISIBLE_DEVICES` is set.
 
 Protocol, over the SOCK_SEQPACKET socket FD (one JSON message per packet): the daemon sends
-`{"id", "spec", "env"}` with the child's stdout and stderr as SCM_RIGHTS; the server answers `{"ready": true}` once
-(after its imports), `{"id", "pid"}` for each fork (or `{"id", "error"}`), and `{"pid", "code"}` when a child
-exits (code as `asyncio`'s returncode: negative for a signal). End of file on the socket (the daemon is gone)
-ends the server; running children then see their parent change and stop, as a worker of a dead daemon does.
+`{"id", "module", "argument", "env"}` with the child's stdout and stderr as SCM_RIGHTS; the server answers
+`{"ready": true}` once (after its imports), `{"id", "pid"}` for each fork (or `{"id", "error"}`), and
+`{"pid", "code"}` when a child exits (code as `asyncio`'s returncode: negative for a signal). End of file on the
+socket (the daemon is gone) ends the server; running children then see their parent change and stop, as a worker
+of a dead daemon does.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
+
+from pivotd.training import checkpoint_check, worker
+
+MAINS: dict[str, Callable[[list[str]], int]] = {
+    "pivotd.training.worker": worker.main,
+    "pivotd.training.checkpoint_check": checkpoint_check.main,
+}
+"""What a child may be: each module's `main(argv)`, as its `python -m` entry point runs it."""
 
 
 def _child(sock: socket.socket, wake: tuple[int, int], request: dict[str, Any], fds: list[int]) -> None:
@@ -42,10 +53,8 @@ def _child(sock: socket.socket, wake: tuple[int, int], request: dict[str, Any], 
             os.close(fd)
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.argv = ["-m", request["spec"]]
-        from pivotd.training import worker  # noqa: PLC0415 - imported by the server already
-
-        code = worker.main([request["spec"]])
+        sys.argv = ["-m", request["argument"]]
+        code = MAINS[request["module"]]([request["argument"]])
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else 1
     except BaseException:
@@ -64,10 +73,14 @@ def _child(sock: socket.socket, wake: tuple[int, int], request: dict[str, Any], 
 
 
 def serve(sock: socket.socket) -> None:
-    # Everything a worker imports, so that the children do not.
+    # Everything a worker imports, so that the children do not. Two of them are imported lazily, in every child
+    # again otherwise: torch's compiler when the first optimizer is built (`torch._compile._disable_dynamo`, 1 to
+    # 4 s of CPU), and httpx's connection pool when the SDK makes its client.
+    import httpcore  # noqa: F401, PLC0415
     import torch  # noqa: PLC0415
+    import torch._dynamo  # noqa: PLC0415
 
-    from pivotd.training import trainer, worker  # noqa: F401, PLC0415
+    from pivotd.training import trainer  # noqa: F401, PLC0415
 
     if torch.cuda.is_initialized():  # a child could not use CUDA: let the daemon start interpreters instead
         sys.exit("pivotd.training.forkserver: CUDA was initialised while importing the worker; not serving")
@@ -111,3 +124,6 @@ def serve(sock: socket.socket) -> None:
 
 if __name__ == "__main__":
     serve(socket.socket(fileno=int(sys.argv[1])))
+    # The daemon is gone or stopping: exit without the interpreter's teardown of torch (2 to 4 s of CPU on a
+    # busy machine, for nothing: the server holds no buffered output, and its children are processes of their own).
+    os._exit(0)

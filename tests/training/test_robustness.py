@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import select
 import signal
+import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from tests.daemon import RunningDaemon, running_daemon, start_daemon_process
 from tests.training.helpers import DAEMON_SETTINGS, MLP, final_state, hyperparams
@@ -69,33 +75,6 @@ async def test_worker_over_its_memory_limit(tmp_path: Path) -> None:
         assert (await http.get("/health")).status_code == 200
 
 
-async def test_restart_with_a_run_in_flight(tmp_path: Path) -> None:
-    """SIGKILL the daemon mid-run: on restart that run is failed (interrupted) and the queued one runs."""
-    env = {"PIVOT_TRAINING_SLOTS": "1", "PIVOT_WORKER_THREADS": "1", "PIVOT_HEARTBEAT_TIMEOUT_S": "4"}
-    daemon = start_daemon_process(tmp_path / "state", env=env)
-    try:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
-            model_id = (await http.post("/api/models", json={"architecture": MLP})).json()["model_id"]
-            busy = (await http.post(f"/api/models/{model_id}/train", json={"hyperparams": LONG})).json()["run_id"]
-            ws_url = daemon.url.replace("http", "ws") + "/ws"
-            await first_scalars(ws_url, busy)
-            waiting = (await http.post(f"/api/models/{model_id}/train", json={"hyperparams": LONG})).json()["run_id"]
-            assert (await http.get(f"/api/runs/{waiting}")).json()["state"] == "queued"
-    finally:
-        daemon.stop()  # SIGKILL
-    daemon = start_daemon_process(tmp_path / "state", env=env)
-    try:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
-            run = (await http.get(f"/api/runs/{busy}")).json()
-            assert run["state"] == "failed" and run["error"] == "interrupted"
-            await first_scalars(daemon.url.replace("http", "ws") + "/ws", waiting)
-            assert (await http.get(f"/api/runs/{waiting}")).json()["state"] == "running"
-            assert (await http.post(f"/api/train/{waiting}/cancel")).status_code == 202
-    finally:
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait() == 0
-
-
 async def test_hung_worker_is_killed_when_its_heartbeat_stops(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", heartbeat_timeout_s=2, **DAEMON_SETTINGS) as daemon,
@@ -133,40 +112,86 @@ async def test_two_slots_train_two_runs_at_once(tmp_path: Path) -> None:
             assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
 
 
-async def progress(ws_url: str, run_id: str, after_epoch: int = 0) -> int:
-    """The first epoch above `after_epoch` the run reports finishing."""
-    async with websockets.connect(ws_url) as socket:
-        await socket.send(json.dumps({"action": "subscribe", "topics": [f"run:{run_id}"]}))
-        async for raw in socket:
-            message = json.loads(raw)
-            if message["type"] == "run_progress" and message["epoch"] > after_epoch:
-                return int(message["epoch"])
+async def progress(socket: ClientConnection, after_epoch: int = 0) -> int:
+    """The first epoch above `after_epoch` that the run the socket follows reports finishing."""
+    async for raw in socket:
+        message = json.loads(raw)
+        if message["type"] == "run_progress" and message["epoch"] > after_epoch:
+            return int(message["epoch"])
     raise AssertionError("socket closed")
 
 
-async def test_restart_resumes_from_the_last_checkpoint(tmp_path: Path) -> None:
-    env = {"PIVOT_TRAINING_SLOTS": "1", "PIVOT_WORKER_THREADS": "1", "PIVOT_HEARTBEAT_TIMEOUT_S": "4",
-           "PIVOT_RESUME_INTERRUPTED": "true"}  # fmt: skip
-    hp = hyperparams(epochs=50, max_samples=1000, batch_size=8, checkpoint_every=1)
+async def follow(ws_url: str, run_id: str) -> ClientConnection:
+    """A socket subscribed to the run's topic (use it as a context manager)."""
+    socket = await websockets.connect(ws_url)
+    await socket.send(json.dumps({"action": "subscribe", "topics": [f"run:{run_id}"]}))
+    return socket
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Those of `pids` still running after up to `timeout` s, each awaited through a pidfd (readable once the
+    process has ended) rather than by polling: they are not this process's children."""
+    fds = {}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            fds[os.pidfd_open(pid)] = pid
+    deadline = time.monotonic() + timeout
+    try:
+        pending = set(fds)
+        while pending and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(pending), [], [], left)
+            pending -= set(ready)
+        return [fds[fd] for fd in pending]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+async def test_restart_fails_the_runs_in_flight_or_resumes_them_from_their_last_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL the daemon with two runs training and one queued: its fork server and workers stop. Restarted with
+    `resume_interrupted`, the run that had saved a checkpoint continues from the last one, the run that had not
+    fails (interrupted), and the queued one runs."""
+    settings = {"training_slots": 2, "worker_threads": 1, "heartbeat_timeout_s": 4}  # a 1 s heartbeat
+    env = {f"PIVOT_{name.upper()}": str(value) for name, value in settings.items()}
+    # Epochs of 20 steps, each checkpointed: many more of them than the test waits for (it cancels the run).
+    checkpointed = hyperparams(epochs=1000, max_samples=200, batch_size=8, checkpoint_every=1)
     daemon = start_daemon_process(tmp_path / "state", env=env)
     try:
         async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
-            run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hp})).json()["run_id"]
-            # Epoch 2's progress is read after epoch 1's checkpoint was recorded (one event stream, in order).
-            await progress(daemon.url.replace("http", "ws") + "/ws", run_id, after_epoch=1)
+            ws_url = daemon.url.replace("http", "ws") + "/ws"
+            body = {"architecture": MLP, "hyperparams": {**LONG, "checkpoint_every": 0}}
+            fresh = (await http.post("/api/train", json=body)).json()["run_id"]
+            await first_scalars(ws_url, fresh)
+            model_id = (await http.post("/api/models", json={"architecture": MLP})).json()["model_id"]
+            train = f"/api/models/{model_id}/train"
+            resumable = (await http.post(train, json={"hyperparams": checkpointed})).json()["run_id"]
+            async with await follow(ws_url, resumable) as socket:
+                # Epoch 2's progress is read after epoch 1's checkpoint was recorded (one event stream, in order).
+                await progress(socket, after_epoch=1)
+            waiting = (await http.post(train, json={"hyperparams": checkpointed})).json()["run_id"]
+            assert (await http.get(f"/api/runs/{waiting}")).json()["state"] == "queued"
+            processes = [child.pid for child in psutil.Process(daemon.proc.pid).children(recursive=True)]
+            assert len(processes) == 3  # the fork server and its two workers
     finally:
         daemon.stop()  # SIGKILL
-    daemon = start_daemon_process(tmp_path / "state", env=env)
-    try:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
-            checkpoints = (await http.get("/api/v1/checkpoints", params={"session_id": run_id})).json()
-            last = max(c["epoch"] for c in checkpoints["checkpoints"])
-            run = (await http.get(f"/api/runs/{run_id}")).json()
-            assert run["state"] in ("queued", "running") and run["error"] is None
-            assert await progress(daemon.url.replace("http", "ws") + "/ws", run_id, after_epoch=last) == last + 1
-            logs = (await http.get(f"/api/v1/runs/{run_id}/logs")).json()["data"]
-            assert any(line["message"].startswith(f"resuming from epoch {last}") for line in logs)
+    # The server sees the daemon's end of its socket close, the workers their parent change.
+    assert await asyncio.to_thread(wait_gone, processes, 30) == []
+
+    async with (
+        running_daemon(tmp_path / "state", resume_interrupted=True, **settings) as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        await follow(daemon.ws_url, resumable) as socket,  # before the resumed worker can finish an epoch
+    ):
+        run = (await http.get(f"/api/runs/{fresh}")).json()
+        assert run["state"] == "failed" and run["error"] == "interrupted"
+        checkpoints = (await http.get("/api/v1/checkpoints", params={"session_id": resumable})).json()
+        last = max(c["epoch"] for c in checkpoints["checkpoints"])
+        run = (await http.get(f"/api/runs/{resumable}")).json()
+        assert run["state"] in ("queued", "running") and run["error"] is None
+        assert await progress(socket, after_epoch=last) == last + 1
+        logs = (await http.get(f"/api/v1/runs/{resumable}/logs")).json()["data"]
+        assert any(line["message"].startswith(f"resuming from epoch {last}") for line in logs)
+        await first_scalars(daemon.ws_url, waiting)
+        assert (await http.get(f"/api/runs/{waiting}")).json()["state"] == "running"
+        for run_id in (resumable, waiting):
             assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
-    finally:
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait() == 0
