@@ -21,7 +21,6 @@ from shared.samples import layerwise_payload, training_scalars
 
 log = logging.getLogger(__name__)
 DEMO_RUN = f"demo_{time.strftime('%Y%m%d_%H%M%S')}"
-FIRST_RUN_TIMEOUT_S = 120.0
 
 # The reference CNN, unchanged, trained on the shipped digits: about a minute of live training on two CPU cores.
 DEMO_ARCHITECTURE = SEED_001_CNN
@@ -43,9 +42,7 @@ async def feed_demo(url: str, token: str | None = None) -> None:
     if importlib.util.find_spec("torch") is None:
         await feed_synthetic(url, token)
         return
-    # The first run's request is answered once the training fork server has imported torch (seconds; more on a
-    # busy machine), since a free slot starts the run before the answer: more than the client's default 10 s.
-    async with AsyncPivotClient(url, token, timeout=FIRST_RUN_TIMEOUT_S) as client:
+    async with AsyncPivotClient(url, token) as client:
         try:
             started = await client.train(DEMO_ARCHITECTURE, DEMO_HYPERPARAMS)
         except (PivotAPIError, OSError) as exc:

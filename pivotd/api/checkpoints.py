@@ -103,7 +103,7 @@ async def _check(path: Path) -> str | None:
     proc: asyncio.subprocess.Process | ForkedProcess
     try:  # forked from the training fork server, which has imported torch: milliseconds, not 1.5 to 2 s of CPU
         proc = await fork(CHECK_MODULE, str(path), env)
-    except ForkServerError:  # none to be had (no torch, say): a fresh interpreter, which tells why if it fails
+    except ForkServerError:  # none ready (starting, or no torch): a fresh interpreter, which tells why if it fails
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", CHECK_MODULE, str(path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,

@@ -26,11 +26,16 @@ from collections.abc import Mapping
 from typing import Any
 
 STREAM_LIMIT = 2**16  # asyncio's subprocess default
-READY_TIMEOUT_S = 120.0
 
 
 class ForkServerError(RuntimeError):
     """The server could not be started or went away before it forked the run."""
+
+
+class ForkServerStarting(ForkServerError):
+    """The server is still importing torch (seconds; more on a busy machine). Nobody waits for that: a run or a
+    check asked for now starts in a fresh interpreter, as the daemon did before it had a server, so the request
+    that started it (`POST /api/train` with a free slot) is answered at once; later ones are forked."""
 
 
 class ForkedProcess:
@@ -119,8 +124,8 @@ class _Server:
 
     async def spawn(self, module: str, argument: str, env: Mapping[str, str]) -> ForkedProcess:
         loop = asyncio.get_running_loop()
-        if not self.ready.is_set() and not await asyncio.to_thread(self.ready.wait, READY_TIMEOUT_S):
-            raise ForkServerError("the training fork server did not start")
+        if not self.ready.is_set():
+            raise ForkServerStarting("the training fork server is still starting")
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         future: asyncio.Future[int] = loop.create_future()
@@ -169,7 +174,8 @@ _server_lock = threading.Lock()
 async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProcess:
     """Fork what `python -m MODULE ARGUMENT` would be (MODULE: `pivotd.training.worker` or
     `pivotd.training.checkpoint_check`) with `env` from this process's fork server, starting one (with `env`, less
-    `CUDA_VISIBLE_DEVICES`) if there is none or it has gone. Raises ForkServerError."""
+    `CUDA_VISIBLE_DEVICES`) if there is none or it has gone. Raises ForkServerError, ForkServerStarting while the
+    server it started is still importing."""
     global _server
     with _server_lock:
         if _server is None or not _server.alive:

@@ -50,7 +50,7 @@ from pivotd.datadir import write_private
 from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
-from pivotd.jobs.forkserver import ForkedProcess, ForkServerError, fork
+from pivotd.jobs.forkserver import ForkedProcess, ForkServerError, ForkServerStarting, fork
 from pivotd.jobs.gpus import Gpu, GpuAllocator, Refusal
 from pivotd.jobs.launch import job_argv
 from pivotd.runtokens import RunTokens
@@ -367,7 +367,9 @@ class Supervisor:
         try:  # forked from a process that has imported torch already: the run starts ~2 s of CPU sooner
             proc = await fork("pivotd.training.worker", str(spec_path), env)
         except ForkServerError as exc:
-            log.warning("run %s: %s; starting its worker in a fresh interpreter", job.run_id, exc)
+            (log.info if isinstance(exc, ForkServerStarting) else log.warning)(
+                "run %s: %s; starting its worker in a fresh interpreter", job.run_id, exc
+            )
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "pivotd.training.worker", str(spec_path),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
