@@ -250,7 +250,8 @@ class Training:
     async def create_session(self, config: Any, config_path: str | None, name: str | None, tags: list[str]) -> str:
         if (config is None) == (config_path is None):
             raise ValidationFailed("give exactly one of config_path or config")
-        document = self.read_config_file(config_path) if config_path is not None else config
+        # Off the event loop: a large or deeply nested file takes seconds to parse, and every request would wait.
+        document = await asyncio.to_thread(self.read_config_file, config_path) if config_path is not None else config
         parsed = _parse(TrainingConfig, document, "config")
         if parsed.model_id is not None:
             return await self.train_model(
