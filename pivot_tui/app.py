@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import Screen
 from textual.worker import Worker
 
@@ -114,6 +115,15 @@ class PivotApp(App[None]):
         link = self.links[self.current]
         away = OFFLINE_NOTE.get(link.model.connection)
         self.sub_title = f"box {link.name}" + (f" · {away}" if away else "")
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's `PIVOT — 4 runs`, as Textual's own but with the space before the dash in the title's style:
+        an SVG screenshot (Textual's ctrl+p) writes each styled stretch as a text element of fixed length, and
+        librsvg (GNOME's image viewer, rsvg-convert) drops a stretch's leading space and spreads what is left, so
+        Textual's dimmed " — " showed as `PIVOT—  4 runs`."""
+        if not sub_title:
+            return Content(title)
+        return Content.assemble(f"{title} ", (f"— {sub_title}", "dim"))
 
     def on_mount(self) -> None:
         if self.settings.theme in self.available_themes:
