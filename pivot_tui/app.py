@@ -113,7 +113,7 @@ class PivotApp(App[None]):
 
     def _note_box(self) -> None:
         link = self.links[self.current]
-        away = OFFLINE_NOTE.get(link.model.connection)
+        away = OFFLINE_NOTE.get(link.model.away) if link.model.away else None
         self.sub_title = f"box {link.name}" + (f" · {away}" if away else "")
 
     def format_title(self, title: str, sub_title: str) -> Content:
@@ -173,6 +173,8 @@ class PivotApp(App[None]):
         changed = state is not model.connection or detail != model.connection_detail
         was_online = model.connection is Connection.ONLINE
         model.connection, model.connection_detail = state, detail
+        if state is not Connection.CONNECTING:
+            model.away = None if state is Connection.ONLINE else state
         # Every screen's header says so while the daemon is away (screens without a sub-title of their own
         # show the app's; the runs screen adds it to its own). Kept through each reconnection attempt. With
         # several boxes the runs and fleet screens say which are away.
