@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
+from textual.content import Content
 from textual.screen import Screen
 from textual.worker import Worker
 
@@ -112,8 +113,17 @@ class PivotApp(App[None]):
 
     def _note_box(self) -> None:
         link = self.links[self.current]
-        away = OFFLINE_NOTE.get(link.model.connection)
+        away = OFFLINE_NOTE.get(link.model.away) if link.model.away else None
         self.sub_title = f"box {link.name}" + (f" · {away}" if away else "")
+
+    def format_title(self, title: str, sub_title: str) -> Content:
+        """The header's `PIVOT — 4 runs`, as Textual's own but with the space before the dash in the title's style:
+        an SVG screenshot (Textual's ctrl+p) writes each styled stretch as a text element of fixed length, and
+        librsvg (GNOME's image viewer, rsvg-convert) drops a stretch's leading space and spreads what is left, so
+        Textual's dimmed " — " showed as `PIVOT—  4 runs`."""
+        if not sub_title:
+            return Content(title)
+        return Content.assemble(f"{title} ", (f"— {sub_title}", "dim"))
 
     def on_mount(self) -> None:
         if self.settings.theme in self.available_themes:
@@ -163,6 +173,8 @@ class PivotApp(App[None]):
         changed = state is not model.connection or detail != model.connection_detail
         was_online = model.connection is Connection.ONLINE
         model.connection, model.connection_detail = state, detail
+        if state is not Connection.CONNECTING:
+            model.away = None if state is Connection.ONLINE else state
         # Every screen's header says so while the daemon is away (screens without a sub-title of their own
         # show the app's; the runs screen adds it to its own). Kept through each reconnection attempt. With
         # several boxes the runs and fleet screens say which are away.

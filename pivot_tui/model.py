@@ -107,6 +107,9 @@ def _log_line(message: dict[str, Any]) -> RunLogLine:
 class TuiModel:
     connection: Connection = Connection.CONNECTING
     connection_detail: str = ""
+    away: Connection | None = None
+    """OFFLINE or UNAUTHORIZED once the daemon is lost (or cannot be used), until it is reached again: kept through
+    each reconnection attempt (CONNECTING), so that what says a box is away does not blink with the retries."""
     runs: dict[str, RunSummary] = field(default_factory=dict)
     followed: FollowedRun | None = None
     resources: ResourceSample | None = None

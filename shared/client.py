@@ -7,6 +7,7 @@ file (see `shared.locations`), so a script on the GPU box needs no configuration
 from __future__ import annotations
 
 import json
+import ssl
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, TypeVar, overload
@@ -130,6 +131,13 @@ def _scalar_body(
     if not extras:
         return encoded
     return b'{"points":' + encoded + b"," + json.dumps(extras).encode()[1:]
+
+
+def _tls(url: str) -> ssl.SSLContext | bool:
+    """What the client verifies TLS with: httpx's default (the CA bundle, which costs about 30 ms to load, for every
+    client) for an https URL; for a plain-http daemon a context without certificates, which its requests never use
+    and which would refuse any https server (fails closed)."""
+    return True if url.lower().startswith("https:") else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -258,7 +266,9 @@ class PivotClient(_Base):
         self, url: str | None = None, token: str | None = None, timeout: float = 10.0, *, base_url: str | None = None
     ) -> None:
         super().__init__(url or base_url, token)
-        self._http = httpx.Client(base_url=self.url, headers=_headers(self.token), timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url, headers=_headers(self.token), timeout=timeout, verify=_tls(self.url)
+        )
 
     def __enter__(self) -> PivotClient:
         return self
@@ -664,7 +674,9 @@ class AsyncPivotClient(_Base):
 
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 10.0) -> None:
         super().__init__(url, token)
-        self._http = httpx.AsyncClient(base_url=self.url, headers=_headers(self.token), timeout=timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.url, headers=_headers(self.token), timeout=timeout, verify=_tls(self.url)
+        )
 
     async def __aenter__(self) -> AsyncPivotClient:
         return self

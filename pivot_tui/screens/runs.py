@@ -101,7 +101,7 @@ class RunsScreen(ReportsFailures, LiveScreen):
         state = Connection.ONLINE if online == len(links) else Connection.OFFLINE if not online else None
         self.query_one(ConnectionBadge).show_fleet(state, online, len(links), current.name)
         runs = sum(len(link.model.runs) for link in links)
-        away = [link.name for link in links if link.model.connection in (Connection.OFFLINE, Connection.UNAUTHORIZED)]
+        away = [link.name for link in links if link.model.away]  # kept through reconnection attempts
         self.sub_title = " · ".join(filter(None, (f"{runs} runs on {len(links)} boxes", away and "offline: " +
                                                   ", ".join(away))))  # fmt: skip
         if (seen := (tuple(away), *(link.model.versions["runs"] for link in links))) != self._seen_runs:

@@ -16,6 +16,9 @@ from tests.daemon import RunningDaemon
 from tests.payloads import layerwise_payload
 from tests.training.helpers import MLP, final_state, hyperparams
 
+# The tests write under ids of their own; the alert test's rule applies to every run, so it has its own daemon.
+pytestmark = pytest.mark.shared_daemon
+
 
 async def test_runs_steps_scalars_resources_and_digits(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("typed", 0, layers=3))
@@ -40,6 +43,7 @@ async def test_runs_steps_scalars_resources_and_digits(daemon: RunningDaemon, ht
         await client.aclose()
 
 
+@pytest.mark.own_daemon
 async def test_alerts_and_notifications(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     rule = {"name": "typed loss", "metric": "train_loss", "condition": "greater_than", "threshold": 1.0,
             "severity": "high"}  # fmt: skip

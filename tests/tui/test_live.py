@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from textual.widgets import Button, Input
 
 from pivot_tui.app import PivotApp, make_app
@@ -18,10 +20,25 @@ from tests.daemon import RunningDaemon, running_daemon
 from tests.payloads import layerwise_payload
 from tests.tui.helpers import until
 
+# The tests write under run and experiment ids of their own; the alert test, whose rule applies to every run, and
+# the restart test keep daemons of their own.
+pytestmark = pytest.mark.shared_daemon
+
+
+@pytest.fixture(scope="module")
+def daemon_settings() -> dict[str, Any]:
+    """One training slot whatever GPUs the machine has: a second launch while one trains is refused."""
+    return {"training_slots": 1}
+
 
 def rows(app: object) -> list[str]:
     table = app.screen.query_one(RunsTable)  # type: ignore[attr-defined]
     return [row.value for row in table.rows]
+
+
+def focused(app: PivotApp) -> str | None:
+    """The id of the focused widget: the dialogs' buttons take focus once mounted, a moment after they show."""
+    return None if app.focused is None else app.focused.id
 
 
 def state(app: PivotApp, run_id: str) -> str | None:
@@ -39,8 +56,11 @@ async def test_a_new_run_appears_and_its_curve_gains_points(daemon: RunningDaemo
         await until(pilot, lambda: "fresh" in rows(app))
         await until(pilot, lambda: app.model.runs["fresh"].latest.get("train_loss") == 2.0)
 
+        table = app.screen.query_one(RunsTable)
+        table.move_cursor(row=table.get_row_index("fresh"))  # the module's daemon may hold other tests' runs
         await pilot.press("enter")
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen) and app.model.followed is not None)
+        assert app.screen.run_id == "fresh"
         await until(pilot, lambda: len(app.model.followed.steps) == 1)
         for step in range(1, 6):
             await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("fresh", step * 10, layers=4))
@@ -80,21 +100,7 @@ async def test_a_daemon_restart_is_survived(tmp_path: Path) -> None:
                 await until(pilot, lambda: {"before", "after"} <= set(rows(app)))
 
 
-async def test_launch_shows_the_daemons_refusal(daemon: RunningDaemon) -> None:
-    app = make_app(TuiSettings(daemon.url, None, "textual-dark"))
-    async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.press("l")
-        await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
-        app.screen.query_one("#hp-epochs").value = "zero"
-        app.screen.query_one("#launch-ok", Button).press()
-        await until(pilot, lambda: "epochs" in str(app.screen.query_one("#launch-error").render()))
-        app.screen.query_one("#hp-epochs").value = "1"
-        app.screen.query_one("#launch-ok", Button).press()
-        # Whatever this daemon answers (it may not train), the dialog shows it rather than failing silently.
-        await until(pilot, lambda: not isinstance(app.screen, LaunchDialog) or "pivotd refused" in str(
-            app.screen.query_one("#launch-error").render()))  # fmt: skip
-
-
+@pytest.mark.own_daemon  # its rule fires for every run, and it counts every alert and notification
 async def test_an_alert_appears_and_acknowledging_it_reaches_the_daemon(
     daemon: RunningDaemon, http: httpx.AsyncClient
 ) -> None:
@@ -124,7 +130,9 @@ async def test_an_alert_appears_and_acknowledging_it_reaches_the_daemon(
     assert unread == []
 
 
-async def test_launch_then_cancel_a_managed_run(daemon: RunningDaemon, http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_launch_shows_refusals_then_launches_and_cancels_a_managed_run(
+    daemon: RunningDaemon, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"input_size": 784, "layers": [{"type": "linear", "in": 784, "out": 5}, {"type": "linear", '
                    '"in": 6, "out": 10}]}')  # fmt: skip
@@ -133,25 +141,41 @@ async def test_launch_then_cancel_a_managed_run(daemon: RunningDaemon, http: htt
         await until(pilot, lambda: app.model.connection is Connection.ONLINE)
         await pilot.press("l")
         await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
+        app.screen.query_one("#hp-epochs", Input).value = "zero"
+        app.screen.query_one("#launch-ok", Button).press()
+        await until(pilot, lambda: "epochs" in str(app.screen.query_one("#launch-error").render()))
+        app.screen.query_one("#hp-epochs", Input).value = "200"
+        app.screen.query_one("#hp-max_samples", Input).value = "256"  # a first loss soon
         app.screen.query_one("#model-file", Input).value = str(bad)
         app.screen.query_one("#launch-ok", Button).press()
         # Checked before sending, with the daemon's own rules: the bad layer is named.
         await until(pilot, lambda: "layers[1]" in str(app.screen.query_one("#launch-error").render()))
         app.screen.query_one("#model-file", Input).value = ""
-        app.screen.query_one("#hp-epochs", Input).value = "200"
         app.screen.query_one("#launch-ok", Button).press()
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen), timeout=20)
         run_id = app.screen.run_id
         await until(pilot, lambda: state(app, run_id) == "running", timeout=30)
         await until(pilot, lambda: app.model.followed and app.model.followed.series.get("train_loss"), timeout=30)
+
+        # A second launch while the daemon's one training slot is taken: the daemon's refusal, under the form.
+        await pilot.press("l")
+        await until(pilot, lambda: isinstance(app.screen, LaunchDialog))
+        app.screen.query_one("#launch-ok", Button).press()
+        await until(pilot, lambda: "pivotd refused: a training run is already active" in str(
+            app.screen.query_one("#launch-error").render()))  # fmt: skip
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
+
         await pilot.press("c")  # asks first; escape keeps it training
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
         await pilot.press("escape")
         await until(pilot, lambda: isinstance(app.screen, RunDetailScreen))
         assert app.model.runs[run_id].status == "running"
         await pilot.press("c")
-        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog))
-        await pilot.press("left", "enter")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog) and focused(app) == "no")
+        await pilot.press("left")  # from the safe answer to yes
+        await until(pilot, lambda: focused(app) == "yes")
+        await pilot.press("enter")
         await until(pilot, lambda: state(app, run_id) == "cancelled", timeout=30)
     assert (await http.get(f"/api/runs/{run_id}")).json()["state"] == "cancelled"
 
@@ -161,7 +185,7 @@ async def test_a_finished_runs_params_and_inference_on_a_real_digit(
 ) -> None:
     from tests.training.helpers import MLP, final_state, hyperparams
 
-    hp = hyperparams(epochs=2, max_samples=1000)
+    hp = hyperparams(epochs=1, max_samples=256)
     run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hp})).json()["run_id"]
     assert (await final_state(http, run_id))[0] == "succeeded"
     app = make_app(TuiSettings(daemon.url, None, "textual-dark"))

@@ -106,9 +106,9 @@ async def test_an_idle_screen_draws_nothing() -> None:
         calls: list[None] = []
         original = screen.redraw
         screen.redraw = lambda: (calls.append(None), original())[1]  # type: ignore[method-assign]
-        await pilot.pause(0.5)
+        await pilot.pause(0.3)  # three of the old poll's periods
         assert calls == []
         pilot.app.model.apply(loss_update(0.2))
         await until(pilot, lambda: calls)
-        await pilot.pause(0.5)
+        await pilot.pause(0.3)
         assert len(calls) == 1  # one change, one draw

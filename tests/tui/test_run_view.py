@@ -64,44 +64,36 @@ async def test_the_cancel_confirmation_answers_every_key_it_shows(size: tuple[in
         assert client.posted[-1] == ("cancel", {"run_id": TRAINING})
 
 
-@pytest.mark.parametrize("size", SIZES)
-async def test_the_layer_table_shows_type_and_group_and_no_sideways_scrollbar(size: tuple[int, int]) -> None:
-    async with app().run_test(size=size) as pilot:
+async def test_the_layer_table_shows_type_and_group_and_no_sideways_scrollbar_at_every_size() -> None:
+    """One run view, resized to each size in turn: 80x24, 120x40, then 100 columns."""
+    async with app().run_test(size=SIZES[0]) as pilot:
         screen = await open_training_run(pilot)
         table = screen.query_one(LayerTable)
-        labels = [str(column.label) for column in table.columns.values()]
-        assert {"Layer", "Flag", "Grad L2", "Type", "Group"} <= set(labels)
-        assert not table.show_horizontal_scrollbar
-        # The fake's GELU reports zero gradient and weights: parameter-free, so not vanishing.
-        flags = {table.get_row_at(index)[labels.index("Type")]: str(table.get_row_at(index)[1]) for index in range(2)}
-        assert flags == {"Conv2d": "VANISHING", "GELU": "ok"}  # the first layer vanishes; the GELU has no parameters
+        for width, height in (*SIZES, (100, 30)):
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: screen.region.width == w and table.region.right <= w)
+            labels = [str(column.label) for column in table.columns.values()]
+            assert {"Layer", "Flag", "Grad L2", "Type", "Group"} <= set(labels)
+            assert not table.show_horizontal_scrollbar
+            # The fake's GELU reports zero gradient and weights: parameter-free, so not vanishing.
+            flags = {table.get_row_at(i)[labels.index("Type")]: str(table.get_row_at(i)[1]) for i in range(2)}
+            assert flags == {"Conv2d": "VANISHING", "GELU": "ok"}  # the first layer vanishes; the GELU has none
 
 
-async def test_the_layer_table_keeps_type_and_group_at_100_columns() -> None:
-    async with app().run_test(size=(100, 30)) as pilot:
-        screen = await open_training_run(pilot)
-        table = screen.query_one(LayerTable)
-        assert {"Type", "Group"} <= {str(column.label) for column in table.columns.values()}
-        assert not table.show_horizontal_scrollbar
-
-
-@pytest.mark.parametrize("size", SIZES)
-async def test_the_heatmap_names_its_metric_and_scale_at_every_size(size: tuple[int, int]) -> None:
-    async with app().run_test(size=size) as pilot:
+async def test_the_heatmap_names_its_metric_and_scale_and_a_run_without_accuracy_gives_the_loss_plot_the_room() -> None:
+    """One run view, resized from 80x24 to 120x40."""
+    async with app().run_test(size=SIZES[0]) as pilot:
         screen = await open_training_run(pilot)
         heatmap = screen.query_one("#heatmap")
         await pilot.press("h")
         await until(pilot, lambda: str(heatmap.border_title).startswith("activation_std"))
-        assert "10^" in str(heatmap.border_subtitle)
-        assert heatmap.region.height >= 3 and screen.region.contains_region(heatmap.region)
-
-
-@pytest.mark.parametrize("size", SIZES)
-async def test_a_run_without_accuracy_gives_the_loss_plot_the_room(size: tuple[int, int]) -> None:
-    async with app().run_test(size=size) as pilot:
-        screen = await open_training_run(pilot)
-        assert not screen.query_one("#plot-second").display
-        assert screen.query_one("#plot-main").region.height > screen.query_one("#plots").region.height - 2
+        for width, height in SIZES:
+            await pilot.resize_terminal(width, height)
+            await until(pilot, lambda w=width: screen.region.width == w)
+            assert "10^" in str(heatmap.border_subtitle)
+            assert heatmap.region.height >= 3 and screen.region.contains_region(heatmap.region)
+            assert not screen.query_one("#plot-second").display
+            assert screen.query_one("#plot-main").region.height > screen.query_one("#plots").region.height - 2
 
 
 async def test_an_idle_runs_screen_does_not_rewrite_its_badge() -> None:
