@@ -126,7 +126,7 @@ DEFAULT_SEED = 20260212
 
 
 PARTS: tuple[frozenset[str], ...] = (
-    frozenset({"models and training", "checkpoints", "experiments", "statistics", "exports"}),
+    frozenset({"models and training", "checkpoints"}),
     frozenset({"training sessions", "layer-wise metrics", "scalars", "runs"}),
 )
 """The default run's unit parts by OpenAPI tag, and one more for every other tag: each part's operations go through
