@@ -99,6 +99,7 @@ BASE = {"name": "x", "metric": "cpu_percent", "condition": "greater_than", "thre
         ({"metric": "train_loss", "action": "reboot"}, "action"),
     ],
 )
+@pytest.mark.shared_daemon  # refused requests: one daemon for these cases
 async def test_bad_rules_are_422_naming_the_field(
     daemon: RunningDaemon, http: httpx.AsyncClient, changes: dict[str, Any], field: str
 ) -> None:
@@ -110,6 +111,7 @@ async def test_bad_rules_are_422_naming_the_field(
     assert field in [d["field"] for d in error["details"]], error
 
 
+@pytest.mark.shared_daemon  # refused requests: one daemon for these cases
 async def test_bad_rule_requests(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:
     assert (await http.post(RULES, content=b"{nope", headers={"content-type": "application/json"})).status_code == 400
     assert (await http.post(RULES, content=b"a=b", headers={"content-type": "text/plain"})).status_code == 415

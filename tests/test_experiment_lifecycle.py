@@ -23,6 +23,10 @@ MLP = {
 }
 ENSEMBLE = {"type": "ensemble", "models": ["gpt-4", "claude-3"], "voting_strategy": "majority", "dataset": "mmlu"}
 
+# Each test creates its own experiments and runs under run ids of its own: one daemon for the module, except the
+# tests that count every experiment or model the daemon holds.
+pytestmark = pytest.mark.shared_daemon
+
 
 def sweep(**changes: Any) -> dict[str, Any]:
     config = {
@@ -92,9 +96,10 @@ async def test_bad_sweeps_are_refused_at_creation_naming_the_field(
     """What `start` would refuse is refused when the sweep is created or its config changed: it never sits
     `pending` waiting for a start that cannot succeed."""
     body = {"experiment": {"name": "bad sweep", "config": sweep(**changes)}}
+    before = (await http.get("/api/v1/experiments")).json()["meta"]["total"]
     refused = error(await http.post("/api/v1/experiments", json=body), 422, "validation_error")
     assert f"experiment.{field}" in [d["field"] for d in refused["details"]], refused
-    assert (await http.get("/api/v1/experiments")).json()["meta"]["total"] == 0
+    assert (await http.get("/api/v1/experiments")).json()["meta"]["total"] == before
     exp_id = await create(http, "good sweep", sweep())
     patch = {"experiment": {"config": sweep(**changes)}}
     refused = error(await http.patch(f"/api/v1/experiments/{exp_id}", json=patch), 422, "validation_error")
@@ -102,6 +107,7 @@ async def test_bad_sweeps_are_refused_at_creation_naming_the_field(
     assert (await http.get(f"/api/v1/experiments/{exp_id}")).json()["data"]["config"] == sweep()
 
 
+@pytest.mark.own_daemon  # counts every model or experiment
 async def test_start_refuses_a_sweep_whose_model_went_away(http: httpx.AsyncClient) -> None:
     """The one check that can change after creation: the stored model it names. Refused at start, writing
     nothing; the experiment stays pending and a PATCH naming another model makes it startable."""
@@ -119,6 +125,7 @@ async def test_start_refuses_a_sweep_whose_model_went_away(http: httpx.AsyncClie
           404, "not_found")  # fmt: skip
 
 
+@pytest.mark.own_daemon  # counts every model or experiment
 async def test_transitions_of_an_experiment_that_never_started(http: httpx.AsyncClient) -> None:
     exp_id = await create(http, "idle", sweep())
     for action, past in (("pause", "paused"), ("resume", "resumed")):
@@ -372,6 +379,7 @@ async def test_seed_comparison_of_experiments_naming_no_metric_reports_every_fin
     assert "\\begin{tabular}{lllrccr}" in tex and "loss" not in tex
 
 
+@pytest.mark.own_daemon  # counts every model or experiment
 async def test_a_refused_sweep_writes_nothing(http: httpx.AsyncClient) -> None:
     """Every check runs before anything is stored: a 422 leaves no experiment and no model behind."""
     for config in (sweep(variations={"optimizer.lrr": [0.1]}), sweep(variations={"seed": list(range(300))})):

@@ -12,6 +12,9 @@ from tests.payloads import contract_payload
 
 ENSEMBLE = {"type": "ensemble", "models": ["gpt-4", "claude-3"], "voting_strategy": "majority", "dataset": "mmlu"}
 
+# Each test writes experiments and runs of its own: one daemon for the module, but for the tests that list them all.
+pytestmark = pytest.mark.shared_daemon
+
 
 async def create(http: httpx.AsyncClient, name: str, **fields: Any) -> dict[str, Any]:
     response = await http.post("/api/v1/experiments", json={"experiment": {"name": name, **fields}})
@@ -96,6 +99,7 @@ async def test_patch_refuses_null_name_and_unknown_ids(http: httpx.AsyncClient) 
     )
 
 
+@pytest.mark.own_daemon  # lists every experiment the daemon holds
 async def test_filters_and_sort(http: httpx.AsyncClient) -> None:
     names = ["alpha run", "Beta run", "gamma"]
     made = [await create(http, name) for name in names]
@@ -128,6 +132,7 @@ async def test_filters_and_sort(http: httpx.AsyncClient) -> None:
         assert details[0]["field"] == field, params
 
 
+@pytest.mark.own_daemon  # lists every experiment the daemon holds
 async def test_page_and_cursor_paging_edges(http: httpx.AsyncClient) -> None:
     ids = [(await create(http, f"e{i}"))["id"] for i in range(5)]
     newest_first = ids[::-1]
@@ -160,6 +165,7 @@ async def test_page_and_cursor_paging_edges(http: httpx.AsyncClient) -> None:
     assert details[0]["field"] == "cursor"
 
 
+@pytest.mark.own_daemon  # lists every experiment the daemon holds
 async def test_cursor_paging_is_stable_under_concurrent_inserts(http: httpx.AsyncClient) -> None:
     for i in range(6):
         await create(http, f"old{i}")
@@ -183,6 +189,7 @@ async def layerwise(http: httpx.AsyncClient, run_id: str, **metadata: Any) -> No
     assert (await http.post("/api/v1/metrics/layerwise", json=payload)).status_code == 202
 
 
+@pytest.mark.own_daemon  # lists every experiment the daemon holds
 async def test_runs_join_by_metadata_scalar_body_and_attach(http: httpx.AsyncClient) -> None:
     experiment = await create(http, "joined", config={"metric": "val_accuracy"})
     exp_id = experiment["id"]

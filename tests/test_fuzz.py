@@ -7,18 +7,23 @@ model, a session, an experiment, a webhook, an alert, ...), and their ids are of
 body fields half the time, so operations on existing objects get past their 404. Any 5xx, a request that takes
 longer than `REQUEST_TIMEOUT_S` (a hang), or a traceback in the daemon's log fails the test.
 
-The default run is bounded and seeded (CI finds the same cases every time); the `fuzz_long` run generates many
-more with a fresh seed and is deselected unless `--fuzz-long` is given (docs/testing.md).
+The default run is bounded and seeded (CI finds the same cases every time) and split into `PARTS` tests, each on
+a copy of the seeded data directory, so that pytest-xdist's workers share it; the `fuzz_long` run generates many
+more with a fresh seed, in one test, and is deselected unless `--fuzz-long` is given (docs/testing.md).
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
+import json
 import os
 import random
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ import pytest
 import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import Status, StopReason, events
+from schemathesis.schemas import BaseSchema
 
 from tests.daemon import start_daemon_process
 from tests.payloads import contract_payload
@@ -54,13 +60,22 @@ and answers 403 once valid; tests/test_jobs.py runs real ones)."""
 class Budget:
     max_examples: int
     """Cases per operation in the fuzzing phase (the coverage phase adds its own, and the stateful phase)."""
+    stateful_scenarios: int
+    """Sequences of calls in the stateful phase, each of at most `stateful_steps`."""
     stateful_steps: int
-    min_cases: int
-    """Fewer cases than this: the fuzz did not run, whatever it reported."""
+    min_cases_per_operation: int
+    """Fewer cases than this for each operation through the examples, coverage and fuzzing phases: the fuzz did
+    not run, whatever it reported."""
+    min_stateful_cases: int
+    """The same for the stateful phase."""
 
 
-DEFAULT = Budget(max_examples=10, stateful_steps=10, min_cases=4000)
-LONG = Budget(max_examples=150, stateful_steps=50, min_cases=10_000)
+DEFAULT = Budget(
+    max_examples=5, stateful_scenarios=10, stateful_steps=10, min_cases_per_operation=20, min_stateful_cases=60
+)
+LONG = Budget(
+    max_examples=150, stateful_scenarios=150, stateful_steps=50, min_cases_per_operation=90, min_stateful_cases=100
+)
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -110,21 +125,77 @@ DEFAULT_SEED = 20260212
 """The default run's seed: CI fuzzes the same cases every time. The long run takes a fresh one."""
 
 
+PARTS: tuple[frozenset[str], ...] = (
+    frozenset({"models and training", "checkpoints"}),
+    frozenset({"training sessions", "layer-wise metrics", "scalars", "runs"}),
+)
+"""The default run's unit parts by OpenAPI tag, and one more for every other tag: each part's operations go through
+the examples, coverage and fuzzing phases (which take one operation at a time) in a test of its own, so that
+xdist's workers share them. A tag's operations stay together: ids one of them answers feed the others' requests.
+The parts are balanced by their measured time (docs/performance.md)."""
+UNIT_PHASES = ("examples", "coverage", "fuzzing")
+ALL_PHASES = (*UNIT_PHASES, "stateful")
+STATEFUL = "stateful"
+"""The stateful phase's part: its sequences follow links from any operation to any other, so it takes them all."""
+
+
+@dataclass(frozen=True)
+class Seeded:
+    data_dir: Path
+    """A stopped daemon's data directory holding one object of each kind; each test fuzzes a copy of it."""
+    known: dict[str, list[str]]
+    """The objects' ids, by path parameter name."""
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Seeded:
+    """Seeded once per run: training the seed run and starting its daemon is most of a part's set-up. Under xdist
+    the first worker to get here seeds into the run's temporary root while the others wait on the lock."""
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    with (root / "fuzz-seeded.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data_dir, ids = root / "fuzz-seeded" / "state", root / "fuzz-seeded" / "ids.json"
+        if not ids.is_file():
+            shutil.rmtree(data_dir.parent, ignore_errors=True)  # a seeding that failed half-way
+            known = seed_data_dir(data_dir)
+            ids.write_text(json.dumps(known))
+    return Seeded(data_dir, json.loads(ids.read_text()))
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_fuzz_every_operation(tmp_path: Path) -> None:
-    run_fuzz(tmp_path / "state", DEFAULT, DEFAULT_SEED)
+@pytest.mark.parametrize("part", [*range(len(PARTS) + 1), STATEFUL])
+def test_fuzz_every_operation(seeded: Seeded, part: int | str, tmp_path: Path) -> None:
+    data_dir = tmp_path / "state"
+    shutil.copytree(seeded.data_dir, data_dir)
+    if part == STATEFUL:
+        fuzzed = run_fuzz(data_dir, seeded.known, DEFAULT, DEFAULT_SEED, phases=("stateful",))
+        assert fuzzed.cases >= DEFAULT.min_stateful_cases, fuzzed
+    else:
+        fuzzed = run_fuzz(
+            data_dir, seeded.known, DEFAULT, DEFAULT_SEED, phases=UNIT_PHASES, select=lambda tags: part_of(tags) == part
+        )
+        assert fuzzed.cases >= DEFAULT.min_cases_per_operation * fuzzed.operations, fuzzed
 
 
 @pytest.mark.fuzz_long
 @pytest.mark.timeout(3600)
 def test_fuzz_every_operation_long(tmp_path: Path) -> None:
     seed, examples = os.environ.get("PIVOT_FUZZ_SEED"), os.environ.get("PIVOT_FUZZ_EXAMPLES")
-    budget = replace(LONG, max_examples=int(examples)) if examples else LONG
-    run_fuzz(tmp_path / "state", budget, int(seed) if seed else random.getrandbits(64))
+    budget = replace(LONG, max_examples=int(examples), stateful_scenarios=int(examples)) if examples else LONG
+    data_dir = tmp_path / "state"
+    fuzzed = run_fuzz(data_dir, seed_data_dir(data_dir), budget, int(seed) if seed else random.getrandbits(64))
+    assert fuzzed.cases >= budget.min_cases_per_operation * fuzzed.operations + budget.min_stateful_cases, fuzzed
 
 
-def run_fuzz(data_dir: Path, budget: Budget, seed: int) -> None:
+def part_of(tags: list[str]) -> int:
+    """The unit part of an operation with these tags: the first part naming one of them, else the last part."""
+    return next((index for index, part in enumerate(PARTS) if part & set(tags)), len(PARTS))
+
+
+def seed_data_dir(data_dir: Path) -> dict[str, list[str]]:
+    """Objects of every kind created by a daemon on `data_dir`, stopped cleanly afterwards; their ids."""
     seeder = start_daemon_process(data_dir, env=DAEMON_ENV)
     try:
         with httpx.Client(base_url=seeder.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
@@ -134,12 +205,31 @@ def run_fuzz(data_dir: Path, budget: Budget, seed: int) -> None:
         assert seeder.wait(60) == 0 and "Traceback" not in "".join(seeder.lines), "".join(seeder.lines)[-3000:]
     finally:
         seeder.stop()
+    return known
 
+
+def run_fuzz(
+    data_dir: Path,
+    known: dict[str, list[str]],
+    budget: Budget,
+    seed: int,
+    phases: tuple[str, ...] = ALL_PHASES,
+    select: Callable[[list[str]], bool] | None = None,
+) -> Fuzzed:
+    """Fuzz the operations whose tags `select` picks (all of them without it) through `phases`, on a daemon
+    started on `data_dir`; fails on any problem the fuzz found."""
     daemon = start_daemon_process(data_dir, env=FUZZED_ENV)
     try:
-        config = SchemathesisConfig.from_dict(fuzz_config(known, budget, seed))
-        schema = schemathesis.openapi.from_url(f"{daemon.url}/api/v1/openapi.json", config=config)
-        assert len(list(schema.get_all_operations())) >= 90  # every operation, not a part that happened to load
+        config = SchemathesisConfig.from_dict(fuzz_config(known, budget, seed, phases))
+        schema: BaseSchema = schemathesis.openapi.from_url(f"{daemon.url}/api/v1/openapi.json", config=config)
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert len(operations) >= 90  # every operation, not a part that happened to load
+        if select is not None:
+            chosen = [operation.label for operation in operations if select(operation.tags or [])]
+            assert chosen, "a part without operations"
+            # Excluded, not included: the per-operation settings above are include filters, which would add theirs.
+            schema = schema.exclude(name=[operation.label for operation in operations if operation.label not in chosen])
+            assert sorted(result.ok().label for result in schema.get_all_operations()) == sorted(chosen)
         started = time.monotonic()
         result = FuzzResult()
         for event in schemathesis.engine.from_schema(schema).execute():
@@ -157,7 +247,13 @@ def run_fuzz(data_dir: Path, budget: Budget, seed: int) -> None:
         result.report("the daemon logged a traceback:\n" + log[max(0, first - 500) : first + 4000])
     assert not result.problems, f"seed {seed} (PIVOT_FUZZ_SEED replays it)\n\n" + "\n\n".join(result.problems)
     assert result.stop_reason is StopReason.COMPLETED
-    assert result.cases >= budget.min_cases, result.cases
+    return Fuzzed(result.cases, len(list(schema.get_all_operations())))
+
+
+@dataclass(frozen=True)
+class Fuzzed:
+    cases: int
+    operations: int
 
 
 @dataclass
@@ -188,9 +284,8 @@ class FuzzResult:
         print(problem, file=sys.stderr, flush=True)
 
 
-def fuzz_config(known: dict[str, list[str]], budget: Budget, seed: int) -> dict[str, Any]:
-    """schemathesis.toml's settings, as a dict. Only `not_a_server_error` is checked: the other checks compare
-    responses with the document, which is the docs' business (tests/test_openapi.py), not the fuzz's."""
+def fuzz_config(known: dict[str, list[str]], budget: Budget, seed: int, phases: tuple[str, ...]) -> dict[str, Any]:
+    """schemathesis.toml's settings, as a dict: `CHECKS` on every response, `phases` on."""
     return {
         "seed": seed,
         "headers": {"Authorization": f"Bearer {TOKEN}"},
@@ -199,7 +294,14 @@ def fuzz_config(known: dict[str, list[str]], budget: Budget, seed: int) -> dict[
         "continue-on-failure": True,
         "checks": {"enabled": False} | {name: {"enabled": True} for name in CHECKS},
         "generation": {"max-examples": budget.max_examples, "database": "none"},
-        "phases": {"stateful": {"max-steps": budget.stateful_steps}},
+        "phases": {name: {"enabled": name in phases} for name in ALL_PHASES}
+        | {
+            "stateful": {
+                "enabled": "stateful" in phases,
+                "generation": {"max-examples": budget.stateful_scenarios},
+                "max-steps": budget.stateful_steps,
+            }
+        },
         "dictionaries": {name: {"values": values} for name, values in known.items()},
         "operations": [
             {"include-name": label, "checks": {"positive_data_acceptance": {"enabled": False}}}

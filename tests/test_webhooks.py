@@ -214,9 +214,17 @@ NOT_PUBLIC = [
 ]
 
 
+@pytest.fixture(scope="module")
+async def refusing_private_for_module(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RunningDaemon]:
+    """One daemon for every refused target: a refused registration stores nothing."""
+    async with running_daemon(tmp_path_factory.mktemp("refusing") / "s", webhook_allow_private=False) as daemon:
+        yield daemon
+
+
+@pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize("host", NOT_PUBLIC)
-async def test_private_targets_can_be_refused(daemon_refusing_private: RunningDaemon, host: str) -> None:
-    async with httpx.AsyncClient(base_url=daemon_refusing_private.url) as http:
+async def test_private_targets_can_be_refused(refusing_private_for_module: RunningDaemon, host: str) -> None:
+    async with httpx.AsyncClient(base_url=refusing_private_for_module.url) as http:
         response = await http.post("/api/v1/webhooks", json={"url": f"http://{host}/x", "events": ["alert_triggered"]})
         assert response.status_code == 422, response.text
         error = response.json()["error"]

@@ -244,8 +244,9 @@ class Hyperparams(BaseModel):
     dataset: Literal["auto", "mnist", "digits"] = "auto"
     """`mnist`: IDX files in the data dir; `digits`: 5,000 real MNIST digits shipped with pivotd; `auto`: mnist if
     its files are present, else digits."""
-    device: str = "auto"
-    """`auto` (first CUDA device, else CPU), `cpu`, `cuda` or `cuda:N`."""
+    device: Annotated[str, Field(json_schema_extra={"pattern": _DEVICE.pattern})] = "auto"
+    """`auto` (first CUDA device, else CPU), `cpu`, `cuda` or `cuda:N`. The pattern is stated in the schema (the
+    fuzz sent `device` strings the schema allowed); `_device` checks it, with a message that names the choices."""
     lr_schedule: LrSchedule = Field(default_factory=LrSchedule)
     checkpoint_every: Annotated[int, Field(ge=0)] = 1
     """Save a checkpoint every N epochs (0: never); the best by `selection_metric` is flagged."""
