@@ -71,6 +71,7 @@ async def test_start_refuses_a_config_that_is_not_a_sweep(http: httpx.AsyncClien
         ({"architecture": {**MLP, "layers": [{"type": "linear", "in": 784, "out": 7}]}}, "config.architecture"),
         ({"architecture": {"layers": "no"}}, "config.architecture.layers"),
         ({"hyperparams": {"epochs": 0}}, "config.hyperparams.epochs"),
+        ({"hyperparams": {"layerwise_overhead": 1.5}}, "config.hyperparams.layerwise_overhead"),
         ({"hyperparams": {"optimiser": {}}}, "config.hyperparams.optimiser"),
         ({"variations": {"optimizer.lrr": [0.1]}}, "config.variations.optimizer.lrr"),
         ({"variations": {"learning_rate": [0.1]}}, "config.variations.learning_rate"),

@@ -114,11 +114,20 @@ class _Reporter:
     """Monitor when layer-wise statistics are wanted, else a scalar-only SDK run: one `step`/`epoch` API."""
 
     def __init__(self, job: Job, model: nn.Module, start_step: int) -> None:
-        every = job.hyperparams.layerwise_every
+        hp = job.hyperparams
         tags = ["managed"]
         self.monitor = (
-            Monitor(model, job.run_id, url=job.url, token=job.token, every=every, tags=tags, start_step=start_step)
-            if every
+            Monitor(
+                model,
+                job.run_id,
+                url=job.url,
+                token=job.token,
+                every=hp.layerwise_every,
+                max_overhead=hp.layerwise_overhead,
+                tags=tags,
+                start_step=start_step,
+            )
+            if hp.layerwise_every
             else None
         )
         self.run = None if self.monitor else Run(job.run_id, url=job.url, token=job.token, tags=tags)

@@ -251,7 +251,10 @@ class Hyperparams(BaseModel):
     checkpoint_every: Annotated[int, Field(ge=0)] = 1
     """Save a checkpoint every N epochs (0: never); the best by `selection_metric` is flagged."""
     layerwise_every: Annotated[int, Field(ge=0)] = 10
-    """Post layer-wise statistics every N steps (0: never)."""
+    """Post layer-wise statistics every N steps (0: never); with `layerwise_overhead`, the shortest stride."""
+    layerwise_overhead: Annotated[float, Field(gt=0, lt=1)] | None = 0.03
+    """Budget for layer-wise statistics as a fraction of the training thread's time: multiples of `layerwise_every`
+    are skipped while a monitored step would cost more (a snapshot at least every 2 s); null: every N exactly."""
     selection_metric: Literal["val_loss", "val_accuracy"] = "val_loss"
 
     @field_validator("device")

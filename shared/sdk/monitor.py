@@ -13,6 +13,11 @@ Cost model: forward hooks exist only while a monitored step's forward runs (for 
 stay registered behind a flag, since adding hooks to a compiled model is not seen by its cached graph), so
 other steps pay nothing. On a monitored step every statistic is computed on the device, stacked into one
 tensor and copied to the host once; the copy is awaited and the JSON built on the sender thread.
+
+With `max_overhead` (a fraction of the training thread's time) the monitor also skips multiples of `every` while
+its smoothed cost per monitored step (hooks plus `step()`'s work) would exceed that fraction of the wall time
+since the last monitored step, but never lets more than `MAX_GAP_S` pass: for a small model a monitored step
+costs most of a training step, and 100 snapshots a second are more than anyone reads.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ from shared.sdk.stats import bias_std, flat_grad, norms, pooled_grad_stats, std_
 from shared.sdk.transport import Item, Transport, TransportStats
 
 log = logging.getLogger("pivot.sdk")
+
+MAX_GAP_S = 2.0
+"""With `max_overhead`: wall seconds after which the next multiple of `every` is monitored whatever it costs."""
+COST_SMOOTHING = 0.3
+"""Weight of the newest monitored step in the cost's moving average (a single slow step must not halve the rate)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -107,12 +117,17 @@ class Monitor:
         capacity: int = 1000,
         exit_timeout_s: float = 5.0,
         persistent_hooks: bool | None = None,
+        max_overhead: float | None = None,
     ) -> None:
         if every < 1:
             raise ValueError("every must be at least 1")
+        if max_overhead is not None and not 0 < max_overhead < 1:
+            raise ValueError("max_overhead must be between 0 and 1 (exclusive), or None")
         rank, world = distributed_rank()
         self.rank = rank
         self.every = every
+        self.max_overhead = max_overhead
+        """Budget for layer-wise statistics as a fraction of training time; None: exactly every `every` steps."""
         self.active = ranks == "all" or rank == 0
         """False on ranks that do not post (DDP with `ranks="zero"`): every method is then a no-op."""
         base = check_run_id(run_id)  # None: the job's run (PIVOT_RUN_ID)
@@ -131,6 +146,10 @@ class Monitor:
         self._ordered = False
         self._calls = 0
         self._armed = False
+        self._decided: tuple[int, bool] | None = None  # (step, monitored?) as armed for that step's forward
+        self._cost_s: float | None = None  # smoothed training-thread seconds of a monitored step
+        self._hook_s = 0.0  # this forward's seconds in the hooks
+        self._last_monitored: float | None = None  # perf_counter at the end of the last monitored step
         self._handles: list[RemovableHandle] = []
         self._warned_unwatched = False
         self._zero = torch.zeros(())  # follows the model's device (see _follow_device)
@@ -152,7 +171,7 @@ class Monitor:
             self._scalars = ScalarLogger(self._transport)
             if self._persistent:
                 self._register_hooks()
-            self._arm(self.should_log(start_step))
+            self._arm(self._decide(start_step))
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -172,12 +191,20 @@ class Monitor:
         return self._groups
 
     def should_log(self, step: int) -> bool:
-        """Whether `step` is a monitored step (its forward is watched and its statistics posted)."""
-        return self.active and step % self.every == 0
+        """Whether `step` is a monitored step (its forward is watched and its statistics posted).
+
+        With `max_overhead`, for the step the monitor is armed for, what was decided when it armed; for another
+        step, whether the budget allows one now.
+        """
+        if not self.active or step % self.every:
+            return False
+        if self._decided is not None and self._decided[0] == step:
+            return self._decided[1]
+        return self._within_budget()
 
     def watch(self, step: int) -> bool:
         """Declare that the next forward belongs to `step`: arms the hooks if it is monitored. Returns that."""
-        monitored = self.should_log(step)
+        monitored = self._decide(step)
         self._arm(monitored)
         return monitored
 
@@ -201,9 +228,18 @@ class Monitor:
         assert self._scalars is not None
         if values or scalars:
             self._scalars.log(step, values, scalars, epoch)
-        if self.should_log(step):
-            self._collect(step, batch_size)
-        self._arm(self.should_log(step + 1))
+        if not self.should_log(step):
+            self._arm(self._decide(step + 1))
+            return
+        started = time.perf_counter()
+        self._collect(step, batch_size)
+        self._arm(self._decide(step + 1))  # removing the hooks is part of the cost
+        ended = time.perf_counter()
+        cost = ended - started + self._hook_s
+        self._hook_s = 0.0
+        previous = self._cost_s
+        self._cost_s = cost if previous is None else previous + COST_SMOOTHING * (cost - previous)
+        self._last_monitored = ended
 
     def log(
         self, step: int, values: Mapping[str, Any] | None = None, /, *, epoch: int | None = None, **more: Any
@@ -252,6 +288,26 @@ class Monitor:
             return self._user_groups or None
         return default_groups(self._model, self.layer_ids)
 
+    def _within_budget(self) -> bool:
+        """Whether a monitored step now keeps its cost within `max_overhead` of the time since the last one.
+
+        The interval is wall time on the training thread, so on a GPU the syncs that fall in it (and evaluation
+        between epochs) count as training time; the cost is what the monitor itself spent on this thread.
+        """
+        budget = self.max_overhead
+        if budget is None or self._last_monitored is None or self._cost_s is None:
+            return True
+        elapsed = time.perf_counter() - self._last_monitored
+        # cost / (elapsed + cost) <= budget  <=>  elapsed >= cost * (1 - budget) / budget
+        return elapsed >= min(self._cost_s * (1 - budget) / budget, MAX_GAP_S)
+
+    def _decide(self, step: int) -> bool:
+        """Whether `step` is monitored, remembered so that the end of that step collects what its forward armed."""
+        self._decided = None
+        monitored = self.should_log(step)
+        self._decided = (step, monitored)
+        return monitored
+
     def _arm(self, on: bool) -> None:
         self._armed = on
         if self._persistent:
@@ -274,6 +330,14 @@ class Monitor:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if not self._armed:  # only reached with persistent hooks
                 return
+            if torch.compiler.is_compiling():
+                record(output)  # traced into the graph: its cost is the graph's, and a clock read would break it
+                return
+            started = time.perf_counter()
+            record(output)
+            self._hook_s += time.perf_counter() - started
+
+        def record(output: Any) -> None:
             out = _first_tensor(output)
             if out is None or not out.is_floating_point():
                 return

@@ -102,3 +102,17 @@ async def test_seed_003_flow_models_params_infer_adhoc(http: httpx.AsyncClient) 
     assert detail["kind"] == "managed" and detail["step_count"] > 0 and detail["status"] == "succeeded"
     assert detail["progress"] == 1.0 and detail["hyperparameters"]["epochs"] == 2 and detail["param_id"] == param_id
     assert [c["epoch"] for c in detail["checkpoints"]] == [1, 2] and "val_loss" in detail["metrics"]
+
+
+async def test_layerwise_overhead_reaches_the_monitor(http: httpx.AsyncClient) -> None:
+    """`layerwise_overhead: null` posts every `layerwise_every`-th step; a budget of 0.1% (a monitored step of
+    this CNN costs far more than a thousandth of its stride) posts the first step and far fewer."""
+    posted = []
+    for overhead in (None, 0.001):
+        hp = hyperparams(epochs=1, layerwise_every=1, layerwise_overhead=overhead, checkpoint_every=0)
+        run_id = (await http.post("/api/train", json={"architecture": CNN, "hyperparams": hp})).json()["run_id"]
+        assert (await final_state(http, run_id))[0] == "succeeded"
+        posted.append([s["step"] for s in (await http.get(f"/api/v1/runs/{run_id}")).json()["steps"]])
+    every_step, budgeted = posted
+    assert every_step == list(range(10))  # 320 training digits in batches of 32
+    assert budgeted[0] == 0 and len(budgeted) < len(every_step)

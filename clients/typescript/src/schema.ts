@@ -4557,6 +4557,11 @@ export interface components {
              */
             layerwise_every?: number;
             /**
+             * Layerwise Overhead
+             * @default 0.03
+             */
+            layerwise_overhead?: number | null;
+            /**
              * Selection Metric
              * @default val_loss
              * @enum {string}
