@@ -18,6 +18,7 @@ of a dead daemon does.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -123,7 +124,10 @@ def serve(sock: socket.socket) -> None:
 
 
 if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    # The daemon may go away at any time, also while this server imports torch (nothing waits for that): a write
+    # to its closed end is that end, not an error to report.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        serve(socket.socket(fileno=int(sys.argv[1])))
     # The daemon is gone or stopping: exit without the interpreter's teardown of torch (2 to 4 s of CPU on a
     # busy machine, for nothing: the server holds no buffered output, and its children are processes of their own).
     os._exit(0)
