@@ -229,6 +229,11 @@ class ExperimentEvents:
         self._lock = asyncio.Lock()
         self._progressed: dict[str, float] = {}
         """When each experiment's progress was last published for an epoch (monotonic seconds)."""
+        self._since = time.time()
+        self._ended: set[str] = set()
+        """Runs (finished since `_since`) whose `experiment_run_completed` went out."""
+        self._reported: set[str] = set()
+        """Of those, the ones an experiment's final status reported before their own listener call came."""
 
     @property
     def _reader(self) -> ExperimentsReader:
@@ -249,6 +254,8 @@ class ExperimentEvents:
                 return
             if self._announced.get(experiment_id) == row.status:
                 return
+            if row.status in FINAL_EXPERIMENT_STATUSES:
+                await self._report_unreported(experiment_id)
             self._announced[experiment_id] = row.status
             if row.status in FINAL_EXPERIMENT_STATUSES:
                 self._progressed.pop(experiment_id, None)
@@ -275,20 +282,51 @@ class ExperimentEvents:
         if membership is None:
             return
         experiment_id, group = membership
+        if run_id in self._reported:  # the experiment's final status went out with this run's end already
+            self._reported.discard(run_id)
+            return
+        found = await self._reader.runs_by_id([run_id])
+        self._report(experiment_id, run_id, state, group, found[run_id].latest if run_id in found else {}, error)
+        self._ended.add(run_id)
+        await self._publish_progress(experiment_id)
+        await self.announce(experiment_id)
+
+    def _report(
+        self,
+        experiment_id: str,
+        run_id: str,
+        state: str,
+        group: str | None,
+        metrics: dict[str, float],
+        error: str | None,
+    ) -> None:
         status = experiment_run_status(state)
         if status == ExperimentRunStatus.FAILED:
             self._publish(
                 experiment_id, "experiment_error", {"message": f"run {run_id} failed: {error}", "code": "run_failed"}
             )
-        found = await self._reader.runs_by_id([run_id])
-        metrics = found[run_id].latest if run_id in found else {}
         self._publish(
             experiment_id,
             "experiment_run_completed",
             {"run_id": run_id, "status": status, "state": state, "group": group, "metrics": metrics},
         )
-        await self._publish_progress(experiment_id)
-        await self.announce(experiment_id)
+
+    async def _report_unreported(self, experiment_id: str) -> None:
+        """Before a final status: the end of every finished run whose listener call has not come yet. Two runs that
+        end together both commit before either listener reads the experiment's status, so without this the status
+        could go out before the other run's `experiment_run_completed` (a client that stops at the status misses
+        it); that run's own call then publishes nothing."""
+        reported = False
+        for run in await self._reader.all_runs(experiment_id):
+            # Runs that ended before this daemon started were reported by the one before it.
+            if run.finished_at is None or run.finished_at < self._since or run.run_id in self._ended:
+                continue
+            self._report(experiment_id, run.run_id, run.state, run.group, run.latest, "see the run's log")
+            self._ended.add(run.run_id)
+            self._reported.add(run.run_id)
+            reported = True
+        if reported:
+            await self._publish_progress(experiment_id)
 
     async def run_epoch(self, run_id: str) -> None:
         """A supervisor `on_epoch` listener: progress between runs, at most once a second per experiment."""
