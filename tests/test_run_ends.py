@@ -17,8 +17,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from pivotd.store.run_ends import MarkLost
+from pivotd.store.run_ends import FinishRun, MarkLost
 from shared.client import AsyncPivotClient, PivotAPIError, PivotClient
+from shared.models.runs import RunState
 from tests.daemon import RunningDaemon, running_daemon
 from tests.training.helpers import MLP, hyperparams
 
@@ -219,3 +220,30 @@ async def test_a_restart_marks_a_run_left_silent_once(tmp_path: Path) -> None:
         assert await third.services.store.writer.submit(MarkLost(time.time(), "no data")) == []
         assert (await http.get("/api/v1/runs")).json()["left"]["status"] == "lost"
         assert len(await training_notifications(http, "left")) == 1
+
+
+async def test_an_experiments_final_status_comes_after_every_runs_end(daemon: RunningDaemon) -> None:
+    """Two runs that end together both commit before either end's listener reads the experiment's status: the
+    status must still follow both runs' `experiment_run_completed`, or a client that stops at it misses one."""
+    async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as http, connect(daemon.ws_url) as ws:
+        experiment = (await http.post("/api/v1/experiments", json={"experiment": {"name": "together"}})).json()["data"]
+        topic = f"experiment:{experiment['id']}"
+        for run_id in ("together_a", "together_b"):
+            body = {"points": [{"step": 0, "values": {"loss": 1.0}}], "experiment_id": experiment["id"]}
+            assert (await http.post(f"/api/v1/runs/{run_id}/scalars", json=body)).status_code == 202
+        await ws.send(json.dumps({"action": "subscribe", "topics": [topic]}))
+        await next_message(ws, "subscribed")
+        # b's end is committed, its listener not called yet: the moment the race leaves it in.
+        assert await daemon.services.store.writer.submit(FinishRun("together_b", RunState.SUCCEEDED, None))
+        assert (await finish(http, "together_a", status="succeeded")).status_code == 200
+
+        ended: list[str] = []
+        async with asyncio.timeout(10):
+            while (message := json.loads(await ws.recv()))["type"] != "experiment_status" or message["status"] in (
+                "running",
+                "pending",
+            ):
+                if message["type"] == "experiment_run_completed":
+                    ended.append(message["run_id"])
+        assert message["status"] == "completed"
+        assert sorted(ended) == ["together_a", "together_b"]
