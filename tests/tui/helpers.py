@@ -6,6 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pivot_tui.screens import RunDetailScreen
+
+TRAINING = "mnist_cnn_lr0.1"
+"""The fake daemon's managed, running run (151 steps): every key of the run view applies."""
+
 
 async def until(pilot: Any, condition: Callable[[], Any], timeout: float = 10.0) -> None:
     """Let the app process messages until `condition()` holds; fail with a clear message if it never does."""
@@ -26,3 +31,15 @@ def rows(pilot: Any, table: str) -> int:
 def notes(pilot: Any) -> str:
     """Every notification shown so far, joined."""
     return " | ".join(str(n.message) for n in pilot.app._notifications)
+
+
+async def open_training_run(pilot: Any) -> RunDetailScreen:
+    """The run view of `TRAINING`, once its steps are in and drawn."""
+    await until(pilot, lambda: rows(pilot, "#runs") == 4)
+    pilot.app.open_run(TRAINING)
+    followed = lambda: pilot.app.model.followed  # noqa: E731
+    await until(pilot, lambda: followed() and followed().run_id == TRAINING and len(followed().steps) == 151)
+    screen = pilot.app.screen
+    assert isinstance(screen, RunDetailScreen)
+    await until(pilot, lambda: screen._seen == pilot.app.model.versions["run"])
+    return screen

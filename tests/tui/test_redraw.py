@@ -8,13 +8,11 @@ from typing import Any
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.client import Event
 from pivot_tui.config import TuiSettings
-from pivot_tui.screens import ResourcesScreen, RunDetailScreen, RunsScreen
+from pivot_tui.screens import ResourcesScreen, RunsScreen
 from pivot_tui.screens.run_detail import HEAVY_REDRAW_S
 from pivot_tui.widgets import ResourceStrip, RunsTable
 from tests.tui.fake import RUNS, FakeDaemonClient
-from tests.tui.helpers import rows, until
-
-TRAINING = "mnist_cnn_lr0.1"
+from tests.tui.helpers import TRAINING, open_training_run, rows, until
 
 
 def app() -> PivotApp:
@@ -79,13 +77,7 @@ async def test_a_resource_sample_reaches_the_gauges_without_a_poll_tick() -> Non
 
 async def test_a_new_step_reaches_the_run_view_without_a_poll_tick() -> None:
     async with app().run_test(size=(120, 40)) as pilot:
-        await until(pilot, lambda: rows(pilot, "#runs") == 4)
-        pilot.app.open_run(TRAINING)
-        followed = lambda: pilot.app.model.followed  # noqa: E731
-        await until(pilot, lambda: followed() and followed().run_id == TRAINING and len(followed().steps) == 151)
-        screen = pilot.app.screen
-        assert isinstance(screen, RunDetailScreen)
-        await until(pilot, lambda: screen._seen == pilot.app.model.versions["run"])
+        screen = await open_training_run(pilot)
         stop_timers(pilot)
         await pilot.pause(HEAVY_REDRAW_S)  # the plots' last draw a period ago
         points = [{"step": 1510, "values": {"train_loss": 0.05}}]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from pivot_tui.app import PivotApp, make_app
@@ -11,25 +9,13 @@ from pivot_tui.config import TuiSettings
 from pivot_tui.screens import ConfirmDialog, RunDetailScreen, RunsScreen
 from pivot_tui.widgets import ConnectionBadge, LayerTable
 from tests.tui.fake import FakeDaemonClient
-from tests.tui.helpers import rows, until
+from tests.tui.helpers import TRAINING, open_training_run, rows, until
 
 SIZES = [(80, 24), (120, 40)]
-TRAINING = "mnist_cnn_lr0.1"  # a managed run, running: every key of the run view applies
 
 
 def app(client: FakeDaemonClient | None = None) -> PivotApp:
     return make_app(TuiSettings("http://gpu-box:8000", None, "textual-dark"), client or FakeDaemonClient())
-
-
-async def open_training_run(pilot: Any) -> RunDetailScreen:
-    await until(pilot, lambda: rows(pilot, "#runs") == 4)
-    pilot.app.open_run(TRAINING)
-    followed = lambda: pilot.app.model.followed  # noqa: E731
-    await until(pilot, lambda: followed() and followed().run_id == TRAINING and len(followed().steps) == 151)
-    screen = pilot.app.screen
-    assert isinstance(screen, RunDetailScreen)
-    await until(pilot, lambda: screen._seen == pilot.app.model.versions["run"])
-    return screen
 
 
 @pytest.mark.parametrize("size", SIZES)
