@@ -180,11 +180,21 @@ async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProc
     with _server_lock:
         if _server is None or not _server.alive:
             try:
-                _server = _Server({k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"})
+                _server = _Server(_server_environment(env))
             except OSError as exc:
                 raise ForkServerError(f"the training fork server did not start: {exc}") from exc
         server = _server
     return await server.spawn(module, argument, env)
+
+
+def _server_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: a run's, less its GPU pinning, and with PyTorch's NVML-based CUDA check, so that
+    anything asking whether CUDA is available while the server imports asks NVML rather than initialising the CUDA
+    driver, whose state a forked child could not use (torch's own `is_initialized` does not see a driver that a
+    device count initialised). Each child takes its run's environment in place of this one."""
+    server = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    server["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    return server
 
 
 async def _reader(fd: int) -> asyncio.StreamReader:

@@ -32,7 +32,8 @@ def _tensor_count(value: Any, torch: Any) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Check the file `argv[0]`; the cap counts what loading it allocates, in a fork server's child too."""
+    """Check the file `argv[0]`. The cap counts the process's whole data, torch's import included, in a fork
+    server's child as in a fresh interpreter."""
     path = argv[0]
     resource.setrlimit(resource.RLIMIT_DATA, (MEMORY_CAP, MEMORY_CAP))
     import torch  # noqa: PLC0415 - after the cap
