@@ -196,11 +196,9 @@ class Monitor:
         With `max_overhead`, for the step the monitor is armed for, what was decided when it armed; for another
         step, whether the budget allows one now.
         """
-        if not self.active or step % self.every:
-            return False
         if self._decided is not None and self._decided[0] == step:
             return self._decided[1]
-        return self._within_budget()
+        return self._due(step)
 
     def watch(self, step: int) -> bool:
         """Declare that the next forward belongs to `step`: arms the hooks if it is monitored. Returns that."""
@@ -301,10 +299,12 @@ class Monitor:
         # cost / (elapsed + cost) <= budget  <=>  elapsed >= cost * (1 - budget) / budget
         return elapsed >= min(self._cost_s * (1 - budget) / budget, MAX_GAP_S)
 
+    def _due(self, step: int) -> bool:
+        return self.active and step % self.every == 0 and self._within_budget()
+
     def _decide(self, step: int) -> bool:
         """Whether `step` is monitored, remembered so that the end of that step collects what its forward armed."""
-        self._decided = None
-        monitored = self.should_log(step)
+        monitored = self._due(step)
         self._decided = (step, monitored)
         return monitored
 
