@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,16 @@ import pytest
 
 from tests.daemon import RunningDaemon, running_daemon
 from tests.sshd import sshd  # noqa: F401 (a fixture: a real sshd on loopback, for the tunnel and the TUI)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Bytecode caches on, whatever the environment says (this VM exports PYTHONDONTWRITEBYTECODE=1): without
+    them each xdist worker rewrites every test module's asserts again and every process the suite starts (about a
+    hundred `pivotd`, `pivotctl`, SDK scripts, ranks) compiles the project from source, 0.3-0.5 s of CPU each.
+    The caches go to the git-ignored `__pycache__` folders. Runs before xdist starts its workers, which inherit
+    the environment."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.dont_write_bytecode = False
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
