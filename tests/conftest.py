@@ -23,6 +23,13 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.dont_write_bytecode = False
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One worker more than there are cores for `-n auto`: a tenth of the suite's time is tests waiting on other
+    processes, timers and sockets, which a third worker on two cores fills (249 s against 305 s on this VM; four
+    workers took longer and made tests wait past their deadlines, docs/performance.md)."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--fuzz-long", action="store_true", help="also run the long schema fuzz (docs/testing.md)")
 
