@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.sshd import sshd  # noqa: F401 (a fixture: a real sshd on loopback, for the tunnel and the TUI)
 
 
@@ -93,5 +93,5 @@ def daemon(request: pytest.FixtureRequest) -> RunningDaemon:
 
 @pytest.fixture
 async def http(daemon: RunningDaemon) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as client:
+    async with daemon_client(daemon.url, timeout=10) as client:
         yield client

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -24,6 +26,16 @@ from pivotd.monitor.nvml import Nvml
 from pivotd.server import PivotServer
 from pivotd.services import Services
 from pivotd.settings import Settings
+
+PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+"""TLS for clients of the tests' plain-http daemons: none. httpx's default loads the CA bundle for each client (30-90
+ms of CPU, a few hundred clients a run); this context trusts no certificate, so it would refuse any https server."""
+
+
+def daemon_client(url: str, **kwargs: Any) -> httpx.AsyncClient:
+    """An HTTP client of a test daemon at `url` (plain http, `PLAIN_HTTP`)."""
+    return httpx.AsyncClient(base_url=url, verify=PLAIN_HTTP, **kwargs)
+
 
 TEST_TOKEN = "test-token-0123456789"
 

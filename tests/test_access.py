@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from pivotd.policy import Category, Requirement, requirement
 from pivotd.ratelimit import Decision, RateLimiter, address_client
 from shared.ctl import main as pivotctl
-from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.daemon import TEST_TOKEN, RunningDaemon, daemon_client, running_daemon
 from tests.payloads import contract_payload
 from tests.training.helpers import MLP, hyperparams
 
@@ -114,10 +114,10 @@ async def test_keys_survive_a_restart_and_are_stored_only_as_digests(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    async with running_daemon(tmp_path, access_log=True) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, access_log=True) as daemon, daemon_client(daemon.url) as http:
         key = await create_key(http, "ci", "write")
         assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 200
-    async with running_daemon(tmp_path, trust_loopback=False) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, trust_loopback=False) as daemon, daemon_client(daemon.url) as http:
         assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 200
         listed = (await http.get("/api/v1/api-keys", headers=OWNER)).json()["data"]
         assert listed[0]["last_used_at"] is not None  # written at its first use, not on every request
@@ -151,7 +151,7 @@ def limit_headers(response: httpx.Response) -> tuple[int, int, int]:
 
 
 async def test_429_with_headers_and_reset_arithmetic(limited: RunningDaemon) -> None:
-    async with httpx.AsyncClient(base_url=limited.url) as http:
+    async with daemon_client(limited.url) as http:
         write = bearer(await create_key(http, "writer", "write"))
         for expected_remaining in (2, 1, 0):
             before = time.time()
@@ -185,7 +185,7 @@ async def test_429_with_headers_and_reset_arithmetic(limited: RunningDaemon) -> 
 
 
 async def test_each_key_has_its_own_buckets(limited: RunningDaemon) -> None:
-    async with httpx.AsyncClient(base_url=limited.url) as http:
+    async with daemon_client(limited.url) as http:
         first, second = bearer(await create_key(http, "a", "read")), bearer(await create_key(http, "b", "read"))
         for _ in range(5):
             assert (await http.get("/api/v1/runs", headers=first)).status_code == 200
@@ -195,7 +195,7 @@ async def test_each_key_has_its_own_buckets(limited: RunningDaemon) -> None:
 
 async def test_telemetry_counts_events_and_export_has_its_own_limit(limited: RunningDaemon) -> None:
     event = {"event_name": ["pivot", "test"], "measurements": {"duration_ms": 1}}
-    async with httpx.AsyncClient(base_url=limited.url) as http:
+    async with daemon_client(limited.url) as http:
         key = bearer(await create_key(http, "telemetry", "write"))
         sent = await http.post("/api/v1/telemetry/events", json={"events": [event] * 8}, headers=key)
         assert sent.status_code == 202 and limit_headers(sent)[:2] == (10, 2)
@@ -219,7 +219,7 @@ async def test_telemetry_counts_events_and_export_has_its_own_limit(limited: Run
 
 async def test_per_address_limits_for_untrusted_peers(tmp_path: Path) -> None:
     async with running_daemon(tmp_path, trust_loopback=False, rate_limit_read_per_min=3) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url) as anonymous:
+        async with daemon_client(daemon.url) as anonymous:
             for remaining in (2, 1, 0):
                 refused = await anonymous.get("/api/v1/experiments")
                 assert refused.status_code == 401 and limit_headers(refused)[1] == remaining
@@ -230,14 +230,14 @@ async def test_per_address_limits_for_untrusted_peers(tmp_path: Path) -> None:
             assert owner.status_code == 200 and "x-ratelimit-limit" not in owner.headers
         # Another address has its own bucket (all of 127.0.0.0/8 is loopback on Linux).
         transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
-        async with httpx.AsyncClient(base_url=daemon.url, transport=transport) as elsewhere:
+        async with daemon_client(daemon.url, transport=transport) as elsewhere:
             refused = await elsewhere.get("/api/v1/experiments")
             assert refused.status_code == 401 and limit_headers(refused)[1] == 2
 
 
 async def test_websocket_handshakes_with_keys(tmp_path: Path) -> None:
     async with running_daemon(tmp_path, trust_loopback=False, rate_limit_read_per_min=2) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+        async with daemon_client(daemon.url, headers=OWNER) as http:
             key = await create_key(http, "viewer", "read")
         async with connect(f"{daemon.ws_url}?token={key}") as ws:
             assert '"initial_runs"' in await ws.recv()
@@ -269,7 +269,7 @@ async def test_pivotctl_keys_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
         assert code == 0 and "laptop" in out and "active" in out and "write" in out and key not in out
         code, out, _ = await ctl("--json", "keys", "list")
         (listed,) = json.loads(out)
-        async with httpx.AsyncClient(base_url=daemon.url, headers=bearer(key)) as http:
+        async with daemon_client(daemon.url, headers=bearer(key)) as http:
             assert (await http.get("/api/v1/runs")).status_code == 200
             code, out, _ = await ctl("keys", "revoke", listed["id"])
             assert code == 0 and "revoked" in out
@@ -426,13 +426,13 @@ async def test_forwarded_headers_do_not_change_who_the_peer_is(tmp_path: Path) -
     a client could then pass as loopback (the owner) or dodge its per-address limit with a new address each
     time. pivotd ignores the header: every request here counts against 127.0.0.1's one bucket."""
     untrusting = running_daemon(tmp_path, trust_loopback=False, rate_limit_read_per_min=2)
-    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url) as anonymous:
+    async with untrusting as daemon, daemon_client(daemon.url) as anonymous:
         for remaining, forwarded in ((1, "10.0.0.1"), (0, "10.0.0.2")):
             refused = await anonymous.get("/api/v1/experiments", headers={"x-forwarded-for": forwarded})
             assert refused.status_code == 401 and limit_headers(refused)[1] == remaining
         refused = await anonymous.get("/api/v1/experiments", headers={"x-forwarded-for": "10.0.0.3"})
         assert refused.status_code == 429
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as local:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as local:
         # Nor does the header make a loopback peer remote (it stays the trusted owner).
         assert (await local.get("/api/v1/experiments", headers={"x-forwarded-for": "203.0.113.9"})).status_code == 200
 
@@ -441,7 +441,7 @@ async def test_revoking_a_key_closes_the_websockets_it_opened(tmp_path: Path) ->
     """Open sockets do not outlive their key: revoking it closes them with 1008 at once, with no frame needed
     from the client; sockets opened with another key, or the token, stay open."""
     untrusting = running_daemon(tmp_path, trust_loopback=False)
-    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+    async with untrusting as daemon, daemon_client(daemon.url, headers=OWNER) as http:
         key, other = await create_key(http, "viewer", "read"), await create_key(http, "other", "read")
         key_id = next(k["id"] for k in (await http.get("/api/v1/api-keys")).json()["data"] if k["name"] == "viewer")
         socket_url = "ws" + daemon.url.removeprefix("http") + "/socket/websocket?vsn=2.0.0"
@@ -469,7 +469,7 @@ async def test_revoking_a_key_closes_the_websockets_it_opened(tmp_path: Path) ->
 async def test_a_revocation_that_failed_to_persist_is_persisted_by_the_retry(tmp_path: Path) -> None:
     """Fault injection without mocks: a trigger on the live database makes the revocation's write fail.
     The key is refused at once all the same; the retry must write it, or it would come back after a restart."""
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         key = await create_key(http, "flaky disk", "read")
         key_id = (await http.get("/api/v1/api-keys")).json()["data"][0]["id"]
         with sqlite3.connect(tmp_path / "pivot.db") as conn:
@@ -487,21 +487,21 @@ async def test_a_revocation_that_failed_to_persist_is_persisted_by_the_retry(tmp
     with sqlite3.connect(tmp_path / "pivot.db") as conn:
         (revoked_at,) = conn.execute("SELECT revoked_at FROM api_keys WHERE id = ?", (key_id,)).fetchone()
     assert revoked_at is not None
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         assert (await http.get("/api/v1/runs", headers=bearer(key))).status_code == 401
 
 
 async def test_revoking_a_key_ends_the_event_streams_it_opened(tmp_path: Path) -> None:
     """An SSE feed of a run that has not ended would otherwise outlive its key until the run ends."""
     untrusting = running_daemon(tmp_path, trust_loopback=False)
-    async with untrusting as daemon, httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+    async with untrusting as daemon, daemon_client(daemon.url, headers=OWNER) as http:
         key = await create_key(http, "viewer", "read")
         key_id = next(k["id"] for k in (await http.get("/api/v1/api-keys")).json()["data"] if k["name"] == "viewer")
         config = {"architecture": MLP, "hyperparams": hyperparams()}
         created = await http.post("/api/v1/training/sessions", json={"config": config})
         session_id = created.json()["session_id"]  # created, never started: its feed waits for news
         async with (
-            httpx.AsyncClient(base_url=daemon.url, headers=bearer(key)) as viewer,
+            daemon_client(daemon.url, headers=bearer(key)) as viewer,
             viewer.stream("GET", f"/api/v1/sse/training/{session_id}") as feed,
         ):
             assert feed.status_code == 200

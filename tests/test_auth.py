@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from pivotd.auth import ensure_token, is_loopback
-from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.daemon import TEST_TOKEN, RunningDaemon, daemon_client, running_daemon
 from tests.payloads import contract_payload
 
 OWNER = {"authorization": f"Bearer {TEST_TOKEN}"}
@@ -36,7 +36,7 @@ async def untrusting(tmp_path: Path):
 
 
 async def test_every_route_but_health_needs_the_token(untrusting) -> None:
-    async with httpx.AsyncClient(base_url=untrusting.url) as anonymous:
+    async with daemon_client(untrusting.url) as anonymous:
         assert (await anonymous.get("/health")).status_code == 200
         response = await anonymous.post("/api/v1/metrics/layerwise", json=contract_payload())
         assert response.status_code == 401
@@ -47,7 +47,7 @@ async def test_every_route_but_health_needs_the_token(untrusting) -> None:
         wrong = {"authorization": "Bearer not-the-token"}
         assert (await anonymous.get("/api/v1/runs", headers=wrong)).status_code == 401
         assert (await anonymous.get("/api/v1/runs", headers={"authorization": TEST_TOKEN})).status_code == 401
-    async with httpx.AsyncClient(base_url=untrusting.url, headers={"authorization": f"Bearer {TEST_TOKEN}"}) as ok:
+    async with daemon_client(untrusting.url, headers={"authorization": f"Bearer {TEST_TOKEN}"}) as ok:
         assert (await ok.post("/api/v1/metrics/layerwise", json=contract_payload())).status_code == 202
         for method, path in ROUTES:
             assert (await ok.request(method, path)).status_code == 200, path

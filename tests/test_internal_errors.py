@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.payloads import contract_payload
 from tests.test_access import create_key
 
@@ -59,7 +59,7 @@ async def test_an_unexpected_error_is_logged_once_with_method_and_path(
 ) -> None:
     """The route's handler logged it, then the server logged the same exception again (two tracebacks each)."""
     with caplog.at_level(logging.DEBUG):  # every logger: pivotd's and uvicorn's
-        async with running_daemon(tmp_path / "state") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        async with running_daemon(tmp_path / "state") as daemon, daemon_client(daemon.url) as http:
             monkeypatch.setattr(daemon.services.store.reader, "get_run", broken)
             for _ in range(2):
                 assert (await http.get("/api/v1/runs/r1")).status_code == 500
@@ -76,7 +76,7 @@ async def test_the_single_step_route_fails_in_its_envelope_and_logs_once(
 ) -> None:
     """Answered in front of the application for the owner, inside the access middleware for a key: the same 500."""
     with caplog.at_level(logging.DEBUG):
-        async with running_daemon(tmp_path / "state") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        async with running_daemon(tmp_path / "state") as daemon, daemon_client(daemon.url) as http:
             headers = {}
             if caller == "api key":
                 headers = {"authorization": f"Bearer {await create_key(http, 'trainer', 'write')}"}

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from pivotd.monitor.nvml import Nvml
 from pivotd.monitor.sampler import history_point, read_sample
 from shared.models.monitor import ResourceAverage, ResourceSample
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 
 
 class NVMLError(Exception):
@@ -249,7 +249,7 @@ async def test_resources_routes_topic_and_stored_history(tmp_path: Path) -> None
     settings = {"sample_interval_s": 0.2, "resource_history_step_s": 1.0}
     async with (
         running_daemon(tmp_path / "state", Nvml(None), **settings) as daemon,
-        httpx.AsyncClient(base_url=daemon.url) as http,
+        daemon_client(daemon.url) as http,
         connect(daemon.ws_url) as ws,
     ):
         await ws.send(json.dumps({"action": "subscribe", "topics": ["resources"]}))
@@ -279,7 +279,7 @@ async def test_rich_health(tmp_path: Path, nvml: int | None, gpu: str, count: in
     seam = Nvml(None if nvml is None else fake_pynvml(devices=nvml))
     async with (
         running_daemon(tmp_path / "state", seam) as daemon,
-        httpx.AsyncClient(base_url=daemon.url) as http,
+        daemon_client(daemon.url) as http,
     ):
         body = (await http.get("/api/v1/health")).json()
     assert body["status"] == "healthy" and body["uptime_seconds"] >= 0 and "T" in body["timestamp"]

@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from pivotd.store.ops import Tx
-from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.daemon import TEST_TOKEN, RunningDaemon, daemon_client, running_daemon
 from tests.node_packages import installed_package
 from tests.payloads import contract_payload
 
@@ -227,7 +227,7 @@ async def test_telemetry_filters_by_experiment_and_event_type(daemon: RunningDae
 
 async def test_events_posted_to_the_telemetry_route_reach_a_joined_channel(daemon: RunningDaemon) -> None:
     """End to end through the real producer: the ingest route publishes, the channel filters and pushes."""
-    async with client(daemon) as c, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with client(daemon) as c, daemon_client(daemon.url) as http:
         join_ref = await c.join("telemetry:exp_live")
         events = [
             {"event_name": "crucible.model.inference", "measurements": {"duration_ms": 234}, "metadata": {}},
@@ -257,7 +257,7 @@ class FinishRun:
 async def test_dashboard_streams_system_stats_and_the_experiment_summary(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", sample_interval_s=0.2) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
+        daemon_client(daemon.url, timeout=10) as http,
         client(daemon) as c,
     ):
         join_ref = await c.join("dashboard:user_123")
@@ -400,7 +400,7 @@ async def test_the_phoenix_javascript_client(tmp_path: Path, auth: str) -> None:
     against a daemon that trusts no one without the token, sent as a connect param or as `authToken`."""
     directory = phoenix_client_dir()
     async with running_daemon(tmp_path / "state", trust_loopback=False) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url, headers=OWNER) as http:
+        async with daemon_client(daemon.url, headers=OWNER) as http:
             experiment_id = await create_experiment(http)
         await _drive_the_phoenix_javascript_client(daemon, directory, experiment_id, auth)
 

@@ -19,7 +19,7 @@ from pivotd.monitor.sampler import read_sample
 from shared.models.alerts import AlertSeverity
 from shared.models.monitor import ResourceSample
 from shared.models.runs import RunState
-from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.daemon import TEST_TOKEN, RunningDaemon, daemon_client, running_daemon
 from tests.payloads import contract_payload
 from tests.test_monitor import fake_pynvml
 
@@ -44,7 +44,7 @@ async def scrape(http: httpx.AsyncClient) -> str:
 
 
 async def test_a_scrape_counts_what_was_ingested_refused_and_connected(daemon: RunningDaemon) -> None:
-    async with httpx.AsyncClient(base_url=daemon.url) as http, connect(daemon.ws_url):
+    async with daemon_client(daemon.url) as http, connect(daemon.ws_url):
         assert (await http.post("/api/v1/metrics/layerwise", json=contract_payload("prom-a", 1))).status_code == 202
         batch = [contract_payload("prom-b", step) for step in (1, 2)]
         assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
@@ -74,7 +74,7 @@ async def test_a_scrape_counts_what_was_ingested_refused_and_connected(daemon: R
 
 
 async def test_series_do_not_grow_with_runs_and_alerts_are_counted(daemon: RunningDaemon) -> None:
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
+    async with daemon_client(daemon.url) as http:
         before = samples(await scrape(http))
         spec = {"name": "loss_high", "metric": "loss", "condition": "greater_than", "threshold": 5, "severity": "high"}
         assert (await http.post("/api/v1/alerts/rules", json=spec)).status_code == 201
@@ -115,7 +115,7 @@ def test_gpu_gauges_per_device_with_unknown_counters_left_out(tmp_path: Path) ->
 
 
 async def test_metrics_need_the_same_credentials_as_other_reads(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path, trust_loopback=False) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, trust_loopback=False) as daemon, daemon_client(daemon.url) as http:
         assert (await http.get("/metrics")).status_code == 401
         owner = {"authorization": f"Bearer {TEST_TOKEN}"}
         created = await http.post(
@@ -131,7 +131,7 @@ async def test_metrics_need_the_same_credentials_as_other_reads(tmp_path: Path) 
 
 
 async def test_a_step_the_route_refuses_counts_as_an_ingest_refusal(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         refused = await http.post("/api/v1/metrics/layerwise", json={"metadata": {}})
         assert refused.status_code == 422
         assert refused.json()["detail"][0]["loc"][0] == "body"
@@ -141,7 +141,7 @@ async def test_a_step_the_route_refuses_counts_as_an_ingest_refusal(tmp_path: Pa
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus package) is not installed")
 async def test_promtool_accepts_the_exposition(daemon: RunningDaemon, tmp_path: Path) -> None:
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
+    async with daemon_client(daemon.url) as http:
         await http.post("/api/v1/metrics/layerwise", json=contract_payload("prom-tool", 1))
         text = await scrape(http)
     checked = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False)

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from shared.models.auth import AuthSessionCreated
-from tests.daemon import TEST_TOKEN, RunningDaemon, running_daemon
+from tests.daemon import TEST_TOKEN, RunningDaemon, daemon_client, running_daemon
 from tests.payloads import contract_payload
 from tests.training.helpers import MLP, hyperparams
 
@@ -47,7 +47,7 @@ def cookie_parts(response: httpx.Response) -> tuple[str, list[str]]:
 
 async def login(url: str, headers: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
     """Open a session as the caller `headers` authenticate (none: the trusted loopback owner): its token and body."""
-    async with httpx.AsyncClient(base_url=url) as http:
+    async with daemon_client(url) as http:
         response = await http.post("/api/v1/auth/session", headers=headers)
     assert response.status_code == 201, response.text
     token, _ = cookie_parts(response)
@@ -58,7 +58,7 @@ async def login(url: str, headers: dict[str, str] | None = None) -> tuple[str, d
 
 
 async def create_key(url: str, name: str, scope: str) -> tuple[str, str]:
-    async with httpx.AsyncClient(base_url=url, headers=OWNER) as http:
+    async with daemon_client(url, headers=OWNER) as http:
         created = await http.post("/api/v1/api-keys", json={"api_key": {"name": name, "scopes": [scope]}})
     assert created.status_code == 201, created.text
     return created.json()["data"]["key"], created.json()["data"]["id"]
@@ -67,7 +67,7 @@ async def create_key(url: str, name: str, scope: str) -> tuple[str, str]:
 async def new_training_session(url: str) -> str:
     """A seed 002 training session, created and never started: its SSE feed and socket wait for news."""
     config = {"architecture": MLP, "hyperparams": hyperparams()}
-    async with httpx.AsyncClient(base_url=url, headers=OWNER) as http:
+    async with daemon_client(url, headers=OWNER) as http:
         created = await http.post("/api/v1/training/sessions", json={"config": config})
     assert created.status_code == 201, created.text
     session_id: str = created.json()["session_id"]
@@ -102,7 +102,7 @@ async def untrusting(tmp_path: Path) -> AsyncIterator[RunningDaemon]:
 
 
 async def test_the_owners_session_works_on_every_route_family(untrusting: RunningDaemon) -> None:
-    async with httpx.AsyncClient(base_url=untrusting.url) as http:
+    async with daemon_client(untrusting.url) as http:
         opened = await http.post("/api/v1/auth/session", headers=OWNER)
     assert opened.status_code == 201, opened.text
     token, attributes = cookie_parts(opened)
@@ -115,7 +115,7 @@ async def test_the_owners_session_works_on_every_route_family(untrusting: Runnin
     assert expires - created == timedelta(days=7)
 
     session_id = await new_training_session(untrusting.url)
-    async with httpx.AsyncClient(base_url=untrusting.url, headers=seed_cookie(token)) as browser:
+    async with daemon_client(untrusting.url, headers=seed_cookie(token)) as browser:
         # Seed 000 (L)
         assert (await browser.post("/api/v1/metrics/layerwise", json=contract_payload())).status_code == 202
         assert "experiment_2024_0210_v2" in (await browser.get("/api/v1/runs")).json()
@@ -135,7 +135,7 @@ async def test_the_owners_session_works_on_every_route_family(untrusting: Runnin
         job = {"job": {"command": ["true"], "cwd": "/"}}
         refused = await browser.post("/api/v1/jobs", json=job)
         assert refused.status_code == 403 and refused.json()["error"]["details"]["required_scope"] == "jobs"
-    async with httpx.AsyncClient(base_url=untrusting.url) as anonymous:
+    async with daemon_client(untrusting.url) as anonymous:
         assert (await anonymous.get("/api/v1/runs")).status_code == 401  # the cookie was what passed
         # A client that keeps cookies (as a browser does) logs in once and sends nothing else after.
         assert (await anonymous.post("/api/v1/auth/session", headers=OWNER)).status_code == 201
@@ -153,7 +153,7 @@ async def test_the_cookie_opens_websockets_and_event_streams(untrusting: Running
                 pass
         assert refused.value.response.status_code == 401, name
     async with (
-        httpx.AsyncClient(base_url=untrusting.url, headers=seed_cookie(token)) as browser,
+        daemon_client(untrusting.url, headers=seed_cookie(token)) as browser,
         browser.stream("GET", f"/api/v1/sse/training/{session_id}") as feed,
     ):
         assert feed.status_code == 200
@@ -166,7 +166,7 @@ async def test_an_api_keys_session_has_its_scopes_and_limits(untrusting: Running
     assert data["scopes"] == ["read"] and data["api_key_id"] == key_id
     write_key, _ = await create_key(untrusting.url, "trainer", "write")
     assert (await login(untrusting.url, bearer(write_key)))[1]["scopes"] == ["read", "write"]  # implied ones too
-    async with httpx.AsyncClient(base_url=untrusting.url, headers=seed_cookie(token)) as browser:
+    async with daemon_client(untrusting.url, headers=seed_cookie(token)) as browser:
         listed = await browser.get("/api/v1/experiments")
         assert listed.status_code == 200 and listed.headers["x-ratelimit-limit"] == "1000"  # the key's bucket
         refused = await browser.post("/api/v1/experiments", json={"experiment": {"name": "x"}})
@@ -182,7 +182,7 @@ async def test_an_api_keys_session_has_its_scopes_and_limits(untrusting: Running
 async def test_bearer_credentials_win_over_the_cookie(untrusting: RunningDaemon) -> None:
     owner_token, _ = await login(untrusting.url, OWNER)
     read_key, _ = await create_key(untrusting.url, "reader", "read")
-    async with httpx.AsyncClient(base_url=untrusting.url) as http:
+    async with daemon_client(untrusting.url) as http:
         # An owner's cookie does not lift a read key's limits: the request is the key's.
         both = {**seed_cookie(owner_token), **bearer(read_key)}
         assert (
@@ -202,7 +202,7 @@ async def test_cross_site_unsafe_requests_with_the_cookie_are_refused(untrusting
     session_id = await new_training_session(untrusting.url)
     host_port = untrusting.url.removeprefix("http://")
     port = host_port.rsplit(":", 1)[1]
-    async with httpx.AsyncClient(base_url=untrusting.url, headers=seed_cookie(token)) as browser:
+    async with daemon_client(untrusting.url, headers=seed_cookie(token)) as browser:
         body = {"experiment": {"name": "csrf"}}
         for origin in (
             EVIL,
@@ -248,14 +248,14 @@ async def test_logout_ends_the_session_and_closes_what_it_opened(untrusting: Run
         connect(urls["/socket/websocket"], additional_headers=seed_cookie(token)) as phoenix,
         connect(urls["/api/v1/ws/training"], additional_headers=seed_cookie(token)) as training,
         connect(urls["/socket/websocket"], additional_headers=seed_cookie(other)) as unrelated,
-        httpx.AsyncClient(base_url=untrusting.url, headers=seed_cookie(token)) as browser,
+        daemon_client(untrusting.url, headers=seed_cookie(token)) as browser,
         browser.stream("GET", f"/api/v1/sse/training/{session_id}") as feed,
     ):
         for name, socket in (("/ws", ws), ("/socket/websocket", phoenix), ("/api/v1/ws/training", training)):
             await first_frame(name, socket)
         lines = feed.aiter_lines()
         assert await anext(lines) == "event: status"
-        async with httpx.AsyncClient(base_url=untrusting.url, headers=seed_cookie(token)) as logout:
+        async with daemon_client(untrusting.url, headers=seed_cookie(token)) as logout:
             ended = await logout.delete("/api/v1/auth/session")
         assert ended.status_code == 204 and ended.headers["set-cookie"] == CLEARED
         for socket in (ws, phoenix, training):
@@ -266,7 +266,7 @@ async def test_logout_ends_the_session_and_closes_what_it_opened(untrusting: Run
             rest = [line async for line in lines]
         assert ": session ended" in rest
         await first_frame("/socket/websocket", unrelated)  # another session's socket stays open
-    async with httpx.AsyncClient(base_url=untrusting.url) as http:
+    async with daemon_client(untrusting.url) as http:
         refused = await http.get("/api/v1/runs", headers=seed_cookie(token))
         assert refused.status_code == 401 and refused.json()["detail"]["error"] == "unauthorized"
         assert refused.headers["set-cookie"] == CLEARED  # the browser forgets it
@@ -306,7 +306,7 @@ async def test_revoking_the_key_ends_its_sessions_and_their_sockets(tmp_path: Pa
         async with (
             connect(urls["/ws"], additional_headers=seed_cookie(token)) as ws,
             connect(urls["/socket/websocket"], additional_headers=seed_cookie(token)) as phoenix,
-            httpx.AsyncClient(base_url=daemon.url) as http,
+            daemon_client(daemon.url) as http,
         ):
             await first_frame("/ws", ws)
             await first_frame("/socket/websocket", phoenix)
@@ -319,14 +319,14 @@ async def test_revoking_the_key_ends_its_sessions_and_their_sockets(tmp_path: Pa
             assert (await http.get("/api/v1/runs", headers=seed_cookie(kept))).status_code == 200
     with sqlite3.connect(tmp_path / "pivot.db") as conn:
         assert conn.execute("SELECT count(*) FROM auth_sessions WHERE api_key_id = ?", (key_id,)).fetchone() == (0,)
-    async with running_daemon(tmp_path, trust_loopback=False) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, trust_loopback=False) as daemon, daemon_client(daemon.url) as http:
         assert (await http.get("/api/v1/runs", headers=seed_cookie(token))).status_code == 401
         assert (await http.get("/api/v1/runs", headers=seed_cookie(kept))).status_code == 200
 
 
 async def test_sessions_expire_and_close_their_sockets(tmp_path: Path) -> None:
     async with running_daemon(tmp_path, trust_loopback=False, session_lifetime_s=3) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url) as http:
+        async with daemon_client(daemon.url) as http:
             opened = await http.post("/api/v1/auth/session", headers=OWNER)
         token, attributes = cookie_parts(opened)
         assert "Max-Age=3" in attributes
@@ -335,7 +335,7 @@ async def test_sessions_expire_and_close_their_sockets(tmp_path: Path) -> None:
             async with asyncio.timeout(15):  # closed by the session's expiry, with no frame from either side
                 await ws.wait_closed()
             assert ws.close_code == 1008 and ws.close_reason == "session expired"
-        async with httpx.AsyncClient(base_url=daemon.url) as http:
+        async with daemon_client(daemon.url) as http:
             assert (await http.get("/api/v1/runs", headers=seed_cookie(token))).status_code == 401
 
 
@@ -347,9 +347,9 @@ async def test_sessions_survive_a_restart_and_are_stored_only_as_digests(
         key, key_id = await create_key(daemon.url, "laptop", "write")
         owner_token, _ = await login(daemon.url, OWNER)
         key_token, _ = await login(daemon.url, bearer(key))
-        async with httpx.AsyncClient(base_url=daemon.url) as http:
+        async with daemon_client(daemon.url) as http:
             assert (await http.get("/api/v1/runs", headers=seed_cookie(key_token))).status_code == 200
-    async with running_daemon(tmp_path, trust_loopback=False) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, trust_loopback=False) as daemon, daemon_client(daemon.url) as http:
         made = await http.post(
             "/api/v1/experiments", json={"experiment": {"name": "x"}}, headers=seed_cookie(key_token)
         )
@@ -369,13 +369,13 @@ async def test_sessions_survive_a_restart_and_are_stored_only_as_digests(
 
 async def test_the_cookie_is_secure_behind_tls(tmp_path: Path, daemon: RunningDaemon) -> None:
     """pivotd serves HTTP; a TLS-terminating proxy says `X-Forwarded-Proto: https`, or the setting says it always."""
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
+    async with daemon_client(daemon.url) as http:
         proxied = await http.post("/api/v1/auth/session", headers={"x-forwarded-proto": "https"})
         assert proxied.status_code == 201 and cookie_parts(proxied)[1][-1] == "Secure"
         plain = await http.post("/api/v1/auth/session", headers={"x-forwarded-proto": "http"})
         assert "Secure" not in cookie_parts(plain)[1]
     secure = running_daemon(tmp_path / "secure", session_cookie_secure=True)
-    async with secure as daemon_behind_tls, httpx.AsyncClient(base_url=daemon_behind_tls.url) as http:
+    async with secure as daemon_behind_tls, daemon_client(daemon_behind_tls.url) as http:
         opened = await http.post("/api/v1/auth/session")
         assert cookie_parts(opened)[1] == ["Path=/", "Max-Age=604800", "HttpOnly", "SameSite=Strict", "Secure"]
 
@@ -383,7 +383,7 @@ async def test_the_cookie_is_secure_behind_tls(tmp_path: Path, daemon: RunningDa
 async def test_a_caller_holds_at_most_100_sessions(daemon: RunningDaemon) -> None:
     """Opening sessions cannot fill the daemon's memory: the 101st of one caller ends its oldest."""
     tokens = []
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
+    async with daemon_client(daemon.url) as http:
         for _ in range(101):
             opened = await http.post("/api/v1/auth/session")
             assert opened.status_code == 201

@@ -9,14 +9,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from pivotd.ingest import step_record
 from pivotd.settings import Settings
 from pivotd.store.schema import configure, migrate
 from shared.models.layerwise import LayerwisePayload
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.payloads import layerwise_payload
 
 LAYERWISE = "/api/v1/metrics/layerwise"
@@ -50,7 +49,7 @@ def stored_form(payload: dict[str, Any]) -> bytes:
 
 async def test_steps_read_back_byte_for_byte(tmp_path: Path) -> None:
     payloads = [awkward_payload("exact", step) for step in range(12)] + [layerwise_payload("exact", 12, layers=50)]
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         assert (await http.post(f"{LAYERWISE}/batch", json=payloads[:6])).status_code == 202
         for payload in payloads[6:]:
             assert (await http.post(LAYERWISE, json=payload)).status_code == 202
@@ -71,7 +70,7 @@ async def test_steps_read_back_byte_for_byte(tmp_path: Path) -> None:
 
 
 async def test_a_step_sent_again_replaces_the_stored_one(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         first, second = layerwise_payload("again", 1, layers=4), awkward_payload("again", 1)
         for payload in (first, second):
             assert (await http.post(LAYERWISE, json=payload)).status_code == 202
@@ -98,7 +97,7 @@ async def test_steps_of_the_json_store_are_converted_in_place(tmp_path: Path) ->
     conn.execute("INSERT INTO steps (run, step, timestamp, batch_size, data) VALUES (1, 6, 6.0, 64, '{\"step\":6}')")
     conn.close()
     documents.append(b'{"step":6}')  # stored as text by an early version
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         await daemon.services.store.writer.settled.wait()  # the old steps are packed after the upgrade
         detail = await http.get("/api/v1/runs/old")
     assert detail.json()["step_count"] == 7

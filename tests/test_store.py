@@ -8,12 +8,11 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from pivotd.store import PutSteps, Retention, Store
 from pivotd.store.schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNewError, configure, migrate
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.payloads import layerwise_payload
 
 LAYERWISE = "/api/v1/metrics/layerwise"
@@ -100,7 +99,7 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
 
 
 async def test_retention_evicts_the_least_recently_updated_run(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path, max_runs=3) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, max_runs=3) as daemon, daemon_client(daemon.url) as http:
         for run_id in ("r0", "r1", "r2"):
             await http.post(LAYERWISE, json=layerwise_payload(run_id, 0))
         await http.post(LAYERWISE, json=layerwise_payload("r0", 1))  # r0 is now the most recent
@@ -111,7 +110,7 @@ async def test_retention_evicts_the_least_recently_updated_run(tmp_path: Path) -
 async def test_per_run_step_limit_drops_oldest_steps(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path, max_steps_per_run=20, step_retention="drop_oldest") as daemon,
-        httpx.AsyncClient(base_url=daemon.url) as http,
+        daemon_client(daemon.url) as http,
     ):
         batch = [layerwise_payload("long", step) for step in range(50)]
         assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
@@ -122,7 +121,7 @@ async def test_per_run_step_limit_drops_oldest_steps(tmp_path: Path) -> None:
 
 
 async def test_per_run_step_limit_thins_older_steps_keeping_the_whole_timeline(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path, max_steps_per_run=40) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, max_steps_per_run=40) as daemon, daemon_client(daemon.url) as http:
         nan = layerwise_payload("long", 30)
         nan["layer_statistics"][0]["gradient_flow"]["gradient_l2_norm"] = float("nan")
         for first in range(0, 200, 20):
@@ -144,7 +143,7 @@ async def test_per_run_step_limit_thins_older_steps_keeping_the_whole_timeline(t
 
 async def test_database_size_limit_evicts_old_runs_but_never_the_one_being_written(tmp_path: Path) -> None:
     limit = 1024 * 1024
-    async with running_daemon(tmp_path, max_db_bytes=limit) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, max_db_bytes=limit) as daemon, daemon_client(daemon.url) as http:
         for index in range(8):  # each run: 40 steps x 50 layers, about 200 KB stored
             batch = [layerwise_payload(f"big{index}", step, layers=50) for step in range(40)]
             assert (await http.post(f"{LAYERWISE}/batch", json=batch)).status_code == 202
@@ -154,7 +153,7 @@ async def test_database_size_limit_evicts_old_runs_but_never_the_one_being_writt
 
 
 async def test_managed_runs_in_flight_are_never_evicted(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path, max_runs=2) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path, max_runs=2) as daemon, daemon_client(daemon.url) as http:
         await http.post(LAYERWISE, json=layerwise_payload("training", 0))
         conn = sqlite3.connect(daemon.settings.db_path)  # as the trainer will mark it
         conn.execute("UPDATE runs SET kind = 'managed', status = 'running' WHERE run_id = 'training'")
@@ -209,7 +208,7 @@ async def test_an_idle_daemon_builds_no_run_list_messages(tmp_path: Path, monkey
         return original(kind, run)
 
     monkeypatch.setattr(pivotd.ingest, "run_message", counted)
-    async with running_daemon(tmp_path) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path) as daemon, daemon_client(daemon.url) as http:
         assert not daemon.services.hub.has_subscribers("runs")
         assert (await http.post(LAYERWISE, json=layerwise_payload("quiet", 0))).status_code == 202
         assert (await http.get("/api/v1/runs/quiet")).json()["step_count"] == 1  # ingested, and committed

@@ -17,7 +17,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from pivotd.telemetry.validate import batch_events, check_batch_fast, check_events
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 
 EVENTS = "/api/v1/telemetry/events"
 AGGREGATE = "/api/v1/telemetry/aggregate"
@@ -155,9 +155,7 @@ async def test_bodies_that_are_not_a_batch(http: httpx.AsyncClient, body: Any, f
 
 
 async def test_batch_cap_and_junk_json(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path / "s", telemetry_max_batch=10) as daemon, httpx.AsyncClient(
-        base_url=daemon.url
-    ) as http:  # fmt: skip
+    async with running_daemon(tmp_path / "s", telemetry_max_batch=10) as daemon, daemon_client(daemon.url) as http:
         response = await http.post(EVENTS, json={"events": [SEED_EVENT] * 11})
         assert error_field(response) == "events" and "maximum of 10" in response.json()["error"]["message"]
         junk = await http.post(
@@ -385,7 +383,7 @@ async def test_block_cache_bound_counts_decoded_dictionaries(tmp_path: Path) -> 
     # Unique request ids: each block's request_id dictionary, once decoded, outweighs its stored bytes.
     bound = 1_000_000
     settings = {"telemetry_self_events": False, "telemetry_cache_bytes": bound}
-    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **settings) as daemon, daemon_client(daemon.url) as http:
         for batch in range(10):
             await ingest(http, [event(i, 1.0, request_id=f"req-{batch}-{i:06d}-{'x' * 24}") for i in range(2000)])
         grouped = await http.get(EVENTS, params={"agg": "count", "group_by": "request_id"})
@@ -400,14 +398,14 @@ async def test_block_cache_bound_counts_decoded_dictionaries(tmp_path: Path) -> 
             assert 0.9 * real <= block.memory_bytes() <= 1.2 * real, (block.memory_bytes(), real)
     # A bound of 0 keeps nothing between queries.
     async with running_daemon(tmp_path / "s", **{**settings, "telemetry_cache_bytes": 0}) as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url) as http:
+        async with daemon_client(daemon.url) as http:
             assert (await http.get(EVENTS, params={"per_page": 1})).json()["meta"]["total"] == 20_000
         assert daemon.services.telemetry.reader.cached_blocks() == []
 
 
 async def test_retention_drops_the_oldest_batches(tmp_path: Path) -> None:
     settings = {"telemetry_max_events": 1000, "telemetry_self_events": False}
-    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **settings) as daemon, daemon_client(daemon.url) as http:
         for batch in range(4):
             await ingest(http, [event(batch * 1000 + i, float(batch)) for i in range(400)])
         kept = (await http.get(EVENTS, params={"per_page": 1})).json()["meta"]["total"]
@@ -415,7 +413,7 @@ async def test_retention_drops_the_oldest_batches(tmp_path: Path) -> None:
         oldest = (await http.get(EVENTS, params={"per_page": 1, "sort": "timestamp"})).json()["data"][0]
         assert oldest["measurements"]["duration_ms"] == 2
     settings = {"telemetry_max_events": 1000, "telemetry_self_events": False}
-    async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **settings) as daemon, daemon_client(daemon.url) as http:
         await ingest(http, [event(9000 + i, 9.0) for i in range(400)])  # the count survives a restart
         assert (await http.get(EVENTS, params={"per_page": 1})).json()["meta"]["total"] == 800
 
@@ -446,7 +444,7 @@ async def test_events_reach_telemetry_subscribers(daemon: RunningDaemon, http: h
 
 
 async def test_pivotd_counts_what_it_ingests(tmp_path: Path) -> None:
-    async with running_daemon(tmp_path / "s") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s") as daemon, daemon_client(daemon.url) as http:
         await _counts_what_it_ingests(http)
 
 

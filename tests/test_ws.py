@@ -18,7 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from shared.models.messages import WS_MESSAGE, WsMessage
-from tests.daemon import RunningDaemon
+from tests.daemon import RunningDaemon, daemon_client
 from tests.payloads import contract_payload, layerwise_payload
 
 
@@ -173,7 +173,7 @@ async def test_lagged_reaches_a_real_slow_reader(tmp_path) -> None:
         connect(daemon.ws_url, max_size=None, max_queue=1, close_timeout=0.5) as ws,
     ):
         await receive(ws)
-        async with httpx.AsyncClient(base_url=daemon.url) as http:
+        async with daemon_client(daemon.url) as http:
             for chunk in range(20):
                 batch = [layerwise_payload("big", chunk * 10 + s, layers=50) for s in range(10)]
                 assert (await http.post("/api/v1/metrics/layerwise/batch", json=batch)).status_code == 202
@@ -208,7 +208,7 @@ async def test_many_subscribers_get_every_step_in_order_while_one_stalls(tmp_pat
             readers = [asyncio.create_task(read_steps(ws)) for ws in live]
             mailboxes = daemon.services.hub._subscribers
             steps = 0
-            async with httpx.AsyncClient(base_url=daemon.url) as http:
+            async with daemon_client(daemon.url) as http:
                 # 50-layer steps (34 kB each), 10 to a batch (a mailbox holds 16), until the stalled connection's
                 # mailbox has had to drop some: the kernel's buffers take the first few MB.
                 while not any(mailbox.dropped for mailbox in mailboxes):
