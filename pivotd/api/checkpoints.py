@@ -96,8 +96,21 @@ async def _output(proc: asyncio.subprocess.Process | ForkedProcess) -> tuple[byt
     return out, err
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why `torch.load` could not read the file whatever it holds, judged by its first bytes, else None: it reads a
+    zip archive (torch's format since 1.6), a pickle (the legacy format) or a tar archive (older still). Such a file
+    is refused without starting a process to load it."""
+    with path.open("rb") as file:
+        head = file.read(262)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or head[257:262] == b"ustar":
+        return None
+    return "not a PyTorch checkpoint: neither a zip archive nor a pickle"
+
+
 async def _check(path: Path) -> str | None:
     """None if the file is a safe tensor checkpoint, else the reason it is not."""
+    if (reason := _unreadable(path)) is not None:
+        return reason
     root = str(Path(pivotd.__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     proc: asyncio.subprocess.Process | ForkedProcess
