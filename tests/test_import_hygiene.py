@@ -12,9 +12,14 @@ SERVER_STACK = ("fastapi", "starlette", "uvicorn", "aiosqlite", "torch", "textua
 
 
 def modules_after(statement: str) -> set[str]:
+    """The top-level packages loaded by `statement` in a fresh interpreter."""
+    return {name.split(".")[0] for name in all_modules_after(statement)}
+
+
+def all_modules_after(statement: str) -> set[str]:
     code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return {name.split(".")[0] for name in result.stdout.split()}
+    return set(result.stdout.split())
 
 
 @pytest.mark.parametrize(
@@ -45,3 +50,14 @@ def test_daemon_does_not_import_torch_or_scipy() -> None:
 
 def test_cli_help_is_cheap() -> None:
     assert not modules_after("import pivotd.cli") & {"fastapi", "uvicorn", "aiosqlite", "torch"}
+
+
+def test_backup_restore_and_a_refused_start_load_no_store_internals() -> None:
+    """`pivotd backup`/`restore` and a start refused at its data directory or database check need sqlite3 and the
+    schema version: `pivotd.store`'s names load when first used, and the server stack after the checks."""
+    loaded = all_modules_after("import pivotd.cli, pivotd.backup, pivotd.datadir, pivotd.logs, pivotd.store.integrity")
+    assert {name for name in loaded if name.startswith("pivotd.store.")} == {
+        "pivotd.store.integrity",
+        "pivotd.store.schema",
+    }
+    assert not {name.split(".")[0] for name in loaded} & {"numpy", "aiosqlite", "fastapi", "uvicorn", "torch"}
