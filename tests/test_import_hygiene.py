@@ -42,10 +42,12 @@ def test_tui_entry_point_imports_no_server_stack_or_torch() -> None:
     assert not modules_after("import pivot_tui.cli") & {"fastapi", "uvicorn", "aiosqlite", "torch", "pivotd"}
 
 
-def test_daemon_does_not_import_torch_or_scipy() -> None:
+def test_daemon_does_not_import_torch_scipy_or_prometheus_client() -> None:
     # Training workers import torch in their own process; the daemon stays light (about 1 s and 225 MB saved).
-    # scipy waits for the first statistical comparison (it was half of the daemon's import time).
-    assert not modules_after("import pivotd.app, pivotd.server, pivotd.cli") & {"torch", "scipy"}
+    # scipy waits for the first statistical comparison (it was half of the daemon's import time), and
+    # prometheus_client for the first scrape of /metrics.
+    loaded = modules_after("import pivotd.app, pivotd.server, pivotd.cli")
+    assert not loaded & {"torch", "scipy", "prometheus_client"}
 
 
 def test_cli_help_is_cheap() -> None:
