@@ -18,11 +18,11 @@ import pytest
 
 from pivotd.cli import EXIT_REFUSED
 from tests.daemon import running_daemon, start_daemon_process
+from tests.test_jobs import fifo, read_fifo
 from tests.training.helpers import MLP, hyperparams
 
 pytestmark = pytest.mark.slow
 
-LONG = hyperparams(epochs=1000, max_samples=400)
 SESSION = {"config": {"architecture": MLP, "hyperparams": hyperparams()}}
 
 
@@ -37,13 +37,19 @@ def state_files(data_dir: Path) -> dict[str, bytes]:
 
 
 async def test_a_second_daemon_on_the_same_directory_exits_and_touches_nothing(tmp_path: Path) -> None:
+    """The first daemon's running run is a job (a shell waiting on `sleep`): a second daemon that recovered it would
+    mark it interrupted as it would a training run (`RecoverJobs`), and it costs no torch import or training."""
     data_dir = tmp_path / "state"
     first = start_daemon_process(data_dir)
     try:
         with httpx.Client(base_url=first.url, timeout=30) as http:
-            started = http.post("/api/train", json={"architecture": MLP, "hyperparams": LONG})
-            run_id = started.json()["run_id"]
-            assert http.get(f"/api/runs/{run_id}").json()["state"] == "running"
+            said = fifo(tmp_path)
+            job = {"command": ["bash", "-c", f"echo up > {said}; exec sleep 300"], "cwd": str(tmp_path)}
+            started = http.post("/api/v1/jobs", json={"job": job})
+            assert started.status_code == 202, started.text
+            run_id = started.json()["data"]["run_id"]
+            assert (await read_fifo(said)).strip() == "up"
+            assert http.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
             before = state_files(data_dir)
 
             second = await asyncio.create_subprocess_exec(
@@ -55,9 +61,9 @@ async def test_a_second_daemon_on_the_same_directory_exits_and_touches_nothing(t
             message = stderr.decode()
             assert f"another pivotd (pid {first.proc.pid}, {first.url})" in message and str(data_dir) in message
             assert state_files(data_dir) == before
-            # The first daemon's run was not recovered as interrupted: it is still training, and cancellable.
-            assert http.get(f"/api/runs/{run_id}").json()["state"] == "running"
-            assert http.post(f"/api/train/{run_id}/cancel").status_code == 202
+            # The first daemon's run was not recovered as interrupted: it is still running, and cancellable.
+            assert http.get(f"/api/v1/runs/{run_id}").json()["status"] == "running"
+            assert http.post(f"/api/v1/jobs/{run_id}/cancel").status_code == 200
         first.signal(signal.SIGTERM)
         assert first.wait() == 0
         assert not (data_dir / "daemon.json").exists()  # withdrawn by the daemon that wrote it

@@ -73,24 +73,15 @@ def test_sigkill_mid_stream_loses_no_acknowledged_step(tmp_path: Path) -> None:
         assert set(steps) <= kept, f"lost {sorted(set(steps) - kept)[:10]}"
 
 
-def test_sigterm_exits_zero_after_flushing_and_so_does_sigint(tmp_path: Path) -> None:
-    daemon = start_daemon_process(tmp_path)
-    with httpx.Client(base_url=daemon.url) as http:
-        batch = [layerwise_payload("flushed", step) for step in range(200)]
-        assert http.post("/api/v1/metrics/layerwise/batch", json=batch).status_code == 202
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait(timeout=15) == 0
-    assert not (tmp_path / "daemon.json").exists()
-    # The restarted daemon is stopped with SIGINT (Ctrl-C in a terminal), which must also exit 0.
-    assert steps_on_disk(tmp_path, "flushed", stop=signal.SIGINT) == {"flushed": set(range(200))}
-
-
-def test_sigterm_ends_open_event_streams_instead_of_waiting_for_them(tmp_path: Path) -> None:
-    """An SSE stream has no socket to close with 1001: the daemon ends it, rather than waiting out uvicorn's graceful
-    timeout and then cancelling it with a traceback (what `make run` showed with `pivotctl train --wait` open)."""
+def test_sigterm_flushes_ends_open_event_streams_and_exits_zero_and_so_does_sigint(tmp_path: Path) -> None:
+    """SIGTERM with a batch acknowledged and an SSE stream open: the batch is flushed, and the daemon ends the stream
+    (which has no socket to close with 1001) rather than waiting out uvicorn's graceful timeout and then cancelling
+    it with a traceback (what `make run` showed with `pivotctl train --wait` open)."""
     daemon = start_daemon_process(tmp_path)
     config = {"architecture": MLP, "hyperparams": hyperparams()}
     with httpx.Client(base_url=daemon.url, timeout=30) as http:
+        batch = [layerwise_payload("flushed", step) for step in range(200)]
+        assert http.post("/api/v1/metrics/layerwise/batch", json=batch).status_code == 202
         session_id = http.post("/api/v1/training/sessions", json={"config": config}).json()["session_id"]
         with http.stream("GET", f"/api/v1/sse/training/{session_id}") as stream:
             chunks = stream.iter_bytes()
@@ -101,3 +92,6 @@ def test_sigterm_ends_open_event_streams_instead_of_waiting_for_them(tmp_path: P
     assert daemon.wait(timeout=30) == 0
     log = "".join(daemon.lines)
     assert "graceful shutdown exceeded" not in log and "Traceback" not in log, log
+    assert not (tmp_path / "daemon.json").exists()
+    # The restarted daemon is stopped with SIGINT (Ctrl-C in a terminal), which must also exit 0.
+    assert steps_on_disk(tmp_path, "flushed", stop=signal.SIGINT) == {"flushed": set(range(200))}

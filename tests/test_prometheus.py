@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from websockets.asyncio.client import connect
 
-from pivotd.api.prometheus import resource_families
+from pivotd.api.prometheus_families import resource_families
 from pivotd.monitor.nvml import Nvml
 from pivotd.monitor.sampler import read_sample
 from shared.models.alerts import AlertSeverity

@@ -92,14 +92,16 @@ def test_port_in_use_fails_cleanly(tmp_path: Path) -> None:
     assert result.returncode == 1 and "address already in use" in result.stderr.lower()
 
 
-def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
+def test_under_systemd_notify_ready_watchdog_stopping_and_journald_format(tmp_path: Path) -> None:
+    """What a systemd unit sees, from one daemon: READY=1, WATCHDOG=1 and STOPPING=1 on $NOTIFY_SOCKET, and log
+    lines with journald's priority prefixes since $JOURNAL_STREAM says stderr is the journal."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
         address = str(tmp_path / "notify.sock")
         listener.bind(address)
         listener.settimeout(30)
         daemon = start_daemon_process(
             tmp_path / "state",
-            env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000"},
+            env={"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "200000", "JOURNAL_STREAM": "8:1234"},
         )
         try:
             ready = listener.recv(4096).decode()
@@ -111,11 +113,5 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path) -> None:
                 messages.append(listener.recv(4096))
         finally:
             assert daemon.wait() == 0
-
-
-def test_journald_format_when_journal_stream_is_set(tmp_path: Path) -> None:
-    daemon = start_daemon_process(tmp_path, env={"JOURNAL_STREAM": "8:1234"})
-    daemon.signal(signal.SIGTERM)
-    daemon.wait()
     listening = next(line for line in daemon.lines if "listening on" in line)
     assert listening.startswith("<6>pivotd.server: ")

@@ -11,7 +11,7 @@ import math
 from fastapi import APIRouter, Request, Response
 from pydantic import TypeAdapter
 
-from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
+from pivotd.api.responses import STRUCTURED_ERRORS, error_response, error_responses, model_response
 from pivotd.apikeys import SCOPES
 from pivotd.auth import principal_of
 from pivotd.authsessions import CLEARED_COOKIE, SessionRing, session_cookie
@@ -51,7 +51,7 @@ def _over_tls(request: Request, settings: Settings) -> bool:
             }
         },
         **error_responses(STRUCTURED_ERRORS, 401, 429),
-        403: {"model": STRUCTURED_ERRORS, "description": f"{CROSS_SITE_403}, or one that a session authenticated"},
+        403: error_response(STRUCTURED_ERRORS, f"{CROSS_SITE_403}, or one that a session authenticated"),
     },
 )
 async def open_session(request: Request) -> Response:
@@ -98,7 +98,7 @@ async def open_session(request: Request) -> Response:
             }
         },
         **error_responses(STRUCTURED_ERRORS, 401, 404, 429),
-        403: {"model": STRUCTURED_ERRORS, "description": CROSS_SITE_403},
+        403: error_response(STRUCTURED_ERRORS, CROSS_SITE_403),
     },
 )
 async def close_session(request: Request) -> Response:

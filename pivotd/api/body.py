@@ -14,9 +14,11 @@ from typing import Annotated, Any, TypeVar
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, TypeAdapter, ValidationError
 
 from pivotd.api.contract import declare_errors
+from pivotd.api.responses import ERROR_ENVELOPES
 from pivotd.errors import (
     BadRequest,
     MalformedBody,
@@ -217,6 +219,19 @@ def register_schema(name: str, annotation: Any) -> str:
     return f"#/components/schemas/{name}"
 
 
+def _envelope_schemas() -> dict[str, Any]:
+    """The error envelopes' components as FastAPI writes responses' models: those of a document whose one route
+    declares each envelope as a response's model."""
+
+    async def envelopes() -> None:
+        return None
+
+    responses: dict[int | str, dict[str, Any]] = {400 + i: {"model": m} for i, m in enumerate(ERROR_ENVELOPES)}
+    document = get_openapi(title="envelopes", version="0", routes=[APIRoute("/", envelopes, responses=responses)])
+    schemas: dict[str, Any] = document["components"]["schemas"]
+    return schemas
+
+
 def install_openapi(app: FastAPI) -> None:
     """Generate the document once, adding the schemas of self-validated bodies to its components and the error
     codes every operation can answer (`pivotd.api.contract`)."""
@@ -225,6 +240,10 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             components = document.setdefault("components", {}).setdefault("schemas", {})
+            # The error envelopes that routes name by reference, among FastAPI's components and in their order, as
+            # FastAPI lists responses' models (`pivotd.api.responses.error_response`).
+            components.update(_envelope_schemas())
+            components = document["components"]["schemas"] = dict(sorted(components.items()))
             for name, adapter in _SCHEMAS.items():
                 schema = adapter.json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pivotd.api.body import openapi_body, parse_lenient, read_json_body
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.responses import error_responses, json_response
-from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
+from pivotd.api.sse import EventStream, event_stream_doc, stream_run, wire
 from pivotd.errors import BadRequest, PivotError, ValidationFailed
 from pivotd.inference import as_batch, outputs
 from pivotd.jobs.service import EPOCH_METRICS, Training, read_params_layout
@@ -297,7 +297,7 @@ async def get_run(run_id: RunIdPath, services: ServicesDep) -> Response:
     response_class=EventStream,
     responses={
         200: event_stream_doc("The event stream; it ends after a final state", RUN_STREAM_EVENTS),
-        **stream_errors(_errors(404, 422)),
+        **_errors(404, 422),
     },
 )
 async def run_events(run_id: RunIdPath, services: ServicesDep) -> Response:

@@ -19,7 +19,7 @@ from pivotd.api.body import openapi_body, read_model
 from pivotd.api.deps import RunIdPath, ServicesDep
 from pivotd.api.query import MAX_OFFSET
 from pivotd.api.responses import STRUCTURED_ERRORS, error_responses, model_response
-from pivotd.api.sse import EventStream, event_stream_doc, stream_errors, stream_run, wire
+from pivotd.api.sse import EventStream, event_stream_doc, stream_run, wire
 from pivotd.errors import NotFound
 from pivotd.hub import run_topic
 from pivotd.jobs.service import EPOCH_METRICS, Training
@@ -303,7 +303,7 @@ class _SessionFeed:
     response_class=EventStream,
     responses={
         200: event_stream_doc("The event stream", SESSION_STREAM_EVENTS),
-        **stream_errors(error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429)),
+        **error_responses(STRUCTURED_ERRORS, 401, 403, 404, 422, 429),
     },
 )
 async def session_events(session_id: RunIdPath, services: ServicesDep) -> Response:

@@ -47,20 +47,6 @@ def event_stream_doc(description: str, events: dict[str, type[BaseModel]]) -> di
     return {"description": description, "content": {"text/event-stream": {"schema": schema}}}
 
 
-def stream_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
-    """Error responses of an event stream's route, in JSON: FastAPI would put a `model` under the route's
-    `text/event-stream`. The envelopes' schemas are in the document's components (`pivotd.api.contract`)."""
-    return {
-        code: {
-            "description": entry["description"],
-            "content": {
-                "application/json": {"schema": {"$ref": register_schema(entry["model"].__name__, entry["model"])}}
-            },
-        }
-        for code, entry in responses.items()
-    }
-
-
 def wire(model: type[BaseModel], fields: dict[str, Any]) -> dict[str, Any]:
     """`fields` as `model` checks and sends them: a message's optional keys left at their default stay absent."""
     return model.model_validate(fields).model_dump(mode="json", exclude_defaults=True)

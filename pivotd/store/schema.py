@@ -5,10 +5,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-import numpy as np
-
-from pivotd.store import scalarcodec
-
 # Append only: a released migration is never edited, so every older database upgrades the same way.
 MIGRATIONS: list[str] = [
     # 1: runs, layer-wise steps and scalar points.
@@ -370,6 +366,12 @@ MIGRATIONS: list[str] = [
 
 def _chunk_scalars(conn: sqlite3.Connection) -> None:
     """Migration 15's data: each series' rows of `scalars`, in step order, become chunks; then `scalars` goes."""
+    # Here, not at the top: `pivotd.store.integrity` reads SCHEMA_VERSION for `pivotd backup`/`restore`, which
+    # need no numpy.
+    import numpy as np  # noqa: PLC0415
+
+    from pivotd.store import scalarcodec  # noqa: PLC0415
+
     for (series,) in conn.execute("SELECT id FROM series").fetchall():
         rows = conn.execute(
             "SELECT step, value, ifnull(epoch, ?), timestamp FROM scalars WHERE series = ? ORDER BY step",

@@ -14,6 +14,8 @@ import resource
 import sys
 from typing import Any
 
+from pivotd.training.exiting import end_process
+
 # A cap on the data segment (heap and anonymous mappings), generous enough for any checkpoint worth uploading.
 # Not `RLIMIT_AS`: a CUDA build of torch maps several GiB of address space as it loads (its kernels, the driver's
 # reservations), so an address-space cap that fits a CPU build can make `import torch` itself fail on a GPU box.
@@ -53,4 +55,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # As a child of the fork server ends (`pivotd.training.forkserver`): without the interpreter's teardown of torch.
+    end_process(main(sys.argv[1:]))

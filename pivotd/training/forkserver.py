@@ -17,7 +17,6 @@ of a dead daemon does.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import json
 import os
@@ -25,11 +24,11 @@ import select
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from pivotd.training import checkpoint_check, worker
+from pivotd.training.exiting import end_process
 
 MAINS: dict[str, Callable[[list[str]], int]] = {
     "pivotd.training.worker": worker.main,
@@ -63,14 +62,7 @@ def _child(sock: socket.socket, wake: tuple[int, int], request: dict[str, Any], 
 
         traceback.print_exc()
     finally:
-        # What an interpreter's exit does: wait for non-daemon threads, run atexit (the SDK's last flush).
-        try:
-            threading._shutdown()  # type: ignore[attr-defined]
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        end_process(code)
 
 
 def serve(sock: socket.socket) -> None:

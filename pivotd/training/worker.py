@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from pivotd.training.exiting import end_process
+
 EXIT_CANCELLED = 3
 EXIT_ORPHANED = 4
 _emit_lock = threading.Lock()
@@ -95,4 +97,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # As a child of the fork server ends (`pivotd.training.forkserver`): without the interpreter's teardown of torch.
+    end_process(main(sys.argv[1:]))

@@ -1962,10 +1962,7 @@ export interface components {
             code: string;
             /** Message */
             message: string;
-            /**
-             * Details
-             * @default null
-             */
+            /** Details */
             details?: unknown;
         };
         /**
@@ -4892,79 +4889,6 @@ export interface components {
             model: components["schemas"]["ModelChanges"];
         };
         /**
-         * IngestEvent
-         * @description Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`).
-         */
-        IngestEvent: {
-            /** Event Name */
-            event_name: string[] | string;
-            /** Measurements */
-            measurements?: {
-                [key: string]: number;
-            };
-            /** Metadata */
-            metadata?: {
-                [key: string]: string | number | boolean | null;
-            };
-            /**
-             * Timestamp
-             * @default null
-             */
-            timestamp?: string | null;
-        };
-        /** IngestBody */
-        TelemetryIngest: {
-            /** Events */
-            events: components["schemas"]["IngestEvent"][];
-        };
-        /** ExportFilters */
-        ExportFilters: {
-            /**
-             * Event Name
-             * @default null
-             */
-            event_name?: string | string[] | null;
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /**
-             * Model Id
-             * @default null
-             */
-            model_id?: string | null;
-            /**
-             * After
-             * @default null
-             */
-            after?: string | null;
-            /**
-             * Before
-             * @default null
-             */
-            before?: string | null;
-            /** Metadata */
-            metadata?: {
-                [key: string]: string | number | boolean | null;
-            };
-        };
-        /** ExportBody */
-        TelemetryExport: {
-            /**
-             * Format
-             * @default json
-             * @enum {string}
-             */
-            format?: "csv" | "json";
-            filters?: components["schemas"]["ExportFilters"];
-            /**
-             * Fields
-             * @default null
-             */
-            fields?: string[] | null;
-        };
-        /**
          * ScalarBatch
          * @description Object form of the scalar route's body; the bare-array form is `list[ScalarPoint]`.
          */
@@ -5168,6 +5092,79 @@ export interface components {
              * @default null
              */
             error?: string | null;
+        };
+        /**
+         * IngestEvent
+         * @description Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`).
+         */
+        IngestEvent: {
+            /** Event Name */
+            event_name: string[] | string;
+            /** Measurements */
+            measurements?: {
+                [key: string]: number;
+            };
+            /** Metadata */
+            metadata?: {
+                [key: string]: string | number | boolean | null;
+            };
+            /**
+             * Timestamp
+             * @default null
+             */
+            timestamp?: string | null;
+        };
+        /** IngestBody */
+        TelemetryIngest: {
+            /** Events */
+            events: components["schemas"]["IngestEvent"][];
+        };
+        /** ExportFilters */
+        ExportFilters: {
+            /**
+             * Event Name
+             * @default null
+             */
+            event_name?: string | string[] | null;
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Model Id
+             * @default null
+             */
+            model_id?: string | null;
+            /**
+             * After
+             * @default null
+             */
+            after?: string | null;
+            /**
+             * Before
+             * @default null
+             */
+            before?: string | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: string | number | boolean | null;
+            };
+        };
+        /** ExportBody */
+        TelemetryExport: {
+            /**
+             * Format
+             * @default json
+             * @enum {string}
+             */
+            format?: "csv" | "json";
+            filters?: components["schemas"]["ExportFilters"];
+            /**
+             * Fields
+             * @default null
+             */
+            fields?: string[] | null;
         };
         /** WebhookCreate */
         WebhookCreate: {
