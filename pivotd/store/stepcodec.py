@@ -242,8 +242,9 @@ def _plan(template: bytes, digest: bytes) -> _Plan:
 
 class Packer:
     """`pack` for a database's steps, trying each run's latest template first: a step with the same shape as the
-    one before it in its run (nearly every step) is packed by `_Plan` at under half the cost of finding its
-    template again. The result is the same `Packed` as `pack`'s."""
+    one before it in its run (nearly every step) is packed by `_Plan`, for about half of what `pack` costs on a
+    50-layer step and two thirds on a 3-layer one, where zlib is half of what is left (docs/performance.md). The
+    result is the same `Packed` as `pack`'s."""
 
     def __init__(self, runs: int = 64) -> None:
         self._runs = runs
