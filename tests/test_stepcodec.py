@@ -183,3 +183,12 @@ def test_a_run_walks_once_per_change_of_shape(monkeypatch: pytest.MonkeyPatch) -
     for document in documents:
         assert check(packer, document, 7) is not None
     assert walks == [documents[0], documents[10], documents[20]]
+
+
+def test_the_guessed_misses_change_nothing() -> None:
+    """`_inexact` tries the last step's misses first; a wrong, partial or stale guess gives the same answer."""
+    floats = [0.5, 0.1, 0.25, 1 / 3, 2.0**-149]
+    back = tuple(float32(value) for value in floats)
+    for likely in ([], [1], [3], [1, 3], [0, 1, 3], [0, 1, 2, 3, 4], [2]):
+        assert stepcodec._inexact(floats, back, likely) == [1, 3]
+    assert stepcodec._inexact(floats[:1], back[:1], [0]) == []

@@ -109,23 +109,41 @@ def _hollow(node: Any, floats: list[float], ints: list[int]) -> Any:
     return node
 
 
-def _pack_numbers(floats: list[float], ints: Sequence[int]) -> bytes:
+def _pack_numbers(floats: list[float], ints: Sequence[int], likely: list[int] | None = None) -> bytes:
+    """`likely`, where given: the floats a float32 missed in the last step packed with the same template, tried
+    first and updated in place (only a guess: it changes nothing packed)."""
     count = len(floats)
     inexact: list[int] | None
     try:
         narrow = struct.pack(f"<{count}f", *floats)
         back = struct.unpack(f"<{count}f", narrow)
-        # Listed in C (a list comparison, then compress): most steps have none, or one (a wall-clock timestamp).
-        inexact = [] if list(back) == floats else list(compress(range(count), map(operator.ne, back, floats)))
+        inexact = _inexact(floats, back, likely or ())
     except OverflowError:  # a value too large for a float32
         inexact = None
     if inexact is None or len(inexact) * 4 > count:  # mostly float64 values: all of them as float64
         head, planes = struct.pack("<BI", 8, 0), _planes(struct.pack(f"<{count}d", *floats), 8)
+        inexact = []  # not worth guessing next time
     else:  # float32, and the few that need it again as float64
         wide = [floats[i] for i in inexact]
         head = struct.pack(f"<BI{len(inexact)}I{len(inexact)}d", 4, len(inexact), *inexact, *wide)
         planes = _planes(narrow, 4)
+    if likely is not None:
+        likely[:] = inexact
     return zlib.compress(head + planes + struct.pack(f"<{len(ints)}q", *ints), _LEVEL)
+
+
+def _inexact(floats: list[float], back: tuple[float, ...], likely: Sequence[int]) -> list[int]:
+    """The indexes, in order, of the `floats` that `back` (them through a float32) does not hold, found in C: most
+    steps have none, or one (a wall-clock timestamp, in every SDK step), which `likely` usually names."""
+    if list(back) == floats:
+        return []
+    if likely:
+        patched = list(back)
+        for index in likely:
+            patched[index] = floats[index]
+        if patched == floats:  # no miss outside `likely`
+            return [index for index in likely if back[index] != floats[index]]
+    return list(compress(range(len(floats)), map(operator.ne, back, floats)))
 
 
 def _planes(raw: bytes, width: int) -> bytes:
@@ -200,7 +218,7 @@ class _Plan:
     returns them bit for bit (float32 only where it holds them exactly; `tests/test_step_storage.py` compares
     the two paths' packs on random steps)."""
 
-    __slots__ = ("digest", "floats", "ints", "parts", "pieces", "template", "tokens")
+    __slots__ = ("digest", "floats", "ints", "misses", "parts", "pieces", "template", "tokens")
 
     def __init__(self, template: bytes, digest: bytes) -> None:
         self.template, self.digest = template, digest
@@ -213,6 +231,8 @@ class _Plan:
         # The template's segments at even places; a step's numbers go in between.
         self.parts: list[bytes] = [b""] * (2 * len(holes) + 1)
         self.parts[0::2] = _HOLE.split(template)
+        self.misses: list[int] = []
+        """The floats a float32 missed in the last step packed (`_pack_numbers`' guess)."""
 
     def pack(self, data: bytes) -> Packed | None:
         """`data` packed with this template, or None where it does not fit (then `pack` decides)."""
@@ -229,7 +249,7 @@ class _Plan:
             floats, ints = _FLOATS.decode(float_text), _INTS.decode(int_text)
             if orjson.dumps(floats) != float_text or orjson.dumps(ints) != int_text:
                 return None
-            values = _pack_numbers(floats, ints)
+            values = _pack_numbers(floats, ints, self.misses)
         except (OverflowError, struct.error, msgspec.DecodeError, orjson.JSONEncodeError):
             return None
         return Packed(self.template, self.digest, values)
