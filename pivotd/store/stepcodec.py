@@ -215,7 +215,7 @@ class _Plan:
     only if that gives the same text, so the numbers are in orjson's spelling, of the hole's kind. That is the
     check `pack` makes by reading the packed step back, done without unpacking: `unpack` fills the same
     segments with the same numbers formatted by orjson again, after a round trip through `_pack_numbers` that
-    returns them bit for bit (float32 only where it holds them exactly; `tests/test_step_storage.py` compares
+    returns them bit for bit (float32 only where it holds them exactly; `tests/test_stepcodec.py` compares
     the two paths' packs on random steps)."""
 
     __slots__ = ("digest", "floats", "ints", "misses", "parts", "pieces", "template", "tokens")
