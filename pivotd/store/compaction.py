@@ -24,8 +24,9 @@ KEPT_AS_JSON = 0
 """The shape of a step that stays JSON: its packed form would not read back identically."""
 
 
-def compact(conn: sqlite3.Connection) -> int:
-    """Pack up to `CHUNK` steps still stored as JSON, in one transaction; returns how many were found."""
+def compact(conn: sqlite3.Connection, packer: stepcodec.Packer) -> int:
+    """Pack up to `CHUNK` steps still stored as JSON, in one transaction; returns how many were found. `packer`
+    is the connection's: it remembers each run's latest template from one chunk to the next."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         rows = conn.execute(
@@ -35,7 +36,7 @@ def compact(conn: sqlite3.Connection) -> int:
         kept, moved = [], []
         for ref, run, step, timestamp, batch_size, stored in rows:
             data = stored.encode() if isinstance(stored, str) else stored  # an early version's TEXT
-            packed = stepcodec.pack(data)
+            packed = packer.pack(data, run)
             if packed is None:
                 kept.append((data, KEPT_AS_JSON, ref))
                 continue

@@ -27,6 +27,7 @@ from pivotd.store.ops import Tx, WriteOp
 from pivotd.store.retention import Retention, enforce
 from pivotd.store.rows import RUN_COLUMNS, RunRow, latest_by_run, latest_query, run_row
 from pivotd.store.schema import configure, migrate
+from pivotd.store.stepcodec import Packer
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class Writer:
         self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_pending)
         self._thread = WriterThread()
         self._conn: sqlite3.Connection | None = None
+        self._packer = Packer()
+        """Packs steps on the writer thread, remembering each run's latest template between chunks."""
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.listeners: list[Callable[[BatchOutcome], None]] = []
@@ -240,7 +243,7 @@ class Writer:
         """One chunk of packing; a failure (a full disk, say) leaves the steps as JSON until the next write."""
         started = time.perf_counter()
         try:
-            found = await self._thread.run(loop, compact, self._conn)
+            found = await self._thread.run(loop, compact, self._conn, self._packer)
         except Exception:
             log.exception("packing stored steps failed; they stay as JSON for now")
             found = 0
