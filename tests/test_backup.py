@@ -16,7 +16,7 @@ import pytest
 
 from pivotd.cli import EXIT_REFUSED
 from pivotd.store.schema import PAGE_SIZE, SCHEMA_VERSION
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.training.helpers import MLP, hyperparams
 
 pytestmark = pytest.mark.slow
@@ -44,14 +44,14 @@ async def ingest_until(http: httpx.AsyncClient, stop: asyncio.Event, under_way: 
 
 async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_path: Path) -> None:
     source, copy = tmp_path / "state", tmp_path / "backup"
-    async with running_daemon(source) as daemon, httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
+    async with running_daemon(source) as daemon, daemon_client(daemon.url, timeout=30) as http:
         assert (await http.post("/api/v1/runs/before/scalars", json=[{"step": 1, "values": {"x": 1}}])).status_code
         (source / "token").write_text("the-daemons-own-token\n")  # what a daemon without PIVOT_TOKEN makes
         hook = await http.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["*"]})
         assert hook.status_code == 201, hook.text
         checkpoint = checkpoint_bytes()
         checkpoint_id = await upload_checkpoint(http, checkpoint)
-        async with httpx.AsyncClient(base_url=daemon.url) as browser:
+        async with daemon_client(daemon.url) as browser:
             opened = await browser.post("/api/v1/auth/session")
         assert opened.status_code == 201, opened.text
         session_cookie = {"cookie": opened.headers["set-cookie"].split(";")[0]}
@@ -68,7 +68,7 @@ async def test_backup_taken_during_ingest_is_a_consistent_data_directory(tmp_pat
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert (copy / "token").read_text() == (source / "token").read_text()
     shutil.rmtree(source)  # whatever the copy serves is its own
-    async with running_daemon(copy) as restored, httpx.AsyncClient(base_url=restored.url) as http:
+    async with running_daemon(copy) as restored, daemon_client(restored.url) as http:
         runs = (await http.get("/api/v1/runs")).json()
         assert {"before", "busy"} <= set(runs)
         series = (await http.get("/api/v1/runs/busy/scalars", params={"names": "v", "max_points": 100000})).json()
@@ -115,7 +115,7 @@ async def test_backup_refuses_a_directory_that_is_not_empty(tmp_path: Path) -> N
 
 async def test_restore_waits_for_the_daemon_and_replaces_only_when_asked(tmp_path: Path) -> None:
     data_dir, backup = tmp_path / "state", tmp_path / "backup"
-    async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir) as daemon, daemon_client(daemon.url) as http:
         await http.post("/api/v1/runs/kept/scalars", json=[{"step": 1, "values": {"x": 1}}])
         checkpoint = checkpoint_bytes()
         checkpoint_id = await upload_checkpoint(http, checkpoint)
@@ -133,7 +133,7 @@ async def test_restore_waits_for_the_daemon_and_replaces_only_when_asked(tmp_pat
     code, out, err = await pivotd("restore", str(backup), "--data-dir", str(data_dir), "--force")
     assert code == 0, err
     assert "restored" in out
-    async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir) as daemon, daemon_client(daemon.url) as http:
         assert set((await http.get("/api/v1/runs")).json()) == before
         downloaded = await http.get(f"/api/v1/checkpoints/{checkpoint_id}/download")
         assert downloaded.status_code == 200 and downloaded.content == checkpoint
@@ -144,7 +144,7 @@ async def test_restore_waits_for_the_daemon_and_replaces_only_when_asked(tmp_pat
 
 async def test_restore_refuses_a_damaged_backup_and_keeps_the_database(tmp_path: Path) -> None:
     data_dir, backup = tmp_path / "state", tmp_path / "backup.db"
-    async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir) as daemon, daemon_client(daemon.url) as http:
         await http.post("/api/v1/runs/mine/scalars", json=[{"step": 1, "values": {"x": 1}}])
     backup.write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
     before = (data_dir / "pivot.db").read_bytes()
@@ -164,7 +164,7 @@ def damage(db_path: Path) -> None:
 
 
 async def filled_database(data_dir: Path) -> Path:
-    async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir) as daemon, daemon_client(daemon.url) as http:
         for run in range(40):
             points = [{"step": s, "values": {"loss": s / 7, "acc": s / 9}} for s in range(50)]
             await http.post(f"/api/v1/runs/run{run}/scalars", json=points)

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pivotd.cli import EXIT_REFUSED
-from tests.daemon import running_daemon, start_daemon_process
+from tests.daemon import PLAIN_HTTP, daemon_client, running_daemon, start_daemon_process
 from tests.test_jobs import fifo, read_fifo
 from tests.training.helpers import MLP, hyperparams
 
@@ -42,7 +42,7 @@ async def test_a_second_daemon_on_the_same_directory_exits_and_touches_nothing(t
     data_dir = tmp_path / "state"
     first = start_daemon_process(data_dir)
     try:
-        with httpx.Client(base_url=first.url, timeout=30) as http:
+        with httpx.Client(verify=PLAIN_HTTP, base_url=first.url, timeout=30) as http:
             said = fifo(tmp_path)
             job = {"command": ["bash", "-c", f"echo up > {said}; exec sleep 300"], "cwd": str(tmp_path)}
             started = http.post("/api/v1/jobs", json={"job": job})
@@ -119,7 +119,7 @@ def run_state(db_path: Path, run_id: str) -> tuple[str, str | None]:
 
 async def test_interrupted_runs_are_recovered_only_once_the_port_is_bound(tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
-    async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir) as daemon, daemon_client(daemon.url) as http:
         created = await http.post("/api/v1/training/sessions", json=SESSION)
         run_id = created.json()["session_id"]
     db_path = data_dir / "pivot.db"
@@ -154,7 +154,7 @@ def test_data_is_private_whatever_the_umask(tmp_path: Path) -> None:
     (data_dir / "token").chmod(0o644)
     daemon = start_daemon_process(data_dir, shell_setup="umask 022; ulimit -Sn 256")
     try:
-        with httpx.Client(base_url=daemon.url) as http:
+        with httpx.Client(verify=PLAIN_HTTP, base_url=daemon.url) as http:
             assert http.post("/api/v1/runs/r1/scalars", json=[{"step": 1, "values": {"loss": 1.0}}]).status_code == 202
             session = http.post("/api/v1/training/sessions", json=SESSION)
             uploaded = http.post(

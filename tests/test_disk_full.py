@@ -15,11 +15,10 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.sdk import Run
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ async def test_disk_full_refuses_writes_keeps_reads_and_loses_nothing(
     data_dir = small_disk / "state"
     # pivotd's own writers hit the full disk too, and the built-in disk_full rule fires on the next sample.
     settings = {"telemetry_flush_interval_s": 0.05, "sample_interval_s": 0.2}
-    async with running_daemon(data_dir, **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir, **settings) as daemon, daemon_client(daemon.url) as http:
         acknowledged = []
         for step in range(20):
             response = await http.post("/api/v1/runs/r1/scalars", json=points(step))
@@ -113,6 +112,6 @@ async def test_disk_full_refuses_writes_keeps_reads_and_loses_nothing(
 
     with contextlib.closing(sqlite3.connect(data_dir / "pivot.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    async with running_daemon(data_dir) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(data_dir) as daemon, daemon_client(daemon.url) as http:
         series = (await http.get("/api/v1/runs/r1/scalars", params={"names": "metric_1"})).json()["series"]
         assert series["metric_1"]["steps"] == [*acknowledged, 5000]

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon import start_daemon_process
+from tests.daemon import PLAIN_HTTP, start_daemon_process
 from tests.payloads import layerwise_payload
 from tests.training.helpers import MLP, hyperparams
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def stream_posts(url: str, run_id: str, acknowledged: list[int], enough: threading.Event) -> None:
     """Post steps one by one until the daemon goes away, recording each step that got a 202."""
-    with httpx.Client(base_url=url, timeout=5) as http:
+    with httpx.Client(verify=PLAIN_HTTP, base_url=url, timeout=5) as http:
         step = 0
         while True:
             try:
@@ -37,7 +37,7 @@ def steps_on_disk(data_dir: Path, *run_ids: str, stop: int = signal.SIGTERM) -> 
     daemon is then stopped with `stop`, and must exit 0."""
     daemon = start_daemon_process(data_dir)
     try:
-        with httpx.Client(base_url=daemon.url) as http:
+        with httpx.Client(verify=PLAIN_HTTP, base_url=daemon.url) as http:
             steps = {
                 run_id: {s["step"] for s in http.get(f"/api/v1/runs/{run_id}").json()["steps"]} for run_id in run_ids
             }
@@ -79,7 +79,7 @@ def test_sigterm_flushes_ends_open_event_streams_and_exits_zero_and_so_does_sigi
     it with a traceback (what `make run` showed with `pivotctl train --wait` open)."""
     daemon = start_daemon_process(tmp_path)
     config = {"architecture": MLP, "hyperparams": hyperparams()}
-    with httpx.Client(base_url=daemon.url, timeout=30) as http:
+    with httpx.Client(verify=PLAIN_HTTP, base_url=daemon.url, timeout=30) as http:
         batch = [layerwise_payload("flushed", step) for step in range(200)]
         assert http.post("/api/v1/metrics/layerwise/batch", json=batch).status_code == 202
         session_id = http.post("/api/v1/training/sessions", json={"config": config}).json()["session_id"]

@@ -21,7 +21,7 @@ import pytest
 
 from pivotd.monitor.nvml import Nvml
 from shared import ctl
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.test_monitor import fake_pynvml
 from tests.training.helpers import final_state
 
@@ -35,7 +35,7 @@ async def daemon_and_client(tmp_path: Path, nvml: Nvml | None = None, **settings
 ]:  # fmt: skip
     async with (
         running_daemon(tmp_path / "state", nvml or Nvml(None), **{**FAST, **settings}) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         yield daemon, http
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon import RunningDaemon, running_daemon, start_daemon_process
+from tests.daemon import RunningDaemon, daemon_client, running_daemon, start_daemon_process
 from tests.receiver import Receiver
 
 FAST = {"sample_interval_s": 0.2, "webhook_retry_base_s": 0.05, "alert_check_interval_s": 0.05}
@@ -56,7 +56,7 @@ async def deliveries(http: httpx.AsyncClient, webhook_id: str) -> dict[str, int]
 
 
 async def test_alert_delivery_is_signed(tmp_path: Path, receiver: Receiver) -> None:
-    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, daemon_client(daemon.url) as http:
         hook = await register(http, receiver.url, ["alert_triggered", "training_completed"])
         rule_id = await fire_scalar_alert(http)
         got = await receiver.next()
@@ -83,7 +83,7 @@ async def _counts_are(http: httpx.AsyncClient, webhook_id: str, **expected: int)
 async def test_receiver_failing_twice_gets_exactly_one_success(tmp_path: Path) -> None:
     receiver = await Receiver(statuses=[500, 503]).start()
     try:
-        async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        async with running_daemon(tmp_path / "s", **FAST) as daemon, daemon_client(daemon.url) as http:
             hook = await register(http, receiver.url, ["alert_triggered", "alert_resolved"])
             rule_id = await fire_scalar_alert(http)
             attempts = [await receiver.next() for _ in range(3)]
@@ -104,7 +104,7 @@ async def test_delivery_gives_up_after_max_attempts(tmp_path: Path) -> None:
     receiver = await Receiver(default=500).start()
     try:
         settings = FAST | {"webhook_max_attempts": 2}
-        async with running_daemon(tmp_path / "s", **settings) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        async with running_daemon(tmp_path / "s", **settings) as daemon, daemon_client(daemon.url) as http:
             hook = await register(http, receiver.url, ["alert_triggered"])
             await fire_scalar_alert(http)
             await receiver.next()
@@ -117,7 +117,7 @@ async def test_delivery_gives_up_after_max_attempts(tmp_path: Path) -> None:
 @pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize(("fmt", "key"), [("slack", "text"), ("discord", "content")])
 async def test_slack_and_discord_formats(tmp_path: Path, receiver: Receiver, fmt: str, key: str) -> None:
-    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, daemon_client(daemon.url) as http:
         await register(http, receiver.url, ["alert_triggered"], format=fmt)
         await fire_scalar_alert(http)
         got = await receiver.next()
@@ -143,7 +143,7 @@ async def test_deliveries_off_send_nothing_and_keep_the_outbox(tmp_path: Path, r
     """`webhook_deliveries = false` (the fuzz's daemon): an alert's delivery waits, the test route connects nowhere,
     and a daemon with deliveries on sends what waited."""
     off = {"webhook_deliveries": False, **FAST}
-    async with running_daemon(tmp_path / "s", **off) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **off) as daemon, daemon_client(daemon.url) as http:
         hook = await register(http, receiver.url, ["alert_triggered"])
         await fire_scalar_alert(http)
         await eventually(lambda: _counts_are(http, hook["webhook_id"], pending=1))
@@ -152,7 +152,7 @@ async def test_deliveries_off_send_nothing_and_keep_the_outbox(tmp_path: Path, r
         assert "webhook_deliveries is false" in tested["error"]
         assert sum(daemon.services.webhooks.attempts.values()) == 0
     assert receiver.received.empty()
-    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, daemon_client(daemon.url) as http:
         got = await receiver.next()
         assert got.headers["x-pivot-event"] == "alert_triggered" and got.signature_valid(SECRET)
         await eventually(lambda: _counts_are(http, hook["webhook_id"], delivered=1, pending=0))
@@ -224,7 +224,7 @@ async def refusing_private_for_module(tmp_path_factory: pytest.TempPathFactory) 
 @pytest.mark.shared_daemon  # refused requests: one daemon for all these cases
 @pytest.mark.parametrize("host", NOT_PUBLIC)
 async def test_private_targets_can_be_refused(refusing_private_for_module: RunningDaemon, host: str) -> None:
-    async with httpx.AsyncClient(base_url=refusing_private_for_module.url) as http:
+    async with daemon_client(refusing_private_for_module.url) as http:
         response = await http.post("/api/v1/webhooks", json={"url": f"http://{host}/x", "events": ["alert_triggered"]})
         assert response.status_code == 422, response.text
         error = response.json()["error"]
@@ -252,7 +252,7 @@ def answers(*sequence: list[str]) -> Callable[[str, int], Awaitable[list[str]]]:
 
 async def test_every_address_a_host_resolves_to_is_checked(daemon_refusing_private: RunningDaemon) -> None:
     daemon_refusing_private.services.webhooks.resolve = answers(["93.184.215.14", "100.64.0.7"])
-    async with httpx.AsyncClient(base_url=daemon_refusing_private.url) as http:
+    async with daemon_client(daemon_refusing_private.url) as http:
         url = "https://hooks.example.test/x"
         response = await http.post("/api/v1/webhooks", json={"url": url, "events": ["alert_triggered"]})
         assert response.status_code == 422 and "100.64.0.7" in response.json()["error"]["message"]
@@ -264,7 +264,7 @@ async def test_an_answer_turning_private_after_registration_is_not_delivered(
     """DNS rebinding: public when registered, loopback at delivery time. Each attempt checks again."""
     webhooks = daemon_refusing_private.services.webhooks
     webhooks.resolve = answers(["93.184.215.14"], ["127.0.0.1"])
-    async with httpx.AsyncClient(base_url=daemon_refusing_private.url) as http:
+    async with daemon_client(daemon_refusing_private.url) as http:
         url = f"http://hooks.example.test:{receiver.port}/hook"
         hook = await register(http, url, ["alert_triggered"])
         result = (await http.post(f"/api/v1/webhooks/{hook['webhook_id']}/test")).json()
@@ -312,7 +312,7 @@ async def test_https_to_a_resolved_address_verifies_the_registered_name(
     (tmp_path / "trusted.pem").write_text("".join((tmp_path / f"{n}.pem").read_text() for n in receivers))
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "trusted.pem"))
     try:
-        async with running_daemon(tmp_path / "s") as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+        async with running_daemon(tmp_path / "s") as daemon, daemon_client(daemon.url) as http:
             daemon.services.webhooks.resolve = answers(["127.0.0.1"])
             for name, receiver in receivers.items():
                 url = f"https://hooks.example.test:{receiver.port}/hook"
@@ -336,7 +336,7 @@ async def test_pending_deliveries_survive_a_killed_daemon(tmp_path: Path) -> Non
     data_dir = tmp_path / "state"
     first = await asyncio.to_thread(start_daemon_process, data_dir, env=env)
     try:
-        async with httpx.AsyncClient(base_url=first.url) as http:
+        async with daemon_client(first.url) as http:
             await register(http, receiver.url, ["alert_triggered"])
             await fire_scalar_alert(http)
             refused = await receiver.next()
@@ -352,7 +352,7 @@ async def test_pending_deliveries_survive_a_killed_daemon(tmp_path: Path) -> Non
         delivered = await receiver.next()
         assert delivered.headers["x-pivot-delivery"] == refused.headers["x-pivot-delivery"]
         assert delivered.body == refused.body and delivered.signature_valid(SECRET)
-        async with httpx.AsyncClient(base_url=second.url) as http:
+        async with daemon_client(second.url) as http:
             system = (await http.get("/api/v1/notifications", params={"type": "system"})).json()["notifications"]
             assert len(system) == 1 and "unclean shutdown" in system[0]["message"]
             assert len((await http.get("/api/v1/alerts", params={"status": "active"})).json()["alerts"]) == 1
@@ -371,7 +371,7 @@ async def test_the_documented_verification_snippet_accepts_a_real_delivery(tmp_p
     namespace: dict[str, Any] = {}
     exec(snippet, namespace)
     verify = namespace["verify"]
-    async with running_daemon(tmp_path / "s", **FAST) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(tmp_path / "s", **FAST) as daemon, daemon_client(daemon.url) as http:
         await register(http, receiver.url, ["alert_triggered"])
         await fire_scalar_alert(http)
         got = await receiver.next()
