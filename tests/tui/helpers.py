@@ -12,14 +12,22 @@ TRAINING = "mnist_cnn_lr0.1"
 """The fake daemon's managed, running run (151 steps): every key of the run view applies."""
 
 
+POLL_S = 0.02
+"""How often `until` looks again: a condition is checked after the app has processed what was queued for it."""
+
+
 async def until(pilot: Any, condition: Callable[[], Any], timeout: float = 10.0) -> None:
-    """Let the app process messages until `condition()` holds; fail with a clear message if it never does."""
+    """Let the app process messages until `condition()` holds; fail with a clear message if it never does.
+
+    Each look waits for the screen to process its queued messages; the last one then updates the screen.
+    `pilot.pause()` without a delay would wait for the process to be idle, 20 ms at least and up to a second
+    while a daemon in the same process or a worker keeps it busy, for nothing that these conditions need."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        await pilot.pause(0.05)
-    await pilot.pause()  # one more frame so the screen reflects it
+        await pilot.pause(POLL_S)
+    await pilot.pause(0)  # its queued messages processed, and the screen updated
 
 
 def rows(pilot: Any, table: str) -> int:

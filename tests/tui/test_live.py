@@ -144,7 +144,9 @@ async def test_launch_shows_refusals_then_launches_and_cancels_a_managed_run(
         app.screen.query_one("#hp-epochs", Input).value = "zero"
         app.screen.query_one("#launch-ok", Button).press()
         await until(pilot, lambda: "epochs" in str(app.screen.query_one("#launch-error").render()))
-        app.screen.query_one("#hp-epochs", Input).value = "200"
+        # The most the daemon takes. With 200 epochs (1,400 steps of a small MLP) the run could end on its own under
+        # load before the TUI got to the cancel, which the daemon then refused: it succeeded, never `cancelled`.
+        app.screen.query_one("#hp-epochs", Input).value = "10000"
         app.screen.query_one("#hp-max_samples", Input).value = "256"  # a first loss soon
         app.screen.query_one("#model-file", Input).value = str(bad)
         app.screen.query_one("#launch-ok", Button).press()
