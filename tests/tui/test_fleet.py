@@ -12,7 +12,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from textual.widgets import DataTable
 
@@ -22,7 +21,7 @@ from pivot_tui.config import TuiSettings
 from pivot_tui.screens import FleetScreen, RunDetailScreen
 from pivot_tui.widgets import RunsTable
 from shared.hosts import Host
-from tests.daemon import DaemonProcess, running_daemon, start_daemon_process
+from tests.daemon import DaemonProcess, daemon_client, running_daemon, start_daemon_process
 from tests.payloads import layerwise_payload
 from tests.sshd import needs_sshd
 from tests.tui.helpers import until
@@ -39,7 +38,7 @@ def cell(app: PivotApp, row: str, column: str) -> str:
 
 async def post_run(url: str, run_id: str, token: str | None = None) -> None:
     headers = {"authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+    async with daemon_client(url, headers=headers) as http:
         (await http.post("/api/v1/metrics/layerwise", json=layerwise_payload(run_id, 0))).raise_for_status()
 
 

@@ -16,7 +16,7 @@ from pivot_tui.config import TuiSettings
 from pivot_tui.screens import AcknowledgeDialog, ConfirmDialog, ExperimentDetailScreen, LaunchDialog, RunDetailScreen
 from pivot_tui.screens.inference import InferenceDialog
 from pivot_tui.widgets import RunsTable
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.payloads import layerwise_payload
 from tests.tui.helpers import until
 
@@ -87,14 +87,14 @@ async def test_a_daemon_restart_is_survived(tmp_path: Path) -> None:
     async with running_daemon(tmp_path, port=port) as first:
         app = make_app(TuiSettings(first.url, None, "textual-dark"), None)
         async with app.run_test(size=(100, 30)) as pilot:
-            async with httpx.AsyncClient(base_url=first.url) as http:
+            async with daemon_client(first.url) as http:
                 await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("before", 0))
             await until(pilot, lambda: "before" in rows(app))
             first.server.should_exit = True
             await until(pilot, lambda: app.model.connection is not Connection.ONLINE, timeout=20)
             async with running_daemon(tmp_path, port=port) as second:
                 # Written while the TUI was away: it only learns of this run by re-syncing over REST.
-                async with httpx.AsyncClient(base_url=second.url) as http:
+                async with daemon_client(second.url) as http:
                     await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("after", 0))
                 await until(pilot, lambda: app.model.connection is Connection.ONLINE, timeout=20)
                 await until(pilot, lambda: {"before", "after"} <= set(rows(app)))

@@ -14,10 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.payloads import layerwise_payload
 
 pytestmark = [
@@ -55,7 +54,7 @@ async def seen(session: str, *texts: str, timeout: float = 20) -> str:
 
 
 async def test_browse_a_live_run(daemon: RunningDaemon) -> None:
-    async with httpx.AsyncClient(base_url=daemon.url) as http:
+    async with daemon_client(daemon.url) as http:
         for step in range(3):
             await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("tmux_run", step * 10, layers=3))
         await http.post("/api/v1/runs/tmux_run/scalars", json=[{"step": 20, "values": {"train_loss": 0.75}}])
@@ -92,7 +91,7 @@ async def test_three_boxes_in_a_real_terminal_one_stopped_and_restarted(tmp_path
         gamma = await gamma_up.enter_async_context(running_daemon(tmp_path / "gamma", port=gamma_port))
         try:
             for daemon, run_id in zip((alpha, beta, gamma), ("alpha_run", "beta_run", "gamma_run"), strict=True):
-                async with httpx.AsyncClient(base_url=daemon.url) as http:
+                async with daemon_client(daemon.url) as http:
                     await http.post("/api/v1/metrics/layerwise", json=layerwise_payload(run_id, 0, layers=3))
             urls = " ".join(f"--url {daemon.url}" for daemon in (alpha, beta, gamma))
             command = f"{sys.executable} -m pivot_tui.cli {urls}"
