@@ -27,6 +27,11 @@ from typing import Any
 
 STREAM_LIMIT = 2**16  # asyncio's subprocess default
 
+WORKER_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+"""Set in every run's and job's environment, and in the fork server's whichever request started it: unbuffered
+output, and CUDA's device order NVML's (CUDA's own, fastest first, is not: anything a worker reports by index
+means NVML's)."""
+
 
 class ForkServerError(RuntimeError):
     """The server could not be started or went away before it forked the run."""
@@ -188,12 +193,15 @@ async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProc
 
 
 def _server_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: a run's, less its GPU pinning, and with PyTorch's NVML-based CUDA check, so that
-    anything asking whether CUDA is available while the server imports asks NVML rather than initialising the CUDA
-    driver, whose state a forked child could not use (torch's own `is_initialized` does not see a driver that a
-    device count initialised). Each child takes its run's environment in place of this one."""
+    """The server's environment: the first request's (a run's or a checkpoint check's), less GPU pinning, with
+    `WORKER_ENVIRONMENT` whichever it was (the interpreter reads PYTHONUNBUFFERED once, at start-up, for every
+    child it will fork), and with PyTorch's NVML-based CUDA check, so that anything asking whether CUDA is
+    available while the server imports asks NVML rather than initialising the CUDA driver, whose state a forked
+    child could not use (torch's own `is_initialized` does not see a driver that a device count initialised).
+    Each child takes its request's environment in place of this one; its /proc/PID/environ, the block the server
+    was started with, does not show that."""
     server = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
-    server["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    server.update(WORKER_ENVIRONMENT, PYTORCH_NVML_BASED_CUDA_CHECK="1")
     return server
 
 
