@@ -176,11 +176,9 @@ _server: _Server | None = None
 _server_lock = threading.Lock()
 
 
-async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProcess:
-    """Fork what `python -m MODULE ARGUMENT` would be (MODULE: `pivotd.training.worker` or
-    `pivotd.training.checkpoint_check`) with `env` from this process's fork server, starting one (with `env`, less
-    `CUDA_VISIBLE_DEVICES`) if there is none or it has gone. Raises ForkServerError, ForkServerStarting while the
-    server it started is still importing."""
+def start(env: Mapping[str, str]) -> _Server:
+    """This process's fork server, started (with `_server_environment(env)`) if there is none or it has gone. Its
+    `ready` is set once it has imported torch, or has exited. Raises ForkServerError."""
     global _server
     with _server_lock:
         if _server is None or not _server.alive:
@@ -188,8 +186,14 @@ async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProc
                 _server = _Server(_server_environment(env))
             except OSError as exc:
                 raise ForkServerError(f"the training fork server did not start: {exc}") from exc
-        server = _server
-    return await server.spawn(module, argument, env)
+        return _server
+
+
+async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProcess:
+    """Fork what `python -m MODULE ARGUMENT` would be (MODULE: `pivotd.training.worker` or
+    `pivotd.training.checkpoint_check`) with `env` from this process's fork server, starting one if there is none
+    or it has gone. Raises ForkServerError, ForkServerStarting while the server it started is still importing."""
+    return await start(env).spawn(module, argument, env)
 
 
 def _server_environment(env: Mapping[str, str]) -> dict[str, str]:
