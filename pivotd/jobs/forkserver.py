@@ -14,6 +14,7 @@ own and handed to the loop that asked.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -90,6 +91,13 @@ class _Server:
         self._running: dict[int, tuple[asyncio.AbstractEventLoop, ForkedProcess]] = {}
         self._exited_early: dict[int, int] = {}
         threading.Thread(target=self._read, name="pivotd-forkserver", daemon=True).start()
+        atexit.register(self._stop_if_starting)
+
+    def _stop_if_starting(self) -> None:
+        """At this process's exit: a server still importing torch has forked nothing, and would go on importing
+        (seconds of CPU) for nobody before it saw the end of its socket."""
+        if not self.ready.is_set():
+            self.proc.kill()
 
     def _read(self) -> None:
         while True:
