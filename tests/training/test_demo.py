@@ -16,11 +16,6 @@ from tests.daemon import start_daemon_process
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def ready_fork_server() -> None:
-    """Not this process's server (tests/training/conftest.py): the demo's daemon is a process with its own."""
-
-
 async def test_demo_starts_a_real_training_run(tmp_path: Path) -> None:
     daemon = start_daemon_process(tmp_path / "state", "--demo", env={"PIVOT_WORKER_THREADS": "1"})
     try:

@@ -22,6 +22,8 @@ from shared.models.checkpoints import RunCheckpoints
 from tests.daemon import running_daemon
 from tests.training.helpers import DAEMON_SETTINGS, MLP, cancel, hyperparams
 
+pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
+
 SWEEP_HP = hyperparams(epochs=1, max_samples=200, layerwise_every=0)
 GROUPS = ("optimizer.lr=0.1", "optimizer.lr=0.01")
 

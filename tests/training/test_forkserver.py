@@ -16,7 +16,7 @@ from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, final_state, hyperparams
 from tests.training.test_robustness import LONG, first_scalars, wait_gone
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 async def test_a_forked_worker_has_its_own_session_and_the_runs_environment_and_a_dead_server_fails_its_runs(

@@ -15,7 +15,7 @@ from shared.models.checkpoints import CheckpointList, CheckpointUploaded
 from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, cancel, final_state, hyperparams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 async def trained(http: httpx.AsyncClient, **hp: object) -> dict[str, object]:

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from tests.daemon import RunningDaemon, running_daemon, start_daemon_process
 from tests.training.helpers import DAEMON_SETTINGS, MLP, cancel, final_state, hyperparams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 LONG = hyperparams(epochs=50, max_samples=5000, batch_size=4)  # minutes of steps: only ever cancelled or killed
 
