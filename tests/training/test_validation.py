@@ -149,7 +149,6 @@ async def test_hyperparameters_out_of_range(http: httpx.AsyncClient, change: dic
 
 
 @pytest.mark.own_daemon  # creates a model and fills the only training slot
-@pytest.mark.usefixtures("fork_server")  # tests/conftest.py
 async def test_model_train_conflicting_hyperparams_is_409(http: httpx.AsyncClient) -> None:
     model_id = (await http.post("/api/models", json={"architecture": MLP, "hyperparams": hyperparams()})).json()
     model_id = model_id["model_id"]
