@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pivotd.jobs import forkserver
 from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.sshd import sshd  # noqa: F401 (a fixture: a real sshd on loopback, for the tunnel and the TUI)
 
@@ -56,6 +57,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("shared_daemon") is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+@pytest.fixture
+def fork_server() -> None:
+    """This test process's training fork server (one for all its daemons), started if there is none and past its
+    imports: a run that found it still importing would start in a fresh interpreter importing torch as well (1.5
+    to 3 s of CPU each; a sweep starts several meanwhile). tests/training/test_forkserver.py tests that path."""
+    assert forkserver.start(os.environ).ready.wait(120), "the training fork server did not start in 120 s"
 
 
 @pytest.fixture(scope="module")

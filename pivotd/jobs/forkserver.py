@@ -14,6 +14,7 @@ own and handed to the loop that asked.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import os
@@ -26,6 +27,11 @@ from collections.abc import Mapping
 from typing import Any
 
 STREAM_LIMIT = 2**16  # asyncio's subprocess default
+
+WORKER_ENVIRONMENT = {"PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+"""Set in every run's and job's environment, and in the fork server's whichever request started it: unbuffered
+output, and CUDA's device order NVML's (CUDA's own, fastest first, is not: anything a worker reports by index
+means NVML's)."""
 
 
 class ForkServerError(RuntimeError):
@@ -85,6 +91,13 @@ class _Server:
         self._running: dict[int, tuple[asyncio.AbstractEventLoop, ForkedProcess]] = {}
         self._exited_early: dict[int, int] = {}
         threading.Thread(target=self._read, name="pivotd-forkserver", daemon=True).start()
+        atexit.register(self._stop_if_starting)
+
+    def _stop_if_starting(self) -> None:
+        """At this process's exit: a server still importing torch has forked nothing, and would go on importing
+        (seconds of CPU) for nobody before it saw the end of its socket."""
+        if not self.ready.is_set():
+            self.proc.kill()
 
     def _read(self) -> None:
         while True:
@@ -171,11 +184,9 @@ _server: _Server | None = None
 _server_lock = threading.Lock()
 
 
-async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProcess:
-    """Fork what `python -m MODULE ARGUMENT` would be (MODULE: `pivotd.training.worker` or
-    `pivotd.training.checkpoint_check`) with `env` from this process's fork server, starting one (with `env`, less
-    `CUDA_VISIBLE_DEVICES`) if there is none or it has gone. Raises ForkServerError, ForkServerStarting while the
-    server it started is still importing."""
+def start(env: Mapping[str, str]) -> _Server:
+    """This process's fork server, started (with `_server_environment(env)`) if there is none or it has gone. Its
+    `ready` is set once it has imported torch, or has exited. Raises ForkServerError."""
     global _server
     with _server_lock:
         if _server is None or not _server.alive:
@@ -183,17 +194,26 @@ async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProc
                 _server = _Server(_server_environment(env))
             except OSError as exc:
                 raise ForkServerError(f"the training fork server did not start: {exc}") from exc
-        server = _server
-    return await server.spawn(module, argument, env)
+        return _server
+
+
+async def fork(module: str, argument: str, env: Mapping[str, str]) -> ForkedProcess:
+    """Fork what `python -m MODULE ARGUMENT` would be (MODULE: `pivotd.training.worker` or
+    `pivotd.training.checkpoint_check`) with `env` from this process's fork server, starting one if there is none
+    or it has gone. Raises ForkServerError, ForkServerStarting while the server it started is still importing."""
+    return await start(env).spawn(module, argument, env)
 
 
 def _server_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: a run's, less its GPU pinning, and with PyTorch's NVML-based CUDA check, so that
-    anything asking whether CUDA is available while the server imports asks NVML rather than initialising the CUDA
-    driver, whose state a forked child could not use (torch's own `is_initialized` does not see a driver that a
-    device count initialised). Each child takes its run's environment in place of this one."""
+    """The server's environment: the first request's (a run's or a checkpoint check's), less GPU pinning, with
+    `WORKER_ENVIRONMENT` whichever it was (the interpreter reads PYTHONUNBUFFERED once, at start-up, for every
+    child it will fork), and with PyTorch's NVML-based CUDA check, so that anything asking whether CUDA is
+    available while the server imports asks NVML rather than initialising the CUDA driver, whose state a forked
+    child could not use (torch's own `is_initialized` does not see a driver that a device count initialised).
+    Each child takes its request's environment in place of this one; its /proc/PID/environ, the block the server
+    was started with, does not show that."""
     server = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
-    server["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    server.update(WORKER_ENVIRONMENT, PYTORCH_NVML_BASED_CUDA_CHECK="1")
     return server
 
 

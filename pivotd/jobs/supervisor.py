@@ -50,7 +50,7 @@ from pivotd.datadir import write_private
 from pivotd.errors import Conflict, NotFound
 from pivotd.hub import Hub, run_topic
 from pivotd.ids import new_id
-from pivotd.jobs.forkserver import ForkedProcess, ForkServerError, ForkServerStarting, fork
+from pivotd.jobs.forkserver import WORKER_ENVIRONMENT, ForkedProcess, ForkServerError, ForkServerStarting, fork
 from pivotd.jobs.gpus import Gpu, GpuAllocator, Refusal
 from pivotd.jobs.launch import job_argv
 from pivotd.runtokens import RunTokens
@@ -326,10 +326,7 @@ class Supervisor:
     # -- workers --------------------------------------------------------------------------------------------
 
     def _environment(self, gpus: list[Gpu] | None) -> dict[str, str]:
-        env = dict(os.environ)
-        env["PYTHONUNBUFFERED"] = "1"
-        # CUDA's own order (fastest first) is not NVML's: anything a worker reports by index means NVML's.
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env = {**os.environ, **WORKER_ENVIRONMENT}
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu.uuid for gpu in gpus)  # "": no GPU at all
         return env

@@ -2,7 +2,9 @@
 
 Protocol: control events are JSON lines on stdout (`started`, `heartbeat`, `epoch`, `checkpoint`, `params`);
 logs go to stderr as `LEVEL message` lines, which the supervisor stores as the run's log. SIGTERM stops the loop
-at the next step; exit status 0 means success, anything else failure (the last stderr line says why).
+at the next step, or the process at once before training begins (nothing to keep yet, and a fresh interpreter
+spends seconds of CPU importing torch); exit status 0 means success, anything else failure (the last stderr
+line says why).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def _heartbeat(interval: float, stop: threading.Event) -> None:
         emit({"event": "heartbeat"})
 
 
+def _exit_cancelled(*_: object) -> None:
+    raise SystemExit(EXIT_CANCELLED)
+
+
 def main(argv: list[str]) -> int:
     # No address-space cap here: CUDA reserves far more address space than it uses, so `RLIMIT_AS` made CUDA
     # fail to initialise. The supervisor watches this process's resident memory instead.
@@ -48,8 +54,7 @@ def main(argv: list[str]) -> int:
     # stderr is the run's log: one line per request the SDK sends would bury the lines that matter.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.captureWarnings(True)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, _exit_cancelled)
     beat = threading.Event()
     threading.Thread(target=_heartbeat, args=(spec.get("heartbeat_s", 2.0), beat), daemon=True).start()
 
@@ -79,6 +84,8 @@ def main(argv: list[str]) -> int:
         max_linear=spec.get("max_linear", 5),
         resume_from=spec.get("resume_from"),
     )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())  # from here, at the next step: its measures are sent
     try:
         metrics = train(job, emit, stopping.is_set)
     except Cancelled:

@@ -40,6 +40,15 @@ CNN = {  # the demo's CNN, narrower so it trains in a second on two shared cores
 }
 
 
+async def cancel(client: httpx.AsyncClient, run_id: str) -> str:
+    """Cancel a run and follow it to its end; its final state. A test that leaves its daemon with a run still
+    stopping makes that run's worker wait out the SDK's close timeout (5 s: its last flush finds the daemon no longer
+    listening), and the daemon's stop wait for the worker."""
+    response = await client.post(f"/api/train/{run_id}/cancel")
+    assert response.status_code == 202, response.text
+    return (await final_state(client, run_id))[0]
+
+
 def hyperparams(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "epochs": 2,

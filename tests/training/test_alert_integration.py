@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.training.helpers import MLP, final_state, hyperparams
+
+pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
 
 
 async def test_a_finished_run_is_notified(http: httpx.AsyncClient) -> None:

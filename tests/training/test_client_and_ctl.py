@@ -15,7 +15,7 @@ from shared.models.experiments import ExperimentDetail, ExperimentRun, Statistic
 from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, hyperparams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 def seed_002_example(url: str) -> tuple[list[dict[str, object]], dict[str, object]]:

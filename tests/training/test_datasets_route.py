@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.training.helpers import MLP, final_state, hyperparams
 
@@ -21,6 +22,7 @@ async def test_bad_paging_is_422_naming_the_field(http: httpx.AsyncClient) -> No
         assert response.status_code == 422 and field in response.json()["error"]["message"]
 
 
+@pytest.mark.usefixtures("fork_server")  # its run forked from a ready server (tests/conftest.py)
 async def test_a_trained_model_reads_the_samples(http: httpx.AsyncClient) -> None:
     hp = hyperparams(epochs=3, max_samples=2000)
     run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": hp})).json()["run_id"]

@@ -20,7 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from shared.models.checkpoints import RunCheckpoints
 from tests.daemon import running_daemon
-from tests.training.helpers import DAEMON_SETTINGS, MLP, hyperparams
+from tests.training.helpers import DAEMON_SETTINGS, MLP, cancel, hyperparams
+
+pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
 
 SWEEP_HP = hyperparams(epochs=1, max_samples=200, layerwise_every=0)
 GROUPS = ("optimizer.lr=0.1", "optimizer.lr=0.01")
@@ -217,7 +219,7 @@ async def test_pause_holds_across_a_restart_without_blocking_the_queue_then_resu
         # Nor does it hold the only slot against seed 001's one-active-run rule.
         inline = await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams()})
         assert inline.status_code == 202, inline.text
-        assert (await http.post(f"/api/train/{inline.json()['run_id']}/cancel")).status_code == 202
+        assert await cancel(http, inline.json()["run_id"]) == "cancelled"
 
     async with (
         running_daemon(tmp_path / "state", **settings) as daemon,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.training.helpers import CNN, MLP, final_state, hyperparams, sse
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 def digits(count: int) -> tuple[list[list[float]], list[int]]:

@@ -16,7 +16,7 @@ from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, final_state, hyperparams
 from tests.training.test_robustness import LONG, first_scalars, wait_gone
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 async def test_a_forked_worker_has_its_own_session_and_the_runs_environment_and_a_dead_server_fails_its_runs(
@@ -38,7 +38,12 @@ async def test_a_forked_worker_has_its_own_session_and_the_runs_environment_and_
     assert server is not None and "pivotd.training.forkserver" in server.cmdline()
     assert server.pid != os.getpid()  # not the daemon's child: the daemon never imports torch
     assert os.getsid(pid) == pid  # a session of its own, as start_new_session gave a fresh interpreter
-    assert worker.environ().get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"  # the run's environment, set by the daemon
+    # A forked child's /proc/PID/environ is the block its server was started with, not the os.environ the child
+    # set before the worker's main ran (that never reaches /proc). That block is the same whether a run or, in an
+    # earlier test of this process, a checkpoint check started the server: it has what every run's has.
+    assert worker.environ() == server.environ()
+    assert worker.environ().get("CUDA_DEVICE_ORDER") == "PCI_BUS_ID"
+    assert "CUDA_VISIBLE_DEVICES" not in server.environ()  # each run's own, never the server's
 
     server.kill()  # its workers are orphans now: the daemon stops them and fails their runs
     state, _ = await final_state(http, run_id)

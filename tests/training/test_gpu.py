@@ -25,7 +25,11 @@ from tests.daemon import running_daemon
 from tests.sdk.capture import capture_layerwise_bodies
 from tests.training.helpers import CNN, final_state, hyperparams
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+    pytest.mark.usefixtures("fork_server"),
+]
 
 
 async def test_train_and_infer_on_cuda(tmp_path: Path) -> None:

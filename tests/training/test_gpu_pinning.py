@@ -6,12 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 
 from pivotd.jobs.gpus import GpuAllocator
 from pivotd.monitor.nvml import Nvml
 from tests.daemon import running_daemon
 from tests.test_monitor import fake_pynvml
 from tests.training.helpers import DAEMON_SETTINGS, MLP, final_state, hyperparams
+
+pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
 
 
 def test_allocator_hands_each_gpu_to_one_run() -> None:

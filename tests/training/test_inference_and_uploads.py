@@ -13,9 +13,9 @@ import torch
 
 from shared.models.checkpoints import CheckpointList, CheckpointUploaded
 from tests.daemon import RunningDaemon
-from tests.training.helpers import MLP, final_state, hyperparams
+from tests.training.helpers import MLP, cancel, final_state, hyperparams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 async def trained(http: httpx.AsyncClient, **hp: object) -> dict[str, object]:
@@ -57,7 +57,7 @@ async def test_infer_validation(http: httpx.AsyncClient) -> None:
     busy = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": long})).json()["run_id"]
     unfinished = await infer({"run_id": busy, "pixels": good})
     assert unfinished.status_code == 409 and "succeeded run" in unfinished.json()["error"]
-    await http.post(f"/api/train/{busy}/cancel")
+    assert await cancel(http, busy) == "cancelled"
 
     wrong = {"layers": [{"type": "linear", "W": [[1.0]]}]}
     adhoc = await http.post("/api/infer_adhoc", json={"architecture": MLP, "inputs": [good], "parameters": wrong})

@@ -8,7 +8,7 @@ import pytest
 
 from tests.training.helpers import MLP, final_state, hyperparams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 async def test_inference_telemetry_and_statistics(http: httpx.AsyncClient) -> None:

@@ -11,6 +11,8 @@ import pytest
 from tests.daemon import running_daemon
 from tests.training.helpers import DAEMON_SETTINGS, MLP, final_state, hyperparams
 
+pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
+
 INPUTS = [[0.5] * 784, [0.0] * 392 + [1.0] * 392]
 
 

@@ -18,9 +18,9 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from tests.daemon import RunningDaemon, running_daemon, start_daemon_process
-from tests.training.helpers import DAEMON_SETTINGS, MLP, final_state, hyperparams
+from tests.training.helpers import DAEMON_SETTINGS, MLP, cancel, final_state, hyperparams
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 LONG = hyperparams(epochs=50, max_samples=5000, batch_size=4)  # minutes of steps: only ever cancelled or killed
 
@@ -109,7 +109,7 @@ async def test_two_slots_train_two_runs_at_once(tmp_path: Path) -> None:
         await http.post(f"/api/train/{runs[0]}/cancel")
         await first_scalars(daemon.ws_url, runs[2])  # the freed slot takes the queued run
         for run_id in runs[1:]:
-            assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
+            assert await cancel(http, run_id) == "cancelled"
 
 
 async def progress(socket: ClientConnection, after_epoch: int = 0) -> int:
@@ -194,4 +194,4 @@ async def test_restart_fails_the_runs_in_flight_or_resumes_them_from_their_last_
         await first_scalars(daemon.ws_url, waiting)
         assert (await http.get(f"/api/runs/{waiting}")).json()["state"] == "running"
         for run_id in (resumable, waiting):
-            assert (await http.post(f"/api/train/{run_id}/cancel")).status_code == 202
+            assert await cancel(http, run_id) == "cancelled"

@@ -14,7 +14,7 @@ import yaml
 from tests.daemon import RunningDaemon
 from tests.training.helpers import MLP, hyperparams, sse
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
 
 
 async def test_session_lifecycle_from_config_file(daemon: RunningDaemon, http: httpx.AsyncClient) -> None:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from shared.models.training import Architecture, ArchitectureError, Hyperparams, check_architecture
-from tests.training.helpers import CNN, MLP, hyperparams
+from tests.training.helpers import CNN, MLP, cancel, hyperparams
 
 # One daemon for the module: these requests are refused and store nothing (the 409 test keeps its own).
 pytestmark = pytest.mark.shared_daemon
@@ -160,7 +160,7 @@ async def test_model_train_conflicting_hyperparams_is_409(http: httpx.AsyncClien
     # Seed 001's rule: the only slot is busy, so an inline train is refused too.
     busy = await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams()})
     assert busy.status_code == 409 and "already active" in busy.json()["error"]
-    assert (await http.post(f"/api/train/{first.json()['run_id']}/cancel")).status_code == 202
+    assert await cancel(http, first.json()["run_id"]) == "cancelled"
 
 
 async def test_unknown_ids_are_404(http: httpx.AsyncClient) -> None:
