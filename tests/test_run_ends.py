@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from pivotd.store.run_ends import FinishRun, MarkLost
 from shared.client import AsyncPivotClient, PivotAPIError, PivotClient
 from shared.models.runs import RunState
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.training.helpers import MLP, hyperparams
 
 FAST = {"alert_check_interval_s": 0.05, "run_lost_after_s": 1}
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.shared_daemon
 @asynccontextmanager
 async def watched(daemon: RunningDaemon) -> AsyncIterator[tuple[httpx.AsyncClient, ClientConnection]]:
     """An HTTP client and a /ws client subscribed to runs, alerts and notifications."""
-    async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as http, connect(daemon.ws_url) as ws:
+    async with daemon_client(daemon.url, timeout=10) as http, connect(daemon.ws_url) as ws:
         await ws.send(json.dumps({"action": "subscribe", "topics": ["runs", "alerts", "notifications"]}))
         await next_message(ws, "subscribed")
         yield http, ws
@@ -207,7 +207,7 @@ async def test_a_restart_marks_a_run_left_silent_once(tmp_path: Path) -> None:
     """The state is stored: a run that went silent before a restart is marked by the next daemon, once, after that
     daemon has itself seen the silence (scripts retry while it is down)."""
     data_dir = tmp_path / "state"
-    async with running_daemon(data_dir, run_lost_after_s=3600) as first, httpx.AsyncClient(base_url=first.url) as http:
+    async with running_daemon(data_dir, run_lost_after_s=3600) as first, daemon_client(first.url) as http:
         await scalars(http, "left", 0)
     async with running_daemon(data_dir, **FAST) as second, watched(second) as (http, ws):
         run = (await http.get("/api/v1/runs")).json()["left"]
@@ -216,7 +216,7 @@ async def test_a_restart_marks_a_run_left_silent_once(tmp_path: Path) -> None:
         [notified] = await training_notifications(http, "left")
         lost_at = datetime.fromisoformat(notified["created_at"]).timestamp()
         assert lost_at - second.services.started_at >= 0.9  # not before this daemon was up for the silence
-    async with running_daemon(data_dir, **FAST) as third, httpx.AsyncClient(base_url=third.url) as http:
+    async with running_daemon(data_dir, **FAST) as third, daemon_client(third.url) as http:
         assert await third.services.store.writer.submit(MarkLost(time.time(), "no data")) == []
         assert (await http.get("/api/v1/runs")).json()["left"]["status"] == "lost"
         assert len(await training_notifications(http, "left")) == 1
@@ -225,7 +225,7 @@ async def test_a_restart_marks_a_run_left_silent_once(tmp_path: Path) -> None:
 async def test_an_experiments_final_status_comes_after_every_runs_end(daemon: RunningDaemon) -> None:
     """Two runs that end together both commit before either end's listener reads the experiment's status: the
     status must still follow both runs' `experiment_run_completed`, or a client that stops at it misses one."""
-    async with httpx.AsyncClient(base_url=daemon.url, timeout=10) as http, connect(daemon.ws_url) as ws:
+    async with daemon_client(daemon.url, timeout=10) as http, connect(daemon.ws_url) as ws:
         experiment = (await http.post("/api/v1/experiments", json={"experiment": {"name": "together"}})).json()["data"]
         topic = f"experiment:{experiment['id']}"
         for run_id in ("together_a", "together_b"):

@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import shared.sdk as sdk
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.training.helpers import MLP, hyperparams
 
 # Its tests that take the `daemon` fixture read and write only their own run ids: they share the module's one.
@@ -96,7 +96,7 @@ async def test_a_script_killed_with_sigkill_is_lost(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", alert_check_interval_s=0.05, run_lost_after_s=1) as daemon,
         connect(daemon.ws_url) as ws,
-        httpx.AsyncClient(base_url=daemon.url) as http,
+        daemon_client(daemon.url) as http,
     ):
         await ws.send(json.dumps({"action": "subscribe", "topics": ["runs", "run:killed"]}))
         proc = await asyncio.create_subprocess_exec(

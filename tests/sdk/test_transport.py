@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from shared.sdk import DROPPED_SCALAR, Monitor, Run
 from shared.sdk.transport import Item, Transport
-from tests.daemon import RunningDaemon, running_daemon
+from tests.daemon import RunningDaemon, daemon_client, running_daemon
 from tests.payloads import contract_payload
 from tests.sdk.models import MLP, batch
 
@@ -56,7 +56,7 @@ async def test_daemon_down_then_up_delivers_the_newest_steps(tmp_path: Path, fre
     assert not await asyncio.to_thread(mon.flush, 0.2)  # nothing can be delivered yet
 
     # In this process: the monitor's sender is a thread of its own, so it reaches the daemon as from a script.
-    async with running_daemon(tmp_path / "daemon", port=free_port), httpx.AsyncClient(base_url=url) as http:
+    async with running_daemon(tmp_path / "daemon", port=free_port), daemon_client(url) as http:
         assert await asyncio.to_thread(mon.flush, 20)
         stats = mon.stats
         # 12 steps x (layer-wise step + loss point) = 24 entries; the queue kept the newest 6.

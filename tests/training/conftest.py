@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon import RunningDaemon
+from tests.daemon import RunningDaemon, daemon_client
 from tests.training.helpers import DAEMON_SETTINGS
 
 
@@ -18,5 +18,5 @@ def daemon_settings() -> dict[str, Any]:
 
 @pytest.fixture
 async def http(daemon: RunningDaemon) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:
+    async with daemon_client(daemon.url, timeout=30) as client:
         yield client

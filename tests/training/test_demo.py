@@ -7,11 +7,10 @@ import json
 import signal
 from pathlib import Path
 
-import httpx
 import pytest
 import websockets
 
-from tests.daemon import start_daemon_process
+from tests.daemon import daemon_client, start_daemon_process
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +20,7 @@ async def test_demo_starts_a_real_training_run(tmp_path: Path) -> None:
     try:
         async with (
             websockets.connect(daemon.url.replace("http", "ws") + "/ws") as socket,
-            httpx.AsyncClient(base_url=daemon.url) as http,
+            daemon_client(daemon.url) as http,
         ):
             await socket.send(json.dumps({"action": "subscribe", "topics": ["runs"]}))
             async for raw in socket:

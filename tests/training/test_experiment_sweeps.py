@@ -19,7 +19,7 @@ from scipy import stats
 from websockets.asyncio.client import ClientConnection, connect
 
 from shared.models.checkpoints import RunCheckpoints
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.training.helpers import DAEMON_SETTINGS, MLP, cancel, hyperparams
 
 pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
@@ -82,7 +82,7 @@ def conflict(response: httpx.Response, phrase: str) -> None:
 async def test_a_sweep_of_two_configs_by_three_seeds_runs_to_completion(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", **DAEMON_SETTINGS, training_slots=2) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         exp_id = await create(http, "lr sweep", sweep())
         topic = f"experiment:{exp_id}"
@@ -190,7 +190,7 @@ async def test_pause_holds_across_a_restart_without_blocking_the_queue_then_resu
     settings = {**DAEMON_SETTINGS, "training_slots": 1}
     async with (
         running_daemon(tmp_path / "state", **settings) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         # The only slot is busy (a few seconds of training), so the sweep's runs wait in the queue.
         longer = hyperparams(epochs=3, max_samples=1000, layerwise_every=0)
@@ -223,7 +223,7 @@ async def test_pause_holds_across_a_restart_without_blocking_the_queue_then_resu
 
     async with (
         running_daemon(tmp_path / "state", **settings) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         await daemon.services.supervisor.dispatch()
         assert await _status(http, exp_id) == "paused" and await _states(http, exp_id) == ["pending"] * 3
@@ -259,7 +259,7 @@ async def test_a_phoenix_client_follows_a_sweep_on_its_experiment_channel(tmp_pa
     """End to end through the real producer: the lifecycle publishes, /socket/websocket pushes seed 004's events."""
     async with (
         running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
+        daemon_client(daemon.url, timeout=10) as http,
     ):
         exp_id = await create(http, "phoenix", {**sweep(seed=[7]), "hyperparams": {**SWEEP_HP, "epochs": 3}})
         topic = f"experiment:{exp_id}"
@@ -300,7 +300,7 @@ async def test_a_run_waiting_in_the_queue_of_a_cancelled_experiment_is_cancelled
     """Attached after the cancel, or left by a daemon that died mid-cancel: either way it must not wait forever."""
     async with (
         running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=10) as http,
+        daemon_client(daemon.url, timeout=10) as http,
     ):
         exp_id = await create(http, "cancelled", sweep(seed=[1]))
         assert (await http.post(f"/api/v1/experiments/{exp_id}/start")).status_code == 200

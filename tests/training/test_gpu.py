@@ -11,7 +11,6 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 from torch.nn import functional as F
@@ -21,7 +20,7 @@ from pivotd.training.model import Net
 from pivotd.training.trainer import _resume
 from shared.models.training import Architecture
 from shared.sdk import Monitor
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.sdk.capture import capture_layerwise_bodies
 from tests.training.helpers import CNN, final_state, hyperparams
 
@@ -35,7 +34,7 @@ pytestmark = [
 async def test_train_and_infer_on_cuda(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", inference_device="cuda") as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=60) as http,
+        daemon_client(daemon.url, timeout=60) as http,
     ):
         body = {"architecture": CNN, "hyperparams": hyperparams(device="cuda", max_samples=2000)}
         run_id = (await http.post("/api/train", json=body)).json()["run_id"]
@@ -121,7 +120,7 @@ async def test_inference_on_cuda_matches_cpu(tmp_path: Path) -> None:
     for device in ("cpu", "cuda"):
         async with (
             running_daemon(tmp_path / "state", inference_device=device) as daemon,
-            httpx.AsyncClient(base_url=daemon.url, timeout=60) as http,
+            daemon_client(daemon.url, timeout=60) as http,
         ):
             if run_id is None:
                 body = {"architecture": CNN, "hyperparams": hyperparams(epochs=1, max_samples=400)}

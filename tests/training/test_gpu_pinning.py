@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pivotd.jobs.gpus import GpuAllocator
 from pivotd.monitor.nvml import Nvml
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.test_monitor import fake_pynvml
 from tests.training.helpers import DAEMON_SETTINGS, MLP, final_state, hyperparams
 
@@ -46,7 +45,7 @@ async def test_a_run_pinned_to_a_gpu_fails_when_cuda_is_unusable(tmp_path: Path)
     """The supervisor believes in a GPU; torch here cannot use it, so the run fails and says why."""
     async with (
         running_daemon(tmp_path / "state", Nvml(fake_pynvml(devices=2, pids=())), **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=60) as http,
+        daemon_client(daemon.url, timeout=60) as http,
     ):
         assert daemon.services.supervisor.slots == 2  # one per GPU
         run_id = (
@@ -72,7 +71,7 @@ async def test_a_run_pinned_to_a_gpu_fails_when_cuda_is_unusable(tmp_path: Path)
 async def test_requests_for_a_gpu_that_is_absent_or_taken_are_refused(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", Nvml(fake_pynvml(devices=2, pids=(4242,))), **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=60) as http,
+        daemon_client(daemon.url, timeout=60) as http,
     ):
         absent = await http.post("/api/train", json={"architecture": MLP, "hyperparams": hyperparams(device="cuda:5")})
         assert absent.status_code == 422

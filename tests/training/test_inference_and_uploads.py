@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from shared.models.checkpoints import CheckpointList, CheckpointUploaded
-from tests.daemon import RunningDaemon
+from tests.daemon import RunningDaemon, daemon_client
 from tests.training.helpers import MLP, cancel, final_state, hyperparams
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
@@ -111,7 +111,7 @@ async def test_checkpoint_uploads(daemon: RunningDaemon, http: httpx.AsyncClient
     assert not marker.exists(), "the upload's code was executed"
 
     garbage = await upload(http, session_id, b"this is not a checkpoint")
-    assert garbage.status_code == 422
+    assert garbage.status_code == 422 and "neither a zip archive nor a pickle" in garbage.json()["error"]["message"]
     no_tensors = io.BytesIO()
     torch.save({"epoch": 1}, no_tensors)
     assert (await upload(http, session_id, no_tensors.getvalue())).status_code == 422
@@ -144,7 +144,7 @@ async def test_checkpoint_size_cap(tmp_path: Path) -> None:
 
     async with (
         running_daemon(tmp_path / "state", max_checkpoint_bytes=4096) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         config = {"architecture": MLP, "hyperparams": hyperparams()}
         session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]

@@ -5,10 +5,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.training.helpers import DAEMON_SETTINGS, MLP, final_state, hyperparams
 
 pytestmark = pytest.mark.usefixtures("fork_server")  # runs forked from a ready server (tests/conftest.py)
@@ -22,7 +21,7 @@ async def test_a_moved_data_directory_reads_its_artifacts_where_they_now_are(tmp
     hp = hyperparams(epochs=1, max_samples=200, checkpoint_every=1)
     async with (
         running_daemon(old, **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         model_id = (await http.post("/api/models", json={"architecture": MLP, "hyperparams": hp})).json()["model_id"]
         run_id = (await http.post(f"/api/models/{model_id}/train", json={})).json()["run_id"]
@@ -47,7 +46,7 @@ async def test_a_moved_data_directory_reads_its_artifacts_where_they_now_are(tmp
 
     async with (
         running_daemon(new, resume_interrupted=True, **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         # The worker loads the moved checkpoint (the old one is gone: reading it would fail the run) and rewrites
         # the same weights: nothing changes under the reads below.
@@ -80,7 +79,7 @@ async def test_a_moved_data_directory_reads_its_artifacts_where_they_now_are(tmp
 
 async def test_a_saved_model_path_given_inside_the_data_directory_moves_with_it(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
-    async with running_daemon(old) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(old) as daemon, daemon_client(daemon.url) as http:
         (old / "exported.pt").write_bytes(b"weights")
         inside = await http.post("/api/models", json={"saved_model_path": str(old / "exported.pt")})
         outside = await http.post("/api/models", json={"saved_model_path": "/opt/models/m.pt"})
@@ -89,7 +88,7 @@ async def test_a_saved_model_path_given_inside_the_data_directory_moves_with_it(
         empty = await http.post("/api/models", json={"saved_model_path": ""})
         assert empty.json() == {"error": "saved_model_path must be a non-empty string or null"}
     old.rename(new)
-    async with running_daemon(new) as daemon, httpx.AsyncClient(base_url=daemon.url) as http:
+    async with running_daemon(new) as daemon, daemon_client(daemon.url) as http:
         model = (await http.get(f"/api/models/{inside.json()['model_id']}")).json()
         assert model["saved_model_path"] == f"{new}/exported.pt" and model["saved_model_exists"]
         model = (await http.get(f"/api/models/{outside.json()['model_id']}")).json()

@@ -17,7 +17,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from tests.daemon import RunningDaemon, running_daemon, start_daemon_process
+from tests.daemon import RunningDaemon, daemon_client, running_daemon, start_daemon_process
 from tests.training.helpers import DAEMON_SETTINGS, MLP, cancel, final_state, hyperparams
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fork_server")]  # runs forked from a ready server
@@ -65,7 +65,7 @@ async def test_worker_over_its_memory_limit(tmp_path: Path) -> None:
                                           {"type": "linear", "in": 200_000, "out": 10}]}  # fmt: skip
     async with (
         running_daemon(tmp_path / "state", worker_memory_limit_mb=1200, **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         run_id = (await http.post("/api/train", json={"architecture": huge, "hyperparams": hyperparams()})).json()
         state, _ = await final_state(http, run_id["run_id"])
@@ -78,7 +78,7 @@ async def test_worker_over_its_memory_limit(tmp_path: Path) -> None:
 async def test_hung_worker_is_killed_when_its_heartbeat_stops(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", heartbeat_timeout_s=2, **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": LONG})).json()["run_id"]
         await first_scalars(daemon.ws_url, run_id)
@@ -92,7 +92,7 @@ async def test_hung_worker_is_killed_when_its_heartbeat_stops(tmp_path: Path) ->
 async def test_two_slots_train_two_runs_at_once(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", training_slots=2, **DAEMON_SETTINGS) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         model_id = (await http.post("/api/models", json={"architecture": MLP})).json()["model_id"]
         runs = [
@@ -157,7 +157,7 @@ async def test_restart_fails_the_runs_in_flight_or_resumes_them_from_their_last_
     checkpointed = hyperparams(epochs=1000, max_samples=200, batch_size=8, checkpoint_every=1)
     daemon = start_daemon_process(tmp_path / "state", env=env)
     try:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as http:
+        async with daemon_client(daemon.url, timeout=30) as http:
             ws_url = daemon.url.replace("http", "ws") + "/ws"
             body = {"architecture": MLP, "hyperparams": {**LONG, "checkpoint_every": 0}}
             fresh = (await http.post("/api/train", json=body)).json()["run_id"]
@@ -179,7 +179,7 @@ async def test_restart_fails_the_runs_in_flight_or_resumes_them_from_their_last_
 
     async with (
         running_daemon(tmp_path / "state", resume_interrupted=True, **settings) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
         await follow(daemon.ws_url, resumable) as socket,  # before the resumed worker can finish an epoch
     ):
         run = (await http.get(f"/api/runs/{fresh}")).json()

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.daemon import running_daemon
+from tests.daemon import daemon_client, running_daemon
 from tests.training.helpers import MLP, hyperparams, sse
 
 
 async def test_sse_headers_keepalive_and_end(tmp_path: Path) -> None:
     async with (
         running_daemon(tmp_path / "state", sse_keepalive_s=0.05) as daemon,
-        httpx.AsyncClient(base_url=daemon.url, timeout=30) as http,
+        daemon_client(daemon.url, timeout=30) as http,
     ):
         config = {"architecture": MLP, "hyperparams": hyperparams()}
         session_id = (await http.post("/api/v1/training/sessions", json={"config": config})).json()["session_id"]
