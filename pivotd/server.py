@@ -3,8 +3,9 @@
 Start-up order: the data directory is claimed (one daemon per directory), the port is bound, and only then
 does the lifespan open the store and recover what a previous daemon left: a daemon that cannot have the
 directory or the port touches nothing. READY=1 is sent once the socket accepts. On SIGTERM or SIGINT the
-daemon stops accepting, closes WebSockets with 1001, lets open requests finish (their writes commit),
-flushes the writer and exits 0 within `shutdown_timeout_s`.
+daemon stops its workers while it still listens (their last reports arrive), then stops accepting, closes
+WebSockets with 1001, lets open requests finish (their writes commit), flushes the writer and exits 0 within
+`shutdown_timeout_s`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ class PivotServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         notify("STOPPING=1")
+        # Runs end first, while the port is open: a worker sends its last measures and its end as it stops.
+        await self.services.supervisor.stop()
         for server in self.servers:  # stop accepting before saying goodbye to WebSocket clients
             server.close()
         self._background.cancel()

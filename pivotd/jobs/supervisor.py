@@ -184,13 +184,17 @@ class Supervisor:
             self._hub.publish_run_state(run_id, RunState.QUEUED, None)
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        """Stop every worker (SIGTERM, grace, SIGKILL); their runs fail as interrupted."""
+    async def stop(self) -> None:
+        """Stop every worker (SIGTERM, grace, SIGKILL) and wait for them; their runs fail as interrupted. The server
+        calls it while it still listens, so that a stopping worker's last reports reach the daemon."""
         self._closing = True
         for worker in list(self._workers.values()):
             worker.fatal = "interrupted (pivotd stopped)"
             self._terminate(worker)
         await self._tasks.wait()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     def attach(self, url: str) -> None:
         """The daemon listens at `url` (known only once bound): workers report there; start queued runs."""

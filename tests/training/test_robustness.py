@@ -195,3 +195,23 @@ async def test_restart_fails_the_runs_in_flight_or_resumes_them_from_their_last_
         assert (await http.get(f"/api/runs/{waiting}")).json()["state"] == "running"
         for run_id in (resumable, waiting):
             assert await cancel(http, run_id) == "cancelled"
+
+
+async def test_a_stopping_daemon_hears_its_workers_out(tmp_path: Path) -> None:
+    """A daemon told to stop ends its runs while it still listens: a worker's last measures and its end reach it,
+    where a closed port made each worker retry for the SDK's close timeout and lose them (the SDK then says so in
+    the run's log)."""
+    async with (
+        running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
+        daemon_client(daemon.url, timeout=30) as http,
+    ):
+        run_id = (await http.post("/api/train", json={"architecture": MLP, "hyperparams": LONG})).json()["run_id"]
+        await first_scalars(daemon.ws_url, run_id)
+    async with (
+        running_daemon(tmp_path / "state", **DAEMON_SETTINGS) as daemon,
+        daemon_client(daemon.url, timeout=30) as http,
+    ):
+        run = (await http.get(f"/api/runs/{run_id}")).json()
+        assert run["state"] == "failed" and "pivotd stopped" in run["error"], run
+        logs = (await http.get(f"/api/v1/runs/{run_id}/logs")).json()["data"]
+        assert logs and not [line["message"] for line in logs if "pivot sdk" in line["message"]]
