@@ -7,9 +7,10 @@ model, a session, an experiment, a webhook, an alert, ...), and their ids are of
 body fields half the time, so operations on existing objects get past their 404. Any 5xx, a request that takes
 longer than `REQUEST_TIMEOUT_S` (a hang), or a traceback in the daemon's log fails the test.
 
-The default run is bounded and seeded (CI finds the same cases every time) and split into `PARTS` tests, each on
-a copy of the seeded data directory, so that pytest-xdist's workers share it; the `fuzz_long` run generates many
-more with a fresh seed, in one test, and is deselected unless `--fuzz-long` is given (docs/testing.md).
+The default run is bounded and seeded (CI finds the same cases every time) and split into a test per part
+(`PARTS`), each on a copy of the seeded data directory, so that pytest-xdist's workers share it; the `fuzz_long` run
+generates many more with a fresh seed, in one test, and is deselected unless `--fuzz-long` is given
+(docs/testing.md).
 """
 
 from __future__ import annotations
@@ -128,8 +129,8 @@ PARTS: tuple[frozenset[str], ...] = (frozenset({"models and training", "checkpoi
 """The default run's unit parts by OpenAPI tag, and one more for every other tag: each part's operations go through
 the examples, coverage and fuzzing phases (which take one operation at a time) in a test of its own, so that
 xdist's workers share them. A tag's operations stay together: ids one of them answers feed the others' requests.
-Each part costs a daemon of its own (its start and OpenAPI document are about 2 s of CPU), so there are as few as
-balance the workers (docs/performance.md)."""
+Each part costs a daemon of its own (its start and OpenAPI document, and the schema's load: about 1.5 s of CPU), so
+there are as few as balance the workers (docs/performance.md)."""
 UNIT_PHASES = ("examples", "coverage", "fuzzing")
 ALL_PHASES = (*UNIT_PHASES, "stateful")
 STATEFUL_PART = 0
