@@ -7,15 +7,15 @@ model, a session, an experiment, a webhook, an alert, ...), and their ids are of
 body fields half the time, so operations on existing objects get past their 404. Any 5xx, a request that takes
 longer than `REQUEST_TIMEOUT_S` (a hang), or a traceback in the daemon's log fails the test.
 
-The default run is bounded and seeded (CI finds the same cases every time) and split into `PARTS` tests, each on
-a copy of the seeded data directory, so that pytest-xdist's workers share it; the `fuzz_long` run generates many
-more with a fresh seed, in one test, and is deselected unless `--fuzz-long` is given (docs/testing.md).
+The default run is bounded and seeded (CI finds the same cases every time) and split into a test per part
+(`PARTS`), each on a copy of the seeded data directory, so that pytest-xdist's workers share it; the `fuzz_long` run
+generates many more with a fresh seed, in one test, and is deselected unless `--fuzz-long` is given
+(docs/testing.md).
 """
 
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 import random
@@ -125,18 +125,27 @@ DEFAULT_SEED = 20260212
 """The default run's seed: CI fuzzes the same cases every time. The long run takes a fresh one."""
 
 
-PARTS: tuple[frozenset[str], ...] = (
-    frozenset({"models and training", "checkpoints"}),
-    frozenset({"training sessions", "layer-wise metrics", "scalars", "runs"}),
-)
+PARTS: tuple[frozenset[str], ...] = (frozenset({"models and training", "checkpoints", "layer-wise metrics"}),)
 """The default run's unit parts by OpenAPI tag, and one more for every other tag: each part's operations go through
 the examples, coverage and fuzzing phases (which take one operation at a time) in a test of its own, so that
 xdist's workers share them. A tag's operations stay together: ids one of them answers feed the others' requests.
-The parts are balanced by their measured time (docs/performance.md)."""
+Each part costs a daemon of its own (its start and OpenAPI document, and the schema's load: about 1.5 s of CPU), so
+there are as few as balance the workers (docs/performance.md)."""
 UNIT_PHASES = ("examples", "coverage", "fuzzing")
 ALL_PHASES = (*UNIT_PHASES, "stateful")
-STATEFUL = "stateful"
-"""The stateful phase's part: its sequences follow links from any operation to any other, so it takes them all."""
+STATEFUL_PART = 0
+"""The part whose daemon also runs the stateful phase, after the part's own: its sequences follow links from any
+operation to any other, so it takes them all. Part 0 holds the training operations, and a daemon that trains
+starts a fork server importing torch (about 4 s of CPU): the stateful phase's runs are forked from the same one."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One run of schemathesis's engine on the daemon: these phases, over the operations whose tags `select` picks
+    (all of them without it)."""
+
+    phases: tuple[str, ...]
+    select: Callable[[list[str]], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -165,18 +174,17 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Seeded:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("part", [*range(len(PARTS) + 1), STATEFUL])
-def test_fuzz_every_operation(seeded: Seeded, part: int | str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("part", range(len(PARTS) + 1))
+def test_fuzz_every_operation(seeded: Seeded, part: int, tmp_path: Path) -> None:
     data_dir = tmp_path / "state"
     shutil.copytree(seeded.data_dir, data_dir)
-    if part == STATEFUL:
-        fuzzed = run_fuzz(data_dir, seeded.known, DEFAULT, DEFAULT_SEED, phases=("stateful",))
+    passes = [Pass(UNIT_PHASES, lambda tags: part_of(tags) == part)]
+    if part == STATEFUL_PART:
+        passes.append(Pass(("stateful",)))
+    unit, *stateful = run_fuzz(data_dir, seeded.known, DEFAULT, DEFAULT_SEED, passes)
+    assert unit.cases >= DEFAULT.min_cases_per_operation * unit.operations, unit
+    for fuzzed in stateful:
         assert fuzzed.cases >= DEFAULT.min_stateful_cases, fuzzed
-    else:
-        fuzzed = run_fuzz(
-            data_dir, seeded.known, DEFAULT, DEFAULT_SEED, phases=UNIT_PHASES, select=lambda tags: part_of(tags) == part
-        )
-        assert fuzzed.cases >= DEFAULT.min_cases_per_operation * fuzzed.operations, fuzzed
 
 
 @pytest.mark.fuzz_long
@@ -185,7 +193,8 @@ def test_fuzz_every_operation_long(tmp_path: Path) -> None:
     seed, examples = os.environ.get("PIVOT_FUZZ_SEED"), os.environ.get("PIVOT_FUZZ_EXAMPLES")
     budget = replace(LONG, max_examples=int(examples), stateful_scenarios=int(examples)) if examples else LONG
     data_dir = tmp_path / "state"
-    fuzzed = run_fuzz(data_dir, seed_data_dir(data_dir), budget, int(seed) if seed else random.getrandbits(64))
+    known = seed_data_dir(data_dir)
+    (fuzzed,) = run_fuzz(data_dir, known, budget, int(seed) if seed else random.getrandbits(64), [Pass(ALL_PHASES)])
     assert fuzzed.cases >= budget.min_cases_per_operation * fuzzed.operations + budget.min_stateful_cases, fuzzed
 
 
@@ -200,7 +209,7 @@ def seed_data_dir(data_dir: Path) -> dict[str, list[str]]:
     try:
         with httpx.Client(base_url=seeder.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60) as http:
             assert http.get("/api/v1/runs", headers={"Authorization": ""}).status_code == 401  # a token is needed
-            known = seed_objects(http)
+            known = seed_objects(http, data_dir)
         seeder.signal(signal.SIGTERM)
         assert seeder.wait(60) == 0 and "Traceback" not in "".join(seeder.lines), "".join(seeder.lines)[-3000:]
     finally:
@@ -209,32 +218,14 @@ def seed_data_dir(data_dir: Path) -> dict[str, list[str]]:
 
 
 def run_fuzz(
-    data_dir: Path,
-    known: dict[str, list[str]],
-    budget: Budget,
-    seed: int,
-    phases: tuple[str, ...] = ALL_PHASES,
-    select: Callable[[list[str]], bool] | None = None,
-) -> Fuzzed:
-    """Fuzz the operations whose tags `select` picks (all of them without it) through `phases`, on a daemon
-    started on `data_dir`; fails on any problem the fuzz found."""
+    data_dir: Path, known: dict[str, list[str]], budget: Budget, seed: int, passes: list[Pass]
+) -> list[Fuzzed]:
+    """Fuzz through each of `passes` in turn, on one daemon started on `data_dir`; fails on any problem the fuzz
+    found (in any pass, the daemon's log and its exit included)."""
     daemon = start_daemon_process(data_dir, env=FUZZED_ENV)
+    result = FuzzResult()
     try:
-        config = SchemathesisConfig.from_dict(fuzz_config(known, budget, seed, phases))
-        schema: BaseSchema = schemathesis.openapi.from_url(f"{daemon.url}/api/v1/openapi.json", config=config)
-        operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) >= 90  # every operation, not a part that happened to load
-        if select is not None:
-            chosen = [operation.label for operation in operations if select(operation.tags or [])]
-            assert chosen, "a part without operations"
-            # Excluded, not included: the per-operation settings above are include filters, which would add theirs.
-            schema = schema.exclude(name=[operation.label for operation in operations if operation.label not in chosen])
-            assert sorted(result.ok().label for result in schema.get_all_operations()) == sorted(chosen)
-        started = time.monotonic()
-        result = FuzzResult()
-        for event in schemathesis.engine.from_schema(schema).execute():
-            result.record(event)
-        print(f"fuzz: {result.cases} cases in {time.monotonic() - started:.0f} s, seed {seed}")
+        fuzzed = [fuzz_pass(daemon.url, known, budget, seed, each, result) for each in passes]
         daemon.signal(signal.SIGTERM)
         code = daemon.wait(60)
     finally:
@@ -246,8 +237,31 @@ def run_fuzz(
         first = log.index("Traceback")
         result.report("the daemon logged a traceback:\n" + log[max(0, first - 500) : first + 4000])
     assert not result.problems, f"seed {seed} (PIVOT_FUZZ_SEED replays it)\n\n" + "\n\n".join(result.problems)
-    assert result.stop_reason is StopReason.COMPLETED
-    return Fuzzed(result.cases, len(list(schema.get_all_operations())))
+    assert result.stop_reasons == [StopReason.COMPLETED] * len(passes)
+    return fuzzed
+
+
+def fuzz_pass(
+    url: str, known: dict[str, list[str]], budget: Budget, seed: int, each: Pass, result: FuzzResult
+) -> Fuzzed:
+    """Run schemathesis's engine once, as `each` says, recording into `result`; what it fuzzed."""
+    config = SchemathesisConfig.from_dict(fuzz_config(known, budget, seed, each.phases))
+    schema: BaseSchema = schemathesis.openapi.from_url(f"{url}/api/v1/openapi.json", config=config)
+    operations = [operation.ok() for operation in schema.get_all_operations()]
+    assert len(operations) >= 90  # every operation, not a part that happened to load
+    if each.select is not None:
+        chosen = [operation.label for operation in operations if each.select(operation.tags or [])]
+        assert chosen, "a part without operations"
+        # Excluded, not included: the per-operation settings above are include filters, which would add theirs.
+        schema = schema.exclude(name=[operation.label for operation in operations if operation.label not in chosen])
+        assert sorted(operation.ok().label for operation in schema.get_all_operations()) == sorted(chosen)
+    started = time.monotonic()
+    cases = result.cases
+    for event in schemathesis.engine.from_schema(schema).execute():
+        result.record(event)
+    phases = ", ".join(each.phases)
+    print(f"fuzz: {result.cases - cases} cases ({phases}) in {time.monotonic() - started:.0f} s, seed {seed}")
+    return Fuzzed(result.cases - cases, len(list(schema.get_all_operations())))
 
 
 @dataclass(frozen=True)
@@ -260,7 +274,8 @@ class Fuzzed:
 class FuzzResult:
     cases: int = 0
     problems: list[str] = field(default_factory=list)
-    stop_reason: StopReason | None = None
+    stop_reasons: list[StopReason] = field(default_factory=list)
+    """One per pass of the engine."""
 
     def record(self, event: events.EngineEvent) -> None:
         if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
@@ -276,7 +291,7 @@ class FuzzResult:
         elif isinstance(event, events.FatalError):
             raise event.exception
         elif isinstance(event, events.EngineFinished):
-            self.stop_reason = event.stop_reason
+            self.stop_reasons.append(event.stop_reason)
 
     def report(self, problem: str) -> None:
         """Kept for the assertion and shown at once under `-s`: a long run's first failure is seen before its end."""
@@ -314,9 +329,10 @@ def fuzz_config(known: dict[str, list[str]], budget: Budget, seed: int, phases: 
     }
 
 
-def seed_objects(http: httpx.Client) -> dict[str, list[str]]:
-    """Objects of every kind the path parameters name, created through the API as a client would; their ids by
-    path parameter name. Runs and sessions are over before the fuzz starts, so their SSE streams end."""
+def seed_objects(http: httpx.Client, data_dir: Path) -> dict[str, list[str]]:
+    """Objects of every kind the path parameters name, created through the API as a client would, by a daemon on
+    `data_dir`; their ids by path parameter name. Runs and sessions are over before the fuzz starts, so their SSE
+    streams end."""
 
     def created(response: httpx.Response) -> Any:
         assert response.status_code in (200, 201, 202), response.text
@@ -337,7 +353,9 @@ def seed_objects(http: httpx.Client) -> dict[str, list[str]]:
     config = {"architecture": MLP, "hyperparams": hyperparams()}
     session = created(http.post("/api/v1/training/sessions", json={"config": config}))
     session_id = session["session_id"]
-    upload = {"file": ("ckpt.pth", checkpoint_bytes(), "application/octet-stream")}
+    # The trained run's own checkpoint, plain tensors: this process need not import torch (~1.5 s of CPU) to write one.
+    checkpoint_file = data_dir / "runs" / run_id / "epoch_0001.pth"
+    upload = {"file": ("ckpt.pth", checkpoint_file.read_bytes(), "application/octet-stream")}
     checkpoint = created(http.post("/api/v1/checkpoints", files=upload, data={"session_id": session_id}))
     created(http.post(f"/api/v1/training/sessions/{session_id}/stop"))
     model_v1 = created(http.post("/api/v1/models", json={"model": {"name": "fuzz", "config": {"architecture": MLP}}}))
@@ -359,11 +377,3 @@ def seed_objects(http: httpx.Client) -> dict[str, list[str]]:
         "webhook_id": [hook["webhook_id"]],
         "key_id": [key["data"]["id"]],
     }
-
-
-def checkpoint_bytes() -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save({"model": {"w": torch.ones(3, 2)}, "epoch": 1}, buffer)
-    return buffer.getvalue()
