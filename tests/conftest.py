@@ -48,7 +48,8 @@ def no_local_daemon_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A module whose tests share one daemon runs on one xdist worker, which then boots that daemon once. The
     long fuzz takes minutes: `make test` and CI (plain `pytest`) leave it out; deselected, not skipped, so that it
-    is not reported as something missing."""
+    is not reported as something missing. Under xdist, `slow` tests go first: workers take tests in this order, and
+    a long one started last keeps the run waiting for it with the other cores idle."""
     if not config.getoption("--fuzz-long"):
         long = [item for item in items if item.get_closest_marker("fuzz_long")]
         if long:
@@ -57,6 +58,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("shared_daemon") is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    if getattr(config.option, "numprocesses", None):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: otherwise as collected
 
 
 @pytest.fixture
