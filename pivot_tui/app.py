@@ -31,7 +31,7 @@ from pivot_tui.screens import (
 )
 from pivot_tui.screens.help import HelpDialog
 from pivot_tui.screens.live import LiveScreen
-from pivot_tui.stylesheet import SharedStylesheet
+from pivot_tui.stylesheet import SharedStylesheet, fits_this_textual
 from shared.client import PivotAPIError
 from shared.hosts import Host
 from shared.models.alerts import AlertStatus
@@ -64,7 +64,8 @@ class PivotApp(App[None]):
 
     def __init__(self, settings: TuiSettings, client: DaemonClient | None = None) -> None:
         super().__init__()
-        self.stylesheet = SharedStylesheet(variables=self.get_css_variables())  # nothing is read into it yet
+        if fits_this_textual():
+            self.stylesheet = SharedStylesheet(variables=self.get_css_variables())  # nothing is read into it yet
         self.settings = settings
         hosts = settings.hosts or (Host(urlsplit(settings.url).netloc, url=settings.url, token=settings.token),)
         self.links = {host.name: HostLink(host, client=client if index == 0 else None) for index, host in

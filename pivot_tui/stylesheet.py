@@ -10,12 +10,23 @@ already shares them between the parses of one stylesheet.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 from textual.cache import LRUCache
 from textual.css.model import RuleSet
 from textual.css.stylesheet import Stylesheet
 from textual.css.types import CSSLocation
+
+_PARSE_PARAMETERS = ["self", "css", "read_from", "is_default_rules", "tie_breaker", "scope"]
+
+
+def fits_this_textual() -> bool:
+    """Whether the installed Textual's stylesheet has the private parts this class relies on, as in Textual 8.2 (the
+    TUI allows any 8.x): where not, the app keeps Textual's own stylesheet and parses as Textual does."""
+    return list(inspect.signature(Stylesheet._parse_rules).parameters) == _PARSE_PARAMETERS and all(
+        hasattr(Stylesheet(), name) for name in ("_variables", "_invalid_css", "_rules_map", "_require_parse", "source")
+    )
 
 
 class SharedStylesheet(Stylesheet):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pivot_tui.app import PivotApp, make_app
 from pivot_tui.config import TuiSettings
-from pivot_tui.stylesheet import SharedStylesheet
+from pivot_tui.stylesheet import SharedStylesheet, fits_this_textual
 from tests.tui.fake import FakeDaemonClient
 from tests.tui.helpers import rows, until
 
@@ -30,3 +30,9 @@ async def dark_theme_rules() -> set[int]:
 
 async def test_a_second_app_reuses_the_first_ones_parsed_css_and_each_theme_has_its_own() -> None:
     assert await dark_theme_rules() == await dark_theme_rules()
+
+
+def test_the_installed_textual_takes_the_shared_stylesheet() -> None:
+    """The TUI falls back to Textual's own stylesheet on a Textual whose private parts differ; the one the project
+    is tested with must not (the apps above check that they have the shared one)."""
+    assert fits_this_textual()
