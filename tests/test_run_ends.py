@@ -247,3 +247,71 @@ async def test_an_experiments_final_status_comes_after_every_runs_end(daemon: Ru
                     ended.append(message["run_id"])
         assert message["status"] == "completed"
         assert sorted(ended) == ["together_a", "together_b"]
+
+
+class _WatchedLock(asyncio.Lock):
+    """An asyncio lock that says when someone waits for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contended = asyncio.Event()
+
+    async def acquire(self) -> bool:
+        if self.locked():
+            self.contended.set()
+        return await super().acquire()
+
+
+async def test_a_runs_end_that_the_final_status_reported_is_not_reported_again(
+    daemon: RunningDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """b's end listener is under way (reading b's metrics) when a's end makes the experiment final: b's
+    `experiment_run_completed` goes out once, before the status, whichever of the two listeners reports it."""
+    events = daemon.services.experiments._events
+    published: list[tuple[str, str | None]] = []
+    final = asyncio.Event()
+    publish = events._publish
+
+    def spy(experiment_id: str, kind: str, body: dict[str, Any]) -> None:
+        published.append((kind, body.get("run_id") or body.get("status")))
+        if kind == "experiment_status" and body["status"] == "completed":
+            final.set()
+        publish(experiment_id, kind, body)
+
+    monkeypatch.setattr(events, "_publish", spy)
+    monkeypatch.setattr(events, "_lock", lock := _WatchedLock())
+    reader = daemon.services.store.experiments
+    read, reading, release = reader.runs_by_id, asyncio.Event(), asyncio.Event()
+
+    async def paused(run_ids: list[str]) -> Any:
+        if run_ids == ["again_b"]:
+            reading.set()
+            await release.wait()
+        return await read(run_ids)
+
+    monkeypatch.setattr(reader, "runs_by_id", paused)
+    async with daemon_client(daemon.url, timeout=10) as http:
+        experiment = (await http.post("/api/v1/experiments", json={"experiment": {"name": "again"}})).json()["data"]
+        for run_id in ("again_a", "again_b"):
+            body = {"points": [{"step": 0, "values": {"loss": 1.0}}], "experiment_id": experiment["id"]}
+            assert (await http.post(f"/api/v1/runs/{run_id}/scalars", json=body)).status_code == 202
+        assert await daemon.services.store.writer.submit(FinishRun("again_b", RunState.SUCCEEDED, None))
+        listener = asyncio.create_task(events.run_finished("again_b", "succeeded", None))
+        await reading.wait()
+        ended = asyncio.create_task(finish(http, "again_a", status="succeeded"))
+        # a's listener either waits for b's (the lock) or reports b's end with the final status: then b's goes on.
+        async with asyncio.timeout(10):
+            await asyncio.wait(
+                [asyncio.create_task(lock.contended.wait()), asyncio.create_task(final.wait())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        release.set()
+        async with asyncio.timeout(10):
+            assert (await ended).status_code == 200
+            await listener
+            await final.wait()
+    completed = [run_id for kind, run_id in published if kind == "experiment_run_completed"]
+    assert sorted(completed) == ["again_a", "again_b"], published
+    assert published.index(("experiment_status", "completed")) > max(
+        published.index(("experiment_run_completed", run_id)) for run_id in completed
+    )

@@ -282,12 +282,15 @@ class ExperimentEvents:
         if membership is None:
             return
         experiment_id, group = membership
-        if run_id in self._reported:  # the experiment's final status went out with this run's end already
-            self._reported.discard(run_id)
-            return
-        found = await self._reader.runs_by_id([run_id])
-        self._report(experiment_id, run_id, state, group, found[run_id].latest if run_id in found else {}, error)
-        self._ended.add(run_id)
+        # Under the lock that a final status's `_report_unreported` holds: between this check and `_ended.add`, a
+        # status reporting this run too would send its end twice.
+        async with self._lock:
+            if run_id in self._reported:  # the experiment's final status went out with this run's end already
+                self._reported.discard(run_id)
+                return
+            found = await self._reader.runs_by_id([run_id])
+            self._report(experiment_id, run_id, state, group, found[run_id].latest if run_id in found else {}, error)
+            self._ended.add(run_id)
         await self._publish_progress(experiment_id)
         await self.announce(experiment_id)
 
