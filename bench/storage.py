@@ -194,7 +194,8 @@ def main() -> None:
     for label, by in reads.items():
         base, new = (statistics.median(by[name]) * 1e3 for name in ("baseline", "this tree"))
         print(f"    {label:28} {base:8.1f} / {new:8.1f}   ratio {new / base:5.2f}")
-    ingest(args)
+    if args.ingest_rounds > 0:
+        ingest(args)
     print(f"load {os.getloadavg()[0]:.2f} at the end")
 
 
