@@ -1347,6 +1347,37 @@ export interface components {
             /** Run Id */
             run_id: string;
         };
+        /** Acknowledge */
+        Acknowledge: {
+            /**
+             * Acknowledged By
+             * @default null
+             */
+            acknowledged_by?: string | null;
+            /**
+             * Notes
+             * @default null
+             */
+            notes?: string | null;
+        };
+        /**
+         * AdhocInferRequest
+         * @description `POST /api/infer_adhoc`: a forward pass of `architecture` with `parameters` in `GET /api/params`'s layout.
+         */
+        AdhocInferRequest: {
+            architecture: components["schemas"]["Architecture"];
+            /**
+             * Parameters
+             * @description `{"layers": [{"type", "W", "b"}, ...]}`
+             */
+            parameters: {
+                [key: string]: unknown;
+            };
+            /** Inputs */
+            inputs: (number[] | number[][] | number[][][])[];
+            /** @default null */
+            return?: components["schemas"]["Wanted"] | null;
+        };
         /** AdhocInference */
         AdhocInference: {
             outputs: components["schemas"]["Outputs"];
@@ -1457,10 +1488,112 @@ export interface components {
             resolution?: string | null;
             action?: components["schemas"]["AlertActionTaken"] | null;
         };
+        /**
+         * RuleSpec
+         * @description An alert rule as clients send and receive it (the alert API's fields plus PIVOT's).
+         */
+        AlertRule: {
+            /** Name */
+            name: string;
+            /** Metric */
+            metric: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /**
+             * Threshold
+             * @default null
+             */
+            threshold?: number | null;
+            /**
+             * Range
+             * @default null
+             */
+            range?: [
+                number,
+                number
+            ] | null;
+            /** @default medium */
+            severity?: components["schemas"]["AlertSeverity"];
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+            /**
+             * For Seconds
+             * @default 0
+             */
+            for_seconds?: number;
+            scope?: components["schemas"]["AlertScope"];
+            /**
+             * Action
+             * @default null
+             */
+            action?: ("pause" | "cancel") | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+        };
         /** AlertRuleList */
         AlertRuleList: {
             /** Rules */
             rules: components["schemas"]["AlertRulePublic"][];
+        };
+        /**
+         * AlertRulePatch
+         * @description An alert rule as clients send and receive it (the alert API's fields plus PIVOT's).
+         */
+        AlertRulePatch: {
+            /** Name */
+            name?: string;
+            /** Metric */
+            metric?: string;
+            /**
+             * Condition
+             * @enum {string}
+             */
+            condition?: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
+            /**
+             * Threshold
+             * @default null
+             */
+            threshold?: number | null;
+            /**
+             * Range
+             * @default null
+             */
+            range?: [
+                number,
+                number
+            ] | null;
+            /** @default medium */
+            severity?: components["schemas"]["AlertSeverity"];
+            /**
+             * Enabled
+             * @default true
+             */
+            enabled?: boolean;
+            /**
+             * For Seconds
+             * @default 0
+             */
+            for_seconds?: number;
+            scope?: components["schemas"]["AlertScope"];
+            /**
+             * Action
+             * @default null
+             */
+            action?: ("pause" | "cancel") | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
         };
         /**
          * AlertRulePublic
@@ -1546,6 +1679,10 @@ export interface components {
             /** Total */
             total: number;
         };
+        /** ApiKeyCreate */
+        ApiKeyCreate: {
+            api_key: components["schemas"]["ApiKeyFields"];
+        };
         /** ApiKeyCreated */
         ApiKeyCreated: {
             /** Id */
@@ -1577,6 +1714,13 @@ export interface components {
              * @description The key: shown in this answer only; only its digest is stored
              */
             key: string;
+        };
+        /** ApiKeyFields */
+        ApiKeyFields: {
+            /** Name */
+            name: string;
+            /** Scopes */
+            scopes?: ("read" | "write" | "admin" | "jobs")[];
         };
         /** ApiKeyList */
         ApiKeyList: {
@@ -1616,6 +1760,44 @@ export interface components {
          * @enum {string}
          */
         ApiKeyStatus: "active" | "revoked";
+        /**
+         * Architecture
+         * @description An MLP (`input_size` + layers) or a CNN (input channels, height and width).
+         */
+        Architecture: {
+            /**
+             * Input Size
+             * @default null
+             */
+            input_size?: number | null;
+            /**
+             * Input Channels
+             * @default null
+             */
+            input_channels?: number | null;
+            /**
+             * Input Height
+             * @default null
+             */
+            input_height?: number | null;
+            /**
+             * Input Width
+             * @default null
+             */
+            input_width?: number | null;
+            /** Layers */
+            layers: (components["schemas"]["Linear"] | components["schemas"]["Conv2d"] | components["schemas"]["MaxPool2d"] | components["schemas"]["Dropout"] | components["schemas"]["Parameterless"])[];
+        };
+        /** AttachBody */
+        AttachRuns: {
+            /** Run Ids */
+            run_ids: string[];
+            /**
+             * Group
+             * @default null
+             */
+            group?: string | null;
+        };
         /** AttachedMeta */
         AttachedMeta: {
             /** Attached */
@@ -1769,6 +1951,28 @@ export interface components {
              */
             uploaded_at: string;
         };
+        /** ComparisonExport */
+        ComparisonExport: {
+            /** Experiment Ids */
+            experiment_ids: string[];
+            /**
+             * Format
+             * @default json
+             * @enum {string}
+             */
+            format?: "json" | "csv" | "latex";
+            /**
+             * Template
+             * @default publication
+             * @constant
+             */
+            template?: "publication";
+            /**
+             * Metric
+             * @default null
+             */
+            metric?: string | null;
+        };
         /**
          * ComparisonReport
          * @description `POST /api/v1/export/comparison` as JSON.
@@ -1805,6 +2009,30 @@ export interface components {
              * @enum {string}
              */
             gpu: "healthy" | "unavailable";
+        };
+        /** Conv2d */
+        Conv2d: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "conv2d";
+            /** In Channels */
+            in_channels: number;
+            /** Out Channels */
+            out_channels: number;
+            /** Kernel Size */
+            kernel_size: number;
+            /**
+             * Stride
+             * @default 1
+             */
+            stride?: number;
+            /**
+             * Padding
+             * @default 0
+             */
+            padding?: number | "same";
         };
         /** CpuUsage */
         CpuUsage: {
@@ -1943,6 +2171,19 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** Dropout */
+        Dropout: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "dropout";
+            /**
+             * P
+             * @default 0.5
+             */
+            p?: number;
+        };
         /**
          * EpochRecord
          * @description One finished epoch (a session's Metrics): `epoch`, `timestamp` and one field per metric
@@ -1964,6 +2205,34 @@ export interface components {
             message: string;
             /** Details */
             details?: unknown;
+        };
+        /** ExperimentChanges */
+        ExperimentChanges: {
+            /** Name */
+            name?: string;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            };
+            /** Tags */
+            tags?: string[];
+        };
+        /** CloneBody */
+        ExperimentClone: {
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+        };
+        /** ExperimentCreate */
+        ExperimentCreate: {
+            experiment: components["schemas"]["ExperimentFields"];
         };
         /**
          * ExperimentDetail
@@ -2063,6 +2332,17 @@ export interface components {
              */
             telemetry_truncated?: boolean | null;
         };
+        /** ExperimentExportBody */
+        ExperimentExportRequest: {
+            /**
+             * Format
+             * @default json
+             * @enum {string}
+             */
+            format?: "json" | "csv";
+            /** Include */
+            include?: ("config" | "results" | "runs" | "telemetry")[];
+        };
         /**
          * ExperimentFacts
          * @description An experiment without its config (as an export's `experiment` shows it).
@@ -2099,6 +2379,26 @@ export interface components {
              * @description ISO 8601, UTC, milliseconds: `2026-11-22T03:10:00.000+00:00`
              */
             updated_at: string;
+        };
+        /** ExperimentFields */
+        ExperimentFields: {
+            /** Name */
+            name: string;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            };
+            /** Tags */
+            tags?: string[];
+        };
+        /** ExperimentPatch */
+        ExperimentPatch: {
+            experiment: components["schemas"]["ExperimentChanges"];
         };
         /**
          * ExperimentPublic
@@ -2217,6 +2517,38 @@ export interface components {
          * @enum {string}
          */
         ExperimentStatus: "pending" | "running" | "paused" | "completed" | "failed" | "cancelled";
+        /** ExportFilters */
+        ExportFilters: {
+            /**
+             * Event Name
+             * @default null
+             */
+            event_name?: string | string[] | null;
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Model Id
+             * @default null
+             */
+            model_id?: string | null;
+            /**
+             * After
+             * @default null
+             */
+            after?: string | null;
+            /**
+             * Before
+             * @default null
+             */
+            before?: string | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: string | number | boolean | null;
+            };
+        };
         /** ExportResults */
         ExportResults: {
             results_summary: components["schemas"]["ResultsSummary"];
@@ -2422,6 +2754,95 @@ export interface components {
          */
         HealthStatus: "healthy" | "degraded" | "unhealthy";
         /**
+         * Hyperparams
+         * @description The registry's fields plus optimizer choice, schedule, dataset, device and reporting intervals.
+         */
+        Hyperparams: {
+            /**
+             * Epochs
+             * @default 5
+             */
+            epochs?: number;
+            /**
+             * Batch Size
+             * @default 64
+             */
+            batch_size?: number;
+            optimizer?: components["schemas"]["Optimizer"];
+            /**
+             * Loss
+             * @default cross_entropy
+             * @constant
+             */
+            loss?: "cross_entropy";
+            /**
+             * Seed
+             * @default 42
+             */
+            seed?: number | null;
+            /**
+             * Train Split
+             * @default 0.9
+             */
+            train_split?: number;
+            /**
+             * Shuffle
+             * @default true
+             */
+            shuffle?: boolean;
+            /**
+             * Max Samples
+             * @default null
+             */
+            max_samples?: number | null;
+            /**
+             * Dataset
+             * @default auto
+             * @enum {string}
+             */
+            dataset?: "auto" | "mnist" | "digits";
+            /**
+             * Device
+             * @default auto
+             */
+            device?: string;
+            lr_schedule?: components["schemas"]["LrSchedule"];
+            /**
+             * Checkpoint Every
+             * @default 1
+             */
+            checkpoint_every?: number;
+            /**
+             * Layerwise Every
+             * @default 10
+             */
+            layerwise_every?: number;
+            /**
+             * Layerwise Overhead
+             * @default 0.03
+             */
+            layerwise_overhead?: number | null;
+            /**
+             * Selection Metric
+             * @default val_loss
+             * @enum {string}
+             */
+            selection_metric?: "val_loss" | "val_accuracy";
+        };
+        InferBody: components["schemas"]["PixelInferRequest"] | components["schemas"]["InferRequest"];
+        /**
+         * InferRequest
+         * @description `POST /api/infer` with stored parameters: a batch of inputs.
+         */
+        InferRequest: {
+            /** Param Id */
+            param_id: string;
+            /** Inputs */
+            inputs: (number[] | number[][] | number[][][])[];
+            /** @default null */
+            return?: components["schemas"]["Wanted"] | null;
+        };
+        /**
          * Inference
          * @description The answer to `{param_id, inputs, return}`.
          */
@@ -2433,6 +2854,27 @@ export interface components {
             outputs: components["schemas"]["Outputs"];
             /** Latency Ms */
             latency_ms: number;
+        };
+        /**
+         * IngestEvent
+         * @description Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`).
+         */
+        IngestEvent: {
+            /** Event Name */
+            event_name: string[] | string;
+            /** Measurements */
+            measurements?: {
+                [key: string]: number;
+            };
+            /** Metadata */
+            metadata?: {
+                [key: string]: string | number | boolean | null;
+            };
+            /**
+             * Timestamp
+             * @default null
+             */
+            timestamp?: string | null;
         };
         /** IngestProblem */
         IngestProblem: {
@@ -2557,6 +2999,88 @@ export interface components {
             data: components["schemas"]["QueueEntry"][];
             meta: components["schemas"]["QueueCounts"];
         };
+        /**
+         * JobSpec
+         * @description What to run and what it needs.
+         */
+        JobSpec: {
+            /**
+             * Command
+             * @description An argv list, run without a shell (write `["bash", "-c", "..."]` for one)
+             */
+            command: string[];
+            /**
+             * Cwd
+             * @description Absolute path of an existing directory on the daemon's machine
+             */
+            cwd: string;
+            /**
+             * Env
+             * @description Added to the daemon's environment (PIVOT_* and CUDA_* are pivotd's)
+             */
+            env?: {
+                [key: string]: string;
+            };
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Gpus
+             * @description Whole GPUs, given through CUDA_VISIBLE_DEVICES; default one per process (`nproc_per_node`) where GPUs exist, as many as there are, else 0
+             * @default null
+             */
+            gpus?: number | null;
+            /**
+             * Nproc Per Node
+             * @description Processes per node; more than 1 runs the command under `torchrun --standalone`
+             * @default 1
+             */
+            nproc_per_node?: number;
+            /**
+             * @description One node of a multi-node job: runs the command under torchrun's c10d rendezvous
+             * @default null
+             */
+            rendezvous?: components["schemas"]["Rendezvous"] | null;
+            /** Tags */
+            tags?: string[];
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Group
+             * @default null
+             */
+            group?: string | null;
+            /**
+             * Priority
+             * @description Higher starts first; equal priorities start in submission order
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Max Runtime S
+             * @description Past this, the job is stopped as a cancel would and fails
+             * @default null
+             */
+            max_runtime_s?: number | null;
+            /**
+             * Retries
+             * @description Times a failed or interrupted job is queued again (never a cancelled one)
+             * @default 0
+             */
+            retries?: number;
+        };
+        /**
+         * JobSubmit
+         * @description The body of `POST /api/v1/jobs`.
+         */
+        JobSubmit: {
+            job: components["schemas"]["JobSpec"];
+        };
         /** LayerStatistic */
         LayerStatistic: {
             /** Layer Id */
@@ -2569,6 +3093,7 @@ export interface components {
             gradient_flow: components["schemas"]["GradientFlow"];
             parameter_statistics: components["schemas"]["ParameterStatistics"];
         };
+        LayerwiseBatch: components["schemas"]["LayerwisePayload"][];
         /** LayerwiseErrorDetail */
         LayerwiseErrorDetail: {
             /** Error */
@@ -2591,12 +3116,34 @@ export interface components {
             detail: components["schemas"]["LayerwiseErrorDetail"];
         };
         /**
+         * LayerwisePayload
+         * @description One monitored training step as a training script POSTs it.
+         */
+        LayerwisePayload: {
+            metadata: components["schemas"]["Metadata"];
+            /** Layer Statistics */
+            layer_statistics: components["schemas"]["LayerStatistic"][];
+            cross_layer_analysis: components["schemas"]["CrossLayerAnalysis"];
+        };
+        /**
          * LayerwiseValidationError
          * @description The layer-wise routes' 422: FastAPI's `HTTPValidationError`, as their reference server sends it.
          */
         LayerwiseValidationError: {
             /** Detail */
             detail: components["schemas"]["ValidationErrorItem"][];
+        };
+        /** Linear */
+        Linear: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "linear";
+            /** In */
+            in: number;
+            /** Out */
+            out: number;
         };
         /**
          * LiteLayer
@@ -2715,6 +3262,25 @@ export interface components {
          * @enum {string}
          */
         LogLevel: "debug" | "info" | "warning" | "error" | "critical";
+        /** LrSchedule */
+        LrSchedule: {
+            /**
+             * Type
+             * @default none
+             * @enum {string}
+             */
+            type?: "none" | "step" | "cosine";
+            /**
+             * Step Size
+             * @default 1
+             */
+            step_size?: number;
+            /**
+             * Gamma
+             * @default 0.5
+             */
+            gamma?: number;
+        };
         /**
          * ManagedRun
          * @description A registry run (`state`, `epoch`, `metrics`, `param_id` once succeeded) plus timestamps and `error`.
@@ -2767,6 +3333,67 @@ export interface components {
             /** Next Cursor */
             next_cursor: string | null;
         };
+        /** MaxPool2d */
+        MaxPool2d: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "maxpool2d";
+            /** Kernel Size */
+            kernel_size: number;
+            /**
+             * Stride
+             * @default null
+             */
+            stride?: number | null;
+            /**
+             * Padding
+             * @default 0
+             */
+            padding?: number;
+        };
+        /**
+         * Metadata
+         * @description Step metadata; unknown extra fields are accepted, and experiment_id/group/tags are kept on the run.
+         */
+        Metadata: {
+            /**
+             * Run Id
+             * @description Run identifier: 1..128 letters, digits, '_', '.' or '-', and not '.' or '..'
+             */
+            run_id: string;
+            /** Timestamp */
+            timestamp: number;
+            /** Global Step */
+            global_step: number;
+            /** Batch Size */
+            batch_size: number;
+            /**
+             * Layer Groups
+             * @default null
+             */
+            layer_groups?: {
+                [key: string]: string[];
+            } | null;
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Group
+             * @default null
+             */
+            group?: string | null;
+            /**
+             * Tags
+             * @default null
+             */
+            tags?: string[] | null;
+        } & {
+            [key: string]: unknown;
+        };
         /**
          * MetricHistory
          * @description `GET /api/v1/metrics/{session_id}/history`: one metric's values, index-aligned with epochs and timestamps.
@@ -2800,6 +3427,72 @@ export interface components {
             memory_percent?: number | null;
         } & {
             [key: string]: unknown;
+        };
+        /** ModelChanges */
+        ModelChanges: {
+            /** Name */
+            name?: string;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /**
+             * Provider
+             * @default null
+             */
+            provider?: string | null;
+            /**
+             * Type
+             * @default null
+             */
+            type?: string | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            };
+        };
+        /** ModelCreate */
+        ModelCreate: {
+            model: components["schemas"]["ModelFields"];
+        };
+        /**
+         * ModelDefinition
+         * @description `POST /api/models`: a definition to create, or to update where `model_id` names a stored model. Other keys
+         *     are ignored.
+         */
+        ModelDefinition: {
+            /**
+             * Model Id
+             * @default null
+             */
+            model_id?: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** @default null */
+            architecture?: components["schemas"]["Architecture"] | null;
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+            /**
+             * Trained
+             * @default null
+             */
+            trained?: boolean | null;
+            /**
+             * Saved Model Path
+             * @default null
+             */
+            saved_model_path?: string | null;
         };
         /**
          * ModelDetail
@@ -2838,6 +3531,36 @@ export interface components {
             latest_run: components["schemas"]["ManagedRun"] | null;
             /** Runs */
             runs: components["schemas"]["ManagedRun"][];
+        };
+        /** ModelFields */
+        ModelFields: {
+            /** Name */
+            name: string;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /**
+             * Provider
+             * @default null
+             */
+            provider?: string | null;
+            /**
+             * Type
+             * @default null
+             */
+            type?: string | null;
+            /** @default null */
+            status?: components["schemas"]["ModelStatus"] | null;
+            /** Config */
+            config?: {
+                [key: string]: unknown;
+            };
+        };
+        /** ModelPatch */
+        ModelPatch: {
+            model: components["schemas"]["ModelChanges"];
         };
         /**
          * ModelPublic
@@ -3052,6 +3775,30 @@ export interface components {
             /** Cleared */
             cleared: number;
         };
+        /** Optimizer */
+        Optimizer: {
+            /**
+             * Type
+             * @default sgd
+             * @enum {string}
+             */
+            type?: "sgd" | "adam" | "adamw";
+            /**
+             * Lr
+             * @default 0.1
+             */
+            lr?: number;
+            /**
+             * Momentum
+             * @default 0
+             */
+            momentum?: number;
+            /**
+             * Weight Decay
+             * @default 0
+             */
+            weight_decay?: number;
+        };
         /**
          * Outputs
          * @description What `return` asked for: labels and probabilities by default, logits on request; one row per input.
@@ -3114,6 +3861,14 @@ export interface components {
             weight: components["schemas"]["WeightStatistics"];
             bias?: components["schemas"]["BiasStatistics"] | null;
         };
+        /** Parameterless */
+        Parameterless: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "flatten" | "relu" | "sigmoid" | "softmax" | "tanh";
+        };
         /**
          * Params
          * @description `GET /api/params/{param_id}`: trained parameters as JSON layers (`{"layers": [{type, W, b}, ...]}`).
@@ -3133,6 +3888,16 @@ export interface components {
             size_bytes: number;
             /** Created At */
             created_at: string;
+        };
+        /**
+         * PixelInferRequest
+         * @description `POST /api/infer` with a run's trained parameters: one image.
+         */
+        PixelInferRequest: {
+            /** Run Id */
+            run_id: string;
+            /** Pixels */
+            pixels: number[] | number[][] | number[][][];
         };
         /**
          * PixelInference
@@ -3436,6 +4201,23 @@ export interface components {
             steps?: components["schemas"]["Step"][] | null;
         };
         /**
+         * RunEnd
+         * @description How a script's run ended: the body of `POST /api/v1/runs/{run_id}/finish`.
+         */
+        RunEnd: {
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "succeeded" | "failed" | "cancelled";
+            /**
+             * Error
+             * @description Why it failed or was cancelled, e.g. the exception's last line
+             * @default null
+             */
+            error?: string | null;
+        };
+        /**
          * RunEvent
          * @description Something that happened to a run and must be surfaced, e.g. a rejected non-finite payload.
          */
@@ -3497,11 +4279,50 @@ export interface components {
             count: number;
         };
         /**
+         * RunMetricEvent
+         * @description `event: metric`: one finished epoch, once each (history first): `epoch`, and one field per epoch metric
+         *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`) the run logged.
+         */
+        RunMetricEvent: {
+            /** Run Id */
+            run_id: string;
+            /** Epoch */
+            epoch: number;
+            /**
+             * Step
+             * @description Only in live frames: the step the epoch ended on
+             * @default null
+             */
+            step?: number | null;
+            /**
+             * Timestamp
+             * @description When it was logged, as the script sent it
+             */
+            timestamp: number | string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
          * RunState
          * @description A run's state, one vocabulary for every route and message that shows it in pivotd's own words.
          * @enum {string}
          */
         RunState: "created" | "queued" | "running" | "succeeded" | "failed" | "cancelled" | "lost";
+        /**
+         * RunStateEvent
+         * @description `event: state`: the run's state, once per change; the stream ends after a final one.
+         */
+        RunStateEvent: {
+            /** Run Id */
+            run_id: string;
+            state: components["schemas"]["RunState"];
+            /**
+             * Error
+             * @description Only when the run failed
+             * @default null
+             */
+            error?: string | null;
+        };
         /**
          * RunSummary
          * @description One entry of the `GET /api/v1/runs` map with PIVOT's additive fields.
@@ -3545,6 +4366,74 @@ export interface components {
             data: components["schemas"]["ExperimentRun"][];
             meta: components["schemas"]["AttachedMeta"];
         };
+        /**
+         * SaveModel
+         * @description `POST /api/models/{model_id}/save`: `run_id` promotes that succeeded run of the model; without it, the
+         *     definition's fields are registered under the path's id.
+         */
+        SaveModel: {
+            /**
+             * Run Id
+             * @default null
+             */
+            run_id?: string | null;
+            /**
+             * Name
+             * @default null
+             */
+            name?: string | null;
+            /**
+             * Description
+             * @default null
+             */
+            description?: string | null;
+            /** @default null */
+            architecture?: components["schemas"]["Architecture"] | null;
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+        };
+        /**
+         * ScalarBatch
+         * @description Object form of the scalar route's body; the bare-array form is `list[ScalarPoint]`.
+         */
+        ScalarBatch: {
+            /** Points */
+            points: components["schemas"]["ScalarPoint"][];
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /**
+             * Group
+             * @default null
+             */
+            group?: string | null;
+            /**
+             * Tags
+             * @default null
+             */
+            tags?: string[] | null;
+        };
+        /** ScalarPoint */
+        ScalarPoint: {
+            /** Step */
+            step: number;
+            /**
+             * Epoch
+             * @default null
+             */
+            epoch?: number | null;
+            /**
+             * Timestamp
+             * @default null
+             */
+            timestamp?: number | null;
+            /** Values */
+            values: {
+                [key: string]: number;
+            };
+        };
         /** ScalarSeries */
         ScalarSeries: {
             /** Steps */
@@ -3566,6 +4455,7 @@ export interface components {
             /** Points */
             points: number;
         };
+        ScalarsBody: components["schemas"]["ScalarPoint"][] | components["schemas"]["ScalarBatch"];
         /** ScalarsResponse */
         ScalarsResponse: {
             /** Run Id */
@@ -3594,6 +4484,28 @@ export interface components {
             learning_rate: number | null;
         } & {
             [key: string]: unknown;
+        };
+        /** SessionCreate */
+        SessionCreate: {
+            /**
+             * Config Path
+             * @default null
+             */
+            config_path?: string | null;
+            /**
+             * Config
+             * @default null
+             */
+            config?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Session Name
+             * @default null
+             */
+            session_name?: string | null;
+            /** Tags */
+            tags?: string[];
         };
         /**
          * SessionCreated
@@ -3628,6 +4540,29 @@ export interface components {
             session_id: string;
             /** Metrics */
             metrics: components["schemas"]["EpochRecord"][];
+        };
+        /**
+         * SessionMetricsMessage
+         * @description A finished epoch, live: SSE `event: metrics`; on the WebSocket, with `"type": "metrics"`.
+         *     `loss` repeats `train_loss`, as session messages call it.
+         */
+        SessionMetricsMessage: {
+            /** Epoch */
+            epoch: number;
+            /** Timestamp */
+            timestamp: string | null;
+            /** Session Id */
+            session_id: string;
+            /** Loss */
+            loss: number | null;
+            /**
+             * Type
+             * @description WebSocket messages only
+             * @default null
+             */
+            type?: "metrics" | null;
+        } & {
+            [key: string]: unknown;
         };
         /**
          * SessionPublic
@@ -3692,6 +4627,24 @@ export interface components {
          * @enum {string}
          */
         SessionStatus: "created" | "running" | "stopped" | "completed" | "failed";
+        /**
+         * SessionStatusMessage
+         * @description A status change, live: SSE `event: status`; on the WebSocket, with `"type": "status"`. The streams end
+         *     after a final status (`stopped`, `completed`, `failed`).
+         */
+        SessionStatusMessage: {
+            /** Session Id */
+            session_id: string;
+            status: components["schemas"]["SessionStatus"];
+            /** Error */
+            error: string | null;
+            /**
+             * Type
+             * @description WebSocket messages only
+             * @default null
+             */
+            type?: "status" | null;
+        };
         /** SessionStopped */
         SessionStopped: {
             /** Session Id */
@@ -3835,6 +4788,10 @@ export interface components {
              */
             created_at: string;
         };
+        /** TestBody */
+        StatisticalTest: {
+            test: components["schemas"]["TestSpec"];
+        };
         /**
          * Step
          * @description A stored step as `GET /api/v1/runs/{id}`, `/latest` and the `new_metrics` message return it.
@@ -3928,6 +4885,26 @@ export interface components {
                 [key: string]: string | number | boolean | null;
             };
         };
+        /** ExportBody */
+        TelemetryExport: {
+            /**
+             * Format
+             * @default json
+             * @enum {string}
+             */
+            format?: "csv" | "json";
+            filters?: components["schemas"]["ExportFilters"];
+            /**
+             * Fields
+             * @default null
+             */
+            fields?: string[] | null;
+        };
+        /** IngestBody */
+        TelemetryIngest: {
+            /** Events */
+            events: components["schemas"]["IngestEvent"][];
+        };
         /** TelemetryIngestResponse */
         TelemetryIngestResponse: {
             data: components["schemas"]["TelemetryIngested"];
@@ -3956,6 +4933,43 @@ export interface components {
             data: components["schemas"]["AggregateRow"][];
             meta: components["schemas"]["TimeSeriesMeta"];
         };
+        /** TestOptions */
+        TestOptions: {
+            /**
+             * Alpha
+             * @default 0.05
+             */
+            alpha?: number;
+            /**
+             * Alternative
+             * @default two_sided
+             * @enum {string}
+             */
+            alternative?: "two_sided" | "less" | "greater";
+            /**
+             * Aggregate
+             * @default last
+             * @enum {string}
+             */
+            aggregate?: "last" | "best" | "mean";
+        };
+        /** TestSpec */
+        TestSpec: {
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id?: string | null;
+            /** Test Type */
+            test_type: string;
+            /** Groups */
+            groups: string[] | {
+                [key: string]: string[];
+            };
+            /** Metric */
+            metric: string;
+            options?: components["schemas"]["TestOptions"];
+        };
         /** TimeSeriesMeta */
         TimeSeriesMeta: {
             /** Metric */
@@ -3969,6 +4983,23 @@ export interface components {
             interval: "1m" | "5m" | "1h" | "1d";
             /** Group By */
             group_by: string | null;
+        };
+        /**
+         * TrainInline
+         * @description `POST /api/train`: an architecture to store as a new model and train.
+         */
+        TrainInline: {
+            architecture: components["schemas"]["Architecture"];
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
+        };
+        /**
+         * TrainModel
+         * @description `POST /api/models/{model_id}/train`: the stored hyperparameters, or these (the body may be left out).
+         */
+        TrainModel: {
+            /** @default null */
+            hyperparams?: components["schemas"]["Hyperparams"] | null;
         };
         /**
          * TrainQueued
@@ -4030,6 +5061,45 @@ export interface components {
              * @description The same place as messages name it: `layer_statistics[0].gradient_flow`
              */
             field: string;
+        };
+        /**
+         * Wanted
+         * @description Which outputs to return.
+         */
+        Wanted: {
+            /**
+             * Logits
+             * @default false
+             */
+            logits?: boolean;
+            /**
+             * Probabilities
+             * @default true
+             */
+            probabilities?: boolean;
+            /**
+             * Labels
+             * @default true
+             */
+            labels?: boolean;
+        };
+        /** WebhookCreate */
+        WebhookCreate: {
+            /** Url */
+            url: string;
+            /** Events */
+            events: ("alert_triggered" | "alert_resolved" | "training_completed" | "training_failed" | "training_cancelled" | "daemon_recovered" | "*")[];
+            /**
+             * Secret
+             * @default null
+             */
+            secret?: string | null;
+            /**
+             * Format
+             * @default json
+             * @enum {string}
+             */
+            format?: "json" | "slack" | "discord";
         };
         /** WebhookCreated */
         WebhookCreated: {
@@ -4164,1076 +5234,6 @@ export interface components {
             confidence_interval?: (number | null)[] | null;
             /** Significant */
             significant?: boolean | null;
-        };
-        /**
-         * RuleSpec
-         * @description An alert rule as clients send and receive it (the alert API's fields plus PIVOT's).
-         */
-        AlertRule: {
-            /** Name */
-            name: string;
-            /** Metric */
-            metric: string;
-            /**
-             * Condition
-             * @enum {string}
-             */
-            condition: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
-            /**
-             * Threshold
-             * @default null
-             */
-            threshold?: number | null;
-            /**
-             * Range
-             * @default null
-             */
-            range?: [
-                number,
-                number
-            ] | null;
-            /** @default medium */
-            severity?: components["schemas"]["AlertSeverity"];
-            /**
-             * Enabled
-             * @default true
-             */
-            enabled?: boolean;
-            /**
-             * For Seconds
-             * @default 0
-             */
-            for_seconds?: number;
-            scope?: components["schemas"]["AlertScope"];
-            /**
-             * Action
-             * @default null
-             */
-            action?: ("pause" | "cancel") | null;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-        };
-        /** Acknowledge */
-        Acknowledge: {
-            /**
-             * Acknowledged By
-             * @default null
-             */
-            acknowledged_by?: string | null;
-            /**
-             * Notes
-             * @default null
-             */
-            notes?: string | null;
-        };
-        /** ApiKeyFields */
-        ApiKeyFields: {
-            /** Name */
-            name: string;
-            /** Scopes */
-            scopes?: ("read" | "write" | "admin" | "jobs")[];
-        };
-        /** ApiKeyCreate */
-        ApiKeyCreate: {
-            api_key: components["schemas"]["ApiKeyFields"];
-        };
-        /** ExperimentFields */
-        ExperimentFields: {
-            /** Name */
-            name: string;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-            /** Config */
-            config?: {
-                [key: string]: unknown;
-            };
-            /** Tags */
-            tags?: string[];
-        };
-        /** ExperimentCreate */
-        ExperimentCreate: {
-            experiment: components["schemas"]["ExperimentFields"];
-        };
-        /** ExperimentChanges */
-        ExperimentChanges: {
-            /** Name */
-            name?: string;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-            /** Config */
-            config?: {
-                [key: string]: unknown;
-            };
-            /** Tags */
-            tags?: string[];
-        };
-        /** ExperimentPatch */
-        ExperimentPatch: {
-            experiment: components["schemas"]["ExperimentChanges"];
-        };
-        /** AttachBody */
-        AttachRuns: {
-            /** Run Ids */
-            run_ids: string[];
-            /**
-             * Group
-             * @default null
-             */
-            group?: string | null;
-        };
-        /** CloneBody */
-        ExperimentClone: {
-            /**
-             * Name
-             * @default null
-             */
-            name?: string | null;
-        };
-        /** TestOptions */
-        TestOptions: {
-            /**
-             * Alpha
-             * @default 0.05
-             */
-            alpha?: number;
-            /**
-             * Alternative
-             * @default two_sided
-             * @enum {string}
-             */
-            alternative?: "two_sided" | "less" | "greater";
-            /**
-             * Aggregate
-             * @default last
-             * @enum {string}
-             */
-            aggregate?: "last" | "best" | "mean";
-        };
-        /** TestSpec */
-        TestSpec: {
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /** Test Type */
-            test_type: string;
-            /** Groups */
-            groups: string[] | {
-                [key: string]: string[];
-            };
-            /** Metric */
-            metric: string;
-            options?: components["schemas"]["TestOptions"];
-        };
-        /** TestBody */
-        StatisticalTest: {
-            test: components["schemas"]["TestSpec"];
-        };
-        /** ExperimentExportBody */
-        ExperimentExportRequest: {
-            /**
-             * Format
-             * @default json
-             * @enum {string}
-             */
-            format?: "json" | "csv";
-            /** Include */
-            include?: ("config" | "results" | "runs" | "telemetry")[];
-        };
-        /** ComparisonExport */
-        ComparisonExport: {
-            /** Experiment Ids */
-            experiment_ids: string[];
-            /**
-             * Format
-             * @default json
-             * @enum {string}
-             */
-            format?: "json" | "csv" | "latex";
-            /**
-             * Template
-             * @default publication
-             * @constant
-             */
-            template?: "publication";
-            /**
-             * Metric
-             * @default null
-             */
-            metric?: string | null;
-        };
-        /**
-         * Metadata
-         * @description Step metadata; unknown extra fields are accepted, and experiment_id/group/tags are kept on the run.
-         */
-        Metadata: {
-            /**
-             * Run Id
-             * @description Run identifier: 1..128 letters, digits, '_', '.' or '-', and not '.' or '..'
-             */
-            run_id: string;
-            /** Timestamp */
-            timestamp: number;
-            /** Global Step */
-            global_step: number;
-            /** Batch Size */
-            batch_size: number;
-            /**
-             * Layer Groups
-             * @default null
-             */
-            layer_groups?: {
-                [key: string]: string[];
-            } | null;
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /**
-             * Group
-             * @default null
-             */
-            group?: string | null;
-            /**
-             * Tags
-             * @default null
-             */
-            tags?: string[] | null;
-        } & {
-            [key: string]: unknown;
-        };
-        /**
-         * LayerwisePayload
-         * @description One monitored training step as a training script POSTs it.
-         */
-        LayerwisePayload: {
-            metadata: components["schemas"]["Metadata"];
-            /** Layer Statistics */
-            layer_statistics: components["schemas"]["LayerStatistic"][];
-            cross_layer_analysis: components["schemas"]["CrossLayerAnalysis"];
-        };
-        LayerwiseBatch: components["schemas"]["LayerwisePayload"][];
-        /**
-         * Architecture
-         * @description An MLP (`input_size` + layers) or a CNN (input channels, height and width).
-         */
-        Architecture: {
-            /**
-             * Input Size
-             * @default null
-             */
-            input_size?: number | null;
-            /**
-             * Input Channels
-             * @default null
-             */
-            input_channels?: number | null;
-            /**
-             * Input Height
-             * @default null
-             */
-            input_height?: number | null;
-            /**
-             * Input Width
-             * @default null
-             */
-            input_width?: number | null;
-            /** Layers */
-            layers: (components["schemas"]["Linear"] | components["schemas"]["Conv2d"] | components["schemas"]["MaxPool2d"] | components["schemas"]["Dropout"] | components["schemas"]["Parameterless"])[];
-        };
-        /** Conv2d */
-        Conv2d: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            type: "conv2d";
-            /** In Channels */
-            in_channels: number;
-            /** Out Channels */
-            out_channels: number;
-            /** Kernel Size */
-            kernel_size: number;
-            /**
-             * Stride
-             * @default 1
-             */
-            stride?: number;
-            /**
-             * Padding
-             * @default 0
-             */
-            padding?: number | "same";
-        };
-        /** Dropout */
-        Dropout: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            type: "dropout";
-            /**
-             * P
-             * @default 0.5
-             */
-            p?: number;
-        };
-        /**
-         * Hyperparams
-         * @description The registry's fields plus optimizer choice, schedule, dataset, device and reporting intervals.
-         */
-        Hyperparams: {
-            /**
-             * Epochs
-             * @default 5
-             */
-            epochs?: number;
-            /**
-             * Batch Size
-             * @default 64
-             */
-            batch_size?: number;
-            optimizer?: components["schemas"]["Optimizer"];
-            /**
-             * Loss
-             * @default cross_entropy
-             * @constant
-             */
-            loss?: "cross_entropy";
-            /**
-             * Seed
-             * @default 42
-             */
-            seed?: number | null;
-            /**
-             * Train Split
-             * @default 0.9
-             */
-            train_split?: number;
-            /**
-             * Shuffle
-             * @default true
-             */
-            shuffle?: boolean;
-            /**
-             * Max Samples
-             * @default null
-             */
-            max_samples?: number | null;
-            /**
-             * Dataset
-             * @default auto
-             * @enum {string}
-             */
-            dataset?: "auto" | "mnist" | "digits";
-            /**
-             * Device
-             * @default auto
-             */
-            device?: string;
-            lr_schedule?: components["schemas"]["LrSchedule"];
-            /**
-             * Checkpoint Every
-             * @default 1
-             */
-            checkpoint_every?: number;
-            /**
-             * Layerwise Every
-             * @default 10
-             */
-            layerwise_every?: number;
-            /**
-             * Layerwise Overhead
-             * @default 0.03
-             */
-            layerwise_overhead?: number | null;
-            /**
-             * Selection Metric
-             * @default val_loss
-             * @enum {string}
-             */
-            selection_metric?: "val_loss" | "val_accuracy";
-        };
-        /** Linear */
-        Linear: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            type: "linear";
-            /** In */
-            in: number;
-            /** Out */
-            out: number;
-        };
-        /** LrSchedule */
-        LrSchedule: {
-            /**
-             * Type
-             * @default none
-             * @enum {string}
-             */
-            type?: "none" | "step" | "cosine";
-            /**
-             * Step Size
-             * @default 1
-             */
-            step_size?: number;
-            /**
-             * Gamma
-             * @default 0.5
-             */
-            gamma?: number;
-        };
-        /** MaxPool2d */
-        MaxPool2d: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            type: "maxpool2d";
-            /** Kernel Size */
-            kernel_size: number;
-            /**
-             * Stride
-             * @default null
-             */
-            stride?: number | null;
-            /**
-             * Padding
-             * @default 0
-             */
-            padding?: number;
-        };
-        /** Optimizer */
-        Optimizer: {
-            /**
-             * Type
-             * @default sgd
-             * @enum {string}
-             */
-            type?: "sgd" | "adam" | "adamw";
-            /**
-             * Lr
-             * @default 0.1
-             */
-            lr?: number;
-            /**
-             * Momentum
-             * @default 0
-             */
-            momentum?: number;
-            /**
-             * Weight Decay
-             * @default 0
-             */
-            weight_decay?: number;
-        };
-        /** Parameterless */
-        Parameterless: {
-            /**
-             * @description discriminator enum property added by openapi-typescript
-             * @enum {string}
-             */
-            type: "flatten" | "relu" | "sigmoid" | "softmax" | "tanh";
-        };
-        /**
-         * ModelDefinition
-         * @description `POST /api/models`: a definition to create, or to update where `model_id` names a stored model. Other keys
-         *     are ignored.
-         */
-        ModelDefinition: {
-            /**
-             * Model Id
-             * @default null
-             */
-            model_id?: string | null;
-            /**
-             * Name
-             * @default null
-             */
-            name?: string | null;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-            /** @default null */
-            architecture?: components["schemas"]["Architecture"] | null;
-            /** @default null */
-            hyperparams?: components["schemas"]["Hyperparams"] | null;
-            /**
-             * Trained
-             * @default null
-             */
-            trained?: boolean | null;
-            /**
-             * Saved Model Path
-             * @default null
-             */
-            saved_model_path?: string | null;
-        };
-        /**
-         * SaveModel
-         * @description `POST /api/models/{model_id}/save`: `run_id` promotes that succeeded run of the model; without it, the
-         *     definition's fields are registered under the path's id.
-         */
-        SaveModel: {
-            /**
-             * Run Id
-             * @default null
-             */
-            run_id?: string | null;
-            /**
-             * Name
-             * @default null
-             */
-            name?: string | null;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-            /** @default null */
-            architecture?: components["schemas"]["Architecture"] | null;
-            /** @default null */
-            hyperparams?: components["schemas"]["Hyperparams"] | null;
-        };
-        /**
-         * TrainModel
-         * @description `POST /api/models/{model_id}/train`: the stored hyperparameters, or these (the body may be left out).
-         */
-        TrainModel: {
-            /** @default null */
-            hyperparams?: components["schemas"]["Hyperparams"] | null;
-        };
-        /**
-         * TrainInline
-         * @description `POST /api/train`: an architecture to store as a new model and train.
-         */
-        TrainInline: {
-            architecture: components["schemas"]["Architecture"];
-            /** @default null */
-            hyperparams?: components["schemas"]["Hyperparams"] | null;
-        };
-        /**
-         * RunStateEvent
-         * @description `event: state`: the run's state, once per change; the stream ends after a final one.
-         */
-        RunStateEvent: {
-            /** Run Id */
-            run_id: string;
-            state: components["schemas"]["RunState"];
-            /**
-             * Error
-             * @description Only when the run failed
-             * @default null
-             */
-            error?: string | null;
-        };
-        /**
-         * RunMetricEvent
-         * @description `event: metric`: one finished epoch, once each (history first): `epoch`, and one field per epoch metric
-         *     (`train_loss`, `train_accuracy`, `val_loss`, `val_accuracy`, `learning_rate`) the run logged.
-         */
-        RunMetricEvent: {
-            /** Run Id */
-            run_id: string;
-            /** Epoch */
-            epoch: number;
-            /**
-             * Step
-             * @description Only in live frames: the step the epoch ended on
-             * @default null
-             */
-            step?: number | null;
-            /**
-             * Timestamp
-             * @description When it was logged, as the script sent it
-             */
-            timestamp: number | string | null;
-        } & {
-            [key: string]: unknown;
-        };
-        /**
-         * InferRequest
-         * @description `POST /api/infer` with stored parameters: a batch of inputs.
-         */
-        InferRequest: {
-            /** Param Id */
-            param_id: string;
-            /** Inputs */
-            inputs: (number[] | number[][] | number[][][])[];
-            /** @default null */
-            return?: components["schemas"]["Wanted"] | null;
-        };
-        /**
-         * PixelInferRequest
-         * @description `POST /api/infer` with a run's trained parameters: one image.
-         */
-        PixelInferRequest: {
-            /** Run Id */
-            run_id: string;
-            /** Pixels */
-            pixels: number[] | number[][] | number[][][];
-        };
-        /**
-         * Wanted
-         * @description Which outputs to return.
-         */
-        Wanted: {
-            /**
-             * Logits
-             * @default false
-             */
-            logits?: boolean;
-            /**
-             * Probabilities
-             * @default true
-             */
-            probabilities?: boolean;
-            /**
-             * Labels
-             * @default true
-             */
-            labels?: boolean;
-        };
-        InferBody: components["schemas"]["PixelInferRequest"] | components["schemas"]["InferRequest"];
-        /**
-         * AdhocInferRequest
-         * @description `POST /api/infer_adhoc`: a forward pass of `architecture` with `parameters` in `GET /api/params`'s layout.
-         */
-        AdhocInferRequest: {
-            architecture: components["schemas"]["Architecture"];
-            /**
-             * Parameters
-             * @description `{"layers": [{"type", "W", "b"}, ...]}`
-             */
-            parameters: {
-                [key: string]: unknown;
-            };
-            /** Inputs */
-            inputs: (number[] | number[][] | number[][][])[];
-            /** @default null */
-            return?: components["schemas"]["Wanted"] | null;
-        };
-        /** ModelFields */
-        ModelFields: {
-            /** Name */
-            name: string;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-            /**
-             * Provider
-             * @default null
-             */
-            provider?: string | null;
-            /**
-             * Type
-             * @default null
-             */
-            type?: string | null;
-            /** @default null */
-            status?: components["schemas"]["ModelStatus"] | null;
-            /** Config */
-            config?: {
-                [key: string]: unknown;
-            };
-        };
-        /** ModelCreate */
-        ModelCreate: {
-            model: components["schemas"]["ModelFields"];
-        };
-        /** ModelChanges */
-        ModelChanges: {
-            /** Name */
-            name?: string;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
-            /**
-             * Provider
-             * @default null
-             */
-            provider?: string | null;
-            /**
-             * Type
-             * @default null
-             */
-            type?: string | null;
-            /** @default null */
-            status?: components["schemas"]["ModelStatus"] | null;
-            /** Config */
-            config?: {
-                [key: string]: unknown;
-            };
-        };
-        /** ModelPatch */
-        ModelPatch: {
-            model: components["schemas"]["ModelChanges"];
-        };
-        /**
-         * ScalarBatch
-         * @description Object form of the scalar route's body; the bare-array form is `list[ScalarPoint]`.
-         */
-        ScalarBatch: {
-            /** Points */
-            points: components["schemas"]["ScalarPoint"][];
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /**
-             * Group
-             * @default null
-             */
-            group?: string | null;
-            /**
-             * Tags
-             * @default null
-             */
-            tags?: string[] | null;
-        };
-        /** ScalarPoint */
-        ScalarPoint: {
-            /** Step */
-            step: number;
-            /**
-             * Epoch
-             * @default null
-             */
-            epoch?: number | null;
-            /**
-             * Timestamp
-             * @default null
-             */
-            timestamp?: number | null;
-            /** Values */
-            values: {
-                [key: string]: number;
-            };
-        };
-        ScalarsBody: components["schemas"]["ScalarPoint"][] | components["schemas"]["ScalarBatch"];
-        /** SessionCreate */
-        SessionCreate: {
-            /**
-             * Config Path
-             * @default null
-             */
-            config_path?: string | null;
-            /**
-             * Config
-             * @default null
-             */
-            config?: {
-                [key: string]: unknown;
-            } | null;
-            /**
-             * Session Name
-             * @default null
-             */
-            session_name?: string | null;
-            /** Tags */
-            tags?: string[];
-        };
-        /**
-         * SessionMetricsMessage
-         * @description A finished epoch, live: SSE `event: metrics`; on the WebSocket, with `"type": "metrics"`.
-         *     `loss` repeats `train_loss`, as session messages call it.
-         */
-        SessionMetricsMessage: {
-            /** Epoch */
-            epoch: number;
-            /** Timestamp */
-            timestamp: string | null;
-            /** Session Id */
-            session_id: string;
-            /** Loss */
-            loss: number | null;
-            /**
-             * Type
-             * @description WebSocket messages only
-             * @default null
-             */
-            type?: "metrics" | null;
-        } & {
-            [key: string]: unknown;
-        };
-        /**
-         * SessionStatusMessage
-         * @description A status change, live: SSE `event: status`; on the WebSocket, with `"type": "status"`. The streams end
-         *     after a final status (`stopped`, `completed`, `failed`).
-         */
-        SessionStatusMessage: {
-            /** Session Id */
-            session_id: string;
-            status: components["schemas"]["SessionStatus"];
-            /** Error */
-            error: string | null;
-            /**
-             * Type
-             * @description WebSocket messages only
-             * @default null
-             */
-            type?: "status" | null;
-        };
-        /**
-         * JobSpec
-         * @description What to run and what it needs.
-         */
-        JobSpec: {
-            /**
-             * Command
-             * @description An argv list, run without a shell (write `["bash", "-c", "..."]` for one)
-             */
-            command: string[];
-            /**
-             * Cwd
-             * @description Absolute path of an existing directory on the daemon's machine
-             */
-            cwd: string;
-            /**
-             * Env
-             * @description Added to the daemon's environment (PIVOT_* and CUDA_* are pivotd's)
-             */
-            env?: {
-                [key: string]: string;
-            };
-            /**
-             * Name
-             * @default null
-             */
-            name?: string | null;
-            /**
-             * Gpus
-             * @description Whole GPUs, given through CUDA_VISIBLE_DEVICES; default one per process (`nproc_per_node`) where GPUs exist, as many as there are, else 0
-             * @default null
-             */
-            gpus?: number | null;
-            /**
-             * Nproc Per Node
-             * @description Processes per node; more than 1 runs the command under `torchrun --standalone`
-             * @default 1
-             */
-            nproc_per_node?: number;
-            /**
-             * @description One node of a multi-node job: runs the command under torchrun's c10d rendezvous
-             * @default null
-             */
-            rendezvous?: components["schemas"]["Rendezvous"] | null;
-            /** Tags */
-            tags?: string[];
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /**
-             * Group
-             * @default null
-             */
-            group?: string | null;
-            /**
-             * Priority
-             * @description Higher starts first; equal priorities start in submission order
-             * @default 0
-             */
-            priority?: number;
-            /**
-             * Max Runtime S
-             * @description Past this, the job is stopped as a cancel would and fails
-             * @default null
-             */
-            max_runtime_s?: number | null;
-            /**
-             * Retries
-             * @description Times a failed or interrupted job is queued again (never a cancelled one)
-             * @default 0
-             */
-            retries?: number;
-        };
-        /**
-         * JobSubmit
-         * @description The body of `POST /api/v1/jobs`.
-         */
-        JobSubmit: {
-            job: components["schemas"]["JobSpec"];
-        };
-        /**
-         * RunEnd
-         * @description How a script's run ended: the body of `POST /api/v1/runs/{run_id}/finish`.
-         */
-        RunEnd: {
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "succeeded" | "failed" | "cancelled";
-            /**
-             * Error
-             * @description Why it failed or was cancelled, e.g. the exception's last line
-             * @default null
-             */
-            error?: string | null;
-        };
-        /**
-         * IngestEvent
-         * @description Documentation of one event; ingest validates events itself (see `pivotd/telemetry/validate.py`).
-         */
-        IngestEvent: {
-            /** Event Name */
-            event_name: string[] | string;
-            /** Measurements */
-            measurements?: {
-                [key: string]: number;
-            };
-            /** Metadata */
-            metadata?: {
-                [key: string]: string | number | boolean | null;
-            };
-            /**
-             * Timestamp
-             * @default null
-             */
-            timestamp?: string | null;
-        };
-        /** IngestBody */
-        TelemetryIngest: {
-            /** Events */
-            events: components["schemas"]["IngestEvent"][];
-        };
-        /** ExportFilters */
-        ExportFilters: {
-            /**
-             * Event Name
-             * @default null
-             */
-            event_name?: string | string[] | null;
-            /**
-             * Experiment Id
-             * @default null
-             */
-            experiment_id?: string | null;
-            /**
-             * Model Id
-             * @default null
-             */
-            model_id?: string | null;
-            /**
-             * After
-             * @default null
-             */
-            after?: string | null;
-            /**
-             * Before
-             * @default null
-             */
-            before?: string | null;
-            /** Metadata */
-            metadata?: {
-                [key: string]: string | number | boolean | null;
-            };
-        };
-        /** ExportBody */
-        TelemetryExport: {
-            /**
-             * Format
-             * @default json
-             * @enum {string}
-             */
-            format?: "csv" | "json";
-            filters?: components["schemas"]["ExportFilters"];
-            /**
-             * Fields
-             * @default null
-             */
-            fields?: string[] | null;
-        };
-        /** WebhookCreate */
-        WebhookCreate: {
-            /** Url */
-            url: string;
-            /** Events */
-            events: ("alert_triggered" | "alert_resolved" | "training_completed" | "training_failed" | "training_cancelled" | "daemon_recovered" | "*")[];
-            /**
-             * Secret
-             * @default null
-             */
-            secret?: string | null;
-            /**
-             * Format
-             * @default json
-             * @enum {string}
-             */
-            format?: "json" | "slack" | "discord";
-        };
-        /**
-         * AlertRulePatch
-         * @description An alert rule as clients send and receive it (the alert API's fields plus PIVOT's).
-         */
-        AlertRulePatch: {
-            /** Name */
-            name?: string;
-            /** Metric */
-            metric?: string;
-            /**
-             * Condition
-             * @enum {string}
-             */
-            condition?: "greater_than" | "less_than" | "equals" | "not_equals" | "outside_range" | "not_finite" | "no_data_for" | "grows_by_factor";
-            /**
-             * Threshold
-             * @default null
-             */
-            threshold?: number | null;
-            /**
-             * Range
-             * @default null
-             */
-            range?: [
-                number,
-                number
-            ] | null;
-            /** @default medium */
-            severity?: components["schemas"]["AlertSeverity"];
-            /**
-             * Enabled
-             * @default true
-             */
-            enabled?: boolean;
-            /**
-             * For Seconds
-             * @default 0
-             */
-            for_seconds?: number;
-            scope?: components["schemas"]["AlertScope"];
-            /**
-             * Action
-             * @default null
-             */
-            action?: ("pause" | "cancel") | null;
-            /**
-             * Description
-             * @default null
-             */
-            description?: string | null;
         };
     };
     responses: never;
