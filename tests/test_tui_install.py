@@ -12,16 +12,15 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.daemon import DaemonProcess, start_daemon_process
+from tests.daemon import RunningDaemon
 from tests.node_packages import cache_dir
 from tests.payloads import layerwise_payload
-from tests.tui.test_tmux import tmux, wait_for
+from tests.tui.test_tmux import seen, tmux
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_STACK = ("torch", "fastapi", "starlette", "uvicorn", "aiosqlite", "scipy", "numpy", "psutil")
@@ -91,13 +90,6 @@ def tui_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
-@pytest.fixture
-def daemon_process(tmp_path: Path) -> Iterator[DaemonProcess]:
-    daemon = start_daemon_process(tmp_path / "state")
-    yield daemon
-    daemon.stop()
-
-
 def test_the_tui_extra_installs_without_torch_or_the_server_stack(tui_venv: Path) -> None:
     probe = "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m)))"
     found = subprocess.run(
@@ -110,14 +102,17 @@ def test_the_tui_extra_installs_without_torch_or_the_server_stack(tui_venv: Path
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_the_installed_tui_shows_a_remote_daemons_runs(tui_venv: Path, daemon_process: DaemonProcess) -> None:
-    with httpx.Client(base_url=daemon_process.url) as http:
-        http.post("/api/v1/metrics/layerwise", json=layerwise_payload("laptop_run", 0, layers=3))
+async def test_the_installed_tui_shows_a_remote_daemons_runs(
+    tui_venv: Path, daemon: RunningDaemon, http: httpx.AsyncClient
+) -> None:
+    """The daemon runs in the test process (what is tested is the installed TUI, in a process and a virtualenv
+    of its own); it serves while `seen` reads the terminal from a thread."""
+    await http.post("/api/v1/metrics/layerwise", json=layerwise_payload("laptop_run", 0, layers=3))
     session = f"pivot-tui-install-{os.getpid()}"
-    command = f"{tui_venv / 'bin' / 'pivot-tui'} --url {daemon_process.url}"
+    command = f"{tui_venv / 'bin' / 'pivot-tui'} --url {daemon.url}"
     assert tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", command).returncode == 0
     try:
-        screen = wait_for(session, "laptop_run")
+        screen = await seen(session, "laptop_run")
         assert "online" in screen
     finally:
         tmux("kill-session", "-t", session)
