@@ -159,7 +159,9 @@ async def test_a_managed_runs_state_is_its_trainers_alone(http: httpx.AsyncClien
     assert (run["kind"], run["status"]) == ("managed", "created")
 
 
-async def test_a_silent_run_is_lost_once_and_its_silence_alert_resolves(tmp_path: Path) -> None:
+async def test_a_silent_run_is_lost_once_and_its_silence_alert_resolves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with running_daemon(tmp_path / "state", **FAST) as daemon, watched(daemon) as (http, ws):
         silent = await http.patch("/api/v1/alerts/rules/rule_run_silent", json={"threshold": 0.3})
         assert silent.status_code == 200
@@ -196,6 +198,12 @@ async def test_a_silent_run_is_lost_once_and_its_silence_alert_resolves(tmp_path
         detail = (await http.get(f"/api/v1/experiments/{experiment['id']}")).json()["data"]
         assert detail["status"] == "failed" and detail["results_summary"]["runs_by_status"] == {"failed": 1}
 
+        # From here the run must stay revived: with FAST's 1 s of silence a slow machine could mark it lost again
+        # between its revival and the reads below.
+        async def no_loss() -> list[str]:
+            return []
+
+        monkeypatch.setattr(daemon.services.run_ends, "mark_lost", no_loss)
         await scalars(http, "killed", 1)  # it was only slow
         assert (await next_message(ws, "run_state", run_id="killed"))["state"] == "running"
         detail = (await http.get(f"/api/v1/experiments/{experiment['id']}")).json()["data"]
